@@ -1,0 +1,41 @@
+"""Exception types shared by every stage of idtfv.
+
+Every user-facing failure is an :class:`IdtfvError`. Command-line tools catch it, print
+``error: <message>`` on one line and exit with status 2; dataset runs record it per video and go on.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["IdtfvError", "VideoError", "ManifestError", "ParameterError", "FormatError", "EXIT_BAD_INPUT"]
+
+#: Exit status of every CLI for bad input (a missing, corrupt or unsupported file, a bad option).
+EXIT_BAD_INPUT = 2
+
+
+class IdtfvError(Exception):
+    """Base class of idtfv's own errors; the message is one line meant for the user."""
+
+
+class _PathError(IdtfvError):
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class VideoError(_PathError):
+    """A video cannot be used: missing, not a video, no decodable frames, too short, too large."""
+
+
+class FormatError(_PathError):
+    """A data file (features, scores, codebook, manifest) is malformed."""
+
+
+class ManifestError(IdtfvError):
+    """A manifest or dataset description is inconsistent."""
+
+
+class ParameterError(IdtfvError, ValueError):
+    """An option has a value outside its allowed range."""

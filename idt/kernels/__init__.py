@@ -1,0 +1,1 @@
+"""idt/kernels."""
