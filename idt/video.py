@@ -1,0 +1,582 @@
+"""The one video reader every stage of idtfv uses.
+
+Frames are decoded lazily, one at a time, by OpenCV (FFmpeg backend) first and by PyAV when OpenCV cannot open
+the file or decodes nothing from it. Whatever backend decodes, the output is the same:
+
+* colour frames are ``uint8`` arrays of shape ``(H, W, 3)`` in **RGB** order;
+* grey frames (``gray=True``) are ``uint8`` arrays of shape ``(H, W)``, computed from the decoded BGR frame exactly
+  as ``cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)`` does;
+* with ``max_width`` a frame wider than ``max_width`` is shrunk to width ``max_width`` and height
+  ``round(H * max_width / W)`` (aspect ratio kept, ``cv2.INTER_AREA``; sizes need not be even). The colour
+  conversion happens first, at the source resolution, then the resize.
+
+Frame counts are honest: :func:`probe_video` counts the frames that actually decode, not what the container's
+header claims. A truncated or corrupt stream yields the frames that decode and then stops; a stream from which
+nothing decodes is an error.
+
+Every problem with the input raises :class:`idt.errors.VideoError` whose one-line message names the file and says
+what is wrong (missing file, a directory, not a video, no decodable frame, start beyond the end, a frame too large).
+
+Examples
+--------
+>>> from idt.video import open_video, iter_frames, probe_video
+>>> info = probe_video("clip.avi")                              # doctest: +SKIP
+>>> for frame in iter_frames("clip.avi", gray=True, max_width=320):  # doctest: +SKIP
+...     ...
+>>> with open_video("clip.avi", start=10, end=50) as reader:     # doctest: +SKIP
+...     print(reader.fps, reader.width, reader.height)
+...     frames = list(reader)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from idt.errors import VideoError
+
+__all__ = [
+    "VideoInfo",
+    "VideoReader",
+    "probe_video",
+    "iter_frames",
+    "open_video",
+    "require_frames",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_FPS",
+    "BACKENDS",
+]
+
+#: Largest frame (width * height of the *output* frame) accepted by default; larger frames are refused with a hint
+#: to pass ``max_width``. 8192 x 8192 is 64 Mpixel: 192 MiB per colour frame.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+#: Frame rate reported when neither backend can tell one (some raw streams carry none).
+DEFAULT_FPS = 25.0
+
+#: After this many consecutive failed reads in the middle of a stream the reader gives up, so that a backend that
+#: keeps answering "no frame" forever cannot make the reader hang.
+MAX_CONSECUTIVE_FAILED_READS = 8
+
+#: Backend names accepted by ``backend=``.
+BACKENDS = ("auto", "opencv", "pyav")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds, as seen by :mod:`idt.video`.
+
+    Attributes
+    ----------
+    path : str
+        The video file.
+    frames : int
+        Number of decodable frames (from :func:`probe_video` with ``count_frames=True``), or the container's
+        claim (``count_frames=False``; ``-1`` when the container does not say).
+    fps : float
+        Frames per second from the container (:data:`DEFAULT_FPS` when unknown).
+    width, height : int
+        Size of the decoded (source) frames in pixels.
+    backend : str
+        ``"opencv"`` or ``"pyav"``: the backend that decoded the file.
+    """
+
+    path: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    backend: str
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Backends: a source decodes BGR frames one at a time. ``skip()`` decodes without converting (cheap seeking).
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _OpenCVSource:
+    name = "opencv"
+
+    def __init__(self, path: str):
+        # FFmpeg explicitly: with CAP_ANY a path containing '%' would be taken for an image-sequence pattern.
+        with _quiet_opencv():
+            self._cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise _CannotOpen("OpenCV cannot open it")
+        self.fps = _clean_fps(self._cap.get(cv2.CAP_PROP_FPS))
+        n = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.header_frames = int(n) if math.isfinite(n) and n > 0 else -1
+        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+
+    def skip(self) -> bool:
+        return bool(self._cap.grab())
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self._cap.read()
+        return frame if ok and frame is not None and frame.size else None
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class _PyAVSource:
+    name = "pyav"
+
+    def __init__(self, path: str):
+        import av  # imported lazily: only needed for files OpenCV cannot read
+
+        try:
+            self._container = av.open(path)
+        except Exception as exc:  # av raises many types (InvalidDataError, FileNotFoundError, ...)
+            raise _CannotOpen(f"PyAV cannot open it ({_short(exc)})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise _CannotOpen("it has no video stream")
+        stream = self._container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self.fps = _clean_fps(float(rate) if rate else 0.0)
+        self.header_frames = int(stream.frames) if stream.frames and stream.frames > 0 else -1
+        self.width = int(stream.codec_context.width or 0)
+        self.height = int(stream.codec_context.height or 0)
+        self._frames = self._container.decode(stream)
+        self._dead = False
+
+    def _next(self):
+        if self._dead:
+            return None
+        try:
+            return next(self._frames)
+        except Exception:  # StopIteration at the end, av errors on corrupt data: both end the stream
+            self._dead = True
+            return None
+
+    def skip(self) -> bool:
+        return self._next() is not None
+
+    def read(self) -> np.ndarray | None:
+        frame = self._next()
+        if frame is None:
+            return None
+        try:
+            return frame.to_ndarray(format="bgr24")
+        except Exception:
+            self._dead = True
+            return None
+
+    def close(self) -> None:
+        self._container.close()
+
+
+@contextlib.contextmanager
+def _quiet_opencv():
+    """Silence OpenCV's own warnings (e.g. "can't be used to capture by name") while opening: we raise our own."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
+class _CannotOpen(Exception):
+    """Internal: a backend cannot open the file (the next backend is tried)."""
+
+
+_SOURCES = {"opencv": _OpenCVSource, "pyav": _PyAVSource}
+_AUTO_ORDER = ("opencv", "pyav")
+
+
+def _clean_fps(fps: float) -> float:
+    return float(fps) if math.isfinite(fps) and 0.0 < fps < 10000.0 else DEFAULT_FPS
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    return text[:120]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The reader
+# --------------------------------------------------------------------------------------------------------------
+
+
+class VideoReader:
+    """Lazy frame reader for one video; use :func:`open_video` to make one.
+
+    The reader opens the file, skips to frame ``start`` and decodes that first frame at once, so that a file which
+    does not decode fails at open time with a :class:`~idt.errors.VideoError`. Iterating yields frames
+    ``start, start+1, ..., end-1`` (or up to the last decodable frame); a reader can be iterated once.
+
+    Attributes
+    ----------
+    info : VideoInfo
+        The source video as the container describes it; ``info.frames`` is the header's claim (``-1`` if absent)
+        unless the reader was opened with ``count_frames=True``, in which case it counts decodable frames.
+    fps : float
+        Frames per second.
+    width, height : int
+        Size of the *output* frames (after ``max_width``).
+    start, end : int, int | None
+        The requested frame range ``[start, end)``.
+    frames_read : int
+        Number of frames yielded so far.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        gray: bool = False,
+        max_width: int | None = None,
+        start: int = 0,
+        end: int | None = None,
+        backend: str = "auto",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        count_frames: bool = False,
+    ):
+        self.path = os.fspath(path)
+        self.gray = bool(gray)
+        self.start = _check_index(self.path, "start", start, minimum=0)
+        self.end = None if end is None else _check_index(self.path, "end", end, minimum=0)
+        if self.end is not None and self.end <= self.start:
+            raise VideoError(self.path, f"end={self.end} must be greater than start={self.start}; "
+                                        "the range is [start, end)")
+        if max_width is not None and (not _is_int(max_width) or max_width < 1):
+            raise VideoError(self.path, f"max_width must be a positive integer or None, got {max_width!r}")
+        self.max_width = None if max_width is None else int(max_width)
+        if not _is_int(max_pixels) or max_pixels < 1:
+            raise VideoError(self.path, f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self.max_pixels = int(max_pixels)
+        if backend not in BACKENDS:
+            raise VideoError(self.path, f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        _check_file(self.path)
+
+        frames = _count_decodable(self.path, backend) if count_frames else None
+        self._source, self._first, info = self._open(backend)
+        if frames is not None:
+            info = VideoInfo(info.path, frames, info.fps, info.width, info.height, info.backend)
+        self.info = info
+        self.header_frames = self._source.header_frames
+        self.fps = info.fps
+        h, w = self._first.shape[:2]
+        self.height, self.width = _output_size(h, w, self.max_width)
+        self._check_pixels(self.height, self.width, self._source)
+        self.frames_read = 0
+        self._iterated = False
+        self._closed = False
+
+    # -- opening -----------------------------------------------------------------------------------------------------
+
+    def _open(self, backend: str):
+        """Open with the first backend that decodes frame ``start``; return (source, first BGR frame, info)."""
+        order = _AUTO_ORDER if backend == "auto" else (backend,)
+        problems = []
+        for name in order:
+            try:
+                source = _SOURCES[name](self.path)
+            except _CannotOpen as exc:
+                problems.append(str(exc))
+                continue
+            if source.width > 0 and source.height > 0:  # refuse absurd sizes before decoding a single frame
+                self._check_pixels(*_output_size(source.height, source.width, self.max_width), source)
+            skipped = 0
+            while skipped < self.start and source.skip():
+                skipped += 1
+            first = source.read() if skipped == self.start else None
+            if first is None:
+                source.close()
+                decoded = skipped + (first is not None)
+                if decoded > 0:  # the file decodes, it is just shorter than `start`
+                    raise VideoError(
+                        self.path,
+                        f"start={self.start} is beyond the last decodable frame (the video has {decoded} "
+                        f"decodable frame{'s' if decoded != 1 else ''}); pass a smaller start",
+                    )
+                problems.append(f"{name} decodes no frame")
+                continue
+            first = _as_bgr(first)
+            h, w = first.shape[:2]
+            info = VideoInfo(self.path, source.header_frames, source.fps, w, h, source.name)
+            return source, first, info
+        raise VideoError(self.path, _diagnose(self.path, problems))
+
+    def _check_pixels(self, height: int, width: int, source) -> None:
+        if height * width > self.max_pixels:
+            source.close()
+            raise VideoError(
+                self.path,
+                f"frames of {width}x{height} exceed the limit of {self.max_pixels} pixels; "
+                f"pass max_width (e.g. max_width=320) to shrink them, or raise max_pixels",
+            )
+
+    # -- iteration ---------------------------------------------------------------------------------------------------
+
+    def _convert(self, bgr: np.ndarray) -> np.ndarray:
+        bgr = _as_bgr(bgr)
+        if bgr.shape[0] * bgr.shape[1] > 4 * self.max_pixels:  # frame size changed mid-stream to something absurd
+            raise VideoError(self.path, f"frame {self.start + self.frames_read} is {bgr.shape[1]}x{bgr.shape[0]}, "
+                                        f"beyond 4 x max_pixels={self.max_pixels}")
+        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY if self.gray else cv2.COLOR_BGR2RGB)
+        if out.shape[1] != self.width or out.shape[0] != self.height:
+            out = cv2.resize(out, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(out)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._iterated:
+            raise VideoError(self.path, "this reader was already iterated; open the video again to re-read it")
+        self._iterated = True
+        return self._frames()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        if self._closed:
+            return
+        limit = None if self.end is None else self.end - self.start
+        first, self._first = self._first, None
+        if limit is not None and limit <= 0:
+            return
+        self.frames_read = 1
+        yield self._convert(first)
+        failures = 0
+        while limit is None or self.frames_read < limit:
+            frame = self._source.read()
+            if frame is None:
+                failures += 1
+                if not _should_retry(self._source, failures, self.start + self.frames_read, self.header_frames):
+                    return
+                continue
+            failures = 0
+            self.frames_read += 1
+            yield self._convert(frame)
+
+    # -- context manager ---------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the decoder (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._source.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return (f"VideoReader({self.path!r}, {self.width}x{self.height}, fps={self.fps:g}, "
+                f"backend={self.info.backend!r}, gray={self.gray})")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------------------------
+
+
+def open_video(
+    path: str | os.PathLike,
+    *,
+    gray: bool = False,
+    max_width: int | None = None,
+    start: int = 0,
+    end: int | None = None,
+    backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    count_frames: bool = False,
+) -> VideoReader:
+    """Open a video for lazy reading; use as a context manager.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The video file.
+    gray : bool
+        Yield grey ``(H, W)`` frames instead of RGB ``(H, W, 3)``.
+    max_width : int or None
+        Shrink frames wider than this to this width, keeping the aspect ratio (``cv2.INTER_AREA``).
+    start, end : int, int or None
+        Frame range ``[start, end)``, 0-based; ``end=None`` reads to the last decodable frame.
+    backend : {"auto", "opencv", "pyav"}
+        ``"auto"`` tries OpenCV, then PyAV.
+    max_pixels : int
+        Refuse output frames with more pixels than this (:data:`DEFAULT_MAX_PIXELS`).
+    count_frames : bool
+        Decode the whole file once more to make ``reader.info.frames`` the count of decodable frames.
+
+    Returns
+    -------
+    VideoReader
+
+    Raises
+    ------
+    idt.errors.VideoError
+        Missing file, a directory, not a video, no decodable frame, ``start`` beyond the end, bad options, frames
+        larger than ``max_pixels``.
+    """
+    return VideoReader(path, gray=gray, max_width=max_width, start=start, end=end, backend=backend,
+                       max_pixels=max_pixels, count_frames=count_frames)
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    gray: bool = False,
+    max_width: int | None = None,
+    start: int = 0,
+    end: int | None = None,
+    backend: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[np.ndarray]:
+    """Yield the frames of a video lazily: ``uint8`` RGB ``(H, W, 3)`` or grey ``(H, W)``.
+
+    A thin wrapper over :func:`open_video` that closes the decoder when the iteration ends. The file is opened (and
+    errors raised) on the first ``next()``. See :func:`open_video` for the parameters.
+    """
+    with open_video(path, gray=gray, max_width=max_width, start=start, end=end, backend=backend,
+                    max_pixels=max_pixels) as reader:
+        yield from reader
+
+
+def probe_video(path: str | os.PathLike, *, count_frames: bool = True, backend: str = "auto") -> VideoInfo:
+    """Describe a video: decodable frame count, fps, size and the backend that reads it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The video file.
+    count_frames : bool
+        Count frames by decoding the whole stream (honest; costs one decode pass). With ``False`` the container's
+        claim is returned (``-1`` when it has none) and only the first frame is decoded.
+    backend : {"auto", "opencv", "pyav"}
+
+    Returns
+    -------
+    VideoInfo
+
+    Raises
+    ------
+    idt.errors.VideoError
+        When the file is missing or nothing in it decodes.
+    """
+    with open_video(path, backend=backend, max_pixels=np.iinfo(np.int64).max) as reader:
+        info = reader.info
+        if not count_frames:
+            return info
+        n = 1
+        failures = 0
+        while n < _FRAME_COUNT_CAP:
+            if reader._source.skip():
+                n, failures = n + 1, 0
+            elif not _should_retry(reader._source, failures := failures + 1, n, info.frames):
+                break
+        return VideoInfo(info.path, n, info.fps, info.width, info.height, info.backend)
+
+
+def require_frames(info_or_count: VideoInfo | int, n: int, path: str | os.PathLike | None = None) -> int:
+    """Check that a video has at least ``n`` decodable frames; return the count.
+
+    Parameters
+    ----------
+    info_or_count : VideoInfo or int
+        A probe result or a frame count.
+    n : int
+        The minimum number of frames the caller needs (e.g. 2 for optical flow, ``L + 1`` for trajectories).
+    path : str or os.PathLike, optional
+        The file named in the error (taken from ``info_or_count.path`` when it is a :class:`VideoInfo`).
+
+    Raises
+    ------
+    idt.errors.VideoError
+        ``"<path>: only 1 decodable frame; need at least 2"``.
+    """
+    if isinstance(info_or_count, VideoInfo):
+        count, where = info_or_count.frames, path if path is not None else info_or_count.path
+    else:
+        count, where = int(info_or_count), path if path is not None else "<video>"
+    if count < n:
+        raise VideoError(where, f"only {count} decodable frame{'s' if count != 1 else ''}; need at least {n}")
+    return count
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------
+
+#: probe_video stops counting here (a guard against a decoder that never signals the end): 10 h at 100 fps.
+_FRAME_COUNT_CAP = 3_600_000
+
+
+def _count_decodable(path: str, backend: str) -> int:
+    return probe_video(path, count_frames=True, backend=backend).frames
+
+
+def _should_retry(source, failures: int, position: int, header_frames: int) -> bool:
+    """After a failed read at frame ``position``: retry only while the header says more frames follow (a decoder
+    hiccup mid-stream) and fewer than :data:`MAX_CONSECUTIVE_FAILED_READS` reads in a row have failed."""
+    return (source.name == "opencv" and failures < MAX_CONSECUTIVE_FAILED_READS
+            and 0 <= position < header_frames)
+
+
+def _output_size(h: int, w: int, max_width: int | None) -> tuple[int, int]:
+    if max_width is None or w <= max_width:
+        return h, w
+    return max(1, int(round(h * max_width / w))), max_width
+
+
+def _as_bgr(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype != np.uint8:  # 16-bit sources: keep the top 8 bits
+        frame = (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame.astype(np.uint8)
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    return frame
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _check_index(path: str, name: str, value, *, minimum: int) -> int:
+    if not _is_int(value) or value < minimum:
+        raise VideoError(path, f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_file(path: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(path, "no such file; check the path (relative paths are taken from the current directory)")
+    if p.is_dir():
+        raise VideoError(path, "is a directory, not a video file")
+    if not os.access(path, os.R_OK):
+        raise VideoError(path, "the file is not readable (permission denied)")
+
+
+def _diagnose(path: str, problems: list[str]) -> str:
+    size = os.path.getsize(path)
+    if size == 0:
+        return "the file is empty (0 bytes): no decodable frames"
+    tried = "; ".join(problems)
+    if all("cannot open" in p or "no video stream" in p for p in problems):
+        return f"not a readable video ({tried}); is it a video file in a format FFmpeg knows?"
+    return f"no decodable frames ({tried}); the file may be truncated or corrupt"
