@@ -1,0 +1,283 @@
+r"""HOG, HOF and MBH descriptors of improved dense trajectories from integral histograms.
+
+Wang & Schmid, "Dense Trajectories and Motion Boundary Descriptors for Action Recognition" (IJCV 2013) and
+"Action Recognition with Improved Trajectories" (ICCV 2013). Per frame and per pyramid scale, four orientation
+integral histograms are built once (:func:`frame_histograms`); every trajectory point then reads the
+:math:`n_\sigma \times n_\sigma` = 2x2 cells of its :math:`N \times N` = 32x32 patch from them
+(:func:`cell_descriptors`); a finished track of :math:`L` = 15 frames averages its per-frame blocks over
+:math:`n_\tau` = 3 temporal cells (:func:`temporal_pool`).
+
+Channels (``B`` orientation bins over 360 degrees, magnitude split linearly between the two nearest bins):
+
+- HOG: gradient of the grey frame ``I`` (centred differences), ``B = 8``.
+- HOF: the camera-compensated flow :math:`\omega = (u, v)` itself, ``B = 8`` plus a zero-motion bin (vectors with
+  :math:`|\omega| \le` ``min_flow`` add 1 to it), 9 bins.
+- MBHx / MBHy: gradients of :math:`u` and of :math:`v`, ``B = 8`` each.
+
+Per-frame block of a point: the cell sums (x-cell outer, y-cell inner, bin fastest), each clipped at 0 and
+increased by :math:`\epsilon` (``layout.epsilon``, 0.05 as in LEAR's code), L1-normalised and square-rooted
+(RootSIFT), so its squared L2 norm is exactly 1. The track descriptor concatenates the means of these blocks over
+each temporal cell (temporal cell outer), so e.g. a 96-d HOG has squared norm :math:`\le 3`, with equality when the
+patch is the same on all frames of each cell.
+
+Because of :math:`\epsilon`, the grey frame's units matter: pass it on LEAR's 0..255 scale.
+
+A point's patch has its top-left corner at ``clamp(round(x) - N/2, 0, w - N)`` (same for y) and cell (i, j) covers
+columns ``[x0 + i N/2, x0 + (i+1) N/2)``. (LEAR's code reads its integral image at the patch corners themselves,
+which shifts its cells by one pixel to the bottom right; the difference is immaterial for the descriptors'
+statistics and keeps every read inside the image.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from idt.errors import ParameterError
+from idt.kernels import histograms_nb as _nb
+
+__all__ = [
+    "DescriptorLayout", "FrameHistograms", "frame_histograms", "cell_descriptors", "temporal_pool", "patch_corners",
+]
+
+#: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,
+#: motionless) patches from producing an undefined block and makes them uniform instead.
+LEAR_EPSILON = 0.05
+
+
+@dataclass(frozen=True)
+class DescriptorLayout:
+    """Geometry and binning of the trajectory-aligned descriptors.
+
+    Parameters
+    ----------
+    patch : int
+        N, side of the square patch around a point, in pixels (32).
+    nx_cells, ny_cells : int
+        :math:`n_\\sigma`, spatial cells along x and y (2, 2); ``patch`` must be divisible by both.
+    nt_cells : int
+        :math:`n_\\tau`, temporal cells of a track (3).
+    hog_bins, mbh_bins : int
+        Orientation bins of HOG and of each MBH component (8).
+    hof_bins : int
+        HOF bins *including* the zero-motion bin (9 = 8 orientations + 1).
+    min_flow : float
+        Flow magnitude (pixels) at or below which a vector counts in the HOF zero bin (0.4).
+    epsilon : float
+        Added to every cell-bin sum before the L1 normalisation (LEAR: 0.05; 0 gives an all-zero block for an
+        empty patch).
+    """
+
+    patch: int = 32
+    nx_cells: int = 2
+    ny_cells: int = 2
+    nt_cells: int = 3
+    hog_bins: int = 8
+    hof_bins: int = 9
+    mbh_bins: int = 8
+    min_flow: float = 0.4
+    epsilon: float = LEAR_EPSILON
+
+    def __post_init__(self):
+        for name in ("patch", "nx_cells", "ny_cells", "nt_cells", "hog_bins", "mbh_bins"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ParameterError(f"DescriptorLayout.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.hof_bins, (int, np.integer)) or self.hof_bins < 2:
+            raise ParameterError(
+                f"DescriptorLayout.hof_bins counts the zero-motion bin and must be an integer >= 2, got {self.hof_bins!r}"
+            )
+        if self.patch % self.nx_cells or self.patch % self.ny_cells:
+            raise ParameterError(
+                f"DescriptorLayout.patch={self.patch} must be divisible by nx_cells={self.nx_cells} and "
+                f"ny_cells={self.ny_cells}; pick a patch size that is a multiple of both"
+            )
+        if not self.min_flow >= 0 or not self.epsilon >= 0:
+            raise ParameterError(
+                f"DescriptorLayout.min_flow and epsilon must be >= 0, got {self.min_flow!r} and {self.epsilon!r}"
+            )
+
+    def dims(self) -> dict[str, int]:
+        """Per-frame block length of each descriptor, e.g. ``{"hog": 32, "hof": 36, "mbhx": 32, "mbhy": 32}``."""
+        cells = self.nx_cells * self.ny_cells
+        return {
+            "hog": cells * self.hog_bins,
+            "hof": cells * self.hof_bins,
+            "mbhx": cells * self.mbh_bins,
+            "mbhy": cells * self.mbh_bins,
+        }
+
+
+class FrameHistograms(NamedTuple):
+    """Integral histograms of one frame at one scale, each ``(h+1, w+1, B)`` float32 (see module docstring)."""
+
+    hog: np.ndarray
+    hof: np.ndarray
+    mbhx: np.ndarray
+    mbhy: np.ndarray
+
+
+def _as_f32c(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout(),
+                     out: FrameHistograms | None = None) -> FrameHistograms:
+    """Build the HOG, HOF, MBHx and MBHy integral histograms of one frame at one scale.
+
+    Parameters
+    ----------
+    gray : (h, w) float32
+        The frame I_t at this scale, grey levels on a 0..255 scale.
+    flow : (h, w, 2) float32
+        Camera-compensated flow :math:`\\omega_t` from frame t to t+1 at this scale, (u, v) in pixels.
+    layout : DescriptorLayout
+        Bin counts and the HOF zero-motion threshold.
+    out : FrameHistograms, optional
+        Arrays to overwrite (e.g. this scale's histograms of the previous frame, once no longer needed); saves
+        allocating ~10 MB per 320x240 frame, whose first-touch page faults cost about as much as the kernels.
+        Used only if every array has the right shape and dtype; otherwise new arrays are allocated.
+
+    Returns
+    -------
+    FrameHistograms
+        ``hog (h+1, w+1, hog_bins)``, ``hof (h+1, w+1, hof_bins)``, ``mbhx``/``mbhy (h+1, w+1, mbh_bins)``,
+        float32; ``H[y+1, x+1, b]`` sums bin b over rows <= y and columns <= x.
+    """
+    gray = np.asarray(gray)
+    flow = np.asarray(flow)
+    if gray.ndim != 2:
+        raise ParameterError(f"frame_histograms: gray must be a 2-D (h, w) image, got shape {gray.shape}")
+    h, w = gray.shape
+    if flow.shape != (h, w, 2):
+        raise ParameterError(
+            f"frame_histograms: flow must have shape (h, w, 2) = {(h, w, 2)} to match gray, got {flow.shape}"
+        )
+    if h < 2 or w < 2:
+        raise ParameterError(f"frame_histograms: the image must be at least 2x2 pixels, got {w}x{h}")
+    gray3 = _as_f32c(gray)[:, :, None]
+    flow = _as_f32c(flow)
+    shapes = ((h + 1, w + 1, layout.hog_bins), (h + 1, w + 1, layout.hof_bins), (h + 1, w + 1, layout.mbh_bins),
+              (h + 1, w + 1, layout.mbh_bins))
+    if out is not None and all(
+        isinstance(a, np.ndarray) and a.shape == s and a.dtype == np.float32 and a.flags.c_contiguous
+        and a.flags.writeable for a, s in zip(out, shapes)
+    ):
+        hog, hof, mbhx, mbhy = out
+    else:
+        hog, hof, mbhx, mbhy = (np.empty(s, np.float32) for s in shapes)
+    _nb.gradient_integral_histogram(gray3, 0, layout.hog_bins, hog)
+    _nb.flow_integral_histogram(flow, layout.hof_bins - 1, np.float32(layout.min_flow), hof)
+    _nb.gradient_integral_histogram(flow, 0, layout.mbh_bins, mbhx)
+    _nb.gradient_integral_histogram(flow, 1, layout.mbh_bins, mbhy)
+    return FrameHistograms(hog, hof, mbhx, mbhy)
+
+
+def patch_corners(points: np.ndarray, width: int, height: int, *, patch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners of the points' patches: ``clamp(round(x) - patch // 2, 0, width - patch)``, same for y.
+
+    Rounding is to the nearest integer, ties to even (as OpenCV's ``cvRound``).
+
+    Parameters
+    ----------
+    points : (n, 2) float
+        Point positions ``[x, y]`` in pixels at this scale.
+    width, height : int
+        Image size at this scale (each must be >= ``patch``).
+
+    Returns
+    -------
+    x0, y0 : (n,) int64
+    """
+    r = np.rint(points).astype(np.int64)
+    x0 = np.clip(r[:, 0] - patch // 2, 0, width - patch)
+    y0 = np.clip(r[:, 1] - patch // 2, 0, height - patch)
+    return x0, y0
+
+
+def cell_descriptors(
+    hists: FrameHistograms, points: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout()
+) -> dict[str, np.ndarray]:
+    """Per-frame descriptor blocks of points, read from one frame's integral histograms.
+
+    Parameters
+    ----------
+    hists : FrameHistograms
+        From :func:`frame_histograms` for this frame and scale.
+    points : (n, 2) float32
+        ``[x, y]`` positions at this scale (the track's point on this frame).
+    layout : DescriptorLayout
+        Patch geometry; must be the one the histograms were built with.
+
+    Returns
+    -------
+    dict
+        ``{"hog": (n, 32), "hof": (n, 36), "mbhx": (n, 32), "mbhy": (n, 32)}`` float32 (for the default layout);
+        each row has squared L2 norm 1 (or 0 when ``epsilon = 0`` and the patch is empty).
+    """
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ParameterError(f"cell_descriptors: points must have shape (n, 2) as [x, y], got {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ParameterError("cell_descriptors: points contain NaN or infinite coordinates; drop those tracks first")
+    h, w = hists.hog.shape[0] - 1, hists.hog.shape[1] - 1
+    if w < layout.patch or h < layout.patch:
+        raise ParameterError(
+            f"cell_descriptors: the image ({w}x{h}) is smaller than the {layout.patch}-px patch; "
+            "stop the scale pyramid before this level"
+        )
+    expected = {"hog": layout.hog_bins, "hof": layout.hof_bins, "mbhx": layout.mbh_bins, "mbhy": layout.mbh_bins}
+    for name, nb in expected.items():
+        got = getattr(hists, name).shape
+        if got != (h + 1, w + 1, nb):
+            raise ParameterError(
+                f"cell_descriptors: hists.{name} has shape {got}, expected {(h + 1, w + 1, nb)}; "
+                "build the histograms with the same layout"
+            )
+    x0, y0 = patch_corners(points, w, h, patch=layout.patch)
+    cell_w = layout.patch // layout.nx_cells
+    cell_h = layout.patch // layout.ny_cells
+    cells = layout.nx_cells * layout.ny_cells
+    n = points.shape[0]
+    out = {}
+    for name, nb in expected.items():
+        block = np.empty((n, cells * nb), np.float32)
+        _nb.gather_blocks(
+            getattr(hists, name), x0, y0, layout.nx_cells, layout.ny_cells, cell_w, cell_h, float(layout.epsilon), block
+        )
+        out[name] = block
+    return out
+
+
+def temporal_pool(per_frame: np.ndarray, nt_cells: int = 3) -> np.ndarray:
+    """Average per-frame blocks over temporal cells.
+
+    Parameters
+    ----------
+    per_frame : (n, L, d) float32
+        The blocks of the n tracks on each of their L frames.
+    nt_cells : int
+        :math:`n_\\tau`; each cell averages ``L // nt_cells`` consecutive frames, and the last
+        ``L - nt_cells * (L // nt_cells)`` frames are dropped.
+
+    Returns
+    -------
+    (n, nt_cells * d) float32
+        Temporal cell outer: ``out[:, t * d:(t + 1) * d]`` is the mean of cell t.
+    """
+    per_frame = np.asarray(per_frame)
+    if per_frame.ndim != 3:
+        raise ParameterError(f"temporal_pool: per_frame must have shape (n, L, d), got {per_frame.shape}")
+    n, length, d = per_frame.shape
+    if not isinstance(nt_cells, (int, np.integer)) or nt_cells < 1:
+        raise ParameterError(f"temporal_pool: nt_cells must be a positive integer, got {nt_cells!r}")
+    if length < nt_cells:
+        raise ParameterError(
+            f"temporal_pool: a track of L={length} frames cannot fill nt_cells={nt_cells} temporal cells; "
+            "use longer tracks or fewer cells"
+        )
+    step = length // nt_cells
+    cells = per_frame[:, : nt_cells * step].reshape(n, nt_cells, step, d)
+    return cells.mean(axis=2, dtype=np.float64).astype(np.float32).reshape(n, nt_cells * d)

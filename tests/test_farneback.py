@@ -1,0 +1,219 @@
+"""Tests of idt.farneback: planted polynomials, a brute-force weighted least-squares expansion, planted translations
+and smooth flows (compared with OpenCV's Farnebäck with the same parameters), identical frames, the pyramid API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from idt.errors import ParameterError
+from idt.farneback import FarnebackPyramidFlow, farneback_level, poly_expansion
+
+H, W = 96, 128
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VIDEO = SHARED / "reference" / "videos" / "vtest_320x240.avi"
+
+
+def texture(h=H + 40, w=W + 40, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0)
+    return cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+
+
+def shifted_pair(flow, seed=0):
+    """Frame 1 and frame 2 = frame 1 moved by ``flow`` (I2(x) = I1(x - d)), both (H, W) float32."""
+    big = texture(seed=seed)
+    yy, xx = np.mgrid[:H, :W].astype(np.float32)
+    i1 = big[20:20 + H, 20:20 + W].copy()
+    i2 = cv2.remap(big, xx + 20 - flow[..., 0], yy + 20 - flow[..., 1], cv2.INTER_CUBIC)
+    return i1, i2
+
+
+def pyramid(img, n=3):
+    levels = [img]
+    for i in range(1, n):
+        f = np.sqrt(2.0) ** i
+        levels.append(cv2.resize(levels[-1], (int(round(W / f)), int(round(H / f))), interpolation=cv2.INTER_LINEAR))
+    return levels
+
+
+def epe(f, d, margin=12):
+    return float(np.sqrt(((f - d) ** 2).sum(-1))[margin:-margin, margin:-margin].mean())
+
+
+def opencv_pyramid(levels1, levels2, *, gaussian=True):
+    """OpenCV Farnebäck per level, coarse to fine, median-filtered, as the reference pipeline computes it."""
+    flags = cv2.OPTFLOW_USE_INITIAL_FLOW | (cv2.OPTFLOW_FARNEBACK_GAUSSIAN if gaussian else 0)
+    init = None
+    for a, b in zip(levels1[::-1], levels2[::-1]):
+        h, w = a.shape
+        f = np.zeros((h, w, 2), np.float32)
+        if init is not None:
+            f = cv2.resize(init, (w, h)) * np.float32([w / init.shape[1], h / init.shape[0]])
+        f = cv2.calcOpticalFlowFarneback(a, b, np.ascontiguousarray(f, np.float32), 0.5, 0, 10, 2, 7, 1.5, flags)
+        f = np.dstack([cv2.medianBlur(np.ascontiguousarray(f[..., c]), 5) for c in range(2)])
+        init = f
+    return init
+
+
+# --------------------------------------------------------------------------------------- polynomial expansion
+def test_expansion_recovers_planted_quadratic():
+    yy, xx = np.mgrid[:60, :70].astype(np.float64)
+    c, bx, by, a11, a22, a12 = 40.0, 0.8, -1.1, 0.02, -0.015, 0.01
+    # f(x) in absolute coordinates; around (x0, y0) the local gradient is b + 2 A x0
+    f = c + bx * xx + by * yy + a11 * xx**2 + a22 * yy**2 + 2 * a12 * xx * yy
+    r = poly_expansion(f.astype(np.float32))
+    inner = (slice(10, -10), slice(10, -10))
+    x0, y0 = xx[inner], yy[inner]
+    np.testing.assert_allclose(r[inner][..., 2], a11, atol=2e-4)
+    np.testing.assert_allclose(r[inner][..., 3], a22, atol=2e-4)
+    np.testing.assert_allclose(r[inner][..., 4], a12, atol=2e-4)
+    np.testing.assert_allclose(r[inner][..., 0], bx + 2 * a11 * x0 + 2 * a12 * y0, atol=5e-3)
+    np.testing.assert_allclose(r[inner][..., 1], by + 2 * a22 * y0 + 2 * a12 * x0, atol=5e-3)
+
+
+def test_expansion_matches_brute_force_weighted_least_squares():
+    img = texture(40, 44, seed=3)
+    r = poly_expansion(img, poly_n=7, poly_sigma=1.5)
+    t = np.arange(-7, 8, dtype=np.float64)
+    g = np.exp(-t**2 / (2 * 1.5**2))
+    ty, tx = np.meshgrid(t, t, indexing="ij")
+    wts = np.sqrt(np.outer(g, g)).ravel()
+    basis = np.stack([np.ones_like(tx), tx, ty, tx**2, ty**2, tx * ty], -1).reshape(-1, 6)
+    for y, x in [(10, 10), (20, 30), (7, 36), (25, 12)]:
+        patch = img[y - 7:y + 8, x - 7:x + 8].astype(np.float64).ravel()
+        coef, *_ = np.linalg.lstsq(basis * wts[:, None], patch * wts, rcond=None)
+        want = [coef[1], coef[2], coef[3], coef[4], coef[5] / 2]
+        np.testing.assert_allclose(r[y, x], want, rtol=2e-3, atol=2e-3)
+
+
+# --------------------------------------------------------------------------------------- displacement
+def test_identical_frames_give_exactly_zero_flow():
+    img = texture(H, W, seed=1)
+    fp = FarnebackPyramidFlow()
+    assert fp(pyramid(img)) is None
+    flows = fp(pyramid(img.copy()))
+    assert all(not f.any() for f in flows)
+
+
+@pytest.mark.parametrize("kind", ["translation", "smooth"])
+def test_planted_flow_recovered_and_close_to_opencv(kind):
+    yy, xx = np.mgrid[:H, :W].astype(np.float32)
+    if kind == "translation":
+        d = np.broadcast_to(np.float32([1.3, -0.7]), (H, W, 2)).copy()
+    else:
+        d = np.stack([1.5 * np.sin(xx / 25) + 0.4 * np.cos(yy / 20), 1.2 * np.cos(xx / 30 + yy / 35)], -1)
+        d = d.astype(np.float32)
+    i1, i2 = shifted_pair(d, seed=2)
+    p1, p2 = pyramid(i1), pyramid(i2)
+    for window, gaussian in [("gaussian", True), ("box", False)]:
+        fp = FarnebackPyramidFlow(window=window)
+        fp(p1)
+        flows = fp(p2)
+        assert [f.shape for f in flows] == [(lvl.shape[0], lvl.shape[1], 2) for lvl in p1]
+        assert all(f.dtype == np.float32 for f in flows)
+        ours = epe(flows[0], d)
+        theirs = epe(opencv_pyramid(p1, p2, gaussian=gaussian), d)
+        assert ours < 0.2, (window, ours)
+        assert ours <= 1.15 * theirs + 0.01, (window, ours, theirs)
+
+
+def test_single_level_equals_opencv_with_its_presmoothing():
+    # OpenCV smooths its finest level with a 3x3 Gaussian (sigma 0.8) before expanding it; with the same input
+    # the two implementations of the same equations agree to float rounding away from the borders
+    d = np.broadcast_to(np.float32([0.6, 0.9]), (H, W, 2))
+    i1, i2 = shifted_pair(d, seed=4)
+    s1, s2 = cv2.GaussianBlur(i1, (3, 3), 0), cv2.GaussianBlur(i2, (3, 3), 0)
+    for window, flags in [("gaussian", cv2.OPTFLOW_FARNEBACK_GAUSSIAN), ("box", 0)]:
+        ours = farneback_level(poly_expansion(s1), poly_expansion(s2), window=window)
+        theirs = cv2.calcOpticalFlowFarneback(i1, i2, None, 0.5, 0, 10, 2, 7, 1.5, flags)
+        assert np.abs(ours - theirs)[12:-12, 12:-12].max() < 2e-3, window
+
+
+def test_pyramid_agrees_with_opencv_per_level():
+    yy, xx = np.mgrid[:H, :W].astype(np.float32)
+    d = np.stack([1.5 * np.sin(xx / 25), 1.2 * np.cos(yy / 30)], -1).astype(np.float32)
+    i1, i2 = shifted_pair(d, seed=7)
+    p1, p2 = pyramid(i1), pyramid(i2)
+    fp = FarnebackPyramidFlow()
+    fp(p1)
+    ours = fp(p2)[0]
+    theirs = opencv_pyramid(p1, p2, gaussian=True)
+    assert np.sqrt(((ours - theirs) ** 2).sum(-1))[12:-12, 12:-12].mean() < 2e-3
+
+
+@pytest.mark.skipif(not VIDEO.exists(), reason="needs ../shared reference videos")
+def test_real_video_agrees_with_opencv():
+    cap = cv2.VideoCapture(str(VIDEO))
+    frames = []
+    for _ in range(3):
+        ok, frame = cap.read()
+        assert ok
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32))
+    h, w = frames[0].shape
+
+    def pyr(img):
+        levels = [img]
+        for i in range(1, 4):
+            f = np.sqrt(2.0) ** i
+            levels.append(cv2.resize(levels[-1], (int(round(w / f)), int(round(h / f))),
+                                     interpolation=cv2.INTER_LINEAR))
+        return levels
+
+    fp = FarnebackPyramidFlow()
+    fp(pyr(frames[0]))
+    for a, b in zip(frames[:-1], frames[1:]):
+        ours = fp(pyr(b))[0]
+        theirs = opencv_pyramid(pyr(a), pyr(b), gaussian=True)
+        diff = np.sqrt(((ours - theirs) ** 2).sum(-1))
+        assert diff.mean() < 0.01
+        assert np.median(diff) < 1e-3
+
+
+def test_coarser_levels_carry_scaled_flow():
+    d = np.broadcast_to(np.float32([1.0, 0.5]), (H, W, 2))
+    i1, i2 = shifted_pair(d, seed=5)
+    fp = FarnebackPyramidFlow()
+    fp(pyramid(i1))
+    flows = fp(pyramid(i2))
+    for i, f in enumerate(flows):
+        s = np.sqrt(2.0) ** i
+        inner = f[8:-8, 8:-8].reshape(-1, 2)
+        np.testing.assert_allclose(np.median(inner, axis=0), [1.0 / s, 0.5 / s], atol=0.08)
+
+
+# --------------------------------------------------------------------------------------- state and errors
+def test_state_reset_and_flow_from_previous():
+    d = np.broadcast_to(np.float32([0.8, 0.0]), (H, W, 2))
+    i1, i2 = shifted_pair(d, seed=6)
+    fp = FarnebackPyramidFlow()
+    with pytest.raises(ParameterError, match="previous frame"):
+        fp.flow_from_previous(pyramid(i1))
+    fp(pyramid(i1))
+    side = fp.flow_from_previous(pyramid(i2))  # does not replace the stored frame
+    again = fp(pyramid(i2))
+    for a, b in zip(side, again):
+        np.testing.assert_array_equal(a, b)
+    fp.reset()
+    assert fp(pyramid(i2)) is None
+    with pytest.raises(ParameterError, match="differ from the previous frame"):
+        fp(pyramid(i2, n=2))
+
+
+def test_bad_parameters():
+    with pytest.raises(ParameterError, match="median"):
+        FarnebackPyramidFlow(median=4)
+    with pytest.raises(ParameterError, match="window"):
+        FarnebackPyramidFlow(window="triangle")
+    with pytest.raises(ParameterError, match="2-D"):
+        FarnebackPyramidFlow()([np.zeros((10, 10, 3), np.float32)])
+    with pytest.raises(ParameterError, match="empty"):
+        FarnebackPyramidFlow()([])
+    with pytest.raises(ParameterError, match="2-D"):
+        poly_expansion(np.zeros((5, 5, 2), np.float32))
+    r = poly_expansion(np.zeros((8, 9), np.float32))
+    with pytest.raises(ParameterError, match="flow must have shape"):
+        farneback_level(r, r, np.zeros((8, 8, 2), np.float32))
