@@ -1,0 +1,139 @@
+"""extract-flow and `idtfv flow`: rawframes layout, npz format, warped flow, manifest runs, bad input."""
+
+from __future__ import annotations
+
+import importlib
+
+import cv2
+import numpy as np
+import pytest
+
+from idt.flow.cli import main
+from idt.flow.rawframes import load_flow_npz, read_rawframes
+
+SHIFT = (2.0, 1.0)  # camera pan per frame (px): frame k+1 = frame k moved by SHIFT
+
+
+def make_video(path, n=6, h=96, w=128, seed=0):
+    """An MJPG .avi of a smooth texture panning by SHIFT per frame; returns the frames (RGB)."""
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.normal(size=(h + 40, w + 40)).astype(np.float32), (0, 0), 2.0)
+    big = cv2.normalize(big, None, 0, 255, cv2.NORM_MINMAX)
+    frames = []
+    for k in range(n):
+        m = np.float32([[1, 0, 20 - SHIFT[0] * k], [0, 1, 20 - SHIFT[1] * k]])
+        g = cv2.warpAffine(big, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+        frames.append(np.dstack([np.clip(g, 0, 255).astype(np.uint8)] * 3))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vid") / "pan clip.avi"
+    make_video(path)
+    return path
+
+
+def _median_flow(flow):
+    return np.median(flow[:, 12:-12, 12:-12].reshape(-1, 2), axis=0)
+
+
+def test_rawframes_layout_and_flow(video, tmp_path, capsys):
+    rc = main([str(video), "-o", str(tmp_path), "--preset", "fast", "--backend", "cpu", "--quality", "100"])
+    assert rc == 0
+    (vid,) = [p for p in tmp_path.iterdir()]
+    assert vid.name.startswith("pan_clip-")  # make_video_id: unsafe characters replaced, hash appended
+    names = sorted(p.name for p in vid.iterdir())
+    assert names == sorted([f"img_{i:05d}.jpg" for i in range(1, 7)] + [f"flow_{c}_{i:05d}.jpg" for c in "xy"
+                                                                          for i in range(1, 6)])
+    rgb, flow = read_rawframes(vid)
+    assert rgb.shape == (6, 96, 128, 3) and flow.shape == (5, 96, 128, 2)
+    np.testing.assert_allclose(_median_flow(flow), SHIFT, atol=0.2)
+    assert "6 frames, 5 flows" in capsys.readouterr().out
+
+
+def test_npz_format_and_resize(video, tmp_path):
+    rc = main([str(video), "-o", str(tmp_path), "--format", "npz", "--video-id", "v", "--preset", "fast",
+               "--backend", "cpu", "--resize-width", "64", "--bound", "10"])
+    assert rc == 0
+    flow, bound = load_flow_npz(tmp_path / "v.npz")
+    assert flow.shape == (5, 48, 64, 2) and flow.dtype == np.float16 and bound == 10.0
+    np.testing.assert_allclose(_median_flow(flow.astype(np.float32)), np.array(SHIFT) / 2, atol=0.2)
+
+
+def test_other_methods(video, tmp_path):
+    for method in ("dis", "farneback"):
+        assert main([str(video), "-o", str(tmp_path), "--format", "npz", "--video-id", method,
+                     "--method", method]) == 0
+        flow, _ = load_flow_npz(tmp_path / f"{method}.npz")
+        np.testing.assert_allclose(_median_flow(flow.astype(np.float32)), SHIFT, atol=0.3)
+
+
+def _has_camera():
+    try:
+        cam = importlib.import_module("idt.camera")
+    except ImportError:
+        return False
+    return hasattr(cam, "estimate_homography") and hasattr(cam, "warp_to_previous")
+
+
+@pytest.mark.skipif(not _has_camera(), reason="idt.camera (extractor) not available")
+def test_warped_flow_removes_a_camera_pan(video, tmp_path):
+    rc = main([str(video), "-o", str(tmp_path), "--format", "npz", "--video-id", "w", "--warped",
+               "--preset", "fast", "--backend", "cpu"])
+    assert rc == 0
+    flow, _ = load_flow_npz(tmp_path / "w.npz")
+    # the whole motion is the camera's: the homography absorbs it
+    assert np.abs(_median_flow(flow.astype(np.float32))).max() < 0.3
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    cases = [
+        [str(tmp_path / "missing.avi"), "-o", str(tmp_path / "o")],
+        [str(tmp_path / "fake.avi"), "-o", str(tmp_path / "o")],
+    ]
+    (tmp_path / "fake.avi").write_text("this is not a video")
+    for argv in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and argv[0] in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # nothing half-written
+
+
+def test_bad_options_exit_2(video, tmp_path, capsys):
+    assert main([str(video), "-o", str(tmp_path), "--bound", "-1"]) == 2
+    assert "--bound" in capsys.readouterr().err
+
+
+def test_single_frame_video_is_an_error(tmp_path, capsys):
+    path = tmp_path / "one.avi"
+    make_video(path, n=1)
+    assert main([str(path), "-o", str(tmp_path / "o")]) == 2
+    assert "at least 2" in capsys.readouterr().err
+
+
+def test_idtfv_flow_over_a_manifest(video, tmp_path, capsys):
+    from idt.pipeline.cli import main as idtfv
+
+    (tmp_path / "clips").mkdir()
+    make_video(tmp_path / "clips" / "a.avi", n=4, h=48, w=64)
+    (tmp_path / "clips" / "b.avi").write_text("broken")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+        "a,clips/a.avi,0,pan,,train,,,,\n"
+        "b,clips/b.avi,0,pan,,test,,,,\n"
+    )
+    out = tmp_path / "rawframes"
+    argv = ["flow", "--manifest", str(manifest), "--out", str(out), "--preset", "fast", "--backend", "cpu"]
+    assert idtfv(argv) == 1  # one video failed
+    captured = capsys.readouterr()
+    assert "b:" in captured.err and "1 failed" in captured.out
+    _, flow = read_rawframes(out / "a")
+    assert flow.shape == (3, 48, 64, 2)
+    assert idtfv(argv + ["--allow-failed"]) == 0
+    assert "1 already done" in capsys.readouterr().out

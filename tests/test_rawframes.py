@@ -1,0 +1,106 @@
+"""Rawframes writer/reader (idt.flow.rawframes): quantisation, JPEG and .npz round trips, atomicity, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from idt.errors import FormatError, ParameterError
+from idt.flow.rawframes import (
+    RawframesWriter,
+    dequantize_flow,
+    load_flow_npz,
+    quantize_flow,
+    read_rawframes,
+    save_flow_npz,
+)
+
+BOUND = 20.0
+STEP = 2 * BOUND / 255  # quantisation step (px)
+
+
+def smooth_flows(n=3, h=48, w=64, seed=0):
+    """Smooth flows of up to 25 px (some clipped at +-20) plus a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for k in range(n):
+        f = np.stack([25 * np.sin(xx / 9 + k) * np.cos(yy / 13), 8 * np.cos(xx / 17 - yy / 11 + k)], -1)
+        out.append((f + rng.normal(scale=0.1, size=f.shape)).astype(np.float32))
+    return out
+
+
+def test_quantisation_formula_and_clipping():
+    f = np.array([[[-25.0, -20.0], [0.0, 20.0], [7.3, 30.0]]], np.float32)
+    qx, qy = quantize_flow(f, BOUND)
+    expected = np.rint((np.clip(f, -20, 20) + 20) * 255 / 40).astype(np.uint8)
+    np.testing.assert_array_equal(qx, expected[..., 0])
+    np.testing.assert_array_equal(qy, expected[..., 1])
+    assert qx[0, 0] == 0 and qy[0, 1] == 255 and qx[0, 1] == 128  # round(127.5) = 128 (half to even)
+    back = dequantize_flow(qx, qy, BOUND)
+    assert np.all(np.abs(back - np.clip(f, -20, 20)) <= STEP / 2 + 1e-6)
+    with pytest.raises(ParameterError, match="bound"):
+        quantize_flow(f, 0)
+
+
+def test_jpeg_round_trip_quality_100(tmp_path):
+    rng = np.random.default_rng(1)
+    flows = smooth_flows()
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    with RawframesWriter(tmp_path / "vid", bound=BOUND, quality=100) as wr:
+        for k in range(4):
+            wr.add_frame(frames[k])
+            if k < 3:
+                wr.add_flow(flows[k])
+    names = sorted(p.name for p in (tmp_path / "vid").iterdir())
+    assert names == [f"flow_x_0000{i}.jpg" for i in (1, 2, 3)] + [f"flow_y_0000{i}.jpg" for i in (1, 2, 3)] + [
+        f"img_0000{i}.jpg" for i in (1, 2, 3, 4)]
+    rgb, flow = read_rawframes(tmp_path / "vid", bound=BOUND)
+    assert rgb.shape == (4, 48, 64, 3) and flow.shape == (3, 48, 64, 2) and flow.dtype == np.float32
+    err = np.abs(flow - np.clip(np.stack(flows), -BOUND, BOUND))
+    # quantisation (<= step/2) plus at most one grey level of JPEG error at quality 100
+    assert err.max() <= 1.5 * STEP + 1e-5
+    assert np.mean(err <= STEP) > 0.9  # measured 0.95: most values land within one step
+    assert err.mean() < 0.5 * STEP
+    # RGB frames come back as RGB (not BGR): compare channel means of the noise frames
+    np.testing.assert_allclose(rgb.reshape(4, -1, 3).mean(1), np.stack(frames).reshape(4, -1, 3).mean(1), atol=2)
+
+
+def test_npz_round_trip_is_exact_up_to_float16(tmp_path):
+    flows = np.stack(smooth_flows(seed=2))
+    path = save_flow_npz(tmp_path / "v.npz", flows, bound=BOUND)
+    got, bound = load_flow_npz(path)
+    assert got.dtype == np.float16 and got.shape == flows.shape and bound == BOUND
+    np.testing.assert_array_equal(got, flows.astype(np.float16))  # not clipped
+    assert np.abs(got.astype(np.float32) - flows).max() <= np.abs(flows).max() * 2.0**-11
+    again = save_flow_npz(tmp_path / "w.npz", flows, bound=BOUND)
+    assert again.read_bytes() == path.read_bytes()  # deterministic bytes
+
+
+def test_writer_is_atomic_and_replaces(tmp_path):
+    target = tmp_path / "vid"
+    with pytest.raises(RuntimeError):
+        with RawframesWriter(target) as wr:
+            wr.add_frame(np.zeros((8, 8, 3), np.uint8))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+    for n in (3, 2):
+        with RawframesWriter(target) as wr:
+            for _ in range(n):
+                wr.add_frame(np.zeros((8, 8, 3), np.uint8))
+    assert len(list(target.iterdir())) == 2 and list(tmp_path.iterdir()) == [target]
+
+
+def test_reader_errors(tmp_path):
+    with pytest.raises(FormatError, match="not a rawframes directory"):
+        read_rawframes(tmp_path / "missing")
+    d = tmp_path / "gap"
+    with RawframesWriter(d) as wr:
+        for f in smooth_flows(n=3, h=8, w=8):
+            wr.add_flow(f)
+    (d / "flow_x_00002.jpg").unlink()
+    with pytest.raises(FormatError, match="without gaps"):
+        read_rawframes(d)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(FormatError, match="bad.npz"):
+        load_flow_npz(tmp_path / "bad.npz")
