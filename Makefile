@@ -1,0 +1,157 @@
+# idtfv: improved dense trajectories -> Fisher vectors -> linear SVM (+ CNN baselines).
+# `make` (or `make help`) lists the targets and variables. Stages are real files under $(CACHE)/$(DATASET)/,
+# so make skips what is finished; inside a stage, the runner skips finished videos (see idt/pipeline/runner.py).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+#: DATASET       default | ucf101 | hmdb51 | folder | csv   (default: the built-in synthetic set)
+DATASET ?= default
+#: ROOT          dataset root: the video tree (ucf101, hmdb51, folder) or the CSV file (csv)
+ROOT ?=
+#: SPLIT_FILE    split file for DATASET=folder (optional; else a seeded group-aware split)
+SPLIT_FILE ?=
+#: SPLIT         split number used by encode / train-svm / train-deep
+SPLIT ?= 1
+#: JOBS          local worker processes per stage
+JOBS ?= 2
+#: CACHE         cache directory; stage files go to CACHE/DATASET/
+CACHE ?= cache
+#: SCHEDULER     Dask scheduler address (tcp://host:8786) to run per-video stages on a cluster
+SCHEDULER ?=
+#: SEED          random seed of every stage
+SEED ?= 0
+#: PRESET        extractor preset: default (LEAR settings) | fast
+PRESET ?= default
+#: MODEL         deep model for train-deep (e.g. tsn, i3d, slowfast, tsm)
+MODEL ?= tsn
+#: MODALITY      deep input: rgb | flow | rgbdiff | warped_flow
+MODALITY ?= rgb
+#: ALLOW_FAILED  set to 1 to accept videos that failed (they stay listed in the stage's index.csv)
+ALLOW_FAILED ?=
+#: *_ARGS        extra options: FEATURES_ARGS ENCODE_ARGS SVM_ARGS FLOW_ARGS DEEP_ARGS PYTEST_ARGS
+FEATURES_ARGS ?=
+ENCODE_ARGS ?=
+SVM_ARGS ?=
+FLOW_ARGS ?=
+DEEP_ARGS ?=
+PYTEST_ARGS ?=
+#: TEST_JOBS     pytest-xdist processes for `make test`
+TEST_JOBS ?= 2
+#: PYTHON        interpreter that creates the virtualenv
+PYTHON ?= python3
+#: VENV          virtualenv directory
+VENV ?= .venv
+
+INSTALLED := $(VENV)/.installed
+IDTFV := $(VENV)/bin/idtfv
+DATA := $(CACHE)/$(DATASET)
+MANIFEST := $(DATA)/manifest.csv
+FEATURES := $(DATA)/features.json
+FISHER := $(DATA)/fisher_split$(SPLIT).npz
+SVM_DIR := $(DATA)/svm_split$(SPLIT)
+SVM_REPORT := $(SVM_DIR)/report.json
+RAWFRAMES := $(DATA)/rawframes
+FLOW_DONE := $(DATA)/rawframes.done
+DEEP_DIR := $(DATA)/$(MODEL)_$(MODALITY)_split$(SPLIT)
+DEEP_DONE := $(DEEP_DIR).done
+NEEDS_FLOW := $(filter flow warped_flow,$(MODALITY))
+
+# Prints the scalar entries (accuracy, mAP, ...) of a report.json.
+define REPORT_SUMMARY
+import json, sys
+report = json.load(open(sys.argv[1]))
+for key, value in report.items():
+    if isinstance(value, (int, float, str)):
+        print(f"  {key}: {value}")
+endef
+export REPORT_SUMMARY
+
+RUNNER_OPTS := --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER))$(if $(ALLOW_FAILED), --allow-failed)
+
+.PHONY: help install features encode train-svm demo flow train-deep test bench clean distclean
+
+help: ## show this help
+	@echo "usage: make TARGET [VARIABLE=value ...]"
+	@echo
+	@echo "targets:"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "variables:"
+	@awk '/^#: / {sub(/^#: /, ""); print "  " $$0}' $(MAKEFILE_LIST)
+	@echo
+	@echo "  now: DATASET=$(DATASET) ROOT=$(ROOT) SPLIT=$(SPLIT) JOBS=$(JOBS) CACHE=$(CACHE) SEED=$(SEED)"
+
+# --------------------------------------------------------------------------------------------- install
+install: $(INSTALLED) ## create the virtualenv (VENV) and install idtfv with its test and deep extras
+
+# torch first, pinned: the local CPU wheel (an unpinned torch would pull a CUDA build).
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install torch==2.13.0
+	$(VENV)/bin/python -m pip install -e '.[test,deep]'
+	touch $@
+
+# --------------------------------------------------------------------------------------------- pipeline stages
+features: $(FEATURES) ## extract iDT features of every video (resumable) -> CACHE/DATASET/features.json
+
+encode: $(FISHER) ## PCA + GMM + Fisher vectors -> CACHE/DATASET/fisher_splitSPLIT.npz
+
+train-svm: $(SVM_REPORT) ## linear SVM: scores, report.json, confusion -> CACHE/DATASET/svm_splitSPLIT/
+
+demo: ## features -> encode -> train-svm on the built-in default dataset
+	$(MAKE) train-svm DATASET=default
+	@echo "report: $(CACHE)/default/svm_split$(SPLIT)/report.json"
+	@$(VENV)/bin/python -c "$$REPORT_SUMMARY" $(CACHE)/default/svm_split$(SPLIT)/report.json
+
+flow: $(FLOW_DONE) ## optical-flow rawframes of every video -> CACHE/DATASET/rawframes/
+
+train-deep: $(DEEP_DONE) ## train and test a CNN baseline (MODEL, MODALITY) on the split
+
+$(MANIFEST): | $(INSTALLED)
+	mkdir -p $(@D)
+	$(IDTFV) dataset --kind $(DATASET)$(if $(ROOT), --root $(ROOT))$(if $(SPLIT_FILE), --split-file $(SPLIT_FILE)) \
+	  --seed $(SEED) --jobs $(JOBS) --out $@
+
+$(FEATURES): $(MANIFEST) | $(INSTALLED)
+	$(IDTFV) features --manifest $(MANIFEST) --cache $(DATA) --out $@ $(RUNNER_OPTS) \
+	  --preset $(PRESET) --seed $(SEED) $(FEATURES_ARGS)
+
+$(FISHER): $(FEATURES) $(MANIFEST) | $(INSTALLED)
+	$(IDTFV) encode --manifest $(MANIFEST) --features $(FEATURES) --split $(SPLIT) --cache $(DATA) --out $@ \
+	  --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER)) --seed $(SEED) $(ENCODE_ARGS)
+
+$(SVM_REPORT): $(FISHER) $(MANIFEST) | $(INSTALLED)
+	$(IDTFV) train-svm --manifest $(MANIFEST) --features $(FISHER) --split $(SPLIT) --out $(SVM_DIR) \
+	  --jobs $(JOBS) --seed $(SEED) $(SVM_ARGS)
+	test -f $@ || { echo "error: train-svm wrote no $@" >&2; exit 1; }
+
+$(FLOW_DONE): $(MANIFEST) | $(INSTALLED)
+	$(IDTFV) flow --manifest $(MANIFEST) --out $(RAWFRAMES) $(RUNNER_OPTS) $(FLOW_ARGS)
+	touch $@
+
+$(DEEP_DONE): $(MANIFEST) $(if $(NEEDS_FLOW),$(FLOW_DONE)) | $(INSTALLED)
+	$(IDTFV) train-deep --manifest $(MANIFEST) --model $(MODEL) --modality $(MODALITY) --split $(SPLIT) \
+	  --out $(DEEP_DIR) --seed $(SEED)$(if $(NEEDS_FLOW), --rawframes $(RAWFRAMES)) $(DEEP_ARGS)
+	touch $@
+
+# --------------------------------------------------------------------------------------------- checks
+test: $(INSTALLED) ## install, then run the test suite (TEST_JOBS processes)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
+
+bench: $(INSTALLED) ## run every bench/bench_*.py (results in bench/RESULTS.md)
+	status=0; \
+	for script in bench/bench_*.py; do \
+	  echo "== $$script"; \
+	  $(VENV)/bin/python "$$script" || { echo "FAILED: $$script" >&2; status=1; }; \
+	done; \
+	exit $$status
+
+clean: ## remove CACHE (datasets, features, models) and test/bench leftovers; keeps VENV
+	rm -rf -- $(CACHE) .pytest_cache bench/out
+
+distclean: clean ## also remove the virtualenv (VENV)
+	rm -rf -- $(VENV)

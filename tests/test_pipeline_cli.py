@@ -1,0 +1,383 @@
+"""Tests of the idtfv command (idt.pipeline.cli): dispatch, stage stamps, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_tiny_video
+from idt.data.manifest import Manifest, VideoEntry, read_manifest, write_manifest
+from idt.pipeline import cli
+from idt.pipeline.cache import load_valid, param_hash
+from idt.pipeline.runner import read_index, read_stamp
+
+REPO = Path(__file__).resolve().parents[1]
+_SCRIPT = Path(sys.executable).with_name("idtfv")
+IDTFV = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "idt.pipeline.cli"]
+
+FAKE_STAGE = textwrap.dedent(
+    """
+    import numpy as np
+    from idt.errors import VideoError
+
+    def fake_features(entry, params):
+        data = entry.path.read_bytes()
+        if not data.startswith(b"RIFF"):
+            raise VideoError(entry.path, "not an AVI file; re-encode it")
+        return {"n_bytes": np.int64(len(data)), "seed": np.int64(params["idt"]["seed"])}
+    """
+)
+RUN_WITH_FAKE = (
+    "import sys, idt.pipeline.cli as c; c.STAGE_FUNCS['features'] = 'fake_stage_mod:fake_features'; "
+    "sys.exit(c.main(sys.argv[1:]))"
+)
+
+
+def _env(extra_path=None):
+    env = {**os.environ, "CI": "true"}
+    if extra_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _dataset(tmp_path, *, bad=True, frames=12):
+    """Two tiny real videos (and one file that is not a video) in a written manifest."""
+    videos = tmp_path / "videos"
+    rows = []
+    for i, name in enumerate(["walk_a", "wave_b"]):
+        path = write_tiny_video(videos / f"{name}.avi", frames=frames, seed=i, motion=(2, i))
+        rows.append(VideoEntry(name, path, i, name.split("_")[0], group=f"g{i}", splits={1: "train"}))
+    if bad:
+        (videos / "broken.avi").write_text("this is not a video")
+        rows.append(VideoEntry("broken", videos / "broken.avi", 0, "walk", group="g9", splits={1: "test"}))
+    manifest_path = tmp_path / "manifest.csv"
+    write_manifest(Manifest(rows, tmp_path), manifest_path)
+    return manifest_path
+
+
+def _run(args, *, env=None, prefix=None):
+    return subprocess.run([*(prefix or IDTFV), *map(str, args)], capture_output=True, text=True,
+                          env=env or _env(), timeout=300)
+
+
+def _assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+# ------------------------------------------------------------------------------------------------ errors, help
+def test_missing_manifest_is_a_one_line_error_with_exit_2(tmp_path):
+    missing = tmp_path / "nope" / "manifest.csv"
+    proc = _run(["features", "--manifest", missing, "--cache", tmp_path / "c", "--out", tmp_path / "f.json"])
+    _assert_one_line_error(proc, str(missing))
+    assert not (tmp_path / "f.json").exists()
+
+
+def _assert_main_one_line_error(capsys, argv, *needles):
+    status = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err
+
+
+def test_dataset_without_root_or_with_a_missing_root_exits_2(tmp_path, capsys):
+    _assert_main_one_line_error(capsys, ["dataset", "--kind", "ucf101", "--out", tmp_path / "m.csv"], "--root")
+    _assert_main_one_line_error(
+        capsys, ["dataset", "--kind", "folder", "--root", tmp_path / "absent", "--out", tmp_path / "m.csv"],
+        str(tmp_path / "absent"))
+    assert not (tmp_path / "m.csv").exists()
+    with pytest.raises(SystemExit) as info:  # argparse usage errors keep argparse's status 2
+        cli.main(["features", "--manifest"])
+    assert info.value.code == 2
+
+
+def test_help_lists_the_builtin_subcommands(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", ())
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser(modules=()).parse_args(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "dataset" in out and "features" in out
+    assert cli.main([]) == 2  # no subcommand: help on stderr, usage status
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_every_existing_plugin_module_registers_its_subcommands():
+    parser = cli.build_parser()
+    commands = set(next(a for a in parser._actions if a.dest == "command").choices)
+    assert {"dataset", "features"} <= commands
+    for module in cli.PLUGIN_MODULES:
+        if cli._load_plugins([module]):
+            owned = {c for c, m in cli._COMMAND_MODULES.items() if m == module}
+            assert owned & commands, f"{module} registered none of {sorted(owned)}"
+
+
+# ------------------------------------------------------------------------------------------------ features
+def test_features_end_to_end_with_a_fake_stage(tmp_path):
+    manifest = _dataset(tmp_path)
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "fake_stage_mod.py").write_text(FAKE_STAGE)
+    env = _env(tmp_path / "mods")
+    prefix = [sys.executable, "-c", RUN_WITH_FAKE]
+    stamp_path = tmp_path / "out" / "features.json"
+    args = ["features", "--manifest", manifest, "--cache", tmp_path / "cache", "--out", stamp_path,
+            "--jobs", "1", "--seed", "7"]
+
+    proc = _run(args, env=env, prefix=prefix)
+    assert proc.returncode == cli.EXIT_FAILED_VIDEOS, proc.stderr
+    assert "1 of 3 videos failed" in proc.stderr and "broken:" in proc.stderr and "not an AVI" in proc.stderr
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp["stage"] == "features" and stamp["done"] == ["walk_a", "wave_b"]
+    assert list(stamp["failed"]) == ["broken"] and "not an AVI file" in stamp["failed"]["broken"]
+    assert stamp["params"] == cli.features_params(seed=7) and stamp["params"]["idt"]["seed"] == 7
+    stage = Path(stamp["dir"])
+    assert stage.name == f"features-{param_hash(stamp['params'])}" and stage.parent == (tmp_path / "cache").resolve()
+    for entry in read_manifest(manifest).rows[:2]:
+        arrays = load_valid(stage / f"{entry.video_id}.npz")
+        assert int(arrays["n_bytes"]) == entry.path.stat().st_size and int(arrays["seed"]) == 7
+    assert read_index(stage / "index.csv")["broken"].status == "failed"
+
+    proc = _run([*args, "--allow-failed"], env=env, prefix=prefix)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 computed, 2 already done, 1 failed" in proc.stdout
+    assert json.loads(stamp_path.read_text()) == stamp
+
+
+def test_features_options_reach_the_extractor_parameters(tmp_path, monkeypatch, capsys):
+    params_mod = pytest.importorskip("idt.params")
+    manifest = _dataset(tmp_path, bad=False)
+    seen = []
+    monkeypatch.setitem(cli.STAGE_FUNCS, "features", _record_params)
+    monkeypatch.setattr(sys.modules[__name__], "_SEEN", seen)
+    status = cli.main(["features", "--manifest", str(manifest), "--cache", str(tmp_path / "c"),
+                       "--out", str(tmp_path / "f.json"), "--preset", "fast", "--flow", "farneback",
+                       "--resize-width", "160", "--seed", "3"])
+    assert status == 0, capsys.readouterr().err
+    want = params_mod.IDTParams.fast().replace(flow="farneback", resize_width=160, seed=3).to_dict()
+    assert read_stamp(tmp_path / "f.json")["params"] == {"idt": want}
+    assert seen == [want, want]
+    assert params_mod.IDTParams.from_dict(seen[0]) == params_mod.IDTParams.fast(
+        flow="farneback", resize_width=160, seed=3)
+
+    status = cli.main(["features", "--manifest", str(manifest), "--cache", str(tmp_path / "c"),
+                       "--out", str(tmp_path / "g.json"), "--resize-width", "-5"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: ") and "resize_width" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "g.json").exists()
+
+
+_SEEN: list = []
+
+
+def _record_params(entry, params):
+    _SEEN.append(params["idt"])
+    return {"ok": np.ones(1)}
+
+
+@pytest.mark.slow
+def test_features_with_the_real_extractor_matches_idt_extract(tmp_path):
+    idt = pytest.importorskip("idt")
+    if not hasattr(idt, "extract"):
+        pytest.skip("idt.extract is not available yet")
+    manifest = _dataset(tmp_path, frames=20)
+    stamp_path = tmp_path / "features.json"
+    proc = _run(["features", "--manifest", manifest, "--cache", tmp_path / "cache", "--out", stamp_path,
+                 "--preset", "fast"])
+    assert proc.returncode == 1, proc.stderr
+    stamp = read_stamp(stamp_path)
+    assert stamp["done"] == ["walk_a", "wave_b"] and list(stamp["failed"]) == ["broken"]
+    assert str(tmp_path / "videos" / "broken.avi") in stamp["failed"]["broken"]
+    params = idt.IDTParams.from_dict(stamp["params"]["idt"])
+    for entry in read_manifest(manifest).rows[:2]:
+        saved = load_valid(stamp["dir"] / f"{entry.video_id}.npz")
+        direct = idt.extract(entry.path, params=params).as_arrays()
+        assert sorted(saved) == sorted(direct)
+        for key in direct:
+            np.testing.assert_array_equal(saved[key], direct[key])
+        assert saved["hog"].shape[1] == 96 and saved["meta"].shape[1] == 10
+
+
+def test_warmup_never_stops_a_run():
+    from idt.pipeline.stages import warmup_features
+
+    assert warmup_features({"idt": {"no_such_option": 1}}) is None  # bad params: ignored, the run reports them
+    assert warmup_features({}) is None
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+def test_dataset_csv_kind_probes_and_writes_the_manifest(tmp_path):
+    source = _dataset(tmp_path, bad=False, frames=9)
+    out = tmp_path / "cache" / "csv" / "manifest.csv"
+    proc = _run(["dataset", "--kind", "csv", "--root", source, "--out", out])
+    assert proc.returncode == 0, proc.stderr
+    written = read_manifest(out)
+    assert [e.video_id for e in written.rows] == ["walk_a", "wave_b"]
+    assert [(e.frames, e.width, e.height) for e in written.rows] == [(9, 64, 48), (9, 64, 48)]
+    assert [e.path for e in written.rows] == [e.path for e in read_manifest(source).rows]
+
+
+def test_dataset_default_generates_into_the_directory_of_out(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_generate_dataset(out_dir, *, random_state=0):
+        calls.append((Path(out_dir), random_state))
+        path = write_tiny_video(Path(out_dir) / "clips" / "c0.avi", frames=5)
+        entry = VideoEntry("c0", path, 0, "walk", group="actor0", splits={1: "train"}, frames=5, fps=25.0,
+                           width=64, height=48)
+        target = Path(out_dir) / "manifest.csv"
+        write_manifest(Manifest([entry], out_dir), target)
+        return target
+
+    monkeypatch.setitem(sys.modules, "idt.data.synthetic",
+                        types.SimpleNamespace(generate_dataset=fake_generate_dataset))
+    out = tmp_path / "cache" / "default" / "my_manifest.csv"
+    assert cli.main(["dataset", "--out", str(out), "--seed", "4"]) == 0
+    assert calls == [(out.parent.resolve(), 4)]
+    assert [e.video_id for e in read_manifest(out).rows] == ["c0"]
+    assert "1 videos" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ plugins
+GOOD_PLUGIN = textwrap.dedent(
+    """
+    from idt.errors import ParameterError
+
+    def register(subparsers):
+        p = subparsers.add_parser("hello", help="say hello")
+        p.add_argument("--fail", choices=["no", "idtfv", "os"], default="no")
+        p.add_argument("--status", type=int, default=0)
+        p.set_defaults(func=run)
+
+    def run(args):
+        if args.fail == "idtfv":
+            raise ParameterError("--fail idtfv was given; expected no")
+        if args.fail == "os":
+            open("/nonexistent/dir/file.txt")
+        print("hello")
+        return args.status
+    """
+)
+
+
+def test_plugins_register_subcommands_and_errors_become_exit_2(tmp_path, monkeypatch, capsys):
+    (tmp_path / "good_plugin_xyz.py").write_text(GOOD_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "PLUGIN_MODULES", ("absent_pkg_xyz.cli", "absent_module_xyz", "good_plugin_xyz"))
+    assert cli.main(["hello"]) == 0 and capsys.readouterr().out == "hello\n"
+    assert cli.main(["hello", "--status", "1"]) == 1
+    capsys.readouterr()
+    assert cli.main(["hello", "--fail", "idtfv"]) == 2
+    assert capsys.readouterr().err == "error: --fail idtfv was given; expected no\n"
+    assert cli.main(["hello", "--fail", "os"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "/nonexistent/dir/file.txt" in err and len(err.splitlines()) == 1
+
+
+def test_a_plugin_that_exists_but_fails_to_import_shows_its_error(tmp_path, monkeypatch):
+    (tmp_path / "broken_plugin_xyz.py").write_text("import numpy\nraise RuntimeError('plugin is broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RuntimeError, match="plugin is broken"):
+        cli.build_parser(modules=("broken_plugin_xyz",))
+    (tmp_path / "noreg_plugin_xyz.py").write_text("X = 1\n")
+    with pytest.raises(ImportError, match="register"):
+        cli.build_parser(modules=("noreg_plugin_xyz",))
+
+
+def test_known_commands_import_only_their_own_plugin_module():
+    assert cli._plugin_modules_for(["features", "--jobs", "2"]) == ()
+    assert cli._plugin_modules_for(["encode", "--k", "8"]) == ("encoding.cli",)
+    assert cli._plugin_modules_for(["train-deep"]) == ("deep.cli",)
+    assert cli._plugin_modules_for(["--help"]) == cli.PLUGIN_MODULES
+    assert cli._plugin_modules_for(["somethingelse"]) == cli.PLUGIN_MODULES
+
+
+# ------------------------------------------------------------------------------------------------ Makefile
+FAKE_IDTFV = """#!/usr/bin/env bash
+# Stands in for the idtfv console script: logs the subcommand and creates the file or directory after --out.
+set -eu
+echo "$*" >> "$IDTFV_LOG"
+out=""
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "--out" ]; then out="$arg"; fi
+  prev="$arg"
+done
+case "$1" in
+  train-svm) mkdir -p "$out" && echo '{"accuracy": 1.0}' > "$out/report.json" ;;
+  flow|train-deep) mkdir -p "$out" ;;
+  *) mkdir -p "$(dirname "$out")" && echo "$1" > "$out" ;;
+esac
+"""
+
+
+def _fake_venv(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "idtfv"
+    script.write_text(FAKE_IDTFV)
+    script.chmod(0o755)
+    (venv / ".installed").touch()  # newer than pyproject.toml: `install` is up to date
+    return venv
+
+
+def _make(tmp_path, venv, *targets, **variables):
+    args = ["make", "--no-print-directory", "-C", str(REPO), *targets, f"VENV={venv}",
+            f"CACHE={tmp_path / 'cache'}", *[f"{k}={v}" for k, v in variables.items()]]
+    env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log")}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+
+
+def _calls(tmp_path):
+    log = tmp_path / "calls.log"
+    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_makefile_stages_are_file_targets_that_make_skips_when_done(tmp_path):
+    venv = _fake_venv(tmp_path)
+    proc = _make(tmp_path, venv, "train-svm", JOBS=3, SEED=5)
+    assert proc.returncode == 0, proc.stderr
+    assert _calls(tmp_path) == ["dataset", "features", "encode", "train-svm"]
+    lines = (tmp_path / "calls.log").read_text().splitlines()
+    data = tmp_path / "cache" / "default"
+    assert f"--out {data / 'manifest.csv'}" in lines[0] and "--kind default" in lines[0]
+    assert f"--manifest {data / 'manifest.csv'} --cache {data} --out {data / 'features.json'}" in lines[1]
+    assert "--jobs 3" in lines[1] and "--seed 5" in lines[1] and "--scheduler" not in lines[1]
+    assert f"--features {data / 'features.json'} --split 1" in lines[2]
+    assert f"--out {data / 'fisher_split1.npz'}" in lines[2]
+    assert f"--features {data / 'fisher_split1.npz'}" in lines[3] and f"--out {data / 'svm_split1'}" in lines[3]
+
+    assert _make(tmp_path, venv, "train-svm").returncode == 0
+    assert len(_calls(tmp_path)) == 4  # everything up to date: nothing rerun
+
+    (data / "features.json").unlink()  # e.g. removed by .DELETE_ON_ERROR after failed videos
+    assert _make(tmp_path, venv, "train-svm", SPLIT=2, SCHEDULER="tcp://h:8786").returncode == 0
+    assert _calls(tmp_path)[4:] == ["features", "encode", "train-svm"]
+    assert "--scheduler tcp://h:8786" in (tmp_path / "calls.log").read_text().splitlines()[4]
+    assert (data / "fisher_split2.npz").exists() and (data / "svm_split2" / "report.json").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_makefile_help_is_the_default_goal_and_lists_targets(tmp_path):
+    proc = _make(tmp_path, _fake_venv(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    for target in ("install", "features", "encode", "train-svm", "demo", "flow", "train-deep", "test", "bench",
+                   "clean"):
+        assert f"\n  {target} " in proc.stdout
+    for variable in ("DATASET", "ROOT", "SPLIT", "JOBS", "CACHE", "SCHEDULER", "SEED", "VENV"):
+        assert f"\n  {variable} " in proc.stdout
+    assert not (tmp_path / "calls.log").exists()
