@@ -571,7 +571,7 @@ def generate_dataset(
         raise ParameterError(f"fps must be in 1..1000, got {fps!r}")
     if not 0.0 <= camera_motion <= 1.0:
         raise ParameterError(f"camera_motion must be a fraction in [0, 1], got {camera_motion!r}")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     settings = {"generator_version": _GENERATOR_VERSION, "n_classes": n_classes, "n_actors": n_actors,
                 "clips_per_actor": clips_per_actor, "n_frames": n_frames, "size": list(size), "fps": float(fps),
                 "random_state": int(random_state), "camera_motion": float(camera_motion), "probe": bool(probe)}
