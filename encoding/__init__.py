@@ -1,1 +1,39 @@
-"""encoding."""
+"""encoding: per-video iDT descriptors -> fixed-length video vectors (Fisher vectors, BoF, VLAD).
+
+Modules (one job each):
+
+- ``pca``: :class:`DescriptorPCA`, PCA per descriptor channel to half the dimensions, optional whitening,
+  deterministic signs.
+- ``gmm``: :class:`DiagGMM`, diagonal GMM by a fast EM (float32 BLAS screen + Numba statistics, ``_posterior_nb``),
+  k-means(++) initialisation, variance/prior floors, empty-component restarts, convergence report.
+- ``fisher``: :func:`fisher_vector`, :func:`fisher_vectors_cells`, VLFeat's layout ``[u_1..u_K, v_1..v_K]`` and
+  normalisation (improved = signed square root, then L2); VLFeat's floors as keyword arguments.
+- ``pyramid``: spatio-temporal grids (``"1x1x1,1x3x1,1x1x2"``) from the trajectories' normalised positions.
+- ``kmeans``, ``bof``, ``vlad``: the bag-of-features (K=4000, L1 histograms) and VLAD baselines.
+- ``sampling``: seeded per-video descriptor sampling; the streaming mode (``keep_sample`` during extraction).
+- ``codebook_io``: ``.npz`` + ``.json`` codebooks, no pickles.
+- ``pipeline`` / ``cli``: the ``idtfv encode`` stage (``make encode``).
+
+Streaming mode (UCF101-size data without keeping raw descriptors): in the features stage function, call
+``encoding.sampling.keep_sample(arrays, n_keep=..., seed=..., video_id=...)`` and store the returned ``sample_*``
+arrays (alone or with the full arrays). ``idtfv encode`` fits PCA and the codebook from ``sample_*`` arrays when a
+file has them, and each video's vector comes from ``encoding.pipeline.encode_arrays(arrays, models, ...)`` — called
+by ``idtfv encode`` on the stored descriptors, or directly in an extraction job on fresh descriptors with the
+models of ``encoding.pipeline.load_codebooks(dir)``. Memory: one video's descriptors plus the model.
+
+Small datasets: ``idtfv encode`` keeps K=256 and the 256,000-descriptor sample by default, but caps the sample at
+what the training videos have and K at ``n_samples // 20`` (a logged warning), so ``make encode`` works on the
+built-in default dataset; pass ``ENCODE_ARGS="--k 64"`` (etc.) to choose.
+"""
+
+import importlib
+
+__all__ = ["DescriptorPCA", "DiagGMM", "fisher_vector", "fisher_vectors_cells", "normalize_fisher"]
+_HOMES = {"DescriptorPCA": "pca", "DiagGMM": "gmm", "fisher_vector": "fisher", "fisher_vectors_cells": "fisher",
+          "normalize_fisher": "fisher"}
+
+
+def __getattr__(name):  # lazy: ``idtfv --help`` imports encoding.cli without loading Numba
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module 'encoding' has no attribute {name!r}")

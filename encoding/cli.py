@@ -1,0 +1,70 @@
+"""``idtfv encode``: PCA + GMM (or k-means) per channel on the split's training videos, then one vector per video.
+
+Thin shell over :func:`encoding.pipeline.run_encode`; registered by ``idt.pipeline.cli`` through
+:func:`register`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    """Add the ``encode`` subcommand."""
+    from idt.pipeline.cli import add_runner_options
+
+    from .pipeline import DEFAULT_GMM_ITER, DEFAULT_K, DEFAULT_PCA_SAMPLES, METHODS
+    from .sampling import CHANNELS
+
+    p = subparsers.add_parser(
+        "encode", help="PCA + GMM + Fisher vectors (or BoF / VLAD) of every video -> feature file",
+        description="Fit PCA (half the dimensions) and a diagonal GMM (or a k-means codebook) per descriptor "
+                    "channel on a seeded sample of the split's training descriptors, encode every video of the "
+                    "manifest (resumable, parallel) and write the feature file (video_ids, features, labels).")
+    p.add_argument("--manifest", type=Path, required=True, help="manifest CSV")
+    p.add_argument("--features", type=Path, required=True, metavar="STAMP.json",
+                   help="features stage stamp written by idtfv features")
+    p.add_argument("--split", type=int, default=1,
+                   help="split whose training videos fit PCA and the codebook (default 1)")
+    p.add_argument("--cache", type=Path, required=True, help="cache directory (codebook-*/ and encode-*/ go here)")
+    p.add_argument("--out", type=Path, required=True, metavar="FV.npz", help="feature file to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed: sampling, k-means++, EM (default 0)")
+    p.add_argument("--method", choices=METHODS, default="fisher", help="encoding (default fisher)")
+    p.add_argument("--k", type=int, default=None,
+                   help="codebook size (default: " + ", ".join(f"{m} {k}" for m, k in DEFAULT_K.items()) +
+                        "); lowered with a warning when the sample is too small")
+    p.add_argument("--pca-samples", type=int, default=DEFAULT_PCA_SAMPLES,
+                   help="descriptors per channel sampled from the training videos to fit PCA and the codebook "
+                        f"(default {DEFAULT_PCA_SAMPLES}; capped at what the videos have)")
+    p.add_argument("--pca-whiten", action="store_true", help="whiten the PCA output")
+    p.add_argument("--pyramid", default="1x1x1",
+                   help="spatio-temporal grids NXxNYxNT, e.g. 1x1x1,1x3x1,1x1x2 (default 1x1x1)")
+    p.add_argument("--channels", default=",".join(CHANNELS),
+                   help=f"descriptor channels to encode (default {','.join(CHANNELS)})")
+    p.add_argument("--gmm-iter", type=int, default=DEFAULT_GMM_ITER,
+                   help=f"maximum EM iterations (default {DEFAULT_GMM_ITER})")
+    add_runner_options(p, jobs_default=1)
+    p.set_defaults(func=_cmd_encode)
+
+
+def _cmd_encode(args) -> int:
+    from idt.pipeline.cli import report_failures
+
+    from .pipeline import run_encode
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    summary = run_encode(args.manifest, args.features, split=args.split, cache=args.cache, out=args.out,
+                         jobs=args.jobs, scheduler=args.scheduler, seed=args.seed, k=args.k,
+                         pca_samples=args.pca_samples, pca_whiten=args.pca_whiten, pyramid=args.pyramid,
+                         method=args.method, channels=args.channels, gmm_iter=args.gmm_iter, force=args.force)
+    if summary["missing"]:
+        print(f"encode: {len(summary['missing'])} videos without features skipped (see the features stage index)",
+              file=sys.stderr)
+    status = report_failures("encode", summary["result"], allow_failed=args.allow_failed)
+    print(f"encode: {summary['n_videos']} videos x {summary['dim']} dims (K={summary['k']}) -> {args.out}")
+    return status

@@ -1,0 +1,114 @@
+"""Codebooks (PCA, GMM, k-means) on disk: ``<stem>.npz`` arrays + ``<stem>.json`` metadata, never pickles.
+
+The JSON sidecar holds ``{"class", "version", ...model parameters..., "seed", "extra"}``; the ``.npz`` holds only
+numeric arrays and is read with ``allow_pickle=False``. Both files are written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from idt.errors import FormatError
+
+from .gmm import DiagGMM
+from .kmeans import KMeansCodebook
+from .pca import DescriptorPCA
+
+__all__ = ["save_codebook", "load_codebook", "save_model", "load_model"]
+
+
+def _stem(path) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".npz", ".json") else path
+
+
+def save_codebook(path, arrays: dict, meta: dict) -> Path:
+    """Write ``arrays`` to ``<stem>.npz`` and ``meta`` to ``<stem>.json``; returns the stem."""
+    from idt import __version__
+    from idt.pipeline.cache import atomic_savez, atomic_write_json
+
+    stem = _stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    atomic_savez(stem.with_suffix(".npz"), {k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_json(stem.with_suffix(".json"), {"version": __version__, **meta})
+    return stem
+
+
+def load_codebook(path) -> tuple[dict, dict]:
+    """Read ``(arrays, meta)`` written by :func:`save_codebook`; FormatError names the file and the problem."""
+    stem = _stem(path)
+    npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    try:
+        meta = json.loads(js.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(js, "codebook metadata not found; fit the codebook first (idtfv encode)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(js, f"codebook metadata is not valid JSON ({exc}); delete it and refit") from None
+    if not isinstance(meta, dict) or "class" not in meta:
+        raise FormatError(js, "codebook metadata lacks the 'class' key; delete it and refit")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FormatError(npz, "codebook arrays not found; fit the codebook first (idtfv encode)") from None
+    except (ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise FormatError(npz, f"codebook arrays unreadable ({type(exc).__name__}: {exc}); delete and refit") \
+            from None
+    return arrays, meta
+
+
+def _gmm_arrays(m: DiagGMM) -> tuple[dict, dict]:
+    meta = {"class": "DiagGMM", "n_components": int(m.means_.shape[0]), "dim": int(m.means_.shape[1]),
+            "params": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+                       for k, v in m.get_params().items()}}
+    if hasattr(m, "history_"):
+        meta["report"] = m.report()
+    return {"means": m.means_, "variances": m.variances_, "weights": m.weights_}, meta
+
+
+def _gmm_load(arrays, meta) -> DiagGMM:
+    return DiagGMM.from_params(arrays["means"], arrays["variances"], arrays["weights"])
+
+
+_SAVERS = {
+    DescriptorPCA: lambda m: (m.to_arrays(), m.to_meta()),
+    DiagGMM: _gmm_arrays,
+    KMeansCodebook: lambda m: (m.to_arrays(), m.to_meta()),
+}
+_LOADERS = {
+    "DescriptorPCA": DescriptorPCA.from_arrays,
+    "DiagGMM": _gmm_load,
+    "KMeansCodebook": KMeansCodebook.from_arrays,
+}
+
+
+def save_model(path, model, *, seed=None, extra: dict | None = None) -> Path:
+    """Save a fitted :class:`DescriptorPCA`, :class:`DiagGMM` or :class:`KMeansCodebook` as ``.npz`` + ``.json``."""
+    saver = _SAVERS.get(type(model))
+    if saver is None:
+        raise TypeError(f"save_model: cannot save {type(model).__name__}; expected one of "
+                        f"{sorted(c.__name__ for c in _SAVERS)}")
+    arrays, meta = saver(model)
+    meta = {**meta, "seed": seed, "extra": extra or {}}
+    return save_codebook(path, arrays, meta)
+
+
+def load_model(path, *, expect: str | None = None):
+    """Load a model saved by :func:`save_model` (optionally checking its class name)."""
+    arrays, meta = load_codebook(path)
+    cls = meta["class"]
+    if expect is not None and cls != expect:
+        raise FormatError(_stem(path).with_suffix(".json"), f"expected a {expect} codebook, found {cls}")
+    loader = _LOADERS.get(cls)
+    if loader is None:
+        raise FormatError(_stem(path).with_suffix(".json"), f"unknown codebook class {cls!r}; expected one of "
+                                                            f"{sorted(_LOADERS)}")
+    try:
+        return loader(arrays, meta)
+    except (KeyError, ValueError) as exc:
+        raise FormatError(_stem(path).with_suffix(".npz"), f"codebook {cls} is incomplete or invalid ({exc}); "
+                                                           "delete it and refit") from None

@@ -1,0 +1,366 @@
+"""The encode stage: sample -> PCA -> GMM (or k-means) per channel -> one vector per video -> feature file.
+
+``run_encode`` (behind ``idtfv encode``):
+
+1. reads the manifest and the features stage stamp; videos without a features file are skipped and reported;
+2. draws a seeded sample of the split's training descriptors (default 256,000 per channel, spread evenly across
+   training videos, one video in memory at a time; ``encoding.sampling``);
+3. fits, per channel (Traj, HOG, HOF, MBHx, MBHy), PCA to half the dimensions (optionally whitened) and a diagonal
+   GMM (``fisher``, default K=256) or a k-means codebook (``bof`` K=4000, ``vlad`` K=256), saved as ``.npz`` +
+   ``.json`` in ``CACHE/codebook-<hash12>/`` (the hash covers every fitting parameter and the features directory);
+4. encodes every video of the manifest through :func:`idt.pipeline.runner.run_stage` (resumable, parallel, failure
+   isolation): ``CACHE/encode-<hash12>/<video_id>.npz`` holds ``features`` (d,) float32;
+5. writes the feature file (``video_ids``, ``features`` (n, d) float32, ``labels``) with
+   ``classify.scores.write_features``.
+
+Small datasets: the sample is capped at what the training videos have, and K at ``n_samples //
+MIN_SAMPLES_PER_COMPONENT`` (logged as a warning), so the default K=256 stays usable on the built-in dataset.
+
+Vector layout: for each channel in ``channels`` order, for each pyramid cell (grids in order, cells numbered as in
+``encoding.pyramid``), the cell's normalised encoding (Fisher: ``[u_1..u_K, v_1..v_K]``, improved).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from idt.errors import FormatError, ParameterError
+
+from . import codebook_io
+from .bof import bof_histograms
+from .fisher import fisher_vectors_cells
+from .gmm import DiagGMM
+from .kmeans import KMeansCodebook
+from .pca import DescriptorPCA
+from .pyramid import POSITION_COLUMNS, cell_ids, n_cells, parse_pyramid
+from .sampling import CHANNELS, load_training_sample
+from .vlad import vlad_vectors
+
+__all__ = ["run_encode", "encode_item", "encode_arrays", "fit_codebooks", "load_codebooks", "codebook_params",
+           "DEFAULT_K", "METHODS", "MIN_SAMPLES_PER_COMPONENT", "encoded_dim"]
+
+log = logging.getLogger(__name__)
+
+#: Default codebook size per method (iDT papers: GMM K=256 for Fisher vectors, k-means K=4000 for BoF).
+DEFAULT_K = {"fisher": 256, "bof": 4000, "vlad": 256}
+METHODS = tuple(DEFAULT_K)
+#: K is capped so that every component has at least this many training descriptors on average.
+MIN_SAMPLES_PER_COMPONENT = 20
+#: Default sample size per channel for fitting PCA and the codebook (iDT papers: 256,000).
+DEFAULT_PCA_SAMPLES = 256_000
+#: Default EM iterations (early stop at tol=1e-3 nats per descriptor).
+DEFAULT_GMM_ITER = 30
+CODEBOOK_SUMMARY = "codebook.json"
+
+
+def _check_channels(channels) -> tuple[str, ...]:
+    if isinstance(channels, str):
+        channels = [c.strip() for c in channels.split(",") if c.strip()]
+    channels = tuple(channels)
+    bad = [c for c in channels if c not in CHANNELS]
+    if not channels or bad or len(set(channels)) != len(channels):
+        raise ParameterError(f"channels must be distinct names from {','.join(CHANNELS)}; got {','.join(channels)}")
+    return channels
+
+
+def _check_method(method: str) -> str:
+    if method not in DEFAULT_K:
+        raise ParameterError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    return method
+
+
+# ------------------------------------------------------------------------------------------------ fitting
+def _fit_channel(ch: str, X: np.ndarray, *, method: str, k: int, pca_whiten: bool, seed: int, gmm_iter: int):
+    pca = DescriptorPCA(whiten=pca_whiten).fit(X)
+    Y = pca.transform(X)
+    # One seed per channel, derived from the run seed (no shared global state between threads).
+    rs = int(np.random.default_rng([int(seed) & 0xFFFFFFFF, list(CHANNELS).index(ch)]).integers(2**31 - 1))
+    if method == "fisher":
+        model = DiagGMM(k, max_iter=gmm_iter, random_state=rs).fit(Y)
+        log.info("%s: PCA %d -> %d (%.1f%% variance), GMM K=%d: %d iterations, converged=%s, log-likelihood %.4f",
+                 ch, X.shape[1], Y.shape[1], 100 * pca.explained_variance_ratio_.sum(), k, model.n_iter_,
+                 model.converged_, model.lower_bound_)
+    else:
+        model = KMeansCodebook(k, random_state=rs).fit(Y)
+        log.info("%s: PCA %d -> %d, k-means K=%d, inertia %.4g", ch, X.shape[1], Y.shape[1], k, model.inertia_)
+    return pca, model
+
+
+def fit_codebooks(sample: Mapping[str, np.ndarray], *, method: str = "fisher", k: int | None = None,
+                  pca_whiten: bool = False, seed: int = 0, gmm_iter: int = DEFAULT_GMM_ITER,
+                  jobs: int = 1) -> tuple[dict, int]:
+    """Fit PCA + codebook per channel on a training sample.
+
+    Parameters
+    ----------
+    sample : channel -> (n, D) float32 descriptors.
+    method : ``fisher`` (diagonal GMM), ``bof`` or ``vlad`` (k-means).
+    k : codebook size (default per method); capped at ``n // MIN_SAMPLES_PER_COMPONENT`` with a warning.
+    jobs : channels fitted at once (threads; BLAS limited to one thread each, so the result does not depend on it).
+
+    Returns
+    -------
+    ({channel: (DescriptorPCA, DiagGMM | KMeansCodebook)}, k used)
+    """
+    from joblib import Parallel, delayed
+    from threadpoolctl import threadpool_limits
+
+    method = _check_method(method)
+    k = DEFAULT_K[method] if k is None else int(k)
+    if k < 1:
+        raise ParameterError(f"codebook size k must be >= 1, got {k}")
+    n = min(len(v) for v in sample.values())
+    cap = max(1, n // MIN_SAMPLES_PER_COMPONENT)
+    if k > cap:
+        log.warning("only %d training descriptors per channel: codebook size lowered from K=%d to K=%d "
+                    "(at least %d descriptors per component); pass --k to choose it", n, k, cap,
+                    MIN_SAMPLES_PER_COMPONENT)
+        k = cap
+    if n < 2:
+        raise ParameterError(f"only {n} training descriptors: cannot fit PCA; check the split's training videos")
+    channels = list(sample)
+    n_jobs = max(1, min(len(channels), (os.cpu_count() or 1) if jobs == -1 else int(jobs)))
+    with threadpool_limits(1):
+        fitted = Parallel(n_jobs=n_jobs, backend="threading")(
+            delayed(_fit_channel)(ch, sample[ch], method=method, k=k, pca_whiten=pca_whiten, seed=seed,
+                                  gmm_iter=gmm_iter) for ch in channels)
+    return dict(zip(channels, fitted)), k
+
+
+def _model_name(method: str) -> str:
+    return "gmm" if method == "fisher" else "kmeans"
+
+
+def save_codebooks(directory, models: Mapping, summary: dict, *, seed: int) -> Path:
+    """Write ``pca_<ch>`` and ``gmm_<ch>`` / ``kmeans_<ch>`` (.npz + .json), then ``codebook.json`` (last)."""
+    from idt.pipeline.cache import atomic_write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = _model_name(summary["method"])
+    for ch, (pca, model) in models.items():
+        codebook_io.save_model(directory / f"pca_{ch}", pca, seed=seed, extra={"channel": ch})
+        codebook_io.save_model(directory / f"{name}_{ch}", model, seed=seed, extra={"channel": ch})
+    atomic_write_json(directory / CODEBOOK_SUMMARY, summary)
+    return directory
+
+
+_LOADED: dict[str, tuple[dict, dict]] = {}
+
+
+def load_codebooks(directory) -> tuple[dict, dict]:
+    """({channel: (pca, model)}, summary) of a codebook directory (cached per process)."""
+    directory = Path(directory)
+    key = str(directory.resolve())
+    if key in _LOADED:
+        return _LOADED[key]
+    summary_path = directory / CODEBOOK_SUMMARY
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(summary_path, "codebook summary not found; the codebook was not fitted completely — "
+                                        "rerun idtfv encode") from None
+    except (OSError, ValueError) as exc:
+        raise FormatError(summary_path, f"codebook summary unreadable ({exc}); delete the directory and rerun") \
+            from None
+    name = _model_name(summary["method"])
+    expect = "DiagGMM" if name == "gmm" else "KMeansCodebook"
+    models = {ch: (codebook_io.load_model(directory / f"pca_{ch}", expect="DescriptorPCA"),
+                   codebook_io.load_model(directory / f"{name}_{ch}", expect=expect))
+              for ch in summary["channels"]}
+    _LOADED[key] = (models, summary)
+    return models, summary
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+#: method -> (encoder(Y (N, d), model, cells (N, G), n_cells) -> (C, per-cell length), per-cell length(d, model)).
+ENCODERS = {
+    "fisher": (fisher_vectors_cells, lambda d, m: 2 * m.means_.shape[0] * d),
+    "vlad": (vlad_vectors, lambda d, m: m.centers_.shape[0] * d),
+    "bof": (bof_histograms, lambda d, m: m.centers_.shape[0]),
+}
+
+
+def encoded_dim(models: Mapping, method: str, grids) -> int:
+    """Length of one video's vector."""
+    per_cell = ENCODERS[method][1]
+    return n_cells(grids) * sum(per_cell(pca.components_.shape[0], model) for pca, model in models.values())
+
+
+def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: str = "fisher",
+                  pyramid="1x1x1", source="arrays") -> np.ndarray:
+    """One video's vector from its descriptor arrays (also the streaming entry point).
+
+    Parameters
+    ----------
+    arrays : ``meta (n, 10)`` and the channels of ``models`` (``traj (n, 30)``, ``hog (n, 96)``, ...).
+    models : {channel: (DescriptorPCA, DiagGMM | KMeansCodebook)} (:func:`load_codebooks`).
+    method : ``fisher``, ``bof`` or ``vlad``.
+    pyramid : e.g. ``"1x1x1,1x3x1,1x1x2"``.
+    source : name used in error messages (the file).
+
+    Returns
+    -------
+    (d,) float32, channels in ``models`` order, each the concatenation of its normalised cell encodings.
+    A video without trajectories gives zeros.
+    """
+    grids = parse_pyramid(pyramid)
+    C = n_cells(grids)
+    _check_method(method)
+    if "meta" not in arrays:
+        raise FormatError(source, "no 'meta' array; expected the extractor's keys meta, traj, hog, hof, mbhx, mbhy")
+    meta = np.asarray(arrays["meta"])
+    if meta.ndim != 2 or meta.shape[1] < 10:
+        raise FormatError(source, f"'meta' has shape {meta.shape}, expected (n, 10)")
+    n = meta.shape[0]
+    cells = cell_ids(meta[:, list(POSITION_COLUMNS)], grids)
+    parts = []
+    for ch, (pca, model) in models.items():
+        if ch not in arrays:
+            raise FormatError(source, f"no {ch!r} array; expected keys meta, {', '.join(CHANNELS)}")
+        X = np.asarray(arrays[ch])
+        if X.shape != (n, CHANNELS[ch]):
+            raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({n}, {CHANNELS[ch]})")
+        if not np.isfinite(X).all():
+            raise FormatError(source, f"{ch!r} contains NaN or infinity")
+        parts.append(ENCODERS[method][0](pca.transform(X), model, cells, C).ravel())
+    return np.concatenate(parts).astype(np.float32)
+
+
+def encode_item(entry, params: Mapping) -> dict[str, np.ndarray]:
+    """Stage function of ``run_stage``: the vector of one video from its features file.
+
+    ``params``: ``{"features_dir", "codebook_dir", "method", "pyramid"}``. Returns ``{"features": (d,) float32,
+    "n_descriptors": () int64}``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    path = Path(params["features_dir"]) / f"{entry.video_id}.npz"
+    models, summary = load_codebooks(params["codebook_dir"])
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FormatError(path, "features file not found; run idtfv features first") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise FormatError(path, f"features file unreadable ({type(exc).__name__}: {exc}); rerun idtfv features "
+                                "with --force") from None
+    with z:
+        arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
+    with threadpool_limits(1):  # one level of parallelism: videos run in parallel, BLAS inside a video does not
+        vec = encode_arrays(arrays, models, method=summary["method"], pyramid=params["pyramid"], source=path)
+    return {"features": vec, "n_descriptors": np.array(arrays["meta"].shape[0], np.int64)}
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+def codebook_params(*, features_dir, split: int, seed: int, method: str, k: int | None, pca_samples: int,
+                    pca_whiten: bool, channels, gmm_iter: int, train_ids) -> dict:
+    """Everything the codebook depends on (hashed into its directory name)."""
+    import hashlib
+
+    ids = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:16]
+    return {"features_dir": str(Path(features_dir).resolve()), "split": int(split), "seed": int(seed),
+            "method": method, "k": None if k is None else int(k), "pca_samples": int(pca_samples),
+            "pca_whiten": bool(pca_whiten), "channels": list(channels), "gmm_iter": int(gmm_iter),
+            "train_videos": ids}
+
+
+def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1, scheduler=None, seed: int = 0,
+               k: int | None = None, pca_samples: int = DEFAULT_PCA_SAMPLES, pca_whiten: bool = False,
+               pyramid: str = "1x1x1", method: str = "fisher", channels=tuple(CHANNELS),
+               gmm_iter: int = DEFAULT_GMM_ITER, force: bool = False) -> dict:
+    """Fit the codebooks on the split's training videos, encode every video, write the feature file.
+
+    Parameters
+    ----------
+    manifest : manifest CSV path (or a ``Manifest``).
+    features : the features stage stamp JSON (``{"stage", "dir", "params", "done", "failed"}``).
+    split : split number whose ``train`` videos fit PCA and the codebook.
+    cache : directory for ``codebook-<hash>`` and ``encode-<hash>``.
+    out : feature file to write (``.npz``: ``video_ids``, ``features`` (n, d) float32, ``labels``).
+    jobs, scheduler, force : runner options (``jobs`` also fits channels in parallel).
+    seed, k, pca_samples, pca_whiten, pyramid, method, channels, gmm_iter : see ``idtfv encode --help``.
+
+    Returns
+    -------
+    dict: ``codebook_dir``, ``encode_dir``, ``k``, ``dim``, ``n_videos``, ``missing`` {video_id: reason},
+    ``failed`` {video_id: message}, ``sample`` info.
+    """
+    from idt.data.manifest import Manifest, read_manifest
+    from idt.pipeline.cache import param_hash
+    from idt.pipeline.runner import read_stamp, run_stage
+
+    method = _check_method(method)
+    channels = _check_channels(channels)
+    grids = parse_pyramid(pyramid)
+    pyramid = ",".join(f"{a}x{b}x{c}" for a, b, c in grids)
+    if pca_samples < 2:
+        raise ParameterError(f"--pca-samples must be >= 2, got {pca_samples}")
+    if gmm_iter < 1:
+        raise ParameterError(f"--gmm-iter must be >= 1, got {gmm_iter}")
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    stamp = read_stamp(features)
+    feat_dir = Path(stamp["dir"])
+    cache = Path(cache)
+
+    missing: dict[str, str] = {}
+    available = []
+    for e in man.rows:
+        if (feat_dir / f"{e.video_id}.npz").is_file():
+            available.append(e)
+        else:
+            missing[e.video_id] = stamp["failed"].get(e.video_id, "no features file")
+    if missing:
+        log.warning("%d of %d videos have no features and are skipped: %s", len(missing), len(man.rows),
+                    ", ".join(list(missing)[:5]) + (" ..." if len(missing) > 5 else ""))
+    have = {e.video_id for e in available}
+    train = [e for e in man.split(split, "train") if e.video_id in have]
+    if not train:
+        raise ParameterError(f"split {split} has no training video with features (manifest {len(man.rows)} videos, "
+                             f"{len(have)} with features in {feat_dir}); check --split and the features stage")
+
+    cb_params = codebook_params(features_dir=feat_dir, split=split, seed=seed, method=method, k=k,
+                                pca_samples=pca_samples, pca_whiten=pca_whiten, channels=channels,
+                                gmm_iter=gmm_iter, train_ids=[e.video_id for e in train])
+    cb_dir = cache / f"codebook-{param_hash(cb_params)}"
+    if force or not (cb_dir / CODEBOOK_SUMMARY).is_file():
+        paths = {e.video_id: feat_dir / f"{e.video_id}.npz" for e in train}
+        sample, info = load_training_sample(paths, total=pca_samples, seed=seed, channels=channels)
+        log.info("sampled %d descriptors per channel from %d training videos (%d available)", info["rows"],
+                 info["videos"], info["rows_available"])
+        models, k_used = fit_codebooks(sample, method=method, k=k, pca_whiten=pca_whiten, seed=seed,
+                                       gmm_iter=gmm_iter, jobs=jobs)
+        del sample
+        summary = {"method": method, "k": k_used, "k_requested": k, "channels": list(channels),
+                   "params": cb_params, "sample": info,
+                   "reports": {ch: m.report() for ch, (_, m) in models.items() if isinstance(m, DiagGMM)}}
+        save_codebooks(cb_dir, models, summary, seed=seed)
+        _LOADED.pop(str(cb_dir.resolve()), None)
+    models, summary = load_codebooks(cb_dir)
+
+    params = {"features_dir": str(feat_dir.resolve()), "codebook_dir": str(cb_dir.resolve()),
+              "method": method, "pyramid": pyramid}
+    result = run_stage("encode", encode_item, available, params=params, cache_root=cache, jobs=jobs,
+                       scheduler=scheduler, force=force)
+    dim = encoded_dim(models, method, grids)
+    ok = [e for e in available if e.video_id not in result.failed]
+    F = np.empty((len(ok), dim), np.float32)
+    for i, e in enumerate(ok):
+        with np.load(result.path(e.video_id), allow_pickle=False) as z:
+            F[i] = z["features"]
+    labels = np.array([e.label for e in ok], np.int64)
+    _write_features(out, [e.video_id for e in ok], F, labels)
+    return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
+            "n_videos": len(ok), "missing": missing, "failed": dict(result.failed), "result": result}
+
+
+def _write_features(path, video_ids, features, labels) -> None:
+    from classify.scores import write_features
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_features(path, video_ids, features, labels)

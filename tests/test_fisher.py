@@ -1,0 +1,172 @@
+"""Fisher vectors against a naive float64 reference written here (VLFeat's formulas), every option, 1e-5."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from encoding.fisher import fisher_vector, fisher_vectors_cells, normalize_fisher
+from encoding.gmm import DiagGMM
+from idt.errors import ParameterError
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """One BLAS thread: the results do not depend on it, and on a busy 2-core machine threads only spin."""
+    with threadpool_limits(1):
+        yield
+
+
+def naive_fisher(X, mu, var, w, *, square_root=True, normalized=True, fast_floor=0.0):
+    """VLFeat vl_fisher, written out: dense posteriors, u_k, v_k, [u_1..u_K, v_1..v_K], sqrt, L2 (floor 1e-12)."""
+    X = np.asarray(X, np.float64)
+    mu = np.asarray(mu, np.float64)
+    var = np.asarray(var, np.float64)
+    w = np.asarray(w, np.float64)
+    N, D = X.shape
+    K = mu.shape[0]
+    if N == 0:
+        return np.zeros(2 * K * D)
+    diff = X[:, None, :] - mu[None]
+    ll = np.log(w)[None] - 0.5 * np.log(var).sum(1)[None] - 0.5 * (diff ** 2 / var[None]).sum(2)
+    p = np.exp(ll - ll.max(1, keepdims=True))
+    if fast_floor > 0:
+        p[p < fast_floor] = 0.0
+    q = p / p.sum(1, keepdims=True)
+    z = diff / np.sqrt(var)[None]
+    u = np.einsum("nk,nkd->kd", q, z) / (N * np.sqrt(w)[:, None])
+    v = np.einsum("nk,nkd->kd", q, z ** 2 - 1) / (N * np.sqrt(2 * w)[:, None])
+    f = np.concatenate([u.ravel(), v.ravel()])
+    if square_root:
+        f = np.sign(f) * np.sqrt(np.abs(f))
+    if normalized:
+        f = f / max(np.linalg.norm(f), 1e-12)
+    return f
+
+
+def make_gmm(rng, K=12, D=6, spread=2.0):
+    mu = (rng.normal(size=(K, D)) * spread).astype(np.float32)
+    var = rng.uniform(0.3, 2.0, (K, D)).astype(np.float32)
+    w = rng.dirichlet(np.ones(K) * 2)
+    return mu, var, w
+
+
+def draw(rng, mu, var, w, n):
+    z = rng.choice(len(w), n, p=w)
+    return (mu[z] + rng.normal(size=(n, mu.shape[1])) * np.sqrt(var[z])).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(0)
+    mu, var, w = make_gmm(rng)
+    X = draw(rng, mu, var, w, 700)
+    return X, (mu, var, w)
+
+
+@pytest.mark.parametrize("sq,nz", [(True, True), (False, False), (True, False), (False, True)])
+def test_matches_naive_every_normalisation(setup, sq, nz):
+    X, (mu, var, w) = setup
+    got = fisher_vector(X, (mu, var, w), square_root=sq, normalized=nz)
+    ref = naive_fisher(X, mu, var, w, square_root=sq, normalized=nz)
+    assert got.dtype == np.float32 and got.shape == (2 * 12 * 6,)
+    scale = 1.0 if nz else np.abs(ref).max()
+    np.testing.assert_allclose(got, ref, atol=1e-5 * scale, rtol=0)
+
+
+def test_improved_is_default_and_layout_u_then_v(setup):
+    X, (mu, var, w) = setup
+    plain = fisher_vector(X, (mu, var, w), improved=False)
+    K, D = mu.shape
+    # u_k block k: 1/(N sqrt(pi_k)) sum_i q_ik (x_i - mu_k)/sigma_k; check block 3 of u and of v separately.
+    ref = naive_fisher(X, mu, var, w, square_root=False, normalized=False)
+    np.testing.assert_allclose(plain[3 * D:4 * D], ref[3 * D:4 * D], atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_allclose(plain[K * D + 3 * D:K * D + 4 * D], ref[K * D + 3 * D:K * D + 4 * D],
+                               atol=1e-5 * np.abs(ref).max())
+    improved = fisher_vector(X, (mu, var, w))
+    np.testing.assert_allclose(improved, normalize_fisher(plain.copy()), atol=1e-6)
+    assert abs(np.linalg.norm(improved) - 1) < 1e-5
+
+
+def test_fast_option_matches_naive_with_vlfeat_threshold(setup):
+    X, (mu, var, w) = setup
+    got = fisher_vector(X, (mu, var, w), fast=True)
+    ref = naive_fisher(X, mu, var, w, fast_floor=1e-3)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    exact = naive_fisher(X, mu, var, w)
+    assert np.abs(ref - exact).max() > 1e-6  # the option really changes something on this data
+
+
+def test_realistic_dimensions_and_far_descriptors():
+    """D=48, K=64, with descriptors far from every component (huge log-likelihood gaps, no underflow)."""
+    rng = np.random.default_rng(1)
+    mu, var, w = make_gmm(rng, K=64, D=48, spread=1.0)
+    X = draw(rng, mu, var, w, 400)
+    X[:20] *= 6.0
+    got = fisher_vector(X, (mu, var, w))
+    ref = naive_fisher(X, mu, var, w)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_collapsed_component_with_huge_screen_terms():
+    """A narrow component far from the origin makes the GEMM screen's terms cancel at ~1e6: still exact."""
+    rng = np.random.default_rng(3)
+    mu, var, w = make_gmm(rng, K=32, D=96, spread=1.0)
+    mu[0] = 5.0
+    var[0] = 1e-4
+    X = draw(rng, mu, var, w, 300)
+    X[:5] = mu[0] + rng.normal(size=(5, 96)).astype(np.float32) * 0.01
+    np.testing.assert_allclose(fisher_vector(X, (mu, var, w)), naive_fisher(X, mu, var, w), atol=1e-5)
+
+
+def test_cells_equal_per_cell_fisher_vectors(setup):
+    X, (mu, var, w) = setup
+    rng = np.random.default_rng(2)
+    cells = np.stack([np.zeros(len(X), int), 1 + rng.integers(0, 3, len(X))], 1)
+    cells[:5, 1] = -1  # skipped in grid 2
+    F = fisher_vectors_cells(X, (mu, var, w), cells, 5)
+    assert F.shape == (5, 2 * 12 * 6)
+    np.testing.assert_allclose(F[0], naive_fisher(X, mu, var, w), atol=1e-5)
+    for c in (1, 2, 3):
+        np.testing.assert_allclose(F[c], naive_fisher(X[cells[:, 1] == c], mu, var, w), atol=1e-5)
+    assert not F[4].any()  # empty cell: zeros
+
+
+def test_empty_input_zero_prior_and_determinism(setup):
+    X, (mu, var, w) = setup
+    assert not fisher_vector(X[:0], (mu, var, w)).any()
+    w0 = w.copy()
+    w0[0] = 0.0
+    w0 /= w0.sum()
+    f = fisher_vector(X, (mu, var, w0))
+    assert np.isfinite(f).all() and not f[: mu.shape[1]].any()
+    a = fisher_vector(X, (mu, var, w))
+    b = fisher_vector(X.copy(), (mu.copy(), var.copy(), w.copy()))
+    assert a.tobytes() == b.tobytes()
+
+
+def test_accepts_fitted_gmm_and_rejects_bad_input(setup):
+    X, (mu, var, w) = setup
+    g = DiagGMM.from_params(mu, var, w)
+    np.testing.assert_array_equal(fisher_vector(X, g), fisher_vector(X, (mu, var, w)))
+    with pytest.raises(ParameterError, match=r"\(N, 6\)"):
+        fisher_vector(X[:, :5], g)
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ParameterError, match="NaN"):
+        fisher_vector(bad, g)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cyvlfeat") is None, reason="cyvlfeat (VLFeat) not installed")
+def test_matches_vlfeat(setup):
+    from cyvlfeat.fisher import fisher as vl_fisher
+
+    X, (mu, var, w) = setup
+    # cyvlfeat takes (D, N) and (D, K) arrays and hands their memory to VLFeat, which reads it as N (K) rows of D
+    # numbers: transposed *views* of our row-major arrays are exactly that.
+    ref = vl_fisher(X.T, mu.T, var.T, w.astype(np.float32), improved=True)
+    got = fisher_vector(X, (mu, var, w))
+    np.testing.assert_allclose(got, np.asarray(ref).ravel(), atol=1e-5)
