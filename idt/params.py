@@ -1,0 +1,256 @@
+"""Every option of the improved-dense-trajectory extractor, with LEAR's reference defaults.
+
+The defaults reproduce LEAR's ``DenseTrackStab`` run as ``-L 15 -W 5 -N 32 -s 2 -t 3 -A 8 -I 1`` (Wang & Schmid,
+ICCV 2013). Symbols: :math:`L` track length, :math:`W` sampling stride, :math:`N` patch size,
+:math:`n_\\sigma = n_\\tau` cells, :math:`S` number of scales with factor :math:`1/\\sqrt 2`.
+
+Two differences from the reference are forced by this OpenCV build and documented in ``info``:
+SURF is absent (nonfree), so ``matcher="auto"`` falls back to AKAZE; and ``warp_flow`` chooses how the
+camera-compensated flow is obtained (see :class:`IDTParams`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+
+from idt.errors import ParameterError
+
+__all__ = ["IDTParams", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES"]
+
+FLOW_METHODS = ("farneback", "tvl1", "dis")
+MATCHERS = ("auto", "surf", "orb", "akaze", "sift", "flow")
+WARP_FLOW_MODES = ("recompute", "subtract")
+
+
+@dataclass(frozen=True)
+class IDTParams:
+    """Options of :func:`idt.extract` (frozen; compare, hash and serialise with :meth:`to_dict`).
+
+    Parameters
+    ----------
+    track_length : int
+        :math:`L`, steps per trajectory (a finished track has L+1 points and L descriptor samples).
+    stride : int
+        :math:`W`, dense sampling step in pixels on every scale.
+    scales : int
+        Maximum number of spatial scales; fewer are used so the smaller side stays >= ``patch``.
+    scale_factor : float
+        Ratio between consecutive scales (:math:`\\sqrt 2`).
+    patch : int
+        :math:`N`, side of the descriptor patch in pixels at the track's scale.
+    nxy_cells, nt_cells : int
+        :math:`n_\\sigma`, :math:`n_\\tau` (2 and 3): the descriptor tube's cell grid.
+    quality : float
+        A grid point is kept if its min-eigenvalue response > ``quality`` x the frame maximum.
+    min_var, max_var : float
+        Pruning: drop a track whose x and y standard deviations are both < ``min_var`` or either > ``max_var`` (px).
+    max_dis, max_dis_ratio : float
+        Pruning: drop a track whose largest step exceeds ``max_dis`` px and ``max_dis_ratio`` x its length.
+    min_camera_disp : float
+        iDT pruning: drop a track whose largest camera-compensated step is <= this (px).
+    init_gap : int
+        Re-sample empty grid cells every ``init_gap`` frames (LEAR ``-I``).
+    flow : str
+        ``"farneback"`` (reference), ``"tvl1"`` (:mod:`idt.flow`) or ``"dis"`` (OpenCV DIS, fast preset).
+    farneback_poly_n, farneback_poly_sigma, farneback_winsize, farneback_iterations
+        Farnebäck's polynomial expansion and solver settings (7, 1.5, 10, 2 as in the reference).
+    dis_preset : int
+        OpenCV ``DISOpticalFlow`` preset (0 ultrafast, 1 fast, 2 medium) for ``flow="dis"``.
+    dis_finest_scale : int
+        DIS's finest pyramid level (0 = full resolution). The presets' own value (2: flow at 1/4 resolution)
+        underestimates small motions and left no trajectory on the 160x120 KTH clip; 1 is the default here.
+    dis_per_level : bool
+        Solve DIS on every pyramid level (True) or on level 0 only, resizing its flow to the other levels.
+    median_ksize : int
+        Median filter (``cv2.medianBlur``) applied to each flow channel on each scale.
+    farneback_impl : str
+        ``"auto"`` (the project's Numba Farnebäck :class:`idt.farneback.FarnebackPyramidFlow`, which reuses the
+        previous frame's expansions, when importable), ``"numba"`` (that one, required) or ``"opencv"``.
+    farneback_window : str
+        Window weighting of Farnebäck's displacement estimate: ``"gaussian"`` (default: with it the MBH mean
+        profiles on the KTH clip correlate 0.99 with LEAR's, against 0.78-0.88 with ``"box"``, OpenCV's default
+        flags) or ``"box"``.
+    camera_motion : bool
+        Estimate a homography per frame pair and compensate camera motion (iDT); False gives DT-like output
+        without the camera pruning.
+    warp_flow : str
+        ``"recompute"`` (reference: warp the second frame by :math:`H^{-1}` and solve the flow again) or
+        ``"subtract"`` (default; derive it from the first flow: :math:`f_w(x) = H^{-1}(x + f(x)) - x` per scale).
+        Same fidelity to LEAR on vtest, tree and KTH (within 0.002), mixed on carphone, one solve fewer (about
+        13 ms of 63 per 320x240 frame); see ``bench/RESULTS.md``.
+    matcher : str
+        Keypoints for the homography: ``"auto"`` (SURF if available, else AKAZE), ``"surf"``, ``"orb"``, ``"akaze"``,
+        ``"sift"``, or ``"flow"`` (flow matches only).
+    surf_hessian : float
+        SURF Hessian threshold (200).
+    orb_features : int
+        Maximum ORB keypoints per frame.
+    match_window : int
+        Keypoints match only if within this many pixels (LEAR's 25 px window).
+    flow_matches : int
+        Up to this many ``goodFeaturesToTrack`` points (quality 0.001, distance 3) matched through the flow.
+    flow_match_min : float
+        A flow match is used only if its flow exceeds this (px). Default 0 (every flow match, which lets the
+        static background anchor the homography): a 0.4 px floor lowered the trajectory-shape mean-profile
+        correlation with LEAR on the static-camera KTH clip from 0.90 to 0.39 (see ``bench/RESULTS.md``).
+    ransac_threshold : float
+        RANSAC reprojection threshold (px).
+    min_inliers : int
+        Accept the homography only with more than this many inliers; otherwise identity.
+    resize_width : int or None
+        Resize frames to this width (keeping the aspect ratio) before extraction.
+    start, end : int, int or None
+        Frame range ``[start, end)`` (0-based).
+    boxes : str or None
+        LEAR-style human bounding-box file (``frame x1 y1 x2 y2 score ...`` per line).
+    detect_humans : bool
+        Detect people with OpenCV's HOG detector and mask them out of the homography estimate.
+    seed : int
+        Seeds every random choice (RANSAC); same input + seed -> same output bytes.
+    """
+
+    track_length: int = 15
+    stride: int = 5
+    scales: int = 8
+    scale_factor: float = math.sqrt(2.0)
+    patch: int = 32
+    nxy_cells: int = 2
+    nt_cells: int = 3
+    quality: float = 0.001
+    min_var: float = math.sqrt(3.0)
+    max_var: float = 50.0
+    max_dis: float = 20.0
+    max_dis_ratio: float = 0.7
+    min_camera_disp: float = 1.0
+    init_gap: int = 1
+    flow: str = "farneback"
+    farneback_poly_n: int = 7
+    farneback_poly_sigma: float = 1.5
+    farneback_winsize: int = 10
+    farneback_iterations: int = 2
+    farneback_impl: str = "auto"
+    farneback_window: str = "gaussian"
+    dis_preset: int = 1
+    dis_finest_scale: int = 1
+    dis_per_level: bool = False
+    median_ksize: int = 5
+    camera_motion: bool = True
+    warp_flow: str = "subtract"
+    matcher: str = "auto"
+    surf_hessian: float = 200.0
+    orb_features: int = 1000
+    match_window: int = 25
+    flow_matches: int = 1000
+    flow_match_min: float = 0.0
+    ransac_threshold: float = 1.0
+    min_inliers: int = 25
+    resize_width: int | None = None
+    start: int = 0
+    end: int | None = None
+    boxes: str | None = None
+    detect_humans: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        def bad(name, expected):
+            raise ParameterError(
+                f"IDTParams.{name}: expected {expected}, got {getattr(self, name)!r}; "
+                f"fix the option or use the default ({_DEFAULTS[name]!r})"
+            )
+
+        ints = {
+            "track_length": 1, "stride": 1, "scales": 1, "patch": 4, "nxy_cells": 1, "nt_cells": 1,
+            "init_gap": 1, "farneback_poly_n": 3, "farneback_winsize": 1, "farneback_iterations": 1,
+            "median_ksize": 1, "orb_features": 1, "match_window": 1, "flow_matches": 0, "min_inliers": 3,
+            "start": 0, "seed": 0, "dis_preset": 0, "dis_finest_scale": 0,
+        }
+        for name, lo in ints.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                bad(name, f"an integer >= {lo}")
+        if self.track_length % self.nt_cells:
+            bad("track_length", f"a multiple of nt_cells={self.nt_cells}")
+        if self.patch % self.nxy_cells:
+            bad("patch", f"a multiple of nxy_cells={self.nxy_cells}")
+        if self.median_ksize % 2 == 0:
+            bad("median_ksize", "an odd integer")
+        if self.dis_preset > 2:
+            bad("dis_preset", "0, 1 or 2")
+        if self.farneback_poly_n not in (5, 7):
+            bad("farneback_poly_n", "5 or 7")
+        floats = {
+            "scale_factor": (1.0, False), "quality": (0.0, False), "min_var": (0.0, True), "max_var": (0.0, False),
+            "max_dis": (0.0, False), "max_dis_ratio": (0.0, False), "min_camera_disp": (0.0, True),
+            "farneback_poly_sigma": (0.0, False), "surf_hessian": (0.0, True), "flow_match_min": (0.0, True),
+            "ransac_threshold": (0.0, False),
+        }
+        for name, (lo, inclusive) in floats.items():
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (v >= lo if inclusive else v > lo)
+            if not ok:
+                bad(name, f"a finite number {'>=' if inclusive else '>'} {lo}")
+        choices = {"flow": FLOW_METHODS, "matcher": MATCHERS, "warp_flow": WARP_FLOW_MODES,
+                   "farneback_impl": ("auto", "numba", "opencv"),
+                   "farneback_window": ("box", "gaussian")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                bad(name, "one of " + ", ".join(allowed))
+        for name in ("camera_motion", "detect_humans", "dis_per_level"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "True or False")
+        if self.resize_width is not None and (
+            isinstance(self.resize_width, bool) or not isinstance(self.resize_width, int) or self.resize_width < 16
+        ):
+            bad("resize_width", "None or an integer >= 16")
+        if self.end is not None and (
+            isinstance(self.end, bool) or not isinstance(self.end, int) or self.end <= self.start
+        ):
+            bad("end", f"None or an integer > start={self.start}")
+        if self.boxes is not None and not isinstance(self.boxes, str):
+            bad("boxes", "None or a path string")
+        if self.boxes is not None and self.detect_humans:
+            bad("detect_humans", "False when boxes is given (choose one source of human boxes)")
+
+    # ------------------------------------------------------------------ presets and (de)serialisation
+    @classmethod
+    def fast(cls, **overrides) -> "IDTParams":
+        """The fast preset: one flow pass (``warp_flow="subtract"``), homography from flow matches only
+        (``matcher="flow"``, no keypoint detection), and a cheaper Farnebäck (``poly_n=5``, ``poly_sigma=1.1``, one
+        iteration per level).
+
+        Sampling, tracking, pruning and descriptors are as in the reference. DIS flow (``flow="dis"``) is faster
+        still, but its features drift far from the default's (MBH mean-profile correlation with LEAR 0.0-0.8 on
+        the reference clips against 0.9-1.0 here), so it is not the preset. The drift of this preset from the
+        default is measured by ``bench/bench_idt.py`` and reported in ``bench/RESULTS.md``.
+        """
+        base = dict(matcher="flow", warp_flow="subtract", farneback_poly_n=5, farneback_poly_sigma=1.1,
+                    farneback_iterations=1)
+        base.update(overrides)
+        return cls(**base)
+
+    def replace(self, **changes) -> "IDTParams":
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """All options as a JSON-safe dict (field order)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IDTParams":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ParameterError`."""
+        if not isinstance(d, dict):
+            raise ParameterError(f"IDTParams.from_dict: expected a dict, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ParameterError(
+                f"IDTParams: unknown option(s) {', '.join(unknown)}; known options are {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(IDTParams)}

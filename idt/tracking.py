@@ -1,0 +1,145 @@
+r"""Live tracks of one pyramid level: a fixed-capacity pool (no per-frame compaction) that grows when full.
+
+Per track (pool row) the pool keeps its points at this level ``pos (L+1, 2)``, its camera-compensated steps
+``disp (L, 2)``, the running sums of its per-frame descriptor blocks over each temporal cell ``desc (n_t, D)``
+(HOG | HOF | MBHx | MBHy concatenated, D = 132 by default; the block of step :math:`i` goes to cell
+:math:`\lfloor i / (L // n_t) \rfloor`, steps beyond :math:`n_t (L // n_t)` are dropped, as
+:func:`idt.descriptors.temporal_pool` does), the number of steps done ``index`` (-1 marks a free row) and a birth
+number that orders the output as the reference does (older tracks first). Summing as the track goes instead of
+keeping the L blocks divides the pool's memory by about L / n_t = 5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from idt.kernels import tracking_nb as _nb
+
+__all__ = ["TrackPool"]
+
+
+class TrackPool:
+    """Tracks of one level.
+
+    Parameters
+    ----------
+    length : int
+        L, steps per finished track.
+    desc_dim : int
+        D, per-frame descriptor width.
+    nt_cells : int
+        :math:`n_t`, temporal cells.
+    capacity : int
+        Initial number of rows (grows by 1.5x when needed).
+    """
+
+    def __init__(self, length: int, desc_dim: int, nt_cells: int = 3, capacity: int = 256):
+        self.L = int(length)
+        self.D = int(desc_dim)
+        self.nt = int(nt_cells)
+        self.per_cell = self.L // self.nt
+        capacity = max(16, int(capacity))
+        self.pos = np.zeros((capacity, self.L + 1, 2), np.float32)
+        self.disp = np.zeros((capacity, self.L, 2), np.float32)
+        self.desc = np.zeros((capacity, self.nt, self.D), np.float32)
+        self.index = np.full(capacity, -1, np.int32)
+        self.birth = np.zeros(capacity, np.int64)
+        self._free = list(range(capacity - 1, -1, -1))  # pop() gives the lowest row first
+        self._births = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.index.shape[0]
+
+    def live(self) -> np.ndarray:
+        """Rows of live tracks, in birth order, (n,) int64."""
+        rows = np.flatnonzero(self.index >= 0)
+        return rows[np.argsort(self.birth[rows], kind="stable")]
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.index >= 0))
+
+    def current_points(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, 2) float32 current point of each live track (or of ``rows``)."""
+        rows = self.live() if rows is None else rows
+        return self.pos[rows, self.index[rows]]
+
+    def _grow(self, need: int) -> None:
+        old = self.capacity
+        new = max(int(old * 1.5) + 1, old + need)
+        for name in ("pos", "disp", "desc"):
+            a = getattr(self, name)
+            b = np.zeros((new,) + a.shape[1:], a.dtype)
+            b[:old] = a
+            setattr(self, name, b)
+        index = np.full(new, -1, np.int32)
+        index[:old] = self.index
+        birth = np.zeros(new, np.int64)
+        birth[:old] = self.birth
+        self.index, self.birth = index, birth
+        self._free = list(range(new - 1, old - 1, -1)) + self._free
+
+    def add(self, points: np.ndarray) -> None:
+        """Start a track at each of ``points`` ((k, 2) float32, this level's pixels)."""
+        k = len(points)
+        if k == 0:
+            return
+        if k > len(self._free):
+            self._grow(k - len(self._free))
+        rows = np.array([self._free.pop() for _ in range(k)], np.int64)
+        self.pos[rows, 0] = points
+        self.desc[rows] = 0.0
+        self.index[rows] = 0
+        self.birth[rows] = np.arange(self._births, self._births + k)
+        self._births += k
+
+    def release(self, rows: np.ndarray) -> None:
+        self.index[rows] = -1
+        self._free.extend(int(r) for r in rows[::-1])
+
+    def step(self, flow: np.ndarray, flow_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Move every live track by ``flow``; drop those that leave the frame.
+
+        Returns
+        -------
+        rows : (n,) int64
+            Surviving tracks.
+        prev_points : (n, 2) float32
+            Their points *before* the step (where this frame's descriptors are read).
+        """
+        rows = self.live()
+        if len(rows) == 0:
+            return rows, np.zeros((0, 2), np.float32)
+        prev_idx = self.index[rows].copy()
+        prev = self.pos[rows, prev_idx]
+        alive = np.empty(len(rows), np.bool_)
+        _nb.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
+        dead = rows[~alive]
+        if len(dead):
+            self.release(dead)
+        return rows[alive], prev[alive]
+
+    def store_descriptors(self, rows: np.ndarray, blocks: np.ndarray) -> None:
+        """Add the per-frame blocks ``(n, D)`` of the step just taken (``index - 1``) to its temporal cell's sum."""
+        if len(rows):
+            cell = (self.index[rows] - 1) // self.per_cell
+            ok = cell < self.nt
+            if not ok.all():
+                rows, cell, blocks = rows[ok], cell[ok], blocks[ok]
+            _nb.add_blocks(self.desc, rows.astype(np.int64), cell.astype(np.int64),
+                           np.ascontiguousarray(blocks, np.float32))
+
+    def pop_finished(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Remove the tracks that reached L steps.
+
+        Returns
+        -------
+        pos (k, L+1, 2), disp (k, L, 2), desc (k, n_t, D)
+            Copies; ``desc`` holds the temporal-cell *means* of the per-frame blocks.
+        """
+        rows = self.live()
+        rows = rows[self.index[rows] >= self.L]
+        out = (self.pos[rows].copy(), self.disp[rows].copy(), self.desc[rows] / np.float32(self.per_cell))
+        if len(rows):
+            self.release(rows)
+        return out

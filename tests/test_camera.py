@@ -1,0 +1,145 @@
+"""Camera motion: planted homographies recovered, compensated flow against a naive reference, determinism."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from idt.camera import (CameraMotion, compensate_flow, estimate_homography, resolve_matcher, scale_homography,
+                        warp_to_previous)
+from idt.errors import ParameterError
+from idt.params import IDTParams
+
+
+def _texture(h=120, w=160, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 1.5)
+    img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+    return img.astype(np.uint8)
+
+
+def _planted(H, seed=0):
+    """Frame t-1 and frame t = t-1 moved by H (a point p of t-1 is at H p in t), plus the exact flow."""
+    big = _texture(200, 240, seed)
+    prev = big[40:160, 40:200].copy()
+    T = np.array([[1, 0, 40], [0, 1, 40], [0, 0, 1]], np.float64)
+    # cur(x) = prev(H^-1 x), computed on the larger canvas to avoid borders
+    Hc = T @ H @ np.linalg.inv(T)
+    cur = cv2.warpPerspective(big, Hc, (240, 200), flags=cv2.INTER_LINEAR)[40:160, 40:200].copy()
+    ys, xs = np.mgrid[0:120, 0:160].astype(np.float64)
+    p = np.stack([xs, ys, np.ones_like(xs)], -1) @ H.T
+    flow = (p[..., :2] / p[..., 2:] - np.stack([xs, ys], -1)).astype(np.float32)
+    return prev, cur, flow
+
+
+H_PLANTED = np.array([[1.01, 0.004, 2.5], [-0.003, 0.995, -1.5], [1e-5, -2e-5, 1.0]])
+
+
+@pytest.mark.parametrize("matcher", ["orb", "flow", "akaze"])
+def test_recovers_planted_homography(matcher):
+    prev, cur, flow = _planted(H_PLANTED)
+    H, n, name = estimate_homography(prev, cur, flow, matcher=matcher, params=IDTParams(),
+                                     rng=np.random.default_rng(0))
+    assert name == matcher and n > 25
+    # compare where they send the frame's corners
+    c = np.array([[0, 0, 1], [159, 0, 1], [0, 119, 1], [159, 119, 1]], np.float64).T
+    a, b = H @ c, H_PLANTED @ c
+    assert np.abs(a[:2] / a[2] - b[:2] / b[2]).max() < 0.5
+
+
+def test_identical_frames_give_identity_like_h():
+    img = _texture()
+    H, n, _ = estimate_homography(img, img, np.zeros(img.shape + (2,), np.float32), matcher="orb")
+    assert np.allclose(H, np.eye(3), atol=1e-3)
+
+
+def test_flat_frames_reject_homography():
+    img = np.full((60, 80), 128, np.uint8)
+    H, n, _ = estimate_homography(img, img, np.zeros((60, 80, 2), np.float32), matcher="orb")
+    assert n <= 25 and np.array_equal(H, np.eye(3))
+
+
+def test_human_mask_excludes_points():
+    prev, cur, flow = _planted(H_PLANTED)
+    mask = np.zeros(prev.shape, np.uint8)  # everything masked: no matches -> identity
+    H, n, _ = estimate_homography(prev, cur, flow, human_mask=mask, matcher="orb")
+    assert n == 0 and np.array_equal(H, np.eye(3))
+
+
+def test_warp_to_previous_aligns_frames():
+    prev, cur, _ = _planted(H_PLANTED)
+    back = warp_to_previous(cur, H_PLANTED).astype(np.float32)
+    inner = (slice(15, -15), slice(15, -15))
+    err = np.abs(back[inner] - prev[inner]).mean()
+    assert err < 0.1 * np.abs(cur[inner].astype(np.float32) - prev[inner]).mean()
+
+
+def test_compensate_flow_matches_naive_and_cancels_camera():
+    _, _, flow = _planted(H_PLANTED)
+    assert np.abs(compensate_flow(flow, H_PLANTED)).max() < 1e-3  # flow of the camera alone -> zero
+    rng = np.random.default_rng(1)
+    f = rng.normal(0, 2, (9, 11, 2)).astype(np.float32)
+    out = compensate_flow(f, H_PLANTED)
+    Hi = np.linalg.inv(H_PLANTED)
+    for y in range(9):
+        for x in range(11):
+            q = Hi @ np.array([x + f[y, x, 0], y + f[y, x, 1], 1.0])
+            np.testing.assert_allclose(out[y, x], q[:2] / q[2] - [x, y], atol=1e-3)
+    assert compensate_flow(f, np.eye(3)) is f
+
+
+def test_scale_homography_maps_scaled_points():
+    s = 2.0 ** 0.5 * 2
+    Hs = scale_homography(H_PLANTED, s)
+    p = np.array([13.0, 7.0, 1.0])
+    a = Hs @ p
+    b = H_PLANTED @ np.array([p[0] * s, p[1] * s, 1.0])
+    np.testing.assert_allclose(a[:2] / a[2] * s, b[:2] / b[2], rtol=1e-9)
+
+
+def test_deterministic_and_stateful_reuse():
+    prev, cur, flow = _planted(H_PLANTED, seed=3)
+    p = IDTParams(matcher="orb")
+    r1 = estimate_homography(prev, cur, flow, params=p, matcher="orb", rng=np.random.default_rng(5))
+    r2 = estimate_homography(prev, cur, flow, params=p, matcher="orb", rng=np.random.default_rng(5))
+    assert np.array_equal(r1[0], r2[0]) and r1[1] == r2[1]
+    cm = CameraMotion(p, rng=np.random.default_rng(5))
+    cm.features(prev)
+    r3 = cm.estimate(prev, cur, flow)
+    assert np.array_equal(r3[0], r1[0])
+
+
+def test_matcher_resolution():
+    assert resolve_matcher("orb") == "orb"
+    assert resolve_matcher("auto") in ("surf", "akaze")
+    if resolve_matcher("auto") == "akaze":
+        with pytest.raises(ParameterError, match="SURF"):
+            resolve_matcher("surf")
+    with pytest.raises(ParameterError):
+        resolve_matcher("brisk")
+
+
+@pytest.mark.parametrize("name", ["orb", "sift"])
+def test_windowed_matching_against_brute_force(name):
+    from idt.camera import _detect, _keypoint_matches, _make_detector
+
+    prev, cur, _ = _planted(H_PLANTED, seed=4)
+    det, norm = _make_detector(name, IDTParams())
+    a, b = _detect(det, prev, None), _detect(det, cur, None)
+    got_prev, got_cur = _keypoint_matches(a, b, norm, 25)
+    # naive: for each keypoint of cur, the nearest descriptor among prev's keypoints inside the window
+    want_prev, want_cur = [], []
+    for i, p in enumerate(b.pts):
+        ok = np.flatnonzero((np.abs(a.pts - p) <= 25).all(1))
+        if len(ok) == 0:
+            continue
+        if norm == cv2.NORM_HAMMING:
+            d = [int(np.unpackbits(np.bitwise_xor(b.desc[i], a.desc[j])).sum()) for j in ok]
+        else:
+            d = [float(((b.desc[i].astype(np.float64) - a.desc[j]) ** 2).sum()) for j in ok]
+        want_prev.append(a.pts[ok[int(np.argmin(d))]])
+        want_cur.append(p)
+    np.testing.assert_array_equal(got_cur, np.array(want_cur, np.float32).reshape(-1, 2))
+    np.testing.assert_array_equal(got_prev, np.array(want_prev, np.float32).reshape(-1, 2))
+    assert len(got_cur) > 50

@@ -1,0 +1,331 @@
+"""The extractor on planted motion: known displacements, static scenes, camera pans; invariants; determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+import idt
+from idt import IDTParams, Trajectories
+from idt.errors import ParameterError, VideoError
+from idt.kernels import tracking_nb as nb
+from idt.pyramid import build_pyramid, pyramid_geometry
+from idt.sampling import dense_sample
+from idt.tracking import TrackPool
+
+SIZE = 96
+FRAMES = 20
+
+
+def _canvas(seed=0, h=SIZE * 3, w=SIZE * 3):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 2.0)
+    return cv2.normalize(img, None, 10, 245, cv2.NORM_MINMAX)
+
+
+def _crop(canvas, x, y, size=SIZE):
+    """The size x size window whose top-left corner is at (x, y) (sub-pixel, bilinear)."""
+    M = np.float32([[1, 0, -x], [0, 1, -y]])
+    return cv2.warpAffine(canvas, M, (size, size), flags=cv2.INTER_LINEAR)
+
+
+def pan_frames(d=(1.5, -0.75), frames=FRAMES, seed=0):
+    """The whole frame translates by d px per frame (a camera pan over a static textured scene)."""
+    canvas = _canvas(seed)
+    x0, y0 = SIZE, SIZE
+    return [np.clip(_crop(canvas, x0 - d[0] * t, y0 - d[1] * t), 0, 255).astype(np.uint8) for t in range(frames)]
+
+
+def object_frames(d=(2.0, 1.0), frames=FRAMES, seed=0):
+    """A textured 40x40 square moving by d px per frame over a static textured background."""
+    bg = _canvas(seed)[:SIZE, :SIZE]
+    obj = _canvas(seed + 1, 60, 60)
+    out = []
+    for t in range(frames):
+        img = bg.copy()
+        x, y = 16 + d[0] * t, 16 + d[1] * t
+        M = np.float32([[1, 0, x - 10], [0, 1, y - 10]])
+        warped = cv2.warpAffine(obj, M, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+        m = cv2.warpAffine(np.ones((60, 60), np.float32), M, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+        m[:] = 0
+        xi, yi = int(round(x)), int(round(y))
+        m[yi:yi + 40, xi:xi + 40] = 1
+        img = img * (1 - m) + warped * m
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def _check_invariants(t: Trajectories, params: IDTParams, n_frames: int):
+    assert t.meta.dtype == np.float32 and t.hog.shape[1] == 96 and t.hof.shape[1] == 108
+    for name in ("hog", "hof", "mbhx", "mbhy"):
+        a = getattr(t, name)
+        assert (a >= 0).all()
+        blocks = a.reshape(len(a), params.nt_cells, -1)
+        sq = (blocks.astype(np.float64) ** 2).sum(-1)
+        assert (sq <= 1 + 1e-4).all()  # each temporal cell: a mean of unit-norm blocks
+    assert ((t.meta[:, 7:10] >= 0) & (t.meta[:, 7:10] <= 0.999)).all()
+    assert (t.meta[:, 0] >= params.track_length).all() and (t.meta[:, 0] < n_frames).all()
+    np.testing.assert_allclose(np.abs(t.traj).reshape(len(t), -1, 2).__pow__(2).sum(-1).__pow__(0.5).sum(1), 1,
+                               rtol=1e-4)
+
+
+def test_pan_without_compensation_tracks_known_displacement():
+    d = (1.5, -0.75)
+    p = IDTParams(camera_motion=False)
+    t = idt.extract(pan_frames(d), p)
+    assert len(t) > 100
+    _check_invariants(t, p, FRAMES)
+    L = p.track_length
+    # traj = per-step displacement / summed magnitude: each step is d / (L |d|)
+    norm = math.hypot(*d)
+    np.testing.assert_allclose(np.median(t.traj[:, 0::2], 0), d[0] / (L * norm), rtol=0.05)
+    np.testing.assert_allclose(np.median(t.traj[:, 1::2], 0), d[1] / (L * norm), rtol=0.05)
+    # length (summed step length) and std of positions of a uniform motion over L+1 points
+    np.testing.assert_allclose(np.median(t.meta[:, 5]), L * norm, rtol=0.03)
+    sd = np.std(np.arange(L + 1))
+    np.testing.assert_allclose(np.median(t.meta[:, 3]), abs(d[0]) * sd, rtol=0.03)
+    np.testing.assert_allclose(np.median(t.meta[:, 4]), abs(d[1]) * sd, rtol=0.03)
+    np.testing.assert_allclose(np.unique(t.meta[:, 6]), [math.sqrt(2) ** i for i in range(4)], rtol=1e-6)
+
+
+def test_pan_is_removed_by_camera_compensation():
+    frames = pan_frames((1.5, -0.75))
+    without = idt.extract(frames, IDTParams(camera_motion=False))
+    with_cm = idt.extract(frames, IDTParams(matcher="orb"))
+    assert with_cm.info["homographies_accepted"] >= FRAMES - 3
+    assert len(with_cm) <= 0.05 * len(without)
+
+
+def test_static_scene_gives_nothing():
+    frames = [pan_frames()[0]] * FRAMES
+    assert len(idt.extract(frames, IDTParams())) == 0
+    assert len(idt.extract(frames, IDTParams(camera_motion=False))) == 0
+
+
+def test_moving_object_over_static_background():
+    d = (2.0, 1.0)
+    p = IDTParams()
+    t = idt.extract(object_frames(d), p)
+    assert len(t) > 5
+    _check_invariants(t, p, FRAMES)
+    L = p.track_length
+    # tracks inside the object move with it (those on its border are dragged partly, as flow is smooth there)
+    steps = (t.traj.reshape(len(t), L, 2) * t.meta[:, 5, None, None]).mean(1)  # traj * length = mean step
+    close = np.linalg.norm(steps - d, axis=1) < 0.2
+    assert close.mean() > 0.25
+    long = t.meta[:, 5] > 0.8 * L * math.hypot(*d)
+    np.testing.assert_allclose(np.median(steps[long], axis=0), d, atol=0.1)
+    # the background does not move: no track moves against the object
+    assert (steps @ np.array(d) > -0.5).all()
+
+
+def test_deterministic_bytes_and_streaming(tmp_path):
+    frames = object_frames()
+    p = IDTParams(seed=3)
+    a = idt.extract(frames, p)
+    b = idt.extract(frames, p)
+    pa, pb = a.save(tmp_path / "a.npz"), b.save(tmp_path / "b.npz")
+    assert pa.read_bytes() == pb.read_bytes()
+    parts = list(idt.iter_trajectories(iter(frames), p, batch_frames=2))
+    c = idt.concatenate(parts)
+    np.testing.assert_array_equal(c.hog, a.hog)
+    np.testing.assert_array_equal(c.meta[:, :9], a.meta[:, :9])
+    assert np.isnan(c.meta[:, 9]).all()  # a generator's length is unknown while streaming
+    np.testing.assert_array_equal(idt.extract(iter(frames), p).meta, a.meta)  # extract fills t_pos in
+    assert a.info["matcher"] in ("akaze", "surf") and a.info["frames"] == FRAMES
+    json.dumps(a.info)
+
+
+def test_colour_frames_and_video_file(tiny_video):
+    path = tiny_video(frames=18, width=64, height=48)
+    t = idt.extract(path, IDTParams(matcher="orb"))
+    assert t.info["frames"] == 18 and t.info["width"] == 64
+    from idt.video import iter_frames
+
+    u = idt.extract(list(iter_frames(path)), IDTParams(matcher="orb"))
+    np.testing.assert_array_equal(t.meta, u.meta)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(VideoError):
+        idt.extract([np.zeros((40, 40), np.uint8)])
+    with pytest.raises(VideoError, match="uint8"):
+        idt.extract([np.zeros((40, 40), np.float32)] * 3)
+    with pytest.raises(VideoError):
+        idt.extract(tmp_path / "missing.avi")
+    with pytest.raises(ParameterError):
+        idt.extract(pan_frames(), "not params")
+    with pytest.raises(VideoError, match="smaller than the 32-px"):
+        idt.extract([np.zeros((20, 40), np.uint8)] * 3)
+
+
+def test_params_validation_and_serialisation():
+    p = IDTParams()
+    assert (p.track_length, p.stride, p.scales, p.patch, p.min_inliers) == (15, 5, 8, 32, 25)
+    assert IDTParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    f = IDTParams.fast()
+    assert (f.flow, f.matcher, f.warp_flow, f.farneback_iterations) == ("farneback", "flow", "subtract", 1)
+    for bad in [dict(track_length=0), dict(track_length=16), dict(flow="lk"), dict(quality=-1.0),
+                dict(median_ksize=4), dict(end=0), dict(resize_width=3), dict(boxes="a", detect_humans=True),
+                dict(scale_factor=1.0), dict(stride=2.5)]:
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            IDTParams(**bad)
+    with pytest.raises(ParameterError, match="unknown"):
+        IDTParams.from_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize("size,n", [((320, 240), 6), ((176, 144), 5), ((160, 120), 4), ((20, 20), 1)])
+def test_pyramid_geometry_matches_reference_scale_counts(size, n):
+    factors, sizes = pyramid_geometry(*size)
+    assert len(factors) == n and sizes[0] == size
+    np.testing.assert_allclose(factors, [math.sqrt(2) ** i for i in range(n)])
+    img = np.zeros(size[::-1], np.uint8)
+    assert [lvl.shape[::-1] for lvl in build_pyramid(img, sizes)] == sizes
+
+
+def test_dense_sample_against_naive():
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (43, 57)).astype(np.float32), (0, 0), 1.0).astype(np.uint8)
+    img[:, 30:] = 100  # a flat region gets no points
+    existing = np.array([[7.2, 3.9], [22.0, 12.5], [56.5, 42.0]], np.float32)
+    got = dense_sample(img, existing, stride=5, quality=0.001)
+    eig = cv2.cornerMinEigenVal(img, 3, ksize=3)
+    thr = eig.max() * 0.001
+    occupied = {(int(y) // 5, int(x) // 5) for x, y in existing if x < 55 and y < 40}
+    want = [(j * 5 + 2, i * 5 + 2) for i in range(43 // 5) for j in range(57 // 5)
+            if (i, j) not in occupied and eig[i * 5 + 2, j * 5 + 2] > thr]
+    np.testing.assert_array_equal(got, np.array(want, np.float32).reshape(-1, 2))
+    assert (got[:, 0] < 30).all()
+
+
+def test_track_pool_step_against_naive():
+    rng = np.random.default_rng(0)
+    h, w, L = 20, 30, 4
+    flow = rng.normal(0, 3, (h, w, 2)).astype(np.float32)
+    flow_w = rng.normal(0, 1, (h, w, 2)).astype(np.float32)
+    pool = TrackPool(L, 3, capacity=4)
+    pts = rng.uniform(0.5, [w - 0.5, h - 0.5], (10, 2)).astype(np.float32)
+    pool.add(pts)  # grows past the capacity
+    rows, prev = pool.step(flow, flow_w)
+    np.testing.assert_array_equal(prev, pts[rows])
+    for k, p in enumerate(pts):
+        x, y = np.clip(np.rint(p).astype(int), 0, [w - 1, h - 1])
+        q = p + flow[y, x]
+        inside = 0 < q[0] < w and 0 < q[1] < h
+        assert (k in rows) == inside
+        if inside:
+            np.testing.assert_array_equal(pool.pos[k, 1], q)
+            np.testing.assert_array_equal(pool.disp[k, 0], flow_w[y, x])
+    assert len(pool) == len(rows)
+
+
+def test_validate_tracks_against_naive():
+    rng = np.random.default_rng(1)
+    L, n, scale = 15, 200, math.sqrt(2)
+    steps = rng.normal(0, 1.5, (n, L, 2)) * rng.uniform(0, 3, (n, 1, 1))
+    steps[:20, 7] = 30  # one big jump
+    pos = np.concatenate([np.full((n, 1, 2), 50.0), 50 + np.cumsum(steps, 1)], 1).astype(np.float32)
+    disp = (steps * rng.uniform(0, 1, (n, 1, 1))).astype(np.float32)
+    meta = np.zeros((n, 6), np.float32)
+    traj = np.zeros((n, 2 * L), np.float32)
+    keep = np.zeros(n, bool)
+    nb.validate_tracks(pos, disp, scale, math.sqrt(3), 50.0, 20.0, 0.7, 1.0, True, meta, traj, keep)
+    for k in range(n):
+        P = pos[k].astype(np.float64) * scale
+        sd = P.std(0)
+        st = np.linalg.norm(np.diff(P, axis=0), axis=1)
+        D = disp[k].astype(np.float64) * scale
+        dn = np.linalg.norm(D, axis=1)
+        ok = (not (sd < math.sqrt(3)).all() and not (sd > 50).any()
+              and not (st.max() > 20 and st.max() > 0.7 * st.sum()) and dn.max() > 1.0)
+        assert keep[k] == ok
+        if ok:
+            np.testing.assert_allclose(meta[k], [*P.mean(0), *sd, st.sum(), scale], rtol=1e-4)
+            np.testing.assert_allclose(traj[k], (D / dn.sum()).ravel(), rtol=1e-4, atol=1e-6)
+    assert 0 < keep.sum() < n
+
+
+@pytest.mark.parametrize("impl", ["opencv", "numba"])
+def test_flow_from_previous_starts_at_frame_t_minus_1(impl):
+    """For warp_flow='recompute' the second solve must start from frame t-1, like the first."""
+    from idt.flow_pyramid import make_pyramid_flow
+
+    p = IDTParams(farneback_impl=impl)
+    frames = pan_frames((1.0, 0.5), frames=3)
+    _, sizes = pyramid_geometry(SIZE, SIZE)
+    fp = make_pyramid_flow(p)
+    if impl == "numba":
+        pytest.importorskip("idt.farneback")
+        assert type(fp).__name__ == "NumbaFarnebackPyramidFlow"
+    pyrs = [build_pyramid(f, sizes) for f in frames]
+    assert fp(pyrs[0]) is None
+    fp(pyrs[1])
+    f2 = fp(pyrs[2])
+    again = fp.flow_from_previous(pyrs[2])
+    for a, b in zip(f2, again):
+        np.testing.assert_array_equal(a, b)
+    inner = (slice(10, -10), slice(10, -10))
+    np.testing.assert_allclose(np.median(f2[0][inner].reshape(-1, 2), 0), [1.0, 0.5], atol=0.05)
+
+
+def test_track_pool_running_sums_equal_temporal_pool():
+    """Summing blocks per temporal cell as tracks go = idt.descriptors.temporal_pool of the stored blocks."""
+    from idt.descriptors import temporal_pool
+
+    rng = np.random.default_rng(2)
+    L, D, n = 15, 7, 5
+    pool = TrackPool(L, D, 3, capacity=16)
+    pool.add(rng.uniform(10, 20, (n, 2)).astype(np.float32))
+    zero = np.zeros((40, 40, 2), np.float32)
+    zero[..., 0] = 0.1
+    blocks = rng.uniform(0, 1, (L, n, D)).astype(np.float32)
+    for i in range(L):
+        rows, _ = pool.step(zero, zero)
+        pool.store_descriptors(rows, blocks[i][rows])
+    pos, disp, desc = pool.pop_finished()
+    assert len(pool) == 0 and desc.shape == (n, 3, D)
+    np.testing.assert_allclose(desc.reshape(n, -1), temporal_pool(blocks.transpose(1, 0, 2), 3), rtol=1e-6)
+    np.testing.assert_allclose(pos[:, -1, 0] - pos[:, 0, 0], 1.5, rtol=1e-5)
+
+
+def test_frame_range_and_resize():
+    frames = object_frames(frames=30)
+    t = idt.extract(frames, IDTParams(start=5, end=27))
+    assert t.info["frames"] == 22 and t.meta[:, 0].min() >= 5 + 15 and t.meta[:, 0].max() <= 26
+    np.testing.assert_allclose(t.meta[:, 9], np.clip((t.meta[:, 0] - 5 - 7.5) / 22, 0, 0.999), rtol=1e-6)
+    small = idt.extract(frames, IDTParams(resize_width=64, end=20))
+    assert (small.info["width"], small.info["height"]) == (64, 64)
+    assert (small.meta[:, 1] < 64).all()
+
+
+def test_human_boxes_io_and_mask(tmp_path):
+    from idt.humans import HOGPeopleDetector, box_mask, load_boxes, save_boxes
+
+    boxes = {0: np.array([[2, 3, 10, 12, 0.9]], np.float32), 4: np.array([[0, 0, 5, 5, 1], [20, 20, 30, 25, 1]],
+                                                                         np.float32)}
+    path = tmp_path / "b.txt"
+    save_boxes(path, boxes)
+    back = load_boxes(path)
+    assert sorted(back) == [0, 4]
+    np.testing.assert_allclose(back[4], boxes[4][:, :4])
+    m = box_mask((30, 40), back[0])
+    assert m.dtype == np.uint8 and m[3:13, 2:11].max() == 0 and m[20:, 20:].min() == 255
+    assert m.sum() == 255 * (30 * 40 - 10 * 9)
+    assert box_mask((30, 40), None) is None
+    det = HOGPeopleDetector()
+    out = det(np.full((120, 160), 128, np.uint8))  # a flat frame: no people
+    assert out.shape == (0, 4)
+
+
+@pytest.mark.parametrize("opts", [dict(flow="tvl1"), dict(flow="dis"), dict(farneback_impl="opencv"),
+                                  dict(warp_flow="recompute"), dict(matcher="flow")])
+def test_other_flow_and_camera_options_track_the_object(opts):
+    d = (2.0, 1.0)
+    t = idt.extract(object_frames(d, frames=17), IDTParams(**opts))
+    assert len(t) > 5
+    steps = (t.traj.reshape(len(t), 15, 2) * t.meta[:, 5, None, None]).mean(1)
+    assert (np.linalg.norm(steps - d, axis=1) < 0.3).mean() > 0.2
