@@ -1,1 +1,45 @@
-"""classify."""
+"""classify: score/feature file formats, linear SVM, k-NN, evaluation and late fusion.
+
+Modules: :mod:`~classify.scores` (score CSV and feature ``.npz`` formats), :mod:`~classify.svm` (one-vs-rest
+linear SVM through the linear kernel, C selection), :mod:`~classify._kernel_svm` and
+:mod:`~classify._svm_dcd_nb` (kernel blocks, dual coordinate descent kernel), :mod:`~classify.knn`,
+:mod:`~classify.evaluate`, :mod:`~classify.fusion`, :mod:`~classify.plots` (confusion PNG),
+:mod:`~classify.experiment` (one split: train, score, report) and :mod:`~classify.cli` (``idtfv train-svm``,
+``train-knn``, ``evaluate``, ``fuse``).
+
+The formats, :func:`evaluate` and :func:`fuse_scores` are imported eagerly (NumPy only); the scikit-learn based
+classifiers load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .scores import Features, Scores, read_features, read_scores, write_features, write_scores
+from .evaluate import evaluate
+from .fusion import fuse_scores
+
+__all__ = [
+    "Scores",
+    "Features",
+    "write_scores",
+    "read_scores",
+    "write_features",
+    "read_features",
+    "evaluate",
+    "fuse_scores",
+    "LinearSVM",
+    "KNNClassifier",
+]
+
+_LAZY = {
+    "LinearSVM": ("classify.svm", "LinearSVM"),
+    "KNNClassifier": ("classify.knn", "KNNClassifier"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'classify' has no attribute {name!r}")

@@ -1,0 +1,168 @@
+"""``idtfv`` subcommands of the classify package: ``train-svm``, ``train-knn``, ``evaluate``, ``fuse``.
+
+Thin shells over :mod:`classify.experiment`, :func:`classify.evaluate` and :func:`classify.fuse_scores`.
+Errors (:class:`idt.errors.IdtfvError`, ``OSError``) are reported by the ``idtfv`` dispatcher as one
+``error: ...`` line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from idt.errors import ParameterError
+
+__all__ = ["register"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _common_split_args(p):
+    p.add_argument("--manifest", type=Path, required=True, help="manifest CSV")
+    p.add_argument("--features", type=Path, required=True, metavar="FV.npz",
+                   help="feature file (classify.scores format: video_ids, features, labels)")
+    p.add_argument("--split", type=int, default=1, metavar="N", help="manifest split to train/test on (default 1)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output directory (scores.csv, report.json, confusion.png, model files)")
+
+
+def register(subparsers) -> None:
+    """Add ``train-svm``, ``train-knn``, ``evaluate`` and ``fuse`` to the ``idtfv`` parser."""
+    p = subparsers.add_parser(
+        "train-svm", help="train one-vs-rest linear SVMs on a split and score its test videos",
+        description="Train one-vs-rest linear SVMs (liblinear's problem, solved on the linear kernel) on the "
+                    "split's training videos, score its test videos, write DIR/scores.csv, DIR/report.json, "
+                    "DIR/confusion.png, DIR/model.npz + model.json, print the accuracy.")
+    _common_split_args(p)
+    p.add_argument("--C", type=_positive_float, default=100.0, help="SVM cost C (default 100, the iDT papers)")
+    p.add_argument("--cv-C", action="store_true", help="choose C by cross-validation on the training videos")
+    p.add_argument("--C-grid", type=_positive_float, nargs="+", default=None, metavar="C",
+                   help="C values for --cv-C (default 0.1 1 10 100 1000)")
+    p.add_argument("--folds", type=int, default=3, help="folds for --cv-C (default 3; groups kept apart)")
+    p.add_argument("--loss", choices=("squared_hinge", "hinge"), default="squared_hinge",
+                   help="SVM loss (default squared_hinge, as LinearSVC)")
+    p.add_argument("--tol", type=_positive_float, default=1e-4,
+                   help="dual solver tolerance (default 1e-4, as LinearSVC)")
+    p.add_argument("--jobs", type=int, default=1, metavar="J", help="threads over classes (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (coordinate order, CV folds)")
+    p.set_defaults(func=_cmd_train_svm)
+
+    p = subparsers.add_parser(
+        "train-knn", help="k-nearest-neighbour baseline on a split",
+        description="Score a split's test videos by k-NN votes among its training videos; write DIR/scores.csv, "
+                    "DIR/report.json, DIR/confusion.png, print the accuracy.")
+    _common_split_args(p)
+    p.add_argument("--k", type=int, default=5, help="number of neighbours (default 5)")
+    p.add_argument("--metric", choices=("cosine", "l2"), default="cosine", help="similarity (default cosine)")
+    p.add_argument("--weights", choices=("uniform", "distance"), default="uniform", help="vote weights")
+    p.set_defaults(func=_cmd_train_knn)
+
+    p = subparsers.add_parser(
+        "evaluate", help="accuracy, mAP, top-5 and confusion matrix of score files",
+        description="Evaluate score files (several = several splits, averaged). Writes a JSON report and a "
+                    "confusion-matrix PNG when --out is given; prints the summary.")
+    p.add_argument("scores", type=Path, nargs="+", metavar="SCORES.csv", help="score files")
+    p.add_argument("--manifest", type=Path, default=None, help="manifest (labels, class names, splits)")
+    p.add_argument("--split", type=int, nargs="+", default=None, metavar="N",
+                   help="split number of each score file (needs --manifest): restrict to its test videos")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write DIR/report.json, DIR/confusion.png")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = subparsers.add_parser(
+        "fuse", help="late fusion: weighted average of normalised score files",
+        description="Fuse score files of the same videos and classes (e.g. iDT + two-stream CNN) by a weighted "
+                    "average of per-video normalised scores; write the fused score file and print its accuracy.")
+    p.add_argument("scores", type=Path, nargs="+", metavar="SCORES.csv", help="score files to fuse")
+    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per file (default equal)")
+    p.add_argument("--normalize", choices=("zscore", "softmax", "none"), default="zscore",
+                   help="per-video normalisation before averaging (default zscore)")
+    p.add_argument("--out", type=Path, required=True, metavar="FUSED.csv", help="fused score file to write")
+    p.add_argument("--report", type=Path, default=None, metavar="REPORT.json", help="also write an evaluation report")
+    p.set_defaults(func=_cmd_fuse)
+
+
+def _print_summary(report: dict, stream=None, prefix: str = "") -> None:
+    stream = sys.stdout if stream is None else stream
+    parts = []
+    if report.get("accuracy") is not None:
+        parts.append(f"accuracy {100 * report['accuracy']:.2f}%")
+        if report.get("n_splits", 1) > 1:
+            parts[-1] += f" (+-{100 * report['accuracy_std']:.2f} over {report['n_splits']} splits)"
+    if report.get("mean_class_accuracy") is not None:
+        parts.append(f"mean class accuracy {100 * report['mean_class_accuracy']:.2f}%")
+    if report.get("mAP") is not None:
+        parts.append(f"mAP {100 * report['mAP']:.2f}%")
+    if report.get("top5") is not None:
+        parts.append(f"top-5 {100 * report['top5']:.2f}%")
+    print(f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes", file=stream)
+
+
+def _cmd_train_svm(args) -> int:
+    from .experiment import run_svm_split
+
+    if args.jobs < 1:
+        raise ParameterError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.folds < 2:
+        raise ParameterError(f"--folds must be >= 2, got {args.folds}")
+    t0 = time.perf_counter()
+    report = run_svm_split(args.manifest, args.features, args.split, args.out, C=args.C, cv_C=args.cv_C,
+                           C_grid=args.C_grid, n_folds=args.folds, loss=args.loss, tol=args.tol, n_jobs=args.jobs,
+                           random_state=args.seed)
+    tr = report["training"]
+    extra = f", C={tr['C']:g}" + (" (cross-validated)" if tr["cv"] else "")
+    _print_summary(report, prefix=f"train-svm split {args.split}: ")
+    print(f"trained on {tr['n_train']} videos ({tr['dim']} dims{extra}) in {time.perf_counter() - t0:.1f} s; "
+          f"wrote {args.out}/")
+    if tr["n_missing_train"] or tr["n_missing_test"]:
+        print(f"warning: {tr['n_missing_train']} training and {tr['n_missing_test']} test videos of the split have "
+              "no features and were left out", file=sys.stderr)
+    return 0
+
+
+def _cmd_train_knn(args) -> int:
+    from .experiment import run_knn_split
+
+    report = run_knn_split(args.manifest, args.features, args.split, args.out, n_neighbors=args.k,
+                           metric=args.metric, weights=args.weights)
+    _print_summary(report, prefix=f"train-knn split {args.split}: ")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    split = args.split
+    if split is not None and len(split) == 1 and len(args.scores) > 1:
+        raise ParameterError(f"--split: give one split number per score file ({len(args.scores)}), got 1")
+    out = args.out
+    report = evaluate(args.scores, manifest=args.manifest, split=split,
+                      confusion_png=out / "confusion.png" if out else None,
+                      report_json=out / "report.json" if out else None)
+    _print_summary(report)
+    return 0
+
+
+def _cmd_fuse(args) -> int:
+    from .evaluate import evaluate
+    from .fusion import fuse_scores
+    from .scores import write_scores
+
+    fused = fuse_scores(args.scores, weights=args.weights, normalize=args.normalize)
+    write_scores(args.out, fused.video_ids, fused.scores, fused.class_names, fused.label_sets)
+    if any(fused.label_sets):
+        report = evaluate(fused, report_json=args.report)
+        _print_summary(report, prefix=f"fused {len(args.scores)} files ({args.normalize}): ")
+    elif args.report:
+        raise ParameterError("--report: the fused scores carry no labels to evaluate against")
+    print(f"wrote {args.out}")
+    return 0

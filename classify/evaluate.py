@@ -1,0 +1,328 @@
+"""Evaluation of score files: accuracy, per-class accuracy, mAP, top-k, confusion matrix.
+
+Definitions (one split; n labelled videos, C classes, scores s (n, C), true labels y):
+
+- prediction: ``argmax_c s[i, c]`` (first index on ties);
+- accuracy: fraction of videos whose prediction is the true class (multi-label: is *one of* the true classes);
+- per-class accuracy of class c: accuracy over the videos of class c (the confusion row's recall; multi-label:
+  the fraction of class-c videos predicted as c);
+  ``mean_class_accuracy`` is their mean over classes present in the split;
+- top-k accuracy (k=5 by default, reported when C >= k): the true class is among the k highest scores (ties
+  broken by the lower class index, like the prediction);
+- AP of class c: non-interpolated average precision of ranking all videos by ``s[:, c]``, positives = videos of
+  class c; ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds (ties count as one step, as in
+  scikit-learn). Classes without positives in the split are left out of ``mAP``;
+- confusion[t, p]: number of videos of true class t predicted as p (single-label data only).
+
+With several score files (e.g. one per split of UCF101), every number is computed per file and averaged over
+files (``accuracy`` = mean over splits, with ``accuracy_std``); the confusion matrix is summed.
+Videos with unknown labels are not scored; videos of the requested manifest split that are absent from the
+score file are counted in ``n_missing`` (they are not counted as errors).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from idt.errors import FormatError, ParameterError
+
+from ._atomic import atomic_path
+from .scores import Scores, read_scores
+
+__all__ = ["evaluate", "average_precision", "split_metrics", "write_report"]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def average_precision(scores, positives) -> float:
+    """Non-interpolated average precision of one ranking.
+
+    Parameters
+    ----------
+    scores : array_like, shape (n,)
+        Higher = more likely positive.
+    positives : array_like of bool, shape (n,)
+
+    Returns
+    -------
+    float
+        ``sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds, NaN when there is no positive.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    pos = np.asarray(positives, dtype=bool)
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return math.nan
+    order = np.argsort(-s, kind="stable")
+    s, pos = s[order], pos[order]
+    tp = np.cumsum(pos)
+    # last index of each run of equal scores = one threshold
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]
+    tp_t = tp[last].astype(np.float64)
+    precision = tp_t / (last + 1)
+    recall = tp_t / n_pos
+    d_recall = np.diff(np.r_[0.0, recall])
+    return float(np.sum(d_recall * precision))
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores per row, shape (n, k), ties broken by lower class index."""
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def split_metrics(scores: np.ndarray, targets: np.ndarray, *, top_k: int = 5) -> dict:
+    """Metrics of one split.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n, C)
+    targets : ndarray of bool, shape (n, C)
+        True labels as indicators; every row must have at least one True.
+    top_k : int, keyword-only
+
+    Returns
+    -------
+    dict with ``accuracy``, ``per_class_accuracy`` (C,) (NaN for absent classes), ``mean_class_accuracy``,
+    ``average_precision`` (C,), ``mAP``, ``topk`` (or None when C < top_k), ``confusion`` (C, C) int64 or None
+    (multi-label), ``multilabel``.
+    """
+    n, c = scores.shape
+    multilabel = bool((targets.sum(axis=1) > 1).any())
+    pred = np.argmax(scores, axis=1) if n else np.zeros(0, dtype=np.int64)
+    hit = targets[np.arange(n), pred]
+    acc = float(hit.mean()) if n else math.nan
+    per_class = np.full(c, math.nan)
+    for j in range(c):
+        m = targets[:, j]
+        if m.any():
+            per_class[j] = float(hit[m].mean()) if not multilabel else float((pred[m] == j).mean())
+    present = ~np.isnan(per_class)
+    mca = float(per_class[present].mean()) if present.any() else math.nan
+    ap = np.array([average_precision(scores[:, j], targets[:, j]) for j in range(c)])
+    m_ap = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else math.nan
+    topk = None
+    if c >= top_k and n:
+        idx = _top_k(scores, top_k)
+        topk = float(np.take_along_axis(targets, idx, axis=1).any(axis=1).mean())
+    confusion = None
+    if not multilabel:
+        y = np.argmax(targets, axis=1)
+        confusion = np.zeros((c, c), dtype=np.int64)
+        np.add.at(confusion, (y, pred), 1)
+    return {
+        "accuracy": acc,
+        "per_class_accuracy": per_class,
+        "mean_class_accuracy": mca,
+        "average_precision": ap,
+        "mAP": m_ap,
+        "topk": topk,
+        "confusion": confusion,
+        "multilabel": multilabel,
+    }
+
+
+# --------------------------------------------------------------------------- manifest alignment
+
+
+def _manifest(manifest):
+    if manifest is None:
+        return None
+    if isinstance(manifest, (str, os.PathLike)):
+        from idt.data.manifest import read_manifest
+
+        return read_manifest(manifest)
+    return manifest
+
+
+def _entry_label_set(entry) -> tuple[int, ...]:
+    """All class ids of a manifest entry (``VideoEntry.labels``; ``label`` as a fallback)."""
+    labs = getattr(entry, "labels", None)
+    if labs:
+        return tuple(sorted(int(x) for x in labs if int(x) >= 0))
+    lab = entry.label
+    if lab is None or lab == "":
+        return ()
+    if isinstance(lab, str):
+        return tuple(sorted(int(x) for x in lab.split(";") if x.strip() != "" and int(x) >= 0))
+    return () if int(lab) < 0 else (int(lab),)
+
+
+def _align_with_manifest(sc: Scores, src: str, man, split) -> tuple[Scores, int]:
+    """Check the score file against the manifest; take labels from it; restrict to the split's test videos."""
+    if list(man.class_names) != list(sc.class_names):
+        raise FormatError(
+            src,
+            f"class names differ from the manifest's ({len(sc.class_names)} vs {len(man.class_names)} classes, "
+            "or another order); score the videos with the manifest's classes in label-id order",
+        )
+    by_id = {e.video_id: e for e in man.rows}
+    unknown = [v for v in sc.video_ids if v not in by_id]
+    if unknown:
+        raise FormatError(src, f"video id {unknown[0]!r} is not in the manifest ({len(unknown)} unknown ids)")
+    sets = []
+    for v, s in zip(sc.video_ids, sc.label_sets):
+        m = _entry_label_set(by_id[v])
+        if s and m and s != m:
+            raise FormatError(src, f"video {v!r}: label {s} in the score file, {m} in the manifest")
+        sets.append(m or s)
+    n_missing = 0
+    keep = np.ones(len(sc.video_ids), dtype=bool)
+    if split is not None:
+        test_ids = {e.video_id for e in man.split(int(split), "test")}
+        if not test_ids:
+            raise ParameterError(f"split {split}: the manifest has no test videos in column split{split}")
+        keep = np.array([v in test_ids for v in sc.video_ids], dtype=bool)
+        n_missing = len(test_ids - set(sc.video_ids))
+        if not keep.any():
+            raise FormatError(src, f"none of the {len(test_ids)} test videos of split {split} is in this score file; "
+                                   "check the split number")
+    ids = [v for v, k in zip(sc.video_ids, keep) if k]
+    sets = [s for s, k in zip(sets, keep) if k]
+    labels = np.array([s[0] if len(s) == 1 else -1 for s in sets], dtype=np.int64)
+    out = Scores(video_ids=ids, scores=sc.scores[keep], class_names=list(sc.class_names), labels=labels,
+                 label_sets=sets)
+    return out, n_missing
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _as_list(x):
+    if isinstance(x, (Scores, str, os.PathLike)):
+        return [x]
+    return list(x)
+
+
+def _json_num(x):
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else round(x, 10)
+
+
+def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png=None, report_json=None,
+             title: str | None = None) -> dict:
+    """Evaluate one or several score files (e.g. one per split) and build a JSON-ready report.
+
+    Parameters
+    ----------
+    scores : Scores, path, or a sequence of them
+        Several inputs are treated as separate splits and averaged.
+    manifest : Manifest or path, optional, keyword-only
+        Supplies/validates labels and class names.
+    split : int or sequence of int, optional
+        Manifest split number of each input; restricts each to that split's test videos and counts the test
+        videos missing from it (``n_missing``). Needs ``manifest``.
+    top_k : int
+        k of the top-k accuracy (reported only when C >= k).
+    confusion_png, report_json : path, optional
+        Where to write the confusion-matrix figure (summed over splits) and the report.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (mean over splits), ``accuracy_std``, ``mean_class_accuracy``, ``mAP``, ``top{k}``
+        (or None), ``per_class_accuracy`` and ``average_precision`` ({class name: value}), ``confusion``
+        (list of lists, rows = true class; None for multi-label), ``splits`` (per-input numbers), sizes.
+    """
+    items = _as_list(scores)
+    if not items:
+        raise ParameterError("evaluate: expected at least one score file, got none")
+    if top_k < 1:
+        raise ParameterError(f"evaluate: top_k must be >= 1, got {top_k}")
+    splits = _as_list(split) if isinstance(split, (list, tuple)) else [split] * len(items)
+    if len(splits) != len(items):
+        raise ParameterError(f"evaluate: got {len(items)} score files but {len(splits)} split numbers")
+    if any(s is not None for s in splits) and manifest is None:
+        raise ParameterError("evaluate: split= needs manifest= (the split columns live in the manifest)")
+    man = _manifest(manifest)
+
+    per_split, names = [], None
+    conf_sum = None
+    for item, sp in zip(items, splits):
+        src = str(item) if not isinstance(item, Scores) else "<scores>"
+        sc = item if isinstance(item, Scores) else read_scores(item)
+        if names is None:
+            names = list(sc.class_names)
+        elif list(sc.class_names) != names:
+            raise FormatError(src, "class names differ from the first score file's; all inputs must share classes")
+        n_missing = 0
+        if man is not None:
+            sc, n_missing = _align_with_manifest(sc, src, man, sp)
+        targets = sc.targets()
+        lab = targets.any(axis=1)
+        if not lab.any():
+            raise FormatError(src, "no video has a known label; pass manifest= or write labels into the score file")
+        m = split_metrics(sc.scores[lab], targets[lab], top_k=top_k)
+        m.update(source=src, split=sp, n_videos=int(lab.sum()), n_unlabelled=int((~lab).sum()), n_missing=n_missing)
+        per_split.append(m)
+        if m["confusion"] is not None:
+            conf_sum = m["confusion"] if conf_sum is None else conf_sum + m["confusion"]
+
+    multilabel = any(m["multilabel"] for m in per_split)
+    if multilabel:
+        conf_sum = None
+
+    def mean_of(key):
+        vals = [m[key] for m in per_split if m[key] is not None and not math.isnan(m[key])]
+        return float(np.mean(vals)) if vals else math.nan
+
+    accs = np.array([m["accuracy"] for m in per_split])
+    with np.errstate(all="ignore"):
+        pca = np.nanmean(np.stack([m["per_class_accuracy"] for m in per_split]), axis=0)
+        aps = np.nanmean(np.stack([m["average_precision"] for m in per_split]), axis=0)
+    topk_key = f"top{top_k}"
+    report = {
+        "n_splits": len(per_split),
+        "n_classes": len(names),
+        "multilabel": multilabel,
+        "n_videos": int(sum(m["n_videos"] for m in per_split)),
+        "accuracy": _json_num(accs.mean()),
+        "accuracy_std": _json_num(accs.std()),
+        "mean_class_accuracy": _json_num(mean_of("mean_class_accuracy")),
+        "mAP": _json_num(mean_of("mAP")),
+        topk_key: _json_num(mean_of("topk")) if len(names) >= top_k else None,
+        "per_class_accuracy": {c: _json_num(v) for c, v in zip(names, pca)},
+        "average_precision": {c: _json_num(v) for c, v in zip(names, aps)},
+        "class_names": names,
+        "confusion": conf_sum.tolist() if conf_sum is not None else None,
+        "splits": [
+            {
+                "source": m["source"],
+                "split": m["split"],
+                "n_videos": m["n_videos"],
+                "n_unlabelled": m["n_unlabelled"],
+                "n_missing": m["n_missing"],
+                "accuracy": _json_num(m["accuracy"]),
+                "mean_class_accuracy": _json_num(m["mean_class_accuracy"]),
+                "mAP": _json_num(m["mAP"]),
+                topk_key: _json_num(m["topk"]),
+            }
+            for m in per_split
+        ],
+    }
+    if confusion_png is not None and conf_sum is not None:
+        from .plots import plot_confusion
+
+        acc_txt = f"accuracy {100 * accs.mean():.2f}%"
+        plot_confusion(conf_sum, names, confusion_png, title=f"{title} - {acc_txt}" if title else acc_txt)
+    if report_json is not None:
+        write_report(report, report_json)
+    return report
+
+
+def write_report(report: dict, path) -> Path:
+    """Write a report dict as indented JSON, atomically (NaN -> null)."""
+    path = Path(path)
+    text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,225 @@
+"""One manifest split + one feature file -> trained classifier, test scores, report, confusion matrix, model.
+
+This is the library behind ``idtfv train-svm`` and ``idtfv train-knn`` (the CLIs are thin shells over
+:func:`run_svm_split` and :func:`run_knn_split`). Outputs in ``out/`` (all written atomically, byte-identical for
+the same inputs and seed):
+
+- ``scores.csv`` — scores of the split's test videos (:mod:`classify.scores` format, true labels filled in);
+- ``report.json`` — :func:`classify.evaluate.evaluate`'s report plus a ``training`` section;
+- ``confusion.png`` — the confusion matrix (single-label data);
+- ``model.npz`` + ``model.json`` — the SVM weights and metadata (SVM only).
+
+Labels come from the manifest (the feature file's labels, when known, must agree). Videos of the split without
+a feature vector (e.g. failed extraction) are left out and counted in the report (``n_missing_train``,
+``n_missing_test``); unlabelled training videos are left out too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from idt.errors import FormatError, ParameterError
+
+from .evaluate import evaluate, write_report
+from .scores import Features, Scores, read_features, write_scores
+
+__all__ = ["SplitData", "load_split", "run_svm_split", "run_knn_split"]
+
+
+@dataclass
+class SplitData:
+    """Rows of one feature matrix selected for a manifest split.
+
+    Attributes
+    ----------
+    X : ndarray (N, d), the whole feature matrix (not copied)
+    train_index, test_index : ndarray of int, rows of X
+    y_train : ndarray (n_train,) class ids, or (n_train, C) bool indicators when ``multilabel``
+    test_ids : list of str
+    test_label_sets : list of tuple of int
+    class_names : list of str
+    groups_train : list of str (empty strings when the manifest has no groups)
+    multilabel : bool
+    n_missing_train, n_missing_test, n_unlabelled_train : int
+    """
+
+    X: np.ndarray
+    train_index: np.ndarray
+    test_index: np.ndarray
+    y_train: np.ndarray
+    test_ids: list
+    test_label_sets: list
+    class_names: list
+    groups_train: list
+    multilabel: bool
+    n_missing_train: int
+    n_missing_test: int
+    n_unlabelled_train: int
+
+
+def _labels_of(entry) -> tuple[int, ...]:
+    labs = getattr(entry, "labels", None) or (() if entry.label is None or int(entry.label) < 0 else (entry.label,))
+    return tuple(sorted(int(x) for x in labs))
+
+
+def load_split(manifest, features, split: int) -> SplitData:
+    """Select the training and test rows of ``split`` from a feature file.
+
+    Parameters
+    ----------
+    manifest : Manifest or path
+    features : Features or path (``.npz`` of :func:`classify.scores.write_features`)
+    split : int, 1-based split number
+    """
+    from idt.data.manifest import read_manifest
+
+    man = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
+    src = str(features) if isinstance(features, (str, os.PathLike)) else "<features>"
+    feats = read_features(features) if isinstance(features, (str, os.PathLike)) else features
+    if not isinstance(feats, Features):
+        raise ParameterError(f"features must be a feature file path or a Features object, got {type(feats).__name__}")
+    pos = {v: i for i, v in enumerate(feats.video_ids)}
+    train = man.split(int(split), "train")
+    test = man.split(int(split), "test")
+    if not train or not test:
+        raise ParameterError(f"split {split}: the manifest has {len(train)} training and {len(test)} test videos; "
+                             "both must be non-empty")
+    for e in train + test:
+        i = pos.get(e.video_id)
+        if i is not None and feats.labels[i] >= 0:
+            labs = _labels_of(e)
+            if labs and int(feats.labels[i]) not in labs:
+                raise FormatError(src, f"video {e.video_id!r} has label {int(feats.labels[i])} here but {labs} in the "
+                                       "manifest; were these features computed for another manifest?")
+    tr = [e for e in train if e.video_id in pos]
+    te = [e for e in test if e.video_id in pos]
+    n_missing_train, n_missing_test = len(train) - len(tr), len(test) - len(te)
+    labelled = [e for e in tr if _labels_of(e)]
+    n_unlabelled = len(tr) - len(labelled)
+    if len(labelled) < 2:
+        raise FormatError(src, f"only {len(labelled)} labelled training videos of split {split} have features "
+                               f"({n_missing_train} missing); compute the features first")
+    if not te:
+        raise FormatError(src, f"none of the {len(test)} test videos of split {split} has features")
+    n_classes = len(man.class_names)
+    sets_tr = [_labels_of(e) for e in labelled]
+    multilabel = any(len(s) > 1 for s in sets_tr + [_labels_of(e) for e in te])
+    if multilabel:
+        y = np.zeros((len(labelled), n_classes), dtype=bool)
+        for i, s in enumerate(sets_tr):
+            y[i, list(s)] = True
+    else:
+        y = np.array([s[0] for s in sets_tr], dtype=np.int64)
+    return SplitData(
+        X=feats.features,
+        train_index=np.array([pos[e.video_id] for e in labelled], dtype=np.int64),
+        test_index=np.array([pos[e.video_id] for e in te], dtype=np.int64),
+        y_train=y,
+        test_ids=[e.video_id for e in te],
+        test_label_sets=[_labels_of(e) for e in te],
+        class_names=list(man.class_names),
+        groups_train=[e.group for e in labelled],
+        multilabel=multilabel,
+        n_missing_train=n_missing_train,
+        n_missing_test=n_missing_test,
+        n_unlabelled_train=n_unlabelled,
+    )
+
+
+def _finish(data: SplitData, scores: np.ndarray, out: Path, training: dict, title: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    write_scores(out / "scores.csv", data.test_ids, scores, data.class_names, data.test_label_sets)
+    sc = Scores(video_ids=data.test_ids, scores=scores, class_names=data.class_names,
+                labels=np.array([s[0] if len(s) == 1 else -1 for s in data.test_label_sets], dtype=np.int64),
+                label_sets=list(data.test_label_sets))
+    report = evaluate(sc, confusion_png=None if data.multilabel else out / "confusion.png", title=title)
+    report["splits"][0]["source"] = "scores.csv"
+    report["splits"][0]["split"] = training["split"]
+    report["splits"][0]["n_missing"] = data.n_missing_test
+    report["training"] = training
+    write_report(report, out / "report.json")
+    return report
+
+
+def _training_info(data: SplitData, split: int, manifest, features) -> dict:
+    return {
+        "split": int(split),
+        "manifest": Path(manifest).name if isinstance(manifest, (str, os.PathLike)) else None,
+        "features": Path(features).name if isinstance(features, (str, os.PathLike)) else None,
+        "n_train": int(len(data.train_index)),
+        "n_test": int(len(data.test_index)),
+        "n_missing_train": data.n_missing_train,
+        "n_missing_test": data.n_missing_test,
+        "n_unlabelled_train": data.n_unlabelled_train,
+        "dim": int(data.X.shape[1]),
+        "multilabel": data.multilabel,
+    }
+
+
+def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C: bool = False, C_grid=None,
+                  n_folds: int = 3, loss: str = "squared_hinge", tol: float = 1e-4, n_jobs: int = 1,
+                  random_state: int = 0) -> dict:
+    """Train the one-vs-rest linear SVM on a split's training videos and score its test videos.
+
+    Parameters
+    ----------
+    manifest, features : paths (or Manifest / Features)
+    split : int
+    out : path, output directory
+    C : float, keyword-only
+        Cost (used unless ``cv_C``).
+    cv_C : bool
+        Choose C by ``n_folds``-fold cross-validation on the training videos (folds keep manifest groups apart
+        when every training video has one), from ``C_grid`` (default :data:`classify.svm.DEFAULT_C_GRID`).
+    loss, tol : see :class:`classify.svm.LinearSVM`
+    n_jobs : int
+        Threads over classes.
+    random_state : int
+
+    Returns
+    -------
+    dict, the report written to ``out/report.json``.
+    """
+    from ._kernel_svm import linear_kernel
+    from .svm import DEFAULT_C_GRID, LinearSVM, select_C
+
+    out = Path(out)
+    data = load_split(manifest, features, split)
+    classes = np.arange(len(data.class_names))
+    K = linear_kernel(data.X, index=data.train_index)
+    cv = None
+    if cv_C:
+        groups = data.groups_train if all(data.groups_train) else None
+        cv = select_C(K, data.y_train, classes=classes, Cs=C_grid or DEFAULT_C_GRID, n_folds=n_folds, groups=groups,
+                      loss=loss, tol=tol, random_state=random_state, n_jobs=n_jobs)
+        C = cv["best_C"]
+    model = LinearSVM(C=float(C), loss=loss, tol=tol, n_jobs=n_jobs, random_state=random_state)
+    model.fit(data.X, data.y_train, classes=classes, index=data.train_index, kernel=K)
+    del K
+    scores = model.decision_function(data.X, index=data.test_index)
+    training = _training_info(data, split, manifest, features)
+    training.update(classifier="linear-svm", C=float(C), loss=loss, tol=tol, random_state=random_state,
+                    converged=model.converged_, max_passes=int(model.n_passes_.max()), cv=cv)
+    report = _finish(data, scores, out, training, title=f"linear SVM, split {split}")
+    model.save(out / "model", extra={"class_names": data.class_names, "split": int(split), "cv": cv,
+                                     "features": training["features"], "manifest": training["manifest"]})
+    return report
+
+
+def run_knn_split(manifest, features, split: int, out, *, n_neighbors: int = 5, metric: str = "cosine",
+                  weights: str = "uniform") -> dict:
+    """k-NN baseline on a split: vote scores of the test videos, report and confusion matrix in ``out``."""
+    from .knn import KNNClassifier
+
+    out = Path(out)
+    data = load_split(manifest, features, split)
+    knn = KNNClassifier(n_neighbors=n_neighbors, metric=metric, weights=weights)
+    knn.fit(data.X, data.y_train, classes=np.arange(len(data.class_names)), index=data.train_index)
+    scores = knn.decision_function(data.X, index=data.test_index)
+    training = _training_info(data, split, manifest, features)
+    training.update(classifier="knn", n_neighbors=n_neighbors, metric=metric, weights=weights)
+    return _finish(data, scores, out, training, title=f"{n_neighbors}-NN ({metric}), split {split}")
