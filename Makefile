@@ -28,10 +28,14 @@ SEED ?= 0
 PRESET ?= default
 #: MODEL         deep model for train-deep (e.g. tsn, i3d, slowfast, tsm)
 MODEL ?= tsn
-#: MODALITY      deep input: rgb | flow | rgbdiff | warped_flow
-MODALITY ?= rgb
+#: MODALITY      deep input: rgbdiff | rgb | flow | warped_flow (rgbdiff needs no flow pass)
+MODALITY ?= rgbdiff
 #: ALLOW_FAILED  set to 1 to accept videos that failed (they stay listed in the stage's index.csv)
 ALLOW_FAILED ?=
+#: STREAMING     set to 1 for the streaming mode: features keeps only a per-video sample (--store sample; add
+#:               FEATURES_ARGS="--subset 0.1" to sample 10% of the training videos), encode extracts and encodes
+#:               each video in one step (--streaming); raw descriptors are never stored. Own *_streaming files.
+STREAMING ?=
 #: *_ARGS        extra options: FEATURES_ARGS ENCODE_ARGS SVM_ARGS FLOW_ARGS DEEP_ARGS PYTEST_ARGS
 FEATURES_ARGS ?=
 ENCODE_ARGS ?=
@@ -50,9 +54,13 @@ INSTALLED := $(VENV)/.installed
 IDTFV := $(VENV)/bin/idtfv
 DATA := $(CACHE)/$(DATASET)
 MANIFEST := $(DATA)/manifest.csv
-FEATURES := $(DATA)/features.json
-FISHER := $(DATA)/fisher_split$(SPLIT).npz
-SVM_DIR := $(DATA)/svm_split$(SPLIT)
+# STREAMING=1 (or yes/true) switches features + encode to the streaming mode, with its own stamp and outputs.
+STREAM := $(if $(filter 1 yes true,$(STREAMING)),_streaming)
+FEATURES_MODE := $(if $(STREAM), --store sample)
+ENCODE_MODE := $(if $(STREAM), --streaming)
+FEATURES := $(DATA)/features$(STREAM).json
+FISHER := $(DATA)/fisher_split$(SPLIT)$(STREAM).npz
+SVM_DIR := $(DATA)/svm_split$(SPLIT)$(STREAM)
 SVM_REPORT := $(SVM_DIR)/report.json
 RAWFRAMES := $(DATA)/rawframes
 FLOW_DONE := $(DATA)/rawframes.done
@@ -104,8 +112,8 @@ train-svm: $(SVM_REPORT) ## linear SVM: scores, report.json, confusion -> CACHE/
 
 demo: ## features -> encode -> train-svm on the built-in default dataset
 	$(MAKE) train-svm DATASET=default
-	@echo "report: $(CACHE)/default/svm_split$(SPLIT)/report.json"
-	@$(VENV)/bin/python -c "$$REPORT_SUMMARY" $(CACHE)/default/svm_split$(SPLIT)/report.json
+	@echo "report: $(CACHE)/default/svm_split$(SPLIT)$(STREAM)/report.json"
+	@$(VENV)/bin/python -c "$$REPORT_SUMMARY" $(CACHE)/default/svm_split$(SPLIT)$(STREAM)/report.json
 
 flow: $(FLOW_DONE) ## optical-flow rawframes of every video -> CACHE/DATASET/rawframes/
 
@@ -118,11 +126,11 @@ $(MANIFEST): | $(INSTALLED)
 
 $(FEATURES): $(MANIFEST) | $(INSTALLED)
 	$(IDTFV) features --manifest $(MANIFEST) --cache $(DATA) --out $@ $(RUNNER_OPTS) \
-	  --preset $(PRESET) --seed $(SEED) $(FEATURES_ARGS)
+	  --preset $(PRESET) --seed $(SEED)$(FEATURES_MODE) $(FEATURES_ARGS)
 
 $(FISHER): $(FEATURES) $(MANIFEST) | $(INSTALLED)
 	$(IDTFV) encode --manifest $(MANIFEST) --features $(FEATURES) --split $(SPLIT) --cache $(DATA) --out $@ \
-	  --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER)) --seed $(SEED) $(ENCODE_ARGS)
+	  --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER)) --seed $(SEED)$(ENCODE_MODE) $(ENCODE_ARGS)
 
 $(SVM_REPORT): $(FISHER) $(MANIFEST) | $(INSTALLED)
 	$(IDTFV) train-svm --manifest $(MANIFEST) --features $(FISHER) --split $(SPLIT) --out $(SVM_DIR) \
