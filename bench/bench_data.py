@@ -24,7 +24,8 @@ import cv2
 from idt.data.synthetic import generate_dataset
 from idt.video import iter_frames, probe_video
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
 SECTION = "## data"
 SHARED_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
 
@@ -95,16 +96,7 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-        start = old.find(SECTION + "\n")
-        if start < 0:
-            new = old.rstrip("\n") + "\n\n" + text
-        else:
-            end = old.find("\n## ", start + len(SECTION))
-            new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-        tmp = RESULTS.with_suffix(".md.tmp.data")
-        tmp.write_text(new)
-        os.replace(tmp, RESULTS)
+        write_section(SECTION, text)
     return 0
 
 

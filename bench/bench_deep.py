@@ -21,7 +21,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,8 @@ from deep.data import MODALITIES
 from deep.experiment import SNIPPET_LEN
 from deep.models import MODELS, build_model
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
 SECTION = "## deep"
 BASELINE = "spatial"
 
@@ -112,16 +112,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {c} x {t} x {h} x {w} | {r:.3f} | {cpu_rates[name]:.3f} | "
                      f"{cpu_rates[name] / cpu_rates[BASELINE]:.3f} |")
     if not args.no_write:
-        old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-        start = old.find(SECTION + "\n")
-        if start < 0:
-            new = old.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-        else:
-            end = old.find("\n## ", start + len(SECTION))
-            new = old[:start] + "\n".join(lines) + "\n" + (old[end:] if end >= 0 else "")
-        tmp = RESULTS.with_suffix(".md.tmp.deep")
-        tmp.write_text(new)
-        os.replace(tmp, RESULTS)
+        write_section(SECTION, "\n".join(lines))
     return 0
 
 

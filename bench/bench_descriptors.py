@@ -12,7 +12,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
@@ -21,7 +20,8 @@ import numpy as np  # noqa: E402
 
 from idt.descriptors import DescriptorLayout, cell_descriptors, frame_histograms  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
 SECTION = "## descriptors"
 
 
@@ -127,21 +127,9 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
-
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + old[end + 1:] if end >= 0 else "")
-    tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
 
 
 if __name__ == "__main__":

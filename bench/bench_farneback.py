@@ -21,8 +21,9 @@ import numpy as np  # noqa: E402
 
 from idt.farneback import FarnebackPyramidFlow  # noqa: E402
 
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
 cv2.setNumThreads(1)
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REAL_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "reference" / "videos" / "vtest_320x240.avi"
 SECTION = "## farneback"
 H, W, LEVELS = 240, 320, 6
@@ -162,21 +163,9 @@ def main(argv=None):
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
-
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + old[end + 1:] if end >= 0 else "")
-    tmp = RESULTS.with_suffix(".md.tmp.farneback")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
 
 
 if __name__ == "__main__":

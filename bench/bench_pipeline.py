@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 from idt.pipeline.cache import atomic_savez, load_valid  # noqa: E402
 from idt.pipeline.runner import run_stage  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
 SECTION = "## pipeline"
 
 
@@ -161,17 +162,6 @@ def bench_parallel(tmp, n):
     return out
 
 
-def _update_results(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    RESULTS.write_text(new)
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -221,7 +211,7 @@ def main(argv=None) -> int:
 
     if not args.no_write:
         table = "\n".join(f"| {label} | {value} | {ratio} |" for label, value, ratio in rows)
-        _update_results(
+        write_section(SECTION, 
             f"{SECTION}\n\n"
             f"`python bench/bench_pipeline.py` ({platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}, "

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 
 from idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
 SECTION = "## tvl1"
 VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
 
@@ -136,11 +137,11 @@ def main(argv=None) -> int:
     else:
         print("GPU: no CuPy/CUDA device here; GPU rows skipped")
     if not args.no_write:
-        write_section(rows, len(pairs), gpu_rows)
+        record_results(rows, len(pairs), gpu_rows)
     return 0
 
 
-def write_section(rows, n_pairs: int, gpu_rows=()) -> None:
+def record_results(rows, n_pairs: int, gpu_rows=()) -> None:
     lines = [
         SECTION,
         "",
@@ -164,16 +165,7 @@ def write_section(rows, n_pairs: int, gpu_rows=()) -> None:
     else:
         lines += ["", "GPU: not measured (no CUDA device in the session that ran this)."]
     text = "\n".join(lines) + "\n"
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = old.find(SECTION + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + ("\n" + old[end + 1:] if end >= 0 else "")
-    tmp = RESULTS.with_suffix(".md.tmp-tvl1")
-    tmp.write_text(new)
-    os.replace(tmp, RESULTS)
+    write_section(SECTION, text)
 
 
 if __name__ == "__main__":
