@@ -42,6 +42,10 @@ import numpy as np
 
 from idt.errors import VideoError
 
+# FFmpeg (inside OpenCV) prints decoder chatter such as "[mjpeg @ 0x...] overread 8" on stderr for damaged files;
+# we report those files ourselves in one line, so keep FFmpeg quiet unless the user asked for its logs.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 __all__ = [
     "VideoInfo",
     "VideoReader",
