@@ -158,9 +158,8 @@ def main(argv=None) -> int:
             if have_vl:
                 from cyvlfeat.fisher import fisher as vl_fisher
 
-                Xt = X.T  # (D, N) views of row-major memory: what VLFeat reads (see tests/test_fisher.py)
-                vl_args = (gmm.means_.T, gmm.variances_.T, gmm.weights_.astype(np.float32))
-                vl, _, f_vl = best_of(lambda: vl_fisher(Xt, *vl_args, improved=True), 1)
+                vl_args = (gmm.means_, gmm.variances_, gmm.weights_.astype(np.float32))  # (K, D) row-major
+                vl, _, f_vl = best_of(lambda: vl_fisher(X, *vl_args, improved=True), 1)
                 diff = float(np.abs(f_ours - np.asarray(f_vl).ravel()).max())
             rows.append((D, w_ours, c_ours, w_np, c_np, vl, diff, err_ours, err_np))
             print(f"D={D}: ours {w_ours:.3f} s (cpu {c_ours:.3f}), numpy/BLAS {w_np:.3f} s (cpu {c_np:.3f}), "

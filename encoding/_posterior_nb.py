@@ -126,13 +126,13 @@ def em_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clamp, S
 
 
 @njit(cache=True, nogil=True)
-def fisher_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clamp, fast_floor, sqrt_inv_var,
+def fisher_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clamp, hard, sqrt_inv_var,
                       cells, U, V, counts):
     """Add one block's Fisher statistics into every pyramid cell that each descriptor falls in.
 
     U[c, k] += sum_i q_ik z_ik and V[c, k] += sum_i q_ik (z_ik^2 - 1) with z_ik = (x_i - mu_k) / sigma_k.
-    VLFeat's ``Fast`` option is ``fast_floor = 1e-3``: unnormalised posteriors exp(l_k - max l) below it are
-    dropped before normalisation (0 keeps them all).
+    ``hard`` is VLFeat's ``Fast`` option: each descriptor is assigned to its most likely component only, with
+    posterior 1 (ties go to the lowest component index).
 
     X (n, D) float32, screen (n, K), thr and thr_exact (n,) from the GEMM screen, sqrt_inv_var (K, D) float32
     (1 / sigma), cells (n, G) int64 cell ids (one per pyramid grid, -1 to skip), U and V (C, K, D) float32 block
@@ -147,23 +147,14 @@ def fisher_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clam
     nnz = 0
     for i in range(n_rows):
         kept, lp = row_posteriors(X, i, screen, thr[i], thr_exact[i], means, inv_var, log_const, clamp, idx, q)
-        if fast_floor > 0.0:
-            # q_j / q_max equals the unnormalised exp(l_k - max l) that VLFeat thresholds.
-            qmax = 0.0
-            for j in range(kept):
-                if q[j] > qmax:
-                    qmax = q[j]
-            tot = 0.0
-            m = 0
-            for j in range(kept):
-                if q[j] >= fast_floor * qmax:
-                    idx[m] = idx[j]
-                    q[m] = q[j]
-                    tot += q[j]
-                    m += 1
-            kept = m
-            for j in range(kept):
-                q[j] /= tot
+        if hard:
+            best = 0
+            for j in range(1, kept):
+                if q[j] > q[best] or (q[j] == q[best] and idx[j] < idx[best]):
+                    best = j
+            idx[0] = idx[best]
+            q[0] = 1.0
+            kept = 1
         nnz += kept
         for g in range(G):
             cid = cells[i, g]

@@ -26,12 +26,10 @@ from idt.errors import ParameterError
 from . import _posterior_nb as _nb
 from ._gaussians import LOG_POSTERIOR_CLAMP, PreparedGMM, iter_candidates
 
-__all__ = ["fisher_vector", "fisher_vectors_cells", "normalize_fisher", "fisher_dim", "NORM_FLOOR", "FAST_FLOOR"]
+__all__ = ["fisher_vector", "fisher_vectors_cells", "normalize_fisher", "fisher_dim", "NORM_FLOOR"]
 
 #: VLFeat's floor on the L2 norm (``VL_MAX(n, 1e-12)``): an all-zero vector stays zero instead of NaN.
 NORM_FLOOR = 1e-12
-#: VLFeat's ``Fast`` option drops unnormalised posteriors exp(l_k - max_j l_j) below this value.
-FAST_FLOOR = 1e-3
 
 
 def fisher_dim(n_components: int, dim: int) -> int:
@@ -78,7 +76,7 @@ def normalize_fisher(F: np.ndarray, *, improved: bool = True, square_root: bool 
 
 def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool = True,
                          square_root: bool | None = None, normalized: bool | None = None,
-                         fast: bool = False, fast_floor: float = FAST_FLOOR, norm_floor: float = NORM_FLOOR,
+                         fast: bool = False, norm_floor: float = NORM_FLOOR,
                          clamp: float = LOG_POSTERIOR_CLAMP, return_stats: bool = False):
     """Fisher vectors of the descriptors falling in each of ``n_cells`` cells (spatio-temporal pyramid cells).
 
@@ -91,7 +89,7 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
         grid; -1 skips). None puts every descriptor in cell 0.
     n_cells : number C of cells.
     improved, square_root, normalized : normalisation, as :func:`normalize_fisher`.
-    fast : VLFeat's ``Fast`` option: drop unnormalised posteriors below ``fast_floor``.
+    fast : VLFeat's ``Fast`` option: each descriptor counts only for its most likely component (posterior 1).
     norm_floor : floor on the L2 norm (VLFeat 1e-12).
     clamp : log-posteriors below ``-clamp`` (relative to the best component) are zero.
 
@@ -120,13 +118,12 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
     V = np.zeros((n_cells, K, D), np.float64)
     counts = np.zeros(n_cells, np.float64)
     args = g.kernel_args(clamp)
-    ff = float(fast_floor) if fast else 0.0
     Ub = np.empty((n_cells, K, D), np.float32)
     Vb = np.empty((n_cells, K, D), np.float32)
     for start, xb, screen, thr, thr_exact in iter_candidates(X, g, clamp=clamp):
         Ub.fill(0.0)
         Vb.fill(0.0)
-        _nb.fisher_accumulate(xb, screen, thr, thr_exact, *args, ff, g.sqrt_inv_var,
+        _nb.fisher_accumulate(xb, screen, thr, thr_exact, *args, bool(fast), g.sqrt_inv_var,
                               cells[start:start + xb.shape[0]], Ub, Vb, counts)
         U += Ub
         V += Vb
@@ -146,7 +143,7 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
 
 
 def fisher_vector(X, gmm, *, improved: bool = True, square_root: bool | None = None,
-                  normalized: bool | None = None, fast: bool = False, fast_floor: float = FAST_FLOOR,
+                  normalized: bool | None = None, fast: bool = False,
                   norm_floor: float = NORM_FLOOR, clamp: float = LOG_POSTERIOR_CLAMP) -> np.ndarray:
     """Fisher vector (2KD,) float32 of descriptors X (N, D), VLFeat layout ``[u_1..u_K, v_1..v_K]``.
 
@@ -154,5 +151,5 @@ def fisher_vector(X, gmm, *, improved: bool = True, square_root: bool | None = N
     No descriptors gives the zero vector.
     """
     return fisher_vectors_cells(X, gmm, None, 1, improved=improved, square_root=square_root,
-                                normalized=normalized, fast=fast, fast_floor=fast_floor, norm_floor=norm_floor,
+                                normalized=normalized, fast=fast, norm_floor=norm_floor,
                                 clamp=clamp)[0]

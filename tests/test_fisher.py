@@ -20,7 +20,7 @@ def _one_blas_thread():
         yield
 
 
-def naive_fisher(X, mu, var, w, *, square_root=True, normalized=True, fast_floor=0.0):
+def naive_fisher(X, mu, var, w, *, square_root=True, normalized=True, hard=False):
     """VLFeat vl_fisher, written out: dense posteriors, u_k, v_k, [u_1..u_K, v_1..v_K], sqrt, L2 (floor 1e-12)."""
     X = np.asarray(X, np.float64)
     mu = np.asarray(mu, np.float64)
@@ -33,9 +33,9 @@ def naive_fisher(X, mu, var, w, *, square_root=True, normalized=True, fast_floor
     diff = X[:, None, :] - mu[None]
     ll = np.log(w)[None] - 0.5 * np.log(var).sum(1)[None] - 0.5 * (diff ** 2 / var[None]).sum(2)
     p = np.exp(ll - ll.max(1, keepdims=True))
-    if fast_floor > 0:
-        p[p < fast_floor] = 0.0
     q = p / p.sum(1, keepdims=True)
+    if hard:  # VLFeat's Fast flag: posterior 1 for the most likely component, 0 elsewhere
+        q = (np.arange(K)[None] == q.argmax(1)[:, None]).astype(np.float64)
     z = diff / np.sqrt(var)[None]
     u = np.einsum("nk,nkd->kd", q, z) / (N * np.sqrt(w)[:, None])
     v = np.einsum("nk,nkd->kd", q, z ** 2 - 1) / (N * np.sqrt(2 * w)[:, None])
@@ -91,10 +91,10 @@ def test_improved_is_default_and_layout_u_then_v(setup):
     assert abs(np.linalg.norm(improved) - 1) < 1e-5
 
 
-def test_fast_option_matches_naive_with_vlfeat_threshold(setup):
+def test_fast_option_is_hard_assignment(setup):
     X, (mu, var, w) = setup
     got = fisher_vector(X, (mu, var, w), fast=True)
-    ref = naive_fisher(X, mu, var, w, fast_floor=1e-3)
+    ref = naive_fisher(X, mu, var, w, hard=True)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     exact = naive_fisher(X, mu, var, w)
     assert np.abs(ref - exact).max() > 1e-6  # the option really changes something on this data
@@ -161,12 +161,14 @@ def test_accepts_fitted_gmm_and_rejects_bad_input(setup):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("cyvlfeat") is None, reason="cyvlfeat (VLFeat) not installed")
-def test_matches_vlfeat(setup):
+@pytest.mark.parametrize("opts", [dict(improved=True), dict(improved=False), dict(normalized=True),
+                                  dict(square_root=True), dict(fast=True), dict(fast=True, improved=True)])
+def test_matches_vlfeat(setup, opts):
+    """VLFeat itself (cyvlfeat's vl_fisher, (N, D) / (K, D) row-major arrays) is the reference for every option."""
     from cyvlfeat.fisher import fisher as vl_fisher
 
     X, (mu, var, w) = setup
-    # cyvlfeat takes (D, N) and (D, K) arrays and hands their memory to VLFeat, which reads it as N (K) rows of D
-    # numbers: transposed *views* of our row-major arrays are exactly that.
-    ref = vl_fisher(X.T, mu.T, var.T, w.astype(np.float32), improved=True)
-    got = fisher_vector(X, (mu, var, w))
-    np.testing.assert_allclose(got, np.asarray(ref).ravel(), atol=1e-5)
+    ref = np.asarray(vl_fisher(X, mu, var, w.astype(np.float32), **opts)).ravel()
+    ours = {"improved": False, **opts}  # our improved defaults to True, VLFeat's to False
+    got = fisher_vector(X, (mu, var, w), **ours)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
