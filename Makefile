@@ -33,8 +33,8 @@ MODALITY ?= rgbdiff
 #: ALLOW_FAILED  set to 1 to accept videos that failed (they stay listed in the stage's index.csv)
 ALLOW_FAILED ?=
 #: STREAMING     set to 1 for the streaming mode: features keeps only a per-video sample (--store sample; add
-#:               FEATURES_ARGS="--subset 0.1" to sample 10% of the training videos), encode extracts and encodes
-#:               each video in one step (--streaming); raw descriptors are never stored. Own *_streaming files.
+#:               FEATURES_ARGS="--subset 0.1" to sample 10% of SPLIT's training videos), encode extracts and
+#:               encodes each video in one step (--streaming); raw descriptors are never stored. Own *_streaming files.
 STREAMING ?=
 #: *_ARGS        extra options: FEATURES_ARGS ENCODE_ARGS SVM_ARGS FLOW_ARGS DEEP_ARGS PYTEST_ARGS
 FEATURES_ARGS ?=
@@ -56,7 +56,7 @@ DATA := $(CACHE)/$(DATASET)
 MANIFEST := $(DATA)/manifest.csv
 # STREAMING=1 (or yes/true) switches features + encode to the streaming mode, with its own stamp and outputs.
 STREAM := $(if $(filter 1 yes true,$(STREAMING)),_streaming)
-FEATURES_MODE := $(if $(STREAM), --store sample)
+FEATURES_MODE := $(if $(STREAM), --store sample --split $(SPLIT))
 ENCODE_MODE := $(if $(STREAM), --streaming)
 FEATURES := $(DATA)/features$(STREAM).json
 FISHER := $(DATA)/fisher_split$(SPLIT)$(STREAM).npz

@@ -47,6 +47,12 @@ def register(subparsers) -> None:
                    help=f"descriptor channels to encode (default {','.join(CHANNELS)})")
     p.add_argument("--gmm-iter", type=int, default=DEFAULT_GMM_ITER,
                    help=f"maximum EM iterations (default {DEFAULT_GMM_ITER})")
+    p.add_argument("--codebook", type=Path, default=None, metavar="DIR",
+                   help="use this existing codebook directory (CACHE/codebook-*) instead of fitting one")
+    p.add_argument("--streaming", action="store_true",
+                   help="streaming mode (never stores raw descriptors): fit the codebook from the samples of an "
+                        "'idtfv features --store sample' stamp, then extract and encode every video of the "
+                        "manifest in one worker call each, keeping only its vector (encoding.streaming)")
     add_runner_options(p, jobs_default=1)
     p.set_defaults(func=_cmd_encode)
 
@@ -54,14 +60,18 @@ def register(subparsers) -> None:
 def _cmd_encode(args) -> int:
     from idt.pipeline.cli import report_failures
 
-    from .pipeline import run_encode
+    if args.streaming:
+        from .streaming import run_streaming_encode as run_encode
+    else:
+        from .pipeline import run_encode
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     summary = run_encode(args.manifest, args.features, split=args.split, cache=args.cache, out=args.out,
                          jobs=args.jobs, scheduler=args.scheduler, seed=args.seed, k=args.k,
                          pca_samples=args.pca_samples, pca_whiten=args.pca_whiten, pyramid=args.pyramid,
-                         method=args.method, channels=args.channels, gmm_iter=args.gmm_iter, force=args.force)
+                         method=args.method, channels=args.channels, gmm_iter=args.gmm_iter, force=args.force,
+                         codebook=args.codebook)
     if summary["missing"]:
         print(f"encode: {len(summary['missing'])} videos without features skipped (see the features stage index)",
               file=sys.stderr)

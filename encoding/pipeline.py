@@ -42,8 +42,8 @@ from .pyramid import POSITION_COLUMNS, cell_ids, n_cells, parse_pyramid
 from .sampling import CHANNELS, load_training_sample
 from .vlad import vlad_vectors
 
-__all__ = ["run_encode", "encode_item", "encode_arrays", "fit_codebooks", "load_codebooks", "codebook_params",
-           "DEFAULT_K", "METHODS", "MIN_SAMPLES_PER_COMPONENT", "encoded_dim"]
+__all__ = ["run_encode", "prepare_codebooks", "write_encoded", "encode_item", "encode_arrays", "fit_codebooks",
+           "load_codebooks", "codebook_params", "DEFAULT_K", "METHODS", "MIN_SAMPLES_PER_COMPONENT", "encoded_dim"]
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def codebook_params(*, features_dir, split: int, seed: int, method: str, k: int 
 def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1, scheduler=None, seed: int = 0,
                k: int | None = None, pca_samples: int = DEFAULT_PCA_SAMPLES, pca_whiten: bool = False,
                pyramid: str = "1x1x1", method: str = "fisher", channels=tuple(CHANNELS),
-               gmm_iter: int = DEFAULT_GMM_ITER, force: bool = False) -> dict:
+               gmm_iter: int = DEFAULT_GMM_ITER, force: bool = False, codebook=None) -> dict:
     """Fit the codebooks on the split's training videos, encode every video, write the feature file.
 
     Parameters
@@ -285,6 +285,7 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
     out : feature file to write (``.npz``: ``video_ids``, ``features`` (n, d) float32, ``labels``).
     jobs, scheduler, force : runner options (``jobs`` also fits channels in parallel).
     seed, k, pca_samples, pca_whiten, pyramid, method, channels, gmm_iter : see ``idtfv encode --help``.
+    codebook : an existing codebook directory to use instead of fitting one (its method wins over ``method``).
 
     Returns
     -------
@@ -292,7 +293,6 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
     ``failed`` {video_id: message}, ``sample`` info.
     """
     from idt.data.manifest import Manifest, read_manifest
-    from idt.pipeline.cache import param_hash
     from idt.pipeline.runner import read_stamp, run_stage
 
     method = _check_method(method)
@@ -305,6 +305,10 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
         raise ParameterError(f"--gmm-iter must be >= 1, got {gmm_iter}")
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     stamp = read_stamp(features)
+    if stamp["params"].get("store") == "sample":
+        raise ParameterError(f"{features}: this features stage kept only a sample of each video's descriptors "
+                             "(--store sample); encode it with idtfv encode --streaming, or rerun idtfv features "
+                             "with --store all")
     feat_dir = Path(stamp["dir"])
     cache = Path(cache)
 
@@ -324,12 +328,44 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
         raise ParameterError(f"split {split} has no training video with features (manifest {len(man.rows)} videos, "
                              f"{len(have)} with features in {feat_dir}); check --split and the features stage")
 
+    cb_dir = prepare_codebooks(feat_dir, [e.video_id for e in train], cache=cache, split=split, seed=seed,
+                               method=method, k=k, pca_samples=pca_samples, pca_whiten=pca_whiten,
+                               channels=channels, gmm_iter=gmm_iter, jobs=jobs, force=force, codebook=codebook)
+    models, summary = load_codebooks(cb_dir)
+    method = summary["method"]
+
+    params = {"features_dir": str(feat_dir.resolve()), "codebook_dir": str(cb_dir.resolve()),
+              "method": method, "pyramid": pyramid}
+    result = run_stage("encode", encode_item, available, params=params, cache_root=cache, jobs=jobs,
+                       scheduler=scheduler, force=force)
+    n_ok, dim = write_encoded(out, result, available, models=models, method=method, grids=grids)
+    return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
+            "n_videos": n_ok, "missing": missing, "failed": dict(result.failed), "result": result}
+
+
+def prepare_codebooks(features_dir, train_ids, *, cache, split: int, seed: int, method: str, k: int | None,
+                      pca_samples: int, pca_whiten: bool, channels, gmm_iter: int, jobs: int = 1,
+                      force: bool = False, codebook=None) -> Path:
+    """Fit (or reuse) the codebooks of the training videos' features files; return their directory.
+
+    ``features_dir/<video_id>.npz`` may hold the full arrays or only ``sample_*`` arrays (streaming mode, see
+    :func:`encoding.sampling.load_training_sample`). The directory is ``cache/codebook-<hash12>`` of
+    :func:`codebook_params`; an existing complete one is reused unless ``force``. ``codebook``: an existing
+    codebook directory to use as it is (nothing is fitted).
+    """
+    from idt.pipeline.cache import param_hash
+
+    if codebook is not None:
+        cb_dir = Path(codebook)
+        load_codebooks(cb_dir)  # a clear error now if it is not a complete codebook directory
+        return cb_dir
+    feat_dir = Path(features_dir)
     cb_params = codebook_params(features_dir=feat_dir, split=split, seed=seed, method=method, k=k,
                                 pca_samples=pca_samples, pca_whiten=pca_whiten, channels=channels,
-                                gmm_iter=gmm_iter, train_ids=[e.video_id for e in train])
-    cb_dir = cache / f"codebook-{param_hash(cb_params)}"
+                                gmm_iter=gmm_iter, train_ids=train_ids)
+    cb_dir = Path(cache) / f"codebook-{param_hash(cb_params)}"
     if force or not (cb_dir / CODEBOOK_SUMMARY).is_file():
-        paths = {e.video_id: feat_dir / f"{e.video_id}.npz" for e in train}
+        paths = {v: feat_dir / f"{v}.npz" for v in train_ids}
         sample, info = load_training_sample(paths, total=pca_samples, seed=seed, channels=channels)
         log.info("sampled %d descriptors per channel from %d training videos (%d available)", info["rows"],
                  info["videos"], info["rows_available"])
@@ -341,22 +377,24 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
                    "reports": {ch: m.report() for ch, (_, m) in models.items() if isinstance(m, DiagGMM)}}
         save_codebooks(cb_dir, models, summary, seed=seed)
         _LOADED.pop(str(cb_dir.resolve()), None)
-    models, summary = load_codebooks(cb_dir)
+    return cb_dir
 
-    params = {"features_dir": str(feat_dir.resolve()), "codebook_dir": str(cb_dir.resolve()),
-              "method": method, "pyramid": pyramid}
-    result = run_stage("encode", encode_item, available, params=params, cache_root=cache, jobs=jobs,
-                       scheduler=scheduler, force=force)
+
+def write_encoded(out, result, entries, *, models: Mapping, method: str, grids) -> tuple[int, int]:
+    """Gather the per-video vectors of an encode stage run into the feature file ``out``.
+
+    ``entries``: the videos encoded (in order); the failed ones (``result.failed``) are left out. Returns
+    ``(videos written, dim)``.
+    """
     dim = encoded_dim(models, method, grids)
-    ok = [e for e in available if e.video_id not in result.failed]
+    ok = [e for e in entries if e.video_id not in result.failed]
     F = np.empty((len(ok), dim), np.float32)
     for i, e in enumerate(ok):
         with np.load(result.path(e.video_id), allow_pickle=False) as z:
             F[i] = z["features"]
     labels = np.array([e.label for e in ok], np.int64)
     _write_features(out, [e.video_id for e in ok], F, labels)
-    return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
-            "n_videos": len(ok), "missing": missing, "failed": dict(result.failed), "result": result}
+    return len(ok), dim
 
 
 def _write_features(path, video_ids, features, labels) -> None:

@@ -39,7 +39,8 @@ _COMMAND_MODULES = {
 #: Exit status of a stage run in which some videos failed (without ``--allow-failed``).
 EXIT_FAILED_VIDEOS = 1
 #: Stage functions by stage name (module-level, shipped to workers); tests may substitute their own.
-STAGE_FUNCS = {"features": "idt.pipeline.stages:features_item"}
+STAGE_FUNCS = {"features": "idt.pipeline.stages:features_item",
+               "features_sample": "idt.pipeline.stages:features_sample_item"}
 _DATASET_KINDS = ("default", "ucf101", "hmdb51", "folder", "csv")
 _MAX_LISTED_FAILURES = 10
 
@@ -139,7 +140,9 @@ def _add_features(subparsers) -> None:
     p = subparsers.add_parser(
         "features", help="extract improved dense trajectories of every video of a manifest (resumable)",
         description="Run the features stage: one CACHE/features-<hash>/<video_id>.npz per video, then write the "
-                    "stage stamp JSON {stage, dir, params, done, failed}.")
+                    "stage stamp JSON {stage, dir, params, done, failed}. With --store sample (the streaming "
+                    "mode) each file keeps only a seeded sample of the video's descriptors, for idtfv encode "
+                    "--streaming.")
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV")
     p.add_argument("--cache", type=Path, required=True, help="cache directory holding the stage directories")
     p.add_argument("--out", type=Path, required=True, metavar="STAMP.json", help="stage stamp to write")
@@ -151,7 +154,19 @@ def _add_features(subparsers) -> None:
                    help="optical flow (default: the preset's)")
     g.add_argument("--resize-width", type=int, default=None, metavar="W",
                    help="resize frames wider than W pixels to width W, keeping the aspect (e.g. 320)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (RANSAC); default: the preset's")
+    g.add_argument("--seed", type=int, default=None,
+                   help="random seed (RANSAC, and the --store sample rows); default: the preset's")
+    st = p.add_argument_group("streaming mode (see encoding.streaming and idtfv encode --streaming)")
+    st.add_argument("--store", choices=("all", "sample"), default="all",
+                    help="all = every descriptor of every video (default); sample = only a seeded sample of each "
+                         "video's descriptors, for fitting the codebook (the raw descriptors are never stored)")
+    st.add_argument("--sample-per-video", type=int, default=None, metavar="N",
+                    help="with --store sample: rows kept per video (default 1000)")
+    st.add_argument("--subset", type=float, default=None, metavar="FRACTION",
+                    help="with --store sample: extract only a seeded, class-stratified FRACTION of the split's "
+                         "training videos (e.g. 0.1)")
+    st.add_argument("--split", type=int, default=1,
+                    help="with --subset: the split whose training videos are drawn from (default 1)")
     p.set_defaults(func=_cmd_features)
 
 
@@ -174,15 +189,35 @@ def _cmd_features(args) -> int:
 
     manifest = read_manifest(args.manifest)
     params = features_params(preset=args.preset, flow=args.flow, resize_width=args.resize_width, seed=args.seed)
-    func = _stage_func("features")
-    if args.jobs != 1 and args.scheduler is None and len(manifest.rows) > 1:
+    entries = manifest.rows
+    if args.store == "all":
+        for option, value in (("--sample-per-video", args.sample_per_video), ("--subset", args.subset)):
+            if value is not None:
+                raise ParameterError(f"{option} needs --store sample (got --store all); add --store sample for the "
+                                     "streaming mode or drop the option")
+        func = _stage_func("features")
+    else:
+        from encoding.streaming import DEFAULT_SAMPLE_PER_VIDEO, training_subset
+
+        n_keep = DEFAULT_SAMPLE_PER_VIDEO if args.sample_per_video is None else args.sample_per_video
+        if n_keep < 1:
+            raise ParameterError(f"--sample-per-video must be >= 1 rows, got {n_keep}")
+        # a new stage directory (different parameters); the subset only picks which videos are run
+        params = {**params, "store": "sample", "sample_per_video": int(n_keep),
+                  "sample_seed": int(params["idt"]["seed"])}
+        if args.subset is not None:
+            entries = training_subset(entries, args.subset, split=args.split, seed=params["sample_seed"])
+        func = _stage_func("features_sample")
+    if args.jobs != 1 and args.scheduler is None and len(entries) > 1:
         from idt.pipeline import stages
 
-        if func is stages.features_item:
+        if func in (stages.features_item, stages.features_sample_item):
             stages.warmup_features(params)  # compile the kernels once, not once per worker at the same time
-    result = run_stage("features", func, manifest.rows, params=params, cache_root=args.cache,
+    result = run_stage("features", func, entries, params=params, cache_root=args.cache,
                        jobs=args.jobs, scheduler=args.scheduler, force=args.force)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.subset is not None:  # recorded in the stamp only: the stage directory does not depend on it
+        params = {**params, "subset": {"fraction": float(args.subset), "split": int(args.split)}}
     write_stamp(args.out, result, stage="features", params=params)
     return report_failures("features", result, allow_failed=args.allow_failed)
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["features_item", "warmup_features"]
+__all__ = ["features_item", "features_sample_item", "warmup_features"]
 
 
 def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
@@ -34,6 +34,41 @@ def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 
     idt_params = IDTParams.from_dict(dict(params["idt"]))
     return idt.extract(entry.path, params=idt_params).as_arrays()
+
+
+def features_sample_item(entry, params: Mapping) -> dict[str, np.ndarray]:
+    """Extract one video's trajectories and keep only a seeded sample of them (``idtfv features --store sample``).
+
+    The streaming mode's features stage: the full descriptors exist only in this call; what is returned (and
+    stored) is the sample that PCA and the codebook are fitted from (``encoding.sampling.keep_sample``, rows drawn
+    by ``video_rng(sample_seed, video_id)``), so each stored file is bounded by ``sample_per_video`` rows.
+
+    Parameters
+    ----------
+    entry : idt.data.manifest.VideoEntry
+        The video; ``entry.path`` is its absolute path.
+    params : mapping
+        ``{"idt": IDTParams.to_dict(), "store": "sample", "sample_per_video": N, "sample_seed": s}``.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``sample_meta (m,10)``, ``sample_traj (m,30)``, ``sample_hog (m,96)``, ``sample_hof (m,108)``,
+        ``sample_mbhx (m,96)``, ``sample_mbhy (m,96)`` float32 (the same ``m = min(N, n)`` rows of every array),
+        ``n_rows`` () int64 (``n``, the video's trajectory count) and ``info_json`` (0-d unicode).
+    """
+    import idt
+    from encoding.sampling import keep_sample
+    from idt.params import IDTParams
+
+    idt_params = IDTParams.from_dict(dict(params["idt"]))
+    arrays = idt.extract(entry.path, params=idt_params).as_arrays()
+    out = keep_sample(arrays, n_keep=int(params["sample_per_video"]), seed=int(params["sample_seed"]),
+                      video_id=entry.video_id)
+    out["n_rows"] = np.array(arrays["meta"].shape[0], np.int64)
+    if "info_json" in arrays:
+        out["info_json"] = arrays["info_json"]
+    return out
 
 
 def warmup_features(params: Mapping) -> None:

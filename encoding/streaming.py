@@ -1,0 +1,194 @@
+"""Streaming encode: Fisher vectors at dataset scale without ever storing the raw iDT descriptors.
+
+UCF101's raw improved-trajectory descriptors run to hundreds of GB. The streaming mode stores only small things:
+
+1. ``idtfv features --store sample [--sample-per-video N] [--subset FRACTION]`` runs
+   :func:`idt.pipeline.stages.features_sample_item`: each video is extracted in its worker and only a seeded
+   sample of its rows is stored (``sample_*`` arrays, ``n_rows``; rows drawn by
+   ``encoding.sampling.video_rng(seed, video_id)``). ``--subset`` extracts only a seeded, class-stratified
+   fraction of the split's training videos (:func:`training_subset`): the codebook needs only a sample.
+2. ``idtfv encode --streaming`` (:func:`run_streaming_encode`) fits PCA + GMM per channel from those samples
+   (``encoding.sampling.load_training_sample`` reads ``sample_*`` arrays), then runs :func:`encode_streaming_item`
+   for every video of the manifest through :func:`idt.pipeline.runner.run_stage`: one worker call extracts the
+   video and encodes it at once, and only its vector (``features`` (d,) float32, ``n_descriptors``) is stored in
+   ``CACHE/encode-<hash12>/`` -- the same per-video files and feature file as ``idtfv encode``. A video whose full
+   descriptors were kept (a ``--store all`` features file in the stamp's directory) is encoded from that file
+   instead of being extracted again. Resume and failure isolation are the runner's.
+
+Memory, by construction: a worker holds one video's descriptors (``n x 426`` float32 plus ``meta``), the PCA
+projections and posteriors of one channel at a time (``n x D/2`` and ``n x K``), and the model (per channel
+``D x D/2`` PCA and ``3 K D/2`` GMM numbers); the stage returns only the ``(d,)`` vector, so nothing that grows
+with the dataset is kept except the per-video vectors and the fixed-size samples. The parent process holds at
+most ``--pca-samples`` rows per channel while fitting, then the feature file (videos x d).
+
+Cost: every sampled video is extracted twice (once for the sample, once to encode). Without ``--subset`` the
+sample pass covers every video of the manifest (one sample stamp serves every split); ``--subset 1`` restricts it to
+the split's training videos and ``--subset 0.1`` to a tenth of them, which keeps that extra pass small.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from idt.errors import ParameterError
+
+from .pipeline import (DEFAULT_GMM_ITER, DEFAULT_PCA_SAMPLES, _check_channels, _check_method, encode_arrays,
+                       load_codebooks, prepare_codebooks, write_encoded)
+from .pyramid import parse_pyramid
+from .sampling import CHANNELS
+
+__all__ = ["DEFAULT_SAMPLE_PER_VIDEO", "training_subset", "encode_streaming_item", "run_streaming_encode"]
+
+#: Rows of each video kept by ``idtfv features --store sample`` (the codebook's sample is drawn from these).
+DEFAULT_SAMPLE_PER_VIDEO = 1000
+
+
+def training_subset(entries, fraction: float, *, split: int = 1, seed: int = 0) -> list:
+    """A seeded, class-stratified fraction of the split's training videos.
+
+    Parameters
+    ----------
+    entries : sequence of ``VideoEntry`` (the manifest's rows).
+    fraction : in (0, 1]; each class keeps ``max(1, round(fraction * n_c))`` of its ``n_c`` training videos.
+    split : split number whose ``train`` videos are drawn from.
+    seed : each class draws from its own generator seeded by ``(seed, crc32(label_name or label))``, so a class's
+        choice depends neither on the other classes nor on the manifest order.
+
+    Returns
+    -------
+    list of the chosen entries, in manifest order (test and unused videos are never chosen).
+    """
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ParameterError(f"--subset must be a fraction in (0, 1], got {fraction}; e.g. 0.1 for 10% of the "
+                             "training videos")
+    by_class: dict[str, list] = {}
+    for e in entries:
+        if e.splits.get(int(split)) == "train":
+            key = f"{e.label}:{e.label_name}"
+            by_class.setdefault(key, []).append(e)
+    if not by_class:
+        raise ParameterError(f"--subset: split {split} has no training videos; check --split")
+    chosen: set[str] = set()
+    for key in sorted(by_class):
+        members = sorted(by_class[key], key=lambda e: e.video_id)
+        n_keep = max(1, int(round(fraction * len(members))))
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode("utf-8"))])
+        idx = rng.choice(len(members), size=n_keep, replace=False)
+        chosen.update(members[i].video_id for i in idx)
+    return [e for e in entries if e.video_id in chosen]
+
+
+def _kept_arrays(path: Path, channels) -> dict[str, np.ndarray] | None:
+    """The full arrays of a kept ``--store all`` features file, or None (absent, sample-only or unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not all(k in z.files for k in ("meta", *channels)):
+                return None
+            return {k: z[k] for k in ("meta", *channels)}
+    except (ValueError, OSError, EOFError):  # corrupt: extracting again gives the right answer
+        return None
+
+
+def encode_streaming_item(entry, params: Mapping) -> dict[str, np.ndarray]:
+    """Stage function of ``run_stage``: extract one video and return only its vector.
+
+    Parameters
+    ----------
+    entry : ``VideoEntry``; ``entry.path`` is the video.
+    params : ``{"idt": IDTParams.to_dict(), "features_dir", "codebook_dir", "method", "pyramid",
+        "streaming": True}``; ``features_dir/<video_id>.npz``, when it holds the full arrays, is used instead of
+        extracting.
+
+    Returns
+    -------
+    ``{"features": (d,) float32, "n_descriptors": () int64}`` -- as :func:`encoding.pipeline.encode_item`.
+    The descriptors (``n`` rows) exist only inside this call.
+    """
+    from threadpoolctl import threadpool_limits
+
+    models, summary = load_codebooks(params["codebook_dir"])
+    path = Path(params["features_dir"]) / f"{entry.video_id}.npz"
+    arrays = _kept_arrays(path, tuple(models))
+    source = path
+    if arrays is None:
+        import idt
+        from idt.params import IDTParams
+
+        arrays = idt.extract(entry.path, params=IDTParams.from_dict(dict(params["idt"]))).as_arrays()
+        source = entry.path
+    with threadpool_limits(1):  # videos run in parallel; BLAS inside a video does not
+        vec = encode_arrays(arrays, models, method=summary["method"], pyramid=params["pyramid"], source=source)
+    n = np.array(arrays["meta"].shape[0], np.int64)
+    del arrays
+    return {"features": vec, "n_descriptors": n}
+
+
+def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1, scheduler=None,
+                         seed: int = 0, k: int | None = None, pca_samples: int = DEFAULT_PCA_SAMPLES,
+                         pca_whiten: bool = False, pyramid: str = "1x1x1", method: str = "fisher",
+                         channels=tuple(CHANNELS), gmm_iter: int = DEFAULT_GMM_ITER, force: bool = False,
+                         codebook=None) -> dict:
+    """``idtfv encode --streaming``: codebooks from the stored samples, then extract + encode every video.
+
+    Parameters
+    ----------
+    manifest : manifest CSV path (or a ``Manifest``); every video of it is encoded.
+    features : stamp of a features stage (``--store sample``, possibly ``--subset``; a ``--store all`` stamp also
+        works): its training videos fit the codebook, its ``params["idt"]`` are the extraction settings.
+    codebook : an existing codebook directory to use instead of fitting one.
+    Other parameters : as :func:`encoding.pipeline.run_encode`.
+
+    Returns
+    -------
+    dict as :func:`encoding.pipeline.run_encode` (``missing`` is always empty: every video is extracted here).
+    """
+    from idt.data.manifest import Manifest, read_manifest
+    from idt.pipeline.runner import read_stamp, run_stage
+
+    method = _check_method(method)
+    channels = _check_channels(channels)
+    grids = parse_pyramid(pyramid)
+    pyramid = ",".join(f"{a}x{b}x{c}" for a, b, c in grids)
+    if pca_samples < 2:
+        raise ParameterError(f"--pca-samples must be >= 2, got {pca_samples}")
+    if gmm_iter < 1:
+        raise ParameterError(f"--gmm-iter must be >= 1, got {gmm_iter}")
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    stamp_path = Path(features)
+    stamp = read_stamp(stamp_path)
+    idt_params = stamp["params"].get("idt")
+    if not isinstance(idt_params, dict):
+        from idt.errors import FormatError
+
+        raise FormatError(stamp_path, "stamp has no params.idt (the extraction settings); expected the stamp of "
+                                      "idtfv features, rerun it")
+    feat_dir = Path(stamp["dir"])
+
+    # the stamp's videos, not every file of the directory: a --subset run shares the stage directory with
+    # fuller runs of the same settings
+    done = set(stamp["done"])
+    train = [e for e in man.split(split, "train")
+             if e.video_id in done and (feat_dir / f"{e.video_id}.npz").is_file()]
+    if codebook is None and not train:
+        raise ParameterError(f"split {split} has no training video with a features sample in {feat_dir}; run "
+                             "idtfv features --store sample (with the same --split) first")
+    cb_dir = prepare_codebooks(feat_dir, [e.video_id for e in train], cache=cache, split=split, seed=seed,
+                               method=method, k=k, pca_samples=pca_samples, pca_whiten=pca_whiten,
+                               channels=channels, gmm_iter=gmm_iter, jobs=jobs, force=force, codebook=codebook)
+    models, summary = load_codebooks(cb_dir)
+    method = summary["method"]
+
+    params = {"idt": idt_params, "features_dir": str(feat_dir.resolve()), "codebook_dir": str(Path(cb_dir).resolve()),
+              "method": method, "pyramid": pyramid, "streaming": True}
+    result = run_stage("encode", encode_streaming_item, man.rows, params=params, cache_root=cache, jobs=jobs,
+                       scheduler=scheduler, force=force)
+    n_ok, dim = write_encoded(out, result, man.rows, models=models, method=method, grids=grids)
+    return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
+            "n_videos": n_ok, "missing": {}, "failed": dict(result.failed), "result": result}

@@ -1,0 +1,243 @@
+"""Streaming encode (encoding.streaming): sample-only features stage, extract + encode in one call, STREAMING=1.
+
+The reference is the normal path on the same tiny real videos: ``idtfv features --store all`` then ``idtfv encode``.
+With the same codebook, ``idtfv encode --streaming`` must give the same vectors bit for bit; the sample-only stage
+must hold exactly ``keep_sample`` of the full arrays and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from conftest import write_tiny_video
+from encoding.pipeline import encode_arrays, load_codebooks
+from encoding.sampling import CHANNELS, keep_sample
+from encoding.streaming import training_subset
+from idt.data.manifest import Manifest, VideoEntry, write_manifest
+from idt.errors import ParameterError
+from idt.pipeline.cli import main
+from idt.pipeline.runner import read_index, read_stamp
+
+REPO = Path(__file__).resolve().parents[1]
+ENCODE_OPTS = ["--k", "2", "--pca-samples", "150", "--gmm-iter", "5", "--pyramid", "1x1x1,1x1x2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Six tiny real videos of two classes (4 train, 2 test) and one file that is not a video (test split)."""
+    root = tmp_path_factory.mktemp("streaming")
+    rows = []
+    for i in range(6):
+        label = i % 2
+        motion = (2, 1) if label == 0 else (-1, 2)
+        path = write_tiny_video(root / "videos" / f"v{i}.avi", frames=24, seed=i, motion=motion)
+        rows.append(VideoEntry(f"v{i}", path, label, "ab"[label], group=f"g{i}",
+                               splits={1: "train" if i < 4 else "test"}))
+    (root / "videos" / "broken.avi").write_text("this is not a video")
+    rows.append(VideoEntry("broken", root / "videos" / "broken.avi", 0, "a", group="g9", splits={1: "test"}))
+    write_manifest(Manifest(rows, root), root / "manifest.csv")
+    return root
+
+
+def _cli(root, *argv):
+    return main([str(a) for a in argv])
+
+
+def _features(root, out, *extra):
+    return _cli(root, "features", "--manifest", root / "manifest.csv", "--cache", root / "cache", "--out",
+                root / out, "--allow-failed", *extra)
+
+
+def _encode(root, features, out, *extra):
+    return _cli(root, "encode", "--manifest", root / "manifest.csv", "--features", root / features, "--cache",
+                root / "cache", "--out", root / out, "--allow-failed", *ENCODE_OPTS, *extra)
+
+
+def _load(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_streaming_equals_the_normal_path_and_stores_no_descriptors(dataset, capsys):
+    root = dataset
+    # normal path: every descriptor stored, then encode
+    assert _features(root, "full.json") == 0
+    assert _encode(root, "full.json", "fv.npz") == 0
+    full_dir = read_stamp(root / "full.json")["dir"]
+    codebook = next((root / "cache").glob("codebook-*"))
+    # streaming: features keeps a sample only ...
+    assert _features(root, "sample.json", "--store", "sample", "--sample-per-video", "25") == 0
+    stamp = read_stamp(root / "sample.json")
+    assert stamp["dir"] != full_dir and stamp["params"]["store"] == "sample"
+    assert stamp["failed"].keys() == {"broken"} and stamp["done"] == [f"v{i}" for i in range(6)]
+    allowed = {f"sample_{ch}" for ch in ("meta", *CHANNELS)} | {"n_rows", "info_json"}
+    for vid in stamp["done"]:
+        small, full = _load(stamp["dir"] / f"{vid}.npz"), _load(full_dir / f"{vid}.npz")
+        assert set(small) == allowed  # no full descriptor array is stored
+        assert int(small["n_rows"]) == len(full["meta"]) > 25
+        want = keep_sample(full, n_keep=25, seed=0, video_id=vid)
+        for key, value in want.items():
+            np.testing.assert_array_equal(small[key], value)
+    # ... then extract + encode in one worker call, with the normal path's codebook: the same vectors
+    capsys.readouterr()
+    assert _encode(root, "sample.json", "fv_stream.npz", "--streaming", "--codebook", codebook) == 0
+    assert "1 failed of 7 videos" in capsys.readouterr().out
+    normal, stream = _load(root / "fv.npz"), _load(root / "fv_stream.npz")
+    assert stream["video_ids"].tolist() == normal["video_ids"].tolist() == [f"v{i}" for i in range(6)]
+    assert stream["labels"].tolist() == normal["labels"].tolist() == [0, 1, 0, 1, 0, 1]
+    np.testing.assert_array_equal(stream["features"], normal["features"])
+    stream_dir = next(d for d in (root / "cache").glob("encode-*")
+                      if json.loads((d / "params.json").read_text())["params"].get("streaming") is True)
+    assert read_index(stream_dir / "index.csv")["broken"].status == "failed"
+    for i in range(6):
+        item = _load(stream_dir / f"v{i}.npz")
+        assert set(item) == {"features", "n_descriptors"}
+        assert int(item["n_descriptors"]) == len(_load(full_dir / f"v{i}.npz")["meta"])
+
+    # resumable: a rerun computes nothing and writes the same bytes
+    first = (root / "fv_stream.npz").read_bytes()
+    assert _encode(root, "sample.json", "fv_stream.npz", "--streaming", "--codebook", codebook) == 0
+    assert "0 computed, 6 already done, 1 failed" in capsys.readouterr().out
+    assert (root / "fv_stream.npz").read_bytes() == first
+    # recomputed in 2 worker processes: the same bytes
+    assert _encode(root, "sample.json", "fv_stream.npz", "--streaming", "--codebook", codebook, "--force",
+                   "--jobs", "2") == 0
+    assert "6 computed, 0 already done, 1 failed" in capsys.readouterr().out
+    assert (root / "fv_stream.npz").read_bytes() == first
+
+    # the codebook fitted from the samples alone (of a class-stratified half of the training videos)
+    assert _features(root, "subset.json", "--store", "sample", "--sample-per-video", "25", "--subset", "0.5") == 0
+    sub = read_stamp(root / "subset.json")
+    assert sub["dir"] == stamp["dir"]  # the same stage: the subset only picks the videos
+    assert sub["params"]["subset"] == {"fraction": 0.5, "split": 1}
+    assert len(sub["done"]) == 2 and {int(v[1:]) % 2 for v in sub["done"]} == {0, 1}
+    assert all(int(v[1:]) < 4 for v in sub["done"])  # training videos only
+    assert _encode(root, "subset.json", "fv_sub.npz", "--streaming") == 0
+    cb_sub = next(c for c in (root / "cache").glob("codebook-*") if c != codebook)
+    models, summary = load_codebooks(cb_sub)
+    assert summary["sample"] == {"videos": 2, "rows_available": 50, "rows": 50, "from_samples": 2}
+    F = _load(root / "fv_sub.npz")["features"]
+    for i in (1, 4):  # a training video and a test video, from the stored full arrays of the normal path
+        np.testing.assert_array_equal(
+            F[i], encode_arrays(_load(full_dir / f"v{i}.npz"), models, pyramid="1x1x1,1x1x2"))
+
+
+def test_training_subset_is_stratified_seeded_and_order_free():
+    entries = []
+    for c, n_train in enumerate((10, 5, 1)):
+        for j in range(n_train + 2):
+            entries.append(VideoEntry(f"c{c}_{j}", Path(f"c{c}_{j}.avi"), c, f"class{c}",
+                                      splits={1: "train" if j < n_train else "test"}))
+    chosen = training_subset(entries, 0.4, split=1, seed=3)
+    by_class = [sum(e.label == c for e in chosen) for c in range(3)]
+    assert by_class == [4, 2, 1]  # round(0.4 n_c), at least one per class
+    assert all(e.splits[1] == "train" for e in chosen)
+    assert [e.video_id for e in chosen] == [e.video_id for e in entries if e in chosen]  # manifest order
+    again = training_subset(entries[::-1], 0.4, split=1, seed=3)
+    assert {e.video_id for e in again} == {e.video_id for e in chosen}
+    picks = {frozenset(e.video_id for e in training_subset(entries, 0.4, seed=s)) for s in range(6)}
+    assert len(picks) > 1  # the seed matters
+    assert len(training_subset(entries, 1.0)) == 16
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ParameterError, match="--subset"):
+            training_subset(entries, bad)
+    with pytest.raises(ParameterError, match="split 2"):
+        training_subset(entries, 0.5, split=2)
+
+
+def test_bad_streaming_options_are_one_line_errors(dataset, tmp_path, capsys):
+    root = dataset
+
+    def fails(*argv, needle):
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+    common = ["features", "--manifest", root / "manifest.csv", "--cache", tmp_path / "c", "--out", tmp_path / "f.json"]
+    fails(*common, "--subset", "0.5", needle="--subset needs --store sample")
+    fails(*common, "--store", "sample", "--subset", "1.5", needle="--subset must be a fraction")
+    fails(*common, "--store", "sample", "--sample-per-video", "0", needle="--sample-per-video must be >= 1")
+    assert not (tmp_path / "f.json").exists()
+    stamp = tmp_path / "noidt.json"
+    stamp.write_text(json.dumps({"stage": "features", "dir": str(tmp_path), "params": {}, "done": [], "failed": {}}))
+    enc = ["encode", "--manifest", root / "manifest.csv", "--cache", tmp_path / "c", "--out", tmp_path / "o.npz",
+           "--streaming"]
+    fails(*enc, "--features", stamp, needle="params.idt")
+    stamp.write_text(json.dumps({"stage": "features", "dir": str(tmp_path), "params": {"idt": {}}, "done": [],
+                                 "failed": {}}))
+    fails(*enc, "--features", stamp, needle="no training video with a features sample")
+    fails(*enc, "--features", stamp, "--codebook", tmp_path / "nocb", needle="codebook")
+    stamp.write_text(json.dumps({"stage": "features", "dir": str(tmp_path), "params": {"idt": {}, "store": "sample"},
+                                 "done": [], "failed": {}}))
+    fails(*enc[:-1], "--features", stamp, needle="encode --streaming")  # the normal encode of a sample stamp
+
+
+FAKE_IDTFV = """#!/usr/bin/env bash
+set -eu
+echo "$*" >> "$IDTFV_LOG"
+out=""; prev=""
+for arg in "$@"; do if [ "$prev" = "--out" ]; then out="$arg"; fi; prev="$arg"; done
+case "$1" in
+  train-svm) mkdir -p "$out" && echo '{"accuracy": 1.0}' > "$out/report.json" ;;
+  *) mkdir -p "$(dirname "$out")" && echo "$1" > "$out" ;;
+esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_makefile_streaming_switch(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "idtfv").write_text(FAKE_IDTFV)
+    (venv / "bin" / "idtfv").chmod(0o755)
+    (venv / ".installed").touch()
+    log = tmp_path / "calls.log"
+
+    def make(*variables):
+        proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "encode", f"VENV={venv}",
+                               f"CACHE={tmp_path / 'cache'}", *variables], capture_output=True, text=True,
+                              env={**os.environ, "IDTFV_LOG": str(log)}, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        lines = log.read_text().splitlines()
+        log.unlink()
+        return lines
+
+    data = tmp_path / "cache" / "default"
+    _, feat, enc = make("STREAMING=1")
+    assert "--store sample --split 1" in feat and f"--out {data / 'features_streaming.json'}" in feat
+    assert "--streaming" in enc and f"--features {data / 'features_streaming.json'}" in enc
+    assert f"--out {data / 'fisher_split1_streaming.npz'}" in enc
+    feat, enc = make()  # the default path is unchanged and has its own files
+    assert "--store" not in feat and f"--out {data / 'features.json'}" in feat
+    assert "--streaming" not in enc and f"--out {data / 'fisher_split1.npz'}" in enc
+
+
+def test_streaming_uses_kept_full_features_instead_of_extracting(dataset, monkeypatch, capsys):
+    root = dataset
+    assert _features(root, "full.json") == 0  # kept descriptors (resumed from the first test when it ran)
+    assert _encode(root, "full.json", "fv.npz") == 0
+    codebook = next(c for c in (root / "cache").glob("codebook-*")
+                    if json.loads((c / "codebook.json").read_text())["sample"]["from_samples"] == 0)
+    import idt
+
+    def no_extraction(*args, **kwargs):
+        raise ParameterError("extraction was called")
+
+    monkeypatch.setattr(idt, "extract", no_extraction)
+    assert _encode(root, "full.json", "fv_kept.npz", "--streaming", "--codebook", codebook) == 0
+    assert "6 computed" in capsys.readouterr().out  # jobs=1: in this process, so the patch applies
+    np.testing.assert_array_equal(_load(root / "fv_kept.npz")["features"], _load(root / "fv.npz")["features"])
