@@ -15,6 +15,12 @@ from :math:`I_{t-1}` to :math:`I_t^w` is (ideally) zero on the static background
 
 :func:`compensate_flow` derives that flow from the original one without a second solve:
 :math:`f_w(x) = H^{-1}(x + f(x)) - x`, with :math:`H` expressed at each pyramid scale by :func:`scale_homography`.
+
+As the reference: a homography is fitted only with more than 50 matches (``min_matches``); a flow match pairs
+:math:`p` with its *rounded* position plus the flow read there; and the warped frame takes frame :math:`t-1`'s
+pixel wherever :math:`Hx` is not more than 5 px inside frame :math:`t` (``warp_to_previous(..., prev=...)``;
+``compensate_flow(..., interior=...)`` is the same rule for the derived flow), so the compensated flow is zero
+in that band instead of following the black border.
 """
 
 from __future__ import annotations
@@ -148,12 +154,15 @@ def _flow_matches(prev_gray: np.ndarray, flow: np.ndarray, mask: np.ndarray | No
     yi = np.clip(np.rint(pts[:, 1]).astype(np.int64), 0, h - 1)
     f = flow[yi, xi].astype(np.float32)
     keep = (f[:, 0] ** 2 + f[:, 1] ** 2) > np.float32(params.flow_match_min) ** 2
-    return pts[keep], pts[keep] + f[keep]
+    # as the reference: the point of frame t is the *rounded* point of t-1 plus the flow read there
+    dst = np.stack([xi, yi], axis=1).astype(np.float32) + f
+    return pts[keep], dst[keep]
 
 
 def _fit(prev_pts: np.ndarray, cur_pts: np.ndarray, params, rng) -> tuple[np.ndarray, int]:
     eye = np.eye(3, dtype=np.float64)
-    if len(prev_pts) <= params.min_inliers or len(prev_pts) < 4:
+    # the reference fits only with more than 50 matches (``min_matches``) and accepts > 25 inliers
+    if len(prev_pts) <= max(params.min_inliers, getattr(params, "min_matches", 0)) or len(prev_pts) < 4:
         return eye, 0
     if rng is not None:
         # OpenCV's RANSAC seeds its own generator; seeding the global one as well keeps any other path reproducible
@@ -243,17 +252,40 @@ class CameraMotion:
         return H, n, self.matcher_name
 
 
-def warp_to_previous(gray: np.ndarray, H: np.ndarray) -> np.ndarray:
+def _interior(H: np.ndarray, w: int, h: int, margin: float) -> np.ndarray:
+    """(h, w) bool: where :math:`H x` lies strictly inside ``(margin, w-1-margin) x (margin, h-1-margin)``."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    H = np.asarray(H, np.float64)
+    d = H[2, 0] * xs + H[2, 1] * ys + H[2, 2]
+    sx = (H[0, 0] * xs + H[0, 1] * ys + H[0, 2]) / d
+    sy = (H[1, 0] * xs + H[1, 1] * ys + H[1, 2]) / d
+    return (sx > margin) & (sx < w - 1 - margin) & (sy > margin) & (sy < h - 1 - margin)
+
+
+def warp_to_previous(gray: np.ndarray, H: np.ndarray, *, prev: np.ndarray | None = None,
+                     margin: float = 5.0) -> np.ndarray:
     """Frame ``t`` warped into frame ``t-1``'s camera: ``out(x) = gray(H x)`` (``warpPerspective`` by H^-1).
 
     Parameters
     ----------
     gray : (h, w) array (uint8 or float32)
     H : (3, 3) float64, maps frame t-1 to frame t.
+    prev : (h, w) array or None
+        Frame t-1. When given, pixels whose source :math:`H x` is not at least ``margin`` px inside frame t are
+        copied from ``prev`` (the reference does this, so the compensated flow is zero there instead of
+        following the black border); when None, they are 0.
+    margin : float
+        Width of that border band in pixels (the reference: 5).
     """
     h, w = gray.shape[:2]
     # WARP_INVERSE_MAP: dst(x) = src(M x) with M = H, identical to warping by H^-1
-    return cv2.warpPerspective(gray, np.asarray(H, np.float64), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    out = cv2.warpPerspective(gray, np.asarray(H, np.float64), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    if prev is not None:
+        if prev.shape != gray.shape:
+            raise ParameterError(f"warp_to_previous: prev has shape {prev.shape}, expected {gray.shape} like gray")
+        inside = _interior(H, w, h, margin)
+        out[~inside] = prev[~inside]
+    return out
 
 
 def scale_homography(H: np.ndarray, scale: float) -> np.ndarray:
@@ -266,7 +298,8 @@ def scale_homography(H: np.ndarray, scale: float) -> np.ndarray:
     return Si @ np.asarray(H, np.float64) @ S
 
 
-def compensate_flow(flow: np.ndarray, H: np.ndarray) -> np.ndarray:
+def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, float, float] | None = None
+                    ) -> np.ndarray:
     r"""Camera-compensated flow :math:`f_w(x) = H^{-1}(x + f(x)) - x` derived from the flow ``f`` (one solve).
 
     Parameters
@@ -276,14 +309,27 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray) -> np.ndarray:
     H : (3, 3) float64
         Homography t-1 -> t in this level's pixels (see :func:`scale_homography`).
 
+    interior : (lo, hi_x, hi_y) or None
+        The reference's border rule (see :func:`warp_to_previous` with ``prev``): where :math:`H x` is not inside
+        ``(lo, hi_x) x (lo, hi_y)`` (this level's pixels) the compensated flow is set to 0, as it is (about) when
+        the reference solves the flow on its border-filled warped frame. None: no border rule.
+
     Returns
     -------
     (h, w, 2) float32
     """
-    if np.array_equal(H, np.eye(3)):
-        return flow
-    Hi = np.linalg.inv(np.asarray(H, np.float64))
+    if interior is None:
+        if np.array_equal(H, np.eye(3)):
+            return flow
+        Hi = np.linalg.inv(np.asarray(H, np.float64))
+        flow = np.ascontiguousarray(flow, np.float32)
+        out = np.empty_like(flow)
+        _track_nb.compensate_flow(flow, Hi, out)
+        return out
+    H = np.ascontiguousarray(H, np.float64)
+    Hi = np.linalg.inv(H)
     flow = np.ascontiguousarray(flow, np.float32)
     out = np.empty_like(flow)
-    _track_nb.compensate_flow(flow, Hi, out)
+    lo, hix, hiy = (float(v) for v in interior)
+    _track_nb.compensate_flow_interior(flow, Hi, H, lo, hix, hiy, out)
     return out

@@ -28,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--format lear, in the current directory); '-' writes LEAR text to stdout")
     p.add_argument("--format", choices=("npz", "lear"), default=None,
                    help="npz (compressed arrays, default) or lear (436 tab-separated columns per trajectory)")
-    p.add_argument("--compact", action="store_true",
-                   help="npz only: store descriptors as float16 (about half the size; loads as float32)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--compact", action="store_true",
+                      help="npz: store descriptors as float16 (the default; about half the size; loads as float32)")
+    prec.add_argument("--full-precision", action="store_true",
+                      help="npz: store descriptors as float32 instead of the default float16")
     p.add_argument("--start", type=int, default=None, help="first frame (0-based)")
     p.add_argument("--end", type=int, default=None, help="stop before this frame")
     p.add_argument("--resize-width", type=int, default=None, help="shrink wider frames to this width first")
@@ -47,7 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-camera-motion", action="store_true", help="do not estimate/compensate camera motion")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--boxes", metavar="FILE", help="LEAR-style human bounding boxes to mask out of the homography")
-    g.add_argument("--detect-humans", action="store_true", help="detect people with OpenCV's HOG detector")
+    g.add_argument("--detect-humans", action="store_true",
+                   help="detect people with OpenCV's HOG detector (boxes cached per video, see --humans-cache)")
+    p.add_argument("--detect-every", type=int, default=None, metavar="K",
+                   help="with --detect-humans: detect every K frames and hold the boxes in between (5)")
+    p.add_argument("--humans-cache", metavar="DIR", default=None,
+                   help="with --detect-humans: directory caching the detected boxes as LEAR box files, keyed by the "
+                        "video's path, size and mtime (default $IDTFV_HUMANS_CACHE or ~/.cache/idtfv/humans; "
+                        "'' disables)")
     p.add_argument("--seed", type=int, default=None, help="random seed (0)")
     p.add_argument("--draw", metavar="TRACKS.mp4", help="also render the tracks over the video to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -59,7 +69,7 @@ def _params_from_args(args):
 
     opts = {}
     for name in ("start", "end", "resize_width", "track_length", "stride", "scales", "flow", "warp_flow",
-                 "matcher", "boxes", "seed"):
+                 "matcher", "boxes", "seed", "detect_every", "humans_cache"):
         v = getattr(args, name)
         if v is not None:
             opts[name] = v
@@ -129,7 +139,7 @@ def extract_trajectories_main(argv=None) -> int:
 
             sys.stdout.buffer.write(_format_lear(tracks.to_lear()))
         else:
-            tracks.save(out, format=fmt, compact=args.compact and fmt == "npz")
+            tracks.save(out, format=fmt, compact=fmt == "npz" and not args.full_precision)
             if not args.quiet:
                 print(f"{len(tracks)} trajectories from {tracks.info.get('frames')} frames -> {out}",
                       file=sys.stderr)

@@ -6,7 +6,8 @@ For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackSt
 2. flow :math:`f_s` from :math:`I_{t-1}` to :math:`I_t` on every level :math:`s`, median-filtered
    (:mod:`idt.flow_pyramid`);
 3. camera motion: homography :math:`H` from keypoint and flow matches (:mod:`idt.camera`), and the compensated flow
-   :math:`f^w_s` (recomputed on :math:`I_t` warped by :math:`H^{-1}`, or derived from :math:`f_s`: ``warp_flow``);
+   :math:`f^w_s` (recomputed on :math:`I_t` warped by :math:`H^{-1}` with the reference's border band filled from
+   :math:`I_{t-1}`, or derived from :math:`f_s`: ``warp_flow``, ``warp_margin``);
 4. integral histograms of level :math:`s` of :math:`I_{t-1}` (HOG) and of :math:`f^w_s` (HOF, MBH)
    (:mod:`idt.descriptors`); per-frame blocks are summed per temporal cell as the track goes (:mod:`idt.tracking`);
 5. each live track at level :math:`s` reads its per-frame descriptor blocks at its current point, then moves by
@@ -33,7 +34,7 @@ from idt import descriptors as _desc
 from idt.camera import CameraMotion, compensate_flow, resolve_matcher, scale_homography, warp_to_previous
 from idt.errors import ParameterError, VideoError
 from idt.flow_pyramid import make_pyramid_flow
-from idt.humans import HOGPeopleDetector, box_mask, load_boxes
+from idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idt.kernels import tracking_nb as _nb
 from idt.params import IDTParams
 from idt.pyramid import build_pyramid, pyramid_geometry
@@ -130,21 +131,45 @@ def _open_source(path_or_frames, params: IDTParams, backend: str):
 
 
 class _HumanMasks:
-    def __init__(self, params: IDTParams):
+    """Human boxes per frame: from a box file, from the detector's cache, or detected every k frames."""
+
+    def __init__(self, params: IDTParams, source):
         self.boxes = load_boxes(params.boxes) if params.boxes is not None else None
-        self.detector = HOGPeopleDetector() if params.detect_humans else None
-        self.enabled = self.boxes is not None or self.detector is not None
-        self.detected: dict[int, list] = {}
+        self.held = None
+        self.cache_path = None
+        self.cache_hit = False
+        if params.detect_humans and params.camera_motion:  # the boxes only serve the homography
+            if isinstance(source, (str, os.PathLike)) and params.humans_cache != "":
+                self.cache_path = boxes_cache_path(source, params.humans_cache, start=params.start, end=params.end,
+                                                   resize_width=params.resize_width, every=params.detect_every)
+                if self.cache_path.exists():
+                    self.boxes = load_boxes(self.cache_path)
+                    self.cache_hit = True
+            if not self.cache_hit:
+                self.held = HeldDetections(HOGPeopleDetector(), every=params.detect_every, start=params.start)
+        self.enabled = self.boxes is not None or self.held is not None
 
     def __call__(self, frame_num: int, gray: np.ndarray):
         if self.boxes is not None:
             return box_mask(gray.shape, self.boxes.get(frame_num))
-        if self.detector is not None:
-            b = self.detector(gray)
-            if len(b):
-                self.detected[frame_num] = np.round(b, 2).tolist()
-            return box_mask(gray.shape, b)
+        if self.held is not None:
+            return box_mask(gray.shape, self.held(frame_num, gray))
         return None
+
+    def finish(self, info: dict) -> None:
+        """Record the boxes in ``info`` and write the cache (a failed write only leaves a note in ``info``)."""
+        if self.held is None and not self.cache_hit:
+            return
+        boxes = self.boxes if self.cache_hit else self.held.boxes
+        info["detected_humans"] = {str(k): np.round(v, 2).tolist() for k, v in sorted(boxes.items())}
+        if self.cache_path is not None:
+            info["humans_cache"] = {"path": str(self.cache_path), "hit": self.cache_hit}
+            if not self.cache_hit:
+                try:
+                    self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+                    save_boxes(self.cache_path, boxes)
+                except OSError as e:
+                    info["humans_cache"]["error"] = str(e).splitlines()[0]
 
 
 # ---------------------------------------------------------------------------------------------- the driver
@@ -238,7 +263,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         "warp_flow": params.warp_flow if params.camera_motion else "none",
         **src_info,
     }
-    humans = _HumanMasks(params)
+    humans = _HumanMasks(params, path_or_frames)
     fp = make_pyramid_flow(params)
     info["flow_impl"] = type(fp).__name__
     camera = CameraMotion(params, rng=np.random.default_rng(params.seed)) if params.camera_motion else None
@@ -260,6 +285,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         pools.append(TrackPool(params.track_length, desc_dim, params.nt_cells,
                                capacity=(lw // params.stride) * (lh // params.stride)))
 
+    hist_bufs = [None] * len(sizes)
     frame_num = params.start
     with timer("pyramid"):
         prev_pyr = build_pyramid(first, sizes)
@@ -302,11 +328,17 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
             accepted = not np.array_equal(H, np.eye(3))
             n_accepted += accepted
             with timer("warp_flow"):
-                if not accepted:
+                margin = params.warp_margin
+                if not accepted and margin <= 0:
                     flows_w = flows
                 elif params.warp_flow == "recompute":
-                    pyr_w = build_pyramid(warp_to_previous(gray, H), sizes)
-                    flows_w = fp.flow_from_previous(pyr_w)
+                    warped = warp_to_previous(gray, H, prev=prev_gray if margin > 0 else None, margin=margin)
+                    flows_w = fp.flow_from_previous(build_pyramid(warped, sizes))
+                elif margin > 0:
+                    # the reference's border rule in level pixels (see IDTParams.warp_margin)
+                    flows_w = [compensate_flow(f, scale_homography(H, s),
+                                               interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
+                               for f, s in zip(flows, factors)]
                 else:
                     flows_w = [compensate_flow(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
         else:
@@ -320,7 +352,11 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
                 rows, prev_pts = pool.step(flows[s], flows_w[s])
             if len(rows):
                 with timer("histograms"):
-                    hists = _desc.frame_histograms(prev_pyr[s].astype(np.float32), flows_w[s], layout=layout)
+                    # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as
+                    # the kernels themselves
+                    hists = _desc.frame_histograms(prev_pyr[s].astype(np.float32), flows_w[s], layout=layout,
+                                                   out=hist_bufs[s])
+                    hist_bufs[s] = hists
                 with timer("descriptors"):
                     blocks = _desc.cell_descriptors(hists, prev_pts, layout=layout)
                     pool.store_descriptors(rows, np.concatenate([blocks[k] for k in names], axis=1))
@@ -352,8 +388,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
                 yield concatenate(batch, info=info_now)
             batch, frames_in_batch = [], 0
     info.update(frames=n_seen, homographies_accepted=n_accepted)
-    if humans.detector is not None:
-        info["detected_humans"] = {str(k): v for k, v in humans.detected.items()}
+    humans.finish(info)
     if n_seen < 2:
         raise VideoError(src_info["source"], "only 1 frame; need at least 2 to track anything")
     # the last batch carries the final info (frames seen, homographies accepted)

@@ -9,6 +9,9 @@ pixel corners); frames without a line have no boxes.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import cv2
@@ -16,7 +19,11 @@ import numpy as np
 
 from idt.errors import FormatError
 
-__all__ = ["load_boxes", "save_boxes", "box_mask", "HOGPeopleDetector"]
+__all__ = ["load_boxes", "save_boxes", "box_mask", "HOGPeopleDetector", "HeldDetections", "default_cache_dir",
+           "boxes_cache_path", "DETECTOR_ID"]
+
+#: Identifies the detector and its settings in the cache key (change it when the detector changes).
+DETECTOR_ID = "opencv-hog-people-v1"
 
 
 def load_boxes(path) -> dict[int, np.ndarray]:
@@ -47,7 +54,7 @@ def load_boxes(path) -> dict[int, np.ndarray]:
 
 
 def save_boxes(path, boxes: dict[int, np.ndarray]) -> None:
-    """Write ``{frame: (k, 4 or 5)}`` as a LEAR box file (score 1 when absent)."""
+    """Write ``{frame: (k, 4 or 5)}`` as a LEAR box file (score 1 when absent); atomic (temporary file + rename)."""
     lines = []
     for frame in sorted(boxes):
         b = np.asarray(boxes[frame], np.float32).reshape(-1, boxes[frame].shape[-1] if len(boxes[frame]) else 4)
@@ -56,7 +63,10 @@ def save_boxes(path, boxes: dict[int, np.ndarray]) -> None:
         if b.shape[1] == 4:
             b = np.concatenate([b, np.ones((len(b), 1), np.float32)], axis=1)
         lines.append(" ".join([str(frame)] + [f"{v:.2f}" for v in b.ravel()]))
-    Path(path).write_text("\n".join(lines) + ("\n" if lines else ""))
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
+    os.replace(tmp, path)
 
 
 def box_mask(shape: tuple[int, int], boxes: np.ndarray | None) -> np.ndarray | None:
@@ -95,3 +105,63 @@ class HOGPeopleDetector:
             return np.zeros((0, 4), np.float32)
         r = np.asarray(rects, np.float32) / f
         return np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], axis=1)
+
+
+class HeldDetections:
+    """Run a detector every ``every`` frames and hold its boxes for the frames in between.
+
+    Frame ``start + j`` uses the detection of frame ``start + every * (j // every)``; people move little in
+    ``every`` frames (5 at 25 frames/s is 0.2 s), and the boxes only mask keypoints out of the homography fit.
+
+    Parameters
+    ----------
+    detector : callable
+        ``detector(gray) -> (k, 4)`` boxes.
+    every : int
+        Detection period in frames (k >= 1).
+    start : int
+        The first frame's number.
+    """
+
+    def __init__(self, detector, *, every: int = 5, start: int = 0):
+        self.detector = detector
+        self.every = int(every)
+        self.start = int(start)
+        self._held = np.zeros((0, 4), np.float32)
+        self.boxes: dict[int, np.ndarray] = {}  # every frame's boxes (held ones included), for the cache
+        self.n_detections = 0
+
+    def __call__(self, frame_num: int, gray: np.ndarray) -> np.ndarray:
+        if (frame_num - self.start) % self.every == 0:
+            # rounded as the cache file stores them, so a run from the cache masks exactly the same pixels
+            self._held = np.round(np.asarray(self.detector(gray), np.float32).reshape(-1, 4), 2)
+            self.n_detections += 1
+        if len(self._held):
+            self.boxes[frame_num] = self._held
+        return self._held
+
+
+def default_cache_dir() -> Path:
+    """Where detected boxes are cached: ``$IDTFV_HUMANS_CACHE``, else ``$XDG_CACHE_HOME/idtfv/humans``, else
+    ``~/.cache/idtfv/humans``."""
+    env = os.environ.get("IDTFV_HUMANS_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "idtfv" / "humans"
+
+
+def boxes_cache_path(video, cache_dir=None, **settings) -> Path:
+    """The cache file ``<cache_dir>/<stem>.<key>.boxes.txt`` of a video's detected boxes.
+
+    The key hashes the video's absolute path, size and modification time (so an edited or replaced file is
+    detected again), :data:`DETECTOR_ID` and ``settings`` (frame range, resize width, detection period: anything
+    that changes the boxes). The file is a LEAR box file (every frame's boxes, held ones included), usable
+    directly as ``--boxes``.
+    """
+    video = Path(video)
+    st = video.stat()
+    ident = {"path": str(video.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "detector": DETECTOR_ID, **settings}
+    key = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{video.stem}.{key}.boxes.txt"

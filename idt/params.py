@@ -76,10 +76,12 @@ class IDTParams:
         Estimate a homography per frame pair and compensate camera motion (iDT); False gives DT-like output
         without the camera pruning.
     warp_flow : str
-        ``"recompute"`` (reference: warp the second frame by :math:`H^{-1}` and solve the flow again) or
-        ``"subtract"`` (default; derive it from the first flow: :math:`f_w(x) = H^{-1}(x + f(x)) - x` per scale).
-        Same fidelity to LEAR on vtest, tree and KTH (within 0.002), mixed on carphone, one solve fewer (about
-        13 ms of 63 per 320x240 frame); see ``bench/RESULTS.md``.
+        ``"recompute"`` (default, the reference: warp frame t by :math:`H^{-1}`, filling the ``warp_margin`` border
+        band from frame t-1, and solve the flow again) or ``"subtract"`` (derive it from the first flow:
+        :math:`f_w(x) = H^{-1}(x + f(x)) - x` per scale; one solve fewer, about 13 ms of 63 per 320x240 frame;
+        used by the fast preset). Same fidelity to LEAR on vtest and KTH; on the moving-camera carphone clip
+        ``"recompute"`` brings the MBHx/MBHy mean-profile correlations from 0.88/0.90 to 0.99/0.97 (see
+        ``bench/RESULTS.md``).
     matcher : str
         Keypoints for the homography: ``"auto"`` (SURF if available, else AKAZE), ``"surf"``, ``"orb"``, ``"akaze"``,
         ``"sift"``, or ``"flow"`` (flow matches only).
@@ -99,6 +101,14 @@ class IDTParams:
         RANSAC reprojection threshold (px).
     min_inliers : int
         Accept the homography only with more than this many inliers; otherwise identity.
+    min_matches : int
+        Fit a homography only with more than this many matches (keypoint + flow); otherwise identity (50 as in
+        the reference).
+    warp_margin : float
+        The reference's border rule for the camera-compensated flow: where the source pixel :math:`Hx` of the
+        warped frame is not more than ``warp_margin`` px inside frame t, the warped frame takes frame t-1's
+        pixel, so the compensated flow is about zero there (also when :math:`H = I`). 5 as in the reference;
+        0 with ``warp_flow="subtract"`` keeps the plain :math:`f_w` up to the frame edge.
     resize_width : int or None
         Resize frames to this width (keeping the aspect ratio) before extraction.
     start, end : int, int or None
@@ -107,6 +117,16 @@ class IDTParams:
         LEAR-style human bounding-box file (``frame x1 y1 x2 y2 score ...`` per line).
     detect_humans : bool
         Detect people with OpenCV's HOG detector and mask them out of the homography estimate.
+    detect_every : int
+        With ``detect_humans``: run the detector every k frames (5) and hold its boxes in between. OpenCV's HOG
+        detector costs ~26 ms of CPU per 320x240 frame (half of a default frame's extraction); k = 5 brings it
+        to ~5 ms per frame, and people move little in 5 frames (0.2 s at 25 frames/s) - the boxes only keep
+        keypoints out of the homography fit.
+    humans_cache : str or None
+        With ``detect_humans`` on a video file: directory caching the detected boxes per video (keyed by its path,
+        size and modification time, and the frame range, resize width and ``detect_every``) as a LEAR box file,
+        so a second run does not detect again. None: ``$IDTFV_HUMANS_CACHE`` or ``~/.cache/idtfv/humans``;
+        ``""``: no cache.
     seed : int
         Seeds every random choice (RANSAC); same input + seed -> same output bytes.
     """
@@ -137,7 +157,7 @@ class IDTParams:
     dis_per_level: bool = False
     median_ksize: int = 5
     camera_motion: bool = True
-    warp_flow: str = "subtract"
+    warp_flow: str = "recompute"
     matcher: str = "auto"
     surf_hessian: float = 200.0
     orb_features: int = 1000
@@ -146,11 +166,15 @@ class IDTParams:
     flow_match_min: float = 0.0
     ransac_threshold: float = 1.0
     min_inliers: int = 25
+    min_matches: int = 50
+    warp_margin: float = 5.0
     resize_width: int | None = None
     start: int = 0
     end: int | None = None
     boxes: str | None = None
     detect_humans: bool = False
+    detect_every: int = 5
+    humans_cache: str | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -164,6 +188,7 @@ class IDTParams:
             "track_length": 1, "stride": 1, "scales": 1, "patch": 4, "nxy_cells": 1, "nt_cells": 1,
             "init_gap": 1, "farneback_poly_n": 3, "farneback_winsize": 1, "farneback_iterations": 1,
             "median_ksize": 1, "orb_features": 1, "match_window": 1, "flow_matches": 0, "min_inliers": 3,
+            "min_matches": 0, "detect_every": 1,
             "start": 0, "seed": 0, "dis_preset": 0, "dis_finest_scale": 0,
         }
         for name, lo in ints.items():
@@ -184,7 +209,7 @@ class IDTParams:
             "scale_factor": (1.0, False), "quality": (0.0, False), "min_var": (0.0, True), "max_var": (0.0, False),
             "max_dis": (0.0, False), "max_dis_ratio": (0.0, False), "min_camera_disp": (0.0, True),
             "farneback_poly_sigma": (0.0, False), "surf_hessian": (0.0, True), "flow_match_min": (0.0, True),
-            "ransac_threshold": (0.0, False),
+            "ransac_threshold": (0.0, False), "warp_margin": (0.0, True),
         }
         for name, (lo, inclusive) in floats.items():
             v = getattr(self, name)
@@ -211,13 +236,16 @@ class IDTParams:
             bad("end", f"None or an integer > start={self.start}")
         if self.boxes is not None and not isinstance(self.boxes, str):
             bad("boxes", "None or a path string")
+        if self.humans_cache is not None and not isinstance(self.humans_cache, str):
+            bad("humans_cache", "None or a directory path string")
         if self.boxes is not None and self.detect_humans:
             bad("detect_humans", "False when boxes is given (choose one source of human boxes)")
 
     # ------------------------------------------------------------------ presets and (de)serialisation
     @classmethod
     def fast(cls, **overrides) -> "IDTParams":
-        """The fast preset: one flow pass (``warp_flow="subtract"``), homography from flow matches only
+        """The fast preset: one flow pass (``warp_flow="subtract"``, no border band: ``warp_margin=0``, which kept
+        the MBH profiles closer to LEAR's on tree, carphone and vtest), homography from flow matches only
         (``matcher="flow"``, no keypoint detection), and a cheaper Farnebäck (``poly_n=5``, ``poly_sigma=1.1``, one
         iteration per level).
 
@@ -226,8 +254,8 @@ class IDTParams:
         the reference clips against 0.9-1.0 here), so it is not the preset. The drift of this preset from the
         default is measured by ``bench/bench_idt.py`` and reported in ``bench/RESULTS.md``.
         """
-        base = dict(matcher="flow", warp_flow="subtract", farneback_poly_n=5, farneback_poly_sigma=1.1,
-                    farneback_iterations=1)
+        base = dict(matcher="flow", warp_flow="subtract", warp_margin=0.0, farneback_poly_n=5,
+                    farneback_poly_sigma=1.1, farneback_iterations=1)
         base.update(overrides)
         return cls(**base)
 

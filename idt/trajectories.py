@@ -131,13 +131,16 @@ class Trajectories:
         return Trajectories(**{k: getattr(self, k)[index] for k in BLOCKS}, info=dict(self.info))
 
     # ------------------------------------------------------------------ files
-    def save(self, path, format: str | None = None, *, compact: bool = False) -> Path:
+    def save(self, path, format: str | None = None, *, compact: bool = True) -> Path:
         """Write to ``path``: ``format="npz"`` (compressed; default unless the name ends in .txt/.txt.gz) or
         ``"lear"`` (436 tab-separated columns per line, gzip-compressed if the name ends in ``.gz``).
 
-        ``compact=True`` (npz only) stores the five descriptor blocks as float16 (values in [-1, 1], relative
-        precision 5e-4; ``meta`` stays float32), about half the size; :func:`load_trajectories` returns float32
-        either way. The file is written to a temporary name and renamed, so a reader never sees half a file.
+        ``compact=True`` (the default; npz only) stores the five descriptor blocks as float16 (values in [-1, 1],
+        relative precision 5e-4; ``meta`` stays float32): about 0.18 of the LEAR text instead of 0.35. On the
+        built-in default dataset, Fisher vectors encoded from float16-rounded descriptors with the same codebook
+        differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
+        (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
+        way. The file is written to a temporary name and renamed, so a reader never sees half a file.
         """
         path = Path(path)
         if format is None:

@@ -143,3 +143,50 @@ def test_windowed_matching_against_brute_force(name):
     np.testing.assert_array_equal(got_cur, np.array(want_cur, np.float32).reshape(-1, 2))
     np.testing.assert_array_equal(got_prev, np.array(want_prev, np.float32).reshape(-1, 2))
     assert len(got_cur) > 50
+
+
+def test_border_rule_of_the_reference_warp():
+    """warp_to_previous(prev=...) copies frame t-1 wherever H x is not > margin px inside frame t; compensate_flow
+    with ``interior`` zeroes the flow there and equals the plain formula elsewhere (naive check)."""
+    prev, cur, flow = _planted(H_PLANTED)
+    h, w = prev.shape
+    plain = warp_to_previous(cur, H_PLANTED)
+    filled = warp_to_previous(cur, H_PLANTED, prev=prev, margin=5)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    p = np.stack([xs, ys, np.ones_like(xs)], -1) @ H_PLANTED.T
+    sx, sy = p[..., 0] / p[..., 2], p[..., 1] / p[..., 2]
+    inside = (sx > 5) & (sx < w - 1 - 5) & (sy > 5) & (sy < h - 1 - 5)
+    assert 0 < (~inside).sum() < inside.sum()
+    np.testing.assert_array_equal(filled[inside], plain[inside])
+    np.testing.assert_array_equal(filled[~inside], prev[~inside])
+    rng = np.random.default_rng(1)
+    f = (flow + rng.normal(0, 0.5, flow.shape)).astype(np.float32)
+    out = compensate_flow(f, H_PLANTED, interior=(5, w - 1 - 5, h - 1 - 5))
+    ref = compensate_flow(f, H_PLANTED)
+    np.testing.assert_array_equal(out[~inside], 0)
+    np.testing.assert_allclose(out[inside], ref[inside], atol=1e-5)
+    # a border band even for H = I: the reference warps (and fills) every frame
+    eye = compensate_flow(f, np.eye(3), interior=(5, w - 1 - 5, h - 1 - 5))
+    assert not eye[:5].any() and not eye[:, -6:].any()
+    np.testing.assert_allclose(eye[10:-10, 10:-10], f[10:-10, 10:-10], atol=1e-5)
+
+
+def test_homography_needs_more_than_min_matches():
+    prev, cur, flow = _planted(H_PLANTED)
+    p = IDTParams(matcher="flow", flow_matches=40)  # at most 40 flow matches, fewer than the reference's 50
+    H, n, _ = estimate_homography(prev, cur, flow, params=p, matcher="flow", rng=np.random.default_rng(0))
+    assert n == 0 and np.array_equal(H, np.eye(3))
+    H, n, _ = estimate_homography(prev, cur, flow, params=p.replace(min_matches=30), matcher="flow",
+                                  rng=np.random.default_rng(0))
+    assert n > 25 and not np.array_equal(H, np.eye(3))
+
+
+def test_flow_matches_start_from_the_rounded_point():
+    from idt.camera import _flow_matches
+
+    img = _texture()
+    flow = np.zeros(img.shape + (2,), np.float32)
+    flow[..., 0], flow[..., 1] = 1.25, -0.5
+    src, dst = _flow_matches(img, flow, None, IDTParams())
+    assert len(src) > 50
+    np.testing.assert_allclose(dst, np.rint(src) + np.float32([1.25, -0.5]), atol=1e-5)

@@ -23,7 +23,7 @@ def _one_error_line(capsys):
 
 def test_npz_and_lear_outputs_agree(video, tmp_path, capsys):
     a, b = tmp_path / "a.npz", tmp_path / "b.txt.gz"
-    assert main([str(video), "-o", str(a), "-q", "--matcher", "orb"]) == 0
+    assert main([str(video), "-o", str(a), "-q", "--matcher", "orb", "--full-precision"]) == 0
     assert main([str(video), "-o", str(b), "--format", "lear", "-q", "--matcher", "orb"]) == 0
     ta, tb = load_trajectories(a), load_trajectories(b)
     assert len(ta) > 0 and ta.info["frames"] == 18
@@ -33,6 +33,9 @@ def test_npz_and_lear_outputs_agree(video, tmp_path, capsys):
     tc = load_trajectories(c)
     np.testing.assert_array_equal(tc.meta, ta.meta)
     np.testing.assert_allclose(tc.hog, ta.hog, atol=1e-3)
+    d = tmp_path / "d.npz"  # float16 descriptors are the default
+    assert main([str(video), "-o", str(d), "-q", "--matcher", "orb"]) == 0
+    assert d.read_bytes() == c.read_bytes()
 
 
 def test_options_reach_params(video, tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -171,7 +173,8 @@ def test_params_validation_and_serialisation():
     assert (f.flow, f.matcher, f.warp_flow, f.farneback_iterations) == ("farneback", "flow", "subtract", 1)
     for bad in [dict(track_length=0), dict(track_length=16), dict(flow="lk"), dict(quality=-1.0),
                 dict(median_ksize=4), dict(end=0), dict(resize_width=3), dict(boxes="a", detect_humans=True),
-                dict(scale_factor=1.0), dict(stride=2.5)]:
+                dict(scale_factor=1.0), dict(stride=2.5), dict(min_matches=-1), dict(warp_margin=-1.0),
+                dict(detect_every=0), dict(humans_cache=3)]:
         with pytest.raises(ParameterError, match=next(iter(bad))):
             IDTParams(**bad)
     with pytest.raises(ParameterError, match="unknown"):
@@ -329,3 +332,60 @@ def test_other_flow_and_camera_options_track_the_object(opts):
     assert len(t) > 5
     steps = (t.traj.reshape(len(t), 15, 2) * t.meta[:, 5, None, None]).mean(1)
     assert (np.linalg.norm(steps - d, axis=1) < 0.3).mean() > 0.2
+
+
+def test_detect_humans_every_k_frames_and_cache_round_trip(tmp_path, monkeypatch):
+    """Detection runs every k frames (boxes held in between), the boxes land in a LEAR box file keyed by the
+    video, and a second run reads them instead of detecting; a changed video is detected again."""
+    from idt import humans as hm
+
+    frames = np.asarray(object_frames(frames=17))
+    video = tmp_path / "clip.avi"
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (frames.shape[2], frames.shape[1]))
+    for f in frames:
+        wr.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) if f.ndim == 2 else f)
+    wr.release()
+    calls = []
+
+    class FakeDetector:  # a planted "person": a box whose x grows with the frame it was detected on
+        def __init__(self, *a, **k):
+            pass
+
+        def __call__(self, gray):
+            calls.append(1)
+            x = float(len(calls))
+            return np.array([[x, 2.0, x + 10.0, 20.0]], np.float32)
+
+    monkeypatch.setattr(hm, "HOGPeopleDetector", FakeDetector)
+    import sys
+
+    monkeypatch.setattr(sys.modules["idt.extract"], "HOGPeopleDetector", FakeDetector)
+    cache = tmp_path / "cache"
+    p = IDTParams(detect_humans=True, detect_every=4, humans_cache=str(cache))
+    t1 = idt.extract(video, p)
+    n = t1.info["frames"]
+    assert len(calls) == len(range(0, n, 4))  # frames 0, 4, 8, ...
+    det = t1.info["detected_humans"]
+    assert sorted(int(k) for k in det) == list(range(n))  # every frame has (held) boxes
+    for f in range(n):  # held: frame f carries the detection of frame 4 * (f // 4), the (f // 4 + 1)-th call
+        np.testing.assert_allclose(det[str(f)][0][0], 1 + f // 4)
+    path = Path(t1.info["humans_cache"]["path"])
+    assert path.parent == cache and path.name.endswith(".boxes.txt") and not t1.info["humans_cache"]["hit"]
+    from idt.humans import load_boxes
+
+    on_disk = load_boxes(path)
+    assert sorted(on_disk) == list(range(n))
+    np.testing.assert_allclose(on_disk[5], [[2.0, 2.0, 12.0, 20.0]])
+    # second run: read from the cache, no detection, same boxes and identical trajectories
+    t2 = idt.extract(video, p)
+    assert len(calls) == len(range(0, n, 4)) and t2.info["humans_cache"]["hit"]
+    assert t2.info["detected_humans"] == det
+    np.testing.assert_array_equal(t1.hog, t2.hog)
+    # the key follows the video (size/mtime) and the settings
+    assert hm.boxes_cache_path(video, cache, start=0, end=None, resize_width=None, every=4) == path
+    assert hm.boxes_cache_path(video, cache, start=0, end=None, resize_width=None, every=2) != path
+    os.utime(video, ns=(1, 1))
+    assert hm.boxes_cache_path(video, cache, start=0, end=None, resize_width=None, every=4) != path
+    # no cache when disabled
+    t3 = idt.extract(video, p.replace(humans_cache=""))
+    assert "humans_cache" not in t3.info and len(calls) == 2 * len(range(0, n, 4))

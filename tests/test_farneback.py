@@ -217,3 +217,41 @@ def test_bad_parameters():
     r = poly_expansion(np.zeros((8, 9), np.float32))
     with pytest.raises(ParameterError, match="flow must have shape"):
         farneback_level(r, r, np.zeros((8, 8, 2), np.float32))
+
+
+def test_update_terms_where_the_displaced_point_leaves_the_image():
+    """Where x + d falls outside the image the second frame contributes nothing (b2 = 0, A = A1), as OpenCV's
+    update step: checked against a naive evaluation of the terms, inside and outside."""
+    from idt.kernels import farneback_nb as knb
+
+    rng = np.random.default_rng(3)
+    h, w = 12, 16
+    r0 = rng.normal(size=(h, w, 5)).astype(np.float32)
+    r1 = rng.normal(size=(h, w, 5)).astype(np.float32)
+    flow = np.zeros((2, h, w), np.float32)
+    flow[0, :, :] = 0.25
+    flow[0, :, -3:] = 5.0  # the last columns point out of the image
+    flow[1, 0, :] = -2.0  # so does the first row
+    border = np.ones(1, np.float32)  # no border weighting
+    out = np.empty((h, w, 5), np.float32)
+    knb.update_matrices(r0, r1, flow, border, out)
+
+    def naive(y, x):
+        dx, dy = float(flow[0, y, x]), float(flow[1, y, x])
+        fx, fy = x + dx, y + dy
+        c = r0[y, x].astype(np.float64)
+        if 0 <= fx <= w - 1 and 0 <= fy <= h - 1:
+            x1, y1 = min(int(fx), w - 2), min(int(fy), h - 2)
+            ax, ay = fx - x1, fy - y1
+            s = ((1 - ax) * (1 - ay) * r1[y1, x1] + ax * (1 - ay) * r1[y1, x1 + 1]
+                 + (1 - ax) * ay * r1[y1 + 1, x1] + ax * ay * r1[y1 + 1, x1 + 1]).astype(np.float64)
+        else:
+            s = np.array([0.0, 0.0, c[2], c[3], c[4]])
+        a11, a22, a12 = (c[2] + s[2]) / 2, (c[3] + s[3]) / 2, (c[4] + s[4]) / 2
+        db1 = (c[0] - s[0]) / 2 + a11 * dx + a12 * dy
+        db2 = (c[1] - s[1]) / 2 + a12 * dx + a22 * dy
+        return [a11 * a11 + a12 * a12, a12 * (a11 + a22), a22 * a22 + a12 * a12,
+                a11 * db1 + a12 * db2, a12 * db1 + a22 * db2]
+
+    for y, x in [(5, 5), (5, w - 1), (5, w - 3), (0, 4), (0, w - 1), (h - 1, 2)]:
+        np.testing.assert_allclose(out[y, x], naive(y, x), rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ def test_shapes_and_len():
 
 def test_npz_round_trip_exact(tmp_path):
     t = _random()
-    p = t.save(tmp_path / "a.npz")
+    p = t.save(tmp_path / "a.npz", compact=False)  # full precision (the default is float16 descriptors)
     u = load_trajectories(p)
     _same(t, u)
     assert u.info == t.info
@@ -49,7 +49,7 @@ def test_npz_round_trip_exact(tmp_path):
         assert sorted(z.files) == sorted(list(BLOCKS) + ["info_json"])
         assert z["info_json"].shape == () and json.loads(str(z["info_json"][()]))["matcher"] == "orb"
     # deterministic bytes
-    q = t.save(tmp_path / "b.npz")
+    q = t.save(tmp_path / "b.npz", compact=False)
     assert p.read_bytes() == q.read_bytes()
 
 
@@ -126,8 +126,12 @@ def test_compact_npz_is_small_and_close(tmp_path):
     meta = np.column_stack([rng.integers(15, 500, n), rng.uniform(0, 320, (n, 4)), rng.uniform(5, 90, n),
                             np.full(n, 1.0), rng.uniform(0, 0.999, (n, 3))]).astype(np.float32)
     t = Trajectories(meta=meta, traj=traj, **blocks)
-    full = t.save(tmp_path / "full.npz")
+    full = t.save(tmp_path / "full.npz", compact=False)
     small = t.save(tmp_path / "small.npz", compact=True)
+    default = t.save(tmp_path / "default.npz")  # compact is the default
+    assert default.read_bytes() == small.read_bytes()
+    with np.load(default) as z:
+        assert z["meta"].dtype == np.float32 and all(z[k].dtype == np.float16 for k in ("traj", "hog", "mbhy"))
     u = load_trajectories(small)
     np.testing.assert_array_equal(u.meta, t.meta)
     for k in ("traj", "hog", "hof", "mbhx", "mbhy"):

@@ -237,3 +237,34 @@ def compensate_flow(flow, Hi, out):
             den = Hi[2, 0] * px + Hi[2, 1] * py + Hi[2, 2]
             out[y, x, 0] = (Hi[0, 0] * px + Hi[0, 1] * py + Hi[0, 2]) / den - x
             out[y, x, 1] = (Hi[1, 0] * px + Hi[1, 1] * py + Hi[1, 2]) / den - y
+
+
+@njit(cache=True)
+def compensate_flow_interior(flow, Hi, H, lo, hix, hiy, out):
+    r""":func:`compensate_flow` with the reference's border rule: zero where :math:`H x` leaves the interior.
+
+    The reference fills the camera-compensated frame with the previous frame wherever :math:`H x` (the source
+    pixel in frame t) is not inside ``(lo, hix) x (lo, hiy)``, so the flow there is (about) zero.
+
+    Parameters
+    ----------
+    flow : (h, w, 2) float32
+    Hi, H : (3, 3) float64, the inverse homography and the homography at this level
+    lo, hix, hiy : float, the interior's bounds in this level's pixels
+    out : (h, w, 2) float32
+    """
+    h, w = flow.shape[0], flow.shape[1]
+    for y in range(h):
+        for x in range(w):
+            d = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+            sx = (H[0, 0] * x + H[0, 1] * y + H[0, 2]) / d
+            sy = (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / d
+            if not (sx > lo and sx < hix and sy > lo and sy < hiy):
+                out[y, x, 0] = 0.0
+                out[y, x, 1] = 0.0
+                continue
+            px = x + np.float64(flow[y, x, 0])
+            py = y + np.float64(flow[y, x, 1])
+            den = Hi[2, 0] * px + Hi[2, 1] * py + Hi[2, 2]
+            out[y, x, 0] = (Hi[0, 0] * px + Hi[0, 1] * py + Hi[0, 2]) / den - x
+            out[y, x, 1] = (Hi[1, 0] * px + Hi[1, 1] * py + Hi[1, 2]) / den - y
