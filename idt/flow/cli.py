@@ -67,7 +67,7 @@ def _flow_fn(method, backend, params, warped, seed):
         compensated = []
         for prev, cur, flow in zip(prevs, curs, first):
             H, _n_inliers, _matcher = estimate_homography(prev, cur, flow, rng=rng)
-            compensated.append(warp_to_previous(cur, H))
+            compensated.append(warp_to_previous(cur, H, prev=prev))  # border band: prev, as the reference
         return plain(prevs, compensated)
 
     return warped_fn

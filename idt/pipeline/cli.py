@@ -149,7 +149,8 @@ def _add_features(subparsers) -> None:
     add_runner_options(p)
     g = p.add_argument_group("extractor options (see IDTParams)")
     g.add_argument("--preset", choices=("default", "fast"), default="default",
-                   help="default = reference (LEAR) settings; fast = DIS flow, ORB, one flow pass")
+                   help="default = reference (LEAR) settings; fast = flow-match homography, one flow pass, "
+                        "cheaper Farnebäck (see IDTParams.fast)")
     g.add_argument("--flow", choices=("farneback", "tvl1", "dis"), default=None,
                    help="optical flow (default: the preset's)")
     g.add_argument("--resize-width", type=int, default=None, metavar="W",
