@@ -75,6 +75,21 @@ def _check_method(method: str) -> str:
     return method
 
 
+def _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter):
+    """Validate the options shared by the stored and streaming encoders.
+
+    Returns ``(method, channels tuple, grids, canonical pyramid string)``.
+    """
+    method = _check_method(method)
+    channels = _check_channels(channels)
+    grids = parse_pyramid(pyramid)
+    if pca_samples < 2:
+        raise ParameterError(f"--pca-samples must be >= 2, got {pca_samples}")
+    if gmm_iter < 1:
+        raise ParameterError(f"--gmm-iter must be >= 1, got {gmm_iter}")
+    return method, channels, grids, ",".join(f"{a}x{b}x{c}" for a, b, c in grids)
+
+
 # ------------------------------------------------------------------------------------------------ fitting
 def _fit_channel(ch: str, X: np.ndarray, *, method: str, k: int, pca_whiten: bool, seed: int, gmm_iter: int):
     pca = DescriptorPCA(whiten=pca_whiten).fit(X)
@@ -295,14 +310,7 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
     from idt.data.manifest import Manifest, read_manifest
     from idt.pipeline.runner import read_stamp, run_stage
 
-    method = _check_method(method)
-    channels = _check_channels(channels)
-    grids = parse_pyramid(pyramid)
-    pyramid = ",".join(f"{a}x{b}x{c}" for a, b, c in grids)
-    if pca_samples < 2:
-        raise ParameterError(f"--pca-samples must be >= 2, got {pca_samples}")
-    if gmm_iter < 1:
-        raise ParameterError(f"--gmm-iter must be >= 1, got {gmm_iter}")
+    method, channels, grids, pyramid = _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     stamp = read_stamp(features)
     if stamp["params"].get("store") == "sample":

@@ -36,9 +36,8 @@ import numpy as np
 
 from idt.errors import ParameterError
 
-from .pipeline import (DEFAULT_GMM_ITER, DEFAULT_PCA_SAMPLES, _check_channels, _check_method, encode_arrays,
+from .pipeline import (DEFAULT_GMM_ITER, DEFAULT_PCA_SAMPLES, _check_encode_options, encode_arrays,
                        load_codebooks, prepare_codebooks, write_encoded)
-from .pyramid import parse_pyramid
 from .sampling import CHANNELS
 
 __all__ = ["DEFAULT_SAMPLE_PER_VIDEO", "training_subset", "encode_streaming_item", "run_streaming_encode"]
@@ -152,14 +151,7 @@ def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs
     from idt.data.manifest import Manifest, read_manifest
     from idt.pipeline.runner import read_stamp, run_stage
 
-    method = _check_method(method)
-    channels = _check_channels(channels)
-    grids = parse_pyramid(pyramid)
-    pyramid = ",".join(f"{a}x{b}x{c}" for a, b, c in grids)
-    if pca_samples < 2:
-        raise ParameterError(f"--pca-samples must be >= 2, got {pca_samples}")
-    if gmm_iter < 1:
-        raise ParameterError(f"--gmm-iter must be >= 1, got {gmm_iter}")
+    method, channels, grids, pyramid = _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     stamp_path = Path(features)
     stamp = read_stamp(stamp_path)
