@@ -98,7 +98,8 @@ def iter_candidates(X: np.ndarray, g: PreparedGMM, *, clamp: float = LOG_POSTERI
     A = np.empty((rows, 2 * D + 1), np.float32)
     A[:, 2 * D] = 1.0
     S = np.empty((rows, K), np.float32)
-    ab = np.concatenate([g.a_max, g.b_max]).astype(np.float32)
+    a_max = g.a_max.astype(np.float32)
+    b_max = g.b_max.astype(np.float32)
     for start in range(0, N, rows):
         xb = X[start:start + rows]
         nb = xb.shape[0]
@@ -107,7 +108,8 @@ def iter_candidates(X: np.ndarray, g: PreparedGMM, *, clamp: float = LOG_POSTERI
         a[:, D:2 * D] = xb
         s = S[:nb]
         np.matmul(a, g.W, out=s)
-        scale = np.abs(a[:, :2 * D]) @ ab
+        scale = a[:, :D] @ a_max  # x^2 >= 0: only the x part needs |.|
+        scale += np.abs(xb) @ b_max
         smax = s.max(axis=1)
         margin = SCREEN_MARGIN_ABS + SCREEN_MARGIN_REL * (scale + g.c_max)
         thr = (smax - (clamp + margin)).astype(np.float32)

@@ -12,9 +12,15 @@ The Fisher vector is ``[u_1, ..., u_K, v_1, ..., v_K]`` (2KD numbers, each u_k /
 
 Speed (``_gaussians``, ``_posterior_nb``): every l_k comes from one float32 GEMM screen; the components within
 12 nats of a descriptor's best are recomputed exactly (direct Mahalanobis sums), the others down to ``clamp``
-(30 nats, posterior ~1e-13 of the best) keep the screened value, and the statistics are accumulated for the kept
-posteriors only (float32 within a block of 2048 descriptors, float64 across blocks). Tests compare every option
-with a naive float64 implementation at 1e-5.
+(30 nats, posterior ~1e-13 of the best) keep the screened value. For the kept posteriors the kernel accumulates
+sufficient statistics S0 = sum q, S1 = sum q x, S2 = sum q x^2 (one contiguous 2D-wide multiply-add per pair;
+float64 for q >= ``SMALL_POSTERIOR``, float32 per block of 2048 descriptors below it), and u_k, v_k follow by exact
+algebra in float64:
+
+    u_k ~ (S1 - mu_k S0) / sigma_k,   v_k ~ (S2 - 2 mu_k S1 + mu_k^2 S0) / sigma_k^2 - S0.
+
+Tests compare every option with a naive float64 implementation at 1e-5, including means far from the origin
+(mu^2 / sigma^2 ~ 1e4, where all-float32 statistics fail).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ __all__ = ["fisher_vector", "fisher_vectors_cells", "normalize_fisher", "fisher_
 
 #: VLFeat's floor on the L2 norm (``VL_MAX(n, 1e-12)``): an all-zero vector stays zero instead of NaN.
 NORM_FLOOR = 1e-12
+#: Posteriors below this are summed in float32 (per block), the others in float64 (see
+#: ``_posterior_nb.fisher_accumulate``): the small ones carry at most 1e-6 of a descriptor's mass each.
+SMALL_POSTERIOR = 1e-6
 
 
 def fisher_dim(n_components: int, dim: int) -> int:
@@ -114,19 +123,25 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
         cells = np.ascontiguousarray(cells, np.int64)
         if cells.size and (cells.max() >= n_cells or cells.min() < -1):
             raise ParameterError(f"cells: ids must lie in [-1, {n_cells - 1}], got [{cells.min()}, {cells.max()}]")
-    U = np.zeros((n_cells, K, D), np.float64)
-    V = np.zeros((n_cells, K, D), np.float64)
+    S0 = np.zeros((n_cells, K), np.float64)
+    S12 = np.zeros((n_cells, K, 2 * D), np.float64)
     counts = np.zeros(n_cells, np.float64)
     args = g.kernel_args(clamp)
-    Ub = np.empty((n_cells, K, D), np.float32)
-    Vb = np.empty((n_cells, K, D), np.float32)
+    T12 = np.empty((n_cells, K, 2 * D), np.float32)
     for start, xb, screen, thr, thr_exact in iter_candidates(X, g, clamp=clamp):
-        Ub.fill(0.0)
-        Vb.fill(0.0)
-        _nb.fisher_accumulate(xb, screen, thr, thr_exact, *args, bool(fast), g.sqrt_inv_var,
-                              cells[start:start + xb.shape[0]], Ub, Vb, counts)
-        U += Ub
-        V += Vb
+        T12.fill(0.0)
+        _nb.fisher_accumulate(xb, screen, thr, thr_exact, *args, bool(fast), cells[start:start + xb.shape[0]],
+                              SMALL_POSTERIOR, S0.reshape(-1), S12.reshape(-1, 2 * D), T12.reshape(-1, 2 * D),
+                              counts)
+        S12 += T12
+    # sum_i q_ik z_ik = (S1 - mu S0) / sigma; sum_i q_ik (z_ik^2 - 1) = (S2 - 2 mu S1 + mu^2 S0) / sigma^2 - S0
+    mu = g.means.astype(np.float64)
+    isd = g.sqrt_inv_var.astype(np.float64)
+    s0 = S0[:, :, None]
+    S1, S2 = S12[:, :, :D], S12[:, :, D:]
+    c1 = S1 - mu * s0
+    U = c1 * isd
+    V = ((S2 - mu * S1) - mu * c1) * (isd * isd) - s0
     w = g.weights
     F = np.zeros((n_cells, 2, K, D), np.float64)
     nonempty = counts > 0

@@ -122,6 +122,27 @@ def test_collapsed_component_with_huge_screen_terms():
     np.testing.assert_allclose(fisher_vector(X, (mu, var, w)), naive_fisher(X, mu, var, w), atol=1e-5)
 
 
+@pytest.mark.parametrize("offset", [0.0, 40.0, 100.0])
+def test_sufficient_statistics_survive_offset_means(offset):
+    """u_k, v_k come from S0, S1 = sum q x, S2 = sum q x^2 (float64 for q >= 1e-6, float32 below): means far from
+    the origin relative to sigma (mu^2 / sigma^2 ~ 5e3 at offset 40) cancel digits in S2 - 2 mu S1 + mu^2 S0, and
+    overlapping components give many posteriors on both sides of the float32/float64 split. Still 1e-5."""
+    rng = np.random.default_rng(5)
+    mu, var, w = make_gmm(rng, K=24, D=16, spread=0.7)
+    mu += np.float32(offset)
+    X = draw(rng, mu, var, w, 3000)
+    for plain in (True, False):
+        got = fisher_vector(X, (mu, var, w), improved=not plain)
+        ref = naive_fisher(X, mu, var, w, square_root=not plain, normalized=not plain)
+        np.testing.assert_allclose(got, ref, atol=1e-5 * (np.abs(ref).max() if plain else 1.0), rtol=0)
+    # the data really puts posteriors in the float32 range (1e-13 .. 1e-6 of the best) and in the float64 one
+    Xd = X.astype(np.float64)
+    ll = -0.5 * (((Xd[:, None] - mu[None]) ** 2) / var[None]).sum(2) - 0.5 * np.log(var).sum(1) + np.log(w)
+    q = np.exp(ll - ll.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    assert ((q > 1e-12) & (q < 1e-6)).sum() > len(X) and ((q >= 1e-6) & (q < 0.5)).sum() > len(X) // 10
+
+
 def test_cells_equal_per_cell_fisher_vectors(setup):
     X, (mu, var, w) = setup
     rng = np.random.default_rng(2)
