@@ -131,6 +131,5 @@ def main(argv=None):
     return 0
 
 
-
 if __name__ == "__main__":
     sys.exit(main())
