@@ -31,7 +31,7 @@ import numpy as np
 
 from idt.errors import FormatError, ParameterError
 
-from ._atomic import atomic_path
+from idt.atomic import atomic_write_text
 from .scores import Scores, read_scores
 
 __all__ = ["evaluate", "average_precision", "split_metrics", "write_report"]
@@ -323,6 +323,5 @@ def write_report(report: dict, path) -> Path:
     """Write a report dict as indented JSON, atomically (NaN -> null)."""
     path = Path(path)
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
     return path

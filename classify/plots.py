@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
+from idt.atomic import atomic_path
 
 __all__ = ["plot_confusion"]
 
@@ -64,6 +64,6 @@ def plot_confusion(confusion, class_names, path, *, normalize: bool = True, titl
         ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     return path

@@ -27,7 +27,7 @@ import numpy as np
 
 from idt.errors import FormatError
 
-from ._atomic import atomic_path
+from idt.atomic import atomic_open, atomic_write_text
 
 __all__ = ["Scores", "Features", "write_scores", "read_scores", "write_features", "read_features"]
 
@@ -185,8 +185,7 @@ def write_scores(path, video_ids, scores, class_names, labels=None) -> Path:
         row = ",".join(repr(float(v)) for v in scores[i])
         buf.write(f"{ids[i]},{lab},{row}\n")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue(), encoding="utf-8", newline="")
+    atomic_write_text(path, buf.getvalue())
     return path
 
 
@@ -284,7 +283,7 @@ def write_features(path, video_ids, features, labels=None) -> Path:
             raise ValueError(f"write_features: labels must have shape ({n},), got {labs.shape}")
         labs[labs < 0] = -1
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez adds no suffix
+    with atomic_open(path, "wb") as fh:  # a file object: np.savez adds no suffix
         np.savez(fh, video_ids=np.array(ids, dtype=np.str_), features=feats, labels=labs)
     return path
 

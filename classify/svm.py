@@ -28,7 +28,7 @@ import numpy as np
 
 from idt.errors import FormatError, ParameterError
 
-from ._atomic import atomic_path
+from idt.atomic import atomic_open, atomic_write_text
 from ._kernel_svm import LOSSES, linear_kernel, primal_weights, solve_ovr
 
 __all__ = ["LinearSVM", "select_C", "DEFAULT_C_GRID"]
@@ -188,7 +188,7 @@ class LinearSVM:
         p = Path(path)
         stem = p.with_suffix("") if p.suffix == ".npz" else p
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
-        with atomic_path(npz) as tmp, open(tmp, "wb") as fh:
+        with atomic_open(npz, "wb") as fh:
             np.savez(fh, coef=self.coef_, intercept=self.intercept_, classes=self.classes_)
         meta = {
             "class": "classify.svm.LinearSVM",
@@ -200,8 +200,7 @@ class LinearSVM:
             "converged": self.converged_,
         }
         meta.update(extra or {})
-        with atomic_path(js) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(js, json.dumps(meta, indent=2) + "\n")
         return npz, js
 
     @classmethod

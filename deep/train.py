@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from idt.atomic import atomic_path
 from idt.errors import FormatError, ParameterError
 
 __all__ = ["TrainConfig", "resolve_device", "train", "predict", "make_optimizer", "load_checkpoint"]
@@ -111,9 +111,8 @@ def load_checkpoint(path) -> dict:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train(model: nn.Module, dataset, *, config: TrainConfig, out_dir=None, resume: bool = True,

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from idt.atomic import atomic_write_text
 from idt.errors import FormatError
 
 __all__ = ["load_boxes", "save_boxes", "box_mask", "HOGPeopleDetector", "HeldDetections", "default_cache_dir",
@@ -63,10 +64,7 @@ def save_boxes(path, boxes: dict[int, np.ndarray]) -> None:
         if b.shape[1] == 4:
             b = np.concatenate([b, np.ones((len(b), 1), np.float32)], axis=1)
         lines.append(" ".join([str(frame)] + [f"{v:.2f}" for v in b.ravel()]))
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def box_mask(shape: tuple[int, int], boxes: np.ndarray | None) -> np.ndarray | None:

@@ -31,11 +31,11 @@ import logging
 import operator
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from idt.atomic import atomic_write_text
 from idt.errors import IdtfvError, ManifestError
 
 __all__ = [
@@ -327,20 +327,7 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
             "" if e.width is None else str(int(e.width)),
             "" if e.height is None else str(int(e.height)),
         ])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=csv_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_text(path, buf.getvalue())
     return path
 
 
@@ -526,8 +513,3 @@ def _normalize(path: str | os.PathLike) -> Path:
     """Absolute, with ``.``/``..`` folded (symlinks kept)."""
     return Path(os.path.normpath(Path(path).absolute()))
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

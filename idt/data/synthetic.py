@@ -41,14 +41,14 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from idt.data.manifest import Manifest, VideoEntry, _umask, probe_manifest, write_manifest
+from idt.atomic import atomic_write_text
+from idt.data.manifest import Manifest, VideoEntry, probe_manifest, write_manifest
 from idt.errors import IdtfvError, ParameterError
 
 __all__ = ["CLASSES", "generate_dataset", "render_clip", "make_actor", "Actor", "CAMERA_KINDS"]
@@ -638,12 +638,7 @@ def _render_all(videos_dir: Path, *, n_classes, n_actors, clips_per_actor, n_fra
 
 
 def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def _is_complete(out_dir: Path, stamp: Path, settings: dict) -> bool:

@@ -28,13 +28,14 @@ import json
 import math
 import os
 import re
-import secrets
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from idt.atomic import atomic_open as _atomic_open
+from idt.atomic import atomic_write_text
 from idt.errors import FormatError, ParameterError
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
 
 #: Number of hex digits of the SHA-256 parameter hash used in stage directory names.
 HASH_LENGTH = 12
-#: Glob pattern of the temporary files that :func:`_atomic_open` creates (and a killed run may leave behind).
+#: Glob pattern of the temporary files that :func:`idt.atomic.atomic_open` creates (and a killed run may leave behind).
 TMP_GLOB = ".*.tmp"
 #: Member timestamp of every ``.npz`` written here: the earliest date a ZIP file can hold (1980-01-01 00:00:00).
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -153,51 +154,6 @@ def stage_dir(cache_root, stage: str, params: Mapping, *, create: bool = True) -
             record = {"stage": stage, "version": version, "params": _jsonable(params, "params")}
             atomic_write_json(params_file, record)
     return path
-
-
-@contextlib.contextmanager
-def _atomic_open(path, mode: str = "wb", **kwargs):
-    """Open a temporary file next to ``path``; on success fsync it and ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _create_temp(path: Path) -> tuple[int, str]:
-    """Create ``.<name>.<random>.tmp`` next to ``path`` with the umask's permissions (mkstemp would give 0600)."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), str(tmp)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{path.parent}: cannot create a unique temporary file for {path.name}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (best effort: some file systems refuse to open directories)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``."""
-    with _atomic_open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
 
 
 def atomic_write_json(path, obj) -> None:
