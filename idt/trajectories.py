@@ -20,13 +20,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from idt.atomic import atomic_open
 from idt.errors import FormatError
 
 __all__ = ["Trajectories", "load_trajectories", "concatenate", "BLOCKS", "META_COLUMNS", "LEAR_COLUMNS"]
@@ -147,28 +147,23 @@ class Trajectories:
             format = "lear" if path.name.endswith((".txt", ".txt.gz")) else "npz"
         if format not in ("npz", "lear"):
             raise ValueError(f"Trajectories.save: format must be 'npz' or 'lear', got {format!r}")
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            if format == "npz":
-                arrays = self.as_arrays()
-                if compact:
-                    for name in BLOCKS:
-                        if name != "meta":
-                            arrays[name] = arrays[name].astype(np.float16)
-                with open(tmp, "wb") as f:
-                    np.savez_compressed(f, **arrays)
-            else:
-                data = _format_lear(self.to_lear())
+        if format == "npz":
+            arrays = self.as_arrays()
+            if compact:
+                for name in BLOCKS:
+                    if name != "meta":
+                        arrays[name] = arrays[name].astype(np.float16)
+            with atomic_open(path, "wb") as f:
+                np.savez_compressed(f, **arrays)
+        else:
+            data = _format_lear(self.to_lear())
+            with atomic_open(path, "wb") as raw:
                 if path.name.endswith(".gz"):
-                    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+                    # name and mtime fixed in the gzip header: otherwise the temporary file's name lands there
+                    with gzip.GzipFile(filename=path.name, fileobj=raw, mode="wb", mtime=0) as f:
                         f.write(data)
                 else:
-                    with open(tmp, "wb") as f:
-                        f.write(data)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+                    raw.write(data)
         return path
 
 

@@ -65,6 +65,18 @@ def test_lear_round_trip_exact(tmp_path, name):
     assert len(lines) == len(t) and all(len(line.split("\t")) == 436 for line in lines)
 
 
+def test_gzipped_lear_bytes_do_not_depend_on_the_temporary_file(tmp_path):
+    """Each save writes through a differently named temporary file; none of it may reach the gzip header."""
+    t = _random()
+    p = tmp_path / "a.txt.gz"
+    first = t.save(p, format="lear").read_bytes()
+    second = t.save(p, format="lear").read_bytes()
+    assert first == second
+    # RFC 1952 header: FLG (byte 3) bit 3 = FNAME, zero-terminated name from byte 10 (no FEXTRA here)
+    assert first[3] & 0x08 and first[10:].split(b"\0", 1)[0] == b"a.txt"
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
 def test_arrays_and_concatenate():
     a, b = _random(3, 1), _random(4, 2)
     c = concatenate([a, b])
