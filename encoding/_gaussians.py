@@ -77,20 +77,10 @@ class PreparedGMM:
         return (self.means, self.inv_var, self.log_const, float(clamp))
 
 
-def iter_candidates(X: np.ndarray, g: PreparedGMM, *, clamp: float = LOG_POSTERIOR_CLAMP,
-                    exact_window: float | None = EXACT_WINDOW, block_rows: int = BLOCK_ROWS):
-    """Yield ``(start, X_block, screen, thr, thr_exact)`` for the kernels of ``_posterior_nb``.
+def iter_screens(X: np.ndarray, g: PreparedGMM, *, block_rows: int = BLOCK_ROWS):
+    """Yield ``(start, X_block, screen)``: the float32 GEMM screen ``[x^2, x, 1] @ W`` of each block of rows.
 
-    Components with ``screen[i, k] >= thr[i]`` are candidates; those with ``screen[i, k] >= thr_exact[i]`` (within
-    ``exact_window`` nats + margin of the screened best) are recomputed exactly. ``exact_window=None``: none
-    (EM), ``np.inf``: all.
-
-    The screen is ``[x^2, x, 1] @ W`` (float32 GEMM, (n, K) per block); a component is a candidate when its screened
-    l_k is within ``clamp + margin_i`` of the row's screened maximum, margin_i = SCREEN_MARGIN_ABS +
-    SCREEN_MARGIN_REL * S_i with
-    S_i = sum_d (x_d^2 max_k sigma_kd^-2 / 2 + |x_d| max_k |mu_kd| sigma_kd^-2) + max_k |c_k|, a bound on the float32
-    rounding of the terms that cancel. X (N, D) C-contiguous float32; ``screen`` (n, K)
-    float32 is a buffer reused by the next block.
+    X (N, D) C-contiguous float32; ``screen`` (n, K) float32 is a buffer reused by the next block.
     """
     N, D = X.shape
     K = g.W.shape[1]
@@ -98,8 +88,6 @@ def iter_candidates(X: np.ndarray, g: PreparedGMM, *, clamp: float = LOG_POSTERI
     A = np.empty((rows, 2 * D + 1), np.float32)
     A[:, 2 * D] = 1.0
     S = np.empty((rows, K), np.float32)
-    a_max = g.a_max.astype(np.float32)
-    b_max = g.b_max.astype(np.float32)
     for start in range(0, N, rows):
         xb = X[start:start + rows]
         nb = xb.shape[0]
@@ -108,7 +96,28 @@ def iter_candidates(X: np.ndarray, g: PreparedGMM, *, clamp: float = LOG_POSTERI
         a[:, D:2 * D] = xb
         s = S[:nb]
         np.matmul(a, g.W, out=s)
-        scale = a[:, :D] @ a_max  # x^2 >= 0: only the x part needs |.|
+        yield start, xb, s
+
+
+def iter_candidates(X: np.ndarray, g: PreparedGMM, *, clamp: float = LOG_POSTERIOR_CLAMP,
+                    exact_window: float | None = EXACT_WINDOW, block_rows: int = BLOCK_ROWS):
+    """Yield ``(start, X_block, screen, thr, thr_exact)`` for the kernels of ``_posterior_nb``.
+
+    Components with ``screen[i, k] >= thr[i]`` are candidates; those with ``screen[i, k] >= thr_exact[i]`` (within
+    ``exact_window`` nats + margin of the screened best) are recomputed exactly. ``exact_window=None``: none
+    (EM), ``np.inf``: all.
+
+    The screen is ``[x^2, x, 1] @ W`` (float32 GEMM, (n, K) per block, :func:`iter_screens`); a component is a
+    candidate when its screened l_k is within ``clamp + margin_i`` of the row's screened maximum, margin_i =
+    SCREEN_MARGIN_ABS + SCREEN_MARGIN_REL * S_i with
+    S_i = sum_d (x_d^2 max_k sigma_kd^-2 / 2 + |x_d| max_k |mu_kd| sigma_kd^-2) + max_k |c_k|, a bound on the float32
+    rounding of the terms that cancel. (``_posterior_nb.fisher_block`` computes the same thresholds itself.)
+    """
+    a_max = g.a_max.astype(np.float32)
+    b_max = g.b_max.astype(np.float32)
+    for start, xb, s in iter_screens(X, g, block_rows=block_rows):
+        nb = xb.shape[0]
+        scale = (xb * xb) @ a_max  # x^2 >= 0: only the x part needs |.|
         scale += np.abs(xb) @ b_max
         smax = s.max(axis=1)
         margin = SCREEN_MARGIN_ABS + SCREEN_MARGIN_REL * (scale + g.c_max)

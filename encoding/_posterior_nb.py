@@ -25,6 +25,8 @@ import math
 import numpy as np
 from numba import njit
 
+from ._bits_nb import cttz64, f32_from_bits
+
 # Reassociation only lets LLVM vectorise the Mahalanobis reduction (it changes the summation order, nothing else);
 # tests compare against a naive float64 reference at 1e-5.
 _FM = {"reassoc", "contract"}
@@ -41,7 +43,7 @@ def _mahalanobis(X, i, means, inv_var, k):
 
 
 @njit(cache=True, nogil=True)
-def row_posteriors(X, i, screen, thr, thr_exact, means, inv_var, log_const, clamp, idx, q, ebuf, ibuf):
+def row_posteriors(X, i, screen, thr, thr_exact, means, inv_var, log_const, clamp, idx, q, ebuf):
     """Sparse posteriors of one descriptor from its screened joint log-likelihoods.
 
     Parameters
@@ -58,7 +60,7 @@ def row_posteriors(X, i, screen, thr, thr_exact, means, inv_var, log_const, clam
     clamp : float, posteriors below exp(-clamp) relative to the best component are set to zero.
     idx : (K,) int32 out, component ids of the kept posteriors.
     q : (K,) float64 out, kept posteriors (sum to 1).
-    ebuf, ibuf : (K,) float32 and int32 scratch.
+    ebuf : (K,) float32 scratch.
 
     Returns
     -------
@@ -78,29 +80,14 @@ def row_posteriors(X, i, screen, thr, thr_exact, means, inv_var, log_const, clam
             q[j] = log_const[idx[j]] - 0.5 * _mahalanobis(X, i, means, inv_var, idx[j])
         if q[j] > best:
             best = q[j]
-    # exp(l_j - best) in float32 (1e-7 relative, as libm's expf), in a loop LLVM vectorises: 2^m p(r) with
-    # r = x - m ln 2 in [-ln2/2, ln2/2] and p the degree-7 Taylor polynomial (truncation below 6e-9); 2^m is built
-    # from its exponent bits (x >= -80: m >= -116, a normal float32).
     for j in range(n):
-        x = np.float32(max(q[j] - best, -80.0))
-        m = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
-        r = (x - m * np.float32(0.693145751953125)) - m * np.float32(1.428606765330187e-06)
-        p = np.float32(1.0 / 5040.0)
-        p = p * r + np.float32(1.0 / 720.0)
-        p = p * r + np.float32(1.0 / 120.0)
-        p = p * r + np.float32(1.0 / 24.0)
-        p = p * r + np.float32(1.0 / 6.0)
-        p = p * r + np.float32(0.5)
-        p = p * r + np.float32(1.0)
-        p = p * r + np.float32(1.0)
-        ebuf[j] = p
-        ibuf[j] = (np.int32(m) + 127) << 23
-    two_m = ibuf.view(np.float32)
+        q[j] -= best
+    _exp_nonpositive(q, n, ebuf)
     tot = 0.0
     kept = 0
     for j in range(n):
-        ok = q[j] - best >= -clamp
-        e = np.float64(ebuf[j] * two_m[j])
+        ok = q[j] >= -clamp
+        e = np.float64(ebuf[j])
         idx[kept] = idx[j]
         q[kept] = e
         tot += e if ok else 0.0
@@ -124,13 +111,12 @@ def em_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clamp, S
     idx = np.empty(K, np.int32)
     q = np.empty(K, np.float64)
     ebuf = np.empty(K, np.float32)
-    ibuf = np.empty(K, np.int32)
     x64 = np.empty(D, np.float64)
     ll = 0.0
     nnz = 0
     for i in range(n_rows):
         kept, lp = row_posteriors(X, i, screen, thr[i], thr_exact[i], means, inv_var, log_const, clamp, idx, q,
-                                   ebuf, ibuf)
+                                   ebuf)
         ll += lp
         nnz += kept
         for d in range(D):
@@ -146,84 +132,193 @@ def em_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clamp, S
     return ll, nnz
 
 
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _row_max(screen, i):
+    """max_k screen[i, k] (vectorised: reassociation lets LLVM split the reduction)."""
+    m = screen[i, 0]
+    for k in range(1, screen.shape[1]):
+        v = screen[i, k]
+        m = v if v > m else m
+    return m
+
+
 @njit(cache=True, nogil=True)
-def fisher_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clamp, hard, cells, small,
-                      S0, S12, T12, counts):
-    """Add one block's Fisher sufficient statistics into every pyramid cell that each descriptor falls in.
+def _exp_nonpositive(vals, n, out):
+    """out[j] = exp(vals[j]) in float32 for vals[j] <= 0 (below -80 treated as -80), j < n.
 
-    Row r = c K + k: S0[r] += sum_i q_ik and S12[r] += sum_i q_ik [x_i, x_i^2] (S1 then S2, 2D wide); the driver
-    turns them into sum_i q_ik z_ik = (S1 - mu S0) / sigma and sum_i q_ik (z_ik^2 - 1) = (S2 - 2 mu S1 + mu^2 S0) /
-    sigma^2 - S0. That algebra cancels about log10(mu^2 / sigma^2) digits, so posteriors q >= ``small`` (~4 per
-    descriptor at D=48, K=256) go into the float64 sums S12, and only the many tiny ones (q < small: ~15 per
-    descriptor; a relative error even of 1e-2 on them is below 1e-8 of a descriptor's mass) into the float32 block
-    sums T12. Measured: float32 for all fails the 1e-5 tests once mu^2 / sigma^2 is large, and float64 for all is no
-    faster than the direct per-pair z_ik = (x_i - mu_k) / sigma_k form (memory traffic per pair); the split is
-    ~10% faster at D=48. One contiguous 2D-wide multiply-add per kept (i, k) pair and grid.
-    ``hard`` is VLFeat's ``Fast`` option: each descriptor is assigned to its most likely component only, with
-    posterior 1 (ties go to the lowest component index).
+    2^m p(r) with r = x - m ln 2 in [-ln2/2, ln2/2] and p the degree-7 Taylor polynomial (truncation below 6e-9,
+    1e-7 relative as libm's expf); 2^m is built from its exponent bits (m >= -116: a normal float32). The loop has no
+    branch, so LLVM vectorises it.
+    """
+    for j in range(n):
+        x = np.float32(max(vals[j], -80.0))
+        m = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+        r = (x - m * np.float32(0.693145751953125)) - m * np.float32(1.428606765330187e-06)
+        p = np.float32(1.0 / 5040.0)
+        p = p * r + np.float32(1.0 / 720.0)
+        p = p * r + np.float32(1.0 / 120.0)
+        p = p * r + np.float32(1.0 / 24.0)
+        p = p * r + np.float32(1.0 / 6.0)
+        p = p * r + np.float32(0.5)
+        p = p * r + np.float32(1.0)
+        p = p * r + np.float32(1.0)
+        out[j] = p * f32_from_bits(np.int32((np.int32(m) + 127) << 23))
 
-    X (n, D) float32, screen (n, K), thr and thr_exact (n,) from the GEMM screen, cells (n, G) int64 cell ids
-    (one per pyramid grid, -1 to skip), S0 (C K,) and S12 (C K, 2D) float64 totals, T12 (C K, 2D) float32 block
-    sums, counts (C,) float64; all updated in place. Returns the number of kept (i, k) pairs.
+
+@njit(cache=True, nogil=True)
+def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clamp, window, margin_abs, margin_rel,
+                 small, hard, cells, S0, S12, T12, counts):
+    """Posteriors and Fisher sufficient statistics of one block, from its GEMM screen, in one pass per descriptor.
+
+    For descriptor i (all in registers / L1 while it is processed):
+
+    1. screened maximum m_i = max_k screen[i, k] and the rounding margin of its screen,
+       margin_i = ``margin_abs`` + ``margin_rel`` (c_max + sum_d x_d^2 a_max_d + |x_d| b_max_d) (see ``_gaussians``);
+    2. two candidate masks per 64 components, built without branches and walked with ``tzcnt``: components within
+       ``window`` + margin_i of m_i (recomputed exactly: direct Mahalanobis sum in float64) and those within
+       ``clamp`` + margin_i (keep the screened value, whose error only touches posteriors below exp(-window) of the
+       best);
+    3. q_ik = exp(l_k - max_j l_j) / sum (float32 exponentials, float64 sums), zero below exp(-``clamp``);
+    4. row r = c K + k of every pyramid cell c the descriptor falls in: S0[r] += q, and q [x, x^2] (2D wide) goes
+       into the float64 sums S12 when q >= ``small`` (~4 per descriptor at D=48, K=256) and into the float32 block
+       sums T12 below it (~17 per descriptor, each at most ``small`` of its mass). The driver turns S1, S2 into
+       sum_i q_ik z_ik = (S1 - mu S0) / sigma and sum_i q_ik (z_ik^2 - 1) = (S2 - 2 mu S1 + mu^2 S0) / sigma^2 - S0,
+       which cancels about log10(mu^2 / sigma^2) digits: hence float64 for the posteriors that carry the mass.
+
+    ``hard`` is VLFeat's ``Fast`` option: posterior 1 for the most likely component (ties: lowest index).
+
+    Parameters
+    ----------
+    X : (n, D) float32 descriptors; screen : (n, K) float32 screened l_k(x_i).
+    means, inv_var : (K, D) float32; log_const : (K,) float64 (see ``row_posteriors``).
+    a_max, b_max : (D,) float64 and c_max : float, the bound on the screen's terms (``PreparedGMM``).
+    clamp, window, margin_abs, margin_rel, small : floats as above; hard : bool.
+    cells : (n, G) int64 cell ids per pyramid grid (-1: none). S0 (C K,), S12 (C K, 2D) float64 totals; T12
+        (C K, 2D) float32 block sums; counts (C,) float64 descriptors per cell; all updated in place.
+
+    Returns
+    -------
+    nnz : int, number of kept (i, k) pairs.
     """
     n_rows, D = X.shape
     K = means.shape[0]
     G = cells.shape[1]
-    idx = np.empty(K, np.int32)
-    q = np.empty(K, np.float64)
-    ebuf = np.empty(K, np.float32)
-    ibuf = np.empty(K, np.int32)
+    k_ex = np.empty(K, np.int64)  # exact candidates: component, log-likelihood - best, exp
+    l_ex = np.empty(K, np.float64)
+    q_ex = np.empty(K, np.float32)
+    k_sc = np.empty(K, np.int64)  # screened-only candidates
+    l_sc = np.empty(K, np.float64)
+    q_sc = np.empty(K, np.float32)
     x12 = np.empty(2 * D, np.float64)
     y12 = np.empty(2 * D, np.float32)
-    kb = np.empty(K, np.int32)  # large posteriors: component, weight
-    wb = np.empty(K, np.float64)
-    ks = np.empty(K, np.int32)  # small posteriors
-    ws = np.empty(K, np.float32)
+    K64 = K - K % 64
     nnz = 0
     for i in range(n_rows):
-        kept, lp = row_posteriors(X, i, screen, thr[i], thr_exact[i], means, inv_var, log_const, clamp, idx, q,
-                                   ebuf, ibuf)
-        if hard:
-            best = 0
-            for j in range(1, kept):
-                if q[j] > q[best] or (q[j] == q[best] and idx[j] < idx[best]):
-                    best = j
-            idx[0] = idx[best]
-            q[0] = 1.0
-            kept = 1
-        nnz += kept
+        m = _row_max(screen, i)
+        bound = c_max
         for d in range(D):
             xd = np.float64(X[i, d])
             x12[d] = xd
             x12[D + d] = xd * xd
+            bound += xd * xd * a_max[d] + abs(xd) * b_max[d]
         for d in range(2 * D):
             y12[d] = np.float32(x12[d])
-        # Branch-free split (large first, small after): a branch per pair mispredicts.
-        nbig = 0
-        for j in range(kept):
-            k = idx[j]
-            w = q[j]
-            kb[nbig] = k
-            wb[nbig] = w
-            ks[j - nbig] = k
-            ws[j - nbig] = np.float32(w)
-            nbig += w >= small
+        margin = margin_abs + margin_rel * bound
+        thr = np.float32(m - (clamp + margin))
+        thr_ex = np.float32(m - (window + margin))
+        n_ex = 0
+        n_sc = 0
+        for kb in range(0, K64, 64):
+            mask_ex = np.uint64(0)
+            mask_sc = np.uint64(0)
+            for j in range(64):
+                s = screen[i, kb + j]
+                mask_ex |= np.uint64(s >= thr_ex) << np.uint64(j)
+                mask_sc |= np.uint64(s >= thr) << np.uint64(j)
+            mask_sc &= ~mask_ex
+            while mask_ex:
+                k_ex[n_ex] = kb + np.int64(cttz64(mask_ex))
+                n_ex += 1
+                mask_ex &= mask_ex - np.uint64(1)
+            while mask_sc:
+                k = kb + np.int64(cttz64(mask_sc))
+                k_sc[n_sc] = k
+                l_sc[n_sc] = screen[i, k]
+                n_sc += 1
+                mask_sc &= mask_sc - np.uint64(1)
+        for k in range(K64, K):
+            s = screen[i, k]
+            if s >= thr_ex:
+                k_ex[n_ex] = k
+                n_ex += 1
+            elif s >= thr:
+                k_sc[n_sc] = k
+                l_sc[n_sc] = s
+                n_sc += 1
+        # The screened maximum is an exact candidate, and a screened-only one lies below it by more than its error.
+        best = -np.inf
+        for j in range(n_ex):
+            k = k_ex[j]
+            lk = log_const[k] - 0.5 * _mahalanobis(X, i, means, inv_var, k)
+            l_ex[j] = lk
+            best = max(best, lk)
+        for j in range(n_ex):
+            l_ex[j] -= best
+        for j in range(n_sc):
+            l_sc[j] -= best
+        _exp_nonpositive(l_ex, n_ex, q_ex)
+        _exp_nonpositive(l_sc, n_sc, q_sc)
+        tot = 0.0
+        kept = 0
+        for j in range(n_ex):
+            ok = l_ex[j] >= -clamp
+            q_ex[j] = q_ex[j] if ok else np.float32(0.0)
+            tot += q_ex[j]
+            kept += ok
+        for j in range(n_sc):
+            ok = l_sc[j] >= -clamp
+            q_sc[j] = q_sc[j] if ok else np.float32(0.0)
+            tot += q_sc[j]
+            kept += ok
+        inv = 1.0 / tot
+        if hard:
+            jb = 0
+            for j in range(1, n_ex):
+                if l_ex[j] > l_ex[jb]:
+                    jb = j
+            k_ex[0] = k_ex[jb]
+            q_ex[0] = 1.0
+            n_ex = 1
+            n_sc = 0
+            kept = 1
+            inv = 1.0
+        nnz += kept
         for g in range(G):
             cid = cells[i, g]
             if cid < 0:
                 continue
             counts[cid] += 1.0
             base = cid * K
-            for j in range(nbig):
-                r = base + kb[j]
-                w = wb[j]
+            for j in range(n_ex):
+                w = np.float64(q_ex[j]) * inv
+                if w == 0.0:
+                    continue
+                r = base + k_ex[j]
                 S0[r] += w
-                for d in range(2 * D):
-                    S12[r, d] += w * x12[d]
-            for j in range(kept - nbig):
-                r = base + ks[j]
-                w32 = ws[j]
-                S0[r] += w32
+                if w >= small:
+                    for d in range(2 * D):
+                        S12[r, d] += w * x12[d]
+                else:
+                    w32 = np.float32(w)
+                    for d in range(2 * D):
+                        T12[r, d] += w32 * y12[d]
+            for j in range(n_sc):
+                w = np.float64(q_sc[j]) * inv
+                if w == 0.0:
+                    continue
+                r = base + k_sc[j]
+                S0[r] += w
+                w32 = np.float32(w)
                 for d in range(2 * D):
                     T12[r, d] += w32 * y12[d]
     return nnz
@@ -237,10 +332,9 @@ def dense_posteriors(X, screen, thr, thr_exact, means, inv_var, log_const, clamp
     idx = np.empty(K, np.int32)
     q = np.empty(K, np.float64)
     ebuf = np.empty(K, np.float32)
-    ibuf = np.empty(K, np.int32)
     for i in range(n_rows):
         kept, lp = row_posteriors(X, i, screen, thr[i], thr_exact[i], means, inv_var, log_const, clamp, idx, q,
-                                   ebuf, ibuf)
+                                   ebuf)
         log_px[i] = lp
         for k in range(K):
             out[i, k] = 0.0

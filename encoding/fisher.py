@@ -10,7 +10,8 @@ The Fisher vector is ``[u_1, ..., u_K, v_1, ..., v_K]`` (2KD numbers, each u_k /
 (Perronnin et al. 2010) = signed square root sign(z) sqrt(|z|), then L2 normalisation with VLFeat's norm floor
 ``max(||z||, 1e-12)``.
 
-Speed (``_gaussians``, ``_posterior_nb``): every l_k comes from one float32 GEMM screen; the components within
+Speed (``_gaussians``, ``_posterior_nb.fisher_block``): every l_k comes from one float32 GEMM screen (the one
+BLAS call); one Numba pass per descriptor then finds its candidates (bit masks), and the components within
 12 nats of a descriptor's best are recomputed exactly (direct Mahalanobis sums), the others down to ``clamp``
 (30 nats, posterior ~1e-13 of the best) keep the screened value. For the kept posteriors the kernel accumulates
 sufficient statistics S0 = sum q, S1 = sum q x, S2 = sum q x^2 (one contiguous 2D-wide multiply-add per pair;
@@ -30,14 +31,15 @@ import numpy as np
 from idt.errors import ParameterError
 
 from . import _posterior_nb as _nb
-from ._gaussians import LOG_POSTERIOR_CLAMP, PreparedGMM, iter_candidates
+from ._gaussians import (EXACT_WINDOW, LOG_POSTERIOR_CLAMP, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, PreparedGMM,
+                         iter_screens)
 
 __all__ = ["fisher_vector", "fisher_vectors_cells", "normalize_fisher", "fisher_dim", "NORM_FLOOR"]
 
 #: VLFeat's floor on the L2 norm (``VL_MAX(n, 1e-12)``): an all-zero vector stays zero instead of NaN.
 NORM_FLOOR = 1e-12
 #: Posteriors below this are summed in float32 (per block), the others in float64 (see
-#: ``_posterior_nb.fisher_accumulate``): the small ones carry at most 1e-6 of a descriptor's mass each.
+#: ``_posterior_nb.fisher_block``): the small ones carry at most 1e-6 of a descriptor's mass each.
 SMALL_POSTERIOR = 1e-6
 
 
@@ -126,13 +128,13 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
     S0 = np.zeros((n_cells, K), np.float64)
     S12 = np.zeros((n_cells, K, 2 * D), np.float64)
     counts = np.zeros(n_cells, np.float64)
-    args = g.kernel_args(clamp)
     T12 = np.empty((n_cells, K, 2 * D), np.float32)
-    for start, xb, screen, thr, thr_exact in iter_candidates(X, g, clamp=clamp):
+    for start, xb, screen in iter_screens(X, g):
         T12.fill(0.0)
-        _nb.fisher_accumulate(xb, screen, thr, thr_exact, *args, bool(fast), cells[start:start + xb.shape[0]],
-                              SMALL_POSTERIOR, S0.reshape(-1), S12.reshape(-1, 2 * D), T12.reshape(-1, 2 * D),
-                              counts)
+        _nb.fisher_block(xb, screen, g.means, g.inv_var, g.log_const, g.a_max, g.b_max, g.c_max, float(clamp),
+                         EXACT_WINDOW, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, SMALL_POSTERIOR, bool(fast),
+                         cells[start:start + xb.shape[0]], S0.reshape(-1), S12.reshape(-1, 2 * D),
+                         T12.reshape(-1, 2 * D), counts)
         S12 += T12
     # sum_i q_ik z_ik = (S1 - mu S0) / sigma; sum_i q_ik (z_ik^2 - 1) = (S2 - 2 mu S1 + mu^2 S0) / sigma^2 - S0
     mu = g.means.astype(np.float64)

@@ -239,7 +239,6 @@ class DiagGMM(BaseEstimator):
         return self
 
     def _m_step(self, S0, S1, S2, N, var_floor):
-        K = S0.shape[0]
         w = S0 / N
         safe = np.maximum(S0, 1e-300)[:, None]
         mu = S1 / safe
