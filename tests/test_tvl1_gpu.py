@@ -94,175 +94,6 @@ def test_gpu_identical_frames_zero_flow():
     assert np.all(estimate_flow(img, img, backend="gpu") == 0)
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# Without a GPU: run the GPU host code (pyramid ops, kernel schedule, convergence flags, median ping-pong) against a
-# NumPy emulation of the six CUDA kernels, launch by launch, and compare with the CPU path. This checks everything
-# except the CUDA C itself (which mirrors the Numba kernels line by line and is compile-checked with nvcc when
-# available).
-# ------------------------------------------------------------------------------------------------------------------
-class _FakeKernels:
-    """NumPy versions of the kernels in ``idt.flow._tvl1_cupy._SOURCE`` (same arguments, same semantics; the
-    batch axis is ``grid[1]``)."""
-
-    BLOCK = 256
-
-    @staticmethod
-    def resize_linear(grid, block, args):
-        src, sh, sw, dst, dh, dw, scale_y, scale_x, factor = args
-        y = (np.arange(dh) + 0.5) * scale_y - 0.5
-        x = (np.arange(dw) + 0.5) * scale_x - 0.5
-        y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
-        ty, tx = (y - y0).astype(np.float32), (x - x0).astype(np.float32)
-        ty[y0 < 0], tx[x0 < 0] = 0, 0
-        y0, x0 = np.maximum(y0, 0), np.maximum(x0, 0)
-        ty[y0 >= sh - 1], tx[x0 >= sw - 1] = 0, 0
-        y0, x0 = np.minimum(y0, sh - 1), np.minimum(x0, sw - 1)
-        y1, x1 = np.minimum(y0 + 1, sh - 1), np.minimum(x0 + 1, sw - 1)
-        tx, ty = tx[None, :], ty[:, None]
-        one = np.float32(1)
-        for b in range(grid[1]):
-            s = src[b]
-            top = s[y0][:, x0] * (one - tx) + s[y0][:, x1] * tx
-            bot = s[y1][:, x0] * (one - tx) + s[y1][:, x1] * tx
-            dst[b] = (top * (one - ty) + bot * ty) * factor
-
-    @staticmethod
-    def centered_gradient(grid, block, args):
-        src, h, w, dx, dy = args
-        for b in range(grid[1]):
-            s = src[b]
-            xm, xp = np.r_[0, 0:w - 1], np.r_[1:w, w - 1]
-            ym, yp = np.r_[0, 0:h - 1], np.r_[1:h, h - 1]
-            dx[b] = np.float32(0.5) * (s[:, xp] - s[:, xm])
-            dy[b] = np.float32(0.5) * (s[yp] - s[ym])
-
-    @staticmethod
-    def warp_linearise(grid, block, args):
-        i0, i1, i1x, i1y, u1, u2, h, w, a, i1wx, i1wy, grad, rho_c = args
-        yy, xx = np.mgrid[0:h, 0:w]
-        for b in range(grid[1]):
-            fx, fy = xx + u1[b].astype(np.float64), yy + u2[b].astype(np.float64)
-            ix, iy = np.floor(fx).astype(int), np.floor(fy).astype(int)
-
-            def weights(t):
-                t1, s = t + 1.0, 1.0 - t
-                w0 = ((a * t1 - 5.0 * a) * t1 + 8.0 * a) * t1 - 4.0 * a
-                w1 = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
-                w2 = ((a + 2.0) * s - (a + 3.0)) * s * s + 1.0
-                return [w0, w1, w2, 1.0 - w0 - w1 - w2]
-
-            wx, wy = weights(fx - ix), weights(fy - iy)
-            out = []
-            for img in (i1[b], i1x[b], i1y[b]):
-                total = 0.0
-                for j in range(4):
-                    row = 0.0
-                    for k in range(4):
-                        r, c = iy - 1 + j, ix - 1 + k
-                        inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
-                        v = np.where(inside, img[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)], 0).astype(np.float64)
-                        row = row + wx[k] * v
-                    total = total + wy[j] * row
-                out.append(total)
-            far = ~((fx > -4) & (fx < w + 3) & (fy > -4) & (fy < h + 3))
-            gx, gy = out[1].astype(np.float32), out[2].astype(np.float32)
-            gx[far], gy[far] = 0, 0
-            i1wx[b], i1wy[b], grad[b] = gx, gy, gx * gx + gy * gy
-            rho_c[b] = np.where(far, -i0[b], out[0].astype(np.float32) - gx * u1[b] - gy * u2[b] - i0[b])
-
-    @classmethod
-    def primal(cls, grid, block, args):
-        (i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, h, w, lt, theta, floor, errs, stride, k, eps,
-         partial) = args
-        for b in range(grid[1]):
-            if errs[b, k - 1] <= eps:
-                continue
-            g, ix, iy, a1, a2 = grad[b], i1wx[b], i1wy[b], u1[b].copy(), u2[b].copy()
-            rho = rho_c[b] + (ix * a1 + iy * a2)
-            big = g > floor
-            fi = np.where(big, -rho / np.where(big, g, np.float32(1)), np.float32(0))
-            fi = np.where(rho > lt * g, -lt, fi)
-            fi = np.where(rho < -lt * g, lt, fi).astype(np.float32)
-            div = []
-            for pa, pb in ((p11[b], p12[b]), (p21[b], p22[b])):
-                left = np.zeros_like(pa)
-                left[:, 1:] = pa[:, :-1]
-                up = np.zeros_like(pb)
-                up[1:] = pb[:-1]
-                div.append(pa - left + pb - up)
-            n1 = a1 + fi * ix + theta * div[0]
-            n2 = a2 + fi * iy + theta * div[1]
-            e = ((n1 - a1) * (n1 - a1) + (n2 - a2) * (n2 - a2)).astype(np.float64).ravel()
-            e = np.concatenate([e, np.zeros(grid[0] * cls.BLOCK - e.size)])
-            partial[b] = e.reshape(grid[0], cls.BLOCK).sum(axis=1)
-            u1[b], u2[b] = n1, n2
-
-    @staticmethod
-    def dual(grid, block, args):
-        u1, u2, p11, p12, p21, p22, h, w, taut, errs, stride, k, eps, partial = args
-        one = np.float32(1)
-        for b in range(grid[1]):
-            if errs[b, k - 1] <= eps:
-                continue
-            errs[b, k] = partial[b].sum()
-            for u, pa, pb in ((u1[b], p11[b], p12[b]), (u2[b], p21[b], p22[b])):
-                gx = np.zeros_like(u)
-                gy = np.zeros_like(u)
-                gx[:, :-1] = u[:, 1:] - u[:, :-1]
-                gy[:-1] = u[1:] - u[:-1]
-                r = one / (one + taut * np.sqrt(gx * gx + gy * gy))
-                pa[...] = (pa + taut * gx) * r
-                pb[...] = (pb + taut * gy) * r
-
-    @staticmethod
-    def median(grid, block, args):
-        src, dst, h, w, ksize, errs, stride, k, eps = args
-        for b in range(grid[1]):
-            dst[b] = src[b] if errs[b, k - 1] <= eps else cv2.medianBlur(src[b], int(ksize))
-
-
-def _fake_cupy():
-    import types
-
-    cp = types.ModuleType("cupy")
-    for name in ("float32", "float64", "int32", "empty", "zeros", "empty_like", "ascontiguousarray", "stack", "inf"):
-        setattr(cp, name, getattr(np, name))
-    cp.asarray = np.asarray
-    cp.asnumpy = np.asarray
-
-    class RawModule:
-        def __init__(self, code, options=()):
-            self.code = code
-
-        def get_function(self, name):
-            assert f"__global__ void {name}(" in self.code
-            return getattr(_FakeKernels, name)
-
-    cp.RawModule = RawModule
-    return cp
-
-
-@pytest.mark.skipif(gpu_available(), reason="the real GPU tests above run instead")
-def test_gpu_host_code_with_emulated_kernels_matches_cpu(monkeypatch):
-    import importlib
-    import sys
-
-    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
-    monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy", raising=False)
-    gpu_mod = importlib.import_module("idt.flow._tvl1_cupy")
-    try:
-        pairs = [_planted(40, 52, seed=s)[:2] for s in (5, 6, 7)]
-        pairs[2] = (pairs[2][1], pairs[2][1])  # identical frames: converges at once, the others keep going
-        for params in (TVL1Params(), TVL1Params.fast()):
-            batch = gpu_mod.tvl1_flow_gpu_batch([p[0] for p in pairs], [p[1] for p in pairs], params=params)
-            assert batch.shape == (3, 40, 52, 2) and batch.dtype == np.float32
-            for (a, b), got in zip(pairs, batch):
-                np.testing.assert_allclose(got, estimate_flow(a, b, backend="cpu", params=params), atol=1e-5)
-            assert np.all(batch[2] == 0)
-    finally:
-        monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy")
-
-
 @pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc")
 def test_cuda_source_compiles_with_nvcc(tmp_path):
     import ast
@@ -279,3 +110,44 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     ptx = (tmp_path / "k.ptx").read_text()
     for name in ("resize_linear", "centered_gradient", "warp_linearise", "primal", "dual", "median"):
         assert f".entry {name}(" in ptx
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Without a GPU, the CUDA C itself: the same source string, compiled for the CPU by tests/_cuda_on_cpu.py (threads
+# of a block as fibers, __syncthreads as a barrier, IEEE float without FMA as --fmad=false asks), driven by the
+# real host code. It runs the GPU's arithmetic in the GPU's order, so it checks the kernels' indexing, borders,
+# reductions and convergence flags; not races or speed.
+# ------------------------------------------------------------------------------------------------------------------
+def _emulated_gpu_module(monkeypatch, tmp_path):
+    import importlib
+    import sys
+
+    import _cuda_on_cpu
+
+    monkeypatch.setitem(sys.modules, "cupy", _cuda_on_cpu.fake_cupy(tmp_path))
+    monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy", raising=False)
+    return importlib.import_module("idt.flow._tvl1_cupy")
+
+
+@pytest.mark.skipif(not __import__("_cuda_on_cpu").available(), reason="needs g++ on x86-64")
+def test_cuda_kernels_run_on_cpu_match_cpu_solver(monkeypatch, tmp_path):
+    import sys
+
+    gpu_mod = _emulated_gpu_module(monkeypatch, tmp_path)
+    try:
+        pairs = [_planted(36, 44, seed=s) for s in (8, 9)]
+        pairs.append((pairs[1][1], pairs[1][1], None))  # identical frames: converges at once, the others go on
+        small = TVL1Params(n_scales=3, warps=3, inner_iterations=10, outer_iterations=3, epsilon=0.001)
+        for params in (small, TVL1Params.fast(), TVL1Params()):
+            batch = gpu_mod.tvl1_flow_gpu_batch([p[0] for p in pairs], [p[1] for p in pairs], params=params)
+            assert batch.shape == (3, 36, 44, 2) and batch.dtype == np.float32
+            for (a, b, _), got in zip(pairs[:2], batch):
+                cpu = estimate_flow(a, b, backend="cpu", params=params)
+                d = np.linalg.norm(got - cpu, axis=-1)
+                assert d.mean() < 1e-4 and d.max() < 1e-2, (d.mean(), d.max())
+            assert np.all(batch[2] == 0)
+        # the kernels really moved the flow: the planted truth is recovered (away from the border)
+        truth = pairs[0][2]
+        assert np.linalg.norm(batch[0] - truth, axis=-1)[6:-6, 6:-6].mean() < 0.5
+    finally:
+        monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy")

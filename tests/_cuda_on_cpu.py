@@ -1,0 +1,233 @@
+"""Run CUDA C kernels on the CPU, for tests on machines without a GPU.
+
+The kernel source (the very string that CuPy compiles) is compiled with g++ after a small prelude that defines
+CUDA's qualifiers, ``blockIdx`` / ``threadIdx`` / ``blockDim`` / ``gridDim`` and ``__syncthreads``; every kernel gets
+an ``extern "C"`` launcher that runs its grid block by block. Threads of a block run as fibers on one OS thread
+(a 20-line x86-64 context switch): ``__syncthreads()`` hands control back to the block's scheduler, which resumes
+every live thread once per round, so no thread passes a barrier before all have reached it. ``__shared__`` becomes
+``static``: one copy per kernel, which is one copy per block because blocks run one after another. Kernels without
+``__syncthreads`` run as plain loops.
+
+Floating point: ``-O1 -ffp-contract=off`` on SSE2 is IEEE single/double without fused multiply-add, which is what
+the CUDA code asks for (``--fmad=false``, IEEE division and square root by default), so the emulated kernels do
+the GPU's arithmetic in the GPU's order (reductions included). What this cannot show: races between threads that
+a real GPU would expose, and anything about speed.
+
+Only x86-64 with g++; :func:`available` says whether it can run here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+
+_PRELUDE = r"""
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+using std::floor; using std::sqrt;
+struct emu_dim3 { unsigned x, y, z; };
+static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+
+// ---- fibers: one stack per thread of a block, switched without system calls ----
+extern "C" void emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+.text
+.globl emu_switch
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+)");
+static const int EMU_MAX_THREADS = 1024;
+static const size_t EMU_STACK = 64 * 1024;
+static char* emu_stacks = nullptr;
+static void* emu_sched_sp;
+static void* emu_sp[EMU_MAX_THREADS];
+static bool emu_done[EMU_MAX_THREADS];
+static int emu_current;
+static void (*emu_body)(void*);
+static void* emu_body_arg;
+
+extern "C" void __syncthreads() { emu_switch(&emu_sp[emu_current], emu_sched_sp); }
+
+static void emu_entry() {
+    emu_body(emu_body_arg);
+    emu_done[emu_current] = true;
+    emu_switch(&emu_sp[emu_current], emu_sched_sp);
+    abort();  // never resumed
+}
+
+// Run body(arg) as blockDim.x fibers of the current block until all return.
+static void emu_run_block(void (*body)(void*), void* arg) {
+    int n = (int)blockDim.x;
+    if (n > EMU_MAX_THREADS) abort();
+    if (!emu_stacks) emu_stacks = (char*)aligned_alloc(64, EMU_STACK * EMU_MAX_THREADS);
+    emu_body = body; emu_body_arg = arg;
+    for (int t = 0; t < n; ++t) {
+        // new stack: [entry address][6 zeroed callee-saved registers]; after `ret` into emu_entry the stack
+        // pointer is 8 mod 16, as at any function entry (the call's return address on a 16-aligned stack)
+        void** top = (void**)(emu_stacks + EMU_STACK * (t + 1));
+        top -= 1;
+        *--top = (void*)&emu_entry;
+        for (int r = 0; r < 6; ++r) *--top = nullptr;
+        emu_sp[t] = (void*)top;
+        emu_done[t] = false;
+    }
+    int live = n;
+    while (live > 0) {
+        for (int t = 0; t < n; ++t) {
+            if (emu_done[t]) continue;
+            emu_current = t;
+            threadIdx.x = t; threadIdx.y = 0; threadIdx.z = 0;
+            emu_switch(&emu_sched_sp, emu_sp[t]);
+            if (emu_done[t]) --live;
+        }
+    }
+}
+"""
+
+
+def available() -> bool:
+    """g++ is installed and this is x86-64 (the fiber switch is x86-64 assembly)."""
+    return shutil.which("g++") is not None and platform.machine() in ("x86_64", "AMD64")
+
+
+_C_TYPES = {"float": ctypes.c_float, "double": ctypes.c_double, "int": ctypes.c_int, "long long": ctypes.c_longlong,
+            "unsigned": ctypes.c_uint}
+
+
+def _parse_kernels(source: str):
+    """[(name, [(ctype text, param name), ...], uses_syncthreads)] for every ``__global__`` function."""
+    kernels = []
+    for m in re.finditer(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)\s*\{", source):
+        params = []
+        for p in " ".join(m.group(2).split()).split(","):
+            p = p.strip()
+            pm = re.match(r"(.*?)(\w+)$", p)
+            params.append((pm.group(1).strip(), pm.group(2)))
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(source[i], 0)
+            i += 1
+        kernels.append((m.group(1), params, "__syncthreads" in source[m.end():i]))
+    return kernels
+
+
+def _launcher(name, params, sync):
+    decl = ", ".join(f"{t} {n}" for t, n in params)
+    names = ", ".join(n for _, n in params)
+    fields = "; ".join(f"{t} {n}" for t, n in params)
+    head = f'extern "C" void launch_{name}(int emu_gx, int emu_gy, int emu_bx, {decl}) {{\n'
+    head += "    gridDim.x = emu_gx; gridDim.y = emu_gy; gridDim.z = 1; blockDim.x = emu_bx; blockDim.y = 1; " \
+            "blockDim.z = 1;\n"
+    loop = ("    for (int by = 0; by < emu_gy; ++by) for (int bx = 0; bx < emu_gx; ++bx) {\n"
+            "        blockIdx.x = bx; blockIdx.y = by; blockIdx.z = 0;\n")
+    if not sync:
+        body = ("        for (int t = 0; t < emu_bx; ++t) { threadIdx.x = t; threadIdx.y = 0; threadIdx.z = 0; "
+                f"{name}({names}); }}\n")
+        return head + loop + body + "    }\n}\n"
+    pre = f"struct emu_args_{name} {{ {fields}; }};\n"
+    pre += (f"static void emu_body_{name}(void* a) {{ emu_args_{name}* p = (emu_args_{name}*)a; "
+            f"{name}({', '.join('p->' + n for _, n in params)}); }}\n")
+    body = (f"        emu_args_{name} args = {{ {names} }};\n"
+            f"        emu_run_block(&emu_body_{name}, &args);\n")
+    return pre + head + loop + body + "    }\n}\n"
+
+
+def _argtype(ctext: str):
+    if "*" in ctext:
+        return ctypes.c_void_p
+    return _C_TYPES[ctext.replace("const", "").strip()]
+
+
+def compile_source(source: str, *, build_dir: str | Path | None = None):
+    """Compile CUDA C ``source`` for the CPU; returns ``{kernel name: callable(grid, block, args)}``.
+
+    Arguments follow CuPy's ``RawKernel`` call: ``grid`` and ``block`` tuples (only ``grid[0]``, ``grid[1]``,
+    ``block[0]`` are used), ``args`` a tuple of NumPy arrays (passed as pointers: C-contiguous, as CuPy's) and NumPy
+    scalars.
+    """
+    kernels = _parse_kernels(source)
+    text = _PRELUDE + source + "\n" + "".join(_launcher(*k) for k in kernels)
+    build = Path(build_dir or tempfile.mkdtemp(prefix="cuda_on_cpu_"))
+    tag = hashlib.sha256(text.encode()).hexdigest()[:16]
+    lib_path = build / f"kernels_{tag}.so"
+    if not lib_path.exists():
+        src_path = build / f"kernels_{tag}.cpp"
+        src_path.write_text(text)
+        cmd = ["g++", "-std=c++17", "-O1", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
+               "-o", str(lib_path), str(src_path)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"g++ could not compile the kernels: {res.stderr[-2000:]}")
+    lib = ctypes.CDLL(str(lib_path))
+    out = {}
+    for name, params, _ in kernels:
+        fn = getattr(lib, f"launch_{name}")
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int] * 3 + [_argtype(t) for t, _ in params]
+
+        def call(grid, block, args, _fn=fn, _params=params, _name=name):
+            if len(args) != len(_params):
+                raise TypeError(f"{_name}: expected {len(_params)} arguments, got {len(args)}")
+            conv = []
+            for a, (t, _) in zip(args, _params):
+                if "*" in t:
+                    if not (isinstance(a, np.ndarray) and a.flags.c_contiguous):
+                        raise TypeError(f"{_name}: pointer arguments must be C-contiguous arrays")
+                    conv.append(a.ctypes.data)
+                else:
+                    conv.append(a.item() if isinstance(a, np.generic) else a)
+            _fn(int(grid[0]), int(grid[1]) if len(grid) > 1 else 1, int(block[0]), *conv)
+
+        out[name] = call
+    return out
+
+
+def fake_cupy(build_dir: str | Path | None = None) -> types.ModuleType:
+    """A stand-in ``cupy`` module: NumPy arrays, and ``RawModule`` kernels compiled by :func:`compile_source`."""
+    cp = types.ModuleType("cupy")
+    for name in ("float32", "float64", "int32", "empty", "zeros", "empty_like", "ascontiguousarray", "stack", "inf"):
+        setattr(cp, name, getattr(np, name))
+    cp.asarray = np.asarray
+    cp.asnumpy = np.asarray
+
+    class RawModule:
+        def __init__(self, code, options=()):
+            self._kernels = compile_source(code, build_dir=build_dir)
+
+        def get_function(self, name):
+            return self._kernels[name]
+
+    cp.RawModule = RawModule
+    return cp
