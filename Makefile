@@ -58,7 +58,8 @@ MANIFEST := $(DATA)/manifest.csv
 STREAM := $(if $(filter 1 yes true,$(STREAMING)),_streaming)
 FEATURES_MODE := $(if $(STREAM), --store sample --split $(SPLIT))
 ENCODE_MODE := $(if $(STREAM), --streaming)
-FEATURES := $(DATA)/features$(STREAM).json
+# A --subset sample is drawn from SPLIT's training videos: one stamp per split (a full sample serves every split).
+FEATURES := $(DATA)/features$(STREAM)$(if $(and $(STREAM),$(findstring --subset,$(FEATURES_ARGS))),_split$(SPLIT)).json
 FISHER := $(DATA)/fisher_split$(SPLIT)$(STREAM).npz
 SVM_DIR := $(DATA)/svm_split$(SPLIT)$(STREAM)
 SVM_REPORT := $(SVM_DIR)/report.json

@@ -28,6 +28,7 @@ the split's training videos and ``--subset 0.1`` to a tenth of them, which keeps
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,8 @@ from .pipeline import (DEFAULT_GMM_ITER, DEFAULT_PCA_SAMPLES, _check_encode_opti
 from .sampling import CHANNELS
 
 __all__ = ["DEFAULT_SAMPLE_PER_VIDEO", "training_subset", "encode_streaming_item", "run_streaming_encode"]
+
+log = logging.getLogger(__name__)
 
 #: Rows of each video kept by ``idtfv features --store sample`` (the codebook's sample is drawn from these).
 DEFAULT_SAMPLE_PER_VIDEO = 1000
@@ -162,6 +165,11 @@ def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs
         raise FormatError(stamp_path, "stamp has no params.idt (the extraction settings); expected the stamp of "
                                       "idtfv features, rerun it")
     feat_dir = Path(stamp["dir"])
+    subset = stamp["params"].get("subset")
+    if isinstance(subset, dict) and subset.get("split") != split and codebook is None:
+        log.warning("%s: the features sample was drawn from split %s's training videos (--subset), encoding split %d: "
+                    "the codebook uses only the videos that are training videos in both; rerun idtfv features with "
+                    "--split %d for a full sample", stamp_path, subset.get("split"), split, split)
 
     # the stamp's videos, not every file of the directory: a --subset run shares the stage directory with
     # fuller runs of the same settings

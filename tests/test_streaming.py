@@ -224,6 +224,12 @@ def test_makefile_streaming_switch(tmp_path):
     feat, enc = make()  # the default path is unchanged and has its own files
     assert "--store" not in feat and f"--out {data / 'features.json'}" in feat
     assert "--streaming" not in enc and f"--out {data / 'fisher_split1.npz'}" in enc
+    # a --subset sample comes from SPLIT's training videos: its stamp is per split, so SPLIT=2 does not reuse split 1's
+    for split in (1, 2):
+        feat, enc = make("STREAMING=1", f"SPLIT={split}", "FEATURES_ARGS=--subset 0.5")
+        stamp = data / f"features_streaming_split{split}.json"
+        assert f"--split {split}" in feat and "--subset 0.5" in feat and f"--out {stamp}" in feat
+        assert f"--features {stamp}" in enc
 
 
 def test_streaming_uses_kept_full_features_instead_of_extracting(dataset, monkeypatch, capsys):
@@ -241,3 +247,27 @@ def test_streaming_uses_kept_full_features_instead_of_extracting(dataset, monkey
     assert _encode(root, "full.json", "fv_kept.npz", "--streaming", "--codebook", codebook) == 0
     assert "6 computed" in capsys.readouterr().out  # jobs=1: in this process, so the patch applies
     np.testing.assert_array_equal(_load(root / "fv_kept.npz")["features"], _load(root / "fv.npz")["features"])
+
+
+def test_subset_sample_of_another_split_is_reported(dataset, caplog):
+    """A --subset sample drawn from split 1's training videos, encoded for split 2: said in a warning, and the
+    codebook uses only videos that are training videos of split 2 (never a split-2 test video)."""
+    from idt.data.manifest import read_manifest
+
+    root = dataset
+    man = read_manifest(root / "manifest.csv")
+    rows = [VideoEntry(e.video_id, e.path, e.label, e.label_name, group=e.group,
+                       splits={**e.splits, 2: "train" if e.video_id in ("v0", "v1", "v2", "v5") else "test"})
+            for e in man.rows]
+    write_manifest(Manifest(rows, root), root / "manifest2.csv")
+    assert _cli(root, "features", "--manifest", root / "manifest2.csv", "--cache", root / "cache", "--out",
+                root / "subset1.json", "--allow-failed", "--store", "sample", "--sample-per-video", "25",
+                "--subset", "1", "--split", "1") == 0
+    assert read_stamp(root / "subset1.json")["done"] == ["v0", "v1", "v2", "v3"]
+    with caplog.at_level("WARNING", logger="encoding.streaming"):
+        assert _cli(root, "encode", "--manifest", root / "manifest2.csv", "--features", root / "subset1.json",
+                    "--split", "2", "--cache", root / "cache", "--out", root / "fv2.npz", "--allow-failed",
+                    "--streaming", *ENCODE_OPTS) == 0
+    assert "drawn from split 1's training videos" in caplog.text and "encoding split 2" in caplog.text
+    cb = sorted((root / "cache").glob("codebook-*"), key=lambda p: p.stat().st_mtime)[-1]
+    assert json.loads((cb / "codebook.json").read_text())["sample"]["videos"] == 3  # v0, v1, v2: not v3, not v5
