@@ -12,6 +12,10 @@ order into ``errs[b, k]`` (deterministic, no atomics), and every kernel of itera
 before a group of iterations) returns at once for pair ``b`` when ``errs[b, k-1] <= eps`` -- exactly the CPU's
 "stop the warp once an iteration changes the flow by less than :math:`\varepsilon`", per pair.
 
+Without a GPU the kernels are still exercised: ``tests/_cuda_on_cpu.py`` compiles ``_SOURCE`` for the CPU (threads
+of a block as fibers, IEEE arithmetic without FMA) and the tests check that this host code with those kernels gives
+flow bit-identical to the CPU solver.
+
 Importing this module needs CuPy; :func:`idt.flow.estimate_flow` imports it lazily and falls back to the CPU
 with a one-time warning when CuPy or a device is missing.
 """
