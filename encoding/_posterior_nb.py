@@ -181,7 +181,7 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
     3. q_ik = exp(l_k - max_j l_j) / sum (float32 exponentials, float64 sums), zero below exp(-``clamp``);
     4. row r = c K + k of every pyramid cell c the descriptor falls in: S0[r] += q, and q [x, x^2] (2D wide) goes
        into the float64 sums S12 when q >= ``small`` (~4 per descriptor at D=48, K=256) and into the float32 block
-       sums T12 below it (~17 per descriptor, each at most ``small`` of its mass). The driver turns S1, S2 into
+       sums T12 below it (~17 per descriptor, each at most ``small`` of its mass), whichever list q came from. The driver turns S1, S2 into
        sum_i q_ik z_ik = (S1 - mu S0) / sigma and sum_i q_ik (z_ik^2 - 1) = (S2 - 2 mu S1 + mu^2 S0) / sigma^2 - S0,
        which cancels about log10(mu^2 / sigma^2) digits: hence float64 for the posteriors that carry the mass.
 
@@ -203,12 +203,11 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
     n_rows, D = X.shape
     K = means.shape[0]
     G = cells.shape[1]
-    k_ex = np.empty(K, np.int64)  # exact candidates: component, log-likelihood - best, exp
+    k_ex = np.empty(K, np.int64)  # candidates: component, log-likelihood (- best), exp
     l_ex = np.empty(K, np.float64)
     q_ex = np.empty(K, np.float32)
-    k_sc = np.empty(K, np.int64)  # screened-only candidates
+    k_sc = np.empty(K, np.int64)  # screened-only candidates, until appended to the above
     l_sc = np.empty(K, np.float64)
-    q_sc = np.empty(K, np.float32)
     x12 = np.empty(2 * D, np.float64)
     y12 = np.empty(2 * D, np.float32)
     K64 = K - K % 64
@@ -262,23 +261,20 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
             lk = log_const[k] - 0.5 * _mahalanobis(X, i, means, inv_var, k)
             l_ex[j] = lk
             best = max(best, lk)
-        for j in range(n_ex):
-            l_ex[j] -= best
+        # one list from here on: exact candidates [0, n_ex), then the screened-only ones
+        n = n_ex + n_sc
         for j in range(n_sc):
-            l_sc[j] -= best
-        _exp_nonpositive(l_ex, n_ex, q_ex)
-        _exp_nonpositive(l_sc, n_sc, q_sc)
+            k_ex[n_ex + j] = k_sc[j]
+            l_ex[n_ex + j] = l_sc[j]
+        for j in range(n):
+            l_ex[j] -= best
+        _exp_nonpositive(l_ex, n, q_ex)
         tot = 0.0
         kept = 0
-        for j in range(n_ex):
+        for j in range(n):
             ok = l_ex[j] >= -clamp
             q_ex[j] = q_ex[j] if ok else np.float32(0.0)
             tot += q_ex[j]
-            kept += ok
-        for j in range(n_sc):
-            ok = l_sc[j] >= -clamp
-            q_sc[j] = q_sc[j] if ok else np.float32(0.0)
-            tot += q_sc[j]
             kept += ok
         inv = 1.0 / tot
         if hard:
@@ -288,8 +284,7 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
                     jb = j
             k_ex[0] = k_ex[jb]
             q_ex[0] = 1.0
-            n_ex = 1
-            n_sc = 0
+            n = 1
             kept = 1
             inv = 1.0
         nnz += kept
@@ -299,7 +294,7 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
                 continue
             counts[cid] += 1.0
             base = cid * K
-            for j in range(n_ex):
+            for j in range(n):
                 w = np.float64(q_ex[j]) * inv
                 if w == 0.0:
                     continue
@@ -312,15 +307,6 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
                     w32 = np.float32(w)
                     for d in range(2 * D):
                         T12[r, d] += w32 * y12[d]
-            for j in range(n_sc):
-                w = np.float64(q_sc[j]) * inv
-                if w == 0.0:
-                    continue
-                r = base + k_sc[j]
-                S0[r] += w
-                w32 = np.float32(w)
-                for d in range(2 * D):
-                    T12[r, d] += w32 * y12[d]
     return nnz
 
 
