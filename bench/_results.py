@@ -33,6 +33,32 @@ def write_section(section: str, text: str, *, path: Path = RESULTS) -> None:
     else:
         end = old.find("\n## ", start + len(section))
         new = old[:start] + body + ("\n" + old[end + 1:] if end >= 0 else "")
+    _replace(path, new)
+
+
+def write_block(section: str, block: str, text: str, *, path: Path = RESULTS) -> None:
+    """Replace (or append) the block ``<!-- begin block -->...<!-- end block -->`` inside section ``section``.
+
+    For sections that several scripts share (``## encoding``: bench_gmm and bench_fisher each own one block).
+    """
+    begin, end = f"<!-- begin {block} -->", f"<!-- end {block} -->"
+    body = f"{begin}\n{text.rstrip()}\n{end}\n"
+    doc = path.read_text() if path.exists() else _HEADER
+    if section + "\n" not in doc:
+        doc = doc.rstrip() + f"\n\n{section}\n\n"
+    start = doc.index(section + "\n")
+    nxt = doc.find("\n## ", start + len(section))
+    stop = len(doc) if nxt < 0 else nxt + 1
+    part = doc[start:stop]
+    if begin in part:
+        part = part[:part.index(begin)] + body + part[part.index(end) + len(end) + 1:]
+    else:
+        part = part.rstrip() + "\n\n" + body
+    _replace(path, doc[:start] + part.rstrip() + "\n" + ("\n" + doc[stop:] if stop < len(doc) else ""))
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(new)
+    tmp.write_text(text)
     os.replace(tmp, path)

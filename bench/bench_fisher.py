@@ -22,7 +22,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 # VLFeat's vl_fisher runs an OpenMP loop with as many threads as OpenMP allows, and threadpoolctl does not reach
@@ -33,10 +32,10 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from _results import write_block  # noqa: E402
 from encoding.fisher import fisher_vector  # noqa: E402
 from encoding.gmm import DiagGMM  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## encoding"
 BLOCK = "bench_fisher"
 VLFEAT_QUOTED = {48: 1.75, 213: 6.0}
@@ -115,24 +114,6 @@ def best_of(fn, repeat):
     return min(wall), min(cpu), out
 
 
-def update_results(text_block: str, *, block: str = BLOCK) -> None:
-    """Replace (or add) this script's block inside the ``## encoding`` section of RESULTS.md."""
-    begin, end = f"<!-- begin {block} -->", f"<!-- end {block} -->"
-    block = f"{begin}\n{text_block.rstrip()}\n{end}\n"
-    doc = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION + "\n" not in doc:
-        doc = doc.rstrip() + f"\n\n{SECTION}\n\n"
-    start = doc.index(SECTION + "\n")
-    nxt = doc.find("\n## ", start + len(SECTION))
-    stop = len(doc) if nxt < 0 else nxt + 1
-    section = doc[start:stop]
-    if begin in section:
-        section = section[:section.index(begin)] + block + section[section.index(end) + len(end) + 1:]
-    else:
-        section = section.rstrip() + "\n\n" + block
-    RESULTS.write_text(doc[:start] + section.rstrip() + "\n" + ("\n" + doc[stop:] if stop < len(doc) else ""))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -197,7 +178,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        update_results(text)
+        write_block(SECTION, BLOCK, text)
     return 0
 
 

@@ -35,8 +35,9 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from encoding.gmm import DiagGMM  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fisher import update_results  # noqa: E402
+from _results import write_block  # noqa: E402
 
+SECTION = "## encoding"
 BLOCK = "bench_gmm"
 VLFEAT_QUOTED_S = 54.0
 SKLEARN_QUOTED_S = 329.0
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        update_results(text, block=BLOCK)
+        write_block(SECTION, BLOCK, text)
     return 0
 
 
