@@ -118,7 +118,8 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
 # real host code. It runs the GPU's arithmetic in the GPU's order, so it checks the kernels' indexing, borders,
 # reductions and convergence flags; not races or speed.
 # ------------------------------------------------------------------------------------------------------------------
-def _emulated_gpu_module(monkeypatch, tmp_path):
+@pytest.mark.skipif(not __import__("_cuda_on_cpu").available(), reason="needs g++ on x86-64")
+def test_cuda_kernels_run_on_cpu_match_cpu_solver(monkeypatch, tmp_path):
     import importlib
     import sys
 
@@ -126,14 +127,7 @@ def _emulated_gpu_module(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "cupy", _cuda_on_cpu.fake_cupy(tmp_path))
     monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy", raising=False)
-    return importlib.import_module("idt.flow._tvl1_cupy")
-
-
-@pytest.mark.skipif(not __import__("_cuda_on_cpu").available(), reason="needs g++ on x86-64")
-def test_cuda_kernels_run_on_cpu_match_cpu_solver(monkeypatch, tmp_path):
-    import sys
-
-    gpu_mod = _emulated_gpu_module(monkeypatch, tmp_path)
+    gpu_mod = importlib.import_module("idt.flow._tvl1_cupy")
     try:
         pairs = [_planted(36, 44, seed=s) for s in (8, 9)]
         pairs.append((pairs[1][1], pairs[1][1], None))  # identical frames: converges at once, the others go on
@@ -149,5 +143,5 @@ def test_cuda_kernels_run_on_cpu_match_cpu_solver(monkeypatch, tmp_path):
         # the kernels really moved the flow: the planted truth is recovered (away from the border)
         truth = pairs[0][2]
         assert np.linalg.norm(batch[0] - truth, axis=-1)[6:-6, 6:-6].mean() < 0.5
-    finally:
+    finally:  # not left in sys.modules bound to the stand-in cupy (delitem above recorded nothing to restore)
         monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy")
