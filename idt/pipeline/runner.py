@@ -227,7 +227,7 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
     failed, the others complete, and the rest of the run resumes on ``jobs`` workers.
     """
     from joblib import Parallel, delayed
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky import ProcessPoolExecutor
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     options = dict(stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level, mark=True)
@@ -262,7 +262,9 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
                 ) from exc
         for entry in suspects:
             _marker(out_dir, entry.video_id).unlink(missing_ok=True)
-            executor = get_reusable_executor(max_workers=1)
+            # A private one-worker pool, not loky's process-wide reusable executor: joblib reuses that one for the
+            # next Parallel call and then expects state that only joblib sets on it (an AttributeError otherwise).
+            executor = ProcessPoolExecutor(max_workers=1)
             try:
                 status = executor.submit(_process_item, entry, **options).result()
             except TerminatedWorkerError as exc:
@@ -274,6 +276,8 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
                     f"WorkerCrash: the worker process died while processing this video ({how}: a crash in native "
                     "code, e.g. the video decoder, or the out-of-memory killer)",
                 )
+            finally:
+                executor.shutdown(wait=True)
             del pending[entry.video_id]
             yield status
 
