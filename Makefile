@@ -1,6 +1,6 @@
 # idtfv: improved dense trajectories -> Fisher vectors -> linear SVM (+ CNN baselines).
 # `make` (or `make help`) lists the targets and variables. Stages are real files under $(CACHE)/$(DATASET)/,
-# so make skips what is finished; inside a stage, the runner skips finished videos (see idt/pipeline/runner.py).
+# so make skips what is finished; inside a stage, the runner skips finished videos (see idtfv/runner.py).
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -51,6 +51,8 @@ PYTHON ?= python3
 VENV ?= .venv
 
 INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
+INSTALLED_DEEP := $(VENV)/.installed-deep
 IDTFV := $(VENV)/bin/idtfv
 DATA := $(CACHE)/$(DATASET)
 MANIFEST := $(DATA)/manifest.csv
@@ -81,7 +83,7 @@ export REPORT_SUMMARY
 
 RUNNER_OPTS := --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER))$(if $(ALLOW_FAILED), --allow-failed)
 
-.PHONY: help install features encode train-svm demo flow train-deep test bench clean distclean
+.PHONY: help install install-test features encode train-svm demo flow train-deep test test-fast bench clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [VARIABLE=value ...]"
@@ -95,12 +97,22 @@ help: ## show this help
 	@echo "  now: DATASET=$(DATASET) ROOT=$(ROOT) SPLIT=$(SPLIT) JOBS=$(JOBS) CACHE=$(CACHE) SEED=$(SEED)"
 
 # --------------------------------------------------------------------------------------------- install
-install: $(INSTALLED) ## create the virtualenv (VENV) and install idtfv with its test and deep extras
+install: $(INSTALLED) ## create the virtualenv (VENV) and install idtfv (editable, no extras: what the demo uses)
 
-# torch first, pinned: the local CPU wheel (an unpinned torch would pull a CUDA build).
+install-test: $(INSTALLED_TEST) ## install idtfv with its test and deep extras (what make test uses)
+
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -e .
+	touch $@
+
+# torch first, pinned: the local CPU wheel (an unpinned torch would pull a CUDA build).
+$(INSTALLED_DEEP): $(INSTALLED)
 	$(VENV)/bin/python -m pip install torch==2.13.0
+	$(VENV)/bin/python -m pip install -e '.[deep]'
+	touch $@
+
+$(INSTALLED_TEST): $(INSTALLED_DEEP)
 	$(VENV)/bin/python -m pip install -e '.[test,deep]'
 	touch $@
 
@@ -142,16 +154,19 @@ $(FLOW_DONE): $(MANIFEST) | $(INSTALLED)
 	$(IDTFV) flow --manifest $(MANIFEST) --out $(RAWFRAMES) $(RUNNER_OPTS) $(FLOW_ARGS)
 	touch $@
 
-$(DEEP_DONE): $(MANIFEST) $(if $(NEEDS_FLOW),$(FLOW_DONE)) | $(INSTALLED)
+$(DEEP_DONE): $(MANIFEST) $(if $(NEEDS_FLOW),$(FLOW_DONE)) | $(INSTALLED_DEEP)
 	$(IDTFV) train-deep --manifest $(MANIFEST) --model $(MODEL) --modality $(MODALITY) --split $(SPLIT) \
 	  --out $(DEEP_DIR) --seed $(SEED)$(if $(NEEDS_FLOW), --rawframes $(RAWFRAMES)) $(DEEP_ARGS)
 	touch $@
 
 # --------------------------------------------------------------------------------------------- checks
-test: $(INSTALLED) ## install, then run the test suite (TEST_JOBS processes)
+test: $(INSTALLED_TEST) ## install with the test and deep extras, then run the whole test suite (TEST_JOBS processes)
 	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
 
-bench: $(INSTALLED) ## run every bench/bench_*.py (results in bench/RESULTS.md)
+test-fast: $(INSTALLED_TEST) ## the inner loop: the suite without the tests marked slow (under 2 minutes)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) -m "not slow" $(PYTEST_ARGS)
+
+bench: $(INSTALLED_TEST) ## run every bench/bench_*.py (results in bench/RESULTS.md)
 	status=0; \
 	for script in bench/bench_*.py; do \
 	  echo "== $$script"; \

@@ -1,6 +1,6 @@
 """Benchmark: the video reader and the synthetic default dataset.
 
-* decode: ``idt.video.iter_frames`` (grey, RGB, and grey with ``max_width``) against a bare ``cv2.VideoCapture`` loop
+* decode: ``idtfv.video.iter_frames`` (grey, RGB, and grey with ``max_width``) against a bare ``cv2.VideoCapture`` loop
   doing the same conversions, on the same file in the same run (ratio = ours / bare; ~1.0 means no overhead);
 * probe: ``probe_video`` (counts decodable frames) per video;
 * generator: ``generate_dataset`` with the default parameters (96 clips of 40 frames at 160x120), seconds.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import cv2
 
-from idt.data.synthetic import generate_dataset
-from idt.video import iter_frames, probe_video
+from idtfv.data.synthetic import generate_dataset
+from idtfv.video import iter_frames, probe_video
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 
@@ -86,7 +86,7 @@ def main(argv=None):
     lines = [SECTION, "",
              f"`python bench/bench_data.py` on {platform.machine()}, {os.cpu_count()} CPUs, OpenCV {cv2.__version__}, "
              f"one OpenCV thread, best of {args.repeat}. Clip: `{clip.name}` ({n} frames).", "",
-             "| decode | bare cv2 loop (frames/s) | idt.video (frames/s) | time ratio ours/bare |",
+             "| decode | bare cv2 loop (frames/s) | idtfv.video (frames/s) | time ratio ours/bare |",
              "|---|---|---|---|"]
     lines += [f"| {a} | {b:,.0f} | {c:,.0f} | {d:.2f} |" for a, b, c, d in rows]
     lines += ["", f"- `probe_video` (decodes every frame to count): {probe_s * 1000:.1f} ms for {n} frames; "

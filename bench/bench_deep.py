@@ -1,4 +1,4 @@
-"""Benchmark: clips/s of forward + backward for every model of ``deep.MODELS`` at its standard input size.
+"""Benchmark: clips/s of forward + backward for every model of ``idtfv.deep.MODELS`` at its standard input size.
 
 Each model runs at its standard input (frames x crop from ``ModelSpec``: e.g. TSN 3 x 224^2, C3D 16 x 112^2,
 I3D / Non-local / SlowFast 32 x 224^2, TSM / TAM 8 x 224^2) on a **reduced batch** (default 1 clip; training
@@ -25,9 +25,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from deep.data import MODALITIES
-from deep.experiment import SNIPPET_LEN
-from deep.models import MODELS, build_model
+from idtfv.deep.data import MODALITIES
+from idtfv.deep.stage import SNIPPET_LEN
+from idtfv.deep.models import MODELS, build_model
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 

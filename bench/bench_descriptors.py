@@ -18,7 +18,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from idt.descriptors import DescriptorLayout, cell_descriptors, frame_histograms  # noqa: E402
+from idtfv.idt.descriptors import DescriptorLayout, cell_descriptors, frame_histograms  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 

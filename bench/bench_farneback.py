@@ -1,4 +1,4 @@
-"""Benchmark: Farnebäck flow over a 6-level 320x240 sqrt(2) pyramid, idt.farneback.FarnebackPyramidFlow (expansions
+"""Benchmark: Farnebäck flow over a 6-level 320x240 sqrt(2) pyramid, idtfv.idt.farneback.FarnebackPyramidFlow (expansions
 reused across frames) vs OpenCV's calcOpticalFlowFarneback called per level coarse to fine, in the same run, one
 thread; plus the end-point error of both on planted flows.
 
@@ -19,7 +19,7 @@ os.environ["NUMBA_NUM_THREADS"] = "1"
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from idt.farneback import FarnebackPyramidFlow  # noqa: E402
+from idtfv.idt.farneback import FarnebackPyramidFlow  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 

@@ -6,7 +6,7 @@ installed; otherwise the issue's measurement on this machine kind is quoted (1.7
 marked as such.
 
 Data: a planted mixture of 512 diagonal Gaussians with Student-t (5 dof) noise, a K=256 GMM fitted to it by
-``encoding.gmm.DiagGMM`` (the posterior sparsity our encoder exploits depends on the data; this mimics PCA-reduced
+``idtfv.encoding.gmm.DiagGMM`` (the posterior sparsity our encoder exploits depends on the data; this mimics PCA-reduced
 iDT descriptors, whose posteriors we measured to be as sparse: ~13 posteriors above exp(-30) per HOG descriptor).
 
 Usage: ``python bench/bench_fisher.py [--repeat 3] [--no-write]``; updates the ``bench_fisher`` block of the
@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from _results import write_block  # noqa: E402
-from encoding.fisher import fisher_vector  # noqa: E402
-from encoding.gmm import DiagGMM  # noqa: E402
+from idtfv.encoding.fisher import fisher_vector  # noqa: E402
+from idtfv.encoding.gmm import DiagGMM  # noqa: E402
 
 SECTION = "## encoding"
 BLOCK = "bench_fisher"

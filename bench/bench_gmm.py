@@ -1,6 +1,6 @@
 """Benchmark: diagonal GMM fitting, K=256 on 256,000 x 48 float32, 20 EM iterations, one core.
 
-* ours (``encoding.gmm.DiagGMM``: k-means init on a 32,768-descriptor subsample, float32 BLAS screen + Numba EM)
+* ours (``idtfv.encoding.gmm.DiagGMM``: k-means init on a 32,768-descriptor subsample, float32 BLAS screen + Numba EM)
   on the full problem: seconds (wall and CPU) and final mean log-likelihood per descriptor;
 * scikit-learn ``GaussianMixture(covariance_type="diag")`` on a subset (its full-size fit takes ~329 s here, far
   beyond this script's budget; say ``--sk-n 256000 --sk-k 256`` to run it anyway): (a) both started from the same
@@ -32,7 +32,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from encoding.gmm import DiagGMM  # noqa: E402
+from idtfv.encoding.gmm import DiagGMM  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_block  # noqa: E402

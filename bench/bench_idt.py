@@ -6,9 +6,9 @@ Each configuration runs in its own child process (so peak RSS is its own), pinne
 
 * ``baseline``: the reference's two-pass scheme (camera-compensated flow recomputed on the warped frame,
   OpenCV Farnebäck) — the in-run baseline the others are compared with;
-* ``default``: :class:`idt.IDTParams` defaults;
+* ``default``: :class:`idtfv.idt.IDTParams` defaults;
 * ``recompute``: the defaults with the second flow solve (``warp_flow="recompute"``);
-* ``fast``: :meth:`idt.IDTParams.fast`; ``dis``: the fast preset with DIS flow.
+* ``fast``: :meth:`idtfv.idt.IDTParams.fast`; ``dis``: the fast preset with DIS flow.
 
 It prints frames/s, the ratio to the baseline and to the C++ reference's stated 5.35 frames/s, the per-stage time
 breakdown, peak RSS, the ``.npz`` size against the LEAR text of the same trajectories, fidelity against
@@ -49,7 +49,7 @@ Notes (how the defaults were chosen; figures from runs of `compare()` in this sc
   border rule (its warp copies frame t-1 wherever H x is not > 5 px inside frame t, so the compensated flow is ~0
   there, also when H = I; `warp_margin=5`); (3) our Farneback's update step sampled the second frame clamped to
   the image where x + d leaves it, where OpenCV (and LEAR's copy of it) drops the second frame's terms there
-  (b2 = 0, A = A1): fixed in `idt.kernels.farneback_nb`; (4) the homography: AKAZE vs SIFT vs flow-only
+  (b2 = 0, A = A1): fixed in `idtfv.idt._farneback_nb`; (4) the homography: AKAZE vs SIFT vs flow-only
   matches, the reference's "> 50 matches" rule and its flow-match convention (rounded point + flow) — both
   adopted, no measurable effect; RANSAC seed: no effect. Carphone traj/MBHx/MBHy/count ratio: old default
   0.85/0.88/0.90/0.93; recompute without the border rule 0.94/0.93/0.86/0.94; recompute + border rule (before the
@@ -85,14 +85,14 @@ Notes (how the defaults were chosen; figures from runs of `compare()` in this sc
   refitting PCA+GMM on them moved accuracy by 0/0/+3.1 points, within the refit noise: encode seed 1 instead
   of 0 on the same float32 features moved it by -3.1/+6.2/+3.1 points (84.4/78.1/87.5 %). Descriptor means
   and stds moved by < 2e-5 relative, max abs error 2.4e-4. The pipeline's features stage still stores float32
-  (its files are read directly by `encoding.pipeline`).
+  (its files are read directly by `idtfv.encoding.stage`).
 - Peak RSS is measured after extraction, before writing files. "LEAR text" is the same trajectories printed as
   LEAR prints them (6 significant digits).
 """
 
 
 def _config(name: str):
-    from idt import IDTParams
+    from idtfv.idt import IDTParams
 
     return {
         "baseline": IDTParams(warp_flow="recompute", farneback_impl="opencv"),
@@ -112,7 +112,7 @@ def run_one(name: str, frames: int, out: str) -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    import idt
+    from idtfv import idt
 
     params = _config(name).replace(end=frames)
     # warm-up: compile/load the Numba kernels outside the timing
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
                        check=True, env=env)
         results[name] = json.loads(Path(out + ".json").read_text())
 
-    from idt.trajectories import load_trajectories
+    from idtfv.idt.trajectories import load_trajectories
 
     ref = load_trajectories(REFERENCE) if REFERENCE.exists() and args.frames == 201 else None
     trs = {name: load_trajectories(str(tmp / name) + ".npz") for name in results}  # full precision
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
         lines += ["", "Fidelity on every reference clip (whole clips; vtest: frames 0-200), default and fast presets:",
                   "", "| clip | preset | frames | LEAR trajectories | count ratio | " + " | ".join(BLOCKS)
                   + " | scale L1 |", "|---|---|---|---|---|" + "---|" * len(BLOCKS) + "---|"]
-        import idt
+        from idtfv import idt
 
         for clip, video in CLIPS:
             ref_c = load_trajectories(SHARED / "reference" / "lear-idt" / f"{clip}.txt.gz")

@@ -26,8 +26,8 @@ os.environ.setdefault("CI", "true")  # no progress bars in the measurements
 
 import numpy as np  # noqa: E402
 
-from idt.pipeline.cache import atomic_savez, load_valid  # noqa: E402
-from idt.pipeline.runner import run_stage  # noqa: E402
+from idtfv.cache import atomic_savez, load_valid  # noqa: E402
+from idtfv.runner import run_stage  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 
@@ -114,8 +114,8 @@ def bench_real_levels(tmp):
     """atomic_savez at zlib's default level vs level 1 on real extractor output (needs ../shared), or None."""
     if not SHARED_CLIP.exists():
         return None
-    import idt
-    from idt.params import IDTParams
+    from idtfv import idt
+    from idtfv.idt.params import IDTParams
 
     arrays = idt.extract(SHARED_CLIP, params=IDTParams.fast(end=60)).as_arrays()
     out = {"n_tracks": len(arrays["hog"]), "raw_mb": sum(a.nbytes for a in arrays.values()) / 1e6}

@@ -1,6 +1,6 @@
 """Benchmark: streaming encode (``--store sample`` + ``encode --streaming``) against the normal path, same run.
 
-On a small synthetic dataset (``idt.data.synthetic.generate_dataset``), both paths run end to end through the
+On a small synthetic dataset (``idtfv.data.synthetic.generate_dataset``), both paths run end to end through the
 ``idtfv`` command in this process (``--jobs 1``):
 
 - normal: ``features`` (every descriptor stored) -> ``encode``;
@@ -32,8 +32,8 @@ os.environ.setdefault("CI", "true")  # no progress bars in the measurements
 import numpy as np  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
-from idt.pipeline.cli import main  # noqa: E402
-from idt.pipeline.runner import read_stamp  # noqa: E402
+from idtfv.cli import main  # noqa: E402
+from idtfv.runner import read_stamp  # noqa: E402
 
 SECTION = "## streaming"
 #: rows kept per video: these clips have ~640 trajectories; a UCF101 video has tens of thousands and keeps 1000
@@ -60,7 +60,7 @@ def new_dirs(cache: Path, pattern: str, before: set) -> list[Path]:
 
 
 def run(args) -> tuple[list, str]:
-    from idt.data.synthetic import generate_dataset
+    from idtfv.data.synthetic import generate_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_streaming_"))
     manifest = generate_dataset(tmp / "data", n_classes=args.classes, n_actors=args.actors, n_frames=args.frames,

@@ -1,4 +1,4 @@
-"""Benchmark: one-vs-rest linear SVM through the linear kernel (classify.svm.LinearSVM) vs scikit-learn's
+"""Benchmark: one-vs-rest linear SVM through the linear kernel (idtfv.classify.svm.LinearSVM) vs scikit-learn's
 LinearSVC (liblinear) in the same run, and a UCF101-size synthetic stand-in.
 
 1. Small problem (default 400 videos x 2,048 dims x 101 classes, C = 100): wall time of both, the ratio, the
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classify._kernel_svm import linear_kernel, primal_weights, solve_ovr
-from classify.svm import LinearSVM
+from idtfv.classify._kernel_svm import linear_kernel, primal_weights, solve_ovr
+from idtfv.classify.svm import LinearSVM
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## classify"

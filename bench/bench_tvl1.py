@@ -23,7 +23,7 @@ os.environ["NUMBA_NUM_THREADS"] = "1"
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available  # noqa: E402
+from idtfv.idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 

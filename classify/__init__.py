@@ -1,10 +1,10 @@
 """classify: score/feature file formats, linear SVM, k-NN, evaluation and late fusion.
 
-Modules: :mod:`~classify.scores` (score CSV and feature ``.npz`` formats), :mod:`~classify.svm` (one-vs-rest
-linear SVM through the linear kernel, C selection), :mod:`~classify._kernel_svm` and
-:mod:`~classify._svm_dcd_nb` (kernel blocks, dual coordinate descent kernel), :mod:`~classify.knn`,
-:mod:`~classify.evaluate`, :mod:`~classify.fusion`, :mod:`~classify.plots` (confusion PNG),
-:mod:`~classify.experiment` (one split: train, score, report) and :mod:`~classify.cli` (``idtfv train-svm``,
+Modules: :mod:`~idtfv.classify.scores` (score CSV and feature ``.npz`` formats), :mod:`~idtfv.classify.svm` (one-vs-rest
+linear SVM through the linear kernel, C selection), :mod:`~idtfv.classify._kernel_svm` and
+:mod:`~idtfv.classify._svm_dcd_nb` (kernel blocks, dual coordinate descent kernel), :mod:`~idtfv.classify.knn`,
+:mod:`~idtfv.classify.evaluate`, :mod:`~idtfv.classify.fusion`, :mod:`~idtfv.classify.plots` (confusion PNG),
+:mod:`~idtfv.classify.stage` (one split: train, score, report) and :mod:`~idtfv.classify.cli` (``idtfv train-svm``,
 ``train-knn``, ``evaluate``, ``fuse``).
 
 The formats, :func:`evaluate` and :func:`fuse_scores` are imported eagerly (NumPy only); the scikit-learn based
@@ -33,8 +33,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "LinearSVM": ("classify.svm", "LinearSVM"),
-    "KNNClassifier": ("classify.knn", "KNNClassifier"),
+    "LinearSVM": ("idtfv.classify.svm", "LinearSVM"),
+    "KNNClassifier": ("idtfv.classify.knn", "KNNClassifier"),
 }
 
 

@@ -2,7 +2,7 @@
 
 With n training videos of d-dimensional Fisher vectors and n << d (UCF101: n = 9,537, d = 109,056), the dual
 is the cheap side: compute the linear kernel ``K = X X^T`` once (float32 BLAS, blockwise over rows so that no
-copy of X is made), solve each class's binary dual problem on K (:func:`classify._svm_dcd_nb.dcd_binary`,
+copy of X is made), solve each class's binary dual problem on K (:func:`idtfv.classify._svm_dcd_nb.dcd_binary`,
 liblinear's dual coordinate descent with the same losses and bias), then recover the primal weights
 ``w_c = sum_i alpha_ci y_ci x_i`` with one pass over X. Classes run in parallel threads (the kernel releases
 the GIL), all sharing one K.
@@ -86,7 +86,7 @@ def solve_ovr(K, Ysign, *, C: float, loss: str, intercept_scaling: float, tol: f
     K : ndarray, shape (n, n), float32, C-contiguous
     Ysign : ndarray, shape (n, C), float64 of +-1
         Column c: +1 for the positives of class c.
-    C, loss, intercept_scaling, tol, max_iter : see :class:`classify.svm.LinearSVM`
+    C, loss, intercept_scaling, tol, max_iter : see :class:`idtfv.classify.svm.LinearSVM`
     random_state : int
         Class c's visiting order is seeded with ``random_state * 1_000_003 + c``: results do not depend on
         ``n_jobs``.

@@ -20,7 +20,7 @@ Stops when the spread of projected gradients over one pass, ``max PG - min PG``,
 (liblinear's criterion). The visiting order is a fresh permutation per pass from an explicit 64-bit LCG seeded
 by ``seed``.
 
-Inputs are validated by the Python driver (:mod:`classify.svm`): ``K`` C-contiguous float32 (n, n), symmetric;
+Inputs are validated by the Python driver (:mod:`idtfv.classify.svm`): ``K`` C-contiguous float32 (n, n), symmetric;
 ``y`` float64 of +-1; ``alpha`` and ``h`` float64 (n,), consistent (``h = (K + B^2)(y * alpha)``), updated in place.
 """
 

@@ -1,7 +1,7 @@
 """``idtfv`` subcommands of the classify package: ``train-svm``, ``train-knn``, ``evaluate``, ``fuse``.
 
-Thin shells over :mod:`classify.experiment`, :func:`classify.evaluate` and :func:`classify.fuse_scores`.
-Errors (:class:`idt.errors.IdtfvError`, ``OSError``) are reported by the ``idtfv`` dispatcher as one
+Thin shells over :mod:`idtfv.classify.stage`, :func:`idtfv.classify.evaluate` and :func:`idtfv.classify.fuse_scores`.
+Errors (:class:`idtfv.errors.IdtfvError`, ``OSError``) are reported by the ``idtfv`` dispatcher as one
 ``error: ...`` line with exit status 2.
 """
 
@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
-__all__ = ["register"]
+__all__ = ["add_train_svm", "add_train_knn", "add_evaluate", "add_fuse"]
 
 
 def _positive_float(text: str) -> float:
@@ -30,14 +30,14 @@ def _positive_float(text: str) -> float:
 def _common_split_args(p):
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV")
     p.add_argument("--features", type=Path, required=True, metavar="FV.npz",
-                   help="feature file (classify.scores format: video_ids, features, labels)")
+                   help="feature file (idtfv.classify.scores format: video_ids, features, labels)")
     p.add_argument("--split", type=int, default=1, metavar="N", help="manifest split to train/test on (default 1)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output directory (scores.csv, report.json, confusion.png, model files)")
 
 
-def register(subparsers) -> None:
-    """Add ``train-svm``, ``train-knn``, ``evaluate`` and ``fuse`` to the ``idtfv`` parser."""
+def add_train_svm(subparsers) -> None:
+    """Add ``idtfv train-svm``."""
     p = subparsers.add_parser(
         "train-svm", help="train one-vs-rest linear SVMs on a split and score its test videos",
         description="Train one-vs-rest linear SVMs (liblinear's problem, solved on the linear kernel) on the "
@@ -57,6 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (coordinate order, CV folds)")
     p.set_defaults(func=_cmd_train_svm)
 
+
+def add_train_knn(subparsers) -> None:
+    """Add ``idtfv train-knn``."""
     p = subparsers.add_parser(
         "train-knn", help="k-nearest-neighbour baseline on a split",
         description="Score a split's test videos by k-NN votes among its training videos; write DIR/scores.csv, "
@@ -67,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--weights", choices=("uniform", "distance"), default="uniform", help="vote weights")
     p.set_defaults(func=_cmd_train_knn)
 
+
+def add_evaluate(subparsers) -> None:
+    """Add ``idtfv evaluate``."""
     p = subparsers.add_parser(
         "evaluate", help="accuracy, mAP, top-5 and confusion matrix of score files",
         description="Evaluate score files (several = several splits, averaged). Writes a JSON report and a "
@@ -78,6 +84,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write DIR/report.json, DIR/confusion.png")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def add_fuse(subparsers) -> None:
+    """Add ``idtfv fuse``."""
     p = subparsers.add_parser(
         "fuse", help="late fusion: weighted average of normalised score files",
         description="Fuse score files of the same videos and classes (e.g. iDT + two-stream CNN) by a weighted "
@@ -108,7 +117,7 @@ def _print_summary(report: dict, stream=None, prefix: str = "") -> None:
 
 
 def _cmd_train_svm(args) -> int:
-    from .experiment import run_svm_split
+    from .stage import run_svm_split
 
     if args.jobs < 1:
         raise ParameterError(f"--jobs must be >= 1, got {args.jobs}")
@@ -130,7 +139,7 @@ def _cmd_train_svm(args) -> int:
 
 
 def _cmd_train_knn(args) -> int:
-    from .experiment import run_knn_split
+    from .stage import run_knn_split
 
     report = run_knn_split(args.manifest, args.features, args.split, args.out, n_neighbors=args.k,
                            metric=args.metric, weights=args.weights)

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ParameterError
 
-from idt.atomic import atomic_write_text
+from idtfv.atomic import atomic_write_text
 from .scores import Scores, read_scores
 
 __all__ = ["evaluate", "average_precision", "split_metrics", "write_report"]
@@ -134,7 +134,7 @@ def _manifest(manifest):
     if manifest is None:
         return None
     if isinstance(manifest, (str, os.PathLike)):
-        from idt.data.manifest import read_manifest
+        from idtfv.data.manifest import read_manifest
 
         return read_manifest(manifest)
     return manifest

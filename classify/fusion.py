@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from idt.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ParameterError
 
 from .scores import Scores, read_scores
 

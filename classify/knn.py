@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 from ._kernel_svm import _rows
 

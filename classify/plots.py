@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.atomic import atomic_path
+from idtfv.atomic import atomic_path
 
 __all__ = ["plot_confusion"]
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError
+from idtfv.errors import FormatError
 
-from idt.atomic import atomic_open, atomic_write_text
+from idtfv.atomic import atomic_open, atomic_write_text
 
 __all__ = ["Scores", "Features", "write_scores", "read_scores", "write_features", "read_features"]
 

@@ -8,7 +8,7 @@ with ``loss`` the hinge ``max(0, 1 - m)`` or the squared hinge ``max(0, 1 - m)^2
 ``LinearSVC`` default) and the bias ``b = B w_B`` regularised through the constant feature B
 (``intercept_scaling``), exactly as ``LinearSVC(loss=..., C=..., intercept_scaling=B)``: the optimum is unique,
 so on small problems the weights and predictions agree with LinearSVC up to the solvers' tolerance
-(tests/test_svm.py checks it). It is solved in the dual on ``K = X X^T`` (see :mod:`classify._kernel_svm`),
+(tests/test_svm.py checks it). It is solved in the dual on ``K = X X^T`` (see :mod:`idtfv.classify._kernel_svm`),
 which costs O(n^2 d) once for the kernel plus O(n x kernel rows touched) per class, instead of liblinear's
 O(d) per coordinate step on a sparse double copy of X.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ParameterError
 
-from idt.atomic import atomic_open, atomic_write_text
+from idtfv.atomic import atomic_open, atomic_write_text
 from ._kernel_svm import LOSSES, linear_kernel, primal_weights, solve_ovr
 
 __all__ = ["LinearSVM", "select_C", "DEFAULT_C_GRID"]
@@ -191,7 +191,7 @@ class LinearSVM:
         with atomic_open(npz, "wb") as fh:
             np.savez(fh, coef=self.coef_, intercept=self.intercept_, classes=self.classes_)
         meta = {
-            "class": "classify.svm.LinearSVM",
+            "class": "idtfv.classify.svm.LinearSVM",
             "format_version": _VERSION,
             "params": self.get_params(),
             "n_features": int(self.n_features_in_),
@@ -213,8 +213,8 @@ class LinearSVM:
             meta = json.loads(js.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise FormatError(js, f"not valid JSON ({exc})") from None
-        if meta.get("class") != "classify.svm.LinearSVM":
-            raise FormatError(js, f"expected a classify.svm.LinearSVM model, got class {meta.get('class')!r}")
+        if meta.get("class") != "idtfv.classify.svm.LinearSVM":
+            raise FormatError(js, f"expected a idtfv.classify.svm.LinearSVM model, got class {meta.get('class')!r}")
         try:
             with np.load(npz, allow_pickle=False) as z:
                 coef, intercept, classes = z["coef"], z["intercept"], z["classes"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["aggregate_views", "average_streams"]
 

@@ -1,7 +1,7 @@
 """Small shared layers: N-d convolutions, ResNet residual blocks, the classifier base class.
 
 One block class serves 2-D (``dim=2``, frames) and 3-D (``dim=3``, clips) networks so that a 2-D ResNet and
-its inflated 3-D form have the same parameter names (``deep.resnet.inflate_state_dict`` relies on it).
+its inflated 3-D form have the same parameter names (``idtfv.deep.resnet.inflate_state_dict`` relies on it).
 
 3-D convolutions pad **time by replicating the edge frame** (space is zero-padded as in 2-D). With this
 padding a clip whose frames are all equal stays constant along time through every layer, which makes the

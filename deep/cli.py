@@ -1,6 +1,6 @@
 """``idtfv train-deep``: train a CNN baseline on a manifest split and write checkpoint, scores and features.
 
-A thin shell over ``deep.experiment.run_experiment``; bad input prints ``error: ...`` and exits with 2.
+A thin shell over ``idtfv.deep.stage.run_experiment``; bad input prints ``error: ...`` and exits with 2.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 
-from idt.errors import EXIT_BAD_INPUT, IdtfvError
+from idtfv.errors import EXIT_BAD_INPUT, IdtfvError
 
-__all__ = ["register", "main", "run", "run_stack", "resolve_preset", "SMALL"]
+__all__ = ["add_train_deep", "add_stack_scores", "main", "run", "run_stack", "resolve_preset", "SMALL"]
 
 #: The "small" preset: a backbone that trains on the default dataset on 2 CPU cores in minutes.
 SMALL = {"width": 16, "depth": 10, "size": 96}
@@ -68,12 +68,16 @@ def resolve_preset(preset: str, device: str, model: str, *, width=None, depth=No
     return pick(width, "width"), pick(depth, "depth"), pick(size, "size")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add ``train-deep`` to an ``idtfv`` subparsers object."""
+def add_train_deep(subparsers) -> None:
+    """Add ``idtfv train-deep``."""
     p = subparsers.add_parser("train-deep", help="train a CNN baseline (TSN, I3D, SlowFast, ...) on a manifest split",
                               description=__doc__.splitlines()[0])
     _add_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_stack_scores(subparsers) -> None:
+    """Add ``idtfv stack-scores``."""
     q = subparsers.add_parser("stack-scores", help="stack the softmax scores of train-deep runs into a feature "
                                                     "file for SVM fusion (train-svm --features)",
                               description="Two-stream SVM fusion input: softmax scores of several train-deep runs "
@@ -81,7 +85,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     q.add_argument("runs", nargs="+", metavar="RUN_DIR", help="train-deep output directories")
     q.add_argument("--out", required=True, help="feature file to write (.npz)")
     q.set_defaults(func=run_stack)
-    return p
 
 
 def run_stack(args: argparse.Namespace) -> int:
@@ -100,7 +103,7 @@ def run_stack(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Execute parsed ``train-deep`` arguments; returns the exit status."""
     try:
-        from .experiment import default_sampling, run_experiment, set_threads
+        from .stage import default_sampling, run_experiment, set_threads
         from .train import TrainConfig
 
         set_threads(args.threads)
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry point: ``python -m deep.cli ...`` (same options as ``idtfv train-deep``)."""
+    """Stand-alone entry point: ``python -m idtfv.deep.cli ...`` (same options as ``idtfv train-deep``)."""
     parser = argparse.ArgumentParser(prog="train-deep", description=__doc__.splitlines()[0])
     _add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,6 +1,6 @@
 """Datasets over the manifest: RGB, RGB difference, optical flow and warped flow clips.
 
-Frames come from the video (``idt.video.iter_frames``) or from a rawframes directory written by
+Frames come from the video (``idtfv.video.iter_frames``) or from a rawframes directory written by
 ``extract-flow`` (``DIR/<video_id>/img_00001.jpg``, ``flow_x_00001.jpg``, ``flow_y_00001.jpg``, or
 ``DIR/<video_id>.npz`` with ``flow (T-1, H, W, 2) float16`` and ``bound``). Flow JPEGs hold
 ``v = round((f + bound) * 255 / (2 bound))``, decoded here as ``f = v * 2 bound / 255 - bound`` pixels. Without
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from idt.errors import FormatError, ParameterError, VideoError
+from idtfv.errors import FormatError, ParameterError, VideoError
 
 from . import transforms as T
 from .sampling import clip_indices, segment_indices, segment_views
@@ -150,7 +150,7 @@ class FrameSource:
     def frames(self) -> np.ndarray:
         """All decoded RGB frames (n, H, W, 3) uint8."""
         if self._frames is None:
-            from idt.video import iter_frames
+            from idtfv.video import iter_frames
             frames = list(iter_frames(self.entry.path))
             if not frames:
                 raise VideoError(self.entry.path, "no decodable frames")
@@ -231,7 +231,7 @@ class VideoDataset(Dataset):
     Training: one randomly sampled, scale-jittered, randomly flipped view per video per item; randomness comes
     from ``np.random.default_rng([seed, epoch, index])`` (call ``set_epoch``), so results do not depend on
     worker order. Testing: ``num_clips x num_crops`` deterministic views per video, items ordered video-major;
-    ``video_index[i]`` gives the video of item i (for ``deep.aggregate.aggregate_views``).
+    ``video_index[i]`` gives the video of item i (for ``idtfv.deep.aggregate.aggregate_views``).
 
     ``__getitem__(i) -> (x (L c, K, size, size) float32 tensor, label int, video index int)``. Decoded videos
     and computed flow stay in an LRU cache of at most about ``cache_mb`` MiB (the newest video always stays).

@@ -2,7 +2,7 @@
 
 ``stack_scores`` reads the ``scores_train.csv`` and ``scores.csv`` of several ``train-deep`` runs (e.g. the
 spatial RGB net and the temporal flow net), aligns them by video id, turns each run's scores into class
-posteriors (softmax) and writes their concatenation (n, M C) as a feature file (``classify.scores`` format)
+posteriors (softmax) and writes their concatenation (n, M C) as a feature file (``idtfv.classify.scores`` format)
 for every train and test video; ``idtfv train-svm --features stacked.npz`` then trains the fusion SVM.
 Fusion by averaging is ``idtfv fuse A/scores.csv B/scores.csv --normalize softmax``.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError
+from idtfv.errors import FormatError
 
 __all__ = ["stack_scores"]
 
@@ -29,7 +29,7 @@ def _softmax(s: np.ndarray) -> np.ndarray:
 def stack_scores(run_dirs, out_path) -> Path:
     """Stack the softmax scores of ``run_dirs`` (each with ``scores_train.csv`` and ``scores.csv``) into a
     feature file at ``out_path``; returns its path. Runs must cover the same videos and class names."""
-    from classify.scores import read_scores, write_features
+    from idtfv.classify.scores import read_scores, write_features
 
     blocks, ids, labels, names = [], None, None, None
     for d in map(Path, run_dirs):

@@ -1,6 +1,6 @@
 """Load pretrained weights from a local state-dict file (never downloads), with a matched/missing report.
 
-Handles: a plain state dict or a ``deep.train`` checkpoint (its ``"model"`` entry); a ``"module."`` prefix
+Handles: a plain state dict or a ``idtfv.deep.train`` checkpoint (its ``"model"`` entry); a ``"module."`` prefix
 (DataParallel); 2-D kernels into a 3-D model (I3D inflation: repeated over time, divided by kt); an RGB first
 layer into a flow / RGB-difference model (TSN cross-modality initialisation: channel mean replicated).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from idt.errors import FormatError
+from idtfv.errors import FormatError
 
 __all__ = ["LoadReport", "load_pretrained"]
 

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 from .blocks import BasicBlock, Bottleneck, Conv3dTP
 

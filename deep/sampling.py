@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["segment_indices", "segment_views", "clip_indices", "SHORT_MODES"]
 

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from idt.atomic import atomic_path
-from idt.errors import FormatError, ParameterError
+from idtfv.atomic import atomic_path
+from idtfv.errors import FormatError, ParameterError
 
 __all__ = ["TrainConfig", "resolve_device", "train", "predict", "make_optimizer", "load_checkpoint"]
 
@@ -106,7 +106,7 @@ def load_checkpoint(path) -> dict:
     except Exception as exc:
         raise FormatError(path, f"cannot read checkpoint ({type(exc).__name__}); delete it to start over") from None
     if not isinstance(ck, dict) or not {"model", "optimizer", "epoch"} <= set(ck):
-        raise FormatError(path, "not a deep.train checkpoint (needs model, optimizer, epoch); delete it to start over")
+        raise FormatError(path, "not a idtfv.deep.train checkpoint (needs model, optimizer, epoch); delete it to start over")
     return ck
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["resize", "resize_short", "multi_scale_crop", "random_crop", "center_crop", "three_crop", "ten_crop",
            "hflip", "normalize", "crop", "TSN_SCALES", "RGB_MEAN", "RGB_STD"]

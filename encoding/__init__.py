@@ -15,11 +15,11 @@ Modules (one job each):
 - ``pipeline`` / ``cli``: the ``idtfv encode`` stage (``make encode``).
 
 Streaming mode (UCF101-size data without keeping raw descriptors): in the features stage function, call
-``encoding.sampling.keep_sample(arrays, n_keep=..., seed=..., video_id=...)`` and store the returned ``sample_*``
+``idtfv.encoding.sampling.keep_sample(arrays, n_keep=..., seed=..., video_id=...)`` and store the returned ``sample_*``
 arrays (alone or with the full arrays). ``idtfv encode`` fits PCA and the codebook from ``sample_*`` arrays when a
-file has them, and each video's vector comes from ``encoding.pipeline.encode_arrays(arrays, models, ...)`` — called
+file has them, and each video's vector comes from ``idtfv.encoding.stage.encode_arrays(arrays, models, ...)`` — called
 by ``idtfv encode`` on the stored descriptors, or directly in an extraction job on fresh descriptors with the
-models of ``encoding.pipeline.load_codebooks(dir)``. Memory: one video's descriptors plus the model.
+models of ``idtfv.encoding.stage.load_codebooks(dir)``. Memory: one video's descriptors plus the model.
 
 Small datasets: ``idtfv encode`` keeps K=256 and the 256,000-descriptor sample by default, but caps the sample at
 what the training videos have and K at ``n_samples // 20`` (a logged warning), so ``make encode`` works on the
@@ -33,7 +33,7 @@ _HOMES = {"DescriptorPCA": "pca", "DiagGMM": "gmm", "fisher_vector": "fisher", "
           "normalize_fisher": "fisher"}
 
 
-def __getattr__(name):  # lazy: ``idtfv --help`` imports encoding.cli without loading Numba
+def __getattr__(name):  # lazy: ``idtfv --help`` imports idtfv.encoding.cli without loading Numba
     if name in _HOMES:
         return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'encoding' has no attribute {name!r}")

@@ -1,7 +1,6 @@
 """``idtfv encode``: PCA + GMM (or k-means) per channel on the split's training videos, then one vector per video.
 
-Thin shell over :func:`encoding.pipeline.run_encode`; registered by ``idt.pipeline.cli`` through
-:func:`register`.
+Thin shell over :func:`idtfv.encoding.stage.run_encode`; an ``idtfv.commands`` entry point (``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -10,14 +9,14 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["add_encode"]
 
 
-def register(subparsers) -> None:
+def add_encode(subparsers) -> None:
     """Add the ``encode`` subcommand."""
-    from idt.pipeline.cli import add_runner_options
+    from idtfv.cli import add_runner_options
 
-    from .pipeline import DEFAULT_GMM_ITER, DEFAULT_K, DEFAULT_PCA_SAMPLES, METHODS
+    from .stage import DEFAULT_GMM_ITER, DEFAULT_K, DEFAULT_PCA_SAMPLES, METHODS
     from .sampling import CHANNELS
 
     p = subparsers.add_parser(
@@ -52,18 +51,18 @@ def register(subparsers) -> None:
     p.add_argument("--streaming", action="store_true",
                    help="streaming mode (never stores raw descriptors): fit the codebook from the samples of an "
                         "'idtfv features --store sample' stamp, then extract and encode every video of the "
-                        "manifest in one worker call each, keeping only its vector (encoding.streaming)")
+                        "manifest in one worker call each, keeping only its vector (idtfv.encoding.streaming)")
     add_runner_options(p, jobs_default=1)
     p.set_defaults(func=_cmd_encode)
 
 
 def _cmd_encode(args) -> int:
-    from idt.pipeline.cli import report_failures
+    from idtfv.cli import report_failures
 
     if args.streaming:
         from .streaming import run_streaming_encode as run_encode
     else:
-        from .pipeline import run_encode
+        from .stage import run_encode
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)

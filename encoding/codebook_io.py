@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError
+from idtfv.errors import FormatError
 
 from .gmm import DiagGMM
 from .kmeans import KMeansCodebook
@@ -28,8 +28,8 @@ def _stem(path) -> Path:
 
 def save_codebook(path, arrays: dict, meta: dict) -> Path:
     """Write ``arrays`` to ``<stem>.npz`` and ``meta`` to ``<stem>.json``; returns the stem."""
-    from idt import __version__
-    from idt.pipeline.cache import atomic_savez, atomic_write_json
+    from idtfv import __version__
+    from idtfv.cache import atomic_savez, atomic_write_json
 
     stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 from . import _posterior_nb as _nb
 from ._gaussians import (EXACT_WINDOW, LOG_POSTERIOR_CLAMP, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, PreparedGMM,
@@ -94,7 +94,7 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
     Parameters
     ----------
     X : (N, D) array of descriptors (converted to float32).
-    gmm : a fitted :class:`encoding.gmm.DiagGMM`, a :class:`PreparedGMM`, or ``(means (K,D), variances (K,D),
+    gmm : a fitted :class:`idtfv.encoding.gmm.DiagGMM`, a :class:`PreparedGMM`, or ``(means (K,D), variances (K,D),
         weights (K,))``.
     cells : (N, G) int array or None. Row i contributes to cells ``cells[i, g]`` for every g (one id per pyramid
         grid; -1 skips). None puts every descriptor in cell 0.

@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 from . import _posterior_nb as _nb
 from ._gaussians import LOG_POSTERIOR_CLAMP, PreparedGMM, iter_candidates

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["KMeansCodebook"]
 

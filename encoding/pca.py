@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["DescriptorPCA", "CHANNEL_DIMS"]
 

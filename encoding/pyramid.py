@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["parse_pyramid", "n_cells", "cell_ids", "POSITION_COLUMNS"]
 

@@ -12,94 +12,31 @@ Two ways to use it:
    arrays as soon as they exist and stores only ``sample_*`` arrays (plus whatever it keeps of the rest); e.g.
    in a stage function::
 
-       arrays = idt.extract(entry.path).as_arrays()
+       arrays = idtfv.idt.extract(entry.path).as_arrays()
        small = keep_sample(arrays, n_keep=2000, seed=seed, video_id=entry.video_id)
        return small  # or {**arrays, **small} to keep everything
 
    :func:`load_training_sample` uses ``sample_*`` arrays whenever a file has them, so PCA and GMM are fitted from
    the samples alone; each video's Fisher vector is then computed from its descriptors by
-   ``encoding.pipeline.encode_arrays`` (in the extraction job itself, or from the stored ``.npz``).
+   ``idtfv.encoding.stage.encode_arrays`` (in the extraction job itself, or from the stored ``.npz``).
    Memory stays bounded by one video's descriptors plus the model.
 """
 
 from __future__ import annotations
 
 import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ParameterError
+from idtfv.sampling import SAMPLE_PREFIX, sample_rows, split_quota, video_rng
 
-__all__ = ["CHANNELS", "video_rng", "sample_rows", "split_quota", "keep_sample", "load_training_sample",
-           "count_rows"]
+__all__ = ["CHANNELS", "load_training_sample", "count_rows"]
 
 #: Descriptor channels of improved trajectories (``.npz`` keys) and their dimensions.
 CHANNELS = {"traj": 30, "hog": 96, "hof": 108, "mbhx": 96, "mbhy": 96}
-SAMPLE_PREFIX = "sample_"
-
-
-def video_rng(seed: int, video_id: str) -> np.random.Generator:
-    """Generator of one video's sample: seeded by ``(seed, crc32(video_id))``, independent of visiting order."""
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(str(video_id).encode("utf-8"))])
-
-
-def sample_rows(n_rows: int, n_keep: int, *, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of ``min(n_keep, n_rows)`` rows drawn without replacement (all rows if n_keep >= n_rows)."""
-    if n_keep >= n_rows:
-        return np.arange(n_rows)
-    return np.sort(rng.choice(n_rows, size=n_keep, replace=False))
-
-
-def split_quota(counts, total: int) -> np.ndarray:
-    """Split ``total`` rows evenly across videos with ``counts`` rows each (water-filling, deterministic).
-
-    A video never gives more than it has; what a short video cannot give is shared by the others. Returns (M,)
-    int64 quotas with ``quota <= counts`` and ``quota.sum() == min(total, counts.sum())``.
-    """
-    counts = np.asarray(counts, np.int64)
-    quota = np.zeros_like(counts)
-    remaining = int(total)
-    order = np.argsort(counts, kind="stable")
-    left = len(order)
-    for j in order:
-        share = remaining // left if left else 0
-        take = min(int(counts[j]), share)
-        quota[j] = take
-        remaining -= take
-        left -= 1
-    # Hand out the rounding remainder one row at a time, in video order, to videos that still have rows.
-    for j in range(len(counts)):
-        if remaining <= 0:
-            break
-        if quota[j] < counts[j]:
-            quota[j] += 1
-            remaining -= 1
-    return quota
-
-
-def keep_sample(arrays: Mapping[str, np.ndarray], *, n_keep: int, seed: int, video_id: str,
-                channels=tuple(CHANNELS)) -> dict[str, np.ndarray]:
-    """Seeded sample of one video's descriptors, for the streaming mode.
-
-    Parameters
-    ----------
-    arrays : the video's arrays (``meta (n,10)``, ``traj (n,30)``, ``hog``, ...).
-    n_keep : rows to keep (all if the video has fewer).
-    seed, video_id : seed the generator (:func:`video_rng`).
-
-    Returns
-    -------
-    ``{"sample_meta": ..., "sample_<channel>": ...}`` with the same rows of every array.
-    """
-    n = int(np.asarray(arrays["meta"]).shape[0])
-    idx = sample_rows(n, int(n_keep), rng=video_rng(seed, video_id))
-    out = {SAMPLE_PREFIX + "meta": np.asarray(arrays["meta"])[idx]}
-    for ch in channels:
-        out[SAMPLE_PREFIX + ch] = np.asarray(arrays[ch])[idx]
-    return out
 
 
 def _open(path: Path):

@@ -3,13 +3,13 @@
 UCF101's raw improved-trajectory descriptors run to hundreds of GB. The streaming mode stores only small things:
 
 1. ``idtfv features --store sample [--sample-per-video N] [--subset FRACTION]`` runs
-   :func:`idt.pipeline.stages.features_sample_item`: each video is extracted in its worker and only a seeded
+   :func:`idtfv.idt.stage.features_sample_item`: each video is extracted in its worker and only a seeded
    sample of its rows is stored (``sample_*`` arrays, ``n_rows``; rows drawn by
-   ``encoding.sampling.video_rng(seed, video_id)``). ``--subset`` extracts only a seeded, class-stratified
-   fraction of the split's training videos (:func:`training_subset`): the codebook needs only a sample.
+   ``idtfv.encoding.sampling.video_rng(seed, video_id)``). ``--subset`` extracts only a seeded, class-stratified
+   fraction of the split's training videos (:func:`idtfv.sampling.training_subset`): the codebook needs only a sample.
 2. ``idtfv encode --streaming`` (:func:`run_streaming_encode`) fits PCA + GMM per channel from those samples
-   (``encoding.sampling.load_training_sample`` reads ``sample_*`` arrays), then runs :func:`encode_streaming_item`
-   for every video of the manifest through :func:`idt.pipeline.runner.run_stage`: one worker call extracts the
+   (``idtfv.encoding.sampling.load_training_sample`` reads ``sample_*`` arrays), then runs :func:`encode_streaming_item`
+   for every video of the manifest through :func:`idtfv.runner.run_stage`: one worker call extracts the
    video and encodes it at once, and only its vector (``features`` (d,) float32, ``n_descriptors``) is stored in
    ``CACHE/encode-<hash12>/`` -- the same per-video files and feature file as ``idtfv encode``. A video whose full
    descriptors were kept (a ``--store all`` features file in the stamp's directory) is encoded from that file
@@ -29,61 +29,20 @@ the split's training videos and ``--subset 0.1`` to a tenth of them, which keeps
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
-from .pipeline import (DEFAULT_GMM_ITER, DEFAULT_PCA_SAMPLES, _check_encode_options, encode_arrays,
+from .stage import (DEFAULT_GMM_ITER, DEFAULT_PCA_SAMPLES, _check_encode_options, encode_arrays,
                        load_codebooks, prepare_codebooks, write_encoded)
 from .sampling import CHANNELS
 
-__all__ = ["DEFAULT_SAMPLE_PER_VIDEO", "training_subset", "encode_streaming_item", "run_streaming_encode"]
+__all__ = ["encode_streaming_item", "run_streaming_encode"]
 
 log = logging.getLogger(__name__)
-
-#: Rows of each video kept by ``idtfv features --store sample`` (the codebook's sample is drawn from these).
-DEFAULT_SAMPLE_PER_VIDEO = 1000
-
-
-def training_subset(entries, fraction: float, *, split: int = 1, seed: int = 0) -> list:
-    """A seeded, class-stratified fraction of the split's training videos.
-
-    Parameters
-    ----------
-    entries : sequence of ``VideoEntry`` (the manifest's rows).
-    fraction : in (0, 1]; each class keeps ``max(1, round(fraction * n_c))`` of its ``n_c`` training videos.
-    split : split number whose ``train`` videos are drawn from.
-    seed : each class draws from its own generator seeded by ``(seed, crc32(label_name or label))``, so a class's
-        choice depends neither on the other classes nor on the manifest order.
-
-    Returns
-    -------
-    list of the chosen entries, in manifest order (test and unused videos are never chosen).
-    """
-    fraction = float(fraction)
-    if not 0.0 < fraction <= 1.0:
-        raise ParameterError(f"--subset must be a fraction in (0, 1], got {fraction}; e.g. 0.1 for 10% of the "
-                             "training videos")
-    by_class: dict[str, list] = {}
-    for e in entries:
-        if e.splits.get(int(split)) == "train":
-            key = f"{e.label}:{e.label_name}"
-            by_class.setdefault(key, []).append(e)
-    if not by_class:
-        raise ParameterError(f"--subset: split {split} has no training videos; check --split")
-    chosen: set[str] = set()
-    for key in sorted(by_class):
-        members = sorted(by_class[key], key=lambda e: e.video_id)
-        n_keep = max(1, int(round(fraction * len(members))))
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode("utf-8"))])
-        idx = rng.choice(len(members), size=n_keep, replace=False)
-        chosen.update(members[i].video_id for i in idx)
-    return [e for e in entries if e.video_id in chosen]
-
 
 def _kept_arrays(path: Path, channels) -> dict[str, np.ndarray] | None:
     """The full arrays of a kept ``--store all`` features file, or None (absent, sample-only or unreadable)."""
@@ -110,7 +69,7 @@ def encode_streaming_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 
     Returns
     -------
-    ``{"features": (d,) float32, "n_descriptors": () int64}`` -- as :func:`encoding.pipeline.encode_item`.
+    ``{"features": (d,) float32, "n_descriptors": () int64}`` -- as :func:`idtfv.encoding.stage.encode_item`.
     The descriptors (``n`` rows) exist only inside this call.
     """
     from threadpoolctl import threadpool_limits
@@ -120,8 +79,8 @@ def encode_streaming_item(entry, params: Mapping) -> dict[str, np.ndarray]:
     arrays = _kept_arrays(path, tuple(models))
     source = path
     if arrays is None:
-        import idt
-        from idt.params import IDTParams
+        from idtfv import idt
+        from idtfv.idt.params import IDTParams
 
         arrays = idt.extract(entry.path, params=IDTParams.from_dict(dict(params["idt"]))).as_arrays()
         source = entry.path
@@ -145,14 +104,14 @@ def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs
     features : stamp of a features stage (``--store sample``, possibly ``--subset``; a ``--store all`` stamp also
         works): its training videos fit the codebook, its ``params["idt"]`` are the extraction settings.
     codebook : an existing codebook directory to use instead of fitting one.
-    Other parameters : as :func:`encoding.pipeline.run_encode`.
+    Other parameters : as :func:`idtfv.encoding.stage.run_encode`.
 
     Returns
     -------
-    dict as :func:`encoding.pipeline.run_encode` (``missing`` is always empty: every video is extracted here).
+    dict as :func:`idtfv.encoding.stage.run_encode` (``missing`` is always empty: every video is extracted here).
     """
-    from idt.data.manifest import Manifest, read_manifest
-    from idt.pipeline.runner import read_stamp, run_stage
+    from idtfv.data.manifest import Manifest, read_manifest
+    from idtfv.runner import read_stamp, run_stage
 
     method, channels, grids, pyramid = _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
@@ -160,7 +119,7 @@ def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs
     stamp = read_stamp(stamp_path)
     idt_params = stamp["params"].get("idt")
     if not isinstance(idt_params, dict):
-        from idt.errors import FormatError
+        from idtfv.errors import FormatError
 
         raise FormatError(stamp_path, "stamp has no params.idt (the extraction settings); expected the stamp of "
                                       "idtfv features, rerun it")

@@ -1,13 +1,30 @@
-"""idtfv: improved dense trajectories, Fisher vectors and linear SVMs for action recognition."""
+"""The improved-dense-trajectory extractor (Wang & Schmid, ICCV 2013) and its optical flow (:mod:`idtfv.idt.flow`).
 
-__version__ = "0.1.0"
+Public API (loaded on first use, so that ``import idtfv.idt`` and the command-line ``--help`` stay fast)::
 
-from idt.params import IDTParams  # noqa: E402
-from idt.trajectories import Trajectories, concatenate, load_trajectories  # noqa: E402
+    from idtfv.idt import IDTParams, extract
+    tr = extract("video.avi", params=IDTParams(track_length=15, stride=5))   # Trajectories
 
-# ``idt.extract`` is the function (the module of the same name is ``sys.modules["idt.extract"]``); importing it
-# here binds the name to the function after the submodule is loaded.
-from idt.extract import extract, iter_trajectories  # noqa: E402
+Modules: ``params`` (:class:`IDTParams`), ``extractor`` (the per-frame loop), ``trajectories``
+(:class:`Trajectories`, ``.npz`` and LEAR text I/O), ``pyramid``, ``sampling``, ``tracking``, ``camera``,
+``descriptors``, ``humans``, ``farneback`` and ``flow`` (two-frame solvers); Numba kernels in ``_*_nb``;
+``stage`` / ``cli``: ``idtfv features`` and ``extract-trajectories``.
+"""
 
-__all__ = ["__version__", "extract", "iter_trajectories", "IDTParams", "Trajectories", "load_trajectories",
-           "concatenate"]
+import importlib
+
+__all__ = ["extract", "iter_trajectories", "IDTParams", "Trajectories", "load_trajectories", "concatenate"]
+_HOMES = {"extract": "extractor", "iter_trajectories": "extractor", "IDTParams": "params",
+          "Trajectories": "trajectories", "load_trajectories": "trajectories", "concatenate": "trajectories"}
+
+
+def __getattr__(name):
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 import cv2
 
-from idt.errors import ParameterError
-from idt.kernels import matching_nb as _match_nb
-from idt.kernels import tracking_nb as _track_nb
+from idtfv.errors import ParameterError
+from idtfv.idt import _matching_nb as _match_nb
+from idtfv.idt import _tracking_nb as _track_nb
 
 __all__ = [
     "estimate_homography",
@@ -122,7 +122,7 @@ def _keypoint_matches(prev: FrameFeatures, cur: FrameFeatures, norm: int, window
     A keypoint of ``cur`` may match a keypoint of ``prev`` only if ``|dx| <= window`` and ``|dy| <= window``
     (OpenCV 2's ``windowedMatchingMask``); among those it takes the nearest descriptor (Hamming for binary
     descriptors, squared L2 otherwise; ties to the lowest index, as ``cv2.BFMatcher``); see
-    :mod:`idt.kernels.matching_nb`.
+    :mod:`idtfv.idt._matching_nb`.
 
     Returns ``(prev_pts (m,2), cur_pts (m,2))`` float32.
     """
@@ -178,7 +178,7 @@ def _fit(prev_pts: np.ndarray, cur_pts: np.ndarray, params, rng) -> tuple[np.nda
 
 
 def _default_params():
-    from idt.params import IDTParams
+    from idtfv.idt.params import IDTParams
 
     return IDTParams()
 

@@ -1,7 +1,7 @@
-"""``extract-trajectories``: improved dense trajectories of one video to ``.npz`` or LEAR text.
+"""The extractor's commands: ``extract-trajectories VIDEO`` and ``idtfv features`` (every video of a manifest).
 
-Thin shell over :func:`idt.extract`. Bad input (missing or non-video file, a 1-frame video, a bad option) prints
-one ``error: ...`` line to stderr and exits with status 2.
+Thin shells over :func:`idtfv.idt.extract` and :mod:`idtfv.idt.stage`. Bad input (missing or non-video file, a
+1-frame video, a bad option) prints one ``error: ...`` line to stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -10,18 +10,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from idt.errors import EXIT_BAD_INPUT, IdtfvError
+from idtfv.cli import OneLineParser, add_runner_options, report_failures
+from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
-__all__ = ["build_parser", "extract_trajectories_main"]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse's default prints the usage too)
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+__all__ = ["build_parser", "main", "add_features"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="extract-trajectories",
+    p = OneLineParser(prog="extract-trajectories",
                 description="Extract improved dense trajectories (Wang & Schmid 2013) with HOG/HOF/MBH descriptors.")
     p.add_argument("video", help="input video file")
     p.add_argument("-o", "--output", help="output file (default: VIDEO's name with .npz, or .txt.gz for "
@@ -65,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _params_from_args(args):
-    from idt.params import IDTParams
+    from idtfv.idt.params import IDTParams
 
     opts = {}
     for name in ("start", "end", "resize_width", "track_length", "stride", "scales", "flow", "warp_flow",
@@ -94,7 +90,8 @@ def _output_path(args) -> tuple[Path | None, str]:
     return Path(stem + (".npz" if fmt == "npz" else ".txt.gz")), fmt
 
 
-def extract_trajectories_main(argv=None) -> int:
+def main(argv=None) -> int:
+    """Entry point of the ``extract-trajectories`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
@@ -107,7 +104,7 @@ def extract_trajectories_main(argv=None) -> int:
         out, fmt = _output_path(args)
         if out is not None and not out.parent.exists():
             raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
-        from idt.extract import extract
+        from idtfv.idt.extractor import extract
 
         bar = None
         on_frame = None
@@ -124,7 +121,7 @@ def extract_trajectories_main(argv=None) -> int:
 
         drawer = None
         if args.draw:
-            from idt.draw import TrackDrawer
+            from idtfv.idt.draw import TrackDrawer
 
             drawer = TrackDrawer(args.draw)
         try:
@@ -135,7 +132,7 @@ def extract_trajectories_main(argv=None) -> int:
             if drawer is not None:
                 drawer.close()
         if out is None:
-            from idt.trajectories import _format_lear
+            from idtfv.idt.trajectories import _format_lear
 
             sys.stdout.buffer.write(_format_lear(tracks.to_lear()))
         else:
@@ -150,5 +147,78 @@ def extract_trajectories_main(argv=None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- idtfv features
+def add_features(subparsers) -> None:
+    """Add ``idtfv features``: improved dense trajectories of every video of a manifest (resumable)."""
+    p = subparsers.add_parser(
+        "features", help="extract improved dense trajectories of every video of a manifest (resumable)",
+        description="Run the features stage: one CACHE/features-<hash>/<video_id>.npz per video, then write the "
+                    "stage stamp JSON {stage, dir, params, done, failed}. With --store sample (the streaming "
+                    "mode) each file keeps only a seeded sample of the video's descriptors, for idtfv encode "
+                    "--streaming.")
+    p.add_argument("--manifest", type=Path, required=True, help="manifest CSV")
+    p.add_argument("--cache", type=Path, required=True, help="cache directory holding the stage directories")
+    p.add_argument("--out", type=Path, required=True, metavar="STAMP.json", help="stage stamp to write")
+    add_runner_options(p)
+    g = p.add_argument_group("extractor options (see IDTParams)")
+    g.add_argument("--preset", choices=("default", "fast"), default="default",
+                   help="default = reference (LEAR) settings; fast = flow-match homography, one flow pass, "
+                        "cheaper Farnebäck (see IDTParams.fast)")
+    g.add_argument("--flow", choices=("farneback", "tvl1", "dis"), default=None,
+                   help="optical flow (default: the preset's)")
+    g.add_argument("--resize-width", type=int, default=None, metavar="W",
+                   help="resize frames wider than W pixels to width W, keeping the aspect (e.g. 320)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="random seed (RANSAC, and the --store sample rows); default: the preset's")
+    st = p.add_argument_group("streaming mode (see idtfv encode --streaming)")
+    st.add_argument("--store", choices=("all", "sample"), default="all",
+                    help="all = every descriptor of every video (default); sample = only a seeded sample of each "
+                         "video's descriptors, for fitting the codebook (the raw descriptors are never stored)")
+    st.add_argument("--sample-per-video", type=int, default=None, metavar="N",
+                    help="with --store sample: rows kept per video (default 1000)")
+    st.add_argument("--subset", type=float, default=None, metavar="FRACTION",
+                    help="with --store sample: extract only a seeded, class-stratified FRACTION of the split's "
+                         "training videos (e.g. 0.1)")
+    st.add_argument("--split", type=int, default=1,
+                    help="with --subset: the split whose training videos are drawn from (default 1)")
+    p.set_defaults(func=_cmd_features)
+
+
+#: Per-video function of each features mode; tests may substitute their own (a module-level function).
+STAGE_FUNCS: dict = {}
+
+
+def _cmd_features(args) -> int:
+    from idtfv.data.manifest import read_manifest
+    from idtfv.idt.stage import features_params, run_features
+    from idtfv.runner import write_stamp
+    from idtfv.sampling import DEFAULT_SAMPLE_PER_VIDEO, training_subset
+
+    manifest = read_manifest(args.manifest)
+    params = features_params(preset=args.preset, flow=args.flow, resize_width=args.resize_width, seed=args.seed)
+    entries = manifest.rows
+    if args.store == "all":
+        for option, value in (("--sample-per-video", args.sample_per_video), ("--subset", args.subset)):
+            if value is not None:
+                raise ParameterError(f"{option} needs --store sample (got --store all); add --store sample for the "
+                                     "streaming mode or drop the option")
+    else:
+        n_keep = DEFAULT_SAMPLE_PER_VIDEO if args.sample_per_video is None else args.sample_per_video
+        if n_keep < 1:
+            raise ParameterError(f"--sample-per-video must be >= 1 rows, got {n_keep}")
+        # a new stage directory (different parameters); the subset only picks which videos are run
+        params = {**params, "store": "sample", "sample_per_video": int(n_keep),
+                  "sample_seed": int(params["idt"]["seed"])}
+        if args.subset is not None:
+            entries = training_subset(entries, args.subset, split=args.split, seed=params["sample_seed"])
+    result = run_features(entries, params, cache_root=args.cache, jobs=args.jobs, scheduler=args.scheduler,
+                          force=args.force, func=STAGE_FUNCS.get(args.store))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.subset is not None:  # recorded in the stamp only: the stage directory does not depend on it
+        params = {**params, "subset": {"fraction": float(args.subset), "split": int(args.split)}}
+    write_stamp(args.out, result, stage="features", params=params)
+    return report_failures("features", result, allow_failed=args.allow_failed)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(extract_trajectories_main())
+    sys.exit(main())

@@ -35,8 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from idt.errors import ParameterError
-from idt.kernels import histograms_nb as _nb
+from idtfv.errors import ParameterError
+from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
     "DescriptorLayout", "FrameHistograms", "frame_histograms", "cell_descriptors", "temporal_pool", "patch_corners",

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idt.errors import VideoError
+from idtfv.errors import VideoError
 
 __all__ = ["TrackDrawer"]
 

@@ -1,7 +1,7 @@
 r"""Farnebäck dense optical flow over the iDT scale pyramid, reusing each frame's polynomial expansions.
 
 Farnebäck, "Two-frame motion estimation based on polynomial expansion" (SCIA 2003); the same algorithm as
-OpenCV's ``calcOpticalFlowFarneback`` (see :mod:`idt.kernels.farneback_nb` for the equations). OpenCV expands both
+OpenCV's ``calcOpticalFlowFarneback`` (see :mod:`idtfv.idt._farneback_nb` for the equations). OpenCV expands both
 frames on every call; here each frame is expanded once per pyramid level and the expansion is kept for the next
 frame pair, which halves the expansion work (and more when the camera-compensated flow is computed from the same
 previous frame, :meth:`FarnebackPyramidFlow.flow_from_previous`).
@@ -25,8 +25,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from idt.errors import ParameterError
-from idt.kernels import farneback_nb as _nb
+from idtfv.errors import ParameterError
+from idtfv.idt import _farneback_nb as _nb
 
 __all__ = ["poly_expansion", "farneback_level", "FarnebackPyramidFlow"]
 

@@ -7,7 +7,7 @@ ratio, and OpenCV's ``calcOpticalFlowFarneback`` refines it on that level alone 
 median-filtered 5x5 per channel (``cv2.medianBlur``), and that filtered field is what tracking uses.
 
 DIS (fast preset): OpenCV's ``DISOpticalFlow`` on level 0 (it has its own internal pyramid); coarser levels get
-that flow area-resized and divided by the scale factor. TV-L1: :func:`idt.flow.estimate_flow` per level.
+that flow area-resized and divided by the scale factor. TV-L1: :func:`idtfv.idt.flow.estimate_flow` per level.
 
 Every class is called once per frame with the new frame's pyramid and keeps the previous one:
 ``flows = fp(pyramid)`` returns ``None`` on the first frame, then the flows from the previous frame to this one.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["median_filter_flow", "farneback_levels", "OpenCVFarnebackPyramidFlow", "DISPyramidFlow", "TVL1PyramidFlow",
            "make_pyramid_flow"]
@@ -151,14 +151,14 @@ class DISPyramidFlow(_PyramidFlowBase):
 
 
 class TVL1PyramidFlow(_PyramidFlowBase):
-    """TV-L1 flow (:func:`idt.flow.estimate_flow`) on each level."""
+    """TV-L1 flow (:func:`idtfv.idt.flow.estimate_flow`) on each level."""
 
     def __init__(self, params):
         super().__init__(params)
         try:
-            from idt.flow import estimate_flow
+            from idtfv.idt.flow import estimate_flow
         except ImportError:
-            raise ParameterError("flow='tvl1' needs idt.flow.estimate_flow, which is not available in this "
+            raise ParameterError("flow='tvl1' needs idtfv.idt.flow.estimate_flow, which is not available in this "
                                  "installation; use flow='farneback' or 'dis'") from None
         self._estimate = estimate_flow
 
@@ -168,7 +168,7 @@ class TVL1PyramidFlow(_PyramidFlowBase):
 
 
 class NumbaFarnebackPyramidFlow(_PyramidFlowBase):
-    """Adapter over the project's :class:`idt.farneback.FarnebackPyramidFlow` (expansions reused across frames).
+    """Adapter over the project's :class:`idtfv.idt.farneback.FarnebackPyramidFlow` (expansions reused across frames).
 
     That class alternates two expansion buffers (frames t-1 and t); after the call on frame t the t-1 expansions
     are still intact, so :meth:`flow_from_previous` (flows from t-1 to the camera-compensated frame t) expands only
@@ -199,7 +199,7 @@ class NumbaFarnebackPyramidFlow(_PyramidFlowBase):
 def _project_farneback():
     """The project's Numba Farnebäck pyramid flow (reusing expansions), if importable."""
     try:
-        from idt.farneback import FarnebackPyramidFlow
+        from idtfv.idt.farneback import FarnebackPyramidFlow
     except ImportError:
         return None
     return FarnebackPyramidFlow
@@ -213,7 +213,7 @@ def make_pyramid_flow(params):
             if cls is not None:
                 return NumbaFarnebackPyramidFlow(params, cls)
         if params.farneback_impl == "numba":
-            raise ParameterError("farneback_impl='numba' needs idt.farneback, which is not importable; "
+            raise ParameterError("farneback_impl='numba' needs idtfv.idt.farneback, which is not importable; "
                                  "use farneback_impl='opencv' or 'auto'")
         return OpenCVFarnebackPyramidFlow(params)
     if params.flow == "dis":

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idt.atomic import atomic_write_text
-from idt.errors import FormatError
+from idtfv.atomic import atomic_write_text
+from idtfv.errors import FormatError
 
 __all__ = ["load_boxes", "save_boxes", "box_mask", "HOGPeopleDetector", "HeldDetections", "default_cache_dir",
            "boxes_cache_path", "DETECTOR_ID"]

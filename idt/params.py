@@ -15,7 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["IDTParams", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES"]
 
@@ -26,7 +26,7 @@ WARP_FLOW_MODES = ("recompute", "subtract")
 
 @dataclass(frozen=True)
 class IDTParams:
-    """Options of :func:`idt.extract` (frozen; compare, hash and serialise with :meth:`to_dict`).
+    """Options of :func:`idtfv.idt.extract` (frozen; compare, hash and serialise with :meth:`to_dict`).
 
     Parameters
     ----------
@@ -53,7 +53,7 @@ class IDTParams:
     init_gap : int
         Re-sample empty grid cells every ``init_gap`` frames (LEAR ``-I``).
     flow : str
-        ``"farneback"`` (reference), ``"tvl1"`` (:mod:`idt.flow`) or ``"dis"`` (OpenCV DIS, fast preset).
+        ``"farneback"`` (reference), ``"tvl1"`` (:mod:`idtfv.idt.flow`) or ``"dis"`` (OpenCV DIS, fast preset).
     farneback_poly_n, farneback_poly_sigma, farneback_winsize, farneback_iterations
         Farnebäck's polynomial expansion and solver settings (7, 1.5, 10, 2 as in the reference).
     dis_preset : int
@@ -66,7 +66,7 @@ class IDTParams:
     median_ksize : int
         Median filter (``cv2.medianBlur``) applied to each flow channel on each scale.
     farneback_impl : str
-        ``"auto"`` (the project's Numba Farnebäck :class:`idt.farneback.FarnebackPyramidFlow`, which reuses the
+        ``"auto"`` (the project's Numba Farnebäck :class:`idtfv.idt.farneback.FarnebackPyramidFlow`, which reuses the
         previous frame's expansions, when importable), ``"numba"`` (that one, required) or ``"opencv"``.
     farneback_window : str
         Window weighting of Farnebäck's displacement estimate: ``"gaussian"`` (default: with it the MBH mean

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from idt.kernels import tracking_nb as _nb
+from idtfv.idt import _tracking_nb as _nb
 
 __all__ = ["dense_sample"]
 

@@ -4,7 +4,7 @@ Per track (pool row) the pool keeps its points at this level ``pos (L+1, 2)``, i
 ``disp (L, 2)``, the running sums of its per-frame descriptor blocks over each temporal cell ``desc (n_t, D)``
 (HOG | HOF | MBHx | MBHy concatenated, D = 132 by default; the block of step :math:`i` goes to cell
 :math:`\lfloor i / (L // n_t) \rfloor`, steps beyond :math:`n_t (L // n_t)` are dropped, as
-:func:`idt.descriptors.temporal_pool` does), the number of steps done ``index`` (-1 marks a free row) and a birth
+:func:`idtfv.idt.descriptors.temporal_pool` does), the number of steps done ``index`` (-1 marks a free row) and a birth
 number that orders the output as the reference does (older tracks first). Summing as the track goes instead of
 keeping the L blocks divides the pool's memory by about L / n_t = 5.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idt.kernels import tracking_nb as _nb
+from idtfv.idt import _tracking_nb as _nb
 
 __all__ = ["TrackPool"]
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.atomic import atomic_open
-from idt.errors import FormatError
+from idtfv.atomic import atomic_open
+from idtfv.errors import FormatError
 
 __all__ = ["Trajectories", "load_trajectories", "concatenate", "BLOCKS", "META_COLUMNS", "LEAR_COLUMNS"]
 
@@ -222,7 +222,7 @@ def load_trajectories(path) -> Trajectories:
 
 
 def concatenate(parts, *, info: dict | None = None) -> Trajectories:
-    """Stack several :class:`Trajectories` (e.g. the batches of :func:`idt.iter_trajectories`).
+    """Stack several :class:`Trajectories` (e.g. the batches of :func:`idtfv.idt.iter_trajectories`).
 
     ``info`` defaults to the first part's.
     """

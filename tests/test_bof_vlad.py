@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from encoding.bof import bof_histograms
-from encoding.kmeans import KMeansCodebook
-from encoding.pyramid import cell_ids, n_cells, parse_pyramid
-from encoding.sampling import keep_sample, load_training_sample, sample_rows, split_quota, video_rng
-from encoding.vlad import vlad_vectors
-from idt.errors import ParameterError
+from idtfv.encoding.bof import bof_histograms
+from idtfv.encoding.kmeans import KMeansCodebook
+from idtfv.encoding.pyramid import cell_ids, n_cells, parse_pyramid
+from idtfv.encoding.sampling import load_training_sample
+from idtfv.sampling import keep_sample, sample_rows, split_quota, video_rng
+from idtfv.encoding.vlad import vlad_vectors
+from idtfv.errors import ParameterError
 
 
 @pytest.fixture(autouse=True)

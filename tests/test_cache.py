@@ -1,4 +1,4 @@
-"""Tests of idt.pipeline.cache: parameter hashing, stage directories, atomic and deterministic writes."""
+"""Tests of idtfv.cache: parameter hashing, stage directories, atomic and deterministic writes."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import zipfile
 import numpy as np
 import pytest
 
-import idt
-from idt.errors import FormatError, ParameterError
-from idt.pipeline import cache
-from idt.pipeline.cache import (
+import idtfv
+from idtfv.errors import FormatError, ParameterError
+from idtfv import cache
+from idtfv.cache import (
     atomic_savez,
     atomic_write_json,
     atomic_write_text,
@@ -46,7 +46,7 @@ def _naive_hash(params, version):
 def test_param_hash_matches_a_naive_sha256_of_sorted_json():
     params = {"idt": {"stride": 5, "flow": "farneback", "scale_factor": 1.4142135623730951}, "k": 256}
     assert param_hash(params, version="0.1.0") == _naive_hash(params, "0.1.0")
-    assert param_hash(params) == _naive_hash(params, idt.__version__)
+    assert param_hash(params) == _naive_hash(params, idtfv.__version__)
 
 
 def test_param_hash_ignores_key_order_and_container_type_but_not_values_or_version():
@@ -71,7 +71,7 @@ def test_stage_dir_is_named_by_hash_and_writes_params_json_once(tmp_path):
     d = stage_dir(tmp_path, "features", params)
     assert d == tmp_path / f"features-{param_hash(params)}" and d.is_dir()
     record = json.loads((d / "params.json").read_text())
-    assert record == {"stage": "features", "version": idt.__version__, "params": params}
+    assert record == {"stage": "features", "version": idtfv.__version__, "params": params}
     (d / "params.json").write_text("kept")  # written once: an existing file is left alone
     assert stage_dir(tmp_path, "features", params) == d
     assert (d / "params.json").read_text() == "kept"

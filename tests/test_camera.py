@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.camera import (CameraMotion, compensate_flow, estimate_homography, resolve_matcher, scale_homography,
+from idtfv.idt.camera import (CameraMotion, compensate_flow, estimate_homography, resolve_matcher, scale_homography,
                         warp_to_previous)
-from idt.errors import ParameterError
-from idt.params import IDTParams
+from idtfv.errors import ParameterError
+from idtfv.idt.params import IDTParams
 
 
 def _texture(h=120, w=160, seed=0):
@@ -122,7 +122,7 @@ def test_matcher_resolution():
 
 @pytest.mark.parametrize("name", ["orb", "sift"])
 def test_windowed_matching_against_brute_force(name):
-    from idt.camera import _detect, _keypoint_matches, _make_detector
+    from idtfv.idt.camera import _detect, _keypoint_matches, _make_detector
 
     prev, cur, _ = _planted(H_PLANTED, seed=4)
     det, norm = _make_detector(name, IDTParams())
@@ -182,7 +182,7 @@ def test_homography_needs_more_than_min_matches():
 
 
 def test_flow_matches_start_from_the_rounded_point():
-    from idt.camera import _flow_matches
+    from idtfv.idt.camera import _flow_matches
 
     img = _texture()
     flow = np.zeros(img.shape + (2,), np.float32)

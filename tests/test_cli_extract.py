@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.cli import extract_trajectories_main as main
-from idt.trajectories import load_trajectories
+from idtfv.idt.cli import main
+from idtfv.idt.trajectories import load_trajectories
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from deep import transforms as T
-from deep.aggregate import aggregate_views, average_streams
-from deep.data import (SamplingConfig, VideoDataset, decode_flow_jpeg, encode_flow_jpeg, remove_camera_motion)
-from deep.sampling import clip_indices, segment_indices, segment_views
-from idt.data.manifest import VideoEntry
-from idt.errors import ParameterError, VideoError
+from idtfv.deep import transforms as T
+from idtfv.deep.aggregate import aggregate_views, average_streams
+from idtfv.deep.data import (SamplingConfig, VideoDataset, decode_flow_jpeg, encode_flow_jpeg, remove_camera_motion)
+from idtfv.deep.sampling import clip_indices, segment_indices, segment_views
+from idtfv.data.manifest import VideoEntry
+from idtfv.errors import ParameterError, VideoError
 
 torch.set_num_threads(1)
 
@@ -259,8 +259,8 @@ def test_aggregate_views_matches_naive():
 
 
 def test_dataset_reads_extract_flow_rawframes_and_npz(tmp_path):
-    """Rawframes written by idt.flow.rawframes (JPEG and .npz forms) read back as the planted flow."""
-    rawframes = pytest.importorskip("idt.flow.rawframes")
+    """Rawframes written by idtfv.idt.flow.rawframes (JPEG and .npz forms) read back as the planted flow."""
+    rawframes = pytest.importorskip("idtfv.idt.flow.rawframes")
     rng = np.random.default_rng(0)
     h, w, n = 20, 24, 5
     flow = np.zeros((n - 1, h, w, 2), np.float32)

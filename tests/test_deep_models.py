@@ -8,16 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deep.blocks import ClipModel
-from deep.models import MODELS, build_model
-from deep.models.frame2d import build_tsn, cross_modality_init
-from deep.models.i3d import NonLocal, build_i3d, inflate_from_2d
-from deep.models.slowfast import build_slowfast
-from deep.models.tam import TAM
-from deep.models.tsm import TemporalShift, temporal_shift
-from deep.pretrained import load_pretrained
-from deep.resnet import build_resnet, inflate_state_dict
-from idt.errors import FormatError, ParameterError
+from idtfv.deep.blocks import ClipModel
+from idtfv.deep.models import MODELS, build_model
+from idtfv.deep.models.frame2d import build_tsn, cross_modality_init
+from idtfv.deep.models.i3d import NonLocal, build_i3d, inflate_from_2d
+from idtfv.deep.models.slowfast import build_slowfast
+from idtfv.deep.models.tam import TAM
+from idtfv.deep.models.tsm import TemporalShift, temporal_shift
+from idtfv.deep.pretrained import load_pretrained
+from idtfv.deep.resnet import build_resnet, inflate_state_dict
+from idtfv.errors import FormatError, ParameterError
 
 torch.set_num_threads(1)
 
@@ -283,7 +283,7 @@ def test_all_models_are_clip_models_and_unknown_name_errors():
 
 
 def test_two_stream_averages_softmax_of_both_streams():
-    from deep.models import TWO_STREAM
+    from idtfv.deep.models import TWO_STREAM
 
     torch.manual_seed(0)
     net = TWO_STREAM(num_classes=NUM_CLASSES, in_channels=20, depth=10, width=8).eval()

@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from deep.cli import main as train_deep_main
-from deep.experiment import default_sampling
-from deep.data import VideoDataset
-from deep.models import MODELS, build_model
-from deep.train import TrainConfig, load_checkpoint, predict, train
-from idt.errors import FormatError, ParameterError
+from idtfv.deep.cli import main as train_deep_main
+from idtfv.deep.stage import default_sampling
+from idtfv.deep.data import VideoDataset
+from idtfv.deep.models import MODELS, build_model
+from idtfv.deep.train import TrainConfig, load_checkpoint, predict, train
+from idtfv.errors import FormatError, ParameterError
 
 torch.set_num_threads(1)
 
@@ -78,7 +78,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
 def _train_epochs(model, ds, cfg, out, *, stop_after):
     """Run ``cfg`` but stop after ``stop_after`` epochs (a killed job), keeping the schedule of the full run."""
-    import deep.train as dt
+    import idtfv.deep.train as dt
 
     class _Stop(Exception):
         pass
@@ -122,7 +122,7 @@ def test_bad_checkpoint_and_options(tmp_path):
 @pytest.fixture(scope="module")
 def small_default(tmp_path_factory):
     """The synthetic default dataset's generator, reduced: 4 classes x 3 actors, 16 frames of 80 x 60."""
-    synthetic = pytest.importorskip("idt.data.synthetic")
+    synthetic = pytest.importorskip("idtfv.data.synthetic")
     out = tmp_path_factory.mktemp("default")
     return synthetic.generate_dataset(out, n_classes=4, n_actors=3, n_frames=16, size=(80, 60), random_state=0)
 
@@ -131,7 +131,7 @@ def small_default(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_overfit_tiny_batch_from_default_dataset(name, small_default):
     """A handful of AdamW steps fit 4 clips (one per class) of the default dataset, for every model."""
-    from idt.data.manifest import read_manifest
+    from idtfv.data.manifest import read_manifest
 
     m = read_manifest(small_default)
     rows = [next(r for r in m.rows if r.label == c) for c in range(4)]
@@ -168,8 +168,8 @@ def test_overfit_tiny_batch_from_default_dataset(name, small_default):
 
 @pytest.mark.slow
 def test_train_deep_cli_end_to_end(small_default, tmp_path, capsys):
-    from classify.scores import read_features, read_scores
-    from idt.data.manifest import read_manifest
+    from idtfv.classify.scores import read_features, read_scores
+    from idtfv.data.manifest import read_manifest
 
     out = tmp_path / "run"
     argv = ["--manifest", str(small_default), "--model", "tsn", "--modality", "rgb", "--split", "1",
@@ -240,8 +240,8 @@ def test_train_deep_cli_bad_input(tmp_path, capsys):
 def test_stack_scores_matches_naive_softmax_concat(tmp_path, capsys):
     import argparse
 
-    from classify.scores import read_features, write_scores
-    from deep.cli import run_stack
+    from idtfv.classify.scores import read_features, write_scores
+    from idtfv.deep.cli import run_stack
 
     rng = np.random.default_rng(0)
     names = ["a", "b", "c"]
@@ -280,7 +280,7 @@ def test_cuda_amp_training_step_matches_shapes(tmp_path):
 
 
 def test_presets():
-    from deep.cli import SMALL, resolve_preset
+    from idtfv.deep.cli import SMALL, resolve_preset
 
     assert resolve_preset("small", "cpu", "tsn") == (SMALL["width"], SMALL["depth"], SMALL["size"])
     assert resolve_preset("small", "cpu", "c3d") == (SMALL["width"], None, SMALL["size"])  # no depth knob

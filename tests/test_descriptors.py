@@ -1,4 +1,4 @@
-"""Tests of idt.descriptors against naive NumPy/OpenCV references written here, planted edges and flows, and
+"""Tests of idtfv.idt.descriptors against naive NumPy/OpenCV references written here, planted edges and flows, and
 norm invariants."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.descriptors import (
+from idtfv.idt.descriptors import (
     DescriptorLayout,
     FrameHistograms,
     cell_descriptors,
@@ -15,7 +15,7 @@ from idt.descriptors import (
     patch_corners,
     temporal_pool,
 )
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 LAYOUT = DescriptorLayout()
 
@@ -203,7 +203,7 @@ def test_mbh_of_uniform_flow_is_zero():
 
 
 def test_fast_angle_matches_arctan2():
-    from idt.kernels.histograms_nb import angle_fraction
+    from idtfv.idt._histograms_nb import angle_fraction
 
     rng = np.random.default_rng(10)
     vecs = rng.normal(size=(2000, 2)).astype(np.float32) * rng.choice([1e-3, 1.0, 300.0], size=(2000, 1))

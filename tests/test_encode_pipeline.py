@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from encoding.fisher import fisher_vectors_cells
-from encoding.pipeline import encode_arrays, load_codebooks
-from encoding.pyramid import cell_ids, parse_pyramid
-from encoding.sampling import CHANNELS
-from idt.errors import FormatError
-from idt.pipeline.cli import main
+from idtfv.encoding.fisher import fisher_vectors_cells
+from idtfv.encoding.stage import encode_arrays, load_codebooks
+from idtfv.encoding.pyramid import cell_ids, parse_pyramid
+from idtfv.encoding.sampling import CHANNELS
+from idtfv.errors import FormatError
+from idtfv.cli import main
 
 N_VIDEOS = 8
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from classify import Scores, evaluate, write_scores
-from classify.evaluate import average_precision
-from idt.errors import FormatError, ParameterError
+from idtfv.classify import Scores, evaluate, write_scores
+from idtfv.classify.evaluate import average_precision
+from idtfv.errors import FormatError, ParameterError
 
 
 def _naive_ap(scores, pos):
@@ -137,7 +137,7 @@ def test_manifest_labels_split_and_errors(tmp_path):
 
 
 def test_cli_evaluate(tmp_path, capsys):
-    from idt.pipeline.cli import main
+    from idtfv.cli import main
 
     s, y = _random(n=30, c=6, seed=5)
     p = write_scores(tmp_path / "s.csv", [f"v{i}" for i in range(30)], s, list("abcdef"), y)

@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-import idt
-from idt import IDTParams, Trajectories
-from idt.errors import ParameterError, VideoError
-from idt.kernels import tracking_nb as nb
-from idt.pyramid import build_pyramid, pyramid_geometry
-from idt.sampling import dense_sample
-from idt.tracking import TrackPool
+from idtfv import idt
+from idtfv.idt import IDTParams, Trajectories
+from idtfv.errors import ParameterError, VideoError
+from idtfv.idt import _tracking_nb as nb
+from idtfv.idt.pyramid import build_pyramid, pyramid_geometry
+from idtfv.idt.sampling import dense_sample
+from idtfv.idt.tracking import TrackPool
 
 SIZE = 96
 FRAMES = 20
@@ -146,7 +146,7 @@ def test_colour_frames_and_video_file(tiny_video):
     path = tiny_video(frames=18, width=64, height=48)
     t = idt.extract(path, IDTParams(matcher="orb"))
     assert t.info["frames"] == 18 and t.info["width"] == 64
-    from idt.video import iter_frames
+    from idtfv.video import iter_frames
 
     u = idt.extract(list(iter_frames(path)), IDTParams(matcher="orb"))
     np.testing.assert_array_equal(t.meta, u.meta)
@@ -255,14 +255,14 @@ def test_validate_tracks_against_naive():
 @pytest.mark.parametrize("impl", ["opencv", "numba"])
 def test_flow_from_previous_starts_at_frame_t_minus_1(impl):
     """For warp_flow='recompute' the second solve must start from frame t-1, like the first."""
-    from idt.flow_pyramid import make_pyramid_flow
+    from idtfv.idt.flow_pyramid import make_pyramid_flow
 
     p = IDTParams(farneback_impl=impl)
     frames = pan_frames((1.0, 0.5), frames=3)
     _, sizes = pyramid_geometry(SIZE, SIZE)
     fp = make_pyramid_flow(p)
     if impl == "numba":
-        pytest.importorskip("idt.farneback")
+        pytest.importorskip("idtfv.idt.farneback")
         assert type(fp).__name__ == "NumbaFarnebackPyramidFlow"
     pyrs = [build_pyramid(f, sizes) for f in frames]
     assert fp(pyrs[0]) is None
@@ -276,8 +276,8 @@ def test_flow_from_previous_starts_at_frame_t_minus_1(impl):
 
 
 def test_track_pool_running_sums_equal_temporal_pool():
-    """Summing blocks per temporal cell as tracks go = idt.descriptors.temporal_pool of the stored blocks."""
-    from idt.descriptors import temporal_pool
+    """Summing blocks per temporal cell as tracks go = idtfv.idt.descriptors.temporal_pool of the stored blocks."""
+    from idtfv.idt.descriptors import temporal_pool
 
     rng = np.random.default_rng(2)
     L, D, n = 15, 7, 5
@@ -306,7 +306,7 @@ def test_frame_range_and_resize():
 
 
 def test_human_boxes_io_and_mask(tmp_path):
-    from idt.humans import HOGPeopleDetector, box_mask, load_boxes, save_boxes
+    from idtfv.idt.humans import HOGPeopleDetector, box_mask, load_boxes, save_boxes
 
     boxes = {0: np.array([[2, 3, 10, 12, 0.9]], np.float32), 4: np.array([[0, 0, 5, 5, 1], [20, 20, 30, 25, 1]],
                                                                          np.float32)}
@@ -337,7 +337,7 @@ def test_other_flow_and_camera_options_track_the_object(opts):
 def test_detect_humans_every_k_frames_and_cache_round_trip(tmp_path, monkeypatch):
     """Detection runs every k frames (boxes held in between), the boxes land in a LEAR box file keyed by the
     video, and a second run reads them instead of detecting; a changed video is detected again."""
-    from idt import humans as hm
+    from idtfv.idt import humans as hm
 
     frames = np.asarray(object_frames(frames=17))
     video = tmp_path / "clip.avi"
@@ -359,7 +359,7 @@ def test_detect_humans_every_k_frames_and_cache_round_trip(tmp_path, monkeypatch
     monkeypatch.setattr(hm, "HOGPeopleDetector", FakeDetector)
     import sys
 
-    monkeypatch.setattr(sys.modules["idt.extract"], "HOGPeopleDetector", FakeDetector)
+    monkeypatch.setattr(sys.modules["idtfv.idt.extractor"], "HOGPeopleDetector", FakeDetector)
     cache = tmp_path / "cache"
     p = IDTParams(detect_humans=True, detect_every=4, humans_cache=str(cache))
     t1 = idt.extract(video, p)
@@ -371,7 +371,7 @@ def test_detect_humans_every_k_frames_and_cache_round_trip(tmp_path, monkeypatch
         np.testing.assert_allclose(det[str(f)][0][0], 1 + f // 4)
     path = Path(t1.info["humans_cache"]["path"])
     assert path.parent == cache and path.name.endswith(".boxes.txt") and not t1.info["humans_cache"]["hit"]
-    from idt.humans import load_boxes
+    from idtfv.idt.humans import load_boxes
 
     on_disk = load_boxes(path)
     assert sorted(on_disk) == list(range(n))

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.flow.cli import main
-from idt.flow.rawframes import load_flow_npz, read_rawframes
+from idtfv.idt.flow.cli import main
+from idtfv.idt.flow.rawframes import load_flow_npz, read_rawframes
 
 SHIFT = (2.0, 1.0)  # camera pan per frame (px): frame k+1 = frame k moved by SHIFT
 
@@ -75,13 +75,13 @@ def test_other_methods(video, tmp_path):
 
 def _has_camera():
     try:
-        cam = importlib.import_module("idt.camera")
+        cam = importlib.import_module("idtfv.idt.camera")
     except ImportError:
         return False
     return hasattr(cam, "estimate_homography") and hasattr(cam, "warp_to_previous")
 
 
-@pytest.mark.skipif(not _has_camera(), reason="idt.camera (extractor) not available")
+@pytest.mark.skipif(not _has_camera(), reason="idtfv.idt.camera (extractor) not available")
 def test_warped_flow_removes_a_camera_pan(video, tmp_path):
     rc = main([str(video), "-o", str(tmp_path), "--format", "npz", "--video-id", "w", "--warped",
                "--preset", "fast", "--backend", "cpu"])
@@ -117,7 +117,7 @@ def test_single_frame_video_is_an_error(tmp_path, capsys):
 
 
 def test_idtfv_flow_over_a_manifest(video, tmp_path, capsys):
-    from idt.pipeline.cli import main as idtfv
+    from idtfv.cli import main as idtfv
 
     (tmp_path / "clips").mkdir()
     make_video(tmp_path / "clips" / "a.avi", n=4, h=48, w=64)

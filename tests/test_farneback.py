@@ -1,4 +1,4 @@
-"""Tests of idt.farneback: planted polynomials, a brute-force weighted least-squares expansion, planted translations
+"""Tests of idtfv.idt.farneback: planted polynomials, a brute-force weighted least-squares expansion, planted translations
 and smooth flows (compared with OpenCV's Farnebäck with the same parameters), identical frames, the pyramid API."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.errors import ParameterError
-from idt.farneback import FarnebackPyramidFlow, farneback_level, poly_expansion
+from idtfv.errors import ParameterError
+from idtfv.idt.farneback import FarnebackPyramidFlow, farneback_level, poly_expansion
 
 H, W = 96, 128
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -222,7 +222,7 @@ def test_bad_parameters():
 def test_update_terms_where_the_displaced_point_leaves_the_image():
     """Where x + d falls outside the image the second frame contributes nothing (b2 = 0, A = A1), as OpenCV's
     update step: checked against a naive evaluation of the terms, inside and outside."""
-    from idt.kernels import farneback_nb as knb
+    from idtfv.idt import _farneback_nb as knb
 
     rng = np.random.default_rng(3)
     h, w = 12, 16

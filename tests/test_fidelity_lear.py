@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import idt
-from idt.trajectories import load_trajectories
+from idtfv import idt
+from idtfv.idt.trajectories import load_trajectories
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 pytestmark = pytest.mark.skipif(not SHARED.exists(), reason="needs the ../shared reference data")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from encoding.fisher import fisher_vector, fisher_vectors_cells, normalize_fisher
-from encoding.gmm import DiagGMM
-from idt.errors import ParameterError
+from idtfv.encoding.fisher import fisher_vector, fisher_vectors_cells, normalize_fisher
+from idtfv.encoding.gmm import DiagGMM
+from idtfv.errors import ParameterError
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from classify import Scores, fuse_scores, read_scores, write_scores
-from idt.errors import FormatError, ParameterError
+from idtfv.classify import Scores, fuse_scores, read_scores, write_scores
+from idtfv.errors import FormatError, ParameterError
 
 
 def _naive_norm(row, method):
@@ -76,7 +76,7 @@ def test_fusion_errors(tmp_path):
 
 
 def test_cli_fuse(tmp_path, capsys):
-    from idt.pipeline.cli import main
+    from idtfv.cli import main
 
     rng = np.random.default_rng(2)
     ids = [f"v{i}" for i in range(20)]

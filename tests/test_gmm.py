@@ -7,8 +7,8 @@ import pytest
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from encoding.gmm import DiagGMM
-from idt.errors import ParameterError
+from idtfv.encoding.gmm import DiagGMM
+from idtfv.errors import ParameterError
 
 
 @pytest.fixture(autouse=True)

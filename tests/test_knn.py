@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from classify import write_features
-from classify.knn import KNNClassifier, nearest_neighbors
+from idtfv.classify import write_features
+from idtfv.classify.knn import KNNClassifier, nearest_neighbors
 
 
 def _naive_knn_scores(Xtr, ytr, Xte, k, metric, c):
@@ -50,7 +50,7 @@ def test_knn_recovers_planted_classes_and_distance_weights():
 
 
 def test_cli_train_knn(tmp_path, capsys):
-    from idt.pipeline.cli import main
+    from idtfv.cli import main
 
     rng = np.random.default_rng(2)
     mu = rng.standard_normal((3, 10)) * 2

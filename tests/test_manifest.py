@@ -1,4 +1,4 @@
-"""Tests of idt.data.manifest: the CSV contract, round trips, validation errors, probing."""
+"""Tests of idtfv.data.manifest: the CSV contract, round trips, validation errors, probing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from idt.data.manifest import (
+from idtfv.data.manifest import (
     Manifest,
     VideoEntry,
     make_video_id,
@@ -16,7 +16,7 @@ from idt.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from idt.errors import ManifestError
+from idtfv.errors import ManifestError
 
 HEADER = "video_id,path,label,label_name,group,split1,split2,split3,frames,fps,width,height"
 

@@ -7,9 +7,9 @@ import pytest
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
-from encoding.codebook_io import load_model, save_model
-from encoding.pca import CHANNEL_DIMS, DescriptorPCA
-from idt.errors import FormatError, ParameterError
+from idtfv.encoding.codebook_io import load_model, save_model
+from idtfv.encoding.pca import CHANNEL_DIMS, DescriptorPCA
+from idtfv.errors import FormatError, ParameterError
 
 
 @pytest.fixture(autouse=True)

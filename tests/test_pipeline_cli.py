@@ -1,4 +1,4 @@
-"""Tests of the idtfv command (idt.pipeline.cli): dispatch, stage stamps, exit codes, one-line errors."""
+"""Tests of the idtfv command (idtfv.cli): dispatch, stage stamps, exit codes, one-line errors."""
 
 from __future__ import annotations
 
@@ -15,19 +15,21 @@ import numpy as np
 import pytest
 
 from conftest import write_tiny_video
-from idt.data.manifest import Manifest, VideoEntry, read_manifest, write_manifest
-from idt.pipeline import cli
-from idt.pipeline.cache import load_valid, param_hash
-from idt.pipeline.runner import read_index, read_stamp
+from idtfv.data.manifest import Manifest, VideoEntry, read_manifest, write_manifest
+from idtfv import cli, idt
+from idtfv.cache import load_valid, param_hash
+from idtfv.idt import cli as idt_cli
+from idtfv.idt.stage import features_params
+from idtfv.runner import read_index, read_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("idtfv")
-IDTFV = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "idt.pipeline.cli"]
+IDTFV = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "idtfv"]
 
 FAKE_STAGE = textwrap.dedent(
     """
     import numpy as np
-    from idt.errors import VideoError
+    from idtfv.errors import VideoError
 
     def fake_features(entry, params):
         data = entry.path.read_bytes()
@@ -37,8 +39,8 @@ FAKE_STAGE = textwrap.dedent(
     """
 )
 RUN_WITH_FAKE = (
-    "import sys, idt.pipeline.cli as c; c.STAGE_FUNCS['features'] = 'fake_stage_mod:fake_features'; "
-    "sys.exit(c.main(sys.argv[1:]))"
+    "import sys, fake_stage_mod, idtfv.cli as c, idtfv.idt.cli as f; "
+    "f.STAGE_FUNCS['all'] = fake_stage_mod.fake_features; sys.exit(c.main(sys.argv[1:]))"
 )
 
 
@@ -100,30 +102,31 @@ def test_dataset_without_root_or_with_a_missing_root_exits_2(tmp_path, capsys):
         capsys, ["dataset", "--kind", "folder", "--root", tmp_path / "absent", "--out", tmp_path / "m.csv"],
         str(tmp_path / "absent"))
     assert not (tmp_path / "m.csv").exists()
-    with pytest.raises(SystemExit) as info:  # argparse usage errors keep argparse's status 2
-        cli.main(["features", "--manifest"])
-    assert info.value.code == 2
+    capsys.readouterr()
+    _assert_main_one_line_error(capsys, ["features", "--manifest"], "--manifest")  # a usage error: one line too
 
 
-def test_help_lists_the_builtin_subcommands(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "PLUGIN_MODULES", ())
-    with pytest.raises(SystemExit) as info:
-        cli.build_parser(modules=()).parse_args(["--help"])
-    assert info.value.code == 0
+def test_help_lists_the_builtin_subcommands(capsys):
+    assert cli.main(["--help"], commands={"dataset": cli.add_dataset}) == 0
     out = capsys.readouterr().out
-    assert "dataset" in out and "features" in out
-    assert cli.main([]) == 2  # no subcommand: help on stderr, usage status
+    assert "dataset" in out and "features" not in out
+    assert cli.main([], commands={"dataset": cli.add_dataset}) == 2  # no subcommand: help on stderr, usage status
     assert "COMMAND" in capsys.readouterr().err
 
 
-def test_every_existing_plugin_module_registers_its_subcommands():
-    parser = cli.build_parser()
-    commands = set(next(a for a in parser._actions if a.dest == "command").choices)
-    assert {"dataset", "features"} <= commands
-    for module in cli.PLUGIN_MODULES:
-        if cli._load_plugins([module]):
-            owned = {c for c, m in cli._COMMAND_MODULES.items() if m == module}
-            assert owned & commands, f"{module} registered none of {sorted(owned)}"
+STAGE_COMMANDS = {"features", "flow", "encode", "train-svm", "train-knn", "evaluate", "fuse", "train-deep",
+                  "stack-scores"}
+
+
+def test_every_entry_point_adds_exactly_the_subcommand_it_names():
+    table = cli.command_table()
+    assert set(table) == {"dataset"} | STAGE_COMMANDS
+    for name, add in table.items():
+        parser = cli.OneLineParser(prog="idtfv")
+        sub = parser.add_subparsers(dest="command")
+        add(sub)
+        assert set(sub.choices) == {name}, name
+        assert callable(sub.choices[name].get_default("func")), name
 
 
 # ------------------------------------------------------------------------------------------------ features
@@ -143,7 +146,7 @@ def test_features_end_to_end_with_a_fake_stage(tmp_path):
     stamp = json.loads(stamp_path.read_text())
     assert stamp["stage"] == "features" and stamp["done"] == ["walk_a", "wave_b"]
     assert list(stamp["failed"]) == ["broken"] and "not an AVI file" in stamp["failed"]["broken"]
-    assert stamp["params"] == cli.features_params(seed=7) and stamp["params"]["idt"]["seed"] == 7
+    assert stamp["params"] == features_params(seed=7) and stamp["params"]["idt"]["seed"] == 7
     stage = Path(stamp["dir"])
     assert stage.name == f"features-{param_hash(stamp['params'])}" and stage.parent == (tmp_path / "cache").resolve()
     for entry in read_manifest(manifest).rows[:2]:
@@ -158,10 +161,11 @@ def test_features_end_to_end_with_a_fake_stage(tmp_path):
 
 
 def test_features_options_reach_the_extractor_parameters(tmp_path, monkeypatch, capsys):
-    params_mod = pytest.importorskip("idt.params")
+    from idtfv.idt import params as params_mod
+
     manifest = _dataset(tmp_path, bad=False)
     seen = []
-    monkeypatch.setitem(cli.STAGE_FUNCS, "features", _record_params)
+    monkeypatch.setitem(idt_cli.STAGE_FUNCS, "all", _record_params)
     monkeypatch.setattr(sys.modules[__name__], "_SEEN", seen)
     status = cli.main(["features", "--manifest", str(manifest), "--cache", str(tmp_path / "c"),
                        "--out", str(tmp_path / "f.json"), "--preset", "fast", "--flow", "farneback",
@@ -190,9 +194,6 @@ def _record_params(entry, params):
 
 @pytest.mark.slow
 def test_features_with_the_real_extractor_matches_idt_extract(tmp_path):
-    idt = pytest.importorskip("idt")
-    if not hasattr(idt, "extract"):
-        pytest.skip("idt.extract is not available yet")
     manifest = _dataset(tmp_path, frames=20)
     stamp_path = tmp_path / "features.json"
     proc = _run(["features", "--manifest", manifest, "--cache", tmp_path / "cache", "--out", stamp_path,
@@ -212,7 +213,7 @@ def test_features_with_the_real_extractor_matches_idt_extract(tmp_path):
 
 
 def test_warmup_never_stops_a_run():
-    from idt.pipeline.stages import warmup_features
+    from idtfv.idt.stage import warmup_features
 
     assert warmup_features({"idt": {"no_such_option": 1}}) is None  # bad params: ignored, the run reports them
     assert warmup_features({}) is None
@@ -242,7 +243,7 @@ def test_dataset_default_generates_into_the_directory_of_out(tmp_path, monkeypat
         write_manifest(Manifest([entry], out_dir), target)
         return target
 
-    monkeypatch.setitem(sys.modules, "idt.data.synthetic",
+    monkeypatch.setitem(sys.modules, "idtfv.data.synthetic",
                         types.SimpleNamespace(generate_dataset=fake_generate_dataset))
     out = tmp_path / "cache" / "default" / "my_manifest.csv"
     assert cli.main(["dataset", "--out", str(out), "--seed", "4"]) == 0
@@ -251,12 +252,12 @@ def test_dataset_default_generates_into_the_directory_of_out(tmp_path, monkeypat
     assert "1 videos" in capsys.readouterr().out
 
 
-# ------------------------------------------------------------------------------------------------ plugins
+# ------------------------------------------------------------------------------------------------ commands
 GOOD_PLUGIN = textwrap.dedent(
     """
-    from idt.errors import ParameterError
+    from idtfv.errors import ParameterError
 
-    def register(subparsers):
+    def add_hello(subparsers):
         p = subparsers.add_parser("hello", help="say hello")
         p.add_argument("--fail", choices=["no", "idtfv", "os"], default="no")
         p.add_argument("--status", type=int, default=0)
@@ -273,36 +274,37 @@ GOOD_PLUGIN = textwrap.dedent(
 )
 
 
-def test_plugins_register_subcommands_and_errors_become_exit_2(tmp_path, monkeypatch, capsys):
+def test_commands_run_and_errors_become_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     (tmp_path / "good_plugin_xyz.py").write_text(GOOD_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "PLUGIN_MODULES", ("absent_pkg_xyz.cli", "absent_module_xyz", "good_plugin_xyz"))
-    assert cli.main(["hello"]) == 0 and capsys.readouterr().out == "hello\n"
-    assert cli.main(["hello", "--status", "1"]) == 1
+    import good_plugin_xyz
+
+    commands = {"dataset": cli.add_dataset, "hello": good_plugin_xyz.add_hello}
+    assert cli.main(["hello"], commands=commands) == 0 and capsys.readouterr().out == "hello\n"
+    assert cli.main(["hello", "--status", "1"], commands=commands) == 1
     capsys.readouterr()
-    assert cli.main(["hello", "--fail", "idtfv"]) == 2
+    assert cli.main(["hello", "--fail", "idtfv"], commands=commands) == 2
     assert capsys.readouterr().err == "error: --fail idtfv was given; expected no\n"
-    assert cli.main(["hello", "--fail", "os"]) == 2
+    assert cli.main(["hello", "--fail", "os"], commands=commands) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "/nonexistent/dir/file.txt" in err and len(err.splitlines()) == 1
+    assert cli.main(["hello", "--fail", "maybe"], commands=commands) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "maybe" in err and len(err.splitlines()) == 1
 
 
-def test_a_plugin_that_exists_but_fails_to_import_shows_its_error(tmp_path, monkeypatch):
-    (tmp_path / "broken_plugin_xyz.py").write_text("import numpy\nraise RuntimeError('plugin is broken')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(RuntimeError, match="plugin is broken"):
-        cli.build_parser(modules=("broken_plugin_xyz",))
-    (tmp_path / "noreg_plugin_xyz.py").write_text("X = 1\n")
-    with pytest.raises(ImportError, match="register"):
-        cli.build_parser(modules=("noreg_plugin_xyz",))
-
-
-def test_known_commands_import_only_their_own_plugin_module():
-    assert cli._plugin_modules_for(["features", "--jobs", "2"]) == ()
-    assert cli._plugin_modules_for(["encode", "--k", "8"]) == ("encoding.cli",)
-    assert cli._plugin_modules_for(["train-deep"]) == ("deep.cli",)
-    assert cli._plugin_modules_for(["--help"]) == cli.PLUGIN_MODULES
-    assert cli._plugin_modules_for(["somethingelse"]) == cli.PLUGIN_MODULES
+@pytest.mark.parametrize("command, own", [("encode", "idtfv.encoding.cli"), ("train-svm", "idtfv.classify.cli"),
+                                          ("features", "idtfv.idt.cli"), ("dataset", None)])
+def test_a_known_command_imports_only_its_own_module_and_nothing_heavy(command, own):
+    code = ("import sys\nfrom idtfv import cli\nstatus = cli.main([%r, '--help'])\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith(('idtfv', 'torch', 'numba', 'sklearn')))))\n"
+            "sys.exit(status)" % command)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stdout.strip().splitlines()[-1].split())
+    clis = {m for m in loaded if m.endswith(".cli") and m != "idtfv.cli"}
+    assert clis == ({own} if own else set()), loaded
+    assert not {m for m in loaded if m.split(".")[0] in ("torch", "numba", "sklearn")}, loaded
 
 
 # ------------------------------------------------------------------------------------------------ Makefile
@@ -330,7 +332,8 @@ def _fake_venv(tmp_path):
     script = venv / "bin" / "idtfv"
     script.write_text(FAKE_IDTFV)
     script.chmod(0o755)
-    (venv / ".installed").touch()  # newer than pyproject.toml: `install` is up to date
+    for stamp in (".installed", ".installed-deep", ".installed-test"):
+        (venv / stamp).touch()  # newer than pyproject.toml: `install` is up to date
     return venv
 
 

@@ -1,12 +1,12 @@
-"""Rawframes writer/reader (idt.flow.rawframes): quantisation, JPEG and .npz round trips, atomicity, errors."""
+"""Rawframes writer/reader (idtfv.idt.flow.rawframes): quantisation, JPEG and .npz round trips, atomicity, errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from idt.errors import FormatError, ParameterError
-from idt.flow.rawframes import (
+from idtfv.errors import FormatError, ParameterError
+from idtfv.idt.flow.rawframes import (
     RawframesWriter,
     dequantize_flow,
     load_flow_npz,

@@ -1,4 +1,4 @@
-"""Tests of idt.data.readers on small fake dataset trees (empty files) built in tmp_path."""
+"""Tests of idtfv.data.readers on small fake dataset trees (empty files) built in tmp_path."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from idt.data.manifest import read_manifest, write_manifest
-from idt.data.readers import READERS, build_manifest
-from idt.errors import ManifestError, ParameterError
+from idtfv.data.manifest import read_manifest, write_manifest
+from idtfv.data.readers import READERS, build_manifest
+from idtfv.errors import ManifestError, ParameterError
 
 UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
 

@@ -1,4 +1,4 @@
-"""Tests of idt.pipeline.runner: resume, force, failure isolation, joblib/Dask equality, SIGKILL safety."""
+"""Tests of idtfv.runner: resume, force, failure isolation, joblib/Dask equality, SIGKILL safety."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idt.errors import FormatError, IdtfvError, ManifestError, ParameterError, VideoError
-from idt.pipeline.cache import TMP_GLOB, atomic_savez, atomic_write_text, load_valid, stage_dir
-from idt.pipeline.runner import StageResult, read_index, read_stamp, run_stage, write_stamp
+from idtfv.errors import FormatError, IdtfvError, ManifestError, ParameterError, VideoError
+from idtfv.cache import TMP_GLOB, atomic_savez, atomic_write_text, load_valid, stage_dir
+from idtfv.runner import StageResult, read_index, read_stamp, run_stage, write_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
 class Item:
-    """A stand-in for idt.data.manifest.VideoEntry."""
+    """A stand-in for idtfv.data.manifest.VideoEntry."""
 
     video_id: str
     n: int
@@ -326,7 +326,7 @@ KILL_SCRIPT = textwrap.dedent(
     import json, sys, time
     from dataclasses import dataclass
     import numpy as np
-    from idt.pipeline.runner import run_stage
+    from idtfv.runner import run_stage
 
     @dataclass(frozen=True)
     class Item:

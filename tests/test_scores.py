@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from classify import read_features, read_scores, write_features, write_scores
-from idt.errors import FormatError
+from idtfv.classify import read_features, read_scores, write_features, write_scores
+from idtfv.errors import FormatError
 
 
 def _random_scores(n=7, c=4, seed=0):

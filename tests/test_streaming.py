@@ -1,4 +1,4 @@
-"""Streaming encode (encoding.streaming): sample-only features stage, extract + encode in one call, STREAMING=1.
+"""Streaming encode (idtfv.encoding.streaming): sample-only features stage, extract + encode in one call, STREAMING=1.
 
 The reference is the normal path on the same tiny real videos: ``idtfv features --store all`` then ``idtfv encode``.
 With the same codebook, ``idtfv encode --streaming`` must give the same vectors bit for bit; the sample-only stage
@@ -18,13 +18,13 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from conftest import write_tiny_video
-from encoding.pipeline import encode_arrays, load_codebooks
-from encoding.sampling import CHANNELS, keep_sample
-from encoding.streaming import training_subset
-from idt.data.manifest import Manifest, VideoEntry, write_manifest
-from idt.errors import ParameterError
-from idt.pipeline.cli import main
-from idt.pipeline.runner import read_index, read_stamp
+from idtfv.encoding.stage import encode_arrays, load_codebooks
+from idtfv.encoding.sampling import CHANNELS
+from idtfv.sampling import keep_sample, training_subset
+from idtfv.data.manifest import Manifest, VideoEntry, write_manifest
+from idtfv.errors import ParameterError
+from idtfv.cli import main
+from idtfv.runner import read_index, read_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODE_OPTS = ["--k", "2", "--pca-samples", "150", "--gmm-iter", "5", "--pyramid", "1x1x1,1x1x2"]
@@ -238,7 +238,7 @@ def test_streaming_uses_kept_full_features_instead_of_extracting(dataset, monkey
     assert _encode(root, "full.json", "fv.npz") == 0
     codebook = next(c for c in (root / "cache").glob("codebook-*")
                     if json.loads((c / "codebook.json").read_text())["sample"]["from_samples"] == 0)
-    import idt
+    from idtfv import idt
 
     def no_extraction(*args, **kwargs):
         raise ParameterError("extraction was called")
@@ -252,7 +252,7 @@ def test_streaming_uses_kept_full_features_instead_of_extracting(dataset, monkey
 def test_subset_sample_of_another_split_is_reported(dataset, caplog):
     """A --subset sample drawn from split 1's training videos, encoded for split 2: said in a warning, and the
     codebook uses only videos that are training videos of split 2 (never a split-2 test video)."""
-    from idt.data.manifest import read_manifest
+    from idtfv.data.manifest import read_manifest
 
     root = dataset
     man = read_manifest(root / "manifest.csv")
@@ -264,7 +264,7 @@ def test_subset_sample_of_another_split_is_reported(dataset, caplog):
                 root / "subset1.json", "--allow-failed", "--store", "sample", "--sample-per-video", "25",
                 "--subset", "1", "--split", "1") == 0
     assert read_stamp(root / "subset1.json")["done"] == ["v0", "v1", "v2", "v3"]
-    with caplog.at_level("WARNING", logger="encoding.streaming"):
+    with caplog.at_level("WARNING", logger="idtfv.encoding.streaming"):
         assert _cli(root, "encode", "--manifest", root / "manifest2.csv", "--features", root / "subset1.json",
                     "--split", "2", "--cache", root / "cache", "--out", root / "fv2.npz", "--allow-failed",
                     "--streaming", *ENCODE_OPTS) == 0

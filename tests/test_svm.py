@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.svm import LinearSVC
 
-from classify import read_scores, write_features
-from classify._kernel_svm import linear_kernel, primal_weights
-from classify.svm import LinearSVM, select_C
-from idt.errors import FormatError, ParameterError
+from idtfv.classify import read_scores, write_features
+from idtfv.classify._kernel_svm import linear_kernel, primal_weights
+from idtfv.classify.svm import LinearSVM, select_C
+from idtfv.errors import FormatError, ParameterError
 
 
 def _problem(n=90, d=30, c=4, seed=0, sep=0.6):
@@ -157,7 +157,7 @@ def _write_dataset(tmp_path, n_per_class=12, c=4, d=24, seed=0):
 
 
 def test_cli_train_svm_end_to_end(tmp_path, capsys):
-    from idt.pipeline.cli import main
+    from idtfv.cli import main
 
     man, fv, missing = _write_dataset(tmp_path)
     outs = []
@@ -181,7 +181,7 @@ def test_cli_train_svm_end_to_end(tmp_path, capsys):
     assert report["training"]["C"] in (1.0, 100.0) and report["training"]["cv"]["Cs"] == [1.0, 100.0]
     assert report["training"]["n_missing_train"] + report["training"]["n_missing_test"] == 1
     model = LinearSVM.load(a / "model.npz")
-    from classify import read_features
+    from idtfv.classify import read_features
 
     f = read_features(fv)
     pos = {v: i for i, v in enumerate(f.video_ids)}
@@ -190,7 +190,7 @@ def test_cli_train_svm_end_to_end(tmp_path, capsys):
 
 
 def test_cli_train_svm_bad_input(tmp_path, capsys):
-    from idt.pipeline.cli import main
+    from idtfv.cli import main
 
     man, fv, _ = _write_dataset(tmp_path)
     bad = tmp_path / "bad.npz"
@@ -205,7 +205,7 @@ def test_cli_train_svm_bad_input(tmp_path, capsys):
 
 def test_cli_train_svm_multilabel(tmp_path):
     """Hollywood2-style manifest (``label`` = ids joined by ';'): per-class SVMs, mAP, no confusion matrix."""
-    from idt.pipeline.cli import main
+    from idtfv.cli import main
 
     rng = np.random.default_rng(9)
     mu = rng.standard_normal((3, 16)) * 2

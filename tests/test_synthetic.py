@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.data.manifest import read_manifest
-from idt.data.synthetic import CLASSES, generate_dataset
-from idt.errors import ParameterError
-from idt.video import iter_frames, probe_video
+from idtfv.data.manifest import read_manifest
+from idtfv.data.synthetic import CLASSES, generate_dataset
+from idtfv.errors import ParameterError
+from idtfv.video import iter_frames, probe_video
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from idt.errors import FormatError
-from idt.trajectories import BLOCKS, LEAR_COLUMNS, Trajectories, concatenate, load_trajectories
+from idtfv.errors import FormatError
+from idtfv.idt.trajectories import BLOCKS, LEAR_COLUMNS, Trajectories, concatenate, load_trajectories
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LEAR_TREE = SHARED / "reference" / "lear-idt" / "tree.txt.gz"

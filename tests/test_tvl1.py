@@ -1,4 +1,4 @@
-"""TV-L1 optical flow (idt.flow): planted truth, invariants, a naive reference of one iteration, OpenCV parity."""
+"""TV-L1 optical flow (idtfv.idt.flow): planted truth, invariants, a naive reference of one iteration, OpenCV parity."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.errors import ParameterError
-from idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available
-from idt.flow import _tvl1_nb as nb
-from idt.flow.farneback import FarnebackParams, solve_level
-from idt.flow.pyramid import build_pyramid, coarse_to_fine
+from idtfv.errors import ParameterError
+from idtfv.idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available
+from idtfv.idt.flow import _tvl1_nb as nb
+from idtfv.idt.flow.farneback import FarnebackParams, solve_level
+from idtfv.idt.flow.pyramid import build_pyramid, coarse_to_fine
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VIDEOS = SHARED / "reference" / "videos"

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available
+from idtfv.idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available
 
 needs_gpu = pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
 
@@ -36,8 +36,8 @@ def _planted(h=96, w=128, seed=0):
 def test_gpu_pyramid_ops_match_cpu_ops():
     import cupy as cp
 
-    from idt.flow._tvl1_cupy import GPU_OPS
-    from idt.flow.pyramid import CPU_OPS
+    from idtfv.idt.flow._tvl1_cupy import GPU_OPS
+    from idtfv.idt.flow.pyramid import CPU_OPS
 
     img = _texture(61, 83, 1)
     for eta in (0.8, 0.5):
@@ -126,8 +126,8 @@ def test_cuda_kernels_run_on_cpu_match_cpu_solver(monkeypatch, tmp_path):
     import _cuda_on_cpu
 
     monkeypatch.setitem(sys.modules, "cupy", _cuda_on_cpu.fake_cupy(tmp_path))
-    monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy", raising=False)
-    gpu_mod = importlib.import_module("idt.flow._tvl1_cupy")
+    monkeypatch.delitem(sys.modules, "idtfv.idt.flow._tvl1_cupy", raising=False)
+    gpu_mod = importlib.import_module("idtfv.idt.flow._tvl1_cupy")
     try:
         pairs = [_planted(36, 44, seed=s) for s in (8, 9)]
         pairs.append((pairs[1][1], pairs[1][1], None))  # identical frames: converges at once, the others go on
@@ -144,4 +144,4 @@ def test_cuda_kernels_run_on_cpu_match_cpu_solver(monkeypatch, tmp_path):
         truth = pairs[0][2]
         assert np.linalg.norm(batch[0] - truth, axis=-1)[6:-6, 6:-6].mean() < 0.5
     finally:  # not left in sys.modules bound to the stand-in cupy (delitem above recorded nothing to restore)
-        monkeypatch.delitem(sys.modules, "idt.flow._tvl1_cupy")
+        monkeypatch.delitem(sys.modules, "idtfv.idt.flow._tvl1_cupy")

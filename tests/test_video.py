@@ -1,4 +1,4 @@
-"""Tests of idt.video: frame values against a direct cv2 decode, honest counts, ranges, resizing, bad input."""
+"""Tests of idtfv.video: frame values against a direct cv2 decode, honest counts, ranges, resizing, bad input."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import SHARED, requires_shared, tiny_frames
 
-from idt.errors import IdtfvError, VideoError
-from idt.video import VideoInfo, iter_frames, open_video, probe_video, require_frames
+from idtfv.errors import IdtfvError, VideoError
+from idtfv.video import VideoInfo, iter_frames, open_video, probe_video, require_frames
 
 
 def _cv2_frames(path):
@@ -200,7 +200,7 @@ class _NeverEnding:
 
 
 def test_failing_reader_cannot_hang(tiny_video, monkeypatch):
-    import idt.video as video
+    import idtfv.video as video
 
     path = tiny_video(frames=2)
     source = _NeverEnding()
@@ -235,7 +235,7 @@ def test_reference_clip_matches_cv2_and_is_lazy():
 
 def test_auto_falls_back_to_pyav_when_opencv_cannot_open(tiny_video, monkeypatch):
     pytest.importorskip("av")
-    import idt.video as video
+    import idtfv.video as video
 
     def refuse(path):
         raise video._CannotOpen("OpenCV cannot open it")

@@ -19,7 +19,7 @@ from typing import Callable
 
 from torch import nn
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 from .c3d import build_c3d
 from .frame2d import build_spatial, build_temporal, build_tsn, build_two_stream

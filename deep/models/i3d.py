@@ -1,7 +1,7 @@
 """I3D (Carreira & Zisserman 2017) on an inflated ResNet, and its Non-local variant (Wang et al. 2018).
 
 I3D here is the ResNet form used by Wang et al. (2018): the 2-D ResNet with a 5 x 7 x 7 stem and 3 x 1 x 1
-kernels in every other block (``deep.resnet.TEMPORAL_KERNELS["i3d"]``), initialisable from a 2-D net by
+kernels in every other block (``idtfv.deep.resnet.TEMPORAL_KERNELS["i3d"]``), initialisable from a 2-D net by
 inflation (weights repeated over time, divided by the temporal size: ``inflate_from_2d``)::
 
     x (N, C, T, H, W) -> 3-D ResNet -> (N, D, T/4, H/32, W/32) -> mean over (T, H, W) -> (N, D) -> fc

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 from .frame2d import FrameResNet
 from ..resnet import build_resnet

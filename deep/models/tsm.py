@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 from .frame2d import FrameResNet
 from ..resnet import build_resnet

@@ -14,11 +14,11 @@ import warnings
 
 import numpy as np
 
-from idt.errors import ParameterError
-from idt.flow.dis import DISParams, dis_flow
-from idt.flow.farneback import FarnebackParams, farneback_flow
-from idt.flow.pyramid import coarse_to_fine
-from idt.flow.tvl1 import TVL1Params, solve_level_cpu, tvl1_flow
+from idtfv.errors import ParameterError
+from idtfv.idt.flow.dis import DISParams, dis_flow
+from idtfv.idt.flow.farneback import FarnebackParams, farneback_flow
+from idtfv.idt.flow.pyramid import coarse_to_fine
+from idtfv.idt.flow.tvl1 import TVL1Params, solve_level_cpu, tvl1_flow
 
 __all__ = [
     "estimate_flow",
@@ -59,7 +59,7 @@ def gpu_available() -> bool:
 
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return False
-        from idt.flow import _tvl1_cupy
+        from idtfv.idt.flow import _tvl1_cupy
 
         _tvl1_cupy.module().get_function("primal")
         return True
@@ -110,7 +110,7 @@ def _tvl1(a, b, params, backend, parallel):
     if backend in ("auto", "gpu"):
         if gpu_available():
             try:
-                from idt.flow._tvl1_cupy import tvl1_flow_gpu
+                from idtfv.idt.flow._tvl1_cupy import tvl1_flow_gpu
 
                 return tvl1_flow_gpu(a, b, params=params)
             except Exception as exc:  # a device that cannot run the kernels (memory, driver)
@@ -152,7 +152,7 @@ def estimate_flow(
 
     Raises
     ------
-    idt.errors.ParameterError
+    idtfv.errors.ParameterError
         Unknown method/backend, params of the wrong class, frames that are not 2-D, differ in shape, or too small.
     """
     if method not in METHODS:
@@ -209,7 +209,7 @@ def estimate_flow_batch(
         pairs = [_check_frames(a, b, method) for a, b in zip(prevs, nexts)]
         if len({a.shape for a, _ in pairs}) == 1 and len({a.dtype for a, _ in pairs}) == 1:
             try:
-                from idt.flow._tvl1_cupy import tvl1_flow_gpu_batch
+                from idtfv.idt.flow._tvl1_cupy import tvl1_flow_gpu_batch
 
                 return tvl1_flow_gpu_batch([a for a, _ in pairs], [b for _, b in pairs], params=params)
             except Exception as exc:

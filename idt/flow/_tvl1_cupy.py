@@ -1,6 +1,6 @@
-r"""TV-L1 optical flow on the GPU: the CPU solver of :mod:`idt.flow.tvl1` as CuPy ``RawKernel`` s, batched.
+r"""TV-L1 optical flow on the GPU: the CPU solver of :mod:`idtfv.idt.flow.tvl1` as CuPy ``RawKernel`` s, batched.
 
-Same algorithm, same order of operations per pixel and the same stopping rule as :mod:`idt.flow._tvl1_nb`
+Same algorithm, same order of operations per pixel and the same stopping rule as :mod:`idtfv.idt.flow._tvl1_nb`
 (float32 state, float64 bicubic weights and error sums, no FMA contraction, the same bilinear pyramid), so the
 two give the same flow within float tolerance.
 
@@ -16,7 +16,7 @@ Without a GPU the kernels are still exercised: ``tests/_cuda_on_cpu.py`` compile
 of a block as fibers, IEEE arithmetic without FMA) and the tests check that this host code with those kernels gives
 flow bit-identical to the CPU solver.
 
-Importing this module needs CuPy; :func:`idt.flow.estimate_flow` imports it lazily and falls back to the CPU
+Importing this module needs CuPy; :func:`idtfv.idt.flow.estimate_flow` imports it lazily and falls back to the CPU
 with a one-time warning when CuPy or a device is missing.
 """
 
@@ -27,8 +27,8 @@ import functools
 import cupy as cp
 import numpy as np
 
-from idt.flow.pyramid import PyramidOps, coarse_to_fine
-from idt.flow.tvl1 import TVL1Params, as_intensity
+from idtfv.idt.flow.pyramid import PyramidOps, coarse_to_fine
+from idtfv.idt.flow.tvl1 import TVL1Params, as_intensity
 
 __all__ = ["tvl1_flow_gpu", "tvl1_flow_gpu_batch", "solve_level_gpu", "GPU_OPS", "module"]
 
@@ -142,7 +142,7 @@ __global__ void primal(const float* i1wx, const float* i1wy, const float* grad, 
         float fi = g > grad_floor ? -rho / g : 0.f;
         if (rho > ltg) fi = -lt;
         if (rho < -ltg) fi = lt;
-        // same operation order as the CPU kernel (idt.flow._tvl1_nb._primal_row)
+        // same operation order as the CPU kernel (idtfv.idt.flow._tvl1_nb._primal_row)
         float l1 = x > 0 ? p11[i - 1] : 0.f, l2 = x > 0 ? p21[i - 1] : 0.f;
         float t1 = y > 0 ? p12[i - w] : 0.f, t2 = y > 0 ? p22[i - w] : 0.f;
         float div1 = p11[i] - l1 + p12[i] - t1, div2 = p21[i] - l2 + p22[i] - t2;
@@ -262,7 +262,7 @@ def _gpu_upscale_flow(u, shape, factor):
     return _resize(flat, h, w, sh / h, sw / w, factor).reshape(b, 2, h, w)
 
 
-#: CuPy implementation of :class:`idt.flow.pyramid.PyramidOps` on batches: images ``(B, h, w)``, flows
+#: CuPy implementation of :class:`idtfv.idt.flow.pyramid.PyramidOps` on batches: images ``(B, h, w)``, flows
 #: ``(B, 2, h, w)``.
 GPU_OPS = PyramidOps(
     downscale=_gpu_downscale,
@@ -272,12 +272,12 @@ GPU_OPS = PyramidOps(
 
 
 def solve_level_gpu(i0, i1, u, params: TVL1Params):
-    """GPU twin of :func:`idt.flow.tvl1.solve_level_cpu` for a batch.
+    """GPU twin of :func:`idtfv.idt.flow.tvl1.solve_level_cpu` for a batch.
 
     ``i0, i1 (B, h, w)`` and ``u (B, 2, h, w)`` CuPy float32 (0..255 intensities); returns the refined
     ``(B, 2, h, w)`` flow. Each pair stops its warps on its own, as on the CPU.
     """
-    from idt.flow._tvl1_nb import CUBIC_A
+    from idtfv.idt.flow._tvl1_nb import CUBIC_A
 
     b, h, w = i0.shape
     grid = _grid(h * w, b)

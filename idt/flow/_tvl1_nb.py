@@ -25,7 +25,7 @@ serial driver runs the dual step of row ``y-1`` right after the primal step of r
 while it is in cache (same numbers as two full passes).
 
 All kernels assume validated, C-contiguous float32 arrays of one shape ``(h, w)``; validation happens in
-:mod:`idt.flow.tvl1`. ``iterate_serial`` / ``iterate_parallel`` are the same Python function compiled twice
+:mod:`idtfv.idt.flow.tvl1`. ``iterate_serial`` / ``iterate_parallel`` are the same Python function compiled twice
 (serial with ``cache=True``; ``parallel=True`` with ``prange`` over rows, not cached); ``iterate_py`` is the
 uncompiled reference. Notes on speed and exactness:
 

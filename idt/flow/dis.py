@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["DISParams", "dis_flow", "PRESETS", "MIN_SIZE"]
 

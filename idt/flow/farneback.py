@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from idt.errors import ParameterError
+from idtfv.errors import ParameterError
 
 __all__ = ["FarnebackParams", "farneback_flow", "solve_level"]
 
@@ -73,7 +73,7 @@ class FarnebackParams:
 
 
 def farneback_flow(i0, i1, *, params: FarnebackParams | None = None) -> np.ndarray:
-    """Flow ``(h, w, 2)`` float32 from ``i0`` to ``i1`` (uint8 or float32 gray; see :func:`idt.flow.estimate_flow`)."""
+    """Flow ``(h, w, 2)`` float32 from ``i0`` to ``i1`` (uint8 or float32 gray; see :func:`idtfv.idt.flow.estimate_flow`)."""
     p = (params or FarnebackParams()).validate()
     flow = cv2.calcOpticalFlowFarneback(
         i0, i1, None, p.pyr_scale, p.levels, p.winsize, p.iterations, p.poly_n, p.poly_sigma, p._flags(False)
@@ -82,7 +82,7 @@ def farneback_flow(i0, i1, *, params: FarnebackParams | None = None) -> np.ndarr
 
 
 def solve_level(i0, i1, u, params: FarnebackParams | None = None):
-    """Per-level solver for :func:`idt.flow.pyramid.coarse_to_fine`: one Farnebäck level started from ``u``.
+    """Per-level solver for :func:`idtfv.idt.flow.pyramid.coarse_to_fine`: one Farnebäck level started from ``u``.
 
     ``i0, i1 (h, w)`` float32 in 0..255, ``u (2, h, w)``; returns the refined ``(2, h, w)`` flow.
     """

@@ -6,7 +6,7 @@ builds the two image pyramids by repeated resizing with factor :math:`\\eta` (``
 flow at the coarsest level, and between levels upsamples the flow bilinearly and multiplies it by
 :math:`1/\\eta` (as OpenCV's ``DualTVL1`` does, so the two can be compared at matched parameters).
 
-Array operations go through an ``ops`` object (:data:`CPU_OPS` here, Numba; :mod:`idt.flow._tvl1_cupy` supplies
+Array operations go through an ``ops`` object (:data:`CPU_OPS` here, Numba; :mod:`idtfv.idt.flow._tvl1_cupy` supplies
 the GPU one with the same arithmetic), so the same driver runs on NumPy and CuPy arrays. The resampling is OpenCV's
 ``INTER_LINEAR`` grid (sizes ``round(size * eta)``), written out so both backends compute the same numbers.
 """
@@ -39,7 +39,7 @@ class PyramidOps:
 
 
 def _cpu_downscale(img, eta):
-    from idt.flow._tvl1_nb import resize_linear
+    from idtfv.idt.flow._tvl1_nb import resize_linear
 
     h, w = img.shape
     # OpenCV's size rule for a factor: round(size * eta), half to even (Python's round); step 1/eta
@@ -49,7 +49,7 @@ def _cpu_downscale(img, eta):
 
 
 def _cpu_upscale_flow(u, shape, factor):
-    from idt.flow._tvl1_nb import resize_linear
+    from idtfv.idt.flow._tvl1_nb import resize_linear
 
     h, w = shape
     _, sh, sw = u.shape

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idt.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ParameterError
 
 __all__ = [
     "DEFAULT_BOUND",
@@ -170,7 +170,7 @@ def read_rawframes(video_dir, *, bound: float = DEFAULT_BOUND, frames: bool = Tr
 
     Raises
     ------
-    idt.errors.FormatError
+    idtfv.errors.FormatError
         Missing directory, gaps in the numbering, unreadable JPEGs, x/y counts that differ.
     """
     d = Path(video_dir)
@@ -203,9 +203,9 @@ def read_rawframes(video_dir, *, bound: float = DEFAULT_BOUND, frames: bool = Tr
 def save_flow_npz(path, flow, *, bound: float = DEFAULT_BOUND) -> Path:
     """Write ``flow (T-1, h, w, 2)`` as float16 (not clipped) with ``bound`` to ``path``.
 
-    Atomic and byte-deterministic (:func:`idt.pipeline.cache.atomic_savez`: fixed zip timestamps).
+    Atomic and byte-deterministic (:func:`idtfv.cache.atomic_savez`: fixed zip timestamps).
     """
-    from idt.pipeline.cache import atomic_savez
+    from idtfv.cache import atomic_savez
 
     path = Path(path)
     flow = np.asarray(flow)

@@ -1,9 +1,9 @@
 """TV-L1 optical flow (Zach, Pock & Bischof 2007), the duality-based solver of Sánchez, Meinhardt-Llopis &
 Facciolo (IPOL 2013) with OpenCV's outer loop (median filtering of the flow between groups of iterations).
 
-Per pyramid level (see :mod:`idt.flow.pyramid`) and for each of ``warps`` warps: warp :math:`I_1` and its
+Per pyramid level (see :mod:`idtfv.idt.flow.pyramid`) and for each of ``warps`` warps: warp :math:`I_1` and its
 gradient by the current flow (bicubic), linearise the data term, then run up to ``outer_iterations`` x
-``inner_iterations`` iterations of thresholding / primal step / dual projection (:mod:`idt.flow._tvl1_nb`),
+``inner_iterations`` iterations of thresholding / primal step / dual projection (:mod:`idtfv.idt.flow._tvl1_nb`),
 median-filtering :math:`\\mathbf u` before each group of ``inner_iterations``. A warp stops early once an
 iteration changes the flow by :math:`\\sum_{\\mathbf x}\\|\\Delta\\mathbf u\\|^2 \\le \\varepsilon^2 h w`.
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from idt.errors import ParameterError
-from idt.flow import _tvl1_nb as nb
-from idt.flow.pyramid import coarse_to_fine
+from idtfv.errors import ParameterError
+from idtfv.idt.flow import _tvl1_nb as nb
+from idtfv.idt.flow.pyramid import coarse_to_fine
 
 __all__ = ["TVL1Params", "tvl1_flow", "solve_level_cpu", "as_intensity"]
 

@@ -14,12 +14,12 @@ Frame counts are honest: :func:`probe_video` counts the frames that actually dec
 header claims. A truncated or corrupt stream yields the frames that decode and then stops; a stream from which
 nothing decodes is an error.
 
-Every problem with the input raises :class:`idt.errors.VideoError` whose one-line message names the file and says
+Every problem with the input raises :class:`idtfv.errors.VideoError` whose one-line message names the file and says
 what is wrong (missing file, a directory, not a video, no decodable frame, start beyond the end, a frame too large).
 
 Examples
 --------
->>> from idt.video import open_video, iter_frames, probe_video
+>>> from idtfv.video import open_video, iter_frames, probe_video
 >>> info = probe_video("clip.avi")                              # doctest: +SKIP
 >>> for frame in iter_frames("clip.avi", gray=True, max_width=320):  # doctest: +SKIP
 ...     ...
@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idt.errors import VideoError
+from idtfv.errors import VideoError
 
 # FFmpeg (inside OpenCV) prints decoder chatter such as "[mjpeg @ 0x...] overread 8" on stderr for damaged files;
 # we report those files ourselves in one line, so keep FFmpeg quiet unless the user asked for its logs.
@@ -75,7 +75,7 @@ BACKENDS = ("auto", "opencv", "pyav")
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds, as seen by :mod:`idt.video`.
+    """What a video holds, as seen by :mod:`idtfv.video`.
 
     Attributes
     ----------
@@ -222,7 +222,7 @@ class VideoReader:
     """Lazy frame reader for one video; use :func:`open_video` to make one.
 
     The reader opens the file, skips to frame ``start`` and decodes that first frame at once, so that a file which
-    does not decode fails at open time with a :class:`~idt.errors.VideoError`. Iterating yields frames
+    does not decode fails at open time with a :class:`~idtfv.errors.VideoError`. Iterating yields frames
     ``start, start+1, ..., end-1`` (or up to the last decodable frame); a reader can be iterated once.
 
     Attributes
@@ -432,7 +432,7 @@ def open_video(
 
     Raises
     ------
-    idt.errors.VideoError
+    idtfv.errors.VideoError
         Missing file, a directory, not a video, no decodable frame, ``start`` beyond the end, bad options, frames
         larger than ``max_pixels``.
     """
@@ -478,7 +478,7 @@ def probe_video(path: str | os.PathLike, *, count_frames: bool = True, backend: 
 
     Raises
     ------
-    idt.errors.VideoError
+    idtfv.errors.VideoError
         When the file is missing or nothing in it decodes.
     """
     with open_video(path, backend=backend, max_pixels=np.iinfo(np.int64).max) as reader:
@@ -509,7 +509,7 @@ def require_frames(info_or_count: VideoInfo | int, n: int, path: str | os.PathLi
 
     Raises
     ------
-    idt.errors.VideoError
+    idtfv.errors.VideoError
         ``"<path>: only 1 decodable frame; need at least 2"``.
     """
     if isinstance(info_or_count, VideoInfo):

@@ -1,6 +1,6 @@
 r"""Numba kernels: orientation integral histograms and their per-point block look-ups.
 
-These kernels assume validated, C-contiguous float32 inputs; :mod:`idt.descriptors` validates once at the
+These kernels assume validated, C-contiguous float32 inputs; :mod:`idtfv.idt.descriptors` validates once at the
 public boundary and calls them.
 
 Orientation binning (HOG, HOF, MBH; Wang & Schmid, IJCV 2013 / ICCV 2013)

@@ -1,9 +1,9 @@
 """Train a model of ``MODELS`` on one split of a manifest and write the shared outputs.
 
-``run_experiment`` writes to ``out_dir``: ``checkpoint.pt`` (see ``deep.train``), ``log.jsonl`` (one line per
-epoch, then one ``{"test": ...}`` line), ``scores.csv`` (test videos, ``classify.scores`` format),
+``run_experiment`` writes to ``out_dir``: ``checkpoint.pt`` (see ``idtfv.deep.train``), ``log.jsonl`` (one line per
+epoch, then one ``{"test": ...}`` line), ``scores.csv`` (test videos, ``idtfv.classify.scores`` format),
 ``scores_train.csv`` (train videos, for stacking/fusion), ``features.npz`` (penultimate features of every video
-of the split, train and test, view-averaged; ``classify.scores`` feature format) and ``run.json`` (the options,
+of the split, train and test, view-averaged; ``idtfv.classify.scores`` feature format) and ``run.json`` (the options,
 and the videos left out because their probe found no decodable frame).
 Test scores average the views (clips x crops) of each video (``aggregate_views``).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from idt.errors import FormatError, ManifestError, ParameterError
+from idtfv.errors import FormatError, ManifestError, ParameterError
 
 from .aggregate import aggregate_views
 from .data import MODALITIES, SamplingConfig, VideoDataset
@@ -55,8 +55,8 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
                    rawframes=None, pretrained=None, progress: bool = True) -> dict:
     """Train on the split's train videos, test on its test videos, write the outputs; return a summary dict
     (``accuracy`` on the test videos, ``n_train``, ``n_test``, ``out``)."""
-    from classify.scores import write_features, write_scores
-    from idt.data.manifest import read_manifest
+    from idtfv.classify.scores import write_features, write_scores
+    from idtfv.data.manifest import read_manifest
 
     if rawframes is not None and not Path(rawframes).is_dir():
         raise FormatError(rawframes, "rawframes directory not found; write it with `idtfv flow` (or extract-flow) "

@@ -4,20 +4,20 @@
 
 1. reads the manifest and the features stage stamp; videos without a features file are skipped and reported;
 2. draws a seeded sample of the split's training descriptors (default 256,000 per channel, spread evenly across
-   training videos, one video in memory at a time; ``encoding.sampling``);
+   training videos, one video in memory at a time; ``idtfv.encoding.sampling``);
 3. fits, per channel (Traj, HOG, HOF, MBHx, MBHy), PCA to half the dimensions (optionally whitened) and a diagonal
    GMM (``fisher``, default K=256) or a k-means codebook (``bof`` K=4000, ``vlad`` K=256), saved as ``.npz`` +
    ``.json`` in ``CACHE/codebook-<hash12>/`` (the hash covers every fitting parameter and the features directory);
-4. encodes every video of the manifest through :func:`idt.pipeline.runner.run_stage` (resumable, parallel, failure
+4. encodes every video of the manifest through :func:`idtfv.runner.run_stage` (resumable, parallel, failure
    isolation): ``CACHE/encode-<hash12>/<video_id>.npz`` holds ``features`` (d,) float32;
 5. writes the feature file (``video_ids``, ``features`` (n, d) float32, ``labels``) with
-   ``classify.scores.write_features``.
+   ``idtfv.classify.scores.write_features``.
 
 Small datasets: the sample is capped at what the training videos have, and K at ``n_samples //
 MIN_SAMPLES_PER_COMPONENT`` (logged as a warning), so the default K=256 stays usable on the built-in dataset.
 
 Vector layout: for each channel in ``channels`` order, for each pyramid cell (grids in order, cells numbered as in
-``encoding.pyramid``), the cell's normalised encoding (Fisher: ``[u_1..u_K, v_1..v_K]``, improved).
+``idtfv.encoding.pyramid``), the cell's normalised encoding (Fisher: ``[u_1..u_K, v_1..v_K]``, improved).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ParameterError
 
 from . import codebook_io
 from .bof import bof_histograms
@@ -154,7 +154,7 @@ def _model_name(method: str) -> str:
 
 def save_codebooks(directory, models: Mapping, summary: dict, *, seed: int) -> Path:
     """Write ``pca_<ch>`` and ``gmm_<ch>`` / ``kmeans_<ch>`` (.npz + .json), then ``codebook.json`` (last)."""
-    from idt.pipeline.cache import atomic_write_json
+    from idtfv.cache import atomic_write_json
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -307,8 +307,8 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
     dict: ``codebook_dir``, ``encode_dir``, ``k``, ``dim``, ``n_videos``, ``missing`` {video_id: reason},
     ``failed`` {video_id: message}, ``sample`` info.
     """
-    from idt.data.manifest import Manifest, read_manifest
-    from idt.pipeline.runner import read_stamp, run_stage
+    from idtfv.data.manifest import Manifest, read_manifest
+    from idtfv.runner import read_stamp, run_stage
 
     method, channels, grids, pyramid = _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
@@ -357,11 +357,11 @@ def prepare_codebooks(features_dir, train_ids, *, cache, split: int, seed: int, 
     """Fit (or reuse) the codebooks of the training videos' features files; return their directory.
 
     ``features_dir/<video_id>.npz`` may hold the full arrays or only ``sample_*`` arrays (streaming mode, see
-    :func:`encoding.sampling.load_training_sample`). The directory is ``cache/codebook-<hash12>`` of
+    :func:`idtfv.encoding.sampling.load_training_sample`). The directory is ``cache/codebook-<hash12>`` of
     :func:`codebook_params`; an existing complete one is reused unless ``force``. ``codebook``: an existing
     codebook directory to use as it is (nothing is fitted).
     """
-    from idt.pipeline.cache import param_hash
+    from idtfv.cache import param_hash
 
     if codebook is not None:
         cb_dir = Path(codebook)
@@ -406,7 +406,7 @@ def write_encoded(out, result, entries, *, models: Mapping, method: str, grids) 
 
 
 def _write_features(path, video_ids, features, labels) -> None:
-    from classify.scores import write_features
+    from idtfv.classify.scores import write_features
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_features(path, video_ids, features, labels)

@@ -1,7 +1,7 @@
 r"""Numba kernels of the trajectory driver: dense-sampling cell occupancy, one tracking step, track validation.
 
-They assume validated, C-contiguous inputs (float32 points and flows); :mod:`idt.sampling` and
-:mod:`idt.tracking` validate and call them.
+They assume validated, C-contiguous inputs (float32 points and flows); :mod:`idtfv.idt.sampling` and
+:mod:`idtfv.idt.tracking` validate and call them.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def validate_tracks(pos, disp, scale, min_var, max_var, max_dis, max_dis_ratio, 
         Camera-compensated steps at the track's scale.
     scale : float
     min_var, max_var, max_dis, max_dis_ratio, min_camera_disp : float
-        Thresholds (see :class:`idt.IDTParams`).
+        Thresholds (see :class:`idtfv.idt.IDTParams`).
     camera : bool
         Apply the camera-motion pruning (largest compensated step <= ``min_camera_disp`` -> drop).
     meta : (n, 6) float32
@@ -221,7 +221,7 @@ def add_blocks(desc, rows, cells, blocks):
 
 @njit(cache=True)
 def compensate_flow(flow, Hi, out):
-    r"""Camera-compensated flow :math:`f_w(x) = H^{-1}(x + f(x)) - x` (see :func:`idt.camera.compensate_flow`).
+    r"""Camera-compensated flow :math:`f_w(x) = H^{-1}(x + f(x)) - x` (see :func:`idtfv.idt.camera.compensate_flow`).
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """Datasets: the manifest (read/write/validate/probe), dataset readers and the synthetic default dataset."""
 
-from idt.data.manifest import (
+from idtfv.data.manifest import (
     Manifest,
     VideoEntry,
     make_video_id,
@@ -8,9 +8,9 @@ from idt.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from idt.data.readers import READERS, build_manifest
-from idt.data.synthetic import CLASSES as SYNTHETIC_CLASSES
-from idt.data.synthetic import generate_dataset
+from idtfv.data.readers import READERS, build_manifest
+from idtfv.data.synthetic import CLASSES as SYNTHETIC_CLASSES
+from idtfv.data.synthetic import generate_dataset
 
 __all__ = [
     "Manifest",

@@ -6,7 +6,7 @@ For each keypoint :math:`i` of frame :math:`t` (query) the kernel returns the ke
 (as ``cv2.BFMatcher``). Binary descriptors use the Hamming distance (popcount of XORed 64-bit words), float
 descriptors the squared L2 distance accumulated in float64.
 
-Inputs are validated by :mod:`idt.camera`: C-contiguous float32 points ``(n, 2)``, descriptors as ``uint64``
+Inputs are validated by :mod:`idtfv.idt.camera`: C-contiguous float32 points ``(n, 2)``, descriptors as ``uint64``
 words ``(n, k)`` or float32 ``(n, d)``.
 """
 

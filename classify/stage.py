@@ -4,8 +4,8 @@ This is the library behind ``idtfv train-svm`` and ``idtfv train-knn`` (the CLIs
 :func:`run_svm_split` and :func:`run_knn_split`). Outputs in ``out/`` (all written atomically, byte-identical for
 the same inputs and seed):
 
-- ``scores.csv`` — scores of the split's test videos (:mod:`classify.scores` format, true labels filled in);
-- ``report.json`` — :func:`classify.evaluate.evaluate`'s report plus a ``training`` section;
+- ``scores.csv`` — scores of the split's test videos (:mod:`idtfv.classify.scores` format, true labels filled in);
+- ``report.json`` — :func:`idtfv.classify.evaluate.evaluate`'s report plus a ``training`` section;
 - ``confusion.png`` — the confusion matrix (single-label data);
 - ``model.npz`` + ``model.json`` — the SVM weights and metadata (SVM only).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ParameterError
 
 from .evaluate import evaluate, write_report
 from .scores import Features, Scores, read_features, write_scores
@@ -72,10 +72,10 @@ def load_split(manifest, features, split: int) -> SplitData:
     Parameters
     ----------
     manifest : Manifest or path
-    features : Features or path (``.npz`` of :func:`classify.scores.write_features`)
+    features : Features or path (``.npz`` of :func:`idtfv.classify.scores.write_features`)
     split : int, 1-based split number
     """
-    from idt.data.manifest import read_manifest
+    from idtfv.data.manifest import read_manifest
 
     man = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
     src = str(features) if isinstance(features, (str, os.PathLike)) else "<features>"
@@ -174,8 +174,8 @@ def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C
         Cost (used unless ``cv_C``).
     cv_C : bool
         Choose C by ``n_folds``-fold cross-validation on the training videos (folds keep manifest groups apart
-        when every training video has one), from ``C_grid`` (default :data:`classify.svm.DEFAULT_C_GRID`).
-    loss, tol : see :class:`classify.svm.LinearSVM`
+        when every training video has one), from ``C_grid`` (default :data:`idtfv.classify.svm.DEFAULT_C_GRID`).
+    loss, tol : see :class:`idtfv.classify.svm.LinearSVM`
     n_jobs : int
         Threads over classes.
     random_state : int

@@ -2,14 +2,14 @@ r"""The improved-dense-trajectory extractor: a streaming driver over frames.
 
 For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackStab``):
 
-1. build the scale pyramid of :math:`I_t` (:mod:`idt.pyramid`);
+1. build the scale pyramid of :math:`I_t` (:mod:`idtfv.idt.pyramid`);
 2. flow :math:`f_s` from :math:`I_{t-1}` to :math:`I_t` on every level :math:`s`, median-filtered
-   (:mod:`idt.flow_pyramid`);
-3. camera motion: homography :math:`H` from keypoint and flow matches (:mod:`idt.camera`), and the compensated flow
+   (:mod:`idtfv.idt.flow_pyramid`);
+3. camera motion: homography :math:`H` from keypoint and flow matches (:mod:`idtfv.idt.camera`), and the compensated flow
    :math:`f^w_s` (recomputed on :math:`I_t` warped by :math:`H^{-1}` with the reference's border band filled from
    :math:`I_{t-1}`, or derived from :math:`f_s`: ``warp_flow``, ``warp_margin``);
 4. integral histograms of level :math:`s` of :math:`I_{t-1}` (HOG) and of :math:`f^w_s` (HOF, MBH)
-   (:mod:`idt.descriptors`); per-frame blocks are summed per temporal cell as the track goes (:mod:`idt.tracking`);
+   (:mod:`idtfv.idt.descriptors`); per-frame blocks are summed per temporal cell as the track goes (:mod:`idtfv.idt.tracking`);
 5. each live track at level :math:`s` reads its per-frame descriptor blocks at its current point, then moves by
    :math:`f_s` at that (rounded) point and stores :math:`f^w_s` there as its compensated step; tracks that leave
    the frame end; tracks with :math:`L` steps are validated (pruning in original-frame pixels) and emitted;
@@ -29,18 +29,18 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 
-from idt import __version__
-from idt import descriptors as _desc
-from idt.camera import CameraMotion, compensate_flow, resolve_matcher, scale_homography, warp_to_previous
-from idt.errors import ParameterError, VideoError
-from idt.flow_pyramid import make_pyramid_flow
-from idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
-from idt.kernels import tracking_nb as _nb
-from idt.params import IDTParams
-from idt.pyramid import build_pyramid, pyramid_geometry
-from idt.sampling import dense_sample
-from idt.tracking import TrackPool
-from idt.trajectories import Trajectories, concatenate
+from idtfv import __version__
+from idtfv.idt import descriptors as _desc
+from idtfv.idt.camera import CameraMotion, compensate_flow, resolve_matcher, scale_homography, warp_to_previous
+from idtfv.errors import ParameterError, VideoError
+from idtfv.idt.flow_pyramid import make_pyramid_flow
+from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
+from idtfv.idt import _tracking_nb as _nb
+from idtfv.idt.params import IDTParams
+from idtfv.idt.pyramid import build_pyramid, pyramid_geometry
+from idtfv.idt.sampling import dense_sample
+from idtfv.idt.tracking import TrackPool
+from idtfv.idt.trajectories import Trajectories, concatenate
 
 __all__ = ["extract", "iter_trajectories", "STAGES"]
 
@@ -71,7 +71,7 @@ def _to_gray(frame, where: str) -> np.ndarray:
     if a.dtype != np.uint8:
         raise VideoError(where, f"frames must be uint8 arrays, got dtype {a.dtype}; convert with .astype(np.uint8)")
     if a.ndim == 3 and a.shape[2] == 3:
-        return cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)  # idt.video yields RGB
+        return cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)  # idtfv.video yields RGB
     if a.ndim == 3 and a.shape[2] == 1:
         return np.ascontiguousarray(a[:, :, 0])
     if a.ndim == 2:
@@ -89,7 +89,7 @@ def _resize(gray: np.ndarray, width: int | None) -> np.ndarray:
 def _open_source(path_or_frames, params: IDTParams, backend: str):
     """(frames iterator of grey uint8, info dict, n_frames or None)."""
     if isinstance(path_or_frames, (str, os.PathLike)):
-        from idt.video import open_video, probe_video, require_frames
+        from idtfv.video import open_video, probe_video, require_frames
 
         path = os.fspath(path_or_frames)
         probe = probe_video(path, count_frames=True, backend=backend)
@@ -222,7 +222,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     params : IDTParams
         Options (reference defaults when None).
     backend : str
-        Video decoding backend for :mod:`idt.video` (``"auto"``, ``"opencv"``, ``"pyav"``).
+        Video decoding backend for :mod:`idtfv.video` (``"auto"``, ``"opencv"``, ``"pyav"``).
     batch_frames : int
         Yield the trajectories finished during this many frames together (empty batches are not yielded).
     timings : dict or None

@@ -35,8 +35,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from idt.atomic import atomic_write_text
-from idt.errors import IdtfvError, ManifestError
+from idtfv.atomic import atomic_write_text
+from idtfv.errors import IdtfvError, ManifestError
 
 __all__ = [
     "VideoEntry",
@@ -131,7 +131,7 @@ class Manifest:
 
     Raises
     ------
-    idt.errors.ManifestError
+    idtfv.errors.ManifestError
         Duplicate or unsafe ids, unknown split values, a label id with two names (or a name with two ids).
     """
 
@@ -265,7 +265,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
 
     Raises
     ------
-    idt.errors.ManifestError
+    idtfv.errors.ManifestError
         Missing file, bad header, bad cell (the message names the file, the line and the column), inconsistent rows.
     """
     path = Path(path)
@@ -335,7 +335,7 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
 
 
 def _probe_one(path: str) -> tuple[int, float | None, int | None, int | None, str]:
-    from idt.video import probe_video
+    from idtfv.video import probe_video
 
     try:
         info = probe_video(path)
@@ -347,7 +347,7 @@ def _probe_one(path: str) -> tuple[int, float | None, int | None, int | None, st
 
 
 def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = False) -> Manifest:
-    """Fill ``frames, fps, width, height`` of every row by probing the videos (:func:`idt.video.probe_video`).
+    """Fill ``frames, fps, width, height`` of every row by probing the videos (:func:`idtfv.video.probe_video`).
 
     A video that cannot be read gets ``frames=0`` (and empty fps/size); its error message is logged and kept in the
     returned manifest's ``probe_errors`` (``video_id -> message``). Not fatal.
@@ -463,7 +463,7 @@ def _validate_rows(rows: list[VideoEntry], source: str) -> None:
         where = f"{source} row {i + 1} ({e.video_id!r})"
         if not isinstance(e.video_id, str) or not _ID_RE.fullmatch(e.video_id) or e.video_id in (".", ".."):
             raise ManifestError(f"{where}: video_id must match [A-Za-z0-9._-]+ (it names files); "
-                                f"use idt.data.make_video_id to derive one")
+                                f"use idtfv.data.make_video_id to derive one")
         if e.video_id in seen:
             raise ManifestError(f"{where}: duplicate video_id (also row {seen[e.video_id] + 1}); ids must be unique")
         seen[e.video_id] = i

@@ -47,9 +47,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idt.atomic import atomic_write_text
-from idt.data.manifest import Manifest, VideoEntry, probe_manifest, write_manifest
-from idt.errors import IdtfvError, ParameterError
+from idtfv.atomic import atomic_write_text
+from idtfv.data.manifest import Manifest, VideoEntry, probe_manifest, write_manifest
+from idtfv.errors import IdtfvError, ParameterError
 
 __all__ = ["CLASSES", "generate_dataset", "render_clip", "make_actor", "Actor", "CAMERA_KINDS"]
 
@@ -645,7 +645,7 @@ def _is_complete(out_dir: Path, stamp: Path, settings: dict) -> bool:
     try:
         if json.loads(stamp.read_text(encoding="utf-8")) != settings:
             return False
-        from idt.data.manifest import read_manifest
+        from idtfv.data.manifest import read_manifest
 
         return all(e.path.is_file() for e in read_manifest(out_dir / "manifest.csv").rows)
     except (OSError, ValueError, IdtfvError):

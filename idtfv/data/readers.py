@@ -1,4 +1,4 @@
-"""Dataset readers: build a :class:`~idt.data.manifest.Manifest` from a dataset's own layout.
+"""Dataset readers: build a :class:`~idtfv.data.manifest.Manifest` from a dataset's own layout.
 
 ``build_manifest(kind, root, ...)`` picks a reader from :data:`READERS`:
 
@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from idt.data.manifest import Manifest, VideoEntry, make_video_id, probe_manifest, read_manifest
-from idt.errors import ManifestError, ParameterError
+from idtfv.data.manifest import Manifest, VideoEntry, make_video_id, probe_manifest, read_manifest
+from idtfv.errors import ManifestError, ParameterError
 
 __all__ = ["build_manifest", "READERS", "VIDEO_EXTENSIONS", "DEFAULT_GROUP_REGEX"]
 
@@ -92,7 +92,7 @@ def build_manifest(
     n_splits : int
         Folder without split files: number of random splits (columns ``split1..``).
     probe : bool
-        Also probe every video (:func:`~idt.data.manifest.probe_manifest`) to fill frames/fps/size.
+        Also probe every video (:func:`~idtfv.data.manifest.probe_manifest`) to fill frames/fps/size.
     jobs : int
         Worker processes for probing.
 
@@ -103,9 +103,9 @@ def build_manifest(
 
     Raises
     ------
-    idt.errors.ManifestError
+    idtfv.errors.ManifestError
         Missing or malformed list files, videos that are nowhere to be found, inconsistent labels.
-    idt.errors.ParameterError
+    idtfv.errors.ParameterError
         Unknown ``kind`` or an option out of range.
     """
     if kind not in READERS:

@@ -3,11 +3,11 @@
 Layout (docs/CONTRACTS.md, "Cache and per-video artifacts")::
 
     CACHE/<stage>-<hash12>/params.json      the stage parameters, written once
-    CACHE/<stage>-<hash12>/index.csv        video_id,status,seconds,error (see :mod:`idt.pipeline.runner`)
+    CACHE/<stage>-<hash12>/index.csv        video_id,status,seconds,error (see :mod:`idtfv.runner`)
     CACHE/<stage>-<hash12>/<video_id>.npz   one result per video
 
 ``hash12`` is the first 12 hex digits of SHA-256 over the canonical JSON of ``{"params": params,
-"version": idt.__version__}``: keys sorted, no whitespace, UTF-8, no NaN/Infinity. Changing any parameter or the
+"version": idtfv.__version__}``: keys sorted, no whitespace, UTF-8, no NaN/Infinity. Changing any parameter or the
 package version therefore gives a new directory, and a finished directory is never reused for other settings.
 
 Every file is written to a temporary name in its final directory (``.<name>.<random>.tmp``), flushed and
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idt.atomic import atomic_open as _atomic_open
-from idt.atomic import atomic_write_text
-from idt.errors import FormatError, ParameterError
+from idtfv.atomic import atomic_open as _atomic_open
+from idtfv.atomic import atomic_write_text
+from idtfv.errors import FormatError, ParameterError
 
 __all__ = [
     "HASH_LENGTH",
@@ -53,7 +53,7 @@ __all__ = [
 
 #: Number of hex digits of the SHA-256 parameter hash used in stage directory names.
 HASH_LENGTH = 12
-#: Glob pattern of the temporary files that :func:`idt.atomic.atomic_open` creates (and a killed run may leave behind).
+#: Glob pattern of the temporary files that :func:`idtfv.atomic.atomic_open` creates (and a killed run may leave behind).
 TMP_GLOB = ".*.tmp"
 #: Member timestamp of every ``.npz`` written here: the earliest date a ZIP file can hold (1980-01-01 00:00:00).
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -62,9 +62,9 @@ _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _package_version() -> str:
-    import idt
+    from idtfv import __version__
 
-    return str(idt.__version__)
+    return str(__version__)
 
 
 def _jsonable(obj, where: str):
@@ -107,7 +107,7 @@ def canonical_json(obj) -> str:
     """Canonical JSON text of ``obj``: sorted keys, no whitespace, non-ASCII kept, NaN/Infinity refused.
 
     Tuples become lists, NumPy scalars become Python numbers and paths become strings, so that values that
-    are equal as JSON give the same text. Raises :class:`~idt.errors.ParameterError` for anything else.
+    are equal as JSON give the same text. Raises :class:`~idtfv.errors.ParameterError` for anything else.
     """
     return json.dumps(
         _jsonable(obj, "params"), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -122,7 +122,7 @@ def param_hash(params: Mapping, *, version: str | None = None) -> str:
     params : mapping
         JSON-serialisable stage parameters.
     version : str, optional
-        Package version mixed into the hash; default ``idt.__version__``.
+        Package version mixed into the hash; default ``idtfv.__version__``.
     """
     if version is None:
         version = _package_version()

@@ -2,7 +2,7 @@
 
 A *stage* is a module-level function ``func(entry, params) -> dict[str, np.ndarray]`` applied to every video.
 :func:`run_stage` gives each video one result file ``CACHE/<stage>-<hash12>/<video_id>.npz``
-(see :mod:`idt.pipeline.cache`) and guarantees:
+(see :mod:`idtfv.cache`) and guarantees:
 
 - **Resume.** A video whose ``.npz`` exists and loads in full is skipped; ``force=True`` recomputes it.
 - **Atomicity.** The worker that computed a result writes it itself (temp file + ``os.replace``) and sends back
@@ -13,7 +13,7 @@ A *stage* is a module-level function ``func(entry, params) -> dict[str, np.ndarr
   killer): the videos that were in flight are retried one at a time, and the one that crashes again is recorded
   as ``"WorkerCrash: ..."``. (Dask retries a task whose worker died and then reports ``KilledWorker``.)
 - **Determinism.** Result files depend only on ``func``, the entry and ``params``, not on ``jobs`` or the
-  scheduler (``.npz`` bytes are reproducible, see :func:`idt.pipeline.cache.atomic_savez`).
+  scheduler (``.npz`` bytes are reproducible, see :func:`idtfv.cache.atomic_savez`).
 
 Execution engines (used as they are, no scheduling of our own):
 
@@ -41,8 +41,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from idt.errors import IdtfvError, ManifestError, ParameterError
-from idt.pipeline.cache import atomic_savez, atomic_write_text, load_valid, remove_stale_temp_files, stage_dir
+from idtfv.errors import IdtfvError, ManifestError, ParameterError
+from idtfv.cache import atomic_savez, atomic_write_text, load_valid, remove_stale_temp_files, stage_dir
 
 __all__ = ["StageResult", "ItemStatus", "run_stage", "read_index", "read_stamp", "write_stamp", "INDEX_COLUMNS",
            "DEFAULT_COMPRESSLEVEL"]
@@ -344,7 +344,7 @@ def run_stage(
     func : callable
         Module-level ``func(entry, params) -> dict[str, np.ndarray]``, run in worker processes.
     entries : iterable
-        Objects with a unique, filesystem-safe ``.video_id`` (e.g. ``idt.data.manifest.VideoEntry``); they
+        Objects with a unique, filesystem-safe ``.video_id`` (e.g. ``idtfv.data.manifest.VideoEntry``); they
         are shipped to the workers as they are.
     params : mapping
         JSON-serialisable stage parameters, passed to ``func`` and hashed into the directory name.
@@ -470,7 +470,7 @@ def write_stamp(path, result: StageResult, *, stage: str, params: Mapping) -> di
     ``done`` every video id with a valid result (computed now or earlier, entry order) and ``failed``
     ``{video_id: message}``. Returns the dict written.
     """
-    from idt.pipeline.cache import _jsonable, atomic_write_json
+    from idtfv.cache import _jsonable, atomic_write_json
 
     stamp = {
         "stage": stage,
@@ -496,7 +496,7 @@ def read_stamp(path) -> dict:
     """
     import json
 
-    from idt.errors import FormatError
+    from idtfv.errors import FormatError
 
     path = Path(path)
     try:

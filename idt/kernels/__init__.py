@@ -1,1 +1,0 @@
-"""idt/kernels."""

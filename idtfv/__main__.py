@@ -1,0 +1,7 @@
+"""``python -m idtfv``: the ``idtfv`` command."""
+
+import sys
+
+from idtfv.cli import main
+
+sys.exit(main())

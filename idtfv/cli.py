@@ -1,0 +1,204 @@
+"""The ``idtfv`` command: one argparse program whose subcommands are the pipeline stages.
+
+The dispatcher is part of the base and imports no stage. A stage package offers its subcommands as entry points
+of the group :data:`ENTRY_POINT_GROUP` (``pyproject.toml``, ``[project.entry-points."idtfv.commands"]``): the
+entry point's name is the subcommand, its value a function ``add(subparsers)`` that adds that one subparser and
+sets ``func=`` (a function of the parsed arguments returning an exit status or None). ``idtfv COMMAND ...``
+loads only COMMAND's module; ``idtfv --help`` loads every command module, which therefore import nothing heavy at
+module level (NumPy at most; Numba kernels, scikit-learn and torch load inside the commands).
+
+Built in here: ``idtfv dataset`` (the manifest and the synthetic default dataset are base services).
+
+Every subcommand reports bad input (:class:`~idtfv.errors.IdtfvError`, ``OSError``, a bad option) as one
+``error: ...`` line on stderr and exits with status 2. A stage run in which some videos failed prints a summary
+and exits with status 1, unless ``--allow-failed`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
+
+__all__ = ["main", "build_parser", "command_table", "OneLineParser", "add_runner_options", "report_failures",
+           "run_command", "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS"]
+
+#: Entry-point group through which stage packages add ``idtfv`` subcommands.
+ENTRY_POINT_GROUP = "idtfv.commands"
+#: Exit status of a stage run in which some videos failed (without ``--allow-failed``).
+EXIT_FAILED_VIDEOS = 1
+_DATASET_KINDS = ("default", "ucf101", "hmdb51", "folder", "csv")
+_MAX_LISTED_FAILURES = 10
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one ``error: ...`` line and exit status 2 (no usage block)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line ``error: ...`` text of an exception (whitespace folded)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"error: {text}"
+
+
+def run_command(func: Callable[[], int | None]) -> int:
+    """Run a command body and map errors to the CLI contract: one line and status 2 for bad input, 130 for
+    Ctrl-C (one line), the body's status otherwise."""
+    try:
+        return int(func() or 0)
+    except (IdtfvError, OSError) as exc:
+        print(error_line(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; finished results are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+# ----------------------------------------------------------------------------------------------- shared helpers
+def add_runner_options(parser: argparse.ArgumentParser, *, jobs_default: int = 1) -> None:
+    """Add the runner options every per-video stage shares: ``--jobs``, ``--scheduler``, ``--force``,
+    ``--allow-failed``."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--jobs", type=int, default=jobs_default, metavar="J",
+                       help=f"local worker processes, -1 = all cores (default {jobs_default})")
+    group.add_argument("--scheduler", default=None, metavar="ADDR",
+                       help="Dask scheduler address (tcp://127.0.0.1:8786) to run on instead of local processes")
+    group.add_argument("--force", action="store_true", help="recompute videos that already have a result")
+    group.add_argument("--allow-failed", action="store_true",
+                       help="exit with status 0 even if some videos failed (they are listed in the index)")
+
+
+def report_failures(stage: str, result, *, allow_failed: bool, stream=None) -> int:
+    """Print the summary of a stage run; return the exit status (1 if videos failed and not ``allow_failed``)."""
+    stream = sys.stderr if stream is None else stream
+    total = len(result.video_ids) or len(result.done) + len(result.skipped) + len(result.failed)
+    print(f"{stage}: {len(result.done)} computed, {len(result.skipped)} already done, "
+          f"{len(result.failed)} failed of {total} videos -> {result.dir}", file=sys.stdout)
+    if not result.failed:
+        return 0
+    print(f"{stage}: {len(result.failed)} of {total} videos failed (see {result.dir / 'index.csv'}):", file=stream)
+    for video_id, message in list(result.failed.items())[:_MAX_LISTED_FAILURES]:
+        print(f"  {video_id}: {message}", file=stream)
+    if len(result.failed) > _MAX_LISTED_FAILURES:
+        print(f"  ... and {len(result.failed) - _MAX_LISTED_FAILURES} more", file=stream)
+    if allow_failed:
+        return 0
+    print(f"{stage}: rerun to retry the failed videos, or pass --allow-failed to accept them", file=stream)
+    return EXIT_FAILED_VIDEOS
+
+
+# ----------------------------------------------------------------------------------------------- idtfv dataset
+def add_dataset(subparsers) -> None:
+    """Add ``idtfv dataset``: write a manifest (the synthetic default set, UCF101, HMDB51, a folder, a CSV)."""
+    p = subparsers.add_parser(
+        "dataset", help="write a dataset manifest (the synthetic default set, UCF101, HMDB51, a folder, a CSV)",
+        description="Build, probe and write a manifest CSV. --kind default generates the built-in synthetic "
+                    "dataset (video files) into the directory of --out.")
+    p.add_argument("--kind", choices=_DATASET_KINDS, default="default", help="dataset kind (default: default)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="dataset root: the video tree (ucf101/hmdb51/folder) or the CSV file (csv)")
+    p.add_argument("--split-file", type=Path, default=None,
+                   help="folder: a split file (<relpath> train|test lines; default a seeded group-aware split); "
+                        "ucf101/hmdb51: the directory of the official split lists (default: found under --root)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (synthetic clips, seeded splits)")
+    p.add_argument("--jobs", type=int, default=1, metavar="J", help="processes for the probe pass (default 1)")
+    p.add_argument("--out", type=Path, required=True, metavar="MANIFEST.csv", help="manifest to write")
+    p.set_defaults(func=_cmd_dataset)
+
+
+def _cmd_dataset(args) -> int:
+    from idtfv.data.manifest import probe_manifest, read_manifest, write_manifest
+
+    out = args.out
+    if args.kind == "default":
+        from idtfv.data.synthetic import generate_dataset
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = Path(generate_dataset(out.parent.resolve(), random_state=args.seed))
+        if written.resolve() != out.resolve():
+            write_manifest(read_manifest(written), out)
+        manifest = read_manifest(out)
+    else:
+        if args.root is None:
+            raise ParameterError(f"--kind {args.kind} needs --root (the dataset directory or CSV file)")
+        from idtfv.data import build_manifest
+
+        manifest = build_manifest(args.kind, args.root, split_file=args.split_file, random_state=args.seed)
+        # an existing manifest keeps the probe columns it has; every other kind is probed in full
+        manifest = probe_manifest(manifest, jobs=args.jobs, only_missing=args.kind == "csv")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_manifest(manifest, out)
+        errors = getattr(manifest, "probe_errors", {}) or {}
+        if errors:
+            first = next(iter(errors.items()))
+            print(f"warning: {len(errors)} videos could not be probed (first: {first[0]}: {first[1]}); "
+                  "they will fail in the features stage", file=sys.stderr)
+    print(f"dataset: {len(manifest.rows)} videos, {len(manifest.class_names)} classes -> {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- dispatcher
+def command_table() -> dict[str, Callable]:
+    """The subcommands: ``{name: add(subparsers)}``, the built-in ones first, then the stages' entry points
+    (loaded lazily: the values are callables that import their module when called)."""
+    from importlib.metadata import entry_points
+
+    table: dict[str, Callable] = {"dataset": add_dataset}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in table:
+            continue  # a second installation of the same command: the first one wins
+        table[ep.name] = lambda subparsers, _ep=ep: _ep.load()(subparsers)
+    return table
+
+
+def build_parser(*, commands: Mapping[str, Callable] | None = None,
+                 only: str | None = None) -> argparse.ArgumentParser:
+    """The ``idtfv`` parser.
+
+    Parameters
+    ----------
+    commands : mapping of str to callable, optional
+        ``{name: add(subparsers)}``; default :func:`command_table`.
+    only : str, optional
+        Add only this subcommand (when it is known): ``idtfv encode ...`` imports no other stage's module.
+    """
+    from idtfv import __version__
+
+    table = command_table() if commands is None else dict(commands)
+    parser = OneLineParser(
+        prog="idtfv",
+        description="Improved dense trajectories -> Fisher vectors -> linear SVM, and CNN baselines, over a "
+                    "dataset manifest. Each subcommand is one resumable pipeline stage.",
+        epilog="Bad input exits with status 2; a stage with failed videos exits with status 1.")
+    parser.add_argument("--version", action="version", version=f"idtfv {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    names = [only] if only in table else list(table)
+    for name in names:
+        table[name](subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, commands: Mapping[str, Callable] | None = None) -> int:
+    """Entry point of the ``idtfv`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    try:
+        parser = build_parser(commands=commands, only=first)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a bad option (2, one line already printed)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_BAD_INPUT
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_command(lambda: func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
