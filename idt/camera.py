@@ -40,6 +40,8 @@ __all__ = [
     "resolve_matcher",
     "CameraMotion",
     "FrameFeatures",
+    "camera_compensated_frame",
+    "warped_flow",
 ]
 
 
@@ -333,3 +335,40 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
     lo, hix, hiy = (float(v) for v in interior)
     _track_nb.compensate_flow_interior(flow, Hi, H, lo, hix, hiy, out)
     return out
+
+
+def camera_compensated_frame(prev: np.ndarray, cur: np.ndarray, flow: np.ndarray, *, rng) -> np.ndarray:
+    """Frame ``cur`` warped into ``prev``'s camera with the extractor's homography: the one definition of "warped
+    flow" (TSN), used by ``extract-flow --warped`` and the CNN datasets.
+
+    The homography :math:`H` is estimated from keypoint and flow matches (:func:`estimate_homography`, fed by
+    ``flow``, the plain flow from ``prev`` to ``cur``), ``cur`` is warped by :math:`H^{-1}` and the border band
+    is taken from ``prev`` (:func:`warp_to_previous`), as the reference does. The flow from ``prev`` to the
+    returned frame is the camera-compensated ("warped") flow.
+
+    Parameters
+    ----------
+    prev, cur : (h, w) uint8
+        Consecutive grey frames.
+    flow : (h, w, 2) float32
+        Flow from ``prev`` to ``cur``.
+    rng : numpy.random.Generator
+        RANSAC's generator.
+
+    Returns
+    -------
+    (h, w) uint8
+    """
+    H, _n_inliers, _matcher = estimate_homography(prev, cur, flow, rng=rng)
+    return warp_to_previous(cur, H, prev=prev)
+
+
+def warped_flow(prev: np.ndarray, cur: np.ndarray, solve, *, rng, flow: np.ndarray | None = None) -> np.ndarray:
+    """Camera-compensated flow from ``prev`` to ``cur``: ``solve(prev, camera_compensated_frame(...))``.
+
+    ``solve(prev, cur) -> (h, w, 2)`` is the flow solver (also used for the first, plain flow unless ``flow`` is
+    given). See :func:`camera_compensated_frame`.
+    """
+    if flow is None:
+        flow = solve(prev, cur)
+    return solve(prev, camera_compensated_frame(prev, cur, flow, rng=rng))

@@ -259,8 +259,8 @@ def test_aggregate_views_matches_naive():
 
 
 def test_dataset_reads_extract_flow_rawframes_and_npz(tmp_path):
-    """Rawframes written by idtfv.idt.flow.rawframes (JPEG and .npz forms) read back as the planted flow."""
-    rawframes = pytest.importorskip("idtfv.idt.flow.rawframes")
+    """Rawframes written by idtfv.idt.rawframes (JPEG and .npz forms) read back as the planted flow."""
+    rawframes = pytest.importorskip("idtfv.idt.rawframes")
     rng = np.random.default_rng(0)
     h, w, n = 20, 24, 5
     flow = np.zeros((n - 1, h, w, 2), np.float32)

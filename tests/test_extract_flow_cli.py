@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from idtfv.idt.flow.cli import main
-from idtfv.idt.flow.rawframes import load_flow_npz, read_rawframes
+from idtfv.idt.cli import flow_main as main
+from idtfv.idt.rawframes import load_flow_npz, read_rawframes
 
 SHIFT = (2.0, 1.0)  # camera pan per frame (px): frame k+1 = frame k moved by SHIFT
 

@@ -1,4 +1,4 @@
-"""Rawframes writer/reader (idtfv.idt.flow.rawframes): quantisation, JPEG and .npz round trips, atomicity, errors."""
+"""Rawframes writer/reader (idtfv.idt.rawframes): quantisation, JPEG and .npz round trips, atomicity, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from idtfv.errors import FormatError, ParameterError
-from idtfv.idt.flow.rawframes import (
+from idtfv.idt.rawframes import (
     RawframesWriter,
     dequantize_flow,
     load_flow_npz,
