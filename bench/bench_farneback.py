@@ -1,4 +1,4 @@
-"""Benchmark: Farnebäck flow over a 6-level 320x240 sqrt(2) pyramid, idtfv.idt.farneback.FarnebackPyramidFlow (expansions
+"""Benchmark: Farnebäck flow over a 6-level 320x240 sqrt(2) pyramid, idtfv.idt.flow.FarnebackPyramidFlow (expansions
 reused across frames) vs OpenCV's calcOpticalFlowFarneback called per level coarse to fine, in the same run, one
 thread; plus the end-point error of both on planted flows.
 
@@ -19,7 +19,7 @@ os.environ["NUMBA_NUM_THREADS"] = "1"
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from idtfv.idt.farneback import FarnebackPyramidFlow  # noqa: E402
+from idtfv.idt.flow import FarnebackPyramidFlow  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 
@@ -114,17 +114,18 @@ def main(argv=None):
     rows = []
     for window, gaussian in [("gaussian", True), ("box", False)]:
         fp = FarnebackPyramidFlow(window=window)
-        fp(pyrs[0])  # warm-up: compile and expand frame 0
-        fp.flow_from_previous(pyrs[1])
+        fp(pyrs[0])  # warm-up: compile, expand frames 0 and 1, solve
+        fp(pyrs[1])
         t_ours, t_ours2, t_cv, e_ours, e_cv = [], [], [], [], []
         for k in range(args.frames):
             # "one flow per frame": expand the new frame, solve (previous frame's expansion reused)
             fp.reset()
             fp(pyrs[0])
             t = time.process_time()
-            fo = fp.flow_from_previous(pyrs[k + 1])
+            fo = fp(pyrs[k + 1])
             t_ours.append(time.process_time() - t)
-            # "two flows per frame" (original + camera-compensated): expand 2 frames, solve twice
+            # "two flows per frame" (original + camera-compensated): expand 2 frames, solve twice (from frame 0,
+            # the frame the last flows started from)
             t = time.process_time()
             fp.flow_from_previous(pyrs[k + 1])
             fp.flow_from_previous(pyrs[k + 1])

@@ -49,7 +49,7 @@ Notes (how the defaults were chosen; figures from runs of `compare()` in this sc
   border rule (its warp copies frame t-1 wherever H x is not > 5 px inside frame t, so the compensated flow is ~0
   there, also when H = I; `warp_margin=5`); (3) our Farneback's update step sampled the second frame clamped to
   the image where x + d leaves it, where OpenCV (and LEAR's copy of it) drops the second frame's terms there
-  (b2 = 0, A = A1): fixed in `idtfv.idt._farneback_nb`; (4) the homography: AKAZE vs SIFT vs flow-only
+  (b2 = 0, A = A1): fixed in `idtfv.idt.flow._farneback_nb`; (4) the homography: AKAZE vs SIFT vs flow-only
   matches, the reference's "> 50 matches" rule and its flow-match convention (rounded point + flow) — both
   adopted, no measurable effect; RANSAC seed: no effect. Carphone traj/MBHx/MBHy/count ratio: old default
   0.85/0.88/0.90/0.93; recompute without the border rule 0.94/0.93/0.86/0.94; recompute + border rule (before the

@@ -7,15 +7,21 @@ Public API (loaded on first use, so that ``import idtfv.idt`` and the command-li
 
 Modules: ``params`` (:class:`IDTParams`), ``extractor`` (the per-frame loop), ``trajectories``
 (:class:`Trajectories`, ``.npz`` and LEAR text I/O), ``pyramid``, ``sampling``, ``tracking``, ``camera``,
-``descriptors``, ``humans``, ``farneback`` and ``flow`` (two-frame solvers); Numba kernels in ``_*_nb``;
+``descriptors``, ``humans`` and ``flow`` (the optical flow solvers, Farnebäck's included); Numba kernels in ``_*_nb``;
 ``stage`` / ``cli``: ``idtfv features`` and ``extract-trajectories``.
 """
 
 import importlib
 
-__all__ = ["extract", "iter_trajectories", "IDTParams", "Trajectories", "load_trajectories", "concatenate"]
+__all__ = ["extract", "iter_trajectories", "IDTParams", "Trajectories", "load_trajectories", "concatenate",
+           "DescriptorLayout"]
 _HOMES = {"extract": "extractor", "iter_trajectories": "extractor", "IDTParams": "params",
           "Trajectories": "trajectories", "load_trajectories": "trajectories", "concatenate": "trajectories"}
+# the widths of a trajectory row's blocks for given extractor options (idtfv.encoding reads features with it)
+_HOMES["DescriptorLayout"] = "layout"
+# TSN's warped flow (one definition, also extract-flow --warped's) and the rawframes codec/reader, for idtfv.deep
+_HOMES.update({"warped_flow": "camera", "camera_compensated_frame": "camera", "RawframesReader": "rawframes",
+               "quantize_flow": "rawframes", "dequantize_flow": "rawframes", "DEFAULT_BOUND": "rawframes"})
 
 
 def __getattr__(name):

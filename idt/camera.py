@@ -21,9 +21,17 @@ As the reference: a homography is fitted only with more than 50 matches (``min_m
 pixel wherever :math:`Hx` is not more than 5 px inside frame :math:`t` (``warp_to_previous(..., prev=...)``;
 ``compensate_flow(..., interior=...)`` is the same rule for the derived flow), so the compensated flow is zero
 in that band instead of following the black border.
+
+:func:`compensated_flows` gives the extractor's camera-compensated flow on every pyramid level, solved again on the
+warped frame or derived from the flow (``warp_flow``). The options are a :class:`CameraParams`
+(:meth:`idtfv.idt.IDTParams.camera` builds them from the extractor's).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 import cv2
@@ -31,8 +39,11 @@ import cv2
 from idtfv.errors import ParameterError
 from idtfv.idt import _matching_nb as _match_nb
 from idtfv.idt import _tracking_nb as _track_nb
+from idtfv.idt.params import MATCHERS, WARP_FLOW_MODES
 
 __all__ = [
+    "CameraParams",
+    "compensated_flows",
     "estimate_homography",
     "warp_to_previous",
     "compensate_flow",
@@ -43,6 +54,91 @@ __all__ = [
     "camera_compensated_frame",
     "warped_flow",
 ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CameraParams:
+    """Options of the camera-motion estimate and compensation (frozen, validated; keyword-only).
+
+    The fields are :class:`idtfv.idt.IDTParams`'s of the same names, with the same defaults (the reference's); see
+    there for their meaning. :meth:`idtfv.idt.IDTParams.camera` builds this from the extractor's options.
+
+    Parameters
+    ----------
+    matcher : {"auto", "surf", "orb", "akaze", "sift", "flow"}
+        Keypoints of the homography (:func:`resolve_matcher`); ``"flow"``: flow matches only.
+    surf_hessian : float
+        SURF Hessian threshold (>= 0).
+    orb_features : int
+        Maximum ORB keypoints per frame (>= 1).
+    match_window : int
+        Keypoints match only within this many pixels (>= 1).
+    flow_matches : int
+        Up to this many ``goodFeaturesToTrack`` points matched through the flow (>= 0).
+    flow_match_min : float
+        A flow match is used only if its flow exceeds this (px, >= 0).
+    ransac_threshold : float
+        RANSAC reprojection threshold (px, > 0).
+    min_inliers : int
+        Accept the homography only with more inliers than this (>= 3).
+    min_matches : int
+        Fit a homography only with more matches than this (>= 0).
+    warp_flow : {"recompute", "subtract"}
+        How :func:`compensated_flows` gets the compensated flow: solved again on the warped frame, or derived.
+    warp_margin : float
+        The reference's border band (px, >= 0) where the warped frame takes frame t-1's pixel.
+    seed : int
+        Seeds RANSAC (>= 0) when no generator is given.
+    """
+
+    matcher: str = "auto"
+    surf_hessian: float = 200.0
+    orb_features: int = 1000
+    match_window: int = 25
+    flow_matches: int = 1000
+    flow_match_min: float = 0.0
+    ransac_threshold: float = 1.0
+    min_inliers: int = 25
+    min_matches: int = 50
+    warp_flow: str = "recompute"
+    warp_margin: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self):
+        def bad(name, expected):
+            raise ParameterError(f"CameraParams.{name}: expected {expected}, got {getattr(self, name)!r}; "
+                                 f"fix the option or use the default ({_CAMERA_DEFAULTS[name]!r})")
+
+        for name, allowed in (("matcher", MATCHERS), ("warp_flow", WARP_FLOW_MODES)):
+            if getattr(self, name) not in allowed:
+                bad(name, "one of " + ", ".join(allowed))
+        for name, lo in (("orb_features", 1), ("match_window", 1), ("flow_matches", 0), ("min_inliers", 3),
+                         ("min_matches", 0), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                bad(name, f"an integer >= {lo}")
+        for name, lo, inclusive in (("surf_hessian", 0.0, True), ("flow_match_min", 0.0, True),
+                                    ("ransac_threshold", 0.0, False), ("warp_margin", 0.0, True)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+            if not (ok and (v >= lo if inclusive else v > lo)):
+                bad(name, f"a finite number {'>=' if inclusive else '>'} {lo}")
+
+    def replace(self, **changes) -> "CameraParams":
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+_CAMERA_DEFAULTS = {f.name: f.default for f in fields(CameraParams)}
+
+
+def _camera_params(params, where: str) -> CameraParams:
+    if params is None:
+        return CameraParams()
+    if not isinstance(params, CameraParams):
+        raise ParameterError(f"{where}: params must be a CameraParams, got {type(params).__name__}; "
+                             "use IDTParams.camera() for the extractor's options")
+    return params
 
 
 def _surf_available() -> bool:
@@ -161,10 +257,10 @@ def _flow_matches(prev_gray: np.ndarray, flow: np.ndarray, mask: np.ndarray | No
     return pts[keep], dst[keep]
 
 
-def _fit(prev_pts: np.ndarray, cur_pts: np.ndarray, params, rng) -> tuple[np.ndarray, int]:
+def _fit(prev_pts: np.ndarray, cur_pts: np.ndarray, params: CameraParams, rng) -> tuple[np.ndarray, int]:
     eye = np.eye(3, dtype=np.float64)
     # the reference fits only with more than 50 matches (``min_matches``) and accepts > 25 inliers
-    if len(prev_pts) <= max(params.min_inliers, getattr(params, "min_matches", 0)) or len(prev_pts) < 4:
+    if len(prev_pts) <= max(params.min_inliers, params.min_matches) or len(prev_pts) < 4:
         return eye, 0
     if rng is not None:
         # OpenCV's RANSAC seeds its own generator; seeding the global one as well keeps any other path reproducible
@@ -179,14 +275,9 @@ def _fit(prev_pts: np.ndarray, cur_pts: np.ndarray, params, rng) -> tuple[np.nda
     return H.astype(np.float64), n
 
 
-def _default_params():
-    from idtfv.idt.params import IDTParams
-
-    return IDTParams()
-
-
 def estimate_homography(prev_gray: np.ndarray, gray: np.ndarray, flow: np.ndarray, *, human_mask=None,
-                        matcher: str = "auto", params=None, rng=None) -> tuple[np.ndarray, int, str]:
+                        matcher: str = "auto", params: CameraParams | None = None,
+                        rng=None) -> tuple[np.ndarray, int, str]:
     """Camera homography from frame ``prev_gray`` (t-1) to ``gray`` (t).
 
     Parameters
@@ -199,8 +290,8 @@ def estimate_homography(prev_gray: np.ndarray, gray: np.ndarray, flow: np.ndarra
         Non-zero where keypoints may lie (0 inside human boxes); None = everywhere.
     matcher : str
         See :func:`resolve_matcher`; overrides ``params.matcher``.
-    params : IDTParams or None
-        Thresholds (``ransac_threshold``, ``min_inliers``, ``match_window``, ...); defaults if None.
+    params : CameraParams or None
+        Thresholds (``ransac_threshold``, ``min_inliers``, ``match_window``, ...); the defaults if None.
     rng : numpy.random.Generator or None
         Seeds OpenCV's RNG before RANSAC.
 
@@ -212,7 +303,7 @@ def estimate_homography(prev_gray: np.ndarray, gray: np.ndarray, flow: np.ndarra
     matcher_name : str
         The keypoint type used (``"surf"``, ``"orb"``, ...).
     """
-    params = params if params is not None else _default_params()
+    params = _camera_params(params, "estimate_homography")
     cm = CameraMotion(params.replace(matcher=matcher) if matcher != params.matcher else params, rng=rng)
     cm.features(prev_gray, human_mask)
     return cm.estimate(prev_gray, gray, flow, human_mask=human_mask)
@@ -222,9 +313,16 @@ class CameraMotion:
     """Stateful estimator for a video: reuses the previous frame's keypoints (as the reference does).
 
     Call :meth:`features` on the first frame, then :meth:`estimate` for each following frame.
+
+    Parameters
+    ----------
+    params : CameraParams
+    rng : numpy.random.Generator or None
+        RANSAC's generator (default: seeded with ``params.seed``).
     """
 
-    def __init__(self, params, *, rng=None):
+    def __init__(self, params: CameraParams, *, rng=None):
+        params = _camera_params(params, "CameraMotion")
         self.params = params
         self.matcher_name = resolve_matcher(params.matcher)
         self.detector, self.norm = _make_detector(self.matcher_name, params)
@@ -335,6 +433,49 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
     lo, hix, hiy = (float(v) for v in interior)
     _track_nb.compensate_flow_interior(flow, Hi, H, lo, hix, hiy, out)
     return out
+
+
+def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[float], *, frame: np.ndarray,
+                      prev_frame: np.ndarray, params: CameraParams, recompute) -> list[np.ndarray]:
+    r"""The camera-compensated flow :math:`f^w_s` from frame t-1 to t on every pyramid level.
+
+    ``params.warp_flow == "recompute"`` (the reference): frame t warped by :math:`H^{-1}`, its border band filled
+    from frame t-1 (:func:`warp_to_previous`), and the flow solved again by ``recompute``. ``"subtract"``: derived
+    from the flow, :math:`f_w(x) = H^{-1}(x + f(x)) - x` per level (:func:`compensate_flow`), with the same border
+    rule in level pixels. With ``warp_margin = 0`` and :math:`H = I` (no camera motion accepted) the flows are
+    returned as they are.
+
+    Parameters
+    ----------
+    H : (3, 3) float64
+        Homography t-1 -> t in frame pixels (the identity when none was accepted).
+    flows : list of (h_s, w_s, 2) float32
+        Flow from t-1 to t on each level.
+    factors : list of float
+        Each level's scale factor :math:`s` (a level pixel ``x`` is ``s * x`` in the frame).
+    frame, prev_frame : (h, w) uint8
+        Frames t and t-1.
+    params : CameraParams
+        ``warp_flow`` and ``warp_margin``.
+    recompute : callable
+        ``recompute(warped_frame) -> flows`` from frame t-1 to the warped frame on every level (used by
+        ``"recompute"``; e.g. :meth:`idtfv.idt.flow.PyramidFlow.flow_from_previous` of its pyramid).
+
+    Returns
+    -------
+    list of (h_s, w_s, 2) float32
+    """
+    margin = params.warp_margin
+    if margin <= 0 and np.array_equal(H, np.eye(3)):
+        return flows
+    if params.warp_flow == "recompute":
+        return recompute(warp_to_previous(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))
+    if margin <= 0:
+        return [compensate_flow(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
+    h, w = frame.shape[:2]
+    return [compensate_flow(f, scale_homography(H, s),
+                            interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
+            for f, s in zip(flows, factors)]
 
 
 def camera_compensated_frame(prev: np.ndarray, cur: np.ndarray, flow: np.ndarray, *, rng) -> np.ndarray:

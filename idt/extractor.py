@@ -1,19 +1,24 @@
 r"""The improved-dense-trajectory extractor: a streaming driver over frames.
 
-For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackStab``):
+For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackStab``), the steps of
+:func:`iter_trajectories`' loop (methods of :class:`_Steps`):
 
-1. build the scale pyramid of :math:`I_t` (:mod:`idtfv.idt.pyramid`);
-2. flow :math:`f_s` from :math:`I_{t-1}` to :math:`I_t` on every level :math:`s`, median-filtered
-   (:mod:`idtfv.idt.flow_pyramid`);
-3. camera motion: homography :math:`H` from keypoint and flow matches (:mod:`idtfv.idt.camera`), and the compensated flow
-   :math:`f^w_s` (recomputed on :math:`I_t` warped by :math:`H^{-1}` with the reference's border band filled from
-   :math:`I_{t-1}`, or derived from :math:`f_s`: ``warp_flow``, ``warp_margin``);
-4. integral histograms of level :math:`s` of :math:`I_{t-1}` (HOG) and of :math:`f^w_s` (HOF, MBH)
-   (:mod:`idtfv.idt.descriptors`); per-frame blocks are summed per temporal cell as the track goes (:mod:`idtfv.idt.tracking`);
-5. each live track at level :math:`s` reads its per-frame descriptor blocks at its current point, then moves by
-   :math:`f_s` at that (rounded) point and stores :math:`f^w_s` there as its compensated step; tracks that leave
-   the frame end; tracks with :math:`L` steps are validated (pruning in original-frame pixels) and emitted;
-6. empty grid cells of each level of :math:`I_t` get new points (every ``init_gap`` frames).
+1. ``pyramid``: the scale pyramid of :math:`I_t` (:func:`idtfv.idt.pyramid.pyramid_geometry`,
+   :func:`idtfv.idt.flow.build_pyramid`);
+2. ``optical_flow``: flow :math:`f_s` from :math:`I_{t-1}` to :math:`I_t` on every level :math:`s`,
+   median-filtered (a :class:`idtfv.idt.flow.PyramidFlow`: Farnebäck, TV-L1 or DIS);
+3. ``compensate_camera``: homography :math:`H` from keypoint and flow matches, and the compensated flow
+   :math:`f^w_s`, recomputed on :math:`I_t` warped by :math:`H^{-1}` with the reference's border band filled from
+   :math:`I_{t-1}`, or derived from :math:`f_s` (:mod:`idtfv.idt.camera`; ``warp_flow``, ``warp_margin``);
+4. ``track``: each live track at level :math:`s` moves by :math:`f_s` at its (rounded) point and stores
+   :math:`f^w_s` there as its compensated step; tracks that leave the frame end (:mod:`idtfv.idt.tracking`);
+5. ``describe``: integral histograms of level :math:`s` of :math:`I_{t-1}` (HOG) and of :math:`f^w_s` (HOF, MBH)
+   give each moved track its per-frame descriptor blocks at its point before the move, summed per temporal cell
+   as the track goes (:mod:`idtfv.idt.descriptors`);
+6. ``finish``: tracks with :math:`L` steps are validated (pruning in original-frame pixels) and emitted as rows;
+7. ``sample``: empty grid cells of each level of :math:`I_t` get new points (every ``init_gap`` frames,
+   :mod:`idtfv.idt.sampling`);
+8. ``advance``: :math:`I_t` becomes the previous frame.
 
 Only the live tracks and two pyramids are kept, so memory does not grow with the video's length.
 """
@@ -30,14 +35,15 @@ import cv2
 import numpy as np
 
 from idtfv import __version__
-from idtfv.idt import descriptors as _desc
-from idtfv.idt.camera import CameraMotion, compensate_flow, resolve_matcher, scale_homography, warp_to_previous
 from idtfv.errors import ParameterError, VideoError
-from idtfv.idt.flow_pyramid import make_pyramid_flow
-from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idtfv.idt import _tracking_nb as _nb
+from idtfv.idt import descriptors as _desc
+from idtfv.idt.camera import CameraMotion, compensated_flows, resolve_matcher
+from idtfv.idt.flow.pyramid import build_pyramid
+from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
+from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idtfv.idt.params import IDTParams
-from idtfv.idt.pyramid import build_pyramid, pyramid_geometry
+from idtfv.idt.pyramid import pyramid_geometry
 from idtfv.idt.sampling import dense_sample
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.trajectories import Trajectories, concatenate
@@ -47,6 +53,8 @@ __all__ = ["extract", "iter_trajectories", "STAGES"]
 #: Keys of the ``timings`` dict filled by :func:`iter_trajectories` (seconds per stage).
 STAGES = ("decode", "pyramid", "flow", "camera", "warp_flow", "histograms", "tracking", "descriptors", "sampling",
           "output")
+#: The per-frame descriptor blocks of a track, in LEAR's column order.
+DESCRIPTORS = ("hog", "hof", "mbhx", "mbhy")
 
 
 class _Timer:
@@ -172,13 +180,8 @@ class _HumanMasks:
                     info["humans_cache"]["error"] = str(e).splitlines()[0]
 
 
-# ---------------------------------------------------------------------------------------------- the driver
-def _layout(params: IDTParams):
-    return _desc.DescriptorLayout(patch=params.patch, nx_cells=params.nxy_cells, ny_cells=params.nxy_cells,
-                                  nt_cells=params.nt_cells)
-
-
-def _finish(pos, disp, desc, scale, frame_num, width, height, n_frames, params, offsets):
+# ---------------------------------------------------------------------------------------------- the steps
+def _rows(pos, disp, desc, scale, frame_num, width, height, n_frames, params, offsets):
     """Validate finished tracks of one level and build their rows (LEAR column order).
 
     ``frame_num`` is the absolute index of the frame where the tracks end (LEAR's ``frameNum``);
@@ -209,6 +212,151 @@ def _finish(pos, disp, desc, scale, frame_num, width, height, n_frames, params, 
     return Trajectories(meta=meta, traj=traj, info={}, **blocks)
 
 
+class _Steps:
+    """One video's extraction: the state carried from frame to frame, and one method per step of a frame.
+
+    :meth:`start` takes the first frame; then, for every following frame, the methods in their order of
+    definition (the loop of :func:`iter_trajectories`). The state: the previous frame and its pyramid, the flow
+    solver's and the camera estimator's own (each keeps the previous frame's work), and one
+    :class:`~idtfv.idt.tracking.TrackPool` of live tracks per pyramid level.
+    """
+
+    def __init__(self, params: IDTParams, *, humans: _HumanMasks, timer: _Timer, n_frames: int | None):
+        self.params, self.humans, self.timer, self.n_frames = params, humans, timer, n_frames
+        self.layout = _desc.DescriptorLayout(patch=params.patch, nx_cells=params.nxy_cells,
+                                             ny_cells=params.nxy_cells, nt_cells=params.nt_cells)
+        dims = self.layout.dims()
+        self.offsets, o = {}, 0  # each descriptor's columns in a track's (n_t, D) block sums
+        for name in DESCRIPTORS:
+            self.offsets[name] = (o, o + dims[name])
+            o += dims[name]
+        self.desc_dim = o
+        self.flow = make_pyramid_flow(params.pyramid_flow())
+        self.camera_params = params.camera()
+        self.camera = CameraMotion(self.camera_params) if params.camera_motion else None  # RANSAC seeded by seed
+        self.n_accepted = 0  # homographies accepted (not the identity)
+        self._since_sampling = 0
+
+    # ---- the first frame
+    def start(self, frame_num: int, gray: np.ndarray) -> None:
+        """The first frame: the pyramid geometry and track pools, the flow's and the camera's first frame, the
+        first points."""
+        p = self.params
+        h, w = gray.shape
+        self.width, self.height = w, h
+        self.factors, self.sizes = pyramid_geometry(w, h, scales=p.scales, scale_factor=p.scale_factor,
+                                                    patch=p.patch)
+        self.pools = [TrackPool(p.track_length, self.desc_dim, p.nt_cells,
+                                capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
+        self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
+        pyr = self.pyramid(gray)
+        self.optical_flow(pyr)  # None: remembers the frame
+        if self.camera is not None:
+            mask = self.humans(frame_num, gray) if self.humans.enabled else None
+            with self.timer("camera"):
+                self.camera.features(gray, mask)
+        self.sample(pyr)
+        self.advance(gray, pyr)
+
+    # ---- every following frame
+    def pyramid(self, gray: np.ndarray) -> list[np.ndarray]:
+        """1. The frame's scale pyramid."""
+        with self.timer("pyramid"):
+            return build_pyramid(gray, self.sizes)
+
+    def optical_flow(self, pyr: list[np.ndarray]) -> list[np.ndarray] | None:
+        """2. The flow from the previous frame on every level (median-filtered)."""
+        with self.timer("flow"):
+            return self.flow(pyr)
+
+    def compensate_camera(self, frame_num: int, gray: np.ndarray, flows: list[np.ndarray]) -> list[np.ndarray]:
+        """3. The camera's homography from the previous frame, and the camera-compensated flow on every level
+        (the flow itself without ``camera_motion``)."""
+        if self.camera is None:
+            return flows
+        mask = self.humans(frame_num, gray) if self.humans.enabled else None
+        with self.timer("camera"):
+            H, _, _ = self.camera.estimate(self.prev_gray, gray, flows[0], human_mask=mask)
+        self.n_accepted += not np.array_equal(H, np.eye(3))
+        with self.timer("warp_flow"):
+            return compensated_flows(H, flows, self.factors, frame=gray, prev_frame=self.prev_gray,
+                                     params=self.camera_params, recompute=self._flow_to)
+
+    def _flow_to(self, warped: np.ndarray) -> list[np.ndarray]:
+        return self.flow.flow_from_previous(build_pyramid(warped, self.sizes))
+
+    def track(self, flows: list[np.ndarray], flows_w: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """4. Every live track moves by the flow at its point and stores the compensated flow as its step; tracks
+        that leave the frame end. Per level: the rows that moved and their points before the move."""
+        moved = []
+        for pool, flow, flow_w in zip(self.pools, flows, flows_w):
+            if len(pool) == 0:
+                moved.append((np.zeros(0, np.int64), np.zeros((0, 2), np.float32)))
+                continue
+            with self.timer("tracking"):
+                moved.append(pool.step(flow, flow_w))
+        return moved
+
+    def describe(self, moved: list[tuple[np.ndarray, np.ndarray]], flows_w: list[np.ndarray]) -> None:
+        """5. Descriptor blocks of the previous frame (HOG) and the compensated flow (HOF, MBH) at the tracks'
+        points before the move, added to their temporal cells."""
+        for s, (pool, (rows, points)) in enumerate(zip(self.pools, moved)):
+            if len(rows) == 0:
+                continue
+            with self.timer("histograms"):
+                # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as the
+                # kernels themselves
+                hists = _desc.frame_histograms(self.prev_pyr[s].astype(np.float32), flows_w[s], layout=self.layout,
+                                               out=self.hist_bufs[s])
+                self.hist_bufs[s] = hists
+            with self.timer("descriptors"):
+                blocks = _desc.cell_descriptors(hists, points, layout=self.layout)
+                pool.store_descriptors(rows, np.concatenate([blocks[k] for k in DESCRIPTORS], axis=1))
+
+    def finish(self, frame_num: int) -> list[Trajectories]:
+        """6. Tracks that reached L steps leave their pools; those that pass the pruning become rows."""
+        out = []
+        with self.timer("output"):
+            for pool, scale in zip(self.pools, self.factors):
+                pos, disp, desc = pool.pop_finished()
+                if len(pos):
+                    t = _rows(pos, disp, desc, scale, frame_num, self.width, self.height, self.n_frames,
+                              self.params, self.offsets)
+                    if t is not None:
+                        out.append(t)
+        return out
+
+    def sample(self, pyr: list[np.ndarray]) -> None:
+        """7. New points in the empty grid cells of every level (on the first frame, then every ``init_gap``)."""
+        if self._since_sampling == 0:
+            with self.timer("sampling"):
+                for lvl, pool in zip(pyr, self.pools):
+                    pool.add(dense_sample(lvl, pool.current_points(), stride=self.params.stride,
+                                          quality=self.params.quality))
+        self._since_sampling = (self._since_sampling + 1) % self.params.init_gap
+
+    def advance(self, gray: np.ndarray, pyr: list[np.ndarray]) -> None:
+        """8. This frame becomes the previous one."""
+        self.prev_gray, self.prev_pyr = gray, pyr
+
+    def live_tracks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Points ``(k, L+1, 2)`` and steps done ``(k,)`` of the live tracks of level 0 (birth order)."""
+        pool = self.pools[0]
+        rows = pool.live()
+        return pool.pos[rows], pool.index[rows]
+
+
+def _decoded(frames, timer: _Timer) -> Iterator[np.ndarray]:
+    it = iter(frames)
+    while True:
+        with timer("decode"):
+            gray = next(it, None)
+        if gray is None:
+            return
+        yield gray
+
+
+# ---------------------------------------------------------------------------------------------- the driver
 def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backend: str = "auto",
                       batch_frames: int = 32, timings: dict | None = None,
                       on_frame=None, on_tracks=None) -> Iterator[Trajectories]:
@@ -246,151 +394,64 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         raise ParameterError(f"batch_frames: expected a positive integer, got {batch_frames!r}")
     timer = _Timer(timings)
     frames, src_info, n_frames = _open_source(path_or_frames, params, backend)
-    layout = _layout(params)
-    dims = layout.dims()
-    names = ("hog", "hof", "mbhx", "mbhy")
-    offsets, o = {}, 0
-    for name in names:
-        offsets[name] = (o, o + dims[name])
-        o += dims[name]
-    desc_dim = o
-    matcher = resolve_matcher(params.matcher) if params.camera_motion else "none"
+    source = src_info["source"]
     info = {
         "version": __version__,
         "params": params.to_dict(),
-        "matcher": matcher,
+        "matcher": resolve_matcher(params.matcher) if params.camera_motion else "none",
         "flow": params.flow,
         "warp_flow": params.warp_flow if params.camera_motion else "none",
         **src_info,
     }
     humans = _HumanMasks(params, path_or_frames)
-    fp = make_pyramid_flow(params)
-    info["flow_impl"] = type(fp).__name__
-    camera = CameraMotion(params, rng=np.random.default_rng(params.seed)) if params.camera_motion else None
+    steps = _Steps(params, humans=humans, timer=timer, n_frames=n_frames)
+    info["flow_impl"] = steps.flow.name
 
-    it = iter(frames)
-    with timer("decode"):
-        first = next(it, None)
+    frames = _decoded(frames, timer)
+    first = next(frames, None)
     if first is None:
-        raise VideoError(src_info["source"], "no frames in the requested range; need at least 2")
+        raise VideoError(source, "no frames in the requested range; need at least 2")
     h, w = first.shape
     if min(h, w) < params.patch:
-        raise VideoError(src_info["source"], f"frames are {w}x{h}, smaller than the {params.patch}-px descriptor "
-                                             "patch; use a larger video or a smaller patch")
-    factors, sizes = pyramid_geometry(w, h, scales=params.scales, scale_factor=params.scale_factor,
-                                      patch=params.patch)
-    info.update(width=int(w), height=int(h), scales=[float(f) for f in factors])
-    pools = []
-    for (lw, lh) in sizes:
-        pools.append(TrackPool(params.track_length, desc_dim, params.nt_cells,
-                               capacity=(lw // params.stride) * (lh // params.stride)))
-
-    hist_bufs = [None] * len(sizes)
+        raise VideoError(source, f"frames are {w}x{h}, smaller than the {params.patch}-px descriptor patch; use a "
+                                 "larger video or a smaller patch")
     frame_num = params.start
-    with timer("pyramid"):
-        prev_pyr = build_pyramid(first, sizes)
-    with timer("flow"):
-        fp(prev_pyr)
-    mask = humans(frame_num, first) if humans.enabled else None
-    if camera is not None:
-        with timer("camera"):
-            camera.features(first, mask)
-    with timer("sampling"):
-        for lvl, pool in zip(prev_pyr, pools):
-            pool.add(dense_sample(lvl, None, stride=params.stride, quality=params.quality))
-    prev_gray = first
+    steps.start(frame_num, first)
+    info.update(width=int(w), height=int(h), scales=[float(f) for f in steps.factors])
     batch: list[Trajectories] = []
     frames_in_batch = 0
     n_seen = 1
-    n_accepted = 0
-    init_counter = 0
     if on_frame is not None:
         on_frame(1, n_frames)
 
-    while True:
-        with timer("decode"):
-            gray = next(it, None)
-        if gray is None:
-            break
+    for gray in frames:
         if gray.shape != (h, w):
-            raise VideoError(src_info["source"], f"frame {frame_num + 1} has size {gray.shape[::-1]}, "
-                                                 f"expected {(w, h)} like the first frame")
+            raise VideoError(source, f"frame {frame_num + 1} has size {gray.shape[::-1]}, expected {(w, h)} like "
+                                     "the first frame")
         frame_num += 1
         n_seen += 1
-        with timer("pyramid"):
-            pyr = build_pyramid(gray, sizes)
-        with timer("flow"):
-            flows = fp(pyr)
-        if camera is not None:
-            mask = humans(frame_num, gray) if humans.enabled else None
-            with timer("camera"):
-                H, n_inl, _ = camera.estimate(prev_gray, gray, flows[0], human_mask=mask)
-            accepted = not np.array_equal(H, np.eye(3))
-            n_accepted += accepted
-            with timer("warp_flow"):
-                margin = params.warp_margin
-                if not accepted and margin <= 0:
-                    flows_w = flows
-                elif params.warp_flow == "recompute":
-                    warped = warp_to_previous(gray, H, prev=prev_gray if margin > 0 else None, margin=margin)
-                    flows_w = fp.flow_from_previous(build_pyramid(warped, sizes))
-                elif margin > 0:
-                    # the reference's border rule in level pixels (see IDTParams.warp_margin)
-                    flows_w = [compensate_flow(f, scale_homography(H, s),
-                                               interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
-                               for f, s in zip(flows, factors)]
-                else:
-                    flows_w = [compensate_flow(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
-        else:
-            flows_w = flows
+        pyr = steps.pyramid(gray)
+        flows = steps.optical_flow(pyr)
+        flows_w = steps.compensate_camera(frame_num, gray, flows)
+        moved = steps.track(flows, flows_w)
+        steps.describe(moved, flows_w)
+        batch.extend(steps.finish(frame_num))
+        if on_tracks is not None and len(steps.pools[0]):
+            on_tracks(frame_num, gray, *steps.live_tracks())
+        steps.sample(pyr)
+        steps.advance(gray, pyr)
 
-        finished = []
-        for s, pool in enumerate(pools):
-            if len(pool) == 0:
-                continue
-            with timer("tracking"):
-                rows, prev_pts = pool.step(flows[s], flows_w[s])
-            if len(rows):
-                with timer("histograms"):
-                    # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as
-                    # the kernels themselves
-                    hists = _desc.frame_histograms(prev_pyr[s].astype(np.float32), flows_w[s], layout=layout,
-                                                   out=hist_bufs[s])
-                    hist_bufs[s] = hists
-                with timer("descriptors"):
-                    blocks = _desc.cell_descriptors(hists, prev_pts, layout=layout)
-                    pool.store_descriptors(rows, np.concatenate([blocks[k] for k in names], axis=1))
-            with timer("output"):
-                pos, disp, desc = pool.pop_finished()
-                if len(pos):
-                    t = _finish(pos, disp, desc, factors[s], frame_num, w, h, n_frames, params, offsets)
-                    if t is not None:
-                        finished.append(t)
-        if on_tracks is not None and len(pools[0]):
-            rows0 = pools[0].live()
-            on_tracks(frame_num, gray, pools[0].pos[rows0], pools[0].index[rows0])
-
-        init_counter += 1
-        if init_counter >= params.init_gap:
-            init_counter = 0
-            with timer("sampling"):
-                for lvl, pool in zip(pyr, pools):
-                    pool.add(dense_sample(lvl, pool.current_points(), stride=params.stride,
-                                          quality=params.quality))
-        prev_pyr, prev_gray = pyr, gray
-        batch.extend(finished)
         frames_in_batch += 1
         if on_frame is not None:
             on_frame(n_seen, n_frames)
         if frames_in_batch >= batch_frames:
             if batch:
-                info_now = dict(info, frames=n_seen, homographies_accepted=n_accepted)
-                yield concatenate(batch, info=info_now)
+                yield concatenate(batch, info=dict(info, frames=n_seen, homographies_accepted=steps.n_accepted))
             batch, frames_in_batch = [], 0
-    info.update(frames=n_seen, homographies_accepted=n_accepted)
+    info.update(frames=n_seen, homographies_accepted=steps.n_accepted)
     humans.finish(info)
     if n_seen < 2:
-        raise VideoError(src_info["source"], "only 1 frame; need at least 2 to track anything")
+        raise VideoError(source, "only 1 frame; need at least 2 to track anything")
     # the last batch carries the final info (frames seen, homographies accepted)
     yield concatenate(batch, info=info)
 

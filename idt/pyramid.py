@@ -1,19 +1,17 @@
-r"""The spatial scale pyramid of iDT.
+r"""The geometry of iDT's spatial scale pyramid.
 
 Scale :math:`i` has factor :math:`s_i = \rho^i` (:math:`\rho = \sqrt 2`) and size
-``(round(w / s_i), round(h / s_i))``; level :math:`i` is resized (bilinear) from level :math:`i-1`. The number
-of scales is limited so that the smaller side of every level stays >= the descriptor patch :math:`N` (at 320x240
-with N = 32 and up to 8 scales this gives 6 scales).
+``(round(w / s_i), round(h / s_i))``. The number of scales is limited so that the smaller side of every level
+stays >= the descriptor patch :math:`N` (at 320x240 with N = 32 and up to 8 scales this gives 6 scales). The
+levels themselves are made by :func:`idtfv.idt.flow.pyramid.build_pyramid` (level :math:`i` resized bilinearly
+from level :math:`i-1`), the one pyramid builder of the extractor and the flow solvers.
 """
 
 from __future__ import annotations
 
 import math
 
-import cv2
-import numpy as np
-
-__all__ = ["pyramid_geometry", "build_pyramid"]
+__all__ = ["pyramid_geometry"]
 
 
 def pyramid_geometry(width: int, height: int, *, scales: int = 8, scale_factor: float = math.sqrt(2.0),
@@ -50,21 +48,3 @@ def pyramid_geometry(width: int, height: int, *, scales: int = 8, scale_factor: 
         f = factors[-1]
         sizes.append((int(round(width / f)), int(round(height / f))))
     return factors, sizes
-
-
-def build_pyramid(gray: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Levels of ``gray`` at ``sizes``; level 0 is ``gray`` itself, level i is bilinearly resized from level i-1.
-
-    Parameters
-    ----------
-    gray : (h, w) uint8 or float32
-    sizes : list of (w_i, h_i) from :func:`pyramid_geometry`
-
-    Returns
-    -------
-    list of (h_i, w_i) arrays of ``gray``'s dtype
-    """
-    levels = [gray]
-    for w, h in sizes[1:]:
-        levels.append(cv2.resize(levels[-1], (w, h), interpolation=cv2.INTER_LINEAR))
-    return levels

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from idtfv.idt.camera import (CameraMotion, compensate_flow, estimate_homography, resolve_matcher, scale_homography,
-                        warp_to_previous)
 from idtfv.errors import ParameterError
+from idtfv.idt.camera import (CameraMotion, CameraParams, compensate_flow, compensated_flows, estimate_homography,
+                              resolve_matcher, scale_homography, warp_to_previous)
 from idtfv.idt.params import IDTParams
 
 
@@ -39,7 +39,7 @@ H_PLANTED = np.array([[1.01, 0.004, 2.5], [-0.003, 0.995, -1.5], [1e-5, -2e-5, 1
 @pytest.mark.parametrize("matcher", ["orb", "flow", "akaze"])
 def test_recovers_planted_homography(matcher):
     prev, cur, flow = _planted(H_PLANTED)
-    H, n, name = estimate_homography(prev, cur, flow, matcher=matcher, params=IDTParams(),
+    H, n, name = estimate_homography(prev, cur, flow, matcher=matcher, params=CameraParams(),
                                      rng=np.random.default_rng(0))
     assert name == matcher and n > 25
     # compare where they send the frame's corners
@@ -100,7 +100,7 @@ def test_scale_homography_maps_scaled_points():
 
 def test_deterministic_and_stateful_reuse():
     prev, cur, flow = _planted(H_PLANTED, seed=3)
-    p = IDTParams(matcher="orb")
+    p = IDTParams(matcher="orb").camera()
     r1 = estimate_homography(prev, cur, flow, params=p, matcher="orb", rng=np.random.default_rng(5))
     r2 = estimate_homography(prev, cur, flow, params=p, matcher="orb", rng=np.random.default_rng(5))
     assert np.array_equal(r1[0], r2[0]) and r1[1] == r2[1]
@@ -125,7 +125,7 @@ def test_windowed_matching_against_brute_force(name):
     from idtfv.idt.camera import _detect, _keypoint_matches, _make_detector
 
     prev, cur, _ = _planted(H_PLANTED, seed=4)
-    det, norm = _make_detector(name, IDTParams())
+    det, norm = _make_detector(name, CameraParams())
     a, b = _detect(det, prev, None), _detect(det, cur, None)
     got_prev, got_cur = _keypoint_matches(a, b, norm, 25)
     # naive: for each keypoint of cur, the nearest descriptor among prev's keypoints inside the window
@@ -173,7 +173,7 @@ def test_border_rule_of_the_reference_warp():
 
 def test_homography_needs_more_than_min_matches():
     prev, cur, flow = _planted(H_PLANTED)
-    p = IDTParams(matcher="flow", flow_matches=40)  # at most 40 flow matches, fewer than the reference's 50
+    p = CameraParams(matcher="flow", flow_matches=40)  # at most 40 flow matches, fewer than the reference's 50
     H, n, _ = estimate_homography(prev, cur, flow, params=p, matcher="flow", rng=np.random.default_rng(0))
     assert n == 0 and np.array_equal(H, np.eye(3))
     H, n, _ = estimate_homography(prev, cur, flow, params=p.replace(min_matches=30), matcher="flow",
@@ -187,6 +187,60 @@ def test_flow_matches_start_from_the_rounded_point():
     img = _texture()
     flow = np.zeros(img.shape + (2,), np.float32)
     flow[..., 0], flow[..., 1] = 1.25, -0.5
-    src, dst = _flow_matches(img, flow, None, IDTParams())
+    src, dst = _flow_matches(img, flow, None, CameraParams())
     assert len(src) > 50
     np.testing.assert_allclose(dst, np.rint(src) + np.float32([1.25, -0.5]), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- options, compensated flow
+def test_camera_params_are_the_extractors_fields_of_the_same_names():
+    assert IDTParams().camera() == CameraParams()  # same defaults
+    fast = IDTParams.fast(min_inliers=7, seed=3).camera()
+    assert (fast.matcher, fast.warp_flow, fast.warp_margin, fast.min_inliers, fast.seed) == ("flow", "subtract", 0.0,
+                                                                                              7, 3)
+
+
+@pytest.mark.parametrize("field,value", [("matcher", "brisk"), ("warp_flow", "add"), ("min_inliers", 2),
+                                         ("ransac_threshold", 0.0), ("warp_margin", float("nan")),
+                                         ("flow_matches", True)])
+def test_camera_params_validation_names_the_field(field, value):
+    with pytest.raises(ParameterError, match=f"CameraParams.{field}: expected"):
+        CameraParams(**{field: value})
+    with pytest.raises(TypeError):
+        CameraParams("orb")  # keyword-only
+    with pytest.raises(ParameterError, match="IDTParams.camera"):
+        CameraMotion(IDTParams())
+
+
+def test_compensated_flows_subtract_removes_a_planted_pan_on_every_level():
+    """A pan by d: the flow on level s is d / s everywhere; compensated by H (a translation by d), it is zero,
+    including the border band, where the reference's rule sets it to zero anyway."""
+    d = np.array([2.5, -1.5])
+    H = np.array([[1, 0, d[0]], [0, 1, d[1]], [0, 0, 1]], np.float64)
+    frame = _texture(60, 80)
+    factors = [1.0, np.sqrt(2.0)]
+    flows = [np.broadcast_to((d / s).astype(np.float32), (round(60 / s), round(80 / s), 2)).copy() for s in factors]
+    for margin in (0.0, 5.0):
+        p = CameraParams(warp_flow="subtract", warp_margin=margin)
+        out = compensated_flows(H, flows, factors, frame=frame, prev_frame=frame, params=p, recompute=None)
+        assert [f.shape for f in out] == [f.shape for f in flows]
+        assert max(float(np.abs(f).max()) for f in out) < 1e-4
+
+
+def test_compensated_flows_recompute_solves_on_the_reference_warp():
+    prev, cur, flow = _planted(H_PLANTED)
+    seen = []
+
+    def recompute(warped):
+        seen.append(warped)
+        return ["solved"]
+
+    p = CameraParams()  # recompute, margin 5
+    assert compensated_flows(H_PLANTED, [flow], [1.0], frame=cur, prev_frame=prev, params=p,
+                             recompute=recompute) == ["solved"]
+    np.testing.assert_array_equal(seen[0], warp_to_previous(cur, H_PLANTED, prev=prev, margin=5.0))
+    # without accepted camera motion and without a border band there is nothing to compensate
+    flows = [flow]
+    assert compensated_flows(np.eye(3), flows, [1.0], frame=cur, prev_frame=prev,
+                             params=p.replace(warp_margin=0.0), recompute=recompute) is flows
+    assert len(seen) == 1

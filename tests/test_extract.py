@@ -15,7 +15,9 @@ from idtfv import idt
 from idtfv.idt import IDTParams, Trajectories
 from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as nb
-from idtfv.idt.pyramid import build_pyramid, pyramid_geometry
+from idtfv.idt.extractor import STAGES
+from idtfv.idt.flow import build_pyramid, make_pyramid_flow
+from idtfv.idt.pyramid import pyramid_geometry
 from idtfv.idt.sampling import dense_sample
 from idtfv.idt.tracking import TrackPool
 
@@ -252,27 +254,74 @@ def test_validate_tracks_against_naive():
     assert 0 < keep.sum() < n
 
 
-@pytest.mark.parametrize("impl", ["opencv", "numba"])
-def test_flow_from_previous_starts_at_frame_t_minus_1(impl):
-    """For warp_flow='recompute' the second solve must start from frame t-1, like the first."""
-    from idtfv.idt.flow_pyramid import make_pyramid_flow
-
-    p = IDTParams(farneback_impl=impl)
+@pytest.mark.parametrize("opts,name", [(dict(farneback_impl="opencv"), "OpenCVFarnebackPyramidFlow"),
+                                       (dict(), "NumbaFarnebackPyramidFlow"),
+                                       (dict(flow="dis", dis_per_level=True), "DISPyramidFlow"),
+                                       (dict(flow="tvl1"), "TVL1PyramidFlow")])
+def test_every_pyramid_flow_keeps_the_protocol(opts, name):
+    """Every solver: None on the first frame, then each level's flow from the previous frame; for
+    warp_flow='recompute' the second solve (flow_from_previous) starts from frame t-1, like the first."""
+    p = IDTParams(**opts)
     frames = pan_frames((1.0, 0.5), frames=3)
     _, sizes = pyramid_geometry(SIZE, SIZE)
-    fp = make_pyramid_flow(p)
-    if impl == "numba":
-        pytest.importorskip("idtfv.idt.farneback")
-        assert type(fp).__name__ == "NumbaFarnebackPyramidFlow"
+    fp = make_pyramid_flow(p.pyramid_flow())
+    assert fp.name == name  # recorded as info["flow_impl"] (kept from before the package redesign)
     pyrs = [build_pyramid(f, sizes) for f in frames]
+    with pytest.raises(ParameterError, match="needs two frames"):
+        fp.flow_from_previous(pyrs[0])
     assert fp(pyrs[0]) is None
     fp(pyrs[1])
     f2 = fp(pyrs[2])
+    assert [f.shape for f in f2] == [(h, w, 2) for w, h in sizes] and all(f.dtype == np.float32 for f in f2)
     again = fp.flow_from_previous(pyrs[2])
     for a, b in zip(f2, again):
         np.testing.assert_array_equal(a, b)
-    inner = (slice(10, -10), slice(10, -10))
-    np.testing.assert_allclose(np.median(f2[0][inner].reshape(-1, 2), 0), [1.0, 0.5], atol=0.05)
+    for f, s in zip(f2, [math.sqrt(2) ** i for i in range(len(sizes))]):  # the pan, in each level's pixels
+        inner = (slice(10, -10), slice(10, -10))
+        np.testing.assert_allclose(np.median(f[inner].reshape(-1, 2), 0), np.array([1.0, 0.5]) / s, atol=0.06)
+    with pytest.raises(ParameterError, match="differ from the previous frame"):
+        fp(pyrs[2][:-1])
+
+
+def test_pyramid_flow_params_are_the_extractors_fields():
+    from idtfv.idt import params
+    from idtfv.idt.flow import PyramidFlowParams, pyramid_flow
+
+    assert IDTParams().pyramid_flow() == PyramidFlowParams()  # same defaults
+    assert pyramid_flow.PYRAMID_FLOW_METHODS == params.FLOW_METHODS
+    assert pyramid_flow.FARNEBACK_IMPLS == params.FARNEBACK_IMPLS
+    q = IDTParams.fast(flow="dis", median_ksize=3, dis_per_level=True).pyramid_flow()
+    assert (q.method, q.median_ksize, q.dis_per_level, q.farneback_poly_n) == ("dis", 3, True, 5)
+    with pytest.raises(ParameterError, match="PyramidFlowParams.median_ksize"):
+        IDTParams(median_ksize=7).pyramid_flow()  # cv2.medianBlur filters float flow with 3 or 5 only
+    with pytest.raises(TypeError):
+        PyramidFlowParams("dis")  # keyword-only
+    with pytest.raises(ParameterError, match="PyramidFlowParams"):
+        make_pyramid_flow(IDTParams())
+
+
+def test_new_points_only_every_init_gap_frames():
+    """Tracks start only on sampling frames: with init_gap=3, every track started 0, 3, 6, ... frames after the
+    first, so it ends L frames later on such a frame; with init_gap=1 tracks start on other frames too."""
+    frames = object_frames(frames=30)
+    L = 15
+    gaps = idt.extract(frames, IDTParams(init_gap=3, camera_motion=False))
+    born = gaps.meta[:, 0].astype(int) - L
+    assert len(born) > 20 and len(set(born)) > 1 and (born % 3 == 0).all()
+    every = idt.extract(frames, IDTParams(init_gap=1, camera_motion=False))
+    assert (every.meta[:, 0].astype(int) % 3 != 0).any()
+
+
+def test_timings_and_callbacks():
+    frames = object_frames(frames=18)
+    timings, seen, live = {}, [], []
+    t = idt.extract(frames, IDTParams(), timings=timings, on_frame=lambda i, n: seen.append((i, n)),
+                    on_tracks=lambda fn, gray, pos, index: live.append((fn, gray.shape, pos.shape, index.max())))
+    assert set(timings) == set(STAGES) and all(v >= 0 for v in timings.values())
+    assert seen == [(i, 18) for i in range(1, 19)]
+    assert [fn for fn, *_ in live] == list(range(1, 18))
+    assert all(shape == (SIZE, SIZE) and p[1:] == (16, 2) and 0 <= m <= 15 for _, shape, p, m in live)
+    assert len(t) > 0
 
 
 def test_track_pool_running_sums_equal_temporal_pool():

@@ -1,5 +1,6 @@
-"""Tests of idtfv.idt.farneback: planted polynomials, a brute-force weighted least-squares expansion, planted translations
-and smooth flows (compared with OpenCV's Farnebäck with the same parameters), identical frames, the pyramid API."""
+"""Tests of idtfv.idt.flow.farneback (ours): planted polynomials, a brute-force weighted least-squares expansion,
+planted translations and smooth flows (compared with OpenCV's Farnebäck with the same parameters), identical
+frames, the pyramid API."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from idtfv.errors import ParameterError
-from idtfv.idt.farneback import FarnebackPyramidFlow, farneback_level, poly_expansion
+from idtfv.idt.flow.farneback import FarnebackPyramidFlow, OpenCVFarnebackPyramidFlow, farneback_level, poly_expansion
 
 H, W = 96, 128
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -185,17 +186,38 @@ def test_coarser_levels_carry_scaled_flow():
         np.testing.assert_allclose(np.median(inner, axis=0), [1.0 / s, 0.5 / s], atol=0.08)
 
 
+def test_opencv_pyramid_flow_is_opencv_per_level():
+    """The OpenCV twin: on one level exactly OpenCV's call from zero flow, median-filtered; on a pyramid it
+    recovers a planted translation as well as ours."""
+    d = np.broadcast_to(np.float32([1.3, -0.7]), (H, W, 2)).copy()
+    i1, i2 = shifted_pair(d, seed=8)
+    fp = OpenCVFarnebackPyramidFlow()
+    assert fp([i1]) is None
+    (got,) = fp([i2])
+    flags = cv2.OPTFLOW_USE_INITIAL_FLOW | cv2.OPTFLOW_FARNEBACK_GAUSSIAN
+    raw = cv2.calcOpticalFlowFarneback(i1, i2, np.zeros((H, W, 2), np.float32), 0.5, 0, 10, 2, 7, 1.5, flags)
+    np.testing.assert_array_equal(got, np.dstack([cv2.medianBlur(np.ascontiguousarray(raw[..., c]), 5)
+                                                  for c in range(2)]))
+    fp = OpenCVFarnebackPyramidFlow()
+    fp(pyramid(i1))
+    flows = fp(pyramid(i2))
+    assert [f.shape for f in flows] == [(lvl.shape[0], lvl.shape[1], 2) for lvl in pyramid(i1)]
+    assert epe(flows[0], d) < 0.2
+
+
 # --------------------------------------------------------------------------------------- state and errors
 def test_state_reset_and_flow_from_previous():
     d = np.broadcast_to(np.float32([0.8, 0.0]), (H, W, 2))
     i1, i2 = shifted_pair(d, seed=6)
     fp = FarnebackPyramidFlow()
-    with pytest.raises(ParameterError, match="previous frame"):
-        fp.flow_from_previous(pyramid(i1))
     fp(pyramid(i1))
-    side = fp.flow_from_previous(pyramid(i2))  # does not replace the stored frame
-    again = fp(pyramid(i2))
-    for a, b in zip(side, again):
+    with pytest.raises(ParameterError, match="needs two frames"):
+        fp.flow_from_previous(pyramid(i2))
+    flows = fp(pyramid(i2))
+    side = fp.flow_from_previous(pyramid(i1))  # from frame 1 again (identical frames): zero, state kept
+    assert all(not f.any() for f in side)
+    again = fp.flow_from_previous(pyramid(i2))  # the expansions of frame 1 are still intact
+    for a, b in zip(flows, again):
         np.testing.assert_array_equal(a, b)
     fp.reset()
     assert fp(pyramid(i2)) is None
@@ -222,7 +244,7 @@ def test_bad_parameters():
 def test_update_terms_where_the_displaced_point_leaves_the_image():
     """Where x + d falls outside the image the second frame contributes nothing (b2 = 0, A = A1), as OpenCV's
     update step: checked against a naive evaluation of the terms, inside and outside."""
-    from idtfv.idt import _farneback_nb as knb
+    from idtfv.idt.flow import _farneback_nb as knb
 
     rng = np.random.default_rng(3)
     h, w = 12, 16

@@ -13,7 +13,7 @@ from idtfv.errors import ParameterError
 from idtfv.idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available
 from idtfv.idt.flow import _tvl1_nb as nb
 from idtfv.idt.flow.farneback import FarnebackParams, solve_level
-from idtfv.idt.flow.pyramid import build_pyramid, coarse_to_fine
+from idtfv.idt.flow.pyramid import CPU_OPS, build_pyramid, coarse_to_fine, scaled_sizes
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VIDEOS = SHARED / "reference" / "videos"
@@ -150,8 +150,12 @@ def test_pyramid_driver_with_a_plugged_farneback_level_solver():
     img = texture(96, 128, seed=9)
     i0 = cv2.warpAffine(img, np.float32([[1, 0, 3.0], [0, 1, 1.0]]), (128, 96),
                         flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
-    levels = build_pyramid(img, n_scales=10, scale_step=0.5)
-    assert [lv.shape for lv in levels] == [(96, 128), (48, 64), (24, 32)]  # stops before 12x16 < 16
+    sizes = scaled_sizes(128, 96, n_scales=10, scale_step=0.5)
+    assert sizes == [(128, 96), (64, 48), (32, 24)]  # stops before 16x12: 12 < 16
+    levels = build_pyramid(img, sizes, resize=lambda lvl, size: CPU_OPS.downscale(lvl, size, 0.5))
+    assert [lv.shape for lv in levels] == [(96, 128), (48, 64), (24, 32)]
+    # halving is the mean of 2x2 blocks on OpenCV's bilinear grid
+    np.testing.assert_allclose(levels[1], img.reshape(48, 2, 64, 2).mean(axis=(1, 3)), rtol=1e-5, atol=1e-3)
     u = coarse_to_fine(i0, img, lambda a, b, f: solve_level(a, b, f, FarnebackParams(levels=0)),
                        n_scales=3, scale_step=0.5)
     med = np.median(u[:, 16:-16, 16:-16].reshape(2, -1), axis=1)

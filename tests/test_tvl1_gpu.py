@@ -41,10 +41,11 @@ def test_gpu_pyramid_ops_match_cpu_ops():
 
     img = _texture(61, 83, 1)
     for eta in (0.8, 0.5):
-        np.testing.assert_allclose(cp.asnumpy(GPU_OPS.downscale(cp.asarray(img), eta)), CPU_OPS.downscale(img, eta),
-                                   atol=1e-4)
+        size = (round(83 * eta), round(61 * eta))
+        gpu = cp.asnumpy(GPU_OPS.downscale(cp.asarray(img[None]), size, eta))[0]  # the GPU ops take batches
+        np.testing.assert_allclose(gpu, CPU_OPS.downscale(img, size, eta), atol=1e-4)
     u = np.stack([_texture(20, 30, 2), _texture(20, 30, 3)]) / 255
-    np.testing.assert_allclose(cp.asnumpy(GPU_OPS.upscale_flow(cp.asarray(u), (25, 37), 1.25)),
+    np.testing.assert_allclose(cp.asnumpy(GPU_OPS.upscale_flow(cp.asarray(u[None]), (25, 37), 1.25))[0],
                                CPU_OPS.upscale_flow(u, (25, 37), 1.25), atol=1e-5)
 
 

@@ -249,10 +249,9 @@ def _resize(src, dh, dw, scale_y, scale_x, factor=1.0):
     return dst
 
 
-def _gpu_downscale(img, eta):
-    _, h, w = img.shape
-    # OpenCV: dsize = round(size * eta) (half to even), sampling step 1/eta
-    return _resize(img, int(round(h * eta)), int(round(w * eta)), 1.0 / eta, 1.0 / eta)
+def _gpu_downscale(img, size, eta):
+    w, h = size  # OpenCV: dsize = round(size * eta) (half to even, see scaled_sizes), sampling step 1/eta
+    return _resize(img, h, w, 1.0 / eta, 1.0 / eta)
 
 
 def _gpu_upscale_flow(u, shape, factor):

@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 
 from idtfv.errors import ParameterError
-from idtfv.idt.flow import _tvl1_nb as nb
 from idtfv.idt.flow.pyramid import coarse_to_fine
 
 __all__ = ["TVL1Params", "tvl1_flow", "solve_level_cpu", "as_intensity"]
@@ -142,6 +141,8 @@ def solve_level_cpu(i0, i1, u, params: TVL1Params, *, parallel: bool = False):
     ``i0, i1 (h, w)`` float32 in 0..255. Returns the refined ``(2, h, w)`` float32 flow (``u`` is not modified).
     The dual variables :math:`\\mathbf p` start at zero on each level, as in OpenCV.
     """
+    from idtfv.idt.flow import _tvl1_nb as nb  # loaded on first use: importing this module does not load Numba
+
     h, w = i0.shape
     iterate = nb.iterate_parallel if parallel else nb.iterate_serial
     u1 = np.ascontiguousarray(u[0], dtype=np.float32).copy()
