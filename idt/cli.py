@@ -8,14 +8,38 @@ Thin shells over :func:`idtfv.idt.extract` and :mod:`idtfv.idt.stage`. Bad input
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from idtfv.cli import OneLineParser, add_runner_options, report_failures, run_command
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
-from idtfv.idt.rawframes import DEFAULT_BOUND, DEFAULT_QUALITY
+from idtfv.idt.params import PRESETS, IDTParams
+from idtfv.options import add_params_options, params_from_args
 
-__all__ = ["build_parser", "main", "add_features", "build_flow_parser", "flow_main", "add_flow", "add_flow_options"]
+__all__ = ["build_parser", "main", "add_features", "build_flow_parser", "flow_main", "add_flow", "add_flow_options",
+           "TRAJECTORY_FIELDS", "FEATURES_FIELDS"]
+
+#: The IDTParams fields ``extract-trajectories`` offers as options: all of them.
+TRAJECTORY_FIELDS = tuple(f.name for f in dataclasses.fields(IDTParams))
+#: The IDTParams fields ``idtfv features`` offers: all but the per-video ones (frame range, box file) and the
+#: humans-box cache directory (a place, not a result-affecting choice).
+FEATURES_FIELDS = tuple(name for name in TRAJECTORY_FIELDS if name not in ("start", "end", "boxes", "humans_cache"))
+_PRESET_HELP = ("default = LEAR's reference settings; fast = one flow pass, flow-match homography, cheaper "
+                "Farneback (IDTParams.fast); the options below change single settings of the preset")
+
+
+def _add_extractor_options(parser: argparse.ArgumentParser, fields: tuple[str, ...], helps=None) -> None:
+    g = parser.add_argument_group("extractor options (IDTParams)")
+    g.add_argument("--preset", choices=tuple(PRESETS), default="default", help=_PRESET_HELP)
+    add_params_options(parser, IDTParams, fields=fields, presets=PRESETS, group=g,
+                       advanced_title="advanced extractor options (IDTParams; LEAR DenseTrackStab's internals)",
+                       helps=helps)
+
+
+def _idt_params(args, fields: tuple[str, ...]) -> IDTParams:
+    """The extractor parameters of ``--preset`` and the options the user gave."""
+    return params_from_args(args, IDTParams, fields=fields, preset=PRESETS[args.preset])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,56 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--format lear, in the current directory); '-' writes LEAR text to stdout")
     p.add_argument("--format", choices=("npz", "lear"), default=None,
                    help="npz (compressed arrays, default) or lear (436 tab-separated columns per trajectory)")
-    prec = p.add_mutually_exclusive_group()
-    prec.add_argument("--compact", action="store_true",
-                      help="npz: store descriptors as float16 (the default; about half the size; loads as float32)")
-    prec.add_argument("--full-precision", action="store_true",
-                      help="npz: store descriptors as float32 instead of the default float16")
-    p.add_argument("--start", type=int, default=None, help="first frame (0-based)")
-    p.add_argument("--end", type=int, default=None, help="stop before this frame")
-    p.add_argument("--resize-width", type=int, default=None, help="shrink wider frames to this width first")
-    p.add_argument("--track-length", type=int, default=None, help="L, trajectory length in frames (15)")
-    p.add_argument("--stride", type=int, default=None, help="W, dense sampling step in pixels (5)")
-    p.add_argument("--scales", type=int, default=None, help="maximum number of spatial scales (8)")
-    p.add_argument("--flow", choices=("farneback", "tvl1", "dis"), default=None, help="optical flow (farneback)")
-    p.add_argument("--warp-flow", choices=("recompute", "subtract"), default=None,
-                   help="camera-compensated flow: solve again on the warped frame, or derive it from the flow and "
-                        "the homography")
-    p.add_argument("--matcher", choices=("auto", "surf", "orb", "akaze", "sift", "flow"), default=None,
-                   help="keypoints for the camera homography (auto: SURF if available, else AKAZE)")
-    p.add_argument("--preset", choices=("default", "fast"), default="default",
-                   help="default (LEAR-faithful) or fast (one flow pass, flow-only homography, cheaper Farneback)")
-    p.add_argument("--no-camera-motion", action="store_true", help="do not estimate/compensate camera motion")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--boxes", metavar="FILE", help="LEAR-style human bounding boxes to mask out of the homography")
-    g.add_argument("--detect-humans", action="store_true",
-                   help="detect people with OpenCV's HOG detector (boxes cached per video, see --humans-cache)")
-    p.add_argument("--detect-every", type=int, default=None, metavar="K",
-                   help="with --detect-humans: detect every K frames and hold the boxes in between (5)")
-    p.add_argument("--humans-cache", metavar="DIR", default=None,
-                   help="with --detect-humans: directory caching the detected boxes as LEAR box files, keyed by the "
-                        "video's path, size and mtime (default $IDTFV_HUMANS_CACHE or ~/.cache/idtfv/humans; "
-                        "'' disables)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (0)")
+    p.add_argument("--full-precision", action="store_true",
+                   help="npz: store descriptors as float32 instead of the default float16 (half the size, "
+                        "loaded back as float32)")
     p.add_argument("--draw", metavar="TRACKS.mp4", help="also render the tracks over the video to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_extractor_options(p, TRAJECTORY_FIELDS)
     return p
-
-
-def _params_from_args(args):
-    from idtfv.idt.params import IDTParams
-
-    opts = {}
-    for name in ("start", "end", "resize_width", "track_length", "stride", "scales", "flow", "warp_flow",
-                 "matcher", "boxes", "seed", "detect_every", "humans_cache"):
-        v = getattr(args, name)
-        if v is not None:
-            opts[name] = v
-    if args.no_camera_motion:
-        opts["camera_motion"] = False
-    if args.detect_humans:
-        opts["detect_humans"] = True
-    return IDTParams.fast(**opts) if args.preset == "fast" else IDTParams(**opts)
 
 
 def _output_path(args) -> tuple[Path | None, str]:
@@ -102,7 +83,7 @@ def main(argv=None) -> int:
         video = Path(args.video)
         if not video.exists():
             raise IdtfvError(f"{video}: no such file; give the path of a video")
-        params = _params_from_args(args)
+        params = _idt_params(args, TRAJECTORY_FIELDS)
         out, fmt = _output_path(args)
         if out is not None and not out.parent.exists():
             raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
@@ -125,7 +106,9 @@ def main(argv=None) -> int:
         if args.draw:
             from idtfv.idt.draw import TrackDrawer
 
-            drawer = TrackDrawer(args.draw)
+            from idtfv.video import probe_video
+
+            drawer = TrackDrawer(args.draw, fps=probe_video(video).fps)  # plays at the source's rate
         try:
             tracks = extract(video, params, on_frame=on_frame, on_tracks=drawer)
         finally:
@@ -162,16 +145,8 @@ def add_features(subparsers) -> None:
     p.add_argument("--cache", type=Path, required=True, help="cache directory holding the stage directories")
     p.add_argument("--out", type=Path, required=True, metavar="STAMP.json", help="stage stamp to write")
     add_runner_options(p)
-    g = p.add_argument_group("extractor options (see IDTParams)")
-    g.add_argument("--preset", choices=("default", "fast"), default="default",
-                   help="default = reference (LEAR) settings; fast = flow-match homography, one flow pass, "
-                        "cheaper Farnebäck (see IDTParams.fast)")
-    g.add_argument("--flow", choices=("farneback", "tvl1", "dis"), default=None,
-                   help="optical flow (default: the preset's)")
-    g.add_argument("--resize-width", type=int, default=None, metavar="W",
-                   help="resize frames wider than W pixels to width W, keeping the aspect (e.g. 320)")
-    g.add_argument("--seed", type=int, default=None,
-                   help="random seed (RANSAC, and the --store sample rows); default: the preset's")
+    _add_extractor_options(p, FEATURES_FIELDS, helps={
+        "seed": "random seed (RANSAC, and the --store sample rows)"})
     st = p.add_argument_group("streaming mode (see idtfv encode --streaming)")
     st.add_argument("--store", choices=("all", "sample"), default="all",
                     help="all = every descriptor of every video (default); sample = only a seeded sample of each "
@@ -192,12 +167,12 @@ STAGE_FUNCS: dict = {}
 
 def _cmd_features(args) -> int:
     from idtfv.data.manifest import read_manifest
-    from idtfv.idt.stage import features_params, run_features
+    from idtfv.idt.stage import run_features
     from idtfv.runner import write_stamp
     from idtfv.sampling import DEFAULT_SAMPLE_PER_VIDEO, training_subset
 
+    params = {"idt": _idt_params(args, FEATURES_FIELDS).to_dict()}
     manifest = read_manifest(args.manifest)
-    params = features_params(preset=args.preset, flow=args.flow, resize_width=args.resize_width, seed=args.seed)
     entries = manifest.rows
     if args.store == "all":
         for option, value in (("--sample-per-video", args.sample_per_video), ("--subset", args.subset)):
@@ -224,33 +199,20 @@ def _cmd_features(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- extract-flow, idtfv flow
 def add_flow_options(parser: argparse.ArgumentParser) -> None:
-    """The flow options shared by ``extract-flow`` and ``idtfv flow``."""
-    g = parser.add_argument_group("flow options")
-    g.add_argument("--method", choices=("tvl1", "farneback", "dis"), default="tvl1", help="flow method (default tvl1)")
-    g.add_argument("--preset", choices=("default", "fast"), default="default",
-                   help="default = OpenCV DualTVL1's parameters; fast = TVL1Params.fast() (~7x cheaper)")
-    g.add_argument("--bound", type=float, default=DEFAULT_BOUND,
-                   help=f"clip flow to +-BOUND px before mapping to 0..255 (default {DEFAULT_BOUND:g})")
-    g.add_argument("--resize-width", type=int, default=None, metavar="W",
-                   help="shrink frames wider than W to width W (keeping the aspect ratio)")
-    g.add_argument("--warped", action="store_true",
-                   help="camera-compensated (TSN 'warped') flow through the extractor's homography")
-    g.add_argument("--format", dest="fmt", choices=("jpg", "npz"), default="jpg",
-                   help="jpg = rawframes directory (default); npz = lossless DIR/<video_id>.npz, float16")
-    g.add_argument("--backend", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="where TV-L1 runs (gpu falls back to the CPU with a warning)")
-    g.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"JPEG quality (default {DEFAULT_QUALITY})")
-    g.add_argument("--seed", type=int, default=0, help="random seed of the homography RANSAC (--warped)")
+    """The flow options shared by ``extract-flow`` and ``idtfv flow``: the fields of
+    :class:`~idtfv.idt.flow_options.FlowOptions`."""
+    # imported here for start-up time: FlowOptions' defaults load OpenCV and NumPy (rawframes, the flow methods),
+    # which extract-trajectories and idtfv features do not need
+    from idtfv.idt.flow_options import FlowOptions
+
+    add_params_options(parser, FlowOptions, title="flow options (FlowOptions)")
 
 
 def _options(args) -> dict:
-    if args.bound <= 0:
-        raise ParameterError(f"--bound must be > 0 px, got {args.bound:g}")
-    if not 1 <= args.quality <= 100:
-        raise ParameterError(f"--quality must be in 1..100, got {args.quality}")
-    return {"method": args.method, "preset": args.preset, "bound": float(args.bound),
-            "resize_width": args.resize_width, "warped": bool(args.warped), "fmt": args.fmt,
-            "backend": args.backend, "quality": int(args.quality), "seed": int(args.seed)}
+    """The flow options the user gave, validated, as :func:`~idtfv.idt.stage.extract_video`'s keyword arguments."""
+    from idtfv.idt.flow_options import FlowOptions
+
+    return params_from_args(args, FlowOptions).to_dict()
 
 
 def build_flow_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,11 @@
 """Render live tracks over the video (``extract-trajectories --draw tracks.mp4``) so a person can see them.
 
 Tracks of the finest scale are drawn as polylines from their first point to their current one (older segments
-darker), with a dot at the current point, over the grey frame, as LEAR's ``DenseTrackStab`` shows them.
+darker), with a dot at the current point, over the grey frame, as LEAR's ``DenseTrackStab`` shows them. Tracks
+that have not moved (less than :data:`MIN_EXTENT` px from their first point) are not drawn: on a static
+background they are the dense-sampling grid itself, which would hide the picture. Small videos are drawn
+enlarged (to at least :data:`MIN_WIDTH` px wide, by an integer factor) so the tracks stay visible. The output
+plays at the source's frame rate.
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ import numpy as np
 
 from idtfv.errors import VideoError
 
-__all__ = ["TrackDrawer"]
+__all__ = ["TrackDrawer", "MIN_EXTENT", "MIN_WIDTH"]
+
+#: A track is drawn once its current point is at least this far (px, level 0) from its first one.
+MIN_EXTENT = 1.0
+#: Frames narrower than this are enlarged by an integer factor before drawing.
+MIN_WIDTH = 480
 
 
 class TrackDrawer:
@@ -23,14 +32,15 @@ class TrackDrawer:
     ----------
     path : path
         Output video (``.mp4`` with the ``mp4v`` codec, ``.avi`` with MJPG).
-    fps : float
-        Frame rate of the output.
+    fps : float or None
+        Frame rate of the output: the source video's (None: 25, for frames without a rate).
     """
 
     def __init__(self, path, fps: float | None = None):
         self.path = Path(path)
-        self.fps = float(fps) if fps else 25.0
+        self.fps = float(fps) if fps and fps > 0 else 25.0
         self._writer = None
+        self._zoom = 1
 
     def _open(self, w: int, h: int) -> None:
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
@@ -43,19 +53,26 @@ class TrackDrawer:
         """Draw tracks ``pos (k, L+1, 2)`` (first ``index[k]+1`` points valid, level-0 pixels) on ``gray``."""
         h, w = gray.shape[:2]
         if self._writer is None:
-            self._open(w, h)
+            self._zoom = max(1, -(-MIN_WIDTH // w))
+            self._open(w * self._zoom, h * self._zoom)
+        z = self._zoom
         img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+        if z > 1:
+            img = cv2.resize(img, (w * z, h * z), interpolation=cv2.INTER_LINEAR)
         L = pos.shape[1] - 1
+
+        def point(p):  # level-0 pixel centre -> enlarged pixel centre
+            return int(round((p[0] + 0.5) * z - 0.5)), int(round((p[1] + 0.5) * z - 0.5))
+
         for k in range(len(pos)):
             n = int(index[k]) + 1
             pts = pos[k, :n]
+            if np.hypot(*(pts[n - 1] - pts[0])) < MIN_EXTENT:
+                continue  # has not moved: part of the sampling grid
             for j in range(1, n):
                 c = int(255 * (j + 1) / (L + 1))
-                p0 = (int(round(pts[j - 1, 0])), int(round(pts[j - 1, 1])))
-                p1 = (int(round(pts[j, 0])), int(round(pts[j, 1])))
-                cv2.line(img, p0, p1, (0, c, 0), 1, cv2.LINE_AA)
-            x, y = pts[n - 1]
-            cv2.circle(img, (int(round(x)), int(round(y))), 1, (0, 0, 255), -1, cv2.LINE_AA)
+                cv2.line(img, point(pts[j - 1]), point(pts[j]), (0, c, 0), 1, cv2.LINE_AA)
+            cv2.circle(img, point(pts[n - 1]), max(1, z // 2), (0, 0, 255), -1, cv2.LINE_AA)
         cv2.putText(img, str(frame_num), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         self._writer.write(img)
 

@@ -16,12 +16,16 @@ import math
 from dataclasses import dataclass, fields
 
 from idtfv.errors import ParameterError
+from idtfv.options import choices_of, field_error, option
 
-__all__ = ["IDTParams", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES"]
+__all__ = ["IDTParams", "PRESETS", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES", "FARNEBACK_IMPLS",
+           "FARNEBACK_WINDOWS"]
 
 FLOW_METHODS = ("farneback", "tvl1", "dis")
 MATCHERS = ("auto", "surf", "orb", "akaze", "sift", "flow")
 WARP_FLOW_MODES = ("recompute", "subtract")
+FARNEBACK_IMPLS = ("auto", "numba", "opencv")
+FARNEBACK_WINDOWS = ("box", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class IDTParams:
     median_ksize : int
         Median filter (``cv2.medianBlur``) applied to each flow channel on each scale.
     farneback_impl : str
-        ``"auto"`` (the project's Numba Farnebäck :class:`idtfv.idt.farneback.FarnebackPyramidFlow`, which reuses the
-        previous frame's expansions, when importable), ``"numba"`` (that one, required) or ``"opencv"``.
+        ``"auto"`` or ``"numba"`` (the project's Numba Farnebäck :class:`idtfv.idt.flow.FarnebackPyramidFlow`, which
+        reuses the previous frame's expansions) or ``"opencv"``.
     farneback_window : str
         Window weighting of Farnebäck's displacement estimate: ``"gaussian"`` (default: with it the MBH mean
         profiles on the KTH clip correlate 0.99 with LEAR's, against 0.78-0.88 with ``"box"``, OpenCV's default
@@ -131,58 +135,85 @@ class IDTParams:
         Seeds every random choice (RANSAC); same input + seed -> same output bytes.
     """
 
-    track_length: int = 15
-    stride: int = 5
-    scales: int = 8
-    scale_factor: float = math.sqrt(2.0)
-    patch: int = 32
-    nxy_cells: int = 2
-    nt_cells: int = 3
-    quality: float = 0.001
-    min_var: float = math.sqrt(3.0)
-    max_var: float = 50.0
-    max_dis: float = 20.0
-    max_dis_ratio: float = 0.7
-    min_camera_disp: float = 1.0
-    init_gap: int = 1
-    flow: str = "farneback"
-    farneback_poly_n: int = 7
-    farneback_poly_sigma: float = 1.5
-    farneback_winsize: int = 10
-    farneback_iterations: int = 2
-    farneback_impl: str = "auto"
-    farneback_window: str = "gaussian"
-    dis_preset: int = 1
-    dis_finest_scale: int = 1
-    dis_per_level: bool = False
-    median_ksize: int = 5
-    camera_motion: bool = True
-    warp_flow: str = "recompute"
-    matcher: str = "auto"
-    surf_hessian: float = 200.0
-    orb_features: int = 1000
-    match_window: int = 25
-    flow_matches: int = 1000
-    flow_match_min: float = 0.0
-    ransac_threshold: float = 1.0
-    min_inliers: int = 25
-    min_matches: int = 50
-    warp_margin: float = 5.0
-    resize_width: int | None = None
-    start: int = 0
-    end: int | None = None
-    boxes: str | None = None
-    detect_humans: bool = False
-    detect_every: int = 5
-    humans_cache: str | None = None
-    seed: int = 0
+    # Each field's option() holds its command-line help (idtfv.options): extract-trajectories and idtfv features
+    # generate their extractor options from these fields.
+    track_length: int = option(15, "L, trajectory length in frames (a multiple of --nt-cells)", metavar="L")
+    stride: int = option(5, "W, dense sampling step in pixels on every scale", metavar="W")
+    scales: int = option(8, "maximum number of spatial scales (fewer when the frame gets smaller than --patch)",
+                         metavar="S")
+    scale_factor: float = option(math.sqrt(2.0), "ratio between consecutive scales", metavar="F", advanced=True)
+    patch: int = option(32, "N, side of the descriptor patch in pixels (a multiple of --nxy-cells)", metavar="N",
+                        advanced=True)
+    nxy_cells: int = option(2, "spatial cells per side of the descriptor patch", metavar="N", advanced=True)
+    nt_cells: int = option(3, "temporal cells of the descriptor tube", metavar="N", advanced=True)
+    quality: float = option(0.001, "keep a grid point whose min-eigenvalue response exceeds Q x the frame's maximum",
+                            metavar="Q", advanced=True)
+    min_var: float = option(math.sqrt(3.0), "prune a track whose x and y standard deviations are both below this (px)",
+                            metavar="PX", advanced=True)
+    max_var: float = option(50.0, "prune a track whose x or y standard deviation exceeds this (px)", metavar="PX",
+                            advanced=True)
+    max_dis: float = option(20.0, "prune a track whose largest step exceeds this (px) and --max-dis-ratio x its "
+                                  "length", metavar="PX", advanced=True)
+    max_dis_ratio: float = option(0.7, "see --max-dis", metavar="R", advanced=True)
+    min_camera_disp: float = option(1.0, "prune a track whose largest camera-compensated step is at most this (px)",
+                                    metavar="PX", advanced=True)
+    init_gap: int = option(1, "re-sample empty grid cells every K frames", metavar="K", advanced=True)
+    flow: str = option("farneback", "optical flow of the tracks", choices=FLOW_METHODS)
+    farneback_poly_n: int = option(7, "Farneback polynomial expansion neighbourhood (5 or 7)", metavar="N",
+                                   advanced=True)
+    farneback_poly_sigma: float = option(1.5, "Farneback polynomial expansion sigma", metavar="S", advanced=True)
+    farneback_winsize: int = option(10, "Farneback averaging window (px)", metavar="PX", advanced=True)
+    farneback_iterations: int = option(2, "Farneback iterations per pyramid level", metavar="K", advanced=True)
+    farneback_impl: str = option("auto", "Farneback implementation (auto: the project's Numba one when importable)",
+                                 choices=FARNEBACK_IMPLS, advanced=True)
+    farneback_window: str = option("gaussian", "window weighting of Farneback's displacement estimate",
+                                   choices=FARNEBACK_WINDOWS, advanced=True)
+    dis_preset: int = option(1, "--flow dis: OpenCV DISOpticalFlow preset (0 ultrafast, 1 fast, 2 medium)",
+                             metavar="P", advanced=True)
+    dis_finest_scale: int = option(1, "--flow dis: finest pyramid level (0 = full resolution)", metavar="K",
+                                   advanced=True)
+    dis_per_level: bool = option(False, "--flow dis: solve on every pyramid level instead of resizing level 0's flow",
+                                 advanced=True)
+    median_ksize: int = option(5, "median filter size applied to each flow channel (odd)", metavar="K",
+                               advanced=True)
+    camera_motion: bool = option(True, "estimate a homography per frame pair and compensate camera motion (iDT); "
+                                       "--no-camera-motion gives DT-like output")
+    warp_flow: str = option("recompute", "camera-compensated flow: solve again on the warped frame, or subtract "
+                                         "the homography's motion from the flow (one solve fewer)",
+                            choices=WARP_FLOW_MODES)
+    matcher: str = option("auto", "keypoints for the camera homography (auto: SURF if available, else AKAZE; "
+                                  "flow: flow matches only)", choices=MATCHERS)
+    surf_hessian: float = option(200.0, "SURF Hessian threshold", metavar="T", advanced=True)
+    orb_features: int = option(1000, "maximum ORB keypoints per frame", metavar="N", advanced=True)
+    match_window: int = option(25, "keypoints match only within this many pixels", metavar="PX", advanced=True)
+    flow_matches: int = option(1000, "up to this many corners matched through the flow for the homography",
+                               metavar="N", advanced=True)
+    flow_match_min: float = option(0.0, "use a flow match only if its flow exceeds this (px)", metavar="PX",
+                                   advanced=True)
+    ransac_threshold: float = option(1.0, "RANSAC reprojection threshold (px)", metavar="PX", advanced=True)
+    min_inliers: int = option(25, "accept the homography only with more inliers than this", metavar="N",
+                              advanced=True)
+    min_matches: int = option(50, "fit a homography only with more matches than this", metavar="N", advanced=True)
+    warp_margin: float = option(5.0, "border band (px) of the warped frame filled from the previous frame",
+                                metavar="PX", advanced=True)
+    resize_width: int | None = option(None, "shrink frames wider than W to width W first, keeping the aspect ratio",
+                                      metavar="W", none="keep the size")
+    start: int = option(0, "first frame (0-based)", metavar="FRAME")
+    end: int | None = option(None, "stop before this frame", metavar="FRAME", none="the last frame")
+    boxes: str | None = option(None, "LEAR-style human bounding boxes to mask out of the homography",
+                               metavar="FILE", none="none")
+    detect_humans: bool = option(False, "detect people with OpenCV's HOG detector and mask them out of the "
+                                        "homography (boxes cached per video, see --humans-cache)")
+    detect_every: int = option(5, "with --detect-humans: detect every K frames and hold the boxes in between",
+                               metavar="K")
+    humans_cache: str | None = option(None, "with --detect-humans: directory caching the detected boxes, keyed by "
+                                            "the video's path, size and mtime ('' disables)", metavar="DIR",
+                                      none="$IDTFV_HUMANS_CACHE or ~/.cache/idtfv/humans")
+    seed: int = option(0, "random seed (RANSAC); same input and seed give the same output bytes", metavar="SEED")
 
     def __post_init__(self):
         def bad(name, expected):
-            raise ParameterError(
-                f"IDTParams.{name}: expected {expected}, got {getattr(self, name)!r}; "
-                f"fix the option or use the default ({_DEFAULTS[name]!r})"
-            )
+            raise field_error("IDTParams", name, expected, getattr(self, name), _DEFAULTS[name])
 
         ints = {
             "track_length": 1, "stride": 1, "scales": 1, "patch": 4, "nxy_cells": 1, "nt_cells": 1,
@@ -217,10 +248,7 @@ class IDTParams:
             ok = ok and (v >= lo if inclusive else v > lo)
             if not ok:
                 bad(name, f"a finite number {'>=' if inclusive else '>'} {lo}")
-        choices = {"flow": FLOW_METHODS, "matcher": MATCHERS, "warp_flow": WARP_FLOW_MODES,
-                   "farneback_impl": ("auto", "numba", "opencv"),
-                   "farneback_window": ("box", "gaussian")}
-        for name, allowed in choices.items():
+        for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 bad(name, "one of " + ", ".join(allowed))
         for name in ("camera_motion", "detect_humans", "dis_per_level"):
@@ -280,5 +308,24 @@ class IDTParams:
             )
         return cls(**d)
 
+    # ------------------------------------------------------------------ the components' options
+    def camera(self):
+        """The camera-motion options (:class:`idtfv.idt.camera.CameraParams`): the fields of the same names."""
+        from idtfv.idt.camera import CameraParams
+
+        return CameraParams(**{f.name: getattr(self, f.name) for f in fields(CameraParams)})
+
+    def pyramid_flow(self):
+        """The per-level flow options (:class:`idtfv.idt.flow.PyramidFlowParams`): ``flow`` as ``method`` and the
+        fields of the same names."""
+        from idtfv.idt.flow import PyramidFlowParams
+
+        names = [f.name for f in fields(PyramidFlowParams) if f.name != "method"]
+        return PyramidFlowParams(method=self.flow, **{name: getattr(self, name) for name in names})
+
 
 _DEFAULTS = {f.name: f.default for f in fields(IDTParams)}
+_CHOICES = choices_of(IDTParams)  # {"flow": FLOW_METHODS, "matcher": MATCHERS, ...}, from the fields' option()
+
+#: The extractor's presets: ``--preset NAME`` builds ``PRESETS[NAME](**options)``.
+PRESETS = {"default": IDTParams, "fast": IDTParams.fast}

@@ -1,0 +1,171 @@
+"""Benchmark: start-up of the command-line tools, whole process, wall time.
+
+* ``--help`` of every command: ``idtfv``, ``idtfv --version``, ``idtfv COMMAND --help`` for every subcommand, and
+  every other console script (``extract-trajectories``, ``extract-flow``);
+* ``extract-trajectories`` on a 20-frame 320x240 synthetic clip (default options, ``.npz`` output), after one
+  untimed run that fills Numba's on-disk kernel cache.
+
+Each command runs as its own process (the console script of this environment: ``bin/`` next to the Python
+running this script), median (min, max) of ``--repeat`` runs (5). The "loads" column says which of torch,
+Numba, scikit-learn and OpenCV the process imported (one extra run that lists ``sys.modules`` at exit). The goal
+is every ``--help`` under 1 s; ``tests/test_cli_startup.py`` checks that none of them imports torch, Numba or
+scikit-learn.
+
+Usage: ``python bench/bench_startup.py [--repeat 5] [--no-write]``; updates the ``## startup`` section of
+``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import distribution
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from idtfv.cli import command_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
+SECTION = "## startup"
+WATCHED = ("torch", "numba", "sklearn", "cv2")
+HELP_BUDGET_S = 1.0
+CLIP = {"frames": 20, "width": 320, "height": 240}
+
+_LIST_MODULES = """import atexit, json, sys
+def _dump(path=sys.argv[1]):
+    with open(path, "w") as out:
+        json.dump(sorted({m.split(".")[0] for m in sys.modules}), out)
+atexit.register(_dump)
+module, function = sys.argv[2].split(":")
+sys.argv = sys.argv[3:]
+sys.exit(getattr(__import__(module, fromlist=[function]), function)())
+"""
+
+
+def scripts() -> dict[str, str]:
+    """``{console script: "module:function"}`` of the installed idtfv."""
+    return {ep.name: ep.value for ep in distribution("idtfv").entry_points if ep.group == "console_scripts"}
+
+
+def commands() -> list[list[str]]:
+    """Every command line whose start-up is timed (``--help`` of each command, and ``idtfv --version``)."""
+    out = [["idtfv", "--help"], ["idtfv", "--version"]]
+    out += [["idtfv", name, "--help"] for name in command_table()]
+    out += [[name, "--help"] for name in sorted(scripts()) if name != "idtfv"]
+    return out
+
+
+def write_clip(path: Path, *, frames: int, width: int, height: int, seed: int = 0) -> Path:
+    """A textured background with a bright square moving 2 px right and 1 px down per frame (MJPG ``.avi``)."""
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.normal(128, 40, (height, width)).astype(np.float32), (0, 0), 2.0)
+    patch = np.clip(rng.normal(220, 20, (48, 48)), 0, 255).astype(np.float32)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (width, height))
+    for t in range(frames):
+        img = background.copy()
+        img[60 + t: 108 + t, 80 + 2 * t: 128 + 2 * t] = patch
+        writer.write(cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def script_path(name: str) -> Path:
+    return Path(sys.executable).parent / name
+
+
+def wall(argv: list[str], repeat: int, cwd: Path) -> list[float]:
+    """Wall seconds of ``repeat`` runs of the console script ``argv[0]`` in ``cwd`` (output discarded; must exit
+    0)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(script_path(argv[0])), *argv[1:]], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, cwd=cwd)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return times
+
+
+def loads(argv: list[str], tmp: Path) -> str:
+    """Which of :data:`WATCHED` a run of ``argv`` imports."""
+    listing = tmp / "modules.json"
+    subprocess.run([sys.executable, "-c", _LIST_MODULES, str(listing), scripts()[argv[0]], *argv],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, cwd=tmp)
+    top = set(json.loads(listing.read_text()))
+    return ", ".join(m for m in WATCHED if m in top) or "-"
+
+
+def row(argv: list[str], times: list[float], loaded: str) -> tuple[str, float]:
+    med = statistics.median(times)
+    return (f"| `{' '.join(argv)}` | {med:.3f} | {min(times):.3f} - {max(times):.3f} | {loaded} |", med)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per command (median reported)")
+    ap.add_argument("--no-write", action="store_true", help="print the section, do not update RESULTS.md")
+    args = ap.parse_args(argv)
+    missing = [name for name in scripts() if not script_path(name).exists()]
+    if missing:
+        raise SystemExit(f"console script(s) {', '.join(missing)} not found next to {sys.executable}; "
+                         "install idtfv into this environment (pip install -e .)")
+
+    rows, slow = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for command in commands():
+            text, med = row(command, wall(command, args.repeat, tmp), loads(command, tmp))
+            rows.append(text)
+            if med >= HELP_BUDGET_S:
+                slow.append(" ".join(command))
+            print(text, flush=True)
+        clip = write_clip(tmp / "clip.avi", **CLIP)
+        extract = ["extract-trajectories", str(clip), "-o", str(tmp / "clip.npz"), "-q"]
+        wall(extract, 1, tmp)  # fills Numba's kernel cache; not timed
+        times = wall(extract, args.repeat, tmp)
+        shown = ["extract-trajectories", f"clip.avi ({CLIP['frames']} frames, {CLIP['width']}x{CLIP['height']})",
+                 "-o", "clip.npz", "-q"]
+        text, _ = row(shown, times, loads(extract, tmp))
+        rows.append(text)
+        print(text, flush=True)
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    verdict = (f"Every `--help` under {HELP_BUDGET_S:g} s." if not slow else
+               f"Over {HELP_BUDGET_S:g} s: {', '.join(f'`{c}`' for c in slow)}.")
+    text = "\n".join([
+        SECTION, "",
+        f"`python bench/bench_startup.py` ({platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, {stamp}, load average {load:.1f}). Whole process, wall seconds, median "
+        f"(min - max) of {args.repeat} runs of this environment's console scripts; \"loads\": which of "
+        f"{', '.join(WATCHED)} the process imported.",
+        "",
+        "| command | median s | range s | loads |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"{verdict} The extraction row is timed after one untimed run that fills Numba's kernel cache.",
+    ])
+    if args.no_write:
+        print(text)
+    else:
+        write_section(SECTION, text)
+        print(f"updated {SECTION} of bench/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
