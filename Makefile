@@ -1,6 +1,7 @@
 # idtfv: improved dense trajectories -> Fisher vectors -> linear SVM (+ CNN baselines).
-# `make` (or `make help`) lists the targets and variables. Stages are real files under $(CACHE)/$(DATASET)/,
-# so make skips what is finished; inside a stage, the runner skips finished videos (see idtfv/runner.py).
+# `make` (or `make help`) lists the targets and variables. Stages are real files under $(CACHE)/$(DATASET)-<hash>/
+# whose names carry a hash of the options that produce them (see "Result names" below), so make skips what is
+# finished for these options; inside a stage, the runner skips finished videos (see idtfv/runner.py).
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +19,7 @@ SPLIT_FILE ?=
 SPLIT ?= 1
 #: JOBS          local worker processes per stage
 JOBS ?= 2
-#: CACHE         cache directory; stage files go to CACHE/DATASET/
+#: CACHE         cache directory; stage files go to CACHE/DATASET-h/, names carry a hash h of their options
 CACHE ?= cache
 #: SCHEDULER     Dask scheduler address (tcp://host:8786) to run per-video stages on a cluster
 SCHEDULER ?=
@@ -54,22 +55,41 @@ INSTALLED := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 INSTALLED_DEEP := $(VENV)/.installed-deep
 IDTFV := $(VENV)/bin/idtfv
-DATA := $(CACHE)/$(DATASET)
-MANIFEST := $(DATA)/manifest.csv
+
+# Result names. A stage's output name carries a short hash of every variable that changes its result, chained (each
+# hash includes the upstream stage's): a changed option reruns exactly the stages it affects, into new files, and
+# the results of other options stay (switching back reruns nothing). Run-environment variables (JOBS, SCHEDULER,
+# ALLOW_FAILED, CACHE, VENV) are left out: they do not change results. $(call hash,TEXT) = 8 hex digits of the
+# POSIX cksum of TEXT (no virtualenv needed).
+hash = $(shell printf '%s' '$(subst ','\'',$(strip $(1)))' | cksum | awk '{printf "%08x", $$1}')
 # STREAMING=1 (or yes/true) switches features + encode to the streaming mode, with its own stamp and outputs.
 STREAM := $(if $(filter 1 yes true,$(STREAMING)),_streaming)
 FEATURES_MODE := $(if $(STREAM), --store sample --split $(SPLIT))
 ENCODE_MODE := $(if $(STREAM), --streaming)
-# A --subset sample is drawn from SPLIT's training videos: one stamp per split (a full sample serves every split).
-FEATURES := $(DATA)/features$(STREAM)$(if $(and $(STREAM),$(findstring --subset,$(FEATURES_ARGS))),_split$(SPLIT)).json
-FISHER := $(DATA)/fisher_split$(SPLIT)$(STREAM).npz
-SVM_DIR := $(DATA)/svm_split$(SPLIT)$(STREAM)
+# A --subset sample is drawn from SPLIT's training videos: one sample per split (a full sample serves every split).
+FEATURES_SPLIT := $(if $(and $(STREAM),$(findstring --subset,$(FEATURES_ARGS))),_split$(SPLIT))
+
+# dataset: the manifest (and, for DATASET=default, the generated videos) in a directory of its own.
+H_DATA := $(call hash,dataset kind=$(DATASET) root=$(if $(ROOT),$(abspath $(ROOT))) \
+  split_file=$(if $(SPLIT_FILE),$(abspath $(SPLIT_FILE))) seed=$(SEED))
+DATA := $(CACHE)/$(DATASET)-$(H_DATA)
+MANIFEST := $(DATA)/manifest.csv
+H_FEATURES := $(call hash,$(H_DATA) features preset=$(PRESET) seed=$(SEED) mode=$(STREAM)$(FEATURES_SPLIT) \
+  args=$(FEATURES_ARGS))
+FEATURES := $(DATA)/features$(STREAM)$(FEATURES_SPLIT)-$(H_FEATURES).json
+H_FISHER := $(call hash,$(H_FEATURES) encode split=$(SPLIT) seed=$(SEED) mode=$(STREAM) args=$(ENCODE_ARGS))
+FISHER := $(DATA)/fisher_split$(SPLIT)$(STREAM)-$(H_FISHER).npz
+H_SVM := $(call hash,$(H_FISHER) train-svm seed=$(SEED) args=$(SVM_ARGS))
+SVM_DIR := $(DATA)/svm_split$(SPLIT)$(STREAM)-$(H_SVM)
 SVM_REPORT := $(SVM_DIR)/report.json
-RAWFRAMES := $(DATA)/rawframes
-FLOW_DONE := $(DATA)/rawframes.done
-DEEP_DIR := $(DATA)/$(MODEL)_$(MODALITY)_split$(SPLIT)
-DEEP_DONE := $(DEEP_DIR).done
+H_FLOW := $(call hash,$(H_DATA) flow args=$(FLOW_ARGS))
+RAWFRAMES := $(DATA)/rawframes-$(H_FLOW)
+FLOW_DONE := $(RAWFRAMES).done
 NEEDS_FLOW := $(filter flow warped_flow,$(MODALITY))
+H_DEEP := $(call hash,$(if $(NEEDS_FLOW),$(H_FLOW),$(H_DATA)) train-deep model=$(MODEL) modality=$(MODALITY) \
+  split=$(SPLIT) seed=$(SEED) args=$(DEEP_ARGS))
+DEEP_DIR := $(DATA)/$(MODEL)_$(MODALITY)_split$(SPLIT)-$(H_DEEP)
+DEEP_DONE := $(DEEP_DIR).done
 
 # Prints the scalar entries (accuracy, mAP, ...) of a report.json.
 define REPORT_SUMMARY
@@ -117,20 +137,21 @@ $(INSTALLED_TEST): $(INSTALLED_DEEP)
 	touch $@
 
 # --------------------------------------------------------------------------------------------- pipeline stages
-features: $(FEATURES) ## extract iDT features of every video (resumable) -> CACHE/DATASET/features.json
+features: $(FEATURES) ## extract iDT features of every video (resumable) -> CACHE/DATASET-h/features-h.json
 
-encode: $(FISHER) ## PCA + GMM + Fisher vectors -> CACHE/DATASET/fisher_splitSPLIT.npz
+encode: $(FISHER) ## PCA + GMM + Fisher vectors -> CACHE/DATASET-h/fisher_splitSPLIT-h.npz
 
-train-svm: $(SVM_REPORT) ## linear SVM: scores, report.json, confusion -> CACHE/DATASET/svm_splitSPLIT/
+train-svm: $(SVM_REPORT) ## linear SVM: scores, report.json, confusion -> CACHE/DATASET-h/svm_splitSPLIT-h/
+	@echo "report: $(SVM_REPORT)"
+	@if [ -f $(SVM_DIR)/confusion.png ]; then echo "confusion matrix: $(SVM_DIR)/confusion.png"; fi
+	@$(VENV)/bin/python -c "$$REPORT_SUMMARY" $(SVM_REPORT)
 
-demo: ## features -> encode -> train-svm on the built-in default dataset
-	$(MAKE) train-svm DATASET=default
-	@echo "report: $(CACHE)/default/svm_split$(SPLIT)$(STREAM)/report.json"
-	@$(VENV)/bin/python -c "$$REPORT_SUMMARY" $(CACHE)/default/svm_split$(SPLIT)$(STREAM)/report.json
+demo: ## features -> encode -> train-svm on the built-in default dataset; prints where report.json is
+	@$(MAKE) train-svm DATASET=default
 
-flow: $(FLOW_DONE) ## optical-flow rawframes of every video -> CACHE/DATASET/rawframes/
+flow: $(FLOW_DONE) ## optical-flow rawframes of every video -> CACHE/DATASET-h/rawframes-h/
 
-train-deep: $(DEEP_DONE) ## train and test a CNN baseline (MODEL, MODALITY) on the split
+train-deep: $(DEEP_DONE) ## train + test a CNN baseline -> CACHE/DATASET-h/MODEL_MODALITY_splitSPLIT-h/
 
 $(MANIFEST): | $(INSTALLED)
 	mkdir -p $(@D)

@@ -8,13 +8,20 @@ Errors (:class:`idtfv.errors.IdtfvError`, ``OSError``) are reported by the ``idt
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
+import textwrap
 import time
+import warnings
 from pathlib import Path
 
 from idtfv.errors import ParameterError
 
 __all__ = ["add_train_svm", "add_train_knn", "add_evaluate", "add_fuse"]
+
+#: Width of the descriptions pre-wrapped for the parsers that show examples verbatim (RawDescriptionHelpFormatter).
+_HELP_WIDTH = 88
 
 
 def _positive_float(text: str) -> float:
@@ -25,6 +32,62 @@ def _positive_float(text: str) -> float:
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return v
+
+
+def _comma_list(convert, what: str):
+    """An argparse type: one value or a comma list (``1,2,3``) -> list of ``convert(value)``.
+
+    With ``action="extend"`` the option may be repeated (``--split 1 --split 2``); every occurrence takes exactly
+    one word, so a list option written before the positional files never swallows them."""
+
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",")]
+        values = []
+        for item in items:
+            try:
+                values.append(convert(item))
+            except (ValueError, argparse.ArgumentTypeError):
+                raise argparse.ArgumentTypeError(f"expected {what} (or a comma list of them), got {item!r} in "
+                                                 f"{text!r}") from None
+        return values
+
+    return parse
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def _split_number(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _plain(values) -> str:
+    """Numbers as the user typed them (``2, 0.5``), never ``np.float64(2.0)``."""
+    return ", ".join(f"{float(v):g}" for v in values)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Print the :class:`~idtfv.classify.evaluate.ResultWarning` s raised inside as ``warning: ...`` lines on
+    stderr (once each); other warnings go on as they were."""
+    from .evaluate import ResultWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResultWarning)
+        yield
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, ResultWarning):
+            text = " ".join(str(w.message).split())
+            if text not in seen:
+                seen.add(text)
+                print(f"warning: {text}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _common_split_args(p):
@@ -41,13 +104,14 @@ def add_train_svm(subparsers) -> None:
     p = subparsers.add_parser(
         "train-svm", help="train one-vs-rest linear SVMs on a split and score its test videos",
         description="Train one-vs-rest linear SVMs (liblinear's problem, solved on the linear kernel) on the "
-                    "split's training videos, score its test videos, write DIR/scores.csv, DIR/report.json, "
-                    "DIR/confusion.png, DIR/model.npz + model.json, print the accuracy.")
+                    "split's training videos, score its test videos, write DIR/model.npz + model.json, "
+                    "DIR/scores.csv, DIR/confusion.png and, last, DIR/report.json (the mark of a finished run); "
+                    "print the accuracy.")
     _common_split_args(p)
     p.add_argument("--C", type=_positive_float, default=100.0, help="SVM cost C (default 100, the iDT papers)")
     p.add_argument("--cv-C", action="store_true", help="choose C by cross-validation on the training videos")
-    p.add_argument("--C-grid", type=_positive_float, nargs="+", default=None, metavar="C",
-                   help="C values for --cv-C (default 0.1 1 10 100 1000)")
+    p.add_argument("--C-grid", type=_comma_list(_positive_float, "a positive number"), nargs="+", default=None,
+                   metavar="C", help="C values for --cv-C, space- or comma-separated (default 0.1,1,10,100,1000)")
     p.add_argument("--folds", type=int, default=3, help="folds for --cv-C (default 3; groups kept apart)")
     p.add_argument("--loss", choices=("squared_hinge", "hinge"), default="squared_hinge",
                    help="SVM loss (default squared_hinge, as LinearSVC)")
@@ -75,12 +139,21 @@ def add_evaluate(subparsers) -> None:
     """Add ``idtfv evaluate``."""
     p = subparsers.add_parser(
         "evaluate", help="accuracy, mAP, top-5 and confusion matrix of score files",
-        description="Evaluate score files (several = several splits, averaged). Writes a JSON report and a "
-                    "confusion-matrix PNG when --out is given; prints the summary.")
+        description=textwrap.fill(
+            "Evaluate score files (several = several splits, averaged). Writes a JSON report and a confusion-matrix "
+            "PNG when --out is given; prints the summary. Figures a small test set leaves undefined (a class without "
+            "test videos) are null in the report and printed as n/a.", _HELP_WIDTH),
+        epilog="examples:\n"
+               "  idtfv evaluate --manifest manifest.csv --split 1 svm_split1/scores.csv --out eval_split1/\n"
+               "  idtfv evaluate --manifest manifest.csv --split 1,2,3 s1/scores.csv s2/scores.csv s3/scores.csv\n"
+               "  idtfv evaluate fused.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scores", type=Path, nargs="+", metavar="SCORES.csv", help="score files")
     p.add_argument("--manifest", type=Path, default=None, help="manifest (labels, class names, splits)")
-    p.add_argument("--split", type=int, nargs="+", default=None, metavar="N",
-                   help="split number of each score file (needs --manifest): restrict to its test videos")
+    p.add_argument("--split", type=_comma_list(_split_number, "a split number >= 1"), action="extend", default=None,
+                   metavar="N[,N...]",
+                   help="split number of each score file, in order: a comma list or repeated (--split 1 --split 2); "
+                        "needs --manifest; keeps each file's test videos of its split and warns about missing ones")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write DIR/report.json, DIR/confusion.png")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -89,10 +162,18 @@ def add_fuse(subparsers) -> None:
     """Add ``idtfv fuse``."""
     p = subparsers.add_parser(
         "fuse", help="late fusion: weighted average of normalised score files",
-        description="Fuse score files of the same videos and classes (e.g. iDT + two-stream CNN) by a weighted "
-                    "average of per-video normalised scores; write the fused score file and print its accuracy.")
+        description=textwrap.fill(
+            "Fuse score files of the same videos and classes (e.g. iDT + two-stream CNN) by a weighted average of "
+            "per-video normalised scores; write the fused score file and print its accuracy.", _HELP_WIDTH),
+        epilog="examples:\n"
+               "  idtfv fuse svm_split1/scores.csv tsn_rgbdiff/scores.csv --out fused.csv\n"
+               "  idtfv fuse --weights 2,1 svm_split1/scores.csv tsn_rgbdiff/scores.csv --out fused.csv "
+               "--report fused.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scores", type=Path, nargs="+", metavar="SCORES.csv", help="score files to fuse")
-    p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per file (default equal)")
+    p.add_argument("--weights", type=_comma_list(_number, "a number"), action="extend", default=None,
+                   metavar="W[,W...]",
+                   help="one non-negative weight per score file, in order: a comma list or repeated (default equal)")
     p.add_argument("--normalize", choices=("zscore", "softmax", "none"), default="zscore",
                    help="per-video normalisation before averaging (default zscore)")
     p.add_argument("--out", type=Path, required=True, metavar="FUSED.csv", help="fused score file to write")
@@ -102,17 +183,16 @@ def add_fuse(subparsers) -> None:
 
 def _print_summary(report: dict, stream=None, prefix: str = "") -> None:
     stream = sys.stdout if stream is None else stream
-    parts = []
-    if report.get("accuracy") is not None:
-        parts.append(f"accuracy {100 * report['accuracy']:.2f}%")
-        if report.get("n_splits", 1) > 1:
-            parts[-1] += f" (+-{100 * report['accuracy_std']:.2f} over {report['n_splits']} splits)"
-    if report.get("mean_class_accuracy") is not None:
-        parts.append(f"mean class accuracy {100 * report['mean_class_accuracy']:.2f}%")
-    if report.get("mAP") is not None:
-        parts.append(f"mAP {100 * report['mAP']:.2f}%")
-    if report.get("top5") is not None:
-        parts.append(f"top-5 {100 * report['top5']:.2f}%")
+    def pct(value) -> str:  # None = undefined on this data (null in report.json)
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    parts = [f"accuracy {pct(report.get('accuracy'))}"]
+    if report.get("n_splits", 1) > 1 and report.get("accuracy_std") is not None:
+        parts[-1] += f" (+-{100 * report['accuracy_std']:.2f} over {report['n_splits']} splits)"
+    parts.append(f"mean class accuracy {pct(report.get('mean_class_accuracy'))}")
+    parts.append(f"mAP {pct(report.get('mAP'))}")
+    if report.get("top5") is not None:  # None also when there are fewer than 5 classes: not applicable
+        parts.append(f"top-5 {pct(report['top5'])}")
     print(f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes", file=stream)
 
 
@@ -123,10 +203,12 @@ def _cmd_train_svm(args) -> int:
         raise ParameterError(f"--jobs must be >= 1, got {args.jobs}")
     if args.folds < 2:
         raise ParameterError(f"--folds must be >= 2, got {args.folds}")
+    C_grid = None if args.C_grid is None else [c for group in args.C_grid for c in group]
     t0 = time.perf_counter()
-    report = run_svm_split(args.manifest, args.features, args.split, args.out, C=args.C, cv_C=args.cv_C,
-                           C_grid=args.C_grid, n_folds=args.folds, loss=args.loss, tol=args.tol, n_jobs=args.jobs,
-                           random_state=args.seed)
+    with _warnings_as_lines():
+        report = run_svm_split(args.manifest, args.features, args.split, args.out, C=args.C, cv_C=args.cv_C,
+                               C_grid=C_grid, n_folds=args.folds, loss=args.loss, tol=args.tol, n_jobs=args.jobs,
+                               random_state=args.seed)
     tr = report["training"]
     extra = f", C={tr['C']:g}" + (" (cross-validated)" if tr["cv"] else "")
     _print_summary(report, prefix=f"train-svm split {args.split}: ")
@@ -141,8 +223,11 @@ def _cmd_train_svm(args) -> int:
 def _cmd_train_knn(args) -> int:
     from .stage import run_knn_split
 
-    report = run_knn_split(args.manifest, args.features, args.split, args.out, n_neighbors=args.k,
-                           metric=args.metric, weights=args.weights)
+    if args.k < 1:
+        raise ParameterError(f"--k must be >= 1 (the number of neighbours), got {args.k}")
+    with _warnings_as_lines():
+        report = run_knn_split(args.manifest, args.features, args.split, args.out, n_neighbors=args.k,
+                               metric=args.metric, weights=args.weights)
     _print_summary(report, prefix=f"train-knn split {args.split}: ")
     return 0
 
@@ -151,12 +236,19 @@ def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
     split = args.split
-    if split is not None and len(split) == 1 and len(args.scores) > 1:
-        raise ParameterError(f"--split: give one split number per score file ({len(args.scores)}), got 1")
+    if split is not None and len(split) != len(args.scores):
+        raise ParameterError(f"--split: give one split number per score file ({len(args.scores)}), got "
+                             f"{len(split)} ({', '.join(map(str, split))})")
+    if split is not None and args.manifest is None:
+        raise ParameterError("--split needs --manifest (the split columns live in the manifest)")
     out = args.out
-    report = evaluate(args.scores, manifest=args.manifest, split=split,
-                      confusion_png=out / "confusion.png" if out else None,
-                      report_json=out / "report.json" if out else None)
+    if out is not None and out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for report.json and "
+                             "confusion.png")
+    with _warnings_as_lines():
+        report = evaluate(args.scores, manifest=args.manifest, split=split,
+                          confusion_png=out / "confusion.png" if out else None,
+                          report_json=out / "report.json" if out else None)
     _print_summary(report)
     return 0
 
@@ -166,10 +258,20 @@ def _cmd_fuse(args) -> int:
     from .fusion import fuse_scores
     from .scores import write_scores
 
-    fused = fuse_scores(args.scores, weights=args.weights, normalize=args.normalize)
+    weights = args.weights
+    if weights is not None:
+        n = len(args.scores)
+        if len(weights) != n:
+            raise ParameterError(f"--weights: expected one weight per score file; got {len(weights)} "
+                                 f"weight{'s' if len(weights) != 1 else ''} for {n} score files ({_plain(weights)})")
+        if not all(math.isfinite(w) and w >= 0 for w in weights) or not sum(weights) > 0:
+            raise ParameterError(f"--weights: expected {n} finite non-negative number{'s' if n > 1 else ''}, not all "
+                                 f"zero; got {_plain(weights)}")
+    fused = fuse_scores(args.scores, weights=weights, normalize=args.normalize)
     write_scores(args.out, fused.video_ids, fused.scores, fused.class_names, fused.label_sets)
     if any(fused.label_sets):
-        report = evaluate(fused, report_json=args.report)
+        with _warnings_as_lines():
+            report = evaluate(fused, report_json=args.report)
         _print_summary(report, prefix=f"fused {len(args.scores)} files ({args.normalize}): ")
     elif args.report:
         raise ParameterError("--report: the fused scores carry no labels to evaluate against")

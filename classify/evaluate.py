@@ -11,13 +11,20 @@ Definitions (one split; n labelled videos, C classes, scores s (n, C), true labe
   broken by the lower class index, like the prediction);
 - AP of class c: non-interpolated average precision of ranking all videos by ``s[:, c]``, positives = videos of
   class c; ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds (ties count as one step, as in
-  scikit-learn). Classes without positives in the split are left out of ``mAP``;
+  scikit-learn). It is undefined for a class without positives in the split, and for a class without negatives
+  (every video is of class c: any ranking scores 1, which measures nothing);
 - confusion[t, p]: number of videos of true class t predicted as p (single-label data only).
 
+Undefined figures (the per-class accuracy and AP of a class without test videos, the AP of a class without
+negatives; ``mAP`` / ``mean_class_accuracy`` when no class has a defined value) are ``None`` in the report (``null``
+in JSON, ``n/a`` when the CLIs print them) and are left out of the means; :func:`evaluate` says so once, in a
+:class:`ResultWarning`.
+
 With several score files (e.g. one per split of UCF101), every number is computed per file and averaged over
-files (``accuracy`` = mean over splits, with ``accuracy_std``); the confusion matrix is summed.
-Videos with unknown labels are not scored; videos of the requested manifest split that are absent from the
-score file are counted in ``n_missing`` (they are not counted as errors).
+files (``accuracy`` = mean over splits, with ``accuracy_std``; a per-class figure over the splits where it is
+defined); the confusion matrix is summed. Videos with unknown labels are not scored; videos of the requested
+manifest split that are absent from the score file are counted in ``n_missing`` (they are not counted as errors)
+and named in a :class:`ResultWarning`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +42,15 @@ from idtfv.errors import FormatError, ParameterError
 from idtfv.atomic import atomic_write_text
 from .scores import Scores, read_scores
 
-__all__ = ["evaluate", "average_precision", "split_metrics", "write_report"]
+__all__ = ["evaluate", "average_precision", "split_metrics", "write_report", "ResultWarning"]
+
+#: How many ids a warning about missing videos or undefined classes names.
+_N_EXAMPLES = 3
+
+
+class ResultWarning(UserWarning):
+    """A result was computed, but part of it is undefined or incomplete on this data (a class without test videos,
+    test videos missing from a score file). The ``idtfv`` commands print each as one ``warning: ...`` line."""
 
 
 # --------------------------------------------------------------------------- metrics
@@ -104,7 +120,9 @@ def split_metrics(scores: np.ndarray, targets: np.ndarray, *, top_k: int = 5) ->
             per_class[j] = float(hit[m].mean()) if not multilabel else float((pred[m] == j).mean())
     present = ~np.isnan(per_class)
     mca = float(per_class[present].mean()) if present.any() else math.nan
-    ap = np.array([average_precision(scores[:, j], targets[:, j]) for j in range(c)])
+    # a class that every video belongs to has no negative: any ranking gives AP 1, which measures nothing
+    ap = np.array([average_precision(scores[:, j], targets[:, j]) if not targets[:, j].all() else math.nan
+                   for j in range(c)])
     m_ap = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else math.nan
     topk = None
     if c >= top_k and n:
@@ -174,14 +192,21 @@ def _align_with_manifest(sc: Scores, src: str, man, split) -> tuple[Scores, int]
     n_missing = 0
     keep = np.ones(len(sc.video_ids), dtype=bool)
     if split is not None:
-        test_ids = {e.video_id for e in man.split(int(split), "test")}
+        test_order = [e.video_id for e in man.split(int(split), "test")]
+        test_ids = set(test_order)
         if not test_ids:
             raise ParameterError(f"split {split}: the manifest has no test videos in column split{split}")
         keep = np.array([v in test_ids for v in sc.video_ids], dtype=bool)
-        n_missing = len(test_ids - set(sc.video_ids))
         if not keep.any():
             raise FormatError(src, f"none of the {len(test_ids)} test videos of split {split} is in this score file; "
                                    "check the split number")
+        present = set(sc.video_ids)
+        missing = [v for v in test_order if v not in present]
+        n_missing = len(missing)
+        if missing:
+            warnings.warn(f"{src}: lacks {n_missing} of the {len(test_ids)} test videos of split {split} "
+                          f"(e.g. {_examples(missing)}); they are left out of every figure (n_missing in the report)",
+                          ResultWarning, stacklevel=3)
     ids = [v for v, k in zip(sc.video_ids, keep) if k]
     sets = [s for s, k in zip(sets, keep) if k]
     labels = np.array([s[0] if len(s) == 1 else -1 for s in sets], dtype=np.int64)
@@ -191,6 +216,38 @@ def _align_with_manifest(sc: Scores, src: str, man, split) -> tuple[Scores, int]
 
 
 # --------------------------------------------------------------------------- public API
+
+
+def _examples(names) -> str:
+    """The first few names, quoted: ``'a', 'b', 'c'`` (and ``...`` when there are more)."""
+    names = list(names)
+    text = ", ".join(repr(str(n)) for n in names[:_N_EXAMPLES])
+    return text + (", ..." if len(names) > _N_EXAMPLES else "")
+
+
+def _nanmean_rows(rows: list) -> np.ndarray:
+    """Mean over splits of per-class values, NaN where no split defines one (without numpy's empty-slice
+    warning), shape (C,)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.stack(rows), axis=0)
+
+
+def _warn_undefined(names: list, per_class: np.ndarray, ap: np.ndarray) -> None:
+    """One :class:`ResultWarning` naming the classes whose per-class figures are undefined."""
+    no_test = [n for n, v in zip(names, per_class) if math.isnan(v)]
+    all_positive = [n for n, v, a in zip(names, per_class, ap) if not math.isnan(v) and math.isnan(a)]
+    parts = []
+    if no_test:
+        parts.append(f"{len(no_test)} of {len(names)} classes have no test video ({_examples(no_test)}): their "
+                     "accuracy and AP are undefined")
+    if all_positive:
+        parts.append(f"{len(all_positive)} class{'es' if len(all_positive) > 1 else ''} "
+                     f"({_examples(all_positive)}) {'are' if len(all_positive) > 1 else 'is'} the label of every "
+                     "test video: AP undefined (no negative to rank)")
+    if parts:
+        warnings.warn("; ".join(parts) + "; null in the report, n/a when printed, left out of mean class accuracy "
+                      "and mAP", ResultWarning, stacklevel=3)
 
 
 def _as_list(x):
@@ -276,9 +333,9 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         return float(np.mean(vals)) if vals else math.nan
 
     accs = np.array([m["accuracy"] for m in per_split])
-    with np.errstate(all="ignore"):
-        pca = np.nanmean(np.stack([m["per_class_accuracy"] for m in per_split]), axis=0)
-        aps = np.nanmean(np.stack([m["average_precision"] for m in per_split]), axis=0)
+    pca = _nanmean_rows([m["per_class_accuracy"] for m in per_split])
+    aps = _nanmean_rows([m["average_precision"] for m in per_split])
+    _warn_undefined(names, pca, aps)
     topk_key = f"top{top_k}"
     report = {
         "n_splits": len(per_split),

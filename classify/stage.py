@@ -4,27 +4,35 @@ This is the library behind ``idtfv train-svm`` and ``idtfv train-knn`` (the CLIs
 :func:`run_svm_split` and :func:`run_knn_split`). Outputs in ``out/`` (all written atomically, byte-identical for
 the same inputs and seed):
 
+- ``model.npz`` + ``model.json`` — the SVM weights and metadata (SVM only);
 - ``scores.csv`` — scores of the split's test videos (:mod:`idtfv.classify.scores` format, true labels filled in);
-- ``report.json`` — :func:`idtfv.classify.evaluate.evaluate`'s report plus a ``training`` section;
 - ``confusion.png`` — the confusion matrix (single-label data);
-- ``model.npz`` + ``model.json`` — the SVM weights and metadata (SVM only).
+- ``report.json`` — :func:`idtfv.classify.evaluate.evaluate`'s report plus a ``training`` section. It marks the
+  run complete: a rerun removes the old one before writing anything, and it is written last, so a run killed
+  half way never leaves a directory that looks finished.
 
-Labels come from the manifest (the feature file's labels, when known, must agree). Videos of the split without
-a feature vector (e.g. failed extraction) are left out and counted in the report (``n_missing_train``,
-``n_missing_test``); unlabelled training videos are left out too.
+Result files hold results only, no run-environment detail (``n_jobs``): the same inputs and seed give the same
+bytes with any ``--jobs``.
+
+Labels come from the manifest (the feature file's labels, when known, must agree). Label ids must run 0..C-1
+without gaps: an id that no video has (the manifest's placeholder name ``class<i>``) is refused. A class without
+training videos gets a :class:`~idtfv.classify.evaluate.ResultWarning` (its classifier has no positive example).
+Videos of the split without a feature vector (e.g. failed extraction) are left out and counted in the report
+(``n_missing_train``, ``n_missing_test``); unlabelled training videos are left out too.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from idtfv.errors import FormatError, ParameterError
+from idtfv.errors import FormatError, ManifestError, ParameterError
 
-from .evaluate import evaluate, write_report
+from .evaluate import ResultWarning, _examples, evaluate, write_report
 from .scores import Features, Scores, read_features, write_scores
 
 __all__ = ["SplitData", "load_split", "run_svm_split", "run_knn_split"]
@@ -66,6 +74,19 @@ def _labels_of(entry) -> tuple[int, ...]:
     return tuple(sorted(int(x) for x in labs))
 
 
+def _check_label_ids(man, source: str) -> None:
+    """Refuse label ids with gaps: an id no video has is a placeholder class (``class<i>``) nobody asked for."""
+    used = {k for e in man.rows for k in _labels_of(e)}
+    gaps = [k for k, name in enumerate(man.class_names) if k not in used and name == f"class{k}"]
+    if gaps:
+        ids = ", ".join(map(str, gaps[:5])) + (", ..." if len(gaps) > 5 else "")
+        raise ManifestError(
+            f"{source}: label id{'s' if len(gaps) > 1 else ''} {ids} {'are' if len(gaps) > 1 else 'is'} used by no "
+            f"video, but the ids run 0..{len(man.class_names) - 1}, which would make placeholder classes "
+            f"({_examples(f'class{k}' for k in gaps)}); number the {len(used)} classes 0..{len(used) - 1} without "
+            "gaps (renumber the label column)")
+
+
 def load_split(manifest, features, split: int) -> SplitData:
     """Select the training and test rows of ``split`` from a feature file.
 
@@ -78,6 +99,7 @@ def load_split(manifest, features, split: int) -> SplitData:
     from idtfv.data.manifest import read_manifest
 
     man = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else manifest
+    _check_label_ids(man, str(manifest) if isinstance(manifest, (str, os.PathLike)) else man.source)
     src = str(features) if isinstance(features, (str, os.PathLike)) else "<features>"
     feats = read_features(features) if isinstance(features, (str, os.PathLike)) else features
     if not isinstance(feats, Features):
@@ -107,6 +129,12 @@ def load_split(manifest, features, split: int) -> SplitData:
         raise FormatError(src, f"none of the {len(test)} test videos of split {split} has features")
     n_classes = len(man.class_names)
     sets_tr = [_labels_of(e) for e in labelled]
+    trained = {k for labs in sets_tr for k in labs}
+    untrained = [name for k, name in enumerate(man.class_names) if k not in trained]
+    if untrained:
+        warnings.warn(f"split {split}: {len(untrained)} of {n_classes} classes have no training video with features "
+                      f"({_examples(untrained)}): their classifier has no positive example and never predicts them",
+                      ResultWarning, stacklevel=2)
     multilabel = any(len(s) > 1 for s in sets_tr + [_labels_of(e) for e in te])
     if multilabel:
         y = np.zeros((len(labelled), n_classes), dtype=bool)
@@ -130,9 +158,23 @@ def load_split(manifest, features, split: int) -> SplitData:
     )
 
 
-def _finish(data: SplitData, scores: np.ndarray, out: Path, training: dict, title: str) -> dict:
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for the outputs")
+
+
+def _begin(out: Path) -> None:
+    """Before the first output of a run: create ``out`` and remove the previous run's completion mark."""
+    _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").unlink(missing_ok=True)
+
+
+def _finish(data: SplitData, scores: np.ndarray, out: Path, training: dict, title: str) -> dict:
+    """Write scores.csv, confusion.png and, last, report.json (the mark of a complete run); after :func:`_begin`."""
     write_scores(out / "scores.csv", data.test_ids, scores, data.class_names, data.test_label_sets)
+    if data.multilabel:
+        (out / "confusion.png").unlink(missing_ok=True)  # none for multi-label data: no stale one either
     sc = Scores(video_ids=data.test_ids, scores=scores, class_names=data.class_names,
                 labels=np.array([s[0] if len(s) == 1 else -1 for s in data.test_label_sets], dtype=np.int64),
                 label_sets=list(data.test_label_sets))
@@ -188,6 +230,7 @@ def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C
     from .svm import DEFAULT_C_GRID, LinearSVM, select_C
 
     out = Path(out)
+    _check_out_dir(out)
     data = load_split(manifest, features, split)
     classes = np.arange(len(data.class_names))
     K = linear_kernel(data.X, index=data.train_index)
@@ -204,10 +247,10 @@ def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C
     training = _training_info(data, split, manifest, features)
     training.update(classifier="linear-svm", C=float(C), loss=loss, tol=tol, random_state=random_state,
                     converged=model.converged_, max_passes=int(model.n_passes_.max()), cv=cv)
-    report = _finish(data, scores, out, training, title=f"linear SVM, split {split}")
+    _begin(out)
     model.save(out / "model", extra={"class_names": data.class_names, "split": int(split), "cv": cv,
                                      "features": training["features"], "manifest": training["manifest"]})
-    return report
+    return _finish(data, scores, out, training, title=f"linear SVM, split {split}")
 
 
 def run_knn_split(manifest, features, split: int, out, *, n_neighbors: int = 5, metric: str = "cosine",
@@ -216,10 +259,12 @@ def run_knn_split(manifest, features, split: int, out, *, n_neighbors: int = 5, 
     from .knn import KNNClassifier
 
     out = Path(out)
+    _check_out_dir(out)
     data = load_split(manifest, features, split)
     knn = KNNClassifier(n_neighbors=n_neighbors, metric=metric, weights=weights)
     knn.fit(data.X, data.y_train, classes=np.arange(len(data.class_names)), index=data.train_index)
     scores = knn.decision_function(data.X, index=data.test_index)
     training = _training_info(data, split, manifest, features)
     training.update(classifier="knn", n_neighbors=n_neighbors, metric=metric, weights=weights)
+    _begin(out)
     return _finish(data, scores, out, training, title=f"{n_neighbors}-NN ({metric}), split {split}")

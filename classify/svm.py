@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -184,16 +185,20 @@ class LinearSVM:
         """Write ``<path>.npz`` (coef, intercept, classes) and ``<path>.json`` (parameters, metadata).
 
         ``path`` may end in ``.npz``; ``extra`` is merged into the JSON (class names, split, CV results, ...).
+        The JSON's ``params`` leave out ``n_jobs`` (a run-environment detail; :meth:`load` gives 1).
         """
         p = Path(path)
         stem = p.with_suffix("") if p.suffix == ".npz" else p
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
         with atomic_open(npz, "wb") as fh:
             np.savez(fh, coef=self.coef_, intercept=self.intercept_, classes=self.classes_)
+        # n_jobs is how the model was computed, not what it is (the weights are identical for any n_jobs): it stays
+        # out of the file, so the same data and seed give the same bytes on any machine
+        params = {k: v for k, v in self.get_params().items() if k != "n_jobs"}
         meta = {
             "class": "idtfv.classify.svm.LinearSVM",
             "format_version": _VERSION,
-            "params": self.get_params(),
+            "params": params,
             "n_features": int(self.n_features_in_),
             "n_train": int(self.n_train_),
             "n_passes": [int(v) for v in self.n_passes_],
@@ -248,6 +253,9 @@ def _folds(y, n_folds, groups, random_state):
 
     y = np.asarray(y)
     idx = np.arange(y.shape[0])
+    if idx.size < n_folds:
+        raise ParameterError(f"{n_folds}-fold cross-validation needs at least {n_folds} training videos, got "
+                             f"{idx.size}; lower --folds (or train with a fixed --C)")
     if groups is not None:
         n_groups = len(np.unique(groups))
         if n_groups < n_folds:
@@ -308,7 +316,13 @@ def select_C(K, y, *, classes, Cs=DEFAULT_C_GRID, n_folds: int = 3, groups=None,
             keep = t.any(axis=1)
             m = split_metrics(scores[keep], t[keep])
             table[a, f] = m[metric]
-    mean = np.nanmean(table, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a C whose folds all lack a defined metric: NaN
+        mean = np.nanmean(table, axis=1)
+    if np.isnan(mean).all():
+        raise ParameterError(f"cross-validation: no validation fold has a defined {metric} (each class is absent "
+                             "from the fold or is the label of all its videos); lower --folds or train with a fixed "
+                             "--C")
     best = int(np.nanargmax(mean))  # first best = smallest C among ties
     return {"best_C": Cs[best], "Cs": Cs, "scores": [float(v) for v in mean], "metric": metric,
             "n_folds": len(folds), "grouped": groups is not None}

@@ -115,7 +115,8 @@ def test_manifest_labels_split_and_errors(tmp_path):
     s = rng.standard_normal((5, 3))
     names = ["cls0", "cls1", "cls2"]
     p = write_scores(tmp_path / "s.csv", [f"v{i}" for i in range(5)], s, names)  # no labels in the file
-    rep = evaluate(p, manifest=man, split=1)
+    with pytest.warns(UserWarning, match="lacks 1 of the 6 test videos of split 1 \\(e.g. 'v5'\\)"):
+        rep = evaluate(p, manifest=man, split=1)
     y = np.arange(5) % 3
     assert rep["accuracy"] == pytest.approx(np.mean(s.argmax(1) == y))
     assert rep["splits"][0]["n_missing"] == 1 and rep["n_videos"] == 5
@@ -148,3 +149,46 @@ def test_cli_evaluate(tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("nonsense\n")
     assert main(["evaluate", str(tmp_path / "bad.csv")]) == 2
     assert "bad.csv" in capsys.readouterr().err
+
+
+def test_missing_test_videos_of_the_split_are_warned_once(tmp_path, capsys):
+    from idtfv.cli import main
+
+    man = _manifest(tmp_path)  # split 1: test videos v0..v5
+    s = np.random.default_rng(6).standard_normal((3, 3))
+    p = write_scores(tmp_path / "s.csv", ["v0", "v2", "v4"], s, ["cls0", "cls1", "cls2"])  # one per class
+    with pytest.warns(UserWarning, match=r"lacks 3 of the 6 test videos of split 1 \(e\.g\. 'v1', 'v3', 'v5'\)"):
+        rep = evaluate(p, manifest=man, split=1)
+    assert rep["splits"][0]["n_missing"] == 3 and rep["n_videos"] == 3
+    assert main(["evaluate", "--manifest", str(man), "--split", "1", str(p)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ") and "s.csv" in err[0] and "3 of the 6" in err[0], err
+
+
+def test_a_class_without_test_videos_has_undefined_figures_and_no_numpy_warning(tmp_path):
+    """Classes a, b have no test video; every test video is of class c, so c's AP (a ranking without negatives)
+    is undefined too: all null, said once, left out of the means (never 'mAP 100%')."""
+    import warnings
+
+    s = np.array([[2.0, 0.0, 1.0], [0.0, 2.0, 1.0]])
+    sc = Scores(["v0", "v1"], s, list("abc"), np.array([2, 2]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = evaluate(sc)
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "'a'" in messages[0] and "'b'" in messages[0] and "'c'" in messages[0], messages
+    assert rep["accuracy"] == 0.0 and rep["mean_class_accuracy"] == 0.0 and rep["mAP"] is None
+    assert rep["per_class_accuracy"] == {"a": None, "b": None, "c": 0.0}
+    assert rep["average_precision"] == {"a": None, "b": None, "c": None}
+    # with a negative in the split, c's AP is defined again and is the naive one
+    s3 = np.vstack([s, [[1.5, 0.5, 3.0]]])
+    sc = Scores(["v0", "v1", "v2"], s3, list("abc"), np.array([2, 2, 0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = evaluate(sc)
+    for j, name in ((0, "a"), (2, "c")):
+        want = average_precision_score(np.array([2, 2, 0]) == j, s3[:, j])
+        assert rep["average_precision"][name] == pytest.approx(want)
+    assert rep["average_precision"]["b"] is None and rep["per_class_accuracy"]["b"] is None
+    assert len(caught) == 1 and "'b'" in str(caught[0].message) and "'a'" not in str(caught[0].message)

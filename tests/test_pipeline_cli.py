@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,6 @@ from idtfv.idt import cli as idt_cli
 from idtfv.idt.stage import features_params
 from idtfv.runner import read_index, read_stamp
 
-REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("idtfv")
 IDTFV = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "idtfv"]
 
@@ -305,82 +303,3 @@ def test_a_known_command_imports_only_its_own_module_and_nothing_heavy(command, 
     clis = {m for m in loaded if m.endswith(".cli") and m != "idtfv.cli"}
     assert clis == ({own} if own else set()), loaded
     assert not {m for m in loaded if m.split(".")[0] in ("torch", "numba", "sklearn")}, loaded
-
-
-# ------------------------------------------------------------------------------------------------ Makefile
-FAKE_IDTFV = """#!/usr/bin/env bash
-# Stands in for the idtfv console script: logs the subcommand and creates the file or directory after --out.
-set -eu
-echo "$*" >> "$IDTFV_LOG"
-out=""
-prev=""
-for arg in "$@"; do
-  if [ "$prev" = "--out" ]; then out="$arg"; fi
-  prev="$arg"
-done
-case "$1" in
-  train-svm) mkdir -p "$out" && echo '{"accuracy": 1.0}' > "$out/report.json" ;;
-  flow|train-deep) mkdir -p "$out" ;;
-  *) mkdir -p "$(dirname "$out")" && echo "$1" > "$out" ;;
-esac
-"""
-
-
-def _fake_venv(tmp_path):
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    script = venv / "bin" / "idtfv"
-    script.write_text(FAKE_IDTFV)
-    script.chmod(0o755)
-    for stamp in (".installed", ".installed-deep", ".installed-test"):
-        (venv / stamp).touch()  # newer than pyproject.toml: `install` is up to date
-    return venv
-
-
-def _make(tmp_path, venv, *targets, **variables):
-    args = ["make", "--no-print-directory", "-C", str(REPO), *targets, f"VENV={venv}",
-            f"CACHE={tmp_path / 'cache'}", *[f"{k}={v}" for k, v in variables.items()]]
-    env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log")}
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
-
-
-def _calls(tmp_path):
-    log = tmp_path / "calls.log"
-    return [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
-
-
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
-def test_makefile_stages_are_file_targets_that_make_skips_when_done(tmp_path):
-    venv = _fake_venv(tmp_path)
-    proc = _make(tmp_path, venv, "train-svm", JOBS=3, SEED=5)
-    assert proc.returncode == 0, proc.stderr
-    assert _calls(tmp_path) == ["dataset", "features", "encode", "train-svm"]
-    lines = (tmp_path / "calls.log").read_text().splitlines()
-    data = tmp_path / "cache" / "default"
-    assert f"--out {data / 'manifest.csv'}" in lines[0] and "--kind default" in lines[0]
-    assert f"--manifest {data / 'manifest.csv'} --cache {data} --out {data / 'features.json'}" in lines[1]
-    assert "--jobs 3" in lines[1] and "--seed 5" in lines[1] and "--scheduler" not in lines[1]
-    assert f"--features {data / 'features.json'} --split 1" in lines[2]
-    assert f"--out {data / 'fisher_split1.npz'}" in lines[2]
-    assert f"--features {data / 'fisher_split1.npz'}" in lines[3] and f"--out {data / 'svm_split1'}" in lines[3]
-
-    assert _make(tmp_path, venv, "train-svm").returncode == 0
-    assert len(_calls(tmp_path)) == 4  # everything up to date: nothing rerun
-
-    (data / "features.json").unlink()  # e.g. removed by .DELETE_ON_ERROR after failed videos
-    assert _make(tmp_path, venv, "train-svm", SPLIT=2, SCHEDULER="tcp://h:8786").returncode == 0
-    assert _calls(tmp_path)[4:] == ["features", "encode", "train-svm"]
-    assert "--scheduler tcp://h:8786" in (tmp_path / "calls.log").read_text().splitlines()[4]
-    assert (data / "fisher_split2.npz").exists() and (data / "svm_split2" / "report.json").exists()
-
-
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
-def test_makefile_help_is_the_default_goal_and_lists_targets(tmp_path):
-    proc = _make(tmp_path, _fake_venv(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    for target in ("install", "features", "encode", "train-svm", "demo", "flow", "train-deep", "test", "bench",
-                   "clean"):
-        assert f"\n  {target} " in proc.stdout
-    for variable in ("DATASET", "ROOT", "SPLIT", "JOBS", "CACHE", "SCHEDULER", "SEED", "VENV"):
-        assert f"\n  {variable} " in proc.stdout
-    assert not (tmp_path / "calls.log").exists()

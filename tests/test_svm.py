@@ -2,7 +2,9 @@
 C selection against an explicit cross-validation, persistence, determinism, and ``idtfv train-svm``."""
 
 import json
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +230,116 @@ def test_cli_train_svm_multilabel(tmp_path):
     assert rep["mAP"] > 0.8
     sc = read_scores(out / "scores.csv")
     assert sc.video_ids[0] == "v32" and sc.label_sets[0] == (0, 2)  # 32 % 3 = 2 and 32 % 4 == 0 adds 33 % 3 = 0
+
+
+def test_report_json_is_written_last_and_a_stale_one_goes_first(tmp_path, monkeypatch):
+    """report.json marks a finished run: every other output is in place before it, and a rerun removes the old one
+    before writing anything, so a run killed half way never looks complete."""
+    from idtfv.classify.stage import run_svm_split
+
+    man, fv, _ = _write_dataset(tmp_path)
+    out = tmp_path / "svm"
+    written = []
+    real_replace = os.replace
+
+    def recording_replace(src, dst, *args, **kwargs):
+        written.append(Path(dst).name)
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", recording_replace)
+    run_svm_split(man, fv, 1, out, C=1.0)
+    assert written[-1] == "report.json" and written.count("report.json") == 1, written
+    assert {"scores.csv", "confusion.png", "model.npz", "model.json"} <= set(written[:-1])
+
+    def killed(*args, **kwargs):  # the process dies while saving the model of the second run
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LinearSVM, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_svm_split(man, fv, 1, out, C=10.0)
+    assert not (out / "report.json").exists()
+
+
+def test_train_svm_outputs_do_not_depend_on_jobs(tmp_path):
+    """Result files hold no run-environment detail: --jobs 1 and --jobs 2 give the same bytes, model.json too."""
+    from idtfv.cli import main
+
+    man, fv, _ = _write_dataset(tmp_path)
+    for jobs in ("1", "2"):
+        assert main(["train-svm", "--manifest", str(man), "--features", str(fv), "--out", str(tmp_path / jobs),
+                     "--jobs", jobs, "--C", "10"]) == 0
+    names = sorted(p.name for p in (tmp_path / "1").iterdir())
+    assert names == ["confusion.png", "model.json", "model.npz", "report.json", "scores.csv"]
+    for name in names:
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+    assert "n_jobs" not in (tmp_path / "1" / "model.json").read_text()
+
+
+def _small_dataset(tmp_path, train, test, names=None, seed=0):
+    """Manifest + features: ``train``/``test`` are the label ids of the split's videos (features near a class
+    mean; test videos of class 2 are drawn near class 0's mean, so they are misclassified)."""
+    rng = np.random.default_rng(seed)
+    mu = 3 * rng.standard_normal((max(train + test) + 1, 8))
+    lines = ["video_id,path,label,label_name,group,split1,frames,fps,width,height"]
+    ids, X, y = [], [], []
+    for i, (k, split) in enumerate([(k, "train") for k in train] + [(k, "test") for k in test]):
+        name = names[k] if names else f"c{k}"
+        lines.append(f"v{i},v{i}.avi,{k},{name},,{split},,,,")
+        ids.append(f"v{i}")
+        X.append((mu[0] if split == "test" and k == 2 else mu[k]) + rng.standard_normal(8))
+        y.append(k)
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    write_features(tmp_path / "f.npz", ids, np.array(X), np.array(y))
+    return tmp_path / "m.csv", tmp_path / "f.npz"
+
+
+def test_train_svm_on_small_data_reports_undefined_figures_as_such(tmp_path, capsys):
+    """Only class c2 has test videos, all misclassified: accuracy 0; the per-class figures of c0 and c1 and the AP
+    of c2 (every test video is positive: the ranking measures nothing) are undefined, not 0 or 100%."""
+    from idtfv.cli import main
+
+    man, fv = _small_dataset(tmp_path, train=[0, 1, 2] * 4, test=[2, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "Mean of empty slice"
+        assert main(["train-svm", "--manifest", str(man), "--features", str(fv), "--out", str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["accuracy"] == 0.0 and rep["mean_class_accuracy"] == 0.0
+    assert rep["mAP"] is None and rep["average_precision"] == {"c0": None, "c1": None, "c2": None}
+    assert rep["per_class_accuracy"] == {"c0": None, "c1": None, "c2": 0.0}
+    assert "accuracy 0.00%" in out and "mAP n/a" in out and "100.00%" not in out
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "'c0'" in warned[0] and "'c1'" in warned[0] and "undefined" in warned[0], err
+    assert "RuntimeWarning" not in err and len(err.splitlines()) == 1
+
+
+def test_train_svm_refuses_label_ids_with_gaps(tmp_path, capsys):
+    """Labels 0, 1, 3: id 2 names no video, so the manifest would give a placeholder class 'class2'."""
+    from idtfv.cli import main
+
+    man, fv = _small_dataset(tmp_path, train=[0, 1, 3] * 4, test=[0, 1, 3])
+    for command in ("train-svm", "train-knn"):
+        assert main([command, "--manifest", str(man), "--features", str(fv), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and "m.csv" in err, err
+        assert "label id 2" in err and "0..3" in err and not (tmp_path / "o" / "report.json").exists()
+
+
+def test_train_svm_warns_about_a_class_without_training_videos(tmp_path, capsys):
+    from idtfv.cli import main
+
+    man, fv = _small_dataset(tmp_path, train=[0, 1] * 5, test=[0, 1, 2], names=["run", "jump", "swim"])
+    assert main(["train-svm", "--manifest", str(man), "--features", str(fv), "--out", str(tmp_path / "o")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "'swim'" in warned[0] and "no training video" in warned[0], warned
+
+
+def test_select_C_refuses_folds_with_no_defined_metric():
+    """Multi-label data where every video carries every label: no fold has a negative, so no AP is defined and no C
+    can be chosen (a clear error, not numpy's all-NaN ValueError)."""
+    X, _ = _problem(n=12, c=2, seed=9)
+    Y = np.ones((12, 2), dtype=bool)
+    with pytest.raises(ParameterError, match="no validation fold has a defined mAP"):
+        select_C(linear_kernel(X), Y, classes=[0, 1], Cs=[1.0, 10.0], n_folds=3)
+    with pytest.raises(ParameterError, match="needs at least 13 training videos, got 12"):
+        select_C(linear_kernel(X), Y, classes=[0, 1], Cs=[1.0], n_folds=13)
