@@ -2,6 +2,8 @@
 
 Modules (one job each):
 
+- ``params``: :class:`EncodeParams`, every result-affecting option of the encode stage (frozen, validated; the
+  ``idtfv encode`` options are generated from its fields).
 - ``pca``: :class:`DescriptorPCA`, PCA per descriptor channel to half the dimensions, optional whitening,
   deterministic signs.
 - ``gmm``: :class:`DiagGMM`, diagonal GMM by a fast EM (float32 BLAS screen + Numba statistics, ``_posterior_nb``),
@@ -10,12 +12,13 @@ Modules (one job each):
   normalisation (improved = signed square root, then L2); VLFeat's floors as keyword arguments.
 - ``pyramid``: spatio-temporal grids (``"1x1x1,1x3x1,1x1x2"``) from the trajectories' normalised positions.
 - ``kmeans``, ``bof``, ``vlad``: the bag-of-features (K=4000, L1 histograms) and VLAD baselines.
-- ``sampling``: seeded per-video descriptor sampling; the streaming mode (``keep_sample`` during extraction).
+- ``sampling``: seeded per-video descriptor sampling; the features' descriptor layout (channel widths from the
+  extractor's options, :class:`idtfv.idt.DescriptorLayout`); the streaming mode (``keep_sample`` during extraction).
 - ``codebook_io``: ``.npz`` + ``.json`` codebooks, no pickles.
-- ``pipeline`` / ``cli``: the ``idtfv encode`` stage (``make encode``).
+- ``stage`` / ``streaming`` / ``cli``: the ``idtfv encode`` stage (``make encode``).
 
 Streaming mode (UCF101-size data without keeping raw descriptors): in the features stage function, call
-``idtfv.encoding.sampling.keep_sample(arrays, n_keep=..., seed=..., video_id=...)`` and store the returned ``sample_*``
+``idtfv.sampling.keep_sample(arrays, n_keep=..., seed=..., video_id=...)`` and store the returned ``sample_*``
 arrays (alone or with the full arrays). ``idtfv encode`` fits PCA and the codebook from ``sample_*`` arrays when a
 file has them, and each video's vector comes from ``idtfv.encoding.stage.encode_arrays(arrays, models, ...)`` — called
 by ``idtfv encode`` on the stored descriptors, or directly in an extraction job on fresh descriptors with the
@@ -28,9 +31,12 @@ built-in default dataset; pass ``ENCODE_ARGS="--k 64"`` (etc.) to choose.
 
 import importlib
 
-__all__ = ["DescriptorPCA", "DiagGMM", "fisher_vector", "fisher_vectors_cells", "normalize_fisher"]
-_HOMES = {"DescriptorPCA": "pca", "DiagGMM": "gmm", "fisher_vector": "fisher", "fisher_vectors_cells": "fisher",
-          "normalize_fisher": "fisher"}
+__all__ = ["EncodeParams", "DescriptorPCA", "DiagGMM", "fisher_vector", "fisher_vectors_cells", "normalize_fisher",
+           "run_encode", "load_codebooks", "encoded_dim"]
+_HOMES = {"EncodeParams": "params", "DescriptorPCA": "pca", "DiagGMM": "gmm", "fisher_vector": "fisher",
+          "fisher_vectors_cells": "fisher", "normalize_fisher": "fisher",
+          # the encode stage, for idtfv.classify's cross-validation (one codebook per fold)
+          "run_encode": "stage", "load_codebooks": "stage", "encoded_dim": "stage"}
 
 
 def __getattr__(name):  # lazy: ``idtfv --help`` imports idtfv.encoding.cli without loading Numba

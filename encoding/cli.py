@@ -1,6 +1,8 @@
 """``idtfv encode``: PCA + GMM (or k-means) per channel on the split's training videos, then one vector per video.
 
 Thin shell over :func:`idtfv.encoding.stage.run_encode`; an ``idtfv.commands`` entry point (``pyproject.toml``).
+The encoding options are generated from :class:`idtfv.encoding.params.EncodeParams`' fields; building the
+parser imports nothing heavy (no Numba, no scikit-learn).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ __all__ = ["add_encode"]
 def add_encode(subparsers) -> None:
     """Add the ``encode`` subcommand."""
     from idtfv.cli import add_runner_options
+    from idtfv.options import add_params_options
 
-    from .stage import DEFAULT_GMM_ITER, DEFAULT_K, DEFAULT_PCA_SAMPLES, METHODS
-    from .sampling import CHANNELS
+    from .params import EncodeParams
 
     p = subparsers.add_parser(
         "encode", help="PCA + GMM + Fisher vectors (or BoF / VLAD) of every video -> feature file",
@@ -31,34 +33,24 @@ def add_encode(subparsers) -> None:
                    help="split whose training videos fit PCA and the codebook (default 1)")
     p.add_argument("--cache", type=Path, required=True, help="cache directory (codebook-*/ and encode-*/ go here)")
     p.add_argument("--out", type=Path, required=True, metavar="FV.npz", help="feature file to write")
-    p.add_argument("--seed", type=int, default=0, help="random seed: sampling, k-means++, EM (default 0)")
-    p.add_argument("--method", choices=METHODS, default="fisher", help="encoding (default fisher)")
-    p.add_argument("--k", type=int, default=None,
-                   help="codebook size (default: " + ", ".join(f"{m} {k}" for m, k in DEFAULT_K.items()) +
-                        "); lowered with a warning when the sample is too small")
-    p.add_argument("--pca-samples", type=int, default=DEFAULT_PCA_SAMPLES,
-                   help="descriptors per channel sampled from the training videos to fit PCA and the codebook "
-                        f"(default {DEFAULT_PCA_SAMPLES}; capped at what the videos have)")
-    p.add_argument("--pca-whiten", action="store_true", help="whiten the PCA output")
-    p.add_argument("--pyramid", default="1x1x1",
-                   help="spatio-temporal grids NXxNYxNT, e.g. 1x1x1,1x3x1,1x1x2 (default 1x1x1)")
-    p.add_argument("--channels", default=",".join(CHANNELS),
-                   help=f"descriptor channels to encode (default {','.join(CHANNELS)})")
-    p.add_argument("--gmm-iter", type=int, default=DEFAULT_GMM_ITER,
-                   help=f"maximum EM iterations (default {DEFAULT_GMM_ITER})")
     p.add_argument("--codebook", type=Path, default=None, metavar="DIR",
                    help="use this existing codebook directory (CACHE/codebook-*) instead of fitting one")
     p.add_argument("--streaming", action="store_true",
                    help="streaming mode (never stores raw descriptors): fit the codebook from the samples of an "
                         "'idtfv features --store sample' stamp, then extract and encode every video of the "
                         "manifest in one worker call each, keeping only its vector (idtfv.encoding.streaming)")
+    add_params_options(p, EncodeParams, title="encoding options (see EncodeParams)")
     add_runner_options(p, jobs_default=1)
     p.set_defaults(func=_cmd_encode)
 
 
 def _cmd_encode(args) -> int:
     from idtfv.cli import report_failures
+    from idtfv.options import params_from_args
 
+    from .params import EncodeParams
+
+    params = params_from_args(args, EncodeParams)
     if args.streaming:
         from .streaming import run_streaming_encode as run_encode
     else:
@@ -66,11 +58,8 @@ def _cmd_encode(args) -> int:
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    summary = run_encode(args.manifest, args.features, split=args.split, cache=args.cache, out=args.out,
-                         jobs=args.jobs, scheduler=args.scheduler, seed=args.seed, k=args.k,
-                         pca_samples=args.pca_samples, pca_whiten=args.pca_whiten, pyramid=args.pyramid,
-                         method=args.method, channels=args.channels, gmm_iter=args.gmm_iter, force=args.force,
-                         codebook=args.codebook)
+    summary = run_encode(args.manifest, args.features, params, split=args.split, cache=args.cache, out=args.out,
+                         jobs=args.jobs, scheduler=args.scheduler, force=args.force, codebook=args.codebook)
     if summary["missing"]:
         print(f"encode: {len(summary['missing'])} videos without features skipped (see the features stage index)",
               file=sys.stderr)

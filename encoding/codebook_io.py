@@ -2,6 +2,9 @@
 
 The JSON sidecar holds ``{"class", "version", ...model parameters..., "seed", "extra"}``; the ``.npz`` holds only
 numeric arrays and is read with ``allow_pickle=False``. Both files are written atomically (temp file + rename).
+
+A codebook directory also holds ``codebook.json``, the summary written last (``{"method", "k", "channels", ...}``);
+:func:`load_summary` reads and checks it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from idtfv.errors import FormatError
 
 from .gmm import DiagGMM
 from .kmeans import KMeansCodebook
+from .params import METHODS
 from .pca import DescriptorPCA
 
-__all__ = ["save_codebook", "load_codebook", "save_model", "load_model"]
+__all__ = ["save_codebook", "load_codebook", "save_model", "load_model", "load_summary"]
 
 
 def _stem(path) -> Path:
@@ -112,3 +116,44 @@ def load_model(path, *, expect: str | None = None):
     except (KeyError, ValueError) as exc:
         raise FormatError(_stem(path).with_suffix(".npz"), f"codebook {cls} is incomplete or invalid ({exc}); "
                                                            "delete it and refit") from None
+
+
+def load_summary(path) -> dict:
+    """Read and check a codebook directory's summary ``codebook.json``; return it as written.
+
+    The summary must be a JSON object with ``method`` (one of ``fisher``, ``bof``, ``vlad``), ``channels`` (a non-empty
+    list of distinct channel names) and ``k`` (a positive integer); other keys are kept as they are.
+
+    Raises
+    ------
+    FormatError
+        Naming the file and the missing or bad key, e.g. ``"<dir>/codebook.json: codebook summary lacks the
+        'method' key; ..."``.
+    """
+    path = Path(path)
+    refit = "delete the codebook directory and rerun idtfv encode to refit it"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(path, "codebook summary not found; the codebook was not fitted completely — rerun "
+                                "idtfv encode") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(path, f"codebook summary is not valid JSON ({' '.join(str(exc).split())}); {refit}") \
+            from None
+    if not isinstance(summary, dict):
+        raise FormatError(path, f"codebook summary should be a JSON object with keys method, k, channels, got "
+                                f"{type(summary).__name__}; {refit}")
+    for key in ("method", "channels", "k"):
+        if key not in summary:
+            raise FormatError(path, f"codebook summary lacks the {key!r} key; {refit}")
+    method, channels, k = summary["method"], summary["channels"], summary["k"]
+    if method not in METHODS:
+        raise FormatError(path, f"codebook summary key 'method' is {method!r}, expected one of "
+                                f"{', '.join(METHODS)}; {refit}")
+    if (not isinstance(channels, list) or not channels or not all(isinstance(c, str) and c for c in channels)
+            or len(set(channels)) != len(channels)):
+        raise FormatError(path, f"codebook summary key 'channels' is {channels!r}, expected a non-empty list of "
+                                f"distinct channel names such as [\"hog\", \"hof\"]; {refit}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise FormatError(path, f"codebook summary key 'k' is {k!r}, expected a positive integer; {refit}")
+    return summary

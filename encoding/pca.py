@@ -1,4 +1,5 @@
-"""PCA of one descriptor channel (Traj 30, HOG 96, HOF 108, MBHx 96, MBHy 96 -> half the dimensions).
+"""PCA of one descriptor channel to half its dimensions (e.g. HOG 96 -> 48; the channels' widths follow the
+extractor's options, :class:`idtfv.idt.DescriptorLayout`).
 
 Fitted on a sample of training descriptors X (N, D): mean m, covariance C = (X - m)^T (X - m) / (N - 1) (float64),
 eigen-decomposition C = P diag(lambda) P^T with lambda sorted in decreasing order. ``transform`` keeps the first
@@ -15,10 +16,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from idtfv.errors import ParameterError
 
-__all__ = ["DescriptorPCA", "CHANNEL_DIMS"]
+__all__ = ["DescriptorPCA"]
 
-#: Descriptor channels of improved trajectories and their dimensions (LEAR order).
-CHANNEL_DIMS = {"traj": 30, "hog": 96, "hof": 108, "mbhx": 96, "mbhy": 96}
 #: Added to the eigenvalues before whitening so that a zero-variance direction does not blow up.
 WHITEN_EPS = 1e-8
 

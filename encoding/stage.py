@@ -1,17 +1,19 @@
 """The encode stage: sample -> PCA -> GMM (or k-means) per channel -> one vector per video -> feature file.
 
-``run_encode`` (behind ``idtfv encode``):
+``run_encode(manifest, features, params)`` (behind ``idtfv encode``; ``params`` an
+:class:`~idtfv.encoding.params.EncodeParams`):
 
 1. reads the manifest and the features stage stamp; videos without a features file are skipped and reported;
 2. draws a seeded sample of the split's training descriptors (default 256,000 per channel, spread evenly across
    training videos, one video in memory at a time; ``idtfv.encoding.sampling``);
-3. fits, per channel (Traj, HOG, HOF, MBHx, MBHy), PCA to half the dimensions (optionally whitened) and a diagonal
+3. fits, per channel (Traj, HOG, HOF, MBHx, MBHy; their widths are the features' descriptor layout,
+   :class:`idtfv.idt.DescriptorLayout`), PCA to half the dimensions (optionally whitened) and a diagonal
    GMM (``fisher``, default K=256) or a k-means codebook (``bof`` K=4000, ``vlad`` K=256), saved as ``.npz`` +
    ``.json`` in ``CACHE/codebook-<hash12>/`` (the hash covers every fitting parameter and the features directory);
 4. encodes every video of the manifest through :func:`idtfv.runner.run_stage` (resumable, parallel, failure
    isolation): ``CACHE/encode-<hash12>/<video_id>.npz`` holds ``features`` (d,) float32;
 5. writes the feature file (``video_ids``, ``features`` (n, d) float32, ``labels``) with
-   ``idtfv.classify.scores.write_features``.
+   ``idtfv.scores.write_features``.
 
 Small datasets: the sample is capped at what the training videos have, and K at ``n_samples //
 MIN_SAMPLES_PER_COMPONENT`` (logged as a warning), so the default K=256 stays usable on the built-in dataset.
@@ -22,7 +24,6 @@ Vector layout: for each channel in ``channels`` order, for each pyramid cell (gr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -37,57 +38,27 @@ from .bof import bof_histograms
 from .fisher import fisher_vectors_cells
 from .gmm import DiagGMM
 from .kmeans import KMeansCodebook
+from .params import CHANNELS, METHODS, EncodeParams
 from .pca import DescriptorPCA
 from .pyramid import POSITION_COLUMNS, cell_ids, n_cells, parse_pyramid
-from .sampling import CHANNELS, load_training_sample
+from .sampling import features_layout, load_training_sample, open_features
 from .vlad import vlad_vectors
 
 __all__ = ["run_encode", "prepare_codebooks", "write_encoded", "encode_item", "encode_arrays", "fit_codebooks",
-           "load_codebooks", "codebook_params", "DEFAULT_K", "METHODS", "MIN_SAMPLES_PER_COMPONENT", "encoded_dim"]
+           "load_codebooks", "codebook_params", "MIN_SAMPLES_PER_COMPONENT", "encoded_dim"]
 
 log = logging.getLogger(__name__)
 
-#: Default codebook size per method (iDT papers: GMM K=256 for Fisher vectors, k-means K=4000 for BoF).
-DEFAULT_K = {"fisher": 256, "bof": 4000, "vlad": 256}
-METHODS = tuple(DEFAULT_K)
 #: K is capped so that every component has at least this many training descriptors on average.
 MIN_SAMPLES_PER_COMPONENT = 20
-#: Default sample size per channel for fitting PCA and the codebook (iDT papers: 256,000).
-DEFAULT_PCA_SAMPLES = 256_000
-#: Default EM iterations (early stop at tol=1e-3 nats per descriptor).
-DEFAULT_GMM_ITER = 30
 CODEBOOK_SUMMARY = "codebook.json"
 
 
-def _check_channels(channels) -> tuple[str, ...]:
-    if isinstance(channels, str):
-        channels = [c.strip() for c in channels.split(",") if c.strip()]
-    channels = tuple(channels)
-    bad = [c for c in channels if c not in CHANNELS]
-    if not channels or bad or len(set(channels)) != len(channels):
-        raise ParameterError(f"channels must be distinct names from {','.join(CHANNELS)}; got {','.join(channels)}")
-    return channels
-
-
-def _check_method(method: str) -> str:
-    if method not in DEFAULT_K:
-        raise ParameterError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    return method
-
-
-def _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter):
-    """Validate the options shared by the stored and streaming encoders.
-
-    Returns ``(method, channels tuple, grids, canonical pyramid string)``.
-    """
-    method = _check_method(method)
-    channels = _check_channels(channels)
-    grids = parse_pyramid(pyramid)
-    if pca_samples < 2:
-        raise ParameterError(f"--pca-samples must be >= 2, got {pca_samples}")
-    if gmm_iter < 1:
-        raise ParameterError(f"--gmm-iter must be >= 1, got {gmm_iter}")
-    return method, channels, grids, ",".join(f"{a}x{b}x{c}" for a, b, c in grids)
+def _check_params(params) -> EncodeParams:
+    if not isinstance(params, EncodeParams):
+        raise ParameterError(f"params: expected an EncodeParams (idtfv.encoding.params), got "
+                             f"{type(params).__name__}; build one with EncodeParams(method=..., k=...)")
+    return params
 
 
 # ------------------------------------------------------------------------------------------------ fitting
@@ -107,16 +78,14 @@ def _fit_channel(ch: str, X: np.ndarray, *, method: str, k: int, pca_whiten: boo
     return pca, model
 
 
-def fit_codebooks(sample: Mapping[str, np.ndarray], *, method: str = "fisher", k: int | None = None,
-                  pca_whiten: bool = False, seed: int = 0, gmm_iter: int = DEFAULT_GMM_ITER,
-                  jobs: int = 1) -> tuple[dict, int]:
+def fit_codebooks(sample: Mapping[str, np.ndarray], params: EncodeParams, *, jobs: int = 1) -> tuple[dict, int]:
     """Fit PCA + codebook per channel on a training sample.
 
     Parameters
     ----------
     sample : channel -> (n, D) float32 descriptors.
-    method : ``fisher`` (diagonal GMM), ``bof`` or ``vlad`` (k-means).
-    k : codebook size (default per method); capped at ``n // MIN_SAMPLES_PER_COMPONENT`` with a warning.
+    params : ``method`` (``fisher``: diagonal GMM; ``bof``, ``vlad``: k-means), ``k`` (default per method; capped
+        at ``n // MIN_SAMPLES_PER_COMPONENT`` with a warning), ``pca_whiten``, ``seed``, ``gmm_iter``.
     jobs : channels fitted at once (threads; BLAS limited to one thread each, so the result does not depend on it).
 
     Returns
@@ -126,10 +95,8 @@ def fit_codebooks(sample: Mapping[str, np.ndarray], *, method: str = "fisher", k
     from joblib import Parallel, delayed
     from threadpoolctl import threadpool_limits
 
-    method = _check_method(method)
-    k = DEFAULT_K[method] if k is None else int(k)
-    if k < 1:
-        raise ParameterError(f"codebook size k must be >= 1, got {k}")
+    params = _check_params(params)
+    k = params.codebook_size
     n = min(len(v) for v in sample.values())
     cap = max(1, n // MIN_SAMPLES_PER_COMPONENT)
     if k > cap:
@@ -143,8 +110,8 @@ def fit_codebooks(sample: Mapping[str, np.ndarray], *, method: str = "fisher", k
     n_jobs = max(1, min(len(channels), (os.cpu_count() or 1) if jobs == -1 else int(jobs)))
     with threadpool_limits(1):
         fitted = Parallel(n_jobs=n_jobs, backend="threading")(
-            delayed(_fit_channel)(ch, sample[ch], method=method, k=k, pca_whiten=pca_whiten, seed=seed,
-                                  gmm_iter=gmm_iter) for ch in channels)
+            delayed(_fit_channel)(ch, sample[ch], method=params.method, k=k, pca_whiten=params.pca_whiten,
+                                  seed=params.seed, gmm_iter=params.gmm_iter) for ch in channels)
     return dict(zip(channels, fitted)), k
 
 
@@ -175,15 +142,7 @@ def load_codebooks(directory) -> tuple[dict, dict]:
     key = str(directory.resolve())
     if key in _LOADED:
         return _LOADED[key]
-    summary_path = directory / CODEBOOK_SUMMARY
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FormatError(summary_path, "codebook summary not found; the codebook was not fitted completely — "
-                                        "rerun idtfv encode") from None
-    except (OSError, ValueError) as exc:
-        raise FormatError(summary_path, f"codebook summary unreadable ({exc}); delete the directory and rerun") \
-            from None
+    summary = codebook_io.load_summary(directory / CODEBOOK_SUMMARY)  # a FormatError naming a missing/bad key
     name = _model_name(summary["method"])
     expect = "DiagGMM" if name == "gmm" else "KMeansCodebook"
     models = {ch: (codebook_io.load_model(directory / f"pca_{ch}", expect="DescriptorPCA"),
@@ -214,7 +173,8 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
 
     Parameters
     ----------
-    arrays : ``meta (n, 10)`` and the channels of ``models`` (``traj (n, 30)``, ``hog (n, 96)``, ...).
+    arrays : ``meta (n, 10)`` and the channels of ``models`` (``traj (n, 30)``, ``hog (n, 96)``, ... with the
+        reference options; each channel as wide as its PCA was fitted on).
     models : {channel: (DescriptorPCA, DiagGMM | KMeansCodebook)} (:func:`load_codebooks`).
     method : ``fisher``, ``bof`` or ``vlad``.
     pyramid : e.g. ``"1x1x1,1x3x1,1x1x2"``.
@@ -227,7 +187,8 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
     """
     grids = parse_pyramid(pyramid)
     C = n_cells(grids)
-    _check_method(method)
+    if method not in ENCODERS:
+        raise ParameterError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if "meta" not in arrays:
         raise FormatError(source, "no 'meta' array; expected the extractor's keys meta, traj, hog, hof, mbhx, mbhy")
     meta = np.asarray(arrays["meta"])
@@ -240,8 +201,10 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
         if ch not in arrays:
             raise FormatError(source, f"no {ch!r} array; expected keys meta, {', '.join(CHANNELS)}")
         X = np.asarray(arrays[ch])
-        if X.shape != (n, CHANNELS[ch]):
-            raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({n}, {CHANNELS[ch]})")
+        width = pca.n_features_in_
+        if X.shape != (n, width):
+            raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({n}, {width}) as the codebook's "
+                                      f"descriptors; encode features extracted with the codebook's extractor options")
         if not np.isfinite(X).all():
             raise FormatError(source, f"{ch!r} contains NaN or infinity")
         parts.append(ENCODERS[method][0](pca.transform(X), model, cells, C).ravel())
@@ -258,14 +221,7 @@ def encode_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 
     path = Path(params["features_dir"]) / f"{entry.video_id}.npz"
     models, summary = load_codebooks(params["codebook_dir"])
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FormatError(path, "features file not found; run idtfv features first") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise FormatError(path, f"features file unreadable ({type(exc).__name__}: {exc}); rerun idtfv features "
-                                "with --force") from None
-    with z:
+    with open_features(path) as z:  # a corrupt file is a FormatError naming it and how to recompute it
         arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
     with threadpool_limits(1):  # one level of parallelism: videos run in parallel, BLAS inside a video does not
         vec = encode_arrays(arrays, models, method=summary["method"], pyramid=params["pyramid"], source=path)
@@ -273,34 +229,32 @@ def encode_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------ the stage
-def codebook_params(*, features_dir, split: int, seed: int, method: str, k: int | None, pca_samples: int,
-                    pca_whiten: bool, channels, gmm_iter: int, train_ids) -> dict:
-    """Everything the codebook depends on (hashed into its directory name)."""
+def codebook_params(params: EncodeParams, *, features_dir, split: int, train_ids) -> dict:
+    """Everything the codebook depends on (hashed into its directory name): the features directory, the split
+    and its training videos, and :meth:`EncodeParams.codebook_key`."""
     import hashlib
 
     ids = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:16]
-    return {"features_dir": str(Path(features_dir).resolve()), "split": int(split), "seed": int(seed),
-            "method": method, "k": None if k is None else int(k), "pca_samples": int(pca_samples),
-            "pca_whiten": bool(pca_whiten), "channels": list(channels), "gmm_iter": int(gmm_iter),
-            "train_videos": ids}
+    return {"features_dir": str(Path(features_dir).resolve()), "split": int(split), "train_videos": ids,
+            **_check_params(params).codebook_key()}
 
 
-def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1, scheduler=None, seed: int = 0,
-               k: int | None = None, pca_samples: int = DEFAULT_PCA_SAMPLES, pca_whiten: bool = False,
-               pyramid: str = "1x1x1", method: str = "fisher", channels=tuple(CHANNELS),
-               gmm_iter: int = DEFAULT_GMM_ITER, force: bool = False, codebook=None) -> dict:
+def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, out, jobs: int = 1,
+               scheduler=None, force: bool = False, codebook=None) -> dict:
     """Fit the codebooks on the split's training videos, encode every video, write the feature file.
 
     Parameters
     ----------
     manifest : manifest CSV path (or a ``Manifest``).
-    features : the features stage stamp JSON (``{"stage", "dir", "params", "done", "failed"}``).
+    features : the features stage stamp JSON (``{"stage", "dir", "params", "done", "failed"}``); the descriptor
+        layout comes from its ``params["idt"]`` (else from the files' ``info_json``).
+    params : the encoding options (``idtfv encode --help``).
     split : split number whose ``train`` videos fit PCA and the codebook.
     cache : directory for ``codebook-<hash>`` and ``encode-<hash>``.
     out : feature file to write (``.npz``: ``video_ids``, ``features`` (n, d) float32, ``labels``).
     jobs, scheduler, force : runner options (``jobs`` also fits channels in parallel).
-    seed, k, pca_samples, pca_whiten, pyramid, method, channels, gmm_iter : see ``idtfv encode --help``.
-    codebook : an existing codebook directory to use instead of fitting one (its method wins over ``method``).
+    codebook : an existing codebook directory to use instead of fitting one (its method wins over
+        ``params.method``).
 
     Returns
     -------
@@ -310,7 +264,7 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
     from idtfv.data.manifest import Manifest, read_manifest
     from idtfv.runner import read_stamp, run_stage
 
-    method, channels, grids, pyramid = _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter)
+    params = _check_params(params)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     stamp = read_stamp(features)
     if stamp["params"].get("store") == "sample":
@@ -336,30 +290,30 @@ def run_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1,
         raise ParameterError(f"split {split} has no training video with features (manifest {len(man.rows)} videos, "
                              f"{len(have)} with features in {feat_dir}); check --split and the features stage")
 
-    cb_dir = prepare_codebooks(feat_dir, [e.video_id for e in train], cache=cache, split=split, seed=seed,
-                               method=method, k=k, pca_samples=pca_samples, pca_whiten=pca_whiten,
-                               channels=channels, gmm_iter=gmm_iter, jobs=jobs, force=force, codebook=codebook)
+    layout = features_layout(feat_dir / f"{train[0].video_id}.npz", stamp_params=stamp["params"])
+    cb_dir = prepare_codebooks(feat_dir, [e.video_id for e in train], params, cache=cache, split=split,
+                               layout=layout, jobs=jobs, force=force, codebook=codebook)
     models, summary = load_codebooks(cb_dir)
     method = summary["method"]
 
-    params = {"features_dir": str(feat_dir.resolve()), "codebook_dir": str(cb_dir.resolve()),
-              "method": method, "pyramid": pyramid}
-    result = run_stage("encode", encode_item, available, params=params, cache_root=cache, jobs=jobs,
+    stage_params = {"features_dir": str(feat_dir.resolve()), "codebook_dir": str(cb_dir.resolve()),
+                    "method": method, "pyramid": params.pyramid}
+    result = run_stage("encode", encode_item, available, params=stage_params, cache_root=cache, jobs=jobs,
                        scheduler=scheduler, force=force)
-    n_ok, dim = write_encoded(out, result, available, models=models, method=method, grids=grids)
+    n_ok, dim = write_encoded(out, result, available, models=models, method=method, grids=params.grids)
     return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
             "n_videos": n_ok, "missing": missing, "failed": dict(result.failed), "result": result}
 
 
-def prepare_codebooks(features_dir, train_ids, *, cache, split: int, seed: int, method: str, k: int | None,
-                      pca_samples: int, pca_whiten: bool, channels, gmm_iter: int, jobs: int = 1,
-                      force: bool = False, codebook=None) -> Path:
+def prepare_codebooks(features_dir, train_ids, params: EncodeParams, *, cache, split: int, layout=None,
+                      jobs: int = 1, force: bool = False, codebook=None) -> Path:
     """Fit (or reuse) the codebooks of the training videos' features files; return their directory.
 
     ``features_dir/<video_id>.npz`` may hold the full arrays or only ``sample_*`` arrays (streaming mode, see
-    :func:`idtfv.encoding.sampling.load_training_sample`). The directory is ``cache/codebook-<hash12>`` of
-    :func:`codebook_params`; an existing complete one is reused unless ``force``. ``codebook``: an existing
-    codebook directory to use as it is (nothing is fitted).
+    :func:`idtfv.encoding.sampling.load_training_sample`); ``layout`` is their
+    :class:`~idtfv.idt.DescriptorLayout` (default: read from the first file). The directory is
+    ``cache/codebook-<hash12>`` of :func:`codebook_params`; an existing complete one is reused unless ``force``.
+    ``codebook``: an existing codebook directory to use as it is (nothing is fitted).
     """
     from idtfv.cache import param_hash
 
@@ -367,23 +321,25 @@ def prepare_codebooks(features_dir, train_ids, *, cache, split: int, seed: int, 
         cb_dir = Path(codebook)
         load_codebooks(cb_dir)  # a clear error now if it is not a complete codebook directory
         return cb_dir
+    params = _check_params(params)
     feat_dir = Path(features_dir)
-    cb_params = codebook_params(features_dir=feat_dir, split=split, seed=seed, method=method, k=k,
-                                pca_samples=pca_samples, pca_whiten=pca_whiten, channels=channels,
-                                gmm_iter=gmm_iter, train_ids=train_ids)
+    cb_params = codebook_params(params, features_dir=feat_dir, split=split, train_ids=train_ids)
     cb_dir = Path(cache) / f"codebook-{param_hash(cb_params)}"
     if force or not (cb_dir / CODEBOOK_SUMMARY).is_file():
         paths = {v: feat_dir / f"{v}.npz" for v in train_ids}
-        sample, info = load_training_sample(paths, total=pca_samples, seed=seed, channels=channels)
+        if layout is None and paths:
+            layout = features_layout(paths[min(paths)])
+        sample, info = load_training_sample(paths, total=params.pca_samples, seed=params.seed,
+                                            channels=params.channel_names, layout=layout)
         log.info("sampled %d descriptors per channel from %d training videos (%d available)", info["rows"],
                  info["videos"], info["rows_available"])
-        models, k_used = fit_codebooks(sample, method=method, k=k, pca_whiten=pca_whiten, seed=seed,
-                                       gmm_iter=gmm_iter, jobs=jobs)
+        models, k_used = fit_codebooks(sample, params, jobs=jobs)
         del sample
-        summary = {"method": method, "k": k_used, "k_requested": k, "channels": list(channels),
-                   "params": cb_params, "sample": info,
+        summary = {"method": params.method, "k": k_used, "k_requested": params.k,
+                   "channels": list(params.channel_names), "params": cb_params,
+                   "layout": None if layout is None else layout.to_dict(), "sample": info,
                    "reports": {ch: m.report() for ch, (_, m) in models.items() if isinstance(m, DiagGMM)}}
-        save_codebooks(cb_dir, models, summary, seed=seed)
+        save_codebooks(cb_dir, models, summary, seed=params.seed)
         _LOADED.pop(str(cb_dir.resolve()), None)
     return cb_dir
 
@@ -406,7 +362,7 @@ def write_encoded(out, result, entries, *, models: Mapping, method: str, grids) 
 
 
 def _write_features(path, video_ids, features, labels) -> None:
-    from idtfv.classify.scores import write_features
+    from idtfv.scores import write_features
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_features(path, video_ids, features, labels)

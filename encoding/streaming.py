@@ -34,15 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from idtfv.errors import ParameterError
+from idtfv.errors import FormatError, ParameterError
+from idtfv.idt import DescriptorLayout
 
-from .stage import (DEFAULT_GMM_ITER, DEFAULT_PCA_SAMPLES, _check_encode_options, encode_arrays,
-                       load_codebooks, prepare_codebooks, write_encoded)
-from .sampling import CHANNELS
+from .params import EncodeParams
+from .stage import _check_params, encode_arrays, load_codebooks, prepare_codebooks, write_encoded
 
 __all__ = ["encode_streaming_item", "run_streaming_encode"]
 
 log = logging.getLogger(__name__)
+
 
 def _kept_arrays(path: Path, channels) -> dict[str, np.ndarray] | None:
     """The full arrays of a kept ``--store all`` features file, or None (absent, sample-only or unreadable)."""
@@ -79,10 +80,9 @@ def encode_streaming_item(entry, params: Mapping) -> dict[str, np.ndarray]:
     arrays = _kept_arrays(path, tuple(models))
     source = path
     if arrays is None:
-        from idtfv import idt
-        from idtfv.idt.params import IDTParams
+        from idtfv.idt import IDTParams, extract
 
-        arrays = idt.extract(entry.path, params=IDTParams.from_dict(dict(params["idt"]))).as_arrays()
+        arrays = extract(entry.path, params=IDTParams.from_dict(dict(params["idt"]))).as_arrays()
         source = entry.path
     with threadpool_limits(1):  # videos run in parallel; BLAS inside a video does not
         vec = encode_arrays(arrays, models, method=summary["method"], pyramid=params["pyramid"], source=source)
@@ -91,18 +91,17 @@ def encode_streaming_item(entry, params: Mapping) -> dict[str, np.ndarray]:
     return {"features": vec, "n_descriptors": n}
 
 
-def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs: int = 1, scheduler=None,
-                         seed: int = 0, k: int | None = None, pca_samples: int = DEFAULT_PCA_SAMPLES,
-                         pca_whiten: bool = False, pyramid: str = "1x1x1", method: str = "fisher",
-                         channels=tuple(CHANNELS), gmm_iter: int = DEFAULT_GMM_ITER, force: bool = False,
-                         codebook=None) -> dict:
+def run_streaming_encode(manifest, features, params: EncodeParams, *, split: int, cache, out, jobs: int = 1,
+                         scheduler=None, force: bool = False, codebook=None) -> dict:
     """``idtfv encode --streaming``: codebooks from the stored samples, then extract + encode every video.
 
     Parameters
     ----------
     manifest : manifest CSV path (or a ``Manifest``); every video of it is encoded.
     features : stamp of a features stage (``--store sample``, possibly ``--subset``; a ``--store all`` stamp also
-        works): its training videos fit the codebook, its ``params["idt"]`` are the extraction settings.
+        works): its training videos fit the codebook, its ``params["idt"]`` are the extraction settings (and
+        give the descriptor layout).
+    params : the encoding options.
     codebook : an existing codebook directory to use instead of fitting one.
     Other parameters : as :func:`idtfv.encoding.stage.run_encode`.
 
@@ -113,14 +112,12 @@ def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs
     from idtfv.data.manifest import Manifest, read_manifest
     from idtfv.runner import read_stamp, run_stage
 
-    method, channels, grids, pyramid = _check_encode_options(method, channels, pyramid, pca_samples, gmm_iter)
+    params = _check_params(params)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     stamp_path = Path(features)
     stamp = read_stamp(stamp_path)
     idt_params = stamp["params"].get("idt")
     if not isinstance(idt_params, dict):
-        from idtfv.errors import FormatError
-
         raise FormatError(stamp_path, "stamp has no params.idt (the extraction settings); expected the stamp of "
                                       "idtfv features, rerun it")
     feat_dir = Path(stamp["dir"])
@@ -138,16 +135,21 @@ def run_streaming_encode(manifest, features, *, split: int = 1, cache, out, jobs
     if codebook is None and not train:
         raise ParameterError(f"split {split} has no training video with a features sample in {feat_dir}; run "
                              "idtfv features --store sample (with the same --split) first")
-    cb_dir = prepare_codebooks(feat_dir, [e.video_id for e in train], cache=cache, split=split, seed=seed,
-                               method=method, k=k, pca_samples=pca_samples, pca_whiten=pca_whiten,
-                               channels=channels, gmm_iter=gmm_iter, jobs=jobs, force=force, codebook=codebook)
+    try:
+        layout = DescriptorLayout.from_params(idt_params)
+    except ParameterError as exc:
+        problem = f"params.idt gives no descriptor layout ({exc}); rerun idtfv features"
+        raise FormatError(stamp_path, problem) from None
+    cb_dir = prepare_codebooks(feat_dir, [e.video_id for e in train], params, cache=cache, split=split,
+                               layout=layout, jobs=jobs, force=force, codebook=codebook)
     models, summary = load_codebooks(cb_dir)
     method = summary["method"]
 
-    params = {"idt": idt_params, "features_dir": str(feat_dir.resolve()), "codebook_dir": str(Path(cb_dir).resolve()),
-              "method": method, "pyramid": pyramid, "streaming": True}
-    result = run_stage("encode", encode_streaming_item, man.rows, params=params, cache_root=cache, jobs=jobs,
+    stage_params = {"idt": idt_params, "features_dir": str(feat_dir.resolve()),
+                    "codebook_dir": str(Path(cb_dir).resolve()), "method": method, "pyramid": params.pyramid,
+                    "streaming": True}
+    result = run_stage("encode", encode_streaming_item, man.rows, params=stage_params, cache_root=cache, jobs=jobs,
                        scheduler=scheduler, force=force)
-    n_ok, dim = write_encoded(out, result, man.rows, models=models, method=method, grids=grids)
+    n_ok, dim = write_encoded(out, result, man.rows, models=models, method=method, grids=params.grids)
     return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
             "n_videos": n_ok, "missing": {}, "failed": dict(result.failed), "result": result}

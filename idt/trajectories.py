@@ -1,25 +1,34 @@
-"""The :class:`Trajectories` container and its file formats (compressed ``.npz`` and LEAR's 436-column text).
+"""The :class:`Trajectories` container and its file formats (compressed ``.npz`` and LEAR's text, one row per line).
 
-Layout (one row per trajectory, float32, LEAR's column order):
+One row per trajectory, float32, LEAR's column order; the widths are those of the
+:class:`~idtfv.idt.layout.DescriptorLayout` of the extractor's options (here for the reference options,
+L = 15 and 2x2x3 cells, a 436-column row):
 
 ====== ===== =====================================================================================
 block  width content
 ====== ===== =====================================================================================
 meta   10    frame_num (frame where the track ends, 0-based), mean_x, mean_y, var_x, var_y (standard
              deviations), length (summed step lengths, px), scale, x_pos, y_pos, t_pos
-traj   30    camera-compensated per-step displacements (dx_1, dy_1, ..., dx_L, dy_L) / summed magnitude
+traj   2L    camera-compensated per-step displacements (dx_1, dy_1, ..., dx_L, dy_L) / summed magnitude
 hog    96    2x2x3 cells x 8 bins
 hof    108   2x2x3 cells x 9 bins
 mbhx   96    2x2x3 cells x 8 bins
 mbhy   96    2x2x3 cells x 8 bins
 ====== ===== =====================================================================================
+
+A container whose ``info`` holds the extractor's ``params`` (every one :func:`idtfv.idt.extract` returns) checks
+its widths against their layout. LEAR text files carry no options: :func:`load_trajectories` reads them with the
+reference layout unless given another one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
+import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +37,22 @@ import numpy as np
 
 from idtfv.atomic import atomic_open
 from idtfv.errors import FormatError
+from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 
-__all__ = ["Trajectories", "load_trajectories", "concatenate", "BLOCKS", "META_COLUMNS", "LEAR_COLUMNS"]
+__all__ = ["Trajectories", "TrajectoryWriter", "load_trajectories", "concatenate", "fill_t_pos", "BLOCKS",
+           "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL"]
 
 META_COLUMNS = ("frame_num", "mean_x", "mean_y", "var_x", "var_y", "length", "scale", "x_pos", "y_pos", "t_pos")
-#: block name -> width, in LEAR's column order
-BLOCKS = {"meta": 10, "traj": 30, "hog": 96, "hof": 108, "mbhx": 96, "mbhy": 96}
-LEAR_COLUMNS = sum(BLOCKS.values())  # 436
-
-
-def _empty(name: str) -> np.ndarray:
-    return np.zeros((0, BLOCKS[name]), np.float32)
+#: block name -> width of the reference options' layout, in LEAR's column order (other options:
+#: ``DescriptorLayout.from_params(params).widths``)
+BLOCKS = DescriptorLayout().widths
+#: Columns of a LEAR text line with the reference options (436).
+LEAR_COLUMNS = DescriptorLayout().n_columns
+#: gzip level of LEAR text written to ``.txt.gz`` (1: about 5x faster than gzip's own default 9, files about 15 %
+#: larger; ``bench/bench_memory.py``)
+LEAR_GZIP_LEVEL = 1
+#: Rows formatted at a time when writing LEAR text (bounds the text held in memory, about 4.4 KB per row)
+_LEAR_ROWS = 2048
 
 
 @dataclass(eq=False)
@@ -48,39 +62,48 @@ class Trajectories:
     Attributes
     ----------
     meta : (n, 10) float32
-    traj : (n, 30) float32
+    traj : (n, 2 L) float32, (n, 30) with the reference options
     hog : (n, 96) float32
     hof : (n, 108) float32
     mbhx, mbhy : (n, 96) float32
     info : dict
         JSON-serialisable: ``params``, ``matcher``, ``frames``, ``fps``, ``width``, ``height``, ...
 
-    The widths above are those of the reference options (L = 15, 2x2x3 cells); other ``track_length`` or cell
-    counts give other widths (traj ``2L``, descriptors ``nxy^2 * nt * bins``); LEAR text files use the defaults.
+    The descriptor widths are those of the options' :class:`~idtfv.idt.layout.DescriptorLayout` (above: the
+    reference options, L = 15 and 2x2x3 cells).
+    When ``info`` holds the extractor's ``params``, every block must have its layout's width; without them
+    (LEAR's text files, hand-made arrays) only ``meta`` is checked. Blocks not given are empty, with the layout's
+    widths.
     """
 
-    meta: np.ndarray = field(default_factory=lambda: _empty("meta"))
-    traj: np.ndarray = field(default_factory=lambda: _empty("traj"))
-    hog: np.ndarray = field(default_factory=lambda: _empty("hog"))
-    hof: np.ndarray = field(default_factory=lambda: _empty("hof"))
-    mbhx: np.ndarray = field(default_factory=lambda: _empty("mbhx"))
-    mbhy: np.ndarray = field(default_factory=lambda: _empty("mbhy"))
+    meta: np.ndarray | None = None
+    traj: np.ndarray | None = None
+    hog: np.ndarray | None = None
+    hof: np.ndarray | None = None
+    mbhx: np.ndarray | None = None
+    mbhy: np.ndarray | None = None
     info: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.info, dict):
+            raise ValueError(f"Trajectories.info: expected a dict, got {type(self.info).__name__}")
+        try:
+            layout = DescriptorLayout.from_info(self.info)
+        except ValueError as e:  # ParameterError: params that give no layout
+            raise ValueError(f"Trajectories.info: {e}") from None
+        strict = self.info.get("params") is not None
         n = None
-        for name, width in BLOCKS.items():
-            a = np.ascontiguousarray(getattr(self, name), dtype=np.float32)
-            # other widths only with non-default options (track_length, cells); meta is always 10 wide
-            if a.ndim != 2 or (name == "meta" and a.shape[1] != width):
-                raise ValueError(f"Trajectories.{name}: expected shape (n, {width}), got {a.shape}")
+        for name, width in layout.widths.items():
+            a = getattr(self, name)
+            a = np.zeros((0, width), np.float32) if a is None else np.ascontiguousarray(a, dtype=np.float32)
+            if a.ndim != 2 or ((strict or name == "meta") and a.shape[1] != width):
+                why = f" ({layout.describe()}, from info['params'])" if strict and name != "meta" else ""
+                raise ValueError(f"Trajectories.{name}: expected shape (n, {width}){why}, got {a.shape}")
             if n is None:
                 n = a.shape[0]
             elif a.shape[0] != n:
                 raise ValueError(f"Trajectories.{name}: expected {n} rows like meta, got {a.shape[0]}")
             object.__setattr__(self, name, a)
-        if not isinstance(self.info, dict):
-            raise ValueError(f"Trajectories.info: expected a dict, got {type(self.info).__name__}")
 
     def __len__(self) -> int:
         return self.meta.shape[0]
@@ -91,16 +114,17 @@ class Trajectories:
     # ------------------------------------------------------------------ conversions
     def as_arrays(self) -> dict[str, np.ndarray]:
         """The six arrays plus ``info_json`` (a 0-d unicode array): the ``.npz`` keys."""
-        out = {name: getattr(self, name) for name in BLOCKS}
+        out = {name: getattr(self, name) for name in BLOCK_NAMES}
         out["info_json"] = np.array(json.dumps(self.info, sort_keys=True))
         return out
 
     @classmethod
     def from_arrays(cls, arrays, *, source: str = "<arrays>") -> "Trajectories":
         """Inverse of :meth:`as_arrays` (a dict or an opened ``.npz``)."""
-        missing = [k for k in BLOCKS if k not in arrays]
+        missing = [k for k in BLOCK_NAMES if k not in arrays]
         if missing:
-            raise FormatError(source, f"expected trajectory arrays {', '.join(BLOCKS)}; missing {', '.join(missing)}")
+            raise FormatError(source, f"expected trajectory arrays {', '.join(BLOCK_NAMES)}; missing "
+                                      f"{', '.join(missing)}")
         info = {}
         if "info_json" in arrays:
             try:
@@ -108,63 +132,242 @@ class Trajectories:
             except (ValueError, TypeError) as e:
                 raise FormatError(source, f"info_json is not valid JSON ({e})") from None
         try:
-            return cls(**{k: np.asarray(arrays[k]) for k in BLOCKS}, info=info)
+            return cls(**{k: np.asarray(arrays[k]) for k in BLOCK_NAMES}, info=info)
         except ValueError as e:
             raise FormatError(source, str(e)) from None
 
     def to_lear(self) -> np.ndarray:
-        """(n, 436) float32 in LEAR's column order."""
-        return np.concatenate([getattr(self, name) for name in BLOCKS], axis=1)
+        """(n, C) float32 in LEAR's column order (C = the blocks' widths summed: 436 with the reference options)."""
+        return np.concatenate([getattr(self, name) for name in BLOCK_NAMES], axis=1)
 
     @classmethod
-    def from_lear(cls, table: np.ndarray, info: dict | None = None) -> "Trajectories":
-        """Split an (n, 436) table into the blocks."""
-        table = np.asarray(table, np.float32).reshape(-1, LEAR_COLUMNS)
+    def from_lear(cls, table: np.ndarray, info: dict | None = None, *,
+                  layout: DescriptorLayout | None = None) -> "Trajectories":
+        """Split an (n, C) table into the blocks of ``layout``.
+
+        ``layout`` defaults to that of ``info`` (:meth:`DescriptorLayout.from_info`: its ``params``, else the
+        reference layout, C = 436).
+        """
+        layout = DescriptorLayout.from_info(info) if layout is None else layout
+        table = np.asarray(table, np.float32).reshape(-1, layout.n_columns)
         parts, o = {}, 0
-        for name, width in BLOCKS.items():
+        for name, width in layout.widths.items():
             parts[name] = table[:, o:o + width]
             o += width
         return cls(**parts, info=dict(info or {}))
 
     def select(self, index) -> "Trajectories":
         """Rows ``index`` (a slice, a boolean mask or integer indices)."""
-        return Trajectories(**{k: getattr(self, k)[index] for k in BLOCKS}, info=dict(self.info))
+        return Trajectories(**{k: getattr(self, k)[index] for k in BLOCK_NAMES}, info=dict(self.info))
 
     # ------------------------------------------------------------------ files
-    def save(self, path, format: str | None = None, *, compact: bool = True) -> Path:
+    def save(self, path, format: str | None = None, *, compact: bool = True,
+             compresslevel: int | None = None) -> Path:
         """Write to ``path``: ``format="npz"`` (compressed; default unless the name ends in .txt/.txt.gz) or
-        ``"lear"`` (436 tab-separated columns per line, gzip-compressed if the name ends in ``.gz``).
+        ``"lear"`` (tab-separated columns per line, 436 with the reference options; gzip-compressed if the name
+        ends in ``.gz``).
 
         ``compact=True`` (the default; npz only) stores the five descriptor blocks as float16 (values in [-1, 1],
         relative precision 5e-4; ``meta`` stays float32): about 0.18 of the LEAR text instead of 0.35. On the
         built-in default dataset, Fisher vectors encoded from float16-rounded descriptors with the same codebook
         differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
-        way. The file is written to a temporary name and renamed, so a reader never sees half a file.
+        way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default zlib's, 6) or of a ``.txt.gz``
+        (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader
+        never sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
-        path = Path(path)
-        if format is None:
-            format = "lear" if path.name.endswith((".txt", ".txt.gz")) else "npz"
-        if format not in ("npz", "lear"):
-            raise ValueError(f"Trajectories.save: format must be 'npz' or 'lear', got {format!r}")
-        if format == "npz":
-            arrays = self.as_arrays()
-            if compact:
-                for name in BLOCKS:
-                    if name != "meta":
-                        arrays[name] = arrays[name].astype(np.float16)
-            with atomic_open(path, "wb") as f:
-                np.savez_compressed(f, **arrays)
+        with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
+            writer.write(self)
+        return writer.path
+
+
+class TrajectoryWriter:
+    """Write trajectories to one file chunk by chunk as they finish, so memory does not grow with the video.
+
+    Parameters
+    ----------
+    path : path-like or binary file object
+        The output file, written atomically (a temporary name next to it, renamed by :meth:`close`); or an open
+        binary stream (``sys.stdout.buffer``) for LEAR text, written as it comes.
+    format : {"npz", "lear"} or None
+        Default: ``"lear"`` if the name ends in ``.txt`` / ``.txt.gz``, else ``"npz"``; ``"lear"`` for a stream.
+    compact : bool
+        npz: store the five descriptor blocks as float16 (see :meth:`Trajectories.save`).
+    compresslevel : int or None
+        DEFLATE level 0-9: of the npz members (default zlib's, 6, as ``np.savez_compressed``) or of a ``.txt.gz``
+        (default :data:`LEAR_GZIP_LEVEL`).
+
+    Each :meth:`write` adds the rows of a :class:`Trajectories` (its ``info`` becomes the file's, so the last
+    chunk's wins, as with :func:`idtfv.idt.iter_trajectories`' batches); :meth:`close` finishes the file, and
+    :meth:`abort` (or an exception inside a ``with`` block) removes everything written. LEAR text goes out line by
+    line (``%.9g``, tab-separated). An npz keeps each array's rows in an unnamed temporary file next to the output
+    while writing and builds the archive at :meth:`close` (array headers need the final row count): the keys,
+    dtypes, member order and bytes are those of :meth:`Trajectories.save` of all the rows at once
+    (``np.savez_compressed``'s layout), and :func:`load_trajectories` reads it. Memory: one chunk at a time.
+
+    ``t_pos`` that the extractor left NaN (frame count unknown while extracting from a generator) is filled in at
+    :meth:`close` from ``info`` (:func:`fill_t_pos`), in an npz; LEAR text is written as it comes and keeps them.
+    """
+
+    def __init__(self, path, format: str | None = None, *, compact: bool = True, compresslevel: int | None = None):
+        self._stream = None if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__") else path
+        if self._stream is not None:
+            if not hasattr(self._stream, "write"):
+                raise TypeError(f"TrajectoryWriter: expected a path or a binary stream, got {type(path).__name__}")
+            format = "lear" if format is None else format
+            if format != "lear":
+                raise ValueError(f"TrajectoryWriter: a stream takes format 'lear', got {format!r}")
+            self.path = None
         else:
-            data = _format_lear(self.to_lear())
-            with atomic_open(path, "wb") as raw:
-                if path.name.endswith(".gz"):
+            self.path = Path(path)
+            if format is None:
+                format = "lear" if self.path.name.endswith((".txt", ".txt.gz")) else "npz"
+        if format not in ("npz", "lear"):
+            raise ValueError(f"TrajectoryWriter: format must be 'npz' or 'lear', got {format!r}")
+        if compresslevel is not None and (isinstance(compresslevel, bool) or compresslevel not in range(10)):
+            raise ValueError(f"TrajectoryWriter: compresslevel must be an integer 0-9 or None, got {compresslevel!r}")
+        self.format, self.compact, self.compresslevel = format, bool(compact), compresslevel
+        self.info: dict = {}
+        self.n_rows = 0
+        self._widths: dict[str, int] | None = None
+        self._tmp: dict = {}  # npz: block name -> unnamed temporary file of its rows
+        self._nan_t_pos = False
+        self._stack = contextlib.ExitStack()
+        self._out = None  # LEAR: where the text goes
+        self._open = True
+        if format == "lear":
+            if self._stream is not None:
+                self._out = self._stream
+            else:
+                raw = self._stack.enter_context(atomic_open(self.path, "wb"))
+                if self.path.name.endswith(".gz"):
                     # name and mtime fixed in the gzip header: otherwise the temporary file's name lands there
-                    with gzip.GzipFile(filename=path.name, fileobj=raw, mode="wb", mtime=0) as f:
-                        f.write(data)
+                    level = LEAR_GZIP_LEVEL if compresslevel is None else compresslevel
+                    self._out = self._stack.enter_context(
+                        gzip.GzipFile(filename=self.path.name, fileobj=raw, mode="wb", mtime=0, compresslevel=level))
                 else:
-                    raw.write(data)
-        return path
+                    self._out = raw
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _dtype(self, name: str):
+        return np.float16 if self.compact and name != "meta" else np.float32
+
+    def write(self, chunk: Trajectories) -> None:
+        """Append the rows of ``chunk`` (its ``info`` replaces the file's)."""
+        if not self._open:
+            raise ValueError("TrajectoryWriter: write() after close() or abort()")
+        if not isinstance(chunk, Trajectories):
+            raise TypeError(f"TrajectoryWriter.write: expected Trajectories, got {type(chunk).__name__}")
+        widths = {name: getattr(chunk, name).shape[1] for name in BLOCK_NAMES}
+        if self._widths is None:
+            self._widths = widths
+        elif widths != self._widths:
+            raise ValueError(f"TrajectoryWriter.write: block widths {widths} differ from the first chunk's "
+                             f"{self._widths}; one file holds trajectories of one layout")
+        self.info = chunk.info
+        n = len(chunk)
+        self.n_rows += n
+        if n == 0:
+            return
+        if self.format == "lear":
+            for i in range(0, n, _LEAR_ROWS):
+                part = chunk.select(slice(i, i + _LEAR_ROWS)) if n > _LEAR_ROWS else chunk
+                self._out.write(_format_lear(part.to_lear()))
+            return
+        self._nan_t_pos |= bool(np.isnan(chunk.meta[:, 9]).any())
+        for name in BLOCK_NAMES:
+            if name not in self._tmp:
+                self._tmp[name] = self._stack.enter_context(tempfile.TemporaryFile(dir=self.path.parent))
+            a = np.ascontiguousarray(getattr(chunk, name), dtype=self._dtype(name))
+            self._tmp[name].write(memoryview(a).cast("B"))
+
+    def close(self) -> Path | None:
+        """Finish the file (npz: build the archive; rename the temporary file onto ``path``); returns ``path``."""
+        if not self._open:
+            return self.path
+        try:
+            if self.format == "npz":
+                self._write_npz()
+            else:
+                self._out.flush()
+        except BaseException as exc:
+            self._open = False
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._open = False
+        self._stack.close()  # LEAR: closes the gzip stream and renames the temporary file
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written (the output file is left as it was)."""
+        if self._open:
+            self._open = False
+            exc = _Aborted()
+            self._stack.__exit__(_Aborted, exc, None)
+
+    def __enter__(self) -> "TrajectoryWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _write_npz(self) -> None:
+        widths = self._widths or DescriptorLayout.from_info(self.info).widths
+        n = self.n_rows
+        with atomic_open(self.path, "wb") as handle, zipfile.ZipFile(
+                handle, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True,
+                compresslevel=self.compresslevel) as archive:
+            # np.savez_compressed's members: "<key>.npy" in the order of Trajectories.as_arrays()
+            for name in BLOCK_NAMES:
+                dtype = np.dtype(self._dtype(name))
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                          "shape": (int(n), int(widths[name]))}
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array_header_1_0(member, header)
+                    tmp = self._tmp.get(name)
+                    if tmp is None:
+                        continue
+                    tmp.seek(0)
+                    if name == "meta" and self._nan_t_pos:
+                        self._copy_meta_filling_t_pos(tmp, member, widths[name])
+                    else:
+                        shutil.copyfileobj(tmp, member, 1 << 22)
+            with archive.open("info_json.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.array(json.dumps(self.info, sort_keys=True)),
+                                          allow_pickle=False)
+
+    def _copy_meta_filling_t_pos(self, src, dst, width: int) -> None:
+        rows = 1 << 16
+        while True:
+            raw = src.read(rows * width * 4)
+            if not raw:
+                return
+            meta = np.frombuffer(raw, np.float32).reshape(-1, width).copy()
+            fill_t_pos(meta, self.info)
+            dst.write(meta.tobytes())
+
+
+class _Aborted(Exception):
+    """Raised into a :class:`TrajectoryWriter`'s open files to make them remove their temporary files."""
+
+
+def fill_t_pos(meta: np.ndarray, info: dict) -> None:
+    """Fill the NaN ``t_pos`` column of ``meta (n, 10)`` in place from ``info``'s ``frames`` and ``params``.
+
+    ``t_pos = clip((frame_num - start - L/2) / frames, 0, 0.999)`` (:func:`idtfv.idt.extract`'s convention); does
+    nothing when no ``t_pos`` is NaN or ``info`` lacks the frame count.
+    """
+    nan = np.isnan(meta[:, 9])
+    frames = info.get("frames")
+    if not nan.any() or not frames:
+        return
+    params = info.get("params") or {}
+    start, length = params.get("start", 0), params.get("track_length", 15)
+    meta[nan, 9] = np.clip((meta[nan, 0] - start - length / 2.0) / frames, 0, 0.999)
 
 
 def _format_lear(table: np.ndarray) -> bytes:
@@ -177,13 +380,14 @@ def _format_lear(table: np.ndarray) -> bytes:
     return buf.getvalue().encode()
 
 
-def _read_lear(path: Path) -> np.ndarray:
+def _read_lear(path: Path, layout: DescriptorLayout) -> np.ndarray:
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise FormatError(path, f"cannot read LEAR text ({e})") from None
+    columns = layout.n_columns
     rows = []
     for lineno, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
@@ -192,20 +396,30 @@ def _read_lear(path: Path) -> np.ndarray:
             row = np.array(line.split(), dtype=np.float32)
         except ValueError:
             raise FormatError(path, f"line {lineno}: expected numbers, got {line[:40]!r}...") from None
-        if row.size != LEAR_COLUMNS:
+        if row.size != columns:
             raise FormatError(
-                path, f"line {lineno}: expected {LEAR_COLUMNS} columns (LEAR iDT format), got {row.size}")
+                path, f"line {lineno}: expected {columns} columns (LEAR iDT format, {layout.describe()}), got "
+                      f"{row.size}; a file extracted with other options needs their layout "
+                      "(load_trajectories(path, layout=DescriptorLayout.from_params(params)))")
         rows.append(row)
-    return np.vstack(rows) if rows else np.zeros((0, LEAR_COLUMNS), np.float32)
+    return np.vstack(rows) if rows else np.zeros((0, columns), np.float32)
 
 
-def load_trajectories(path) -> Trajectories:
-    """Read trajectories from ``.npz`` (this package), or LEAR's ``.txt`` / ``.txt.gz`` (436 columns).
+def load_trajectories(path, *, layout: DescriptorLayout | None = None) -> Trajectories:
+    """Read trajectories from ``.npz`` (this package), or LEAR's ``.txt`` / ``.txt.gz``.
+
+    Parameters
+    ----------
+    path : path-like
+    layout : DescriptorLayout, optional
+        The options' layout. A LEAR text file carries no options: it is split by ``layout`` (default: the
+        reference layout, 436 columns). A ``.npz`` knows its own (its ``info_json``); when ``layout`` is given, its
+        widths must match.
 
     Raises
     ------
     FormatError
-        The file is missing, unreadable or not in one of these formats.
+        The file is missing, unreadable, not in one of these formats, or not of ``layout``.
     """
     path = Path(path)
     if not path.exists():
@@ -213,25 +427,33 @@ def load_trajectories(path) -> Trajectories:
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
-                return Trajectories.from_arrays(z, source=str(path))
+                out = Trajectories.from_arrays(z, source=str(path))
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise FormatError(path, f"not a readable .npz ({e})") from None
+        if layout is not None:
+            for name, width in layout.widths.items():
+                if getattr(out, name).shape[1] != width:
+                    raise FormatError(path, f"{name!r} is {getattr(out, name).shape[1]} wide, expected {width} "
+                                            f"({layout.describe()}); the file was extracted with other options")
+        return out
     if path.name.endswith((".txt", ".txt.gz", ".gz")):
-        return Trajectories.from_lear(_read_lear(path), info={"source": "lear-text", "path": str(path)})
+        layout = DescriptorLayout() if layout is None else layout
+        return Trajectories.from_lear(_read_lear(path, layout), info={"source": "lear-text", "path": str(path)},
+                                      layout=layout)
     raise FormatError(path, f"unknown trajectory file type {path.suffix!r}; expected .npz, .txt or .txt.gz")
 
 
 def concatenate(parts, *, info: dict | None = None) -> Trajectories:
     """Stack several :class:`Trajectories` (e.g. the batches of :func:`idtfv.idt.iter_trajectories`).
 
-    ``info`` defaults to the first part's.
+    ``info`` defaults to the first part's. No parts give empty blocks of ``info``'s layout.
     """
     parts = list(parts)
     if info is None:
         info = dict(parts[0].info) if parts else {}
     if not parts:
         return Trajectories(info=info)
-    return Trajectories(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in BLOCKS}, info=info)
+    return Trajectories(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in BLOCK_NAMES}, info=info)
 
 
 Trajectories.concatenate = staticmethod(concatenate)

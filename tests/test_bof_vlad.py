@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -9,10 +11,11 @@ from threadpoolctl import threadpool_limits
 from idtfv.encoding.bof import bof_histograms
 from idtfv.encoding.kmeans import KMeansCodebook
 from idtfv.encoding.pyramid import cell_ids, n_cells, parse_pyramid
-from idtfv.encoding.sampling import load_training_sample
+from idtfv.encoding.sampling import features_layout, load_training_sample
 from idtfv.sampling import keep_sample, sample_rows, split_quota, video_rng
 from idtfv.encoding.vlad import vlad_vectors
-from idtfv.errors import ParameterError
+from idtfv.errors import FormatError, ParameterError
+from idtfv.idt import IDTParams
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +116,24 @@ def test_quota_and_seeded_sampling(tmp_path):
     assert all(tuple(r) in allrows for r in np.hstack([sample["hog"], sample["traj"]]))
     again, _ = load_training_sample(dict(reversed(list(paths.items()))), total=120, seed=0, channels=("hog", "traj"))
     assert again["hog"].tobytes() == sample["hog"].tobytes()
+
+
+def test_sampling_follows_the_files_layout_and_rejects_a_mixed_stage(tmp_path):
+    """The widths come from the files' info_json (the extractor's options), not from constants."""
+    rng = np.random.default_rng(5)
+    short = {"traj": 18, "hog": 24}  # track_length 9, 1x1x3 cells: 2 x 9, 8 bins x 3 cells
+    info = json.dumps({"params": IDTParams(track_length=9, nxy_cells=1).to_dict()})
+    paths = {}
+    for vid, n in (("a", 40), ("b", 60)):
+        arrays = {"meta": rng.random((n, 10), dtype=np.float32), "info_json": np.array(info)}
+        arrays.update({ch: rng.random((n, d), dtype=np.float32) for ch, d in short.items()})
+        paths[vid] = tmp_path / f"{vid}.npz"
+        np.savez(paths[vid], **arrays)
+    assert features_layout(paths["a"]).channel_widths["traj"] == 18
+    sample, info_ = load_training_sample(paths, total=50, seed=0, channels=("traj", "hog"))
+    assert sample["traj"].shape == (50, 18) and sample["hog"].shape == (50, 24) and info_["rows"] == 50
+    # a file of the reference layout (no options recorded) in the same stage: named, with both layouts' widths
+    np.savez(tmp_path / "c.npz", meta=np.zeros((5, 10), np.float32), traj=np.zeros((5, 30), np.float32),
+             hog=np.zeros((5, 96), np.float32))
+    with pytest.raises(FormatError, match=r"c\.npz.*'traj' has shape \(5, 30\), expected \(5, 18\)"):
+        load_training_sample({**paths, "c": tmp_path / "c.npz"}, total=100, seed=0, channels=("traj", "hog"))

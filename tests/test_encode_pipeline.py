@@ -11,11 +11,13 @@ from threadpoolctl import threadpool_limits
 from idtfv.encoding.fisher import fisher_vectors_cells
 from idtfv.encoding.stage import encode_arrays, load_codebooks
 from idtfv.encoding.pyramid import cell_ids, parse_pyramid
-from idtfv.encoding.sampling import CHANNELS
+from idtfv.idt import DescriptorLayout
 from idtfv.errors import FormatError
 from idtfv.cli import main
 
 N_VIDEOS = 8
+#: {channel: width} of the reference options (the test files' info_json holds no options)
+CHANNELS = DescriptorLayout().channel_widths
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +148,54 @@ def test_corrupt_video_features_fail_that_video_only(dataset, capsys):
     with np.load(dataset / "fv.npz") as z:
         assert "v6" not in z["video_ids"].tolist() and len(z["video_ids"]) == 6
     assert "v6" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ other layouts
+def test_features_of_other_extractor_options_encode_with_their_layout(tmp_path):
+    """Features extracted with L = 9 and 1x1x3 cells: the codebook and vectors follow their layout (read from the
+    stamp, or from the files' info_json when the stamp has no extractor options)."""
+    from conftest import write_tiny_video
+    from idtfv.data.manifest import Manifest, VideoEntry
+    from idtfv.encoding.params import EncodeParams
+    from idtfv.encoding.sampling import features_layout
+    from idtfv.encoding.stage import run_encode
+    from idtfv.idt import IDTParams
+    from idtfv.idt.stage import run_features
+    from idtfv.runner import write_stamp
+
+    idt = IDTParams(track_length=9, nxy_cells=1, nt_cells=3)
+    rows = [VideoEntry(f"v{i}", write_tiny_video(tmp_path / f"v{i}.avi", frames=16, seed=i, motion=(2, i % 2 + 1)),
+                       i % 2, "ab"[i % 2], group=f"g{i}", splits={1: "train" if i < 3 else "test"})
+            for i in range(4)]
+    man = Manifest(rows, tmp_path)
+    features = {"idt": idt.to_dict()}
+    result = run_features(rows, features, cache_root=tmp_path / "cache")
+    assert not result.failed
+    write_stamp(tmp_path / "features.json", result, stage="features", params=features)
+    # planted widths (traj 2 x 9; 1x1x3 cells of 8, 9, 8, 8 bins), halved by PCA
+    widths = {"traj": 18, "hog": 24, "hof": 27, "mbhx": 24, "mbhy": 24}
+    with np.load(result.path("v0")) as z:
+        assert {ch: z[ch].shape[1] for ch in widths} == widths
+    assert features_layout(result.path("v0")).channel_widths == widths
+
+    params = EncodeParams(k=2, pca_samples=200, gmm_iter=5, pyramid="1x1x1,1x1x2")
+    summary = run_encode(man, tmp_path / "features.json", params, split=1, cache=tmp_path / "cache",
+                         out=tmp_path / "fv.npz")
+    assert summary["k"] == 2 and not summary["failed"]
+    expected_dim = 3 * sum(2 * 2 * (w // 2) for w in widths.values())  # cells x channels x [u, v] x K x D/2
+    with np.load(tmp_path / "fv.npz") as z:
+        F = z["features"]
+    assert summary["dim"] == expected_dim and F.shape == (4, expected_dim) and np.isfinite(F).all()
+    models, cb = load_codebooks(summary["codebook_dir"])
+    assert {ch: pca.n_features_in_ for ch, (pca, _) in models.items()} == widths
+    assert cb["layout"] == {"track_length": 9, "nxy_cells": 1, "nt_cells": 3}
+    with np.load(result.path("v3")) as z:
+        np.testing.assert_array_equal(F[3], encode_arrays(dict(z), models, pyramid="1x1x1,1x1x2"))
+
+    # a stamp without the extractor options: the layout comes from the files themselves; same codebook fit
+    write_stamp(tmp_path / "bare.json", result, stage="features", params={})
+    again = run_encode(man, tmp_path / "bare.json", params, split=1, cache=tmp_path / "cache2",
+                       out=tmp_path / "fv2.npz")
+    with np.load(tmp_path / "fv2.npz") as z:
+        assert z["features"].tobytes() == F.tobytes()
+    assert again["dim"] == expected_dim

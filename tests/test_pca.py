@@ -8,8 +8,11 @@ from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from idtfv.encoding.codebook_io import load_model, save_model
-from idtfv.encoding.pca import CHANNEL_DIMS, DescriptorPCA
+from idtfv.encoding.pca import DescriptorPCA
+from idtfv.idt import DescriptorLayout
 from idtfv.errors import FormatError, ParameterError
+
+CHANNEL_DIMS = DescriptorLayout().channel_widths  # the reference options' widths
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,6 @@ must hold exactly ``keep_sample`` of the full arrays and nothing else.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,6 @@ from idtfv.errors import ParameterError
 from idtfv.cli import main
 from idtfv.runner import read_index, read_stamp
 
-REPO = Path(__file__).resolve().parents[1]
 ENCODE_OPTS = ["--k", "2", "--pca-samples", "150", "--gmm-iter", "5", "--pyramid", "1x1x1,1x1x2"]
 
 
@@ -184,52 +180,6 @@ def test_bad_streaming_options_are_one_line_errors(dataset, tmp_path, capsys):
     stamp.write_text(json.dumps({"stage": "features", "dir": str(tmp_path), "params": {"idt": {}, "store": "sample"},
                                  "done": [], "failed": {}}))
     fails(*enc[:-1], "--features", stamp, needle="encode --streaming")  # the normal encode of a sample stamp
-
-
-FAKE_IDTFV = """#!/usr/bin/env bash
-set -eu
-echo "$*" >> "$IDTFV_LOG"
-out=""; prev=""
-for arg in "$@"; do if [ "$prev" = "--out" ]; then out="$arg"; fi; prev="$arg"; done
-case "$1" in
-  train-svm) mkdir -p "$out" && echo '{"accuracy": 1.0}' > "$out/report.json" ;;
-  *) mkdir -p "$(dirname "$out")" && echo "$1" > "$out" ;;
-esac
-"""
-
-
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
-def test_makefile_streaming_switch(tmp_path):
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "idtfv").write_text(FAKE_IDTFV)
-    (venv / "bin" / "idtfv").chmod(0o755)
-    (venv / ".installed").touch()
-    log = tmp_path / "calls.log"
-
-    def make(*variables):
-        proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "encode", f"VENV={venv}",
-                               f"CACHE={tmp_path / 'cache'}", *variables], capture_output=True, text=True,
-                              env={**os.environ, "IDTFV_LOG": str(log)}, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        lines = log.read_text().splitlines()
-        log.unlink()
-        return lines
-
-    data = tmp_path / "cache" / "default"
-    _, feat, enc = make("STREAMING=1")
-    assert "--store sample --split 1" in feat and f"--out {data / 'features_streaming.json'}" in feat
-    assert "--streaming" in enc and f"--features {data / 'features_streaming.json'}" in enc
-    assert f"--out {data / 'fisher_split1_streaming.npz'}" in enc
-    feat, enc = make()  # the default path is unchanged and has its own files
-    assert "--store" not in feat and f"--out {data / 'features.json'}" in feat
-    assert "--streaming" not in enc and f"--out {data / 'fisher_split1.npz'}" in enc
-    # a --subset sample comes from SPLIT's training videos: its stamp is per split, so SPLIT=2 does not reuse split 1's
-    for split in (1, 2):
-        feat, enc = make("STREAMING=1", f"SPLIT={split}", "FEATURES_ARGS=--subset 0.5")
-        stamp = data / f"features_streaming_split{split}.json"
-        assert f"--split {split}" in feat and "--subset 0.5" in feat and f"--out {stamp}" in feat
-        assert f"--features {stamp}" in enc
 
 
 def test_streaming_uses_kept_full_features_instead_of_extracting(dataset, monkeypatch, capsys):
