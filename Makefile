@@ -85,7 +85,8 @@ SVM_REPORT := $(SVM_DIR)/report.json
 H_FLOW := $(call hash,$(H_DATA) flow args=$(FLOW_ARGS))
 RAWFRAMES := $(DATA)/rawframes-$(H_FLOW)
 FLOW_DONE := $(RAWFRAMES).done
-NEEDS_FLOW := $(filter flow warped_flow,$(MODALITY))
+# warped_flow is computed on the fly from the frames (the extractor's homography); only MODALITY=flow reads rawframes flow.
+NEEDS_FLOW := $(filter flow,$(MODALITY))
 H_DEEP := $(call hash,$(if $(NEEDS_FLOW),$(H_FLOW),$(H_DATA)) train-deep model=$(MODEL) modality=$(MODALITY) \
   split=$(SPLIT) seed=$(SEED) args=$(DEEP_ARGS))
 DEEP_DIR := $(DATA)/$(MODEL)_$(MODALITY)_split$(SPLIT)-$(H_DEEP)

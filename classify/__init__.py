@@ -1,23 +1,28 @@
 """classify: score/feature file formats, linear SVM, k-NN, evaluation and late fusion.
 
-Modules: :mod:`~idtfv.classify.scores` (score CSV and feature ``.npz`` formats), :mod:`~idtfv.classify.svm` (one-vs-rest
+Modules: :mod:`~idtfv.scores` (score CSV and feature ``.npz`` formats), :mod:`~idtfv.classify.svm` (one-vs-rest
 linear SVM through the linear kernel, C selection), :mod:`~idtfv.classify._kernel_svm` and
 :mod:`~idtfv.classify._svm_dcd_nb` (kernel blocks, dual coordinate descent kernel), :mod:`~idtfv.classify.knn`,
 :mod:`~idtfv.classify.evaluate`, :mod:`~idtfv.classify.fusion`, :mod:`~idtfv.classify.plots` (confusion PNG),
 :mod:`~idtfv.classify.stage` (one split: train, score, report) and :mod:`~idtfv.classify.cli` (``idtfv train-svm``,
 ``train-knn``, ``evaluate``, ``fuse``).
 
-The formats, :func:`evaluate` and :func:`fuse_scores` are imported eagerly (NumPy only); the scikit-learn based
-classifiers load on first use.
+:mod:`~idtfv.classify.fusion` is the one home of score normalisation (:func:`softmax`, :func:`zscore`) and late
+fusion (:func:`fuse_scores`: weighted average; :func:`stack_scores`: stacked scores for a fusion SVM), also used by
+:mod:`idtfv.deep`.
+
+The formats, :func:`evaluate` and the fusion functions are imported eagerly (NumPy only; importing the
+``evaluate`` function here also keeps it from being shadowed by its submodule of the same name); the scikit-learn
+based classifiers load on first use.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .scores import Features, Scores, read_features, read_scores, write_features, write_scores
+from idtfv.scores import Features, Scores, read_features, read_scores, write_features, write_scores
 from .evaluate import evaluate
-from .fusion import fuse_scores
+from .fusion import NORMALIZERS, fuse_scores, softmax, stack_scores, zscore
 
 __all__ = [
     "Scores",
@@ -28,6 +33,10 @@ __all__ = [
     "read_features",
     "evaluate",
     "fuse_scores",
+    "stack_scores",
+    "softmax",
+    "zscore",
+    "NORMALIZERS",
     "LinearSVM",
     "KNNClassifier",
 ]
@@ -42,4 +51,4 @@ def __getattr__(name):
     if name in _LAZY:
         mod, attr = _LAZY[name]
         return getattr(importlib.import_module(mod), attr)
-    raise AttributeError(f"module 'classify' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -93,7 +93,7 @@ def _warnings_as_lines():
 def _common_split_args(p):
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV")
     p.add_argument("--features", type=Path, required=True, metavar="FV.npz",
-                   help="feature file (idtfv.classify.scores format: video_ids, features, labels)")
+                   help="feature file (idtfv.scores format: video_ids, features, labels)")
     p.add_argument("--split", type=int, default=1, metavar="N", help="manifest split to train/test on (default 1)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="output directory (scores.csv, report.json, confusion.png, model files)")
@@ -189,6 +189,12 @@ def _print_summary(report: dict, stream=None, prefix: str = "") -> None:
     parts = [f"accuracy {pct(report.get('accuracy'))}"]
     if report.get("n_splits", 1) > 1 and report.get("accuracy_std") is not None:
         parts[-1] += f" (+-{100 * report['accuracy_std']:.2f} over {report['n_splits']} splits)"
+    if report.get("n_correct") is not None:  # small test sets: the count and the bootstrap interval beside the %
+        honest = f"{report['n_correct']}/{report['n_videos']} correct"
+        ci, boot = report.get("accuracy_ci"), report.get("bootstrap") or {}
+        if ci and None not in ci:
+            honest += f", {100 * boot.get('level', 0.95):g}% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%"
+        parts[-1] += f" [{honest}]"
     parts.append(f"mean class accuracy {pct(report.get('mean_class_accuracy'))}")
     parts.append(f"mAP {pct(report.get('mAP'))}")
     if report.get("top5") is not None:  # None also when there are fewer than 5 classes: not applicable
@@ -256,7 +262,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_fuse(args) -> int:
     from .evaluate import evaluate
     from .fusion import fuse_scores
-    from .scores import write_scores
+    from idtfv.scores import write_scores
 
     weights = args.weights
     if weights is not None:

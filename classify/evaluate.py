@@ -13,7 +13,12 @@ Definitions (one split; n labelled videos, C classes, scores s (n, C), true labe
   class c; ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds (ties count as one step, as in
   scikit-learn). It is undefined for a class without positives in the split, and for a class without negatives
   (every video is of class c: any ranking scores 1, which measures nothing);
-- confusion[t, p]: number of videos of true class t predicted as p (single-label data only).
+- confusion[t, p]: number of videos of true class t predicted as p (single-label data only);
+- ``n_correct``: the number of correctly predicted videos behind ``accuracy`` (``accuracy = n_correct / n``);
+- ``accuracy_ci``: a seeded percentile bootstrap confidence interval of the accuracy (default 95%, 1000
+  resamples of the test videos with replacement; with several splits, each split is resampled on its own and the
+  interval is that of the mean over splits). With few test videos one clip moves the accuracy by several points:
+  the count and the interval say how much the figure can be trusted.
 
 Undefined figures (the per-class accuracy and AP of a class without test videos, the AP of a class without
 negatives; ``mAP`` / ``mean_class_accuracy`` when no class has a defined value) are ``None`` in the report (``null``
@@ -40,12 +45,16 @@ import numpy as np
 from idtfv.errors import FormatError, ParameterError
 
 from idtfv.atomic import atomic_write_text
-from .scores import Scores, read_scores
+from idtfv.scores import Scores, read_scores
 
-__all__ = ["evaluate", "average_precision", "split_metrics", "write_report", "ResultWarning"]
+__all__ = ["evaluate", "average_precision", "split_metrics", "bootstrap_accuracy_ci", "write_report",
+           "ResultWarning", "N_BOOTSTRAP", "CI_LEVEL"]
 
 #: How many ids a warning about missing videos or undefined classes names.
 _N_EXAMPLES = 3
+#: Bootstrap resamples and confidence level of ``accuracy_ci``.
+N_BOOTSTRAP = 1000
+CI_LEVEL = 0.95
 
 
 class ResultWarning(UserWarning):
@@ -104,7 +113,8 @@ def split_metrics(scores: np.ndarray, targets: np.ndarray, *, top_k: int = 5) ->
 
     Returns
     -------
-    dict with ``accuracy``, ``per_class_accuracy`` (C,) (NaN for absent classes), ``mean_class_accuracy``,
+    dict with ``accuracy``, ``n_correct``, ``hits`` (n,) bool (video i predicted correctly),
+    ``per_class_accuracy`` (C,) (NaN for absent classes), ``mean_class_accuracy``,
     ``average_precision`` (C,), ``mAP``, ``topk`` (or None when C < top_k), ``confusion`` (C, C) int64 or None
     (multi-label), ``multilabel``.
     """
@@ -135,6 +145,8 @@ def split_metrics(scores: np.ndarray, targets: np.ndarray, *, top_k: int = 5) ->
         np.add.at(confusion, (y, pred), 1)
     return {
         "accuracy": acc,
+        "n_correct": int(hit.sum()),
+        "hits": hit,
         "per_class_accuracy": per_class,
         "mean_class_accuracy": mca,
         "average_precision": ap,
@@ -143,6 +155,47 @@ def split_metrics(scores: np.ndarray, targets: np.ndarray, *, top_k: int = 5) ->
         "confusion": confusion,
         "multilabel": multilabel,
     }
+
+
+def bootstrap_accuracy_ci(hits, *, n_resamples: int = N_BOOTSTRAP, level: float = CI_LEVEL,
+                          seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the (mean over splits of the) accuracy.
+
+    Parameters
+    ----------
+    hits : sequence of array_like of bool, one (n_j,) array per split
+        Whether each test video of split j was predicted correctly.
+    n_resamples : int, keyword-only
+        Bootstrap resamples B; each resamples every split's videos with replacement (n_j of n_j).
+    level : float in (0, 1)
+        Coverage of the interval.
+    seed : int
+        Seeds the resampling: same hits and seed -> same interval.
+
+    Returns
+    -------
+    (low, high) : the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the B resampled mean accuracies
+    (NaN, NaN when a split has no video).
+    """
+    if not (isinstance(n_resamples, int) and n_resamples >= 1):
+        raise ParameterError(f"bootstrap: n_resamples must be an integer >= 1, got {n_resamples!r}")
+    if not 0 < level < 1:
+        raise ParameterError(f"bootstrap: level must be in (0, 1), got {level!r}")
+    rng = np.random.default_rng(int(seed))
+    total = np.zeros(n_resamples)
+    hits = [np.asarray(h, dtype=bool) for h in hits]
+    if not hits or any(h.size == 0 for h in hits):
+        return math.nan, math.nan
+    for h in hits:
+        acc = np.empty(n_resamples)
+        chunk = max(1, 4_000_000 // h.size)  # at most ~32 MB of indices at a time
+        for start in range(0, n_resamples, chunk):
+            stop = min(n_resamples, start + chunk)
+            acc[start:stop] = h[rng.integers(0, h.size, size=(stop - start, h.size))].mean(axis=1)
+        total += acc
+    total /= len(hits)
+    low, high = np.quantile(total, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 # --------------------------------------------------------------------------- manifest alignment
@@ -264,7 +317,8 @@ def _json_num(x):
 
 
 def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png=None, report_json=None,
-             title: str | None = None) -> dict:
+             title: str | None = None, n_bootstrap: int = N_BOOTSTRAP, ci_level: float = CI_LEVEL,
+             bootstrap_seed: int = 0) -> dict:
     """Evaluate one or several score files (e.g. one per split) and build a JSON-ready report.
 
     Parameters
@@ -282,11 +336,15 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         Where to write the confusion-matrix figure (summed over splits) and the report.
     title : str, optional
         Figure title.
+    n_bootstrap, ci_level, bootstrap_seed : int, float, int
+        Resamples, coverage and seed of ``accuracy_ci`` (:func:`bootstrap_accuracy_ci`).
 
     Returns
     -------
     dict
-        ``accuracy`` (mean over splits), ``accuracy_std``, ``mean_class_accuracy``, ``mAP``, ``top{k}``
+        ``accuracy`` (mean over splits), ``accuracy_std``, ``n_correct`` (summed over splits), ``accuracy_ci``
+        ([low, high], seeded bootstrap), ``bootstrap`` (its settings), ``mean_class_accuracy``, ``mAP``,
+        ``mAP_std``, ``top{k}``
         (or None), ``per_class_accuracy`` and ``average_precision`` ({class name: value}), ``confusion``
         (list of lists, rows = true class; None for multi-label), ``splits`` (per-input numbers), sizes.
     """
@@ -337,6 +395,9 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
     aps = _nanmean_rows([m["average_precision"] for m in per_split])
     _warn_undefined(names, pca, aps)
     topk_key = f"top{top_k}"
+    ci = bootstrap_accuracy_ci([m["hits"] for m in per_split], n_resamples=n_bootstrap, level=ci_level,
+                               seed=bootstrap_seed)
+    maps = [m["mAP"] for m in per_split if not math.isnan(m["mAP"])]
     report = {
         "n_splits": len(per_split),
         "n_classes": len(names),
@@ -344,8 +405,12 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         "n_videos": int(sum(m["n_videos"] for m in per_split)),
         "accuracy": _json_num(accs.mean()),
         "accuracy_std": _json_num(accs.std()),
+        "n_correct": int(sum(m["n_correct"] for m in per_split)),
+        "accuracy_ci": [_json_num(ci[0]), _json_num(ci[1])],
+        "bootstrap": {"resamples": int(n_bootstrap), "level": float(ci_level), "seed": int(bootstrap_seed)},
         "mean_class_accuracy": _json_num(mean_of("mean_class_accuracy")),
         "mAP": _json_num(mean_of("mAP")),
+        "mAP_std": _json_num(np.std(maps)) if maps else None,
         topk_key: _json_num(mean_of("topk")) if len(names) >= top_k else None,
         "per_class_accuracy": {c: _json_num(v) for c, v in zip(names, pca)},
         "average_precision": {c: _json_num(v) for c, v in zip(names, aps)},
@@ -359,6 +424,7 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
                 "n_unlabelled": m["n_unlabelled"],
                 "n_missing": m["n_missing"],
                 "accuracy": _json_num(m["accuracy"]),
+                "n_correct": m["n_correct"],
                 "mean_class_accuracy": _json_num(m["mean_class_accuracy"]),
                 "mAP": _json_num(m["mAP"]),
                 topk_key: _json_num(m["topk"]),

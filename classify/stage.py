@@ -5,7 +5,7 @@ This is the library behind ``idtfv train-svm`` and ``idtfv train-knn`` (the CLIs
 the same inputs and seed):
 
 - ``model.npz`` + ``model.json`` — the SVM weights and metadata (SVM only);
-- ``scores.csv`` — scores of the split's test videos (:mod:`idtfv.classify.scores` format, true labels filled in);
+- ``scores.csv`` — scores of the split's test videos (:mod:`idtfv.scores` format, true labels filled in);
 - ``confusion.png`` — the confusion matrix (single-label data);
 - ``report.json`` — :func:`idtfv.classify.evaluate.evaluate`'s report plus a ``training`` section. It marks the
   run complete: a rerun removes the old one before writing anything, and it is written last, so a run killed
@@ -33,7 +33,7 @@ import numpy as np
 from idtfv.errors import FormatError, ManifestError, ParameterError
 
 from .evaluate import ResultWarning, _examples, evaluate, write_report
-from .scores import Features, Scores, read_features, write_scores
+from idtfv.scores import Features, Scores, read_features, write_scores
 
 __all__ = ["SplitData", "load_split", "run_svm_split", "run_knn_split"]
 
@@ -93,7 +93,7 @@ def load_split(manifest, features, split: int) -> SplitData:
     Parameters
     ----------
     manifest : Manifest or path
-    features : Features or path (``.npz`` of :func:`idtfv.classify.scores.write_features`)
+    features : Features or path (``.npz`` of :func:`idtfv.scores.write_features`)
     split : int, 1-based split number
     """
     from idtfv.data.manifest import read_manifest

@@ -1,4 +1,7 @@
-"""Multi-view test aggregation: scores of several views (clips x crops) per video -> one row per video."""
+"""Multi-view test aggregation: scores of several views (clips x crops) per video -> one row per video.
+
+Fusing the scores of several models (streams) is :func:`idtfv.classify.fuse_scores`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import numpy as np
 
 from idtfv.errors import ParameterError
 
-__all__ = ["aggregate_views", "average_streams"]
+__all__ = ["aggregate_views"]
 
 _REDUCE = {"mean": np.mean, "max": np.max}
 
@@ -37,12 +40,3 @@ def aggregate_views(video_ids, scores, *, how: str = "mean") -> tuple[list[str],
     agg = np.stack([_REDUCE[how](scores[rows], axis=0) for rows in order.values()]) if order else \
         np.zeros((0, scores.shape[1]))
     return list(order), agg
-
-
-def average_streams(*score_arrays, weights=None) -> np.ndarray:
-    """Two-stream late fusion by (weighted) averaging of aligned score arrays (n, C) each."""
-    arrays = [np.asarray(a, dtype=np.float64) for a in score_arrays]
-    if not arrays or any(a.shape != arrays[0].shape for a in arrays):
-        raise ParameterError(f"need score arrays of one shape, got {[a.shape for a in arrays]}")
-    w = np.ones(len(arrays)) if weights is None else np.asarray(weights, dtype=np.float64)
-    return sum(wi * a for wi, a in zip(w, arrays)) / w.sum()

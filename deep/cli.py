@@ -18,15 +18,19 @@ SMALL = {"width": 16, "depth": 10, "size": 96}
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
-    from .data import MODALITIES
-    from .models import MODELS
+    from .names import MODALITIES, MODEL_NAMES  # names only: no torch for --help
 
     p.add_argument("--manifest", required=True, help="manifest CSV")
-    p.add_argument("--model", required=True, choices=sorted(MODELS), help="model family")
-    p.add_argument("--modality", default="rgb", choices=sorted(MODALITIES), help="input modality (default rgb)")
+    p.add_argument("--model", required=True, choices=sorted(MODEL_NAMES), help="model family")
+    p.add_argument("--modality", default="rgb", choices=sorted(MODALITIES),
+                   help="input modality (default rgb); warped_flow is computed on the fly (DIS + the iDT "
+                        "extractor's camera homography, as extract-flow --warped)")
     p.add_argument("--split", type=int, default=1, help="split number (default 1)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--rawframes", default=None, help="rawframes directory written by extract-flow (optional)")
+    p.add_argument("--rawframes", default=None,
+                   help="rawframes directory written by extract-flow / idtfv flow (optional): frames, and the flow "
+                        "fields of --modality flow (write it with --warped to train on precomputed warped flow); "
+                        "without it flow is computed on the fly with DIS")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -90,9 +94,9 @@ def add_stack_scores(subparsers) -> None:
 def run_stack(args: argparse.Namespace) -> int:
     """Execute ``stack-scores``."""
     try:
-        from .fusion import stack_scores
+        from .runs import stack_runs
 
-        path = stack_scores(args.runs, args.out)
+        path = stack_runs(args.runs, args.out)
     except (IdtfvError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

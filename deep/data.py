@@ -1,19 +1,23 @@
 """Datasets over the manifest: RGB, RGB difference, optical flow and warped flow clips.
 
-Frames come from the video (``idtfv.video.iter_frames``) or from a rawframes directory written by
-``extract-flow`` (``DIR/<video_id>/img_00001.jpg``, ``flow_x_00001.jpg``, ``flow_y_00001.jpg``, or
-``DIR/<video_id>.npz`` with ``flow (T-1, H, W, 2) float16`` and ``bound``). Flow JPEGs hold
-``v = round((f + bound) * 255 / (2 bound))``, decoded here as ``f = v * 2 bound / 255 - bound`` pixels. Without
-rawframes, flow is computed on the fly with OpenCV's DIS (Kroeger et al. 2016), clipped to +-bound and
-cached per video quantised exactly like the rawframes JPEGs (so both paths see the same value grid).
+Frames and flow come from a rawframes directory written by ``extract-flow`` / ``idtfv flow`` when one is given
+(read only through :class:`idtfv.idt.RawframesReader`: ``DIR/<video_id>/img_*.jpg``, ``flow_x/flow_y_*.jpg``
+or ``DIR/<video_id>.npz``), else from the video (``idtfv.video.iter_frames``). Without rawframes flow, flow is
+computed on the fly by :func:`solve_flow` (DIS, Kroeger et al. 2016, OpenCV's "fast" preset, through
+``idtfv.idt.flow``: what ``extract-flow --method dis --preset fast`` writes) and cached per video quantised
+exactly like the rawframes JPEGs (:func:`idtfv.idt.quantize_flow`, so both paths see the same value grid).
 
 Modalities (per frame position i of n_pos = n frames, or n - 1 for the modalities built from frame pairs):
 
 - ``rgb``: frame i, 3 channels;
 - ``rgbdiff``: frame i+1 - frame i, 3 channels (TSN's RGB difference);
-- ``flow``: flow field i (frame i -> i+1), 2 channels (x, y);
-- ``warped_flow``: flow i minus the camera motion, a homography fitted to the flow field by RANSAC
-  (TSN's warped flow, Wang et al. 2016 sec. 3.2, with the homography estimated from the flow itself).
+- ``flow``: flow field i (frame i -> i+1), 2 channels (x, y): the rawframes' flow fields as written (plain, or
+  camera-compensated when written with ``--warped``), else DIS on the fly;
+- ``warped_flow``: TSN's warped flow (Wang et al. 2016, sec. 3.2), always computed here with the extractor's
+  definition, :func:`idtfv.idt.warped_flow` (the camera homography of the iDT extractor, frame i+1 warped back
+  into frame i's camera, flow solved again) with :func:`solve_flow`; frames from the rawframes' ``img_*.jpg``
+  when present. ``extract-flow --warped`` uses the same definition; to train on its (e.g. TV-L1) warped flow,
+  use ``--modality flow`` with ``--rawframes`` pointing at its output.
 
 A sample is ``(x, label, index)`` with ``x (L c, K, H, W)`` float32: K temporal positions (segments or clip
 frames), each a stack of L frames with c channels (channel l c + j = channel j of stacked frame l).
@@ -30,16 +34,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from idtfv.errors import FormatError, ParameterError, VideoError
+from idtfv.errors import ParameterError, VideoError
+from idtfv.idt import DEFAULT_BOUND, RawframesReader, dequantize_flow, quantize_flow
 
 from . import transforms as T
+from .names import MODALITIES
 from .sampling import clip_indices, segment_indices, segment_views
 
-__all__ = ["MODALITIES", "SamplingConfig", "VideoDataset", "FrameSource", "remove_camera_motion",
-           "decode_flow_jpeg", "encode_flow_jpeg"]
+__all__ = ["MODALITIES", "SamplingConfig", "VideoDataset", "FrameSource", "solve_flow", "FLOW_METHOD",
+           "FLOW_PRESET"]
 
-#: modality -> (channels per frame, whether it uses frame pairs)
-MODALITIES = {"rgb": (3, False), "rgbdiff": (3, True), "flow": (2, True), "warped_flow": (2, True)}
+#: The on-the-fly flow solver (``idtfv.idt.flow.estimate_flow`` method and DIS preset).
+FLOW_METHOD = "dis"
+FLOW_PRESET = "fast"
 
 _FLOW_STD = 1.0  # flow is divided by the bound: +-bound -> +-1
 _DIFF_STD = 0.226 * 255
@@ -83,68 +90,44 @@ class SamplingConfig:
         return self.short_side or round(self.size * 256 / 224)
 
 
-def decode_flow_jpeg(values: np.ndarray, bound: float = 20.0) -> np.ndarray:
-    """uint8 0..255 -> flow in pixels: ``v * 2 bound / 255 - bound``."""
-    return values.astype(np.float32) * (2 * bound / 255.0) - bound
+def solve_flow(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """The on-the-fly flow ``(h, w, 2)`` float32 px from grey ``prev (h, w)`` to ``cur (h, w)`` uint8: DIS with
+    OpenCV's "fast" preset through :func:`idtfv.idt.flow.estimate_flow` (``FLOW_METHOD``, ``FLOW_PRESET``)."""
+    from idtfv.idt.flow import DISParams, estimate_flow
+
+    return estimate_flow(prev, cur, method=FLOW_METHOD, params=DISParams(preset=FLOW_PRESET))
 
 
-def encode_flow_jpeg(flow: np.ndarray, bound: float = 20.0) -> np.ndarray:
-    """flow in pixels -> uint8 ``round((clip(f, -bound, bound) + bound) * 255 / (2 bound))``."""
-    return np.round((np.clip(flow, -bound, bound) + bound) * 255.0 / (2 * bound)).astype(np.uint8)
-
-
-def remove_camera_motion(flow: np.ndarray, *, step: int = 4, threshold: float = 1.0) -> np.ndarray:
-    """Warped flow: subtract the motion of a homography fitted (RANSAC) to the flow field.
-
-    ``flow (H, W, 2)`` pixels; correspondences p -> p + flow(p) on a grid every ``step`` pixels. Returns the
-    flow unchanged when fewer than 8 points or no homography is found.
-    """
-    h, w = flow.shape[:2]
-    ys, xs = np.mgrid[0:h:step, 0:w:step]
-    src = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
-    dst = src + flow[ys.ravel(), xs.ravel()].astype(np.float32)
-    if len(src) < 8:
-        return flow
-    cv2.setRNGSeed(0)  # RANSAC draws from OpenCV's global RNG: seed it for reproducibility
-    hom, _ = cv2.findHomography(src, dst, cv2.RANSAC, threshold)
-    if hom is None:
-        return flow
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    pts = np.stack([gx, gy], axis=-1).reshape(-1, 1, 2)
-    moved = cv2.perspectiveTransform(pts, hom).reshape(h, w, 2)
-    return (flow - (moved - np.stack([gx, gy], axis=-1))).astype(np.float32)
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
 class FrameSource:
     """Frames and flow of one video, from rawframes when present, else decoded from the video.
 
-    ``rgb(idx) -> (F, H, W, 3)`` float32 0..255, ``flow(idx) -> (F, H, W, 2)`` float32 pixels (field i maps
-    frame i to i+1). ``frames`` is a decoded uint8 array reused by ``VideoDataset``'s cache.
+    ``rgb(idx) -> (F, H, W, 3)`` float32 0..255, ``flow(idx)`` and ``warped_flow(idx) -> (F, H, W, 2)`` float32
+    pixels (field i maps frame i to i+1). ``frames`` is a decoded uint8 array reused by ``VideoDataset``'s cache.
+    Flow computed here is cached per field, quantised like the rawframes JPEGs (uint8, +-``flow_bound``).
+
+    Raises
+    ------
+    idtfv.errors.FormatError
+        ``rawframes`` given but holding nothing for this video, or malformed (:class:`idtfv.idt.RawframesReader`).
     """
 
-    def __init__(self, entry, *, rawframes: Path | None = None, flow_bound: float = 20.0, frames=None):
+    def __init__(self, entry, *, rawframes: Path | None = None, flow_bound: float = DEFAULT_BOUND, frames=None):
         self.entry = entry
         self.bound = flow_bound
-        self.raw = Path(rawframes) / entry.video_id if rawframes is not None else None
-        self.raw_npz = Path(rawframes) / f"{entry.video_id}.npz" if rawframes is not None else None
+        self.raw = RawframesReader(rawframes, entry.video_id, bound=flow_bound) if rawframes is not None else None
         self._frames = frames
-        self._npz_flow = None
-        self._has_raw_img = self.raw is not None and (self.raw / "img_00001.jpg").exists()
-        self._has_raw_flow = self.raw is not None and (self.raw / "flow_x_00001.jpg").exists()
-        if rawframes is not None and not (self._has_raw_img or self._has_raw_flow or self.raw_npz.exists()):
-            raise VideoError(self.raw, "no rawframes for this video (expected img_00001.jpg, flow_x_00001.jpg "
-                                       f"or {self.raw_npz.name}); run extract-flow on the manifest first")
-        self._n_raw = None
-        self._dis = None
-        self._dis_cache: dict[int, np.ndarray] = {}
+        self._flow_cache: dict[int, np.ndarray] = {}
         self._warp_cache: dict[int, np.ndarray] = {}
 
     @property
     def nbytes(self) -> int:
         """Memory held by the decoded frames and cached flow fields."""
         n = self._frames.nbytes if self._frames is not None else 0
-        n += sum(a.nbytes for a in self._dis_cache.values()) + sum(a.nbytes for a in self._warp_cache.values())
-        return n + (sum(g.nbytes for g in self._gray) if self._dis is not None else 0)
+        return n + sum(a.nbytes for c in (self._flow_cache, self._warp_cache) for a in c.values())
 
     @property
     def frames(self) -> np.ndarray:
@@ -158,71 +141,46 @@ class FrameSource:
         return self._frames
 
     def num_frames(self) -> int:
-        if self._has_raw_img:
-            if self._n_raw is None:
-                self._n_raw = len(list(self.raw.glob("img_*.jpg")))
-            return self._n_raw
-        if self._has_raw_flow:
-            if self._n_raw is None:
-                self._n_raw = len(list(self.raw.glob("flow_x_*.jpg"))) + 1
-            return self._n_raw
-        if self.raw_npz is not None and self.raw_npz.exists():
-            return self._load_npz().shape[0] + 1
+        if self.raw is not None:
+            return self.raw.n_frames
         return self.frames.shape[0]
 
-    def _read(self, name: str, flags) -> np.ndarray:
-        path = self.raw / name
-        img = cv2.imread(str(path), flags)
-        if img is None:
-            raise FormatError(path, "missing or unreadable rawframe image; re-run extract-flow for this video")
-        return img
+    def _rgb_uint8(self, idx) -> np.ndarray:
+        if self.raw is not None and self.raw.has_frames:
+            return self.raw.frames(idx)
+        return self.frames[np.asarray(idx, dtype=np.int64)]
 
     def rgb(self, idx: np.ndarray) -> np.ndarray:
-        if self._has_raw_img:
-            return np.stack([cv2.cvtColor(self._read(f"img_{i + 1:05d}.jpg", cv2.IMREAD_COLOR),
-                                          cv2.COLOR_BGR2RGB) for i in idx]).astype(np.float32)
-        return self.frames[idx].astype(np.float32)
-
-    def _load_npz(self) -> np.ndarray:
-        if self._npz_flow is None:
-            try:
-                with np.load(self.raw_npz) as z:
-                    self._npz_flow = z["flow"]
-                    self._npz_bound = float(z["bound"]) if "bound" in z else self.bound
-            except (OSError, KeyError, ValueError) as exc:
-                raise FormatError(self.raw_npz, f"cannot read the flow array ({exc}); re-run extract-flow") from None
-        return self._npz_flow
+        return self._rgb_uint8(idx).astype(np.float32)
 
     def flow(self, idx: np.ndarray) -> np.ndarray:
-        if self._has_raw_flow:
-            out = []
-            for i in idx:
-                fx = self._read(f"flow_x_{i + 1:05d}.jpg", cv2.IMREAD_GRAYSCALE)
-                fy = self._read(f"flow_y_{i + 1:05d}.jpg", cv2.IMREAD_GRAYSCALE)
-                out.append(np.stack([fx, fy], axis=-1))
-            return decode_flow_jpeg(np.stack(out), self.bound)
-        if self.raw_npz is not None and self.raw_npz.exists():
-            b = min(self.bound, getattr(self, "_npz_bound", self.bound))  # the .npz is stored unclipped
-            return np.clip(self._load_npz()[idx].astype(np.float32), -b, b)
-        return self._cached(idx, self._dis_cache, self._dis_flow)
+        """Flow fields ``idx``: the rawframes' (when they hold flow), else :func:`solve_flow` on the fly."""
+        if self.raw is not None and self.raw.has_flow:
+            return self.raw.flow(idx)
+        return self._cached(idx, self._flow_cache, self._plain)
 
     def warped_flow(self, idx: np.ndarray) -> np.ndarray:
-        """Flow with the camera motion removed (``remove_camera_motion``), cached per field."""
-        return self._cached(idx, self._warp_cache, lambda i: remove_camera_motion(self.flow(np.array([i]))[0]))
+        """Camera-compensated flow fields ``idx``: :func:`idtfv.idt.warped_flow` with :func:`solve_flow`."""
+        return self._cached(idx, self._warp_cache, self._warped)
+
+    def _plain(self, i: int) -> np.ndarray:
+        prev, cur = map(_gray, self._rgb_uint8([i, i + 1]))
+        return solve_flow(prev, cur)
+
+    def _warped(self, i: int) -> np.ndarray:
+        from idtfv.idt import warped_flow
+
+        prev, cur = map(_gray, self._rgb_uint8([i, i + 1]))
+        # the generator only seeds RANSAC; one per field, so fields come out the same in any order
+        return warped_flow(prev, cur, solve_flow, rng=np.random.default_rng(i))
 
     def _cached(self, idx, cache: dict, compute) -> np.ndarray:
-        # fields are kept quantised like the rawframes JPEGs (uint8, +-bound): 1/4 of the float32 memory
         for i in idx:
             i = int(i)
             if i not in cache:
-                cache[i] = encode_flow_jpeg(compute(i), self.bound)
-        return decode_flow_jpeg(np.stack([cache[int(i)] for i in idx]), self.bound)
-
-    def _dis_flow(self, i: int) -> np.ndarray:
-        if self._dis is None:
-            self._gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in self.frames]
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        return self._dis.calc(self._gray[i], self._gray[i + 1], None)
+                cache[i] = np.stack(quantize_flow(compute(i), self.bound), axis=-1)  # (h, w, 2) uint8
+        q = np.stack([cache[int(i)] for i in idx])
+        return dequantize_flow(q[..., 0], q[..., 1], self.bound)
 
 
 class VideoDataset(Dataset):
@@ -238,7 +196,7 @@ class VideoDataset(Dataset):
     """
 
     def __init__(self, entries, *, modality: str, config: SamplingConfig, train: bool, rawframes=None,
-                 seed: int = 0, flow_bound: float = 20.0, cache_mb: float = 1024):
+                 seed: int = 0, flow_bound: float = DEFAULT_BOUND, cache_mb: float = 1024):
         if modality not in MODALITIES:
             raise ParameterError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
         self.entries = list(entries)

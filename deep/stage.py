@@ -1,9 +1,9 @@
 """Train a model of ``MODELS`` on one split of a manifest and write the shared outputs.
 
 ``run_experiment`` writes to ``out_dir``: ``checkpoint.pt`` (see ``idtfv.deep.train``), ``log.jsonl`` (one line per
-epoch, then one ``{"test": ...}`` line), ``scores.csv`` (test videos, ``idtfv.classify.scores`` format),
+epoch, then one ``{"test": ...}`` line), ``scores.csv`` (test videos, ``idtfv.scores`` format),
 ``scores_train.csv`` (train videos, for stacking/fusion), ``features.npz`` (penultimate features of every video
-of the split, train and test, view-averaged; ``idtfv.classify.scores`` feature format) and ``run.json`` (the options,
+of the split, train and test, view-averaged; ``idtfv.scores`` feature format) and ``run.json`` (the options,
 and the videos left out because their probe found no decodable frame).
 Test scores average the views (clips x crops) of each video (``aggregate_views``).
 """
@@ -24,6 +24,7 @@ from .aggregate import aggregate_views
 from .data import MODALITIES, SamplingConfig, VideoDataset
 from .models import MODELS, build_model
 from .pretrained import load_pretrained
+from .runs import SCORES_TEST, SCORES_TRAIN
 from .train import TrainConfig, predict, train
 
 __all__ = ["default_sampling", "run_experiment"]
@@ -55,7 +56,7 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
                    rawframes=None, pretrained=None, progress: bool = True) -> dict:
     """Train on the split's train videos, test on its test videos, write the outputs; return a summary dict
     (``accuracy`` on the test videos, ``n_train``, ``n_test``, ``out``)."""
-    from idtfv.classify.scores import write_features, write_scores
+    from idtfv.classify import write_features, write_scores
     from idtfv.data.manifest import read_manifest
 
     if rawframes is not None and not Path(rawframes).is_dir():
@@ -113,7 +114,7 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
         _, fagg = aggregate_views(view_ids, feats)
         labels = np.array([r.label for r in rows], dtype=np.int64)  # ids come out in row order
         results[name] = (ids, agg, fagg, labels)
-        write_scores(out / ("scores.csv" if name == "test" else "scores_train.csv"), ids, agg, m.class_names, labels)
+        write_scores(out / (SCORES_TEST if name == "test" else SCORES_TRAIN), ids, agg, m.class_names, labels)
     ids = results["train"][0] + results["test"][0]
     write_features(out / "features.npz", ids, np.concatenate([results["train"][2], results["test"][2]]),
                    np.concatenate([results["train"][3], results["test"][3]]))

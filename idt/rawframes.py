@@ -11,6 +11,9 @@ For a video of :math:`T` decoded frames, ``DIR/<video_id>/`` holds
 The lossless alternative is one ``DIR/<video_id>.npz`` with ``flow (T-1, H, W, 2) float16`` (not clipped) and
 ``bound`` (0-d float, what a reader should clip to). Both are written atomically: into a temporary sibling, then
 ``os.replace``.
+
+:class:`RawframesWriter` and :func:`save_flow_npz` write them; :class:`RawframesReader` is the one reader (random
+access by frame / flow index, used by the CNN datasets of :mod:`idtfv.deep`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ __all__ = [
     "quantize_flow",
     "dequantize_flow",
     "RawframesWriter",
-    "read_rawframes",
+    "RawframesReader",
     "save_flow_npz",
     "load_flow_npz",
     "frame_name",
@@ -154,28 +157,12 @@ class RawframesWriter:
 def _imread(path: Path, flags: int) -> np.ndarray:
     img = cv2.imread(str(path), flags)
     if img is None:
-        raise FormatError(path, "not a readable JPEG; re-run extract-flow with --force for this video")
+        raise FormatError(path, "missing or not a readable JPEG; re-run extract-flow with --force for this video")
     return img
 
 
-def read_rawframes(video_dir, *, bound: float = DEFAULT_BOUND, frames: bool = True):
-    """Read a rawframes directory back.
-
-    Returns
-    -------
-    rgb : (T, h, w, 3) uint8 or None
-        The ``img_*`` frames (None with ``frames=False`` or when there are none).
-    flow : (T-1, h, w, 2) float32
-        The dequantised flows (:func:`dequantize_flow`).
-
-    Raises
-    ------
-    idtfv.errors.FormatError
-        Missing directory, gaps in the numbering, unreadable JPEGs, x/y counts that differ.
-    """
-    d = Path(video_dir)
-    if not d.is_dir():
-        raise FormatError(d, "is not a rawframes directory; run extract-flow on the video first")
+def _scan(d: Path) -> dict[str, int]:
+    """Count the ``img``, ``flow_x`` and ``flow_y`` JPEGs of a rawframes directory; check the numbering."""
     found: dict[str, list[int]] = {"img": [], "flow_x": [], "flow_y": []}
     for entry in os.scandir(d):
         m = _NAME.match(entry.name)
@@ -184,20 +171,103 @@ def read_rawframes(video_dir, *, bound: float = DEFAULT_BOUND, frames: bool = Tr
     for kind, idx in found.items():
         idx.sort()
         if idx != list(range(1, len(idx) + 1)):
-            raise FormatError(d, f"{kind}_*.jpg are not numbered 1..{len(idx)} without gaps")
+            raise FormatError(d, f"{kind}_*.jpg are not numbered 1..{len(idx)} without gaps; re-run extract-flow "
+                                 "with --force for this video")
     if len(found["flow_x"]) != len(found["flow_y"]):
-        raise FormatError(d, f"{len(found['flow_x'])} flow_x but {len(found['flow_y'])} flow_y images")
-    rgb = None
-    if frames and found["img"]:
-        rgb = np.stack([cv2.cvtColor(_imread(d / frame_name("img", i), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                        for i in found["img"]])
-    flows = [
-        dequantize_flow(_imread(d / frame_name("flow_x", i), cv2.IMREAD_GRAYSCALE),
-                        _imread(d / frame_name("flow_y", i), cv2.IMREAD_GRAYSCALE), bound)
-        for i in found["flow_x"]
-    ]
-    flow = np.stack(flows) if flows else np.zeros((0, 0, 0, 2), np.float32)
-    return rgb, flow
+        raise FormatError(d, f"{len(found['flow_x'])} flow_x but {len(found['flow_y'])} flow_y images; re-run "
+                             "extract-flow with --force for this video")
+    return {kind: len(idx) for kind, idx in found.items()}
+
+
+class RawframesReader:
+    """Random access to one video's rawframes: ``ROOT/<video_id>/`` JPEGs and/or ``ROOT/<video_id>.npz``.
+
+    RGB frames come from the ``img_*.jpg``; flow from the ``flow_x/flow_y_*.jpg`` (dequantised with ``bound``,
+    :func:`dequantize_flow`) when there are any, else from the ``.npz`` (clipped to the smaller of ``bound`` and
+    the file's own bound, as the JPEG form would be).
+
+    Parameters
+    ----------
+    root : path-like
+        The rawframes directory (``extract-flow -o ROOT`` / ``idtfv flow --out ROOT``).
+    video_id : str
+        The video's id (its sub-directory / ``.npz`` stem).
+    bound : float
+        Flow bound :math:`b` (px) the JPEGs were written with.
+
+    Attributes
+    ----------
+    n_frames : int
+        :math:`T`: the ``img_*`` count, else the flow count + 1.
+    n_flows : int
+        :math:`T-1` flow fields (0 when there is no flow).
+    has_frames, has_flow : bool
+
+    Raises
+    ------
+    idtfv.errors.FormatError
+        No rawframes for the video, gaps in the numbering, x/y counts that differ, a malformed ``.npz``.
+    """
+
+    def __init__(self, root, video_id: str, *, bound: float = DEFAULT_BOUND):
+        self.root = Path(root)
+        self.video_id = str(video_id)
+        self.bound = _check_bound(bound)
+        self.dir = self.root / self.video_id
+        self.npz = self.root / f"{self.video_id}.npz"
+        counts = _scan(self.dir) if self.dir.is_dir() else {"img": 0, "flow_x": 0, "flow_y": 0}
+        self._npz_flow: np.ndarray | None = None
+        self._npz_bound = self.bound
+        self.has_frames = counts["img"] > 0
+        self._jpg_flow = counts["flow_x"] > 0
+        if self._jpg_flow:
+            self.n_flows = counts["flow_x"]
+        elif self.npz.is_file():
+            self.n_flows = len(self._load_npz())
+        elif self.has_frames:
+            self.n_flows = 0
+        else:
+            raise FormatError(self.dir, f"no rawframes for this video (expected {self.dir.name}/img_00001.jpg, "
+                                        f"{self.dir.name}/flow_x_00001.jpg or {self.npz.name}); run extract-flow "
+                                        "(or idtfv flow) on it first")
+        self.has_flow = self.n_flows > 0
+        self.n_frames = counts["img"] if self.has_frames else self.n_flows + 1
+
+    def _load_npz(self) -> np.ndarray:
+        if self._npz_flow is None:
+            self._npz_flow, self._npz_bound = load_flow_npz(self.npz)
+        return self._npz_flow
+
+    @staticmethod
+    def _indices(idx, n: int, what: str) -> np.ndarray:
+        idx = np.arange(n) if idx is None else np.asarray(idx, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ParameterError(f"{what} index out of range 0..{n - 1}: got {idx.min()}..{idx.max()}")
+        return idx
+
+    def frames(self, idx=None) -> np.ndarray:
+        """RGB frames ``(F, h, w, 3)`` uint8 at 0-based positions ``idx`` (all when None)."""
+        if not self.has_frames:
+            raise FormatError(self.dir, "has no img_*.jpg frames (a flow .npz holds none); read the frames from "
+                                        "the video instead")
+        idx = self._indices(idx, self.n_frames, "frame")
+        out = [cv2.cvtColor(_imread(self.dir / frame_name("img", int(i) + 1), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+               for i in idx]
+        return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+    def flow(self, idx=None) -> np.ndarray:
+        """Flow fields ``(F, h, w, 2)`` float32 px at 0-based positions ``idx`` (field k: frame k -> k+1)."""
+        if not self.has_flow:
+            raise FormatError(self.dir, "has no flow (flow_x_*.jpg or .npz); run extract-flow on the video")
+        idx = self._indices(idx, self.n_flows, "flow")
+        if self._jpg_flow:
+            out = [dequantize_flow(_imread(self.dir / frame_name("flow_x", int(i) + 1), cv2.IMREAD_GRAYSCALE),
+                                   _imread(self.dir / frame_name("flow_y", int(i) + 1), cv2.IMREAD_GRAYSCALE),
+                                   self.bound)
+                   for i in idx]
+            return np.stack(out) if out else np.zeros((0, 0, 0, 2), np.float32)
+        b = np.float32(min(self.bound, self._npz_bound))  # the .npz is stored unclipped
+        return np.clip(self._load_npz()[idx].astype(np.float32), -b, b)
 
 
 def save_flow_npz(path, flow, *, bound: float = DEFAULT_BOUND) -> Path:

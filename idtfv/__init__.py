@@ -6,6 +6,9 @@ This package is the **base** every stage builds on; it imports no stage. Its mod
 - :mod:`idtfv.atomic`: atomic, byte-deterministic file writes (text, JSON, ``.npz``).
 - :mod:`idtfv.video`: the one video reader.
 - :mod:`idtfv.data`: the dataset manifest, dataset readers and the synthetic default dataset.
+- :mod:`idtfv.scores`: the score and feature files every classifier and encoder writes (one format each).
+- :mod:`idtfv.sampling`: seeded row and video sampling shared by the features and encoding stages.
+- :mod:`idtfv.options`: command-line options generated from frozen options dataclasses.
 - :mod:`idtfv.cache` and :mod:`idtfv.runner`: the parameter-keyed stage cache and the resumable per-video runner.
 - :mod:`idtfv.cli`: the ``idtfv`` command dispatcher (stages register their commands as entry points).
 

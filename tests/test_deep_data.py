@@ -1,4 +1,4 @@
-"""deep/ data side: samplers, transforms, flow encoding, warped flow, datasets, view aggregation."""
+"""deep/ data side: samplers, transforms, warped flow (the extractor's definition), datasets, view aggregation."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from idtfv.deep import transforms as T
-from idtfv.deep.aggregate import aggregate_views, average_streams
-from idtfv.deep.data import (SamplingConfig, VideoDataset, decode_flow_jpeg, encode_flow_jpeg, remove_camera_motion)
+from idtfv.deep.aggregate import aggregate_views
+from idtfv.deep.data import FrameSource, SamplingConfig, VideoDataset
 from idtfv.deep.sampling import clip_indices, segment_indices, segment_views
 from idtfv.data.manifest import VideoEntry
-from idtfv.errors import ParameterError, VideoError
+from idtfv.errors import FormatError, ParameterError
+from idtfv.idt import RawframesReader, quantize_flow
+from idtfv.idt.rawframes import RawframesWriter, save_flow_npz
 
 torch.set_num_threads(1)
 
@@ -118,28 +120,68 @@ def test_multi_scale_crop_is_seeded_and_uses_tsn_scales():
         T.crop(frames, 30, 0, 20, 20)
 
 
-def test_flow_jpeg_round_trip():
-    f = np.linspace(-25, 25, 101, dtype=np.float32)
-    enc = encode_flow_jpeg(f, 20.0)
-    assert enc[0] == 0 and enc[-1] == 255 and enc[50] == 128
-    half_step = 20 / 255 + 1e-4
-    np.testing.assert_allclose(decode_flow_jpeg(enc, 20.0), np.clip(f, -20, 20), atol=half_step)
+STEP = 40 / 255  # quantisation step of the +-20 px flow grid
 
 
-def test_warped_flow_removes_planted_camera_motion():
-    h, w = 60, 80
-    hom = np.array([[1.02, 0.01, 1.5], [-0.01, 1.02, -0.7], [0, 0, 1]], np.float64)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
-    pts = np.stack([gx, gy, np.ones_like(gx)], -1) @ hom.T
-    cam = (pts[..., :2] / pts[..., 2:]) - np.stack([gx, gy], -1)
-    flow = cam.astype(np.float32).copy()
-    flow[20:30, 30:40] += np.array([4.0, 0.0], np.float32)  # an independently moving object
-    res = remove_camera_motion(flow)
-    mask = np.ones((h, w), bool)
-    mask[20:30, 30:40] = False
-    assert np.abs(res[mask]).max() < 1e-2
-    np.testing.assert_allclose(res[20:30, 30:40], np.broadcast_to([4.0, 0.0], (10, 10, 2)), atol=1e-2)
-    assert np.array_equal(res, remove_camera_motion(flow))  # deterministic
+def _pan_video(path, *, n=5, h=72, w=96, shift=(2.0, 1.0), seed=0):
+    """An MJPG .avi of a smooth texture under a camera pan of ``shift`` px per frame (the only motion)."""
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.normal(size=(h + 40, w + 40)).astype(np.float32), (0, 0), 2.0)
+    big = cv2.normalize(big, None, 0, 255, cv2.NORM_MINMAX)
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    for k in range(n):
+        m = np.float32([[1, 0, 20 - shift[0] * k], [0, 1, 20 - shift[1] * k]])
+        g = cv2.warpAffine(big, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
+        wr.write(np.dstack([np.clip(g, 0, 255).astype(np.uint8)] * 3))
+    wr.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def pan_and_extract_flow(tmp_path_factory):
+    """A panning clip and what ``extract-flow --method dis --preset fast [--warped] --format npz`` writes for it."""
+    from idtfv.idt.cli import flow_main
+
+    root = tmp_path_factory.mktemp("pan")
+    path = _pan_video(root / "pan.avi")
+    for name, extra in (("plain", []), ("warped", ["--warped"])):
+        assert flow_main([str(path), "-o", str(root / name), "--format", "npz", "--video-id", "pan", "--method",
+                          "dis", "--preset", "fast", "--backend", "cpu", *extra]) == 0
+    return path, root
+
+
+def test_on_the_fly_flow_and_warped_flow_equal_extract_flow(pan_and_extract_flow):
+    """deep computes exactly what extract-flow writes for the same frames and solver, plain and warped, up to the
+    rawframes quantisation (half a step) and the .npz's float16."""
+    path, root = pan_and_extract_flow
+    src = FrameSource(_entry("pan", 0, path))
+    n = src.num_frames() - 1
+    for name, got in (("plain", src.flow(np.arange(n))), ("warped", src.warped_flow(np.arange(n)))):
+        ref = RawframesReader(root / name, "pan").flow()
+        assert got.shape == ref.shape == (4, 72, 96, 2)
+        assert np.abs(got - ref).max() <= STEP / 2 + 0.01, name
+        # and deep's fields lie on the rawframes JPEG grid (-20 + k STEP)
+        k = (got + 20) / STEP
+        assert np.abs(k - np.rint(k)).max() < 1e-3
+    # the planted pan: plain flow is the pan, warped flow (camera motion removed) is near zero
+    plain, warped = src.flow(np.arange(n)), src.warped_flow(np.arange(n))
+    np.testing.assert_allclose(np.median(plain[:, 8:-8, 8:-8].reshape(-1, 2), axis=0), [2.0, 1.0], atol=0.2)
+    assert np.abs(warped).mean() < 0.1 and np.quantile(np.abs(warped), 0.99) < 0.5
+    # fields computed in another order (and by another source) are the same
+    again = FrameSource(_entry("pan", 0, path)).warped_flow(np.arange(n)[::-1])[::-1]
+    np.testing.assert_array_equal(again, warped)
+
+
+def test_warped_flow_dataset_equals_flow_dataset_on_extract_flow_warped(pan_and_extract_flow):
+    """The warped_flow modality on the video gives the network what the flow modality gives on extract-flow
+    --warped's output (same values through the same resize, crop and scaling)."""
+    path, root = pan_and_extract_flow
+    cfg = SamplingConfig(sampler="clip", frames=4, size=48, short_side=54)
+    on_the_fly = VideoDataset([_entry("pan", 0, path)], modality="warped_flow", config=cfg, train=False)[0][0]
+    from_raw = VideoDataset([_entry("pan", 0, path)], modality="flow", config=cfg, train=False,
+                            rawframes=root / "warped")[0][0]
+    assert on_the_fly.shape == (2, 4, 48, 48)
+    assert float((on_the_fly - from_raw).abs().max()) * 20 <= STEP / 2 + 0.01
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -154,8 +196,9 @@ def _write_rawframes(root, vid, n, *, h=24, w=32, fx=5.0, fy=-3.0):
         img[..., 0] = rng.integers(0, 255, (h, w))
         cv2.imwrite(str(d / f"img_{i + 1:05d}.jpg"), img)
         if i < n - 1:
-            cv2.imwrite(str(d / f"flow_x_{i + 1:05d}.jpg"), np.full((h, w), encode_flow_jpeg(np.float32(fx)), np.uint8))
-            cv2.imwrite(str(d / f"flow_y_{i + 1:05d}.jpg"), np.full((h, w), encode_flow_jpeg(np.float32(fy)), np.uint8))
+            qx, qy = quantize_flow(np.full((h, w, 2), [fx, fy], np.float32))
+            cv2.imwrite(str(d / f"flow_x_{i + 1:05d}.jpg"), qx)
+            cv2.imwrite(str(d / f"flow_y_{i + 1:05d}.jpg"), qy)
 
 
 def _entry(vid, label, path="/nonexistent.avi"):
@@ -233,7 +276,7 @@ def test_dataset_errors(tmp_path):
     with pytest.raises(ParameterError, match="modality"):
         VideoDataset([_entry("a", 0)], modality="depth", config=cfg, train=False)
     ds = VideoDataset([_entry("a", 0)], modality="rgb", config=cfg, train=False, rawframes=tmp_path)
-    with pytest.raises(VideoError, match="extract-flow"):
+    with pytest.raises(FormatError, match="no rawframes for this video.*extract-flow"):
         ds[0]
     with pytest.raises(ParameterError, match="num_crops"):
         SamplingConfig(num_crops=4).validate()
@@ -255,24 +298,22 @@ def test_aggregate_views_matches_naive():
     np.testing.assert_allclose(mx[2], s[3])
     with pytest.raises(ParameterError):
         aggregate_views(ids, s[:3])
-    np.testing.assert_allclose(average_streams(s, 3 * s, weights=[1, 1]), 2 * s)
 
 
 def test_dataset_reads_extract_flow_rawframes_and_npz(tmp_path):
     """Rawframes written by idtfv.idt.rawframes (JPEG and .npz forms) read back as the planted flow."""
-    rawframes = pytest.importorskip("idtfv.idt.rawframes")
     rng = np.random.default_rng(0)
     h, w, n = 20, 24, 5
     flow = np.zeros((n - 1, h, w, 2), np.float32)
     flow[..., 0] = 3.0
     flow[..., 1] = np.linspace(-30, 30, w)[None, None, :]  # beyond the bound on the sides
-    with rawframes.RawframesWriter(tmp_path / "jpg" / "v0") as wr:
+    with RawframesWriter(tmp_path / "jpg" / "v0") as wr:
         for i in range(n):
             wr.add_frame(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
         for f in flow:
             wr.add_flow(f)
     (tmp_path / "npz").mkdir()
-    rawframes.save_flow_npz(tmp_path / "npz" / "v0.npz", flow)
+    save_flow_npz(tmp_path / "npz" / "v0.npz", flow)
     cfg = SamplingConfig(sampler="clip", frames=3, size=16, short_side=20)
     for root in ("jpg", "npz"):
         ds = VideoDataset([_entry("v0", 0)], modality="flow", config=cfg, train=False, rawframes=tmp_path / root)

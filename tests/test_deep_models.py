@@ -294,3 +294,12 @@ def test_two_stream_averages_softmax_of_both_streams():
     assert out.shape == (2, NUM_CLASSES)
     torch.testing.assert_close(out, expect)
     torch.testing.assert_close(out.sum(1), torch.ones(2))
+
+
+def test_cli_model_names_are_the_models():
+    """The torch-free names the CLI offers (idtfv.deep.names) are exactly MODELS' keys, in order."""
+    from idtfv.deep.data import MODALITIES
+    from idtfv.deep.names import MODALITIES as NAMES_MODALITIES, MODEL_NAMES
+
+    assert tuple(MODELS) == MODEL_NAMES
+    assert MODALITIES is NAMES_MODALITIES

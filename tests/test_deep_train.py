@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from idtfv.data.synthetic import generate_dataset
 from idtfv.deep.cli import main as train_deep_main
 from idtfv.deep.stage import default_sampling
 from idtfv.deep.data import VideoDataset
@@ -122,9 +123,8 @@ def test_bad_checkpoint_and_options(tmp_path):
 @pytest.fixture(scope="module")
 def small_default(tmp_path_factory):
     """The synthetic default dataset's generator, reduced: 4 classes x 3 actors, 16 frames of 80 x 60."""
-    synthetic = pytest.importorskip("idtfv.data.synthetic")
     out = tmp_path_factory.mktemp("default")
-    return synthetic.generate_dataset(out, n_classes=4, n_actors=3, n_frames=16, size=(80, 60), random_state=0)
+    return generate_dataset(out, n_classes=4, n_actors=3, n_frames=16, size=(80, 60), random_state=0)
 
 
 @pytest.mark.slow
@@ -168,7 +168,7 @@ def test_overfit_tiny_batch_from_default_dataset(name, small_default):
 
 @pytest.mark.slow
 def test_train_deep_cli_end_to_end(small_default, tmp_path, capsys):
-    from idtfv.classify.scores import read_features, read_scores
+    from idtfv.classify import read_features, read_scores
     from idtfv.data.manifest import read_manifest
 
     out = tmp_path / "run"
@@ -240,7 +240,7 @@ def test_train_deep_cli_bad_input(tmp_path, capsys):
 def test_stack_scores_matches_naive_softmax_concat(tmp_path, capsys):
     import argparse
 
-    from idtfv.classify.scores import read_features, write_scores
+    from idtfv.classify import read_features, write_scores
     from idtfv.deep.cli import run_stack
 
     rng = np.random.default_rng(0)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 import cv2
 import numpy as np
 import pytest
 
 from idtfv.idt.cli import flow_main as main
-from idtfv.idt.rawframes import load_flow_npz, read_rawframes
+from idtfv.idt.rawframes import RawframesReader, load_flow_npz
 
 SHIFT = (2.0, 1.0)  # camera pan per frame (px): frame k+1 = frame k moved by SHIFT
 
@@ -50,7 +48,8 @@ def test_rawframes_layout_and_flow(video, tmp_path, capsys):
     names = sorted(p.name for p in vid.iterdir())
     assert names == sorted([f"img_{i:05d}.jpg" for i in range(1, 7)] + [f"flow_{c}_{i:05d}.jpg" for c in "xy"
                                                                           for i in range(1, 6)])
-    rgb, flow = read_rawframes(vid)
+    reader = RawframesReader(tmp_path, vid.name)
+    rgb, flow = reader.frames(), reader.flow()
     assert rgb.shape == (6, 96, 128, 3) and flow.shape == (5, 96, 128, 2)
     np.testing.assert_allclose(_median_flow(flow), SHIFT, atol=0.2)
     assert "6 frames, 5 flows" in capsys.readouterr().out
@@ -73,15 +72,6 @@ def test_other_methods(video, tmp_path):
         np.testing.assert_allclose(_median_flow(flow.astype(np.float32)), SHIFT, atol=0.3)
 
 
-def _has_camera():
-    try:
-        cam = importlib.import_module("idtfv.idt.camera")
-    except ImportError:
-        return False
-    return hasattr(cam, "estimate_homography") and hasattr(cam, "warp_to_previous")
-
-
-@pytest.mark.skipif(not _has_camera(), reason="idtfv.idt.camera (extractor) not available")
 def test_warped_flow_removes_a_camera_pan(video, tmp_path):
     rc = main([str(video), "-o", str(tmp_path), "--format", "npz", "--video-id", "w", "--warped",
                "--preset", "fast", "--backend", "cpu"])
@@ -133,7 +123,43 @@ def test_idtfv_flow_over_a_manifest(video, tmp_path, capsys):
     assert idtfv(argv) == 1  # one video failed
     captured = capsys.readouterr()
     assert "b:" in captured.err and "1 failed" in captured.out
-    _, flow = read_rawframes(out / "a")
+    flow = RawframesReader(out, "a").flow()
     assert flow.shape == (3, 48, 64, 2)
     assert idtfv(argv + ["--allow-failed"]) == 0
     assert "1 already done" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ options generated from FlowOptions
+def test_flow_options_are_extract_videos_keyword_arguments_with_its_defaults():
+    import inspect
+
+    from idtfv.idt.flow_options import FlowOptions
+    from idtfv.idt.stage import extract_video
+
+    keywords = {name: p.default for name, p in inspect.signature(extract_video).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name != "video_id"}
+    assert FlowOptions().to_dict() == keywords
+
+
+def test_the_parsed_options_are_the_stage_parameters_of_before(tmp_path):
+    from idtfv.idt.cli import _options, build_flow_parser
+
+    parser = build_flow_parser()
+    # the dict the flow stage was keyed by before the options came from FlowOptions (same cache directory)
+    assert _options(parser.parse_args(["v.avi", "-o", "d"])) == {
+        "method": "tvl1", "preset": "default", "bound": 20.0, "resize_width": None, "warped": False, "fmt": "jpg",
+        "backend": "auto", "quality": 95, "seed": 0}
+    typed = _options(parser.parse_args(["v.avi", "-o", "d", "--method", "dis", "--preset", "fast", "--bound", "8",
+                                        "--resize-width", "64", "--warped", "--format", "npz", "--backend", "cpu",
+                                        "--quality", "80", "--seed", "3"]))
+    assert typed == {"method": "dis", "preset": "fast", "bound": 8.0, "resize_width": 64, "warped": True,
+                     "fmt": "npz", "backend": "cpu", "quality": 80, "seed": 3}
+
+
+@pytest.mark.parametrize("args, flag", [(["--quality", "0"], "--quality"), (["--seed", "-1"], "--seed"),
+                                        (["--bound", "nan"], "--bound"), (["--resize-width", "0"], "--resize-width")])
+def test_a_bad_flow_option_is_named_by_its_flag(video, tmp_path, capsys, args, flag):
+    assert main([str(video), "-o", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: expected ") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()

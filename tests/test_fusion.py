@@ -84,7 +84,7 @@ def test_cli_fuse(tmp_path, capsys):
     pa = write_scores(tmp_path / "a.csv", ids, rng.standard_normal((20, 3)), list("abc"), y)
     pb = write_scores(tmp_path / "b.csv", ids, rng.standard_normal((20, 3)), list("abc"), y)
     out = tmp_path / "f.csv"
-    assert main(["fuse", str(pa), str(pb), "--weights", "2", "1", "--normalize", "softmax", "--out", str(out),
+    assert main(["fuse", str(pa), str(pb), "--weights", "2,1", "--normalize", "softmax", "--out", str(out),
                  "--report", str(tmp_path / "r.json")]) == 0
     assert "accuracy" in capsys.readouterr().out
     got = read_scores(out)
@@ -92,3 +92,40 @@ def test_cli_fuse(tmp_path, capsys):
     assert (tmp_path / "r.json").exists()
     assert main(["fuse", str(pa), str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_softmax_and_zscore_against_naive():
+    rng = np.random.default_rng(3)
+    s = rng.standard_normal((5, 4)) * 30  # large logits: the max shift keeps exp finite
+    s[1] = 7.0  # a constant row
+    from idtfv.classify import NORMALIZERS, softmax, zscore
+
+    for i in range(5):
+        np.testing.assert_allclose(softmax(s)[i], _naive_norm(s[i], "softmax"), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(zscore(s)[i], _naive_norm(s[i], "zscore"), rtol=1e-12, atol=1e-12)
+    assert np.all(zscore(s)[1] == 0) and np.allclose(softmax(s).sum(1), 1)
+    assert NORMALIZERS["softmax"] is softmax and NORMALIZERS["zscore"] is zscore
+
+
+def test_stack_scores_against_naive(tmp_path):
+    from idtfv.classify import stack_scores
+
+    rng = np.random.default_rng(4)
+    ids = [f"v{i}" for i in range(5)]
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((5, 3)) * 4
+    perm = [3, 0, 4, 1, 2]
+    pa = write_scores(tmp_path / "a.csv", ids, a, list("xyz"), [0, 1, 2, -1, 0])
+    pb = write_scores(tmp_path / "b.csv", [ids[i] for i in perm], b[perm], list("xyz"),
+                      [[0, 1, 2, 1, 0][i] for i in perm])
+    for method in ("softmax", "zscore", "none"):
+        f = stack_scores([pa, pb], normalize=method)
+        assert f.video_ids == ids and f.features.shape == (5, 6) and f.features.dtype == np.float32
+        for i in range(5):
+            want = _naive_norm(a[i], method) + _naive_norm(b[i], method)
+            np.testing.assert_allclose(f.features[i], want, rtol=1e-6, atol=1e-6)
+        assert f.labels.tolist() == [0, 1, 2, 1, 0]  # the unknown label filled from the 2nd input
+    c = write_scores(tmp_path / "c.csv", ids[:4], a[:4], list("xyz"))
+    with pytest.raises(FormatError, match=r"^run_c: video ids differ from run_a's"):
+        stack_scores([pa, c], sources=["run_a", "run_c"])
+    with pytest.raises(ParameterError, match="normalize"):
+        stack_scores([pa], normalize="rank")

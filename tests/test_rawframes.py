@@ -7,11 +7,11 @@ import pytest
 
 from idtfv.errors import FormatError, ParameterError
 from idtfv.idt.rawframes import (
+    RawframesReader,
     RawframesWriter,
     dequantize_flow,
     load_flow_npz,
     quantize_flow,
-    read_rawframes,
     save_flow_npz,
 )
 
@@ -55,7 +55,9 @@ def test_jpeg_round_trip_quality_100(tmp_path):
     names = sorted(p.name for p in (tmp_path / "vid").iterdir())
     assert names == [f"flow_x_0000{i}.jpg" for i in (1, 2, 3)] + [f"flow_y_0000{i}.jpg" for i in (1, 2, 3)] + [
         f"img_0000{i}.jpg" for i in (1, 2, 3, 4)]
-    rgb, flow = read_rawframes(tmp_path / "vid", bound=BOUND)
+    reader = RawframesReader(tmp_path, "vid", bound=BOUND)
+    rgb, flow = reader.frames(), reader.flow()
+    assert (reader.n_frames, reader.n_flows, reader.has_frames, reader.has_flow) == (4, 3, True, True)
     assert rgb.shape == (4, 48, 64, 3) and flow.shape == (3, 48, 64, 2) and flow.dtype == np.float32
     err = np.abs(flow - np.clip(np.stack(flows), -BOUND, BOUND))
     # quantisation (<= step/2) plus at most one grey level of JPEG error at quality 100
@@ -91,16 +93,73 @@ def test_writer_is_atomic_and_replaces(tmp_path):
     assert len(list(target.iterdir())) == 2 and list(tmp_path.iterdir()) == [target]
 
 
+def test_reader_random_access_matches_whole_reads(tmp_path):
+    """Frames and flows read by index equal the same rows of the whole-video read, in any order."""
+    rng = np.random.default_rng(3)
+    flows = smooth_flows(n=4, h=16, w=24)
+    with RawframesWriter(tmp_path / "v") as wr:
+        for k in range(5):
+            wr.add_frame(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8))
+            if k < 4:
+                wr.add_flow(flows[k])
+    r = RawframesReader(tmp_path, "v")
+    every_f, every_fl = r.frames(), r.flow()
+    idx = [3, 0, 3, 1]
+    np.testing.assert_array_equal(r.frames(idx), every_f[idx])
+    np.testing.assert_array_equal(r.flow(np.array(idx)), every_fl[idx])
+    # each flow image decodes to the formula: q * 2b / 255 - b with q the stored grey level
+    import cv2
+
+    qx = cv2.imread(str(tmp_path / "v" / "flow_x_00002.jpg"), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_allclose(every_fl[1, ..., 0], qx.astype(np.float64) * 40 / 255 - 20, atol=1e-5)
+    with pytest.raises(ParameterError, match="out of range"):
+        r.flow([4])
+
+
+def test_reader_npz_clips_to_the_smaller_bound_and_counts_frames(tmp_path):
+    flows = np.stack(smooth_flows(n=3, h=8, w=10, seed=4))  # up to 25 px
+    save_flow_npz(tmp_path / "v.npz", flows, bound=15.0)
+    r = RawframesReader(tmp_path, "v", bound=BOUND)
+    assert (r.n_frames, r.n_flows, r.has_frames) == (4, 3, False)
+    got = r.flow()
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.clip(flows.astype(np.float16).astype(np.float32), -15, 15))
+    np.testing.assert_array_equal(RawframesReader(tmp_path, "v", bound=10.0).flow([2]),
+                                  np.clip(flows[2:3].astype(np.float16).astype(np.float32), -10, 10))
+    with pytest.raises(FormatError, match="no img_"):
+        r.frames([0])
+    # JPEG flow wins over a .npz of the same video; frames come from the directory
+    with RawframesWriter(tmp_path / "v") as wr:
+        for _ in range(4):
+            wr.add_frame(np.zeros((8, 10, 3), np.uint8))
+        for _ in range(3):
+            wr.add_flow(np.full((8, 10, 2), 5.0, np.float32))
+    both = RawframesReader(tmp_path, "v")
+    assert both.has_frames and np.abs(both.flow() - 5.0).max() <= STEP
+
+
 def test_reader_errors(tmp_path):
-    with pytest.raises(FormatError, match="not a rawframes directory"):
-        read_rawframes(tmp_path / "missing")
+    with pytest.raises(FormatError, match="no rawframes for this video"):
+        RawframesReader(tmp_path, "missing")
     d = tmp_path / "gap"
     with RawframesWriter(d) as wr:
         for f in smooth_flows(n=3, h=8, w=8):
             wr.add_flow(f)
     (d / "flow_x_00002.jpg").unlink()
     with pytest.raises(FormatError, match="without gaps"):
-        read_rawframes(d)
+        RawframesReader(tmp_path, "gap")
+    (d / "flow_x_00003.jpg").unlink()
+    with pytest.raises(FormatError, match="1 flow_x but 3 flow_y"):
+        RawframesReader(tmp_path, "gap")
+    (d / "flow_x_00001.jpg").write_bytes(b"not a jpeg")
+    for name in ("flow_y_00002.jpg", "flow_y_00003.jpg"):
+        (d / name).unlink()
+    with pytest.raises(FormatError, match=r"flow_x_00001\.jpg: missing or not a readable JPEG"):
+        RawframesReader(tmp_path, "gap").flow([0])
+    with pytest.raises(ParameterError, match="bound"):
+        RawframesReader(tmp_path, "gap", bound=0)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(FormatError, match="bad.npz"):
         load_flow_npz(tmp_path / "bad.npz")
+    with pytest.raises(FormatError, match="bad.npz"):
+        RawframesReader(tmp_path, "bad")

@@ -1,0 +1,458 @@
+"""Temporal action detection: sliding windows scored by the clip-level linear SVMs, temporal NMS, THUMOS'14 mAP.
+
+The iDT + Fisher vector + sliding window detector of the THUMOS'14 challenge (Oneata, Verbeek & Schmid 2014;
+Wang et al. 2014), on this package's features:
+
+1. **Windows.** For every length L of :attr:`DetectParams.window_seconds` (default 1, 2, 4, 8 s), windows of
+   length L every ``stride_fraction * L`` (default a quarter). Times are snapped to a grid of time bins of
+   ``bin_frames = round(stride_fraction * min(L) * fps)`` frames (6 frames at 25 fps with the defaults): a window
+   is a whole number of bins, so its Fisher vector comes from prefix sums (:mod:`idtfv.encoding.temporal`), never
+   from its trajectories again. A video shorter than every window length gets one window: the whole video.
+2. **Scores.** Each window's Fisher vector (layout of the encode stage, normalised per channel and cell) is scored
+   by the one-vs-rest linear SVMs trained on trimmed clips (``idtfv train-svm``'s ``model.npz``).
+3. **Temporal NMS** per video and class (:func:`temporal_nms`): windows sorted by score; a window overlapping a
+   kept one by temporal IoU above ``nms_iou`` is dropped; at most ``max_per_class`` kept per video and class.
+4. **Evaluation** (:func:`detection_map`): THUMOS'14 average precision per class at temporal IoU 0.1..0.5 (the
+   official ``TH14evalDet`` rule, see :func:`average_precision`) and their means.
+
+Times: a trajectory belongs to the frame where it ends (:func:`idtfv.encoding.temporal.time_bins`); window
+``[a, b)`` in bins is reported as ``[a * bin_frames / fps, b * bin_frames / fps]`` seconds.
+
+Files (UTF-8 CSV with a header row, one row per interval; times in seconds):
+
+- ground truth ``video_id,class,start,end``;
+- detections ``video_id,class,start,end,score`` (``start``/``end`` with 3 decimals, ``score`` with 6).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from idtfv.errors import FormatError, ParameterError
+
+__all__ = ["DetectParams", "Detection", "window_grid", "temporal_iou", "temporal_nms", "average_precision",
+           "detection_map", "read_intervals", "write_detections", "read_detections", "detect_video",
+           "run_detect", "THUMOS_IOUS", "GT_COLUMNS", "DETECTION_COLUMNS"]
+
+#: The THUMOS'14 temporal IoU thresholds.
+THUMOS_IOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
+GT_COLUMNS = ("video_id", "class", "start", "end")
+DETECTION_COLUMNS = ("video_id", "class", "start", "end", "score")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectParams:
+    """Options of the sliding-window detector (frozen, validated, keyword-only).
+
+    Parameters
+    ----------
+    window_seconds : window lengths in seconds (made a sorted tuple of floats), default ``(1, 2, 4, 8)``.
+    stride_fraction : window stride as a fraction of its length, in (0, 1] (default 0.25).
+    nms_iou : temporal IoU above which NMS drops the lower-scored window, in [0, 1) (default 0.3).
+    max_per_class : detections kept per video and class after NMS (default 100).
+    """
+
+    window_seconds: tuple = (1.0, 2.0, 4.0, 8.0)
+    stride_fraction: float = 0.25
+    nms_iou: float = 0.3
+    max_per_class: int = 100
+
+    def __post_init__(self):
+        given = self.window_seconds
+        try:
+            lengths = tuple(sorted({float(v) for v in given}))
+        except (TypeError, ValueError):
+            lengths = ()
+        if not lengths or not all(math.isfinite(v) and v > 0 for v in lengths):
+            raise ParameterError(f"window_seconds: expected positive numbers of seconds, e.g. 1,2,4,8; got "
+                                 f"{given!r}")
+        if isinstance(self.stride_fraction, bool) or not (isinstance(self.stride_fraction, (int, float))
+                                                          and 0 < self.stride_fraction <= 1):
+            raise ParameterError(f"stride_fraction: expected a fraction in (0, 1] of the window length, got "
+                                 f"{self.stride_fraction!r}")
+        if isinstance(self.nms_iou, bool) or not (isinstance(self.nms_iou, (int, float)) and 0 <= self.nms_iou < 1):
+            raise ParameterError(f"nms_iou: expected a temporal IoU in [0, 1), got {self.nms_iou!r}")
+        if isinstance(self.max_per_class, bool) or not isinstance(self.max_per_class, (int, np.integer)) \
+                or self.max_per_class < 1:
+            raise ParameterError(f"max_per_class: expected a positive integer, got {self.max_per_class!r}")
+        object.__setattr__(self, "window_seconds", lengths)
+        object.__setattr__(self, "stride_fraction", float(self.stride_fraction))
+        object.__setattr__(self, "nms_iou", float(self.nms_iou))
+        object.__setattr__(self, "max_per_class", int(self.max_per_class))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["window_seconds"] = list(d["window_seconds"])
+        return d
+
+    def bin_frames(self, fps: float) -> int:
+        """Frames per time bin at ``fps``: the smallest stride, at least one frame."""
+        return max(1, int(round(self.stride_fraction * self.window_seconds[0] * float(fps))))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected interval: ``video_id``, ``label`` (class name), ``start``/``end`` seconds, ``score``."""
+
+    video_id: str
+    label: str
+    start: float
+    end: float
+    score: float
+
+
+# ------------------------------------------------------------------------------------------------ windows
+def window_grid(n_bins: int, lengths_bins: Sequence[int], strides_bins: Sequence[int]) -> tuple[np.ndarray,
+                                                                                                 np.ndarray]:
+    """Sliding windows over ``n_bins`` bins: for each length, starts 0, stride, 2 stride, ... while inside.
+
+    Returns ``(starts, ends)`` (n,) int64, windows ``[start, end)``, by length then start. Lengths longer than
+    the video are skipped; if none fits, the one window ``[0, n_bins)``.
+    """
+    if n_bins < 1:
+        raise ParameterError(f"n_bins must be >= 1, got {n_bins}")
+    starts, ends = [], []
+    for length, stride in zip(lengths_bins, strides_bins):
+        if length < 1 or stride < 1:
+            raise ParameterError(f"window length and stride must be >= 1 bin, got {length}, {stride}")
+        if length > n_bins:
+            continue
+        s = np.arange(0, n_bins - length + 1, stride, dtype=np.int64)
+        starts.append(s)
+        ends.append(s + length)
+    if not starts:
+        return np.array([0], np.int64), np.array([n_bins], np.int64)
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+def temporal_iou(a, b) -> np.ndarray:
+    """Temporal IoU of intervals ``a`` (n, 2) and ``b`` (m, 2) -> (n, m); an empty union gives 0."""
+    a = np.asarray(a, np.float64).reshape(-1, 2)
+    b = np.asarray(b, np.float64).reshape(-1, 2)
+    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    union = (a[:, None, 1] - a[:, None, 0]) + (b[None, :, 1] - b[None, :, 0]) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def temporal_nms(segments, scores, iou_threshold: float, *, max_keep: int | None = None) -> np.ndarray:
+    """Greedy temporal non-maximum suppression.
+
+    Parameters
+    ----------
+    segments : (n, 2) start, end.
+    scores : (n,) higher is better; ties keep the earlier index first.
+    iou_threshold : a segment whose IoU with an already kept one is **above** this is dropped.
+    max_keep : stop after this many kept segments.
+
+    Returns
+    -------
+    (k,) int64 indices of the kept segments, best first.
+    """
+    seg = np.asarray(segments, np.float64).reshape(-1, 2)
+    sc = np.asarray(scores, np.float64).reshape(-1)
+    if seg.shape[0] != sc.shape[0]:
+        raise ParameterError(f"segments ({seg.shape[0]}) and scores ({sc.shape[0]}) differ in length")
+    order = np.argsort(-sc, kind="stable")
+    alive = np.ones(seg.shape[0], bool)
+    keep = []
+    for i in order:
+        if not alive[i]:
+            continue
+        keep.append(i)
+        if max_keep is not None and len(keep) >= max_keep:
+            break
+        alive &= temporal_iou(seg[i], seg)[0] <= iou_threshold
+        alive[i] = False
+    return np.array(keep, np.int64)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def average_precision(detections: Sequence[Detection], truth: Mapping[str, np.ndarray], iou: float) -> float | None:
+    """THUMOS'14 average precision of one class's detections (``TH14evalDet.m``).
+
+    Detections are taken in decreasing score (ties: the order given). Each is a true positive when some
+    ground-truth interval of its video, not yet matched, overlaps it by temporal IoU >= ``iou`` (among those, the
+    one of highest IoU is matched), else a false positive. AP = (sum of the precision at each true positive) /
+    (number of ground-truth intervals): the non-interpolated AP of the official evaluation.
+
+    Parameters
+    ----------
+    detections : this class's detections (any videos).
+    truth : video_id -> (g, 2) ground-truth intervals of this class.
+    iou : temporal IoU threshold.
+
+    Returns
+    -------
+    AP in [0, 1], or None when the class has no ground-truth interval (undefined).
+    """
+    n_pos = sum(len(v) for v in truth.values())
+    if n_pos == 0:
+        return None
+    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
+    used = {v: np.zeros(len(g), bool) for v, g in truth.items()}
+    tp = fp = 0
+    total = 0.0
+    for i in order:
+        d = detections[i]
+        g = truth.get(d.video_id)
+        hit = False
+        if g is not None and len(g):
+            ov = temporal_iou([[d.start, d.end]], g)[0]
+            for j in np.argsort(-ov, kind="stable"):
+                if ov[j] < iou:
+                    break
+                if not used[d.video_id][j]:
+                    used[d.video_id][j] = True
+                    hit = True
+                    break
+        if hit:
+            tp += 1
+            total += tp / (tp + fp)
+        else:
+            fp += 1
+    return total / n_pos
+
+
+def detection_map(detections: Sequence[Detection], truth: Sequence[Detection], *, class_names=None,
+                  ious: Sequence[float] = THUMOS_IOUS, videos=None) -> dict:
+    """THUMOS'14 mAP: AP per class at each temporal IoU, and the mean over the classes with ground truth.
+
+    Parameters
+    ----------
+    detections : detected intervals (``score`` used).
+    truth : ground-truth intervals (``score`` ignored).
+    class_names : classes to report (default: those of the ground truth, sorted).
+    ious : IoU thresholds (default 0.1..0.5).
+    videos : evaluate only these video ids (default: every video of the ground truth); detections of other videos
+        are left out.
+
+    Returns
+    -------
+    dict: ``ious``, ``mAP`` {iou: mean AP}, ``average_mAP`` (mean over the thresholds), ``per_class`` {class:
+    {iou: AP or None}}, ``n_videos``, ``n_ground_truth``, ``n_detections``. Keys of the IoU maps are
+    ``"0.1"``, ... (JSON). A class without ground truth has AP None and is left out of the means.
+    """
+    vids = sorted({t.video_id for t in truth}) if videos is None else sorted(set(videos))
+    keep = set(vids)
+    dets = [d for d in detections if d.video_id in keep]
+    gt = [t for t in truth if t.video_id in keep]
+    names = sorted({t.label for t in gt}) if class_names is None else list(class_names)
+    per_class: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        g: dict[str, list] = {}
+        for t in gt:
+            if t.label == name:
+                g.setdefault(t.video_id, []).append((t.start, t.end))
+        g_arr = {v: np.array(x, np.float64) for v, x in g.items()}
+        dc = [d for d in dets if d.label == name]
+        per_class[name] = {f"{iou:g}": average_precision(dc, g_arr, iou) for iou in ious}
+    maps = {}
+    for iou in ious:
+        vals = [per_class[n][f"{iou:g}"] for n in names if per_class[n][f"{iou:g}"] is not None]
+        maps[f"{iou:g}"] = float(np.mean(vals)) if vals else None
+    defined = [v for v in maps.values() if v is not None]
+    return {"ious": [float(v) for v in ious], "mAP": maps,
+            "average_mAP": float(np.mean(defined)) if defined else None, "per_class": per_class,
+            "n_videos": len(vids), "n_ground_truth": len(gt), "n_detections": len(dets)}
+
+
+# ------------------------------------------------------------------------------------------------ files
+def _read_csv(path, columns: Sequence[str], what: str) -> list[Detection]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(path, f"not UTF-8 text; expected a {what} CSV with header {','.join(columns)}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if header[:len(columns)] != list(columns):
+        raise FormatError(path, f"header is {','.join(header) or '(empty)'}; expected a {what} CSV with header "
+                                f"{','.join(columns)}")
+    out = []
+    for i, row in enumerate(reader, start=2):
+        try:
+            start, end = float(row["start"]), float(row["end"])
+            score = float(row["score"]) if "score" in columns else 0.0
+        except (TypeError, ValueError):
+            raise FormatError(path, f"line {i}: start, end{', score' if 'score' in columns else ''} must be numbers, "
+                                    f"got {', '.join(str(row.get(c)) for c in columns[2:])}") from None
+        if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(score)) or start < 0 or end <= start:
+            raise FormatError(path, f"line {i}: expected 0 <= start < end (seconds), got start {start:g}, end {end:g}")
+        vid, label = (row["video_id"] or "").strip(), (row["class"] or "").strip()
+        if not vid or not label:
+            raise FormatError(path, f"line {i}: empty video_id or class")
+        out.append(Detection(vid, label, start, end, score))
+    return out
+
+
+def read_intervals(path) -> list[Detection]:
+    """Ground-truth intervals of a ``video_id,class,start,end`` CSV (score 0)."""
+    return _read_csv(path, GT_COLUMNS, "ground-truth")
+
+
+def read_detections(path) -> list[Detection]:
+    """Detections of a ``video_id,class,start,end,score`` CSV."""
+    return _read_csv(path, DETECTION_COLUMNS, "detections")
+
+
+def write_detections(path, detections: Sequence[Detection]) -> Path:
+    """Write detections (in the order given) atomically."""
+    from idtfv.atomic import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(DETECTION_COLUMNS)
+    for d in detections:
+        w.writerow([d.video_id, d.label, f"{d.start:.3f}", f"{d.end:.3f}", f"{d.score:.6f}"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ detection
+def detect_video(video_id: str, arrays: Mapping[str, np.ndarray], models: Mapping, coef, intercept, class_names,
+                 *, fps: float, n_frames: int, params: DetectParams, pyramid="1x1x1",
+                 source="arrays") -> list[Detection]:
+    """Sliding-window detections of one video (after per-class temporal NMS), best first per class.
+
+    Parameters
+    ----------
+    video_id : id written into the detections.
+    arrays : the video's extractor arrays (``meta``, ``traj``, ``hog``, ...).
+    models : {channel: (DescriptorPCA, DiagGMM)} (``idtfv.encoding.load_codebooks``).
+    coef, intercept : (n_classes, d), (n_classes,) the linear SVMs (``LinearSVM.coef_``, ``intercept_``).
+    class_names : (n_classes,) names, in the score columns' order.
+    fps, n_frames : the video's frame rate and frame count.
+    params : :class:`DetectParams`.
+    pyramid : the pyramid of the SVM's training vectors.
+    """
+    from idtfv.encoding import score_windows
+
+    if not (fps and fps > 0):
+        raise ParameterError(f"{video_id}: frame rate must be > 0, got {fps!r}; probe the manifest (idtfv dataset)")
+    if n_frames < 1:
+        raise ParameterError(f"{video_id}: the video has no frames")
+    bf = params.bin_frames(fps)
+    n_bins = -(-int(n_frames) // bf)
+    lengths = [max(1, int(round(s * fps / bf))) for s in params.window_seconds]
+    strides = [max(1, int(round(n * params.stride_fraction))) for n in lengths]
+    starts, ends = window_grid(n_bins, lengths, strides)
+    scores = score_windows(arrays, models, starts, ends, coef, intercept, bin_frames=bf, n_bins=n_bins,
+                           pyramid=pyramid, source=source)
+    seg = np.stack([starts * bf / fps, np.minimum(ends * bf, n_frames) / fps], axis=1)
+    out = []
+    for c, name in enumerate(class_names):
+        for i in temporal_nms(seg, scores[:, c], params.nms_iou, max_keep=params.max_per_class):
+            out.append(Detection(video_id, str(name), float(seg[i, 0]), float(seg[i, 1]), float(scores[i, c])))
+    return out
+
+
+def _video_timing(entry) -> tuple[float, int]:
+    fps, frames = entry.fps, entry.frames
+    if not fps or not frames:
+        from idtfv.video import probe_video
+
+        info = probe_video(entry.path)
+        fps, frames = info.fps, info.frames
+    return float(fps), int(frames)
+
+
+def run_detect(manifest, features, *, codebook, svm, out, params: DetectParams | None = None,
+               pyramid: str = "1x1x1", annotations=None) -> dict:
+    """Detect actions in every video of an (untrimmed) manifest; write ``out/detections.csv`` (and, with
+    ``annotations``, ``out/report.json``, THUMOS'14 mAP).
+
+    Parameters
+    ----------
+    manifest : manifest CSV of the videos to search (fps and frames from its probe columns, else probed).
+    features : the ``idtfv features`` stamp of these videos (full descriptors, not ``--store sample``).
+    codebook : codebook directory of the encode stage the SVM was trained on (``CACHE/codebook-*``).
+    svm : ``idtfv train-svm`` output directory (``model.npz`` + ``model.json``) or the model path.
+    out : output directory.
+    params : :class:`DetectParams` (default options).
+    pyramid : the encode stage's pyramid.
+    annotations : ground-truth CSV (``video_id,class,start,end``), optional.
+
+    Returns
+    -------
+    dict: ``detections`` (path), ``n_videos``, ``n_detections``, ``missing`` {video_id: reason}, ``report`` (the
+    evaluation, or None), ``seconds`` {features_load, detect}.
+    """
+    import time
+
+    from idtfv.data.manifest import read_manifest
+    from idtfv.encoding import load_codebooks
+    from idtfv.runner import read_stamp
+
+    from .evaluate import write_report
+    from .svm import LinearSVM
+
+    params = DetectParams() if params is None else params
+    if not isinstance(params, DetectParams):
+        raise ParameterError(f"params: expected a DetectParams, got {type(params).__name__}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for detections.csv")
+    man = read_manifest(manifest)
+    stamp = read_stamp(features)
+    if stamp["params"].get("store") == "sample":
+        raise ParameterError(f"{features}: this features stage kept only a sample of each video's trajectories "
+                             "(--store sample); detection needs all of them: rerun idtfv features with --store all")
+    svm_path = Path(svm)
+    model = LinearSVM.load(svm_path / "model" if svm_path.is_dir() else svm_path)
+    class_names = model.metadata_.get("class_names") or [f"class{c}" for c in model.classes_]
+    models, summary = load_codebooks(codebook)
+    if summary.get("method") != "fisher":
+        raise ParameterError(f"{codebook}: a {summary.get('method')!r} codebook; detection needs a Fisher (GMM) "
+                             "codebook (idtfv encode --method fisher)")
+    truth = read_intervals(annotations) if annotations is not None else None
+    if truth is not None:
+        unknown = sorted({t.label for t in truth} - set(class_names))
+        if unknown:
+            raise FormatError(annotations, f"classes {', '.join(unknown)} are not among the SVM's classes "
+                                           f"({', '.join(class_names)})")
+    feat_dir = Path(stamp["dir"])
+    detections: list[Detection] = []
+    missing: dict[str, str] = {}
+    t_load = t_detect = 0.0
+    done = []
+    for e in man.rows:
+        path = feat_dir / f"{e.video_id}.npz"
+        if not path.is_file():
+            missing[e.video_id] = stamp["failed"].get(e.video_id, "no features file")
+            continue
+        t0 = time.perf_counter()
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
+        except (OSError, ValueError) as exc:
+            raise FormatError(path, f"not a readable features file ({exc}); rerun idtfv features with --force") \
+                from None
+        fps, n_frames = _video_timing(e)
+        t1 = time.perf_counter()
+        detections += detect_video(e.video_id, arrays, models, model.coef_, model.intercept_, class_names, fps=fps,
+                                   n_frames=n_frames, params=params, pyramid=pyramid, source=path)
+        t_detect += time.perf_counter() - t1
+        t_load += t1 - t0
+        done.append(e.video_id)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").unlink(missing_ok=True)
+    det_path = write_detections(out / "detections.csv", detections)
+    report = None
+    if truth is not None:
+        report = detection_map(detections, truth, class_names=class_names, videos=done)
+        report["detector"] = params.to_dict()
+        report["pyramid"] = pyramid
+        report["n_missing"] = len(missing)
+        write_report(report, out / "report.json")
+    return {"detections": det_path, "n_videos": len(done), "n_detections": len(detections), "missing": missing,
+            "report": report, "seconds": {"features_load": t_load, "detect": t_detect}}
