@@ -18,7 +18,7 @@ from pathlib import Path
 
 from idtfv.errors import ParameterError
 
-__all__ = ["add_train_svm", "add_train_knn", "add_evaluate", "add_fuse"]
+__all__ = ["add_train_svm", "add_train_knn", "add_evaluate", "add_fuse", "add_detect", "add_cv"]
 
 #: Width of the descriptions pre-wrapped for the parsers that show examples verbatim (RawDescriptionHelpFormatter).
 _HELP_WIDTH = 88
@@ -119,7 +119,36 @@ def add_train_svm(subparsers) -> None:
                    help="dual solver tolerance (default 1e-4, as LinearSVC)")
     p.add_argument("--jobs", type=int, default=1, metavar="J", help="threads over classes (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (coordinate order, CV folds)")
+    _channel_args(p)
     p.set_defaults(func=_cmd_train_svm)
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return v
+
+
+def _channel_args(p, *, codebook: bool = True) -> None:
+    """Options of the per-channel results, the channel combination and the validation split (train-svm, cv)."""
+    group = p.add_argument_group("channels and validation")
+    if codebook:
+        group.add_argument("--codebook", type=Path, default=None, metavar="DIR",
+                           help="the encode stage's codebook directory (CACHE/codebook-*) of these vectors: report "
+                                "each descriptor channel's own SVM and their late fusion")
+    group.add_argument("--combine", choices=("concat", "late", "validate"), default="concat",
+                       help="test scores from one SVM on the concatenated channels (concat, default: the IJCV 2016 "
+                            "recipe), from per-channel SVMs fused late (late), or whichever of the two is better on "
+                            "a validation split of the training videos drawn by group (validate)"
+                            + ("; late and validate need --codebook" if codebook else ""))
+    group.add_argument("--validation", type=_fraction, default=None, metavar="F",
+                       help="hold out this fraction of the training groups (seeded) for validation: write "
+                            "DIR/validation_scores.csv from an SVM trained on the other training videos (input of "
+                            "idtfv fuse --weights validate; --combine validate uses it too, default 0.25)")
 
 
 def add_train_knn(subparsers) -> None:
@@ -171,9 +200,15 @@ def add_fuse(subparsers) -> None:
                "--report fused.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scores", type=Path, nargs="+", metavar="SCORES.csv", help="score files to fuse")
-    p.add_argument("--weights", type=_comma_list(_number, "a number"), action="extend", default=None,
-                   metavar="W[,W...]",
-                   help="one non-negative weight per score file, in order: a comma list or repeated (default equal)")
+    p.add_argument("--weights", type=_weights, action="extend", default=None, metavar="W[,W...]|validate",
+                   help="one non-negative weight per score file, in order: a comma list or repeated (default equal); "
+                        "or 'validate': the weights (multiples of 0.1 summing to 1) that fuse the --validation "
+                        "score files best")
+    p.add_argument("--validation", type=_comma_list(Path, "a path"), action="extend", default=None,
+                   metavar="V.csv[,V.csv...]",
+                   help="for --weights validate: each input's scores of the same validation videos, in the order of "
+                        "the score files (e.g. DIR/validation_scores.csv of idtfv train-svm --validation 0.25; "
+                        "never the test videos)")
     p.add_argument("--normalize", choices=("zscore", "softmax", "none"), default="zscore",
                    help="per-video normalisation before averaging (default zscore)")
     p.add_argument("--out", type=Path, required=True, metavar="FUSED.csv", help="fused score file to write")
@@ -197,6 +232,8 @@ def _print_summary(report: dict, stream=None, prefix: str = "") -> None:
         parts[-1] += f" [{honest}]"
     parts.append(f"mean class accuracy {pct(report.get('mean_class_accuracy'))}")
     parts.append(f"mAP {pct(report.get('mAP'))}")
+    if report.get("n_splits", 1) > 1 and report.get("mAP_std") is not None:
+        parts[-1] += f" (+-{100 * report['mAP_std']:.2f})"
     if report.get("top5") is not None:  # None also when there are fewer than 5 classes: not applicable
         parts.append(f"top-5 {pct(report['top5'])}")
     print(f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes", file=stream)
@@ -210,20 +247,47 @@ def _cmd_train_svm(args) -> int:
     if args.folds < 2:
         raise ParameterError(f"--folds must be >= 2, got {args.folds}")
     C_grid = None if args.C_grid is None else [c for group in args.C_grid for c in group]
+    if args.combine != "concat" and args.codebook is None:
+        raise ParameterError(f"--combine {args.combine} needs --codebook (the channels' columns come from it)")
+    channels = None
+    if args.codebook is not None:
+        from idtfv.scores import read_features
+
+        from .cv import channel_blocks
+
+        channels = channel_blocks(args.codebook, read_features(args.features).features.shape[1])
     t0 = time.perf_counter()
     with _warnings_as_lines():
         report = run_svm_split(args.manifest, args.features, args.split, args.out, C=args.C, cv_C=args.cv_C,
                                C_grid=C_grid, n_folds=args.folds, loss=args.loss, tol=args.tol, n_jobs=args.jobs,
-                               random_state=args.seed)
+                               random_state=args.seed, channels=channels, combine=args.combine,
+                               validation_fraction=args.validation)
     tr = report["training"]
     extra = f", C={tr['C']:g}" + (" (cross-validated)" if tr["cv"] else "")
     _print_summary(report, prefix=f"train-svm split {args.split}: ")
     print(f"trained on {tr['n_train']} videos ({tr['dim']} dims{extra}) in {time.perf_counter() - t0:.1f} s; "
           f"wrote {args.out}/")
+    _print_channels(report)
     if tr["n_missing_train"] or tr["n_missing_test"]:
         print(f"warning: {tr['n_missing_train']} training and {tr['n_missing_test']} test videos of the split have "
               "no features and were left out", file=sys.stderr)
     return 0
+
+
+def _print_channels(report: dict, prefix: str = "") -> None:
+    """One line of per-channel test accuracies (with counts) and the combination chosen, when the report has them."""
+    if "channels" not in report:
+        return
+
+    def fig(f):
+        return "n/a" if f["accuracy"] is None else f"{100 * f['accuracy']:.1f}% ({f['n_correct']}/{f['n_videos']})"
+
+    print(f"{prefix}channels: " + ", ".join(f"{name} {fig(f)}" for name, f in report["channels"].items()))
+    comb = report.get("combination", {})
+    if "validation" in comb:
+        v = comb["validation"]
+        print(f"{prefix}combination: {comb['chosen']} (validation on {v['n_videos']} training videos: concat "
+              f"{fig(v['concat'])}, late {fig(v['late'])})")
 
 
 def _cmd_train_knn(args) -> int:
@@ -259,12 +323,33 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _weights(text: str) -> list:
+    if text.strip() == "validate":
+        return ["validate"]
+    return _comma_list(_number, "a number (or 'validate')")(text)
+
+
 def _cmd_fuse(args) -> int:
     from .evaluate import evaluate
-    from .fusion import fuse_scores
+    from .fusion import choose_weights, fuse_scores
     from idtfv.scores import write_scores
 
     weights = args.weights
+    chosen = None
+    if weights is not None and "validate" in weights:
+        if weights != ["validate"]:
+            raise ParameterError(f"--weights: give either numbers or 'validate', got {', '.join(map(str, weights))}")
+        val = args.validation or []
+        if len(val) != len(args.scores):
+            raise ParameterError(f"--weights validate needs --validation: one validation score file per score file "
+                                 f"({len(args.scores)}), got {len(val)}")
+        chosen = choose_weights(val, normalize=args.normalize)
+        weights = chosen["weights"]
+        print(f"weights {_plain(weights)} chosen on {chosen['n_videos']} validation videos: accuracy "
+              f"{100 * chosen['accuracy']:.2f}% ({chosen['n_correct']}/{chosen['n_videos']}; equal weights "
+              f"{100 * chosen['equal_weights_accuracy']:.2f}%)")
+    elif args.validation:
+        raise ParameterError("--validation is used only with --weights validate")
     if weights is not None:
         n = len(args.scores)
         if len(weights) != n:
@@ -277,9 +362,158 @@ def _cmd_fuse(args) -> int:
     write_scores(args.out, fused.video_ids, fused.scores, fused.class_names, fused.label_sets)
     if any(fused.label_sets):
         with _warnings_as_lines():
-            report = evaluate(fused, report_json=args.report)
+            report = evaluate(fused)
+        report["fusion"] = {"weights": [float(w) for w in weights] if weights is not None else None,
+                            "normalize": args.normalize, "validation": chosen}
+        if args.report:
+            from .evaluate import write_report
+
+            write_report(report, args.report)
         _print_summary(report, prefix=f"fused {len(args.scores)} files ({args.normalize}): ")
     elif args.report:
         raise ParameterError("--report: the fused scores carry no labels to evaluate against")
     print(f"wrote {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ idtfv detect
+def add_detect(subparsers) -> None:
+    """Add ``idtfv detect`` (temporal action detection, :mod:`idtfv.classify.detect`)."""
+    p = subparsers.add_parser(
+        "detect", help="temporal action detection: sliding windows scored by the trained SVMs, NMS, THUMOS mAP",
+        description=textwrap.fill(
+            "Score sliding windows of every video of an untrimmed manifest with the linear SVMs of idtfv train-svm "
+            "(window Fisher vectors from per-bin prefix sums, no re-encoding), keep the best per class by temporal "
+            "NMS, write DIR/detections.csv (video_id,class,start,end,score) and, with --annotations, "
+            "DIR/report.json: THUMOS'14 mAP at temporal IoU 0.1-0.5.", _HELP_WIDTH),
+        epilog="example:\n"
+               "  idtfv detect --manifest untrimmed/manifest.csv --features untrimmed/features.json "
+               "--codebook cache/codebook-0123abcd4567 --svm svm_split1/ --annotations untrimmed/annotations.csv "
+               "--out detect/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", type=Path, required=True, help="manifest of the videos to search")
+    p.add_argument("--features", type=Path, required=True, metavar="STAMP.json",
+                   help="idtfv features stamp of these videos (all trajectories, not --store sample)")
+    p.add_argument("--codebook", type=Path, required=True, metavar="DIR",
+                   help="the encode stage's codebook directory (CACHE/codebook-*) the SVM's vectors were made with")
+    p.add_argument("--pyramid", default="1x1x1", help="the encode stage's --pyramid (default 1x1x1)")
+    p.add_argument("--svm", type=Path, required=True, metavar="DIR", help="idtfv train-svm output directory")
+    p.add_argument("--annotations", type=Path, default=None, metavar="GT.csv",
+                   help="ground truth video_id,class,start,end (seconds): evaluate, write DIR/report.json")
+    p.add_argument("--windows", type=_comma_list(_positive_float, "a positive number of seconds"), default=None,
+                   metavar="S[,S...]", help="window lengths in seconds (default 1,2,4,8)")
+    p.add_argument("--stride", type=_positive_float, default=0.25, metavar="F",
+                   help="window stride as a fraction of its length (default 0.25)")
+    p.add_argument("--nms-iou", type=float, default=0.3, help="temporal NMS IoU threshold (default 0.3)")
+    p.add_argument("--max-per-class", type=int, default=100, help="detections kept per video and class (default 100)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.set_defaults(func=_cmd_detect)
+
+
+def _cmd_detect(args) -> int:
+    from .detect import DetectParams, run_detect
+
+    params = DetectParams(**({} if args.windows is None else {"window_seconds": args.windows}),
+                          stride_fraction=args.stride, nms_iou=args.nms_iou, max_per_class=args.max_per_class)
+    result = run_detect(args.manifest, args.features, codebook=args.codebook, svm=args.svm, out=args.out,
+                        params=params, pyramid=args.pyramid, annotations=args.annotations)
+    if result["missing"]:
+        print(f"warning: {len(result['missing'])} videos have no features and were left out", file=sys.stderr)
+    sec = result["seconds"]
+    print(f"detect: {result['n_detections']} detections in {result['n_videos']} videos ({sec['detect']:.1f} s) "
+          f"-> {result['detections']}")
+    report = result["report"]
+    if report is not None:
+        def pct(v):
+            return "n/a" if v is None else f"{100 * v:.1f}%"
+        maps = ", ".join(f"{k} {pct(v)}" for k, v in report["mAP"].items())
+        print(f"mAP at temporal IoU {maps}; average {pct(report['average_mAP'])} -> {args.out / 'report.json'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ idtfv cv
+def add_cv(subparsers) -> None:
+    """Add ``idtfv cv`` (cross-validation protocols, :mod:`idtfv.classify.cv`)."""
+    from idtfv.cli import add_runner_options
+    from idtfv.encoding import EncodeParams
+    from idtfv.options import add_params_options
+
+    p = subparsers.add_parser(
+        "cv", help="cross-validation: per fold a codebook on its training videos, vectors, an SVM; pooled report",
+        description=textwrap.fill(
+            "Evaluate the pipeline over several folds: the manifest's split columns (--scheme splits, default: "
+            "UCF101's and HMDB51's 3 splits), k folds over the manifest's groups (--scheme kfold) or leave one "
+            "group out (--scheme logo). Per fold, PCA and the codebook are fitted on that fold's training videos "
+            "only and cached, every video is encoded (cached, resumable) and the SVM trained: DIR/fold<f>/ holds "
+            "what idtfv encode + train-svm write for that split. DIR/report.json (written last) has the mean and "
+            "std of accuracy and mAP over folds, per-fold and per-channel figures, counts of correct clips and a "
+            "bootstrap interval; DIR/confusion.png and DIR/confusion.json the confusion matrix pooled over folds. "
+            "The features are extracted once, by idtfv features.", _HELP_WIDTH),
+        epilog="examples:\n"
+               "  idtfv cv --manifest manifest.csv --features features.json --cache cache --out cv_splits/\n"
+               "  idtfv cv --manifest manifest.csv --features features.json --cache cache --out cv_logo/ "
+               "--scheme logo\n"
+               "  idtfv cv ... --scheme kfold --n-folds 10 --combine validate",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", type=Path, required=True, help="manifest CSV (labels, groups, split columns)")
+    p.add_argument("--features", type=Path, required=True, metavar="STAMP.json",
+                   help="features stage stamp written by idtfv features (extracted once, shared by every fold)")
+    p.add_argument("--cache", type=Path, required=True,
+                   help="cache directory of the encode stage (codebook-*/ and encode-*/, shared with idtfv encode)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    folds = p.add_argument_group("folds")
+    folds.add_argument("--scheme", choices=("splits", "kfold", "logo"), default="splits",
+                       help="splits: the manifest's split columns; kfold: --n-folds folds over the groups (seeded by "
+                            "--seed); logo: leave one group out (default splits)")
+    folds.add_argument("--n-folds", type=int, default=5, metavar="K", help="folds of --scheme kfold (default 5)")
+    folds.add_argument("--splits", type=_comma_list(_split_number, "a split number >= 1"), action="extend",
+                       default=None, metavar="N[,N...]",
+                       help="--scheme splits: the split columns to use (default all)")
+    add_params_options(p, EncodeParams, title="encoding options (see EncodeParams; --seed also seeds the folds and "
+                                              "the SVM)")
+    svm = p.add_argument_group("SVM options (as idtfv train-svm)")
+    svm.add_argument("--C", type=_positive_float, default=100.0, help="SVM cost C (default 100)")
+    svm.add_argument("--cv-C", action="store_true", help="choose C per fold by cross-validation on its training videos")
+    svm.add_argument("--C-folds", type=int, default=3, metavar="N", help="folds of --cv-C (default 3)")
+    svm.add_argument("--loss", choices=("squared_hinge", "hinge"), default="squared_hinge", help="SVM loss")
+    svm.add_argument("--tol", type=_positive_float, default=1e-4, help="dual solver tolerance (default 1e-4)")
+    _channel_args(p, codebook=False)
+    add_runner_options(p, jobs_default=1)
+    p.set_defaults(func=_cmd_cv)
+
+
+def _cmd_cv(args) -> int:
+    import logging
+
+    from idtfv.encoding import EncodeParams
+    from idtfv.options import params_from_args
+
+    from .cv import CVOptions, run_cv
+
+    if args.C_folds < 2:
+        raise ParameterError(f"--C-folds must be >= 2, got {args.C_folds}")
+    params = params_from_args(args, EncodeParams)
+    options = CVOptions(scheme=args.scheme, n_folds=args.n_folds, splits=tuple(args.splits) if args.splits else None,
+                        seed=params.seed)
+    svm = {"C": args.C, "cv_C": args.cv_C, "n_folds": args.C_folds, "loss": args.loss, "tol": args.tol,
+           "random_state": params.seed, "combine": args.combine, "validation_fraction": args.validation}
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    t0 = time.perf_counter()
+    with _warnings_as_lines():
+        report = run_cv(args.manifest, args.features, params, args.out, cache=args.cache, options=options, svm=svm,
+                        jobs=args.jobs, scheduler=args.scheduler, force=args.force)
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    for f in report["folds"]:
+        extra = f", combination {f['combination']['chosen']}" if "combination" in f else ""
+        print(f"fold {f['fold']}: accuracy {pct(f['accuracy'])} ({f['n_correct']}/{f['n_test']}), mAP {pct(f['mAP'])}; "
+              f"trained on {f['n_train']} videos, K={f['k']}{extra}")
+    _print_summary(report, prefix=f"cv {args.scheme} ({report['n_splits']} folds): ")
+    if report["encode_failed"]:
+        print(f"warning: {report['encode_failed']} videos failed to encode and were left out of their folds",
+              file=sys.stderr)
+    print(f"wrote {args.out}/report.json, confusion.png, confusion.json in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -15,6 +15,12 @@ with ``norm`` applied to each video's score row:
 - ``"softmax"`` (:func:`softmax`): exp(s - max) / sum exp(s - max), class posteriors from CNN logits (the
   two-stream / TSN practice; ``stack_scores``' default, Simonyan & Zisserman 2014, sec. 6);
 - ``"none"``: raw scores (TSN's weighted average of class scores).
+
+Weights chosen on validation videos (:func:`choose_weights`, ``idtfv fuse --weights validate``): every weight
+vector of a grid on the simplex (steps of 1/10 by default) is tried on the inputs' **validation** score files
+(e.g. ``idtfv train-svm --validation 0.25`` writes ``validation_scores.csv``, the scores of a seeded quarter of
+the training groups from an SVM trained on the other training videos); the best validation accuracy wins, then
+the best mAP, then the weights closest to equal. The test scores are never looked at.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from idtfv.errors import FormatError, ParameterError
 
 from idtfv.scores import Features, Scores, read_scores
 
-__all__ = ["softmax", "zscore", "NORMALIZERS", "fuse_scores", "stack_scores"]
+__all__ = ["softmax", "zscore", "NORMALIZERS", "fuse_scores", "stack_scores", "choose_weights", "weight_grid"]
 
 
 def zscore(scores) -> np.ndarray:
@@ -187,3 +193,73 @@ def stack_scores(inputs, *, normalize: str = "softmax", sources=None) -> Feature
     ref, rows, sets = _align(items, sources, "stack_scores")
     stacked = np.concatenate([NORMALIZERS[normalize](s) for s in rows], axis=1)
     return Features(video_ids=list(ref.video_ids), features=stacked.astype(np.float32), labels=_single_labels(sets))
+
+
+def weight_grid(n_inputs: int, steps: int = 10) -> np.ndarray:
+    """Every weight vector ``(k_1, ..., k_M) / steps`` with non-negative integers ``k`` summing to ``steps``,
+    shape (n, M), in lexicographic order of ``k`` (descending first weight)."""
+    if n_inputs < 1 or steps < 1:
+        raise ParameterError(f"weight_grid: expected n_inputs >= 1 and steps >= 1, got {n_inputs}, {steps}")
+
+    def rec(m, left):
+        if m == 1:
+            yield (left,)
+            return
+        for k in range(left, -1, -1):
+            for rest in rec(m - 1, left - k):
+                yield (k, *rest)
+
+    return np.array(list(rec(n_inputs, steps)), dtype=np.float64) / steps
+
+
+def choose_weights(validation_inputs, *, normalize: str = "zscore", steps: int = 10, sources=None) -> dict:
+    """Fusion weights chosen on validation score files (never on the test scores).
+
+    Parameters
+    ----------
+    validation_inputs : sequence of Scores or paths, length M
+        Each input's scores of the same validation videos (with labels), e.g. ``validation_scores.csv`` of
+        ``idtfv train-svm --validation``.
+    normalize : as :func:`fuse_scores`
+    steps : int
+        Grid resolution: weights are multiples of ``1 / steps`` summing to 1 (:func:`weight_grid`).
+    sources : names of the inputs in error messages
+
+    Returns
+    -------
+    dict: ``weights`` (list of M floats), ``accuracy``, ``n_correct``, ``n_videos``, ``mAP`` on the validation
+    videos, ``equal_weights_accuracy`` (for comparison), ``candidates`` (grid size), ``rule``.
+    """
+    from .evaluate import split_metrics
+
+    items = _items(validation_inputs, "choose_weights")
+    _check_normalize(normalize, "choose_weights")
+    ref, rows, sets = _align(items, sources, "choose_weights")
+    labelled = np.array([bool(s) for s in sets])
+    if not labelled.any():
+        src = "<scores>" if isinstance(items[0], Scores) else str(items[0])
+        raise FormatError(src, "the validation scores carry no labels; choosing weights needs labelled validation "
+                               "videos (idtfv train-svm --validation writes them)")
+    n_classes = ref.scores.shape[1]
+    targets = np.zeros((int(labelled.sum()), n_classes), dtype=bool)
+    for i, s in enumerate(s for s, k in zip(sets, labelled) if k):
+        targets[i, list(s)] = True
+    normed = [NORMALIZERS[normalize](r)[labelled] for r in rows]
+    grid = weight_grid(len(items), steps)
+    equal = np.full(len(items), 1.0 / len(items))
+    best, best_key, equal_acc = None, None, None
+    for w in grid:
+        fused = sum(wm * s for wm, s in zip(w, normed) if wm > 0)
+        m = split_metrics(fused, targets)
+        m_ap = -1.0 if np.isnan(m["mAP"]) else m["mAP"]
+        key = (m["n_correct"], round(m_ap, 12), -float(np.sum((w - equal) ** 2)))
+        if best_key is None or key > best_key:
+            best, best_key = (w, m), key
+    w, m = best
+    fused_eq = sum(s for s in normed) / len(normed)
+    equal_acc = split_metrics(fused_eq, targets)["accuracy"]
+    return {"weights": [round(float(x), 10) for x in w], "accuracy": float(m["accuracy"]),
+            "n_correct": int(m["n_correct"]), "n_videos": int(labelled.sum()),
+            "mAP": None if np.isnan(m["mAP"]) else float(m["mAP"]), "equal_weights_accuracy": float(equal_acc),
+            "candidates": int(len(grid)), "normalize": normalize,
+            "rule": "best validation accuracy, then mAP, then closest to equal weights"}

@@ -7,6 +7,9 @@ the same inputs and seed):
 - ``model.npz`` + ``model.json`` — the SVM weights and metadata (SVM only);
 - ``scores.csv`` — scores of the split's test videos (:mod:`idtfv.scores` format, true labels filled in);
 - ``confusion.png`` — the confusion matrix (single-label data);
+- ``validation_scores.csv`` — with ``validation_fraction`` (or ``combine="validate"``): scores of a validation
+  subset of the training videos (whole groups, seeded; :func:`idtfv.classify.channels.validation_split`) from the
+  classifier trained on the other training videos: the input of ``idtfv fuse --weights validate``;
 - ``report.json`` — :func:`idtfv.classify.evaluate.evaluate`'s report plus a ``training`` section. It marks the
   run complete: a rerun removes the old one before writing anything, and it is written last, so a run killed
   half way never leaves a directory that looks finished.
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,7 @@ class SplitData:
     groups_train : list of str (empty strings when the manifest has no groups)
     multilabel : bool
     n_missing_train, n_missing_test, n_unlabelled_train : int
+    train_ids : list of str, the video ids of ``train_index``
     """
 
     X: np.ndarray
@@ -67,6 +71,7 @@ class SplitData:
     n_missing_train: int
     n_missing_test: int
     n_unlabelled_train: int
+    train_ids: list = field(default_factory=list)
 
 
 def _labels_of(entry) -> tuple[int, ...]:
@@ -155,6 +160,7 @@ def load_split(manifest, features, split: int) -> SplitData:
         n_missing_train=n_missing_train,
         n_missing_test=n_missing_test,
         n_unlabelled_train=n_unlabelled,
+        train_ids=[e.video_id for e in labelled],
     )
 
 
@@ -170,7 +176,7 @@ def _begin(out: Path) -> None:
     (out / "report.json").unlink(missing_ok=True)
 
 
-def _finish(data: SplitData, scores: np.ndarray, out: Path, training: dict, title: str) -> dict:
+def _finish(data: SplitData, scores: np.ndarray, out: Path, training: dict, title: str, extra=None) -> dict:
     """Write scores.csv, confusion.png and, last, report.json (the mark of a complete run); after :func:`_begin`."""
     write_scores(out / "scores.csv", data.test_ids, scores, data.class_names, data.test_label_sets)
     if data.multilabel:
@@ -183,6 +189,7 @@ def _finish(data: SplitData, scores: np.ndarray, out: Path, training: dict, titl
     report["splits"][0]["split"] = training["split"]
     report["splits"][0]["n_missing"] = data.n_missing_test
     report["training"] = training
+    report.update(extra or {})
     write_report(report, out / "report.json")
     return report
 
@@ -204,7 +211,8 @@ def _training_info(data: SplitData, split: int, manifest, features) -> dict:
 
 def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C: bool = False, C_grid=None,
                   n_folds: int = 3, loss: str = "squared_hinge", tol: float = 1e-4, n_jobs: int = 1,
-                  random_state: int = 0) -> dict:
+                  random_state: int = 0, channels=None, combine: str = "concat",
+                  validation_fraction: float | None = None) -> dict:
     """Train the one-vs-rest linear SVM on a split's training videos and score its test videos.
 
     Parameters
@@ -221,6 +229,18 @@ def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C
     n_jobs : int
         Threads over classes.
     random_state : int
+    channels : {name: (start, stop)}, optional
+        Columns of each descriptor channel in the vectors (``idtfv cv`` knows them from the codebook): the report
+        gets ``channels`` (test figures of one SVM per channel, of their late fusion ``late`` and of the SVM on
+        the whole vector ``concat``) and ``combination``.
+    combine : ``"concat"`` (default), ``"late"`` or ``"validate"``
+        Which test scores are written: the SVM on the concatenated channels, the late fusion of per-channel SVMs,
+        or the better of the two on a validation split of the training videos (:mod:`idtfv.classify.channels`);
+        ``late`` and ``validate`` need ``channels``.
+    validation_fraction : float in (0, 1), optional
+        Hold out this fraction of the training groups (seeded by ``random_state``), train on the others, and
+        write the held-out videos' scores to ``validation_scores.csv`` (the model and test scores still come
+        from all training videos).
 
     Returns
     -------
@@ -247,10 +267,51 @@ def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C
     training = _training_info(data, split, manifest, features)
     training.update(classifier="linear-svm", C=float(C), loss=loss, tol=tol, random_state=random_state,
                     converged=model.converged_, max_passes=int(model.n_passes_.max()), cv=cv)
+    extra_report, validation = _channels_and_validation(
+        data, scores, channels=channels, combine=combine, validation_fraction=validation_fraction,
+        svm=dict(C=float(C), loss=loss, tol=tol, n_jobs=n_jobs, random_state=random_state))
+    if "scores" in extra_report:
+        scores = extra_report.pop("scores")
     _begin(out)
     model.save(out / "model", extra={"class_names": data.class_names, "split": int(split), "cv": cv,
                                      "features": training["features"], "manifest": training["manifest"]})
-    return _finish(data, scores, out, training, title=f"linear SVM, split {split}")
+    if validation is not None:
+        ids, val_scores, val_sets = validation
+        write_scores(out / "validation_scores.csv", ids, val_scores, data.class_names, val_sets)
+        training["validation"] = {"file": "validation_scores.csv", "n_videos": len(ids)}
+    else:
+        (out / "validation_scores.csv").unlink(missing_ok=True)
+    return _finish(data, scores, out, training, title=f"linear SVM, split {split}", extra=extra_report)
+
+
+def _channels_and_validation(data: SplitData, scores, *, channels, combine, validation_fraction, svm: dict):
+    """Per-channel figures, the channel combination and the validation scores of :func:`run_svm_split`.
+
+    Returns ``(extra report entries (with ``scores`` when the combination replaces the test scores), validation
+    (ids, scores, label sets) or None)``."""
+    from .channels import COMBINES, evaluate_channels, fit_scores, validation_split
+
+    if combine not in COMBINES:
+        raise ParameterError(f"combine: expected one of {', '.join(COMBINES)}, got {combine!r}")
+    if combine != "concat" and not channels:
+        raise ParameterError(f"combine={combine!r} needs the channels' columns (channels=...; idtfv cv passes "
+                             "them from the codebook)")
+    extra, validation = {}, None
+    if channels:
+        res = evaluate_channels(data, scores, blocks=channels, combine=combine,
+                                validation_fraction=validation_fraction, **svm)
+        extra = {"channels": res.channels, "combination": res.combination}
+        if res.combination["chosen"] != "concat":
+            extra["scores"] = res.scores
+        validation = res.validation
+    if validation is None and validation_fraction is not None:
+        is_val = validation_split(data.groups_train, fraction=validation_fraction, seed=svm["random_state"])
+        val_scores = fit_scores(data.X, data.train_index[~is_val], data.y_train[~is_val], data.train_index[is_val],
+                                classes=np.arange(len(data.class_names)), **svm)
+        val_sets = [tuple(int(k) for k in np.flatnonzero(row)) if data.multilabel else (int(row),)
+                    for row in data.y_train[is_val]]
+        validation = ([data.train_ids[i] for i in np.flatnonzero(is_val)], val_scores, val_sets)
+    return extra, validation
 
 
 def run_knn_split(manifest, features, split: int, out, *, n_neighbors: int = 5, metric: str = "cosine",

@@ -11,6 +11,8 @@ Modules (one job each):
 - ``fisher``: :func:`fisher_vector`, :func:`fisher_vectors_cells`, VLFeat's layout ``[u_1..u_K, v_1..v_K]`` and
   normalisation (improved = signed square root, then L2); VLFeat's floors as keyword arguments.
 - ``pyramid``: spatio-temporal grids (``"1x1x1,1x3x1,1x1x2"``) from the trajectories' normalised positions.
+- ``temporal``: Fisher vectors of many temporal windows of a video from prefix sums of per-bin statistics
+  (:class:`TemporalFisher`, :func:`score_windows`; ``idtfv detect``).
 - ``kmeans``, ``bof``, ``vlad``: the bag-of-features (K=4000, L1 histograms) and VLAD baselines.
 - ``sampling``: seeded per-video descriptor sampling; the features' descriptor layout (channel widths from the
   extractor's options, :class:`idtfv.idt.DescriptorLayout`); the streaming mode (``keep_sample`` during extraction).
@@ -32,11 +34,15 @@ built-in default dataset; pass ``ENCODE_ARGS="--k 64"`` (etc.) to choose.
 import importlib
 
 __all__ = ["EncodeParams", "DescriptorPCA", "DiagGMM", "fisher_vector", "fisher_vectors_cells", "normalize_fisher",
-           "run_encode", "load_codebooks", "encoded_dim"]
+           "run_encode", "load_codebooks", "encoded_dim", "TemporalFisher", "time_bins", "score_windows",
+           "encode_windows"]
 _HOMES = {"EncodeParams": "params", "DescriptorPCA": "pca", "DiagGMM": "gmm", "fisher_vector": "fisher",
           "fisher_vectors_cells": "fisher", "normalize_fisher": "fisher",
           # the encode stage, for idtfv.classify's cross-validation (one codebook per fold)
-          "run_encode": "stage", "load_codebooks": "stage", "encoded_dim": "stage"}
+          "run_encode": "stage", "load_codebooks": "stage", "encoded_dim": "stage",
+          # window Fisher vectors from prefix sums over time, for idtfv.classify's temporal detection
+          "TemporalFisher": "temporal", "time_bins": "temporal", "score_windows": "temporal",
+          "encode_windows": "temporal"}
 
 
 def __getattr__(name):  # lazy: ``idtfv --help`` imports idtfv.encoding.cli without loading Numba

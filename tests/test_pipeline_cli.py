@@ -112,7 +112,7 @@ def test_help_lists_the_builtin_subcommands(capsys):
     assert "COMMAND" in capsys.readouterr().err
 
 
-STAGE_COMMANDS = {"features", "flow", "encode", "train-svm", "train-knn", "evaluate", "fuse", "train-deep",
+STAGE_COMMANDS = {"features", "flow", "encode", "train-svm", "train-knn", "evaluate", "fuse", "cv", "train-deep",
                   "stack-scores"}
 
 
