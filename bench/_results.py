@@ -62,3 +62,10 @@ def _replace(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def readme_row(table: str, key: str, cells) -> str:
+    """A RESULTS.md table row marked for README table ``table`` (see ``bench/readme.py``): ``| <!-- readme:TABLE:KEY
+    --> cell | cell | ... |`` (the marker is invisible where the Markdown is rendered). Put it in a table of the
+    section text you write."""
+    return f"| <!-- readme:{table}:{key} --> " + " | ".join(str(c) for c in cells) + " |"

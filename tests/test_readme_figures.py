@@ -1,0 +1,57 @@
+"""README.md's result figures come from bench/RESULTS.md (written by the benchmarks), never from hand edits."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import readme  # noqa: E402  (bench/readme.py)
+
+
+def _results_section(text: str) -> str:
+    start = text.index("\n## Results")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else len(text)]
+
+
+def test_generated_tables_are_what_results_md_gives():
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "readme.py"), "--check"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_figure_in_the_readme_result_tables_appears_in_results_md():
+    results = (REPO / "bench" / "RESULTS.md").read_text()
+    section = _results_section((REPO / "README.md").read_text())
+    rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    assert rows, "the README's Results section has no tables"
+    missing = []
+    for row in rows:
+        for number in re.findall(r"(?<![\w.])\d+(?:[.,]\d+)*(?:\.\d+)?", row):
+            if number not in results:
+                missing.append(f"{number!r} in {row[:80]!r}")
+    assert not missing, "README figures not in bench/RESULTS.md:\n" + "\n".join(missing)
+
+
+def test_render_takes_rows_verbatim_in_table_order_and_reports_missing_ones():
+    results = "\n".join([
+        "## a", "", "| <!-- readme:accuracy:knn --> k-NN | 50.0% | 60.0% | 16 / 32 |", "| unmarked | 1 | 2 | 3 |",
+        "## b", "| <!-- readme:accuracy:svm --> SVM | 81.2% | 88.9% | 26 / 32 |",
+    ])
+    rows = readme.rows_from_results(results)
+    doc = "x\n<!-- begin generated:accuracy -->\nstale\n<!-- end generated:accuracy -->\ny\n"
+    new, missing = readme.render(doc, rows)
+    body = new.split("<!-- begin generated:accuracy -->\n")[1].split("<!-- end generated:accuracy -->")[0]
+    lines = body.strip().splitlines()
+    assert lines[2:] == ["| <!-- readme:accuracy:svm --> SVM | 81.2% | 88.9% | 26 / 32 |",
+                         "| <!-- readme:accuracy:knn --> k-NN | 50.0% | 60.0% | 16 / 32 |"]
+    assert "stale" not in new and new.startswith("x\n") and new.endswith("y\n")
+    assert missing == ["accuracy:svm-pyramid"]
+    with pytest.raises(SystemExit, match="twice"):
+        readme.rows_from_results(results + "\n| <!-- readme:accuracy:svm --> again | 1 | 2 | 3 |")
