@@ -10,11 +10,11 @@ A codebook directory also holds ``codebook.json``, the summary written last (``{
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from idtfv.cache import open_npz
 from idtfv.errors import FormatError
 
 from .gmm import DiagGMM
@@ -54,14 +54,11 @@ def load_codebook(path) -> tuple[dict, dict]:
         raise FormatError(js, f"codebook metadata is not valid JSON ({exc}); delete it and refit") from None
     if not isinstance(meta, dict) or "class" not in meta:
         raise FormatError(js, "codebook metadata lacks the 'class' key; delete it and refit")
-    try:
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise FormatError(npz, "codebook arrays not found; fit the codebook first (idtfv encode)") from None
-    except (ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise FormatError(npz, f"codebook arrays unreadable ({type(exc).__name__}: {exc}); delete and refit") \
-            from None
+    if not npz.exists():
+        raise FormatError(npz, "codebook arrays not found; fit the codebook first (idtfv encode)")
+    # every member read in full (CRC-checked): a corrupt file is a FormatError naming it, whatever the damage
+    with open_npz(npz, remedy="delete the codebook directory and rerun idtfv encode to refit it") as z:
+        arrays = {k: z[k] for k in z.files}
     return arrays, meta
 
 

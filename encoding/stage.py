@@ -69,9 +69,9 @@ def _fit_channel(ch: str, X: np.ndarray, *, method: str, k: int, pca_whiten: boo
     rs = int(np.random.default_rng([int(seed) & 0xFFFFFFFF, list(CHANNELS).index(ch)]).integers(2**31 - 1))
     if method == "fisher":
         model = DiagGMM(k, max_iter=gmm_iter, random_state=rs).fit(Y)
-        log.info("%s: PCA %d -> %d (%.1f%% variance), GMM K=%d: %d iterations, converged=%s, log-likelihood %.4f",
+        log.info("%s: PCA %d -> %d (%.1f%% variance), GMM K=%d: %d EM iterations (%s), log-likelihood %.4f",
                  ch, X.shape[1], Y.shape[1], 100 * pca.explained_variance_ratio_.sum(), k, model.n_iter_,
-                 model.converged_, model.lower_bound_)
+                 "converged" if model.converged_ else "stopped at --gmm-iter", model.lower_bound_)
     else:
         model = KMeansCodebook(k, random_state=rs).fit(Y)
         log.info("%s: PCA %d -> %d, k-means K=%d, inertia %.4g", ch, X.shape[1], Y.shape[1], k, model.inertia_)
@@ -112,6 +112,13 @@ def fit_codebooks(sample: Mapping[str, np.ndarray], params: EncodeParams, *, job
         fitted = Parallel(n_jobs=n_jobs, backend="threading")(
             delayed(_fit_channel)(ch, sample[ch], method=params.method, k=k, pca_whiten=params.pca_whiten,
                                   seed=params.seed, gmm_iter=params.gmm_iter) for ch in channels)
+    stopped = [ch for ch, (_, model) in zip(channels, fitted) if params.method == "fisher" and not model.converged_]
+    if stopped:  # said once, in plain words: "converged": false in codebook.json is not a failure
+        log.info("GMM: on %s, EM stopped at --gmm-iter %d iterations before the log-likelihood's change per "
+                 "iteration fell under its tolerance (%g nats per descriptor), hence \"converged\": false in "
+                 "codebook.json. That is normal for iDT codebooks: the last iterations change the codebook little "
+                 "and the accuracy is insensitive to them. To run EM longer, pass --gmm-iter 100 (make: "
+                 "ENCODE_ARGS=\"--gmm-iter 100\").", ", ".join(stopped), params.gmm_iter, fitted[0][1].tol)
     return dict(zip(channels, fitted)), k
 
 

@@ -3,16 +3,59 @@
 A reader (or a killed run) sees either the old file or the complete new one, never a partial write. Temporary
 files are named ``.<name>.<random>.tmp`` and get the umask's permissions (``mkstemp`` would give 0600); they are
 removed when the write fails.
+
+A write that fails because the disk is full (``ENOSPC``, or ``EDQUOT`` for a used-up quota) raises
+:class:`~idtfv.errors.DiskFullError`, whose message names the file ("no space left on device writing PATH");
+:func:`disk_full_error` recognises such failures elsewhere (a stage writing its own files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import shutil
 from pathlib import Path
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_text"]
+from idtfv.errors import DiskFullError
+
+__all__ = ["atomic_open", "atomic_path", "atomic_write_text", "disk_full_error", "free_bytes", "DISK_FULL_ERRNOS"]
+
+#: System error numbers that mean "the file system has no room for this write".
+DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+def disk_full_error(exc: BaseException, path=None) -> DiskFullError | None:
+    """The :class:`~idtfv.errors.DiskFullError` that ``exc`` amounts to, or None if it is not a full disk.
+
+    ``exc`` counts when it is a DiskFullError already, or an ``OSError`` whose ``errno`` is ENOSPC/EDQUOT; the
+    path named is the one in the OSError, else ``path``, else ``"?"``.
+    """
+    if isinstance(exc, DiskFullError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        where = exc.filename if exc.filename is not None else path
+        return DiskFullError("?" if where is None else where, exc.errno)
+    return None
+
+
+def free_bytes(directory) -> int:
+    """Bytes an unprivileged write may still use on the file system of ``directory`` (huge when unknown).
+
+    For writers that report no error number (OpenCV's ``VideoWriter`` and ``imwrite`` only say "failed" or leave
+    an empty file): when such a write failed and this is small, the disk is full.
+    """
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return 1 << 62
+
+
+def _raise_disk_full(exc: BaseException, path: Path) -> None:
+    """Re-raise a full-disk failure while writing ``path`` as a DiskFullError naming ``path``."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        raise DiskFullError(path, exc.errno) from exc
 
 
 def _create_temp(path: Path) -> tuple[int, str]:
@@ -43,19 +86,29 @@ def atomic_open(path, mode: str = "wb", **kwargs):
     The parent directory is created if missing. ``mode`` and ``kwargs`` are those of :func:`open`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
+    fd, tmp = _start(path)
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _raise_disk_full(exc, path)
         raise
     _fsync_dir(path.parent)
+
+
+def _start(path: Path) -> tuple[int, str]:
+    """Make the parent directory and the temporary file of a write to ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _create_temp(path)
+    except OSError as exc:
+        _raise_disk_full(exc, path)
+        raise
 
 
 @contextlib.contextmanager
@@ -66,17 +119,17 @@ def atomic_path(path):
     extension to a path (``np.savez``) should write through :func:`atomic_open` instead.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
+    fd, tmp = _start(path)
     os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _raise_disk_full(exc, path)
         raise
     _fsync_dir(path.parent)
 

@@ -18,6 +18,10 @@ Leftover temporary files of a killed run match :data:`TMP_GLOB` and are removed 
 ``.npz`` files are written by :func:`atomic_savez` in NumPy's own ``savez_compressed`` format (a ZIP of ``.npy``
 members, DEFLATE), but with a fixed member timestamp so that equal arrays give equal file bytes whatever the
 time, the worker or the scheduler (``np.savez_compressed`` stamps the current time into every member).
+
+Reading: :func:`load_valid` (the runner's "is this result done?") treats a missing, truncated or corrupt ``.npz`` as
+not done, so the runner recomputes it; :func:`open_npz` (a later stage reading an earlier one's results) raises a
+:class:`~idtfv.errors.FormatError` that names the file and says how to recompute it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import math
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +52,8 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "load_valid",
+    "open_npz",
+    "NpzArchive",
     "remove_stale_temp_files",
 ]
 
@@ -230,6 +236,102 @@ def load_valid(path) -> dict[str, np.ndarray] | None:
             return {name: data[name] for name in data.files}
     except Exception:  # noqa: BLE001 - any failure to read means "not a valid result"
         return None
+
+
+#: What :func:`open_npz` tells the user to do about a damaged file unless the caller says better.
+DEFAULT_REMEDY = "delete it and rerun the command that wrote it"
+
+
+class NpzArchive(Mapping):
+    """A read-only ``.npz`` (name -> array) whose every read failure is a FormatError naming the file.
+
+    Made by :func:`open_npz`; use it as a context manager (it keeps the file open). ``archive[name]`` reads that
+    member in full, which checks its CRC-32; a missing name raises ``KeyError`` (test with ``name in archive``).
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    files : list of str
+        The array names, in the file's order.
+    """
+
+    def __init__(self, path: Path, npz, remedy: str):
+        self.path = path
+        self._npz = npz
+        self._remedy = remedy
+        self.files = list(npz.files)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.files:
+            raise KeyError(name)
+        try:
+            return self._npz[name]
+        except Exception as exc:  # noqa: BLE001 - BadZipFile (CRC), zlib.error, ValueError, EOFError, OSError...
+            raise FormatError(self.path, f"corrupt or truncated .npz: array {name!r} does not read back "
+                                         f"({_exception_text(exc)}); {self._remedy}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __contains__(self, name) -> bool:
+        return name in self.files
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def __enter__(self) -> NpzArchive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"NpzArchive({str(self.path)!r}, files={self.files})"
+
+
+def open_npz(path, *, remedy: str = DEFAULT_REMEDY) -> NpzArchive:
+    """Open an ``.npz`` written by an earlier stage for reading (``allow_pickle=False``).
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    remedy : str
+        What the user should do about a missing or damaged file, appended to the error message, e.g.
+        ``"rerun idtfv features with the same options to recompute it"``.
+
+    Returns
+    -------
+    NpzArchive
+        A mapping name -> array, to use as a context manager.
+
+    Raises
+    ------
+    FormatError
+        ``"<path>: ..."``: the file is missing, not an ``.npz`` (truncated, not a ZIP), or (when an array is read)
+        one of its arrays is corrupt: a flipped bit fails the member's CRC-32.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FormatError(path, f"file not found; {remedy}")
+    if not path.is_file():
+        raise FormatError(path, f"not a regular file; expected an .npz file; {remedy}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to open means "not a readable .npz"
+        raise FormatError(path, f"not a readable .npz ({_exception_text(exc)}); {remedy}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # np.load also reads a plain .npy
+        raise FormatError(path, f"not an .npz archive (a single .npy array); {remedy}")
+    return NpzArchive(path, npz, remedy)
+
+
+def _exception_text(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def remove_stale_temp_files(directory) -> list[Path]:

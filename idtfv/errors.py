@@ -6,9 +6,11 @@ Every user-facing failure is an :class:`IdtfvError`. Command-line tools catch it
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 
-__all__ = ["IdtfvError", "VideoError", "ManifestError", "ParameterError", "FormatError", "EXIT_BAD_INPUT"]
+__all__ = ["IdtfvError", "VideoError", "ManifestError", "ParameterError", "FormatError", "DiskFullError",
+           "EXIT_BAD_INPUT"]
 
 #: Exit status of every CLI for bad input (a missing, corrupt or unsupported file, a bad option).
 EXIT_BAD_INPUT = 2
@@ -39,3 +41,21 @@ class ManifestError(IdtfvError):
 
 class ParameterError(IdtfvError, ValueError):
     """An option has a value outside its allowed range."""
+
+
+class DiskFullError(IdtfvError):
+    """A write failed because the file system is full (``ENOSPC``) or the disk quota is used up (``EDQUOT``).
+
+    Not a per-video problem: a run stops at the first one (every later write would fail too). ``path`` is the file
+    being written and ``errno`` the system error number.
+    """
+
+    def __init__(self, path: str | os.PathLike, errno: int = _errno.ENOSPC):
+        self.path = os.fspath(path)
+        self.errno = errno
+        what = "disk quota exceeded" if errno == getattr(_errno, "EDQUOT", None) else "no space left on device"
+        super().__init__(f"{what} writing {self.path}; free some disk space (or write elsewhere) and rerun: "
+                         "finished results are kept")
+
+    def __reduce__(self):  # picklable (it travels back from worker processes) despite the custom signature
+        return type(self), (self.path, self.errno)

@@ -8,10 +8,14 @@ A *stage* is a module-level function ``func(entry, params) -> dict[str, np.ndarr
 - **Atomicity.** The worker that computed a result writes it itself (temp file + ``os.replace``) and sends back
   only a small :class:`ItemStatus`; a run killed at any instant (even SIGKILL) loses only the videos in flight.
 - **Failure isolation.** An exception in one video (``IdtfvError`` -> its message, anything else ->
-  ``"TypeName: message"``) is recorded in ``index.csv`` and the run goes on; the video gets no ``.npz``.
+  ``"TypeName: message"``; an ``OSError`` on that video's own files, e.g. a name too long, included) is recorded
+  in ``index.csv`` and the run goes on; the video gets no ``.npz``.
   With ``jobs > 1`` this holds even when a video kills its worker process (a segfault in a decoder, the OOM
   killer): the videos that were in flight are retried one at a time, and the one that crashes again is recorded
   as ``"WorkerCrash: ..."``. (Dask retries a task whose worker died and then reports ``KilledWorker``.)
+- **A full disk stops the run.** A write that fails with ENOSPC/EDQUOT is not the video's fault and every later
+  write would fail too: the run stops at once (pending videos are not started, running ones are abandoned) and
+  raises :class:`~idtfv.errors.DiskFullError` naming the file; finished results are kept, a rerun resumes.
 - **Determinism.** Result files depend only on ``func``, the entry and ``params``, not on ``jobs`` or the
   scheduler (``.npz`` bytes are reproducible, see :func:`idtfv.cache.atomic_savez`).
 
@@ -24,8 +28,8 @@ Execution engines (used as they are, no scheduling of our own):
 
 ``index.csv`` has the columns ``video_id,status,seconds,error`` (status ``done`` or ``failed``), one row per video
 ever run in this stage directory, sorted by ``video_id``; it is rewritten atomically every few seconds during a run
-and at its end. Two ``run_stage`` calls on the same stage directory at the same time are refused (an advisory
-``fcntl.flock`` on ``<dir>/.lock``, released by the OS when the process ends, however it ends).
+and at its end. Two ``run_stage`` calls on the same stage directory at the same time are refused
+(:func:`idtfv.lock.exclusive_lock` on ``<dir>/.lock``, released by the OS when the process ends, however it ends).
 """
 
 from __future__ import annotations
@@ -37,20 +41,21 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from idtfv.errors import IdtfvError, ManifestError, ParameterError
+from idtfv.atomic import disk_full_error
 from idtfv.cache import atomic_savez, atomic_write_text, load_valid, remove_stale_temp_files, stage_dir
+from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
+from idtfv.lock import LOCK_NAME, exclusive_lock
 
 __all__ = ["StageResult", "ItemStatus", "run_stage", "read_index", "read_stamp", "write_stamp", "INDEX_COLUMNS",
            "DEFAULT_COMPRESSLEVEL"]
 
 #: Columns of a stage directory's ``index.csv``.
 INDEX_COLUMNS = ("video_id", "status", "seconds", "error")
-#: Advisory lock file of a stage directory, held by the process running :func:`run_stage` on it.
-LOCK_NAME = ".lock"
 #: Seconds between two rewrites of ``index.csv`` while a run is going on.
 INDEX_FLUSH_SECONDS = 5.0
 #: DEFLATE level of the per-video ``.npz`` files. On real iDT output level 1 is ~1% larger than zlib's default 6
@@ -95,12 +100,16 @@ class StageResult:
 
 @dataclass(frozen=True)
 class ItemStatus:
-    """The small record a worker sends back for one video (never the arrays themselves)."""
+    """The small record a worker sends back for one video (never the arrays themselves).
+
+    ``stop`` is set (with status ``"failed"``) when the run cannot go on: the disk is full.
+    """
 
     video_id: str
     status: str  # "done" | "skipped" | "failed"
     seconds: float
     error: str = ""
+    stop: DiskFullError | None = None
 
 
 def _one_line(text: str) -> str:
@@ -128,13 +137,14 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
     """
     video_id = entry.video_id
     out = Path(out_dir) / f"{video_id}.npz"
-    if not force and load_valid(out) is not None:
-        return ItemStatus(video_id, "skipped", 0.0)
-    marker = _marker(out_dir, video_id) if mark else None
-    if marker is not None:
-        marker.touch()
+    marker = None
     start = time.perf_counter()
-    try:
+    try:  # everything, file-system calls included: an OSError on this video's files is this video's failure
+        if not force and load_valid(out) is not None:
+            return ItemStatus(video_id, "skipped", 0.0)
+        if mark:
+            marker = _marker(out_dir, video_id)
+            marker.touch()
         arrays = stage_func(entry, params)
         if not isinstance(arrays, Mapping):
             raise TypeError(
@@ -145,10 +155,14 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
     except Exception as exc:  # noqa: BLE001 - failure isolation: record and go on
         with contextlib.suppress(OSError):
             out.unlink(missing_ok=True)  # no stale or forced-over result may stand for a failed video
+        full = disk_full_error(exc, out)
+        if full is not None:  # not this video's fault, and every later write would fail too: stop the run
+            return ItemStatus(video_id, "failed", time.perf_counter() - start, str(full), stop=full)
         return ItemStatus(video_id, "failed", time.perf_counter() - start, _error_message(exc))
     finally:
         if marker is not None:
-            marker.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                marker.unlink(missing_ok=True)
     return ItemStatus(video_id, "done", time.perf_counter() - start)
 
 
@@ -233,6 +247,16 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
     options = dict(stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level, mark=True)
     pending = {entry.video_id: entry for entry in entries}
     started_at = time.time()
+
+    def this_call(status: ItemStatus) -> ItemStatus:
+        # A worker of a crashed pool is killed a moment after the crash is reported: it may still finish its video,
+        # which a retry then finds valid. That result was computed by this call: "done", not "skipped".
+        if status.status == "skipped":
+            with contextlib.suppress(OSError):
+                if (Path(out_dir) / f"{status.video_id}.npz").stat().st_mtime >= started_at:
+                    return ItemStatus(status.video_id, "done", 0.0)
+        return status
+
     first_round = True
     while pending:
         if not first_round:  # results the crashed pool wrote before it went down belong to this call
@@ -246,11 +270,12 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
             parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", batch_size=1)
         except ValueError:
             parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator", batch_size=1)
+        todo = list(pending.values())  # joblib consumes the task generator lazily while we delete below
+        results = parallel(delayed(_process_item)(entry, **options) for entry in todo)
         try:
-            todo = list(pending.values())  # joblib consumes the task generator lazily while we delete below
-            for status in parallel(delayed(_process_item)(entry, **options) for entry in todo):
+            for status in results:
                 del pending[status.video_id]
-                yield status
+                yield this_call(status)
             return
         except TerminatedWorkerError as exc:
             crash = _one_line(str(exc))
@@ -260,6 +285,10 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
                     f"a worker process died outside any video ({crash[:200]}); finished videos are kept in the "
                     "cache — rerun to resume, with fewer --jobs if memory ran out"
                 ) from exc
+        finally:  # the consumer stopped early (a full disk, Ctrl-C): joblib cancels what is pending or running
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # joblib's "tasks ... have been cancelled": that is the point
+                results.close()
         for entry in suspects:
             _marker(out_dir, entry.video_id).unlink(missing_ok=True)
             # A private one-worker pool, not loky's process-wide reusable executor: joblib reuses that one for the
@@ -279,7 +308,7 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
             finally:
                 executor.shutdown(wait=True)
             del pending[entry.video_id]
-            yield status
+            yield this_call(status)
 
 
 def _iter_dask(func, entries, params, out_dir, force, level, scheduler, stage) -> Iterator[ItemStatus]:
@@ -297,10 +326,11 @@ def _iter_dask(func, entries, params, out_dir, force, level, scheduler, stage) -
             )
         try:
             client = Client(address, set_as_default=False, timeout="30s")
-        except OSError as exc:
+        except (OSError, TypeError, RuntimeError) as exc:  # TypeError, RuntimeError: TLS settings (docs/DASK.md)
             raise ParameterError(
                 f"cannot connect to the Dask scheduler at {address} ({_one_line(str(exc))}); start it with "
-                "'dask scheduler' and workers with 'dask worker <address>', or leave the scheduler unset"
+                "'dask scheduler' and workers with 'dask worker <address>' (a tls:// one needs the client's "
+                "certificate in the Dask configuration, see docs/DASK.md), or leave the scheduler unset"
             ) from exc
         own_client = True
     try:
@@ -310,13 +340,20 @@ def _iter_dask(func, entries, params, out_dir, force, level, scheduler, stage) -
             compresslevel=level, key=keys, pure=False,
         )
         video_of = {future.key: entry.video_id for future, entry in zip(futures, entries, strict=True)}
-        for future in as_completed(futures, loop=client.loop):
-            try:
-                yield future.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the worker died on this video
-                yield ItemStatus(video_of[future.key], "failed", 0.0, _error_message(exc))
-            finally:
-                future.release()
+        finished = False
+        try:
+            for future in as_completed(futures, loop=client.loop):
+                try:
+                    yield future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the worker died on this video
+                    yield ItemStatus(video_of[future.key], "failed", 0.0, _error_message(exc))
+                finally:
+                    future.release()
+            finished = True
+        finally:
+            if not finished:  # the consumer stopped early (a full disk, Ctrl-C): start nothing more
+                with contextlib.suppress(Exception):
+                    client.cancel(futures)
     finally:
         if own_client:
             client.close()
@@ -374,6 +411,8 @@ def run_stage(
         Duplicate or unsafe video ids.
     ParameterError
         Bad ``stage``, ``params``, ``jobs`` or ``scheduler``.
+    DiskFullError
+        A write failed for lack of space: the run stopped at once (finished videos are kept, rerun to resume).
     IdtfvError
         Another run holds the stage directory, or a local worker process died outside any video (finished
         videos are kept, rerun to resume).
@@ -386,33 +425,9 @@ def run_stage(
         raise ParameterError(f"func must be a module-level function (entry, params) -> dict, got {func!r}")
     # absolute, so that workers with another working directory (Dask) write to the same place
     out = stage_dir(Path(cache_root).absolute(), stage, params)
-    with _exclusive(out, stage):
+    with exclusive_lock(out / LOCK_NAME, what=f"{stage!r} run"):
         return _run_locked(stage, func, entries, out, params=params, jobs=jobs, scheduler=scheduler, force=force,
                            progress=progress, compresslevel=compresslevel)
-
-
-@contextlib.contextmanager
-def _exclusive(directory: Path, stage: str):
-    """Hold an advisory lock on the stage directory (released by the OS even if this process is killed)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise IdtfvError(
-                f"{directory}: another {stage!r} run is using this stage directory; wait for it to finish "
-                "(two runs on one directory would remove each other's temporary files)"
-            ) from None
-        except OSError:  # a file system without locks (some network mounts): go on unlocked
-            pass
-        yield
-    finally:
-        os.close(fd)
 
 
 def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, force, progress, compresslevel):
@@ -436,8 +451,12 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
 
         bar = tqdm(total=len(entries), desc=stage, unit="video", file=sys.stderr, dynamic_ncols=True)
     last_flush = time.monotonic()
+    stop = None
     try:
         for status in stream:
+            if status.stop is not None:
+                stop = status.stop
+                break
             statuses[status.video_id] = status
             if status.status != "skipped":
                 records[status.video_id] = status
@@ -453,9 +472,18 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
                 _write_index(index_path, records)
                 last_flush = time.monotonic()
     finally:
+        stream.close()  # an early stop: the engine starts nothing more and abandons what is running
         if bar is not None:
             bar.close()
-        _write_index(index_path, records)
+        # partial files of workers that died or were abandoned (a crashed pool, an early stop); we hold the lock
+        remove_stale_temp_files(out)
+        try:
+            _write_index(index_path, records)
+        except DiskFullError:
+            if stop is None:
+                raise
+    if stop is not None:
+        raise stop
 
     done = [vid for vid in order if statuses[vid].status == "done"]
     skipped = [vid for vid in order if statuses[vid].status == "skipped"]

@@ -15,7 +15,8 @@ header claims. A truncated or corrupt stream yields the frames that decode and t
 nothing decodes is an error.
 
 Every problem with the input raises :class:`idtfv.errors.VideoError` whose one-line message names the file and says
-what is wrong (missing file, a directory, not a video, no decodable frame, start beyond the end, a frame too large).
+what is wrong (missing file, a directory, a FIFO or device (refused before it is opened: reading a FIFO would block
+forever), not a video, no decodable frame, start beyond the end, a frame too large).
 
 Examples
 --------
@@ -33,9 +34,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -433,8 +434,8 @@ def open_video(
     Raises
     ------
     idtfv.errors.VideoError
-        Missing file, a directory, not a video, no decodable frame, ``start`` beyond the end, bad options, frames
-        larger than ``max_pixels``.
+        Missing file, a directory, a FIFO or device, not a video, no decodable frame, ``start`` beyond the end,
+        bad options, frames larger than ``max_pixels``.
     """
     return VideoReader(path, gray=gray, max_width=max_width, start=start, end=end, backend=backend,
                        max_pixels=max_pixels, count_frames=count_frames)
@@ -566,12 +567,25 @@ def _check_index(path: str, name: str, value, *, minimum: int) -> int:
     return int(value)
 
 
+#: st_mode test -> what to call a file that is not a regular file (a FIFO would block ``open`` forever).
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                  (stat.S_ISSOCK, "a socket"))
+
+
 def _check_file(path: str) -> None:
-    p = Path(path)
-    if not p.exists():
-        raise VideoError(path, "no such file; check the path (relative paths are taken from the current directory)")
-    if p.is_dir():
+    """Refuse anything but an existing, readable regular file (symlinks followed) before a decoder opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise VideoError(path, "no such file; check the path (relative paths are taken from the current "
+                               "directory)") from None
+    except OSError as exc:  # a name too long, a loop of symlinks, a component that is not a directory, ...
+        raise VideoError(path, f"cannot access the file ({_short(exc)})") from None
+    if stat.S_ISDIR(mode):
         raise VideoError(path, "is a directory, not a video file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+        raise VideoError(path, f"not a regular file ({kind}); expected a video file")
     if not os.access(path, os.R_OK):
         raise VideoError(path, "the file is not readable (permission denied)")
 

@@ -220,7 +220,7 @@ def test_a_second_run_on_a_busy_stage_directory_is_refused(tmp_path):
     directory = stage_dir(tmp_path, "toy", params)
     with open(directory / ".lock", "w") as held:  # another process holds the directory
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(IdtfvError, match="another 'toy' run is using this stage directory"):
+        with pytest.raises(IdtfvError, match="another 'toy' run is using this directory"):
             run_stage("toy", make_arrays, _items(2), params=params, cache_root=tmp_path)
         assert not list(directory.glob("*.npz"))
     result = run_stage("toy", make_arrays, _items(2), params=params, cache_root=tmp_path)  # released: fine

@@ -4,7 +4,8 @@ Format (``docs/CONTRACTS.md``), UTF-8 with a header row, columns in this order::
 
     video_id,path,label,label_name,group,split1[,split2,...],frames,fps,width,height
 
-* ``video_id`` — unique, ``[A-Za-z0-9._-]+``; the file stem of every per-video artifact.
+* ``video_id`` — unique, ``[A-Za-z0-9._-]+``, at most :data:`MAX_VIDEO_ID_LENGTH` characters; the file stem of every
+  per-video artifact.
 * ``path`` — relative to the directory holding the CSV (absolute paths allowed). :func:`write_manifest` writes a
   path relative to the CSV's directory when the video lies under it, absolute otherwise.
 * ``label`` — 0-based class id (``1;4`` for a multi-label video; empty for an unlabelled one);
@@ -47,6 +48,7 @@ __all__ = [
     "make_video_id",
     "manifest_columns",
     "SPLIT_VALUES",
+    "MAX_VIDEO_ID_LENGTH",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,10 @@ _ID_RE = re.compile(r"[A-Za-z0-9._-]+")
 _SPLIT_COL_RE = re.compile(r"split([1-9][0-9]*)")
 _HEAD = ("video_id", "path", "label", "label_name", "group")
 _TAIL = ("frames", "fps", "width", "height")
-_MAX_ID_LEN = 180  # well under the 255-byte file-name limit, leaving room for suffixes like ".npz"
+#: Longest video id accepted. Ids name files: ``<id>.npz`` and its temporary ``.<id>.npz.<12 hex>.tmp`` (id + 22)
+#: must fit the 255-byte file-name limit of common file systems (NAME_MAX), with room for other stages' suffixes.
+MAX_VIDEO_ID_LENGTH = 200
+_MAX_ID_LEN = 180  # make_video_id: 180 + "-" + 8 hex digits stays under MAX_VIDEO_ID_LENGTH
 
 
 @dataclass(frozen=True)
@@ -464,6 +469,10 @@ def _validate_rows(rows: list[VideoEntry], source: str) -> None:
         if not isinstance(e.video_id, str) or not _ID_RE.fullmatch(e.video_id) or e.video_id in (".", ".."):
             raise ManifestError(f"{where}: video_id must match [A-Za-z0-9._-]+ (it names files); "
                                 f"use idtfv.data.make_video_id to derive one")
+        if len(e.video_id) > MAX_VIDEO_ID_LENGTH:
+            raise ManifestError(f"{source} row {i + 1} ({e.video_id[:40]!r}...): video_id has {len(e.video_id)} "
+                                f"characters, at most {MAX_VIDEO_ID_LENGTH} are allowed (it names files, and a file "
+                                "name holds at most 255 bytes); shorten it, e.g. with idtfv.data.make_video_id")
         if e.video_id in seen:
             raise ManifestError(f"{where}: duplicate video_id (also row {seen[e.video_id] + 1}); ids must be unique")
         seen[e.video_id] = i

@@ -32,6 +32,11 @@ Output of :func:`generate_dataset` in ``out_dir``::
     dataset.json                              the generator's parameters (a rerun with the same ones is a no-op)
 
 The same ``random_state`` and parameters give byte-identical files.
+
+Each clip is checked as soon as it is written (read back with :func:`idtfv.video.probe_video`), so a problem stops
+the run at the clip that has it: a full disk (OpenCV's writer reports nothing, it leaves an empty or short file) is
+a :class:`~idtfv.errors.DiskFullError` naming that file. One generator at a time works on ``out_dir``: a second
+one waits (:func:`idtfv.lock.exclusive_lock` on ``out_dir/.lock``) and then finds the dataset complete.
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idtfv.atomic import atomic_write_text
-from idtfv.data.manifest import Manifest, VideoEntry, probe_manifest, write_manifest
-from idtfv.errors import IdtfvError, ParameterError
+from idtfv.atomic import atomic_write_text, disk_full_error
+from idtfv.atomic import free_bytes as _free_bytes
+from idtfv.data.manifest import Manifest, VideoEntry, write_manifest
+from idtfv.errors import DiskFullError, IdtfvError, ParameterError, VideoError
+from idtfv.lock import LOCK_NAME, exclusive_lock
 
 __all__ = ["CLASSES", "generate_dataset", "render_clip", "make_actor", "Actor", "CAMERA_KINDS"]
 
@@ -63,6 +70,8 @@ CAMERA_KINDS = ("pan", "zoom", "shake", "pan+zoom+shake")
 _CANVAS_MARGIN = 1.3
 _SHIFT = 4  # sub-pixel bits for cv2 drawing (coordinates in 1/16 px)
 _GENERATOR_VERSION = 1
+#: A written clip that does not read back while the file system has less free space than this: the disk is full.
+_LOW_SPACE_BYTES = 4 << 20
 #: Forward speed of the translating classes, body heights per second (must match the pose functions' dx).
 _TRAVEL = {"walk": 0.55, "run": 1.1}
 
@@ -502,6 +511,38 @@ def _write_video(path: Path, frames: np.ndarray, fps: float) -> None:
         writer.release()
 
 
+def _check_clip(path: Path, n_frames: int, *, probe: bool):
+    """Check a clip just written; return its :class:`~idtfv.video.VideoInfo` (``probe``) or None.
+
+    OpenCV's writer reports no error, not even on a full disk: it leaves an empty or short file. So the clip is
+    read back, and a clip that is unusable stops the run: a :class:`DiskFullError` naming it when the file system
+    is (nearly) full, else an :class:`IdtfvError` naming it and blaming the writer.
+    """
+    from idtfv.video import probe_video
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    problem, info = None, None
+    if size == 0:
+        problem = "the file is empty"
+    elif probe:
+        try:
+            info = probe_video(path)
+        except VideoError as exc:
+            problem = exc.problem
+        else:
+            if info.frames != n_frames:
+                problem = f"it reads back with {info.frames} frames, expected {n_frames}"
+    if problem is None:
+        return info
+    if _free_bytes(path.parent) < _LOW_SPACE_BYTES:
+        raise DiskFullError(path)
+    raise IdtfvError(f"{path}: the generated video is unusable ({problem}); the OpenCV video writer or reader is "
+                     "broken here (reinstall opencv-contrib-python-headless)")
+
+
 # -- the dataset -----------------------------------------------------------------------------------------------------
 
 
@@ -548,7 +589,8 @@ def generate_dataset(
     camera_motion : float
         Fraction (probability per clip) of clips filmed by a moving camera, in [0, 1].
     probe : bool
-        Fill frames/fps/width/height in the manifest by reading the written files back.
+        Fill frames/fps/width/height in the manifest by reading each file back as soon as it is written (a clip
+        that does not read back with ``n_frames`` frames stops the run).
     force : bool
         Regenerate even when a matching dataset is present.
 
@@ -556,6 +598,13 @@ def generate_dataset(
     -------
     pathlib.Path
         ``out_dir/manifest.csv``.
+
+    Raises
+    ------
+    DiskFullError
+        The file system is full: names the file that did not fit; the run stops there.
+    IdtfvError
+        A written clip does not read back (the OpenCV writer is broken here): names the clip.
     """
     if not isinstance(n_classes, int) or not 2 <= n_classes <= len(CLASSES):
         raise ParameterError(f"n_classes must be an integer in 2..{len(CLASSES)}, got {n_classes!r}")
@@ -580,7 +629,27 @@ def generate_dataset(
     if not force and _is_complete(out_dir, stamp, settings):
         return manifest_path
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # One generator at a time: a second one waits here, then finds the dataset complete (it never deletes
+        # the videos/ of a run in progress).
+        with exclusive_lock(out_dir / LOCK_NAME, what="dataset generation", wait=True):
+            if not force and _is_complete(out_dir, stamp, settings):
+                return manifest_path
+            _generate(out_dir, manifest_path, stamp, settings, n_classes=n_classes, n_actors=n_actors,
+                      clips_per_actor=clips_per_actor, n_frames=n_frames, size=size, fps=fps,
+                      random_state=random_state, camera_motion=camera_motion, probe=probe)
+    except OSError as exc:
+        full = disk_full_error(exc, out_dir)
+        if full is None:
+            raise
+        raise full from exc
+    return manifest_path
+
+
+def _generate(out_dir: Path, manifest_path: Path, stamp: Path, settings: dict, *, n_classes, n_actors,
+              clips_per_actor, n_frames, size, fps, random_state, camera_motion, probe) -> None:
+    """Write the videos, then the manifest, ``clips.json`` and (last: the dataset is complete) ``dataset.json``."""
     stamp.unlink(missing_ok=True)  # invalid until the end
     videos_dir = out_dir / "videos"
     if videos_dir.exists():
@@ -590,27 +659,18 @@ def generate_dataset(
     try:
         rows, clips = _render_all(videos_dir, n_classes=n_classes, n_actors=n_actors,
                                   clips_per_actor=clips_per_actor, n_frames=n_frames, size=size, fps=fps,
-                                  random_state=random_state, camera_motion=camera_motion)
+                                  random_state=random_state, camera_motion=camera_motion, probe=probe)
     finally:
         cv2.setNumThreads(threads)
     manifest = Manifest(rows, out_dir, class_names=list(CLASSES[:n_classes]), source=str(manifest_path))
-    if probe:
-        manifest = probe_manifest(manifest)
-        bad = {k: v for k, v in manifest.probe_errors.items()}
-        short = [e.video_id for e in manifest.rows if e.frames != n_frames]
-        if bad or short:
-            raise IdtfvError(f"{out_dir}: generated videos do not read back with {n_frames} frames "
-                             f"({', '.join(short[:3])}{'...' if len(short) > 3 else ''}); the OpenCV video writer "
-                             f"or reader is broken here")
     write_manifest(manifest, manifest_path)
     _write_json(out_dir / "clips.json", {"camera_affine": "world canvas -> frame, row-major 2x3 per frame",
                                          "clips": clips})
     _write_json(stamp, settings)
-    return manifest_path
 
 
 def _render_all(videos_dir: Path, *, n_classes, n_actors, clips_per_actor, n_frames, size, fps, random_state,
-                camera_motion) -> tuple[list[VideoEntry], dict]:
+                camera_motion, probe) -> tuple[list[VideoEntry], dict]:
     actors = [make_actor(a, random_state=random_state) for a in range(n_actors)]
     rows, clips = [], {}
     for label in range(n_classes):
@@ -624,10 +684,13 @@ def _render_all(videos_dir: Path, *, n_classes, n_actors, clips_per_actor, n_fra
                 frames, camera = render_clip(actor, label, params, n_frames=n_frames, size=size, fps=fps)
                 path = videos_dir / name / f"{video_id}.avi"
                 _write_video(path, frames, fps)
+                info = _check_clip(path, n_frames, probe=probe)  # the probe columns of the manifest
                 fold = _fold_of(actor.index, n_actors)
                 splits = {s: ("test" if fold == 3 - s else "train") for s in (1, 2, 3)}
+                probed = {} if info is None else {"frames": info.frames, "fps": info.fps, "width": info.width,
+                                                  "height": info.height}
                 rows.append(VideoEntry(video_id=video_id, path=path, label=label, label_name=name,
-                                       group=f"a{actor.index + 1:02d}", splits=splits))
+                                       group=f"a{actor.index + 1:02d}", splits=splits, **probed))
                 clips[video_id] = {
                     "label": label, "class": name, "actor": actor.index + 1, "camera": params["camera"],
                     "mirror": params["mirror"], "speed": round(params["speed"], 6),

@@ -1,0 +1,79 @@
+"""The one advisory lock of idtfv: every run that writes into a directory holds it while it writes.
+
+Two runs writing the same directory at once would delete or overwrite each other's files (a stage removes leftover
+temporary files when it starts; the dataset generator rebuilds ``videos/``). :func:`exclusive_lock` takes an
+exclusive ``fcntl.flock`` on a lock file in that directory for the duration of a ``with`` block. The operating
+system releases it when the process ends, however it ends (even SIGKILL), so a crashed run never leaves a stale
+lock behind. A second run either fails at once with one clear line (``wait=False``, the stage runner) or waits for
+the first to finish (``wait=True``, the dataset generator, which then finds the dataset complete).
+
+On a system without ``fcntl`` (not POSIX), or a file system that refuses locks (some network mounts), the block
+runs unlocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from idtfv.errors import IdtfvError
+
+__all__ = ["exclusive_lock", "LOCK_NAME"]
+
+#: The lock file's name inside the directory it protects.
+LOCK_NAME = ".lock"
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, *, what: str, wait: bool = False,
+                   notify: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_file`` (created if missing) for the ``with`` block.
+
+    Parameters
+    ----------
+    lock_file : path-like
+        The lock file, normally ``<directory>/.lock``; its parent directory must exist.
+    what : str
+        What holds the lock, for the messages: e.g. ``"'features' run"``, ``"dataset generation"``.
+    wait : bool
+        When another process holds the lock: False raises at once, True waits until it is released.
+    notify : callable, optional
+        Receives the one-line notice printed before waiting (default: stderr).
+
+    Raises
+    ------
+    IdtfvError
+        With ``wait=False``, when another process holds the lock:
+        ``"<directory>: another <what> is using this directory; ..."``.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    lock_file = Path(lock_file)
+    directory = lock_file.parent
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise IdtfvError(
+                    f"{directory}: another {what} is using this directory; wait for it to finish (two runs at "
+                    "once would delete or overwrite each other's files)"
+                ) from None
+            (notify or _to_stderr)(f"waiting for another {what} in {directory} to finish ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): go on unlocked
+            pass
+        yield
+    finally:
+        os.close(fd)
