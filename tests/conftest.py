@@ -9,10 +9,21 @@ Stable API (other test files rely on it):
   seed=0, motion=(2, 1)) -> Path`` that writes a small MJPG ``.avi`` into the test's ``tmp_path``: a textured
   bright square moving by ``motion = (dx, dy)`` pixels per frame over a smooth, textured background.
   ``write_tiny_video(path, ...)`` is the plain function behind it.
+
+Markers applied here (so that a test file need not carry them; see :func:`pytest_collection_modifyitems`):
+
+* ``shared`` on every test that uses the ``../shared`` reference data, found by :func:`shared_test_names`: tests that
+  take the ``shared_dir`` fixture or name ``SHARED`` / a value derived from it (a path, a fixture, a helper, a
+  ``skipif``), and every test of a module whose ``pytestmark`` does. Such tests must skip cleanly when ``../shared``
+  is absent (``tests/test_hygiene.py`` runs them without it).
+* ``slow`` on the tests listed in :data:`SLOW_TESTS` (each over about 3 s on the reference machine, 2 cores), in
+  addition to the tests marked ``@pytest.mark.slow`` in their files. ``make test-fast`` runs ``-m "not slow"``.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 from pathlib import Path
 
 import cv2
@@ -77,3 +88,83 @@ def tiny_video(tmp_path):
         return write_tiny_video(tmp_path / name, **options)
 
     return make
+
+
+# ----------------------------------------------------------------------------------------------- markers
+#: Tests over about 3 s each on the reference machine (``pytest --durations``), marked ``slow`` here so that their
+#: files need not change: ``file`` (every test of the file), ``file::test`` (every parameter) or
+#: ``file::test[param]``. tests/test_hygiene.py checks that every entry still names a test.
+SLOW_TESTS = (
+    "test_fidelity_lear.py",  # extracts four reference clips (5-17 s each), compares with LEAR's output
+    "test_encode_pipeline.py::test_deterministic_and_resumable",
+    "test_streaming.py::test_streaming_equals_the_normal_path_and_stores_no_descriptors",
+    "test_tvl1_gpu.py::test_cuda_kernels_run_on_cpu_match_cpu_solver",
+)
+
+#: Names that mean the ../shared reference data in a test module (``from conftest import SHARED``, the fixture).
+_SHARED_SEEDS = frozenset({"SHARED", "shared_dir", "requires_shared"})
+
+
+def _names_used(node: ast.AST) -> set[str]:
+    """Names read in ``node``, and argument names (a test's fixtures) of the functions in it."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | {
+        a.arg for a in ast.walk(node) if isinstance(a, ast.arg)}
+
+
+def _names_bound(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    targets = node.targets if isinstance(node, ast.Assign) else (
+        [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _mentions_shared_folder(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Constant) and n.value == "shared" for n in ast.walk(node))
+
+
+def shared_test_names(source: str) -> tuple[bool, frozenset[str]]:
+    """Which tests of a test module use the ``../shared`` data: ``(whole_module, names)``.
+
+    A module-level name is *shared* when its statement (an assignment, a function, a class) reads ``SHARED``,
+    ``shared_dir``, ``requires_shared`` or another shared name, or builds a path with a ``"shared"`` part; this is
+    followed to a fixed point, so helpers, fixtures and decorators built on the data count. ``names`` are the
+    shared top-level functions and classes; ``whole_module`` is true when ``pytestmark`` is shared.
+    """
+    body = ast.parse(source).body
+    shared = set(_SHARED_SEEDS)
+    changed = True
+    while changed:
+        changed = False
+        for node in body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            bound = _names_bound(node) - shared
+            if bound and (_names_used(node) & shared
+                          or (not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                              and _mentions_shared_folder(node))):
+                shared |= bound
+                changed = True
+    return "pytestmark" in shared, frozenset(shared - _SHARED_SEEDS)
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_of_file(path: str) -> tuple[bool, frozenset[str]]:
+    return shared_test_names(Path(path).read_text(encoding="utf-8"))
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``shared`` (tests that use ../shared) and ``slow`` (:data:`SLOW_TESTS`); see the module docstring."""
+    slow = set(SLOW_TESTS)
+    for item in items:
+        path = getattr(item, "path", None)
+        if path is None or path.suffix != ".py":
+            continue
+        whole, names = _shared_of_file(str(path))
+        top = item.cls.__name__ if getattr(item, "cls", None) is not None else getattr(item, "originalname",
+                                                                                      item.name)
+        if whole or top in names or "shared_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared)
+        base = f"{path.name}::{getattr(item, 'originalname', item.name)}"
+        if path.name in slow or base in slow or f"{path.name}::{item.name}" in slow:
+            item.add_marker(pytest.mark.slow)
