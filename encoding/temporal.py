@@ -130,7 +130,11 @@ class TemporalFisher:
             raise ParameterError(f"positions: expected ({N}, 2) x_pos, y_pos, got shape {positions.shape}")
         slots, S = _spatial_slots(positions[:, :2], grids)
         keep = (bins >= 0) & (bins < n_bins)
-        cells = np.where(keep[:, None], bins[:, None] * S + slots, -1)
+        # in time order, so that a block of descriptors touches a short range of cells (its float32 block sums
+        # are cleared and added over that range only)
+        order = np.argsort(np.where(keep, bins, n_bins), kind="stable")
+        X = X[order]
+        cells = np.where(keep[:, None], bins[:, None] * S + slots, -1)[order]
         cells = np.ascontiguousarray(cells, np.int64)
         n_c = int(n_bins) * S
         S0 = np.zeros((n_c, K), np.float64)
@@ -138,12 +142,18 @@ class TemporalFisher:
         counts = np.zeros(n_c, np.float64)
         T12 = np.empty((n_c, K, 2 * D), np.float32)
         for start, xb, screen in iter_screens(X, g):
-            T12.fill(0.0)
+            cb = cells[start:start + xb.shape[0]]
+            valid = cb[cb >= 0]
+            if not valid.size:
+                continue
+            lo, hi = int(valid.min()), int(valid.max()) + 1
+            t12 = T12[lo:hi]
+            t12.fill(0.0)
             _nb.fisher_block(xb, screen, g.means, g.inv_var, g.log_const, g.a_max, g.b_max, g.c_max, float(clamp),
                              EXACT_WINDOW, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, SMALL_POSTERIOR, bool(fast),
-                             cells[start:start + xb.shape[0]], S0.reshape(-1), S12.reshape(-1, 2 * D),
-                             T12.reshape(-1, 2 * D), counts)
-            S12 += T12
+                             np.where(cb >= 0, cb - lo, -1), S0[lo:hi].reshape(-1), S12[lo:hi].reshape(-1, 2 * D),
+                             t12.reshape(-1, 2 * D), counts[lo:hi])
+            S12[lo:hi] += t12
         del T12
         # the same algebra as fisher_vectors_cells, per bin: U, V are linear in the sums, so they add over bins
         mu = g.means.astype(np.float64)

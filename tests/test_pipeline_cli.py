@@ -113,7 +113,7 @@ def test_help_lists_the_builtin_subcommands(capsys):
 
 
 STAGE_COMMANDS = {"features", "flow", "encode", "train-svm", "train-knn", "evaluate", "fuse", "cv", "train-deep",
-                  "stack-scores"}
+                  "stack-scores", "detect", "dataset-untrimmed"}
 
 
 def test_every_entry_point_adds_exactly_the_subcommand_it_names():

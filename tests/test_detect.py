@@ -1,0 +1,237 @@
+"""Temporal action detection: window Fisher vectors from prefix sums, temporal NMS, THUMOS'14 AP, end to end.
+
+References: window vectors are compared with :func:`fisher_vectors_cells` run directly on the window's own
+trajectories (an independent path: no prefix sums); NMS and AP with hand-made cases worked out in the comments;
+the end-to-end test plants action intervals in synthetic untrimmed videos and requires they be found.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from idtfv.classify.detect import (Detection, DetectParams, average_precision, detection_map, read_detections,
+                                   read_intervals, temporal_iou, temporal_nms, window_grid, write_detections)
+from idtfv.encoding.fisher import fisher_vectors_cells
+from idtfv.encoding.pyramid import parse_pyramid
+from idtfv.encoding.temporal import TemporalFisher, encode_windows, score_windows, time_bins
+from idtfv.errors import FormatError, ParameterError
+
+
+def _gmm(rng, K=8, D=6, offset=40.0):
+    means = rng.normal(0, 2, (K, D)) + offset  # far from the origin: the mu^2 / sigma^2 cancellation case
+    return means, rng.uniform(0.5, 2, (K, D)), rng.dirichlet(np.ones(K))
+
+
+def _direct(X, gmm, bins, pos, grids, a, b, **kw):
+    """The window's vector the slow way: its trajectories, cells with the window's temporal split."""
+    sel = (bins >= a) & (bins < b)
+    L, cells, off = b - a, [], 0
+    for nx, ny, nt in grids:
+        ix = np.clip(np.floor(pos[sel, 0] * nx), 0, nx - 1).astype(int)
+        iy = np.clip(np.floor(pos[sel, 1] * ny), 0, ny - 1).astype(int)
+        it = np.zeros(int(sel.sum()), int)
+        for t in range(nt):
+            it[(bins[sel] >= a + (t * L) // nt) & (bins[sel] < a + ((t + 1) * L) // nt)] = t
+        cells.append(off + (it * ny + iy) * nx + ix)
+        off += nx * ny * nt
+    c = np.stack(cells, 1) if sel.any() else np.zeros((0, len(grids)), int)
+    return fisher_vectors_cells(X[sel], gmm, c, off, **kw)
+
+
+@pytest.mark.parametrize("pyramid", ["1x1x1", "1x1x1,1x2x1,2x1x2"])
+@pytest.mark.parametrize("improved", [True, False])
+def test_window_fisher_vectors_equal_direct_encoding(pyramid, improved):
+    rng = np.random.default_rng(3)
+    gmm = _gmm(rng)
+    N = 2500
+    X = (gmm[0][rng.integers(8, size=N)] + rng.normal(0, 1, (N, 6))).astype(np.float32)
+    bins = rng.integers(0, 50, N)
+    bins[:40] = 7  # a crowded bin
+    pos = rng.uniform(0, 1, (N, 3))
+    tf = TemporalFisher(X, gmm, bins, 50, pyramid=pyramid, positions=pos)
+    starts = np.array([0, 0, 3, 7, 10, 20, 49, 5, 33])
+    ends = np.array([50, 1, 9, 8, 11, 45, 50, 5, 41])  # whole video, single bins, an empty window (5, 5)
+    F = tf.windows(starts, ends, improved=improved)
+    grids = parse_pyramid(pyramid)
+    for j, (a, b) in enumerate(zip(starts, ends)):
+        R = _direct(X, gmm, bins, pos, grids, a, b, improved=improved)
+        scale = max(1.0, float(np.abs(R).max()))
+        np.testing.assert_allclose(F[j], R, rtol=0, atol=1e-5 * scale, err_msg=f"window [{a}, {b})")
+    assert not F[7].any()  # the empty window is all zeros, as an empty video's vector
+
+
+def test_descriptors_outside_the_bins_are_left_out():
+    rng = np.random.default_rng(4)
+    gmm = _gmm(rng, offset=0.0)
+    X = rng.normal(0, 1, (300, 6)).astype(np.float32)
+    bins = rng.integers(-3, 13, 300)
+    F = TemporalFisher(X, gmm, bins, 10).windows([0], [10])
+    inside = (bins >= 0) & (bins < 10)
+    np.testing.assert_allclose(F[0, 0], fisher_vectors_cells(X[inside], gmm)[0], atol=1e-6)
+
+
+class _PCA:
+    """Identity 'PCA' with the attributes encode_arrays and the window encoders read."""
+
+    def __init__(self, d):
+        self.n_features_in_ = d
+        self.components_ = np.eye(d)
+
+    def transform(self, X):
+        return np.asarray(X, np.float32)
+
+
+class _GMM:
+    def __init__(self, means, variances, weights):
+        from idtfv.encoding._gaussians import PreparedGMM
+
+        self.means_ = means.astype(np.float32)
+        self.prepared_ = PreparedGMM.from_params(means, variances, weights)
+
+
+def _video(rng, n=1200, frames=120):
+    meta = np.zeros((n, 10), np.float32)
+    meta[:, 0] = rng.integers(0, frames, n)
+    meta[:, 7:10] = rng.uniform(0, 1, (n, 3))
+    arrays = {"meta": meta, "traj": rng.normal(0, 1, (n, 4)).astype(np.float32),
+              "hog": rng.normal(1, 2, (n, 5)).astype(np.float32)}
+    models = {ch: (_PCA(d), _GMM(*_gmm(rng, K=4, D=d, offset=0.0))) for ch, d in (("traj", 4), ("hog", 5))}
+    return arrays, models
+
+
+def test_whole_video_window_is_the_encode_stage_vector_and_scores_are_linear():
+    from idtfv.encoding.stage import encode_arrays
+
+    rng = np.random.default_rng(5)
+    arrays, models = _video(rng)
+    bf, n_bins = 6, 20  # 120 frames
+    full = encode_windows(arrays, models, [0], [n_bins], bin_frames=bf, n_bins=n_bins)
+    np.testing.assert_allclose(full[0], encode_arrays(arrays, models), atol=1e-6)
+    starts, ends = window_grid(n_bins, [4, 8], [1, 2])
+    V = encode_windows(arrays, models, starts, ends, bin_frames=bf, n_bins=n_bins, pyramid="1x1x1,1x2x1")
+    coef = rng.normal(0, 1, (3, V.shape[1]))
+    b = rng.normal(0, 1, 3)
+    S = score_windows(arrays, models, starts, ends, coef, b, bin_frames=bf, n_bins=n_bins, pyramid="1x1x1,1x2x1",
+                      block=7)
+    np.testing.assert_allclose(S, V.astype(np.float64) @ coef.T + b, atol=1e-9)
+    with pytest.raises(ParameterError, match="coef"):
+        score_windows(arrays, models, starts, ends, coef[:, 1:], b, bin_frames=bf, n_bins=n_bins)
+
+
+def test_time_bins_follow_the_end_frame_rule():
+    meta = np.zeros((4, 10))
+    meta[:, 0] = [0, 5, 6, 13]
+    assert time_bins(meta, 6).tolist() == [0, 0, 1, 2]
+    with pytest.raises(ParameterError, match="bin_frames"):
+        time_bins(meta, 0)
+
+
+# ------------------------------------------------------------------------------------------------ windows, NMS
+def test_window_grid_and_params():
+    s, e = window_grid(10, [4, 8], [2, 4])
+    assert list(zip(s.tolist(), e.tolist())) == [(0, 4), (2, 6), (4, 8), (6, 10), (0, 8)]
+    s, e = window_grid(3, [4], [1])  # nothing fits: the whole video
+    assert (s.tolist(), e.tolist()) == ([0], [3])
+    p = DetectParams(window_seconds=[8, 1, 2, 2])
+    assert p.window_seconds == (1.0, 2.0, 8.0) and p.bin_frames(25) == 6 and p.bin_frames(1) == 1
+    for bad in ({"window_seconds": []}, {"window_seconds": [0, 1]}, {"stride_fraction": 0},
+                {"nms_iou": 1.0}, {"max_per_class": 0}):
+        with pytest.raises(ParameterError):
+            DetectParams(**bad)
+    with pytest.raises(TypeError):
+        DetectParams((1, 2))  # keyword-only
+
+
+def test_temporal_iou_and_nms_on_a_hand_made_case():
+    assert temporal_iou([[0, 2]], [[1, 3], [2, 4], [0, 2]]).tolist() == [[1 / 3, 0.0, 1.0]]
+    seg = np.array([[0, 4], [1, 5], [6, 8], [0.5, 4.5], [7, 9], [20, 21]], float)
+    sc = np.array([0.9, 0.8, 0.7, 0.95, 0.7, -1.0])
+    # 3 (0.95) kept; 0 overlaps it 3.5/4.5 = 0.78, 1 overlaps 3.5/4.5: dropped; 2 kept (ties: earlier first);
+    # 4 overlaps 2 by 1/3 > 0.3: dropped; 5 kept
+    assert temporal_nms(seg, sc, 0.3).tolist() == [3, 2, 5]
+    assert temporal_nms(seg, sc, 0.4).tolist() == [3, 2, 4, 5]  # 1/3 <= 0.4: 4 survives
+    assert temporal_nms(seg, sc, 0.3, max_keep=2).tolist() == [3, 2]
+
+
+def test_thumos_average_precision_on_a_hand_made_case():
+    truth = {"v1": np.array([[0.0, 10.0], [20.0, 30.0]]), "v2": np.array([[5.0, 9.0]])}
+    dets = [Detection("v1", "a", 0, 10, 0.9),    # TP (IoU 1): precision 1/1
+            Detection("v1", "a", 1, 10, 0.8),    # same GT already matched: FP
+            Detection("v2", "a", 5, 9, 0.7),     # TP: precision 2/3
+            Detection("v3", "a", 0, 5, 0.6),     # video without this class: FP
+            Detection("v1", "a", 22, 40, 0.5)]   # IoU 8/20 = 0.4 with [20, 30]
+    # IoU 0.5: the last one is FP -> AP = (1 + 2/3) / 3
+    assert average_precision(dets, truth, 0.5) == pytest.approx((1 + 2 / 3) / 3)
+    # IoU 0.4: it is a TP at rank 5 -> + 3/5
+    assert average_precision(dets, truth, 0.4) == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    assert average_precision(dets, {}, 0.5) is None
+    # the highest-IoU unmatched interval is matched: [0, 12] overlaps GT [0, 10] (10/12) more than [2, 12] ...
+    t2 = {"v": np.array([[2.0, 12.0], [0.0, 10.0]])}
+    d2 = [Detection("v", "a", 0, 10, 1.0), Detection("v", "a", 2, 12, 0.5)]
+    assert average_precision(d2, t2, 0.5) == pytest.approx(1.0)
+    report = detection_map(dets + [Detection("v1", "b", 0, 1, 1.0)],
+                           [Detection("v1", "a", 0, 10, 0), Detection("v1", "a", 20, 30, 0),
+                            Detection("v2", "a", 5, 9, 0), Detection("v1", "b", 50, 60, 0)],
+                           class_names=["a", "b", "c"])
+    assert report["per_class"]["b"]["0.1"] == 0.0 and report["per_class"]["c"]["0.5"] is None
+    assert report["mAP"]["0.5"] == pytest.approx(((1 + 2 / 3) / 3 + 0.0) / 2)
+    assert report["n_videos"] == 2 and report["n_detections"] == 5  # v3 has no ground truth: left out
+
+
+def test_detection_files_round_trip_and_bad_input(tmp_path):
+    dets = [Detection("v1", "walk", 1.25, 3.5, 0.123456789), Detection("v2", "run", 0, 8, -2.0)]
+    p = write_detections(tmp_path / "d.csv", dets)
+    back = read_detections(p)
+    assert [(d.video_id, d.label, d.start, d.end) for d in back] == [("v1", "walk", 1.25, 3.5), ("v2", "run", 0, 8)]
+    assert back[0].score == pytest.approx(0.123457)
+    gt = tmp_path / "gt.csv"
+    gt.write_text("video_id,class,start,end\nv1,walk,1,oops\n")
+    with pytest.raises(FormatError, match=r"gt\.csv.*line 2.*numbers"):
+        read_intervals(gt)
+    gt.write_text("video_id,class,start,end\nv1,walk,3,1\n")
+    with pytest.raises(FormatError, match="start < end"):
+        read_intervals(gt)
+    gt.write_text("video,label\n")
+    with pytest.raises(FormatError, match="header"):
+        read_intervals(gt)
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_detect_finds_the_planted_intervals_of_the_untrimmed_set(tmp_path, capsys):
+    """Train on trimmed default clips of 4 classes, detect in 2 untrimmed videos of unseen actors."""
+    from idtfv import cli
+    from idtfv.data.synthetic import generate_dataset
+    from idtfv.data.untrimmed import generate_untrimmed
+
+    trimmed = generate_dataset(tmp_path / "trimmed", n_classes=4, n_actors=6, n_frames=40)
+    untrimmed = generate_untrimmed(tmp_path / "untrimmed", n_videos=2, n_classes=4, actors=(4, 5),
+                                   actions_per_video=2, action_seconds=(2.0, 3.0), gap_seconds=(1.5, 2.5))
+    c = tmp_path / "cache"
+    run = lambda *argv: cli.main([str(a) for a in argv])  # noqa: E731
+    assert run("features", "--manifest", trimmed, "--cache", c, "--out", c / "f.json", "--jobs", 2) == 0
+    assert run("features", "--manifest", untrimmed, "--cache", c, "--out", c / "fu.json", "--jobs", 2) == 0
+    assert run("encode", "--manifest", trimmed, "--features", c / "f.json", "--cache", c, "--out", c / "fv.npz",
+               "--k", 16, "--jobs", 2) == 0
+    assert run("train-svm", "--manifest", trimmed, "--features", c / "fv.npz", "--out", c / "svm") == 0
+    codebook = next(c.glob("codebook-*"))
+    out = tmp_path / "det"
+    argv = ["detect", "--manifest", untrimmed, "--features", c / "fu.json", "--codebook", codebook,
+            "--svm", c / "svm", "--annotations", untrimmed.parent / "annotations.csv", "--out", out]
+    assert run(*argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    first = (out / "detections.csv").read_bytes()
+    assert report["n_ground_truth"] == 4 and report["n_videos"] == 2
+    # planted truth: 4 intervals of 2-3 s among 4 classes; chance level is far below these
+    assert report["mAP"]["0.1"] >= 0.5, report
+    assert report["average_mAP"] >= 0.3, report
+    assert "mAP at temporal IoU" in capsys.readouterr().out
+    assert run(*argv) == 0 and (out / "detections.csv").read_bytes() == first  # deterministic
+    # bad input: one error line, exit 2
+    argv[argv.index("--annotations") + 1] = untrimmed
+    assert run(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "manifest.csv" in err[0]
