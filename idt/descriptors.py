@@ -123,8 +123,14 @@ def _as_f32c(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _check_device(device: str, where: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise ParameterError(f"{where}: device must be 'cpu' or 'cuda' (resolve 'auto' with "
+                             f"idtfv.idt.device.resolve_device first), got {device!r}")
+
+
 def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout(),
-                     out: FrameHistograms | None = None) -> FrameHistograms:
+                     out: FrameHistograms | None = None, device: str = "cpu") -> FrameHistograms:
     """Build the HOG, HOF, MBHx and MBHy integral histograms of one frame at one scale.
 
     Parameters
@@ -139,6 +145,9 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
         Arrays to overwrite (e.g. this scale's histograms of the previous frame, once no longer needed); saves
         allocating ~10 MB per 320x240 frame, whose first-touch page faults cost about as much as the kernels.
         Used only if every array has the right shape and dtype; otherwise new arrays are allocated.
+    device : str
+        ``"cpu"`` (Numba) or ``"cuda"`` (CuPy, :mod:`idtfv.idt._histograms_cuda`; ``gray`` and ``flow`` may then
+        be NumPy or CuPy arrays, and the histograms are CuPy arrays left on the device, bit-identical to the CPU's).
 
     Returns
     -------
@@ -146,17 +155,13 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
         ``hog (h+1, w+1, hog_bins)``, ``hof (h+1, w+1, hof_bins)``, ``mbhx``/``mbhy (h+1, w+1, mbh_bins)``,
         float32; ``H[y+1, x+1, b]`` sums bin b over rows <= y and columns <= x.
     """
+    _check_device(device, "frame_histograms")
+    if device == "cuda":
+        return _frame_histograms_cuda(gray, flow, layout, out)
     gray = np.asarray(gray)
     flow = np.asarray(flow)
-    if gray.ndim != 2:
-        raise ParameterError(f"frame_histograms: gray must be a 2-D (h, w) image, got shape {gray.shape}")
+    _check_frame(gray, flow)
     h, w = gray.shape
-    if flow.shape != (h, w, 2):
-        raise ParameterError(
-            f"frame_histograms: flow must have shape (h, w, 2) = {(h, w, 2)} to match gray, got {flow.shape}"
-        )
-    if h < 2 or w < 2:
-        raise ParameterError(f"frame_histograms: the image must be at least 2x2 pixels, got {w}x{h}")
     gray3 = _as_f32c(gray)[:, :, None]
     flow = _as_f32c(flow)
     shapes = ((h + 1, w + 1, layout.hog_bins), (h + 1, w + 1, layout.hof_bins), (h + 1, w + 1, layout.mbh_bins),
@@ -173,6 +178,28 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
     _nb.gradient_integral_histogram(flow, 0, layout.mbh_bins, mbhx)
     _nb.gradient_integral_histogram(flow, 1, layout.mbh_bins, mbhy)
     return FrameHistograms(hog, hof, mbhx, mbhy)
+
+
+def _frame_histograms_cuda(gray, flow, layout: DescriptorLayout, out) -> FrameHistograms:
+    from idtfv.idt import _histograms_cuda
+
+    _check_frame(gray, flow)
+    return FrameHistograms(*_histograms_cuda.frame_histograms(
+        gray, flow, hog_bins=layout.hog_bins, hof_bins=layout.hof_bins, mbh_bins=layout.mbh_bins,
+        min_flow=layout.min_flow, out=out))
+
+
+def _check_frame(gray, flow) -> None:
+    """gray (h, w) and flow (h, w, 2), at least 2x2 (NumPy or CuPy arrays: only their shapes are read)."""
+    if gray.ndim != 2:
+        raise ParameterError(f"frame_histograms: gray must be a 2-D (h, w) image, got shape {gray.shape}")
+    h, w = gray.shape
+    if flow.shape != (h, w, 2):
+        raise ParameterError(
+            f"frame_histograms: flow must have shape (h, w, 2) = {(h, w, 2)} to match gray, got {flow.shape}"
+        )
+    if h < 2 or w < 2:
+        raise ParameterError(f"frame_histograms: the image must be at least 2x2 pixels, got {w}x{h}")
 
 
 def patch_corners(points: np.ndarray, width: int, height: int, *, patch: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +225,7 @@ def patch_corners(points: np.ndarray, width: int, height: int, *, patch: int = 3
 
 
 def cell_descriptors(
-    hists: FrameHistograms, points: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout()
+    hists: FrameHistograms, points: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout(), device: str = "cpu"
 ) -> dict[str, np.ndarray]:
     """Per-frame descriptor blocks of points, read from one frame's integral histograms.
 
@@ -210,13 +237,17 @@ def cell_descriptors(
         ``[x, y]`` positions at this scale (the track's point on this frame).
     layout : DescriptorLayout
         Patch geometry; must be the one the histograms were built with.
+    device : str
+        ``"cpu"`` (Numba) or ``"cuda"``: the histograms are then CuPy arrays (``frame_histograms(...,
+        device="cuda")``) and the blocks are gathered on the device and copied back in one transfer.
 
     Returns
     -------
     dict
-        ``{"hog": (n, 32), "hof": (n, 36), "mbhx": (n, 32), "mbhy": (n, 32)}`` float32 (for the default layout);
-        each row has squared L2 norm 1 (or 0 when ``epsilon = 0`` and the patch is empty).
+        ``{"hog": (n, 32), "hof": (n, 36), "mbhx": (n, 32), "mbhy": (n, 32)}`` float32 NumPy arrays (for the
+        default layout); each row has squared L2 norm 1 (or 0 when ``epsilon = 0`` and the patch is empty).
     """
+    _check_device(device, "cell_descriptors")
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ParameterError(f"cell_descriptors: points must have shape (n, 2) as [x, y], got {points.shape}")
@@ -241,6 +272,14 @@ def cell_descriptors(
     cell_h = layout.patch // layout.ny_cells
     cells = layout.nx_cells * layout.ny_cells
     n = points.shape[0]
+    if device == "cuda":
+        from idtfv.idt import _histograms_cuda
+
+        both = _histograms_cuda.gather_all([getattr(hists, name) for name in expected], x0, y0,
+                                           nx_cells=layout.nx_cells, ny_cells=layout.ny_cells, cell_w=cell_w,
+                                           cell_h=cell_h, epsilon=float(layout.epsilon))
+        bounds = np.cumsum([0] + [cells * nb for nb in expected.values()])
+        return {name: np.ascontiguousarray(both[:, a:b]) for name, a, b in zip(expected, bounds[:-1], bounds[1:])}
     out = {}
     for name, nb in expected.items():
         block = np.empty((n, cells * nb), np.float32)

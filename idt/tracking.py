@@ -97,8 +97,9 @@ class TrackPool:
         self.index[rows] = -1
         self._free.extend(int(r) for r in rows[::-1])
 
-    def step(self, flow: np.ndarray, flow_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Move every live track by ``flow``; drop those that leave the frame.
+    def step(self, flow: np.ndarray, flow_w: np.ndarray, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """Move every live track by ``flow``; drop those that leave the frame (``device="cuda"``: the step's
+        kernel runs on the GPU, :mod:`idtfv.idt._tracking_cuda`, bit-identical; the pool stays on the host).
 
         Returns
         -------
@@ -113,7 +114,12 @@ class TrackPool:
         prev_idx = self.index[rows].copy()
         prev = self.pos[rows, prev_idx]
         alive = np.empty(len(rows), np.bool_)
-        _nb.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
+        if device == "cuda":
+            from idtfv.idt import _tracking_cuda
+
+            _tracking_cuda.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
+        else:
+            _nb.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
         dead = rows[~alive]
         if len(dead):
             self.release(dead)

@@ -215,12 +215,16 @@ def compile_source(source: str, *, build_dir: str | Path | None = None):
 
 
 def fake_cupy(build_dir: str | Path | None = None) -> types.ModuleType:
-    """A stand-in ``cupy`` module: NumPy arrays, and ``RawModule`` kernels compiled by :func:`compile_source`."""
+    """A stand-in ``cupy`` module: NumPy arrays, ``RawModule`` kernels compiled by :func:`compile_source`, and
+    ``cuda.runtime.getDeviceCount()`` reporting one device."""
     cp = types.ModuleType("cupy")
     for name in ("float32", "float64", "int32", "empty", "zeros", "empty_like", "ascontiguousarray", "stack", "inf"):
         setattr(cp, name, getattr(np, name))
     cp.asarray = np.asarray
     cp.asnumpy = np.asarray
+    cp.ndarray = np.ndarray
+    # one emulated device, for code that asks CuPy whether it sees one (idtfv.idt.device)
+    cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
 
     class RawModule:
         def __init__(self, code, options=()):
