@@ -1,17 +1,19 @@
-"""``idtfv train-deep``: train a CNN baseline on a manifest split and write checkpoint, scores and features.
+"""``idtfv train-deep``: train a CNN baseline on a manifest split and write checkpoint, scores, features and report.
 
-A thin shell over ``idtfv.deep.stage.run_experiment``; bad input prints ``error: ...`` and exits with 2.
+A thin shell over ``idtfv.deep.stage.run_experiment``; bad input prints ``error: ...`` and exits with 2. On success
+it prints two lines, like ``idtfv train-svm``: the test accuracy (with the count of correct videos and its bootstrap
+interval), mean class accuracy and mAP of ``report.json``, then what was trained and where the run directory is.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
 
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError
 
-__all__ = ["add_train_deep", "add_stack_scores", "main", "run", "run_stack", "resolve_preset", "SMALL"]
+__all__ = ["add_train_deep", "add_stack_scores", "main", "run", "run_stack", "resolve_preset", "summary_line", "SMALL"]
 
 #: The "small" preset: a backbone that trains on the default dataset on 2 CPU cores in minutes.
 SMALL = {"width": 16, "depth": 10, "size": 96}
@@ -54,7 +56,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default=None, help="local state-dict file to initialise from")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--workers", type=int, default=0, help="data loader processes (0 = in process)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (by default: a bar when stderr is a terminal, and one line per epoch)")
 
 
 def resolve_preset(preset: str, device: str, model: str, *, width=None, depth=None, size=None):
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
                              weight_decay=args.weight_decay, device=args.device, seed=args.seed,
                              workers=args.workers).validate()
+        t0 = time.perf_counter()
         summary = run_experiment(args.manifest, model=args.model, modality=args.modality, split=args.split,
                                  out_dir=args.out, sampling=sampling, train_config=config, width=args.width,
                                  depth=args.depth, rawframes=args.rawframes, pretrained=args.pretrained,
@@ -127,8 +131,29 @@ def run(args: argparse.Namespace) -> int:
     except (IdtfvError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(json.dumps(summary))
+    print(summary_line(summary["report"], prefix=f"train-deep split {args.split}: "))
+    out = str(args.out).rstrip("/")
+    print(f"trained {args.model} ({args.modality}) on {summary['n_train']} videos, {args.epochs} epochs, in "
+          f"{time.perf_counter() - t0:.1f} s; wrote {out}/ (report.json, confusion.png, scores.csv)")
     return 0
+
+
+def summary_line(report: dict, prefix: str = "") -> str:
+    """The accuracy line of an :func:`idtfv.classify.evaluate` report, as ``idtfv train-svm`` prints it:
+    ``accuracy 62.50% [5/8 correct, 95% CI 25.00-87.50%], mean class accuracy 62.50%, mAP 70.83% on 8 videos,
+    4 classes`` (undefined figures as ``n/a``; top-5 when there are at least 5 classes)."""
+    def pct(value) -> str:  # None = undefined on this data (null in report.json)
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    acc = f"accuracy {pct(report.get('accuracy'))} [{report['n_correct']}/{report['n_videos']} correct"
+    ci, level = report.get("accuracy_ci"), (report.get("bootstrap") or {}).get("level", 0.95)
+    if ci and None not in ci:
+        acc += f", {100 * level:g}% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%"
+    parts = [acc + "]", f"mean class accuracy {pct(report.get('mean_class_accuracy'))}",
+             f"mAP {pct(report.get('mAP'))}"]
+    if report.get("top5") is not None:
+        parts.append(f"top-5 {pct(report['top5'])}")
+    return f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes"
 
 
 def main(argv=None) -> int:

@@ -3,8 +3,11 @@
 ``run_experiment`` writes to ``out_dir``: ``checkpoint.pt`` (see ``idtfv.deep.train``), ``log.jsonl`` (one line per
 epoch, then one ``{"test": ...}`` line), ``scores.csv`` (test videos, ``idtfv.scores`` format),
 ``scores_train.csv`` (train videos, for stacking/fusion), ``features.npz`` (penultimate features of every video
-of the split, train and test, view-averaged; ``idtfv.scores`` feature format) and ``run.json`` (the options,
-and the videos left out because their probe found no decodable frame).
+of the split, train and test, view-averaged; ``idtfv.scores`` feature format), ``run.json`` (the options,
+and the videos left out because their probe found no decodable frame), and ``report.json`` + ``confusion.png``:
+:func:`idtfv.classify.evaluate` of ``scores.csv`` on the manifest split, the same report as ``idtfv train-svm``'s.
+The report is written after the score and feature files and before the ``{"test": ...}`` line that ends
+``log.jsonl``; a rerun into the same directory first removes the old report and figure.
 Test scores average the views (clips x crops) of each video (``aggregate_views``).
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,11 @@ from .pretrained import load_pretrained
 from .runs import SCORES_TEST, SCORES_TRAIN
 from .train import TrainConfig, predict, train
 
-__all__ = ["default_sampling", "run_experiment"]
+__all__ = ["default_sampling", "run_experiment", "REPORT", "CONFUSION"]
+
+#: The evaluation report and confusion-matrix figure of a run (as ``idtfv train-svm`` writes them).
+REPORT = "report.json"
+CONFUSION = "confusion.png"
 
 #: snippet length L of segment models per modality (TSN: 1 RGB frame, 10 flow fields, RGB difference of 5
 #: frames = 4 differences).
@@ -55,7 +63,8 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
                    train_config: TrainConfig, width: int | None = None, depth: int | None = None,
                    rawframes=None, pretrained=None, progress: bool = True) -> dict:
     """Train on the split's train videos, test on its test videos, write the outputs; return a summary dict
-    (``accuracy`` on the test videos, ``n_train``, ``n_test``, ``out``)."""
+    (``accuracy`` on the test videos, ``n_train``, ``n_test``, ``out``, and ``report``: the dict written to
+    ``report.json``)."""
     from idtfv.classify import write_features, write_scores
     from idtfv.data.manifest import read_manifest
 
@@ -83,6 +92,8 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
                             "cross-entropy); use a single-label manifest")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in (REPORT, CONFUSION):  # a report in the directory always belongs to a finished run
+        (out / stale).unlink(missing_ok=True)
     spec = MODELS[model]
     in_channels = MODALITIES[modality][0] * sampling.snippet_len
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed only
@@ -121,10 +132,33 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
     test_ids, test_scores, _, test_labels = results["test"]
     known = test_labels >= 0
     acc = float(np.mean(test_scores.argmax(1)[known] == test_labels[known])) if known.any() else float("nan")
+    report = _write_report(out, m, split, title=f"{model} {modality} split {split}")
     summary = {"accuracy": acc, "n_train": len(train_rows), "n_test": len(test_rows), "out": str(out)}
     with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"test": summary}) + "\n")
-    return summary
+    return {**summary, "report": report}
+
+
+def _write_report(out: Path, manifest, split: int, *, title: str) -> dict:
+    """:func:`idtfv.classify.evaluate` of ``out/scores.csv`` on the manifest's split: write ``out/report.json`` and
+    ``out/confusion.png``; return the report. Its result warnings (a class without test videos, test videos
+    missing from the scores) are printed as ``warning: ...`` lines on stderr, once each."""
+    from idtfv.classify import evaluate
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate(out / SCORES_TEST, manifest=manifest, split=split, confusion_png=out / CONFUSION,
+                          report_json=out / REPORT, title=title)
+    seen = set()
+    for w in caught:
+        if not issubclass(w.category, UserWarning):  # e.g. a library's DeprecationWarning: as it was
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+            continue
+        text = " ".join(str(w.message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+    return report
 
 
 def set_threads(n: int) -> None:

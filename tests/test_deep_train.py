@@ -176,11 +176,11 @@ def test_train_deep_cli_end_to_end(small_default, tmp_path, capsys):
             "--out", str(out), "--epochs", "2", "--batch-size", "8", "--width", "8", "--depth", "10",
             "--frames", "2", "--size", "48", "--crops", "3", "--device", "cpu", "--seed", "1", "--no-progress"]
     assert train_deep_main(argv) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads((out / "report.json").read_text())  # the CLI prints a summary line (test_deep_report.py)
     m = read_manifest(small_default)
     train_ids = [r.video_id for r in m.split(1, "train")]
     test_ids = [r.video_id for r in m.split(1, "test")]
-    assert summary["n_test"] == len(test_ids)
+    assert summary["n_videos"] == len(test_ids)
     for name in ("checkpoint.pt", "scores.csv", "scores_train.csv", "features.npz", "log.jsonl", "run.json"):
         assert (out / name).exists(), name
     sc = read_scores(out / "scores.csv")
