@@ -21,7 +21,9 @@ Labels come from the manifest (the feature file's labels, when known, must agree
 without gaps: an id that no video has (the manifest's placeholder name ``class<i>``) is refused. A class without
 training videos gets a :class:`~idtfv.classify.evaluate.ResultWarning` (its classifier has no positive example).
 Videos of the split without a feature vector (e.g. failed extraction) are left out and counted in the report
-(``n_missing_train``, ``n_missing_test``); unlabelled training videos are left out too.
+(``n_missing_train``, ``n_missing_test``); unlabelled training videos are left out too, and so are training videos
+whose vector is all zeros (no trajectories, ``idtfv encode --keep-empty``; ``n_empty_train``, with a
+:class:`~idtfv.classify.evaluate.ResultWarning`); such test videos are scored.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class SplitData:
     multilabel : bool
     n_missing_train, n_missing_test, n_unlabelled_train : int
     train_ids : list of str, the video ids of ``train_index``
+    n_empty_train : int, training videos left out for an all-zero vector (no trajectories)
     """
 
     X: np.ndarray
@@ -72,6 +75,7 @@ class SplitData:
     n_missing_test: int
     n_unlabelled_train: int
     train_ids: list = field(default_factory=list)
+    n_empty_train: int = 0
 
 
 def _labels_of(entry) -> tuple[int, ...]:
@@ -127,6 +131,14 @@ def load_split(manifest, features, split: int) -> SplitData:
     n_missing_train, n_missing_test = len(train) - len(tr), len(test) - len(te)
     labelled = [e for e in tr if _labels_of(e)]
     n_unlabelled = len(tr) - len(labelled)
+    # an all-zero vector is a video without trajectories (idtfv encode --keep-empty): no training example
+    zero = [e for e in labelled if not np.any(feats.features[pos[e.video_id]])]
+    if zero:
+        warnings.warn(f"split {split}: {len(zero)} training video{'s' if len(zero) != 1 else ''} with an all-zero "
+                      f"feature vector (no trajectories: {_examples(e.video_id for e in zero)}) left out of "
+                      "training", ResultWarning, stacklevel=2)
+        left_out = {e.video_id for e in zero}
+        labelled = [e for e in labelled if e.video_id not in left_out]
     if len(labelled) < 2:
         raise FormatError(src, f"only {len(labelled)} labelled training videos of split {split} have features "
                                f"({n_missing_train} missing); compute the features first")
@@ -161,6 +173,7 @@ def load_split(manifest, features, split: int) -> SplitData:
         n_missing_test=n_missing_test,
         n_unlabelled_train=n_unlabelled,
         train_ids=[e.video_id for e in labelled],
+        n_empty_train=len(zero),
     )
 
 
@@ -206,6 +219,7 @@ def _training_info(data: SplitData, split: int, manifest, features) -> dict:
         "n_unlabelled_train": data.n_unlabelled_train,
         "dim": int(data.X.shape[1]),
         "multilabel": data.multilabel,
+        **({"n_empty_train": data.n_empty_train} if data.n_empty_train else {}),  # only when some were left out
     }
 
 

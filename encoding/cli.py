@@ -39,6 +39,10 @@ def add_encode(subparsers) -> None:
                    help="streaming mode (never stores raw descriptors): fit the codebook from the samples of an "
                         "'idtfv features --store sample' stamp, then extract and encode every video of the "
                         "manifest in one worker call each, keeping only its vector (idtfv.encoding.streaming)")
+    p.add_argument("--keep-empty", action="store_true",
+                   help="write videos without trajectories (status 'empty' in the features index) to the feature "
+                        "file as zero vectors, to evaluate on every test video; train-svm leaves all-zero training "
+                        "vectors out. Default: such videos are left out, with a warning")
     add_params_options(p, EncodeParams, title="encoding options (see EncodeParams)")
     add_runner_options(p, jobs_default=1)
     p.set_defaults(func=_cmd_encode)
@@ -59,7 +63,8 @@ def _cmd_encode(args) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     summary = run_encode(args.manifest, args.features, params, split=args.split, cache=args.cache, out=args.out,
-                         jobs=args.jobs, scheduler=args.scheduler, force=args.force, codebook=args.codebook)
+                         jobs=args.jobs, scheduler=args.scheduler, force=args.force, codebook=args.codebook,
+                         keep_empty=args.keep_empty)
     if summary["missing"]:
         print(f"encode: {len(summary['missing'])} videos without features skipped (see the features stage index)",
               file=sys.stderr)

@@ -44,7 +44,7 @@ from .pyramid import POSITION_COLUMNS, cell_ids, n_cells, parse_pyramid
 from .sampling import features_layout, load_training_sample, open_features
 from .vlad import vlad_vectors
 
-__all__ = ["run_encode", "prepare_codebooks", "write_encoded", "encode_item", "encode_arrays", "fit_codebooks",
+__all__ = ["run_encode", "prepare_codebooks", "write_encoded", "encode_item", "refuse_empty", "report_empty", "encode_arrays", "fit_codebooks",
            "load_codebooks", "codebook_params", "MIN_SAMPLES_PER_COMPONENT", "encoded_dim"]
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,28 @@ def encode_item(entry, params: Mapping) -> dict[str, np.ndarray]:
         arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
     with threadpool_limits(1):  # one level of parallelism: videos run in parallel, BLAS inside a video does not
         vec = encode_arrays(arrays, models, method=summary["method"], pyramid=params["pyramid"], source=path)
-    return {"features": vec, "n_descriptors": np.array(arrays["meta"].shape[0], np.int64)}
+    out = {"features": vec, "n_descriptors": np.array(arrays["meta"].shape[0], np.int64)}
+    refuse_empty(out)
+    return out
+
+
+def refuse_empty(out: Mapping[str, np.ndarray], reason: str = "no trajectories in its features file") -> None:
+    """Raise :class:`idtfv.runner.EmptyResult` (the zero vector kept) for a video without descriptors."""
+    if int(out["n_descriptors"]) == 0:
+        from idtfv.runner import EmptyResult
+
+        raise EmptyResult(reason, out)
+
+
+def report_empty(empty: Mapping[str, str], total: int, *, kept: bool) -> None:
+    """Log one warning line for the videos without trajectories (``{video_id: reason}``)."""
+    if not empty:
+        return
+    shown = "; ".join(f"{vid} ({why})" for vid, why in list(empty.items())[:3])
+    more = f"; ... and {len(empty) - 3} more" if len(empty) > 3 else ""
+    what = ("kept as zero vectors (--keep-empty), left out of the codebook" if kept else
+            "left out of encoding and training (--keep-empty keeps them as zero vectors for evaluation)")
+    log.warning("%d of %d videos have no trajectories, %s: %s%s", len(empty), total, what, shown, more)
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -247,7 +268,7 @@ def codebook_params(params: EncodeParams, *, features_dir, split: int, train_ids
 
 
 def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, out, jobs: int = 1,
-               scheduler=None, force: bool = False, codebook=None) -> dict:
+               scheduler=None, force: bool = False, codebook=None, keep_empty: bool = False) -> dict:
     """Fit the codebooks on the split's training videos, encode every video, write the feature file.
 
     Parameters
@@ -262,11 +283,14 @@ def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, o
     jobs, scheduler, force : runner options (``jobs`` also fits channels in parallel).
     codebook : an existing codebook directory to use instead of fitting one (its method wins over
         ``params.method``).
+    keep_empty : write videos without trajectories (the stamp's ``empty``, or a features file of 0 rows) to the
+        feature file as zero vectors (for evaluation: ``train-svm`` leaves all-zero training vectors out). By
+        default they are left out, with a logged warning.
 
     Returns
     -------
     dict: ``codebook_dir``, ``encode_dir``, ``k``, ``dim``, ``n_videos``, ``missing`` {video_id: reason},
-    ``failed`` {video_id: message}, ``sample`` info.
+    ``failed`` {video_id: message}, ``empty`` {video_id: reason}, ``sample`` info.
     """
     from idtfv.data.manifest import Manifest, read_manifest
     from idtfv.runner import read_stamp, run_stage
@@ -283,7 +307,10 @@ def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, o
 
     missing: dict[str, str] = {}
     available = []
+    empty_features = dict(stamp.get("empty", {}))
     for e in man.rows:
+        if e.video_id in empty_features and not keep_empty:
+            continue
         if (feat_dir / f"{e.video_id}.npz").is_file():
             available.append(e)
         else:
@@ -292,7 +319,7 @@ def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, o
         log.warning("%d of %d videos have no features and are skipped: %s", len(missing), len(man.rows),
                     ", ".join(list(missing)[:5]) + (" ..." if len(missing) > 5 else ""))
     have = {e.video_id for e in available}
-    train = [e for e in man.split(split, "train") if e.video_id in have]
+    train = [e for e in man.split(split, "train") if e.video_id in have and e.video_id not in empty_features]
     if not train:
         raise ParameterError(f"split {split} has no training video with features (manifest {len(man.rows)} videos, "
                              f"{len(have)} with features in {feat_dir}); check --split and the features stage")
@@ -307,9 +334,13 @@ def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, o
                     "method": method, "pyramid": params.pyramid}
     result = run_stage("encode", encode_item, available, params=stage_params, cache_root=cache, jobs=jobs,
                        scheduler=scheduler, force=force)
-    n_ok, dim = write_encoded(out, result, available, models=models, method=method, grids=params.grids)
+    n_ok, dim = write_encoded(out, result, available, models=models, method=method, grids=params.grids,
+                              keep_empty=keep_empty)
+    ids = {e.video_id for e in man.rows}
+    empty = {**{v: why for v, why in empty_features.items() if v in ids}, **result.empty}
+    report_empty(empty, len(man.rows), kept=keep_empty)
     return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
-            "n_videos": n_ok, "missing": missing, "failed": dict(result.failed), "result": result}
+            "n_videos": n_ok, "missing": missing, "failed": dict(result.failed), "empty": empty, "result": result}
 
 
 def prepare_codebooks(features_dir, train_ids, params: EncodeParams, *, cache, split: int, layout=None,
@@ -351,14 +382,17 @@ def prepare_codebooks(features_dir, train_ids, params: EncodeParams, *, cache, s
     return cb_dir
 
 
-def write_encoded(out, result, entries, *, models: Mapping, method: str, grids) -> tuple[int, int]:
+def write_encoded(out, result, entries, *, models: Mapping, method: str, grids,
+                  keep_empty: bool = False) -> tuple[int, int]:
     """Gather the per-video vectors of an encode stage run into the feature file ``out``.
 
-    ``entries``: the videos encoded (in order); the failed ones (``result.failed``) are left out. Returns
+    ``entries``: the videos encoded (in order); the failed ones (``result.failed``) are left out, and so are the
+    empty ones (``result.empty``: no trajectory) unless ``keep_empty`` (zero vectors). Returns
     ``(videos written, dim)``.
     """
     dim = encoded_dim(models, method, grids)
-    ok = [e for e in entries if e.video_id not in result.failed]
+    empty = getattr(result, "empty", {}) or {}
+    ok = [e for e in entries if e.video_id not in result.failed and (keep_empty or e.video_id not in empty)]
     F = np.empty((len(ok), dim), np.float32)
     for i, e in enumerate(ok):
         with np.load(result.path(e.video_id), allow_pickle=False) as z:

@@ -38,7 +38,8 @@ from idtfv.errors import FormatError, ParameterError
 from idtfv.idt import DescriptorLayout
 
 from .params import EncodeParams
-from .stage import _check_params, encode_arrays, load_codebooks, prepare_codebooks, write_encoded
+from .stage import (_check_params, encode_arrays, load_codebooks, prepare_codebooks, refuse_empty, report_empty,
+                    write_encoded)
 
 __all__ = ["encode_streaming_item", "run_streaming_encode"]
 
@@ -87,12 +88,27 @@ def encode_streaming_item(entry, params: Mapping) -> dict[str, np.ndarray]:
     with threadpool_limits(1):  # videos run in parallel; BLAS inside a video does not
         vec = encode_arrays(arrays, models, method=summary["method"], pyramid=params["pyramid"], source=source)
     n = np.array(arrays["meta"].shape[0], np.int64)
+    frames = arrays.get("info_json")
     del arrays
-    return {"features": vec, "n_descriptors": n}
+    out = {"features": vec, "n_descriptors": n}
+    if int(n) == 0:
+        reason = "no trajectories"
+        if source is entry.path and frames is not None:  # extracted here: say why
+            import json
+
+            try:
+                count = int(json.loads(str(frames))["frames"])
+            except (KeyError, ValueError, TypeError):
+                count = None
+            need = int(params["idt"].get("track_length", 15)) + 1
+            reason = (f"{count} frames; at least L+1={need} needed" if count is not None and count < need
+                      else "no trajectory survived pruning")
+        refuse_empty(out, reason)
+    return out
 
 
 def run_streaming_encode(manifest, features, params: EncodeParams, *, split: int, cache, out, jobs: int = 1,
-                         scheduler=None, force: bool = False, codebook=None) -> dict:
+                         scheduler=None, force: bool = False, codebook=None, keep_empty: bool = False) -> dict:
     """``idtfv encode --streaming``: codebooks from the stored samples, then extract + encode every video.
 
     Parameters
@@ -103,6 +119,7 @@ def run_streaming_encode(manifest, features, params: EncodeParams, *, split: int
         give the descriptor layout).
     params : the encoding options.
     codebook : an existing codebook directory to use instead of fitting one.
+    keep_empty : keep videos without trajectories as zero vectors (default: left out, with a logged warning).
     Other parameters : as :func:`idtfv.encoding.stage.run_encode`.
 
     Returns
@@ -150,6 +167,9 @@ def run_streaming_encode(manifest, features, params: EncodeParams, *, split: int
                     "streaming": True}
     result = run_stage("encode", encode_streaming_item, man.rows, params=stage_params, cache_root=cache, jobs=jobs,
                        scheduler=scheduler, force=force)
-    n_ok, dim = write_encoded(out, result, man.rows, models=models, method=method, grids=params.grids)
+    n_ok, dim = write_encoded(out, result, man.rows, models=models, method=method, grids=params.grids,
+                              keep_empty=keep_empty)
+    report_empty(result.empty, len(man.rows), kept=keep_empty)
     return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
-            "n_videos": n_ok, "missing": {}, "failed": dict(result.failed), "result": result}
+            "n_videos": n_ok, "missing": {}, "failed": dict(result.failed), "empty": dict(result.empty),
+            "result": result}

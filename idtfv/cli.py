@@ -17,14 +17,16 @@ and exits with status 1, unless ``--allow-failed`` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "add_runner_options", "report_failures",
-           "run_command", "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS"]
+           "run_command", "one_line_warnings", "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS"]
 
 #: Entry-point group through which stage packages add ``idtfv`` subcommands.
 ENTRY_POINT_GROUP = "idtfv.commands"
@@ -47,11 +49,32 @@ def error_line(exc: BaseException) -> str:
     return f"error: {text}"
 
 
+@contextlib.contextmanager
+def one_line_warnings(stream=None):
+    """Show idtfv's warnings (e.g. :class:`idtfv.video.TruncatedVideoWarning`) raised inside as one
+    ``warning: message`` line each on stderr, instead of Python's two-line ``file:line: Category`` block.
+    Other warnings are shown as Python shows them."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("idtfv"):
+            print(f"warning: {' '.join(str(message).split())}", file=stream or sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def run_command(func: Callable[[], int | None]) -> int:
     """Run a command body and map errors to the CLI contract: one line and status 2 for bad input, 130 for
-    Ctrl-C (one line), the body's status otherwise."""
+    Ctrl-C (one line), the body's status otherwise. idtfv's warnings are one ``warning:`` line each."""
     try:
-        return int(func() or 0)
+        with one_line_warnings():
+            return int(func() or 0)
     except (IdtfvError, OSError) as exc:
         print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -68,18 +91,40 @@ def add_runner_options(parser: argparse.ArgumentParser, *, jobs_default: int = 1
     group.add_argument("--jobs", type=int, default=jobs_default, metavar="J",
                        help=f"local worker processes, -1 = all cores (default {jobs_default})")
     group.add_argument("--scheduler", default=None, metavar="ADDR",
-                       help="Dask scheduler address (tcp://127.0.0.1:8786) to run on instead of local processes")
+                       help="Dask scheduler address (tcp://127.0.0.1:8786) to run on instead of local processes; "
+                            "a scheduler reachable from a network needs TLS (tls://, docs/DASK.md)")
     group.add_argument("--force", action="store_true", help="recompute videos that already have a result")
     group.add_argument("--allow-failed", action="store_true",
                        help="exit with status 0 even if some videos failed (they are listed in the index)")
 
 
+def _summarise(stage: str, what: str, items: Mapping[str, str], index, stream) -> None:
+    """One ``warning:`` line for ``items`` ({video_id: message}) of a stage run, naming the first few."""
+    if not items:
+        return
+    shown = list(items.items())[:3]
+    listed = "; ".join(f"{vid}: {message}" for vid, message in shown)
+    more = f"; ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    n = len(items)
+    print(f"warning: {stage}: {n} video{'s' if n != 1 else ''} {what} (see {index}): {listed}{more}", file=stream)
+
+
 def report_failures(stage: str, result, *, allow_failed: bool, stream=None) -> int:
-    """Print the summary of a stage run; return the exit status (1 if videos failed and not ``allow_failed``)."""
+    """Print the summary of a stage run; return the exit status (1 if videos failed and not ``allow_failed``).
+
+    Videos with an empty result (``result.empty``, e.g. no trajectory) and videos computed with notes
+    (``result.notes``, e.g. a truncated file) each get one ``warning:`` line; they do not change the status.
+    """
     stream = sys.stderr if stream is None else stream
-    total = len(result.video_ids) or len(result.done) + len(result.skipped) + len(result.failed)
+    empty = dict(getattr(result, "empty", {}) or {})
+    notes = dict(getattr(result, "notes", {}) or {})
+    total = len(result.video_ids) or len(result.done) + len(result.skipped) + len(result.failed) + len(empty)
     print(f"{stage}: {len(result.done)} computed, {len(result.skipped)} already done, "
-          f"{len(result.failed)} failed of {total} videos -> {result.dir}", file=sys.stdout)
+          + (f"{len(empty)} empty, " if empty else "")
+          + f"{len(result.failed)} failed of {total} videos -> {result.dir}", file=sys.stdout)
+    index = result.dir / "index.csv"
+    _summarise(stage, "with an empty result, left out of the next stages", empty, index, stream)
+    _summarise(stage, "with warnings", notes, index, stream)
     if not result.failed:
         return 0
     print(f"{stage}: {len(result.failed)} of {total} videos failed (see {result.dir / 'index.csv'}):", file=stream)
@@ -139,6 +184,13 @@ def _cmd_dataset(args) -> int:
             first = next(iter(errors.items()))
             print(f"warning: {len(errors)} videos could not be probed (first: {first[0]}: {first[1]}); "
                   "they will fail in the features stage", file=sys.stderr)
+        notes = getattr(manifest, "probe_warnings", {}) or {}
+        if notes:
+            first = next(iter(notes.values()))
+            n = len(notes)
+            print(f"warning: {n} video{'s' if n != 1 else ''} decode{'s' if n == 1 else ''} a different number of "
+                  f"frames than their header declares (first: {first}); only the decodable frames are used",
+                  file=sys.stderr)
     print(f"dataset: {len(manifest.rows)} videos, {len(manifest.class_names)} classes -> {out}")
     return 0
 

@@ -26,7 +26,15 @@ Execution engines (used as they are, no scheduling of our own):
 - ``scheduler="tcp://host:8786"`` (or a ``distributed.Client``, or a cluster object such as ``LocalCluster``):
   Dask distributed; the cache directory must then be on a file system that every worker sees at the same path.
 
-``index.csv`` has the columns ``video_id,status,seconds,error`` (status ``done`` or ``failed``), one row per video
+- **Empty results are not results.** A stage function raises :class:`EmptyResult` when a video yields nothing
+  usable (e.g. no trajectory); its arrays are saved (with the reason under :data:`EMPTY_KEY`, so a resumed run
+  still knows), the video gets status ``empty`` and is listed in :attr:`StageResult.empty`, not in ``ok``.
+- **Notes.** Video warnings raised while a video is processed (:func:`idtfv.video.collect_video_warnings`, e.g. a
+  truncated file) are kept in that video's ``error`` column of a ``done`` row and in :attr:`StageResult.notes`,
+  instead of one console line per video.
+
+``index.csv`` has the columns ``video_id,status,seconds,error`` (status ``done``, ``empty`` or ``failed``; for
+``done`` the ``error`` column holds the notes), one row per video
 ever run in this stage directory, sorted by ``video_id``; it is rewritten atomically every few seconds during a run
 and at its end. Two ``run_stage`` calls on the same stage directory at the same time are refused
 (:func:`idtfv.lock.exclusive_lock` on ``<dir>/.lock``, released by the OS when the process ends, however it ends).
@@ -46,12 +54,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from idtfv.atomic import disk_full_error
 from idtfv.cache import atomic_savez, atomic_write_text, load_valid, remove_stale_temp_files, stage_dir
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
 
-__all__ = ["StageResult", "ItemStatus", "run_stage", "read_index", "read_stamp", "write_stamp", "INDEX_COLUMNS",
+__all__ = ["StageResult", "ItemStatus", "EmptyResult", "EMPTY_KEY", "run_stage", "read_index", "read_stamp", "write_stamp", "INDEX_COLUMNS",
            "DEFAULT_COMPRESSLEVEL"]
 
 #: Columns of a stage directory's ``index.csv``.
@@ -62,6 +72,28 @@ INDEX_FLUSH_SECONDS = 5.0
 #: and ~30% faster to write (float descriptors barely compress); see bench/bench_pipeline.py.
 DEFAULT_COMPRESSLEVEL = 1
 _VIDEO_ID_RE = re.compile(r"[A-Za-z0-9._-]+")
+#: Name of the 0-d string array holding the reason in the result file of an :class:`EmptyResult`.
+EMPTY_KEY = "_empty_reason"
+
+
+class EmptyResult(IdtfvError):
+    """Raised by a stage function when a video yields nothing usable (e.g. no trajectory survived).
+
+    Parameters
+    ----------
+    reason : str
+        One line: why (``"13 frames; at least L+1=16 needed"``).
+    arrays : dict of str to ndarray, optional
+        The (empty) result to store all the same, e.g. zero-row descriptor arrays or a zero vector.
+    """
+
+    def __init__(self, reason: str, arrays: Mapping | None = None):
+        super().__init__(reason)
+        self.reason = " ".join(str(reason).split())
+        self.arrays = dict(arrays or {})
+
+    def __reduce__(self):  # picklable through worker processes
+        return type(self), (self.reason, self.arrays)
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,10 @@ class StageResult:
         Video id -> one-line error message, for videos that raised (entry order).
     video_ids : list of str
         Every entry of the call, in order.
+    empty : dict of str to str
+        Video id -> reason, for videos whose result is empty (:class:`EmptyResult`), computed now or earlier.
+    notes : dict of str to str
+        Video id -> the video warnings raised while computing it in this call (e.g. a truncated file).
     """
 
     dir: Path
@@ -87,11 +123,13 @@ class StageResult:
     skipped: list[str]
     failed: dict[str, str]
     video_ids: list[str] = field(default_factory=list, repr=False)
+    empty: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[str]:
-        """Videos that have a valid result now (computed or skipped), in entry order."""
-        return [vid for vid in self.video_ids if vid not in self.failed]
+        """Videos that have a valid, non-empty result now (computed or skipped), in entry order."""
+        return [vid for vid in self.video_ids if vid not in self.failed and vid not in self.empty]
 
     def path(self, video_id: str) -> Path:
         """The result file of ``video_id``."""
@@ -106,7 +144,7 @@ class ItemStatus:
     """
 
     video_id: str
-    status: str  # "done" | "skipped" | "failed"
+    status: str  # "done" | "skipped" | "failed" | "empty" (error: the reason; for "done": the notes)
     seconds: float
     error: str = ""
     stop: DiskFullError | None = None
@@ -139,13 +177,26 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
     out = Path(out_dir) / f"{video_id}.npz"
     marker = None
     start = time.perf_counter()
+    notes: list[str] = []
     try:  # everything, file-system calls included: an OSError on this video's files is this video's failure
-        if not force and load_valid(out) is not None:
-            return ItemStatus(video_id, "skipped", 0.0)
+        if not force:
+            valid = load_valid(out)
+            if valid is not None:
+                if EMPTY_KEY in valid:
+                    return ItemStatus(video_id, "empty", 0.0, str(valid[EMPTY_KEY]))
+                return ItemStatus(video_id, "skipped", 0.0)
         if mark:
             marker = _marker(out_dir, video_id)
             marker.touch()
-        arrays = stage_func(entry, params)
+        from idtfv.video import collect_video_warnings
+
+        try:
+            with collect_video_warnings() as notes:
+                arrays = stage_func(entry, params)
+        except EmptyResult as empty:
+            arrays = {**empty.arrays, EMPTY_KEY: np.array(empty.reason)}
+            atomic_savez(out, arrays, compresslevel=compresslevel)
+            return ItemStatus(video_id, "empty", time.perf_counter() - start, empty.reason)
         if not isinstance(arrays, Mapping):
             raise TypeError(
                 f"stage function {getattr(stage_func, '__name__', stage_func)!r} returned {type(arrays).__name__}; "
@@ -163,7 +214,7 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
         if marker is not None:
             with contextlib.suppress(OSError):
                 marker.unlink(missing_ok=True)
-    return ItemStatus(video_id, "done", time.perf_counter() - start)
+    return ItemStatus(video_id, "done", time.perf_counter() - start, " | ".join(notes))
 
 
 def read_index(path) -> dict[str, ItemStatus]:
@@ -262,9 +313,13 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
         if not first_round:  # results the crashed pool wrote before it went down belong to this call
             for video_id in list(pending):
                 out = Path(out_dir) / f"{video_id}.npz"
-                if out.exists() and out.stat().st_mtime >= started_at and load_valid(out) is not None:
+                valid = load_valid(out) if out.exists() and out.stat().st_mtime >= started_at else None
+                if valid is not None:
                     del pending[video_id]
-                    yield ItemStatus(video_id, "done", 0.0)
+                    if EMPTY_KEY in valid:
+                        yield ItemStatus(video_id, "empty", 0.0, str(valid[EMPTY_KEY]))
+                    else:
+                        yield ItemStatus(video_id, "done", 0.0)
         first_round = False
         try:  # results in completion order (joblib >= 1.4), so the progress bar and the index follow the work
             parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered", batch_size=1)
@@ -458,7 +513,10 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
                 stop = status.stop
                 break
             statuses[status.video_id] = status
-            if status.status != "skipped":
+            if status.status == "empty" and status.seconds == 0.0 and \
+                    records.get(status.video_id, ItemStatus("", "", 0.0)).status == "empty":
+                pass  # an empty result found again: keep the row of the run that computed it
+            elif status.status != "skipped":
                 records[status.video_id] = status
             elif records.get(status.video_id, ItemStatus("", "", 0.0)).status != "done":
                 # a valid result whose row was lost (killed run) or says "failed" from an older run
@@ -488,15 +546,18 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
     done = [vid for vid in order if statuses[vid].status == "done"]
     skipped = [vid for vid in order if statuses[vid].status == "skipped"]
     failed = {vid: statuses[vid].error for vid in order if statuses[vid].status == "failed"}
-    return StageResult(out, done, skipped, failed, order)
+    empty = {vid: statuses[vid].error for vid in order if statuses[vid].status == "empty"}
+    notes = {vid: statuses[vid].error for vid in order if statuses[vid].status == "done" and statuses[vid].error}
+    return StageResult(out, done, skipped, failed, order, empty=empty, notes=notes)
 
 
 def write_stamp(path, result: StageResult, *, stage: str, params: Mapping) -> dict:
     """Write a stage stamp JSON (the Makefile's file target for a finished stage) atomically.
 
-    The stamp is ``{"stage", "dir", "params", "done", "failed"}``: ``dir`` is the absolute stage directory,
-    ``done`` every video id with a valid result (computed now or earlier, entry order) and ``failed``
-    ``{video_id: message}``. Returns the dict written.
+    The stamp is ``{"stage", "dir", "params", "done", "failed", "empty"}``: ``dir`` is the absolute stage
+    directory, ``done`` every video id with a valid, non-empty result (computed now or earlier, entry order),
+    ``failed`` ``{video_id: message}`` and ``empty`` ``{video_id: reason}`` (videos without usable output, e.g. no
+    trajectory; left out of later stages). Returns the dict written.
     """
     from idtfv.cache import _jsonable, atomic_write_json
 
@@ -506,6 +567,7 @@ def write_stamp(path, result: StageResult, *, stage: str, params: Mapping) -> di
         "params": _jsonable(params, "params"),
         "done": list(result.ok),
         "failed": dict(result.failed),
+        "empty": dict(getattr(result, "empty", {}) or {}),
     }
     atomic_write_json(path, stamp)
     return stamp
@@ -542,4 +604,8 @@ def read_stamp(path) -> dict:
             raise FormatError(path, f"stage stamp key {key!r} should be a {kind.__name__}, got {got}; rerun the stage")
     directory = Path(stamp["dir"])
     stamp["dir"] = directory if directory.is_absolute() else (path.parent / directory)
+    if not isinstance(stamp.get("empty", {}), dict):
+        raise FormatError(path, f"stage stamp key 'empty' should be a dict, got {repr(stamp['empty'])[:60]}; "
+                                "rerun the stage")
+    stamp.setdefault("empty", {})  # stamps written before the key existed
     return stamp

@@ -11,8 +11,10 @@ the file or decodes nothing from it. Whatever backend decodes, the output is the
   conversion happens first, at the source resolution, then the resize.
 
 Frame counts are honest: :func:`probe_video` counts the frames that actually decode, not what the container's
-header claims. A truncated or corrupt stream yields the frames that decode and then stops; a stream from which
-nothing decodes is an error.
+header claims. A truncated or corrupt stream yields the frames that decode and then stops, with a
+:class:`TruncatedVideoWarning` naming the file and both counts when they differ by more than 5% and 2 frames
+(:func:`collect_video_warnings` gathers those messages instead, for dataset runs); a stream from which nothing
+decodes is an error.
 
 Every problem with the input raises :class:`idtfv.errors.VideoError` whose one-line message names the file and says
 what is wrong (missing file, a directory, a FIFO or device (refused before it is opened: reading a FIFO would block
@@ -32,9 +34,11 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import stat
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -57,6 +61,9 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_FPS",
     "BACKENDS",
+    "TruncatedVideoWarning",
+    "collect_video_warnings",
+    "FRAME_COUNT_TOLERANCE",
 ]
 
 #: Largest frame (width * height of the *output* frame) accepted by default; larger frames are refused with a hint
@@ -72,6 +79,59 @@ MAX_CONSECUTIVE_FAILED_READS = 8
 
 #: Backend names accepted by ``backend=``.
 BACKENDS = ("auto", "opencv", "pyav")
+
+#: Decoded and declared frame counts may differ by up to this fraction of the declared count (or by up to
+#: :data:`FRAME_COUNT_SLACK` frames, whichever is larger) before :class:`TruncatedVideoWarning` is raised.
+FRAME_COUNT_TOLERANCE = 0.05
+FRAME_COUNT_SLACK = 2
+
+
+class TruncatedVideoWarning(UserWarning):
+    """The frames that decode differ from the count the container declares (a truncated or damaged file).
+
+    Raised once per video (per message) by :func:`probe_video` and at the end of a reader's iteration, naming the
+    file and the two counts. Inside :func:`collect_video_warnings` the messages are gathered instead.
+    """
+
+
+_COLLECTOR: contextvars.ContextVar[list | None] = contextvars.ContextVar("idtfv_video_warnings", default=None)
+
+
+@contextlib.contextmanager
+def collect_video_warnings():
+    """Gather the video warnings raised inside (in this thread / context) into a list instead of warning.
+
+    Dataset runs use it so that a truncated file becomes a note in the stage index rather than a console line per
+    video. Each distinct message is kept once.
+
+    Yields
+    ------
+    list of str
+        The warning messages, in the order they were first raised.
+    """
+    notes: list[str] = []
+    token = _COLLECTOR.set(notes)
+    try:
+        yield notes
+    finally:
+        _COLLECTOR.reset(token)
+
+
+def _check_frame_count(path: str, decoded: int, declared: int) -> None:
+    """Warn when ``decoded`` frames differ from the ``declared`` count beyond the tolerance (unknown: -1)."""
+    if declared <= 0:
+        return
+    gap = abs(declared - decoded)
+    if gap <= FRAME_COUNT_SLACK or gap <= FRAME_COUNT_TOLERANCE * declared:
+        return
+    message = (f"{path}: decoded {decoded} of {declared} frames the header declares; the file may be truncated "
+               "or damaged (only the decodable frames are used)")
+    notes = _COLLECTOR.get()
+    if notes is not None:
+        if message not in notes:
+            notes.append(message)
+        return
+    warnings.warn(message, TruncatedVideoWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -361,6 +421,9 @@ class VideoReader:
             if frame is None:
                 failures += 1
                 if not _should_retry(self._source, failures, self.start + self.frames_read, self.header_frames):
+                    end = self.start + self.frames_read  # the stream ended before the requested range did
+                    if self.end is None or end < min(self.end, self.header_frames):
+                        _check_frame_count(self.path, end, self.header_frames)
                     return
                 continue
             failures = 0
@@ -493,6 +556,7 @@ def probe_video(path: str | os.PathLike, *, count_frames: bool = True, backend: 
                 n, failures = n + 1, 0
             elif not _should_retry(reader._source, failures := failures + 1, n, info.frames):
                 break
+        _check_frame_count(info.path, n, info.frames)
         return VideoInfo(info.path, n, info.fps, info.width, info.height, info.backend)
 
 

@@ -339,23 +339,26 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
 # -- probing ---------------------------------------------------------------------------------------------------------
 
 
-def _probe_one(path: str) -> tuple[int, float | None, int | None, int | None, str]:
-    from idtfv.video import probe_video
+def _probe_one(path: str) -> tuple[int, float | None, int | None, int | None, str, str]:
+    from idtfv.video import collect_video_warnings, probe_video
 
     try:
-        info = probe_video(path)
+        with collect_video_warnings() as notes:  # e.g. a truncated file: kept, summarised by the caller
+            info = probe_video(path)
     except IdtfvError as exc:
-        return 0, None, None, None, str(exc)
+        return 0, None, None, None, str(exc), ""
     except Exception as exc:  # a decoder crash must not stop the probe of the other videos
-        return 0, None, None, None, f"{path}: {type(exc).__name__}: {exc}"
-    return info.frames, info.fps, info.width, info.height, ""
+        return 0, None, None, None, f"{path}: {type(exc).__name__}: {exc}", ""
+    return info.frames, info.fps, info.width, info.height, "", " | ".join(notes)
 
 
 def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = False) -> Manifest:
     """Fill ``frames, fps, width, height`` of every row by probing the videos (:func:`idtfv.video.probe_video`).
 
     A video that cannot be read gets ``frames=0`` (and empty fps/size); its error message is logged and kept in the
-    returned manifest's ``probe_errors`` (``video_id -> message``). Not fatal.
+    returned manifest's ``probe_errors`` (``video_id -> message``). Not fatal. Video warnings (a truncated file:
+    decoded and declared frame counts differ) are kept in ``probe_warnings`` (``video_id -> message``), not
+    printed.
 
     Parameters
     ----------
@@ -380,13 +383,17 @@ def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = Fa
         results = Parallel(n_jobs=jobs)(delayed(_probe_one)(p) for p in paths)
     rows = list(manifest.rows)
     errors = dict(manifest.probe_errors) if only_missing else {}
-    for i, (frames, fps, width, height, error) in zip(todo, results):
+    notes = {}
+    for i, (frames, fps, width, height, error, note) in zip(todo, results):
         rows[i] = dataclasses.replace(rows[i], frames=frames, fps=fps, width=width, height=height)
+        if note:
+            notes[rows[i].video_id] = note
         if error:
             errors[rows[i].video_id] = error
             log.warning("probe failed: %s", error)
     out = manifest.replace_rows(rows)
     out.probe_errors = errors
+    out.probe_warnings = notes
     return out
 
 
