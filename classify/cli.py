@@ -453,7 +453,8 @@ def add_cv(subparsers) -> None:
                "  idtfv cv --manifest manifest.csv --features features.json --cache cache --out cv_splits/\n"
                "  idtfv cv --manifest manifest.csv --features features.json --cache cache --out cv_logo/ "
                "--scheme logo\n"
-               "  idtfv cv ... --scheme kfold --n-folds 10 --combine validate",
+               "  idtfv cv --manifest manifest.csv --features features.json --cache cache --out cv_k10/ "
+               "--scheme kfold --n-folds 10 --combine validate",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, required=True, help="manifest CSV (labels, groups, split columns)")
     p.add_argument("--features", type=Path, required=True, metavar="STAMP.json",
