@@ -21,7 +21,8 @@ SPLIT ?= 1
 JOBS ?= 2
 #: CACHE         cache directory; stage files go to CACHE/DATASET-h/, names carry a hash h of their options
 CACHE ?= cache
-#: SCHEDULER     Dask scheduler address (tcp://host:8786) to run per-video stages on a cluster
+#: SCHEDULER     Dask scheduler address (tcp://127.0.0.1:8786) to run per-video stages on a cluster; Dask is
+#:               unauthenticated unless secured with TLS: read docs/DASK.md before it listens on a network
 SCHEDULER ?=
 #: SEED          random seed of every stage
 SEED ?= 0
@@ -37,12 +38,15 @@ ALLOW_FAILED ?=
 #:               FEATURES_ARGS="--subset 0.1" to sample 10% of SPLIT's training videos), encode extracts and
 #:               encodes each video in one step (--streaming); raw descriptors are never stored. Own *_streaming files.
 STREAMING ?=
-#: *_ARGS        extra options: FEATURES_ARGS ENCODE_ARGS SVM_ARGS FLOW_ARGS DEEP_ARGS PYTEST_ARGS
+#: *_ARGS        extra options: FEATURES_ARGS ENCODE_ARGS SVM_ARGS CV_ARGS FLOW_ARGS DEEP_ARGS PYTEST_ARGS
 FEATURES_ARGS ?=
 ENCODE_ARGS ?=
 SVM_ARGS ?=
+CV_ARGS ?=
 FLOW_ARGS ?=
 DEEP_ARGS ?=
+#: DETECT_ARGS   extra idtfv detect options (e.g. --windows 1,2,4 --nms-iou 0.4)
+DETECT_ARGS ?=
 PYTEST_ARGS ?=
 #: TEST_JOBS     pytest-xdist processes for `make test`
 TEST_JOBS ?= 2
@@ -91,6 +95,17 @@ H_DEEP := $(call hash,$(if $(NEEDS_FLOW),$(H_FLOW),$(H_DATA)) train-deep model=$
   split=$(SPLIT) seed=$(SEED) args=$(DEEP_ARGS))
 DEEP_DIR := $(DATA)/$(MODEL)_$(MODALITY)_split$(SPLIT)-$(H_DEEP)
 DEEP_DONE := $(DEEP_DIR).done
+# cv: every fold's codebook, vectors and SVM (encode options from ENCODE_ARGS, folds and SVM options from CV_ARGS).
+H_CV := $(call hash,$(H_FEATURES) cv seed=$(SEED) encode=$(ENCODE_ARGS) args=$(CV_ARGS))
+CV_DIR := $(DATA)/cv-$(H_CV)
+CV_REPORT := $(CV_DIR)/report.json
+# detect: the untrimmed synthetic set (DATASET=default only), its features, then windows scored by SVM_DIR's SVMs.
+UNTRIMMED := $(DATA)/untrimmed-$(call hash,untrimmed seed=$(SEED))
+H_UFEATURES := $(call hash,$(H_DATA) untrimmed features preset=$(PRESET) seed=$(SEED) args=$(FEATURES_ARGS))
+UFEATURES := $(UNTRIMMED)/features-$(H_UFEATURES).json
+H_DETECT := $(call hash,$(H_SVM) $(H_UFEATURES) detect args=$(DETECT_ARGS))
+DETECT_DIR := $(DATA)/detect_split$(SPLIT)-$(H_DETECT)
+DETECT_REPORT := $(DETECT_DIR)/report.json
 
 # Prints the scalar entries (accuracy, mAP, ...) of a report.json.
 define REPORT_SUMMARY
@@ -104,7 +119,7 @@ export REPORT_SUMMARY
 
 RUNNER_OPTS := --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER))$(if $(ALLOW_FAILED), --allow-failed)
 
-.PHONY: help install install-test features encode train-svm demo flow train-deep test test-fast bench clean distclean
+.PHONY: help install install-test features encode train-svm cv detect demo flow train-deep test test-fast bench clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [VARIABLE=value ...]"
@@ -147,12 +162,21 @@ train-svm: $(SVM_REPORT) ## linear SVM: scores, report.json, confusion -> CACHE/
 	@if [ -f $(SVM_DIR)/confusion.png ]; then echo "confusion matrix: $(SVM_DIR)/confusion.png"; fi
 	@$(VENV)/bin/python -c "$$REPORT_SUMMARY" $(SVM_REPORT)
 
+cv: $(CV_REPORT) ## cross-validation (CV_ARGS="--scheme kfold --n-folds 10"; default: every split) -> CACHE/DATASET-h/cv-h/
+	@echo "report: $(CV_REPORT)"
+	@echo "pooled confusion matrix: $(CV_DIR)/confusion.png, $(CV_DIR)/confusion.json"
+	@$(VENV)/bin/python -c "$$REPORT_SUMMARY" $(CV_REPORT)
+
 demo: ## features -> encode -> train-svm on the built-in default dataset; prints where report.json is
 	@$(MAKE) train-svm DATASET=default
 
 flow: $(FLOW_DONE) ## optical-flow rawframes of every video -> CACHE/DATASET-h/rawframes-h/
 
 train-deep: $(DEEP_DONE) ## train + test a CNN baseline -> CACHE/DATASET-h/MODEL_MODALITY_splitSPLIT-h/
+
+detect: $(DETECT_REPORT) ## temporal detection on the untrimmed synthetic set (THUMOS mAP) -> CACHE/DATASET-h/detect_*/
+	@echo "report: $(DETECT_REPORT)"
+	@$(VENV)/bin/python -c "$$DETECT_SUMMARY" $(DETECT_REPORT)
 
 $(MANIFEST): | $(INSTALLED)
 	mkdir -p $(@D)
@@ -172,6 +196,11 @@ $(SVM_REPORT): $(FISHER) $(MANIFEST) | $(INSTALLED)
 	  --jobs $(JOBS) --seed $(SEED) $(SVM_ARGS)
 	test -f $@ || { echo "error: train-svm wrote no $@" >&2; exit 1; }
 
+$(CV_REPORT): $(FEATURES) $(MANIFEST) | $(INSTALLED)
+	$(IDTFV) cv --manifest $(MANIFEST) --features $(FEATURES) --cache $(DATA) --out $(CV_DIR) \
+	  --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER)) --seed $(SEED) $(ENCODE_ARGS) $(CV_ARGS)
+	test -f $@ || { echo "error: cv wrote no $@" >&2; exit 1; }
+
 $(FLOW_DONE): $(MANIFEST) | $(INSTALLED)
 	$(IDTFV) flow --manifest $(MANIFEST) --out $(RAWFRAMES) $(RUNNER_OPTS) $(FLOW_ARGS)
 	touch $@
@@ -181,6 +210,43 @@ $(DEEP_DONE): $(MANIFEST) $(if $(NEEDS_FLOW),$(FLOW_DONE)) | $(INSTALLED_DEEP)
 	  --out $(DEEP_DIR) --seed $(SEED)$(if $(NEEDS_FLOW), --rawframes $(RAWFRAMES)) $(DEEP_ARGS)
 	touch $@
 
+# The codebook train-svm's vectors were made with: the newest CACHE/DATASET-h/codebook-* fitted on these features
+# and split (encode reuses a finished one, so it is the one of the last encode run with these features).
+define FIND_CODEBOOK
+import json, sys
+from pathlib import Path
+stamp, split = json.load(open(sys.argv[1])), int(sys.argv[2])
+found = []
+for summary in Path(sys.argv[3]).glob("codebook-*/codebook.json"):
+    params = json.load(open(summary))["params"]
+    if Path(params["features_dir"]) == Path(stamp["dir"]).resolve() and params["split"] == split:
+        found.append((summary.stat().st_mtime, str(summary.parent)))
+sys.exit("error: no codebook of these features and split; run make encode") if not found else print(max(found)[1])
+endef
+export FIND_CODEBOOK
+
+define DETECT_SUMMARY
+import json, sys
+report = json.load(open(sys.argv[1]))
+print("  mAP at temporal IoU " + ", ".join(f"{k}: {v:.4f}" for k, v in report["mAP"].items() if v is not None))
+print(f"  average mAP: {report['average_mAP']:.4f}")
+endef
+export DETECT_SUMMARY
+
+$(UNTRIMMED)/manifest.csv: | $(INSTALLED)
+	@if [ "$(DATASET)" != default ]; then echo "error: make detect needs DATASET=default (the untrimmed synthetic set)" >&2; exit 2; fi
+	$(IDTFV) dataset-untrimmed --seed $(SEED) --out $@
+
+$(UFEATURES): $(UNTRIMMED)/manifest.csv | $(INSTALLED)
+	$(IDTFV) features --manifest $< --cache $(UNTRIMMED) --out $@ $(RUNNER_OPTS) --preset $(PRESET) --seed $(SEED) \
+	  $(FEATURES_ARGS)
+
+$(DETECT_REPORT): $(SVM_REPORT) $(UFEATURES) | $(INSTALLED)
+	$(IDTFV) detect --manifest $(UNTRIMMED)/manifest.csv --features $(UFEATURES) \
+	  --codebook "$$($(VENV)/bin/python -c "$$FIND_CODEBOOK" $(FEATURES) $(SPLIT) $(DATA))" \
+	  --svm $(SVM_DIR) --annotations $(UNTRIMMED)/annotations.csv --out $(DETECT_DIR) $(DETECT_ARGS)
+	test -f $@ || { echo "error: detect wrote no $@" >&2; exit 1; }
+
 # --------------------------------------------------------------------------------------------- checks
 test: $(INSTALLED_TEST) ## install with the test and deep extras, then run the whole test suite (TEST_JOBS processes)
 	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
@@ -188,12 +254,13 @@ test: $(INSTALLED_TEST) ## install with the test and deep extras, then run the w
 test-fast: $(INSTALLED_TEST) ## the inner loop: the suite without the tests marked slow (under 2 minutes)
 	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) -m "not slow" $(PYTEST_ARGS)
 
-bench: $(INSTALLED_TEST) ## run every bench/bench_*.py (results in bench/RESULTS.md)
+bench: $(INSTALLED_TEST) ## run every bench/bench_*.py (results in bench/RESULTS.md), then copy README's tables from it
 	status=0; \
 	for script in bench/bench_*.py; do \
 	  echo "== $$script"; \
 	  $(VENV)/bin/python "$$script" || { echo "FAILED: $$script" >&2; status=1; }; \
 	done; \
+	$(VENV)/bin/python bench/readme.py || status=1; \
 	exit $$status
 
 clean: ## remove CACHE (datasets, features, models) and test/bench leftovers; keeps VENV

@@ -36,7 +36,7 @@ import numpy as np
 from idtfv.cli import command_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## startup"
 WATCHED = ("torch", "numba", "sklearn", "cv2")
@@ -123,12 +123,13 @@ def main(argv=None) -> int:
         raise SystemExit(f"console script(s) {', '.join(missing)} not found next to {sys.executable}; "
                          "install idtfv into this environment (pip install -e .)")
 
-    rows, slow = [], []
+    rows, slow, medians = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for command in commands():
             text, med = row(command, wall(command, args.repeat, tmp), loads(command, tmp))
             rows.append(text)
+            medians[" ".join(command)] = med
             if med >= HELP_BUDGET_S:
                 slow.append(" ".join(command))
             print(text, flush=True)
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         times = wall(extract, args.repeat, tmp)
         shown = ["extract-trajectories", f"clip.avi ({CLIP['frames']} frames, {CLIP['width']}x{CLIP['height']})",
                  "-o", "clip.npz", "-q"]
-        text, _ = row(shown, times, loads(extract, tmp))
+        text, extract_med = row(shown, times, loads(extract, tmp))
         rows.append(text)
         print(text, flush=True)
 
@@ -158,6 +159,15 @@ def main(argv=None) -> int:
         *rows,
         "",
         f"{verdict} The extraction row is timed after one untimed run that fills Numba's kernel cache.",
+        "",
+        "| what | ours | baseline | ratio |", "|---|---|---|---|",
+        readme_row("speed", "startup-help", [
+            f"start-up: the slowest `--help` / `--version` of {len(medians)} commands (whole process, wall)",
+            f"{max(medians.values()):.2f} s (`{max(medians, key=medians.get)}`)", f"goal {HELP_BUDGET_S:g} s",
+            "-"]),
+        readme_row("speed", "startup-extract", [
+            f"`extract-trajectories` on a {CLIP['frames']}-frame {CLIP['width']}x{CLIP['height']} clip "
+            "(whole process, wall, Numba cache warm)", f"{extract_med:.2f} s", "-", "-"]),
     ])
     if args.no_write:
         print(text)

@@ -13,10 +13,11 @@ Modules: ``params`` (:class:`IDTParams`), ``extractor`` (the per-frame loop), ``
 
 import importlib
 
-__all__ = ["extract", "iter_trajectories", "IDTParams", "Trajectories", "load_trajectories", "concatenate",
-           "DescriptorLayout"]
-_HOMES = {"extract": "extractor", "iter_trajectories": "extractor", "IDTParams": "params",
-          "Trajectories": "trajectories", "load_trajectories": "trajectories", "concatenate": "trajectories"}
+__all__ = ["extract", "extract_to_file", "iter_trajectories", "IDTParams", "Trajectories", "TrajectoryWriter",
+           "load_trajectories", "concatenate", "DescriptorLayout"]
+_HOMES = {"extract": "extractor", "extract_to_file": "extractor", "iter_trajectories": "extractor",
+          "IDTParams": "params", "Trajectories": "trajectories", "TrajectoryWriter": "trajectories",
+          "load_trajectories": "trajectories", "concatenate": "trajectories"}
 # the widths of a trajectory row's blocks for given extractor options (idtfv.encoding reads features with it)
 _HOMES["DescriptorLayout"] = "layout"
 # TSN's warped flow (one definition, also extract-flow --warped's) and the rawframes codec/reader, for idtfv.deep

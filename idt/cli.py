@@ -42,6 +42,14 @@ def _idt_params(args, fields: tuple[str, ...]) -> IDTParams:
     return params_from_args(args, IDTParams, fields=fields, preset=PRESETS[args.preset])
 
 
+def _check_device(params: IDTParams) -> None:
+    """Fail before any work when ``--device cuda`` has no CUDA device (and warn once for ``auto``)."""
+    if params.device != "cpu":
+        from idtfv.idt.device import resolve_device
+
+        resolve_device(params.device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="extract-trajectories",
                 description="Extract improved dense trajectories (Wang & Schmid 2013) with HOG/HOF/MBH descriptors.")
@@ -79,56 +87,69 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
         return int(e.code or 0)
+    from idtfv.cli import one_line_warnings
+
     try:
-        video = Path(args.video)
-        if not video.exists():
-            raise IdtfvError(f"{video}: no such file; give the path of a video")
-        params = _idt_params(args, TRAJECTORY_FIELDS)
-        out, fmt = _output_path(args)
-        if out is not None and not out.parent.exists():
-            raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
-        from idtfv.idt.extractor import extract
-
-        bar = None
-        on_frame = None
-        if not args.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(desc=video.name, unit="frame", file=sys.stderr)
-
-            def on_frame(i, n):
-                if bar.total is None and n:
-                    bar.total = n
-                bar.n = i
-                bar.refresh()
-
-        drawer = None
-        if args.draw:
-            from idtfv.idt.draw import TrackDrawer
-
-            from idtfv.video import probe_video
-
-            drawer = TrackDrawer(args.draw, fps=probe_video(video).fps)  # plays at the source's rate
-        try:
-            tracks = extract(video, params, on_frame=on_frame, on_tracks=drawer)
-        finally:
-            if bar is not None:
-                bar.close()
-            if drawer is not None:
-                drawer.close()
-        if out is None:
-            from idtfv.idt.trajectories import _format_lear
-
-            sys.stdout.buffer.write(_format_lear(tracks.to_lear()))
-        else:
-            tracks.save(out, format=fmt, compact=fmt == "npz" and not args.full_precision)
-            if not args.quiet:
-                print(f"{len(tracks)} trajectories from {tracks.info.get('frames')} frames -> {out}",
-                      file=sys.stderr)
+        with one_line_warnings():  # a truncated video: one "warning: ..." line
+            return _extract_trajectories(args)
     except (IdtfvError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _extract_trajectories(args) -> int:
+    """The body of :func:`main` (errors are reported by it)."""
+    video = Path(args.video)
+    if not video.exists():
+        raise IdtfvError(f"{video}: no such file; give the path of a video")
+    params = _idt_params(args, TRAJECTORY_FIELDS)
+    _check_device(params)
+    out, fmt = _output_path(args)
+    if out is not None and not out.parent.exists():
+        raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
+    from idtfv.idt.extractor import extract_to_file
+
+    bar = None
+    on_frame = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(desc=video.name, unit="frame", file=sys.stderr)
+
+        def on_frame(i, n):
+            if bar.total is None and n:
+                bar.total = n
+            bar.n = i
+            bar.refresh()
+
+    drawer = None
+    if args.draw:
+        from idtfv.idt.draw import TrackDrawer
+
+        from idtfv.video import probe_video
+
+        drawer = TrackDrawer(args.draw, fps=probe_video(video).fps)  # plays at the source's rate
+    try:
+        # trajectories go to the file as they finish (memory does not grow with the video's length); the
+        # file appears, complete, only at the end
+        writer = extract_to_file(video, sys.stdout.buffer if out is None else out, params, format=fmt,
+                                 compact=fmt == "npz" and not args.full_precision, on_frame=on_frame,
+                                 on_tracks=drawer)
+    finally:
+        if bar is not None:
+            bar.close()
+        if drawer is not None:
+            drawer.close()
+    if writer.n_rows == 0:  # nothing to use: say why, and leave no output that looks like a result
+        from idtfv.errors import VideoError
+        from idtfv.idt.stage import empty_reason
+
+        if out is not None:
+            out.unlink(missing_ok=True)
+        raise VideoError(video, f"no trajectories: {empty_reason(writer.info.get('frames'), params)}")
+    if out is not None and not args.quiet:
+        print(f"{writer.n_rows} trajectories from {writer.info.get('frames')} frames -> {out}", file=sys.stderr)
     return 0
 
 
@@ -171,7 +192,9 @@ def _cmd_features(args) -> int:
     from idtfv.runner import write_stamp
     from idtfv.sampling import DEFAULT_SAMPLE_PER_VIDEO, training_subset
 
-    params = {"idt": _idt_params(args, FEATURES_FIELDS).to_dict()}
+    idt_params = _idt_params(args, FEATURES_FIELDS)
+    _check_device(idt_params)
+    params = {"idt": idt_params.to_dict()}
     manifest = read_manifest(args.manifest)
     entries = manifest.rows
     if args.store == "all":
@@ -224,8 +247,28 @@ def build_flow_parser() -> argparse.ArgumentParser:
     p.add_argument("video", type=Path, help="input video")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="output directory")
     p.add_argument("--video-id", default=None, help="name of the output (default: the video's file stem)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (there is none when stderr is not a "
+                                                              "terminal either)")
     add_flow_options(p)
     return p
+
+
+def _frame_bar(name: str, *, quiet: bool):
+    """``(bar, on_frame)``: a tqdm frame bar on stderr and the ``on_frame(i, n)`` callback that moves it, or
+    ``(None, None)`` with ``quiet`` or when stderr is not a terminal (logs and pipes get no bar)."""
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=name, unit="frame", file=sys.stderr)
+
+    def on_frame(i, n):
+        if bar.total is None and n:
+            bar.total = n
+        bar.n = i
+        bar.refresh()
+
+    return bar, on_frame
 
 
 def flow_main(argv: list[str] | None = None) -> int:
@@ -238,7 +281,13 @@ def flow_main(argv: list[str] | None = None) -> int:
     def body():
         from idtfv.idt.stage import extract_video
 
-        info = extract_video(args.video, args.out, video_id=args.video_id, **_options(args))
+        options = _options(args)  # bad options fail before the bar appears
+        bar, on_frame = _frame_bar(args.video.name, quiet=args.quiet)
+        try:
+            info = extract_video(args.video, args.out, video_id=args.video_id, on_frame=on_frame, **options)
+        finally:
+            if bar is not None:
+                bar.close()
         print(f"extract-flow: {int(info['n_frames'])} frames, {int(info['n_flows'])} flows "
               f"({int(info['width'])}x{int(info['height'])}) -> {args.out}")
 

@@ -20,6 +20,12 @@ For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackSt
    :mod:`idtfv.idt.sampling`);
 8. ``advance``: :math:`I_t` becomes the previous frame.
 
+With ``IDTParams(device="cuda")`` (:mod:`idtfv.idt.device`) the kernels of steps 4 and 5 run on the GPU: the
+tracking step (:mod:`idtfv.idt._tracking_cuda`), the integral histograms and the blocks' gathering
+(:mod:`idtfv.idt._histograms_cuda`), each bit-identical to its Numba twin, so the trajectories are the CPU
+path's; steps 1-3 and 6-8 (pyramid, flow, camera, pruning, sampling) still run on the CPU, and the track pools
+stay on the host (``docs/GPU.md`` lists what is left to move).
+
 Only the live tracks and two pyramids are kept, so memory does not grow with the video's length.
 """
 
@@ -39,6 +45,7 @@ from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
 from idtfv.idt.camera import CameraMotion, compensated_flows, resolve_matcher
+from idtfv.idt.device import resolve_device
 from idtfv.idt.flow.pyramid import build_pyramid
 from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
 from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
@@ -46,9 +53,10 @@ from idtfv.idt.params import IDTParams
 from idtfv.idt.pyramid import pyramid_geometry
 from idtfv.idt.sampling import dense_sample
 from idtfv.idt.tracking import TrackPool
-from idtfv.idt.trajectories import Trajectories, concatenate
+from idtfv.idt.layout import BLOCK_NAMES
+from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
 
-__all__ = ["extract", "iter_trajectories", "STAGES"]
+__all__ = ["extract", "extract_to_file", "iter_trajectories", "STAGES"]
 
 #: Keys of the ``timings`` dict filled by :func:`iter_trajectories` (seconds per stage).
 STAGES = ("decode", "pyramid", "flow", "camera", "warp_flow", "histograms", "tracking", "descriptors", "sampling",
@@ -95,7 +103,12 @@ def _resize(gray: np.ndarray, width: int | None) -> np.ndarray:
 
 
 def _open_source(path_or_frames, params: IDTParams, backend: str):
-    """(frames iterator of grey uint8, info dict, n_frames or None)."""
+    """(frames iterator of grey uint8 at the working size, info dict, n_frames or None).
+
+    The info dict holds ``source_size``: ``(width, height)`` of the frames before the resize to the working width
+    (of the first frame, known once it was read).
+    """
+    width = params.working_width
     if isinstance(path_or_frames, (str, os.PathLike)):
         from idtfv.video import open_video, probe_video, require_frames
 
@@ -108,14 +121,14 @@ def _open_source(path_or_frames, params: IDTParams, backend: str):
         n = end - params.start
         if n < 2:
             raise VideoError(path, f"only {n} frame in the range [{params.start}, {end}); need at least 2")
-        reader = open_video(path, gray=True, max_width=params.resize_width, start=params.start, end=end,
-                            backend=backend)
+        reader = open_video(path, gray=True, max_width=width, start=params.start, end=end, backend=backend)
 
         def gen():
             with reader:
                 yield from reader
 
-        info = {"source": path, "fps": float(probe.fps), "backend": probe.backend}
+        info = {"source": path, "fps": float(probe.fps), "backend": probe.backend,
+                "source_size": (int(probe.width), int(probe.height))}
         return gen(), info, n
     if isinstance(path_or_frames, np.ndarray) and path_or_frames.ndim in (3, 4):
         frames_in = path_or_frames  # (T, h, w[, 3]) stack
@@ -130,26 +143,37 @@ def _open_source(path_or_frames, params: IDTParams, backend: str):
         end = total if params.end is None else min(params.end, total)
         n = max(0, end - params.start)
     sliced = itertools.islice(frames_in, params.start, params.end)
+    info = {"source": "<frames>", "fps": None, "backend": "frames"}
 
     def gen():
         for k, f in enumerate(sliced):
-            yield _resize(_to_gray(f, f"<frames>[{params.start + k}]"), params.resize_width)
+            gray = _to_gray(f, f"<frames>[{params.start + k}]")
+            if k == 0:
+                info["source_size"] = (gray.shape[1], gray.shape[0])
+            yield _resize(gray, width)
 
-    return gen(), {"source": "<frames>", "fps": None, "backend": "frames"}, n
+    return gen(), info, n
 
 
 class _HumanMasks:
     """Human boxes per frame: from a box file, from the detector's cache, or detected every k frames."""
 
-    def __init__(self, params: IDTParams, source):
+    def __init__(self, params: IDTParams, source, source_size=None):
         self.boxes = load_boxes(params.boxes) if params.boxes is not None else None
+        self.box_scale = 1.0  # a box file is in source pixels: working width / source width when frames shrink
         self.held = None
         self.cache_path = None
         self.cache_hit = False
         if params.detect_humans and params.camera_motion:  # the boxes only serve the homography
             if isinstance(source, (str, os.PathLike)) and params.humans_cache != "":
+                # keyed by the option as given (keys stay those of earlier versions), or by the working width
+                # when the frames are shrunk to it (boxes of a shrunk frame must not meet those of a full one)
+                width = params.resize_width
+                if source_size is not None and params.working_width is not None and \
+                        source_size[0] > params.working_width:
+                    width = params.working_width
                 self.cache_path = boxes_cache_path(source, params.humans_cache, start=params.start, end=params.end,
-                                                   resize_width=params.resize_width, every=params.detect_every)
+                                                   resize_width=width, every=params.detect_every)
                 if self.cache_path.exists():
                     self.boxes = load_boxes(self.cache_path)
                     self.cache_hit = True
@@ -159,7 +183,10 @@ class _HumanMasks:
 
     def __call__(self, frame_num: int, gray: np.ndarray):
         if self.boxes is not None:
-            return box_mask(gray.shape, self.boxes.get(frame_num))
+            boxes = self.boxes.get(frame_num)
+            if boxes is not None and self.box_scale != 1.0 and not self.cache_hit:
+                boxes = np.asarray(boxes, np.float64)[:, :4] * self.box_scale
+            return box_mask(gray.shape, boxes)
         if self.held is not None:
             return box_mask(gray.shape, self.held(frame_num, gray))
         return None
@@ -235,6 +262,7 @@ class _Steps:
         self.camera_params = params.camera()
         self.camera = CameraMotion(self.camera_params) if params.camera_motion else None  # RANSAC seeded by seed
         self.n_accepted = 0  # homographies accepted (not the identity)
+        self.device = resolve_device(params.device)  # "cpu" or "cuda" (an error or a warning when no device)
         self._since_sampling = 0
 
     # ---- the first frame
@@ -294,7 +322,7 @@ class _Steps:
                 moved.append((np.zeros(0, np.int64), np.zeros((0, 2), np.float32)))
                 continue
             with self.timer("tracking"):
-                moved.append(pool.step(flow, flow_w))
+                moved.append(pool.step(flow, flow_w, device=self.device))
         return moved
 
     def describe(self, moved: list[tuple[np.ndarray, np.ndarray]], flows_w: list[np.ndarray]) -> None:
@@ -307,10 +335,10 @@ class _Steps:
                 # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as the
                 # kernels themselves
                 hists = _desc.frame_histograms(self.prev_pyr[s].astype(np.float32), flows_w[s], layout=self.layout,
-                                               out=self.hist_bufs[s])
+                                               out=self.hist_bufs[s], device=self.device)
                 self.hist_bufs[s] = hists
             with self.timer("descriptors"):
-                blocks = _desc.cell_descriptors(hists, points, layout=self.layout)
+                blocks = _desc.cell_descriptors(hists, points, layout=self.layout, device=self.device)
                 pool.store_descriptors(rows, np.concatenate([blocks[k] for k in DESCRIPTORS], axis=1))
 
     def finish(self, frame_num: int) -> list[Trajectories]:
@@ -395,6 +423,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     timer = _Timer(timings)
     frames, src_info, n_frames = _open_source(path_or_frames, params, backend)
     source = src_info["source"]
+    source_size = src_info.pop("source_size", None)  # known here for a file, after the first frame for frames
     info = {
         "version": __version__,
         "params": params.to_dict(),
@@ -403,9 +432,11 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         "warp_flow": params.warp_flow if params.camera_motion else "none",
         **src_info,
     }
-    humans = _HumanMasks(params, path_or_frames)
+    humans = _HumanMasks(params, path_or_frames, source_size)
     steps = _Steps(params, humans=humans, timer=timer, n_frames=n_frames)
     info["flow_impl"] = steps.flow.name
+    if params.device != "cpu":  # CPU runs keep their info (and output bytes) as before the option existed
+        info["device"] = steps.device
 
     frames = _decoded(frames, timer)
     first = next(frames, None)
@@ -415,6 +446,10 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     if min(h, w) < params.patch:
         raise VideoError(source, f"frames are {w}x{h}, smaller than the {params.patch}-px descriptor patch; use a "
                                  "larger video or a smaller patch")
+    source_size = src_info.get("source_size", source_size)
+    if source_size is not None and tuple(source_size) != (w, h):  # shrunk to the working width
+        info.update(source_width=int(source_size[0]), source_height=int(source_size[1]))
+        humans.box_scale = w / source_size[0]
     frame_num = params.start
     steps.start(frame_num, first)
     info.update(width=int(w), height=int(h), scales=[float(f) for f in steps.factors])
@@ -477,11 +512,49 @@ def extract(path_or_frames, params: IDTParams | None = None, *, backend: str = "
         ``meta (n,10)``, ``traj (n,30)``, ``hog (n,96)``, ``hof (n,108)``, ``mbhx (n,96)``, ``mbhy (n,96)`` and
         ``info`` (params, matcher used, frames, fps, size, scales, homographies accepted).
     """
-    parts = list(iter_trajectories(path_or_frames, params, backend=backend, batch_frames=1 << 30,
-                                   timings=timings, on_frame=on_frame, on_tracks=on_tracks))
-    out = concatenate(parts, info=parts[-1].info)
-    if len(out) and np.isnan(out.meta[:, 9]).any():
-        p = IDTParams() if params is None else params
-        n = out.info["frames"]
-        out.meta[:, 9] = np.clip((out.meta[:, 0] - p.start - p.track_length / 2.0) / n, 0, 0.999)
+    parts = list(iter_trajectories(path_or_frames, params, backend=backend, timings=timings, on_frame=on_frame,
+                                   on_tracks=on_tracks))
+    info = parts[-1].info
+    blocks = {}
+    for name in BLOCK_NAMES:  # one block at a time, dropping the batches' copy: about 1.25x the rows at the peak
+        blocks[name] = np.concatenate([getattr(part, name) for part in parts])
+        for part in parts:
+            setattr(part, name, None)
+    del parts
+    out = Trajectories(**blocks, info=info)
+    fill_t_pos(out.meta, out.info)  # NaN when the number of frames was not known in advance
     return out
+
+
+def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, format: str | None = None,
+                    compact: bool = True, compresslevel: int | None = None, backend: str = "auto",
+                    timings: dict | None = None, on_frame=None, on_tracks=None) -> TrajectoryWriter:
+    """Extract a video's trajectories straight to a file, writing each batch as it finishes (flat memory).
+
+    ``extract_to_file(video, "v.npz")`` writes the bytes of ``extract(video).save("v.npz")`` while holding one
+    batch of trajectories at a time instead of all of them (``extract-trajectories`` runs this).
+
+    Parameters
+    ----------
+    path_or_frames : path or iterable of uint8 frames
+        See :func:`iter_trajectories`.
+    out : path-like or binary stream
+        The output file (written atomically), or a stream for LEAR text (``sys.stdout.buffer``).
+    params : IDTParams or None
+        Options; LEAR's reference defaults when None.
+    format, compact, compresslevel
+        Those of :class:`~idtfv.idt.trajectories.TrajectoryWriter`.
+    backend, timings, on_frame, on_tracks
+        See :func:`iter_trajectories`.
+
+    Returns
+    -------
+    TrajectoryWriter
+        Closed: ``n_rows`` (trajectories written), ``info`` (the run's metadata) and ``path``. On an error the
+        output is left as it was.
+    """
+    with TrajectoryWriter(out, format, compact=compact, compresslevel=compresslevel) as writer:
+        for part in iter_trajectories(path_or_frames, params, backend=backend, timings=timings, on_frame=on_frame,
+                                      on_tracks=on_tracks):
+            writer.write(part)
+    return writer

@@ -16,16 +16,22 @@ import math
 from dataclasses import dataclass, fields
 
 from idtfv.errors import ParameterError
+from idtfv.idt.device import DEVICES
 from idtfv.options import choices_of, field_error, option
 
 __all__ = ["IDTParams", "PRESETS", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES", "FARNEBACK_IMPLS",
-           "FARNEBACK_WINDOWS"]
+           "FARNEBACK_WINDOWS", "WORKING_WIDTH"]
 
 FLOW_METHODS = ("farneback", "tvl1", "dis")
 MATCHERS = ("auto", "surf", "orb", "akaze", "sift", "flow")
 WARP_FLOW_MODES = ("recompute", "subtract")
 FARNEBACK_IMPLS = ("auto", "numba", "opencv")
 FARNEBACK_WINDOWS = ("box", "gaussian")
+#: The extractor's default working width (``resize_width=None``): wider frames are shrunk to it. Peak memory grows
+#: with the frame's area (about 1 KB per pixel: pyramid, flows, integral histograms and the live tracks' descriptor
+#: sums), so 640 px bounds a worker to about 0.5 GB whatever the input (a 4000x3000 frame at full size took
+#: 8.9 GB); UCF101, HMDB51, KTH and the reference clips (at most 640 px wide) are processed at their own size.
+WORKING_WIDTH = 640
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,12 @@ class IDTParams:
         pixel, so the compensated flow is about zero there (also when :math:`H = I`). 5 as in the reference;
         0 with ``warp_flow="subtract"`` keeps the plain :math:`f_w` up to the frame edge.
     resize_width : int or None
-        Resize frames to this width (keeping the aspect ratio) before extraction.
+        The working width: frames wider than this are shrunk to it (keeping the aspect ratio, ``cv2.INTER_AREA``)
+        before extraction. None (default): :data:`WORKING_WIDTH` (640 px), which bounds memory for any input
+        size; 0: keep the full size (memory grows with the frame area, about 1 KB per pixel). Positions (``meta``'s
+        x and y, ``traj``'s steps, ``width``/``height`` in ``info``) are in the working frame's pixels; when
+        frames were shrunk, ``info`` also holds ``source_width`` and ``source_height`` (positions in source
+        pixels: multiply by ``source_width / width``). Box files (``boxes``) are in source pixels.
     start, end : int, int or None
         Frame range ``[start, end)`` (0-based).
     boxes : str or None
@@ -133,6 +144,12 @@ class IDTParams:
         ``""``: no cache.
     seed : int
         Seeds every random choice (RANSAC); same input + seed -> same output bytes.
+    device : str
+        ``"cpu"`` (default), ``"cuda"`` or ``"auto"`` (:func:`idtfv.idt.device.resolve_device`): where the steps
+        that have CUDA kernels run (``docs/GPU.md``; today the tracking step, the HOG/HOF/MBH integral histograms
+        and the descriptor gathering, bit-identical to the CPU's; the rest stays on the CPU). ``"cuda"`` without
+        CuPy and a device is an error at extraction; ``"auto"`` falls back to the CPU with one warning. Left out
+        of :meth:`to_dict` when ``"cpu"``.
     """
 
     # Each field's option() holds its command-line help (idtfv.options): extract-trajectories and idtfv features
@@ -196,8 +213,9 @@ class IDTParams:
     min_matches: int = option(50, "fit a homography only with more matches than this", metavar="N", advanced=True)
     warp_margin: float = option(5.0, "border band (px) of the warped frame filled from the previous frame",
                                 metavar="PX", advanced=True)
-    resize_width: int | None = option(None, "shrink frames wider than W to width W first, keeping the aspect ratio",
-                                      metavar="W", none="keep the size")
+    resize_width: int | None = option(None, "working width: shrink frames wider than W to width W first, keeping "
+                                            "the aspect ratio (0 keeps the full size)",
+                                      metavar="W", none=f"{WORKING_WIDTH}")
     start: int = option(0, "first frame (0-based)", metavar="FRAME")
     end: int | None = option(None, "stop before this frame", metavar="FRAME", none="the last frame")
     boxes: str | None = option(None, "LEAR-style human bounding boxes to mask out of the homography",
@@ -210,6 +228,9 @@ class IDTParams:
                                             "the video's path, size and mtime ('' disables)", metavar="DIR",
                                       none="$IDTFV_HUMANS_CACHE or ~/.cache/idtfv/humans")
     seed: int = option(0, "random seed (RANSAC); same input and seed give the same output bytes", metavar="SEED")
+    device: str = option("cpu", "where the per-frame kernels run: cpu, cuda (CuPy; an error without a CUDA device) "
+                                "or auto (cuda when CuPy sees a device, else cpu with a warning); see docs/GPU.md",
+                         choices=DEVICES)
 
     def __post_init__(self):
         def bad(name, expected):
@@ -255,9 +276,11 @@ class IDTParams:
             if not isinstance(getattr(self, name), bool):
                 bad(name, "True or False")
         if self.resize_width is not None and (
-            isinstance(self.resize_width, bool) or not isinstance(self.resize_width, int) or self.resize_width < 16
+            isinstance(self.resize_width, bool) or not isinstance(self.resize_width, int)
+            or (self.resize_width != 0 and self.resize_width < 16)
         ):
-            bad("resize_width", "None or an integer >= 16")
+            bad("resize_width", f"None (the working width, {WORKING_WIDTH}), 0 (keep the full size) or an integer "
+                                ">= 16")
         if self.end is not None and (
             isinstance(self.end, bool) or not isinstance(self.end, int) or self.end <= self.start
         ):
@@ -292,8 +315,12 @@ class IDTParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """All options as a JSON-safe dict (field order)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """All options as a JSON-safe dict (field order); ``device`` only when it is not ``"cpu"``, so the dicts
+        (cache keys, ``info["params"]``) of CPU runs stay what they were before the option existed."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d["device"] == "cpu":
+            del d["device"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "IDTParams":
@@ -307,6 +334,14 @@ class IDTParams:
                 f"IDTParams: unknown option(s) {', '.join(unknown)}; known options are {', '.join(sorted(known))}"
             )
         return cls(**d)
+
+    @property
+    def working_width(self) -> int | None:
+        """Frames wider than this are shrunk to it (``resize_width``, :data:`WORKING_WIDTH` when None); None: keep
+        the full size (``resize_width=0``)."""
+        if self.resize_width is None:
+            return WORKING_WIDTH
+        return self.resize_width or None
 
     # ------------------------------------------------------------------ the components' options
     def camera(self):

@@ -24,6 +24,7 @@ from idtfv.errors import ParameterError, VideoError
 from idtfv.idt.rawframes import DEFAULT_BOUND, DEFAULT_QUALITY
 
 __all__ = ["features_params", "run_features", "features_item", "features_sample_item", "warmup_features",
+           "empty_reason",
            "FLOW_PRESETS", "extract_video", "flow_params", "flow_item", "run_flow"]
 
 
@@ -42,12 +43,50 @@ def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
     dict of str to ndarray
         ``Trajectories.as_arrays()``: ``meta (n,10)``, ``traj (n,30)``, ``hog (n,96)``, ``hof (n,108)``,
         ``mbhx (n,96)``, ``mbhy (n,96)`` float32 and ``info_json`` (0-d unicode).
+
+    Raises
+    ------
+    idtfv.runner.EmptyResult
+        No trajectory (``n == 0``): the reason (:func:`empty_reason`) and the empty arrays; the runner records
+        the video as ``empty`` and later stages leave it out.
     """
     from idtfv.idt.extractor import extract
     from idtfv.idt.params import IDTParams
 
     idt_params = IDTParams.from_dict(dict(params["idt"]))
-    return extract(entry.path, params=idt_params).as_arrays()
+    arrays = extract(entry.path, params=idt_params).as_arrays()
+    _refuse_empty(arrays, idt_params)
+    return arrays
+
+
+def empty_reason(n_frames, params) -> str:
+    """Why a video of ``n_frames`` frames gave no trajectory with ``params`` (an ``IDTParams``), in one line.
+
+    ``"3 frames; at least L+1=16 needed"`` when the video is shorter than one trajectory, else
+    ``"no trajectory survived pruning (N frames)"`` (static, textureless or camera-only motion).
+    """
+    need = int(params.track_length) + 1
+    if n_frames is not None and int(n_frames) < need:
+        return f"{int(n_frames)} frame{'s' if int(n_frames) != 1 else ''}; at least L+1={need} needed"
+    frames = "" if n_frames is None else f" ({int(n_frames)} frames)"
+    return f"no trajectory survived pruning{frames}"
+
+
+def _frames_of(arrays) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(str(arrays["info_json"]))["frames"])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _refuse_empty(arrays, idt_params) -> None:
+    """Raise :class:`idtfv.runner.EmptyResult` (the arrays kept) when a video gave no trajectory."""
+    if arrays["meta"].shape[0] == 0:
+        from idtfv.runner import EmptyResult
+
+        raise EmptyResult(empty_reason(_frames_of(arrays), idt_params), arrays)
 
 
 def features_sample_item(entry, params: Mapping) -> dict[str, np.ndarray]:
@@ -77,6 +116,7 @@ def features_sample_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 
     idt_params = IDTParams.from_dict(dict(params["idt"]))
     arrays = extract(entry.path, params=idt_params).as_arrays()
+    _refuse_empty(arrays, idt_params)
     out = keep_sample(arrays, n_keep=int(params["sample_per_video"]), seed=int(params["sample_seed"]),
                       video_id=entry.video_id)
     out["n_rows"] = np.array(arrays["meta"].shape[0], np.int64)
@@ -202,10 +242,16 @@ def extract_video(
     backend: str = "auto",
     quality: int = DEFAULT_QUALITY,
     seed: int = 0,
+    on_frame=None,
 ) -> dict:
     """Write one video's rawframes (``fmt="jpg"``) or flow ``.npz`` (``fmt="npz"``) under ``out_dir``.
 
     Returns ``{"n_frames", "n_flows", "height", "width"}`` (int64 0-d arrays, the runner's per-video record).
+
+    ``on_frame(i, n)`` (progress bars), when given, is called after the first frame and after each flow is
+    solved, with ``i`` the frames done so far (frame k is done when the flow into it is) and ``n`` the video's
+    decodable frame count (:func:`idtfv.video.probe_video`, one extra decode pass made only when ``on_frame`` is
+    given). It does not change what is written.
 
     Raises
     ------
@@ -231,6 +277,11 @@ def extract_video(
     # pairs are solved in chunks: one at a time on the CPU, batches of GPU_BATCH on a GPU
     chunk = GPU_BATCH if (method == "tvl1" and backend != "cpu" and gpu_available()) else 1
 
+    total = None
+    if on_frame is not None:
+        from idtfv.video import probe_video
+
+        total = probe_video(video).frames
     frames = iter_frames(video, gray=False, max_width=resize_width)
     n_frames = 0
     prev_gray = None
@@ -249,6 +300,8 @@ def extract_video(
                 flows.append(flow.astype(np.float16))
         pending_prev.clear()
         pending_cur.clear()
+        if on_frame is not None:
+            on_frame(n_frames, total)
 
     try:
         for rgb in frames:
@@ -257,6 +310,8 @@ def extract_video(
             shape = gray.shape
             if sink is not None:
                 sink.add_frame(rgb)
+            if on_frame is not None and n_frames == 1:
+                on_frame(1, total)
             if prev_gray is not None:
                 pending_prev.append(prev_gray)
                 pending_cur.append(gray)

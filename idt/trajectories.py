@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import json
 import shutil
 import tempfile
@@ -51,8 +50,8 @@ LEAR_COLUMNS = DescriptorLayout().n_columns
 #: gzip level of LEAR text written to ``.txt.gz`` (1: about 5x faster than gzip's own default 9, files about 15 %
 #: larger; ``bench/bench_memory.py``)
 LEAR_GZIP_LEVEL = 1
-#: Rows formatted at a time when writing LEAR text (bounds the text held in memory, about 4.4 KB per row)
-_LEAR_ROWS = 2048
+#: Rows formatted at a time when writing LEAR text (bounds the text and Python floats held: ~18 KB per row)
+_LEAR_ROWS = 256
 
 
 @dataclass(eq=False)
@@ -335,7 +334,7 @@ class TrajectoryWriter:
                     if name == "meta" and self._nan_t_pos:
                         self._copy_meta_filling_t_pos(tmp, member, widths[name])
                     else:
-                        shutil.copyfileobj(tmp, member, 1 << 22)
+                        shutil.copyfileobj(tmp, member, 1 << 20)
             with archive.open("info_json.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.array(json.dumps(self.info, sort_keys=True)),
                                           allow_pickle=False)
@@ -374,10 +373,11 @@ def _format_lear(table: np.ndarray) -> bytes:
     """One line per row, tab-separated, each number in the shortest form that round-trips float32."""
     if len(table) == 0:
         return b""
-    buf = io.StringIO()
-    # '%.9g' round-trips float32 exactly; LEAR itself prints 6 significant digits
-    np.savetxt(buf, table, fmt="%.9g", delimiter="\t")
-    return buf.getvalue().encode()
+    # '%.9g' round-trips float32 exactly; LEAR itself prints 6 significant digits. Formatted here rather than by
+    # np.savetxt, whose StringIO wrapper sits in a reference cycle: each call's text stayed alive until the next
+    # garbage collection, so memory grew with the file
+    line = "\t".join(["%.9g"] * table.shape[1]) + "\n"
+    return "".join([line % tuple(row) for row in table.tolist()]).encode()
 
 
 def _read_lear(path: Path, layout: DescriptorLayout) -> np.ndarray:

@@ -4,6 +4,7 @@ This package is the **base** every stage builds on; it imports no stage. Its mod
 
 - :mod:`idtfv.errors`: the exception types every stage raises, and the CLI exit statuses.
 - :mod:`idtfv.atomic`: atomic, byte-deterministic file writes (text, JSON, ``.npz``).
+- :mod:`idtfv.lock`: the one advisory lock that every run writing into a directory holds.
 - :mod:`idtfv.video`: the one video reader.
 - :mod:`idtfv.data`: the dataset manifest, dataset readers and the synthetic default dataset.
 - :mod:`idtfv.scores`: the score and feature files every classifier and encoder writes (one format each).
@@ -18,6 +19,6 @@ The stages are subpackages, each with a ``stage.py`` (what runs per video or per
 ``docs/ARCHITECTURE.md``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]

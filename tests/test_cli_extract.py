@@ -114,6 +114,7 @@ NON_DEFAULT = {
     "flow_matches": "200", "flow_match_min": "0.25", "ransac_threshold": "2", "min_inliers": "10",
     "min_matches": "30", "warp_margin": "2.5", "resize_width": "160", "start": "2", "end": "10",
     "boxes": "boxes.txt", "detect_humans": None, "detect_every": "3", "humans_cache": "", "seed": "7",
+    "device": "cuda",
 }
 
 

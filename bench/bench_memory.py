@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Peak memory of ``extract-trajectories``: flat in the video's length, bounded for any frame size.
+
+Each run is one ``extract-trajectories`` child process; its peak RSS is the whole process's ``ru_maxrss`` from
+``os.wait4`` (Python, NumPy, OpenCV and Numba included). Runs:
+
+* ``vtest_320x240.avi`` (795 frames, ``../shared/reference/videos``) once and looped 4 times (3180 frames; the
+  looped clip is written with OpenCV, MJPG, into a temporary directory), with the ``default`` and ``fast``
+  presets, to ``.npz`` and to LEAR text (``.txt.gz``): trajectories stream to the file as they finish
+  (:class:`idtfv.idt.trajectories.TrajectoryWriter`), so the 4x clip should peak where the 1x clip does;
+* with ``--huge``: a synthetic 4000x3000 clip (20 frames: a band sliding over a still texture) at the default
+  working width (:data:`idtfv.idt.params.WORKING_WIDTH`, 640 px) and, for reference, a 640x480 and a 1280x960
+  one at full size (``--resize-width 0``), which shows the per-pixel cost the working width bounds.
+
+Then it replaces the ``## memory`` section of ``bench/RESULTS.md``.
+
+Usage: ``python bench/bench_memory.py [--presets default,fast] [--formats npz,lear] [--loops 1,4] [--huge]
+[--no-write]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEO = ROOT.parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
+SECTION = "## memory"
+EXTRACT = [sys.executable, "-c", "import sys; from idtfv.idt.cli import main; sys.exit(main())"]
+# reported in issue 11 before trajectories were streamed to the output (MB)
+BEFORE = {("default", "npz", 1): 414, ("default", "npz", 4): 987, ("default", "lear-stdout", 1): 768,
+          ("default", "lear-stdout", 4): 2460}
+
+
+def peak_rss(cmd: list[str], env=None) -> tuple[int, float, int]:
+    """Run ``cmd``; return (exit status, seconds, peak RSS in MB of the child process)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace").strip()
+    proc.stderr.close()
+    if proc.returncode:
+        print(f"  failed ({proc.returncode}): {err.splitlines()[-1] if err else ''}", file=sys.stderr)
+    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss // 1024  # KB on Linux
+
+
+def loop_video(src: Path, dst: Path, loops: int) -> int:
+    """Write ``src`` ``loops`` times in a row to ``dst`` (MJPG); returns the frame count."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for _ in range(loops):
+        for frame in frames:
+            out.write(frame)
+    out.release()
+    return loops * len(frames)
+
+
+def synthetic_video(dst: Path, width: int, height: int, frames: int = 20) -> None:
+    """A still smoothed-noise texture of ``width x height`` with a band across it that slides 2 % of the width
+    per frame (a still camera: the band's tracks survive the camera-motion pruning), MJPG."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    w, h = width // 10, height // 10  # texture at 1/10, scaled up: the same image content at every size
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (h, w + 2 * frames), dtype=np.uint8), (0, 0), 1)
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (width, height))
+    for t in range(frames):
+        small = texture[:, :w].copy()
+        small[h // 4: 3 * h // 4] = texture[h // 4: 3 * h // 4, 2 * t:2 * t + w]
+        frame = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        out.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    out.release()
+
+
+def count_rows(path: Path) -> int:
+    import numpy as np
+
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return int(z["meta"].shape[0])
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--presets", default="default,fast")
+    ap.add_argument("--formats", default="npz,lear")
+    ap.add_argument("--loops", default="1,4")
+    ap.add_argument("--huge", action="store_true", help="also the 4000x3000 clip and two full-size ones")
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = ap.parse_args(argv)
+    if not VIDEO.exists():
+        print(f"error: {VIDEO}: missing (the shared reference data); nothing measured", file=sys.stderr)
+        return 2
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
+        tmp = Path(tmp)
+        clips = {}
+        for loops in (int(x) for x in args.loops.split(",")):
+            if loops == 1:
+                clips[1] = (VIDEO, 795)
+            else:
+                dst = tmp / f"vtest_x{loops}.avi"
+                clips[loops] = (dst, loop_video(VIDEO, dst, loops))
+        for preset in args.presets.split(","):
+            for fmt in args.formats.split(","):
+                for loops, (clip, n_frames) in clips.items():
+                    out = tmp / ("out.npz" if fmt == "npz" else "out.txt.gz")
+                    cmd = EXTRACT + [str(clip), "--preset", preset, "-q", "-o", str(out)]
+                    rc, seconds, mb = peak_rss(cmd, env)
+                    n = count_rows(out) if rc == 0 else 0
+                    out.unlink(missing_ok=True)
+                    rows.append((f"vtest_320x240 x{loops}", f"{n_frames}", preset, fmt, "320", n, mb, seconds,
+                                 BEFORE.get((preset, fmt if fmt == "npz" else "lear-stdout", loops))))
+                    print(f"{rows[-1][0]:>20} {preset:>8} {fmt:>5}: {n:7d} trajectories, peak {mb:5d} MB, "
+                          f"{seconds:6.1f} s", flush=True)
+                    report(rows, args.no_write)
+        if args.huge:
+            for width, height, resize in ((4000, 3000, None), (640, 480, "0"), (1280, 960, "0")):
+                clip = tmp / f"synthetic_{width}x{height}.avi"
+                synthetic_video(clip, width, height)
+                out = tmp / "out.npz"
+                cmd = EXTRACT + [str(clip), "-q", "-o", str(out)] + (["--resize-width", resize] if resize else [])
+                rc, seconds, mb = peak_rss(cmd, env)
+                n = count_rows(out) if rc == 0 else 0
+                out.unlink(missing_ok=True)
+                working = "640 (default)" if resize is None else f"{width} (--resize-width 0)"
+                rows.append((f"synthetic {width}x{height}", "20", "default", "npz", working, n, mb, seconds, None))
+                report(rows, args.no_write)
+                print(f"{rows[-1][0]:>20} working {working}: {n} trajectories, peak {mb} MB, {seconds:.1f} s",
+                      flush=True)
+    print(report(rows, args.no_write))
+    return 0
+
+
+def report(rows, no_write: bool) -> str:
+    """The section's text for the rows measured so far (written to bench/RESULTS.md unless ``no_write``)."""
+    lines = [SECTION, "",
+             "`python bench/bench_memory.py --huge`: peak RSS of one `extract-trajectories` process (`os.wait4` "
+             "`ru_maxrss`: interpreter, NumPy, OpenCV and Numba included), one thread. Trajectories stream to the "
+             "output as they finish (`TrajectoryWriter`), so the peak does not grow with the video's length; frames "
+             "wider than the working width (640 px by default, `--resize-width`) are shrunk first, so it does not "
+             "grow with the frame size either. \"Before\": issue 11's measurements of the version that kept every "
+             "trajectory until the end (LEAR text to stdout). Seconds are wall time on the machine as it was (other jobs "
+             "may run alongside), not a speed measure.", "",
+             "| clip | frames | preset | output | working width | trajectories | peak RSS (MB) | before (MB) | "
+             "seconds |", "|---|---:|---|---|---|---:|---:|---:|---:|"]
+    for clip, frames, preset, fmt, working, n, mb, seconds, before in rows:
+        lines.append(f"| {clip} | {frames} | {preset} | {fmt} | {working} | {n} | {mb} | "
+                     f"{before if before else ''} | {seconds:.0f} |")
+    text = "\n".join(lines) + "\n"
+    if not no_write:
+        write_section(SECTION, text)
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())
