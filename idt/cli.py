@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -96,6 +98,9 @@ def main(argv=None) -> int:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; no output written", file=sys.stderr)
+        return 130
 
 
 def _extract_trajectories(args) -> int:
@@ -108,6 +113,9 @@ def _extract_trajectories(args) -> int:
     out, fmt = _output_path(args)
     if out is not None and not out.parent.exists():
         raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
+    if out is not None and out.is_dir():
+        raise IdtfvError(f"{out}: is a directory; -o takes the output file's name, e.g. "
+                         f"{out / (video.name.rsplit('.', 1)[0] + ('.npz' if fmt == 'npz' else '.txt.gz'))}")
     from idtfv.idt.extractor import extract_to_file
 
     bar = None
@@ -130,12 +138,23 @@ def _extract_trajectories(args) -> int:
         from idtfv.video import probe_video
 
         drawer = TrackDrawer(args.draw, fps=probe_video(video).fps)  # plays at the source's rate
+    # trajectories go to the file as they finish (memory does not grow with the video's length); the file
+    # appears, complete, only at the end, and under a temporary name first: a video without trajectories must
+    # not replace an existing output
+    staged = None if out is None else out.with_name(f".{secrets.token_hex(6)}.{out.name}")
     try:
-        # trajectories go to the file as they finish (memory does not grow with the video's length); the
-        # file appears, complete, only at the end
-        writer = extract_to_file(video, sys.stdout.buffer if out is None else out, params, format=fmt,
+        writer = extract_to_file(video, sys.stdout.buffer if out is None else staged, params, format=fmt,
                                  compact=fmt == "npz" and not args.full_precision, on_frame=on_frame,
                                  on_tracks=drawer)
+        if staged is not None:
+            if writer.n_rows:
+                os.replace(staged, out)
+            else:
+                staged.unlink(missing_ok=True)
+    except BaseException:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -145,8 +164,6 @@ def _extract_trajectories(args) -> int:
         from idtfv.errors import VideoError
         from idtfv.idt.stage import empty_reason
 
-        if out is not None:
-            out.unlink(missing_ok=True)
         raise VideoError(video, f"no trajectories: {empty_reason(writer.info.get('frames'), params)}")
     if out is not None and not args.quiet:
         print(f"{writer.n_rows} trajectories from {writer.info.get('frames')} frames -> {out}", file=sys.stderr)
@@ -281,6 +298,9 @@ def flow_main(argv: list[str] | None = None) -> int:
     def body():
         from idtfv.idt.stage import extract_video
 
+        if args.out.exists() and not args.out.is_dir():
+            raise IdtfvError(f"{args.out}: exists and is not a directory; -o takes the output directory "
+                             "(created if missing)")
         options = _options(args)  # bad options fail before the bar appears
         bar, on_frame = _frame_bar(args.video.name, quiet=args.quiet)
         try:

@@ -424,6 +424,9 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     frames, src_info, n_frames = _open_source(path_or_frames, params, backend)
     source = src_info["source"]
     source_size = src_info.pop("source_size", None)  # known here for a file, after the first frame for frames
+    if isinstance(source, (str, os.PathLike)):
+        # the file's name only: where a cache or a dataset lives must not change the bytes of a result
+        src_info["source"] = os.path.basename(os.fspath(source))
     info = {
         "version": __version__,
         "params": params.to_dict(),

@@ -219,3 +219,34 @@ def test_features_names_the_option_too(tmp_path, capsys):
                        "--out", str(tmp_path / "f.json"), "--preset", "fast", "--stride", "-1"])
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error: --stride: expected an integer >= 1, got -1") and err.count("\n") == 1
+
+
+def test_output_that_is_a_directory_fails_before_the_work(video, tmp_path, capsys):
+    target = tmp_path / "adir"
+    target.mkdir()
+    assert main([str(video), "-o", str(target), "-q"]) == 2
+    line = _one_error_line(capsys)
+    assert "is a directory" in line and str(target) in line and ".tmp" not in line
+    assert list(target.iterdir()) == []
+
+
+def test_a_video_without_trajectories_keeps_an_existing_output(tiny_video, tmp_path, capsys):
+    short = tiny_video("short.avi", frames=3)
+    out = tmp_path / "kept.npz"
+    out.write_bytes(b"an earlier result")
+    assert main([str(short), "-o", str(out), "-q"]) == 2
+    assert "no trajectories" in _one_error_line(capsys)
+    assert out.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_ctrl_c_is_one_line_and_status_130(video, monkeypatch, capsys):
+    from idtfv.idt import extractor
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extractor, "extract_to_file", interrupted)
+    assert main([str(video), "-o", "x.npz", "-q"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted; no output written"]

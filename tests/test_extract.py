@@ -438,3 +438,17 @@ def test_detect_humans_every_k_frames_and_cache_round_trip(tmp_path, monkeypatch
     # no cache when disabled
     t3 = idt.extract(video, p.replace(humans_cache=""))
     assert "humans_cache" not in t3.info and len(calls) == 2 * len(range(0, n, 4))
+
+
+def test_results_do_not_record_where_the_video_lives(tmp_path):
+    """Identical videos in two directories give byte-identical info (issue 11, item 19)."""
+    from conftest import write_tiny_video
+
+    a = write_tiny_video(tmp_path / "one" / "clip.avi", frames=20, motion=(2, 1))
+    b = tmp_path / "two" / "deeper" / "clip.avi"
+    b.parent.mkdir(parents=True)
+    b.write_bytes(a.read_bytes())
+    params = IDTParams.fast()
+    ia = idt.extract(a, params=params).as_arrays()["info_json"]
+    ib = idt.extract(b, params=params).as_arrays()["info_json"]
+    assert str(ia) == str(ib) and str(tmp_path) not in str(ia)

@@ -163,3 +163,15 @@ def test_a_bad_flow_option_is_named_by_its_flag(video, tmp_path, capsys, args, f
     err = capsys.readouterr().err
     assert err.startswith(f"error: {flag}: expected ") and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_out_that_is_an_existing_file_is_one_line_before_the_work(tmp_path, capsys):
+    from conftest import write_tiny_video
+
+    video = write_tiny_video(tmp_path / "v.avi", frames=4)
+    target = tmp_path / "exists.txt"
+    target.write_text("keep me")
+    assert main([str(video), "-o", str(target), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "not a directory" in err[0]
+    assert target.read_text() == "keep me"
