@@ -34,18 +34,13 @@ from . import _posterior_nb as _nb
 from ._gaussians import (EXACT_WINDOW, LOG_POSTERIOR_CLAMP, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, PreparedGMM,
                          iter_screens)
 
-__all__ = ["fisher_vector", "fisher_vectors_cells", "normalize_fisher", "fisher_dim", "NORM_FLOOR"]
+__all__ = ["fisher_vector", "fisher_vectors_cells", "normalize_fisher", "NORM_FLOOR"]
 
 #: VLFeat's floor on the L2 norm (``VL_MAX(n, 1e-12)``): an all-zero vector stays zero instead of NaN.
 NORM_FLOOR = 1e-12
 #: Posteriors below this are summed in float32 (per block), the others in float64 (see
 #: ``_posterior_nb.fisher_block``): the small ones carry at most 1e-6 of a descriptor's mass each.
 SMALL_POSTERIOR = 1e-6
-
-
-def fisher_dim(n_components: int, dim: int) -> int:
-    """Length 2KD of one Fisher vector."""
-    return 2 * n_components * dim
 
 
 def _check_descriptors(X, D: int, name: str = "X") -> np.ndarray:
