@@ -161,7 +161,7 @@ def main(argv=None) -> int:
 def report(rows, no_write: bool) -> str:
     """The section's text for the rows measured so far (written to bench/RESULTS.md unless ``no_write``)."""
     lines = [SECTION, "",
-             "`python bench/bench_memory.py --huge`: peak RSS of one `extract-trajectories` process (`os.wait4` "
+             f"`python bench/bench_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + ": peak RSS of one `extract-trajectories` process (`os.wait4` "
              "`ru_maxrss`: interpreter, NumPy, OpenCV and Numba included), one thread. Trajectories stream to the "
              "output as they finish (`TrajectoryWriter`), so the peak does not grow with the video's length; frames "
              "wider than the working width (640 px by default, `--resize-width`) are shrunk first, so it does not "
