@@ -31,7 +31,7 @@ what the training videos have and K at ``n_samples // 20`` (a logged warning), s
 built-in default dataset; pass ``ENCODE_ARGS="--k 64"`` (etc.) to choose.
 """
 
-import importlib
+from idtfv.lazy import lazy_exports
 
 __all__ = ["EncodeParams", "DescriptorPCA", "DiagGMM", "fisher_vector", "fisher_vectors_cells", "normalize_fisher",
            "run_encode", "load_codebooks", "encoded_dim", "TemporalFisher", "time_bins", "score_windows",
@@ -45,7 +45,4 @@ _HOMES = {"EncodeParams": "params", "DescriptorPCA": "pca", "DiagGMM": "gmm", "f
           "encode_windows": "temporal"}
 
 
-def __getattr__(name):  # lazy: ``idtfv --help`` imports idtfv.encoding.cli without loading Numba
-    if name in _HOMES:
-        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
-    raise AttributeError(f"module 'encoding' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)  # ``idtfv --help`` loads no Numba

@@ -11,7 +11,7 @@ Modules: ``params`` (:class:`IDTParams`), ``extractor`` (the per-frame loop), ``
 ``stage`` / ``cli``: ``idtfv features`` and ``extract-trajectories``.
 """
 
-import importlib
+from idtfv.lazy import lazy_exports
 
 __all__ = ["extract", "extract_to_file", "iter_trajectories", "IDTParams", "Trajectories", "TrajectoryWriter",
            "load_trajectories", "concatenate", "DescriptorLayout"]
@@ -25,13 +25,4 @@ _HOMES.update({"warped_flow": "camera", "camera_compensated_frame": "camera", "R
                "quantize_flow": "rawframes", "dequantize_flow": "rawframes", "DEFAULT_BOUND": "rawframes"})
 
 
-def __getattr__(name):
-    if name in _HOMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)

@@ -14,7 +14,7 @@ Modules: ``estimate`` (:func:`estimate_flow`), ``tvl1``, ``farneback``, ``dis`` 
 first use (PEP 562), so importing this package loads no solver and no Numba.
 """
 
-import importlib
+from idtfv.lazy import lazy_exports
 
 __all__ = [
     "estimate_flow",
@@ -47,13 +47,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name):
-    if name in _HOMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
