@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 
 from idtfv.scores import Features, Scores, read_features, read_scores, write_features, write_scores
-from .evaluate import evaluate
+from .evaluate import evaluate, summary_line
 from .fusion import NORMALIZERS, fuse_scores, softmax, stack_scores, zscore
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "write_features",
     "read_features",
     "evaluate",
+    "summary_line",
     "fuse_scores",
     "stack_scores",
     "softmax",

@@ -217,26 +217,9 @@ def add_fuse(subparsers) -> None:
 
 
 def _print_summary(report: dict, stream=None, prefix: str = "") -> None:
-    stream = sys.stdout if stream is None else stream
-    def pct(value) -> str:  # None = undefined on this data (null in report.json)
-        return "n/a" if value is None else f"{100 * value:.2f}%"
+    from .evaluate import summary_line
 
-    parts = [f"accuracy {pct(report.get('accuracy'))}"]
-    if report.get("n_splits", 1) > 1 and report.get("accuracy_std") is not None:
-        parts[-1] += f" (+-{100 * report['accuracy_std']:.2f} over {report['n_splits']} splits)"
-    if report.get("n_correct") is not None:  # small test sets: the count and the bootstrap interval beside the %
-        honest = f"{report['n_correct']}/{report['n_videos']} correct"
-        ci, boot = report.get("accuracy_ci"), report.get("bootstrap") or {}
-        if ci and None not in ci:
-            honest += f", {100 * boot.get('level', 0.95):g}% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%"
-        parts[-1] += f" [{honest}]"
-    parts.append(f"mean class accuracy {pct(report.get('mean_class_accuracy'))}")
-    parts.append(f"mAP {pct(report.get('mAP'))}")
-    if report.get("n_splits", 1) > 1 and report.get("mAP_std") is not None:
-        parts[-1] += f" (+-{100 * report['mAP_std']:.2f})"
-    if report.get("top5") is not None:  # None also when there are fewer than 5 classes: not applicable
-        parts.append(f"top-5 {pct(report['top5'])}")
-    print(f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes", file=stream)
+    print(summary_line(report, prefix), file=sys.stdout if stream is None else stream)
 
 
 def _cmd_train_svm(args) -> int:

@@ -47,7 +47,7 @@ from idtfv.errors import FormatError, ParameterError
 from idtfv.atomic import atomic_write_text
 from idtfv.scores import Scores, read_scores
 
-__all__ = ["evaluate", "average_precision", "split_metrics", "bootstrap_accuracy_ci", "write_report",
+__all__ = ["evaluate", "summary_line", "average_precision", "split_metrics", "bootstrap_accuracy_ci", "write_report",
            "ResultWarning", "N_BOOTSTRAP", "CI_LEVEL"]
 
 #: How many ids a warning about missing videos or undefined classes names.
@@ -448,3 +448,30 @@ def write_report(report: dict, path) -> Path:
     text = json.dumps(report, indent=2, allow_nan=False) + "\n"
     atomic_write_text(path, text)
     return path
+
+
+def summary_line(report: dict, prefix: str = "") -> str:
+    """The one-line summary of an :func:`evaluate` report that every command prints, e.g. ``accuracy 62.50%
+    [5/8 correct, 95% CI 25.00-87.50%], mean class accuracy 62.50%, mAP 70.83% on 8 videos, 4 classes``.
+
+    Undefined figures (``None``, null in report.json) print as ``n/a``; several splits add the standard
+    deviations; top-5 appears when the report has it (at least 5 classes)."""
+    def pct(value) -> str:  # None = undefined on this data (null in report.json)
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    parts = [f"accuracy {pct(report.get('accuracy'))}"]
+    if report.get("n_splits", 1) > 1 and report.get("accuracy_std") is not None:
+        parts[-1] += f" (+-{100 * report['accuracy_std']:.2f} over {report['n_splits']} splits)"
+    if report.get("n_correct") is not None:  # small test sets: the count and the bootstrap interval beside the %
+        honest = f"{report['n_correct']}/{report['n_videos']} correct"
+        ci, boot = report.get("accuracy_ci"), report.get("bootstrap") or {}
+        if ci and None not in ci:
+            honest += f", {100 * boot.get('level', 0.95):g}% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%"
+        parts[-1] += f" [{honest}]"
+    parts.append(f"mean class accuracy {pct(report.get('mean_class_accuracy'))}")
+    parts.append(f"mAP {pct(report.get('mAP'))}")
+    if report.get("n_splits", 1) > 1 and report.get("mAP_std") is not None:
+        parts[-1] += f" (+-{100 * report['mAP_std']:.2f})"
+    if report.get("top5") is not None:  # None also when there are fewer than 5 classes: not applicable
+        parts.append(f"top-5 {pct(report['top5'])}")
+    return f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes"

@@ -13,7 +13,7 @@ import time
 
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError
 
-__all__ = ["add_train_deep", "add_stack_scores", "main", "run", "run_stack", "resolve_preset", "summary_line", "SMALL"]
+__all__ = ["add_train_deep", "add_stack_scores", "main", "run", "run_stack", "resolve_preset", "SMALL"]
 
 #: The "small" preset: a backbone that trains on the default dataset on 2 CPU cores in minutes.
 SMALL = {"width": 16, "depth": 10, "size": 96}
@@ -131,29 +131,13 @@ def run(args: argparse.Namespace) -> int:
     except (IdtfvError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from idtfv.classify import summary_line
+
     print(summary_line(summary["report"], prefix=f"train-deep split {args.split}: "))
     out = str(args.out).rstrip("/")
     print(f"trained {args.model} ({args.modality}) on {summary['n_train']} videos, {args.epochs} epochs, in "
           f"{time.perf_counter() - t0:.1f} s; wrote {out}/ (report.json, confusion.png, scores.csv)")
     return 0
-
-
-def summary_line(report: dict, prefix: str = "") -> str:
-    """The accuracy line of an :func:`idtfv.classify.evaluate` report, as ``idtfv train-svm`` prints it:
-    ``accuracy 62.50% [5/8 correct, 95% CI 25.00-87.50%], mean class accuracy 62.50%, mAP 70.83% on 8 videos,
-    4 classes`` (undefined figures as ``n/a``; top-5 when there are at least 5 classes)."""
-    def pct(value) -> str:  # None = undefined on this data (null in report.json)
-        return "n/a" if value is None else f"{100 * value:.2f}%"
-
-    acc = f"accuracy {pct(report.get('accuracy'))} [{report['n_correct']}/{report['n_videos']} correct"
-    ci, level = report.get("accuracy_ci"), (report.get("bootstrap") or {}).get("level", 0.95)
-    if ci and None not in ci:
-        acc += f", {100 * level:g}% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%"
-    parts = [acc + "]", f"mean class accuracy {pct(report.get('mean_class_accuracy'))}",
-             f"mAP {pct(report.get('mAP'))}"]
-    if report.get("top5") is not None:
-        parts.append(f"top-5 {pct(report['top5'])}")
-    return f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes"
 
 
 def main(argv=None) -> int:
