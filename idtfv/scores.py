@@ -20,6 +20,7 @@ import csv
 import io
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def read_features(path) -> Features:
             labs = z["labels"] if "labels" in z.files else None
     except FormatError:
         raise
-    except (ValueError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise FormatError(path, f"not a readable .npz feature file ({type(exc).__name__}: {exc})") from None
     if ids.ndim != 1 or ids.dtype.kind not in "UOS":
         raise FormatError(path, f"video_ids must be a 1-D string array, got dtype {ids.dtype} shape {ids.shape}")

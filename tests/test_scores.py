@@ -136,3 +136,23 @@ def test_read_features_errors(tmp_path):
         read_features(t)
     with pytest.raises(OSError):
         read_features(tmp_path / "absent.npz")
+
+
+def test_read_features_names_a_corrupt_deflate_stream(tmp_path):
+    """A compressed member whose DEFLATE data is damaged (zlib.error inside numpy) is one FormatError line."""
+    import zipfile
+
+    path = tmp_path / "f.npz"
+    np.savez_compressed(path, video_ids=np.array(["a", "b"]), features=np.ones((2, 400), np.float32),
+                        labels=np.array([0, 1]))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("features.npy")
+    # the member's data follows its 30-byte local header, file name and extra field
+    name_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len
+    raw[start:start + 4] = b"\xff\xff\xff\xff"  # block type 3: "invalid block type"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match="f.npz"):
+        read_features(path)
