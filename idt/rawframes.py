@@ -82,8 +82,13 @@ def _temp_sibling(path: Path) -> Path:
 
 
 def _imwrite(path: Path, img: np.ndarray, quality: int) -> None:
-    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
-        raise OSError(f"{path}: cannot write the JPEG (disk full or directory not writable?)")
+    """Encode with OpenCV, write with Python: a full disk raises ``OSError(ENOSPC)`` (which stops a dataset run)
+    instead of ``cv2.imwrite``'s bare False (same bytes as ``cv2.imwrite``)."""
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode a {img.shape} {img.dtype} image as JPEG")
+    with open(path, "wb") as fh:
+        fh.write(buf.tobytes())
 
 
 class RawframesWriter:

@@ -175,3 +175,36 @@ def test_out_that_is_an_existing_file_is_one_line_before_the_work(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "not a directory" in err[0]
     assert target.read_text() == "keep me"
+
+
+def test_a_full_disk_writing_jpegs_stops_the_flow_run_with_one_line(tmp_path, monkeypatch, capsys):
+    """cv2.imwrite reports a full disk as a bare False; the rawframes writer must raise ENOSPC so the run stops at the
+    first video (a dataset run must not go on marking every later video failed) and say so in one line."""
+    import errno
+    import os
+
+    import idtfv.idt.rawframes as rawframes
+    from idtfv.cli import main as idtfv
+
+    (tmp_path / "clips").mkdir()
+    for name in ("a", "b", "c"):
+        make_video(tmp_path / "clips" / f"{name}.avi", n=4, h=48, w=64)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+                        + "".join(f"{v},clips/{v}.avi,0,pan,,train,,,,\n" for v in "abc"))
+    real_open = open
+    jpegs = []
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(".jpg"):
+            jpegs.append(path)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(rawframes, "open", full_disk_open, raising=False)
+    out = tmp_path / "rawframes"
+    code = idtfv(["flow", "--manifest", str(manifest), "--out", str(out), "--preset", "fast", "--backend", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no space left on device" in err.lower(), err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+    assert len(jpegs) == 1  # stopped at the first JPEG: b and c were never started
