@@ -1,5 +1,7 @@
 """Benchmark: descriptor integral histograms (HOG, HOF, MBHx, MBHy) over a 6-scale 320x240 pyramid, Numba vs a
-plain vectorised NumPy version measured in the same run, and the per-point block look-ups for 6,000 points.
+plain vectorised NumPy version measured in the same run, the per-point block look-ups for 6,000 points, and the
+camera's flow-match corners (``cv2.goodFeaturesToTrack`` against :func:`idtfv.idt.camera.good_features`, which
+reuses the dense sampling's corner response of the frame).
 
 Usage: ``python bench/bench_descriptors.py [--repeat 20] [--no-write]``; appends/updates the ``## descriptors``
 section of ``bench/RESULTS.md``.
@@ -18,7 +20,10 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from idtfv.idt.descriptors import DescriptorLayout, cell_descriptors, frame_histograms  # noqa: E402
+from idtfv.idt.camera import good_features  # noqa: E402
+from idtfv.idt.descriptors import (DescriptorLayout, cell_descriptor_rows, cell_descriptors,  # noqa: E402
+                                   frame_histograms)
+from idtfv.idt.sampling import corner_response  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
 
@@ -106,6 +111,14 @@ def main(argv=None):
     hists = frame_histograms(*levels[0])
     pts = (rng.random((args.points, 2)) * [320, 240]).astype(np.float32)
     gather = best_ms(lambda: cell_descriptors(hists, pts), args.repeat)
+    rows = best_ms(lambda: cell_descriptor_rows(hists, pts), args.repeat)
+
+    frame = np.clip(levels[0][0], 0, 255).astype(np.uint8)
+    corner_response(frame)  # as the dense sampling of this frame did
+    cv_corners = best_ms(lambda: cv2.goodFeaturesToTrack(frame, 1000, 0.001, 3), args.repeat)
+    our_corners = best_ms(lambda: good_features(frame, 1000, 0.001, 3.0), args.repeat)
+    same = np.array_equal(cv2.goodFeaturesToTrack(frame, 1000, 0.001, 3).reshape(-1, 2),
+                          good_features(frame, 1000, 0.001, 3.0))
 
     lines = [
         SECTION,
@@ -120,8 +133,13 @@ def main(argv=None):
         f"| same, reusing the previous frame's arrays (`out=`) | {reuse[0]:.1f} ({reuse[1]:.1f}) | "
         f"{base[0]:.1f} ({base[1]:.1f}) | {base[0] / reuse[0]:.1f}x |",
         f"| `cell_descriptors`, {args.points} points, 4 descriptors | {gather[0]:.1f} ({gather[1]:.1f}) | | |",
+        f"| `cell_descriptor_rows` (the extractor's: one array), same points | {rows[0]:.1f} ({rows[1]:.1f}) | | |",
+        f"| flow-match corners of the 320x240 frame, response remembered (`cv2.goodFeaturesToTrack` in the "
+        f"baseline column) | {our_corners[0]:.2f} ({our_corners[1]:.2f}) | {cv_corners[0]:.2f} ({cv_corners[1]:.2f}) "
+        f"| {cv_corners[0] / our_corners[0]:.1f}x |",
         "",
-        f"Largest relative difference of whole-image totals, Numba vs NumPy: {err:.1e}.",
+        f"Largest relative difference of whole-image totals, Numba vs NumPy: {err:.1e}. Corners identical to "
+        f"OpenCV's (same points, same order): {same}.",
         "",
     ]
     text = "\n".join(lines)

@@ -1,4 +1,5 @@
-r"""Numba kernels: windowed nearest-descriptor matching of keypoints between two frames.
+r"""Numba kernels: windowed nearest-descriptor matching of keypoints between two frames, and the corners of the
+camera's flow matches (:func:`good_features`, ``cv2.goodFeaturesToTrack`` from a given corner response).
 
 For each keypoint :math:`i` of frame :math:`t` (query) the kernel returns the keypoint :math:`j` of frame
 :math:`t-1` (train) with the smallest descriptor distance among those with :math:`|x_i - x_j| \le w` and
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["nearest_hamming", "nearest_l2"]
+__all__ = ["nearest_hamming", "nearest_l2", "good_features"]
 
 
 @njit(cache=True, inline="always")
@@ -67,3 +68,102 @@ def nearest_l2(q_pts, t_pts, q_desc, t_desc, window, out):
                 best_d = d
                 best = j
         out[i] = best
+
+
+
+@njit(cache=True, nogil=True)
+def good_features(eig, maxv, mask, use_mask, quality, min_distance, max_corners, out):
+    """``cv2.goodFeaturesToTrack(gray, max_corners, quality, min_distance, mask=mask)`` from its min-eigenvalue
+    response ``eig`` (= ``cv2.cornerMinEigenVal(gray, 3, ksize=3)``): the same corners in the same order.
+
+    As OpenCV: the threshold is ``quality`` times ``maxv`` (the response's maximum over the mask, 0 when the
+    mask is empty), cast to float32; responses at or below it count as 0; a pixel ``(x, y)`` with
+    ``1 <= x <= w-2``, ``1 <= y <= h-2`` is a candidate when its (thresholded) response is not 0, is the maximum
+    of its 3x3 neighbourhood (``dilate``) and lies inside the mask. Candidates are taken strongest first (ties:
+    the later pixel in raster order first, as OpenCV's sort), each kept unless a kept corner in its own or a
+    neighbouring grid cell (cells of ``round(min_distance)`` px) is closer than ``min_distance``, until
+    ``max_corners`` are kept (0: no limit).
+
+    Parameters
+    ----------
+    eig : (h, w) float32, C-contiguous
+    maxv : float
+        The maximum of ``eig`` over the mask.
+    mask : (h, w) uint8
+        Non-zero where corners may lie (read only when ``use_mask``).
+    use_mask : bool
+    quality : float
+    min_distance : float (>= 1)
+    max_corners : int
+    out : (m, 2) float32, m >= the number of corners kept
+        Receives ``[x, y]`` of the corners.
+
+    Returns
+    -------
+    int
+        Number of corners kept.
+    """
+    h, w = eig.shape
+    thr = np.float32(np.float64(maxv) * quality)
+    zero = np.float32(0.0)
+    t = np.empty((h, w), np.float32)  # thresholded response
+    hm = np.empty((h, w), np.float32)  # its 1x3 maxima (interior columns)
+    for y in range(h):
+        for x in range(w):
+            v = eig[y, x]
+            t[y, x] = v if v > thr else zero
+        for x in range(1, w - 1):
+            hm[y, x] = max(max(t[y, x - 1], t[y, x]), t[y, x + 1])
+    values = np.empty(max((h - 2) * (w - 2), 0), np.float32)
+    flat = np.empty(values.shape[0], np.int64)
+    n = 0
+    for y in range(1, h - 1):
+        for x in range(1, w - 1):
+            v = t[y, x]
+            if v != zero and v == max(max(hm[y - 1, x], hm[y, x]), hm[y + 1, x]):
+                if use_mask and mask[y, x] == 0:
+                    continue
+                values[n] = v
+                flat[n] = y * w + x
+                n += 1
+    # order: response descending, then raster index descending; float32 bits made monotone as signed integers
+    bits = values[:n].view(np.int32)
+    key = np.empty(n, np.int64)
+    for i in range(n):
+        b = np.int64(bits[i])
+        if b < 0:
+            b = b ^ np.int64(0x7FFFFFFF)
+        key[i] = (b << 32) | flat[i]
+    order = np.argsort(key)[::-1]
+    cell = int(np.rint(min_distance))
+    gw = (w + cell - 1) // cell
+    gh = (h + cell - 1) // cell
+    kept = np.zeros((h, w), np.bool_)
+    md2 = min_distance * min_distance
+    m = 0
+    for i in range(n):
+        k = flat[order[i]]
+        y = k // w
+        x = k - y * w
+        xc = x // cell
+        yc = y // cell
+        x1 = max(xc - 1, 0) * cell
+        y1 = max(yc - 1, 0) * cell
+        x2 = min((min(xc + 1, gw - 1) + 1) * cell, w)
+        y2 = min((min(yc + 1, gh - 1) + 1) * cell, h)
+        good = True
+        for yy in range(y1, y2):
+            for xx in range(x1, x2):
+                if kept[yy, xx]:
+                    dx = np.float32(x - xx)
+                    dy = np.float32(y - yy)
+                    if dx * dx + dy * dy < md2:
+                        good = False
+        if good:
+            kept[y, x] = True
+            out[m, 0] = x
+            out[m, 1] = y
+            m += 1
+            if max_corners > 0 and m == max_corners:
+                break
+    return m

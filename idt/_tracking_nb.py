@@ -14,7 +14,7 @@ from numba import njit
 __all__ = ["sample_grid", "track_step", "validate_tracks"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sample_grid(eig, threshold, stride, pts, out):
     """Centres of empty grid cells whose corner response exceeds ``threshold``.
 
@@ -75,7 +75,7 @@ def _round_clip(v, hi):
     return r
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def track_step(slots, index, pos, disp, flow, flow_w, alive):
     r"""Advance tracks by one frame at one scale.
 
@@ -119,7 +119,7 @@ def track_step(slots, index, pos, disp, flow, flow_w, alive):
         index[r] = i + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def validate_tracks(pos, disp, scale, min_var, max_var, max_dis, max_dis_ratio, min_camera_disp, camera,
                     meta, traj, keep):
     """LEAR's pruning and the trajectory shape of finished tracks (original-frame pixels).
@@ -202,19 +202,28 @@ def validate_tracks(pos, disp, scale, min_var, max_var, max_dis, max_dis_ratio, 
             traj[k, 2 * i + 1] = disp[k, i, 1] * scale * inv
 
 
-@njit(cache=True)
-def add_blocks(desc, rows, cells, blocks):
-    """``desc[rows[k], cells[k], :] += blocks[k, :]`` (rows distinct): the temporal-cell running sums.
+@njit(cache=True, nogil=True)
+def add_blocks(desc, index, rows, per_cell, blocks):
+    """The temporal-cell running sums: ``desc[r, c, :] += blocks[k, :]`` for ``r = rows[k]`` (distinct) and its
+    cell ``c = (index[r] - 1) // per_cell`` (the step just taken), skipped when ``c >= n_t`` (steps beyond the
+    last whole cell are dropped).
 
     Parameters
     ----------
     desc : (C, n_t, D) float32
-    rows, cells : (n,) int64
+    index : (C,) int32
+        Steps done by each pool row.
+    rows : (n,) int64
+    per_cell : int
+        Steps per temporal cell.
     blocks : (n, D) float32
     """
+    nt = desc.shape[1]
     for k in range(rows.shape[0]):
         r = rows[k]
-        c = cells[k]
+        c = (index[r] - 1) // per_cell
+        if c >= nt:
+            continue
         for j in range(blocks.shape[1]):
             desc[r, c, j] += blocks[k, j]
 

@@ -40,11 +40,13 @@ from idtfv.errors import ParameterError
 from idtfv.idt import _matching_nb as _match_nb
 from idtfv.idt import _tracking_nb as _track_nb
 from idtfv.idt.params import MATCHERS, WARP_FLOW_MODES
+from idtfv.idt.sampling import corner_response
 
 __all__ = [
     "CameraParams",
     "compensated_flows",
     "estimate_homography",
+    "good_features",
     "warp_to_previous",
     "compensate_flow",
     "scale_homography",
@@ -204,14 +206,16 @@ def _detect(detector, gray: np.ndarray, mask: np.ndarray | None) -> FrameFeature
     kps, desc = detector.detectAndCompute(gray, mask)
     if desc is None or len(kps) == 0:
         return FrameFeatures(np.zeros((0, 2), np.float32), None)
-    pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
+    pts = cv2.KeyPoint_convert(kps).reshape(-1, 2).astype(np.float32, copy=False)
     return FrameFeatures(pts, desc)
 
 
 def _as_words(desc: np.ndarray) -> np.ndarray:
     """Binary descriptors ``(n, bytes)`` uint8 as ``(n, ceil(bytes / 8))`` uint64 words (zero-padded)."""
-    pad = (-desc.shape[1]) % 8
-    return np.ascontiguousarray(np.pad(desc, ((0, 0), (0, pad)))).view(np.uint64)
+    n, b = desc.shape
+    words = np.zeros((n, -(-b // 8) * 8), np.uint8)
+    words[:, :b] = desc
+    return words.view(np.uint64)
 
 
 def _keypoint_matches(prev: FrameFeatures, cur: FrameFeatures, norm: int, window: int):
@@ -238,15 +242,49 @@ def _keypoint_matches(prev: FrameFeatures, cur: FrameFeatures, norm: int, window
     return prev.pts[out[ok]], cur.pts[ok]
 
 
+def good_features(gray: np.ndarray, max_corners: int, quality: float, min_distance: float, *,
+                  mask: np.ndarray | None = None) -> np.ndarray:
+    """``cv2.goodFeaturesToTrack(gray, max_corners, quality, min_distance, mask=mask)`` (min-eigenvalue corners):
+    the same points in the same order, from the response the dense sampling already computed for this frame
+    (:func:`idtfv.idt.sampling.corner_response`) instead of a second one (see :mod:`idtfv.idt._matching_nb`).
+
+    Parameters
+    ----------
+    gray : (h, w) uint8
+    max_corners : int
+        At most this many corners (>= 1).
+    quality : float
+        Corners respond more than ``quality`` times the strongest response (inside the mask).
+    min_distance : float
+        Corners are at least this far apart (>= 1 px).
+    mask : (h, w) uint8 or None
+        Non-zero where corners may lie.
+
+    Returns
+    -------
+    (n, 2) float32
+        ``[x, y]``, strongest first.
+    """
+    eig = corner_response(gray)
+    if mask is None:
+        maxv, mask, use_mask = float(eig.max()), np.zeros((1, 1), np.uint8), False
+    else:
+        mask = np.ascontiguousarray(mask, np.uint8)
+        inside = eig[mask != 0]
+        maxv, use_mask = (float(inside.max()) if inside.size else 0.0), True
+    out = np.empty((max_corners, 2), np.float32)
+    n = _match_nb.good_features(eig, maxv, mask, use_mask, float(quality), float(min_distance), int(max_corners), out)
+    return out[:n]
+
+
 def _flow_matches(prev_gray: np.ndarray, flow: np.ndarray, mask: np.ndarray | None, params):
     """``goodFeaturesToTrack`` points of ``prev_gray`` paired with their flow-displaced positions."""
     empty = np.zeros((0, 2), np.float32)
     if params.flow_matches <= 0:
         return empty, empty
-    pts = cv2.goodFeaturesToTrack(prev_gray, int(params.flow_matches), 0.001, 3, mask=mask)
-    if pts is None or len(pts) == 0:
+    pts = good_features(prev_gray, int(params.flow_matches), 0.001, 3.0, mask=mask)
+    if len(pts) == 0:
         return empty, empty
-    pts = pts.reshape(-1, 2).astype(np.float32)
     h, w = flow.shape[:2]
     xi = np.clip(np.rint(pts[:, 0]).astype(np.int64), 0, w - 1)
     yi = np.clip(np.rint(pts[:, 1]).astype(np.int64), 0, h - 1)
@@ -383,8 +421,10 @@ def warp_to_previous(gray: np.ndarray, H: np.ndarray, *, prev: np.ndarray | None
     if prev is not None:
         if prev.shape != gray.shape:
             raise ParameterError(f"warp_to_previous: prev has shape {prev.shape}, expected {gray.shape} like gray")
-        inside = _interior(H, w, h, margin)
-        out[~inside] = prev[~inside]
+        from idtfv.idt import _warp_nb  # loaded on first use (the border rule of _interior, fused, 15x faster)
+
+        _warp_nb.fill_border(out, np.ascontiguousarray(prev, out.dtype), np.ascontiguousarray(H, np.float64),
+                             float(margin))
     return out
 
 
@@ -436,14 +476,15 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
 
 
 def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[float], *, frame: np.ndarray,
-                      prev_frame: np.ndarray, params: CameraParams, recompute) -> list[np.ndarray]:
+                      prev_frame: np.ndarray, params: CameraParams, recompute, refine=None) -> list[np.ndarray]:
     r"""The camera-compensated flow :math:`f^w_s` from frame t-1 to t on every pyramid level.
 
     ``params.warp_flow == "recompute"`` (the reference): frame t warped by :math:`H^{-1}`, its border band filled
     from frame t-1 (:func:`warp_to_previous`), and the flow solved again by ``recompute``. ``"subtract"``: derived
     from the flow, :math:`f_w(x) = H^{-1}(x + f(x)) - x` per level (:func:`compensate_flow`), with the same border
-    rule in level pixels. With ``warp_margin = 0`` and :math:`H = I` (no camera motion accepted) the flows are
-    returned as they are.
+    rule in level pixels. ``"refine"``: the warped frame as ``"recompute"``, its flow refined by ``refine`` from
+    the ``"subtract"`` flows (one Farnebäck round per level instead of a full solve). With ``warp_margin = 0``
+    and :math:`H = I` (no camera motion accepted) the flows are returned as they are.
 
     Parameters
     ----------
@@ -460,6 +501,9 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
     recompute : callable
         ``recompute(warped_frame) -> flows`` from frame t-1 to the warped frame on every level (used by
         ``"recompute"``; e.g. :meth:`idtfv.idt.flow.PyramidFlow.flow_from_previous` of its pyramid).
+    refine : callable or None
+        ``refine(warped_frame, priors) -> flows``, the same started from ``priors`` (one (h_s, w_s, 2) flow per
+        level; e.g. :meth:`idtfv.idt.flow.PyramidFlow.refine_from_previous`); used by ``"refine"``, which needs it.
 
     Returns
     -------
@@ -471,11 +515,18 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
     if params.warp_flow == "recompute":
         return recompute(warp_to_previous(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))
     if margin <= 0:
-        return [compensate_flow(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
-    h, w = frame.shape[:2]
-    return [compensate_flow(f, scale_homography(H, s),
-                            interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
-            for f, s in zip(flows, factors)]
+        derived = [compensate_flow(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
+    else:
+        h, w = frame.shape[:2]
+        derived = [compensate_flow(f, scale_homography(H, s),
+                                   interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
+                   for f, s in zip(flows, factors)]
+    if params.warp_flow == "refine":
+        if refine is None:
+            raise ParameterError("compensated_flows: warp_flow='refine' needs the refine callable "
+                                 "(refine(warped_frame, priors) -> flows); pass it or use warp_flow='recompute'")
+        return refine(warp_to_previous(frame, H, prev=prev_frame if margin > 0 else None, margin=margin), derived)
+    return derived
 
 
 def camera_compensated_frame(prev: np.ndarray, cur: np.ndarray, flow: np.ndarray, *, rng) -> np.ndarray:

@@ -39,7 +39,8 @@ from idtfv.errors import ParameterError
 from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
-    "DescriptorLayout", "FrameHistograms", "frame_histograms", "cell_descriptors", "temporal_pool", "patch_corners",
+    "DescriptorLayout", "FrameHistograms", "frame_histograms", "cell_descriptors", "cell_descriptor_rows",
+    "temporal_pool", "patch_corners",
 ]
 
 #: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,
@@ -135,7 +136,7 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
 
     Parameters
     ----------
-    gray : (h, w) float32
+    gray : (h, w) float32 or uint8
         The frame I_t at this scale, grey levels on a 0..255 scale.
     flow : (h, w, 2) float32
         Camera-compensated flow :math:`\\omega_t` from frame t to t+1 at this scale, (u, v) in pixels.
@@ -162,7 +163,8 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
     flow = np.asarray(flow)
     _check_frame(gray, flow)
     h, w = gray.shape
-    gray3 = _as_f32c(gray)[:, :, None]
+    # uint8 frames are converted pixel by pixel inside the kernel (the same float32 values, no copy)
+    gray3 = (np.ascontiguousarray(gray) if gray.dtype == np.uint8 else _as_f32c(gray))[:, :, None]
     flow = _as_f32c(flow)
     shapes = ((h + 1, w + 1, layout.hog_bins), (h + 1, w + 1, layout.hof_bins), (h + 1, w + 1, layout.mbh_bins),
               (h + 1, w + 1, layout.mbh_bins))
@@ -173,10 +175,8 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
         hog, hof, mbhx, mbhy = out
     else:
         hog, hof, mbhx, mbhy = (np.empty(s, np.float32) for s in shapes)
-    _nb.gradient_integral_histogram(gray3, 0, layout.hog_bins, hog)
-    _nb.flow_integral_histogram(flow, layout.hof_bins - 1, np.float32(layout.min_flow), hof)
-    _nb.gradient_integral_histogram(flow, 0, layout.mbh_bins, mbhx)
-    _nb.gradient_integral_histogram(flow, 1, layout.mbh_bins, mbhy)
+    _nb.frame_integral_histograms(gray3, flow, layout.hog_bins, layout.hof_bins - 1, layout.mbh_bins,
+                                  np.float32(layout.min_flow), hog, hof, mbhx, mbhy)
     return FrameHistograms(hog, hof, mbhx, mbhy)
 
 
@@ -247,11 +247,29 @@ def cell_descriptors(
         ``{"hog": (n, 32), "hof": (n, 36), "mbhx": (n, 32), "mbhy": (n, 32)}`` float32 NumPy arrays (for the
         default layout); each row has squared L2 norm 1 (or 0 when ``epsilon = 0`` and the patch is empty).
     """
+    both = cell_descriptor_rows(hists, points, layout=layout, device=device)
+    cells = layout.nx_cells * layout.ny_cells
+    bins = {"hog": layout.hog_bins, "hof": layout.hof_bins, "mbhx": layout.mbh_bins, "mbhy": layout.mbh_bins}
+    bounds = np.cumsum([0] + [cells * nb for nb in bins.values()])
+    return {name: np.ascontiguousarray(both[:, a:b]) for name, a, b in zip(bins, bounds[:-1], bounds[1:])}
+
+
+def cell_descriptor_rows(
+    hists: FrameHistograms, points: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout(), device: str = "cpu"
+) -> np.ndarray:
+    """:func:`cell_descriptors`' four blocks side by side in one array (one kernel call on the CPU).
+
+    Returns
+    -------
+    (n, D) float32
+        HOG | HOF | MBHx | MBHy blocks of each point (D = 132 for the default layout), as
+        ``np.concatenate([blocks[k] for k in ("hog", "hof", "mbhx", "mbhy")], axis=1)`` of :func:`cell_descriptors`.
+    """
     _check_device(device, "cell_descriptors")
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ParameterError(f"cell_descriptors: points must have shape (n, 2) as [x, y], got {points.shape}")
-    if not np.all(np.isfinite(points)):
+    if not np.isfinite(points).all():
         raise ParameterError("cell_descriptors: points contain NaN or infinite coordinates; drop those tracks first")
     h, w = hists.hog.shape[0] - 1, hists.hog.shape[1] - 1
     if w < layout.patch or h < layout.patch:
@@ -267,26 +285,19 @@ def cell_descriptors(
                 f"cell_descriptors: hists.{name} has shape {got}, expected {(h + 1, w + 1, nb)}; "
                 "build the histograms with the same layout"
             )
-    x0, y0 = patch_corners(points, w, h, patch=layout.patch)
-    cell_w = layout.patch // layout.nx_cells
-    cell_h = layout.patch // layout.ny_cells
     cells = layout.nx_cells * layout.ny_cells
     n = points.shape[0]
     if device == "cuda":
         from idtfv.idt import _histograms_cuda
 
-        both = _histograms_cuda.gather_all([getattr(hists, name) for name in expected], x0, y0,
-                                           nx_cells=layout.nx_cells, ny_cells=layout.ny_cells, cell_w=cell_w,
-                                           cell_h=cell_h, epsilon=float(layout.epsilon))
-        bounds = np.cumsum([0] + [cells * nb for nb in expected.values()])
-        return {name: np.ascontiguousarray(both[:, a:b]) for name, a, b in zip(expected, bounds[:-1], bounds[1:])}
-    out = {}
-    for name, nb in expected.items():
-        block = np.empty((n, cells * nb), np.float32)
-        _nb.gather_blocks(
-            getattr(hists, name), x0, y0, layout.nx_cells, layout.ny_cells, cell_w, cell_h, float(layout.epsilon), block
-        )
-        out[name] = block
+        x0, y0 = patch_corners(points, w, h, patch=layout.patch)
+        return _histograms_cuda.gather_all([getattr(hists, name) for name in expected], x0, y0,
+                                           nx_cells=layout.nx_cells, ny_cells=layout.ny_cells,
+                                           cell_w=layout.patch // layout.nx_cells,
+                                           cell_h=layout.patch // layout.ny_cells, epsilon=float(layout.epsilon))
+    out = np.empty((n, cells * sum(expected.values())), np.float32)
+    _nb.gather_all_blocks(*hists, np.ascontiguousarray(points, np.float32), layout.patch, layout.nx_cells,
+                          layout.ny_cells, float(layout.epsilon), out)
     return out
 
 

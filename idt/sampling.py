@@ -8,12 +8,50 @@ The level is divided into ``W x W`` cells; a cell's centre :math:`(jW + \lfloor 
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
 from idtfv.idt import _tracking_nb as _nb
 
-__all__ = ["dense_sample"]
+__all__ = ["dense_sample", "corner_response"]
+
+#: The last response computed for each image size and dtype: (the image's bytes, its response). The extractor
+#: asks twice for the response of every frame (its level 0 here, then the camera's flow matches of the next frame,
+#: :func:`idtfv.idt.camera.good_features`); the second time costs a comparison instead of the filter.
+_RESPONSES: dict = {}
+_RESPONSES_KEPT = 8  # sizes remembered: the levels of one pyramid (8 at most by default)
+_RESPONSES_LOCK = threading.Lock()
+
+
+def corner_response(gray: np.ndarray) -> np.ndarray:
+    """The smaller structure-tensor eigenvalue of every pixel, ``cv2.cornerMinEigenVal(gray, 3, ksize=3)``.
+
+    The result for the last image of each size and dtype is remembered and returned again (read-only) for an
+    image with the same pixels, so the same frame's response is computed once however many callers ask.
+
+    Parameters
+    ----------
+    gray : (h, w) uint8 or float32
+
+    Returns
+    -------
+    (h, w) float32, read-only
+    """
+    key = (gray.shape, gray.dtype.str)
+    pixels = gray.tobytes()  # C order; compared with memcmp, which stops at the first difference
+    hit = _RESPONSES.get(key)
+    if hit is not None and hit[0] == pixels:
+        return hit[1]
+    eig = cv2.cornerMinEigenVal(gray, 3, ksize=3)
+    eig.flags.writeable = False
+    with _RESPONSES_LOCK:  # --threads: levels are sampled side by side
+        _RESPONSES.pop(key, None)
+        _RESPONSES[key] = (pixels, eig)
+        while len(_RESPONSES) > _RESPONSES_KEPT:  # the oldest size goes (videos of many sizes in one process)
+            del _RESPONSES[next(iter(_RESPONSES))]
+    return eig
 
 
 def dense_sample(gray: np.ndarray, existing: np.ndarray | None = None, *, stride: int = 5,
@@ -36,10 +74,10 @@ def dense_sample(gray: np.ndarray, existing: np.ndarray | None = None, *, stride
     (k, 2) float32
         ``[x, y]`` of the new points, row-major over the grid.
     """
-    eig = cv2.cornerMinEigenVal(gray, 3, ksize=3)
+    eig = corner_response(gray)
     threshold = float(eig.max()) * quality
     pts = np.zeros((0, 2), np.float32) if existing is None else np.ascontiguousarray(existing, np.float32)
     h, w = gray.shape
     out = np.empty(((h // stride) * (w // stride), 2), np.float32)
-    n = _nb.sample_grid(np.ascontiguousarray(eig, np.float32), threshold, int(stride), pts, out)
+    n = _nb.sample_grid(eig, threshold, int(stride), pts, out)
     return out[:n].copy()

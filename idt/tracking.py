@@ -44,24 +44,30 @@ class TrackPool:
         self.desc = np.zeros((capacity, self.nt, self.D), np.float32)
         self.index = np.full(capacity, -1, np.int32)
         self.birth = np.zeros(capacity, np.int64)
-        self._free = list(range(capacity - 1, -1, -1))  # pop() gives the lowest row first
+        # free rows as a stack whose top is the end (the lowest row is taken first), and the live rows in birth
+        # order: new tracks are born last, so the order only ever loses rows or gains them at the end (no sort)
+        self._free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
+        self._live = np.zeros(0, np.int64)
         self._births = 0
+        self._none = tuple(np.zeros(shape, np.float32) for shape in ((0, self.L + 1, 2), (0, self.L, 2),
+                                                                       (0, self.nt, self.D)))
+        for a in self._none:
+            a.flags.writeable = False
 
     @property
     def capacity(self) -> int:
         return self.index.shape[0]
 
     def live(self) -> np.ndarray:
-        """Rows of live tracks, in birth order, (n,) int64."""
-        rows = np.flatnonzero(self.index >= 0)
-        return rows[np.argsort(self.birth[rows], kind="stable")]
+        """Rows of live tracks, in birth order, (n,) int64 (a read-only view: copy it to modify it)."""
+        return self._live
 
     def __len__(self) -> int:
-        return int(np.count_nonzero(self.index >= 0))
+        return len(self._live)
 
     def current_points(self, rows: np.ndarray | None = None) -> np.ndarray:
         """(n, 2) float32 current point of each live track (or of ``rows``)."""
-        rows = self.live() if rows is None else rows
+        rows = self._live if rows is None else rows
         return self.pos[rows, self.index[rows]]
 
     def _grow(self, need: int) -> None:
@@ -77,7 +83,7 @@ class TrackPool:
         birth = np.zeros(new, np.int64)
         birth[:old] = self.birth
         self.index, self.birth = index, birth
-        self._free = list(range(new - 1, old - 1, -1)) + self._free
+        self._free = np.concatenate([np.arange(new - 1, old - 1, -1, dtype=np.int64), self._free])
 
     def add(self, points: np.ndarray) -> None:
         """Start a track at each of ``points`` ((k, 2) float32, this level's pixels)."""
@@ -86,16 +92,25 @@ class TrackPool:
             return
         if k > len(self._free):
             self._grow(k - len(self._free))
-        rows = np.array([self._free.pop() for _ in range(k)], np.int64)
+        rows = self._free[::-1][:k].copy()  # the top k of the stack, top first
+        self._free = self._free[:len(self._free) - k]
         self.pos[rows, 0] = points
         self.desc[rows] = 0.0
         self.index[rows] = 0
         self.birth[rows] = np.arange(self._births, self._births + k)
         self._births += k
+        self._live = np.concatenate([self._live, rows])
+        self._live.flags.writeable = False
 
     def release(self, rows: np.ndarray) -> None:
+        """Free ``rows`` (live rows) for new tracks."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) == 0:
+            return
         self.index[rows] = -1
-        self._free.extend(int(r) for r in rows[::-1])
+        self._free = np.concatenate([self._free, rows[::-1]])
+        self._live = self._live[self.index[self._live] >= 0]
+        self._live.flags.writeable = False
 
     def step(self, flow: np.ndarray, flow_w: np.ndarray, *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
         """Move every live track by ``flow``; drop those that leave the frame (``device="cuda"``: the step's
@@ -108,11 +123,10 @@ class TrackPool:
         prev_points : (n, 2) float32
             Their points *before* the step (where this frame's descriptors are read).
         """
-        rows = self.live()
+        rows = self._live
         if len(rows) == 0:
             return rows, np.zeros((0, 2), np.float32)
-        prev_idx = self.index[rows].copy()
-        prev = self.pos[rows, prev_idx]
+        prev = self.pos[rows, self.index[rows]]
         alive = np.empty(len(rows), np.bool_)
         if device == "cuda":
             from idtfv.idt import _tracking_cuda
@@ -120,19 +134,19 @@ class TrackPool:
             _tracking_cuda.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
         else:
             _nb.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
+        if alive.all():
+            return rows, prev
         dead = rows[~alive]
-        if len(dead):
-            self.release(dead)
-        return rows[alive], prev[alive]
+        self.index[dead] = -1
+        self._free = np.concatenate([self._free, dead[::-1]])
+        self._live = rows[alive]
+        self._live.flags.writeable = False
+        return self._live, prev[alive]
 
     def store_descriptors(self, rows: np.ndarray, blocks: np.ndarray) -> None:
         """Add the per-frame blocks ``(n, D)`` of the step just taken (``index - 1``) to its temporal cell's sum."""
         if len(rows):
-            cell = (self.index[rows] - 1) // self.per_cell
-            ok = cell < self.nt
-            if not ok.all():
-                rows, cell, blocks = rows[ok], cell[ok], blocks[ok]
-            _nb.add_blocks(self.desc, rows.astype(np.int64), cell.astype(np.int64),
+            _nb.add_blocks(self.desc, self.index, np.ascontiguousarray(rows, np.int64), self.per_cell,
                            np.ascontiguousarray(blocks, np.float32))
 
     def pop_finished(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,9 +157,13 @@ class TrackPool:
         pos (k, L+1, 2), disp (k, L, 2), desc (k, n_t, D)
             Copies; ``desc`` holds the temporal-cell *means* of the per-frame blocks.
         """
-        rows = self.live()
-        rows = rows[self.index[rows] >= self.L]
-        out = (self.pos[rows].copy(), self.disp[rows].copy(), self.desc[rows] / np.float32(self.per_cell))
-        if len(rows):
-            self.release(rows)
+        done = self.index[self._live] >= self.L
+        if not done.any():
+            return self._none
+        rows = self._live[done]
+        out = (self.pos[rows], self.disp[rows], self.desc[rows] / np.float32(self.per_cell))
+        self.index[rows] = -1
+        self._free = np.concatenate([self._free, rows[::-1]])
+        self._live = self._live[~done]
+        self._live.flags.writeable = False
         return out

@@ -214,8 +214,12 @@ def test_state_reset_and_flow_from_previous():
     with pytest.raises(ParameterError, match="needs two frames"):
         fp.flow_from_previous(pyramid(i2))
     flows = fp(pyramid(i2))
+    kept = [f.copy() for f in flows]
     side = fp.flow_from_previous(pyramid(i1))  # from frame 1 again (identical frames): zero, state kept
     assert all(not f.any() for f in side)
+    for a, b in zip(flows, kept):  # the returned flows are the caller's, not scratch the next solve overwrites
+        assert a.dtype == np.float32 and a.flags.c_contiguous and a.shape[2] == 2
+        np.testing.assert_array_equal(a, b)
     again = fp.flow_from_previous(pyramid(i2))  # the expansions of frame 1 are still intact
     for a, b in zip(flows, again):
         np.testing.assert_array_equal(a, b)

@@ -46,7 +46,7 @@ _FM = {"contract"}
 DET_EPS = 1e-3
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=_FM, nogil=True)
 def poly_expand(img, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q22, out):
     """Polynomial expansion of an image, separable filtering and coefficients fused, row by row.
 
@@ -223,7 +223,7 @@ def _row_weight(border, y, h):
     return wy
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=_FM, nogil=True)
 def update_matrices(r0, r1, flow, border, out):
     """Per-pixel normal-equation terms of the displacement for the prior ``flow``.
 
@@ -258,7 +258,7 @@ def _solve_pixel(m, y, x, det_eps):
     return np.float32((g22 * h1 - g12 * h2) * idet), np.float32((g11 * h2 - g12 * h1) * idet)
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=_FM, nogil=True)
 def solve_flow(m, det_eps, flow):
     """Solve :math:`G d = h` at every pixel from the window-summed terms.
 
@@ -279,7 +279,7 @@ def solve_flow(m, det_eps, flow):
             flow[1, y, x] = dy
 
 
-@njit(cache=True, fastmath=_FM)
+@njit(cache=True, fastmath=_FM, nogil=True)
 def solve_and_update(m, det_eps, r0, r1, border, flow, out):
     """:func:`solve_flow` then :func:`update_matrices` at the new flow, fused in one pass over the pixels.
 

@@ -8,7 +8,8 @@ Three forms of the same algorithm:
 * :class:`FarnebackPyramidFlow`: the extractor's flow, ours (Numba, :mod:`idtfv.idt.flow._farneback_nb` has the
   equations). Each frame is expanded once per pyramid level and the expansion is kept for the next frame pair,
   which halves the expansion work (and more when the camera-compensated flow is computed from the same previous
-  frame, :meth:`~idtfv.idt.flow.pyramid.PyramidFlow.flow_from_previous`);
+  frame, :meth:`~idtfv.idt.flow.pyramid.PyramidFlow.flow_from_previous`; or, from a guess of each level's flow,
+  :meth:`FarnebackPyramidFlow.refine_from_previous`: one round per level instead of the coarse-to-fine solve);
 * :class:`OpenCVFarnebackPyramidFlow`: the same over the pyramid with OpenCV (both expansions recomputed on
   every call); ``farneback_impl="opencv"``.
 
@@ -235,13 +236,17 @@ def farneback_level(r0: np.ndarray, r1: np.ndarray, flow: np.ndarray | None = No
     return np.ascontiguousarray(_level(r0, r1, flow, winsize, iterations, window, work).transpose(1, 2, 0))
 
 
-def _level(r0, r1, init, winsize, iterations, window, work: _Workspace) -> np.ndarray:
-    """Refine the planar prior ``init`` (2, h, w) (zero if None); returns ``work.flow`` (2, h, w)."""
+def _level(r0, r1, init, winsize, iterations, window, work: _Workspace, kernel: np.ndarray | None = None
+           ) -> np.ndarray:
+    """Refine the planar prior ``init`` (2, h, w) (zero if None); returns ``work.flow`` (2, h, w).
+
+    ``kernel`` is ``_window_kernel(winsize, window)`` when the caller keeps it (made here if None).
+    """
     nb = _kernels()
     if init is None:
         init = work.flow
         init.fill(0.0)
-    k = _window_kernel(winsize, window)
+    k = _window_kernel(winsize, window) if kernel is None else kernel
     m, mb, flow = work.m, work.mb, work.flow
     nb.update_matrices(r0, r1, init, nb.BORDER_WEIGHTS, m)
     for i in range(iterations):
@@ -316,6 +321,7 @@ class FarnebackPyramidFlow(PyramidFlow):
         self.window = window
         self.presmooth = bool(presmooth)
         self._filters = _expansion_filters(self.poly_n, self.poly_sigma)
+        self._window = _window_kernel(self.winsize, self.window)
         self._sizes: list[tuple[int, int]] | None = None
         self._work: list[_Workspace] = []
         self._bufs: list[list[np.ndarray]] = []  # expansion buffers per slot (frames t-1 / t, the side frame)
@@ -337,12 +343,56 @@ class FarnebackPyramidFlow(PyramidFlow):
         return [_expand_into(self._smooth(lvl, work.img), self._filters, buf)
                 for lvl, work, buf in zip(levels, self._work, self._bufs[slot])]
 
+    def refine_from_previous(self, pyramid: list[np.ndarray], priors: list[np.ndarray], *,
+                             iterations: int = 1) -> list[np.ndarray]:
+        """Flows from frame t-1 to ``pyramid`` (frame t warped by :math:`H^{-1}`), each level refined on its own
+        from ``priors`` instead of coarse to fine from zero (the extractor's ``warp_flow="refine"``).
+
+        The prior of level i is a good guess of its flow (the camera-compensated flow derived from the plain
+        one, :func:`idtfv.idt.camera.compensate_flow`), so ``iterations`` (default 1) rounds of (update, window
+        sum, solve) replace the full coarse-to-fine solve; then the same median filter. The expansions of frame
+        t-1 and the state are those of :meth:`flow_from_previous`.
+
+        Parameters
+        ----------
+        pyramid : list of (h_i, w_i) arrays
+            The warped frame's pyramid, finest first (the sizes of the frames before).
+        priors : list of (h_i, w_i, 2) float32
+            Each level's starting flow.
+        iterations : int
+            Rounds per level (>= 1).
+
+        Returns
+        -------
+        list of (h_i, w_i, 2) float32
+        """
+        if self._source is None:
+            raise ParameterError("FarnebackPyramidFlow.refine_from_previous: needs two frames; call the object on "
+                                 "the pyramids of frames t-1 and t first")
+        if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+            raise ParameterError(f"FarnebackPyramidFlow.refine_from_previous: iterations must be an integer >= 1, "
+                                 f"got {iterations!r}")
+        levels = self._check(pyramid)
+        shapes = [(lvl.shape[0], lvl.shape[1], 2) for lvl in levels]
+        if len(priors) != len(levels) or any(np.shape(p) != s for p, s in zip(priors, shapes)):
+            raise ParameterError(f"FarnebackPyramidFlow.refine_from_previous: priors must be one (h, w, 2) flow per "
+                                 f"level, shapes {shapes}; got {[np.shape(p) for p in priors]}")
+        cur = self.prepare(levels, 2)
+        out = []
+        for s, (r0, r1, prior) in enumerate(zip(self._source, cur, priors)):  # levels are independent
+            work = self._work[s]
+            work.init[:] = np.asarray(prior, np.float32).transpose(2, 0, 1)
+            flow = _level(r0, r1, work.init, self.winsize, int(iterations), self.window, work, self._window)
+            f = _median(flow, self.median, work)
+            out.append(cv2.merge((f[0], f[1])))
+        return out
+
     def solve(self, prev: list[np.ndarray], cur: list[np.ndarray]) -> list[np.ndarray]:
         """Flows ``(h_i, w_i, 2)`` float32 between two frames' expansions, coarse to fine."""
 
         def level(s, prior):  # refine, then filter: the filtered flow is the next level's prior and the output
             work = self._work[s]
-            flow = _level(prev[s], cur[s], prior, self.winsize, self.iterations, self.window, work)
+            flow = _level(prev[s], cur[s], prior, self.winsize, self.iterations, self.window, work, self._window)
             return _median(flow, self.median, work)
 
         def upscale(coarser, s):  # resized to level s and rescaled by the size ratio, into its workspace
@@ -355,7 +405,7 @@ class FarnebackPyramidFlow(PyramidFlow):
             return work.init
 
         filtered = coarse_to_fine_levels(len(cur), level, upscale)
-        return [np.stack((f[0], f[1]), axis=-1) for f in filtered]
+        return [cv2.merge((f[0], f[1])) for f in filtered]  # (h, w, 2), fresh arrays (the planes are scratch)
 
 
 # ------------------------------------------------------------------------------------- OpenCV: the pyramid flow

@@ -212,6 +212,7 @@ class PyramidFlow:
 
         flows = fp(pyramid_t)                     # t-1 -> t
         flows_w = fp.flow_from_previous(other)    # t-1 -> another pyramid of frame t (camera-compensated)
+        flows_w = fp.refine_from_previous(other, guesses)  # the same, started from a guess per level
 
     A solver subclasses it with two methods:
 
@@ -264,6 +265,15 @@ class PyramidFlow:
             raise ParameterError(f"{type(self).__name__}.flow_from_previous: needs two frames; call the object on "
                                  "the pyramids of frames t-1 and t first")
         return self.solve(self._source, self.prepare(self._check(pyramid), 2))
+
+    def refine_from_previous(self, pyramid: list[np.ndarray], priors: list[np.ndarray]) -> list[np.ndarray]:
+        """Flows from frame t-1 to ``pyramid`` started from a guess of each level's flow (``priors``, e.g. the
+        compensated flow derived from the plain one), without changing the state.
+
+        A solver that can start from a prior overrides this (:class:`~idtfv.idt.flow.FarnebackPyramidFlow`:
+        each level refined on its own); this default ignores ``priors`` and is :meth:`flow_from_previous`.
+        """
+        return self.flow_from_previous(pyramid)
 
     def _check(self, pyramid) -> list[np.ndarray]:
         who = type(self).__name__
