@@ -3,7 +3,14 @@
 * ``--help`` of every command: ``idtfv``, ``idtfv --version``, ``idtfv COMMAND --help`` for every subcommand, and
   every other console script (``extract-trajectories``, ``extract-flow``);
 * ``extract-trajectories`` on a 20-frame 320x240 synthetic clip (default options, ``.npz`` output), after one
-  untimed run that fills Numba's on-disk kernel cache.
+  untimed run that fills Numba's on-disk kernel cache: wall seconds, and the **CPU seconds** of the real process
+  on one core (``taskset``-like affinity to CPU 0, ``NUMBA_NUM_THREADS=OMP_NUM_THREADS=1``). The process writes
+  its own ``time.process_time()`` at ``main()``, after every frame and at the end (``IDTFV_CPU_LOG``, see
+  ``idtfv.idt.cli``): "to the first frame" is the CPU spent when the first frame is done (interpreter, imports,
+  Numba's runtime start, the kernels it loads, the first frame's pyramid, expansions, keypoints and points),
+  "per frame" the median of frames 3 onwards, and "start-up" the whole process (its rusage, exit included) less
+  the frames times the per-frame cost. The same runs alternate (A B A B) with Numba's own start
+  (``IDTFV_PLAIN_NUMBA_INIT=1``, which imports ``scipy.linalg``; see ``idtfv.jit``), before/after in one run.
 
 Each command runs as its own process (the console script of this environment: ``bin/`` next to the Python
 running this script), median (min, max) of ``--repeat`` runs (5). The "loads" column says which of torch,
@@ -22,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +49,7 @@ from _results import readme_row, write_section  # noqa: E402  (bench/ is the scr
 SECTION = "## startup"
 WATCHED = ("torch", "numba", "sklearn", "cv2")
 HELP_BUDGET_S = 1.0
+STARTUP_BUDGET_S = 0.5  # CPU seconds before the first frame (issue 12)
 CLIP = {"frames": 20, "width": 320, "height": 240}
 
 _LIST_MODULES = """import atexit, json, sys
@@ -99,6 +108,36 @@ def wall(argv: list[str], repeat: int, cwd: Path) -> list[float]:
     return times
 
 
+def cpu_runs(argv: list[str], repeat: int, cwd: Path) -> dict[str, list[dict]]:
+    """CPU figures of ``repeat`` runs of each start-up variant (light, plain: Numba's own), alternating A B A B, on
+    one core: ``{variant: [{"first": s, "frame": s, "startup": s, "total": s}, ...]}``."""
+    out = {"light": [], "plain": []}
+    log = cwd / "cpu.json"
+    for _ in range(repeat):
+        for variant in out:
+            env = dict(os.environ, IDTFV_CPU_LOG=str(log), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1",
+                       IDTFV_PLAIN_NUMBA_INIT="1" if variant == "plain" else "0")
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            proc = subprocess.run([str(script_path(argv[0])), *argv[1:]], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+                                  preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if proc.returncode != 0:
+                raise SystemExit(f"{' '.join(argv)} exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            stamps = json.loads(log.read_text())
+            frames = stamps["frames"]
+            per_frame = statistics.median(b - a for a, b in zip(frames[2:], frames[3:]))
+            total = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            out[variant].append({"first": frames[0], "frame": per_frame, "total": total,
+                                 "startup": total - len(frames) * per_frame})
+    return out
+
+
+def _stat(runs: list[dict], key: str) -> str:
+    values = [r[key] for r in runs]
+    return f"{statistics.median(values):.3f} ({min(values):.3f} - {max(values):.3f})"
+
+
 def loads(argv: list[str], tmp: Path) -> str:
     """Which of :data:`WATCHED` a run of ``argv`` imports."""
     listing = tmp / "modules.json"
@@ -142,6 +181,14 @@ def main(argv=None) -> int:
         text, extract_med = row(shown, times, loads(extract, tmp))
         rows.append(text)
         print(text, flush=True)
+        cpu = cpu_runs(extract, args.repeat, tmp)
+        cpu_rows = [f"| {name} | {_stat(cpu[key], 'first')} | {_stat(cpu[key], 'frame')} | "
+                    f"{_stat(cpu[key], 'startup')} | {_stat(cpu[key], 'total')} |"
+                    for key, name in (("light", "this version (`idtfv.jit`: no `scipy.linalg`)"),
+                                      ("plain", "Numba's own start (`IDTFV_PLAIN_NUMBA_INIT=1`)"))]
+        print("\n".join(cpu_rows), flush=True)
+        first_med = statistics.median(r["first"] for r in cpu["light"])
+        startup_med = statistics.median(r["startup"] for r in cpu["light"])
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -160,11 +207,24 @@ def main(argv=None) -> int:
         "",
         f"{verdict} The extraction row is timed after one untimed run that fills Numba's kernel cache.",
         "",
+        f"CPU seconds of the same `extract-trajectories` process on one core (affinity CPU 0, one Numba/OpenMP "
+        f"thread), median (min - max) of {args.repeat} runs per variant, alternating: \"to the first frame\" "
+        "from the process's own clock when its first frame is done, \"start-up\" = the whole process (rusage, "
+        f"exit included) less {CLIP['frames']} x the per-frame cost (goal {STARTUP_BUDGET_S:g} s).",
+        "",
+        "| variant | to the first frame s | per frame s | start-up s | whole process s |",
+        "|---|---|---|---|---|",
+        *cpu_rows,
+        "",
         "| what | ours | baseline | ratio |", "|---|---|---|---|",
         readme_row("speed", "startup-help", [
             f"start-up: the slowest `--help` / `--version` of {len(medians)} commands (whole process, wall)",
             f"{max(medians.values()):.2f} s (`{max(medians, key=medians.get)}`)", f"goal {HELP_BUDGET_S:g} s",
             "-"]),
+        readme_row("speed", "startup-first-frame", [
+            f"`extract-trajectories`: CPU to the end of the first frame, and start-up (whole process less "
+            f"{CLIP['frames']} frames' work), one core", f"{first_med:.2f} s; {startup_med:.2f} s",
+            f"goal {STARTUP_BUDGET_S:g} s", "-"]),
         readme_row("speed", "startup-extract", [
             f"`extract-trajectories` on a {CLIP['frames']}-frame {CLIP['width']}x{CLIP['height']} clip "
             "(whole process, wall, Numba cache warm)", f"{extract_med:.2f} s", "-", "-"]),

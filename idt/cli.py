@@ -12,9 +12,10 @@ import dataclasses
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 
-from idtfv.cli import OneLineParser, add_runner_options, report_failures, run_command
+from idtfv.cli import OneLineParser, add_runner_options, quick_exit, report_failures, run_command
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
@@ -24,9 +25,11 @@ __all__ = ["build_parser", "main", "add_features", "build_flow_parser", "flow_ma
 
 #: The IDTParams fields ``extract-trajectories`` offers as options: all of them.
 TRAJECTORY_FIELDS = tuple(f.name for f in dataclasses.fields(IDTParams))
-#: The IDTParams fields ``idtfv features`` offers: all but the per-video ones (frame range, box file) and the
-#: humans-box cache directory (a place, not a result-affecting choice).
-FEATURES_FIELDS = tuple(name for name in TRAJECTORY_FIELDS if name not in ("start", "end", "boxes", "humans_cache"))
+#: The IDTParams fields ``idtfv features`` offers: all but the per-video ones (frame range, box file), the
+#: humans-box cache directory (a place, not a result-affecting choice) and ``threads`` (the runner parallelises
+#: over videos, one thread each).
+FEATURES_FIELDS = tuple(name for name in TRAJECTORY_FIELDS
+                        if name not in ("start", "end", "boxes", "humans_cache", "threads"))
 _PRESET_HELP = ("default = LEAR's reference settings; fast = one flow pass, flow-match homography, cheaper "
                 "Farneback (IDTParams.fast); the options below change single settings of the preset")
 
@@ -59,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: VIDEO's name with .npz, or .txt.gz for "
                                           "--format lear, in the current directory); '-' writes LEAR text to stdout")
     p.add_argument("--format", choices=("npz", "lear"), default=None,
-                   help="npz (compressed arrays, default) or lear (436 tab-separated columns per trajectory)")
+                   help="npz (compressed arrays, default) or lear (436 tab-separated columns per trajectory; "
+                        "written as it is extracted, gzip level 1 for a .txt.gz name)")
     p.add_argument("--full-precision", action="store_true",
                    help="npz: store descriptors as float32 instead of the default float16 (half the size, "
                         "loaded back as float32)")
@@ -85,6 +89,9 @@ def _output_path(args) -> tuple[Path | None, str]:
 
 def main(argv=None) -> int:
     """Entry point of the ``extract-trajectories`` console script; returns the exit status."""
+    global _MAIN_CPU
+    _MAIN_CPU = time.process_time()
+    quick_exit()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
@@ -131,6 +138,10 @@ def _extract_trajectories(args) -> int:
             bar.n = i
             bar.refresh()
 
+    cpu_log = os.environ.get(CPU_LOG_ENV)
+    if cpu_log:  # bench/bench_startup.py: the process's CPU seconds at the start of main() and after each frame
+        on_frame = _logging_cpu(on_frame, stamps := {"main": _MAIN_CPU, "frames": []})
+
     drawer = None
     if args.draw:
         from idtfv.idt.draw import TrackDrawer
@@ -167,7 +178,30 @@ def _extract_trajectories(args) -> int:
         raise VideoError(video, f"no trajectories: {empty_reason(writer.info.get('frames'), params)}")
     if out is not None and not args.quiet:
         print(f"{writer.n_rows} trajectories from {writer.info.get('frames')} frames -> {out}", file=sys.stderr)
+    if cpu_log:
+        import json
+
+        stamps["end"] = time.process_time()  # the output written and renamed
+        Path(cpu_log).write_text(json.dumps(stamps))
     return 0
+
+
+#: Environment variable naming a JSON file where ``extract-trajectories`` records its process CPU seconds
+#: (``time.process_time()``, all threads) at the start of :func:`main` (``"main"``: the interpreter and the
+#: console script's imports), after each frame (``"frames"``: the first one after the first frame's pyramid,
+#: flow expansion, keypoints and sampling) and once the output is written (``"end"``); ``bench/bench_startup.py``
+#: measures the start-up with it.
+CPU_LOG_ENV = "IDTFV_CPU_LOG"
+_MAIN_CPU = 0.0
+
+
+def _logging_cpu(on_frame, stamps: dict):
+    def logged(i, n):
+        stamps["frames"].append(time.process_time())
+        if on_frame is not None:
+            on_frame(i, n)
+
+    return logged
 
 
 # ----------------------------------------------------------------------------------------------- idtfv features

@@ -26,15 +26,25 @@ tracking step (:mod:`idtfv.idt._tracking_cuda`), the integral histograms and the
 path's; steps 1-3 and 6-8 (pyramid, flow, camera, pruning, sampling) still run on the CPU, and the track pools
 stay on the host (``docs/GPU.md`` lists what is left to move).
 
-Only the live tracks and two pyramids are kept, so memory does not grow with the video's length.
+With ``IDTParams(threads=N)``, N > 1, frames are pipelined (:class:`_Pipeline`): the next frame's decoding and
+keypoints (step 3's detection) run on a worker while the main thread does this frame's homography and warped
+flow, the next frame's steps 1-2 while it does steps 4-7, and steps 4-7 are shared out among the threads by level
+(:func:`level_groups`). Each step sees the inputs it sees on one thread, in the same order, so the output bytes do
+not depend on N.
+
+Only the live tracks and two pyramids (three with threads) are kept, so memory does not grow with the video's
+length.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import cv2
@@ -44,7 +54,7 @@ from idtfv import __version__
 from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
-from idtfv.idt.camera import CameraMotion, compensated_flows, resolve_matcher
+from idtfv.idt.camera import CameraMotion, _detect, compensated_flows, resolve_matcher
 from idtfv.idt.device import resolve_device
 from idtfv.idt.flow.pyramid import build_pyramid
 from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
@@ -55,6 +65,9 @@ from idtfv.idt.sampling import dense_sample
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.layout import BLOCK_NAMES
 from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
+from idtfv.jit import light_numba_init
+
+light_numba_init()  # before the first kernel call: Numba's runtime then starts without importing scipy.linalg
 
 __all__ = ["extract", "extract_to_file", "iter_trajectories", "STAGES"]
 
@@ -68,6 +81,7 @@ DESCRIPTORS = ("hog", "hof", "mbhx", "mbhy")
 class _Timer:
     def __init__(self, timings: dict | None):
         self.t = timings
+        self._lock = threading.Lock()  # with --threads, the per-level steps time themselves from several threads
 
     @contextmanager
     def __call__(self, name):
@@ -78,7 +92,9 @@ class _Timer:
         try:
             yield
         finally:
-            self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+            dt = time.perf_counter() - t0
+            with self._lock:
+                self.t[name] = self.t.get(name, 0.0) + dt
 
 
 # ---------------------------------------------------------------------------------------------- frame sources
@@ -208,6 +224,30 @@ class _HumanMasks:
 
 
 # ---------------------------------------------------------------------------------------------- the steps
+def level_groups(sizes: list[tuple[int, int]], threads: int) -> list[tuple[int, ...]]:
+    """Pyramid levels shared out among ``threads`` groups of about equal area (largest first, each to the least
+    loaded group): with the reference's 1/sqrt(2) scales, level 0 alone weighs about as much as all the others.
+
+    Parameters
+    ----------
+    sizes : list of (width, height)
+        The levels' sizes, finest first.
+    threads : int
+
+    Returns
+    -------
+    list of tuple of int
+        Non-empty groups of level indices, each in increasing order.
+    """
+    groups: list[list[int]] = [[] for _ in range(min(threads, len(sizes)))]
+    load = [0] * len(groups)
+    for s in sorted(range(len(sizes)), key=lambda s: -sizes[s][0] * sizes[s][1]):
+        g = load.index(min(load))
+        groups[g].append(s)
+        load[g] += sizes[s][0] * sizes[s][1]
+    return [tuple(sorted(g)) for g in groups if g]
+
+
 def _rows(pos, disp, desc, scale, frame_num, width, height, n_frames, params, offsets):
     """Validate finished tracks of one level and build their rows (LEAR column order).
 
@@ -239,6 +279,32 @@ def _rows(pos, disp, desc, scale, frame_num, width, height, n_frames, params, of
     return Trajectories(meta=meta, traj=traj, info={}, **blocks)
 
 
+def _fan_out(executor: ThreadPoolExecutor, run, groups) -> list:
+    """``run(group)`` (a list) for every group, concatenated in group order: the first on this thread, the others
+    on the executor (whose threads may also be solving the next frame's flow: the OS shares the cores out)."""
+    futures = [executor.submit(run, g) for g in groups[1:]]
+    out = list(run(groups[0]))
+    for f in futures:
+        out.extend(f.result())
+    return out
+
+
+class _CameraAhead(CameraMotion):
+    """A :class:`~idtfv.idt.camera.CameraMotion` whose frames' keypoints may be detected ahead, on another thread
+    (``threads > 1``, :class:`_Pipeline`): :meth:`features` takes the oldest of :attr:`ahead` instead of detecting
+    again. Same keypoints, so the same homography."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ahead: collections.deque = collections.deque()  # FrameFeatures of the next frames, in frame order
+
+    def features(self, gray, human_mask=None):
+        if not self.ahead:
+            return super().features(gray, human_mask)
+        self._prev = self.ahead.popleft()
+        return self._prev
+
+
 class _Steps:
     """One video's extraction: the state carried from frame to frame, and one method per step of a frame.
 
@@ -260,10 +326,15 @@ class _Steps:
         self.desc_dim = o
         self.flow = make_pyramid_flow(params.pyramid_flow())
         self.camera_params = params.camera()
-        self.camera = CameraMotion(self.camera_params) if params.camera_motion else None  # RANSAC seeded by seed
+        self.camera = _CameraAhead(self.camera_params) if params.camera_motion else None  # RANSAC seeded by seed
         self.n_accepted = 0  # homographies accepted (not the identity)
         self.device = resolve_device(params.device)  # "cpu" or "cuda" (an error or a warning when no device)
         self._since_sampling = 0
+        # --threads: the per-level steps of the levels in each group run on one thread (see level_groups)
+        self.executor = ThreadPoolExecutor(params.threads, thread_name_prefix="idt-level") \
+            if params.threads > 1 else None
+        self.groups = None
+        self._masks_ahead: dict = {}  # frame number -> human mask, taken by detect_now
 
     # ---- the first frame
     def start(self, frame_num: int, gray: np.ndarray) -> None:
@@ -277,6 +348,8 @@ class _Steps:
         self.pools = [TrackPool(p.track_length, self.desc_dim, p.nt_cells,
                                 capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
         self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
+        if self.executor is not None:
+            self.groups = level_groups(self.sizes, p.threads)
         pyr = self.pyramid(gray)
         self.optical_flow(pyr)  # None: remembers the frame
         if self.camera is not None:
@@ -297,27 +370,46 @@ class _Steps:
         with self.timer("flow"):
             return self.flow(pyr)
 
+    def detect_now(self, frame_num: int, gray: np.ndarray) -> None:
+        """Frame ``frame_num``'s human mask and keypoints, now (:class:`_Pipeline` calls it on a worker while the
+        main thread is still on the previous frame); :meth:`compensate_camera` takes them."""
+        if self.camera is None:
+            return
+        mask = self.humans(frame_num, gray) if self.humans.enabled else None
+        self._masks_ahead[frame_num] = mask
+        if self.camera.detector is not None:
+            with self.timer("camera"):
+                self.camera.ahead.append(_detect(self.camera.detector, gray, mask))
+
     def compensate_camera(self, frame_num: int, gray: np.ndarray, flows: list[np.ndarray]) -> list[np.ndarray]:
         """3. The camera's homography from the previous frame, and the camera-compensated flow on every level
         (the flow itself without ``camera_motion``)."""
         if self.camera is None:
             return flows
-        mask = self.humans(frame_num, gray) if self.humans.enabled else None
+        if frame_num in self._masks_ahead:
+            mask = self._masks_ahead.pop(frame_num)
+        else:
+            mask = self.humans(frame_num, gray) if self.humans.enabled else None
         with self.timer("camera"):
             H, _, _ = self.camera.estimate(self.prev_gray, gray, flows[0], human_mask=mask)
         self.n_accepted += not np.array_equal(H, np.eye(3))
         with self.timer("warp_flow"):
             return compensated_flows(H, flows, self.factors, frame=gray, prev_frame=self.prev_gray,
-                                     params=self.camera_params, recompute=self._flow_to)
+                                     params=self.camera_params, recompute=self._flow_to, refine=self._refine_to)
 
     def _flow_to(self, warped: np.ndarray) -> list[np.ndarray]:
         return self.flow.flow_from_previous(build_pyramid(warped, self.sizes))
 
-    def track(self, flows: list[np.ndarray], flows_w: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _refine_to(self, warped: np.ndarray, priors: list[np.ndarray]) -> list[np.ndarray]:
+        return self.flow.refine_from_previous(build_pyramid(warped, self.sizes), priors)
+
+    def track(self, flows: list[np.ndarray], flows_w: list[np.ndarray], *,
+              first: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
         """4. Every live track moves by the flow at its point and stores the compensated flow as its step; tracks
-        that leave the frame end. Per level: the rows that moved and their points before the move."""
+        that leave the frame end. Per level (from level ``first``): the rows that moved and their points before
+        the move."""
         moved = []
-        for pool, flow, flow_w in zip(self.pools, flows, flows_w):
+        for pool, flow, flow_w in zip(self.pools[first:], flows, flows_w):
             if len(pool) == 0:
                 moved.append((np.zeros(0, np.int64), np.zeros((0, 2), np.float32)))
                 continue
@@ -325,27 +417,46 @@ class _Steps:
                 moved.append(pool.step(flow, flow_w, device=self.device))
         return moved
 
-    def describe(self, moved: list[tuple[np.ndarray, np.ndarray]], flows_w: list[np.ndarray]) -> None:
+    def describe(self, moved: list[tuple[np.ndarray, np.ndarray]], flows_w: list[np.ndarray], *,
+                 first: int = 0) -> None:
         """5. Descriptor blocks of the previous frame (HOG) and the compensated flow (HOF, MBH) at the tracks'
-        points before the move, added to their temporal cells."""
-        for s, (pool, (rows, points)) in enumerate(zip(self.pools, moved)):
+        points before the move, added to their temporal cells (levels from ``first``)."""
+        for k, (rows, points) in enumerate(moved):
+            s = first + k
+            pool = self.pools[s]
             if len(rows) == 0:
                 continue
             with self.timer("histograms"):
                 # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as the
                 # kernels themselves
-                hists = _desc.frame_histograms(self.prev_pyr[s].astype(np.float32), flows_w[s], layout=self.layout,
+                hists = _desc.frame_histograms(self.prev_pyr[s], flows_w[k], layout=self.layout,
                                                out=self.hist_bufs[s], device=self.device)
                 self.hist_bufs[s] = hists
-            with self.timer("descriptors"):
-                blocks = _desc.cell_descriptors(hists, points, layout=self.layout, device=self.device)
-                pool.store_descriptors(rows, np.concatenate([blocks[k] for k in DESCRIPTORS], axis=1))
+            with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
+                pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
+                                                                        device=self.device))
 
-    def finish(self, frame_num: int) -> list[Trajectories]:
+    def levels(self, frame_num: int, flows: list[np.ndarray], flows_w: list[np.ndarray]) -> list[Trajectories]:
+        """4-6 (:meth:`track`, :meth:`describe`, :meth:`finish`) level by level, the levels of each of
+        :attr:`groups` on one thread (``threads > 1``; :func:`_fan_out`): every level's steps touch only that
+        level's pool, flows and buffers, so the rows, in level order, are those of the one-thread steps."""
+        def run(group):
+            out = []
+            for s in group:
+                moved = self.track(flows[s:s + 1], flows_w[s:s + 1], first=s)
+                self.describe(moved, flows_w[s:s + 1], first=s)
+                out.append((s, self.finish(frame_num, levels=(s,))))
+            return out
+
+        by_level = dict(_fan_out(self.executor, run, self.groups))
+        return [t for s in range(len(self.pools)) for t in by_level[s]]
+
+    def finish(self, frame_num: int, levels=None) -> list[Trajectories]:
         """6. Tracks that reached L steps leave their pools; those that pass the pruning become rows."""
         out = []
         with self.timer("output"):
-            for pool, scale in zip(self.pools, self.factors):
+            for s in range(len(self.pools)) if levels is None else levels:
+                pool, scale = self.pools[s], self.factors[s]
                 pos, disp, desc = pool.pop_finished()
                 if len(pos):
                     t = _rows(pos, disp, desc, scale, frame_num, self.width, self.height, self.n_frames,
@@ -357,10 +468,17 @@ class _Steps:
     def sample(self, pyr: list[np.ndarray]) -> None:
         """7. New points in the empty grid cells of every level (on the first frame, then every ``init_gap``)."""
         if self._since_sampling == 0:
-            with self.timer("sampling"):
-                for lvl, pool in zip(pyr, self.pools):
-                    pool.add(dense_sample(lvl, pool.current_points(), stride=self.params.stride,
-                                          quality=self.params.quality))
+            def run(levels):
+                with self.timer("sampling"):
+                    for s in levels:
+                        pool = self.pools[s]
+                        pool.add(dense_sample(pyr[s], pool.current_points(), stride=self.params.stride,
+                                              quality=self.params.quality))
+
+            if self.executor is None:
+                run(range(len(self.pools)))
+            else:
+                _fan_out(self.executor, lambda group: run(group) or (), self.groups)
         self._since_sampling = (self._since_sampling + 1) % self.params.init_gap
 
     def advance(self, gray: np.ndarray, pyr: list[np.ndarray]) -> None:
@@ -372,6 +490,72 @@ class _Steps:
         pool = self.pools[0]
         rows = pool.live()
         return pool.pos[rows], pool.index[rows]
+
+
+def _check_size(gray: np.ndarray, shape: tuple[int, int], source, frame_num: int) -> None:
+    if gray.shape != shape:
+        raise VideoError(source, f"frame {frame_num} has size {gray.shape[::-1]}, expected {shape[::-1]} like the "
+                                 "first frame")
+
+
+def _serial(steps: _Steps, frames, shape, source, frame_num: int):
+    """``(gray, pyramid, flows)`` of every frame after the first (steps 1-2), one after the other."""
+    for gray in frames:
+        frame_num += 1
+        _check_size(gray, shape, source, frame_num)
+        pyr = steps.pyramid(gray)
+        yield gray, pyr, steps.optical_flow(pyr)
+
+
+class _Pipeline:
+    """``threads > 1``: :func:`_serial`'s items, the next frame's work overlapping the current frame's.
+
+    While the main thread does frame t's camera step (homography, warped flow), a worker decodes frame t+1 and
+    detects its keypoints (:meth:`decode_next`); while the main thread does frame t's per-level steps, a worker
+    builds frame t+1's pyramid and solves its flow (:meth:`solve_next`), the flow solver's calls staying in frame
+    order (its frame t warped flow is done by then). Iterating waits for that flow. Every step sees the inputs it
+    sees in one thread, so the output bytes are the same.
+    """
+
+    def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
+        self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
+        self.frame_num = frame_num  # the last frame handed out
+        self._decoded = None  # Future: frame_num + 1 decoded (None at the end), its keypoints detected
+        self._solved = None  # Future: (gray, pyramid, flows) of frame_num + 1, or None at the end
+
+    def _decode(self, frame_num: int):
+        gray = next(self.frames, None)
+        if gray is not None and gray.shape == self.shape:
+            self.steps.detect_now(frame_num, gray)
+        return gray
+
+    def _solve(self, frame_num: int, gray):
+        if gray is None:
+            return None
+        _check_size(gray, self.shape, self.source, frame_num)
+        pyr = self.steps.pyramid(gray)
+        return gray, pyr, self.steps.optical_flow(pyr)
+
+    def decode_next(self) -> None:
+        self._decoded = self.steps.executor.submit(self._decode, self.frame_num + 1)
+
+    def solve_next(self) -> None:
+        gray = self._decoded.result()
+        self._solved = self.steps.executor.submit(self._solve, self.frame_num + 1, gray)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._solved is None:  # the first frame after the first: nothing ran ahead yet
+            item = self._solve(self.frame_num + 1, self._decode(self.frame_num + 1))
+        else:
+            item = self._solved.result()
+        if item is None:
+            raise StopIteration
+        self.frame_num += 1
+        self._solved = None
+        return item
 
 
 def _decoded(frames, timer: _Timer) -> Iterator[np.ndarray]:
@@ -429,7 +613,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         src_info["source"] = os.path.basename(os.fspath(source))
     info = {
         "version": __version__,
-        "params": params.to_dict(),
+        "params": {k: v for k, v in params.to_dict().items() if k != "threads"},  # threads change no byte
         "matcher": resolve_matcher(params.matcher) if params.camera_motion else "none",
         "flow": params.flow,
         "warp_flow": params.warp_flow if params.camera_motion else "none",
@@ -437,61 +621,69 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     }
     humans = _HumanMasks(params, path_or_frames, source_size)
     steps = _Steps(params, humans=humans, timer=timer, n_frames=n_frames)
-    info["flow_impl"] = steps.flow.name
-    if params.device != "cpu":  # CPU runs keep their info (and output bytes) as before the option existed
-        info["device"] = steps.device
+    try:
+        info["flow_impl"] = steps.flow.name
+        if params.device != "cpu":  # CPU runs keep their info (and output bytes) as before the option existed
+            info["device"] = steps.device
 
-    frames = _decoded(frames, timer)
-    first = next(frames, None)
-    if first is None:
-        raise VideoError(source, "no frames in the requested range; need at least 2")
-    h, w = first.shape
-    if min(h, w) < params.patch:
-        raise VideoError(source, f"frames are {w}x{h}, smaller than the {params.patch}-px descriptor patch; use a "
-                                 "larger video or a smaller patch")
-    source_size = src_info.get("source_size", source_size)
-    if source_size is not None and tuple(source_size) != (w, h):  # shrunk to the working width
-        info.update(source_width=int(source_size[0]), source_height=int(source_size[1]))
-        humans.box_scale = w / source_size[0]
-    frame_num = params.start
-    steps.start(frame_num, first)
-    info.update(width=int(w), height=int(h), scales=[float(f) for f in steps.factors])
-    batch: list[Trajectories] = []
-    frames_in_batch = 0
-    n_seen = 1
-    if on_frame is not None:
-        on_frame(1, n_frames)
-
-    for gray in frames:
-        if gray.shape != (h, w):
-            raise VideoError(source, f"frame {frame_num + 1} has size {gray.shape[::-1]}, expected {(w, h)} like "
-                                     "the first frame")
-        frame_num += 1
-        n_seen += 1
-        pyr = steps.pyramid(gray)
-        flows = steps.optical_flow(pyr)
-        flows_w = steps.compensate_camera(frame_num, gray, flows)
-        moved = steps.track(flows, flows_w)
-        steps.describe(moved, flows_w)
-        batch.extend(steps.finish(frame_num))
-        if on_tracks is not None and len(steps.pools[0]):
-            on_tracks(frame_num, gray, *steps.live_tracks())
-        steps.sample(pyr)
-        steps.advance(gray, pyr)
-
-        frames_in_batch += 1
+        frames = _decoded(frames, timer)
+        first = next(frames, None)
+        if first is None:
+            raise VideoError(source, "no frames in the requested range; need at least 2")
+        h, w = first.shape
+        if min(h, w) < params.patch:
+            raise VideoError(source, f"frames are {w}x{h}, smaller than the {params.patch}-px descriptor patch; "
+                                     "use a larger video or a smaller patch")
+        source_size = src_info.get("source_size", source_size)
+        if source_size is not None and tuple(source_size) != (w, h):  # shrunk to the working width
+            info.update(source_width=int(source_size[0]), source_height=int(source_size[1]))
+            humans.box_scale = w / source_size[0]
+        frame_num = params.start
+        steps.start(frame_num, first)
+        info.update(width=int(w), height=int(h), scales=[float(f) for f in steps.factors])
+        batch: list[Trajectories] = []
+        frames_in_batch = 0
+        n_seen = 1
         if on_frame is not None:
-            on_frame(n_seen, n_frames)
-        if frames_in_batch >= batch_frames:
-            if batch:
-                yield concatenate(batch, info=dict(info, frames=n_seen, homographies_accepted=steps.n_accepted))
-            batch, frames_in_batch = [], 0
-    info.update(frames=n_seen, homographies_accepted=steps.n_accepted)
-    humans.finish(info)
-    if n_seen < 2:
-        raise VideoError(source, "only 1 frame; need at least 2 to track anything")
-    # the last batch carries the final info (frames seen, homographies accepted)
-    yield concatenate(batch, info=info)
+            on_frame(1, n_frames)
+
+        pipe = _Pipeline(steps, frames, (h, w), source, frame_num) if steps.executor is not None else None
+        for gray, pyr, flows in pipe if pipe is not None else _serial(steps, frames, (h, w), source, frame_num):
+            frame_num += 1
+            n_seen += 1
+            if pipe is not None:
+                pipe.decode_next()  # the next frame's decoding and keypoints, during this frame's camera step
+            flows_w = steps.compensate_camera(frame_num, gray, flows)
+            if pipe is not None:
+                pipe.solve_next()  # the next frame's pyramid and flow, during this frame's per-level steps
+            if steps.executor is None:
+                moved = steps.track(flows, flows_w)
+                steps.describe(moved, flows_w)
+                batch.extend(steps.finish(frame_num))
+            else:
+                batch.extend(steps.levels(frame_num, flows, flows_w))
+            if on_tracks is not None and len(steps.pools[0]):
+                on_tracks(frame_num, gray, *steps.live_tracks())
+            steps.sample(pyr)
+            steps.advance(gray, pyr)
+
+            frames_in_batch += 1
+            if on_frame is not None:
+                on_frame(n_seen, n_frames)
+            if frames_in_batch >= batch_frames:
+                if batch:
+                    yield concatenate(batch, info=dict(info, frames=n_seen,
+                                                       homographies_accepted=steps.n_accepted))
+                batch, frames_in_batch = [], 0
+        info.update(frames=n_seen, homographies_accepted=steps.n_accepted)
+        humans.finish(info)
+        if n_seen < 2:
+            raise VideoError(source, "only 1 frame; need at least 2 to track anything")
+        # the last batch carries the final info (frames seen, homographies accepted)
+        yield concatenate(batch, info=info)
+    finally:
+        if steps.executor is not None:
+            steps.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def extract(path_or_frames, params: IDTParams | None = None, *, backend: str = "auto",

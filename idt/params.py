@@ -24,7 +24,7 @@ __all__ = ["IDTParams", "PRESETS", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES"
 
 FLOW_METHODS = ("farneback", "tvl1", "dis")
 MATCHERS = ("auto", "surf", "orb", "akaze", "sift", "flow")
-WARP_FLOW_MODES = ("recompute", "subtract")
+WARP_FLOW_MODES = ("recompute", "subtract", "refine")
 FARNEBACK_IMPLS = ("auto", "numba", "opencv")
 FARNEBACK_WINDOWS = ("box", "gaussian")
 #: The extractor's default working width (``resize_width=None``): wider frames are shrunk to it. Peak memory grows
@@ -91,7 +91,9 @@ class IDTParams:
         :math:`f_w(x) = H^{-1}(x + f(x)) - x` per scale; one solve fewer, about 13 ms of 63 per 320x240 frame;
         used by the fast preset). Same fidelity to LEAR on vtest and KTH; on the moving-camera carphone clip
         ``"recompute"`` brings the MBHx/MBHy mean-profile correlations from 0.88/0.90 to 0.99/0.97 (see
-        ``bench/RESULTS.md``).
+        ``bench/RESULTS.md``). ``"refine"``: the warped frame as ``"recompute"``, its flow started on every
+        level from the ``"subtract"`` flow and refined by one Farnebäck round (about a third less CPU in this
+        stage than ``"recompute"``; carphone MBHx/MBHy 0.99/0.97 as ``"recompute"``).
     matcher : str
         Keypoints for the homography: ``"auto"`` (SURF if available, else AKAZE), ``"surf"``, ``"orb"``, ``"akaze"``,
         ``"sift"``, or ``"flow"`` (flow matches only).
@@ -150,6 +152,14 @@ class IDTParams:
         and the descriptor gathering, bit-identical to the CPU's; the rest stays on the CPU). ``"cuda"`` without
         CuPy and a device is an error at extraction; ``"auto"`` falls back to the CPU with one warning. Left out
         of :meth:`to_dict` when ``"cpu"``.
+    threads : int
+        Threads for one video (1). With more, the next frame's decoding and keypoint detection run while the main
+        thread does this frame's homography and warped flow, and the next frame's pyramid and flow while it does
+        this frame's per-level steps (tracking, integral histograms, descriptor blocks, dense sampling), which are
+        themselves shared out among the threads by level area (the Numba kernels release the GIL). One level of
+        parallelism, for one long video on a workstation; the dataset runner parallelises over videos and keeps 1.
+        The output bytes do not depend on it: it is left out of :meth:`to_dict` when 1 and out of the extractor's
+        ``info`` always. ``bench/bench_threads.py`` measures the speed-up.
     """
 
     # Each field's option() holds its command-line help (idtfv.options): extract-trajectories and idtfv features
@@ -195,8 +205,9 @@ class IDTParams:
                                advanced=True)
     camera_motion: bool = option(True, "estimate a homography per frame pair and compensate camera motion (iDT); "
                                        "--no-camera-motion gives DT-like output")
-    warp_flow: str = option("recompute", "camera-compensated flow: solve again on the warped frame, or subtract "
-                                         "the homography's motion from the flow (one solve fewer)",
+    warp_flow: str = option("recompute", "camera-compensated flow: solve again on the warped frame, subtract "
+                                         "the homography's motion from the flow (one solve fewer), or refine "
+                                         "that on the warped frame (one Farneback round per scale)",
                             choices=WARP_FLOW_MODES)
     matcher: str = option("auto", "keypoints for the camera homography (auto: SURF if available, else AKAZE; "
                                   "flow: flow matches only)", choices=MATCHERS)
@@ -231,6 +242,9 @@ class IDTParams:
     device: str = option("cpu", "where the per-frame kernels run: cpu, cuda (CuPy; an error without a CUDA device) "
                                 "or auto (cuda when CuPy sees a device, else cpu with a warning); see docs/GPU.md",
                          choices=DEVICES)
+    threads: int = option(1, "threads for one video: the next frame's flow and keypoints run ahead, the levels' "
+                             "tracking and descriptors side by side (the output bytes do not depend on it)",
+                          metavar="N", advanced=True)
 
     def __post_init__(self):
         def bad(name, expected):
@@ -241,7 +255,7 @@ class IDTParams:
             "init_gap": 1, "farneback_poly_n": 3, "farneback_winsize": 1, "farneback_iterations": 1,
             "median_ksize": 1, "orb_features": 1, "match_window": 1, "flow_matches": 0, "min_inliers": 3,
             "min_matches": 0, "detect_every": 1,
-            "start": 0, "seed": 0, "dis_preset": 0, "dis_finest_scale": 0,
+            "start": 0, "seed": 0, "dis_preset": 0, "dis_finest_scale": 0, "threads": 1,
         }
         for name, lo in ints.items():
             v = getattr(self, name)
@@ -315,11 +329,14 @@ class IDTParams:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """All options as a JSON-safe dict (field order); ``device`` only when it is not ``"cpu"``, so the dicts
-        (cache keys, ``info["params"]``) of CPU runs stay what they were before the option existed."""
+        """All options as a JSON-safe dict (field order); ``device`` only when it is not ``"cpu"`` and ``threads``
+        only when it is not 1, so the dicts (cache keys, ``info["params"]``) of default runs stay what they were
+        before the options existed."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         if d["device"] == "cpu":
             del d["device"]
+        if d["threads"] == 1:
+            del d["threads"]
         return d
 
     @classmethod

@@ -50,7 +50,7 @@ LEAR_COLUMNS = DescriptorLayout().n_columns
 #: gzip level of LEAR text written to ``.txt.gz`` (1: about 5x faster than gzip's own default 9, files about 15 %
 #: larger; ``bench/bench_memory.py``)
 LEAR_GZIP_LEVEL = 1
-#: Rows formatted at a time when writing LEAR text (bounds the text and Python floats held: ~18 KB per row)
+#: Rows formatted at a time when writing LEAR text (bounds the text and work arrays held: ~11 KB per row)
 _LEAR_ROWS = 256
 
 
@@ -233,6 +233,7 @@ class TrajectoryWriter:
         self._nan_t_pos = False
         self._stack = contextlib.ExitStack()
         self._out = None  # LEAR: where the text goes
+        self._text = _LearText()  # LEAR: the formatter, with its work arrays
         self._open = True
         if format == "lear":
             if self._stream is not None:
@@ -272,7 +273,7 @@ class TrajectoryWriter:
         if self.format == "lear":
             for i in range(0, n, _LEAR_ROWS):
                 part = chunk.select(slice(i, i + _LEAR_ROWS)) if n > _LEAR_ROWS else chunk
-                self._out.write(_format_lear(part.to_lear()))
+                self._out.write(self._text(part.to_lear()))
             return
         self._nan_t_pos |= bool(np.isnan(chunk.meta[:, 9]).any())
         for name in BLOCK_NAMES:
@@ -369,15 +370,42 @@ def fill_t_pos(meta: np.ndarray, info: dict) -> None:
     meta[nan, 9] = np.clip((meta[nan, 0] - start - length / 2.0) / frames, 0, 0.999)
 
 
+class _LearText:
+    """Tables as LEAR text: one line per row, tab-separated, each number as ``"%.9g" % float(value)`` (at most 9
+    significant digits, enough to round-trip float32; LEAR itself prints 6).
+
+    Formatted by compiled kernels (:mod:`idtfv.idt._lear_text_nb`: the bytes of ``"%.9g"``, about 5x faster than
+    Python's formatting), which hand the few values whose rounding a double cannot settle back to Python's
+    ``"%.8e"``. The work arrays are kept from one table to the next: fresh ones for every chunk cost about as much
+    in page faults as the formatting.
+    """
+
+    def __init__(self):
+        self._n = 0
+
+    def __call__(self, table: np.ndarray) -> bytes:
+        if len(table) == 0:
+            return b""
+        from idtfv.idt import _lear_text_nb as _text
+
+        values = np.ascontiguousarray(table, dtype=np.float32).reshape(-1)
+        n = values.size
+        if n > self._n:
+            self._n = n
+            self._digits, self._exps = np.empty(n, np.int64), np.empty(n, np.int64)
+            self._kinds, self._out = np.empty(n, np.int8), np.empty(n * _text.MAX_CHARS, np.uint8)
+        digits, exps, kinds = self._digits[:n], self._exps[:n], self._kinds[:n]
+        if _text.decimal9(values, digits, exps, kinds):
+            for i in np.flatnonzero(kinds == 4):  # nine digits correctly rounded by Python: "-d.dddddddde-XX"
+                mantissa, exponent = ("%.8e" % float(values[i])).lstrip("-").split("e")
+                digits[i], exps[i], kinds[i] = int(mantissa.replace(".", "")), int(exponent), 3
+        size = _text.render(values, digits, exps, kinds, table.shape[1], self._out)
+        return self._out[:size].tobytes()
+
+
 def _format_lear(table: np.ndarray) -> bytes:
-    """One line per row, tab-separated, each number in the shortest form that round-trips float32."""
-    if len(table) == 0:
-        return b""
-    # '%.9g' round-trips float32 exactly; LEAR itself prints 6 significant digits. Formatted here rather than by
-    # np.savetxt, whose StringIO wrapper sits in a reference cycle: each call's text stayed alive until the next
-    # garbage collection, so memory grew with the file
-    line = "\t".join(["%.9g"] * table.shape[1]) + "\n"
-    return "".join([line % tuple(row) for row in table.tolist()]).encode()
+    """``table (n, C)`` as LEAR text (see :class:`_LearText`)."""
+    return _LearText()(table)
 
 
 def _read_lear(path: Path, layout: DescriptorLayout) -> np.ndarray:

@@ -114,7 +114,7 @@ NON_DEFAULT = {
     "flow_matches": "200", "flow_match_min": "0.25", "ransac_threshold": "2", "min_inliers": "10",
     "min_matches": "30", "warp_margin": "2.5", "resize_width": "160", "start": "2", "end": "10",
     "boxes": "boxes.txt", "detect_humans": None, "detect_every": "3", "humans_cache": "", "seed": "7",
-    "device": "cuda",
+    "device": "cuda", "threads": "2",
 }
 
 
@@ -154,7 +154,7 @@ def test_every_idtparams_field_is_an_option_that_reaches_the_params(command, pre
     names = [f.name for f in dataclasses.fields(IDTParams)]
     assert sorted(NON_DEFAULT) == sorted(names)  # a new field needs a value here (and an option())
     base = PRESETS[preset]()
-    offered = set(names) - ({"start", "end", "boxes", "humans_cache"} if command == "features" else set())
+    offered = set(names) - ({"start", "end", "boxes", "humans_cache", "threads"} if command == "features" else set())
     for name in names:
         default = getattr(base, name)
         typed = NON_DEFAULT[name]

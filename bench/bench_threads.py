@@ -1,0 +1,124 @@
+"""Benchmark: ``extract-trajectories --threads N`` on one video, whole process, wall seconds (issue 12, item 5:
+at least 1.8x on 2 cores against 1, output bytes identical).
+
+``--threads`` pipelines frames (``idtfv.idt.extractor._Pipeline``): the next frame's decoding and keypoints run
+while the main thread does this frame's homography and warped flow, the next frame's pyramid and flow while it
+does this frame's per-level steps, which are shared out among the threads by level area. Each thread count's run
+is its own process (``NUMBA_NUM_THREADS=OMP_NUM_THREADS=1``, OpenCV's own thread pool left as it is), the counts
+alternating (1 2 1 2 ...) after one untimed warm-up; wall and CPU seconds, median (min - max), the speed-up
+against 1 thread in the same round, and whether the output bytes of every run equal those of the first 1-thread
+run. Wall time needs an otherwise idle machine: the section records the load average.
+
+Usage: ``python bench/bench_threads.py [--video PATH] [--end 200] [--threads 1 2] [--preset default fast]
+[--repeat 3] [--no-write]``; updates the ``## threads`` section of ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+
+SECTION = "## threads"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_VIDEO = SHARED / "reference" / "videos" / "vtest_320x240.avi"
+GOAL = 1.8
+
+
+def run(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + sys) of one process; it must exit 0."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    with open(cwd / "stderr.txt", "w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {(cwd / 'stderr.txt').read_text().strip()[-300:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def _stat(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f} - {max(values):.2f})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="input video (default: vtest_320x240)")
+    ap.add_argument("--end", type=int, default=200, help="stop before this frame (default 200; 0: whole video)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts raced (first: baseline)")
+    ap.add_argument("--preset", nargs="+", default=["default", "fast"], choices=("default", "fast"))
+    ap.add_argument("--repeat", type=int, default=3, help="rounds (median reported)")
+    ap.add_argument("--no-write", action="store_true", help="print the section, do not update RESULTS.md")
+    args = ap.parse_args(argv)
+    if not args.video.exists():
+        raise SystemExit(f"{args.video}: no such video; give one with --video (the default needs ../shared)")
+    script = Path(sys.executable).parent / "extract-trajectories"
+    rows, speedups = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for preset in args.preset:
+            base = [str(script), str(args.video.resolve()), "-q", "--preset", preset]
+            base += ["--end", str(args.end)] if args.end else []
+            run(base + ["-o", "warm.npz"], tmp)  # fills Numba's kernel cache; not timed
+            wall = {n: [] for n in args.threads}
+            cpu = {n: [] for n in args.threads}
+            same = True
+            reference = None
+            for r in range(args.repeat):
+                for n in args.threads:
+                    out = tmp / f"out-{n}.npz"
+                    w, c = run(base + ["--threads", str(n), "-o", out.name], tmp)
+                    wall[n].append(w)
+                    cpu[n].append(c)
+                    data = out.read_bytes()
+                    reference = data if reference is None else reference
+                    same &= data == reference
+                    print(f"{preset} round {r + 1} threads {n}: {w:.2f} s wall, {c:.2f} CPU-s", flush=True)
+            one = args.threads[0]
+            for n in args.threads:
+                ratio = [a / b for a, b in zip(wall[one], wall[n])]
+                speedups[(preset, n)] = statistics.median(ratio)
+                rows.append(f"| {preset} | {n} | {_stat(wall[n])} | {_stat(cpu[n])} | {_stat(ratio)} | "
+                            f"{'yes' if same else 'NO'} |")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    shown = args.video.name + (f" --end {args.end}" if args.end else "")
+    best = max(args.threads)
+    text = "\n".join([
+        SECTION, "",
+        f"`python bench/bench_threads.py` ({platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, {stamp}, load average {load:.1f}). `extract-trajectories {shown} -q "
+        f"--preset P --threads N`, whole process, thread counts alternating, {args.repeat} rounds after a "
+        "warm-up; median (min - max). Wall time is only meaningful on an otherwise idle machine.",
+        "",
+        "| preset | threads | wall s | CPU s | speed-up (wall, vs the first count) | bytes identical |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "| what | ours | baseline | ratio |", "|---|---|---|---|",
+        readme_row("speed", "threads", [
+            f"`extract-trajectories --threads {best}` vs 1, whole process, wall, {shown}",
+            " / ".join(f"{p} {speedups[(p, best)]:.2f}x" for p in args.preset), f"goal {GOAL:g}x",
+            "met" if min(speedups[(p, best)] for p in args.preset) >= GOAL else "not met"]),
+    ])
+    if args.no_write:
+        print(text)
+    else:
+        write_section(SECTION, text)
+        print(f"updated {SECTION} of bench/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""A lighter start of Numba's compiled-code runtime, for commands that load cached kernels.
+
+The first call of any ``@njit(cache=True)`` kernel in a process initialises Numba's CPU target: it imports every
+implementation registry Numba has (0.22 s of CPU on this project's 2-core x86 test machine, several times the
+dozen kernel cache loads of an extraction together, about 3 ms each). Half of that is one import:
+``numba.np.arraymath`` asks at import time whether BLAS is available, by importing ``scipy.linalg`` (scipy's whole
+linear-algebra package), although no idtfv kernel calls BLAS (``np.dot``, ``np.linalg``); without it the target
+starts in 0.11 s.
+
+:func:`light_numba_init` imports ``numba.np.arraymath`` with that check answered by whether SciPy is *installed*
+(``importlib.util.find_spec``, no import): the answer Numba would get, without the import. Numba's own later BLAS
+uses (a kernel that compiles ``np.dot``) still import SciPy as before, and compiled code resolves its BLAS
+functions at run time. The kernels, their cache files and their results are unchanged; only the start-up is
+shorter (``bench/bench_startup.py``).
+
+It touches two Numba internals (``numba.np.linalg.ensure_blas`` and ``numba.np.arraymath``'s binding of it),
+restores both, and does nothing (Numba initialises as usual) when they are not as expected, when Numba's target
+is already initialised, or when ``IDTFV_PLAIN_NUMBA_INIT=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+__all__ = ["light_numba_init"]
+
+_done = False
+
+
+def _blas_installed() -> None:
+    """Numba's ``ensure_blas`` without the import: ImportError when SciPy is not installed."""
+    if importlib.util.find_spec("scipy") is None:
+        raise ImportError("scipy 0.16+ is required for linear algebra")
+
+
+def light_numba_init() -> bool:
+    """Import ``numba.np.arraymath`` without importing ``scipy.linalg`` (see the module's docstring).
+
+    Call it before the process's first Numba kernel call; later calls, and calls after Numba's target was
+    initialised, do nothing. Returns True when it took the light path.
+    """
+    global _done
+    if _done or os.environ.get("IDTFV_PLAIN_NUMBA_INIT") == "1":
+        return False
+    _done = True
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return False  # already paid for (or Numba's target already initialised)
+    try:
+        import numba.np.linalg as linalg
+    except ImportError:  # no Numba: nothing to initialise
+        return False
+    original = getattr(linalg, "ensure_blas", None)
+    if not callable(original):
+        return False
+    linalg.ensure_blas = _blas_installed
+    try:
+        import numba.np.arraymath as arraymath
+    finally:
+        linalg.ensure_blas = original
+    if getattr(arraymath, "ensure_blas", None) is _blas_installed:
+        arraymath.ensure_blas = original
+    return True
