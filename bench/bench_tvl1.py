@@ -1,12 +1,16 @@
-"""Benchmark: our TV-L1 (Numba, one thread) against OpenCV's ``DualTVL1`` (one thread) on 320x240 frame pairs.
+"""Benchmark: our TV-L1 (Numba, one thread) against OpenCV's ``DualTVL1`` (contrib, one thread) on real frame pairs.
 
-Both run in the same process on the same pairs of ``../shared/reference/videos/vtest_320x240.avi``: OpenCV's
-default parameters on both sides (``TVL1Params()`` = OpenCV's defaults), then the fast preset on both sides
-(``TVL1Params.fast()`` given to OpenCV too). Prints ms/pair (median over pairs), the speed ratio and the mean
-endpoint error between the two flows.
+In-process race, per clip: for each shared clip (``../shared/reference/videos``: vtest, bikes, KTH boxing, tree,
+carphone) ``--pairs`` consecutive-frame pairs spread over the clip, at two parameter sets given to both sides
+(``TVL1Params()`` = OpenCV's defaults, and ``TVL1Params.fast()``, passed to OpenCV through
+:meth:`TVL1Params.to_opencv`). Each pair is solved by ours then OpenCV (alternating), pinned to one CPU with
+``NUMBA_NUM_THREADS=1`` and ``cv2.setNumThreads(1)``; one warm-up pair per parameter set is not counted. Times
+are CPU milliseconds (``time.process_time``) per pair, median (min-max) over the clip's pairs; the end-point
+error (EPE) between the two flows of each pair shows both solve the same problem. A planted-flow check (a known
+smooth flow warped into a vtest frame) gives each solver's error against the truth.
 
-Usage: ``python bench/bench_tvl1.py [--pairs 5] [--no-write]``; appends/updates the ``## tvl1`` section of
-``bench/RESULTS.md``.
+Usage: ``python bench/bench_tvl1.py [--pairs 3] [--no-write]``; updates the ``## tvl1`` section of
+``bench/RESULTS.md`` with rows for README table ``speed`` (``tvl1-default``, ``tvl1-fast``).
 """
 
 from __future__ import annotations
@@ -25,15 +29,19 @@ import numpy as np  # noqa: E402
 
 from idtfv.idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available  # noqa: E402
 
-from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## tvl1"
-VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videos"
+VIDEO = VIDEOS / "vtest_320x240.avi"
+CLIPS = ("vtest_320x240.avi", "bikes_320x240.avi", "person01_boxing_d1_uncomp.avi", "tree.avi",
+         "carphone_pristine.mp4")
+PARAM_SETS = (("default", "OpenCV's defaults", TVL1Params()), ("fast", "fast preset", TVL1Params.fast()))
 
 
-def load_pairs(n_pairs: int):
-    """``n_pairs`` consecutive-frame gray pairs spread over the clip (320x240 uint8)."""
-    cap = cv2.VideoCapture(str(VIDEO))
+def load_pairs(n_pairs: int, video: Path = VIDEO):
+    """``n_pairs`` consecutive-frame gray pairs spread over the clip (uint8)."""
+    cap = cv2.VideoCapture(str(video))
     frames = []
     while True:
         ok, f = cap.read()
@@ -42,8 +50,8 @@ def load_pairs(n_pairs: int):
         frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
     cap.release()
     if len(frames) < 2:
-        sys.exit(f"error: {VIDEO}: cannot read frames (is ../shared present?)")
-    starts = np.linspace(10, len(frames) - 2, n_pairs).astype(int)
+        sys.exit(f"error: {video}: cannot read frames (is ../shared present?)")
+    starts = np.linspace(min(10, len(frames) - 2), len(frames) - 2, n_pairs).astype(int)
     return [(frames[s], frames[s + 1]) for s in starts]
 
 
@@ -74,16 +82,19 @@ def planted_epe(frame, params: TVL1Params, margin: int = 8):
             float(np.linalg.norm(theirs - truth, axis=-1)[inner].mean()))
 
 
-def run(pairs, params: TVL1Params):
+def race(pairs, params: TVL1Params):
+    """Alternating ours / OpenCV on each pair: CPU ms lists and the per-pair mean EPE between the two flows."""
     cv = params.to_opencv()
     ours_ms, cv_ms, epes = [], [], []
     for a, b in pairs:
-        t0, f0 = time_one(lambda x, y: estimate_flow(x, y, backend="cpu", params=params), a, b)
-        t1, f1 = time_one(lambda x, y: cv.calc(x, y, None), a, b)
-        ours_ms.append(t0)
-        cv_ms.append(t1)
+        c = time.process_time()
+        f0 = estimate_flow(a, b, backend="cpu", params=params)
+        ours_ms.append((time.process_time() - c) * 1e3)
+        c = time.process_time()
+        f1 = cv.calc(a, b, None)
+        cv_ms.append((time.process_time() - c) * 1e3)
         epes.append(float(np.linalg.norm(f0 - f1, axis=-1).mean()))
-    return float(np.median(ours_ms)), float(np.median(cv_ms)), float(np.mean(epes)), float(np.max(epes))
+    return np.array(ours_ms), np.array(cv_ms), np.array(epes)
 
 
 def run_gpu(pairs, batch: int = 32):
@@ -111,53 +122,89 @@ def run_gpu(pairs, batch: int = 32):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=5, help="frame pairs (default 5)")
+    ap.add_argument("--pairs", type=int, default=3, help="frame pairs per clip (default 3)")
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     args = ap.parse_args(argv)
+    if not hasattr(cv2, "optflow"):
+        print("bench_tvl1: skipped: OpenCV without contrib (cv2.optflow) is installed")
+        return 0
+    clips = [VIDEOS / c for c in CLIPS if (VIDEOS / c).is_file()]
+    if not clips:
+        print(f"bench_tvl1: skipped: no shared clips in {VIDEOS}")
+        return 0
     cv2.setNumThreads(1)
-    pairs = load_pairs(args.pairs)
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    load = os.getloadavg()
+    pairs = {c.stem: load_pairs(args.pairs, c) for c in clips}
     t = time.perf_counter()
-    estimate_flow(pairs[0][0], pairs[0][1], backend="cpu", params=TVL1Params.fast())  # compile / load cache
+    estimate_flow(pairs[clips[0].stem][0][0], pairs[clips[0].stem][0][1], backend="cpu", params=TVL1Params.fast())
     warm = time.perf_counter() - t
-    rows = []
-    for name, params in (("default (OpenCV defaults)", TVL1Params()), ("fast preset", TVL1Params.fast())):
-        ours, theirs, epe, epe_max = run(pairs, params)
-        t_ours, t_cv = planted_epe(pairs[len(pairs) // 2][0], params)
-        rows.append((name, ours, theirs, theirs / ours, epe, epe_max, t_ours, t_cv))
-        print(f"{name:28s} ours {ours:8.1f} ms/pair  OpenCV {theirs:8.1f} ms/pair  speed-up {theirs / ours:5.2f}x  "
-              f"EPE(ours, OpenCV) mean {epe:.2g} px (worst pair {epe_max:.2g}); planted-truth EPE ours "
-              f"{t_ours:.4f} OpenCV {t_cv:.4f} px")
+    results = {}  # (set key, clip) -> (ours ms, OpenCV ms, EPE)
+    for key, _, params in PARAM_SETS:
+        a, b = pairs[clips[0].stem][0]
+        race([(a, b)], params)  # warm-up, not counted
+        for clip, ps in pairs.items():
+            o, c, e = race(ps, params)
+            results[key, clip] = (o, c, e)
+            h, w = ps[0][0].shape
+            print(f"{key:8s} {clip:28s} {w}x{h}: ours {np.median(o):8.1f} ms ({o.min():.1f}-{o.max():.1f})  OpenCV "
+                  f"{np.median(c):8.1f} ms ({c.min():.1f}-{c.max():.1f})  ratio {np.median(c) / np.median(o):5.2f}x  "
+                  f"EPE(ours, OpenCV) {e.mean():.2g} px (worst pair {e.max():.2g})", flush=True)
+    planted = {key: planted_epe(pairs[clips[0].stem][len(pairs[clips[0].stem]) // 2][0], params)
+               for key, _, params in PARAM_SETS}
+    for key, (t_ours, t_cv) in planted.items():
+        print(f"planted-truth EPE, {key}: ours {t_ours:.4f} OpenCV {t_cv:.4f} px")
     print(f"(first call incl. Numba compile/cache load: {warm:.2f} s)")
     gpu_rows = []
     if gpu_available():
         try:
-            gpu_rows = run_gpu(pairs)
+            gpu_rows = run_gpu(pairs[clips[0].stem])
         except Exception as exc:  # report, keep the CPU results
             print(f"GPU benchmark failed: {type(exc).__name__}: {exc}")
     else:
         print("GPU: no CuPy/CUDA device here; GPU rows skipped")
     if not args.no_write:
-        record_results(rows, len(pairs), gpu_rows)
+        record_results(results, pairs, planted, args.pairs, cpu, load, gpu_rows)
     return 0
 
 
-def record_results(rows, n_pairs: int, gpu_rows=()) -> None:
+def record_results(results, pairs, planted, n_pairs: int, cpu: int, load, gpu_rows=()) -> None:
+    clips = list(pairs)
     lines = [
         SECTION,
         "",
-        f"`python bench/bench_tvl1.py` ({platform.processor() or platform.machine()}, one thread for both "
-        f"(NUMBA_NUM_THREADS=1, cv2.setNumThreads(1)), {n_pairs} pairs of vtest_320x240, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Median ms per 320x240 pair; EPE = mean endpoint "
-        "error between our flow and OpenCV's at the same parameters; planted = mean EPE against a known smooth flow "
-        "(<= 2.5 px) planted into a vtest frame, ours / OpenCV.",
+        f"`python bench/bench_tvl1.py --pairs {n_pairs}` (in-process race, {platform.machine()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; one CPU (affinity {{{cpu}}}), one thread for both "
+        f"(`NUMBA_NUM_THREADS=1`, `cv2.setNumThreads(1)`); load average at the start {load[0]:.1f}, {load[1]:.1f}, "
+        f"{load[2]:.1f}). {n_pairs} consecutive-frame pairs spread over each shared clip, solved by ours then OpenCV "
+        "`DualTVL1` (contrib) at the same parameters, one warm-up pair per parameter set not counted. CPU ms per "
+        "pair, median (min-max) over the clip's pairs; EPE = mean endpoint error between the two flows (px).",
         "",
-        "| parameters | ours ms | OpenCV DualTVL1 ms | speed-up | EPE ours vs OpenCV (px) "
-        "| planted EPE ours / OpenCV (px) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| what | ours | baseline | ratio |",
+        "|---|---|---|---|",
     ]
-    for name, ours, theirs, ratio, epe, epe_max, t_ours, t_cv in rows:
-        lines.append(f"| {name} | {ours:.1f} | {theirs:.1f} | {ratio:.2f}x | {epe:.2g} (worst pair {epe_max:.2g}) "
-                     f"| {t_ours:.4f} / {t_cv:.4f} |")
+    for key, label, _ in PARAM_SETS:
+        o = np.concatenate([results[key, c][0] for c in clips])
+        c_ = np.concatenate([results[key, c][1] for c in clips])
+        per_clip = [np.median(results[key, c][1]) / np.median(results[key, c][0]) for c in clips]
+        lines.append(readme_row("speed", f"tvl1-{key}", [
+            f"TV-L1 optical flow, {label}, real frame pairs of {len(clips)} clips ({len(o)} pairs), one thread, "
+            "in-process", f"{np.median(o):.1f} ms/pair", f"OpenCV DualTVL1 {np.median(c_):.1f} ms/pair",
+            f"{np.median(c_) / np.median(o):.2f}x (per clip {min(per_clip):.2f}–{max(per_clip):.2f})"]))
+    lines += ["", "| parameters | clip | size | ours ms | OpenCV DualTVL1 ms | ratio | EPE ours vs OpenCV (px), mean "
+                  "(worst pair) |", "|---|---|---|---:|---:|---:|---:|"]
+    for key, label, _ in PARAM_SETS:
+        for clip in clips:
+            o, c_, e = results[key, clip]
+            h, w = pairs[clip][0][0].shape
+            lines.append(f"| {label} | {clip} | {w}x{h} | {np.median(o):.1f} ({o.min():.1f}–{o.max():.1f}) | "
+                         f"{np.median(c_):.1f} ({c_.min():.1f}–{c_.max():.1f}) | {np.median(c_) / np.median(o):.2f}x | "
+                         f"{e.mean():.2g} ({e.max():.2g}) |")
+    lines += ["", f"Planted flow (a smooth flow of <= 2.5 px warped into a frame of {clips[0]}), mean EPE against the "
+                  "truth, "
+                  "ours / OpenCV: " + "; ".join(f"{label} {planted[key][0]:.4f} / {planted[key][1]:.4f} px"
+                                                for key, label, _ in PARAM_SETS) + "."]
     if gpu_rows:
         lines += ["", "GPU (CuPy, batches of frame pairs solved together):", "",
                   "| size | parameters | batch | frames/s | EPE GPU vs CPU (px) |", "|---|---|---:|---:|---:|"]

@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._bits_nb import cttz64, f32_from_bits
+from ._bits_nb import cttz64, f32_from_bits, ge_mask64, max_row16
 
 # Reassociation only lets LLVM vectorise the Mahalanobis reduction (it changes the summation order, nothing else);
 # tests compare against a naive float64 reference at 1e-5.
@@ -67,9 +67,20 @@ def row_posteriors(X, i, screen, thr, thr_exact, means, inv_var, log_const, clam
     n : int, number of kept posteriors (first n entries of idx, q).
     log_px : float, log p(x) = log sum_k exp(l_k(x)) (over the kept components).
     """
-    # Branch-free compaction of the candidates (a data-dependent branch per component mispredicts often).
+    # Compaction of the candidates: a 64-bit mask per 64 components (16-lane compares), walked with ``tzcnt``;
+    # the tail is branch-free (a data-dependent branch per component mispredicts often).
+    K = screen.shape[1]
+    K64 = K - K % 64
     n = 0
-    for k in range(screen.shape[1]):
+    for kb in range(0, K64, 64):
+        mask = ge_mask64(screen, i, kb, np.float32(thr))
+        while mask:
+            k = kb + np.int64(cttz64(mask))
+            idx[n] = k
+            q[n] = screen[i, k]
+            n += 1
+            mask &= mask - np.uint64(1)
+    for k in range(K64, K):
         sk = screen[i, k]
         idx[n] = k
         q[n] = sk
@@ -132,14 +143,32 @@ def em_accumulate(X, screen, thr, thr_exact, means, inv_var, log_const, clamp, S
     return ll, nnz
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(cache=True, nogil=True)
 def _row_max(screen, i):
-    """max_k screen[i, k] (vectorised: reassociation lets LLVM split the reduction)."""
-    m = screen[i, 0]
-    for k in range(1, screen.shape[1]):
+    """max_k screen[i, k] of a C-contiguous float32 screen (16 lanes at a time, ``_bits_nb.max_row16``)."""
+    K = screen.shape[1]
+    K16 = K - K % 16
+    m = max_row16(screen, i, K16) if K16 else screen[i, 0]
+    for k in range(K16, K):
         v = screen[i, k]
         m = v if v > m else m
     return m
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _screen_terms(X, i, a_max, b_max):
+    """sum_d X[i, d]^2 a_max[d] + |X[i, d]| b_max[d] in float64 (vectorised; only sizes the screen's margin)."""
+    s = 0.0
+    for d in range(X.shape[1]):
+        xd = np.float64(X[i, d])
+        s += xd * xd * a_max[d] + abs(xd) * b_max[d]
+    return s
+
+
+def stats_width(D: int) -> int:
+    """Columns of the S12 / T12 statistics of ``fisher_block`` for D dimensions: 2D rounded up to a multiple of 16
+    (whole float32 and float64 SIMD vectors); the statistics are ``[:, :D]`` (x) and ``[:, D:2D]`` (x^2)."""
+    return -(-2 * D // 16) * 16
 
 
 @njit(cache=True, nogil=True)
@@ -174,12 +203,14 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
 
     1. screened maximum m_i = max_k screen[i, k] and the rounding margin of its screen,
        margin_i = ``margin_abs`` + ``margin_rel`` (c_max + sum_d x_d^2 a_max_d + |x_d| b_max_d) (see ``_gaussians``);
-    2. two candidate masks per 64 components, built without branches and walked with ``tzcnt``: components within
+    2. two candidate masks per 64 components, built 16 lanes at a time (``_bits_nb.ge_mask64``; the maximum too,
+       ``max_row16``) and walked with ``tzcnt``: components within
        ``window`` + margin_i of m_i (recomputed exactly: direct Mahalanobis sum in float64) and those within
        ``clamp`` + margin_i (keep the screened value, whose error only touches posteriors below exp(-window) of the
        best);
     3. q_ik = exp(l_k - max_j l_j) / sum (float32 exponentials, float64 sums), zero below exp(-``clamp``);
-    4. row r = c K + k of every pyramid cell c the descriptor falls in: S0[r] += q, and q [x, x^2] (2D wide) goes
+    4. row r = c K + k of every pyramid cell c the descriptor falls in: S0[r] += q, and q [x, x^2] (2D wide, padded
+       with zeros to whole SIMD vectors) goes
        into the float64 sums S12 when q >= ``small`` (~4 per descriptor at D=48, K=256) and into the float32 block
        sums T12 below it (~17 per descriptor, each at most ``small`` of its mass), whichever list q came from. The driver turns S1, S2 into
        sum_i q_ik z_ik = (S1 - mu S0) / sigma and sum_i q_ik (z_ik^2 - 1) = (S2 - 2 mu S1 + mu^2 S0) / sigma^2 - S0,
@@ -193,8 +224,9 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
     means, inv_var : (K, D) float32; log_const : (K,) float64 (see ``row_posteriors``).
     a_max, b_max : (D,) float64 and c_max : float, the bound on the screen's terms (``PreparedGMM``).
     clamp, window, margin_abs, margin_rel, small : floats as above; hard : bool.
-    cells : (n, G) int64 cell ids per pyramid grid (-1: none). S0 (C K,), S12 (C K, 2D) float64 totals; T12
-        (C K, 2D) float32 block sums; counts (C,) float64 descriptors per cell; all updated in place.
+    cells : (n, G) int64 cell ids per pyramid grid (-1: none). S0 (C K,), S12 (C K, P) float64 totals; T12
+        (C K, P) float32 block sums, P = ``stats_width(D)`` >= 2D (columns past 2D stay zero); counts (C,) float64
+        descriptors per cell; all updated in place.
 
     Returns
     -------
@@ -208,33 +240,33 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
     q_ex = np.empty(K, np.float32)
     k_sc = np.empty(K, np.int64)  # screened-only candidates, until appended to the above
     l_sc = np.empty(K, np.float64)
-    x12 = np.empty(2 * D, np.float64)
-    y12 = np.empty(2 * D, np.float32)
+    k_big = np.empty(K, np.int64)  # kept posteriors, split at ``small``
+    w_big = np.empty(K, np.float64)
+    k_small = np.empty(K, np.int64)
+    w_small = np.empty(K, np.float64)
+    P = S12.shape[1]  # 2D, or more: padding columns get zeros (whole SIMD vectors, no scalar remainder loop)
+    x12 = np.zeros(P, np.float64)
+    y12 = np.zeros(P, np.float32)
     K64 = K - K % 64
     nnz = 0
     for i in range(n_rows):
         m = _row_max(screen, i)
-        bound = c_max
+        for d in range(D):  # two simple loops: LLVM vectorises these, not one interleaved loop
+            x12[d] = X[i, d]
+            y12[d] = X[i, d]
         for d in range(D):
-            xd = np.float64(X[i, d])
-            x12[d] = xd
-            x12[D + d] = xd * xd
-            bound += xd * xd * a_max[d] + abs(xd) * b_max[d]
-        for d in range(2 * D):
-            y12[d] = np.float32(x12[d])
+            xx = x12[d] * x12[d]
+            x12[D + d] = xx
+            y12[D + d] = np.float32(xx)
+        bound = c_max + _screen_terms(X, i, a_max, b_max)
         margin = margin_abs + margin_rel * bound
         thr = np.float32(m - (clamp + margin))
         thr_ex = np.float32(m - (window + margin))
         n_ex = 0
         n_sc = 0
         for kb in range(0, K64, 64):
-            mask_ex = np.uint64(0)
-            mask_sc = np.uint64(0)
-            for j in range(64):
-                s = screen[i, kb + j]
-                mask_ex |= np.uint64(s >= thr_ex) << np.uint64(j)
-                mask_sc |= np.uint64(s >= thr) << np.uint64(j)
-            mask_sc &= ~mask_ex
+            mask_ex = ge_mask64(screen, i, kb, thr_ex)  # bit j: screen[i, kb + j] >= thr_ex
+            mask_sc = ge_mask64(screen, i, kb, thr) & ~mask_ex
             while mask_ex:
                 k_ex[n_ex] = kb + np.int64(cttz64(mask_ex))
                 n_ex += 1
@@ -288,25 +320,38 @@ def fisher_block(X, screen, means, inv_var, log_const, a_max, b_max, c_max, clam
             kept = 1
             inv = 1.0
         nnz += kept
+        # Split the kept posteriors into the float64 list (w >= small) and the float32 one, without branches.
+        # Any order within a descriptor gives the same sums: each row r of S0, S12, T12 gets one term from it.
+        n_big = 0
+        n_small = 0
+        for j in range(n):
+            w = np.float64(q_ex[j]) * inv
+            big = w >= small
+            k_big[n_big] = k_ex[j]
+            w_big[n_big] = w
+            k_small[n_small] = k_ex[j]
+            w_small[n_small] = w
+            n_big += big
+            n_small += (not big) and w != 0.0
         for g in range(G):
             cid = cells[i, g]
             if cid < 0:
                 continue
             counts[cid] += 1.0
             base = cid * K
-            for j in range(n):
-                w = np.float64(q_ex[j]) * inv
-                if w == 0.0:
-                    continue
-                r = base + k_ex[j]
+            for j in range(n_big):
+                w = w_big[j]
+                r = base + k_big[j]
                 S0[r] += w
-                if w >= small:
-                    for d in range(2 * D):
-                        S12[r, d] += w * x12[d]
-                else:
-                    w32 = np.float32(w)
-                    for d in range(2 * D):
-                        T12[r, d] += w32 * y12[d]
+                for d in range(P):
+                    S12[r, d] += w * x12[d]
+            for j in range(n_small):
+                w = w_small[j]
+                r = base + k_small[j]
+                S0[r] += w
+                w32 = np.float32(w)
+                for d in range(P):
+                    T12[r, d] += w32 * y12[d]
     return nnz
 
 

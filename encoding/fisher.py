@@ -120,22 +120,23 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
         cells = np.ascontiguousarray(cells, np.int64)
         if cells.size and (cells.max() >= n_cells or cells.min() < -1):
             raise ParameterError(f"cells: ids must lie in [-1, {n_cells - 1}], got [{cells.min()}, {cells.max()}]")
+    P = _nb.stats_width(D)
     S0 = np.zeros((n_cells, K), np.float64)
-    S12 = np.zeros((n_cells, K, 2 * D), np.float64)
+    S12 = np.zeros((n_cells, K, P), np.float64)
     counts = np.zeros(n_cells, np.float64)
-    T12 = np.empty((n_cells, K, 2 * D), np.float32)
+    T12 = np.empty((n_cells, K, P), np.float32)
     for start, xb, screen in iter_screens(X, g):
         T12.fill(0.0)
         _nb.fisher_block(xb, screen, g.means, g.inv_var, g.log_const, g.a_max, g.b_max, g.c_max, float(clamp),
                          EXACT_WINDOW, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, SMALL_POSTERIOR, bool(fast),
-                         cells[start:start + xb.shape[0]], S0.reshape(-1), S12.reshape(-1, 2 * D),
-                         T12.reshape(-1, 2 * D), counts)
+                         cells[start:start + xb.shape[0]], S0.reshape(-1), S12.reshape(-1, P),
+                         T12.reshape(-1, P), counts)
         S12 += T12
     # sum_i q_ik z_ik = (S1 - mu S0) / sigma; sum_i q_ik (z_ik^2 - 1) = (S2 - 2 mu S1 + mu^2 S0) / sigma^2 - S0
     mu = g.means.astype(np.float64)
     isd = g.sqrt_inv_var.astype(np.float64)
     s0 = S0[:, :, None]
-    S1, S2 = S12[:, :, :D], S12[:, :, D:]
+    S1, S2 = S12[:, :, :D], S12[:, :, D:2 * D]
     c1 = S1 - mu * s0
     U = c1 * isd
     V = ((S2 - mu * S1) - mu * c1) * (isd * isd) - s0

@@ -138,9 +138,10 @@ class TemporalFisher:
         cells = np.ascontiguousarray(cells, np.int64)
         n_c = int(n_bins) * S
         S0 = np.zeros((n_c, K), np.float64)
-        S12 = np.zeros((n_c, K, 2 * D), np.float64)
+        P = _nb.stats_width(D)
+        S12 = np.zeros((n_c, K, P), np.float64)
         counts = np.zeros(n_c, np.float64)
-        T12 = np.empty((n_c, K, 2 * D), np.float32)
+        T12 = np.empty((n_c, K, P), np.float32)
         for start, xb, screen in iter_screens(X, g):
             cb = cells[start:start + xb.shape[0]]
             valid = cb[cb >= 0]
@@ -151,15 +152,15 @@ class TemporalFisher:
             t12.fill(0.0)
             _nb.fisher_block(xb, screen, g.means, g.inv_var, g.log_const, g.a_max, g.b_max, g.c_max, float(clamp),
                              EXACT_WINDOW, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, SMALL_POSTERIOR, bool(fast),
-                             np.where(cb >= 0, cb - lo, -1), S0[lo:hi].reshape(-1), S12[lo:hi].reshape(-1, 2 * D),
-                             t12.reshape(-1, 2 * D), counts[lo:hi])
+                             np.where(cb >= 0, cb - lo, -1), S0[lo:hi].reshape(-1), S12[lo:hi].reshape(-1, P),
+                             t12.reshape(-1, P), counts[lo:hi])
             S12[lo:hi] += t12
         del T12
         # the same algebra as fisher_vectors_cells, per bin: U, V are linear in the sums, so they add over bins
         mu = g.means.astype(np.float64)
         isd = g.sqrt_inv_var.astype(np.float64)
         s0 = S0[:, :, None]
-        S1, S2 = S12[:, :, :D], S12[:, :, D:]
+        S1, S2 = S12[:, :, :D], S12[:, :, D:2 * D]
         c1 = S1 - mu * s0
         prefix = np.zeros((int(n_bins) + 1, S, 2, K, D), np.float64)
         body = prefix[1:].reshape(n_c, 2, K, D)

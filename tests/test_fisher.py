@@ -193,3 +193,81 @@ def test_matches_vlfeat(setup, opts):
     ours = {"improved": False, **opts}  # our improved defaults to True, VLFeat's to False
     got = fisher_vector(X, (mu, var, w), **ours)
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ kernel pieces
+def test_vector_intrinsics_match_scalar_loops():
+    """``ge_mask64`` / ``max_row16`` (16-lane LLVM vectors) give the scalar loops' bits and maxima, with infinities,
+    ties and rows whose width is not a multiple of 16 (``_row_max``'s scalar tail)."""
+    from numba import njit
+
+    from idtfv.encoding._bits_nb import ge_mask64
+    from idtfv.encoding._posterior_nb import _row_max
+
+    @njit
+    def masks(S, thr):
+        out = np.empty((S.shape[0], S.shape[1] // 64), np.uint64)
+        for i in range(S.shape[0]):
+            for b in range(S.shape[1] // 64):
+                out[i, b] = ge_mask64(S, i, 64 * b, thr[i])
+        return out
+
+    @njit
+    def maxima(S):
+        out = np.empty(S.shape[0], np.float32)
+        for i in range(S.shape[0]):
+            out[i] = _row_max(S, i)
+        return out
+
+    rng = np.random.default_rng(3)
+    for K in (256, 100, 12, 17):
+        S = rng.normal(size=(50, K)).astype(np.float32)
+        thr = np.quantile(S, 0.7, axis=1).astype(np.float32)
+        S[0] = -np.inf
+        S[1, K // 2] = np.inf
+        S[2] = np.round(S[2])  # ties
+        S[3, -1] = 50.0  # the maximum in the scalar tail
+        np.testing.assert_array_equal(maxima(S), S.max(1))
+        if K >= 64:
+            thr[4] = np.float32(S[4, 5])  # equality counts
+            bits = S[:, :K - K % 64] >= thr[:, None]
+            want = np.packbits(bits.reshape(50, -1, 64), axis=-1, bitorder="little").view(np.uint64)[..., 0]
+            np.testing.assert_array_equal(masks(S, thr), want)
+
+
+def test_padded_statistics_equal_unpadded():
+    """The kernel's statistics with SIMD-padded rows (``stats_width``) are bit-identical to 2D-wide ones, and the
+    padding columns stay zero."""
+    from idtfv.encoding import _posterior_nb as nb
+    from idtfv.encoding._gaussians import (EXACT_WINDOW, LOG_POSTERIOR_CLAMP, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL,
+                                           PreparedGMM, iter_screens)
+    from idtfv.encoding.fisher import SMALL_POSTERIOR
+
+    rng = np.random.default_rng(4)
+    mu, var, w = make_gmm(rng, K=70, D=15)
+    X = draw(rng, mu, var, w, 3000)
+    g = PreparedGMM.from_params(mu, var, w)
+    cells = np.zeros((len(X), 1), np.int64)
+    out = []
+    for P in (30, nb.stats_width(15)):
+        S0, S12, T12, counts = np.zeros(70), np.zeros((70, P)), np.zeros((70, P), np.float32), np.zeros(1)
+        for start, xb, screen in iter_screens(X, g):
+            T12.fill(0.0)
+            nb.fisher_block(xb, screen, g.means, g.inv_var, g.log_const, g.a_max, g.b_max, g.c_max,
+                            LOG_POSTERIOR_CLAMP, EXACT_WINDOW, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, SMALL_POSTERIOR,
+                            False, cells[start:start + len(xb)], S0, S12, T12, counts)
+            S12 += T12
+        out.append((S0, S12))
+    assert nb.stats_width(15) == 32 and nb.stats_width(48) == 96 and nb.stats_width(213) == 432
+    assert out[0][0].tobytes() == out[1][0].tobytes()
+    assert out[0][1].tobytes() == np.ascontiguousarray(out[1][1][:, :30]).tobytes()
+    assert not out[1][1][:, 30:].any()
+
+
+def test_component_counts_off_the_vector_width(setup):
+    """K = 100 (blocks of 64 and 16 plus remainders) and K = 12 (no full vector) match the naive float64 FV."""
+    rng = np.random.default_rng(5)
+    for K, D in ((100, 9), (12, 6)):
+        mu, var, w = make_gmm(rng, K=K, D=D)
+        X = draw(rng, mu, var, w, 2500)
+        np.testing.assert_allclose(fisher_vector(X, (mu, var, w)), naive_fisher(X, mu, var, w), atol=1e-5)
