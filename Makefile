@@ -103,7 +103,7 @@ CV_REPORT := $(CV_DIR)/report.json
 UNTRIMMED := $(DATA)/untrimmed-$(call hash,untrimmed seed=$(SEED))
 H_UFEATURES := $(call hash,$(H_DATA) untrimmed features preset=$(PRESET) seed=$(SEED) args=$(FEATURES_ARGS))
 UFEATURES := $(UNTRIMMED)/features-$(H_UFEATURES).json
-H_DETECT := $(call hash,$(H_SVM) $(H_UFEATURES) detect args=$(DETECT_ARGS))
+H_DETECT := $(call hash,$(H_SVM) $(H_UFEATURES) detect report=2 args=$(DETECT_ARGS))
 DETECT_DIR := $(DATA)/detect_split$(SPLIT)-$(H_DETECT)
 DETECT_REPORT := $(DETECT_DIR)/report.json
 
@@ -187,9 +187,11 @@ $(FEATURES): $(MANIFEST) | $(INSTALLED)
 	$(IDTFV) features --manifest $(MANIFEST) --cache $(DATA) --out $@ $(RUNNER_OPTS) \
 	  --preset $(PRESET) --seed $(SEED)$(FEATURES_MODE) $(FEATURES_ARGS)
 
+ENCODE_CMD = $(IDTFV) encode --manifest $(MANIFEST) --features $(FEATURES) --split $(SPLIT) --cache $(DATA) \
+  --out $(FISHER) --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER)) --seed $(SEED)$(ENCODE_MODE) $(ENCODE_ARGS)
+
 $(FISHER): $(FEATURES) $(MANIFEST) | $(INSTALLED)
-	$(IDTFV) encode --manifest $(MANIFEST) --features $(FEATURES) --split $(SPLIT) --cache $(DATA) --out $@ \
-	  --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER)) --seed $(SEED)$(ENCODE_MODE) $(ENCODE_ARGS)
+	$(ENCODE_CMD)
 
 $(SVM_REPORT): $(FISHER) $(MANIFEST) | $(INSTALLED)
 	$(IDTFV) train-svm --manifest $(MANIFEST) --features $(FISHER) --split $(SPLIT) --out $(SVM_DIR) \
@@ -210,26 +212,10 @@ $(DEEP_DONE): $(MANIFEST) $(if $(NEEDS_FLOW),$(FLOW_DONE)) | $(INSTALLED_DEEP)
 	  --out $(DEEP_DIR) --seed $(SEED)$(if $(NEEDS_FLOW), --rawframes $(RAWFRAMES)) $(DEEP_ARGS)
 	touch $@
 
-# The codebook train-svm's vectors were made with: the newest CACHE/DATASET-h/codebook-* fitted on these features
-# and split (encode reuses a finished one, so it is the one of the last encode run with these features).
-define FIND_CODEBOOK
-import json, sys
-from pathlib import Path
-stamp, split = json.load(open(sys.argv[1])), int(sys.argv[2])
-found = []
-for summary in Path(sys.argv[3]).glob("codebook-*/codebook.json"):
-    params = json.load(open(summary))["params"]
-    if Path(params["features_dir"]) == Path(stamp["dir"]).resolve() and params["split"] == split:
-        found.append((summary.stat().st_mtime, str(summary.parent)))
-sys.exit("error: no codebook of these features and split; run make encode") if not found else print(max(found)[1])
-endef
-export FIND_CODEBOOK
-
 define DETECT_SUMMARY
 import json, sys
-report = json.load(open(sys.argv[1]))
-print("  mAP at temporal IoU " + ", ".join(f"{k}: {v:.4f}" for k, v in report["mAP"].items() if v is not None))
-print(f"  average mAP: {report['average_mAP']:.4f}")
+from idtfv.classify import summary_line
+print("  " + summary_line(json.load(open(sys.argv[1]))))
 endef
 export DETECT_SUMMARY
 
@@ -241,9 +227,15 @@ $(UFEATURES): $(UNTRIMMED)/manifest.csv | $(INSTALLED)
 	$(IDTFV) features --manifest $< --cache $(UNTRIMMED) --out $@ $(RUNNER_OPTS) --preset $(PRESET) --seed $(SEED) \
 	  $(FEATURES_ARGS)
 
-$(DETECT_REPORT): $(SVM_REPORT) $(UFEATURES) | $(INSTALLED)
-	$(IDTFV) detect --manifest $(UNTRIMMED)/manifest.csv --features $(UFEATURES) \
-	  --codebook "$$($(VENV)/bin/python -c "$$FIND_CODEBOOK" $(FEATURES) $(SPLIT) $(DATA))" \
+# The codebook and pyramid are those of the encode run train-svm followed: idtfv encode records them beside
+# $(FISHER) (.json). An encode output older than these records gets one from running encode again (its codebook and
+# vectors are cached: seconds, the same bytes).
+FISHER_RECORD := $(FISHER:.npz=.json)
+$(FISHER_RECORD): | $(FISHER)
+	$(ENCODE_CMD)
+
+$(DETECT_REPORT): $(SVM_REPORT) $(UFEATURES) | $(INSTALLED) $(FISHER_RECORD)
+	$(IDTFV) detect --manifest $(UNTRIMMED)/manifest.csv --features $(UFEATURES) --vectors $(FISHER) \
 	  --svm $(SVM_DIR) --annotations $(UNTRIMMED)/annotations.csv --out $(DETECT_DIR) $(DETECT_ARGS)
 	test -f $@ || { echo "error: detect wrote no $@" >&2; exit 1; }
 

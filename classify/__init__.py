@@ -3,9 +3,11 @@
 Modules: :mod:`~idtfv.scores` (score CSV and feature ``.npz`` formats), :mod:`~idtfv.classify.svm` (one-vs-rest
 linear SVM through the linear kernel, C selection), :mod:`~idtfv.classify._kernel_svm` and
 :mod:`~idtfv.classify._svm_dcd_nb` (kernel blocks, dual coordinate descent kernel), :mod:`~idtfv.classify.knn`,
-:mod:`~idtfv.classify.evaluate`, :mod:`~idtfv.classify.fusion`, :mod:`~idtfv.classify.plots` (confusion PNG),
-:mod:`~idtfv.classify.stage` (one split: train, score, report) and :mod:`~idtfv.classify.cli` (``idtfv train-svm``,
-``train-knn``, ``evaluate``, ``fuse``).
+:mod:`~idtfv.classify.evaluate` (clip figures, and THUMOS'14 detection mAP: :func:`evaluate_detections`),
+:mod:`~idtfv.classify.intervals` (detection CSV files), :mod:`~idtfv.classify.fusion`, :mod:`~idtfv.classify.plots`
+(confusion PNG), :mod:`~idtfv.classify.detect` (sliding-window detection), :mod:`~idtfv.classify.cv`
+(cross-validation), :mod:`~idtfv.classify.stage` (one split: train, score, report) and :mod:`~idtfv.classify.cli`
+(``idtfv train-svm``, ``train-knn``, ``evaluate``, ``fuse``, ``detect``, ``cv``).
 
 :mod:`~idtfv.classify.fusion` is the one home of score normalisation (:func:`softmax`, :func:`zscore`) and late
 fusion (:func:`fuse_scores`: weighted average; :func:`stack_scores`: stacked scores for a fusion SVM), also used by
@@ -21,7 +23,7 @@ from __future__ import annotations
 import importlib
 
 from idtfv.scores import Features, Scores, read_features, read_scores, write_features, write_scores
-from .evaluate import evaluate, summary_line
+from .evaluate import evaluate, evaluate_detections, summary_line
 from .fusion import NORMALIZERS, fuse_scores, softmax, stack_scores, zscore
 
 __all__ = [
@@ -32,7 +34,9 @@ __all__ = [
     "write_features",
     "read_features",
     "evaluate",
+    "evaluate_detections",
     "summary_line",
+    "validation_split",
     "fuse_scores",
     "stack_scores",
     "softmax",
@@ -43,6 +47,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    # the one rule that draws a validation split from the training videos by group (train-svm, cv, train-deep)
+    "validation_split": ("idtfv.classify.channels", "validation_split"),
     "LinearSVM": ("idtfv.classify.svm", "LinearSVM"),
     "KNNClassifier": ("idtfv.classify.knn", "KNNClassifier"),
 }

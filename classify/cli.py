@@ -175,14 +175,22 @@ def add_evaluate(subparsers) -> None:
         epilog="examples:\n"
                "  idtfv evaluate --manifest manifest.csv --split 1 svm_split1/scores.csv --out eval_split1/\n"
                "  idtfv evaluate --manifest manifest.csv --split 1,2,3 s1/scores.csv s2/scores.csv s3/scores.csv\n"
-               "  idtfv evaluate fused.csv",
+               "  idtfv evaluate fused.csv\n"
+               "  idtfv evaluate --detections detect/detections.csv --annotations untrimmed/annotations.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scores", type=Path, nargs="+", metavar="SCORES.csv", help="score files")
-    p.add_argument("--manifest", type=Path, default=None, help="manifest (labels, class names, splits)")
+    p.add_argument("scores", type=Path, nargs="*", metavar="SCORES.csv", help="score files")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="manifest (labels, class names, splits; with --detections: the classes and videos evaluated)")
     p.add_argument("--split", type=_comma_list(_split_number, "a split number >= 1"), action="extend", default=None,
                    metavar="N[,N...]",
                    help="split number of each score file, in order: a comma list or repeated (--split 1 --split 2); "
                         "needs --manifest; keeps each file's test videos of its split and warns about missing ones")
+    det = p.add_argument_group("temporal detection (instead of score files)")
+    det.add_argument("--detections", type=Path, default=None, metavar="DET.csv",
+                     help="detections video_id,class,start,end,score (idtfv detect's detections.csv): report THUMOS'14 "
+                          "mAP at temporal IoU 0.1-0.5, per class and overall, with bootstrap intervals over videos")
+    det.add_argument("--annotations", type=Path, default=None, metavar="GT.csv",
+                     help="ground-truth intervals video_id,class,start,end (seconds) of --detections")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write DIR/report.json, DIR/confusion.png")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -286,8 +294,25 @@ def _cmd_train_knn(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, evaluate_detections
 
+    if args.detections is not None or args.annotations is not None:
+        if args.detections is None or args.annotations is None:
+            raise ParameterError("--detections and --annotations go together: the detections CSV and its "
+                                 "ground-truth intervals CSV")
+        if args.scores or args.split is not None:
+            raise ParameterError("--detections evaluates one detections CSV; give no score files and no --split")
+        out = args.out
+        if out is not None and out.exists() and not out.is_dir():
+            raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for report.json")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        report = evaluate_detections(args.detections, args.annotations, manifest=args.manifest,
+                                     report_json=out / "report.json" if out else None)
+        _print_summary(report)
+        return 0
+    if not args.scores:
+        raise ParameterError("give score files to evaluate (or --detections with --annotations)")
     split = args.split
     if split is not None and len(split) != len(args.scores):
         raise ParameterError(f"--split: give one split number per score file ({len(args.scores)}), got "
@@ -368,18 +393,25 @@ def add_detect(subparsers) -> None:
             "Score sliding windows of every video of an untrimmed manifest with the linear SVMs of idtfv train-svm "
             "(window Fisher vectors from per-bin prefix sums, no re-encoding), keep the best per class by temporal "
             "NMS, write DIR/detections.csv (video_id,class,start,end,score) and, with --annotations, "
-            "DIR/report.json: THUMOS'14 mAP at temporal IoU 0.1-0.5.", _HELP_WIDTH),
+            "DIR/report.json: THUMOS'14 mAP at temporal IoU 0.1-0.5 with bootstrap intervals over videos (the report "
+            "of idtfv evaluate --detections). The codebook and pyramid are read from the record idtfv encode wrote "
+            "beside the SVM's training vectors (--vectors).", _HELP_WIDTH),
         epilog="example:\n"
                "  idtfv detect --manifest untrimmed/manifest.csv --features untrimmed/features.json "
-               "--codebook cache/codebook-0123abcd4567 --svm svm_split1/ --annotations untrimmed/annotations.csv "
-               "--out detect/",
+               "--vectors fisher_split1.npz --svm svm_split1/ --annotations untrimmed/annotations.csv --out detect/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, required=True, help="manifest of the videos to search")
     p.add_argument("--features", type=Path, required=True, metavar="STAMP.json",
                    help="idtfv features stamp of these videos (all trajectories, not --store sample)")
-    p.add_argument("--codebook", type=Path, required=True, metavar="DIR",
-                   help="the encode stage's codebook directory (CACHE/codebook-*) the SVM's vectors were made with")
-    p.add_argument("--pyramid", default="1x1x1", help="the encode stage's --pyramid (default 1x1x1)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--vectors", type=Path, default=None, metavar="FV.npz",
+                       help="the idtfv encode output the SVM was trained on: its codebook and pyramid are read from "
+                            "the record encode wrote beside it (FV.json)")
+    which.add_argument("--codebook", type=Path, default=None, metavar="DIR",
+                       help="or the encode stage's codebook directory (CACHE/codebook-*) the SVM's vectors were made "
+                            "with (then give --pyramid if it was not 1x1x1)")
+    p.add_argument("--pyramid", default=None,
+                   help="the encode stage's --pyramid (default: the record's with --vectors, else 1x1x1)")
     p.add_argument("--svm", type=Path, required=True, metavar="DIR", help="idtfv train-svm output directory")
     p.add_argument("--annotations", type=Path, default=None, metavar="GT.csv",
                    help="ground truth video_id,class,start,end (seconds): evaluate, write DIR/report.json")
@@ -398,19 +430,16 @@ def _cmd_detect(args) -> int:
 
     params = DetectParams(**({} if args.windows is None else {"window_seconds": args.windows}),
                           stride_fraction=args.stride, nms_iou=args.nms_iou, max_per_class=args.max_per_class)
-    result = run_detect(args.manifest, args.features, codebook=args.codebook, svm=args.svm, out=args.out,
-                        params=params, pyramid=args.pyramid, annotations=args.annotations)
+    result = run_detect(args.manifest, args.features, codebook=args.codebook, vectors=args.vectors, svm=args.svm,
+                        out=args.out, params=params, pyramid=args.pyramid, annotations=args.annotations)
     if result["missing"]:
         print(f"warning: {len(result['missing'])} videos have no features and were left out", file=sys.stderr)
     sec = result["seconds"]
-    print(f"detect: {result['n_detections']} detections in {result['n_videos']} videos ({sec['detect']:.1f} s) "
-          f"-> {result['detections']}")
-    report = result["report"]
-    if report is not None:
-        def pct(v):
-            return "n/a" if v is None else f"{100 * v:.1f}%"
-        maps = ", ".join(f"{k} {pct(v)}" for k, v in report["mAP"].items())
-        print(f"mAP at temporal IoU {maps}; average {pct(report['average_mAP'])} -> {args.out / 'report.json'}")
+    print(f"detect: {result['n_detections']} detections in {result['n_videos']} videos ({sec['detect']:.1f} s, "
+          f"codebook {Path(result['codebook']).name}) -> {result['detections']}")
+    if result["report"] is not None:
+        _print_summary(result["report"], prefix="detect: ")
+        print(f"wrote {args.out / 'report.json'}")
     return 0
 
 

@@ -12,22 +12,22 @@ Wang et al. 2014), on this package's features:
    by the one-vs-rest linear SVMs trained on trimmed clips (``idtfv train-svm``'s ``model.npz``).
 3. **Temporal NMS** per video and class (:func:`temporal_nms`): windows sorted by score; a window overlapping a
    kept one by temporal IoU above ``nms_iou`` is dropped; at most ``max_per_class`` kept per video and class.
-4. **Evaluation** (:func:`detection_map`): THUMOS'14 average precision per class at temporal IoU 0.1..0.5 (the
-   official ``TH14evalDet`` rule, see :func:`average_precision`) and their means.
+4. **Evaluation**: THUMOS'14 average precision per class at temporal IoU 0.1..0.5 and their means, by
+   :func:`idtfv.classify.evaluate.evaluate_detections` (the one home of the detection metric, also behind
+   ``idtfv evaluate --detections``), with a bootstrap interval over videos.
 
 Times: a trajectory belongs to the frame where it ends (:func:`idtfv.encoding.temporal.time_bins`); window
 ``[a, b)`` in bins is reported as ``[a * bin_frames / fps, b * bin_frames / fps]`` seconds.
 
-Files (UTF-8 CSV with a header row, one row per interval; times in seconds):
+Files: the ground-truth and detections CSVs of :mod:`idtfv.classify.intervals` (``video_id,class,start,end`` and
+``video_id,class,start,end,score``, seconds).
 
-- ground truth ``video_id,class,start,end``;
-- detections ``video_id,class,start,end,score`` (``start``/``end`` with 3 decimals, ``score`` with 6).
+The codebook and pyramid come from the encode run the SVM was trained on: ``vectors=`` (the ``idtfv encode``
+output) names them in its record (:func:`idtfv.encoding.read_encode_record`), so no codebook is guessed.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -37,14 +37,14 @@ import numpy as np
 
 from idtfv.errors import FormatError, ParameterError
 
+from .evaluate import THUMOS_IOUS, detection_average_precision as average_precision, detection_map
+from .intervals import (DETECTION_COLUMNS, GT_COLUMNS, Detection, read_detections, read_intervals, temporal_iou,
+                        write_detections)
+
+# The metric (evaluate) and the file formats (intervals) have their own homes; their names stay importable here.
 __all__ = ["DetectParams", "Detection", "window_grid", "temporal_iou", "temporal_nms", "average_precision",
            "detection_map", "read_intervals", "write_detections", "read_detections", "detect_video",
            "run_detect", "THUMOS_IOUS", "GT_COLUMNS", "DETECTION_COLUMNS"]
-
-#: The THUMOS'14 temporal IoU thresholds.
-THUMOS_IOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
-GT_COLUMNS = ("video_id", "class", "start", "end")
-DETECTION_COLUMNS = ("video_id", "class", "start", "end", "score")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,17 +97,6 @@ class DetectParams:
         return max(1, int(round(self.stride_fraction * self.window_seconds[0] * float(fps))))
 
 
-@dataclass(frozen=True)
-class Detection:
-    """One detected interval: ``video_id``, ``label`` (class name), ``start``/``end`` seconds, ``score``."""
-
-    video_id: str
-    label: str
-    start: float
-    end: float
-    score: float
-
-
 # ------------------------------------------------------------------------------------------------ windows
 def window_grid(n_bins: int, lengths_bins: Sequence[int], strides_bins: Sequence[int]) -> tuple[np.ndarray,
                                                                                                  np.ndarray]:
@@ -130,16 +119,6 @@ def window_grid(n_bins: int, lengths_bins: Sequence[int], strides_bins: Sequence
     if not starts:
         return np.array([0], np.int64), np.array([n_bins], np.int64)
     return np.concatenate(starts), np.concatenate(ends)
-
-
-def temporal_iou(a, b) -> np.ndarray:
-    """Temporal IoU of intervals ``a`` (n, 2) and ``b`` (m, 2) -> (n, m); an empty union gives 0."""
-    a = np.asarray(a, np.float64).reshape(-1, 2)
-    b = np.asarray(b, np.float64).reshape(-1, 2)
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    union = (a[:, None, 1] - a[:, None, 0]) + (b[None, :, 1] - b[None, :, 0]) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
 
 
 def temporal_nms(segments, scores, iou_threshold: float, *, max_keep: int | None = None) -> np.ndarray:
@@ -172,150 +151,6 @@ def temporal_nms(segments, scores, iou_threshold: float, *, max_keep: int | None
         alive &= temporal_iou(seg[i], seg)[0] <= iou_threshold
         alive[i] = False
     return np.array(keep, np.int64)
-
-
-# ------------------------------------------------------------------------------------------------ evaluation
-def average_precision(detections: Sequence[Detection], truth: Mapping[str, np.ndarray], iou: float) -> float | None:
-    """THUMOS'14 average precision of one class's detections (``TH14evalDet.m``).
-
-    Detections are taken in decreasing score (ties: the order given). Each is a true positive when some
-    ground-truth interval of its video, not yet matched, overlaps it by temporal IoU >= ``iou`` (among those, the
-    one of highest IoU is matched), else a false positive. AP = (sum of the precision at each true positive) /
-    (number of ground-truth intervals): the non-interpolated AP of the official evaluation.
-
-    Parameters
-    ----------
-    detections : this class's detections (any videos).
-    truth : video_id -> (g, 2) ground-truth intervals of this class.
-    iou : temporal IoU threshold.
-
-    Returns
-    -------
-    AP in [0, 1], or None when the class has no ground-truth interval (undefined).
-    """
-    n_pos = sum(len(v) for v in truth.values())
-    if n_pos == 0:
-        return None
-    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
-    used = {v: np.zeros(len(g), bool) for v, g in truth.items()}
-    tp = fp = 0
-    total = 0.0
-    for i in order:
-        d = detections[i]
-        g = truth.get(d.video_id)
-        hit = False
-        if g is not None and len(g):
-            ov = temporal_iou([[d.start, d.end]], g)[0]
-            for j in np.argsort(-ov, kind="stable"):
-                if ov[j] < iou:
-                    break
-                if not used[d.video_id][j]:
-                    used[d.video_id][j] = True
-                    hit = True
-                    break
-        if hit:
-            tp += 1
-            total += tp / (tp + fp)
-        else:
-            fp += 1
-    return total / n_pos
-
-
-def detection_map(detections: Sequence[Detection], truth: Sequence[Detection], *, class_names=None,
-                  ious: Sequence[float] = THUMOS_IOUS, videos=None) -> dict:
-    """THUMOS'14 mAP: AP per class at each temporal IoU, and the mean over the classes with ground truth.
-
-    Parameters
-    ----------
-    detections : detected intervals (``score`` used).
-    truth : ground-truth intervals (``score`` ignored).
-    class_names : classes to report (default: those of the ground truth, sorted).
-    ious : IoU thresholds (default 0.1..0.5).
-    videos : evaluate only these video ids (default: every video of the ground truth); detections of other videos
-        are left out.
-
-    Returns
-    -------
-    dict: ``ious``, ``mAP`` {iou: mean AP}, ``average_mAP`` (mean over the thresholds), ``per_class`` {class:
-    {iou: AP or None}}, ``n_videos``, ``n_ground_truth``, ``n_detections``. Keys of the IoU maps are
-    ``"0.1"``, ... (JSON). A class without ground truth has AP None and is left out of the means.
-    """
-    vids = sorted({t.video_id for t in truth}) if videos is None else sorted(set(videos))
-    keep = set(vids)
-    dets = [d for d in detections if d.video_id in keep]
-    gt = [t for t in truth if t.video_id in keep]
-    names = sorted({t.label for t in gt}) if class_names is None else list(class_names)
-    per_class: dict[str, dict[str, float | None]] = {}
-    for name in names:
-        g: dict[str, list] = {}
-        for t in gt:
-            if t.label == name:
-                g.setdefault(t.video_id, []).append((t.start, t.end))
-        g_arr = {v: np.array(x, np.float64) for v, x in g.items()}
-        dc = [d for d in dets if d.label == name]
-        per_class[name] = {f"{iou:g}": average_precision(dc, g_arr, iou) for iou in ious}
-    maps = {}
-    for iou in ious:
-        vals = [per_class[n][f"{iou:g}"] for n in names if per_class[n][f"{iou:g}"] is not None]
-        maps[f"{iou:g}"] = float(np.mean(vals)) if vals else None
-    defined = [v for v in maps.values() if v is not None]
-    return {"ious": [float(v) for v in ious], "mAP": maps,
-            "average_mAP": float(np.mean(defined)) if defined else None, "per_class": per_class,
-            "n_videos": len(vids), "n_ground_truth": len(gt), "n_detections": len(dets)}
-
-
-# ------------------------------------------------------------------------------------------------ files
-def _read_csv(path, columns: Sequence[str], what: str) -> list[Detection]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise FormatError(path, f"not UTF-8 text; expected a {what} CSV with header {','.join(columns)}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if header[:len(columns)] != list(columns):
-        raise FormatError(path, f"header is {','.join(header) or '(empty)'}; expected a {what} CSV with header "
-                                f"{','.join(columns)}")
-    out = []
-    for i, row in enumerate(reader, start=2):
-        try:
-            start, end = float(row["start"]), float(row["end"])
-            score = float(row["score"]) if "score" in columns else 0.0
-        except (TypeError, ValueError):
-            raise FormatError(path, f"line {i}: start, end{', score' if 'score' in columns else ''} must be numbers, "
-                                    f"got {', '.join(str(row.get(c)) for c in columns[2:])}") from None
-        if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(score)) or start < 0 or end <= start:
-            raise FormatError(path, f"line {i}: expected 0 <= start < end (seconds), got start {start:g}, end {end:g}")
-        vid, label = (row["video_id"] or "").strip(), (row["class"] or "").strip()
-        if not vid or not label:
-            raise FormatError(path, f"line {i}: empty video_id or class")
-        out.append(Detection(vid, label, start, end, score))
-    return out
-
-
-def read_intervals(path) -> list[Detection]:
-    """Ground-truth intervals of a ``video_id,class,start,end`` CSV (score 0)."""
-    return _read_csv(path, GT_COLUMNS, "ground-truth")
-
-
-def read_detections(path) -> list[Detection]:
-    """Detections of a ``video_id,class,start,end,score`` CSV."""
-    return _read_csv(path, DETECTION_COLUMNS, "detections")
-
-
-def write_detections(path, detections: Sequence[Detection]) -> Path:
-    """Write detections (in the order given) atomically."""
-    from idtfv.atomic import atomic_write_text
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(DETECTION_COLUMNS)
-    for d in detections:
-        w.writerow([d.video_id, d.label, f"{d.start:.3f}", f"{d.end:.3f}", f"{d.score:.6f}"])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, buf.getvalue())
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ detection
@@ -366,26 +201,47 @@ def _video_timing(entry) -> tuple[float, int]:
     return float(fps), int(frames)
 
 
-def run_detect(manifest, features, *, codebook, svm, out, params: DetectParams | None = None,
-               pyramid: str = "1x1x1", annotations=None) -> dict:
+def _codebook_and_pyramid(codebook, vectors, pyramid) -> tuple[Path, str]:
+    """The codebook directory and pyramid to use: from the encode record of ``vectors`` (the SVM's training
+    vectors), or the ``codebook`` and ``pyramid`` given."""
+    if (codebook is None) == (vectors is None):
+        raise ParameterError("give the encode output the SVM was trained on (--vectors FV.npz: its codebook and "
+                             "pyramid are recorded beside it) or a codebook directory (--codebook), not "
+                             f"{'both' if codebook is not None else 'neither'}")
+    if vectors is None:
+        return Path(codebook), "1x1x1" if pyramid is None else pyramid
+    from idtfv.encoding import read_encode_record
+
+    record = read_encode_record(vectors)
+    if pyramid is not None and pyramid != record["pyramid"]:
+        raise ParameterError(f"--pyramid {pyramid}: the vectors {vectors} were encoded with pyramid "
+                             f"{record['pyramid']}; drop --pyramid (it is read from the encode record)")
+    return Path(record["codebook_dir"]), record["pyramid"]
+
+
+def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, params: DetectParams | None = None,
+               pyramid: str | None = None, annotations=None) -> dict:
     """Detect actions in every video of an (untrimmed) manifest; write ``out/detections.csv`` (and, with
-    ``annotations``, ``out/report.json``, THUMOS'14 mAP).
+    ``annotations``, ``out/report.json``: :func:`idtfv.classify.evaluate.evaluate_detections`, THUMOS'14 mAP with
+    bootstrap intervals).
 
     Parameters
     ----------
     manifest : manifest CSV of the videos to search (fps and frames from its probe columns, else probed).
     features : the ``idtfv features`` stamp of these videos (full descriptors, not ``--store sample``).
-    codebook : codebook directory of the encode stage the SVM was trained on (``CACHE/codebook-*``).
     svm : ``idtfv train-svm`` output directory (``model.npz`` + ``model.json``) or the model path.
     out : output directory.
+    codebook : codebook directory of the encode stage the SVM was trained on (``CACHE/codebook-*``); or
+    vectors : the ``idtfv encode`` output the SVM was trained on: its codebook and pyramid come from its record
+        (``<vectors>.json``, :func:`idtfv.encoding.read_encode_record`). Exactly one of the two.
     params : :class:`DetectParams` (default options).
-    pyramid : the encode stage's pyramid.
+    pyramid : the encode stage's pyramid (default: the record's with ``vectors``, else ``1x1x1``).
     annotations : ground-truth CSV (``video_id,class,start,end``), optional.
 
     Returns
     -------
     dict: ``detections`` (path), ``n_videos``, ``n_detections``, ``missing`` {video_id: reason}, ``report`` (the
-    evaluation, or None), ``seconds`` {features_load, detect}.
+    evaluation, or None), ``codebook`` (directory used), ``seconds`` {features_load, detect}.
     """
     import time
 
@@ -393,7 +249,7 @@ def run_detect(manifest, features, *, codebook, svm, out, params: DetectParams |
     from idtfv.encoding import load_codebooks
     from idtfv.runner import read_stamp
 
-    from .evaluate import write_report
+    from .evaluate import evaluate_detections, write_report
     from .svm import LinearSVM
 
     params = DetectParams() if params is None else params
@@ -402,6 +258,7 @@ def run_detect(manifest, features, *, codebook, svm, out, params: DetectParams |
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for detections.csv")
+    codebook, pyramid = _codebook_and_pyramid(codebook, vectors, pyramid)
     man = read_manifest(manifest)
     stamp = read_stamp(features)
     if stamp["params"].get("store") == "sample":
@@ -449,10 +306,11 @@ def run_detect(manifest, features, *, codebook, svm, out, params: DetectParams |
     det_path = write_detections(out / "detections.csv", detections)
     report = None
     if truth is not None:
-        report = detection_map(detections, truth, class_names=class_names, videos=done)
+        report = evaluate_detections(detections, truth, class_names=class_names, videos=done)
         report["detector"] = params.to_dict()
         report["pyramid"] = pyramid
+        report["codebook"] = codebook.name
         report["n_missing"] = len(missing)
         write_report(report, out / "report.json")
     return {"detections": det_path, "n_videos": len(done), "n_detections": len(detections), "missing": missing,
-            "report": report, "seconds": {"features_load": t_load, "detect": t_detect}}
+            "report": report, "codebook": str(codebook), "seconds": {"features_load": t_load, "detect": t_detect}}

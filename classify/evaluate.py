@@ -47,14 +47,19 @@ from idtfv.errors import FormatError, ParameterError
 from idtfv.atomic import atomic_write_text
 from idtfv.scores import Scores, read_scores
 
-__all__ = ["evaluate", "summary_line", "average_precision", "split_metrics", "bootstrap_accuracy_ci", "write_report",
-           "ResultWarning", "N_BOOTSTRAP", "CI_LEVEL"]
+__all__ = ["evaluate", "summary_line", "average_precision", "split_metrics", "bootstrap_accuracy_ci",
+           "bootstrap_map_ci", "write_report", "ResultWarning", "N_BOOTSTRAP", "CI_LEVEL", "THUMOS_IOUS",
+           "detection_average_precision", "detection_map", "bootstrap_detection_map_ci", "evaluate_detections"]
 
 #: How many ids a warning about missing videos or undefined classes names.
 _N_EXAMPLES = 3
 #: Bootstrap resamples and confidence level of ``accuracy_ci``.
 N_BOOTSTRAP = 1000
 CI_LEVEL = 0.95
+#: The THUMOS'14 temporal IoU thresholds of detection mAP.
+THUMOS_IOUS = (0.1, 0.2, 0.3, 0.4, 0.5)
+#: Elements of one block of resampled weights (bounds the bootstraps' temporary arrays to ~32 MB each).
+_BOOT_BLOCK = 4_000_000
 
 
 class ResultWarning(UserWarning):
@@ -198,6 +203,362 @@ def bootstrap_accuracy_ci(hits, *, n_resamples: int = N_BOOTSTRAP, level: float 
     return float(low), float(high)
 
 
+def _resample_counts(rng: np.random.Generator, n: int, n_resamples: int, width: int = 0):
+    """Blocks of bootstrap resamples of n items, as counts: yields ``(start, stop, W)`` with ``W (stop - start, n)``
+    int64, ``W[b, i]`` = how many times item i was drawn in resample b. The draws are those of
+    :func:`bootstrap_accuracy_ci` (``rng.integers(0, n, size=(block, n))``, same blocks unless the caller's
+    temporaries are ``width > n`` columns wide): with the same seed, the same resamples."""
+    chunk = max(1, _BOOT_BLOCK // max(n, width))
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        flat = (idx + n * np.arange(stop - start)[:, None]).ravel()
+        yield start, stop, np.bincount(flat, minlength=(stop - start) * n).reshape(stop - start, n)
+
+
+def _check_bootstrap(n_resamples, level) -> None:
+    if not (isinstance(n_resamples, int) and n_resamples >= 1):
+        raise ParameterError(f"bootstrap: n_resamples must be an integer >= 1, got {n_resamples!r}")
+    if not 0 < level < 1:
+        raise ParameterError(f"bootstrap: level must be in (0, 1), got {level!r}")
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The ``(1 -+ level) / 2`` quantiles of the finite values (NaN, NaN when none is finite)."""
+    v = values[np.isfinite(values)]
+    if not v.size:
+        return math.nan, math.nan
+    low, high = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def _weighted_class_aps(scores: np.ndarray, targets: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """AP of every class for every resample given as counts ``W (B, n)``, shape (B, C) (NaN where undefined).
+
+    A video drawn k times counts k times. With ``N_p`` the (weighted) number of videos scoring at least positive
+    p's score and ``TP_p`` the positives among them, ``AP = sum_p w_p TP_p / N_p / sum_p w_p`` over the positives:
+    the precision at each positive's threshold, equal scores forming one threshold as in
+    :func:`average_precision`, so the value is exactly :func:`average_precision` of the resampled rows (up to
+    rounding). The counts are integer sums of products computed as float32 matrix products (exact below 2**24)."""
+    B, n = W.shape
+    Wf = W.astype(np.float32)
+    total = W.sum(axis=1)
+    out = np.full((B, scores.shape[1]), math.nan)
+    for j in range(scores.shape[1]):
+        pos = np.flatnonzero(targets[:, j])
+        if not pos.size:
+            continue
+        s = scores[:, j]
+        at_least = (s[:, None] >= s[None, pos]).astype(np.float32)  # (n, P): video i counts at positive p
+        N = (Wf @ at_least).astype(np.float64)
+        TP = (Wf[:, pos] @ at_least[pos]).astype(np.float64)
+        wp = W[:, pos].astype(np.float64)
+        n_pos = wp.sum(axis=1)
+        ok = (n_pos > 0) & (n_pos < total)  # no positive, or no negative: undefined (as split_metrics)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ap = np.where(wp > 0, wp * TP / np.where(N > 0, N, 1.0), 0.0).sum(axis=1) / n_pos
+        out[ok, j] = ap[ok]
+    return out
+
+
+def bootstrap_map_ci(scores, targets, *, n_resamples: int = N_BOOTSTRAP, level: float = CI_LEVEL,
+                     seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the (mean over splits of the) mAP: resample the test videos, recompute.
+
+    Parameters
+    ----------
+    scores : sequence of ndarray, one (n_j, C) array per split
+    targets : sequence of ndarray of bool, one (n_j, C) array per split (true labels as indicators)
+    n_resamples, level, seed : as :func:`bootstrap_accuracy_ci` (with the same seed, the same resampled videos)
+
+    Returns
+    -------
+    (low, high) : quantiles of the resampled mean mAP. A resample's mAP is the mean AP over the classes defined in
+    it (a positive and a negative video drawn, as :func:`split_metrics`); resamples where no class is defined are
+    left out; (NaN, NaN) when none is left or a split has no video.
+    """
+    _check_bootstrap(n_resamples, level)
+    rng = np.random.default_rng(int(seed))
+    scores = [np.asarray(s, dtype=np.float64) for s in scores]
+    targets = [np.asarray(t, dtype=bool) for t in targets]
+    if not scores or any(s.shape[0] == 0 for s in scores):
+        return math.nan, math.nan
+    total = np.zeros(n_resamples)
+    for s, t in zip(scores, targets):
+        m_ap = np.empty(n_resamples)
+        for start, stop, W in _resample_counts(rng, s.shape[0], n_resamples):
+            aps = _weighted_class_aps(s, t, W)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined class: NaN
+                m_ap[start:stop] = np.nanmean(aps, axis=1)
+        total += m_ap
+    return _percentile_interval(total / len(scores), level)
+
+
+# --------------------------------------------------------------------------- temporal detection (THUMOS'14)
+
+
+def _detection_flags(detections, truth: dict, iou: float) -> tuple[np.ndarray, list]:
+    """The THUMOS'14 matching of one class's detections, in decreasing score (ties: the order given).
+
+    Returns ``(tp (m,) bool, order (m,) indices into detections)``: a detection is a true positive when a
+    ground-truth interval of its video, not yet matched, overlaps it by temporal IoU >= ``iou`` (the one of highest
+    IoU among those is matched). Matching only involves the detections of one video, so each detection's flag is
+    the same whichever other videos are evaluated with it (the bootstrap relies on this)."""
+    from .intervals import temporal_iou
+
+    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
+    used = {v: np.zeros(len(g), bool) for v, g in truth.items()}
+    tp = np.zeros(len(order), bool)
+    for r, i in enumerate(order):
+        d = detections[i]
+        g = truth.get(d.video_id)
+        if g is None or not len(g):
+            continue
+        ov = temporal_iou([[d.start, d.end]], g)[0]
+        for j in np.argsort(-ov, kind="stable"):
+            if ov[j] < iou:
+                break
+            if not used[d.video_id][j]:
+                used[d.video_id][j] = True
+                tp[r] = True
+                break
+    return tp, order
+
+
+def _weighted_detection_ap(tp: np.ndarray, vid: np.ndarray, W: np.ndarray, n_pos: np.ndarray) -> np.ndarray:
+    """Non-interpolated AP of ranked detections when each video counts ``W[b, v]`` times.
+
+    Parameters
+    ----------
+    tp : (m,) bool, true positive or not, in rank order.
+    vid : (m,) int, the video (column of ``W``) of each ranked detection.
+    W : (B, V) int, copies of each video in resample b (all ones: the plain AP).
+    n_pos : (B,) ground-truth intervals of the class in resample b.
+
+    Returns
+    -------
+    (B,) AP, NaN where ``n_pos`` is 0. The w consecutive copies of a true positive after ``TP`` true and ``N``
+    ranked detections add ``sum_{j=1..w} (TP + j) / (N + j) = w - (N - TP) (H(N + w) - H(N))`` (H: harmonic
+    numbers; w = 1: the precision at that rank) to the precision sum. ``N`` and ``TP`` before the k-th true
+    positive are ``W`` times the per-video counts of the detections ranked above it (exact matrix products), so the
+    cost grows with the true positives, not with every detection.
+    """
+    B, V = W.shape
+    hits = np.flatnonzero(tp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not hits.size:
+            return np.where(n_pos > 0, 0.0, math.nan)
+        m = int(hits[-1]) + 1  # detections after the last true positive change nothing
+        onehot = np.zeros((V, m))
+        onehot[vid[:m], np.arange(m)] = 1.0
+        above = (np.cumsum(onehot, axis=1) - onehot)[:, hits]  # (V, T) detections of video v ranked above hit k
+        tp_onehot = onehot * tp[:m]
+        tp_above = (np.cumsum(tp_onehot, axis=1) - tp_onehot)[:, hits]
+        Wf = np.asarray(W, dtype=np.float64)
+        n_before = np.rint(Wf @ above).astype(np.int64)
+        tp_before = np.rint(Wf @ tp_above).astype(np.int64)
+        w = np.asarray(W, dtype=np.int64)[:, vid[hits]]
+        top = int((n_before + w).max())
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, top + 1))])
+        one = (tp_before + 1) / (n_before + 1.0)
+        many = w - (n_before - tp_before) * (harmonic[n_before + w] - harmonic[n_before])
+        contrib = np.where(w == 1, one, np.where(w > 0, many, 0.0))
+        return np.where(n_pos > 0, contrib.sum(axis=1) / n_pos, math.nan)
+
+
+def detection_average_precision(detections, truth, iou: float) -> float | None:
+    """THUMOS'14 average precision of one class's detections (``TH14evalDet.m``).
+
+    Detections are taken in decreasing score (ties: the order given). Each is a true positive when some
+    ground-truth interval of its video, not yet matched, overlaps it by temporal IoU >= ``iou`` (among those, the
+    one of highest IoU is matched), else a false positive. AP = (sum of the precision at each true positive) /
+    (number of ground-truth intervals): the non-interpolated AP of the official evaluation.
+
+    Parameters
+    ----------
+    detections : sequence of :class:`~idtfv.classify.intervals.Detection`, this class's detections (any videos).
+    truth : {video_id: (g, 2) ground-truth intervals of this class}.
+    iou : temporal IoU threshold.
+
+    Returns
+    -------
+    AP in [0, 1], or None when the class has no ground-truth interval (undefined).
+    """
+    n_pos = sum(len(v) for v in truth.values())
+    if n_pos == 0:
+        return None
+    detections = list(detections)
+    tp, order = _detection_flags(detections, truth, iou)
+    videos = {v: i for i, v in enumerate(dict.fromkeys(d.video_id for d in detections))}
+    vid = np.array([videos[detections[i].video_id] for i in order], np.int64)
+    return float(_weighted_detection_ap(tp, vid, np.ones((1, len(videos)), np.int64), np.array([float(n_pos)]))[0])
+
+
+def _by_class(detections, truth, names, vids):
+    """Per class: (its detections, {video: (g, 2) truth}) restricted to the videos ``vids``."""
+    keep = set(vids)
+    out = {}
+    for name in names:
+        g: dict[str, list] = {}
+        for t in truth:
+            if t.label == name and t.video_id in keep:
+                g.setdefault(t.video_id, []).append((t.start, t.end))
+        out[name] = ([d for d in detections if d.label == name and d.video_id in keep],
+                     {v: np.array(x, np.float64) for v, x in g.items()})
+    return out
+
+
+def detection_map(detections, truth, *, class_names=None, ious=THUMOS_IOUS, videos=None) -> dict:
+    """THUMOS'14 mAP: AP per class at each temporal IoU, and the mean over the classes with ground truth.
+
+    Parameters
+    ----------
+    detections : detected intervals (``score`` used).
+    truth : ground-truth intervals (``score`` ignored).
+    class_names : classes to report (default: those of the ground truth, sorted).
+    ious : IoU thresholds (default 0.1..0.5).
+    videos : evaluate only these video ids (default: every video of the ground truth); detections of other videos
+        are left out.
+
+    Returns
+    -------
+    dict: ``ious``, ``mAP`` {iou: mean AP}, ``average_mAP`` (mean over the thresholds), ``per_class`` {class:
+    {iou: AP or None}}, ``n_videos``, ``n_ground_truth``, ``n_detections``. Keys of the IoU maps are
+    ``"0.1"``, ... (JSON). A class without ground truth has AP None and is left out of the means.
+    """
+    vids = sorted({t.video_id for t in truth}) if videos is None else sorted(set(videos))
+    keep = set(vids)
+    n_dets = sum(1 for d in detections if d.video_id in keep)
+    n_gt = sum(1 for t in truth if t.video_id in keep)
+    names = sorted({t.label for t in truth if t.video_id in keep}) if class_names is None else list(class_names)
+    per_class: dict[str, dict[str, float | None]] = {}
+    for name, (dc, g_arr) in _by_class(detections, truth, names, vids).items():
+        per_class[name] = {f"{iou:g}": detection_average_precision(dc, g_arr, iou) for iou in ious}
+    maps = {}
+    for iou in ious:
+        vals = [per_class[n][f"{iou:g}"] for n in names if per_class[n][f"{iou:g}"] is not None]
+        maps[f"{iou:g}"] = float(np.mean(vals)) if vals else None
+    defined = [v for v in maps.values() if v is not None]
+    return {"ious": [float(v) for v in ious], "mAP": maps,
+            "average_mAP": float(np.mean(defined)) if defined else None, "per_class": per_class,
+            "n_videos": len(vids), "n_ground_truth": n_gt, "n_detections": n_dets}
+
+
+def bootstrap_detection_map_ci(detections, truth, *, class_names=None, ious=THUMOS_IOUS, videos=None,
+                               n_resamples: int = N_BOOTSTRAP, level: float = CI_LEVEL, seed: int = 0) -> dict:
+    """Percentile bootstrap intervals of the detection mAP at each IoU and of their average: the evaluated videos
+    are resampled with replacement (n of n; a video drawn k times counts k times, its detections and its ground
+    truth alike) and :func:`detection_map` recomputed.
+
+    Parameters
+    ----------
+    detections, truth, class_names, ious, videos : as :func:`detection_map`
+    n_resamples, level, seed : resamples B, coverage, seed (same inputs and seed -> same intervals)
+
+    Returns
+    -------
+    dict: ``mAP`` {iou: [low, high]}, ``average_mAP`` [low, high] (None where undefined). A resample's mAP at an
+    IoU is the mean AP over the classes with ground truth in it; resamples without any are left out.
+    """
+    _check_bootstrap(n_resamples, level)
+    vids = sorted({t.video_id for t in truth}) if videos is None else sorted(set(videos))
+    names = sorted({t.label for t in truth if t.video_id in set(vids)}) if class_names is None \
+        else list(class_names)
+    keys = [f"{iou:g}" for iou in ious]
+    if not vids:
+        return {"mAP": {k: None for k in keys}, "average_mAP": None}
+    pos = {v: i for i, v in enumerate(vids)}
+    per_class = _by_class(detections, truth, names, vids)
+    # per class and IoU: the flags in rank order (fixed), the video of each ranked detection, truth per video
+    prepared = []
+    for name, (dc, g_arr) in per_class.items():
+        n_gt = np.zeros(len(vids))
+        for v, g in g_arr.items():
+            n_gt[pos[v]] = len(g)
+        per_iou = []
+        for iou in ious:
+            tp, order = _detection_flags(dc, g_arr, iou)
+            per_iou.append((tp, np.array([pos[dc[i].video_id] for i in order], np.int64)))
+        prepared.append((n_gt, per_iou))
+    width = max((int(tp.sum()) for _, per_iou in prepared for tp, _ in per_iou), default=0)
+    rng = np.random.default_rng(int(seed))
+    maps = np.full((n_resamples, len(ious)), math.nan)
+    for start, stop, W in _resample_counts(rng, len(vids), n_resamples, width):
+        aps = np.full((stop - start, len(prepared), len(ious)), math.nan)
+        for c, (n_gt, per_iou) in enumerate(prepared):
+            n_pos = W @ n_gt
+            for t, (tp, vid) in enumerate(per_iou):
+                aps[:, c, t] = _weighted_detection_ap(tp, vid, W, n_pos)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            maps[start:stop] = np.nanmean(aps, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        average = np.nanmean(maps, axis=1)
+
+    def interval(values):
+        low, high = _percentile_interval(values, level)
+        return None if math.isnan(low) else [_json_num(low), _json_num(high)]
+
+    return {"mAP": {k: interval(maps[:, t]) for t, k in enumerate(keys)}, "average_mAP": interval(average)}
+
+
+def evaluate_detections(detections, annotations, *, manifest=None, class_names=None, ious=THUMOS_IOUS, videos=None,
+                        report_json=None, n_bootstrap: int = N_BOOTSTRAP, ci_level: float = CI_LEVEL,
+                        bootstrap_seed: int = 0) -> dict:
+    """Evaluate temporal detections against ground-truth intervals (THUMOS'14 protocol) and build a JSON report.
+
+    Parameters
+    ----------
+    detections : path of a detections CSV (``video_id,class,start,end,score``) or a sequence of Detection
+    annotations : path of a ground-truth CSV (``video_id,class,start,end``) or a sequence of Detection
+    manifest : Manifest or path, optional
+        Its class names are the classes reported and its videos the videos evaluated (a video without any action
+        counts: its detections are false positives); a ground-truth class or video it lacks is a FormatError.
+    class_names, videos : as :func:`detection_map` (default: the manifest's, else the ground truth's)
+    ious : temporal IoU thresholds (default 0.1..0.5)
+    report_json : path, optional, where to write the report
+    n_bootstrap, ci_level, bootstrap_seed : the bootstrap over videos (:func:`bootstrap_detection_map_ci`)
+
+    Returns
+    -------
+    dict: :func:`detection_map`'s report plus ``task: "detection"``, ``n_classes``, ``mAP_ci`` {iou: [low,
+    high]}, ``average_mAP_ci`` and ``bootstrap`` (its settings).
+    """
+    from .intervals import read_detections, read_intervals
+
+    dets = read_detections(detections) if isinstance(detections, (str, os.PathLike)) else list(detections)
+    truth = read_intervals(annotations) if isinstance(annotations, (str, os.PathLike)) else list(annotations)
+    man = _manifest(manifest)
+    gt_src = str(annotations) if isinstance(annotations, (str, os.PathLike)) else "<annotations>"
+    if man is not None:
+        known = set(man.class_names)
+        unknown = sorted({t.label for t in truth} - known)
+        if unknown:
+            raise FormatError(gt_src, f"classes {_examples(unknown)} are not among the manifest's classes "
+                                      f"({_examples(man.class_names)}); use the manifest of these videos")
+        ids = {e.video_id for e in man.rows}
+        stray = sorted({t.video_id for t in truth} - ids)
+        if stray:
+            raise FormatError(gt_src, f"videos {_examples(stray)} are not in the manifest ({len(stray)} unknown ids); "
+                                      "use the manifest of these videos")
+        class_names = list(man.class_names) if class_names is None else class_names
+        videos = sorted(ids) if videos is None else videos
+    if not truth:
+        raise FormatError(gt_src, "no ground-truth interval; detection mAP needs at least one")
+    report = detection_map(dets, truth, class_names=class_names, ious=ious, videos=videos)
+    ci = bootstrap_detection_map_ci(dets, truth, class_names=class_names, ious=ious, videos=videos,
+                                    n_resamples=n_bootstrap, level=ci_level, seed=bootstrap_seed)
+    report = {"task": "detection", "n_classes": len(report["per_class"]), **report, "mAP_ci": ci["mAP"],
+              "average_mAP_ci": ci["average_mAP"],
+              "bootstrap": {"resamples": int(n_bootstrap), "level": float(ci_level), "seed": int(bootstrap_seed),
+                            "resampled": "videos"}}
+    if report_json is not None:
+        write_report(report, report_json)
+    return report
+
+
 # --------------------------------------------------------------------------- manifest alignment
 
 
@@ -337,14 +698,15 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
     title : str, optional
         Figure title.
     n_bootstrap, ci_level, bootstrap_seed : int, float, int
-        Resamples, coverage and seed of ``accuracy_ci`` (:func:`bootstrap_accuracy_ci`).
+        Resamples, coverage and seed of ``accuracy_ci`` and ``mAP_ci`` (:func:`bootstrap_accuracy_ci`,
+        :func:`bootstrap_map_ci`).
 
     Returns
     -------
     dict
         ``accuracy`` (mean over splits), ``accuracy_std``, ``n_correct`` (summed over splits), ``accuracy_ci``
         ([low, high], seeded bootstrap), ``bootstrap`` (its settings), ``mean_class_accuracy``, ``mAP``,
-        ``mAP_std``, ``top{k}``
+        ``mAP_std``, ``mAP_ci`` ([low, high], the same resampled videos, :func:`bootstrap_map_ci`), ``top{k}``
         (or None), ``per_class_accuracy`` and ``average_precision`` ({class name: value}), ``confusion``
         (list of lists, rows = true class; None for multi-label), ``splits`` (per-input numbers), sizes.
     """
@@ -360,7 +722,7 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         raise ParameterError("evaluate: split= needs manifest= (the split columns live in the manifest)")
     man = _manifest(manifest)
 
-    per_split, names = [], None
+    per_split, names, ranked = [], None, []
     conf_sum = None
     for item, sp in zip(items, splits):
         src = str(item) if not isinstance(item, Scores) else "<scores>"
@@ -377,6 +739,7 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         if not lab.any():
             raise FormatError(src, "no video has a known label; pass manifest= or write labels into the score file")
         m = split_metrics(sc.scores[lab], targets[lab], top_k=top_k)
+        ranked.append((sc.scores[lab], targets[lab]))
         m.update(source=src, split=sp, n_videos=int(lab.sum()), n_unlabelled=int((~lab).sum()), n_missing=n_missing)
         per_split.append(m)
         if m["confusion"] is not None:
@@ -398,6 +761,8 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
     ci = bootstrap_accuracy_ci([m["hits"] for m in per_split], n_resamples=n_bootstrap, level=ci_level,
                                seed=bootstrap_seed)
     maps = [m["mAP"] for m in per_split if not math.isnan(m["mAP"])]
+    map_ci = bootstrap_map_ci([r[0] for r in ranked], [r[1] for r in ranked], n_resamples=n_bootstrap,
+                              level=ci_level, seed=bootstrap_seed)
     report = {
         "n_splits": len(per_split),
         "n_classes": len(names),
@@ -411,6 +776,7 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         "mean_class_accuracy": _json_num(mean_of("mean_class_accuracy")),
         "mAP": _json_num(mean_of("mAP")),
         "mAP_std": _json_num(np.std(maps)) if maps else None,
+        "mAP_ci": [_json_num(map_ci[0]), _json_num(map_ci[1])],
         topk_key: _json_num(mean_of("topk")) if len(names) >= top_k else None,
         "per_class_accuracy": {c: _json_num(v) for c, v in zip(names, pca)},
         "average_precision": {c: _json_num(v) for c, v in zip(names, aps)},
@@ -452,12 +818,17 @@ def write_report(report: dict, path) -> Path:
 
 def summary_line(report: dict, prefix: str = "") -> str:
     """The one-line summary of an :func:`evaluate` report that every command prints, e.g. ``accuracy 62.50%
-    [5/8 correct, 95% CI 25.00-87.50%], mean class accuracy 62.50%, mAP 70.83% on 8 videos, 4 classes``.
+    [5/8 correct, 95% CI 25.00-87.50%], mean class accuracy 62.50%, mAP 70.83% [95% CI 50.00-95.83%] on 8 videos,
+    4 classes``; of an :func:`evaluate_detections` report (``task: "detection"``), the detection mAP at each
+    temporal IoU and their average with its bootstrap interval.
 
     Undefined figures (``None``, null in report.json) print as ``n/a``; several splits add the standard
     deviations; top-5 appears when the report has it (at least 5 classes)."""
     def pct(value) -> str:  # None = undefined on this data (null in report.json)
         return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    if report.get("task") == "detection":
+        return _detection_summary(report, prefix, pct)
 
     parts = [f"accuracy {pct(report.get('accuracy'))}"]
     if report.get("n_splits", 1) > 1 and report.get("accuracy_std") is not None:
@@ -472,6 +843,22 @@ def summary_line(report: dict, prefix: str = "") -> str:
     parts.append(f"mAP {pct(report.get('mAP'))}")
     if report.get("n_splits", 1) > 1 and report.get("mAP_std") is not None:
         parts[-1] += f" (+-{100 * report['mAP_std']:.2f})"
+    ci = report.get("mAP_ci")
+    if ci and None not in ci and report.get("mAP") is not None:
+        level = 100 * (report.get("bootstrap") or {}).get("level", 0.95)
+        parts[-1] += f" [{level:g}% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%]"
     if report.get("top5") is not None:  # None also when there are fewer than 5 classes: not applicable
         parts.append(f"top-5 {pct(report['top5'])}")
     return f"{prefix}{', '.join(parts)} on {report['n_videos']} videos, {report['n_classes']} classes"
+
+
+def _detection_summary(report: dict, prefix: str, pct) -> str:
+    """The summary line of an :func:`evaluate_detections` report, e.g. ``detection mAP at temporal IoU 0.1 75.00%,
+    0.2 ..., 0.5 40.00%; average 60.00% [95% CI 41.67-80.00%] on 4 videos, 8 classes, 12 intervals``."""
+    maps = ", ".join(f"{k} {pct(v)}" for k, v in report["mAP"].items())
+    avg = f"average {pct(report.get('average_mAP'))}"
+    ci, boot = report.get("average_mAP_ci"), report.get("bootstrap") or {}
+    if ci:
+        avg += f" [{100 * boot.get('level', 0.95):g}% CI {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%]"
+    return (f"{prefix}detection mAP at temporal IoU {maps}; {avg} on {report['n_videos']} videos, "
+            f"{report['n_classes']} classes, {report['n_ground_truth']} intervals")

@@ -19,6 +19,16 @@ __all__ = ["add_train_deep", "add_stack_scores", "main", "run", "run_stack", "re
 SMALL = {"width": 16, "depth": 10, "size": 96}
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return v
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     from .names import MODALITIES, MODEL_NAMES  # names only: no torch for --help
 
@@ -56,6 +66,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default=None, help="local state-dict file to initialise from")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--workers", type=int, default=0, help="data loader processes (0 = in process)")
+    p.add_argument("--validation", type=_fraction, default=None, metavar="F",
+                   help="also hold out this fraction of the training groups (seeded by --seed; the rule of idtfv "
+                        "train-svm --validation), train a second model on the other training videos and write its "
+                        "scores of the held-out videos to OUT/validation_scores.csv (input of idtfv fuse --weights "
+                        "validate); the test scores still come from the model trained on every training video")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress output (by default: a bar when stderr is a terminal, and one line per epoch)")
 
@@ -127,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_experiment(args.manifest, model=args.model, modality=args.modality, split=args.split,
                                  out_dir=args.out, sampling=sampling, train_config=config, width=args.width,
                                  depth=args.depth, rawframes=args.rawframes, pretrained=args.pretrained,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, validation_fraction=args.validation)
     except (IdtfvError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -136,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     print(summary_line(summary["report"], prefix=f"train-deep split {args.split}: "))
     out = str(args.out).rstrip("/")
     print(f"trained {args.model} ({args.modality}) on {summary['n_train']} videos, {args.epochs} epochs, in "
-          f"{time.perf_counter() - t0:.1f} s; wrote {out}/ (report.json, confusion.png, scores.csv)")
+          f"{time.perf_counter() - t0:.1f} s; wrote {out}/ (report.json, confusion.png, scores.csv"
+          + (f", validation_scores.csv: {summary['validation']['n_videos']} videos of groups "
+             f"{', '.join(summary['validation']['groups'])}" if summary["validation"] else "") + ")")
     return 0
 
 

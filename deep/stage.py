@@ -4,7 +4,9 @@
 epoch, then one ``{"test": ...}`` line), ``scores.csv`` (test videos, ``idtfv.scores`` format),
 ``scores_train.csv`` (train videos, for stacking/fusion), ``features.npz`` (penultimate features of every video
 of the split, train and test, view-averaged; ``idtfv.scores`` feature format), ``run.json`` (the options,
-and the videos left out because their probe found no decodable frame), and ``report.json`` + ``confusion.png``:
+and the videos left out because their probe found no decodable frame), with ``validation_fraction``
+``validation_scores.csv`` (and ``validation/``: that model's checkpoint and log), and ``report.json`` +
+``confusion.png``:
 :func:`idtfv.classify.evaluate` of ``scores.csv`` on the manifest split, the same report as ``idtfv train-svm``'s.
 The report is written after the score and feature files and before the ``{"test": ...}`` line that ends
 ``log.jsonl``; a rerun into the same directory first removes the old report and figure.
@@ -31,11 +33,13 @@ from .pretrained import load_pretrained
 from .runs import SCORES_TEST, SCORES_TRAIN
 from .train import TrainConfig, predict, train
 
-__all__ = ["default_sampling", "run_experiment", "REPORT", "CONFUSION"]
+__all__ = ["default_sampling", "run_experiment", "REPORT", "CONFUSION", "VALIDATION_SCORES"]
 
 #: The evaluation report and confusion-matrix figure of a run (as ``idtfv train-svm`` writes them).
 REPORT = "report.json"
 CONFUSION = "confusion.png"
+#: Scores of the validation videos (``validation_fraction``), as ``idtfv train-svm --validation`` writes them.
+VALIDATION_SCORES = "validation_scores.csv"
 
 #: snippet length L of segment models per modality (TSN: 1 RGB frame, 10 flow fields, RGB difference of 5
 #: frames = 4 differences).
@@ -61,10 +65,18 @@ def default_sampling(model: str, modality: str, *, frames: int | None = None, si
 
 def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, sampling: SamplingConfig,
                    train_config: TrainConfig, width: int | None = None, depth: int | None = None,
-                   rawframes=None, pretrained=None, progress: bool = True) -> dict:
+                   rawframes=None, pretrained=None, progress: bool = True,
+                   validation_fraction: float | None = None) -> dict:
     """Train on the split's train videos, test on its test videos, write the outputs; return a summary dict
-    (``accuracy`` on the test videos, ``n_train``, ``n_test``, ``out``, and ``report``: the dict written to
-    ``report.json``)."""
+    (``accuracy`` on the test videos, ``n_train``, ``n_test``, ``out``, ``validation`` (None, or the number of
+    validation videos and groups), and ``report``: the dict written to ``report.json``).
+
+    ``validation_fraction``: also hold out this fraction of the training groups (seeded by the training seed;
+    :func:`idtfv.classify.validation_split`, the rule of ``idtfv train-svm --validation``, so both draw the same
+    videos from the same training videos), train a second model of the same options on the other training videos
+    (checkpoint and log in ``out_dir/validation/``) and write its scores of the held-out videos to
+    ``validation_scores.csv``: the input of ``idtfv fuse --weights validate``. The test scores still come from the
+    model trained on every training video."""
     from idtfv.classify import write_features, write_scores
     from idtfv.data.manifest import read_manifest
 
@@ -90,15 +102,27 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
     if any(len(e.labels) > 1 for e in train_rows + test_rows):
         raise ManifestError(f"{manifest}: multi-label videos are not supported by train-deep (single-label "
                             "cross-entropy); use a single-label manifest")
+    val_rows = fit_rows = None
+    if validation_fraction is not None:
+        from idtfv.classify import validation_split
+
+        is_val = validation_split([e.group or "" for e in train_rows], fraction=validation_fraction,
+                                  seed=train_config.seed)
+        fit_rows = [e for e, v in zip(train_rows, is_val) if not v]
+        val_rows = [e for e, v in zip(train_rows, is_val) if v]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (REPORT, CONFUSION):  # a report in the directory always belongs to a finished run
+    for stale in (REPORT, CONFUSION, VALIDATION_SCORES):  # a report in the directory belongs to a finished run
         (out / stale).unlink(missing_ok=True)
     spec = MODELS[model]
     in_channels = MODALITIES[modality][0] * sampling.snippet_len
-    torch.manual_seed(train_config.seed)  # the initial weights depend on the seed only
-    net = build_model(model, num_classes=len(m.class_names), in_channels=in_channels, width=width, depth=depth,
-                      frames=sampling.frames if spec.time_arg else None)
+
+    def new_net():
+        torch.manual_seed(train_config.seed)  # the initial weights depend on the seed only
+        return build_model(model, num_classes=len(m.class_names), in_channels=in_channels, width=width, depth=depth,
+                           frames=sampling.frames if spec.time_arg else None)
+
+    net = new_net()
     run = {"manifest": str(manifest), "model": model, "modality": modality, "split": split,
            "sampling": dataclasses.asdict(sampling), "train": dataclasses.asdict(train_config),
            "width": width, "depth": depth, "rawframes": str(rawframes) if rawframes else None,
@@ -108,6 +132,12 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
         print(f"pretrained {pretrained}: {report.summary()}", file=sys.stderr)
         run["pretrained"] = {"path": str(pretrained), "summary": report.summary(), "missing": report.missing,
                              "unexpected": report.unexpected}
+    validation = None
+    if val_rows is not None:
+        validation = {"fraction": float(validation_fraction), "seed": int(train_config.seed),
+                      "n_train": len(fit_rows), "n_videos": len(val_rows),
+                      "groups": sorted({e.group for e in val_rows if e.group}), "file": VALIDATION_SCORES}
+        run["validation"] = validation
     (out / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
 
     train_ds = VideoDataset(train_rows, modality=modality, config=sampling, train=True, rawframes=rawframes,
@@ -126,6 +156,20 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
         labels = np.array([r.label for r in rows], dtype=np.int64)  # ids come out in row order
         results[name] = (ids, agg, fagg, labels)
         write_scores(out / (SCORES_TEST if name == "test" else SCORES_TRAIN), ids, agg, m.class_names, labels)
+    if val_rows is not None:  # a second model without the validation groups scores them
+        vnet = new_net()
+        if pretrained:
+            load_pretrained(vnet, pretrained)
+        fit_ds = VideoDataset(fit_rows, modality=modality, config=sampling, train=True, rawframes=rawframes,
+                              seed=train_config.seed)
+        train(vnet, fit_ds, config=train_config, out_dir=out / "validation", progress=progress)
+        del fit_ds
+        ds = VideoDataset(val_rows, modality=modality, config=sampling, train=False, rawframes=rawframes)
+        scores, _, index = predict(vnet, ds, batch_size=train_config.batch_size, device=train_config.device,
+                                   progress=progress)
+        vids, vagg = aggregate_views([val_rows[i].video_id for i in index], scores)
+        write_scores(out / VALIDATION_SCORES, vids, vagg, m.class_names,
+                     np.array([r.label for r in val_rows], dtype=np.int64))
     ids = results["train"][0] + results["test"][0]
     write_features(out / "features.npz", ids, np.concatenate([results["train"][2], results["test"][2]]),
                    np.concatenate([results["train"][3], results["test"][3]]))
@@ -133,7 +177,9 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
     known = test_labels >= 0
     acc = float(np.mean(test_scores.argmax(1)[known] == test_labels[known])) if known.any() else float("nan")
     report = _write_report(out, m, split, title=f"{model} {modality} split {split}")
-    summary = {"accuracy": acc, "n_train": len(train_rows), "n_test": len(test_rows), "out": str(out)}
+    summary = {"accuracy": acc, "n_train": len(train_rows), "n_test": len(test_rows), "out": str(out),
+               "validation": None if validation is None else {"n_videos": validation["n_videos"],
+                                                              "groups": validation["groups"]}}
     with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"test": summary}) + "\n")
     return {**summary, "report": report}

@@ -17,7 +17,8 @@ Modules (one job each):
 - ``sampling``: seeded per-video descriptor sampling; the features' descriptor layout (channel widths from the
   extractor's options, :class:`idtfv.idt.DescriptorLayout`); the streaming mode (``keep_sample`` during extraction).
 - ``codebook_io``: ``.npz`` + ``.json`` codebooks, no pickles.
-- ``stage`` / ``streaming`` / ``cli``: the ``idtfv encode`` stage (``make encode``).
+- ``stage`` / ``streaming`` / ``cli``: the ``idtfv encode`` stage (``make encode``); ``record``: the
+  ``<out>.json`` beside its feature file naming the codebook (path in the cache, content hash) it was made with.
 
 Streaming mode (UCF101-size data without keeping raw descriptors): in the features stage function, call
 ``idtfv.sampling.keep_sample(arrays, n_keep=..., seed=..., video_id=...)`` and store the returned ``sample_*``
@@ -35,14 +36,16 @@ from idtfv.lazy import lazy_exports
 
 __all__ = ["EncodeParams", "DescriptorPCA", "DiagGMM", "fisher_vector", "fisher_vectors_cells", "normalize_fisher",
            "run_encode", "load_codebooks", "encoded_dim", "TemporalFisher", "time_bins", "score_windows",
-           "encode_windows"]
+           "encode_windows", "read_encode_record"]
 _HOMES = {"EncodeParams": "params", "DescriptorPCA": "pca", "DiagGMM": "gmm", "fisher_vector": "fisher",
           "fisher_vectors_cells": "fisher", "normalize_fisher": "fisher",
           # the encode stage, for idtfv.classify's cross-validation (one codebook per fold)
           "run_encode": "stage", "load_codebooks": "stage", "encoded_dim": "stage",
           # window Fisher vectors from prefix sums over time, for idtfv.classify's temporal detection
           "TemporalFisher": "temporal", "time_bins": "temporal", "score_windows": "temporal",
-          "encode_windows": "temporal"}
+          "encode_windows": "temporal",
+          # which codebook an encode output was made with (``<out>.json``), for idtfv detect
+          "read_encode_record": "record"}
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES)  # ``idtfv --help`` loads no Numba

@@ -41,6 +41,7 @@ from .kmeans import KMeansCodebook
 from .params import CHANNELS, METHODS, EncodeParams
 from .pca import DescriptorPCA
 from .pyramid import POSITION_COLUMNS, cell_ids, n_cells, parse_pyramid
+from .record import write_encode_record
 from .sampling import features_layout, load_training_sample, open_features
 from .vlad import vlad_vectors
 
@@ -336,6 +337,7 @@ def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, o
                        scheduler=scheduler, force=force)
     n_ok, dim = write_encoded(out, result, available, models=models, method=method, grids=params.grids,
                               keep_empty=keep_empty)
+    write_encode_record(out, cb_dir, cache, method=method, pyramid=params.pyramid, split=split)  # out's codebook
     ids = {e.video_id for e in man.rows}
     empty = {**{v: why for v, why in empty_features.items() if v in ids}, **result.empty}
     report_empty(empty, len(man.rows), kept=keep_empty)

@@ -38,6 +38,7 @@ from idtfv.errors import FormatError, ParameterError
 from idtfv.idt import DescriptorLayout
 
 from .params import EncodeParams
+from .record import write_encode_record
 from .stage import (_check_params, encode_arrays, load_codebooks, prepare_codebooks, refuse_empty, report_empty,
                     write_encoded)
 
@@ -169,6 +170,7 @@ def run_streaming_encode(manifest, features, params: EncodeParams, *, split: int
                        scheduler=scheduler, force=force)
     n_ok, dim = write_encoded(out, result, man.rows, models=models, method=method, grids=params.grids,
                               keep_empty=keep_empty)
+    write_encode_record(out, cb_dir, cache, method=method, pyramid=params.pyramid, split=split)  # out's codebook
     report_empty(result.empty, len(man.rows), kept=keep_empty)
     return {"codebook_dir": str(cb_dir), "encode_dir": str(result.dir), "k": summary["k"], "dim": dim,
             "n_videos": n_ok, "missing": {}, "failed": dict(result.failed), "empty": dict(result.empty),

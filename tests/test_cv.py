@@ -129,6 +129,17 @@ def test_three_splits_pooled_report_is_the_mean_over_folds(tmp_path):
     for f in (1, 2, 3):
         conf += np.array(json.loads((ds / "cv" / f"fold{f}" / "report.json").read_text())["confusion"])
     assert rep["confusion"] == conf.tolist() and conf.sum() == 24  # every video tested exactly once
+    # each fold is the single-split pipeline on that split: idtfv encode + train-svm give the same scores bytes
+    for f in (1, 2, 3):
+        assert main(["encode", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "features.json"),
+                     "--split", str(f), "--cache", str(ds / "cache_single"), "--out", str(ds / f"fv{f}.npz"),
+                     *ENCODE]) == 0
+        assert main(["train-svm", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / f"fv{f}.npz"),
+                     "--split", str(f), "--out", str(ds / f"svm{f}")]) == 0
+        assert (ds / f"svm{f}" / "scores.csv").read_bytes() == (ds / "cv" / f"fold{f}" / "scores.csv").read_bytes()
+        single = json.loads((ds / f"svm{f}" / "report.json").read_text())
+        assert single["accuracy"] == accs[f - 1] and folds[f - 1]["codebook"] == json.loads(
+            (ds / f"fv{f}.json").read_text())["codebook"]
     # a rerun reuses the cached codebooks and vectors and gives the same bytes
     first = (ds / "cv" / "report.json").read_bytes()
     assert cv(ds, "cv") == 0 and (ds / "cv" / "report.json").read_bytes() == first

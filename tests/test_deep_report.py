@@ -8,6 +8,7 @@ import json
 import re
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -96,3 +97,61 @@ def test_progress_is_one_line_per_epoch_in_a_log_and_a_bar_on_a_terminal(tmp_pat
     logs = [[{k: v for k, v in json.loads(l).items() if k != "seconds"}
              for l in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("log", "tty", "quiet")]
     assert logs[0] == logs[1] == logs[2]  # what is shown changes nothing that is computed
+
+
+def test_train_deep_validation_scores_feed_fuse_weights_validate(small_default, tmp_path, capsys):
+    """--validation: whole training groups held out by the train-svm rule; their scores come from a model trained
+    on the other training videos only (the reference: a plain run whose training set is exactly those videos) and
+    fuse --weights validate takes them beside an iDT validation file of the same videos."""
+    import dataclasses
+
+    from idtfv import cli
+    from idtfv.classify import read_scores, write_scores
+    from idtfv.classify.channels import validation_split
+    from idtfv.data.manifest import read_manifest, write_manifest
+
+    common = ["--model", "tsn", "--modality", "rgb", "--split", "1", "--epochs", "1", "--batch-size", "4",
+              "--width", "8", "--depth", "10", "--frames", "2", "--size", "32", "--device", "cpu", "--seed", "0",
+              "--no-progress"]
+    out = tmp_path / "run"
+    assert train_deep_main(["--manifest", str(small_default), "--out", str(out), "--validation", "0.5", *common]) == 0
+    assert "validation_scores.csv: 4 videos of groups a0" in capsys.readouterr().out
+    man = read_manifest(small_default)
+    train_rows = man.split(1, "train")
+    held = validation_split([e.group for e in train_rows], fraction=0.5, seed=0)
+    val_rows = [e for e, h in zip(train_rows, held) if h]
+    val = read_scores(out / "validation_scores.csv")
+    assert val.video_ids == [e.video_id for e in val_rows]
+    assert len({e.group for e in val_rows}) == 1 and all(e.splits[1] == "train" for e in val_rows)
+    assert [s[0] for s in val.label_sets] == [e.label for e in val_rows]
+    assert json.loads((out / "run.json").read_text())["validation"]["n_train"] == 4
+    # reference: train on the other training videos only, test on the validation videos
+    ref_rows = [dataclasses.replace(e, splits={1: "test"} if h else {1: "train"}) for e, h in zip(train_rows, held)]
+    ref_man = write_manifest(man.replace_rows(ref_rows), tmp_path / "ref.csv")
+    assert train_deep_main(["--manifest", str(ref_man), "--out", str(tmp_path / "ref"), *common]) == 0
+    ref = read_scores(tmp_path / "ref" / "scores.csv")
+    assert ref.video_ids == val.video_ids
+    np.testing.assert_allclose(val.scores, ref.scores, rtol=1e-6, atol=1e-6)
+    # the test scores are those of the model trained on every training video (a run without --validation)
+    assert train_deep_main(["--manifest", str(small_default), "--out", str(tmp_path / "plain"), *common]) == 0
+    assert (tmp_path / "plain" / "scores.csv").read_bytes() == (out / "scores.csv").read_bytes()
+    # fusion with an iDT-like score file of the same validation and test videos
+    test = read_scores(out / "scores.csv")
+    rng = np.random.default_rng(0)
+    for name, sc in (("idt_val.csv", val), ("idt_test.csv", test)):
+        write_scores(tmp_path / name, sc.video_ids, rng.normal(size=sc.scores.shape) + 3 * np.eye(4)[sc.labels],
+                     sc.class_names, sc.label_sets)
+    capsys.readouterr()
+    rc = cli.main(["fuse", "--weights", "validate", "--validation",
+                   f"{out / 'validation_scores.csv'},{tmp_path / 'idt_val.csv'}", str(out / "scores.csv"),
+                   str(tmp_path / "idt_test.csv"), "--out", str(tmp_path / "fused.csv")])
+    shown = capsys.readouterr()
+    assert rc == 0, shown.err
+    assert "chosen on 4 validation videos" in shown.out and (tmp_path / "fused.csv").is_file()
+    # bad input: one training group cannot be split
+    one_group = [dataclasses.replace(e, group="a01") for e in man.rows]
+    bad = write_manifest(man.replace_rows(one_group), tmp_path / "one.csv")
+    assert train_deep_main(["--manifest", str(bad), "--out", str(tmp_path / "bad"), "--validation", "0.5",
+                            *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "2 groups" in err[0]

@@ -217,21 +217,75 @@ def test_detect_finds_the_planted_intervals_of_the_untrimmed_set(tmp_path, capsy
     assert run("encode", "--manifest", trimmed, "--features", c / "f.json", "--cache", c, "--out", c / "fv.npz",
                "--k", 16, "--jobs", 2) == 0
     assert run("train-svm", "--manifest", trimmed, "--features", c / "fv.npz", "--out", c / "svm") == 0
-    codebook = next(c.glob("codebook-*"))
+    # the encode output names its codebook: a second, newer codebook of the same features must not be picked
+    record = json.loads((c / "fv.json").read_text())
+    codebook = c / record["codebook"]
+    assert record["cache"] == "." and codebook.is_dir() and record["pyramid"] == "1x1x1"
+    assert run("encode", "--manifest", trimmed, "--features", c / "f.json", "--cache", c, "--out", c / "fv8.npz",
+               "--k", 8, "--jobs", 2) == 0
+    assert json.loads((c / "fv8.json").read_text())["codebook"] != record["codebook"]
     out = tmp_path / "det"
-    argv = ["detect", "--manifest", untrimmed, "--features", c / "fu.json", "--codebook", codebook,
+    argv = ["detect", "--manifest", untrimmed, "--features", c / "fu.json", "--vectors", c / "fv.npz",
             "--svm", c / "svm", "--annotations", untrimmed.parent / "annotations.csv", "--out", out]
     assert run(*argv) == 0
     report = json.loads((out / "report.json").read_text())
     first = (out / "detections.csv").read_bytes()
-    assert report["n_ground_truth"] == 4 and report["n_videos"] == 2
+    assert report["n_ground_truth"] == 4 and report["n_videos"] == 2 and report["codebook"] == codebook.name
     # planted truth: 4 intervals of 2-3 s among 4 classes; chance level is far below these
     assert report["mAP"]["0.1"] >= 0.5, report
     assert report["average_mAP"] >= 0.3, report
-    assert "mAP at temporal IoU" in capsys.readouterr().out
+    lo, hi = report["average_mAP_ci"]
+    assert lo <= report["average_mAP"] <= hi
+    assert "detect: detection mAP at temporal IoU" in capsys.readouterr().out
     assert run(*argv) == 0 and (out / "detections.csv").read_bytes() == first  # deterministic
+    # the same figures from idtfv evaluate --detections (one metric)
+    assert run("evaluate", "--detections", out / "detections.csv", "--annotations",
+               untrimmed.parent / "annotations.csv", "--manifest", untrimmed, "--out", tmp_path / "ev") == 0
+    again = json.loads((tmp_path / "ev" / "report.json").read_text())
+    # (the CSV rounds times to 1 ms and scores to 1e-6: the same ranking and matches here)
+    assert again["mAP"] == pytest.approx(report["mAP"], abs=1e-9) and again["n_ground_truth"] == 4
+    # --codebook with the same directory gives the same detections
+    argv2 = [a if a != "--vectors" else "--codebook" for a in argv]
+    argv2[argv2.index("--codebook") + 1] = codebook
+    argv2[argv2.index("--out") + 1] = tmp_path / "det2"
+    assert run(*argv2) == 0 and (tmp_path / "det2" / "detections.csv").read_bytes() == first
     # bad input: one error line, exit 2
     argv[argv.index("--annotations") + 1] = untrimmed
     assert run(*argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "manifest.csv" in err[0]
+
+
+def test_encode_record_names_the_codebook_and_catches_a_changed_one(tmp_path):
+    """The record beside an encode output: codebook relative to the cache, content hash checked on reading; the
+    pair (vectors, cache) can move together."""
+    from idtfv.encoding import read_encode_record
+    from idtfv.encoding.record import codebook_sha256, write_encode_record
+
+    cache = tmp_path / "cache"
+    cb = cache / "codebook-0123456789ab"
+    cb.mkdir(parents=True)
+    (cb / "codebook.json").write_text('{"method": "fisher"}\n')
+    (cb / "gmm_hog.npz").write_bytes(b"weights")
+    (cb / ".lock").write_text("")  # not content
+    vectors = tmp_path / "out" / "fv.npz"
+    vectors.parent.mkdir()
+    vectors.write_bytes(b"vectors")
+    path = write_encode_record(vectors, cb, cache, method="fisher", pyramid="1x1x1,1x3x1", split=2)
+    assert path == tmp_path / "out" / "fv.json"
+    rec = json.loads(path.read_text())
+    assert rec["cache"] == "../cache" and rec["codebook"] == "codebook-0123456789ab" and rec["split"] == 2
+    import hashlib
+    naive = hashlib.sha256(b"codebook.json\0" + b'{"method": "fisher"}\n' + b"\0" + b"gmm_hog.npz\0weights\0")
+    assert rec["codebook_sha256"] == codebook_sha256(cb) == naive.hexdigest()
+    assert read_encode_record(vectors)["codebook_dir"] == str(cb.resolve())
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "out").rename(moved / "out")
+    cache.rename(moved / "cache")
+    assert read_encode_record(moved / "out" / "fv.npz")["codebook_dir"] == str((moved / "cache" / cb.name).resolve())
+    (moved / "cache" / cb.name / "gmm_hog.npz").write_bytes(b"refitted")
+    with pytest.raises(FormatError, match="changed since these vectors were encoded"):
+        read_encode_record(moved / "out" / "fv.npz")
+    with pytest.raises(FormatError, match="no encode record"):
+        read_encode_record(tmp_path / "nothing.npz")

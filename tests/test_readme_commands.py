@@ -182,6 +182,17 @@ class _Data:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_scores(path, ids, s, CLASSES, y)
 
+    def intervals(self, path: Path, *, detections: bool):
+        """Ground truth (one interval of its class per video), or detections of it (``score``) with a miss."""
+        rows = ["video_id,class,start,end" + (",score" if detections else "")]
+        for i, (v, k) in enumerate(zip(self.ids, self.labels)):
+            rows.append(f"{v},{CLASSES[k]},{i % 5}.0,{i % 5 + 3}.0" + (f",{self.rng.normal():.3f}" if detections
+                                                                      else ""))
+            if detections:
+                rows.append(f"{v},{CLASSES[(k + 1) % 3]},20.0,22.0,{self.rng.normal():.3f}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(rows) + "\n")
+
 
 def _make_inputs(ns: argparse.Namespace, data: _Data) -> None:
     """Create the input files a parsed command names that do not exist yet (outputs of commands only parsed)."""
@@ -197,6 +208,10 @@ def _make_inputs(ns: argparse.Namespace, data: _Data) -> None:
     for path, split in zip(files, splits):
         if not Path(path).exists():
             data.scores(Path(path), split or 1)
+    for key in ("detections", "annotations"):  # idtfv evaluate --detections
+        path = getattr(ns, key, None)
+        if path is not None and not Path(path).exists():
+            data.intervals(Path(path), detections=key == "detections")
 
 
 def test_documented_idtfv_commands_run_on_small_real_data(tmp_path, monkeypatch, capsys):
