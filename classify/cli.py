@@ -139,7 +139,11 @@ def _channel_args(p, *, codebook: bool = True) -> None:
     if codebook:
         group.add_argument("--codebook", type=Path, default=None, metavar="DIR",
                            help="the encode stage's codebook directory (CACHE/codebook-*) of these vectors: report "
-                                "each descriptor channel's own SVM and their late fusion")
+                                "each descriptor channel's own SVM and their late fusion (default: the codebook "
+                                "idtfv encode recorded beside --features, when it wrote one)")
+        group.add_argument("--no-channels", action="store_true",
+                           help="report the concatenated channels only (skips the per-channel SVMs: about half the "
+                                "training time)")
     group.add_argument("--combine", choices=("concat", "late", "validate"), default="concat",
                        help="test scores from one SVM on the concatenated channels (concat, default: the IJCV 2016 "
                             "recipe), from per-channel SVMs fused late (late), or whichever of the two is better on "
@@ -238,6 +242,13 @@ def _cmd_train_svm(args) -> int:
     if args.folds < 2:
         raise ParameterError(f"--folds must be >= 2, got {args.folds}")
     C_grid = None if args.C_grid is None else [c for group in args.C_grid for c in group]
+    if args.codebook is not None and args.no_channels:
+        raise ParameterError("--no-channels contradicts --codebook (which asks for the per-channel results)")
+    if args.codebook is None and not args.no_channels:
+        from idtfv.encoding import read_encode_record
+
+        if Path(args.features).with_suffix(".json").is_file():  # vectors of idtfv encode: the channels' columns are known
+            args.codebook = Path(read_encode_record(args.features)["codebook_dir"])
     if args.combine != "concat" and args.codebook is None:
         raise ParameterError(f"--combine {args.combine} needs --codebook (the channels' columns come from it)")
     channels = None

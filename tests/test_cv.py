@@ -108,6 +108,13 @@ def test_cv_with_folds_split1_reproduces_encode_and_train_svm_on_split1(tmp_path
     # per-channel figures are reported beside the combination, which stays the concatenation by default
     ch = pooled["folds"][0]["channels"]
     assert list(ch) == [*CHANNELS, "concat", "late"] and ch["concat"]["n_correct"] == single["n_correct"]
+    # train-svm found the codebook in encode's record (no --codebook): the same per-channel figures as the fold's
+    assert single["channels"] == ch
+    assert main(["train-svm", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "fv1.npz"),
+                 "--split", "1", "--out", str(ds / "svm1_concat"), "--no-channels"]) == 0
+    concat_only = json.loads((ds / "svm1_concat" / "report.json").read_text())
+    assert "channels" not in concat_only and concat_only["accuracy"] == single["accuracy"]
+    assert (ds / "svm1_concat" / "scores.csv").read_bytes() == (ds / "svm1" / "scores.csv").read_bytes()
     conf = json.loads((ds / "cv" / "confusion.json").read_text())
     assert conf["confusion"] == single["confusion"] and (ds / "cv" / "confusion.png").stat().st_size > 0
     printed = capsys.readouterr().out
