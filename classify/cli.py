@@ -245,9 +245,9 @@ def _cmd_train_svm(args) -> int:
     if args.codebook is not None and args.no_channels:
         raise ParameterError("--no-channels contradicts --codebook (which asks for the per-channel results)")
     if args.codebook is None and not args.no_channels:
-        from idtfv.encoding import read_encode_record
+        from idtfv.encoding import read_encode_record, record_path
 
-        if Path(args.features).with_suffix(".json").is_file():  # vectors of idtfv encode: the channels' columns are known
+        if record_path(args.features).is_file():  # vectors of idtfv encode: the channels' columns are known
             args.codebook = Path(read_encode_record(args.features)["codebook_dir"])
     if args.combine != "concat" and args.codebook is None:
         raise ParameterError(f"--combine {args.combine} needs --codebook (the channels' columns come from it)")
