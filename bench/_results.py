@@ -36,6 +36,16 @@ def write_section(section: str, text: str, *, path: Path = RESULTS) -> None:
     _replace(path, new)
 
 
+def publish(section: str, text: str, *, write: bool) -> None:
+    """Print ``text`` (``write=False``, a script's ``--no-write``) or make it section ``section`` of RESULTS.md and
+    say so."""
+    if not write:
+        print(text)
+        return
+    write_section(section, text)
+    print(f"updated {section} of bench/RESULTS.md")
+
+
 def write_block(section: str, block: str, text: str, *, path: Path = RESULTS) -> None:
     """Replace (or append) the block ``<!-- begin block -->...<!-- end block -->`` inside section ``section``.
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import publish, readme_row  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## output"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -134,11 +134,7 @@ def main(argv=None) -> int:
             f"{statistics.median(ratio['lear']):.2f}x / {statistics.median(ratio['lear-gz']):.2f}x the npz CPU",
             f"goal {GOAL:g}x", "met" if worst <= GOAL else "not met"]),
     ])
-    if args.no_write:
-        print(text)
-    else:
-        write_section(SECTION, text)
-        print(f"updated {SECTION} of bench/RESULTS.md")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from idtfv.cli import command_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import publish, readme_row  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## startup"
 WATCHED = ("torch", "numba", "sklearn", "cv2")
@@ -229,11 +229,7 @@ def main(argv=None) -> int:
             f"`extract-trajectories` on a {CLIP['frames']}-frame {CLIP['width']}x{CLIP['height']} clip "
             "(whole process, wall, Numba cache warm)", f"{extract_med:.2f} s", "-", "-"]),
     ])
-    if args.no_write:
-        print(text)
-    else:
-        write_section(SECTION, text)
-        print(f"updated {SECTION} of bench/RESULTS.md")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import publish, readme_row  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## threads"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -112,11 +112,7 @@ def main(argv=None) -> int:
             " / ".join(f"{p} {speedups[(p, best)]:.2f}x" for p in args.preset), f"goal {GOAL:g}x",
             "met" if min(speedups[(p, best)] for p in args.preset) >= GOAL else "not met"]),
     ])
-    if args.no_write:
-        print(text)
-    else:
-        write_section(SECTION, text)
-        print(f"updated {SECTION} of bench/RESULTS.md")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 
