@@ -145,17 +145,20 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
     train(net, train_ds, config=train_config, out_dir=out, progress=progress)
     del train_ds  # frees its decoded-frame cache
 
-    results = {}
-    for name, rows in (("train", train_rows), ("test", test_rows)):
+    def score(model_net, rows, path):
+        """Per-video scores of ``rows`` by ``model_net`` written to ``path``; ``(ids, scores, features, labels)``."""
         ds = VideoDataset(rows, modality=modality, config=sampling, train=False, rawframes=rawframes)
-        scores, feats, index = predict(net, ds, batch_size=train_config.batch_size, device=train_config.device,
+        scores, feats, index = predict(model_net, ds, batch_size=train_config.batch_size, device=train_config.device,
                                        progress=progress)
         view_ids = [rows[i].video_id for i in index]
         ids, agg = aggregate_views(view_ids, scores)
         _, fagg = aggregate_views(view_ids, feats)
         labels = np.array([r.label for r in rows], dtype=np.int64)  # ids come out in row order
-        results[name] = (ids, agg, fagg, labels)
-        write_scores(out / (SCORES_TEST if name == "test" else SCORES_TRAIN), ids, agg, m.class_names, labels)
+        write_scores(path, ids, agg, m.class_names, labels)
+        return ids, agg, fagg, labels
+
+    results = {name: score(net, rows, out / (SCORES_TEST if name == "test" else SCORES_TRAIN))
+               for name, rows in (("train", train_rows), ("test", test_rows))}
     if val_rows is not None:  # a second model without the validation groups scores them
         vnet = new_net()
         if pretrained:
@@ -164,12 +167,7 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
                               seed=train_config.seed)
         train(vnet, fit_ds, config=train_config, out_dir=out / "validation", progress=progress)
         del fit_ds
-        ds = VideoDataset(val_rows, modality=modality, config=sampling, train=False, rawframes=rawframes)
-        scores, _, index = predict(vnet, ds, batch_size=train_config.batch_size, device=train_config.device,
-                                   progress=progress)
-        vids, vagg = aggregate_views([val_rows[i].video_id for i in index], scores)
-        write_scores(out / VALIDATION_SCORES, vids, vagg, m.class_names,
-                     np.array([r.label for r in val_rows], dtype=np.int64))
+        score(vnet, val_rows, out / VALIDATION_SCORES)
     ids = results["train"][0] + results["test"][0]
     write_features(out / "features.npz", ids, np.concatenate([results["train"][2], results["test"][2]]),
                    np.concatenate([results["train"][3], results["test"][3]]))
