@@ -15,12 +15,12 @@ Data, K=256, improved Fisher vectors (signed square root + L2) on both sides:
 * **random**: Gaussian noise (the posteriors are far less sparse than on real descriptors), GMM fitted on other
   noise draws, one vector of ``--random-n`` descriptors.
 
-VLFeat gets its own data type (float32 descriptors and GMM) and its default settings except ``improved=True``;
-it is the same GMM for both. The library is ``../shared/reference/vlfeat/libvl.so.1`` (VLFeat 0.9.21 built with
-SSE2/AVX): the script re-executes itself with ``LD_LIBRARY_PATH`` pointing there, then reads which ``libvl`` the
-process mapped and VLFeat's own configuration report (``vl_configuration_to_string_copy``,
-``vl_get_simd_enabled``) and prints both. Without cyvlfeat (``pip install --no-build-isolation cyvlfeat`` against
-Debian's ``libvlfeat-dev``) or without the library the benchmark says so and exits 0 without writing.
+VLFeat gets its own data type (float32 descriptors and GMM) and its default settings except the improved flag
+(``VL_FISHER_FLAG_IMPROVED``); it is the same GMM for both. The library is ``../shared/reference/vlfeat/libvl.so.1``
+(VLFeat 0.9.21 built with SSE2/AVX), loaded by path and called through ``ctypes`` (``bench/_vlfeat.py``: no
+cyvlfeat, headers or compiler; ``vl_set_num_threads(1)``); the script prints which file the process mapped for
+``vl_fisher_encode`` and VLFeat's own configuration report (``vl_configuration_to_string_copy``,
+``vl_get_simd_enabled``). Without the library the benchmark says so and exits 0 without writing.
 
 Agreement: max |ours - VLFeat| over the clip vectors (both unit-norm), and both against a dense float64
 evaluation of the formulas (written here, no clamp) on the first ``--check`` descriptors of each clip.
@@ -33,31 +33,23 @@ Usage: ``python bench/bench_fisher.py [--repeat 7] [--no-write]``; updates the `
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
-import importlib.util
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-VLFEAT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "vlfeat"
-if __name__ == "__main__" and (VLFEAT_DIR / "libvl.so.1").is_file() and \
-        str(VLFEAT_DIR) not in os.environ.get("LD_LIBRARY_PATH", "").split(":"):
-    # the dynamic loader reads LD_LIBRARY_PATH at start-up only: re-execute with the SIMD build first on the path
-    env = dict(os.environ, LD_LIBRARY_PATH=":".join(p for p in (str(VLFEAT_DIR), os.environ.get("LD_LIBRARY_PATH"))
-                                                    if p))
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
 os.environ["NUMBA_NUM_THREADS"] = "1"
-# vl_fisher runs an OpenMP loop over as many threads as OpenMP allows; threadpoolctl does not reach libvl's runtime.
+# vl_fisher runs an OpenMP loop over as many threads as OpenMP allows; threadpoolctl does not reach libvl's runtime
+# (set before libgomp loads; VLFeat is also told vl_set_num_threads(1)).
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from _results import readme_row, write_block  # noqa: E402  (bench/ is the script's directory)
+from _vlfeat import LIBRARY, VLFeat  # noqa: E402
 
 SECTION = "## encoding"
 BLOCK = "bench_fisher"
@@ -66,22 +58,6 @@ GOAL = 8.0
 #: Stated agreement of the unit-norm vectors, ours vs VLFeat (VLFeat's float32 sums drift by ~1e-4 on 50,000
 #: noise descriptors; ours stays within 1e-5 of float64, as tests/test_fisher.py checks).
 AGREE = 2e-4
-
-
-def vlfeat_build() -> dict:
-    """Which libvl the process mapped, and VLFeat's own configuration report (after cyvlfeat is imported)."""
-    with open("/proc/self/maps") as f:
-        paths = sorted({line.split()[-1] for line in f if "libvl.so" in line})
-    info = {"path": ", ".join(paths) or "?", "simd": None, "config": ""}
-    if paths:
-        lib = ctypes.CDLL(paths[0])
-        lib.vl_configuration_to_string_copy.restype = ctypes.c_void_p
-        ptr = lib.vl_configuration_to_string_copy()
-        info["config"] = ctypes.string_at(ptr).decode(errors="replace").strip() if ptr else ""
-        info["simd"] = bool(lib.vl_get_simd_enabled())
-        info["avx"] = bool(lib.vl_cpu_has_avx())
-        info["sse2"] = bool(lib.vl_cpu_has_sse2())
-    return info
 
 
 def float64_fisher(X, mu, var, w, block=256):
@@ -137,10 +113,8 @@ def random_problems(n: int):
     return out
 
 
-def race(gmm, sets, repeat: int):
+def race(vl: VLFeat, gmm, sets, repeat: int):
     """Alternating rounds (ours, VLFeat); returns CPU-second lists (warm-up dropped) and the last outputs."""
-    from cyvlfeat.fisher import fisher as vl_fisher
-
     from idtfv.encoding.fisher import fisher_vector
 
     vl_args = (np.asarray(gmm.means_, np.float32), np.asarray(gmm.variances_, np.float32),
@@ -152,7 +126,7 @@ def race(gmm, sets, repeat: int):
         f_ours = [fisher_vector(X, gmm) for X in sets]
         t = time.process_time() - c
         c = time.process_time()
-        f_vl = [np.asarray(vl_fisher(X, *vl_args, improved=True)).ravel() for X in sets]
+        f_vl = [vl.fisher(X, *vl_args, improved=True) for X in sets]
         tv = time.process_time() - c
         if r:  # round 0 is the warm-up (JIT cache load, first-touch allocations)
             t_ours.append(t)
@@ -169,21 +143,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = ap.parse_args(argv)
 
-    if importlib.util.find_spec("cyvlfeat") is None:
-        print("bench_fisher: skipped: cyvlfeat is not installed (apt-get install libvlfeat-dev; pip install "
-              "--no-build-isolation cyvlfeat)")
+    if not LIBRARY.is_file():
+        print(f"bench_fisher: skipped: {LIBRARY} (VLFeat with SIMD) is absent; the baseline must be the SIMD build")
         return 0
-    if not (VLFEAT_DIR / "libvl.so.1").is_file():
-        print(f"bench_fisher: skipped: {VLFEAT_DIR / 'libvl.so.1'} (VLFeat with SIMD) is absent; the baseline "
-              "must be the SIMD build")
-        return 0
-    import cyvlfeat.fisher  # noqa: F401  (maps libvl)
-
-    build = vlfeat_build()
-    print(f"VLFeat library mapped: {build['path']}; vl_get_simd_enabled={build['simd']}, CPU AVX={build.get('avx')}, "
-          f"SSE2={build.get('sse2')}\n{build['config']}", flush=True)
-    if str(VLFEAT_DIR) not in build["path"]:
-        print(f"bench_fisher: skipped: the process loaded {build['path']}, not the SIMD build in {VLFEAT_DIR}")
+    vl = VLFeat(LIBRARY, threads=1)
+    build = vl.report()
+    print(f"VLFeat library mapped: {build['mapped']}; vl_get_simd_enabled={build['simd']}, CPU AVX={build['avx']}, "
+          f"SSE2={build['sse2']}, threads={build['threads']}\n{build['config']}", flush=True)
+    if Path(build["mapped"]).resolve() != LIBRARY.resolve():
+        print(f"bench_fisher: skipped: vl_fisher_encode lives in {build['mapped']}, not the SIMD build {LIBRARY}")
         return 0
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
@@ -197,11 +165,9 @@ def main(argv=None) -> int:
         problems += random_problems(args.random_n)
         for kind, D, gmm, sets in problems:
             n = sum(len(X) for X in sets)
-            t_o, t_v, f_o, f_v = race(gmm, sets, args.repeat)
+            t_o, t_v, f_o, f_v = race(vl, gmm, sets, args.repeat)
             diff = max(float(np.abs(a - b).max()) for a, b in zip(f_o, f_v))
             # agreement with float64 on the first --check descriptors of each set (same GMM for all three)
-            from cyvlfeat.fisher import fisher as vl_fisher
-
             from idtfv.encoding.fisher import fisher_vector
 
             m = (gmm.means_, gmm.variances_, gmm.weights_)
@@ -211,7 +177,7 @@ def main(argv=None) -> int:
                 sub = X[:args.check]
                 ref = float64_fisher(sub, *m)
                 err_o = max(err_o, float(np.abs(fisher_vector(sub, gmm) - ref).max()))
-                err_v = max(err_v, float(np.abs(np.ravel(vl_fisher(sub, *vl_args, improved=True)) - ref).max()))
+                err_v = max(err_v, float(np.abs(vl.fisher(sub, *vl_args, improved=True) - ref).max()))
             ratios = np.array(t_v) / np.array(t_o)
             row = dict(kind=kind, D=D, n=n, sets=len(sets), ours=np.array(t_o), vl=np.array(t_v), ratios=ratios,
                        diff=diff, err_o=err_o, err_v=err_v)
@@ -224,15 +190,15 @@ def main(argv=None) -> int:
                   f"{err_o:.1e}, VLFeat {err_v:.1e}", flush=True)
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    vl_cfg = " ".join(build["config"].split())
     lines = [f"### Fisher vectors vs VLFeat (`python bench/bench_fisher.py --repeat {args.repeat}`, in-process "
              f"micro-benchmark, {platform.machine()}, {now})", "",
              f"One CPU (affinity {{{cpu}}}), one thread each (`NUMBA_NUM_THREADS=1`, `OMP_NUM_THREADS=1`, BLAS 1 "
              f"thread), alternating ours / VLFeat in one loop, {args.repeat} rounds after a warm-up; CPU seconds, "
              f"median (min-max); ratio = median VLFeat / median ours (min-max of the per-round ratios). K={K}, "
              f"improved FV, same GMM. Load average at the start: {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.", "",
-             f"VLFeat: cyvlfeat {_version('cyvlfeat')} on `{build['path']}` (vl_get_simd_enabled={build['simd']}, "
-             f"CPU AVX={build.get('avx')}); its report: `{vl_cfg}`.", "",
+             f"VLFeat: `vl_fisher_encode` through ctypes (bench/_vlfeat.py) in `{build['mapped']}` "
+             f"(vl_get_simd_enabled={build['simd']}, CPU AVX={build['avx']}, vl_get_max_threads={build['threads']}); "
+             f"its report: `{build['config']}`.", "",
              "| what | ours | baseline | ratio |", "|---|---|---|---|"]
     for r in rows:
         what = (f"Fisher vectors K={K}, D={r['D']}, "
@@ -266,15 +232,6 @@ def main(argv=None) -> int:
     if not args.no_write:
         write_block(SECTION, BLOCK, text)
     return 0
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
 
 
 if __name__ == "__main__":
