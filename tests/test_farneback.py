@@ -100,6 +100,21 @@ def test_identical_frames_give_exactly_zero_flow():
     assert all(not f.any() for f in flows)
 
 
+@pytest.mark.parametrize("window", ["gaussian", "box"])
+def test_one_pixel_window_is_the_per_pixel_solve(window):
+    """winsize 1 (accepted by the options) is a one-tap window for both weightings: finite flow equal to the box
+    window's (the Gaussian's sigma is 0 there; its weights were 0 / 0 = NaN before)."""
+    a, b = texture(seed=3), np.roll(texture(seed=3), 1, axis=1)
+    flows = {}
+    for w in ("gaussian", "box"):
+        fp = FarnebackPyramidFlow(winsize=1, window=w)
+        fp(pyramid(a))
+        flows[w] = fp(pyramid(b))
+    assert all(np.isfinite(f).all() for f in flows[window])
+    for g, x in zip(flows["gaussian"], flows["box"]):
+        np.testing.assert_array_equal(g, x)
+
+
 @pytest.mark.parametrize("kind", ["translation", "smooth"])
 def test_planted_flow_recovered_and_close_to_opencv(kind):
     yy, xx = np.mgrid[:H, :W].astype(np.float32)

@@ -193,6 +193,8 @@ def _window_kernel(winsize: int, window: str) -> np.ndarray:
     m = winsize // 2
     if window == "box":
         return np.full(2 * m + 1, 1.0 / winsize, np.float32)  # OpenCV scales its box sums by 1 / winsize^2
+    if m == 0:  # winsize 1: one tap (the Gaussian's sigma 0.3 * m would be 0, and its weights 0 / 0)
+        return np.ones(1, np.float32)
     sigma = 0.3 * m  # OpenCV's Gaussian-window Farnebäck uses these numbers
     t = np.arange(-m, m + 1, dtype=np.float64)
     k = np.exp(-t * t / (2 * sigma * sigma))
