@@ -10,8 +10,9 @@ Two entry points::
 
 Modules: ``estimate`` (:func:`estimate_flow`), ``tvl1``, ``farneback``, ``dis`` (the solvers), ``pyramid``
 (:func:`build_pyramid`, the coarse-to-fine driver, the :class:`PyramidFlow` protocol), ``pyramid_flow``
-(:func:`make_pyramid_flow`); Numba kernels in ``_*_nb``, CUDA ones in ``_tvl1_cupy``. The names below load on
-first use (PEP 562), so importing this package loads no solver and no Numba.
+(:func:`make_pyramid_flow`), ``farneback_cuda`` (the extractor's Farnebäck flow and pyramid on a CUDA device,
+CuPy arrays in and out); Numba kernels in ``_*_nb``, CUDA ones in ``_tvl1_cupy`` and ``_farneback_cuda``. The
+names below load on first use (PEP 562), so importing this package loads no solver and no Numba.
 """
 
 from idtfv.lazy import lazy_exports
@@ -35,6 +36,8 @@ __all__ = [
     "PyramidFlowParams",
     "make_pyramid_flow",
     "FarnebackPyramidFlow",
+    "CudaFarnebackPyramidFlow",
+    "build_pyramid_cuda",
 ]
 _HOMES = {
     "estimate_flow": "estimate", "estimate_flow_batch": "estimate", "METHODS": "estimate", "BACKENDS": "estimate",
@@ -44,6 +47,7 @@ _HOMES = {
     "DISParams": "dis", "dis_flow": "dis",
     "coarse_to_fine": "pyramid", "build_pyramid": "pyramid", "PyramidFlow": "pyramid",
     "PyramidFlowParams": "pyramid_flow", "make_pyramid_flow": "pyramid_flow",
+    "CudaFarnebackPyramidFlow": "farneback_cuda", "build_pyramid_cuda": "farneback_cuda",
 }
 
 
