@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The device checks of the GPU extractor (docs/GPU.md), for a session on a machine with an NVIDIA GPU (CUDA 12).
+# The device checks of the GPU extractor (docs/GPU.md), for a session on a machine with an NVIDIA GPU.
 #
 #   bench/gpu_check.sh [OUT_DIR]        (default OUT_DIR: bench/out/gpu; PYTHON=... picks the interpreter)
 #
-# 1. makes sure CuPy is importable (installs cupy-cuda12x, the project's `gpu` extra, when it is not);
-# 2. runs every test marked `gpu` (the CUDA kernels against their Numba twins, bit for bit; extract on cuda
-#    against cpu; TV-L1 on the GPU) - they must pass, not skip: a skip here means CuPy sees no device;
+# The lent machine (the `device` tool) has no network and its own python3 with CuPy (cupy-cuda13x), Numba, OpenCV,
+# scikit-learn and SciPy, but not this project and not ../shared. So the script
+# 0. installs the project there without dependencies or an index (`pip install --no-deps --no-index
+#    --no-build-isolation -e .`) when `import idtfv.idt` fails, and links `.gpu/shared` (carried) to ../shared
+#    when ../shared is absent: prepare it here with
+#        mkdir -p .gpu/shared/reference && cp -r ../shared/reference/videos .gpu/shared/reference/
+#        grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
+#    and call the device tool with carry [".gpu"] and the command `bash bench/gpu_check.sh $OUT`;
+# 1. makes sure CuPy is importable (installs the wheels of .whl/ when they were carried; never the network);
+# 2. runs every test marked `gpu` (the CUDA kernels against their CPU twins; extract on cuda against cpu; TV-L1 on
+#    the GPU) - they must pass, not skip: a skip here means CuPy sees no device;
 # 3. runs the throughput and parity bench (bench/gpu_bench.py) and keeps its JSON.
 # Exit status: 0 when all of it passed. Everything it prints is also kept in OUT_DIR.
 set -euo pipefail
@@ -22,23 +30,33 @@ echo "== machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || echo "nvidia-smi: not available"
 "$PY" --version
 
+echo "== project and data"
+if [ ! -e ../shared ] && [ -d .gpu/shared ]; then ln -s "$PWD/.gpu/shared" ../shared; fi
+ls ../shared/reference/videos 2>/dev/null || echo "no ../shared: the tests and benches on shared clips will skip"
+if ! "$PY" -c "import idtfv.idt" 2>/dev/null; then
+  "$PY" -m pip install -q --no-deps --no-index --no-build-isolation -e . || \
+    { echo "FAILED: could not install the project (needs setuptools in $PY's environment)" >&2; exit 1; }
+fi
+
 echo "== cupy"
-if ! "$PY" -c "import cupy" 2>/dev/null; then
-  "$PY" -m pip install -q "cupy-cuda12x>=13.0"
+if ! "$PY" -c "import cupy" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps .whl/*.whl
 fi
 "$PY" -c "import cupy; print('cupy', cupy.__version__, 'devices:', cupy.cuda.runtime.getDeviceCount())"
 
 echo "== pytest -m gpu"
 # -rs lists skips; a gpu test that skips on this machine is a failure of the check
 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/pytest_gpu.xml" \
-  tests/test_histograms_cuda.py tests/test_tracking_cuda.py tests/test_tvl1_gpu.py | tee "$OUT/pytest_gpu.txt"
+  tests/test_histograms_cuda.py tests/test_tracking_cuda.py tests/test_farneback_cuda.py tests/test_frame_cuda.py \
+  tests/test_tvl1_gpu.py | tee "$OUT/pytest_gpu.txt"
 if grep -q "skipped" "$OUT/pytest_gpu.txt"; then
   echo "FAILED: gpu tests were skipped (see above); CuPy must see the device" >&2
   exit 1
 fi
 
 echo "== nvcc compile check (when nvcc is installed)"
-"$PY" -m pytest -q -p no:cacheprovider -rs -k nvcc tests/test_histograms_cuda.py tests/test_tvl1_gpu.py
+"$PY" -m pytest -q -p no:cacheprovider -rs -k nvcc tests/test_histograms_cuda.py tests/test_farneback_cuda.py \
+  tests/test_frame_cuda.py tests/test_tvl1_gpu.py
 
 echo "== bench/gpu_bench.py"
 "$PY" bench/gpu_bench.py --json "$OUT/gpu_bench.json"

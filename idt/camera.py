@@ -476,7 +476,8 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
 
 
 def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[float], *, frame: np.ndarray,
-                      prev_frame: np.ndarray, params: CameraParams, recompute, refine=None) -> list[np.ndarray]:
+                      prev_frame: np.ndarray, params: CameraParams, recompute, refine=None,
+                      device: str = "cpu") -> list[np.ndarray]:
     r"""The camera-compensated flow :math:`f^w_s` from frame t-1 to t on every pyramid level.
 
     ``params.warp_flow == "recompute"`` (the reference): frame t warped by :math:`H^{-1}`, its border band filled
@@ -504,28 +505,41 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
     refine : callable or None
         ``refine(warped_frame, priors) -> flows``, the same started from ``priors`` (one (h_s, w_s, 2) flow per
         level; e.g. :meth:`idtfv.idt.flow.PyramidFlow.refine_from_previous`); used by ``"refine"``, which needs it.
+    device : {"cpu", "cuda"}
+        ``"cuda"``: ``frame``, ``prev_frame`` (uint8) and ``flows`` are device arrays (CuPy), the warp and the
+        derived flows are made there (:mod:`idtfv.idt._frame_cuda`) and ``recompute`` / ``refine`` get the warped
+        frame on the device; ``H`` stays a host array.
 
     Returns
     -------
     list of (h_s, w_s, 2) float32
     """
+    if device == "cpu":
+        warp, compensate = warp_to_previous, compensate_flow
+    elif device == "cuda":
+        from idtfv.idt import _frame_cuda  # needs CuPy: loaded only for the device
+
+        warp, compensate = _frame_cuda.warp_to_previous, _frame_cuda.compensate_flow
+    else:
+        raise ParameterError(f"compensated_flows: device must be 'cpu' or 'cuda', got {device!r}; resolve 'auto' "
+                             "with idtfv.idt.device.resolve_device first")
     margin = params.warp_margin
     if margin <= 0 and np.array_equal(H, np.eye(3)):
         return flows
     if params.warp_flow == "recompute":
-        return recompute(warp_to_previous(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))
+        return recompute(warp(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))
     if margin <= 0:
-        derived = [compensate_flow(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
+        derived = [compensate(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
     else:
         h, w = frame.shape[:2]
-        derived = [compensate_flow(f, scale_homography(H, s),
-                                   interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
+        derived = [compensate(f, scale_homography(H, s),
+                              interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
                    for f, s in zip(flows, factors)]
     if params.warp_flow == "refine":
         if refine is None:
             raise ParameterError("compensated_flows: warp_flow='refine' needs the refine callable "
                                  "(refine(warped_frame, priors) -> flows); pass it or use warp_flow='recompute'")
-        return refine(warp_to_previous(frame, H, prev=prev_frame if margin > 0 else None, margin=margin), derived)
+        return refine(warp(frame, H, prev=prev_frame if margin > 0 else None, margin=margin), derived)
     return derived
 
 

@@ -20,11 +20,17 @@ For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackSt
    :mod:`idtfv.idt.sampling`);
 8. ``advance``: :math:`I_t` becomes the previous frame.
 
-With ``IDTParams(device="cuda")`` (:mod:`idtfv.idt.device`) the kernels of steps 4 and 5 run on the GPU: the
-tracking step (:mod:`idtfv.idt._tracking_cuda`), the integral histograms and the blocks' gathering
-(:mod:`idtfv.idt._histograms_cuda`), each bit-identical to its Numba twin, so the trajectories are the CPU
-path's; steps 1-3 and 6-8 (pyramid, flow, camera, pruning, sampling) still run on the CPU, and the track pools
-stay on the host (``docs/GPU.md`` lists what is left to move).
+With ``IDTParams(device="cuda")`` (:mod:`idtfv.idt.device`) the frame lives on the GPU: it is uploaded once,
+and its pyramid and flows (:mod:`idtfv.idt.flow.farneback_cuda`), the warp and compensated flows of step 3
+(:mod:`idtfv.idt._frame_cuda`), the tracking step (:mod:`idtfv.idt._tracking_cuda`), the integral histograms and
+the blocks' gathering (:mod:`idtfv.idt._histograms_cuda`) and the dense sampling (:mod:`idtfv.idt._frame_cuda`)
+read and write device arrays. What stays on the host: the keypoints, matches and homography of step 3 (from the
+host frames; the flow matches read back only their points' flow vectors, :class:`_FlowAtPoints`), the track pools
+(each level's live points go up, the moved points and blocks come back) and the pruning. The sampling, warp,
+tracking and histograms are bit-identical to the CPU's; the flow agrees to float rounding, so the trajectories
+meet the issue's parity bar rather than equal the CPU's (``docs/GPU.md``). A flow solver without a device twin
+(``farneback_impl="opencv"``, TV-L1, DIS) keeps steps 1-3 and 7 on the host, and only steps 4 and 5 run on the
+device (then bit-identical: the trajectories are the CPU path's).
 
 With ``IDTParams(threads=N)``, N > 1, frames are pipelined (:class:`_Pipeline`): the next frame's decoding and
 keypoints (step 3's detection) run on a worker while the main thread does this frame's homography and warped
@@ -56,6 +62,7 @@ from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
 from idtfv.idt.camera import CameraMotion, _detect, compensated_flows, resolve_matcher
 from idtfv.idt.device import resolve_device
+from idtfv.idt.flow.farneback import FarnebackPyramidFlow
 from idtfv.idt.flow.pyramid import build_pyramid
 from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
 from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
@@ -305,6 +312,35 @@ class _CameraAhead(CameraMotion):
         return self._prev
 
 
+def _on_device_flow(flow: FarnebackPyramidFlow):
+    """The device twin of ``flow`` (same options) and the device pyramid builder (``device="cuda"``):
+    :class:`~idtfv.idt.flow.farneback_cuda.CudaFarnebackPyramidFlow`,
+    :func:`~idtfv.idt.flow.farneback_cuda.build_pyramid_cuda` (which uploads a host frame: the frame's one
+    upload)."""
+    from idtfv.idt.flow.farneback_cuda import CudaFarnebackPyramidFlow, build_pyramid_cuda
+
+    twin = CudaFarnebackPyramidFlow(poly_n=flow.poly_n, poly_sigma=flow.poly_sigma, winsize=flow.winsize,
+                                    iterations=flow.iterations, median=flow.median, window=flow.window,
+                                    presmooth=flow.presmooth)
+    return twin, build_pyramid_cuda
+
+
+class _FlowAtPoints:
+    """A device flow ``(h, w, 2)`` as :func:`idtfv.idt.camera.estimate_homography`'s flow matches read it: its
+    ``shape``, and its vectors at integer pixels ``flow[yi, xi]`` (host index arrays), which alone come back to
+    the host (up to ``flow_matches`` vectors instead of the level)."""
+
+    def __init__(self, flow):
+        self.flow = flow
+        self.shape = tuple(flow.shape)
+
+    def __getitem__(self, index):
+        import cupy as cp
+
+        yi, xi = index
+        return cp.asnumpy(self.flow[cp.asarray(yi), cp.asarray(xi)])
+
+
 class _Steps:
     """One video's extraction: the state carried from frame to frame, and one method per step of a frame.
 
@@ -329,6 +365,12 @@ class _Steps:
         self.camera = _CameraAhead(self.camera_params) if params.camera_motion else None  # RANSAC seeded by seed
         self.n_accepted = 0  # homographies accepted (not the identity)
         self.device = resolve_device(params.device)  # "cpu" or "cuda" (an error or a warning when no device)
+        # device="cuda" with our Farnebäck: the frame is uploaded once and steps 1-3 and 7 run on the device too
+        # (the pyramid, the flows and the compensated flows are device arrays; see _on_device_flow)
+        self.on_device = self.device == "cuda" and type(self.flow) is FarnebackPyramidFlow
+        self._build_pyramid = build_pyramid
+        if self.on_device:
+            self.flow, self._build_pyramid = _on_device_flow(self.flow)
         self._since_sampling = 0
         # --threads: the per-level steps of the levels in each group run on one thread (see level_groups)
         self.executor = ThreadPoolExecutor(params.threads, thread_name_prefix="idt-level") \
@@ -363,7 +405,7 @@ class _Steps:
     def pyramid(self, gray: np.ndarray) -> list[np.ndarray]:
         """1. The frame's scale pyramid."""
         with self.timer("pyramid"):
-            return build_pyramid(gray, self.sizes)
+            return self._build_pyramid(gray, self.sizes)
 
     def optical_flow(self, pyr: list[np.ndarray]) -> list[np.ndarray] | None:
         """2. The flow from the previous frame on every level (median-filtered)."""
@@ -381,9 +423,13 @@ class _Steps:
             with self.timer("camera"):
                 self.camera.ahead.append(_detect(self.camera.detector, gray, mask))
 
-    def compensate_camera(self, frame_num: int, gray: np.ndarray, flows: list[np.ndarray]) -> list[np.ndarray]:
+    def compensate_camera(self, frame_num: int, gray: np.ndarray, flows: list[np.ndarray],
+                          pyr: list | None = None) -> list[np.ndarray]:
         """3. The camera's homography from the previous frame, and the camera-compensated flow on every level
-        (the flow itself without ``camera_motion``)."""
+        (the flow itself without ``camera_motion``). On the device (:attr:`on_device`) the keypoints and the
+        homography are still the CPU's, from the host frames; the flow matches read only their points' vectors
+        back (:class:`_FlowAtPoints`), and the warp and compensated flows are made from the device frames
+        ``pyr[0]`` and the previous frame's."""
         if self.camera is None:
             return flows
         if frame_num in self._masks_ahead:
@@ -391,17 +437,22 @@ class _Steps:
         else:
             mask = self.humans(frame_num, gray) if self.humans.enabled else None
         with self.timer("camera"):
-            H, _, _ = self.camera.estimate(self.prev_gray, gray, flows[0], human_mask=mask)
+            H, _, _ = self.camera.estimate(self.prev_gray, gray, _FlowAtPoints(flows[0]) if self.on_device
+                                           else flows[0], human_mask=mask)
         self.n_accepted += not np.array_equal(H, np.eye(3))
         with self.timer("warp_flow"):
+            if self.on_device:
+                return compensated_flows(H, flows, self.factors, frame=pyr[0], prev_frame=self.prev_pyr[0],
+                                         params=self.camera_params, recompute=self._flow_to, refine=self._refine_to,
+                                         device="cuda")
             return compensated_flows(H, flows, self.factors, frame=gray, prev_frame=self.prev_gray,
                                      params=self.camera_params, recompute=self._flow_to, refine=self._refine_to)
 
     def _flow_to(self, warped: np.ndarray) -> list[np.ndarray]:
-        return self.flow.flow_from_previous(build_pyramid(warped, self.sizes))
+        return self.flow.flow_from_previous(self._build_pyramid(warped, self.sizes))
 
     def _refine_to(self, warped: np.ndarray, priors: list[np.ndarray]) -> list[np.ndarray]:
-        return self.flow.refine_from_previous(build_pyramid(warped, self.sizes), priors)
+        return self.flow.refine_from_previous(self._build_pyramid(warped, self.sizes), priors)
 
     def track(self, flows: list[np.ndarray], flows_w: list[np.ndarray], *,
               first: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -473,7 +524,8 @@ class _Steps:
                     for s in levels:
                         pool = self.pools[s]
                         pool.add(dense_sample(pyr[s], pool.current_points(), stride=self.params.stride,
-                                              quality=self.params.quality))
+                                              quality=self.params.quality,
+                                              device="cuda" if self.on_device else "cpu"))
 
             if self.executor is None:
                 run(range(len(self.pools)))
@@ -653,7 +705,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
             n_seen += 1
             if pipe is not None:
                 pipe.decode_next()  # the next frame's decoding and keypoints, during this frame's camera step
-            flows_w = steps.compensate_camera(frame_num, gray, flows)
+            flows_w = steps.compensate_camera(frame_num, gray, flows, pyr)
             if pipe is not None:
                 pipe.solve_next()  # the next frame's pyramid and flow, during this frame's per-level steps
             if steps.executor is None:

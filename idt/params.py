@@ -148,8 +148,9 @@ class IDTParams:
         Seeds every random choice (RANSAC); same input + seed -> same output bytes.
     device : str
         ``"cpu"`` (default), ``"cuda"`` or ``"auto"`` (:func:`idtfv.idt.device.resolve_device`): where the steps
-        that have CUDA kernels run (``docs/GPU.md``; today the tracking step, the HOG/HOF/MBH integral histograms
-        and the descriptor gathering, bit-identical to the CPU's; the rest stays on the CPU). ``"cuda"`` without
+        that have CUDA kernels run (``docs/GPU.md``; with the default Farnebäck the pyramid, flow, warped flow,
+        tracking step, descriptors and dense sampling, to the issue's parity bar; the keypoints, homography, track
+        pools and pruning stay on the CPU). ``"cuda"`` without
         CuPy and a device is an error at extraction; ``"auto"`` falls back to the CPU with one warning. Left out
         of :meth:`to_dict` when ``"cpu"``.
     threads : int

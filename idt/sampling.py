@@ -13,6 +13,7 @@ import threading
 import cv2
 import numpy as np
 
+from idtfv.errors import ParameterError
 from idtfv.idt import _tracking_nb as _nb
 
 __all__ = ["dense_sample", "corner_response"]
@@ -55,7 +56,7 @@ def corner_response(gray: np.ndarray) -> np.ndarray:
 
 
 def dense_sample(gray: np.ndarray, existing: np.ndarray | None = None, *, stride: int = 5,
-                 quality: float = 0.001) -> np.ndarray:
+                 quality: float = 0.001, device: str = "cpu") -> np.ndarray:
     """New points in the empty grid cells of one level.
 
     Parameters
@@ -68,12 +69,22 @@ def dense_sample(gray: np.ndarray, existing: np.ndarray | None = None, *, stride
         W, the grid step.
     quality : float
         Relative threshold on the min-eigenvalue response.
+    device : {"cpu", "cuda"}
+        ``"cuda"``: ``gray`` is a uint8 level on the device (CuPy; NumPy is uploaded), the response and the grid
+        selection run there (:mod:`idtfv.idt._frame_cuda`, the same points) and only the points come back.
 
     Returns
     -------
     (k, 2) float32
         ``[x, y]`` of the new points, row-major over the grid.
     """
+    if device != "cpu":
+        if device != "cuda":
+            raise ParameterError(f"dense_sample: device must be 'cpu' or 'cuda', got {device!r}; resolve 'auto' "
+                                 "with idtfv.idt.device.resolve_device first")
+        from idtfv.idt import _frame_cuda  # needs CuPy: loaded only for the device
+
+        return _frame_cuda.dense_sample(gray, existing, stride=stride, quality=quality)
     eig = corner_response(gray)
     threshold = float(eig.max()) * quality
     pts = np.zeros((0, 2), np.float32) if existing is None else np.ascontiguousarray(existing, np.float32)

@@ -188,7 +188,10 @@ def test_emulated_extract_on_cuda_gives_the_cpu_trajectories(emulated, monkeypat
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(emulated, name, counted)
-    params = IDTParams(track_length=9, scales=2)
+    # a host flow solver (OpenCV's Farnebäck) keeps the pyramid, flow, camera and sampling on the host, so the
+    # device steps are this file's kernels and the tracking step, both bit-identical; with the default (device)
+    # Farnebäck the extraction is held to the parity bar instead (tests/test_frame_cuda.py)
+    params = IDTParams(track_length=9, scales=2, farneback_impl="opencv")
     cpu = extract(_clip(), params)
     gpu = extract(_clip(), params.replace(device="cuda"))
     assert calls["histograms"] > 0 and calls["gather"] > 0  # the device path really ran
@@ -204,7 +207,7 @@ def test_emulated_extract_on_cuda_gives_the_cpu_trajectories(emulated, monkeypat
 @pytest.mark.skipif(not (SHARED / "reference" / "videos").exists(), reason="needs ../shared/reference/videos")
 def test_emulated_extract_on_a_reference_video_gives_the_cpu_trajectories(emulated):
     video = SHARED / "reference" / "videos" / "vtest_320x240.avi"  # 320x240, 6 scales, camera motion
-    params = IDTParams(end=20)
+    params = IDTParams(end=20, farneback_impl="opencv")  # a host flow: see the test above
     cpu = extract(video, params)
     _same_trajectories(cpu, extract(video, params.replace(device="cuda")))
 
@@ -228,7 +231,7 @@ def test_gpu_kernels_are_bit_identical_to_numba(real_cupy, layout):
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_extract_gives_the_cpu_trajectories():
-    params = IDTParams(track_length=9, scales=2)
+    params = IDTParams(track_length=9, scales=2, farneback_impl="opencv")  # a host flow: see the emulated test
     cpu = extract(_clip(), params)
     gpu = extract(_clip(), params.replace(device="cuda"))
     assert gpu.info["device"] == "cuda"
@@ -239,8 +242,9 @@ def test_gpu_extract_gives_the_cpu_trajectories():
 @needs_gpu
 @pytest.mark.skipif(not (SHARED / "reference" / "videos").exists(), reason="needs ../shared/reference/videos")
 def test_gpu_parity_on_a_reference_video():
-    """The issue's parity bar (counts within 1 %, descriptor mean profiles correlating > 0.999); today the
-    device steps are bit-identical, so the trajectories are equal."""
+    """The issue's parity bar (counts within 1 %, descriptor mean profiles correlating > 0.999) with the whole
+    frame on the device (the default Farnebäck has a device twin, which agrees with the CPU's to float rounding,
+    so the trajectories are close, not equal)."""
     video = SHARED / "reference" / "videos" / "vtest_320x240.avi"
     params = IDTParams(end=40)
     cpu = extract(video, params)
@@ -249,7 +253,6 @@ def test_gpu_parity_on_a_reference_video():
     for kind in KINDS:
         a, b = getattr(cpu, kind).mean(0), getattr(gpu, kind).mean(0)
         assert np.corrcoef(a, b)[0, 1] > 0.999, kind
-    _same_trajectories(cpu, gpu)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
