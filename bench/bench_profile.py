@@ -38,10 +38,10 @@ SECTION = "## profile"
 KERNELS = [
     ("polynomial expansion", "nb.poly_expand"),
     ("presmoothing (3x3 Gaussian)", "cv2.GaussianBlur"),
-    ("update matrices (1st iteration)", "nb.update_matrices"),
-    ("solve + update matrices (next iterations)", "nb.solve_and_update"),
+    ("update matrices (once per iteration)", "nb.update_matrices"),
+    ("solve + update matrices, fused (no longer called by the extractor)", "nb.solve_and_update"),
     ("window blur (sepFilter2D)", "cv2.sepFilter2D"),
-    ("2x2 solve (last iteration)", "nb.solve_flow"),
+    ("2x2 solve (every iteration)", "nb.solve_flow"),
     ("median filter 5x5", "cv2.medianBlur"),
     ("upsampling the coarser flow", "cv2.resize"),
     ("interleaving the output", "cv2.merge"),

@@ -112,6 +112,61 @@ def _accumulate_row(mag, fbin, nbins, nb, rowsum, prev, cur):
 
 
 @njit(cache=True, inline="always")
+def _accumulate_row_usual(mag, fbin, nb, prev, cur):
+    """:func:`_accumulate_row` for 8 orientation bins and ``nb`` = 8 (HOG, MBH) or 9 (HOF, its zero bin last)
+    bins per pixel (``nb`` a literal), in two passes: each pixel's two bin weights are written into its slot of
+    ``cur`` (zeroed first), then the running row sums, held in registers, are accumulated and added to ``prev``.
+
+    The same sums as :func:`_accumulate_row` in the same order, bit for bit: a bin that gets no weight from a
+    pixel has 0 added, which leaves its sum (never -0: every weight is >= +0) unchanged. Indices are unsigned
+    (Numba then emits no negative-index wraparound, so the consecutive loads and stores of a pixel's bins are
+    seen as such and vectorise). The four histograms of a 160x120 level take 615 -> 440 us (-28%) against the
+    running sums kept in memory, where each pixel's scattered update must land before the row of sums is read.
+    """
+    w = mag.shape[0]
+    zero = np.float32(0.0)
+    contrib = cur[nb:]
+    for i in range(w * nb):
+        contrib[i] = zero
+    for x in range(w):
+        m = mag[x]
+        f = fbin[x]
+        b0 = int(f)  # f >= 0: truncation is floor
+        m1 = (f - np.float32(b0)) * m
+        b1 = b0 + 1
+        if b1 >= 8:
+            b1 -= 8
+        slot = np.uint64(x * nb)
+        contrib[slot + np.uint64(b0)] = m - m1
+        contrib[slot + np.uint64(b1)] = m1
+    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = r8 = zero
+    for b in range(nb):
+        cur[b] = zero
+    unb = np.uint64(nb)
+    for x in range(w):
+        base = np.uint64(x + 1) * unb
+        r0 += cur[base]
+        r1 += cur[base + np.uint64(1)]
+        r2 += cur[base + np.uint64(2)]
+        r3 += cur[base + np.uint64(3)]
+        r4 += cur[base + np.uint64(4)]
+        r5 += cur[base + np.uint64(5)]
+        r6 += cur[base + np.uint64(6)]
+        r7 += cur[base + np.uint64(7)]
+        cur[base] = prev[base] + r0
+        cur[base + np.uint64(1)] = prev[base + np.uint64(1)] + r1
+        cur[base + np.uint64(2)] = prev[base + np.uint64(2)] + r2
+        cur[base + np.uint64(3)] = prev[base + np.uint64(3)] + r3
+        cur[base + np.uint64(4)] = prev[base + np.uint64(4)] + r4
+        cur[base + np.uint64(5)] = prev[base + np.uint64(5)] + r5
+        cur[base + np.uint64(6)] = prev[base + np.uint64(6)] + r6
+        cur[base + np.uint64(7)] = prev[base + np.uint64(7)] + r7
+        if nb == 9:
+            r8 += cur[base + np.uint64(8)]
+            cur[base + np.uint64(8)] = prev[base + np.uint64(8)] + r8
+
+
+@njit(cache=True, inline="always")
 def _bin_of(u, v, nbf):
     """Angle of (u, v) in bins, in [0, nbins) (a full turn from rounding wraps to 0)."""
     f = angle_fraction(u, v) * nbf
@@ -251,22 +306,22 @@ def frame_integral_histograms(gray, flow, hog_bins, hof_nbins, mbh_bins, min_flo
     for y in range(h):
         _gradient_row(gray, 0, y, np.float32(hog_bins), du, dv, mag, fbin)
         if usual:
-            _accumulate_row(mag, fbin, 8, 8, rowsum, og[y], og[y + 1])
+            _accumulate_row_usual(mag, fbin, 8, og[y], og[y + 1])
         else:
             _accumulate_row(mag, fbin, hog_bins, hog_bins, rowsum, og[y], og[y + 1])
         _flow_row(flow, y, np.float32(hof_nbins), min_flow, du, dv, mag, fbin)
         if usual:
-            _accumulate_row(mag, fbin, 8, 9, rowsum, of[y], of[y + 1])
+            _accumulate_row_usual(mag, fbin, 9, of[y], of[y + 1])
         else:
             _accumulate_row(mag, fbin, hof_nbins, hof_nbins + 1, rowsum, of[y], of[y + 1])
         _gradient_row(flow, 0, y, np.float32(mbh_bins), du, dv, mag, fbin)
         if usual:
-            _accumulate_row(mag, fbin, 8, 8, rowsum, ox[y], ox[y + 1])
+            _accumulate_row_usual(mag, fbin, 8, ox[y], ox[y + 1])
         else:
             _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, ox[y], ox[y + 1])
         _gradient_row(flow, 1, y, np.float32(mbh_bins), du, dv, mag, fbin)
         if usual:
-            _accumulate_row(mag, fbin, 8, 8, rowsum, oy[y], oy[y + 1])
+            _accumulate_row_usual(mag, fbin, 8, oy[y], oy[y + 1])
         else:
             _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, oy[y], oy[y + 1])
 
