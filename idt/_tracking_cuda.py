@@ -1,15 +1,31 @@
-r"""CUDA kernel (CuPy ``RawModule``): one tracking step of a batch of points, the twin of
-:func:`idtfv.idt._tracking_nb.track_step`.
+r"""CUDA kernels (CuPy ``RawModule``) of the tracking: one step of a batch of points, and the device track pool's.
 
-A point :math:`p` moves to :math:`p + f(\mathrm{round}(p))` (the median-filtered flow read at the rounded,
-clamped pixel; ``rintf`` rounds half to even as ``np.rint``); the camera-compensated flow :math:`f_w` at that pixel
-is the step's displacement; a point that leaves the open frame ``(0, w) x (0, h)`` dies. One thread per point,
-float32 additions in the CPU's order, so the result is **bit-identical** to the Numba kernel's.
+``track_points`` is the twin of :func:`idtfv.idt._tracking_nb.track_step`: a point :math:`p` moves to
+:math:`p + f(\mathrm{round}(p))` (the median-filtered flow read at the rounded, clamped pixel; ``rintf`` rounds half
+to even as ``np.rint``); the camera-compensated flow :math:`f_w` at that pixel is the step's displacement; a point
+that leaves the open frame ``(0, w) x (0, h)`` dies. One thread per point, float32 additions in the CPU's order, so
+the result is **bit-identical** to the Numba kernel's.
 
-:func:`track_step` keeps the Numba kernel's signature and in-place contract on host arrays (the track pool stays
-on the host): it gathers the live tracks' current points, runs the kernel, and writes the moved points, the
-displacements and the step counts back. Without a GPU the kernel runs on the CPU through ``tests/_cuda_on_cpu.py``
-(``tests/test_tracking_cuda.py``). Importing this module needs CuPy.
+:func:`track_step` keeps the Numba kernel's signature and in-place contract on host arrays (the host pool,
+:class:`idtfv.idt.tracking.TrackPool` with ``step(device="cuda")``): it gathers the live tracks' current points, runs
+the kernel, and writes the moved points, the displacements and the step counts back.
+
+The other kernels serve :class:`idtfv.idt.tracking_cuda.DeviceTrackPool`, whose arrays stay on the device (one
+thread per live track, per block value or per finished track; the order-keeping compactions take the prefix sums
+CuPy computes, ``cumsum``):
+
+- ``pool_step``: the same step (the shared ``idt_track_point``) on the pool's rows, in place; ``compact_step``
+  then keeps the survivors in order and pushes the dead rows on the free stack as ``TrackPool.step`` does;
+- ``pool_add``: new tracks in the rows on top of the free stack; ``add_blocks``: a step's descriptor blocks into
+  their temporal cells (the twin of :func:`idtfv.idt._tracking_nb.add_blocks`); ``patch_corners``: the patches'
+  corners of :func:`idtfv.idt.descriptors.patch_corners`;
+- ``flag_rows``, ``pop_done``, ``compact_keep``: finished (or released) tracks leave the live order;
+- ``validate_rows``: the pruning and trajectory shape, the float64 twin of
+  :func:`idtfv.idt._tracking_nb.validate_tracks` (bit-identical: the same operations in the same order, no FMA);
+  ``pack_rows``: the kept tracks' rows packed for one transfer.
+
+Without a GPU the kernels run on the CPU through ``tests/_cuda_on_cpu.py`` (``tests/test_tracking_cuda.py``,
+``tests/test_pool_cuda.py``). Importing this module needs CuPy.
 """
 
 from __future__ import annotations
@@ -19,20 +35,17 @@ import functools
 import cupy as cp
 import numpy as np
 
-__all__ = ["track_step", "track_points", "module"]
+__all__ = ["track_step", "track_points", "module", "launch"]
 
 _BLOCK = 128
 
 _SOURCE = r"""
 extern "C" {
 
-// One thread per point i: pts (n, 2) [x, y]; flow, flow_w (h, w, 2). Outputs nxt (n, 2), disp (n, 2), alive (n,).
-__global__ void track_points(const float* pts, int n, const float* flow, const float* flow_w, int h, int w,
-                             float* nxt, float* disp, int* alive) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float px = pts[2 * i];
-    float py = pts[2 * i + 1];
+// One point's step: the flow at its rounded, clamped pixel moves it to nxt; the compensated flow there is its
+// displacement d. Returns 1 when nxt is inside the open frame (0, w) x (0, h).
+__device__ __forceinline__ int idt_track_point(float px, float py, const float* flow, const float* flow_w, int h,
+                                               int w, float* nxt, float* d) {
     float rx = rintf(px);  // cvRound: nearest, ties to even
     float ry = rintf(py);
     int x = rx < 0.0f ? 0 : (rx > (float)(w - 1) ? w - 1 : (int)rx);
@@ -40,11 +53,243 @@ __global__ void track_points(const float* pts, int n, const float* flow, const f
     long long k = 2 * ((long long)y * w + x);
     float nx = px + flow[k];
     float ny = py + flow[k + 1];
-    nxt[2 * i] = nx;
-    nxt[2 * i + 1] = ny;
-    disp[2 * i] = flow_w[k];
-    disp[2 * i + 1] = flow_w[k + 1];
-    alive[i] = (nx <= 0.0f || nx >= (float)w || ny <= 0.0f || ny >= (float)h) ? 0 : 1;
+    nxt[0] = nx;
+    nxt[1] = ny;
+    d[0] = flow_w[k];
+    d[1] = flow_w[k + 1];
+    return (nx <= 0.0f || nx >= (float)w || ny <= 0.0f || ny >= (float)h) ? 0 : 1;
+}
+
+// One thread per point i: pts (n, 2) [x, y]; flow, flow_w (h, w, 2). Outputs nxt (n, 2), disp (n, 2), alive (n,).
+__global__ void track_points(const float* pts, int n, const float* flow, const float* flow_w, int h, int w,
+                             float* nxt, float* disp, int* alive) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    alive[i] = idt_track_point(pts[2 * i], pts[2 * i + 1], flow, flow_w, h, w, nxt + 2 * i, disp + 2 * i);
+}
+
+// ---- the device pool: pos (C, L+1, 2), disp (C, L, 2), desc (C, nt, D) float32, index (C,) int32 (-1: free)
+
+// One thread per live track k (row live[k]): prev[k] = its point; alive: the moved point's step is stored
+// (pos[r, i+1], disp[r, i], index[r] = i+1), done[k] = 1 when that makes L steps; dead: index[r] = -1, the rest
+// unchanged (as TrackPool.step).
+__global__ void pool_step(const long long* live, int n, int L, int* index, float* pos, float* disp,
+                          const float* flow, const float* flow_w, int h, int w, float* prev, int* alive, int* done) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long long r = live[k];
+    int i = index[r];
+    float* p = pos + (r * (L + 1) + i) * 2;
+    float px = p[0];
+    float py = p[1];
+    prev[2 * k] = px;
+    prev[2 * k + 1] = py;
+    float nxt[2];
+    float d[2];
+    int ok = idt_track_point(px, py, flow, flow_w, h, w, nxt, d);
+    alive[k] = ok;
+    done[k] = (ok && i + 1 >= L) ? 1 : 0;
+    if (!ok) {
+        index[r] = -1;
+        return;
+    }
+    p[2] = nxt[0];
+    p[3] = nxt[1];
+    float* q = disp + (r * L + i) * 2;
+    q[0] = d[0];
+    q[1] = d[1];
+    index[r] = i + 1;
+}
+
+// After pool_step, csum/dsum the inclusive prefix sums of alive/done: the survivors (and their prev points) in
+// order into live_out/prev_out; the dead rows pushed on the free stack, last dead on the bottom (TrackPool's
+// free + dead[::-1]); counts = [survivors, finished].
+__global__ void compact_step(const long long* live, int n, const int* alive, const long long* csum,
+                             const long long* dsum, const float* prev, long long* live_out, float* prev_out,
+                             long long* free_rows, long long n_free, long long* counts) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long long a = csum[k];
+    if (alive[k]) {
+        long long j = a - 1;
+        live_out[j] = live[k];
+        prev_out[2 * j] = prev[2 * k];
+        prev_out[2 * j + 1] = prev[2 * k + 1];
+    } else {
+        long long n_dead = (long long)n - csum[n - 1];
+        long long dead_rank = (long long)k - a;
+        free_rows[n_free + n_dead - 1 - dead_rank] = live[k];
+    }
+    if (k == n - 1) {
+        counts[0] = a;
+        counts[1] = dsum[k];
+    }
+}
+
+// One thread per new point j: the row on top of the free stack but j (free_rows[n_free - 1 - j]) starts a track
+// at pts[j] with zeroed cell sums, birth number births + j, appended to the live order.
+__global__ void pool_add(const float* pts, int k, const long long* free_rows, long long n_free, long long births,
+                         int L, int ntd, float* pos, float* desc, int* index, long long* birth, long long* live,
+                         long long n_live) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= k) return;
+    long long r = free_rows[n_free - 1 - j];
+    pos[r * (L + 1) * 2] = pts[2 * j];
+    pos[r * (L + 1) * 2 + 1] = pts[2 * j + 1];
+    float* o = desc + r * ntd;
+    for (int m = 0; m < ntd; ++m) o[m] = 0.0f;
+    index[r] = 0;
+    birth[r] = births + j;
+    live[n_live + j] = r;
+}
+
+// One thread per value (k, j) of blocks (n, D): desc[r, c, j] += blocks[k, j], r = rows[k], c the cell of the step
+// just taken, floor((index[r] - 1) / per_cell) (Python's floor division and negative index, as the Numba twin),
+// skipped when c >= nt.
+__global__ void add_blocks(const long long* rows, int n, const int* index, int per_cell, int nt, int D,
+                           const float* blocks, float* desc) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)n * D) return;
+    long long k = t / D;
+    int j = (int)(t - k * D);
+    long long r = rows[k];
+    int s = index[r] - 1;
+    int c = s >= 0 ? s / per_cell : -((-s + per_cell - 1) / per_cell);
+    if (c >= nt) return;
+    if (c < 0) c += nt;
+    desc[(r * nt + c) * D + j] += blocks[t];
+}
+
+// One thread per point: the top-left corner of its patch, clamp(rint(p) - patch / 2, 0, size - patch).
+__global__ void patch_corners(const float* pts, int n, int w, int h, int patch, long long* x0, long long* y0) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long long x = (long long)rintf(pts[2 * k]) - patch / 2;
+    long long y = (long long)rintf(pts[2 * k + 1]) - patch / 2;
+    x = x < 0 ? 0 : x;
+    y = y < 0 ? 0 : y;
+    long long xm = w - patch;
+    long long ym = h - patch;
+    x0[k] = x > xm ? xm : x;
+    y0[k] = y > ym ? ym : y;
+}
+
+// flags[k] = index[live[k]] >= threshold.
+__global__ void flag_rows(const long long* live, int n, const int* index, int threshold, int* flags) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    flags[k] = index[live[k]] >= threshold ? 1 : 0;
+}
+
+// Finished tracks (flags, dsum its inclusive prefix sum, n_done in all) leave the live order: done_rows in live
+// order, pushed on the free stack last on the bottom (TrackPool's free + rows[::-1]), index -1; the others in
+// order into live_out.
+__global__ void pop_done(const long long* live, int n, const int* flags, const long long* dsum, int* index,
+                         long long* live_out, long long* done_rows, long long* free_rows, long long n_free,
+                         long long n_done) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long long r = live[k];
+    long long c = dsum[k];
+    if (flags[k]) {
+        long long rank = c - 1;
+        done_rows[rank] = r;
+        free_rows[n_free + n_done - 1 - rank] = r;
+        index[r] = -1;
+    } else {
+        live_out[k - c] = r;
+    }
+}
+
+// The flagged entries of live, in order (csum the inclusive prefix sum of flags).
+__global__ void compact_keep(const long long* live, int n, const int* flags, const long long* csum,
+                             long long* live_out) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    if (flags[k]) live_out[csum[k] - 1] = live[k];
+}
+
+// One thread per finished track rows[k]: LEAR's pruning and the trajectory shape in original-frame pixels, the
+// float64 twin of _tracking_nb.validate_tracks operation for operation. meta (n, 6), traj (n, 2L), keep (n,).
+__global__ void validate_rows(const long long* rows, int n, const float* pos, const float* disp, int L, double scale,
+                              double min_var, double max_var, double max_dis, double max_dis_ratio,
+                              double min_camera_disp, int camera, float* meta, float* traj, int* keep) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long long r = rows[k];
+    const float* p = pos + r * (L + 1) * 2;
+    const float* q = disp + r * L * 2;
+    int npts = L + 1;
+    double mx = 0.0;
+    double my = 0.0;
+    for (int i = 0; i < npts; ++i) {
+        mx += (double)(float)((double)p[2 * i] * scale);
+        my += (double)(float)((double)p[2 * i + 1] * scale);
+    }
+    mx /= (double)npts;
+    my /= (double)npts;
+    double vx = 0.0;
+    double vy = 0.0;
+    for (int i = 0; i < npts; ++i) {
+        double dx = (double)p[2 * i] * scale - mx;
+        double dy = (double)p[2 * i + 1] * scale - my;
+        vx += dx * dx;
+        vy += dy * dy;
+    }
+    vx = sqrt(vx / (double)npts);
+    vy = sqrt(vy / (double)npts);
+    keep[k] = 0;
+    if (vx < min_var && vy < min_var) return;
+    if (vx > max_var || vy > max_var) return;
+    double length = 0.0;
+    double cur_max = 0.0;
+    for (int i = 0; i < npts - 1; ++i) {
+        double dx = (double)(p[2 * i + 2] - p[2 * i]) * scale;  // the float32 difference, as the CPU's
+        double dy = (double)(p[2 * i + 3] - p[2 * i + 1]) * scale;
+        double d = sqrt(dx * dx + dy * dy);
+        length += d;
+        if (d > cur_max) cur_max = d;
+    }
+    if (cur_max > max_dis && cur_max > length * max_dis_ratio) return;
+    double dsum = 0.0;
+    double dmax = 0.0;
+    for (int i = 0; i < L; ++i) {
+        double dx = (double)q[2 * i] * scale;
+        double dy = (double)q[2 * i + 1] * scale;
+        double d = sqrt(dx * dx + dy * dy);
+        dsum += d;
+        if (d > dmax) dmax = d;
+    }
+    if (camera && dmax <= min_camera_disp) return;
+    keep[k] = 1;
+    float* m = meta + (long long)k * 6;
+    m[0] = (float)mx;
+    m[1] = (float)my;
+    m[2] = (float)vx;
+    m[3] = (float)vy;
+    m[4] = (float)length;
+    m[5] = (float)scale;
+    double inv = dsum > 0.0 ? 1.0 / dsum : 0.0;
+    float* t = traj + (long long)k * 2 * L;
+    for (int i = 0; i < L; ++i) {
+        t[2 * i] = (float)((double)q[2 * i] * scale * inv);
+        t[2 * i + 1] = (float)((double)q[2 * i + 1] * scale * inv);
+    }
+}
+
+// The kept tracks (keep, csum its inclusive prefix sum) packed in order, one row each: meta (6) | traj (2L) |
+// the cell means desc[r] / per_cell (nt * D).
+__global__ void pack_rows(const long long* rows, int n, const int* keep, const long long* csum, const float* meta,
+                          const float* traj, const float* desc, int L, int ntd, float per_cell, float* out) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    if (!keep[k]) return;
+    long long width = 6 + 2 * L + ntd;
+    float* o = out + (csum[k] - 1) * width;
+    for (int m = 0; m < 6; ++m) o[m] = meta[(long long)k * 6 + m];
+    for (int m = 0; m < 2 * L; ++m) o[6 + m] = traj[(long long)k * 2 * L + m];
+    const float* s = desc + rows[k] * ntd;
+    for (int m = 0; m < ntd; ++m) o[6 + 2 * L + m] = s[m] / per_cell;
 }
 
 }
@@ -55,6 +300,13 @@ __global__ void track_points(const float* pts, int n, const float* flow, const f
 def module():
     """The compiled ``cupy.RawModule`` (one per process)."""
     return cp.RawModule(code=_SOURCE, options=("--fmad=false",))
+
+
+def launch(name: str, n: int, args: tuple) -> None:
+    """Run kernel ``name`` with one thread per item of ``n`` (nothing when ``n`` is 0); ``args`` as CuPy's call
+    (CuPy arrays and NumPy scalars of the kernel's C types)."""
+    if n > 0:
+        module().get_function(name)(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
 
 
 def track_points(points, flow, flow_w):
@@ -82,11 +334,7 @@ def track_points(points, flow, flow_w):
     nxt = cp.empty((n, 2), cp.float32)
     disp = cp.empty((n, 2), cp.float32)
     alive = cp.empty(n, cp.int32)
-    if n:
-        module().get_function("track_points")(
-            ((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,),
-            (pts, np.int32(n), f, fw, np.int32(h), np.int32(w), nxt, disp, alive),
-        )  # fmt: skip
+    launch("track_points", n, (pts, np.int32(n), f, fw, np.int32(h), np.int32(w), nxt, disp, alive))
     return nxt, disp, alive
 
 

@@ -22,15 +22,17 @@ For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackSt
 
 With ``IDTParams(device="cuda")`` (:mod:`idtfv.idt.device`) the frame lives on the GPU: it is uploaded once,
 and its pyramid and flows (:mod:`idtfv.idt.flow.farneback_cuda`), the warp and compensated flows of step 3
-(:mod:`idtfv.idt._frame_cuda`), the tracking step (:mod:`idtfv.idt._tracking_cuda`), the integral histograms and
-the blocks' gathering (:mod:`idtfv.idt._histograms_cuda`) and the dense sampling (:mod:`idtfv.idt._frame_cuda`)
-read and write device arrays. What stays on the host: the keypoints, matches and homography of step 3 (from the
-host frames; the flow matches read back only their points' flow vectors, :class:`_FlowAtPoints`), the track pools
-(each level's live points go up, the moved points and blocks come back) and the pruning. The sampling, warp,
-tracking and histograms are bit-identical to the CPU's; the flow agrees to float rounding, so the trajectories
-meet the issue's parity bar rather than equal the CPU's (``docs/GPU.md``). A flow solver without a device twin
-(``farneback_impl="opencv"``, TV-L1, DIS) keeps steps 1-3 and 7 on the host, and only steps 4 and 5 run on the
-device (then bit-identical: the trajectories are the CPU path's).
+(:mod:`idtfv.idt._frame_cuda`), the integral histograms (:mod:`idtfv.idt._histograms_cuda`), the dense sampling
+(:mod:`idtfv.idt._frame_cuda`) and the track pools with the tracking step, the blocks' gathering and sums and
+the pruning (:class:`idtfv.idt.tracking_cuda.DeviceTrackPool`) read and write device arrays: per frame only the
+finished tracks that pass the pruning come back, as rows. What stays on the host: the keypoints, matches and
+homography of step 3 (from the host frames; the flow matches read back only their points' flow vectors,
+:class:`_FlowAtPoints`) and the rows' last columns (:func:`_kept_rows`). The sampling, warp, tracking, histograms,
+pools and pruning are bit-identical to the CPU's; the flow agrees to float rounding, so the trajectories meet the
+issue's parity bar rather than equal the CPU's (``docs/GPU.md``). A flow solver without a device twin
+(``farneback_impl="opencv"``, TV-L1, DIS) keeps steps 1-3 and 7 and the track pools on the host, and only the
+tracking step's kernel and step 5's histograms and gathering run on the device (then bit-identical: the
+trajectories are the CPU path's).
 
 With ``IDTParams(threads=N)``, N > 1, frames are pipelined (:class:`_Pipeline`): the next frame's decoding and
 keypoints (step 3's detection) run on a worker while the main thread does this frame's homography and warped
@@ -86,8 +88,13 @@ DESCRIPTORS = ("hog", "hof", "mbhx", "mbhy")
 
 
 class _Timer:
-    def __init__(self, timings: dict | None):
+    """Seconds per stage into ``timings`` (None: no timing). ``sync``, when set (``device="cuda"`` with timings),
+    is called before a stage's clock starts and before it stops, so that a stage's time is the device work it
+    launched, not the launches (CUDA kernels run asynchronously); the CPU path has none."""
+
+    def __init__(self, timings: dict | None, sync=None):
         self.t = timings
+        self.sync = sync
         self._lock = threading.Lock()  # with --threads, the per-level steps time themselves from several threads
 
     @contextmanager
@@ -95,10 +102,14 @@ class _Timer:
         if self.t is None:
             yield
             return
+        if self.sync is not None:
+            self.sync()
         t0 = time.perf_counter()
         try:
             yield
         finally:
+            if self.sync is not None:
+                self.sync()
             dt = time.perf_counter() - t0
             with self._lock:
                 self.t[name] = self.t.get(name, 0.0) + dt
@@ -270,7 +281,12 @@ def _rows(pos, disp, desc, scale, frame_num, width, height, n_frames, params, of
                         params.max_dis_ratio, params.min_camera_disp, bool(params.camera_motion), meta6, traj, keep)
     if not keep.any():
         return None
-    meta6, traj, desc = meta6[keep], traj[keep], desc[keep]
+    return _kept_rows(meta6[keep], traj[keep], desc[keep], frame_num, width, height, n_frames, params, offsets)
+
+
+def _kept_rows(meta6, traj, desc, frame_num, width, height, n_frames, params, offsets):
+    """The rows of validated tracks: ``meta6 (m, 6)``, ``traj (m, 2L)`` and ``desc (m, n_t, D)`` (temporal-cell
+    means) of :func:`_rows`' kept tracks, or of ``DeviceTrackPool.pop_validated`` (pruned on the device)."""
     m = len(meta6)
     meta = np.empty((m, 10), np.float32)
     meta[:, 0] = frame_num
@@ -347,7 +363,8 @@ class _Steps:
     :meth:`start` takes the first frame; then, for every following frame, the methods in their order of
     definition (the loop of :func:`iter_trajectories`). The state: the previous frame and its pyramid, the flow
     solver's and the camera estimator's own (each keeps the previous frame's work), and one
-    :class:`~idtfv.idt.tracking.TrackPool` of live tracks per pyramid level.
+    :class:`~idtfv.idt.tracking.TrackPool` of live tracks per pyramid level (a
+    :class:`~idtfv.idt.tracking_cuda.DeviceTrackPool` when :attr:`on_device`).
     """
 
     def __init__(self, params: IDTParams, *, humans: _HumanMasks, timer: _Timer, n_frames: int | None):
@@ -371,6 +388,10 @@ class _Steps:
         self._build_pyramid = build_pyramid
         if self.on_device:
             self.flow, self._build_pyramid = _on_device_flow(self.flow)
+        # the pruning's thresholds, for the device pools (DeviceTrackPool.pop_validated)
+        self._pruning = dict(min_var=params.min_var, max_var=params.max_var, max_dis=params.max_dis,
+                             max_dis_ratio=params.max_dis_ratio, min_camera_disp=params.min_camera_disp,
+                             camera=bool(params.camera_motion))
         self._since_sampling = 0
         # --threads: the per-level steps of the levels in each group run on one thread (see level_groups)
         self.executor = ThreadPoolExecutor(params.threads, thread_name_prefix="idt-level") \
@@ -387,8 +408,11 @@ class _Steps:
         self.width, self.height = w, h
         self.factors, self.sizes = pyramid_geometry(w, h, scales=p.scales, scale_factor=p.scale_factor,
                                                     patch=p.patch)
-        self.pools = [TrackPool(p.track_length, self.desc_dim, p.nt_cells,
-                                capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
+        pool_class = TrackPool
+        if self.on_device:  # the pools on the device too: only finished (and kept) tracks come back
+            from idtfv.idt.tracking_cuda import DeviceTrackPool as pool_class
+        self.pools = [pool_class(p.track_length, self.desc_dim, p.nt_cells,
+                                 capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
         self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
         if self.executor is not None:
             self.groups = level_groups(self.sizes, p.threads)
@@ -465,7 +489,8 @@ class _Steps:
                 moved.append((np.zeros(0, np.int64), np.zeros((0, 2), np.float32)))
                 continue
             with self.timer("tracking"):
-                moved.append(pool.step(flow, flow_w, device=self.device))
+                moved.append(pool.step(flow, flow_w) if self.on_device else
+                             pool.step(flow, flow_w, device=self.device))
         return moved
 
     def describe(self, moved: list[tuple[np.ndarray, np.ndarray]], flows_w: list[np.ndarray], *,
@@ -484,6 +509,11 @@ class _Steps:
                                                out=self.hist_bufs[s], device=self.device)
                 self.hist_bufs[s] = hists
             with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
+                if self.on_device:  # gathered at the device points into the device sums: nothing moves
+                    from idtfv.idt.tracking_cuda import gather_blocks
+
+                    pool.store_descriptors(rows, gather_blocks(hists, points, layout=self.layout))
+                    continue
                 pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
                                                                         device=self.device))
 
@@ -508,6 +538,12 @@ class _Steps:
         with self.timer("output"):
             for s in range(len(self.pools)) if levels is None else levels:
                 pool, scale = self.pools[s], self.factors[s]
+                if self.on_device:  # pruned on the device: only the kept tracks' rows come back
+                    kept = pool.pop_validated(scale, **self._pruning)
+                    if kept is not None:
+                        out.append(_kept_rows(*kept, frame_num, self.width, self.height, self.n_frames,
+                                              self.params, self.offsets))
+                    continue
                 pos, disp, desc = pool.pop_finished()
                 if len(pos):
                     t = _rows(pos, disp, desc, scale, frame_num, self.width, self.height, self.n_frames,
@@ -540,6 +576,8 @@ class _Steps:
     def live_tracks(self) -> tuple[np.ndarray, np.ndarray]:
         """Points ``(k, L+1, 2)`` and steps done ``(k,)`` of the live tracks of level 0 (birth order)."""
         pool = self.pools[0]
+        if self.on_device:
+            return pool.live_tracks()  # a download, only for on_tracks (--draw)
         rows = pool.live()
         return pool.pos[rows], pool.index[rows]
 
@@ -610,6 +648,13 @@ class _Pipeline:
         return item
 
 
+def _device_sync():
+    """Wait for the work queued on this thread's current CUDA stream (the stage timer's ``sync``)."""
+    import cupy
+
+    return lambda: cupy.cuda.get_current_stream().synchronize()
+
+
 def _decoded(frames, timer: _Timer) -> Iterator[np.ndarray]:
     it = iter(frames)
     while True:
@@ -673,6 +718,8 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     }
     humans = _HumanMasks(params, path_or_frames, source_size)
     steps = _Steps(params, humans=humans, timer=timer, n_frames=n_frames)
+    if timings is not None and steps.device == "cuda":
+        timer.sync = _device_sync()
     try:
         info["flow_impl"] = steps.flow.name
         if params.device != "cpu":  # CPU runs keep their info (and output bytes) as before the option existed

@@ -106,7 +106,7 @@ MUTATIONS = [
     ("int x = rx < 0.0f ? 0 : (rx > (float)(w - 1) ? w - 1 : (int)rx);",
      "int x = rx < 0.0f ? 0 : (rx > (float)(w - 2) ? w - 2 : (int)rx);"),  # clamp at the last column
     ("float ny = py + flow[k + 1];", "float ny = py + flow[k];"),  # which flow component
-    ("disp[2 * i] = flow_w[k];", "disp[2 * i] = flow[k];"),  # the compensated flow is the displacement
+    ("d[0] = flow_w[k];", "d[0] = flow[k];"),  # the compensated flow is the displacement
     ("nx <= 0.0f ||", "nx < 0.0f ||"),  # the open frame
     ("ny >= (float)h) ? 0 : 1;", "ny > (float)h) ? 0 : 1;"),
 ]

@@ -1,0 +1,364 @@
+r"""Live tracks of one pyramid level on the GPU: :class:`DeviceTrackPool`, the device twin of
+:class:`idtfv.idt.tracking.TrackPool` (``IDTParams(device="cuda")`` with the device flow).
+
+The pool's arrays stay on the device: points ``pos (C, L+1, 2)``, compensated steps ``disp (C, L, 2)``, the
+temporal cells' block sums ``desc (C, n_t, D)``, steps done ``index (C,)`` (-1: free row), birth numbers
+``birth (C,)``, the live rows in birth order and the free-row stack. Every operation has ``TrackPool``'s semantics,
+row for row: the same rows are taken from the same free stack, live rows keep the same order, the same arithmetic
+(the kernels of :mod:`idtfv.idt._tracking_cuda`), so after any sequence of ``add``, ``step``,
+``store_descriptors``, ``release`` and ``pop_finished`` the two pools' arrays are bit-identical.
+
+What crosses the bus:
+
+- :meth:`step`: nothing per track; two counts come back (survivors, finished), 16 bytes;
+- :meth:`add`: the new points go up (8 bytes each; the dense sampling's, every ``init_gap`` frames);
+- :meth:`store_descriptors` / :func:`gather_blocks`: nothing (the blocks are gathered from the device
+  histograms at the device points and added to the device sums);
+- :meth:`pop_validated` (the extractor's): when tracks finished, the pruning runs on the device, the number
+  kept comes back (8 bytes), then the kept tracks' rows in one transfer (``6 + 2L + n_t D`` float32 each);
+  :meth:`pop_finished` (``TrackPool``'s contract) downloads every finished track unpruned;
+- :meth:`current_points` is a device array (the device dense sampling's ``existing``).
+
+Call :meth:`pop_finished` or :meth:`pop_validated` after each :meth:`step` (as the extractor does): a step with
+finished tracks not yet popped raises (``TrackPool`` would write past their ``L + 1`` points). The arrays
+:meth:`step` returns are views of the pool's buffers: they hold until the next step and through one pop or
+release (the extractor uses them in its describe step, before the pop).
+
+Importing this module does not import CuPy; creating a pool does (the kernels' module is looked up at each call,
+so a test may swap in the emulated ``cupy``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["DeviceTrackPool", "gather_blocks"]
+
+
+def _dev():
+    """(cupy, the kernels' module), imported on use."""
+    import cupy
+
+    from idtfv.idt import _tracking_cuda
+
+    return cupy, _tracking_cuda
+
+
+def _i32(v) -> np.int32:
+    return np.int32(v)
+
+
+def _i64(v) -> np.int64:
+    return np.int64(v)
+
+
+class DeviceTrackPool:
+    """Tracks of one level, on the device.
+
+    Parameters
+    ----------
+    length : int
+        L, steps per finished track.
+    desc_dim : int
+        D, per-frame descriptor width.
+    nt_cells : int
+        :math:`n_t`, temporal cells.
+    capacity : int
+        Initial number of rows (grows by 1.5x when needed, as ``TrackPool``).
+    """
+
+    def __init__(self, length: int, desc_dim: int, nt_cells: int = 3, capacity: int = 256):
+        cp, _ = _dev()
+        self.L = int(length)
+        self.D = int(desc_dim)
+        self.nt = int(nt_cells)
+        self.per_cell = self.L // self.nt
+        capacity = max(16, int(capacity))
+        self.pos = cp.zeros((capacity, self.L + 1, 2), cp.float32)
+        self.disp = cp.zeros((capacity, self.L, 2), cp.float32)
+        self.desc = cp.zeros((capacity, self.nt, self.D), cp.float32)
+        self.index = cp.empty(capacity, cp.int32)
+        self.index.fill(-1)
+        self.birth = cp.zeros(capacity, np.int64)
+        # the free-row stack (top at the end: the lowest row is taken first) and the live rows in birth order, each
+        # in a device buffer of the capacity with its length kept here (the live order in two, swapped by steps)
+        self._free = cp.asarray(np.arange(capacity - 1, -1, -1, dtype=np.int64))
+        self._n_free = capacity
+        self._live = cp.empty(capacity, np.int64)
+        self._live_next = cp.empty(capacity, np.int64)
+        self._n = 0
+        self._births = 0
+        self._n_done = 0  # finished tracks (index == L) since the last step: the step's second count
+        self._scratch = None
+        self._empty = (cp.zeros(0, np.int64), cp.zeros((0, 2), cp.float32))
+
+    # ---- state
+    @property
+    def capacity(self) -> int:
+        return int(self.index.shape[0])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def live(self):
+        """Rows of live tracks, in birth order, (n,) int64 (a device view)."""
+        return self._live[:self._n]
+
+    def free_rows(self):
+        """The free-row stack, top at the end, (m,) int64 (a device view)."""
+        return self._free[:self._n_free]
+
+    def current_points(self, rows=None):
+        """(n, 2) float32 device array: the current point of each live track (or of ``rows``)."""
+        rows = self.live() if rows is None else rows
+        return self.pos[rows, self.index[rows]]
+
+    def live_tracks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Host copies of the live tracks' points ``(n, L+1, 2)`` and steps done ``(n,)`` (birth order; for
+        ``--draw``: a download)."""
+        cp, _ = _dev()
+        rows = self.live()
+        return cp.asnumpy(self.pos[rows]), cp.asnumpy(self.index[rows])
+
+    # ---- changes
+    def _grow(self, need: int) -> None:
+        cp, _ = _dev()
+        old = self.capacity
+        new = max(int(old * 1.5) + 1, old + need)
+        for name in ("pos", "disp", "desc"):
+            a = getattr(self, name)
+            b = cp.zeros((new,) + tuple(a.shape[1:]), a.dtype)
+            b[:old] = a
+            setattr(self, name, b)
+        index = cp.empty(new, cp.int32)
+        index.fill(-1)
+        index[:old] = self.index
+        birth = cp.zeros(new, np.int64)
+        birth[:old] = self.birth
+        self.index, self.birth = index, birth
+        free = cp.empty(new, np.int64)
+        free[:new - old] = cp.asarray(np.arange(new - 1, old - 1, -1, dtype=np.int64))  # new rows at the bottom
+        free[new - old:new - old + self._n_free] = self._free[:self._n_free]
+        self._free, self._n_free = free, self._n_free + new - old
+        for name in ("_live", "_live_next"):
+            a = cp.empty(new, np.int64)
+            a[:self._n] = getattr(self, name)[:self._n]
+            setattr(self, name, a)
+        self._scratch = None
+
+    def add(self, points) -> None:
+        """Start a track at each of ``points`` ((k, 2) float32, this level's pixels; host arrays are uploaded)."""
+        cp, k_mod = _dev()
+        k = len(points)
+        if k == 0:
+            return
+        if k > self._n_free:
+            self._grow(k - self._n_free)
+        pts = cp.ascontiguousarray(cp.asarray(points, dtype=cp.float32))
+        k_mod.launch("pool_add", k, (pts, _i32(k), self._free, _i64(self._n_free), _i64(self._births),
+                                     _i32(self.L), _i32(self.nt * self.D), self.pos, self.desc, self.index,
+                                     self.birth, self._live, _i64(self._n)))
+        self._n_free -= k
+        self._n += k
+        self._births += k
+
+    def _buffers(self):
+        """Per-step scratch arrays of the capacity (reallocated when the pool grows)."""
+        cp, _ = _dev()
+        c = self.capacity
+        if self._scratch is None:
+            self._scratch = {"prev": cp.empty((c, 2), cp.float32), "prev_out": cp.empty((c, 2), cp.float32),
+                             "alive": cp.empty(c, cp.int32), "done": cp.empty(c, cp.int32),
+                             "counts": cp.empty(2, np.int64)}
+        return self._scratch
+
+    def step(self, flow, flow_w):
+        """Move every live track by ``flow`` (device ``(h, w, 2)`` float32); drop those that leave the frame.
+
+        Returns
+        -------
+        rows : (n,) int64 device array
+            Surviving tracks (the new live order).
+        prev_points : (n, 2) float32 device array
+            Their points *before* the step (where this frame's descriptors are read). Both are views of the pool's
+            buffers (see the module's docstring for how long they hold).
+        """
+        cp, k_mod = _dev()
+        if self._n_done:
+            raise RuntimeError(f"DeviceTrackPool.step: {self._n_done} finished tracks were not popped; call "
+                               "pop_finished() or pop_validated() after each step")
+        n = self._n
+        if n == 0:
+            return self._empty
+        b = self._buffers()
+        f = cp.ascontiguousarray(cp.asarray(flow, dtype=cp.float32))
+        fw = cp.ascontiguousarray(cp.asarray(flow_w, dtype=cp.float32))
+        h, w = int(f.shape[0]), int(f.shape[1])
+        live = self._live
+        k_mod.launch("pool_step", n, (live, _i32(n), _i32(self.L), self.index, self.pos, self.disp, f, fw, _i32(h),
+                                      _i32(w), b["prev"], b["alive"], b["done"]))
+        csum = b["alive"][:n].cumsum(dtype=np.int64)
+        dsum = b["done"][:n].cumsum(dtype=np.int64)
+        k_mod.launch("compact_step", n, (live, _i32(n), b["alive"], csum, dsum, b["prev"], self._live_next,
+                                         b["prev_out"], self._free, _i64(self._n_free), b["counts"]))
+        m, done = (int(v) for v in cp.asnumpy(b["counts"]))  # the step's one transfer: two counts
+        self._live, self._live_next = self._live_next, live
+        self._n_free += n - m
+        self._n = m
+        self._n_done = done
+        return self._live[:m], b["prev_out"][:m]
+
+    def store_descriptors(self, rows, blocks) -> None:
+        """Add the per-frame blocks ``(n, D)`` (device) of the step just taken (``index - 1``) to the temporal cell
+        sums of ``rows`` ((n,) int64 device, distinct)."""
+        cp, k_mod = _dev()
+        n = len(rows)
+        if n == 0:
+            return
+        blocks = cp.ascontiguousarray(cp.asarray(blocks, dtype=cp.float32))
+        k_mod.launch("add_blocks", n * self.D, (cp.ascontiguousarray(cp.asarray(rows, dtype=np.int64)), _i32(n),
+                                                self.index, _i32(self.per_cell), _i32(self.nt), _i32(self.D),
+                                                blocks, self.desc))
+
+    def release(self, rows) -> None:
+        """Free ``rows`` (distinct live rows, host or device) for new tracks (a count comes back)."""
+        cp, k_mod = _dev()
+        k = len(rows)
+        if k == 0:
+            return
+        rows = cp.ascontiguousarray(cp.asarray(rows, dtype=np.int64))
+        self.index[rows] = -1
+        self._free[self._n_free:self._n_free + k] = rows[::-1]
+        self._n_free += k
+        n = self._n
+        flags = cp.empty(n, cp.int32)
+        k_mod.launch("flag_rows", n, (self._live, _i32(n), self.index, _i32(0), flags))
+        k_mod.launch("compact_keep", n, (self._live, _i32(n), flags, flags.cumsum(dtype=np.int64), self._live_next))
+        self._live, self._live_next = self._live_next, self._live
+        self._n = n - k
+        if self._n_done:  # some of the released tracks may have been finished ones
+            flags = cp.empty(self._n, cp.int32)
+            k_mod.launch("flag_rows", self._n, (self._live, _i32(self._n), self.index, _i32(self.L), flags))
+            self._n_done = int(cp.asnumpy(flags.sum(dtype=np.int64)))
+
+    def _pop(self):
+        """Finished tracks leave the live order (device work only: their number is known from the step);
+        returns their rows in live order, (k,) int64 device."""
+        cp, k_mod = _dev()
+        k, n = self._n_done, self._n
+        flags = cp.empty(n, cp.int32)
+        k_mod.launch("flag_rows", n, (self._live, _i32(n), self.index, _i32(self.L), flags))
+        done_rows = cp.empty(k, np.int64)
+        k_mod.launch("pop_done", n, (self._live, _i32(n), flags, flags.cumsum(dtype=np.int64), self.index,
+                                     self._live_next, done_rows, self._free, _i64(self._n_free), _i64(k)))
+        self._live, self._live_next = self._live_next, self._live
+        self._n -= k
+        self._n_free += k
+        self._n_done = 0
+        return done_rows
+
+    def pop_finished(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Remove the tracks that reached L steps (``TrackPool.pop_finished``: every finished track comes back).
+
+        Returns
+        -------
+        pos (k, L+1, 2), disp (k, L, 2), desc (k, n_t, D)
+            Host arrays, in live (birth) order; ``desc`` holds the temporal-cell *means* of the per-frame blocks.
+        """
+        cp, _ = _dev()
+        if not self._n_done:
+            return (np.zeros((0, self.L + 1, 2), np.float32), np.zeros((0, self.L, 2), np.float32),
+                    np.zeros((0, self.nt, self.D), np.float32))
+        rows = self._pop()
+        return (cp.asnumpy(self.pos[rows]), cp.asnumpy(self.disp[rows]),
+                cp.asnumpy(self.desc[rows] / np.float32(self.per_cell)))
+
+    def pop_validated(self, scale: float, *, min_var: float, max_var: float, max_dis: float, max_dis_ratio: float,
+                      min_camera_disp: float, camera: bool):
+        """Remove the tracks that reached L steps, prune them on the device (LEAR's static / erratic / camera
+        tests, :func:`idtfv.idt._tracking_nb.validate_tracks`' arithmetic) and download only the kept ones.
+
+        Parameters
+        ----------
+        scale : float
+            The level's factor to original-frame pixels.
+        min_var, max_var, max_dis, max_dis_ratio, min_camera_disp, camera
+            The pruning's thresholds (:class:`idtfv.idt.IDTParams`).
+
+        Returns
+        -------
+        None when no track was kept, else host arrays in live (birth) order:
+        meta (m, 6) float32
+            ``mean_x, mean_y, std_x, std_y, length, scale``.
+        traj (m, 2L) float32
+            The compensated steps divided by their summed magnitude.
+        desc (m, n_t, D) float32
+            The temporal-cell means.
+        """
+        cp, k_mod = _dev()
+        if not self._n_done:
+            return None
+        rows = self._pop()
+        k, L, ntd = len(rows), self.L, self.nt * self.D
+        meta = cp.empty((k, 6), cp.float32)
+        traj = cp.empty((k, 2 * L), cp.float32)
+        keep = cp.empty(k, cp.int32)
+        k_mod.launch("validate_rows", k, (rows, _i32(k), self.pos, self.disp, _i32(L), np.float64(scale),
+                                          np.float64(min_var), np.float64(max_var), np.float64(max_dis),
+                                          np.float64(max_dis_ratio), np.float64(min_camera_disp), _i32(bool(camera)),
+                                          meta, traj, keep))
+        csum = keep.cumsum(dtype=np.int64)
+        m = int(cp.asnumpy(csum[k - 1:])[0])  # the number kept (8 bytes)
+        if m == 0:
+            return None
+        out = cp.empty((k, 6 + 2 * L + ntd), cp.float32)
+        k_mod.launch("pack_rows", k, (rows, _i32(k), keep, csum, meta, traj, self.desc, _i32(L), _i32(ntd),
+                                      np.float32(self.per_cell), out))
+        packed = cp.asnumpy(out[:m])  # the kept rows, one transfer
+        return (np.ascontiguousarray(packed[:, :6]), np.ascontiguousarray(packed[:, 6:6 + 2 * L]),
+                np.ascontiguousarray(packed[:, 6 + 2 * L:]).reshape(m, self.nt, self.D))
+
+
+def gather_blocks(hists, points, *, layout):
+    """Every point's per-frame blocks (HOG | HOF | MBHx | MBHy side by side) from one frame's device histograms,
+    left on the device: :func:`idtfv.idt.descriptors.cell_descriptor_rows` with ``device="cuda"`` without the
+    points' upload and the blocks' download (the same kernels, so bit-identical).
+
+    Parameters
+    ----------
+    hists : FrameHistograms of CuPy arrays
+        ``frame_histograms(..., device="cuda")`` of this level.
+    points : (n, 2) float32 device array
+        ``[x, y]`` at this level (finite: the pool's points).
+    layout : DescriptorLayout
+        The layout the histograms were built with.
+
+    Returns
+    -------
+    (n, D) float32 device array
+    """
+    cp, k_mod = _dev()
+    from idtfv.idt import _histograms_cuda
+
+    hs = [hists.hog, hists.hof, hists.mbhx, hists.mbhy]
+    cells = layout.nx_cells * layout.ny_cells
+    dims = [cells * int(hist.shape[2]) for hist in hs]
+    stride = sum(dims)
+    n = int(len(points))
+    out = cp.empty((n, stride), cp.float32)
+    if n == 0:
+        return out
+    h, w = int(hs[0].shape[0]) - 1, int(hs[0].shape[1]) - 1
+    pts = cp.ascontiguousarray(cp.asarray(points, dtype=cp.float32))
+    x0, y0 = cp.empty(n, np.int64), cp.empty(n, np.int64)
+    k_mod.launch("patch_corners", n, (pts, _i32(n), _i32(w), _i32(h), _i32(layout.patch), x0, y0))
+    gather = _histograms_cuda.module().get_function("gather_blocks")
+    grid, block = ((n + 127) // 128,), (128,)
+    offset = 0
+    for hist, dim in zip(hs, dims):
+        gather(grid, block, (hist, _i32(hist.shape[1]), _i32(hist.shape[2]), x0, y0, _i32(n),
+                             _i32(layout.nx_cells), _i32(layout.ny_cells), _i32(layout.patch // layout.nx_cells),
+                             _i32(layout.patch // layout.ny_cells), np.float32(layout.epsilon), out,
+                             _i32(stride), _i32(offset)))
+        offset += dim
+    return out

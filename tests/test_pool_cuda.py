@@ -1,0 +1,473 @@
+"""The device track pool (idt/tracking_cuda.py, kernels in idt/_tracking_cuda.py) against the host TrackPool.
+
+Without a GPU the CUDA C runs on the CPU through ``tests/_cuda_on_cpu.py``. The references are independent of the
+device code: :class:`idtfv.idt.tracking.TrackPool` with the Numba kernels (itself checked against a naive pool in
+tests/test_extractor_kernels.py), ``_tracking_nb.validate_tracks`` for the pruning and
+``descriptors.cell_descriptor_rows`` for the gathering. What is checked:
+
+- random sequences of add / step / store / pop / release: after every operation the two pools' arrays (points,
+  steps, cell sums, step counts, birth numbers), live order and free stack are bit-identical, so are the rows a
+  step returns and their points before the move, the popped tracks (in birth order) and, for ``pop_validated``,
+  the pruned and kept rows;
+- capacity growth, birth order of popped tracks when rows are reused, the step-before-pop guard;
+- the pruning kernel against Numba bit for bit, on tracks planted to fail each test (static, erratic, a jump, no
+  camera-compensated motion) and tracks that pass;
+- broken kernels (the free stack's order, a cell index, the float32 rounding of the mean, ...) must fail;
+- ``extract(device="cuda")``: the device pools are used, the output is the same with threads, and no live-track
+  state comes back: every download of the run is a step's two counts, a pruning's count, the kept rows (their
+  number equals the trajectories'), the dense sampling's cell bytes or the camera's flow-match vectors.
+
+The ``gpu`` tests run the pool comparisons on a real device.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import _cuda_on_cpu
+from idtfv.idt import _tracking_nb as nb
+from idtfv.idt import descriptors as desc_mod
+from idtfv.idt.device import cuda_available
+from idtfv.idt.tracking import TrackPool
+
+NAME = "idtfv.idt._tracking_cuda"
+#: Device modules imported over the stand-in cupy by these tests (removed again afterwards).
+DEVICE_MODULES = (NAME, "idtfv.idt._histograms_cuda", "idtfv.idt._frame_cuda", "idtfv.idt.flow._farneback_cuda")
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cuda_on_cpu_pool")
+
+
+@pytest.fixture
+def emulated(build_dir, monkeypatch):
+    """``idtfv.idt._tracking_cuda`` (and the other kernel modules, on use) over the stand-in cupy; all removed
+    afterwards (modules and package attributes)."""
+    if not _cuda_on_cpu.available():
+        pytest.skip("needs g++ on x86-64")
+    import idtfv.idt as pkg
+    import idtfv.idt.flow as flow_pkg
+
+    cp = _cuda_on_cpu.fake_cupy(build_dir)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    for name in DEVICE_MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        monkeypatch.delattr(flow_pkg if ".flow." in name else pkg, name.rsplit(".", 1)[1], raising=False)
+    mod = importlib.import_module(NAME)
+    try:
+        yield mod
+    finally:
+        for name in DEVICE_MODULES:
+            sys.modules.pop(name, None)
+            (flow_pkg if ".flow." in name else pkg).__dict__.pop(name.rsplit(".", 1)[1], None)
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _same(a, b, what):
+    a, b = np.asarray(a), _host(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, (what, a.dtype, b.dtype, a.shape, b.shape)
+    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), what
+
+
+def _same_state(cpu: TrackPool, dev, what=""):
+    for name in ("pos", "disp", "desc", "index", "birth"):
+        _same(getattr(cpu, name), getattr(dev, name), f"{what}: {name}")
+    _same(cpu.live(), dev.live(), f"{what}: live order")
+    _same(cpu._free, dev.free_rows(), f"{what}: free stack")
+    assert len(cpu) == len(dev) and cpu.capacity == dev.capacity
+
+
+#: The pruning's thresholds for the random sequences (they keep some finished tracks and drop others).
+PRUNE = dict(min_var=np.sqrt(3.0), max_var=12.0, max_dis=4.0, max_dis_ratio=0.7, min_camera_disp=0.3, camera=True)
+
+
+def _validate_cpu(pos, disp, scale, p):
+    n = len(pos)
+    meta, traj, keep = np.zeros((n, 6), np.float32), np.zeros((n, 2 * disp.shape[1]), np.float32), np.zeros(n, bool)
+    nb.validate_tracks(pos, disp, float(scale), p["min_var"], p["max_var"], p["max_dis"], p["max_dis_ratio"],
+                       p["min_camera_disp"], bool(p["camera"]), meta, traj, keep)
+    return meta, traj, keep
+
+
+def run_sequence(dev_pool_class, cp, seed, *, steps=40, h=23, w=31, length=6, nt=3, D=7):
+    """A random add / step / store / pop / release sequence on a host and a device pool, compared after every
+    operation. Returns counts of what happened (for the non-vacuity checks)."""
+    rng = np.random.default_rng(seed)
+    cpu = TrackPool(length, D, nt, capacity=16)
+    dev = dev_pool_class(length, D, nt, capacity=16)
+    seen = dict(grown=0, died=0, finished=0, kept=0, pruned=0, released=0)
+    scale = float(rng.choice([1.0, 1.5, 2.25]))
+
+    def points(k):
+        p = np.stack([rng.uniform(0.5, w - 0.5, k), rng.uniform(0.5, h - 0.5, k)], 1).astype(np.float32)
+        p[: k // 4] = np.floor(p[: k // 4]) + np.float32(0.5)  # ties at x.5
+        return p
+
+    for it in range(steps):
+        k = int(rng.choice([0, 3, 9, 20, 45]))
+        before = cpu.capacity
+        pts = points(k)
+        cpu.add(pts)
+        dev.add(pts)
+        seen["grown"] += cpu.capacity > before
+        _same_state(cpu, dev, f"add {it}")
+        if it % 7 == 3 and len(cpu) > 4:  # release a few live rows (not in row order)
+            rows = rng.choice(cpu.live(), 3, replace=False)
+            cpu.release(rows)
+            dev.release(cp.asarray(rows))
+            seen["released"] += 3
+            _same_state(cpu, dev, f"release {it}")
+        flow = (rng.normal(size=(h, w, 2)) * rng.choice([0.7, 2.5])).astype(np.float32)
+        flow_w = (flow * np.float32(0.8) + rng.normal(size=(h, w, 2)).astype(np.float32) * np.float32(0.3))
+        n_live = len(cpu)
+        rows_c, prev_c = cpu.step(flow, flow_w)
+        rows_d, prev_d = dev.step(cp.asarray(flow), cp.asarray(flow_w))
+        seen["died"] += n_live - len(rows_c)
+        _same(rows_c, rows_d, f"step {it}: rows")
+        _same(prev_c, prev_d, f"step {it}: points before the move")
+        _same_state(cpu, dev, f"step {it}")
+        blocks = rng.uniform(0, 1, (len(rows_c), D)).astype(np.float32)
+        cpu.store_descriptors(rows_c, blocks)
+        dev.store_descriptors(rows_d, cp.asarray(blocks))
+        _same_state(cpu, dev, f"store {it}")
+        want = cpu.pop_finished()
+        seen["finished"] += len(want[0])
+        if it % 2:
+            for name, a, b in zip(("pos", "disp", "desc"), want, dev.pop_finished()):
+                _same(a, b, f"pop {it}: {name}")
+        else:
+            meta, traj, keep = _validate_cpu(want[0], want[1], scale, PRUNE)
+            got = dev.pop_validated(scale, **PRUNE)
+            seen["kept"] += int(keep.sum())
+            seen["pruned"] += int((~keep).sum())
+            if not keep.any():
+                assert got is None, f"pop {it}: rows came back though none was kept"
+            else:
+                assert got is not None, f"pop {it}: no rows came back though {keep.sum()} were kept"
+                for name, a, b in zip(("meta", "traj", "desc"), (meta[keep], traj[keep], want[2][keep]), got):
+                    _same(a, b, f"pop_validated {it}: {name}")
+        _same_state(cpu, dev, f"pop {it}")
+    return seen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_emulated_device_pool_equals_trackpool_step_by_step(emulated, seed):
+    from idtfv.idt.tracking_cuda import DeviceTrackPool
+
+    seen = run_sequence(DeviceTrackPool, sys.modules["cupy"], seed)
+    assert all(v > 0 for v in seen.values()), seen  # growth, deaths, finished, kept, pruned, released all happened
+
+
+def test_emulated_popped_tracks_come_in_birth_order_from_reused_rows(emulated):
+    from idtfv.idt.tracking_cuda import DeviceTrackPool
+
+    h, w, L = 20, 30, 3
+    pool = DeviceTrackPool(L, 2, 1, capacity=16)
+    first = np.array([[x + 0.25, 10.0] for x in range(2, 26, 2)], np.float32)  # 12 tracks, rows 0..11
+    pool.add(first)
+    kill = np.zeros((h, w, 2), np.float32)
+    kill[10, : 14, 0] = -40.0  # the tracks left of x = 14 leave the frame
+    rows, _ = pool.step(kill, kill)
+    assert len(rows) == 6 and pool.pop_finished()[0].shape == (0, L + 1, 2)
+    second = np.array([[x + 0.75, 5.0] for x in range(1, 9)], np.float32)  # reuse the freed rows 0..5, then 12, 13
+    pool.add(second)
+    assert sorted(_host(pool.live())[6:].tolist()) == [0, 1, 2, 3, 4, 5, 12, 13]
+    still = np.zeros((h, w, 2), np.float32)
+    for _ in range(L):
+        pool.step(still, still)
+        pos, _, _ = pool.pop_finished()
+        if len(pos):
+            break
+    # the older tracks first (the 6 that survived, in their birth order), although their rows are larger
+    assert len(pos) == 6 and np.array_equal(pos[:, 0], first[6:])
+    pool.step(still, still)  # the second batch had one step less
+    pos, _, _ = pool.pop_finished()
+    assert np.array_equal(pos[:, 0], second)
+
+
+def test_emulated_capacity_grows_as_trackpool(emulated):
+    from idtfv.idt.tracking_cuda import DeviceTrackPool
+
+    cpu, dev = TrackPool(4, 3, 2, capacity=16), DeviceTrackPool(4, 3, 2, capacity=16)
+    rng = np.random.default_rng(5)
+    for k in (10, 10, 1, 40, 0, 100):
+        pts = rng.uniform(1, 15, (k, 2)).astype(np.float32)
+        cpu.add(pts)
+        dev.add(pts)
+        _same_state(cpu, dev, f"add {k}")
+    assert dev.capacity > 100 and len(dev) == 161
+
+
+def test_emulated_step_before_pop_is_refused(emulated):
+    from idtfv.idt.tracking_cuda import DeviceTrackPool
+
+    pool = DeviceTrackPool(1, 2, 1, capacity=16)
+    pool.add(np.array([[5.0, 5.0]], np.float32))
+    still = np.zeros((10, 10, 2), np.float32)
+    pool.step(still, still)
+    with pytest.raises(RuntimeError, match="pop_finished"):
+        pool.step(still, still)
+    assert pool.pop_finished()[0].shape == (1, 2, 2)
+    assert pool.step(still, still)[0].shape == (0,)  # empty pool: nothing to do
+
+
+def _planted_tracks(seed=0, L=15):
+    """Finished tracks of five kinds, each failing one pruning test or passing: (pos, disp, expected keep)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(L + 1, dtype=np.float32)[:, None]
+    kinds = []
+    for _ in range(12):
+        start = rng.uniform(20, 60, 2).astype(np.float32)
+        v = rng.uniform(0.6, 1.4, 2).astype(np.float32) * rng.choice([-1, 1], 2)
+        good = start + t * v + rng.normal(0, 0.2, (L + 1, 2)).astype(np.float32)
+        kinds.append((good, True))  # moves steadily
+        kinds.append((start + rng.normal(0, 0.1, (L + 1, 2)).astype(np.float32), False))  # static
+        kinds.append((start + t * v * np.float32(25), False))  # erratic: std over max_var
+        jump = start + t * v * np.float32(0.15) + rng.normal(0, 0.02, (L + 1, 2)).astype(np.float32)
+        jump[L // 2:] += np.float32(25)  # one step of ~35 px: over max_dis and 0.7 of the length
+        kinds.append((jump, False))
+    pos = np.stack([k[0] for k in kinds]).astype(np.float32)
+    disp = np.diff(pos, axis=1).astype(np.float32)
+    expect = np.array([k[1] for k in kinds])
+    # no camera-compensated motion: the points move but no compensated step is over min_camera_disp (0.25),
+    # though their sum is
+    still = slice(0, len(kinds), 8)
+    disp[still] = np.float32(0.15) * np.sign(disp[still])
+    expect[still] = False
+    return pos, disp, expect
+
+
+def _compare_validation(mod, seed=0, L=15):
+    import cupy as cp
+
+    pos, disp, expect = _planted_tracks(seed, L)
+    params = dict(min_var=np.sqrt(3.0), max_var=50.0, max_dis=20.0, max_dis_ratio=0.7, min_camera_disp=0.25)
+    for scale in (1.0, 1.4142135623730951, 2.0):
+        for camera in (True, False):
+            meta_c, traj_c, keep_c = _validate_cpu(pos, disp, scale, dict(params, camera=camera))
+            if scale == 1.0 and camera:
+                assert np.array_equal(keep_c, expect)  # planted truth: each test fires on its kind
+            n = len(pos)
+            meta, traj, keep = (cp.zeros((n, 6), cp.float32), cp.zeros((n, 2 * L), cp.float32),
+                                cp.zeros(n, cp.int32))
+            mod.launch("validate_rows", n, (cp.asarray(np.arange(n, dtype=np.int64)), np.int32(n), cp.asarray(pos),
+                                            cp.asarray(disp), np.int32(L), np.float64(scale),
+                                            *(np.float64(params[k]) for k in ("min_var", "max_var", "max_dis",
+                                                                              "max_dis_ratio", "min_camera_disp")),
+                                            np.int32(camera), meta, traj, keep))
+            _same(keep_c, _host(keep).astype(bool), f"keep, scale {scale}")
+            _same(meta_c[keep_c], _host(meta)[keep_c], f"meta, scale {scale}")
+            _same(traj_c[keep_c], _host(traj)[keep_c], f"traj, scale {scale}")
+
+
+def test_emulated_pruning_is_bit_identical_to_numba(emulated):
+    _compare_validation(emulated)
+
+
+def _compare_gather():
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import gather_blocks
+
+    rng = np.random.default_rng(3)
+    h, w = 41, 57
+    gray = rng.integers(0, 256, (h, w)).astype(np.uint8)
+    flow = (rng.normal(size=(h, w, 2)) * 2).astype(np.float32)
+    layout = desc_mod.DescriptorLayout(patch=16)
+    pts = np.stack([rng.uniform(0, w, 300), rng.uniform(0, h, 300)], 1).astype(np.float32)
+    pts[:50] = np.floor(pts[:50]) + np.float32(0.5)  # ties: rint to even
+    want = desc_mod.cell_descriptor_rows(desc_mod.frame_histograms(gray, flow, layout=layout), pts, layout=layout)
+    hists = desc_mod.frame_histograms(gray, flow, layout=layout, device="cuda")
+    got = gather_blocks(hists, cp.asarray(pts), layout=layout)
+    _same(want, got, "blocks")
+    assert gather_blocks(hists, cp.zeros((0, 2), cp.float32), layout=layout).shape == (0, want.shape[1])
+
+
+def test_emulated_gathered_blocks_equal_the_cpu(emulated):
+    _compare_gather()
+
+
+MUTATIONS = [
+    ("free_rows[n_free + n_dead - 1 - dead_rank] = live[k];", "free_rows[n_free + dead_rank] = live[k];"),
+    ("done[k] = (ok && i + 1 >= L) ? 1 : 0;", "done[k] = (ok && i + 1 > L) ? 1 : 0;"),
+    ("if (!ok) {\n        index[r] = -1;", "if (!ok) {\n        index[r] = i;"),
+    ("long long r = free_rows[n_free - 1 - j];", "long long r = free_rows[j];"),
+    ("birth[r] = births + j;", "birth[r] = births;"),
+    ("for (int m = 0; m < ntd; ++m) o[m] = 0.0f;", ""),
+    ("int c = s >= 0 ? s / per_cell :", "int c = s >= 0 ? (s + 1) / per_cell :"),
+    ("free_rows[n_free + n_done - 1 - rank] = r;", "free_rows[n_free + rank] = r;"),
+    ("live_out[k - c] = r;", "live_out[k - c] = live[0];"),
+    ("if (flags[k]) live_out[csum[k] - 1] = live[k];", "if (flags[k]) live_out[csum[k] - 1] = live[0];"),
+    ("mx += (double)(float)((double)p[2 * i] * scale);", "mx += (double)p[2 * i] * scale;"),
+    ("if (vx < min_var && vy < min_var) return;", "if (vx < min_var || vy < min_var) return;"),
+    ("if (cur_max > max_dis && cur_max > length * max_dis_ratio) return;", "if (cur_max > max_dis) return;"),
+    ("if (camera && dmax <= min_camera_disp) return;", "if (camera && dsum <= min_camera_disp) return;"),
+    ("vx = sqrt(vx / (double)npts);", "vx = sqrt(vx / (double)L);"),
+    ("t[2 * i] = (float)((double)q[2 * i] * scale * inv);", "t[2 * i] = (float)((double)q[2 * i] * inv);"),
+    ("o[6 + 2 * L + m] = s[m] / per_cell;", "o[6 + 2 * L + m] = s[m];"),
+    ("long long x = (long long)rintf(pts[2 * k]) - patch / 2;", "long long x = (long long)rintf(pts[2 * k]) - 8;"),
+]
+
+
+def _check_all(mod):
+    from idtfv.idt.tracking_cuda import DeviceTrackPool
+
+    for seed in range(3):
+        run_sequence(DeviceTrackPool, sys.modules["cupy"], seed)
+    _compare_validation(mod)
+    # a patch of 32 px on a 40x50 frame, points near the borders (the corners' clamps)
+    rng = np.random.default_rng(0)
+    cp = sys.modules["cupy"]
+    pts = np.stack([rng.uniform(0, 50, 64), rng.uniform(0, 40, 64)], 1).astype(np.float32)
+    x0, y0 = cp.empty(64, np.int64), cp.empty(64, np.int64)
+    mod.launch("patch_corners", 64, (cp.asarray(pts), np.int32(64), np.int32(50), np.int32(40), np.int32(32), x0, y0))
+    want = desc_mod.patch_corners(pts, 50, 40, patch=32)
+    _same(want[0], x0, "x0")
+    _same(want[1], y0, "y0")
+
+
+@pytest.mark.parametrize("old, new", MUTATIONS, ids=[f"m{i}" for i in range(len(MUTATIONS))])
+def test_emulated_broken_kernels_fail(emulated, monkeypatch, old, new):
+    assert emulated._SOURCE.count(old) == 1, old
+    monkeypatch.setattr(emulated, "_SOURCE", emulated._SOURCE.replace(old, new))
+    emulated.module.cache_clear()
+    try:
+        with pytest.raises(AssertionError):
+            _check_all(emulated)
+    finally:
+        emulated.module.cache_clear()
+
+
+def test_emulated_unbroken_kernels_pass_the_mutation_check(emulated):
+    _check_all(emulated)  # the check the broken kernels fail
+
+
+# ---------------------------------------------------------------------------------------------- the extractor
+def _clip(frames=16):
+    from conftest import tiny_frames
+
+    return tiny_frames(frames=frames, width=96, height=72, motion=(2, 1))
+
+
+def _downloads(monkeypatch, cp):
+    """Record every ``cupy.asnumpy`` of the run: (calling module, function, bytes)."""
+    log = []
+    real = cp.asnumpy
+
+    def asnumpy(a, *args, **kwargs):
+        out = real(a, *args, **kwargs)
+        f = sys._getframe(1)
+        log.append((f.f_globals.get("__name__"), f.f_code.co_name, int(np.asarray(out).nbytes)))
+        return out
+
+    monkeypatch.setattr(cp, "asnumpy", asnumpy)
+    return log
+
+
+def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch):
+    from idtfv.idt import IDTParams, extract
+    from idtfv.idt import tracking_cuda
+
+    cp = sys.modules["cupy"]
+    calls = {"pop_validated": 0, "track_step": 0, "gather_all": 0}
+    real_pop = tracking_cuda.DeviceTrackPool.pop_validated
+
+    def pop_validated(self, *args, **kwargs):
+        calls["pop_validated"] += 1
+        return real_pop(self, *args, **kwargs)
+
+    monkeypatch.setattr(tracking_cuda.DeviceTrackPool, "pop_validated", pop_validated)
+    from idtfv.idt import _histograms_cuda
+
+    for owner, name in ((emulated, "track_step"), (_histograms_cuda, "gather_all")):  # the host pools' paths
+        monkeypatch.setattr(owner, name, lambda *a, _n=name, **k: calls.__setitem__(_n, calls[_n] + 1))
+    params = IDTParams(track_length=9, scales=2)
+    log = _downloads(monkeypatch, cp)
+    gpu = extract(_clip(), params.replace(device="cuda"))
+    frames = len(_clip())
+    assert calls["pop_validated"] == 2 * (frames - 1) and calls["track_step"] == 0 and calls["gather_all"] == 0
+    L, D = params.track_length, 132
+    row = (6 + 2 * L + params.nt_cells * D) * 4
+    by_kind: dict = {}
+    for module, func, nbytes in log:
+        by_kind.setdefault((module, func), []).append(nbytes)
+    allowed = {("idtfv.idt.tracking_cuda", "step"), ("idtfv.idt.tracking_cuda", "pop_validated"),
+               ("idtfv.idt._frame_cuda", "dense_sample"), ("idtfv.idt.extractor", "__getitem__")}
+    assert set(by_kind) <= allowed, set(by_kind) - allowed
+    # a step: its two counts (16 bytes), once per level and frame with live tracks
+    steps = by_kind[("idtfv.idt.tracking_cuda", "step")]
+    assert set(steps) == {16} and frames - 1 <= len(steps) <= 2 * (frames - 1)
+    # a pop with finished tracks: the number kept (8 bytes), then the kept rows, as many as the trajectories
+    pops = by_kind[("idtfv.idt.tracking_cuda", "pop_validated")]
+    counts, rows = [b for b in pops if b == 8], [b for b in pops if b != 8]
+    assert len(counts) >= len(rows) > 0 and all(b % row == 0 for b in rows)
+    assert sum(rows) == len(gpu) * row and len(gpu) > 50
+    # the sampling: one byte per grid cell of each level (first frame and every init_gap); the camera: up to
+    # flow_matches flow vectors
+    cells = [(96 // 5) * (72 // 5), (68 // 5) * (51 // 5)]
+    assert set(by_kind[("idtfv.idt._frame_cuda", "dense_sample")]) <= set(cells)
+    assert max(by_kind.get(("idtfv.idt.extractor", "__getitem__"), [0])) <= 1000 * 8
+    # in all: far less than the live tracks' points once per level and frame (the host pools' traffic)
+    assert sum(steps) + sum(counts) < 0.05 * len(gpu) * row
+
+
+def test_emulated_extract_device_pools_meet_the_parity_bar_with_threads(emulated):
+    from idtfv.idt import IDTParams, extract
+
+    params = IDTParams(track_length=9, scales=2)
+    drawn = {"cpu": [], "cuda": []}
+
+    def on_tracks(device):
+        return lambda frame_num, gray, pos, index: drawn[device].append((frame_num, pos, index))
+
+    cpu = extract(_clip(), params, on_tracks=on_tracks("cpu"))
+    one = extract(_clip(), params.replace(device="cuda"), on_tracks=on_tracks("cuda"))
+    # --draw's live tracks come back from the device pools: the same tracks, points to float rounding
+    assert len(drawn["cpu"]) == len(drawn["cuda"]) == len(_clip()) - 1
+    for (f_c, pos_c, index_c), (f_d, pos_d, index_d) in zip(drawn["cpu"], drawn["cuda"]):
+        assert f_c == f_d and isinstance(pos_d, np.ndarray) and np.array_equal(index_c, index_d)
+        np.testing.assert_allclose(pos_d[:, : index_d.max() + 1], pos_c[:, : index_c.max() + 1], atol=1e-3)
+    two = extract(_clip(), params.replace(device="cuda", threads=2))
+    assert len(cpu) > 50 and abs(len(one) - len(cpu)) <= 0.01 * len(cpu)
+    for kind in ("meta", "traj", "hog", "hof", "mbhx", "mbhy"):
+        _same(getattr(one, kind), getattr(two, kind), kind)  # threads change no byte
+        if kind != "meta":
+            assert np.corrcoef(getattr(cpu, kind).mean(0), getattr(one, kind).mean(0))[0, 1] > 0.999, kind
+    assert np.array_equal(cpu.hog, one.hog)  # same points tracked: the HOG rows (no flow in them) are the CPU's
+
+
+# ---------------------------------------------------------------------------------------------- on a device
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_device_pool_equals_trackpool_step_by_step():
+    from idtfv.idt import _tracking_cuda
+
+    _check_all(_tracking_cuda)  # random pool sequences, the pruning, the patch corners
+    _compare_gather()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
+    module = Path(__file__).resolve().parents[1] / "idt" / "_tracking_cuda.py"
+    source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
+                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
+    (tmp_path / "k.cu").write_text(source)
+    res = subprocess.run(["nvcc", "-ptx", "--fmad=false", "-o", str(tmp_path / "k.ptx"), str(tmp_path / "k.cu")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ptx = (tmp_path / "k.ptx").read_text()
+    for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "patch_corners",
+                 "flag_rows", "pop_done", "compact_keep", "validate_rows", "pack_rows"):
+        assert f".entry {name}(" in ptx
