@@ -14,7 +14,9 @@
 # 1. makes sure CuPy is importable (installs the wheels of .whl/ when they were carried; never the network);
 # 2. runs every test marked `gpu` (the CUDA kernels against their CPU twins; extract on cuda against cpu; TV-L1 on
 #    the GPU) - they must pass, not skip: a skip here means CuPy sees no device;
-# 3. runs the throughput and parity bench (bench/gpu_bench.py) and keeps its JSON.
+# 3. runs the throughput and parity bench (bench/gpu_bench.py: stage split, one stream, a batch of short clips on
+#    the GPU worker's K streams, decode rates, parity on the four reference clips) and keeps its JSON and its
+#    `## gpu` section of RESULTS.md (OUT_DIR/RESULTS_gpu.md, to paste into bench/RESULTS.md).
 # Exit status: 0 when all of it passed. Everything it prints is also kept in OUT_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ echo "== pytest -m gpu"
 # -rs lists skips; a gpu test that skips on this machine is a failure of the check
 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/pytest_gpu.xml" \
   tests/test_histograms_cuda.py tests/test_tracking_cuda.py tests/test_farneback_cuda.py tests/test_frame_cuda.py \
-  tests/test_tvl1_gpu.py | tee "$OUT/pytest_gpu.txt"
+  tests/test_tvl1_gpu.py tests/test_gpu_worker.py tests/test_pool_cuda.py | tee "$OUT/pytest_gpu.txt"
 if grep -q "skipped" "$OUT/pytest_gpu.txt"; then
   echo "FAILED: gpu tests were skipped (see above); CuPy must see the device" >&2
   exit 1
@@ -56,8 +58,8 @@ fi
 
 echo "== nvcc compile check (when nvcc is installed)"
 "$PY" -m pytest -q -p no:cacheprovider -rs -k nvcc tests/test_histograms_cuda.py tests/test_farneback_cuda.py \
-  tests/test_frame_cuda.py tests/test_tvl1_gpu.py
+  tests/test_frame_cuda.py tests/test_tvl1_gpu.py tests/test_pool_cuda.py
 
 echo "== bench/gpu_bench.py"
-"$PY" bench/gpu_bench.py --json "$OUT/gpu_bench.json"
+"$PY" bench/gpu_bench.py --json "$OUT/gpu_bench.json" --results "$OUT/RESULTS_gpu.md"
 echo "gpu_check: all passed; results in $OUT"

@@ -219,6 +219,9 @@ def add_features(subparsers) -> None:
     add_runner_options(p)
     _add_extractor_options(p, FEATURES_FIELDS, helps={
         "seed": "random seed (RANSAC, and the --store sample rows)"})
+    from idtfv.idt.gpu_worker import GpuWorkerOptions
+
+    add_params_options(p, GpuWorkerOptions, title="GPU worker (--device cuda; see docs/GPU.md)")
     st = p.add_argument_group("streaming mode (see idtfv encode --streaming)")
     st.add_argument("--store", choices=("all", "sample"), default="all",
                     help="all = every descriptor of every video (default); sample = only a seeded sample of each "
@@ -243,8 +246,14 @@ def _cmd_features(args) -> int:
     from idtfv.runner import write_stamp
     from idtfv.sampling import DEFAULT_SAMPLE_PER_VIDEO, training_subset
 
+    from idtfv.idt.gpu_worker import GpuWorkerOptions
+
     idt_params = _idt_params(args, FEATURES_FIELDS)
     _check_device(idt_params)
+    gpu = params_from_args(args, GpuWorkerOptions)
+    if args.gpu_streams is not None and idt_params.device == "cpu":
+        raise ParameterError(f"--gpu-streams {args.gpu_streams} needs --device cuda (or auto); the CPU run "
+                             "parallelises over videos with --jobs instead")
     params = {"idt": idt_params.to_dict()}
     manifest = read_manifest(args.manifest)
     entries = manifest.rows
@@ -263,7 +272,7 @@ def _cmd_features(args) -> int:
         if args.subset is not None:
             entries = training_subset(entries, args.subset, split=args.split, seed=params["sample_seed"])
     result = run_features(entries, params, cache_root=args.cache, jobs=args.jobs, scheduler=args.scheduler,
-                          force=args.force, func=STAGE_FUNCS.get(args.store))
+                          force=args.force, func=STAGE_FUNCS.get(args.store), gpu=gpu)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.subset is not None:  # recorded in the stamp only: the stage directory does not depend on it
         params = {**params, "subset": {"fraction": float(args.subset), "split": int(args.split)}}

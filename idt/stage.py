@@ -160,17 +160,33 @@ def features_params(*, preset: str = "default", flow: str | None = None, resize_
 
 
 def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, scheduler=None, force: bool = False,
-                 func=None):
+                 func=None, gpu=None):
     """Run the features stage over ``entries``; returns the runner's :class:`~idtfv.runner.StageResult`.
 
     ``params`` is :func:`features_params`' dict, plus ``store="sample"``, ``sample_per_video`` and
     ``sample_seed`` for the streaming mode (:func:`features_sample_item`). ``func`` replaces the per-video
     function (tests).
+
+    When ``params["idt"]["device"]`` resolves to ``"cuda"`` (and no ``scheduler`` is given) the videos run on the
+    GPU worker (:mod:`idtfv.idt.gpu_worker`): ``gpu.gpu_streams`` videos at once (a
+    :class:`~idtfv.idt.gpu_worker.GpuWorkerOptions`, default 4), each in its own thread and CUDA stream; ``jobs``
+    is then not used. The files are those of a one-at-a-time run.
     """
     from idtfv.runner import run_stage
 
     if func is None:
         func = features_sample_item if params.get("store") == "sample" else features_item
+    from idtfv.idt.gpu_worker import GpuWorkerOptions, uses_gpu_worker, video_stream
+
+    if uses_gpu_worker(dict(params["idt"]), scheduler=scheduler):
+        gpu = GpuWorkerOptions() if gpu is None else gpu
+        if int(params["idt"].get("threads", 1)) != 1:
+            raise ParameterError(f"IDTParams.threads={params['idt']['threads']} cannot run on the GPU worker (its "
+                                 "helper threads would launch outside the video's CUDA stream); use threads=1")
+        if len(entries) > 1 and func in (features_item, features_sample_item):
+            warmup_features(params)  # compile the device kernels (and Numba's) once, before the threads start
+        return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, force=force,
+                         threads=gpu.gpu_streams, thread_context=video_stream)
     if jobs != 1 and scheduler is None and len(entries) > 1 and func in (features_item, features_sample_item):
         warmup_features(params)  # compile the kernels once, not once per worker at the same time
     return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, jobs=jobs,

@@ -23,6 +23,9 @@ Execution engines (used as they are, no scheduling of our own):
 
 - ``jobs=1``: in this process, in entry order;
 - ``jobs=N`` (``-1`` = all cores): joblib's ``loky`` process pool;
+- ``threads=K``: K threads of this process (``concurrent.futures``), each video inside ``thread_context()`` (the
+  GPU extractor's worker: one CUDA stream per thread, :mod:`idtfv.idt.gpu_worker`); for functions that release
+  the GIL or wait on a device. A video that kills the process is not isolated here (there is no worker process);
 - ``scheduler="tcp://host:8786"`` (or a ``distributed.Client``, or a cluster object such as ``LocalCluster``):
   Dask distributed; the cache directory must then be on a file system that every worker sees at the same path.
 
@@ -366,6 +369,28 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
             yield this_call(status)
 
 
+def _iter_threads(func, entries, params, out_dir, force, level, threads, context) -> Iterator[ItemStatus]:
+    """Run on ``threads`` threads of this process, each video inside ``context()``; results in completion order.
+
+    Stopping early (a full disk, Ctrl-C) starts nothing more and waits for the videos in flight (a thread cannot
+    be abandoned: it must not write after the run's lock is released).
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def one(entry):
+        with context() if context is not None else contextlib.nullcontext():
+            return _process_item(entry, stage_func=func, params=params, out_dir=out_dir, force=force,
+                                 compresslevel=level)
+
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="idtfv-stage")
+    try:
+        futures = [executor.submit(one, entry) for entry in entries]
+        for future in as_completed(futures):
+            yield future.result()  # _process_item never raises for a bad video
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _iter_dask(func, entries, params, out_dir, force, level, scheduler, stage) -> Iterator[ItemStatus]:
     from distributed import Client, as_completed
 
@@ -426,6 +451,8 @@ def run_stage(
     force: bool = False,
     progress: bool | None = None,
     compresslevel: int | None = DEFAULT_COMPRESSLEVEL,
+    threads: int | None = None,
+    thread_context: Callable | None = None,
 ) -> StageResult:
     """Apply ``func`` to every entry, saving one ``.npz`` per video in the stage's cache directory.
 
@@ -454,6 +481,12 @@ def run_stage(
     compresslevel : int or None
         DEFLATE level (0-9) of the result files; None = zlib's default. It changes neither the values nor the
         stage directory (files written at any level are valid results).
+    threads : int, optional
+        Run the videos on this many threads of this process instead (``jobs`` is then not used; ``scheduler``
+        still wins). Neither the files nor the stage directory depend on it.
+    thread_context : callable, optional
+        With ``threads``: ``thread_context()`` gives a context manager that each video runs inside, in its thread
+        (e.g. the thread's CUDA stream made current).
 
     Returns
     -------
@@ -474,6 +507,11 @@ def run_stage(
     """
     entries = _check_entries(entries)
     jobs = _check_jobs(jobs)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ParameterError(f"threads must be None or a positive integer, got {threads!r}")
+    if thread_context is not None and not callable(thread_context):
+        raise ParameterError(f"thread_context must be None or a callable giving a context manager, got "
+                             f"{thread_context!r}")
     if compresslevel is not None and (isinstance(compresslevel, bool) or compresslevel not in range(10)):
         raise ParameterError(f"compresslevel must be an integer 0-9 or None, got {compresslevel!r}")
     if not callable(func):
@@ -482,10 +520,12 @@ def run_stage(
     out = stage_dir(Path(cache_root).absolute(), stage, params)
     with exclusive_lock(out / LOCK_NAME, what=f"{stage!r} run"):
         return _run_locked(stage, func, entries, out, params=params, jobs=jobs, scheduler=scheduler, force=force,
-                           progress=progress, compresslevel=compresslevel)
+                           progress=progress, compresslevel=compresslevel, threads=threads,
+                           thread_context=thread_context)
 
 
-def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, force, progress, compresslevel):
+def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, force, progress, compresslevel,
+                threads=None, thread_context=None):
     remove_stale_temp_files(out)
     index_path = out / "index.csv"
     records = read_index(index_path)
@@ -495,6 +535,8 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
 
     if scheduler is not None:
         stream = _iter_dask(func, entries, params, str(out), force, compresslevel, scheduler, stage)
+    elif threads is not None:
+        stream = _iter_threads(func, entries, params, str(out), force, compresslevel, threads, thread_context)
     elif jobs != 1 and len(entries) > 1:
         stream = _iter_joblib(func, entries, params, str(out), force, compresslevel, jobs)
     else:

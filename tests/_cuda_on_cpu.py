@@ -14,6 +14,12 @@ the GPU's arithmetic in the GPU's order (reductions included). What this cannot 
 a real GPU would expose, and anything about speed.
 
 Only x86-64 with g++; :func:`available` says whether it can run here.
+
+Threads: the compiled kernels keep their launch state in globals (``blockIdx``, the fiber stacks), so every
+launch, and every compilation, holds :data:`LAUNCH_LOCK`; several threads may then drive the emulated device at
+once (``idtfv features --device cuda`` runs videos on several threads). The stand-in ``cupy`` has per-thread
+current streams like CuPy's (``cupy.cuda.Stream`` as a context manager, ``get_current_stream``), and counts the
+launches made on each stream (``cupy.launches``: ``{stream label: count}``, the default stream ``"null"``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import types
 from pathlib import Path
 
@@ -122,6 +129,9 @@ def available() -> bool:
     return shutil.which("g++") is not None and platform.machine() in ("x86_64", "AMD64")
 
 
+#: Held by every emulated launch and compilation (the kernels' launch state is global).
+LAUNCH_LOCK = threading.RLock()
+
 _C_TYPES = {"float": ctypes.c_float, "double": ctypes.c_double, "int": ctypes.c_int, "long long": ctypes.c_longlong,
             "unsigned": ctypes.c_uint}
 
@@ -170,27 +180,28 @@ def _argtype(ctext: str):
     return _C_TYPES[ctext.replace("const", "").strip()]
 
 
-def compile_source(source: str, *, build_dir: str | Path | None = None):
+def compile_source(source: str, *, build_dir: str | Path | None = None, on_launch=None):
     """Compile CUDA C ``source`` for the CPU; returns ``{kernel name: callable(grid, block, args)}``.
 
     Arguments follow CuPy's ``RawKernel`` call: ``grid`` and ``block`` tuples (only ``grid[0]``, ``grid[1]``,
     ``block[0]`` are used), ``args`` a tuple of NumPy arrays (passed as pointers: C-contiguous, as CuPy's) and NumPy
-    scalars.
+    scalars. ``on_launch(name)``, when given, is called after each launch.
     """
     kernels = _parse_kernels(source)
     text = _PRELUDE + source + "\n" + "".join(_launcher(*k) for k in kernels)
     build = Path(build_dir or tempfile.mkdtemp(prefix="cuda_on_cpu_"))
     tag = hashlib.sha256(text.encode()).hexdigest()[:16]
     lib_path = build / f"kernels_{tag}.so"
-    if not lib_path.exists():
-        src_path = build / f"kernels_{tag}.cpp"
-        src_path.write_text(text)
-        cmd = ["g++", "-std=c++17", "-O1", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
-               "-o", str(lib_path), str(src_path)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"g++ could not compile the kernels: {res.stderr[-2000:]}")
-    lib = ctypes.CDLL(str(lib_path))
+    with LAUNCH_LOCK:  # two threads compiling the same source must not load a half-written library
+        if not lib_path.exists():
+            src_path = build / f"kernels_{tag}.cpp"
+            src_path.write_text(text)
+            cmd = ["g++", "-std=c++17", "-O1", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
+                   "-o", str(lib_path), str(src_path)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"g++ could not compile the kernels: {res.stderr[-2000:]}")
+        lib = ctypes.CDLL(str(lib_path))
     out = {}
     for name, params, _ in kernels:
         fn = getattr(lib, f"launch_{name}")
@@ -208,7 +219,10 @@ def compile_source(source: str, *, build_dir: str | Path | None = None):
                     conv.append(a.ctypes.data)
                 else:
                     conv.append(a.item() if isinstance(a, np.generic) else a)
-            _fn(int(grid[0]), int(grid[1]) if len(grid) > 1 else 1, int(block[0]), *conv)
+            with LAUNCH_LOCK:
+                _fn(int(grid[0]), int(grid[1]) if len(grid) > 1 else 1, int(block[0]), *conv)
+            if on_launch is not None:
+                on_launch(_name)
 
         out[name] = call
     return out
@@ -225,13 +239,88 @@ def fake_cupy(build_dir: str | Path | None = None) -> types.ModuleType:
     cp.ndarray = np.ndarray
     # one emulated device, for code that asks CuPy whether it sees one (idtfv.idt.device)
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    _add_streams(cp)
+
+    def on_launch(name):
+        label = cp.cuda.get_current_stream().label
+        with LAUNCH_LOCK:
+            cp.launches[label] = cp.launches.get(label, 0) + 1
 
     class RawModule:
         def __init__(self, code, options=()):
-            self._kernels = compile_source(code, build_dir=build_dir)
+            self._kernels = compile_source(code, build_dir=build_dir, on_launch=on_launch)
 
         def get_function(self, name):
             return self._kernels[name]
 
     cp.RawModule = RawModule
     return cp
+
+
+def _add_streams(cp) -> None:
+    """CuPy's stream API on the stand-in: every call runs at once, so synchronising does nothing; what is kept is
+    which stream is current in each thread (CuPy's is per thread), for the launch counts."""
+    current = threading.local()
+    counter = iter(range(1, 1 << 62))
+
+    class Stream:
+        def __init__(self, null=False, non_blocking=False, ptr=None):
+            self.label = "null" if null else f"stream{next(counter)}"
+            self.non_blocking = bool(non_blocking)
+            self.ptr = 0 if null else id(self)
+            self._prev = []
+
+        def __enter__(self):
+            self._prev.append(getattr(current, "stream", None))
+            current.stream = self
+            return self
+
+        def __exit__(self, *exc):
+            current.stream = self._prev.pop()
+
+        def use(self):
+            current.stream = self
+            return self
+
+        def synchronize(self):
+            pass
+
+        def record(self, event=None):
+            event = event or Event()
+            event.record(self)
+            return event
+
+    class Event:
+        def __init__(self, *args, **kwargs):
+            self.time = None
+
+        def record(self, stream=None):
+            import time
+
+            self.time = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    null = Stream(null=True)
+
+    def get_current_stream(*args):
+        return getattr(current, "stream", None) or null
+
+    def get_elapsed_time(start, end):
+        return 1e3 * (end.time - start.time)
+
+    class Device:
+        def __init__(self, device=None):
+            self.id = 0
+
+        def synchronize(self):
+            pass
+
+    cp.launches = {}
+    cp.cuda.Stream = Stream
+    cp.cuda.Event = Event
+    cp.cuda.Device = Device
+    cp.cuda.get_current_stream = get_current_stream
+    cp.cuda.get_elapsed_time = get_elapsed_time
+    cp.cuda.Stream.null = null

@@ -1,0 +1,318 @@
+"""The GPU worker of ``idtfv features --device cuda`` (:mod:`idtfv.idt.gpu_worker`): several videos at once, one
+thread and CUDA stream each, on the emulated device (``tests/_cuda_on_cpu.py``).
+
+The reference is the extraction of each video alone (``extract(path, IDTParams(device="cuda"))``, i.e. the
+stage's per-video function run in the main thread): the files the worker writes must hold those bytes whatever
+the other videos on the other streams do. Also: every emulated kernel launch of the run lands on a worker's own
+stream (none on the default one), a bad video among good ones is recorded and the rest done, reruns resume and
+``--force`` recomputes, and the CPU path does not use the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import _cuda_on_cpu
+from conftest import write_tiny_video
+from idtfv.errors import ParameterError
+from idtfv.idt import IDTParams
+from idtfv.idt import device as device_mod
+from idtfv.idt import gpu_worker, stage
+from idtfv.idt.gpu_worker import GpuWorkerOptions
+
+#: Kernel modules imported over the stand-in cupy (removed again after each test).
+DEVICE_MODULES = ("idtfv.idt._frame_cuda", "idtfv.idt._tracking_cuda", "idtfv.idt._histograms_cuda",
+                  "idtfv.idt.flow._farneback_cuda")
+PARAMS = IDTParams(track_length=9, scales=2, device="cuda")
+ARRAYS = ("meta", "traj", "hog", "hof", "mbhx", "mbhy", "info_json")
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cuda_on_cpu_worker")
+
+
+@pytest.fixture
+def emulated(build_dir, monkeypatch):
+    """The stand-in cupy (returned) with every device kernel module imported over it; all removed afterwards."""
+    if not _cuda_on_cpu.available():
+        pytest.skip("needs g++ on x86-64")
+    import idtfv.idt as pkg
+    import idtfv.idt.flow as flow_pkg
+
+    cp = _cuda_on_cpu.fake_cupy(build_dir)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setattr(device_mod, "_warned", False)
+
+    def drop():
+        for name in DEVICE_MODULES:
+            sys.modules.pop(name, None)
+            (flow_pkg if ".flow." in name else pkg).__dict__.pop(name.rsplit(".", 1)[1], None)
+
+    drop()
+    try:
+        yield cp
+    finally:
+        drop()
+
+
+def _entry(video_id, path):
+    return types.SimpleNamespace(video_id=video_id, path=path)
+
+
+def _videos(tmp_path, n=3):
+    """``n`` tiny clips of different lengths, textures and motions (and so different trajectory counts)."""
+    return [_entry(f"v{k}", write_tiny_video(tmp_path / f"v{k}.avi", frames=14 + 3 * k, width=96, height=72,
+                                             seed=k, motion=(2 - k % 2, 1 + k % 2))) for k in range(n)]
+
+
+def _bad(tmp_path):
+    path = tmp_path / "bad.avi"
+    path.write_bytes(b"this is not a video\n" * 50)
+    return _entry("bad", path)
+
+
+def _run(entries, tmp_path, *, streams=3, force=False, params=PARAMS, func=None):
+    return stage.run_features(entries, {"idt": params.to_dict()}, cache_root=tmp_path / "cache", force=force,
+                              gpu=GpuWorkerOptions(gpu_streams=streams), func=func)
+
+
+def _alone(entry):
+    """The reference: the video extracted by itself, in this thread, on the default stream."""
+    return stage.features_item(entry, {"idt": PARAMS.to_dict()})
+
+
+def _assert_same_bytes(path, reference):
+    with np.load(path) as saved:
+        for name in ARRAYS:
+            a, b = saved[name], reference[name]
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert a.tobytes() == b.tobytes(), name
+
+
+def test_each_video_equals_its_extraction_alone_and_a_bad_video_is_recorded(emulated, tmp_path, monkeypatch):
+    entries = _videos(tmp_path)
+    entries.insert(1, _bad(tmp_path))
+    # no warm-up in this process first: the threads compile the kernels themselves (the emulator's lock)
+    monkeypatch.setattr(stage, "warmup_features", lambda params: None)
+    result = _run(entries, tmp_path, streams=3)
+
+    good = [e.video_id for e in entries if e.video_id != "bad"]
+    assert result.done == good and not result.skipped
+    assert list(result.failed) == ["bad"] and "bad.avi" in result.failed["bad"]
+    assert not result.path("bad").exists()
+    index = (result.dir / "index.csv").read_text().splitlines()
+    assert index[0] == "video_id,status,seconds,error" and sum(",failed," in row for row in index) == 1
+    # every launch of the run went to a worker's own stream, and the videos ran on several of them
+    launched = dict(emulated.launches)
+    assert "null" not in launched and len(launched) >= 2, launched
+    # the stage directory is the one of a CPU-less single-stream run: the number of streams is no parameter
+    assert result.dir == stage.run_features([], {"idt": PARAMS.to_dict()}, cache_root=tmp_path / "cache",
+                                            gpu=GpuWorkerOptions(gpu_streams=1)).dir
+
+    emulated.launches.clear()
+    counts = set()
+    for entry in entries:
+        if entry.video_id == "bad":
+            continue
+        reference = _alone(entry)
+        counts.add(reference["meta"].shape[0])
+        assert json.loads(str(reference["info_json"]))["device"] == "cuda"
+        _assert_same_bytes(result.path(entry.video_id), reference)
+    assert set(emulated.launches) == {"null"}  # the reference really ran on the (emulated) device
+    assert len(counts) == len(good) and min(counts) > 20  # different videos, each with trajectories
+
+
+def test_reruns_resume_and_force_recomputes(emulated, tmp_path, monkeypatch):
+    monkeypatch.setattr(stage, "warmup_features", lambda params: None)
+    entries = _videos(tmp_path, n=2)
+    first = _run(entries, tmp_path, streams=2)
+    assert first.done == ["v0", "v1"]
+    saved = {e.video_id: first.path(e.video_id).read_bytes() for e in entries}
+
+    emulated.launches.clear()
+    again = _run(entries, tmp_path, streams=2)
+    assert again.done == [] and again.skipped == ["v0", "v1"] and not emulated.launches  # nothing recomputed
+
+    first.path("v1").unlink()
+    (first.dir / ".v1.npz.12345.tmp").write_bytes(b"partial")  # a write a killed run left behind
+    resumed = _run(entries, tmp_path, streams=2)
+    assert resumed.done == ["v1"] and resumed.skipped == ["v0"]
+    assert not (first.dir / ".v1.npz.12345.tmp").exists()
+
+    forced = _run(entries, tmp_path, streams=1, force=True)
+    assert forced.done == ["v0", "v1"]
+    for entry in entries:  # deterministic: the same bytes from 2 streams and from 1
+        assert first.path(entry.video_id).read_bytes() == saved[entry.video_id]
+
+
+def test_cli_features_device_cuda_runs_the_worker(emulated, tmp_path, monkeypatch, capsys):
+    from idtfv.cli import main as idtfv_main
+
+    seen = {}
+    real = gpu_worker.video_stream
+
+    def counted():
+        seen["streams"] = seen.get("streams", 0) + 1
+        return real()
+
+    monkeypatch.setattr(gpu_worker, "video_stream", counted)
+    entries = _videos(tmp_path, n=2)
+    rows = ["video_id,path,label,label_name,group,split1,frames,fps,width,height"] + [
+        f"{e.video_id},{e.path.name},0,a,g{k},{'train' if k else 'test'},,,," for k, e in enumerate(entries)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    argv = ["features", "--manifest", str(tmp_path / "m.csv"), "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "f.json"), "--device", "cuda", "--gpu-streams", "2",
+            "--track-length", "9", "--scales", "2"]
+    assert idtfv_main(argv) == 0
+    stamp = json.loads((tmp_path / "f.json").read_text())
+    assert stamp["done"] == ["v0", "v1"] and stamp["params"] == {"idt": PARAMS.to_dict()}
+    assert seen["streams"] == 2  # each video ran inside the worker's stream
+    for entry in entries:
+        _assert_same_bytes(tmp_path / "cache" / stamp["dir"].rsplit("/", 1)[1] / f"{entry.video_id}.npz",
+                           _alone(entry))
+
+
+def test_cli_gpu_streams_errors_exit_2_with_one_line(tmp_path, capsys):
+    from idtfv.cli import main as idtfv_main
+
+    base = ["features", "--manifest", str(tmp_path / "m.csv"), "--cache", str(tmp_path / "c"),
+            "--out", str(tmp_path / "f.json")]
+    for extra, message in ((["--gpu-streams", "2"], "error: --gpu-streams 2 needs --device cuda"),
+                           (["--gpu-streams", "0"], "error: --gpu-streams: expected an integer from 1 to 64"),
+                           (["--gpu-streams", "x"], "error: idtfv features: argument --gpu-streams: invalid int")):
+        assert idtfv_main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(message), err
+    assert not (tmp_path / "c").exists()
+
+
+def test_options_are_validated():
+    assert GpuWorkerOptions().gpu_streams == 4
+    for bad in (0, 65, -1, 2.0, True, "4"):
+        with pytest.raises(ParameterError, match="gpu_streams: expected an integer from 1 to 64"):
+            GpuWorkerOptions(gpu_streams=bad)
+    with pytest.raises(TypeError):
+        GpuWorkerOptions(4)  # keyword-only
+
+
+def _stub(entry, params):
+    """A cheap stage function (module level, as the runner wants)."""
+    return {"x": np.full(3, int(entry.video_id[1:]), np.int64)}
+
+
+def test_the_cpu_path_does_not_use_the_worker(tmp_path, monkeypatch):
+    import idtfv.runner as runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the threads engine ran on the CPU path")
+
+    monkeypatch.setattr(runner, "_iter_threads", refuse)
+    entries = [_entry(f"v{k}", tmp_path / f"v{k}.avi") for k in range(3)]
+    result = _run(entries, tmp_path, params=PARAMS.replace(device="cpu"), func=_stub)
+    assert result.done == ["v0", "v1", "v2"]
+    assert not gpu_worker.uses_gpu_worker({"device": "cpu"})
+
+
+def test_auto_uses_the_worker_only_where_cupy_sees_a_device_and_refuses_helper_threads(emulated, monkeypatch, tmp_path):
+    assert gpu_worker.uses_gpu_worker({"device": "auto"})
+    assert gpu_worker.uses_gpu_worker({"device": "cuda"})
+    assert not gpu_worker.uses_gpu_worker({"device": "cuda"}, scheduler="tcp://127.0.0.1:8786")  # Dask as before
+    with pytest.raises(ParameterError, match="IDTParams.threads=2 cannot run on the GPU worker"):
+        _run([], tmp_path, params=PARAMS.replace(threads=2))
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.warns(RuntimeWarning, match="device 'auto': no usable CUDA device"):
+        assert not gpu_worker.uses_gpu_worker({"device": "auto"})
+
+
+def test_the_threads_engine_writes_what_a_serial_run_writes(tmp_path):
+    from idtfv.runner import run_stage
+
+    entries = [_entry(f"v{k}", tmp_path / f"v{k}.avi") for k in range(7)]
+    entered = []
+
+    class Context:
+        def __enter__(self):
+            import threading
+
+            entered.append(threading.current_thread().name)
+
+        def __exit__(self, *exc):
+            return False
+
+    serial = run_stage("s", _stub, entries, params={"a": 1}, cache_root=tmp_path / "serial")
+    threaded = run_stage("s", _stub, entries, params={"a": 1}, cache_root=tmp_path / "threads", threads=3,
+                         thread_context=Context)
+    assert threaded.done == serial.done == [e.video_id for e in entries]
+    for entry in entries:
+        assert threaded.path(entry.video_id).read_bytes() == serial.path(entry.video_id).read_bytes()
+    assert len(entered) == 7 and all(name.startswith("idtfv-stage") for name in entered)
+    with pytest.raises(ParameterError, match="threads must be None or a positive integer"):
+        run_stage("s", _stub, entries, params={"a": 1}, cache_root=tmp_path / "x", threads=0)
+
+
+def test_video_stream_makes_one_stream_per_thread_current(emulated):
+    import threading
+
+    labels = {}
+
+    def work(name):
+        with gpu_worker.video_stream() as first:
+            assert emulated.cuda.get_current_stream() is first and first.non_blocking
+        with gpu_worker.video_stream() as second:  # the thread's stream is reused for its next video
+            labels[name] = (first.label, second.label)
+        assert emulated.cuda.get_current_stream().label == "null"  # restored after the video
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(a == b for a, b in labels.values()) and len({a for a, _ in labels.values()}) == 3
+
+
+def test_stage_timer_synchronises_the_stream_only_on_the_device_with_timings(emulated, monkeypatch):
+    """bench/gpu_bench.py's per-stage split: on cuda each timed stage waits for the stream before its clock starts
+    and stops (two waits per timed stage); untimed runs and the CPU path never wait."""
+    from conftest import tiny_frames
+    from idtfv.idt import extract
+
+    waits = []
+    real = emulated.cuda.get_current_stream
+
+    def current():
+        stream = real()
+        return types.SimpleNamespace(label=stream.label, synchronize=lambda: waits.append(stream.label))
+
+    monkeypatch.setattr(emulated.cuda, "get_current_stream", current)
+    frames = tiny_frames(frames=12, width=96, height=72)
+    params = IDTParams(track_length=6, scales=2)
+    timed: dict = {}
+    plain = extract(frames, params.replace(device="cuda"))
+    assert waits == []
+    on_device = extract(frames, params.replace(device="cuda"), timings=timed)
+    n_timed = len(waits)
+    assert n_timed > 0 and n_timed % 2 == 0 and {"flow", "histograms", "tracking", "decode"} <= set(timed)
+    assert len(plain) > 0 and on_device.meta.tobytes() == plain.meta.tobytes()  # timing changes no byte
+    extract(frames, params, timings={})
+    assert len(waits) == n_timed  # the CPU path's timer has no sync
+
+
+# ---------------------------------------------------------------------------------------------- on a device
+@pytest.mark.gpu
+@pytest.mark.skipif(not device_mod.cuda_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_worker_on_a_device_equals_each_video_alone(tmp_path):
+    """Real streams overlap on a real device: each video's file must still hold its bytes alone (no race between
+    the streams, no work left behind on a stream when its thread takes the next video)."""
+    entries = _videos(tmp_path, n=6)
+    entries.insert(2, _bad(tmp_path))
+    result = _run(entries, tmp_path, streams=4)
+    assert list(result.failed) == ["bad"] and len(result.done) == 6
+    for entry in entries:
+        if entry.video_id != "bad":
+            _assert_same_bytes(result.path(entry.video_id), _alone(entry))
