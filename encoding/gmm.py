@@ -142,8 +142,15 @@ class DiagGMM(BaseEstimator):
         K = self.n_components
         seed = int(rng.randint(2**31 - 1))
         if lloyd:
-            km = KMeans(n_clusters=K, init="k-means++", n_init=max(1, int(self.kmeans_n_init)),
-                        max_iter=max(1, self.kmeans_iter), random_state=seed).fit(Xs)
+            from threadpoolctl import threadpool_limits
+
+            # One OpenMP thread, set here after scikit-learn (and its OpenMP runtime) is loaded: Lloyd's sums are
+            # taken in per-thread chunks, so with the machine's thread count the centres, then a few labels, and
+            # so the codebook would depend on the number of cores (a caller's threadpool_limits entered before
+            # the import does not reach a runtime loaded later).
+            with threadpool_limits(limits=1, user_api="openmp"):
+                km = KMeans(n_clusters=K, init="k-means++", n_init=max(1, int(self.kmeans_n_init)),
+                            max_iter=max(1, self.kmeans_iter), random_state=seed).fit(Xs)
             labels = km.labels_
         else:
             centers, _ = kmeans_plusplus(Xs, K, random_state=seed)

@@ -102,3 +102,24 @@ def test_deterministic_and_errors():
         DiagGMM(4, init="spectral").fit(X)
     with pytest.raises(ParameterError, match="not fitted"):
         DiagGMM(4).score(X)
+
+
+def test_kmeans_init_runs_one_openmp_thread_whatever_the_machine(monkeypatch):
+    """The codebook must not depend on the core count: scikit-learn's Lloyd iterations sum in per-thread chunks,
+    so the k-means initialisation runs with one OpenMP thread (the demo's HOG codebook, and its accuracy, changed
+    between one and two cores before). Recorded inside ``KMeans.fit``, with the OpenMP runtime allowed 2 threads."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    real_fit = KMeans.fit
+
+    def fit(self, *args, **kwargs):
+        seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"])
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(KMeans, "fit", fit)
+    X = np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        DiagGMM(4, max_iter=2, init="kmeans", random_state=0).fit(X)
+    assert seen and seen[0] and all(n == 1 for n in seen[0])
