@@ -24,6 +24,7 @@ launches made on each stream (``cupy.launches``: ``{stream label: count}``, the 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import platform
@@ -324,3 +325,45 @@ def _add_streams(cp) -> None:
     cp.cuda.get_current_stream = get_current_stream
     cp.cuda.get_elapsed_time = get_elapsed_time
     cp.cuda.Stream.null = null
+
+
+#: The modules that import CuPy at their top (the device kernels and the driver that binds them on import). A
+#: test's copy of them is bound to the stand-in, so :func:`stand_in` forgets all of them before and after it.
+DEVICE_MODULES = ("idtfv.idt._histograms_cuda", "idtfv.idt._tracking_cuda", "idtfv.idt._frame_cuda",
+                  "idtfv.idt.flow._farneback_cuda", "idtfv.idt.flow.farneback_cuda")
+
+
+def _forget(monkeypatch=None) -> None:
+    """Drop :data:`DEVICE_MODULES` from ``sys.modules`` and from their packages' attributes (so a later import,
+    e.g. a gpu test's with the real CuPy, does not reuse a copy bound to the stand-in)."""
+    import importlib
+    import sys
+
+    for name in DEVICE_MODULES:
+        package, attr = name.rsplit(".", 1)
+        pkg = importlib.import_module(package)
+        if monkeypatch is None:
+            sys.modules.pop(name, None)
+            pkg.__dict__.pop(attr, None)
+        else:
+            monkeypatch.delitem(sys.modules, name, raising=False)
+            monkeypatch.delattr(pkg, attr, raising=False)
+
+
+@contextlib.contextmanager
+def stand_in(build_dir, monkeypatch):
+    """The stand-in ``cupy`` (yielded) as ``sys.modules["cupy"]`` for one test, with every device module imported
+    afresh over it and forgotten afterwards; skips the test where the emulator cannot run (:func:`available`)."""
+    import sys
+
+    import pytest
+
+    if not available():
+        pytest.skip("needs g++ on x86-64")
+    cp = fake_cupy(build_dir)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    _forget(monkeypatch)
+    try:
+        yield cp
+    finally:
+        _forget()

@@ -59,25 +59,10 @@ class _Modules:
 
 @pytest.fixture
 def emulated(build_dir, monkeypatch):
-    """The kernels and the driver over the stand-in cupy; removed afterwards (modules and package attributes)."""
-    if not _cuda_on_cpu.available():
-        pytest.skip("needs g++ on x86-64")
-    import idtfv.idt.flow as pkg
-
-    cp = _cuda_on_cpu.fake_cupy(build_dir)
-    cp.uint8 = np.uint8
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    for name in (KERNELS, DRIVER):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-        monkeypatch.delattr(pkg, name.rsplit(".", 1)[1], raising=False)
-    k = importlib.import_module(KERNELS)
-    d = importlib.import_module(DRIVER)
-    try:
-        yield _Modules(cp, k, d)
-    finally:
-        for name in (KERNELS, DRIVER):
-            sys.modules.pop(name, None)
-            pkg.__dict__.pop(name.rsplit(".", 1)[1], None)
+    """The kernels and the driver over the stand-in cupy, forgotten afterwards (``_cuda_on_cpu.stand_in``)."""
+    with _cuda_on_cpu.stand_in(build_dir, monkeypatch) as cp:
+        cp.uint8 = np.uint8
+        yield _Modules(cp, importlib.import_module(KERNELS), importlib.import_module(DRIVER))
 
 
 @pytest.fixture

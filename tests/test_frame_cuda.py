@@ -48,20 +48,9 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture
 def emulated(build_dir, monkeypatch):
-    """``idtfv.idt._frame_cuda`` over the stand-in cupy; removed afterwards (module and package attribute)."""
-    if not _cuda_on_cpu.available():
-        pytest.skip("needs g++ on x86-64")
-    import idtfv.idt as pkg
-
-    monkeypatch.setitem(sys.modules, "cupy", _cuda_on_cpu.fake_cupy(build_dir))
-    monkeypatch.delitem(sys.modules, NAME, raising=False)
-    monkeypatch.delattr(pkg, "_frame_cuda", raising=False)
-    mod = importlib.import_module(NAME)
-    try:
-        yield mod
-    finally:
-        sys.modules.pop(NAME, None)
-        pkg.__dict__.pop("_frame_cuda", None)
+    """``idtfv.idt._frame_cuda`` over the stand-in cupy (forgotten afterwards: ``_cuda_on_cpu.stand_in``)."""
+    with _cuda_on_cpu.stand_in(build_dir, monkeypatch):
+        yield importlib.import_module(NAME)
 
 
 def _host(a):

@@ -26,8 +26,6 @@ from idtfv.idt import gpu_worker, stage
 from idtfv.idt.gpu_worker import GpuWorkerOptions
 
 #: Kernel modules imported over the stand-in cupy (removed again after each test).
-DEVICE_MODULES = ("idtfv.idt._frame_cuda", "idtfv.idt._tracking_cuda", "idtfv.idt._histograms_cuda",
-                  "idtfv.idt.flow._farneback_cuda")
 PARAMS = IDTParams(track_length=9, scales=2, device="cuda")
 ARRAYS = ("meta", "traj", "hog", "hof", "mbhx", "mbhy", "info_json")
 
@@ -39,26 +37,11 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture
 def emulated(build_dir, monkeypatch):
-    """The stand-in cupy (returned) with every device kernel module imported over it; all removed afterwards."""
-    if not _cuda_on_cpu.available():
-        pytest.skip("needs g++ on x86-64")
-    import idtfv.idt as pkg
-    import idtfv.idt.flow as flow_pkg
-
-    cp = _cuda_on_cpu.fake_cupy(build_dir)
-    monkeypatch.setitem(sys.modules, "cupy", cp)
+    """The stand-in cupy (returned) with every device kernel module imported afresh over it and forgotten
+    afterwards (``_cuda_on_cpu.stand_in``)."""
     monkeypatch.setattr(device_mod, "_warned", False)
-
-    def drop():
-        for name in DEVICE_MODULES:
-            sys.modules.pop(name, None)
-            (flow_pkg if ".flow." in name else pkg).__dict__.pop(name.rsplit(".", 1)[1], None)
-
-    drop()
-    try:
+    with _cuda_on_cpu.stand_in(build_dir, monkeypatch) as cp:
         yield cp
-    finally:
-        drop()
 
 
 def _entry(video_id, path):

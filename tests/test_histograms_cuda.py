@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +38,11 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture
 def emulated(build_dir, monkeypatch):
-    """The module ``idtfv.idt._histograms_cuda`` imported over the stand-in cupy (its kernels run on the CPU).
-
-    It is removed afterwards from ``sys.modules`` *and* from the package's attributes, so that later imports
-    (e.g. the gpu tests, with the real CuPy) do not reuse the copy bound to the stand-in.
-    """
-    if not _cuda_on_cpu.available():
-        pytest.skip("needs g++ on x86-64")
-    import idtfv.idt as pkg
-
-    monkeypatch.setitem(sys.modules, "cupy", _cuda_on_cpu.fake_cupy(build_dir))
-    monkeypatch.delitem(sys.modules, NAME, raising=False)
-    monkeypatch.delattr(pkg, "_histograms_cuda", raising=False)
-    mod = importlib.import_module(NAME)
-    try:
-        yield mod
-    finally:  # before monkeypatch's undo, which restores whatever was there before
-        sys.modules.pop(NAME, None)
-        pkg.__dict__.pop("_histograms_cuda", None)
+    """``idtfv.idt._histograms_cuda`` over the stand-in cupy (its kernels run on the CPU); forgotten afterwards,
+    from ``sys.modules`` and the package's attributes (``_cuda_on_cpu.stand_in``), so that later imports (e.g. the
+    gpu tests, with the real CuPy) do not reuse the copy bound to the stand-in."""
+    with _cuda_on_cpu.stand_in(build_dir, monkeypatch):
+        yield importlib.import_module(NAME)
 
 
 def _frame(h, w, seed=0, zero_flow_box=True):

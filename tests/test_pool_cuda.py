@@ -40,7 +40,6 @@ from idtfv.idt.tracking import TrackPool
 
 NAME = "idtfv.idt._tracking_cuda"
 #: Device modules imported over the stand-in cupy by these tests (removed again afterwards).
-DEVICE_MODULES = (NAME, "idtfv.idt._histograms_cuda", "idtfv.idt._frame_cuda", "idtfv.idt.flow._farneback_cuda")
 
 
 @pytest.fixture(scope="session")
@@ -50,25 +49,10 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture
 def emulated(build_dir, monkeypatch):
-    """``idtfv.idt._tracking_cuda`` (and the other kernel modules, on use) over the stand-in cupy; all removed
-    afterwards (modules and package attributes)."""
-    if not _cuda_on_cpu.available():
-        pytest.skip("needs g++ on x86-64")
-    import idtfv.idt as pkg
-    import idtfv.idt.flow as flow_pkg
-
-    cp = _cuda_on_cpu.fake_cupy(build_dir)
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    for name in DEVICE_MODULES:
-        monkeypatch.delitem(sys.modules, name, raising=False)
-        monkeypatch.delattr(flow_pkg if ".flow." in name else pkg, name.rsplit(".", 1)[1], raising=False)
-    mod = importlib.import_module(NAME)
-    try:
-        yield mod
-    finally:
-        for name in DEVICE_MODULES:
-            sys.modules.pop(name, None)
-            (flow_pkg if ".flow." in name else pkg).__dict__.pop(name.rsplit(".", 1)[1], None)
+    """``idtfv.idt._tracking_cuda`` (and the other kernel modules, on use) over the stand-in cupy, all forgotten
+    afterwards (``_cuda_on_cpu.stand_in``)."""
+    with _cuda_on_cpu.stand_in(build_dir, monkeypatch):
+        yield importlib.import_module(NAME)
 
 
 def _host(a):

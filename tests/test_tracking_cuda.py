@@ -9,7 +9,6 @@ same check on a real device.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import numpy as np
 import pytest
@@ -29,20 +28,9 @@ def build_dir(tmp_path_factory):
 
 @pytest.fixture
 def emulated(build_dir, monkeypatch):
-    """``idtfv.idt._tracking_cuda`` over the stand-in cupy; removed afterwards (module and package attribute)."""
-    if not _cuda_on_cpu.available():
-        pytest.skip("needs g++ on x86-64")
-    import idtfv.idt as pkg
-
-    monkeypatch.setitem(sys.modules, "cupy", _cuda_on_cpu.fake_cupy(build_dir))
-    monkeypatch.delitem(sys.modules, NAME, raising=False)
-    monkeypatch.delattr(pkg, "_tracking_cuda", raising=False)
-    mod = importlib.import_module(NAME)
-    try:
-        yield mod
-    finally:
-        sys.modules.pop(NAME, None)
-        pkg.__dict__.pop("_tracking_cuda", None)
+    """``idtfv.idt._tracking_cuda`` over the stand-in cupy (forgotten afterwards: ``_cuda_on_cpu.stand_in``)."""
+    with _cuda_on_cpu.stand_in(build_dir, monkeypatch):
+        yield importlib.import_module(NAME)
 
 
 def _pool_state(seed=0, h=31, w=47, capacity=400, length=6):
