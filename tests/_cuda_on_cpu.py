@@ -367,3 +367,14 @@ def stand_in(build_dir, monkeypatch):
         yield cp
     finally:
         _forget()
+
+
+def nvcc_ptx(source: str, build_dir) -> str:
+    """PTX of ``source`` compiled by the real ``nvcc`` as the kernels are on a device (``--fmad=false``); fails the
+    calling test with nvcc's messages when it does not compile. The caller skips where nvcc is absent."""
+    build_dir = Path(build_dir)
+    (build_dir / "k.cu").write_text(source)
+    res = subprocess.run(["nvcc", "-ptx", "--fmad=false", "-o", str(build_dir / "k.ptx"), str(build_dir / "k.cu")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return (build_dir / "k.ptx").read_text()

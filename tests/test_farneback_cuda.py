@@ -466,17 +466,12 @@ def test_gpu_driver_on_a_vtest_pair(real_gpu):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 def test_cuda_source_compiles_with_nvcc(tmp_path):
     import ast
-    import subprocess
 
     module = Path(__file__).resolve().parents[1] / "idt" / "flow" / "_farneback_cuda.py"
     tree = ast.parse(module.read_text())
     (source,) = [ast.literal_eval(n.value) for n in tree.body
                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE"]
-    (tmp_path / "k.cu").write_text(source)
-    res = subprocess.run(["nvcc", "-ptx", "--fmad=false", "-o", str(tmp_path / "k.ptx"), str(tmp_path / "k.cu")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("resize_u8", "resize_f32", "u8_to_f32", "gauss3_rows", "gauss3_cols", "poly_rows", "poly_cols",
                  "update_matrices", "solve_flow", "solve_and_update", "window_rows", "window_cols", "median", "merge2"):
         assert f".entry {name}(" in ptx

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import shutil
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -416,11 +415,7 @@ def test_frame_cuda_source_compiles_with_nvcc(tmp_path):
     module = Path(__file__).resolve().parents[1] / "idt" / "_frame_cuda.py"
     source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
-    (tmp_path / "k.cu").write_text(source)
-    res = subprocess.run(["nvcc", "-ptx", "--fmad=false", "-o", str(tmp_path / "k.ptx"), str(tmp_path / "k.cu")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("sobel_grad", "min_eig", "mark_cells", "select_cells", "warp_perspective", "compensate_flow",
                  "compensate_flow_interior"):
         assert f".entry {name}(" in ptx

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -251,10 +250,6 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     cp = pytest.importorskip("cupy")  # _SOURCE is built at import (the float constants); CuPy is needed for that
     del cp
     source = importlib.import_module(NAME)._SOURCE
-    (tmp_path / "k.cu").write_text(source)
-    res = subprocess.run(["nvcc", "-ptx", "--fmad=false", "-o", str(tmp_path / "k.ptx"), str(tmp_path / "k.cu")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("gradient_bins", "flow_bins", "hist_rows", "hist_cols", "gather_blocks"):
         assert f".entry {name}(" in ptx

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ast
 import importlib
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -447,11 +446,7 @@ def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
     module = Path(__file__).resolve().parents[1] / "idt" / "_tracking_cuda.py"
     source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
-    (tmp_path / "k.cu").write_text(source)
-    res = subprocess.run(["nvcc", "-ptx", "--fmad=false", "-o", str(tmp_path / "k.ptx"), str(tmp_path / "k.cu")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "patch_corners",
                  "flag_rows", "pop_done", "compact_keep", "validate_rows", "pack_rows"):
         assert f".entry {name}(" in ptx

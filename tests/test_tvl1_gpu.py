@@ -98,17 +98,14 @@ def test_gpu_identical_frames_zero_flow():
 @pytest.mark.skipif(__import__("shutil").which("nvcc") is None, reason="needs nvcc")
 def test_cuda_source_compiles_with_nvcc(tmp_path):
     import ast
-    import subprocess
+
+    import _cuda_on_cpu
 
     module = Path(__file__).resolve().parents[1] / "idt" / "flow" / "_tvl1_cupy.py"
     tree = ast.parse(module.read_text())
     (source,) = [n.value.value for n in tree.body
                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE"]
-    (tmp_path / "k.cu").write_text(source)
-    res = subprocess.run(["nvcc", "-ptx", "--fmad=false", "-o", str(tmp_path / "k.ptx"), str(tmp_path / "k.cu")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
+    ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("resize_linear", "centered_gradient", "warp_linearise", "primal", "dual", "median"):
         assert f".entry {name}(" in ptx
 
