@@ -162,35 +162,38 @@ def _column_weights(border, w):
 
 
 @njit(cache=True, inline="always", fastmath=_FM)
-def _pixel_terms(r0, r1, y, x, dx, dy, wgt, out):
-    """Write ``[G11, G12, G22, h1, h2]`` of pixel (y, x) for the prior displacement (dx, dy) into ``out[y, x]``."""
-    h, w = r0.shape[0], r0.shape[1]
-    half = np.float32(0.5)
+def _sample_weights(fx, fy, wm1, hm1, w, h):
+    """Where and how pixel (x, y) samples the second frame at ``(fx, fy) = (x, y) + d``: the top-left corner
+    ``(x1, y1)`` of its 2x2 neighbourhood, the four bilinear weights and ``outside`` (1.0 where x + d leaves the
+    image, else 0.0). ``wm1``, ``hm1``: ``float32(w - 1)``, ``float32(h - 1)``. Products only (nothing for FMA
+    contraction to fuse), so callers may store the results and finish the pixel later with the same bits."""
     one = np.float32(1.0)
     zero = np.float32(0.0)
     # r1 sampled bilinearly at x + d; where x + d leaves the image (its 2x2 neighbourhood is not inside), the
     # second frame contributes nothing (b2 = 0, A = A1), as OpenCV's and LEAR's update step does. Branch-free
     # (clamped sampling weighted by a 0/1 "inside" factor) so that the loop vectorises.
-    fx = np.float32(x) + dx
-    fy = np.float32(y) + dy
     # 1.0 inside, 0.0 outside, as arithmetic (selects here cost ~25 % of the flow time)
     # (a point exactly on the last row/column counts as inside, so identical frames give exactly zero flow)
-    inside = np.float32((fx >= zero) & (fx <= np.float32(w - 1)) & (fy >= zero) & (fy <= np.float32(h - 1)))
-    outside = one - inside
-    fx = min(max(fx, zero), np.float32(w - 1))
-    fy = min(max(fy, zero), np.float32(h - 1))
+    inside = np.float32((fx >= zero) & (fx <= wm1) & (fy >= zero) & (fy <= hm1))
+    fx = min(max(fx, zero), wm1)
+    fy = min(max(fy, zero), hm1)
     x1 = min(int(fx), w - 2)
     y1 = min(int(fy), h - 2)
     ax = fx - np.float32(x1)
     ay = fy - np.float32(y1)
-    w00 = (one - ax) * (one - ay) * inside
-    w01 = ax * (one - ay) * inside
-    w10 = (one - ax) * ay * inside
-    w11 = ax * ay * inside
+    return (x1, y1, (one - ax) * (one - ay) * inside, ax * (one - ay) * inside, (one - ax) * ay * inside,
+            ax * ay * inside, one - inside)
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _terms_at(r0, r1, y, x, x1, xq, y1, yq, w00, w01, w10, w11, outside, dx, dy, wgt, out):
+    """Write ``[G11, G12, G22, h1, h2]`` of pixel (y, x) into ``out[y, x]`` from its samples of the second frame
+    (:func:`_sample_weights`; ``xq = x1 + 1``, ``yq = y1 + 1``) and the prior displacement (dx, dy)."""
+    half = np.float32(0.5)
     p = r1[y1, x1]
-    q = r1[y1, x1 + 1]
-    r = r1[y1 + 1, x1]
-    s = r1[y1 + 1, x1 + 1]
+    q = r1[y1, xq]
+    r = r1[yq, x1]
+    s = r1[yq, xq]
     c = r0[y, x]
     s0 = w00 * p[0] + w01 * q[0] + w10 * r[0] + w11 * s[0]
     s1 = w00 * p[1] + w01 * q[1] + w10 * r[1] + w11 * s[1]
@@ -211,6 +214,15 @@ def _pixel_terms(r0, r1, y, x, dx, dy, wgt, out):
     o[2] = a22 * a22 + a12 * a12
     o[3] = a11 * db1 + a12 * db2  # h = A^T delta b
     o[4] = a12 * db1 + a22 * db2
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _pixel_terms(r0, r1, y, x, dx, dy, wgt, out):
+    """Write ``[G11, G12, G22, h1, h2]`` of pixel (y, x) for the prior displacement (dx, dy) into ``out[y, x]``."""
+    h, w = r0.shape[0], r0.shape[1]
+    x1, y1, w00, w01, w10, w11, outside = _sample_weights(np.float32(x) + dx, np.float32(y) + dy,
+                                                          np.float32(w - 1), np.float32(h - 1), w, h)
+    _terms_at(r0, r1, y, x, x1, x1 + 1, y1, y1 + 1, w00, w01, w10, w11, outside, dx, dy, wgt, out)
 
 
 @njit(cache=True, inline="always", fastmath=_FM)
@@ -247,9 +259,6 @@ def update_matrices(r0, r1, flow, border, out):
     """
     h, w = r0.shape[0], r0.shape[1]
     wx = _column_weights(border, w)
-    half = np.float32(0.5)
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
     wm1 = np.float32(w - 1)
     hm1 = np.float32(h - 1)
     # one row's top-left sample of r1 (x1, y1; unsigned, >= 0: indexing skips the negative-index wraparound),
@@ -261,65 +270,22 @@ def update_matrices(r0, r1, flow, border, out):
     c10 = np.empty(w, np.float32)
     c11 = np.empty(w, np.float32)
     cout = np.empty(w, np.float32)
+    one = np.uint64(1)
     for y in range(h):
         wy = _row_weight(border, y, h)
         fl0 = flow[0, y]
         fl1 = flow[1, y]
         fyy = np.float32(y)
-        for x in range(w):  # as _pixel_terms, up to the weights (products only: no contraction to lose)
-            fx = np.float32(x) + fl0[x]
-            fy = fyy + fl1[x]
-            inside = np.float32((fx >= zero) & (fx <= wm1) & (fy >= zero) & (fy <= hm1))
-            cout[x] = one - inside
-            fx = min(max(fx, zero), wm1)
-            fy = min(max(fy, zero), hm1)
-            x1 = min(int(fx), w - 2)
-            y1 = min(int(fy), h - 2)
-            ax = fx - np.float32(x1)
-            ay = fy - np.float32(y1)
-            c00[x] = (one - ax) * (one - ay) * inside
-            c01[x] = ax * (one - ay) * inside
-            c10[x] = (one - ax) * ay * inside
-            c11[x] = ax * ay * inside
+        for x in range(w):  # the sampling of every pixel of the row (products only: vectorises)
+            x1, y1, c00[x], c01[x], c10[x], c11[x], cout[x] = _sample_weights(np.float32(x) + fl0[x],
+                                                                              fyy + fl1[x], wm1, hm1, w, h)
             xs[x] = x1
             ys[x] = y1
-        for x in range(w):  # the rest of _pixel_terms, the same expressions
-            dx = fl0[x]
-            dy = fl1[x]
-            wgt = wy * wx[x]
-            w00 = c00[x]
-            w01 = c01[x]
-            w10 = c10[x]
-            w11 = c11[x]
-            outside = cout[x]
+        for x in range(w):  # then the gathers and the terms
             x1 = xs[x]
-            xq = x1 + np.uint64(1)
             y1 = ys[x]
-            yq = y1 + np.uint64(1)
-            p = r1[y1, x1]
-            q = r1[y1, xq]
-            r = r1[yq, x1]
-            s = r1[yq, xq]
-            c = r0[y, x]
-            s0 = w00 * p[0] + w01 * q[0] + w10 * r[0] + w11 * s[0]
-            s1 = w00 * p[1] + w01 * q[1] + w10 * r[1] + w11 * s[1]
-            s2 = w00 * p[2] + w01 * q[2] + w10 * r[2] + w11 * s[2] + outside * c[2]
-            s3 = w00 * p[3] + w01 * q[3] + w10 * r[3] + w11 * s[3] + outside * c[3]
-            s4 = w00 * p[4] + w01 * q[4] + w10 * r[4] + w11 * s[4] + outside * c[4]
-            a11 = (c[2] + s2) * half
-            a22 = (c[3] + s3) * half
-            a12 = (c[4] + s4) * half
-            db1 = ((c[0] - s0) * half + a11 * dx + a12 * dy) * wgt
-            db2 = ((c[1] - s1) * half + a12 * dx + a22 * dy) * wgt
-            a11 *= wgt
-            a22 *= wgt
-            a12 *= wgt
-            o = out[y, x]
-            o[0] = a11 * a11 + a12 * a12
-            o[1] = a12 * (a11 + a22)
-            o[2] = a22 * a22 + a12 * a12
-            o[3] = a11 * db1 + a12 * db2
-            o[4] = a12 * db1 + a22 * db2
+            _terms_at(r0, r1, y, x, x1, x1 + one, y1, y1 + one, c00[x], c01[x], c10[x], c11[x], cout[x], fl0[x],
+                      fl1[x], wy * wx[x], out)
 
 
 @njit(cache=True, inline="always", fastmath=_FM)
