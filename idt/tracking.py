@@ -15,7 +15,19 @@ import numpy as np
 
 from idtfv.idt import _tracking_nb as _nb
 
-__all__ = ["TrackPool"]
+__all__ = ["TrackPool", "grown_capacity", "pool_capacity"]
+
+
+def pool_capacity(capacity: int) -> int:
+    """Rows a new pool starts with for a requested ``capacity`` (at least 16); :class:`TrackPool` and its device
+    twin share it, so both take the same rows."""
+    return max(16, int(capacity))
+
+
+def grown_capacity(old: int, need: int) -> int:
+    """Rows after growing a pool of ``old`` rows that lacks ``need`` free ones (1.5x, or enough); shared with the
+    device twin for the same reason."""
+    return max(int(old * 1.5) + 1, old + need)
 
 
 class TrackPool:
@@ -38,7 +50,7 @@ class TrackPool:
         self.D = int(desc_dim)
         self.nt = int(nt_cells)
         self.per_cell = self.L // self.nt
-        capacity = max(16, int(capacity))
+        capacity = pool_capacity(capacity)
         self.pos = np.zeros((capacity, self.L + 1, 2), np.float32)
         self.disp = np.zeros((capacity, self.L, 2), np.float32)
         self.desc = np.zeros((capacity, self.nt, self.D), np.float32)
@@ -72,7 +84,7 @@ class TrackPool:
 
     def _grow(self, need: int) -> None:
         old = self.capacity
-        new = max(int(old * 1.5) + 1, old + need)
+        new = grown_capacity(old, need)
         for name in ("pos", "disp", "desc"):
             a = getattr(self, name)
             b = np.zeros((new,) + a.shape[1:], a.dtype)

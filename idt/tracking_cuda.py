@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from idtfv.idt.tracking import grown_capacity, pool_capacity
+
 __all__ = ["DeviceTrackPool", "gather_blocks"]
 
 
@@ -73,7 +75,7 @@ class DeviceTrackPool:
         self.D = int(desc_dim)
         self.nt = int(nt_cells)
         self.per_cell = self.L // self.nt
-        capacity = max(16, int(capacity))
+        capacity = pool_capacity(capacity)
         self.pos = cp.zeros((capacity, self.L + 1, 2), cp.float32)
         self.disp = cp.zeros((capacity, self.L, 2), cp.float32)
         self.desc = cp.zeros((capacity, self.nt, self.D), cp.float32)
@@ -124,7 +126,7 @@ class DeviceTrackPool:
     def _grow(self, need: int) -> None:
         cp, _ = _dev()
         old = self.capacity
-        new = max(int(old * 1.5) + 1, old + need)
+        new = grown_capacity(old, need)
         for name in ("pos", "disp", "desc"):
             a = getattr(self, name)
             b = cp.zeros((new,) + tuple(a.shape[1:]), a.dtype)
