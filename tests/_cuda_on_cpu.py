@@ -378,3 +378,17 @@ def nvcc_ptx(source: str, build_dir) -> str:
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return (build_dir / "k.ptx").read_text()
+
+
+@contextlib.contextmanager
+def mutated(module, monkeypatch, old: str, new: str):
+    """``module``'s kernels compiled from its ``_SOURCE`` with the one occurrence of ``old`` replaced by ``new`` (a
+    deliberately broken kernel, for the checks that must then fail); the compiled module is dropped before and
+    after, so neither the broken nor the sound kernels leak into other tests."""
+    assert module._SOURCE.count(old) == 1, old
+    monkeypatch.setattr(module, "_SOURCE", module._SOURCE.replace(old, new))
+    module.module.cache_clear()
+    try:
+        yield module
+    finally:
+        module.module.cache_clear()

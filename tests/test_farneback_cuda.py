@@ -427,14 +427,8 @@ def test_emulated_broken_kernels_fail(emulated, monkeypatch, old, new):
     k = emulated.k
     if "FB_FMA(g[t], s, c0)" in old and not FMA_CPU:
         pytest.skip("the expansion is compared bit for bit only where the CPU fuses multiply-adds")
-    assert k._SOURCE.count(old) == 1, old
-    monkeypatch.setattr(k, "_SOURCE", k._SOURCE.replace(old, new))
-    k.module.cache_clear()
-    try:
-        with pytest.raises(AssertionError):
-            _mutation_checks(emulated)
-    finally:
-        k.module.cache_clear()
+    with _cuda_on_cpu.mutated(k, monkeypatch, old, new), pytest.raises(AssertionError):
+        _mutation_checks(emulated)
 
 
 # ------------------------------------------------------------------------------------------------ on a GPU

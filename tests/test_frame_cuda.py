@@ -259,25 +259,15 @@ MUTATIONS = [
 
 @pytest.mark.parametrize("old, new", MUTATIONS, ids=[f"m{i}" for i in range(len(MUTATIONS))])
 def test_emulated_broken_kernels_fail(emulated, monkeypatch, old, new):
-    assert emulated._SOURCE.count(old) == 1, old
-    monkeypatch.setattr(emulated, "_SOURCE", emulated._SOURCE.replace(old, new))
-    emulated.module.cache_clear()
-    try:
-        with pytest.raises(AssertionError):
-            _check_all(emulated)
-    finally:
-        emulated.module.cache_clear()
+    with _cuda_on_cpu.mutated(emulated, monkeypatch, old, new), pytest.raises(AssertionError):
+        _check_all(emulated)
 
 
 @pytest.mark.skipif(not OPENCV_AVX2, reason="OpenCV's scalar tail differs from its vector loop only with AVX2")
 def test_emulated_response_without_opencv_scalar_tail_fails(emulated, monkeypatch):
-    monkeypatch.setattr(emulated, "_SOURCE", emulated._SOURCE.replace("if (x < simd_cols) {", "if (true) {"))
-    emulated.module.cache_clear()
-    try:
-        with pytest.raises(AssertionError):
-            _compare_response(emulated, _images(0), exact=True)
-    finally:
-        emulated.module.cache_clear()
+    with _cuda_on_cpu.mutated(emulated, monkeypatch, "if (x < simd_cols) {", "if (true) {"), \
+            pytest.raises(AssertionError):
+        _compare_response(emulated, _images(0), exact=True)
 
 
 def test_device_options_are_checked():
