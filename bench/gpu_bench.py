@@ -10,6 +10,8 @@ Needs CuPy and a CUDA device (or ``--emulate``, below). Measures, on the shared 
   (synchronised; counted inside its stage too) and the bytes moved. Synchronising slows the run: these are shares,
   the frames/s are the next item's;
 - ``single``: frames/s of that video alone on one stream, unsynchronised (the issue's target: >= 500);
+- ``launches``: kernel launches per frame of that video (counted by name) and, on the device, the host cost of one
+  launch: their product bounds the frames/s of one Python thread however fast the GPU is;
 - ``batch``: frames/s over a batch of short clips (``--clips`` windows of ``--clip-frames`` frames of vtest,
   written as MJPG files first, like a dataset's) run by the features stage's GPU worker
   (:mod:`idtfv.idt.gpu_worker`: the runner with one thread and CUDA stream per video, decoding included, atomic
@@ -202,6 +204,82 @@ def bench_single(video, params) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------- kernel launches
+#: The modules whose ``module()`` gives the compiled ``cupy.RawModule`` every device kernel is launched from.
+KERNEL_MODULES = ("idtfv.idt._frame_cuda", "idtfv.idt._histograms_cuda", "idtfv.idt._tracking_cuda",
+                  "idtfv.idt.flow._farneback_cuda")
+_NOOP = r'''
+extern "C" __global__ void noop(const float* a, float* b, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) b[i] = a[i];
+}
+'''
+
+
+class _CountingModule:
+    """A ``RawModule`` whose kernels count their launches by name into ``counts``."""
+
+    def __init__(self, real, counts):
+        self._real, self._counts = real, counts
+
+    def get_function(self, name):
+        fn, counts = self._real.get_function(name), self._counts
+
+        def launch(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return launch
+
+
+def bench_launches(video, params, frames: int = 40, repeat: int = 2000) -> dict:
+    """Kernel launches per frame of the device extractor (every ``module().get_function(name)(...)`` counted,
+    frames 2.. of ``video``), and on the device the host cost of one launch (``repeat`` launches of a one-element
+    copy kernel, then one synchronisation): their product is the time per frame that launching alone takes on one
+    thread, whatever the GPU's speed; the Python launches of all streams of one process share one GIL."""
+    import collections
+    import importlib
+
+    import cupy as cp
+
+    from idtfv.idt import extract
+
+    counts: collections.Counter = collections.Counter()
+    saved = {}
+    for name in KERNEL_MODULES:
+        mod = importlib.import_module(name)
+        saved[mod] = mod.module
+        proxy = _CountingModule(mod.module(), counts)
+        mod.module = lambda proxy=proxy: proxy
+    try:
+        short = extract(video, params.replace(end=2))
+        first = collections.Counter(counts)
+        counts.clear()
+        tr = extract(video, params.replace(end=frames))
+    finally:
+        for mod, fn in saved.items():
+            mod.module = fn
+    n = int(tr.info["frames"]) - int(short.info["frames"])
+    counts.subtract(first)  # per name: the frames after the first two
+    per_frame = {k: v / n for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    total, base = sum(counts.values()), sum(first.values())
+    out = {"video": Path(video).name, "frames": n, "launches_per_frame": total / n, "by_kernel": per_frame,
+           "launches_first_two_frames": base, "noop_launches": repeat + 1}
+    noop = cp.RawModule(code=_NOOP).get_function("noop")
+    a, b = cp.zeros(1, cp.float32), cp.zeros(1, cp.float32)
+    one = np.int32(1)
+    noop((1,), (32,), (a, b, one))
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        noop((1,), (32,), (a, b, one))
+    _sync()
+    out["launch_us"] = 1e6 * (time.perf_counter() - t0) / repeat
+    out["launch_bound_ms_per_frame"] = 1e-3 * out["launch_us"] * out["launches_per_frame"]
+    out["launch_bound_frames_per_s"] = 1e3 / out["launch_bound_ms_per_frame"]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- a batch of clips
 def make_clips(video, out_dir: Path, n: int, frames: int) -> list:
     """``n`` windows of ``frames`` frames of ``video`` (spread over it), each written as an MJPG ``.avi``."""
@@ -341,6 +419,15 @@ def section(result: dict) -> str:
         lines += [f"| (transfers, inside the stages above: {single['transfers_per_frame']:.1f} per frame, "
                   f"{single['bytes_up_per_frame'] / 1e3:.0f} kB up, {single['bytes_down_per_frame'] / 1e3:.0f} kB "
                   f"down) | {single['transfer_ms_per_frame']:.3f} |", ""]
+    launches = result.get("launches") or {}
+    if "launches_per_frame" in launches:
+        top = ", ".join(f"{k} {v:.0f}" for k, v in list(launches["by_kernel"].items())[:8])
+        lines += [f"Kernel launches: **{launches['launches_per_frame']:.0f} per frame** (`{launches['video']}`, "
+                  f"{launches['frames']} frames; most: {top}); one launch costs the host "
+                  f"{launches['launch_us']:.1f} us (a one-element kernel, {launches['launches_per_frame']:.0f} of "
+                  f"them: {launches['launch_bound_ms_per_frame']:.2f} ms per frame), so launching alone caps one "
+                  f"Python thread at **{launches['launch_bound_frames_per_s']:.0f} frames/s**, and all streams of "
+                  "one process together (one GIL) near that too.", ""]
     batch = result.get("batch") or {}
     if "runs" in batch:
         lines += [f"Batch: {batch['clips']} clips ({batch['source']}) through the features stage's GPU worker "
@@ -456,6 +543,7 @@ def main(argv=None) -> int:
             clips = _synthetic_clips(work, 4, 20)
             part("kernels", lambda: bench_kernels(1, 300, size=(64, 48)))
             part("single", lambda: bench_single(clips[0].path, small))
+            part("launches", lambda: bench_launches(clips[0].path, small, frames=6, repeat=20))
             part("batch", lambda: bench_batch(clips, small, [1, 2], work / "cache", "synthetic, 20 frames"))
             part("decode", lambda: bench_decode(clips, small, [1, 2]))
             part("parity", lambda: [parity(clips[1].path, small.replace(device="cpu"))])
@@ -467,6 +555,7 @@ def main(argv=None) -> int:
             else:
                 single = params if args.frames is None else params.replace(end=args.frames)
                 part("single", lambda: bench_single(VIDEO, single))
+                part("launches", lambda: bench_launches(VIDEO, params))
                 part("clips", lambda: make_clips(VIDEO, work, args.clips, args.clip_frames))
                 clips = result.pop("clips", None)
                 if clips:

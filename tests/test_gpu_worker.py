@@ -299,3 +299,30 @@ def test_gpu_worker_on_a_device_equals_each_video_alone(tmp_path):
     for entry in entries:
         if entry.video_id != "bad":
             _assert_same_bytes(result.path(entry.video_id), _alone(entry))
+
+
+def test_gpu_bench_counts_every_kernel_launch(emulated, tmp_path):
+    """bench/gpu_bench.py's launch count (a proxy around each kernel module's ``module()``) must see every launch
+    the emulated device runs (its own per-stream counter, an independent count), and leave the modules as found."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        gpu_bench = importlib.import_module("gpu_bench")
+    finally:
+        sys.path.pop(0)
+    (entry,) = _videos(tmp_path, n=1)
+    params = IDTParams(device="cuda", track_length=6, scales=2)
+    before = sum(emulated.launches.values())
+    out = gpu_bench.bench_launches(entry.path, params, frames=6, repeat=5)
+    ran = sum(emulated.launches.values()) - before
+    # the 2-frame run, the 6-frame run (its first 2 frames cost what the 2-frame run did) and the timed no-ops
+    first_two = out["launches_first_two_frames"]
+    counted = first_two + (first_two + out["launches_per_frame"] * out["frames"]) + out["noop_launches"]
+    assert out["frames"] == 4 and out["launches_per_frame"] > 10
+    assert round(counted) == ran
+    assert abs(sum(out["by_kernel"].values()) - out["launches_per_frame"]) < 1e-9
+    for name in gpu_bench.KERNEL_MODULES:  # the proxies are gone: module() is the real cached function again
+        assert not isinstance(importlib.import_module(name).module(), gpu_bench._CountingModule)
