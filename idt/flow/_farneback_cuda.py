@@ -12,8 +12,9 @@ CPU step each one mirrors:
   and the fraction in float (as Intel IPP's float resize, which OpenCV's x86 builds use, to a few ulp; OpenCV's
   own float code rounds the position first), also the flow upscale of the coarse-to-fine loop (result times
   ``factor``, as ``work.init[c] *= ratio``);
-- ``u8_to_f32``; ``gauss3_rows`` / ``gauss3_cols``: the 3x3 presmoothing ``cv2.GaussianBlur(img, (3, 3), 0)``
-  (kernel 1/4, 1/2, 1/4; ``BORDER_REFLECT_101``);
+- ``gauss3``: the 3x3 presmoothing ``cv2.GaussianBlur(img, (3, 3), 0)`` (kernel 1/4, 1/2, 1/4;
+  ``BORDER_REFLECT_101``) of a uint8 or float32 level, both passes in one launch (each thread recomputes the
+  three row-pass values it needs); ``u8_to_f32`` (a uint8 level without presmoothing);
 - ``poly_rows`` / ``poly_cols``: :func:`idtfv.idt.flow._farneback_nb.poly_expand` (vertical moments per pixel,
   then horizontal moments and the coefficients; borders replicated);
 - ``update_matrices``, ``solve_flow``, ``solve_and_update``: their Numba twins (``BORDER_WEIGHTS``, ``DET_EPS``,
@@ -21,8 +22,9 @@ CPU step each one mirrors:
 - ``window_rows`` / ``window_cols``: ``cv2.sepFilter2D(m, -1, k, k, borderType=BORDER_REPLICATE)`` on the five
   channels of the normal-equation terms (rows: taps in order; columns: centre tap, then symmetric pairs, as
   OpenCV's symmetric column filter);
-- ``median``: ``cv2.medianBlur`` of one float32 plane, 3x3 or 5x5, replicated border (exact: a selection);
-- ``merge2``: two planes into an ``(h, w, 2)`` flow.
+- ``median2``: ``cv2.medianBlur`` of both planes of a flow, 3x3 or 5x5, replicated border (exact: a selection),
+  written planar (the next level's prior) and interleaved (the level's ``(h, w, 2)`` flow) in one launch;
+- ``merge2``: two planes into an ``(h, w, 2)`` flow (no median filter).
 
 Arithmetic: compiled with ``--fmad=false``; where the Numba kernels contract ``a * b + c`` into a fused
 multiply-add (``fastmath={"contract"}``, LLVM's rules), the CUDA C writes ``fmaf`` (``fma`` for the float64
@@ -135,21 +137,28 @@ __global__ void u8_to_f32(const unsigned char* src, float* dst, long long n) {
 }
 
 // ---- cv2.GaussianBlur(img, (3, 3), 0) on float32: kernel (1/4, 1/2, 1/4), BORDER_REFLECT_101 ----
-__global__ void gauss3_rows(const float* src, float* dst, int h, int w) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)h * w) return;
-    int y = (int)(i / w), x = (int)(i % w);
-    const float* row = src + (long long)y * w;
-    dst[i] = row[x] * 0.5f + (row[fb_reflect101(x - 1, w)] + row[fb_reflect101(x + 1, w)]) * 0.25f;
+// Pixel k of a float32 image, or of a uint8 one (u8) converted on its own (exact, as u8_to_f32).
+__device__ __forceinline__ float fb_px(const void* src, int u8, long long k) {
+    return u8 ? (float)((const unsigned char*)src)[k] : ((const float*)src)[k];
 }
 
-__global__ void gauss3_cols(const float* src, float* dst, int h, int w) {
+// The row pass at (y, x): OpenCV's horizontal 3-tap sum.
+__device__ __forceinline__ float fb_gauss3_row(const void* src, int u8, int w, int y, int x) {
+    long long r = (long long)y * w;
+    return fb_px(src, u8, r + x) * 0.5f
+           + (fb_px(src, u8, r + fb_reflect101(x - 1, w)) + fb_px(src, u8, r + fb_reflect101(x + 1, w))) * 0.25f;
+}
+
+// Both passes in one launch: each thread takes the row pass at its pixel and at the rows above and below (the
+// values a row-pass launch would have stored: same operations, so the same bits), then the column pass.
+__global__ void gauss3(const void* src, int u8, float* dst, int h, int w) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)h * w) return;
     int y = (int)(i / w), x = (int)(i % w);
-    float up = src[(long long)fb_reflect101(y - 1, h) * w + x];
-    float down = src[(long long)fb_reflect101(y + 1, h) * w + x];
-    dst[i] = src[i] * 0.5f + (up + down) * 0.25f;
+    float mid = fb_gauss3_row(src, u8, w, y, x);
+    float up = fb_gauss3_row(src, u8, w, fb_reflect101(y - 1, h), x);
+    float down = fb_gauss3_row(src, u8, w, fb_reflect101(y + 1, h), x);
+    dst[i] = mid * 0.5f + (up + down) * 0.25f;
 }
 
 // ---- polynomial expansion (_farneback_nb.poly_expand) ----
@@ -332,11 +341,8 @@ __global__ void window_cols(const float* src, float* dst, int h, int w, int c, c
     dst[i] = s;
 }
 
-// ---- cv2.medianBlur of a float32 plane (ksize 3 or 5, BORDER_REPLICATE): dst[i * step + offset] ----
-__global__ void median(const float* src, int h, int w, int ksize, float* dst, int step, int offset) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)h * w) return;
-    int y = (int)(i / w), x = (int)(i % w);
+// ---- cv2.medianBlur of a float32 plane (ksize 3 or 5, BORDER_REPLICATE) at (y, x) ----
+__device__ __forceinline__ float fb_median_at(const float* src, int h, int w, int ksize, int y, int x) {
     int r = ksize / 2;
     float v[25];
     int n = 0;
@@ -349,7 +355,22 @@ __global__ void median(const float* src, int h, int w, int ksize, float* dst, in
             v[k] = a;
         }
     }
-    dst[i * step + offset] = v[n / 2];
+    return v[n / 2];
+}
+
+// Both planes of a planar flow src (2, h, w) median-filtered in one launch, into med (2, h, w) (the next finer
+// level's prior) and interleaved into out (h, w, 2) (the level's flow).
+__global__ void median2(const float* src, int h, int w, int ksize, float* med, float* out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long hw = (long long)h * w;
+    if (i >= hw) return;
+    int y = (int)(i / w), x = (int)(i % w);
+    float a = fb_median_at(src, h, w, ksize, y, x);
+    float b = fb_median_at(src + hw, h, w, ksize, y, x);
+    med[i] = a;
+    med[hw + i] = b;
+    out[2 * i] = a;
+    out[2 * i + 1] = b;
 }
 
 // two planes (2, h, w) -> (h, w, 2)

@@ -100,8 +100,7 @@ class _DeviceWorkspace:
 
     def __init__(self, cp, h: int, w: int):
         self.h, self.w = h, w
-        self.gray = cp.empty((h, w), cp.float32)  # the level as float32
-        self.tmp = cp.empty((h, w), cp.float32)  # presmoothing, row pass
+        self.gray = cp.empty((h, w), cp.float32)  # the level as float32 (no presmoothing)
         self.img = cp.empty((h, w), cp.float32)  # the presmoothed level
         self.v = cp.empty((3, h, w), cp.float32)  # vertical moments of the expansion
         self.m = cp.empty((h, w, 5), cp.float32)
@@ -172,15 +171,14 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         h, w = work.h, work.w
         n = h * w
         hw = (np.int32(h), np.int32(w))
-        if lvl.dtype == np.uint8:
+        if self.presmooth:  # one launch, reading the uint8 level itself
+            k.launch("gauss3", n, lvl, np.int32(lvl.dtype == np.uint8), work.img, *hw)
+            src = work.img
+        elif lvl.dtype == np.uint8:
             k.launch("u8_to_f32", n, lvl, work.gray, np.int64(n))
             src = work.gray
         else:
             src = lvl
-        if self.presmooth:
-            k.launch("gauss3_rows", n, src, work.tmp, *hw)
-            k.launch("gauss3_cols", n, work.tmp, work.img, *hw)
-            src = work.img
         g = c["g"]
         poly_n = np.int32(len(self._filters[0][0]) - 1)
         k.launch("poly_rows", n, src, *hw, *g, poly_n, work.v)
@@ -208,23 +206,17 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         return work.flow
 
     def _median(self, flow, work: _DeviceWorkspace):
-        """Planar ``flow`` median-filtered per channel (``cv2.medianBlur``) into ``work.med``."""
+        """Planar ``flow`` median-filtered per channel (``cv2.medianBlur``): ``(planar, merged)``, the planar
+        result in ``work.med`` (or ``flow`` itself without a median filter) and a fresh ``(h, w, 2)`` copy, in one
+        launch."""
         k = _k()
         h, w = work.h, work.w
+        out = _cp().empty((h, w, 2), np.float32)
         if self.median <= 1:
-            work.med[...] = flow
-            return work.med
-        for ch in range(2):
-            k.launch("median", h * w, flow[ch], np.int32(h), np.int32(w), np.int32(self.median), work.med[ch],
-                     np.int32(1), np.int32(0))
-        return work.med
-
-    @staticmethod
-    def _merge(planes, work: _DeviceWorkspace):
-        """(2, h, w) -> a fresh (h, w, 2) array."""
-        out = _cp().empty((work.h, work.w, 2), np.float32)
-        _k().launch("merge2", work.h * work.w, planes, np.int64(work.h * work.w), out)
-        return out
+            k.launch("merge2", h * w, flow, np.int64(h * w), out)
+            return flow, out
+        k.launch("median2", h * w, flow, np.int32(h), np.int32(w), np.int32(self.median), work.med, out)
+        return work.med, out
 
     # ----------------------------------------------------------------------------------- PyramidFlow API
     def prepare(self, levels: list, slot: int) -> list:
@@ -243,9 +235,12 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         """Flows ``(h_i, w_i, 2)`` float32 (CuPy) between two frames' expansions, coarse to fine."""
         from idtfv.idt.flow.pyramid import coarse_to_fine_levels
 
+        merged = [None] * len(cur)
+
         def level(s, prior):
             work = self._work[s]
-            return self._median(self._level(prev[s], cur[s], prior, self.iterations, work), work)
+            planar, merged[s] = self._median(self._level(prev[s], cur[s], prior, self.iterations, work), work)
+            return planar
 
         def upscale(coarser, s):  # resized to level s and multiplied by the size ratio, into its workspace
             work = self._work[s]
@@ -255,8 +250,8 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
                 _resize(coarser[ch], work.init[ch], np.float32(ratio))
             return work.init
 
-        filtered = coarse_to_fine_levels(len(cur), level, upscale)
-        return [self._merge(f, work) for f, work in zip(filtered, self._work)]
+        coarse_to_fine_levels(len(cur), level, upscale)
+        return merged
 
     def refine_from_previous(self, pyramid: list, priors: list, *, iterations: int = 1) -> list:
         """Flows from frame t-1 to ``pyramid``, each level refined on its own from ``priors`` (``(h_i, w_i, 2)``
@@ -281,5 +276,5 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
             work.init[0] = p[:, :, 0]
             work.init[1] = p[:, :, 1]
             flow = self._level(r0, r1, work.init, int(iterations), work)
-            out.append(self._merge(self._median(flow, work), work))
+            out.append(self._median(flow, work)[1])
         return out
