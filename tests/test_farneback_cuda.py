@@ -223,14 +223,43 @@ def _terms_tol(want):
     return 2e-6 * max(1.0, float(np.abs(want).max()))
 
 
+def _update(m, r0, r1, kind, prior, scales=(0.0, 0.0), ratios=(0.0, 0.0)):
+    """``update_matrices`` with a prior of ``kind`` (0 none, 1 an (h, w, 2) flow, 2 a coarser planar flow)."""
+    h, w = r0.shape[:2]
+    ph, pw = prior.shape[1:] if kind == 2 else (0, 0)
+    (got,) = _run(m, "update_matrices", h * w, r0, r1, prior, np.int32(kind), np.int32(ph), np.int32(pw),
+                  *map(np.float64, scales), *map(np.float32, ratios), nb.BORDER_WEIGHTS,
+                  np.int32(len(nb.BORDER_WEIGHTS)), np.int32(h), np.int32(w), np.empty((h, w, 5), np.float32),
+                  outs=(14,))
+    return got
+
+
+def _check_priors(m, r0, r1):
+    """update_matrices' other priors against the launches they replace, bit for bit: no prior against a zero flow,
+    and the coarser level's flow upscaled in the kernel against resize_f32 of each plane times the size ratio (the
+    coarse-to-fine loop before the fusion) given as a flow."""
+    h, w = r0.shape[:2]
+    _same(_update(m, r0, r1, 0, np.zeros(2, np.float32)), _update(m, r0, r1, 1, np.zeros((h, w, 2), np.float32)),
+          f"no prior {h}x{w}")
+    for ph, pw in {(max(2, (h + 1) // 2), max(2, (w + 1) // 2)), (2, 2), (max(2, h - 1), w)}:
+        coarse = (np.random.default_rng(ph * pw).normal(size=(2, ph, pw)) * 2).astype(np.float32)
+        ratios = (w / pw, h / ph)
+        planes = [_resize_f32(m, coarse[c], (w, h), np.float32(ratios[c])) for c in range(2)]
+        want = _update(m, r0, r1, 1, np.ascontiguousarray(np.stack(planes, -1)))
+        got = _update(m, r0, r1, 2, coarse, (1.0 / (w / pw), 1.0 / (h / ph)), ratios)
+        _same(got, want, f"upscaled prior {ph}x{pw} -> {h}x{w}")
+        assert np.abs(np.stack(planes)).max() > 0  # a non-zero prior
+
+
 def _check_displacement(m):
     hw = lambda h, w: (np.int32(h), np.int32(w))  # noqa: E731
     bw, nbw = nb.BORDER_WEIGHTS, np.int32(len(nb.BORDER_WEIGHTS))
     for h, w in SIZES:
         r0, r1, flow, want = _terms_inputs(h, w, h * w)
-        (got,) = _run(m, "update_matrices", h * w, r0, r1, flow, bw, nbw, *hw(h, w), np.empty_like(want), outs=(7,))
+        got = _update(m, r0, r1, 1, np.ascontiguousarray(flow.transpose(1, 2, 0)))
         assert np.abs(want).max() > 0
         _close(got, want, _terms_tol(want), f"update {h}x{w}")
+        _check_priors(m, r0, r1)
         for winsize, window in ((10, "gaussian"), (5, "box"), (3, "gaussian")):
             k = _window_kernel(winsize, window)
             r = np.int32(len(k) // 2)
@@ -422,7 +451,11 @@ MUTATIONS = [
     ("double idet = 1.0 / (FB_DFMA(g11, g22, -(g12 * g12)) + det_eps);",
      "double idet = 1.0 / (FB_DFMA(g11, g22, -(g12 * g12)) + 1e-2);"),  # DET_EPS
     ("float s = src[i] * k[r];", "float s = src[i] * k[0];"),  # the centre tap of the column pass
-    ("dst[i] = v * factor;", "dst[i] = v;"),  # the upscaled flow's size ratio
+    ("dst[i] = v * factor;", "dst[i] = v;"),  # the float resize's factor
+    ("dx = fb_resize_f32_at(prior, ph, pw, y, x, scale_x, scale_y) * ratio_x;",  # the fused upscale's ratio
+     "dx = fb_resize_f32_at(prior, ph, pw, y, x, scale_x, scale_y) * ratio_y;"),
+    ("dy = fb_resize_f32_at(prior + (long long)ph * pw,", "dy = fb_resize_f32_at(prior,"),  # its second plane
+    ("        dy = prior[2 * i + 1];", "        dy = prior[2 * i];"),  # an (h, w, 2) prior's second channel
 ]
 
 

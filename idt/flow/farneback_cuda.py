@@ -95,6 +95,32 @@ def build_pyramid_cuda(gray, sizes: Sequence[tuple[int, int]]) -> list:
     return levels
 
 
+class _Upscale:
+    """A prior that is the next-coarser level's planar flow ``(2, h0, w0)``, to be resized to the level and
+    multiplied by the size ratios (``update_matrices`` does it, instead of two ``resize_f32`` launches)."""
+
+    def __init__(self, coarser):
+        self.coarser = coarser
+
+
+def _prior_args(prior, work) -> tuple:
+    """``update_matrices``' prior arguments ``(prior, kind, ph, pw, scale_x, scale_y, ratio_x, ratio_y)`` for a
+    prior that is None (zero flow), an ``(h, w, 2)`` float32 device flow, or an :class:`_Upscale` (the same scales,
+    OpenCV's in double, and float32 ratios ``w / w0``, ``h / h0`` as :func:`_resize` and the coarse-to-fine loop
+    used)."""
+    if prior is None:
+        return (work.flow, np.int32(0), np.int32(0), np.int32(0), np.float64(0), np.float64(0), np.float32(0),
+                np.float32(0))
+    if isinstance(prior, _Upscale):
+        src = prior.coarser
+        h, w = work.h, work.w
+        h0, w0 = src.shape[1:]
+        return (src, np.int32(2), np.int32(h0), np.int32(w0), _scale(w0, w), _scale(h0, h), np.float32(w / w0),
+                np.float32(h / h0))
+    return (prior, np.int32(1), np.int32(0), np.int32(0), np.float64(0), np.float64(0), np.float32(0),
+            np.float32(0))
+
+
 class _DeviceWorkspace:
     """Scratch arrays of one level size on the device, reused across frames."""
 
@@ -107,7 +133,6 @@ class _DeviceWorkspace:
         self.mt = cp.empty((h, w, 5), cp.float32)  # window sum, row pass
         self.mb = cp.empty((h, w, 5), cp.float32)
         self.flow = cp.empty((2, h, w), cp.float32)  # planar x, y
-        self.init = cp.empty((2, h, w), cp.float32)
         self.med = cp.empty((2, h, w), cp.float32)
 
 
@@ -184,17 +209,14 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         k.launch("poly_rows", n, src, *hw, *g, poly_n, work.v)
         k.launch("poly_cols", n, work.v, *hw, *g, poly_n, *c["consts"], out)
 
-    def _level(self, r0, r1, init, iterations: int, work: _DeviceWorkspace):
-        """Refine the planar prior ``init`` (2, h, w) (zero if None); returns ``work.flow``."""
+    def _level(self, r0, r1, prior, iterations: int, work: _DeviceWorkspace):
+        """Refine the prior flow (see :func:`_prior_args`; None: zero flow); returns ``work.flow`` (2, h, w)."""
         k, c = _k(), self._constants()
         h, w = work.h, work.w
         n = h * w
         hw = (np.int32(h), np.int32(w))
-        if init is None:
-            init = work.flow
-            init.fill(0.0)
+        k.launch("update_matrices", n, r0, r1, *_prior_args(prior, work), c["border"], c["nborder"], *hw, work.m)
         r = np.int32(len(self._window) // 2)
-        k.launch("update_matrices", n, r0, r1, init, c["border"], c["nborder"], *hw, work.m)
         for i in range(iterations):
             k.launch("window_rows", 5 * n, work.m, work.mt, *hw, np.int32(5), c["window"], r)
             k.launch("window_cols", 5 * n, work.mt, work.mb, *hw, np.int32(5), c["window"], r)
@@ -242,13 +264,8 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
             planar, merged[s] = self._median(self._level(prev[s], cur[s], prior, self.iterations, work), work)
             return planar
 
-        def upscale(coarser, s):  # resized to level s and multiplied by the size ratio, into its workspace
-            work = self._work[s]
-            h, w = work.h, work.w
-            h0, w0 = coarser.shape[1:]
-            for ch, ratio in ((0, w / w0), (1, h / h0)):
-                _resize(coarser[ch], work.init[ch], np.float32(ratio))
-            return work.init
+        def upscale(coarser, s):  # resized to level s and multiplied by the size ratio: in update_matrices
+            return _Upscale(coarser)
 
         coarse_to_fine_levels(len(cur), level, upscale)
         return merged
@@ -272,9 +289,7 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         out = []
         for s, (r0, r1, prior) in enumerate(zip(self._source, cur, priors)):  # levels are independent
             work = self._work[s]
-            p = cp.asarray(prior, dtype=cp.float32)
-            work.init[0] = p[:, :, 0]
-            work.init[1] = p[:, :, 1]
-            flow = self._level(r0, r1, work.init, int(iterations), work)
+            p = cp.ascontiguousarray(cp.asarray(prior, dtype=cp.float32))  # (h, w, 2): read as such
+            flow = self._level(r0, r1, p, int(iterations), work)
             out.append(self._median(flow, work)[1])
         return out
