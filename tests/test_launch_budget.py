@@ -3,8 +3,9 @@
 
 Every launch costs the host a few microseconds whatever the GPU, so the fused kernels (a level's four histograms
 in three launches, their blocks in one, the flow's median of both channels with the interleaving in one, the
-presmoothing in one, the prior's upscale inside ``update_matrices``, the corner response in one) must show in the count. The kernels' bits
-are checked in tests/test_histograms_cuda.py and tests/test_farneback_cuda.py; here only the number of launches,
+presmoothing in one, the prior's upscale inside ``update_matrices``, the corner response in one) must show in the
+count. The kernels' bits are checked in tests/test_histograms_cuda.py, tests/test_farneback_cuda.py and
+tests/test_frame_cuda.py; here only the number of launches,
 against the count the unfused kernels took for the same work (derived from kernels that were not fused: one
 ``add_blocks`` per level with moved tracks, one ``update_matrices`` per level and flow solve, one ``poly_rows``
 per level and expansion, one ``select_cells`` per sampled level).
