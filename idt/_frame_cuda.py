@@ -5,7 +5,7 @@ The device twins of the extractor's steps 3 and 7 that touch whole frames (:mod:
 
 Kernels (one thread per pixel, per point or per grid cell):
 
-- ``sobel_grad`` then ``min_eig``: ``cv2.cornerMinEigenVal(gray, 3, ksize=3)`` of a uint8 level (the extractor's
+- ``corner_min_eig``: ``cv2.cornerMinEigenVal(gray, 3, ksize=3)`` of a uint8 level (the extractor's
   pyramid levels are uint8). OpenCV scales the Sobel taps by :math:`1/(4 \cdot 3 \cdot 255)` for uint8 (the scale
   goes into the smoothing half of each separable Sobel: ``f1 = float(1/3060)``, ``f0 = float(2/3060)``), sums the
   structure tensor ``dx*dx, dx*dy, dy*dy`` (float32 products) over 3x3 in float64 (``boxFilter`` of float32 sums in
@@ -71,15 +71,11 @@ __device__ __forceinline__ int idt_reflect101(int i, int n) {
     return i;
 }
 
-// 3x3 Sobel of a uint8 image (BORDER_REFLECT_101) with OpenCV's scale in the smoothing taps: grad (h, w, 2)
-// float32 [dx, dy]. f1, f0: the smoothing taps 1 and 2 times the scale (float32). Row filter of the y derivative:
-// fused multiply-adds on columns < simd_cols (OpenCV's vector loop), separate ones beyond (its scalar loop).
-__global__ void sobel_grad(const unsigned char* img, int h, int w, float f1, float f0, int simd_cols,
-                           float* grad) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= h * w) return;
-    int y = i / w;
-    int x = i - y * w;
+// 3x3 Sobel of a uint8 image (BORDER_REFLECT_101) with OpenCV's scale in the smoothing taps, at (y, x): [dx, dy]
+// float32. f1, f0: the smoothing taps 1 and 2 times the scale (float32). Row filter of the y derivative: fused
+// multiply-adds on columns < simd_cols (OpenCV's vector loop), separate ones beyond (its scalar loop).
+__device__ __forceinline__ void idt_sobel_at(const unsigned char* img, int h, int w, float f1, float f0,
+                                             int simd_cols, int y, int x, float* gdx, float* gdy) {
     int xm = idt_reflect101(x - 1, w), xp = idt_reflect101(x + 1, w);
     int ym = idt_reflect101(y - 1, h), yp = idt_reflect101(y + 1, h);
     const unsigned char* r0 = img + (long long)ym * w;
@@ -99,13 +95,15 @@ __global__ void sobel_grad(const unsigned char* img, int h, int w, float f1, flo
         t0 = ((float)r0[xm] * f1 + (float)r0[x] * f0) + (float)r0[xp] * f1;
         t2 = ((float)r2[xm] * f1 + (float)r2[x] * f0) + (float)r2[xp] * f1;
     }
-    float dy = t2 - t0;
-    grad[2 * (long long)i] = dx;
-    grad[2 * (long long)i + 1] = dy;
+    *gdx = dx;
+    *gdy = t2 - t0;
 }
 
-// Smaller eigenvalue of the 3x3 box-summed structure tensor (BORDER_REFLECT_101): eig (h, w) float32.
-__global__ void min_eig(const float* grad, int h, int w, float* eig) {
+// Smaller eigenvalue of the 3x3 box-summed structure tensor (BORDER_REFLECT_101) of the uint8 image's Sobel
+// derivatives: eig (h, w) float32, one launch (each thread takes the 9 Sobel values it needs: the same operations
+// as a Sobel launch storing them, so the same bits).
+__global__ void corner_min_eig(const unsigned char* img, int h, int w, float f1, float f0, int simd_cols,
+                               float* eig) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= h * w) return;
     int y = i / w;
@@ -115,9 +113,8 @@ __global__ void min_eig(const float* grad, int h, int w, float* eig) {
         int yy = idt_reflect101(y + dy, h);
         for (int dx = -1; dx <= 1; ++dx) {
             int xx = idt_reflect101(x + dx, w);
-            long long k = 2 * ((long long)yy * w + xx);
-            float gx = grad[k];
-            float gy = grad[k + 1];
+            float gx, gy;
+            idt_sobel_at(img, h, w, f1, f0, simd_cols, yy, xx, &gx, &gy);
             sxx += (double)(gx * gx);
             sxy += (double)(gx * gy);
             syy += (double)(gy * gy);
@@ -260,15 +257,13 @@ def _gray_u8(gray, where: str):
     return cp.ascontiguousarray(g)
 
 
-def corner_response(gray, *, grad=None):
-    """``cv2.cornerMinEigenVal(gray, 3, ksize=3)`` on the device.
+def corner_response(gray):
+    """``cv2.cornerMinEigenVal(gray, 3, ksize=3)`` on the device, in one launch.
 
     Parameters
     ----------
     gray : (h, w) uint8
         CuPy (or NumPy, uploaded) image.
-    grad : (h, w, 2) float32 CuPy array or None
-        Scratch for the Sobel derivatives (reused when given).
 
     Returns
     -------
@@ -276,13 +271,10 @@ def corner_response(gray, *, grad=None):
     """
     g = _gray_u8(gray, "corner_response")
     h, w = int(g.shape[0]), int(g.shape[1])
-    if grad is None or tuple(grad.shape) != (h, w, 2):
-        grad = cp.empty((h, w, 2), cp.float32)
     eig = cp.empty((h, w), cp.float32)
     simd_cols = (w // OPENCV_ROW_BLOCK) * OPENCV_ROW_BLOCK
-    _launch("sobel_grad", h * w, (g, np.int32(h), np.int32(w), np.float32(_EIG_SCALE), np.float32(2 * _EIG_SCALE),
-                                  np.int32(simd_cols), grad))
-    _launch("min_eig", h * w, (grad, np.int32(h), np.int32(w), eig))
+    _launch("corner_min_eig", h * w, (g, np.int32(h), np.int32(w), np.float32(_EIG_SCALE),
+                                      np.float32(2 * _EIG_SCALE), np.int32(simd_cols), eig))
     return eig
 
 

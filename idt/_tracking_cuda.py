@@ -17,8 +17,8 @@ CuPy computes, ``cumsum``):
 - ``pool_step``: the same step (the shared ``idt_track_point``) on the pool's rows, in place; ``compact_step``
   then keeps the survivors in order and pushes the dead rows on the free stack as ``TrackPool.step`` does;
 - ``pool_add``: new tracks in the rows on top of the free stack; ``add_blocks``: a step's descriptor blocks into
-  their temporal cells (the twin of :func:`idtfv.idt._tracking_nb.add_blocks`); ``patch_corners``: the patches'
-  corners of :func:`idtfv.idt.descriptors.patch_corners`;
+  their temporal cells (the twin of :func:`idtfv.idt._tracking_nb.add_blocks`); (the patches' corners are
+  computed by ``_histograms_cuda``'s ``gather_blocks``);
 - ``flag_rows``, ``pop_done``, ``compact_keep``: finished (or released) tracks leave the live order;
 - ``validate_rows``: the pruning and trajectory shape, the float64 twin of
   :func:`idtfv.idt._tracking_nb.validate_tracks` (bit-identical: the same operations in the same order, no FMA);
@@ -161,19 +161,6 @@ __global__ void add_blocks(const long long* rows, int n, const int* index, int p
 }
 
 // One thread per point: the top-left corner of its patch, clamp(rint(p) - patch / 2, 0, size - patch).
-__global__ void patch_corners(const float* pts, int n, int w, int h, int patch, long long* x0, long long* y0) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= n) return;
-    long long x = (long long)rintf(pts[2 * k]) - patch / 2;
-    long long y = (long long)rintf(pts[2 * k + 1]) - patch / 2;
-    x = x < 0 ? 0 : x;
-    y = y < 0 ? 0 : y;
-    long long xm = w - patch;
-    long long ym = h - patch;
-    x0[k] = x > xm ? xm : x;
-    y0[k] = y > ym ? ym : y;
-}
-
 // flags[k] = index[live[k]] >= threshold.
 __global__ void flag_rows(const long long* live, int n, const int* index, int threshold, int* flags) {
     int k = blockIdx.x * blockDim.x + threadIdx.x;

@@ -290,11 +290,9 @@ def cell_descriptor_rows(
     if device == "cuda":
         from idtfv.idt import _histograms_cuda
 
-        x0, y0 = patch_corners(points, w, h, patch=layout.patch)
-        return _histograms_cuda.gather_all([getattr(hists, name) for name in expected], x0, y0,
-                                           nx_cells=layout.nx_cells, ny_cells=layout.ny_cells,
-                                           cell_w=layout.patch // layout.nx_cells,
-                                           cell_h=layout.patch // layout.ny_cells, epsilon=float(layout.epsilon))
+        return _histograms_cuda.gather_all([getattr(hists, name) for name in expected], points,
+                                           patch=layout.patch, nx_cells=layout.nx_cells, ny_cells=layout.ny_cells,
+                                           epsilon=float(layout.epsilon))
     out = np.empty((n, cells * sum(expected.values())), np.float32)
     _nb.gather_all_blocks(*hists, np.ascontiguousarray(points, np.float32), layout.patch, layout.nx_cells,
                           layout.ny_cells, float(layout.epsilon), out)

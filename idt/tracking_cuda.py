@@ -339,28 +339,8 @@ def gather_blocks(hists, points, *, layout):
     -------
     (n, D) float32 device array
     """
-    cp, k_mod = _dev()
     from idtfv.idt import _histograms_cuda
 
-    hs = [hists.hog, hists.hof, hists.mbhx, hists.mbhy]
-    cells = layout.nx_cells * layout.ny_cells
-    dims = [cells * int(hist.shape[2]) for hist in hs]
-    stride = sum(dims)
-    n = int(len(points))
-    out = cp.empty((n, stride), cp.float32)
-    if n == 0:
-        return out
-    h, w = int(hs[0].shape[0]) - 1, int(hs[0].shape[1]) - 1
-    pts = cp.ascontiguousarray(cp.asarray(points, dtype=cp.float32))
-    x0, y0 = cp.empty(n, np.int64), cp.empty(n, np.int64)
-    k_mod.launch("patch_corners", n, (pts, _i32(n), _i32(w), _i32(h), _i32(layout.patch), x0, y0))
-    gather = _histograms_cuda.module().get_function("gather_blocks")
-    grid, block = ((n + 127) // 128,), (128,)
-    offset = 0
-    for hist, dim in zip(hs, dims):
-        gather(grid, block, (hist, _i32(hist.shape[1]), _i32(hist.shape[2]), x0, y0, _i32(n),
-                             _i32(layout.nx_cells), _i32(layout.ny_cells), _i32(layout.patch // layout.nx_cells),
-                             _i32(layout.patch // layout.ny_cells), np.float32(layout.epsilon), out,
-                             _i32(stride), _i32(offset)))
-        offset += dim
-    return out
+    return _histograms_cuda.gather_blocks([hists.hog, hists.hof, hists.mbhx, hists.mbhy], points,
+                                          patch=layout.patch, nx_cells=layout.nx_cells, ny_cells=layout.ny_cells,
+                                          epsilon=float(layout.epsilon))

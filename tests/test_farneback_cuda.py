@@ -167,9 +167,11 @@ def _check_resize(m):
 def _presmooth(m, img):
     h, w = img.shape
     n = h * w
+    (g,) = _run(m, "gauss3", n, img, np.int32(1), np.empty((h, w), np.float32), np.int32(h), np.int32(w),
+                outs=(2,))
     (f,) = _run(m, "u8_to_f32", n, img, np.empty((h, w), np.float32), np.int64(n), outs=(1,))
-    (t,) = _run(m, "gauss3_rows", n, f, np.empty((h, w), np.float32), np.int32(h), np.int32(w), outs=(1,))
-    (g,) = _run(m, "gauss3_cols", n, t, np.empty((h, w), np.float32), np.int32(h), np.int32(w), outs=(1,))
+    (g32,) = _run(m, "gauss3", n, f, np.int32(0), np.empty((h, w), np.float32), np.int32(h), np.int32(w), outs=(2,))
+    _same(g32, g, f"presmoothing of the uint8 level and of its float32 copy {h}x{w}")
     return g
 
 
@@ -221,14 +223,43 @@ def _terms_tol(want):
     return 2e-6 * max(1.0, float(np.abs(want).max()))
 
 
+def _update(m, r0, r1, kind, prior, scales=(0.0, 0.0), ratios=(0.0, 0.0)):
+    """``update_matrices`` with a prior of ``kind`` (0 none, 1 an (h, w, 2) flow, 2 a coarser planar flow)."""
+    h, w = r0.shape[:2]
+    ph, pw = prior.shape[1:] if kind == 2 else (0, 0)
+    (got,) = _run(m, "update_matrices", h * w, r0, r1, prior, np.int32(kind), np.int32(ph), np.int32(pw),
+                  *map(np.float64, scales), *map(np.float32, ratios), nb.BORDER_WEIGHTS,
+                  np.int32(len(nb.BORDER_WEIGHTS)), np.int32(h), np.int32(w), np.empty((h, w, 5), np.float32),
+                  outs=(14,))
+    return got
+
+
+def _check_priors(m, r0, r1):
+    """update_matrices' other priors against the launches they replace, bit for bit: no prior against a zero flow,
+    and the coarser level's flow upscaled in the kernel against resize_f32 of each plane times the size ratio (the
+    coarse-to-fine loop before the fusion) given as a flow."""
+    h, w = r0.shape[:2]
+    _same(_update(m, r0, r1, 0, np.zeros(2, np.float32)), _update(m, r0, r1, 1, np.zeros((h, w, 2), np.float32)),
+          f"no prior {h}x{w}")
+    for ph, pw in {(max(2, (h + 1) // 2), max(2, (w + 1) // 2)), (2, 2), (max(2, h - 1), w)}:
+        coarse = (np.random.default_rng(ph * pw).normal(size=(2, ph, pw)) * 2).astype(np.float32)
+        ratios = (w / pw, h / ph)
+        planes = [_resize_f32(m, coarse[c], (w, h), np.float32(ratios[c])) for c in range(2)]
+        want = _update(m, r0, r1, 1, np.ascontiguousarray(np.stack(planes, -1)))
+        got = _update(m, r0, r1, 2, coarse, (1.0 / (w / pw), 1.0 / (h / ph)), ratios)
+        _same(got, want, f"upscaled prior {ph}x{pw} -> {h}x{w}")
+        assert np.abs(np.stack(planes)).max() > 0  # a non-zero prior
+
+
 def _check_displacement(m):
     hw = lambda h, w: (np.int32(h), np.int32(w))  # noqa: E731
     bw, nbw = nb.BORDER_WEIGHTS, np.int32(len(nb.BORDER_WEIGHTS))
     for h, w in SIZES:
         r0, r1, flow, want = _terms_inputs(h, w, h * w)
-        (got,) = _run(m, "update_matrices", h * w, r0, r1, flow, bw, nbw, *hw(h, w), np.empty_like(want), outs=(7,))
+        got = _update(m, r0, r1, 1, np.ascontiguousarray(flow.transpose(1, 2, 0)))
         assert np.abs(want).max() > 0
         _close(got, want, _terms_tol(want), f"update {h}x{w}")
+        _check_priors(m, r0, r1)
         for winsize, window in ((10, "gaussian"), (5, "box"), (3, "gaussian")):
             k = _window_kernel(winsize, window)
             r = np.int32(len(k) // 2)
@@ -263,12 +294,15 @@ def _check_median(m):
         rng = np.random.default_rng(h * w + 1)
         plane = (rng.normal(size=(h, w)) * 4).astype(np.float32)
         plane[::2, ::3] = np.round(plane[::2, ::3]) + np.float32(0.0)  # ties (no -0.0: min/max order)
+        other = (rng.normal(size=(h, w)) * 2).astype(np.float32)
+        planes = np.ascontiguousarray(np.stack([plane, other]))
         for ksize in (3, 5):
-            out = np.zeros(2 * h * w, np.float32)
-            (got,) = _run(m, "median", h * w, plane, np.int32(h), np.int32(w), np.int32(ksize), out, np.int32(2),
-                          np.int32(1), outs=(4,))
-            _same(got.reshape(h, w, 2)[..., 1], cv2.medianBlur(plane, ksize), f"median {ksize} {h}x{w}")
-            assert not got.reshape(h, w, 2)[..., 0].any()  # the other channel untouched
+            med, out = _run(m, "median2", h * w, planes, np.int32(h), np.int32(w), np.int32(ksize),
+                            np.empty((2, h, w), np.float32), np.empty((h, w, 2), np.float32), outs=(4, 5))
+            for c, src in enumerate((plane, other)):
+                want = cv2.medianBlur(src, ksize)
+                _same(med[c], want, f"median {ksize} {h}x{w} plane {c}")
+                _same(np.ascontiguousarray(out[..., c]), want, f"median {ksize} {h}x{w} channel {c}")
 
 
 KERNEL_CHECKS = {"resize": _check_resize, "expansion": _check_presmooth_and_expansion,
@@ -398,7 +432,12 @@ def test_emulated_driver_on_a_vtest_pair(emulated):
 MUTATIONS = [
     ("if (i < nb) wgt *= border[i];", "if (i < nb - 1) wgt *= border[i];"),  # a border weight left out
     ("for (int j = 0; j <= 2 * r; ++j)", "for (int j = 0; j < 2 * r; ++j)"),  # a window tap left out
-    ("dst[i * step + offset] = v[n / 2];", "dst[i * step + offset] = v[n / 2 + 1];"),  # the median's rank
+    ("return v[n / 2];", "return v[n / 2 + 1];"),  # the median's rank
+    ("out[2 * i + 1] = b;", "out[2 * i + 1] = a;"),  # the interleaved flow's second channel
+    ("float b = fb_median_at(src + hw, h, w, ksize, y, x);", "float b = fb_median_at(src, h, w, ksize, y, x);"),
+    ("float up = fb_gauss3_row(src, u8, w, fb_reflect101(y - 1, h), x);",  # the presmoothing's row above
+     "float up = fb_gauss3_row(src, u8, w, y, x);"),
+    ("return u8 ? (float)((const unsigned char*)src)[k]", "return u8 ? (float)((const signed char*)src)[k]"),
     ("float fd = (float)((d + 0.5) * scale - 0.5);", "float fd = (float)(d * scale);"),  # the uint8 one's
     ("double fd = (d + 0.5) * scale - 0.5;", "double fd = d * scale;"),  # the float resize's half-pixel offset
     ("const float* r1 = src + (long long)fb_clamp(sy + 1, 0, sh - 1) * sw;",
@@ -412,7 +451,11 @@ MUTATIONS = [
     ("double idet = 1.0 / (FB_DFMA(g11, g22, -(g12 * g12)) + det_eps);",
      "double idet = 1.0 / (FB_DFMA(g11, g22, -(g12 * g12)) + 1e-2);"),  # DET_EPS
     ("float s = src[i] * k[r];", "float s = src[i] * k[0];"),  # the centre tap of the column pass
-    ("dst[i] = v * factor;", "dst[i] = v;"),  # the upscaled flow's size ratio
+    ("dst[i] = v * factor;", "dst[i] = v;"),  # the float resize's factor
+    ("dx = fb_resize_f32_at(prior, ph, pw, y, x, scale_x, scale_y) * ratio_x;",  # the fused upscale's ratio
+     "dx = fb_resize_f32_at(prior, ph, pw, y, x, scale_x, scale_y) * ratio_y;"),
+    ("dy = fb_resize_f32_at(prior + (long long)ph * pw,", "dy = fb_resize_f32_at(prior,"),  # its second plane
+    ("        dy = prior[2 * i + 1];", "        dy = prior[2 * i];"),  # an (h, w, 2) prior's second channel
 ]
 
 
@@ -466,6 +509,6 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     (source,) = [ast.literal_eval(n.value) for n in tree.body
                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE"]
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
-    for name in ("resize_u8", "resize_f32", "u8_to_f32", "gauss3_rows", "gauss3_cols", "poly_rows", "poly_cols",
-                 "update_matrices", "solve_flow", "solve_and_update", "window_rows", "window_cols", "median", "merge2"):
+    for name in ("resize_u8", "resize_f32", "u8_to_f32", "gauss3", "poly_rows", "poly_cols", "update_matrices",
+                 "solve_flow", "solve_and_update", "window_rows", "window_cols", "median2", "merge2"):
         assert f".entry {name}(" in ptx

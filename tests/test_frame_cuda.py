@@ -244,6 +244,8 @@ MUTATIONS = [
     ("float s2 = (float)r2[xp] - (float)r2[xm];", "float s2 = (float)r2[xp] - (float)r2[x];"),
     ("if (i < 0) i = -i;", "if (i < 0) i = -i - 1;"),  # BORDER_REFLECT instead of BORDER_REFLECT_101
     ("float a = (float)sxx * 0.5f;", "float a = (float)sxx;"),
+    ("idt_sobel_at(img, h, w, f1, f0, simd_cols, yy, xx, &gx, &gy);",  # the fused response's neighbourhood
+     "idt_sobel_at(img, h, w, f1, f0, simd_cols, y, xx, &gx, &gy);"),
     ("> threshold) ? 1 : 0;", ">= threshold) ? 1 : 0;"),  # the threshold comparison
     ("float fx = floorf(pts[2 * i]);", "float fx = rintf(pts[2 * i]);"),  # a point's cell
     ("float sy = (xf * m[3] + (yf * m[4] + m[5])) / wv;", "float sy = (xf * m[3] + (yf * m[4] + m[2])) / wv;"),
@@ -406,6 +408,6 @@ def test_frame_cuda_source_compiles_with_nvcc(tmp_path):
     source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
-    for name in ("sobel_grad", "min_eig", "mark_cells", "select_cells", "warp_perspective", "compensate_flow",
+    for name in ("corner_min_eig", "mark_cells", "select_cells", "warp_perspective", "compensate_flow",
                  "compensate_flow_interior"):
         assert f".entry {name}(" in ptx

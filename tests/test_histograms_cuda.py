@@ -59,6 +59,7 @@ def _frame(h, w, seed=0, zero_flow_box=True):
 def _points(h, w, n, seed=1):
     rng = np.random.default_rng(seed)
     pts = np.column_stack([rng.uniform(0, w, n), rng.uniform(0, h, n)]).astype(np.float32)
+    pts[: n // 4] = np.floor(pts[: n // 4]) + np.float32(0.5)  # ties: the patch corner rounds to even
     return np.concatenate([pts, np.float32([[0, 0], [w - 0.01, h - 0.01], [0, h - 1], [w - 1, 0]])])
 
 
@@ -76,8 +77,10 @@ LAYOUTS = {
 }
 
 
-def _compare(h, w, layout, seed, device_module=None):
+def _compare(h, w, layout, seed, device_module=None, u8=False):
     gray, flow = _frame(h, w, seed)
+    if u8:  # the device pyramid's levels are uint8: read as such by the kernel, as by the Numba kernel
+        gray = gray.astype(np.uint8)
     cpu = D.frame_histograms(gray, flow, layout=layout)
     dev = D.frame_histograms(gray, flow, layout=layout, device="cuda")
     for kind, a, b in zip(KINDS, cpu, dev):
@@ -96,6 +99,13 @@ def _compare(h, w, layout, seed, device_module=None):
 @pytest.mark.parametrize("h, w", [(37, 53), (2, 2), (3, 41), (48, 33)])
 def test_emulated_kernels_are_bit_identical_to_numba(emulated, layout, h, w):
     _compare(h, w, LAYOUTS[layout], seed=h * w)
+
+
+@pytest.mark.parametrize("h, w", [(37, 53), (2, 2), (40, 33)])
+def test_emulated_kernels_of_a_uint8_frame_are_bit_identical_to_numba(emulated, h, w):
+    _compare(h, w, LAYOUTS["default"], seed=h + w, u8=True)
+    gray, _ = _frame(h, w, h + w)
+    assert (gray.astype(np.uint8) >= 128).any()  # the values a signed read would get wrong are there
 
 
 def test_emulated_blocks_of_an_empty_patch_and_of_no_points(emulated):
@@ -128,14 +138,25 @@ MUTATIONS = [
     ("if (b1 >= nbins) b1 -= nbins;", "if (b1 > nbins) b1 -= nbins;"),  # wrap of the last bin
     ("p = p * t2 + IDT_ATAN_C3;", "p = p * t2 + IDT_ATAN_C3 * 1.0001f;"),  # a constant, by 1e-4
     ("a = u < 0.0f ? 0.5f - a : a;", "a = u < 0.0f ? 0.5f + a : a;"),  # the left half-plane's mirror
-    ("mag[i] = zero ? 1.0f : m;", "mag[i] = zero ? 0.0f : m;"),  # HOF zero-bin weight
+    ("mag[hw + i] = zero ? 1.0f : m;", "mag[hw + i] = zero ? 0.0f : m;"),  # HOF zero-bin weight
     ("bool zero = m <= min_flow;", "bool zero = m < min_flow;"),  # HOF threshold inclusive
     ("if (b0 == b) s += m - m1;", "if (b0 == b) s += m;"),  # linear split between bins
-    ("acc = acc + out[k];", "acc = out[k] + acc * 1.0000001f;"),  # the column sums' arithmetic
+    ("acc = acc + out[q];", "acc = out[q] + acc * 1.0000001f;"),  # the column sums' arithmetic
     ("long long xb = xa + cell_w;", "long long xb = xa + cell_w - 1;"),  # cell extent
     ("o[k + b] = (d >= 0.0f ? d : 0.0f) + eps;", "o[k + b] = (d >= 0.0f ? d : 0.0f) + 0.5f * eps;"),
     ("for (k = 0; k < dim; ++k) total += (double)o[k];",  # the L1 sum in float32 instead of float64
      "float tf = 0.0f; for (k = 0; k < dim; ++k) tf += o[k]; total = tf;"),
+    # the fusions: four histograms per launch (issue 14's launch budget)
+    ("idt_gradient_bin(flow, 0, h, w, 2, 1, y, x,", "idt_gradient_bin(flow, 0, h, w, 2, 0, y, x,"),  # MBHy's channel
+    ("? (float)((const unsigned char*)img)[k * c + channel]",  # a uint8 frame read as signed bytes
+     "? (float)((const signed char*)img)[k * c + channel]"),
+    ("    if (k < n2) { *r = k; return 2; }", "    if (k < n2) { *r = k; return 3; }"),  # which histogram
+    ("long long plane = (long long)j * h * w;", "long long plane = (long long)(j & 2) * h * w;"),  # its planes
+    ("int row = (w + 1) * (j == 0 ? nb0 : (j == 1 ? nb1 :", "int row = (w + 1) * (j == 0 ? nb0 : (j == 1 ? nb0 :"),
+    ("int before = (j > 0 ? nb0 : 0) + (j > 1 ? nb1 : 0)", "int before = (j > 0 ? nb0 : 0) + (j > 1 ? nb2 : 0)"),
+    ("long long c = (long long)rintf(p) - patch / 2;", "long long c = (long long)roundf(p) - patch / 2;"),  # ties
+    ("c = c < 0 ? 0 : c;", "c = c < 1 ? 1 : c;"),  # the corner's clamp
+    ("long long y0 = idt_corner(pts[2 * i + 1], h, patch);", "long long y0 = idt_corner(pts[2 * i], h, patch);"),
 ]
 
 
@@ -144,7 +165,7 @@ def test_emulated_broken_kernels_fail(emulated, monkeypatch, old, new):
     with _cuda_on_cpu.mutated(emulated, monkeypatch, old, new), pytest.raises(AssertionError):
         for layout, seed in (("default", 3), ("odd-bins", 4)):
             _compare(37, 53, LAYOUTS[layout], seed)
-            _compare(48, 33, LAYOUTS[layout], seed + 7)
+            _compare(48, 33, LAYOUTS[layout], seed + 7, u8=True)
 
 
 def _clip(frames=24):
@@ -245,5 +266,5 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     del cp
     source = importlib.import_module(NAME)._SOURCE
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
-    for name in ("gradient_bins", "flow_bins", "hist_rows", "hist_cols", "gather_blocks"):
+    for name in ("frame_bins", "hist_rows", "hist_cols", "gather_blocks"):
         assert f".entry {name}(" in ptx

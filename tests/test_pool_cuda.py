@@ -300,7 +300,6 @@ MUTATIONS = [
     ("vx = sqrt(vx / (double)npts);", "vx = sqrt(vx / (double)L);"),
     ("t[2 * i] = (float)((double)q[2 * i] * scale * inv);", "t[2 * i] = (float)((double)q[2 * i] * inv);"),
     ("o[6 + 2 * L + m] = s[m] / per_cell;", "o[6 + 2 * L + m] = s[m];"),
-    ("long long x = (long long)rintf(pts[2 * k]) - patch / 2;", "long long x = (long long)rintf(pts[2 * k]) - 8;"),
 ]
 
 
@@ -310,15 +309,6 @@ def _check_all(mod):
     for seed in range(3):
         run_sequence(DeviceTrackPool, sys.modules["cupy"], seed)
     _compare_validation(mod)
-    # a patch of 32 px on a 40x50 frame, points near the borders (the corners' clamps)
-    rng = np.random.default_rng(0)
-    cp = sys.modules["cupy"]
-    pts = np.stack([rng.uniform(0, 50, 64), rng.uniform(0, 40, 64)], 1).astype(np.float32)
-    x0, y0 = cp.empty(64, np.int64), cp.empty(64, np.int64)
-    mod.launch("patch_corners", 64, (cp.asarray(pts), np.int32(64), np.int32(50), np.int32(40), np.int32(32), x0, y0))
-    want = desc_mod.patch_corners(pts, 50, 40, patch=32)
-    _same(want[0], x0, "x0")
-    _same(want[1], y0, "y0")
 
 
 @pytest.mark.parametrize("old, new", MUTATIONS, ids=[f"m{i}" for i in range(len(MUTATIONS))])
@@ -431,7 +421,7 @@ def test_emulated_extract_device_pools_meet_the_parity_bar_with_threads(emulated
 def test_gpu_device_pool_equals_trackpool_step_by_step():
     from idtfv.idt import _tracking_cuda
 
-    _check_all(_tracking_cuda)  # random pool sequences, the pruning, the patch corners
+    _check_all(_tracking_cuda)  # random pool sequences, the pruning
     _compare_gather()
 
 
@@ -441,6 +431,6 @@ def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
     source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
-    for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "patch_corners",
-                 "flag_rows", "pop_done", "compact_keep", "validate_rows", "pack_rows"):
+    for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "flag_rows", "pop_done",
+                 "compact_keep", "validate_rows", "pack_rows"):
         assert f".entry {name}(" in ptx

@@ -10,19 +10,22 @@ CPU step each one mirrors:
   rounded to nearest even, integer row sums, the two rows combined as OpenCV's SIMD loop does,
   ``((b0 (S0 >> 4)) >> 16) + ((b1 (S1 >> 4)) >> 16) + 2) >> 2``); ``float32`` the sampling positions in double
   and the fraction in float (as Intel IPP's float resize, which OpenCV's x86 builds use, to a few ulp; OpenCV's
-  own float code rounds the position first), also the flow upscale of the coarse-to-fine loop (result times
-  ``factor``, as ``work.init[c] *= ratio``);
-- ``u8_to_f32``; ``gauss3_rows`` / ``gauss3_cols``: the 3x3 presmoothing ``cv2.GaussianBlur(img, (3, 3), 0)``
-  (kernel 1/4, 1/2, 1/4; ``BORDER_REFLECT_101``);
+  own float code rounds the position first), the result times ``factor``; the coarse-to-fine loop's flow
+  upscale (times the size ratio) is the same arithmetic inside ``update_matrices``;
+- ``gauss3``: the 3x3 presmoothing ``cv2.GaussianBlur(img, (3, 3), 0)`` (kernel 1/4, 1/2, 1/4;
+  ``BORDER_REFLECT_101``) of a uint8 or float32 level, both passes in one launch (each thread recomputes the
+  three row-pass values it needs); ``u8_to_f32`` (a uint8 level without presmoothing);
 - ``poly_rows`` / ``poly_cols``: :func:`idtfv.idt.flow._farneback_nb.poly_expand` (vertical moments per pixel,
   then horizontal moments and the coefficients; borders replicated);
 - ``update_matrices``, ``solve_flow``, ``solve_and_update``: their Numba twins (``BORDER_WEIGHTS``, ``DET_EPS``,
-  the 2x2 solve in float64);
+  the 2x2 solve in float64); ``update_matrices`` takes its prior as none, an ``(h, w, 2)`` flow, or the coarser
+  level's planar flow to upscale (so the upscale costs no launch of its own);
 - ``window_rows`` / ``window_cols``: ``cv2.sepFilter2D(m, -1, k, k, borderType=BORDER_REPLICATE)`` on the five
   channels of the normal-equation terms (rows: taps in order; columns: centre tap, then symmetric pairs, as
   OpenCV's symmetric column filter);
-- ``median``: ``cv2.medianBlur`` of one float32 plane, 3x3 or 5x5, replicated border (exact: a selection);
-- ``merge2``: two planes into an ``(h, w, 2)`` flow.
+- ``median2``: ``cv2.medianBlur`` of both planes of a flow, 3x3 or 5x5, replicated border (exact: a selection),
+  written planar (the next level's prior) and interleaved (the level's ``(h, w, 2)`` flow) in one launch;
+- ``merge2``: two planes into an ``(h, w, 2)`` flow (no median filter).
 
 Arithmetic: compiled with ``--fmad=false``; where the Numba kernels contract ``a * b + c`` into a fused
 multiply-add (``fastmath={"contract"}``, LLVM's rules), the CUDA C writes ``fmaf`` (``fma`` for the float64
@@ -108,12 +111,9 @@ __global__ void resize_u8(const unsigned char* src, int sh, int sw, unsigned cha
     dst[i] = (unsigned char)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-// ---- cv2.resize INTER_LINEAR, float32; the result times factor (1 for a pyramid level) ----
-__global__ void resize_f32(const float* src, int sh, int sw, float* dst, int dh, int dw, double scale_x,
-                           double scale_y, float factor) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)dh * dw) return;
-    int dy = (int)(i / dw), dx = (int)(i % dw);
+// ---- cv2.resize INTER_LINEAR, float32, at destination pixel (dy, dx) of a (sh, sw) -> (dh, dw) resize ----
+__device__ __forceinline__ float fb_resize_f32_at(const float* src, int sh, int sw, int dy, int dx, double scale_x,
+                                                  double scale_y) {
     int sx, sy;
     float fx, fy;
     fb_coord_f64(dx, scale_x, &sx, &fx);
@@ -125,7 +125,16 @@ __global__ void resize_f32(const float* src, int sh, int sw, float* dst, int dh,
     const float* r1 = src + (long long)fb_clamp(sy + 1, 0, sh - 1) * sw;
     float s0 = last ? r0[sx] : r0[sx] + fx * (r0[sx + 1] - r0[sx]);
     float s1 = last ? r1[sx] : r1[sx] + fx * (r1[sx + 1] - r1[sx]);
-    float v = s0 + fy * (s1 - s0);
+    return s0 + fy * (s1 - s0);
+}
+
+// The whole resize; the result times factor (1 for a pyramid level).
+__global__ void resize_f32(const float* src, int sh, int sw, float* dst, int dh, int dw, double scale_x,
+                           double scale_y, float factor) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)dh * dw) return;
+    int dy = (int)(i / dw), dx = (int)(i % dw);
+    float v = fb_resize_f32_at(src, sh, sw, dy, dx, scale_x, scale_y);
     dst[i] = v * factor;
 }
 
@@ -135,21 +144,28 @@ __global__ void u8_to_f32(const unsigned char* src, float* dst, long long n) {
 }
 
 // ---- cv2.GaussianBlur(img, (3, 3), 0) on float32: kernel (1/4, 1/2, 1/4), BORDER_REFLECT_101 ----
-__global__ void gauss3_rows(const float* src, float* dst, int h, int w) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)h * w) return;
-    int y = (int)(i / w), x = (int)(i % w);
-    const float* row = src + (long long)y * w;
-    dst[i] = row[x] * 0.5f + (row[fb_reflect101(x - 1, w)] + row[fb_reflect101(x + 1, w)]) * 0.25f;
+// Pixel k of a float32 image, or of a uint8 one (u8) converted on its own (exact, as u8_to_f32).
+__device__ __forceinline__ float fb_px(const void* src, int u8, long long k) {
+    return u8 ? (float)((const unsigned char*)src)[k] : ((const float*)src)[k];
 }
 
-__global__ void gauss3_cols(const float* src, float* dst, int h, int w) {
+// The row pass at (y, x): OpenCV's horizontal 3-tap sum.
+__device__ __forceinline__ float fb_gauss3_row(const void* src, int u8, int w, int y, int x) {
+    long long r = (long long)y * w;
+    return fb_px(src, u8, r + x) * 0.5f
+           + (fb_px(src, u8, r + fb_reflect101(x - 1, w)) + fb_px(src, u8, r + fb_reflect101(x + 1, w))) * 0.25f;
+}
+
+// Both passes in one launch: each thread takes the row pass at its pixel and at the rows above and below (the
+// values a row-pass launch would have stored: same operations, so the same bits), then the column pass.
+__global__ void gauss3(const void* src, int u8, float* dst, int h, int w) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)h * w) return;
     int y = (int)(i / w), x = (int)(i % w);
-    float up = src[(long long)fb_reflect101(y - 1, h) * w + x];
-    float down = src[(long long)fb_reflect101(y + 1, h) * w + x];
-    dst[i] = src[i] * 0.5f + (up + down) * 0.25f;
+    float mid = fb_gauss3_row(src, u8, w, y, x);
+    float up = fb_gauss3_row(src, u8, w, fb_reflect101(y - 1, h), x);
+    float down = fb_gauss3_row(src, u8, w, fb_reflect101(y + 1, h), x);
+    dst[i] = mid * 0.5f + (up + down) * 0.25f;
 }
 
 // ---- polynomial expansion (_farneback_nb.poly_expand) ----
@@ -259,15 +275,27 @@ __device__ __forceinline__ void fb_pixel_terms(const float* r0, const float* r1,
     o[4] = FB_FMA(a12, db1, a22 * db2);
 }
 
-// r0, r1 (h, w, 5) expansions; flow (2, h, w) planar prior; border (nb,) weights; out (h, w, 5)
-__global__ void update_matrices(const float* r0, const float* r1, const float* flow, const float* border, int nb,
-                                int h, int w, float* out) {
+// r0, r1 (h, w, 5) expansions; border (nb,) weights; out (h, w, 5). The prior displacement of pixel i by
+// prior_kind: 0 none (zero flow; prior unread), 1 a flow (h, w, 2), 2 the next-coarser level's planar flow
+// (2, ph, pw) brought up to (h, w) as the coarse-to-fine loop does (resize_f32 of each plane, times ratio_x or
+// ratio_y: the same operations, so the bits resize_f32 would have stored), in this launch.
+__global__ void update_matrices(const float* r0, const float* r1, const float* prior, int prior_kind, int ph,
+                                int pw, double scale_x, double scale_y, float ratio_x, float ratio_y,
+                                const float* border, int nb, int h, int w, float* out) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     long long hw = (long long)h * w;
     if (i >= hw) return;
     int y = (int)(i / w), x = (int)(i % w);
+    float dx = 0.0f, dy = 0.0f;
+    if (prior_kind == 1) {
+        dx = prior[2 * i];
+        dy = prior[2 * i + 1];
+    } else if (prior_kind == 2) {
+        dx = fb_resize_f32_at(prior, ph, pw, y, x, scale_x, scale_y) * ratio_x;
+        dy = fb_resize_f32_at(prior + (long long)ph * pw, ph, pw, y, x, scale_x, scale_y) * ratio_y;
+    }
     float wgt = fb_weight(border, nb, y, h) * fb_weight(border, nb, x, w);
-    fb_pixel_terms(r0, r1, h, w, y, x, flow[i], flow[hw + i], wgt, out + 5 * i);
+    fb_pixel_terms(r0, r1, h, w, y, x, dx, dy, wgt, out + 5 * i);
 }
 
 __device__ __forceinline__ void fb_solve(const float* m, double det_eps, float* dx, float* dy) {
@@ -332,11 +360,8 @@ __global__ void window_cols(const float* src, float* dst, int h, int w, int c, c
     dst[i] = s;
 }
 
-// ---- cv2.medianBlur of a float32 plane (ksize 3 or 5, BORDER_REPLICATE): dst[i * step + offset] ----
-__global__ void median(const float* src, int h, int w, int ksize, float* dst, int step, int offset) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)h * w) return;
-    int y = (int)(i / w), x = (int)(i % w);
+// ---- cv2.medianBlur of a float32 plane (ksize 3 or 5, BORDER_REPLICATE) at (y, x) ----
+__device__ __forceinline__ float fb_median_at(const float* src, int h, int w, int ksize, int y, int x) {
     int r = ksize / 2;
     float v[25];
     int n = 0;
@@ -349,7 +374,22 @@ __global__ void median(const float* src, int h, int w, int ksize, float* dst, in
             v[k] = a;
         }
     }
-    dst[i * step + offset] = v[n / 2];
+    return v[n / 2];
+}
+
+// Both planes of a planar flow src (2, h, w) median-filtered in one launch, into med (2, h, w) (the next finer
+// level's prior) and interleaved into out (h, w, 2) (the level's flow).
+__global__ void median2(const float* src, int h, int w, int ksize, float* med, float* out) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long hw = (long long)h * w;
+    if (i >= hw) return;
+    int y = (int)(i / w), x = (int)(i % w);
+    float a = fb_median_at(src, h, w, ksize, y, x);
+    float b = fb_median_at(src + hw, h, w, ksize, y, x);
+    med[i] = a;
+    med[hw + i] = b;
+    out[2 * i] = a;
+    out[2 * i + 1] = b;
 }
 
 // two planes (2, h, w) -> (h, w, 2)

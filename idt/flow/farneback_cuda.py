@@ -95,20 +95,44 @@ def build_pyramid_cuda(gray, sizes: Sequence[tuple[int, int]]) -> list:
     return levels
 
 
+class _Upscale:
+    """A prior that is the next-coarser level's planar flow ``(2, h0, w0)``, to be resized to the level and
+    multiplied by the size ratios (``update_matrices`` does it, instead of two ``resize_f32`` launches)."""
+
+    def __init__(self, coarser):
+        self.coarser = coarser
+
+
+def _prior_args(prior, work) -> tuple:
+    """``update_matrices``' prior arguments ``(prior, kind, ph, pw, scale_x, scale_y, ratio_x, ratio_y)`` for a
+    prior that is None (zero flow), an ``(h, w, 2)`` float32 device flow, or an :class:`_Upscale` (the same scales,
+    OpenCV's in double, and float32 ratios ``w / w0``, ``h / h0`` as :func:`_resize` and the coarse-to-fine loop
+    used)."""
+    if prior is None:
+        return (work.flow, np.int32(0), np.int32(0), np.int32(0), np.float64(0), np.float64(0), np.float32(0),
+                np.float32(0))
+    if isinstance(prior, _Upscale):
+        src = prior.coarser
+        h, w = work.h, work.w
+        h0, w0 = src.shape[1:]
+        return (src, np.int32(2), np.int32(h0), np.int32(w0), _scale(w0, w), _scale(h0, h), np.float32(w / w0),
+                np.float32(h / h0))
+    return (prior, np.int32(1), np.int32(0), np.int32(0), np.float64(0), np.float64(0), np.float32(0),
+            np.float32(0))
+
+
 class _DeviceWorkspace:
     """Scratch arrays of one level size on the device, reused across frames."""
 
     def __init__(self, cp, h: int, w: int):
         self.h, self.w = h, w
-        self.gray = cp.empty((h, w), cp.float32)  # the level as float32
-        self.tmp = cp.empty((h, w), cp.float32)  # presmoothing, row pass
+        self.gray = cp.empty((h, w), cp.float32)  # the level as float32 (no presmoothing)
         self.img = cp.empty((h, w), cp.float32)  # the presmoothed level
         self.v = cp.empty((3, h, w), cp.float32)  # vertical moments of the expansion
         self.m = cp.empty((h, w, 5), cp.float32)
         self.mt = cp.empty((h, w, 5), cp.float32)  # window sum, row pass
         self.mb = cp.empty((h, w, 5), cp.float32)
         self.flow = cp.empty((2, h, w), cp.float32)  # planar x, y
-        self.init = cp.empty((2, h, w), cp.float32)
         self.med = cp.empty((2, h, w), cp.float32)
 
 
@@ -172,31 +196,27 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         h, w = work.h, work.w
         n = h * w
         hw = (np.int32(h), np.int32(w))
-        if lvl.dtype == np.uint8:
+        if self.presmooth:  # one launch, reading the uint8 level itself
+            k.launch("gauss3", n, lvl, np.int32(lvl.dtype == np.uint8), work.img, *hw)
+            src = work.img
+        elif lvl.dtype == np.uint8:
             k.launch("u8_to_f32", n, lvl, work.gray, np.int64(n))
             src = work.gray
         else:
             src = lvl
-        if self.presmooth:
-            k.launch("gauss3_rows", n, src, work.tmp, *hw)
-            k.launch("gauss3_cols", n, work.tmp, work.img, *hw)
-            src = work.img
         g = c["g"]
         poly_n = np.int32(len(self._filters[0][0]) - 1)
         k.launch("poly_rows", n, src, *hw, *g, poly_n, work.v)
         k.launch("poly_cols", n, work.v, *hw, *g, poly_n, *c["consts"], out)
 
-    def _level(self, r0, r1, init, iterations: int, work: _DeviceWorkspace):
-        """Refine the planar prior ``init`` (2, h, w) (zero if None); returns ``work.flow``."""
+    def _level(self, r0, r1, prior, iterations: int, work: _DeviceWorkspace):
+        """Refine the prior flow (see :func:`_prior_args`; None: zero flow); returns ``work.flow`` (2, h, w)."""
         k, c = _k(), self._constants()
         h, w = work.h, work.w
         n = h * w
         hw = (np.int32(h), np.int32(w))
-        if init is None:
-            init = work.flow
-            init.fill(0.0)
+        k.launch("update_matrices", n, r0, r1, *_prior_args(prior, work), c["border"], c["nborder"], *hw, work.m)
         r = np.int32(len(self._window) // 2)
-        k.launch("update_matrices", n, r0, r1, init, c["border"], c["nborder"], *hw, work.m)
         for i in range(iterations):
             k.launch("window_rows", 5 * n, work.m, work.mt, *hw, np.int32(5), c["window"], r)
             k.launch("window_cols", 5 * n, work.mt, work.mb, *hw, np.int32(5), c["window"], r)
@@ -208,23 +228,17 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         return work.flow
 
     def _median(self, flow, work: _DeviceWorkspace):
-        """Planar ``flow`` median-filtered per channel (``cv2.medianBlur``) into ``work.med``."""
+        """Planar ``flow`` median-filtered per channel (``cv2.medianBlur``): ``(planar, merged)``, the planar
+        result in ``work.med`` (or ``flow`` itself without a median filter) and a fresh ``(h, w, 2)`` copy, in one
+        launch."""
         k = _k()
         h, w = work.h, work.w
+        out = _cp().empty((h, w, 2), np.float32)
         if self.median <= 1:
-            work.med[...] = flow
-            return work.med
-        for ch in range(2):
-            k.launch("median", h * w, flow[ch], np.int32(h), np.int32(w), np.int32(self.median), work.med[ch],
-                     np.int32(1), np.int32(0))
-        return work.med
-
-    @staticmethod
-    def _merge(planes, work: _DeviceWorkspace):
-        """(2, h, w) -> a fresh (h, w, 2) array."""
-        out = _cp().empty((work.h, work.w, 2), np.float32)
-        _k().launch("merge2", work.h * work.w, planes, np.int64(work.h * work.w), out)
-        return out
+            k.launch("merge2", h * w, flow, np.int64(h * w), out)
+            return flow, out
+        k.launch("median2", h * w, flow, np.int32(h), np.int32(w), np.int32(self.median), work.med, out)
+        return work.med, out
 
     # ----------------------------------------------------------------------------------- PyramidFlow API
     def prepare(self, levels: list, slot: int) -> list:
@@ -243,20 +257,18 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         """Flows ``(h_i, w_i, 2)`` float32 (CuPy) between two frames' expansions, coarse to fine."""
         from idtfv.idt.flow.pyramid import coarse_to_fine_levels
 
+        merged = [None] * len(cur)
+
         def level(s, prior):
             work = self._work[s]
-            return self._median(self._level(prev[s], cur[s], prior, self.iterations, work), work)
+            planar, merged[s] = self._median(self._level(prev[s], cur[s], prior, self.iterations, work), work)
+            return planar
 
-        def upscale(coarser, s):  # resized to level s and multiplied by the size ratio, into its workspace
-            work = self._work[s]
-            h, w = work.h, work.w
-            h0, w0 = coarser.shape[1:]
-            for ch, ratio in ((0, w / w0), (1, h / h0)):
-                _resize(coarser[ch], work.init[ch], np.float32(ratio))
-            return work.init
+        def upscale(coarser, s):  # resized to level s and multiplied by the size ratio: in update_matrices
+            return _Upscale(coarser)
 
-        filtered = coarse_to_fine_levels(len(cur), level, upscale)
-        return [self._merge(f, work) for f, work in zip(filtered, self._work)]
+        coarse_to_fine_levels(len(cur), level, upscale)
+        return merged
 
     def refine_from_previous(self, pyramid: list, priors: list, *, iterations: int = 1) -> list:
         """Flows from frame t-1 to ``pyramid``, each level refined on its own from ``priors`` (``(h_i, w_i, 2)``
@@ -277,9 +289,7 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         out = []
         for s, (r0, r1, prior) in enumerate(zip(self._source, cur, priors)):  # levels are independent
             work = self._work[s]
-            p = cp.asarray(prior, dtype=cp.float32)
-            work.init[0] = p[:, :, 0]
-            work.init[1] = p[:, :, 1]
-            flow = self._level(r0, r1, work.init, int(iterations), work)
-            out.append(self._merge(self._median(flow, work), work))
+            p = cp.ascontiguousarray(cp.asarray(prior, dtype=cp.float32))  # (h, w, 2): read as such
+            flow = self._level(r0, r1, p, int(iterations), work)
+            out.append(self._median(flow, work)[1])
         return out
