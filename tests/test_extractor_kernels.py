@@ -48,6 +48,10 @@ def test_fused_histograms_equal_the_per_channel_kernels(bins, h, w):
         hnb.frame_integral_histograms(np.ascontiguousarray(g)[:, :, None], flow, hog_bins, hof_nbins, mbh_bins,
                                       min_flow, *got)
         assert all(_same_bits(a, b) for a, b in zip(want, got))
+        halves = [np.full_like(a, np.nan) for a in want]  # the fused kernel's two halves (--threads' front thread)
+        hnb.hog_integral_histogram(np.ascontiguousarray(g)[:, :, None], hog_bins, halves[0])
+        hnb.motion_integral_histograms(flow, hof_nbins, mbh_bins, min_flow, *halves[1:])
+        assert all(_same_bits(a, b) for a, b in zip(want, halves))
     assert want[1][-1, -1, -1] > 0  # not vacuous: zero-bin votes, and gradients unless the frame is all border
     assert want[0][-1, -1].sum() > 0 or min(h, w) == 2
 
