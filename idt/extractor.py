@@ -34,14 +34,33 @@ issue's parity bar rather than equal the CPU's (``docs/GPU.md``). A flow solver 
 tracking step's kernel and step 5's histograms and gathering run on the device (then bit-identical: the
 trajectories are the CPU path's).
 
-With ``IDTParams(threads=N)``, N > 1, frames are pipelined (:class:`_Pipeline`): the next frame's decoding and
-keypoints (step 3's detection) run on a worker while the main thread does this frame's homography and warped
-flow, the next frame's steps 1-2 while it does steps 4-7, and steps 4-7 are shared out among the threads by level
-(:func:`level_groups`). Each step sees the inputs it sees on one thread, in the same order, so the output bytes do
-not depend on N.
+With ``IDTParams(threads=N)``, N > 1, on the CPU a **front thread** (:class:`_FrontThread`) runs up to two
+frames ahead of the **main thread**. What runs where, per frame t:
 
-Only the live tracks and two pyramids (three with threads) are kept, so memory does not grow with the video's
-length.
+* front thread: decoding and the size check, the human mask and keypoints (:meth:`_Steps.detect_ahead`), step 1,
+  the HOG integral histograms of every level (:meth:`_Steps.hogs_ahead`: they depend on the frame alone; step 5
+  uses them one frame later), step 2 and step 3's homography (:meth:`_Steps.homography`: keypoint and flow
+  matches, RANSAC; in frame order on this one thread, so the camera's state and generator see what they see on
+  one thread);
+* main thread: step 3's warped flow (warp, pyramid, a second Farnebäck solve from frame t-1, which runs beside
+  the front thread's solve of frame t+1: the solver keeps frames t-1, t and t+1 and gives each caller its own
+  workspace, :meth:`~idtfv.idt.flow.PyramidFlow.look_ahead`), steps 4-7 with step 5's HOF and MBH histograms
+  (:meth:`_Steps.describe`), and 8;
+* with N >= 3, steps 4-7 are also shared out by level (:func:`level_groups`) among the main thread and N - 2
+  workers.
+
+The default preset's work splits about evenly between the two (the front thread's flow and keypoints against
+the main thread's warped flow and histograms). A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
+the one-thread order. On the device (``device="cuda"``) :class:`_Pipeline` runs instead: the next frame's decoding
+and keypoints on a worker while the main thread does this frame's homography and warped flow, the next frame's
+steps 1-2 while it does steps 4-7, shared out by level. Either way each step sees the inputs it sees on one
+thread, in the same order per state (the flow's, the camera's, each level's pool), so the output bytes do not
+depend on N; an error on the front thread (decoding, a frame of another size) is raised by the main thread at
+that frame, as on one thread, and stops the front thread.
+
+Only the live tracks and two pyramids are kept on one thread; with the front thread a few more frames' pyramids,
+flows and HOG histograms (at most two frames ahead, one waiting in the queue), so memory does not grow with the
+video's length.
 """
 
 from __future__ import annotations
