@@ -91,7 +91,7 @@ from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
 from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idtfv.idt.params import IDTParams
 from idtfv.idt.pyramid import pyramid_geometry
-from idtfv.idt.sampling import dense_sample
+from idtfv.idt.sampling import corner_response, dense_sample
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.layout import BLOCK_NAMES
 from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
@@ -558,9 +558,10 @@ class _Steps:
                 # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as the
                 # kernels themselves; the HOG may have been made ahead (the front thread's, not ours to reuse)
                 hog = None if self.prev_hogs is None else self.prev_hogs[s]
-                hists = _desc.frame_histograms(self.prev_pyr[s], flows_w[k], layout=self.layout,
-                                               out=self.hist_bufs[s], device=self.device, hog=hog)
-                self.hist_bufs[s] = hists if hog is None else hists._replace(hog=None)
+                bufs = self.hist_bufs[s]
+                hists = _desc.frame_histograms(self.prev_pyr[s], flows_w[k], layout=self.layout, out=bufs,
+                                               device=self.device, hog=hog)
+                self.hist_bufs[s] = hists if hog is None else hists._replace(hog=None if bufs is None else bufs.hog)
             with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
                 if self.on_device:  # gathered at the device points into the device sums: nothing moves
                     from idtfv.idt.tracking_cuda import gather_blocks
@@ -628,6 +629,14 @@ class _Steps:
         done = self.prev_hogs
         self.prev_gray, self.prev_pyr, self.prev_hogs = gray, pyr, hogs
         return done
+
+    def responses_ahead(self, pyr: list[np.ndarray], *, sampled: bool) -> None:
+        """The corner responses (:func:`idtfv.idt.sampling.corner_response`, remembered there) of a frame's levels
+        that :meth:`sample` (all levels, when ``sampled``) and the next frame's :meth:`homography` (level 0, its
+        flow matches) will ask for, made ahead by the front thread (:class:`_FrontThread`)."""
+        with self.timer("sampling"):
+            for lvl in pyr if sampled else pyr[:1]:
+                corner_response(lvl)
 
     def hogs_ahead(self, pyr: list[np.ndarray], out: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """The HOG integral histogram of every level of a frame (:func:`idtfv.idt.descriptors.hog_histogram`; in
@@ -779,7 +788,7 @@ class _FrontThread:
     def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
         self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
         self.frame_num = frame_num  # the last frame handed to the main thread
-        self._first = steps.prev_gray  # frame_num, the frame before the front thread's first
+        self._first, self._first_num = steps.prev_gray, frame_num  # the frame before the front thread's first
         # flow solves the front thread may start before the main thread's next warped flow (see the docstring)
         self._permits = threading.Semaphore(2 if steps.flow_ahead else 1)
         self._items: queue.Queue = queue.Queue(maxsize=1)
@@ -802,6 +811,12 @@ class _FrontThread:
             return False
         finally:
             self.stats["front_wait"] += time.perf_counter() - t0
+
+    def _ahead(self, k: int) -> bool:
+        """Whether the front thread is ahead of the main one as it starts frame ``k``'s share of the main
+        thread's work (the HOG histograms, the corner responses): the frame before still waits in the queue.
+        Either way the bytes are the same; only who computes them changes."""
+        return self._items.full()
 
     def _put(self, item) -> bool:
         def put(timeout):
@@ -828,10 +843,13 @@ class _FrontThread:
                 _check_size(gray, self.shape, self.source, k)
                 ahead = steps.detect_ahead(k, gray)
                 pyr = steps.pyramid(gray)
-                try:
-                    hogs = steps.hogs_ahead(pyr, self._free_hogs.get_nowait())
-                except queue.Empty:
-                    hogs = steps.hogs_ahead(pyr)
+                hogs = None
+                if self._ahead(k):  # ahead of the main thread: take some of its work (else it does it)
+                    try:
+                        hogs = steps.hogs_ahead(pyr, self._free_hogs.get_nowait())
+                    except queue.Empty:
+                        hogs = steps.hogs_ahead(pyr)
+                    steps.responses_ahead(pyr, sampled=(k - self._first_num) % steps.params.init_gap == 0)
                 if not self._wait(lambda timeout: self._permits.acquire(timeout=timeout)):
                     return
                 self.flow_calls.append(("front", k))

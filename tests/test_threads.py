@@ -143,3 +143,22 @@ def test_the_front_thread_solves_the_next_flow_beside_the_warped_flow(monkeypatc
     assert len(seen) >= 6 and all(seen[:-1])  # every frame but the last has a next one to wait for
     monkeypatch.setattr(FarnebackPyramidFlow, "flow_from_previous", side)
     assert _same(extract(frames, IDTParams(warp_margin=5)), two)
+
+
+@pytest.mark.parametrize("pattern", ["always", "never", "alternate"])
+def test_the_main_threads_share_made_ahead_or_not_gives_the_same_bytes(monkeypatch, pattern):
+    """Whether the front thread makes a frame's HOG histograms and corner responses depends on who is ahead (a
+    matter of timing); every mix of frames where it did and did not gives the bytes of one thread."""
+    from idtfv.idt import extractor as ex
+
+    made = []
+
+    def ahead(self, k):
+        made.append(pattern == "always" or (pattern == "alternate" and k % 2 == 0))
+        return made[-1]
+
+    monkeypatch.setattr(ex._FrontThread, "_ahead", ahead)
+    frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
+    one = extract(frames, IDTParams())
+    assert _same(one, extract(frames, IDTParams(threads=2)))
+    assert len(made) == 13 and sum(made) == {"always": 13, "never": 0, "alternate": 6}[pattern]
