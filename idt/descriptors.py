@@ -39,8 +39,8 @@ from idtfv.errors import ParameterError
 from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
-    "DescriptorLayout", "FrameHistograms", "frame_histograms", "hog_histogram", "cell_descriptors", "cell_descriptor_rows",
-    "temporal_pool", "patch_corners",
+    "DescriptorLayout", "FrameHistograms", "frame_histograms", "hog_histogram", "cell_descriptors",
+    "cell_descriptor_rows", "temporal_pool", "patch_corners",
 ]
 
 #: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,

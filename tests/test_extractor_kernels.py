@@ -149,6 +149,19 @@ def test_corner_response_is_remembered_only_for_the_same_pixels():
     assert len(sampling._RESPONSES) <= sampling._RESPONSES_KEPT
 
 
+def test_corner_response_remembers_the_last_few_frames_of_a_size():
+    # --threads: the front thread asks for frames up to two ahead of the main thread's
+    rng = np.random.default_rng(4)
+    frames = [(rng.random((31, 29)) * 255).astype(np.uint8) for _ in range(sampling._RESPONSES_PER_SIZE + 1)]
+    first = [sampling.corner_response(f) for f in frames]
+    again = [sampling.corner_response(f.copy()) for f in frames[1:]]  # the newest few: remembered
+    assert all(a is b for a, b in zip(again, first[1:]))
+    oldest = sampling.corner_response(frames[0].copy())  # the oldest was dropped: made again, the same numbers
+    assert oldest is not first[0]
+    np.testing.assert_array_equal(oldest, cv2.cornerMinEigenVal(frames[0], 3, ksize=3))
+    assert len(sampling._RESPONSES[((31, 29), frames[0].dtype.str)]) == sampling._RESPONSES_PER_SIZE
+
+
 # ------------------------------------------------------------------------------------------- track pool
 class NaivePool:
     """The pool's semantics spelled out: live rows sorted by birth on every call, a free list whose last item is

@@ -89,7 +89,8 @@ def _failing_frames(frames, at: int, error: BaseException):
 
 @pytest.mark.parametrize("make_frames, error", [
     (lambda frames: _failing_frames(frames, 9, OSError("decode error at frame 9")), "decode error at frame 9"),
-    (lambda frames: [f if k != 9 else f[:-8] for k, f in enumerate(frames)], r"frame 9 has size \(160, 112\), expected \(160, 120\)"),
+    (lambda frames: [f if k != 9 else f[:-8] for k, f in enumerate(frames)],
+     r"frame 9 has size \(160, 112\), expected \(160, 120\)"),
 ])
 def test_an_error_mid_video_is_the_one_of_one_thread_and_ends_the_front_thread(make_frames, error):
     frames = tiny_frames(frames=16, width=160, height=120, motion=(2, 1))
@@ -162,3 +163,20 @@ def test_the_main_threads_share_made_ahead_or_not_gives_the_same_bytes(monkeypat
     one = extract(frames, IDTParams())
     assert _same(one, extract(frames, IDTParams(threads=2)))
     assert len(made) == 13 and sum(made) == {"always": 13, "never": 0, "alternate": 6}[pattern]
+
+
+def test_the_front_thread_reuses_its_arrays_so_memory_does_not_grow_with_the_length(monkeypatch):
+    from idtfv.idt import extractor as ex
+
+    fresh, reused = [], []
+    hogs_ahead = ex._Steps.hogs_ahead
+
+    def counting(self, pyr, out=None):
+        (fresh if out is None else reused).append(1)
+        return hogs_ahead(self, pyr, out)
+
+    monkeypatch.setattr(ex._FrontThread, "_ahead", lambda self, k: True)
+    monkeypatch.setattr(ex._Steps, "hogs_ahead", counting)
+    extract(tiny_frames(frames=40, width=96, height=72, motion=(1, 1)), IDTParams(threads=2))
+    # frames in flight: the main thread's, one queued, one on the front thread (and the one being recycled)
+    assert len(fresh) + len(reused) == 39 and len(fresh) <= 5
