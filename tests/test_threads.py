@@ -69,11 +69,11 @@ def test_threads_1_2_3_give_the_same_bytes_on_a_real_clip(preset):
     assert _same(runs[0], runs[1]) and _same(runs[0], runs[2])
 
 
-@pytest.mark.parametrize("options", [{"flow": "dis"}, {"warp_flow": "refine"}, {"matcher": "flow"},
-                                     {"camera_motion": False}])
+@pytest.mark.parametrize("options", [{"flow": "dis"}, {"farneback_impl": "opencv"}, {"warp_flow": "refine"},
+                                     {"matcher": "flow"}, {"camera_motion": False}])
 def test_the_front_thread_gives_the_bytes_of_one_with_other_options(options):
-    # DIS cannot look ahead (the front thread keeps the one-thread order of its calls); the others change what
-    # the front thread hands over (no keypoints, no homography)
+    # DIS cannot look ahead (the front thread keeps the one-thread order of its calls), OpenCV's Farnebäck can;
+    # the others change what the front thread hands over (no keypoints, no homography)
     frames = tiny_frames(frames=16, width=160, height=120, motion=(2, 1))
     one = extract(frames, IDTParams(**options))
     two = extract(frames, IDTParams(threads=2, **options))
