@@ -427,7 +427,7 @@ class _Steps:
         self.prev_hogs = None  # the previous frame's HOG integral histograms per level, when made ahead
         self._flow_source = None  # with a front thread: where frame t's flows start (FarnebackPyramidFlow.step)
         # with a front thread (_FrontThread): whether the flow's next-frame solve may run beside the side solve
-        self.flow_ahead = params.threads > 1 and not self.on_device and self.flow.look_ahead()
+        self.flow_ahead = params.threads > 1 and not self.on_device and self.flow.look_ahead(_AHEAD)
 
     # ---- the first frame
     def start(self, frame_num: int, gray: np.ndarray) -> None:
@@ -746,6 +746,11 @@ class _Pipeline:
         return item
 
 
+#: With a front thread (:class:`_FrontThread`): how many frames past the main thread's its flow may be solved
+#: (and its items queued); a deeper buffer evens out frames that cost one thread more than the other.
+_AHEAD = 2
+
+
 class _Failed:
     """An exception raised on the front thread, handed to the main thread to raise there."""
 
@@ -790,8 +795,8 @@ class _FrontThread:
         self.frame_num = frame_num  # the last frame handed to the main thread
         self._first, self._first_num = steps.prev_gray, frame_num  # the frame before the front thread's first
         # flow solves the front thread may start before the main thread's next warped flow (see the docstring)
-        self._permits = threading.Semaphore(2 if steps.flow_ahead else 1)
-        self._items: queue.Queue = queue.Queue(maxsize=1)
+        self._permits = threading.Semaphore(_AHEAD + 1 if steps.flow_ahead else 1)
+        self._items: queue.Queue = queue.Queue(maxsize=_AHEAD)
         self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
         self._stop = threading.Event()
         self.stats = {"front_cpu": 0.0, "front_wall": 0.0, "front_wait": 0.0, "main_wait": 0.0}
@@ -816,7 +821,7 @@ class _FrontThread:
         """Whether the front thread is ahead of the main one as it starts frame ``k``'s share of the main
         thread's work (the HOG histograms, the corner responses): the frame before still waits in the queue.
         Either way the bytes are the same; only who computes them changes."""
-        return self._items.full()
+        return not self._items.empty()
 
     def _put(self, item) -> bool:
         def put(timeout):

@@ -331,14 +331,16 @@ class FarnebackPyramidFlow(PyramidFlow):
         self._bufs: list[list[np.ndarray]] = []  # expansion buffers per slot (the frame slots, then the side's)
         super().__init__()
 
-    def look_ahead(self) -> bool:
-        """Three frame slots and a workspace of its own for the side solve (see
-        :class:`~idtfv.idt.flow.pyramid.PyramidFlow`): about three more expansions and one more workspace per
+    def look_ahead(self, frames: int = 1) -> bool:
+        """``frames + 2`` frame slots and a workspace of its own for the side solve (see
+        :class:`~idtfv.idt.flow.pyramid.PyramidFlow`): ``frames`` more expansions and one more workspace per
         level. Call it before the first frame; returns True."""
         if self._prev is not None:
             raise ParameterError("FarnebackPyramidFlow.look_ahead: call it before the first frame (or after "
                                  "reset())")
-        self.frame_slots = 3
+        if not isinstance(frames, (int, np.integer)) or frames < 1:
+            raise ParameterError(f"FarnebackPyramidFlow.look_ahead: frames must be an integer >= 1, got {frames!r}")
+        self.frame_slots = int(frames) + 2
         self._sizes = None  # the buffers are made again for the slots at the next frame
         return True
 
@@ -480,7 +482,7 @@ class OpenCVFarnebackPyramidFlow(PyramidFlow):
         self.antialias = antialias
         super().__init__()
 
-    def look_ahead(self) -> bool:
+    def look_ahead(self, frames: int = 1) -> bool:
         """True: the levels are prepared into fresh arrays and OpenCV's calls keep no state, so a side solve may
         run beside the next frame's (see :class:`~idtfv.idt.flow.pyramid.PyramidFlow`)."""
         return True

@@ -228,7 +228,7 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         return out
 
     # ----------------------------------------------------------------------------------- PyramidFlow API
-    def look_ahead(self) -> bool:
+    def look_ahead(self, frames: int = 1) -> bool:
         """Not on the device (the extractor keeps its flow calls in order there): False, nothing changes."""
         return False
 

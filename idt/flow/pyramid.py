@@ -227,24 +227,24 @@ class PyramidFlow:
     This class keeps the prepared frames t-1 and t and checks the pyramids. :attr:`name` is recorded by the
     extractor as ``info["flow_impl"]``.
 
-    **Looking ahead** (the extractor's ``threads > 1``): one thread calls the object on frame t+1 while another
-    solves :meth:`flow_from_previous` (or :meth:`refine_from_previous`) from frame t-1 to a warped frame t. That
-    needs the prepared frames t-1, t and t+1 at once and separate scratch for the two callers: a solver that can
-    do it overrides :meth:`look_ahead` (after it, three frame slots cycle and the side solve has its own
-    workspace), and the caller passes the side solve the ``source`` that :meth:`step` returned with frame t's
-    flows, since by then the object's own frame t-1 may already be frame t.
+    **Looking ahead** (the extractor's ``threads > 1``): one thread calls the object on frames up to t+n while
+    another solves :meth:`flow_from_previous` (or :meth:`refine_from_previous`) from frame t-1 to a warped frame
+    t. That needs the prepared frames t-1 .. t+n at once and separate scratch for the two callers: a solver that
+    can do it overrides :meth:`look_ahead` (after ``look_ahead(n)``, n + 2 frame slots cycle and the side solve
+    has its own workspace), and the caller passes the side solve the ``source`` that :meth:`step` returned with
+    frame t's flows, since by then the object's own frame t-1 may already be a later one.
     """
 
     #: The implementation's name in the extractor's output metadata.
     name = "PyramidFlow"
-    #: Frame slots :meth:`prepare` cycles through (3 after :meth:`look_ahead`); the side solve's slot is this.
+    #: Frame slots :meth:`prepare` cycles through (n + 2 after ``look_ahead(n)``); the side solve's slot is this.
     frame_slots = 2
 
     def __init__(self):
         self.reset()
 
-    def look_ahead(self) -> bool:
-        """Make :meth:`__call__` on frame t+1 safe to run on one thread while another runs
+    def look_ahead(self, frames: int = 1) -> bool:
+        """Make :meth:`__call__` on frames up to t + ``frames`` safe to run on one thread while another runs
         :meth:`flow_from_previous` / :meth:`refine_from_previous` from frame t-1 (passing :meth:`step`'s
         ``source``). Returns whether the solver can (this default: False, nothing changes; the caller must then
         keep the two in order)."""
