@@ -43,14 +43,16 @@ frames ahead of the **main thread**. What runs where, per frame t:
   matches, RANSAC; in frame order on this one thread, so the camera's state and generator see what they see on
   one thread);
 * main thread: step 3's warped flow (warp, pyramid, a second Farnebäck solve from frame t-1, which runs beside
-  the front thread's solve of frame t+1: the solver keeps frames t-1, t and t+1 and gives each caller its own
+  the front thread's solves of frames t+1, t+2: the solver keeps frames t-1 .. t+2 and gives each caller its own
   workspace, :meth:`~idtfv.idt.flow.PyramidFlow.look_ahead`), steps 4-7 with step 5's HOF and MBH histograms
   (:meth:`_Steps.describe`), and 8;
 * with N >= 3, steps 4-7 are also shared out by level (:func:`level_groups`) among the main thread and N - 2
   workers.
 
 The default preset's work splits about evenly between the two (the front thread's flow and keypoints against
-the main thread's warped flow and histograms). A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
+the main thread's warped flow and histograms); the front thread makes the HOG histograms and the levels' corner
+responses (for step 7 and the next homography) only while it is ahead, else the main thread makes them, the
+same numbers either way. A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
 the one-thread order. On the device (``device="cuda"``) :class:`_Pipeline` runs instead: the next frame's decoding
 and keypoints on a worker while the main thread does this frame's homography and warped flow, the next frame's
 steps 1-2 while it does steps 4-7, shared out by level. Either way each step sees the inputs it sees on one
@@ -59,8 +61,8 @@ depend on N; an error on the front thread (decoding, a frame of another size) is
 that frame, as on one thread, and stops the front thread.
 
 Only the live tracks and two pyramids are kept on one thread; with the front thread a few more frames' pyramids,
-flows and HOG histograms (at most two frames ahead, one waiting in the queue), so memory does not grow with the
-video's length.
+flows and HOG histograms (at most two frames past the main thread's, :data:`_AHEAD`), so memory does not grow
+with the video's length.
 """
 
 from __future__ import annotations
@@ -762,18 +764,21 @@ class _FrontThread:
     """``threads > 1`` on the CPU: :func:`_serial`'s items, made by a front thread running ahead of the main one.
 
     The front thread takes frame after frame: decodes it, checks its size, detects its human mask and keypoints
-    (:meth:`_Steps.detect_ahead`), builds its pyramid and solves its flow from the frame before
+    (:meth:`_Steps.detect_ahead`), builds its pyramid (and, while it is ahead of the main thread, :meth:`_ahead`,
+    the levels' HOG histograms and corner responses), solves its flow from the frame before
     (:meth:`~idtfv.idt.flow.PyramidFlow.step`, which also gives where that flow starts: the main thread's warped
-    flow of the same frame pair starts there too), and queues the item. The main thread takes the items in
-    order and does everything else: the homography, the warped flow (a second solve from frame t-1, beside the
-    front thread's solve of frame t+1), tracking, histograms, descriptors, pruning and sampling.
+    flow of the same frame pair starts there too), estimates the homography (:meth:`_Steps.homography`) and
+    queues the item. The main thread takes the items in order and does everything else: the warped flow (a
+    second solve from frame t-1, beside the front thread's solves of the next frames), tracking, HOF and MBH
+    histograms, descriptors, pruning and sampling.
 
     The two solves run side by side only when the solver can look ahead
-    (:meth:`~idtfv.idt.flow.PyramidFlow.look_ahead`: frames t-1, t, t+1 prepared at once, a workspace per
-    caller); then the front thread may solve frame k's flow once the main thread's warped flow of frame k-2 is
-    done (:meth:`warped`), i.e. it runs up to two frames ahead. A solver that cannot (DIS, TV-L1) keeps the
-    one-thread order: frame k's flow after frame k-1's warped flow. At most one finished item waits in the
-    queue, so memory stays at a few frames' pyramids and flows whatever the video's length.
+    (``look_ahead(_AHEAD)``: frames t-1 .. t + :data:`_AHEAD` prepared at once, a workspace per caller); then the
+    front thread may solve frame k's flow once the main thread's warped flow of frame k - :data:`_AHEAD` - 1 is
+    done (:meth:`warped`), i.e. up to :data:`_AHEAD` frames past the frame the main thread is on. A solver that
+    cannot (DIS, TV-L1) keeps the one-thread order: frame k's flow after frame k-1's warped flow. At most
+    :data:`_AHEAD` finished items wait in the queue, so memory stays at a few frames' pyramids, flows and HOG
+    histograms (whose arrays come back for reuse, :meth:`recycle`) whatever the video's length.
 
     Each step sees the inputs it sees on one thread, in the same order per solver state, so the output bytes
     do not depend on the thread count. An exception on the front thread (a decode error, a frame of another
