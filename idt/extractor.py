@@ -805,8 +805,6 @@ class _FrontThread:
         self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
         self._stop = threading.Event()
         self.stats = {"front_cpu": 0.0, "front_wall": 0.0, "front_wait": 0.0, "main_wait": 0.0}
-        # ("front", k): frame k's flow solve starts; ("main", k): frame k's warped flow is done (the last 64)
-        self.flow_calls: collections.deque = collections.deque(maxlen=64)
         self._thread = threading.Thread(target=self._run, name="idt-front", daemon=True)
         self._thread.start()
 
@@ -862,7 +860,6 @@ class _FrontThread:
                     steps.responses_ahead(pyr, sampled=(k - self._first_num) % steps.params.init_gap == 0)
                 if not self._wait(lambda timeout: self._permits.acquire(timeout=timeout)):
                     return
-                self.flow_calls.append(("front", k))
                 with steps.timer("flow"):
                     flows, flow_source = steps.flow.step(pyr)
                 H = None if steps.camera is None else steps.homography(k, prev_gray, gray, flows, ahead)
@@ -878,7 +875,6 @@ class _FrontThread:
     # ---- the main thread
     def warped(self) -> None:
         """The main thread's warped flow of the current frame is done: one more flow solve may start ahead."""
-        self.flow_calls.append(("main", self.frame_num))
         self._permits.release()
 
     def recycle(self, hogs) -> None:
