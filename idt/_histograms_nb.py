@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
-           "gather_blocks", "gather_all_blocks"]
+           "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks"]
 
 
 # atan(t) ~= t * P(t^2) on [0, 1]: least-squares fit on Chebyshev nodes, max error 4.1e-8 rad in exact arithmetic
@@ -268,6 +268,36 @@ def flow_integral_histogram(flow, nbins, min_flow, out):
         _accumulate_row(mag, fbin, nbins, nb, rowsum, o[y], o[y + 1])
 
 
+@njit(cache=True, inline="always")
+def _hog_row(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og):
+    """Row ``y + 1`` of the HOG integral histogram ``og`` ((h+1, (w+1) * hog_bins)) of ``gray`` (h, w, 1)."""
+    _gradient_row(gray, 0, y, np.float32(hog_bins), du, dv, mag, fbin)
+    if usual:
+        _accumulate_row_usual(mag, fbin, 8, og[y], og[y + 1])
+    else:
+        _accumulate_row(mag, fbin, hog_bins, hog_bins, rowsum, og[y], og[y + 1])
+
+
+@njit(cache=True, inline="always")
+def _motion_row(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of, ox, oy):
+    """Row ``y + 1`` of the HOF, MBHx and MBHy integral histograms (flattened as in :func:`_hog_row`)."""
+    _flow_row(flow, y, np.float32(hof_nbins), min_flow, du, dv, mag, fbin)
+    if usual:
+        _accumulate_row_usual(mag, fbin, 9, of[y], of[y + 1])
+    else:
+        _accumulate_row(mag, fbin, hof_nbins, hof_nbins + 1, rowsum, of[y], of[y + 1])
+    _gradient_row(flow, 0, y, np.float32(mbh_bins), du, dv, mag, fbin)
+    if usual:
+        _accumulate_row_usual(mag, fbin, 8, ox[y], ox[y + 1])
+    else:
+        _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, ox[y], ox[y + 1])
+    _gradient_row(flow, 1, y, np.float32(mbh_bins), du, dv, mag, fbin)
+    if usual:
+        _accumulate_row_usual(mag, fbin, 8, oy[y], oy[y + 1])
+    else:
+        _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, oy[y], oy[y + 1])
+
+
 @njit(cache=True, nogil=True)
 def frame_integral_histograms(gray, flow, hog_bins, hof_nbins, mbh_bins, min_flow, hog, hof, mbhx, mbhy):
     """The four integral histograms of one frame at one scale in one pass over its rows.
@@ -275,6 +305,7 @@ def frame_integral_histograms(gray, flow, hog_bins, hof_nbins, mbh_bins, min_flo
     The numbers of :func:`gradient_integral_histogram` of ``gray`` (HOG) and of each flow component (MBHx, MBHy)
     and of :func:`flow_integral_histogram` (HOF), bit for bit, in one call instead of four; with the usual bin
     counts (8, 8 + 1, 8) the per-bin loops get literal lengths and unroll (about 1.5x faster).
+    :func:`hog_integral_histogram` and :func:`motion_integral_histograms` are its two halves (the same rows).
 
     Parameters
     ----------
@@ -304,26 +335,46 @@ def frame_integral_histograms(gray, flow, hog_bins, hof_nbins, mbh_bins, min_flo
     oy[0, :] = 0.0
     usual = hog_bins == 8 and hof_nbins == 8 and mbh_bins == 8
     for y in range(h):
-        _gradient_row(gray, 0, y, np.float32(hog_bins), du, dv, mag, fbin)
-        if usual:
-            _accumulate_row_usual(mag, fbin, 8, og[y], og[y + 1])
-        else:
-            _accumulate_row(mag, fbin, hog_bins, hog_bins, rowsum, og[y], og[y + 1])
-        _flow_row(flow, y, np.float32(hof_nbins), min_flow, du, dv, mag, fbin)
-        if usual:
-            _accumulate_row_usual(mag, fbin, 9, of[y], of[y + 1])
-        else:
-            _accumulate_row(mag, fbin, hof_nbins, hof_nbins + 1, rowsum, of[y], of[y + 1])
-        _gradient_row(flow, 0, y, np.float32(mbh_bins), du, dv, mag, fbin)
-        if usual:
-            _accumulate_row_usual(mag, fbin, 8, ox[y], ox[y + 1])
-        else:
-            _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, ox[y], ox[y + 1])
-        _gradient_row(flow, 1, y, np.float32(mbh_bins), du, dv, mag, fbin)
-        if usual:
-            _accumulate_row_usual(mag, fbin, 8, oy[y], oy[y + 1])
-        else:
-            _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, oy[y], oy[y + 1])
+        _hog_row(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og)
+        _motion_row(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of, ox, oy)
+
+
+@njit(cache=True, nogil=True)
+def hog_integral_histogram(gray, hog_bins, hog):
+    """The HOG part of :func:`frame_integral_histograms`, bit for bit (it depends on the frame alone, so the
+    extractor's front thread makes it ahead, ``threads > 1``). ``gray (h, w, 1)`` float32 or uint8, ``hog
+    (h+1, w+1, hog_bins)`` float32, overwritten."""
+    h, w = gray.shape[0], gray.shape[1]
+    rowsum = np.zeros(hog_bins, dtype=np.float32)
+    du = np.empty(w, np.float32)
+    dv = np.empty(w, np.float32)
+    mag = np.empty(w, np.float32)
+    fbin = np.empty(w, np.float32)
+    og = hog.reshape(h + 1, (w + 1) * hog_bins)
+    og[0, :] = 0.0
+    usual = hog_bins == 8
+    for y in range(h):
+        _hog_row(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og)
+
+
+@njit(cache=True, nogil=True)
+def motion_integral_histograms(flow, hof_nbins, mbh_bins, min_flow, hof, mbhx, mbhy):
+    """The HOF, MBHx and MBHy part of :func:`frame_integral_histograms`, bit for bit (arguments as there)."""
+    h, w = flow.shape[0], flow.shape[1]
+    rowsum = np.zeros(max(hof_nbins + 1, mbh_bins), dtype=np.float32)
+    du = np.empty(w, np.float32)
+    dv = np.empty(w, np.float32)
+    mag = np.empty(w, np.float32)
+    fbin = np.empty(w, np.float32)
+    of = hof.reshape(h + 1, (w + 1) * (hof_nbins + 1))
+    ox = mbhx.reshape(h + 1, (w + 1) * mbh_bins)
+    oy = mbhy.reshape(h + 1, (w + 1) * mbh_bins)
+    of[0, :] = 0.0
+    ox[0, :] = 0.0
+    oy[0, :] = 0.0
+    usual = hof_nbins == 8 and mbh_bins == 8
+    for y in range(h):
+        _motion_row(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of, ox, oy)
 
 
 @njit(cache=True, inline="always")

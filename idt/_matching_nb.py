@@ -27,7 +27,7 @@ def _popcount64(x):
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nearest_hamming(q_pts, t_pts, q_words, t_words, window, out):
     """``out[i]`` = index of the nearest (Hamming) train descriptor within the window, or -1."""
     nw = q_words.shape[1]
@@ -48,7 +48,7 @@ def nearest_hamming(q_pts, t_pts, q_words, t_words, window, out):
         out[i] = best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nearest_l2(q_pts, t_pts, q_desc, t_desc, window, out):
     """``out[i]`` = index of the nearest (squared L2) train descriptor within the window, or -1."""
     nd = q_desc.shape[1]

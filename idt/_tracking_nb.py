@@ -228,7 +228,7 @@ def add_blocks(desc, index, rows, per_cell, blocks):
             desc[r, c, j] += blocks[k, j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def compensate_flow(flow, Hi, out):
     r"""Camera-compensated flow :math:`f_w(x) = H^{-1}(x + f(x)) - x` (see :func:`idtfv.idt.camera.compensate_flow`).
 
@@ -248,7 +248,7 @@ def compensate_flow(flow, Hi, out):
             out[y, x, 1] = (Hi[1, 0] * px + Hi[1, 1] * py + Hi[1, 2]) / den - y
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def compensate_flow_interior(flow, Hi, H, lo, hix, hiy, out):
     r""":func:`compensate_flow` with the reference's border rule: zero where :math:`H x` leaves the interior.
 

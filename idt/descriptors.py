@@ -39,8 +39,8 @@ from idtfv.errors import ParameterError
 from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
-    "DescriptorLayout", "FrameHistograms", "frame_histograms", "cell_descriptors", "cell_descriptor_rows",
-    "temporal_pool", "patch_corners",
+    "DescriptorLayout", "FrameHistograms", "frame_histograms", "hog_histogram", "cell_descriptors",
+    "cell_descriptor_rows", "temporal_pool", "patch_corners",
 ]
 
 #: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,
@@ -130,8 +130,48 @@ def _check_device(device: str, where: str) -> None:
                              f"idtfv.idt.device.resolve_device first), got {device!r}")
 
 
+def _writable(a, shape) -> bool:
+    return (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+            and a.flags.writeable)
+
+
+def _gray3(gray: np.ndarray) -> np.ndarray:
+    # uint8 frames are converted pixel by pixel inside the kernels (the same float32 values, no copy)
+    return (np.ascontiguousarray(gray) if gray.dtype == np.uint8 else _as_f32c(gray))[:, :, None]
+
+
+def hog_histogram(gray: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout(),
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """The HOG integral histogram of one frame at one scale: :func:`frame_histograms`' ``hog``, bit for bit,
+    without the flow (the extractor's front thread makes it ahead, ``threads > 1``; pass it back as
+    ``frame_histograms(..., hog=)``).
+
+    Parameters
+    ----------
+    gray : (h, w) float32 or uint8
+        The frame at this scale, grey levels on a 0..255 scale (at least 2x2).
+    layout : DescriptorLayout
+    out : (h+1, w+1, hog_bins) float32, optional
+        An array to overwrite (used when its shape and dtype fit).
+
+    Returns
+    -------
+    (h+1, w+1, hog_bins) float32
+    """
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise ParameterError(f"hog_histogram: gray must be a 2-D (h, w) image of at least 2x2 pixels, got shape "
+                             f"{gray.shape}")
+    h, w = gray.shape
+    shape = (h + 1, w + 1, layout.hog_bins)
+    hog = out if _writable(out, shape) else np.empty(shape, np.float32)
+    _nb.hog_integral_histogram(_gray3(gray), layout.hog_bins, hog)
+    return hog
+
+
 def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout(),
-                     out: FrameHistograms | None = None, device: str = "cpu") -> FrameHistograms:
+                     out: FrameHistograms | None = None, device: str = "cpu",
+                     hog: np.ndarray | None = None) -> FrameHistograms:
     """Build the HOG, HOF, MBHx and MBHy integral histograms of one frame at one scale.
 
     Parameters
@@ -149,6 +189,9 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
     device : str
         ``"cpu"`` (Numba) or ``"cuda"`` (CuPy, :mod:`idtfv.idt._histograms_cuda`; ``gray`` and ``flow`` may then
         be NumPy or CuPy arrays, and the histograms are CuPy arrays left on the device, bit-identical to the CPU's).
+    hog : (h+1, w+1, hog_bins) float32, optional
+        ``gray``'s :func:`hog_histogram`, made already: returned as the result's ``hog`` (not copied), and only
+        the flow's three histograms are made (CPU only; ``out``'s ``hog`` is then not used).
 
     Returns
     -------
@@ -158,26 +201,32 @@ def frame_histograms(gray: np.ndarray, flow: np.ndarray, *, layout: DescriptorLa
     """
     _check_device(device, "frame_histograms")
     if device == "cuda":
+        if hog is not None:
+            raise ParameterError("frame_histograms: hog= is for the CPU; on the device all four are made together")
         return _frame_histograms_cuda(gray, flow, layout, out)
     gray = np.asarray(gray)
     flow = np.asarray(flow)
     _check_frame(gray, flow)
     h, w = gray.shape
-    # uint8 frames are converted pixel by pixel inside the kernel (the same float32 values, no copy)
-    gray3 = (np.ascontiguousarray(gray) if gray.dtype == np.uint8 else _as_f32c(gray))[:, :, None]
     flow = _as_f32c(flow)
     shapes = ((h + 1, w + 1, layout.hog_bins), (h + 1, w + 1, layout.hof_bins), (h + 1, w + 1, layout.mbh_bins),
               (h + 1, w + 1, layout.mbh_bins))
-    if out is not None and all(
-        isinstance(a, np.ndarray) and a.shape == s and a.dtype == np.float32 and a.flags.c_contiguous
-        and a.flags.writeable for a, s in zip(out, shapes)
-    ):
-        hog, hof, mbhx, mbhy = out
+    if hog is not None and not (isinstance(hog, np.ndarray) and hog.shape == shapes[0] and hog.dtype == np.float32):
+        raise ParameterError(f"frame_histograms: hog must be gray's hog_histogram, a {shapes[0]} float32 array; "
+                             f"got {type(hog).__name__} {getattr(hog, 'shape', '')}")
+    mine = slice(0 if hog is None else 1, 4)  # the arrays made here
+    if out is not None and all(_writable(a, s) for a, s in zip(out[mine], shapes[mine])):
+        arrays = list(out)
     else:
-        hog, hof, mbhx, mbhy = (np.empty(s, np.float32) for s in shapes)
-    _nb.frame_integral_histograms(gray3, flow, layout.hog_bins, layout.hof_bins - 1, layout.mbh_bins,
-                                  np.float32(layout.min_flow), hog, hof, mbhx, mbhy)
-    return FrameHistograms(hog, hof, mbhx, mbhy)
+        arrays = [np.empty(s, np.float32) for s in shapes]
+    if hog is None:
+        _nb.frame_integral_histograms(_gray3(gray), flow, layout.hog_bins, layout.hof_bins - 1, layout.mbh_bins,
+                                      np.float32(layout.min_flow), *arrays)
+    else:
+        arrays[0] = hog
+        _nb.motion_integral_histograms(flow, layout.hof_bins - 1, layout.mbh_bins, np.float32(layout.min_flow),
+                                       *arrays[1:])
+    return FrameHistograms(*arrays)
 
 
 def _frame_histograms_cuda(gray, flow, layout: DescriptorLayout, out) -> FrameHistograms:

@@ -34,14 +34,35 @@ issue's parity bar rather than equal the CPU's (``docs/GPU.md``). A flow solver 
 tracking step's kernel and step 5's histograms and gathering run on the device (then bit-identical: the
 trajectories are the CPU path's).
 
-With ``IDTParams(threads=N)``, N > 1, frames are pipelined (:class:`_Pipeline`): the next frame's decoding and
-keypoints (step 3's detection) run on a worker while the main thread does this frame's homography and warped
-flow, the next frame's steps 1-2 while it does steps 4-7, and steps 4-7 are shared out among the threads by level
-(:func:`level_groups`). Each step sees the inputs it sees on one thread, in the same order, so the output bytes do
-not depend on N.
+With ``IDTParams(threads=N)``, N > 1, on the CPU a **front thread** (:class:`_FrontThread`) runs up to two
+frames ahead of the **main thread**. What runs where, per frame t:
 
-Only the live tracks and two pyramids (three with threads) are kept, so memory does not grow with the video's
-length.
+* front thread: decoding and the size check, the human mask and keypoints (:meth:`_Steps.detect_ahead`), step 1,
+  the HOG integral histograms of every level (:meth:`_Steps.hogs_ahead`: they depend on the frame alone; step 5
+  uses them one frame later), step 2 and step 3's homography (:meth:`_Steps.homography`: keypoint and flow
+  matches, RANSAC; in frame order on this one thread, so the camera's state and generator see what they see on
+  one thread);
+* main thread: step 3's warped flow (warp, pyramid, a second Farnebäck solve from frame t-1, which runs beside
+  the front thread's solves of frames t+1, t+2: the solver keeps frames t-1 .. t+2 and gives each caller its own
+  workspace, :meth:`~idtfv.idt.flow.PyramidFlow.look_ahead`), steps 4-7 with step 5's HOF and MBH histograms
+  (:meth:`_Steps.describe`), and 8;
+* with N >= 3, steps 4-7 are also shared out by level (:func:`level_groups`) among the main thread and N - 2
+  workers.
+
+The default preset's work splits about evenly between the two (the front thread's flow and keypoints against
+the main thread's warped flow and histograms); the front thread makes the HOG histograms and the levels' corner
+responses (for step 7 and the next homography) only while it is ahead, else the main thread makes them, the
+same numbers either way. A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
+the one-thread order. On the device (``device="cuda"``) :class:`_Pipeline` runs instead: the next frame's decoding
+and keypoints on a worker while the main thread does this frame's homography and warped flow, the next frame's
+steps 1-2 while it does steps 4-7, shared out by level. Either way each step sees the inputs it sees on one
+thread, in the same order per state (the flow's, the camera's, each level's pool), so the output bytes do not
+depend on N; an error on the front thread (decoding, a frame of another size) is raised by the main thread at
+that frame, as on one thread, and stops the front thread.
+
+Only the live tracks and two pyramids are kept on one thread; with the front thread a few more frames' pyramids,
+flows and HOG histograms (at most two frames past the main thread's, :data:`_AHEAD`), so memory does not grow
+with the video's length.
 """
 
 from __future__ import annotations
@@ -49,11 +70,13 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -70,7 +93,7 @@ from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
 from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idtfv.idt.params import IDTParams
 from idtfv.idt.pyramid import pyramid_geometry
-from idtfv.idt.sampling import dense_sample
+from idtfv.idt.sampling import corner_response, dense_sample
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.layout import BLOCK_NAMES
 from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
@@ -314,8 +337,9 @@ def _fan_out(executor: ThreadPoolExecutor, run, groups) -> list:
 
 class _CameraAhead(CameraMotion):
     """A :class:`~idtfv.idt.camera.CameraMotion` whose frames' keypoints may be detected ahead, on another thread
-    (``threads > 1``, :class:`_Pipeline`): :meth:`features` takes the oldest of :attr:`ahead` instead of detecting
-    again. Same keypoints, so the same homography."""
+    (``threads > 1``, :meth:`_Steps.detect_ahead`): :meth:`features` takes the oldest of :attr:`ahead` (which
+    :meth:`_Steps.compensate_camera` fills on the main thread) instead of detecting again. Same keypoints, so the
+    same homography."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -393,11 +417,19 @@ class _Steps:
                              max_dis_ratio=params.max_dis_ratio, min_camera_disp=params.min_camera_disp,
                              camera=bool(params.camera_motion))
         self._since_sampling = 0
-        # --threads: the per-level steps of the levels in each group run on one thread (see level_groups)
-        self.executor = ThreadPoolExecutor(params.threads, thread_name_prefix="idt-level") \
-            if params.threads > 1 else None
+        # --threads: the per-level steps of the levels in each group run on one thread (see level_groups). On the
+        # CPU one thread is the front thread (_FrontThread), so the levels are fanned out only from 3 threads on
+        # (over the main thread and threads - 2 workers); on the device the workers also run _Pipeline's work.
+        self.level_threads = params.threads if self.on_device else params.threads - 1
+        self.executor = None
+        if params.threads > 1 and (self.on_device or self.level_threads > 1):
+            self.executor = ThreadPoolExecutor(params.threads if self.on_device else self.level_threads - 1,
+                                               thread_name_prefix="idt-level")
         self.groups = None
-        self._masks_ahead: dict = {}  # frame number -> human mask, taken by detect_now
+        self.prev_hogs = None  # the previous frame's HOG integral histograms per level, when made ahead
+        self._flow_source = None  # with a front thread: where frame t's flows start (FarnebackPyramidFlow.step)
+        # with a front thread (_FrontThread): whether the flow's next-frame solve may run beside the side solve
+        self.flow_ahead = params.threads > 1 and not self.on_device and self.flow.look_ahead(_AHEAD)
 
     # ---- the first frame
     def start(self, frame_num: int, gray: np.ndarray) -> None:
@@ -415,7 +447,7 @@ class _Steps:
                                  capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
         self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
         if self.executor is not None:
-            self.groups = level_groups(self.sizes, p.threads)
+            self.groups = level_groups(self.sizes, self.level_threads)
         pyr = self.pyramid(gray)
         self.optical_flow(pyr)  # None: remembers the frame
         if self.camera is not None:
@@ -436,33 +468,49 @@ class _Steps:
         with self.timer("flow"):
             return self.flow(pyr)
 
-    def detect_now(self, frame_num: int, gray: np.ndarray) -> None:
-        """Frame ``frame_num``'s human mask and keypoints, now (:class:`_Pipeline` calls it on a worker while the
-        main thread is still on the previous frame); :meth:`compensate_camera` takes them."""
+    def detect_ahead(self, frame_num: int, gray: np.ndarray):
+        """Frame ``frame_num``'s human mask and keypoints ``(mask, FrameFeatures or None)``, or None without
+        ``camera_motion``: run ahead on another thread (:class:`_FrontThread`, :class:`_Pipeline`), handed to
+        :meth:`compensate_camera` with the frame. Touches neither the camera's state nor the flow's."""
         if self.camera is None:
-            return
+            return None
         mask = self.humans(frame_num, gray) if self.humans.enabled else None
-        self._masks_ahead[frame_num] = mask
-        if self.camera.detector is not None:
-            with self.timer("camera"):
-                self.camera.ahead.append(_detect(self.camera.detector, gray, mask))
+        if self.camera.detector is None:
+            return mask, None
+        with self.timer("camera"):
+            return mask, _detect(self.camera.detector, gray, mask)
+
+    def homography(self, frame_num: int, prev_gray: np.ndarray, gray: np.ndarray, flows: list[np.ndarray],
+                   ahead=None) -> np.ndarray:
+        """3a. The camera's homography ``(3, 3)`` from ``prev_gray`` (frame ``frame_num - 1``) to ``gray``, from
+        keypoint and flow matches (:meth:`detect_ahead`'s mask and keypoints when given). Frame after frame on one
+        thread: the camera keeps the previous frame's keypoints and RANSAC's generator."""
+        if ahead is not None:
+            mask, features = ahead
+            if features is not None:
+                self.camera.ahead.append(features)
+        else:
+            mask = self.humans(frame_num, gray) if self.humans.enabled else None
+        with self.timer("camera"):
+            H, _, _ = self.camera.estimate(prev_gray, gray, _FlowAtPoints(flows[0]) if self.on_device
+                                           else flows[0], human_mask=mask)
+        return H
 
     def compensate_camera(self, frame_num: int, gray: np.ndarray, flows: list[np.ndarray],
-                          pyr: list | None = None) -> list[np.ndarray]:
+                          pyr: list | None = None, ahead=None, source=None, H=None) -> list[np.ndarray]:
         """3. The camera's homography from the previous frame, and the camera-compensated flow on every level
         (the flow itself without ``camera_motion``). On the device (:attr:`on_device`) the keypoints and the
         homography are still the CPU's, from the host frames; the flow matches read only their points' vectors
         back (:class:`_FlowAtPoints`), and the warp and compensated flows are made from the device frames
-        ``pyr[0]`` and the previous frame's."""
+        ``pyr[0]`` and the previous frame's. ``ahead`` is :meth:`detect_ahead`'s result for this frame when it
+        ran ahead, ``H`` the homography when it was estimated ahead (:meth:`homography`, :class:`_FrontThread`),
+        ``source`` where ``flows`` start (the flow's :meth:`~idtfv.idt.flow.PyramidFlow.step`) when the flow has
+        moved on to the next frame already."""
         if self.camera is None:
             return flows
-        if frame_num in self._masks_ahead:
-            mask = self._masks_ahead.pop(frame_num)
-        else:
-            mask = self.humans(frame_num, gray) if self.humans.enabled else None
-        with self.timer("camera"):
-            H, _, _ = self.camera.estimate(self.prev_gray, gray, _FlowAtPoints(flows[0]) if self.on_device
-                                           else flows[0], human_mask=mask)
+        if H is None:
+            H = self.homography(frame_num, self.prev_gray, gray, flows, ahead)
+        self._flow_source = source
         self.n_accepted += not np.array_equal(H, np.eye(3))
         with self.timer("warp_flow"):
             if self.on_device:
@@ -473,10 +521,16 @@ class _Steps:
                                      params=self.camera_params, recompute=self._flow_to, refine=self._refine_to)
 
     def _flow_to(self, warped: np.ndarray) -> list[np.ndarray]:
-        return self.flow.flow_from_previous(self._build_pyramid(warped, self.sizes))
+        pyr = self._build_pyramid(warped, self.sizes)
+        if self._flow_source is None:
+            return self.flow.flow_from_previous(pyr)
+        return self.flow.flow_from_previous(pyr, source=self._flow_source)
 
     def _refine_to(self, warped: np.ndarray, priors: list[np.ndarray]) -> list[np.ndarray]:
-        return self.flow.refine_from_previous(self._build_pyramid(warped, self.sizes), priors)
+        pyr = self._build_pyramid(warped, self.sizes)
+        if self._flow_source is None:
+            return self.flow.refine_from_previous(pyr, priors)
+        return self.flow.refine_from_previous(pyr, priors, source=self._flow_source)
 
     def track(self, flows: list[np.ndarray], flows_w: list[np.ndarray], *,
               first: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -504,10 +558,12 @@ class _Steps:
                 continue
             with self.timer("histograms"):
                 # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as the
-                # kernels themselves
-                hists = _desc.frame_histograms(self.prev_pyr[s], flows_w[k], layout=self.layout,
-                                               out=self.hist_bufs[s], device=self.device)
-                self.hist_bufs[s] = hists
+                # kernels themselves; the HOG may have been made ahead (the front thread's, not ours to reuse)
+                hog = None if self.prev_hogs is None else self.prev_hogs[s]
+                bufs = self.hist_bufs[s]
+                hists = _desc.frame_histograms(self.prev_pyr[s], flows_w[k], layout=self.layout, out=bufs,
+                                               device=self.device, hog=hog)
+                self.hist_bufs[s] = hists if hog is None else hists._replace(hog=None if bufs is None else bufs.hog)
             with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
                 if self.on_device:  # gathered at the device points into the device sums: nothing moves
                     from idtfv.idt.tracking_cuda import gather_blocks
@@ -569,9 +625,28 @@ class _Steps:
                 _fan_out(self.executor, lambda group: run(group) or (), self.groups)
         self._since_sampling = (self._since_sampling + 1) % self.params.init_gap
 
-    def advance(self, gray: np.ndarray, pyr: list[np.ndarray]) -> None:
-        """8. This frame becomes the previous one."""
-        self.prev_gray, self.prev_pyr = gray, pyr
+    def advance(self, gray: np.ndarray, pyr: list[np.ndarray], hogs: list[np.ndarray] | None = None):
+        """8. This frame becomes the previous one (with its levels' HOG integral histograms when they were made
+        ahead, :meth:`hogs_ahead`); returns the previous frame's, no longer used."""
+        done = self.prev_hogs
+        self.prev_gray, self.prev_pyr, self.prev_hogs = gray, pyr, hogs
+        return done
+
+    def responses_ahead(self, pyr: list[np.ndarray], *, sampled: bool) -> None:
+        """The corner responses (:func:`idtfv.idt.sampling.corner_response`, remembered there) of a frame's levels
+        that :meth:`sample` (all levels, when ``sampled``) and the next frame's :meth:`homography` (level 0, its
+        flow matches) will ask for, made ahead by the front thread (:class:`_FrontThread`)."""
+        with self.timer("sampling"):
+            for lvl in pyr if sampled else pyr[:1]:
+                corner_response(lvl)
+
+    def hogs_ahead(self, pyr: list[np.ndarray], out: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """The HOG integral histogram of every level of a frame (:func:`idtfv.idt.descriptors.hog_histogram`; in
+        ``out``'s arrays when given): made by the front thread (:class:`_FrontThread`), used by :meth:`describe`
+        when the frame is the previous one."""
+        with self.timer("histograms"):
+            return [_desc.hog_histogram(lvl, layout=self.layout, out=None if out is None else out[s])
+                    for s, lvl in enumerate(pyr)]
 
     def live_tracks(self) -> tuple[np.ndarray, np.ndarray]:
         """Points ``(k, L+1, 2)`` and steps done ``(k,)`` of the live tracks of level 0 (birth order)."""
@@ -588,17 +663,31 @@ def _check_size(gray: np.ndarray, shape: tuple[int, int], source, frame_num: int
                                  "first frame")
 
 
+class _Frame(NamedTuple):
+    """A frame after the first, as the main thread's loop takes it: the frame, its pyramid and its flows from the
+    frame before (steps 1-2), and what was made for it ahead on another thread (None where nothing was)."""
+
+    gray: np.ndarray
+    pyr: list
+    flows: list
+    ahead: tuple | None = None  # _Steps.detect_ahead's (mask, keypoints)
+    H: np.ndarray | None = None  # the homography from the frame before (_Steps.homography)
+    flow_source: object = None  # where the flows start (PyramidFlow.step), for the warped flow
+    hogs: list | None = None  # the HOG integral histogram of every level (_Steps.hogs_ahead)
+
+
 def _serial(steps: _Steps, frames, shape, source, frame_num: int):
-    """``(gray, pyramid, flows)`` of every frame after the first (steps 1-2), one after the other."""
+    """The :class:`_Frame` of every frame after the first (steps 1-2), one after the other."""
     for gray in frames:
         frame_num += 1
         _check_size(gray, shape, source, frame_num)
         pyr = steps.pyramid(gray)
-        yield gray, pyr, steps.optical_flow(pyr)
+        yield _Frame(gray, pyr, steps.optical_flow(pyr))
 
 
 class _Pipeline:
-    """``threads > 1``: :func:`_serial`'s items, the next frame's work overlapping the current frame's.
+    """``threads > 1`` on the device: :func:`_serial`'s items, the next frame's work overlapping the current
+    frame's.
 
     While the main thread does frame t's camera step (homography, warped flow), a worker decodes frame t+1 and
     detects its keypoints (:meth:`decode_next`); while the main thread does frame t's per-level steps, a worker
@@ -611,27 +700,38 @@ class _Pipeline:
         self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
         self.frame_num = frame_num  # the last frame handed out
         self._decoded = None  # Future: frame_num + 1 decoded (None at the end), its keypoints detected
-        self._solved = None  # Future: (gray, pyramid, flows) of frame_num + 1, or None at the end
+        self._solved = None  # Future: the item of frame_num + 1, or None at the end
 
     def _decode(self, frame_num: int):
         gray = next(self.frames, None)
+        ahead = None
         if gray is not None and gray.shape == self.shape:
-            self.steps.detect_now(frame_num, gray)
-        return gray
+            ahead = self.steps.detect_ahead(frame_num, gray)
+        return gray, ahead
 
-    def _solve(self, frame_num: int, gray):
+    def _solve(self, frame_num: int, decoded):
+        gray, ahead = decoded
         if gray is None:
             return None
         _check_size(gray, self.shape, self.source, frame_num)
         pyr = self.steps.pyramid(gray)
-        return gray, pyr, self.steps.optical_flow(pyr)
+        return _Frame(gray, pyr, self.steps.optical_flow(pyr), ahead)
 
     def decode_next(self) -> None:
         self._decoded = self.steps.executor.submit(self._decode, self.frame_num + 1)
 
     def solve_next(self) -> None:
-        gray = self._decoded.result()
-        self._solved = self.steps.executor.submit(self._solve, self.frame_num + 1, gray)
+        decoded = self._decoded.result()
+        self._solved = self.steps.executor.submit(self._solve, self.frame_num + 1, decoded)
+
+    def warped(self) -> None:
+        """The main thread's warped flow of the current frame is done (nothing waits for it here)."""
+
+    def close(self) -> None:
+        """Nothing to stop: the workers are the level executor's, shut down with it."""
+
+    def recycle(self, hogs) -> None:
+        """Nothing to recycle (no HOG is made ahead here)."""
 
     def __iter__(self):
         return self
@@ -645,6 +745,175 @@ class _Pipeline:
             raise StopIteration
         self.frame_num += 1
         self._solved = None
+        return item
+
+
+#: With a front thread (:class:`_FrontThread`): how many frames past the main thread's its flow may be solved
+#: (and its items queued); a deeper buffer evens out frames that cost one thread more than the other.
+_AHEAD = 2
+
+
+class _Failed:
+    """An exception raised on the front thread, handed to the main thread to raise there."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class _FrontThread:
+    """``threads > 1`` on the CPU: :func:`_serial`'s items, made by a front thread running ahead of the main one.
+
+    The front thread takes frame after frame: decodes it, checks its size, detects its human mask and keypoints
+    (:meth:`_Steps.detect_ahead`), builds its pyramid (and, while it is ahead of the main thread, :meth:`_ahead`,
+    the levels' HOG histograms and corner responses), solves its flow from the frame before
+    (:meth:`~idtfv.idt.flow.PyramidFlow.step`, which also gives where that flow starts: the main thread's warped
+    flow of the same frame pair starts there too), estimates the homography (:meth:`_Steps.homography`) and
+    queues the item. The main thread takes the items in order and does everything else: the warped flow (a
+    second solve from frame t-1, beside the front thread's solves of the next frames), tracking, HOF and MBH
+    histograms, descriptors, pruning and sampling.
+
+    The two solves run side by side only when the solver can look ahead
+    (``look_ahead(_AHEAD)``: frames t-1 .. t + :data:`_AHEAD` prepared at once, a workspace per caller); then the
+    front thread may solve frame k's flow once the main thread's warped flow of frame k - :data:`_AHEAD` - 1 is
+    done (:meth:`warped`), i.e. up to :data:`_AHEAD` frames past the frame the main thread is on. A solver that
+    cannot (DIS, TV-L1) keeps the one-thread order: frame k's flow after frame k-1's warped flow. At most
+    :data:`_AHEAD` finished items wait in the queue, so memory stays at a few frames' pyramids, flows and HOG
+    histograms (whose arrays come back for reuse, :meth:`recycle`) whatever the video's length.
+
+    Each step sees the inputs it sees on one thread, in the same order per solver state, so the output bytes
+    do not depend on the thread count. An exception on the front thread (a decode error, a frame of another
+    size) is raised by the main thread when it reaches that frame, after the frames before it, as one thread
+    does; :meth:`close` stops the front thread whatever the main thread is doing.
+
+    Attributes
+    ----------
+    stats : dict
+        Seconds of the front thread: ``front_cpu`` (its CPU time), ``front_wall`` (from start to end),
+        ``front_wait`` (waiting for the main thread: a flow permit, a free queue place); and the main thread's
+        ``main_wait`` (waiting for an item). For benchmarks of the balance.
+    """
+
+    _END = object()
+
+    def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
+        self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
+        self.frame_num = frame_num  # the last frame handed to the main thread
+        self._first, self._first_num = steps.prev_gray, frame_num  # the frame before the front thread's first
+        # flow solves the front thread may start before the main thread's next warped flow (see the docstring)
+        self._permits = threading.Semaphore(_AHEAD + 1 if steps.flow_ahead else 1)
+        self._items: queue.Queue = queue.Queue(maxsize=_AHEAD)
+        self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
+        self._stop = threading.Event()
+        self.stats = {"front_cpu": 0.0, "front_wall": 0.0, "front_wait": 0.0, "main_wait": 0.0}
+        self._thread = threading.Thread(target=self._run, name="idt-front", daemon=True)
+        self._thread.start()
+
+    # ---- the front thread
+    def _wait(self, blocking) -> bool:
+        """``blocking(timeout)`` until it succeeds (True) or the main thread stops the pipeline (False)."""
+        t0 = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                if blocking(0.05):
+                    return True
+            return False
+        finally:
+            self.stats["front_wait"] += time.perf_counter() - t0
+
+    def _ahead(self, k: int) -> bool:
+        """Whether the front thread is ahead of the main one as it starts frame ``k``'s share of the main
+        thread's work (the HOG histograms, the corner responses): the frame before still waits in the queue.
+        Either way the bytes are the same; only who computes them changes."""
+        return not self._items.empty()
+
+    def _put(self, item) -> bool:
+        def put(timeout):
+            try:
+                self._items.put(item, timeout=timeout)
+                return True
+            except queue.Full:
+                return False
+
+        return self._wait(put)
+
+    def _run(self) -> None:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            k = self.frame_num
+            steps = self.steps
+            prev_gray = self._first
+            while not self._stop.is_set():
+                gray = next(self.frames, None)
+                if gray is None:
+                    self._put(self._END)
+                    return
+                k += 1
+                _check_size(gray, self.shape, self.source, k)
+                ahead = steps.detect_ahead(k, gray)
+                pyr = steps.pyramid(gray)
+                hogs = None
+                if self._ahead(k):  # ahead of the main thread: take some of its work (else it does it)
+                    try:
+                        hogs = steps.hogs_ahead(pyr, self._free_hogs.get_nowait())
+                    except queue.Empty:
+                        hogs = steps.hogs_ahead(pyr)
+                    steps.responses_ahead(pyr, sampled=(k - self._first_num) % steps.params.init_gap == 0)
+                if not self._wait(lambda timeout: self._permits.acquire(timeout=timeout)):
+                    return
+                with steps.timer("flow"):
+                    flows, flow_source = steps.flow.step(pyr)
+                H = None if steps.camera is None else steps.homography(k, prev_gray, gray, flows, ahead)
+                prev_gray = gray
+                if not self._put(_Frame(gray, pyr, flows, None, H, flow_source, hogs)):
+                    return
+        except BaseException as e:  # raised by the main thread, in frame order
+            self._put(_Failed(e))
+        finally:
+            self.stats["front_wall"] += time.perf_counter() - t0
+            self.stats["front_cpu"] += time.thread_time() - c0
+
+    # ---- the main thread
+    def warped(self) -> None:
+        """The main thread's warped flow of the current frame is done: one more flow solve may start ahead."""
+        self._permits.release()
+
+    def recycle(self, hogs) -> None:
+        """The HOG arrays of a frame the main thread is done with (:meth:`_Steps.advance`): the front thread
+        fills them again (fresh arrays would cost page faults)."""
+        if hogs is not None:
+            self._free_hogs.put(hogs)
+
+    def close(self) -> None:
+        """Stop the front thread (at the end, on an error or when the consumer stops early) and wait for it."""
+        self._stop.set()
+        self._permits.release()
+        while self._thread.is_alive():
+            try:  # a front thread blocked on a full queue gets its place
+                self._items.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(0.05)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t0 = time.perf_counter()
+        try:
+            while True:
+                try:
+                    item = self._items.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive() and self._items.empty():
+                        raise RuntimeError("the front thread of --threads ended without a result") from None
+        finally:
+            self.stats["main_wait"] += time.perf_counter() - t0
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, _Failed):
+            raise item.error
+        self.frame_num += 1
         return item
 
 
@@ -718,6 +987,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     }
     humans = _HumanMasks(params, path_or_frames, source_size)
     steps = _Steps(params, humans=humans, timer=timer, n_frames=n_frames)
+    pipe = None
     if timings is not None and steps.device == "cuda":
         timer.sync = _device_sync()
     try:
@@ -746,15 +1016,23 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         if on_frame is not None:
             on_frame(1, n_frames)
 
-        pipe = _Pipeline(steps, frames, (h, w), source, frame_num) if steps.executor is not None else None
-        for gray, pyr, flows in pipe if pipe is not None else _serial(steps, frames, (h, w), source, frame_num):
+        if params.threads == 1:
+            pipe = None
+        elif steps.on_device:
+            pipe = _Pipeline(steps, frames, (h, w), source, frame_num)
+        else:
+            pipe = _FrontThread(steps, frames, (h, w), source, frame_num)
+        for gray, pyr, flows, ahead, H, flow_source, hogs in \
+                pipe if pipe is not None else _serial(steps, frames, (h, w), source, frame_num):
             frame_num += 1
             n_seen += 1
-            if pipe is not None:
+            if isinstance(pipe, _Pipeline):
                 pipe.decode_next()  # the next frame's decoding and keypoints, during this frame's camera step
-            flows_w = steps.compensate_camera(frame_num, gray, flows, pyr)
-            if pipe is not None:
+            flows_w = steps.compensate_camera(frame_num, gray, flows, pyr, ahead, flow_source, H)
+            if isinstance(pipe, _Pipeline):
                 pipe.solve_next()  # the next frame's pyramid and flow, during this frame's per-level steps
+            elif pipe is not None:
+                pipe.warped()  # the front thread may solve one more frame's flow
             if steps.executor is None:
                 moved = steps.track(flows, flows_w)
                 steps.describe(moved, flows_w)
@@ -764,7 +1042,9 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
             if on_tracks is not None and len(steps.pools[0]):
                 on_tracks(frame_num, gray, *steps.live_tracks())
             steps.sample(pyr)
-            steps.advance(gray, pyr)
+            done = steps.advance(gray, pyr, hogs)
+            if pipe is not None:
+                pipe.recycle(done)
 
             frames_in_batch += 1
             if on_frame is not None:
@@ -781,6 +1061,8 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         # the last batch carries the final info (frames seen, homographies accepted)
         yield concatenate(batch, info=info)
     finally:
+        if pipe is not None:
+            pipe.close()
         if steps.executor is not None:
             steps.executor.shutdown(wait=True, cancel_futures=True)
 

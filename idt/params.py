@@ -154,12 +154,16 @@ class IDTParams:
         CuPy and a device is an error at extraction; ``"auto"`` falls back to the CPU with one warning. Left out
         of :meth:`to_dict` when ``"cpu"``.
     threads : int
-        Threads for one video (1). With more, the next frame's decoding and keypoint detection run while the main
-        thread does this frame's homography and warped flow, and the next frame's pyramid and flow while it does
-        this frame's per-level steps (tracking, integral histograms, descriptor blocks, dense sampling), which are
-        themselves shared out among the threads by level area (the Numba kernels release the GIL). One level of
-        parallelism, for one long video on a workstation; the dataset runner parallelises over videos and keeps 1.
-        The output bytes do not depend on it: it is left out of :meth:`to_dict` when 1 and out of the extractor's
+        Threads for one video (1). With more, a front thread runs up to two frames ahead of the main thread: it
+        decodes each frame, detects its human boxes and keypoints, builds its pyramid and the HOG integral
+        histograms of its levels, solves its flow from the frame before and estimates the homography; the main
+        thread does the warped (camera-compensated) flow, a second solve beside the front thread's next one, and
+        the per-level steps (tracking, HOF and MBH histograms, descriptor blocks, pruning, dense sampling). From
+        3 threads on those per-level steps are also shared out by level area among the main thread and
+        ``threads - 2`` more (the Numba kernels and OpenCV release the GIL). One level of parallelism, for one
+        long video on a workstation; the dataset runner parallelises over videos and keeps 1. On the device
+        (``device="cuda"``) the next frame's pyramid and flow overlap the current frame's steps instead. The
+        output bytes do not depend on it: it is left out of :meth:`to_dict` when 1 and out of the extractor's
         ``info`` always. ``bench/bench_threads.py`` measures the speed-up.
     """
 
@@ -243,8 +247,10 @@ class IDTParams:
     device: str = option("cpu", "where the per-frame kernels run: cpu, cuda (CuPy; an error without a CUDA device) "
                                 "or auto (cuda when CuPy sees a device, else cpu with a warning); see docs/GPU.md",
                          choices=DEVICES)
-    threads: int = option(1, "threads for one video: the next frame's flow and keypoints run ahead, the levels' "
-                             "tracking and descriptors side by side (the output bytes do not depend on it)",
+    threads: int = option(1, "threads for one video: a front thread runs ahead (decoding, keypoints, pyramid, "
+                             "HOG, flow, homography) while the main thread does the warped flow, tracking and "
+                             "descriptors; from 3 on the levels' steps are also shared out (the output bytes do "
+                             "not depend on it)",
                           metavar="N", advanced=True)
 
     def __post_init__(self):

@@ -18,19 +18,23 @@ from idtfv.idt import _tracking_nb as _nb
 
 __all__ = ["dense_sample", "corner_response"]
 
-#: The last response computed for each image size and dtype: (the image's bytes, its response). The extractor
-#: asks twice for the response of every frame (its level 0 here, then the camera's flow matches of the next frame,
-#: :func:`idtfv.idt.camera.good_features`); the second time costs a comparison instead of the filter.
+#: The last responses computed for each image size and dtype: a tuple of (the image's bytes, its response), newest
+#: last. The extractor asks twice for the response of every frame (its level 0 here, then the camera's flow
+#: matches of the next frame, :func:`idtfv.idt.camera.good_features`); the second time costs a comparison instead
+#: of the filter. With ``--threads`` the front thread asks for frames up to two ahead of the main thread's, so a
+#: few frames of each size are kept.
 _RESPONSES: dict = {}
 _RESPONSES_KEPT = 8  # sizes remembered: the levels of one pyramid (8 at most by default)
+_RESPONSES_PER_SIZE = 4  # frames remembered per size
 _RESPONSES_LOCK = threading.Lock()
 
 
 def corner_response(gray: np.ndarray) -> np.ndarray:
     """The smaller structure-tensor eigenvalue of every pixel, ``cv2.cornerMinEigenVal(gray, 3, ksize=3)``.
 
-    The result for the last image of each size and dtype is remembered and returned again (read-only) for an
-    image with the same pixels, so the same frame's response is computed once however many callers ask.
+    The results for the last few images of each size and dtype are remembered and returned again (read-only) for
+    an image with the same pixels, so the same frame's response is computed once however many callers ask (and
+    whichever thread asks first).
 
     Parameters
     ----------
@@ -42,14 +46,14 @@ def corner_response(gray: np.ndarray) -> np.ndarray:
     """
     key = (gray.shape, gray.dtype.str)
     pixels = gray.tobytes()  # C order; compared with memcmp, which stops at the first difference
-    hit = _RESPONSES.get(key)
-    if hit is not None and hit[0] == pixels:
-        return hit[1]
+    for seen, eig in reversed(_RESPONSES.get(key, ())):  # a tuple: replaced whole, never changed in place
+        if seen == pixels:
+            return eig
     eig = cv2.cornerMinEigenVal(gray, 3, ksize=3)
     eig.flags.writeable = False
-    with _RESPONSES_LOCK:  # --threads: levels are sampled side by side
-        _RESPONSES.pop(key, None)
-        _RESPONSES[key] = (pixels, eig)
+    with _RESPONSES_LOCK:  # --threads: levels are sampled side by side, and the front thread runs ahead
+        kept = _RESPONSES.pop(key, ())
+        _RESPONSES[key] = (kept + ((pixels, eig),))[-_RESPONSES_PER_SIZE:]
         while len(_RESPONSES) > _RESPONSES_KEPT:  # the oldest size goes (videos of many sizes in one process)
             del _RESPONSES[next(iter(_RESPONSES))]
     return eig

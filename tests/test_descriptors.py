@@ -319,3 +319,22 @@ def test_bad_inputs_raise_parameter_error():
     with pytest.raises(ParameterError, match="cannot fill"):
         temporal_pool(np.zeros((1, 2, 8), np.float32), 3)
     assert isinstance(hists, FrameHistograms)
+
+
+def test_hog_made_apart_gives_the_histograms_of_the_fused_call():
+    """``hog_histogram`` then ``frame_histograms(..., hog=)`` (the extractor's front thread makes the HOG ahead):
+    the four arrays of one ``frame_histograms`` call, bit for bit, reusing ``out``'s flow arrays."""
+    from idtfv.idt.descriptors import hog_histogram
+
+    rng = np.random.default_rng(5)
+    gray = rng.integers(0, 256, (37, 53)).astype(np.uint8)
+    flow = rng.normal(0, 2, (37, 53, 2)).astype(np.float32)
+    want = frame_histograms(gray, flow)
+    hog = hog_histogram(gray)
+    assert hog.tobytes() == want.hog.tobytes() and want.hog.any()
+    out = frame_histograms(gray, np.zeros_like(flow))
+    got = frame_histograms(gray, flow, out=out, hog=hog)
+    assert got.hog is hog and all(a is b for a, b in zip(got[1:], out[1:]))  # nothing fresh
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(want, got))
+    with pytest.raises(ParameterError, match="hog must be gray's hog_histogram"):
+        frame_histograms(gray, flow, hog=hog[1:])

@@ -48,6 +48,10 @@ def test_fused_histograms_equal_the_per_channel_kernels(bins, h, w):
         hnb.frame_integral_histograms(np.ascontiguousarray(g)[:, :, None], flow, hog_bins, hof_nbins, mbh_bins,
                                       min_flow, *got)
         assert all(_same_bits(a, b) for a, b in zip(want, got))
+        halves = [np.full_like(a, np.nan) for a in want]  # the fused kernel's two halves (--threads' front thread)
+        hnb.hog_integral_histogram(np.ascontiguousarray(g)[:, :, None], hog_bins, halves[0])
+        hnb.motion_integral_histograms(flow, hof_nbins, mbh_bins, min_flow, *halves[1:])
+        assert all(_same_bits(a, b) for a, b in zip(want, halves))
     assert want[1][-1, -1, -1] > 0  # not vacuous: zero-bin votes, and gradients unless the frame is all border
     assert want[0][-1, -1].sum() > 0 or min(h, w) == 2
 
@@ -143,6 +147,19 @@ def test_corner_response_is_remembered_only_for_the_same_pixels():
     for k in range(40):  # many sizes: the memory stays bounded
         sampling.corner_response(np.zeros((8 + k, 9), np.uint8))
     assert len(sampling._RESPONSES) <= sampling._RESPONSES_KEPT
+
+
+def test_corner_response_remembers_the_last_few_frames_of_a_size():
+    # --threads: the front thread asks for frames up to two ahead of the main thread's
+    rng = np.random.default_rng(4)
+    frames = [(rng.random((31, 29)) * 255).astype(np.uint8) for _ in range(sampling._RESPONSES_PER_SIZE + 1)]
+    first = [sampling.corner_response(f) for f in frames]
+    again = [sampling.corner_response(f.copy()) for f in frames[1:]]  # the newest few: remembered
+    assert all(a is b for a, b in zip(again, first[1:]))
+    oldest = sampling.corner_response(frames[0].copy())  # the oldest was dropped: made again, the same numbers
+    assert oldest is not first[0]
+    np.testing.assert_array_equal(oldest, cv2.cornerMinEigenVal(frames[0], 3, ksize=3))
+    assert len(sampling._RESPONSES[((31, 29), frames[0].dtype.str)]) == sampling._RESPONSES_PER_SIZE
 
 
 # ------------------------------------------------------------------------------------------- track pool

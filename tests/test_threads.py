@@ -1,13 +1,16 @@
-"""``IDTParams.threads``: several threads for one video's per-level steps give the bytes of one thread, and the
-option stays out of the results and (when 1) out of the parameter dicts."""
+"""``IDTParams.threads``: a front thread running ahead and the per-level steps shared out give the bytes of one
+thread, errors stay those of one thread and stop it, and the option stays out of the results and (when 1) out of
+the parameter dicts."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 
-from conftest import tiny_frames
-from idtfv.idt.extractor import extract, level_groups
+from conftest import SHARED, requires_shared, tiny_frames
+from idtfv.idt.extractor import extract, iter_trajectories, level_groups
 from idtfv.idt.params import IDTParams
 from idtfv.idt.pyramid import pyramid_geometry
 
@@ -41,3 +44,139 @@ def test_more_threads_give_the_bytes_of_one(preset, options):
     for name in ("meta", "traj", "hog", "hof", "mbhx", "mbhy"):
         assert getattr(one, name).tobytes() == getattr(two, name).tobytes(), name
     assert one.info == two.info and "threads" not in two.info["params"]
+
+
+# ------------------------------------------------------------------------------------- the front thread
+_BLOCKS = ("meta", "traj", "hog", "hof", "mbhx", "mbhy")
+VTEST = SHARED / "reference" / "videos" / "vtest_320x240.avi"
+
+
+def _same(a, b) -> bool:
+    return all(getattr(a, n).tobytes() == getattr(b, n).tobytes() for n in _BLOCKS) and a.info == b.info
+
+
+def _front_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "idt-front"]
+
+
+@requires_shared
+@pytest.mark.parametrize("preset", ["default", "fast"])
+def test_threads_1_2_3_give_the_same_bytes_on_a_real_clip(preset):
+    make = IDTParams if preset == "default" else IDTParams.fast
+    runs = [extract(VTEST, make(start=100, end=130, threads=n)) for n in (1, 2, 3)]
+    assert len(runs[0]) > 100  # not vacuous: tracks finished on the real clip's levels
+    assert runs[0].info["homographies_accepted"] > 0
+    assert _same(runs[0], runs[1]) and _same(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("options", [{"flow": "dis"}, {"farneback_impl": "opencv"}, {"warp_flow": "refine"},
+                                     {"matcher": "flow"}, {"camera_motion": False}])
+def test_the_front_thread_gives_the_bytes_of_one_with_other_options(options):
+    # DIS cannot look ahead (the front thread keeps the one-thread order of its calls), OpenCV's Farnebäck can;
+    # the others change what the front thread hands over (no keypoints, no homography)
+    frames = tiny_frames(frames=16, width=160, height=120, motion=(2, 1))
+    one = extract(frames, IDTParams(**options))
+    two = extract(frames, IDTParams(threads=2, **options))
+    assert len(one) > 0 and _same(one, two)
+
+
+def _failing_frames(frames, at: int, error: BaseException):
+    for k, f in enumerate(frames):
+        if k == at:
+            raise error
+        yield f
+
+
+@pytest.mark.parametrize("make_frames, error", [
+    (lambda frames: _failing_frames(frames, 9, OSError("decode error at frame 9")), "decode error at frame 9"),
+    (lambda frames: [f if k != 9 else f[:-8] for k, f in enumerate(frames)],
+     r"frame 9 has size \(160, 112\), expected \(160, 120\)"),
+])
+def test_an_error_mid_video_is_the_one_of_one_thread_and_ends_the_front_thread(make_frames, error):
+    frames = tiny_frames(frames=16, width=160, height=120, motion=(2, 1))
+    messages = []
+    for n in (1, 2, 3):
+        with pytest.raises(Exception, match=error) as caught:
+            extract(make_frames(frames), IDTParams(threads=n))
+        messages.append((type(caught.value), str(caught.value)))
+        for t in _front_threads():
+            t.join(5)
+        assert not _front_threads()  # stopped, not left hanging
+    assert messages[0] == messages[1] == messages[2]
+
+
+def test_a_consumer_that_stops_early_stops_the_front_thread():
+    frames = tiny_frames(frames=40, width=160, height=120, motion=(2, 1))
+    batches = iter_trajectories(list(frames), IDTParams(threads=2), batch_frames=1)
+    next(batches)
+    assert _front_threads()
+    batches.close()  # the generator's finally closes the pipeline
+    assert not _front_threads()
+
+
+def test_the_front_thread_solves_the_next_flow_beside_the_warped_flow(monkeypatch):
+    """The invariant behind the speed-up: frame t+1's flow starts while the main thread's warped flow of frame t
+    is still running. The warped flow here waits (up to 10 s) for the next frame's flow to start; had the two
+    solves stayed in order it would wait for nothing and time out."""
+    from idtfv.idt.flow.farneback import FarnebackPyramidFlow
+
+    started = []  # frames whose flow solve started (FarnebackPyramidFlow.step calls)
+    seen = []  # for each warped flow: did the next frame's solve start while it ran?
+    cond = threading.Condition()
+    step, side = FarnebackPyramidFlow.step, FarnebackPyramidFlow.flow_from_previous
+
+    def counting_step(self, pyramid):
+        with cond:
+            started.append(len(started))
+            cond.notify_all()
+        return step(self, pyramid)
+
+    def waiting_side(self, pyramid, **kw):
+        t = len(seen) + 1  # frame t's warped flow: frames 0..t have started; wait for t+1's
+        with cond:
+            seen.append(cond.wait_for(lambda: len(started) >= t + 2, timeout=10))
+        return side(self, pyramid, **kw)
+
+    monkeypatch.setattr(FarnebackPyramidFlow, "step", counting_step)
+    monkeypatch.setattr(FarnebackPyramidFlow, "flow_from_previous", waiting_side)
+    frames = tiny_frames(frames=10, width=160, height=120, motion=(3, 1))
+    two = extract(frames, IDTParams(threads=2, warp_margin=5))
+    assert len(seen) >= 6 and all(seen[:-1])  # every frame but the last has a next one to wait for
+    monkeypatch.setattr(FarnebackPyramidFlow, "flow_from_previous", side)
+    assert _same(extract(frames, IDTParams(warp_margin=5)), two)
+
+
+@pytest.mark.parametrize("pattern", ["always", "never", "alternate"])
+def test_the_main_threads_share_made_ahead_or_not_gives_the_same_bytes(monkeypatch, pattern):
+    """Whether the front thread makes a frame's HOG histograms and corner responses depends on who is ahead (a
+    matter of timing); every mix of frames where it did and did not gives the bytes of one thread."""
+    from idtfv.idt import extractor as ex
+
+    made = []
+
+    def ahead(self, k):
+        made.append(pattern == "always" or (pattern == "alternate" and k % 2 == 0))
+        return made[-1]
+
+    monkeypatch.setattr(ex._FrontThread, "_ahead", ahead)
+    frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
+    one = extract(frames, IDTParams())
+    assert _same(one, extract(frames, IDTParams(threads=2)))
+    assert len(made) == 13 and sum(made) == {"always": 13, "never": 0, "alternate": 6}[pattern]
+
+
+def test_the_front_thread_reuses_its_arrays_so_memory_does_not_grow_with_the_length(monkeypatch):
+    from idtfv.idt import extractor as ex
+
+    fresh, reused = [], []
+    hogs_ahead = ex._Steps.hogs_ahead
+
+    def counting(self, pyr, out=None):
+        (fresh if out is None else reused).append(1)
+        return hogs_ahead(self, pyr, out)
+
+    monkeypatch.setattr(ex._FrontThread, "_ahead", lambda self, k: True)
+    monkeypatch.setattr(ex._Steps, "hogs_ahead", counting)
+    extract(tiny_frames(frames=40, width=96, height=72, motion=(1, 1)), IDTParams(threads=2))
+    # frames in flight: the main thread's, one queued, one on the front thread (and the one being recycled)
+    assert len(fresh) + len(reused) == 39 and len(fresh) <= 5

@@ -326,9 +326,23 @@ class FarnebackPyramidFlow(PyramidFlow):
         self._filters = _expansion_filters(self.poly_n, self.poly_sigma)
         self._window = _window_kernel(self.winsize, self.window)
         self._sizes: list[tuple[int, int]] | None = None
-        self._work: list[_Workspace] = []
-        self._bufs: list[list[np.ndarray]] = []  # expansion buffers per slot (frames t-1 / t, the side frame)
+        self._work: list[_Workspace] = []  # scratch of the frame-after-frame solve (__call__)
+        self._work_side: list[_Workspace] = []  # of the side solve (the same arrays unless looking ahead)
+        self._bufs: list[list[np.ndarray]] = []  # expansion buffers per slot (the frame slots, then the side's)
         super().__init__()
+
+    def look_ahead(self, frames: int = 1) -> bool:
+        """``frames + 2`` frame slots and a workspace of its own for the side solve (see
+        :class:`~idtfv.idt.flow.pyramid.PyramidFlow`): ``frames`` more expansions and one more workspace per
+        level. Call it before the first frame; returns True."""
+        if self._prev is not None:
+            raise ParameterError("FarnebackPyramidFlow.look_ahead: call it before the first frame (or after "
+                                 "reset())")
+        if not isinstance(frames, (int, np.integer)) or frames < 1:
+            raise ParameterError(f"FarnebackPyramidFlow.look_ahead: frames must be an integer >= 1, got {frames!r}")
+        self.frame_slots = int(frames) + 2
+        self._sizes = None  # the buffers are made again for the slots at the next frame
+        return True
 
     def _smooth(self, lvl: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
         lvl = np.ascontiguousarray(lvl, dtype=np.float32)
@@ -342,19 +356,27 @@ class FarnebackPyramidFlow(PyramidFlow):
         if sizes != self._sizes:  # first frame or a new video size: new scratch arrays
             self._sizes = sizes
             self._work = [_Workspace(h, w) for h, w in sizes]
-            self._bufs = [[np.empty((h, w, 5), np.float32) for h, w in sizes] for _ in range(3)]
+            self._work_side = [_Workspace(h, w) for h, w in sizes] if self.frame_slots > 2 else self._work
+            self._bufs = [[np.empty((h, w, 5), np.float32) for h, w in sizes] for _ in range(self.frame_slots + 1)]
+        works = self._work_side if slot == self.frame_slots else self._work
         return [_expand_into(self._smooth(lvl, work.img), self._filters, buf)
-                for lvl, work, buf in zip(levels, self._work, self._bufs[slot])]
+                for lvl, work, buf in zip(levels, works, self._bufs[slot])]
+
+    def flow_from_previous(self, pyramid: list[np.ndarray], *, source=None) -> list[np.ndarray]:
+        source = self._side_source(source, "flow_from_previous")
+        return self._solve(source, self.prepare(self._check(pyramid), self.frame_slots), self._work_side)
+
+    flow_from_previous.__doc__ = PyramidFlow.flow_from_previous.__doc__
 
     def refine_from_previous(self, pyramid: list[np.ndarray], priors: list[np.ndarray], *,
-                             iterations: int = 1) -> list[np.ndarray]:
+                             iterations: int = 1, source=None) -> list[np.ndarray]:
         """Flows from frame t-1 to ``pyramid`` (frame t warped by :math:`H^{-1}`), each level refined on its own
         from ``priors`` instead of coarse to fine from zero (the extractor's ``warp_flow="refine"``).
 
         The prior of level i is a good guess of its flow (the camera-compensated flow derived from the plain
         one, :func:`idtfv.idt.camera.compensate_flow`), so ``iterations`` (default 1) rounds of (update, window
         sum, solve) replace the full coarse-to-fine solve; then the same median filter. The expansions of frame
-        t-1 and the state are those of :meth:`flow_from_previous`.
+        t-1 (or ``source``) and the state are those of :meth:`flow_from_previous`.
 
         Parameters
         ----------
@@ -364,14 +386,14 @@ class FarnebackPyramidFlow(PyramidFlow):
             Each level's starting flow.
         iterations : int
             Rounds per level (>= 1).
+        source : object or None
+            Frame t-1 as :meth:`step` returned it with frame t's flows (None: the last call's).
 
         Returns
         -------
         list of (h_i, w_i, 2) float32
         """
-        if self._source is None:
-            raise ParameterError("FarnebackPyramidFlow.refine_from_previous: needs two frames; call the object on "
-                                 "the pyramids of frames t-1 and t first")
+        source = self._side_source(source, "refine_from_previous")
         if not isinstance(iterations, (int, np.integer)) or iterations < 1:
             raise ParameterError(f"FarnebackPyramidFlow.refine_from_previous: iterations must be an integer >= 1, "
                                  f"got {iterations!r}")
@@ -380,10 +402,10 @@ class FarnebackPyramidFlow(PyramidFlow):
         if len(priors) != len(levels) or any(np.shape(p) != s for p, s in zip(priors, shapes)):
             raise ParameterError(f"FarnebackPyramidFlow.refine_from_previous: priors must be one (h, w, 2) flow per "
                                  f"level, shapes {shapes}; got {[np.shape(p) for p in priors]}")
-        cur = self.prepare(levels, 2)
+        cur = self.prepare(levels, self.frame_slots)
         out = []
-        for s, (r0, r1, prior) in enumerate(zip(self._source, cur, priors)):  # levels are independent
-            work = self._work[s]
+        for s, (r0, r1, prior) in enumerate(zip(source, cur, priors)):  # levels are independent
+            work = self._work_side[s]
             work.init[:] = np.asarray(prior, np.float32).transpose(2, 0, 1)
             flow = _level(r0, r1, work.init, self.winsize, int(iterations), self.window, work, self._window)
             f = _median(flow, self.median, work)
@@ -392,14 +414,16 @@ class FarnebackPyramidFlow(PyramidFlow):
 
     def solve(self, prev: list[np.ndarray], cur: list[np.ndarray]) -> list[np.ndarray]:
         """Flows ``(h_i, w_i, 2)`` float32 between two frames' expansions, coarse to fine."""
+        return self._solve(prev, cur, self._work)
 
+    def _solve(self, prev: list[np.ndarray], cur: list[np.ndarray], works: list[_Workspace]) -> list[np.ndarray]:
         def level(s, prior):  # refine, then filter: the filtered flow is the next level's prior and the output
-            work = self._work[s]
+            work = works[s]
             flow = _level(prev[s], cur[s], prior, self.winsize, self.iterations, self.window, work, self._window)
             return _median(flow, self.median, work)
 
         def upscale(coarser, s):  # resized to level s and rescaled by the size ratio, into its workspace
-            work = self._work[s]
+            work = works[s]
             h, w = cur[s].shape[:2]
             h0, w0 = coarser.shape[1:]
             for c, ratio in ((0, w / w0), (1, h / h0)):
@@ -457,6 +481,11 @@ class OpenCVFarnebackPyramidFlow(PyramidFlow):
         self.scale_factor = scale_factor
         self.antialias = antialias
         super().__init__()
+
+    def look_ahead(self, frames: int = 1) -> bool:
+        """True: the levels are prepared into fresh arrays and OpenCV's calls keep no state, so a side solve may
+        run beside the next frame's (see :class:`~idtfv.idt.flow.pyramid.PyramidFlow`)."""
+        return True
 
     def prepare(self, levels: list[np.ndarray], slot: int) -> list[np.ndarray]:
         if not self.antialias or len(levels) == 1:

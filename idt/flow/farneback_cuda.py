@@ -25,6 +25,7 @@ import numpy as np
 
 from idtfv.errors import ParameterError
 from idtfv.idt.flow.farneback import FarnebackPyramidFlow
+from idtfv.idt.flow.pyramid import PyramidFlow
 
 __all__ = ["CudaFarnebackPyramidFlow", "build_pyramid_cuda"]
 
@@ -241,6 +242,13 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         return work.med, out
 
     # ----------------------------------------------------------------------------------- PyramidFlow API
+    def look_ahead(self, frames: int = 1) -> bool:
+        """Not on the device (the extractor keeps its flow calls in order there): False, nothing changes."""
+        return False
+
+    def flow_from_previous(self, pyramid: list, *, source=None) -> list:
+        return PyramidFlow.flow_from_previous(self, pyramid, source=source)
+
     def prepare(self, levels: list, slot: int) -> list:
         """Polynomial expansions ``(h_i, w_i, 5)`` float32 of every level, in ``slot``'s device buffers."""
         cp = _cp()

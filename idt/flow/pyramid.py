@@ -218,21 +218,37 @@ class PyramidFlow:
 
     ``prepare(levels, slot)``
         What the solver works on for one frame: the levels themselves (default), smoothed levels, polynomial
-        expansions, ... ``slot`` is 0 or 1, alternating between consecutive frames, or 2 for
-        :meth:`flow_from_previous`'s pyramid: a solver may keep buffers per slot, which stay valid until that
-        slot is prepared again.
+        expansions, ... ``slot`` cycles through ``0 .. frame_slots - 1`` for consecutive frames (0, 1, 0, ...),
+        and is ``frame_slots`` (2) for :meth:`flow_from_previous`'s pyramid: a solver may keep buffers per slot,
+        which stay valid until that slot is prepared again.
     ``solve(prev, cur)``
         The flows between two prepared frames, on every level.
 
     This class keeps the prepared frames t-1 and t and checks the pyramids. :attr:`name` is recorded by the
     extractor as ``info["flow_impl"]``.
+
+    **Looking ahead** (the extractor's ``threads > 1``): one thread calls the object on frames up to t+n while
+    another solves :meth:`flow_from_previous` (or :meth:`refine_from_previous`) from frame t-1 to a warped frame
+    t. That needs the prepared frames t-1 .. t+n at once and separate scratch for the two callers: a solver that
+    can do it overrides :meth:`look_ahead` (after ``look_ahead(n)``, n + 2 frame slots cycle and the side solve
+    has its own workspace), and the caller passes the side solve the ``source`` that :meth:`step` returned with
+    frame t's flows, since by then the object's own frame t-1 may already be a later one.
     """
 
     #: The implementation's name in the extractor's output metadata.
     name = "PyramidFlow"
+    #: Frame slots :meth:`prepare` cycles through (n + 2 after ``look_ahead(n)``); the side solve's slot is this.
+    frame_slots = 2
 
     def __init__(self):
         self.reset()
+
+    def look_ahead(self, frames: int = 1) -> bool:
+        """Make :meth:`__call__` on frames up to t + ``frames`` safe to run on one thread while another runs
+        :meth:`flow_from_previous` / :meth:`refine_from_previous` from frame t-1 (passing :meth:`step`'s
+        ``source``). Returns whether the solver can (this default: False, nothing changes; the caller must then
+        keep the two in order)."""
+        return False
 
     def reset(self) -> None:
         """Forget the previous frames (the next call returns None), e.g. before another video."""
@@ -250,30 +266,43 @@ class PyramidFlow:
 
     def __call__(self, pyramid: list[np.ndarray]) -> list[np.ndarray] | None:
         """Flows from the previous call's frame to ``pyramid``'s (None on the first call); remembers this frame."""
+        return self.step(pyramid)[0]
+
+    def step(self, pyramid: list[np.ndarray]) -> tuple[list[np.ndarray] | None, object]:
+        """:meth:`__call__`, and the ``source`` of its flows (the previous frame, prepared): what
+        :meth:`flow_from_previous` and :meth:`refine_from_previous` start from for this frame pair even after the
+        object moved on to the next frame (:meth:`look_ahead`)."""
         levels = self._check(pyramid)
         cur = self.prepare(levels, self._slot)
-        self._slot = 1 - self._slot
+        self._slot = (self._slot + 1) % self.frame_slots
         out = None if self._prev is None else self.solve(self._prev, cur)
         self._source, self._prev = self._prev, cur
         self._shapes = [lvl.shape for lvl in levels]
-        return out
+        return out, self._source
 
-    def flow_from_previous(self, pyramid: list[np.ndarray]) -> list[np.ndarray]:
-        """Flows from the frame the last call's flows started from (t-1) to ``pyramid`` (e.g. frame t warped by
-        :math:`H^{-1}`), without changing the state."""
-        if self._source is None:
-            raise ParameterError(f"{type(self).__name__}.flow_from_previous: needs two frames; call the object on "
-                                 "the pyramids of frames t-1 and t first")
-        return self.solve(self._source, self.prepare(self._check(pyramid), 2))
+    def _side_source(self, source, who: str):
+        source = self._source if source is None else source
+        if source is None:
+            raise ParameterError(f"{type(self).__name__}.{who}: needs two frames; call the object on the pyramids "
+                                 "of frames t-1 and t first")
+        return source
 
-    def refine_from_previous(self, pyramid: list[np.ndarray], priors: list[np.ndarray]) -> list[np.ndarray]:
-        """Flows from frame t-1 to ``pyramid`` started from a guess of each level's flow (``priors``, e.g. the
-        compensated flow derived from the plain one), without changing the state.
+    def flow_from_previous(self, pyramid: list[np.ndarray], *, source=None) -> list[np.ndarray]:
+        """Flows from the frame the last call's flows started from (t-1; or ``source``, from :meth:`step`) to
+        ``pyramid`` (e.g. frame t warped by :math:`H^{-1}`), without changing the state."""
+        source = self._side_source(source, "flow_from_previous")
+        return self.solve(source, self.prepare(self._check(pyramid), self.frame_slots))
+
+    def refine_from_previous(self, pyramid: list[np.ndarray], priors: list[np.ndarray], *,
+                             source=None) -> list[np.ndarray]:
+        """Flows from frame t-1 (or ``source``, from :meth:`step`) to ``pyramid`` started from a guess of each
+        level's flow (``priors``, e.g. the compensated flow derived from the plain one), without changing the
+        state.
 
         A solver that can start from a prior overrides this (:class:`~idtfv.idt.flow.FarnebackPyramidFlow`:
         each level refined on its own); this default ignores ``priors`` and is :meth:`flow_from_previous`.
         """
-        return self.flow_from_previous(pyramid)
+        return self.flow_from_previous(pyramid, source=source)
 
     def _check(self, pyramid) -> list[np.ndarray]:
         who = type(self).__name__
