@@ -521,16 +521,11 @@ class _Steps:
                                      params=self.camera_params, recompute=self._flow_to, refine=self._refine_to)
 
     def _flow_to(self, warped: np.ndarray) -> list[np.ndarray]:
-        pyr = self._build_pyramid(warped, self.sizes)
-        if self._flow_source is None:
-            return self.flow.flow_from_previous(pyr)
-        return self.flow.flow_from_previous(pyr, source=self._flow_source)
+        return self.flow.flow_from_previous(self._build_pyramid(warped, self.sizes), source=self._flow_source)
 
     def _refine_to(self, warped: np.ndarray, priors: list[np.ndarray]) -> list[np.ndarray]:
-        pyr = self._build_pyramid(warped, self.sizes)
-        if self._flow_source is None:
-            return self.flow.refine_from_previous(pyr, priors)
-        return self.flow.refine_from_previous(pyr, priors, source=self._flow_source)
+        return self.flow.refine_from_previous(self._build_pyramid(warped, self.sizes), priors,
+                                              source=self._flow_source)
 
     def track(self, flows: list[np.ndarray], flows_w: list[np.ndarray], *,
               first: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -725,7 +720,9 @@ class _Pipeline:
         self._solved = self.steps.executor.submit(self._solve, self.frame_num + 1, decoded)
 
     def warped(self) -> None:
-        """The main thread's warped flow of the current frame is done (nothing waits for it here)."""
+        """The main thread's warped flow of the current frame is done: the next frame's pyramid and flow start
+        (:meth:`solve_next`), during this frame's per-level steps."""
+        self.solve_next()
 
     def close(self) -> None:
         """Nothing to stop: the workers are the level executor's, shut down with it."""
@@ -873,6 +870,9 @@ class _FrontThread:
             self.stats["front_cpu"] += time.thread_time() - c0
 
     # ---- the main thread
+    def decode_next(self) -> None:
+        """Nothing to start: the front thread decodes on its own."""
+
     def warped(self) -> None:
         """The main thread's warped flow of the current frame is done: one more flow solve may start ahead."""
         self._permits.release()
@@ -1026,13 +1026,11 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
                 pipe if pipe is not None else _serial(steps, frames, (h, w), source, frame_num):
             frame_num += 1
             n_seen += 1
-            if isinstance(pipe, _Pipeline):
-                pipe.decode_next()  # the next frame's decoding and keypoints, during this frame's camera step
+            if pipe is not None:
+                pipe.decode_next()  # _Pipeline: the next frame's decoding and keypoints, during the camera step
             flows_w = steps.compensate_camera(frame_num, gray, flows, pyr, ahead, flow_source, H)
-            if isinstance(pipe, _Pipeline):
-                pipe.solve_next()  # the next frame's pyramid and flow, during this frame's per-level steps
-            elif pipe is not None:
-                pipe.warped()  # the front thread may solve one more frame's flow
+            if pipe is not None:
+                pipe.warped()  # the next frame's flow may start (_Pipeline: now; _FrontThread: one more ahead)
             if steps.executor is None:
                 moved = steps.track(flows, flows_w)
                 steps.describe(moved, flows_w)

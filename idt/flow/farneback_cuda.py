@@ -278,12 +278,11 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
         coarse_to_fine_levels(len(cur), level, upscale)
         return merged
 
-    def refine_from_previous(self, pyramid: list, priors: list, *, iterations: int = 1) -> list:
-        """Flows from frame t-1 to ``pyramid``, each level refined on its own from ``priors`` (``(h_i, w_i, 2)``
-        float32, CuPy or NumPy); as :meth:`FarnebackPyramidFlow.refine_from_previous`."""
-        if self._source is None:
-            raise ParameterError(f"{type(self).__name__}.refine_from_previous: needs two frames; call the object "
-                                 "on the pyramids of frames t-1 and t first")
+    def refine_from_previous(self, pyramid: list, priors: list, *, iterations: int = 1, source=None) -> list:
+        """Flows from frame t-1 (or ``source``, from :meth:`step`) to ``pyramid``, each level refined on its own
+        from ``priors`` (``(h_i, w_i, 2)`` float32, CuPy or NumPy); as
+        :meth:`FarnebackPyramidFlow.refine_from_previous`."""
+        source = self._side_source(source, "refine_from_previous")
         if not isinstance(iterations, (int, np.integer)) or iterations < 1:
             raise ParameterError(f"{type(self).__name__}.refine_from_previous: iterations must be an integer >= 1, "
                                  f"got {iterations!r}")
@@ -295,7 +294,7 @@ class CudaFarnebackPyramidFlow(FarnebackPyramidFlow):
                                  f"per level, shapes {shapes}; got {[tuple(p.shape) for p in priors]}")
         cur = self.prepare(levels, 2)
         out = []
-        for s, (r0, r1, prior) in enumerate(zip(self._source, cur, priors)):  # levels are independent
+        for s, (r0, r1, prior) in enumerate(zip(source, cur, priors)):  # levels are independent
             work = self._work[s]
             p = cp.ascontiguousarray(cp.asarray(prior, dtype=cp.float32))  # (h, w, 2): read as such
             flow = self._level(r0, r1, p, int(iterations), work)
