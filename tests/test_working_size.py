@@ -69,23 +69,36 @@ _HUGE = textwrap.dedent("""
         for t in range(n):
             small = tex[2:2 + h // 10, 2:2 + w // 10].copy()
             small[h // 40: 3 * h // 40] = tex[2:2 + h // 20, 2 * t:2 * t + w // 10]  # a band that moves
-            yield cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)  # 4000x3000, generated lazily
+            yield cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)  # generated lazily
 
+    def peak_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # The same clip at the working size first: it compiles (or loads) every kernel and sizes every buffer, so
+    # what the 4000x3000 run adds to the peak is what the frame size costs, apart from Numba's compiler.
+    extract(frames(w=640, h=480), IDTParams(camera_motion=False))
+    working = peak_mb()
     tr = extract(frames(), IDTParams(camera_motion=False))
     print(json.dumps({"rows": len(tr), "width": tr.info["width"], "height": tr.info["height"],
                       "source": [tr.info.get("source_width"), tr.info.get("source_height")],
                       "max_x": float(tr.meta[:, 1].max()) if len(tr) else 0.0,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "working_peak_mb": working, "added_mb": peak_mb() - working}))
 """)
 
 
 def test_a_4000x3000_clip_runs_in_bounded_memory():
-    """Four 4000x3000 frames took 8.9 GB and gave nothing at full size; at the working width the whole process
-    (interpreter, OpenCV, Numba and the frames themselves included) stays under 1 GB and tracks are found."""
+    """Four 4000x3000 frames took 8.9 GB and gave nothing at full size; at the working width a 4000x3000 clip
+    costs little more memory than the same clip at 640x480 (each source frame is 12 MB; at full size the
+    pyramids, flows and histograms would take gigabytes), and tracks are found.
+
+    The bound is on what the large frames add, measured in one process after the same extraction at the working
+    size: the whole process's peak also holds Numba's compiler when the kernel cache is cold (600 MB here, once
+    over 1 GB in CI while another test process compiled the same kernels), which says nothing about frame size.
+    """
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", _HUGE], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert (out["width"], out["height"]) == (640, 480) and out["source"] == [4000, 3000]
     assert out["rows"] > 0 and out["max_x"] < 640  # positions in working pixels
-    assert out["peak_mb"] < 1024, out
+    assert out["added_mb"] < 200, f"the 4000x3000 clip added {out['added_mb']:.0f} MB to the peak: {out}"
