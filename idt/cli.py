@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from idtfv.cli import OneLineParser, add_runner_options, quick_exit, report_failures, run_command
+from idtfv.cli import (OneLineParser, add_runner_options, quick_exit, report_failures, run_command,
+                       sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
     global _MAIN_CPU
     _MAIN_CPU = time.process_time()
     quick_exit()
+    sequential_opencv()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
@@ -333,6 +335,7 @@ def _frame_bar(name: str, *, quiet: bool):
 
 def flow_main(argv: list[str] | None = None) -> int:
     """Entry point of ``extract-flow``; returns the exit status."""
+    sequential_opencv()
     try:
         args = build_flow_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad option (2, one line already printed)

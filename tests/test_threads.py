@@ -4,6 +4,10 @@ the parameter dicts."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -180,3 +184,31 @@ def test_the_front_thread_reuses_its_arrays_so_memory_does_not_grow_with_the_len
     extract(tiny_frames(frames=40, width=96, height=72, motion=(1, 1)), IDTParams(threads=2))
     # frames in flight: the main thread's, one queued, one on the front thread (and the one being recycled)
     assert len(fresh) + len(reused) == 39 and len(fresh) <= 5
+
+
+_POOL = textwrap.dedent("""
+    import subprocess, sys
+    import cv2
+    from idtfv.cli import sequential_opencv
+    before = cv2.getNumThreads()
+    sequential_opencv()  # cv2 already imported: told directly; a new process: through the environment
+    child = subprocess.run([sys.executable, "-c", "import cv2; print(cv2.getNumThreads())"], capture_output=True,
+                           text=True, check=True)
+    print(before, cv2.getNumThreads(), int(child.stdout))
+""")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="OpenCV's pool has one thread on one core anyway")
+@pytest.mark.parametrize("user", [None, "2"])
+def test_commands_keep_opencvs_pool_off_in_themselves_and_their_workers_unless_the_user_sets_it(user):
+    """--threads and --jobs are the one level of parallelism: OpenCV's own pool (a thread per core) stays off in
+    the command's process and in the processes it starts, unless OPENCV_FOR_THREADS_NUM says otherwise."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FOR_THREADS_NUM"}
+    if user is not None:
+        env["OPENCV_FOR_THREADS_NUM"] = user
+    out = subprocess.run([sys.executable, "-c", _POOL], capture_output=True, text=True, env=env, check=True)
+    before, now, child = map(int, out.stdout.split())
+    if user is None:
+        assert before > 1 and now == child == 1
+    else:
+        assert before == now == child == 2
