@@ -53,16 +53,26 @@ The default preset's work splits about evenly between the two (the front thread'
 the main thread's warped flow and histograms); the front thread makes the HOG histograms and the levels' corner
 responses (for step 7 and the next homography) only while it is ahead, else the main thread makes them, the
 same numbers either way. A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
-the one-thread order. On the device (``device="cuda"``) :class:`_Pipeline` runs instead: the next frame's decoding
-and keypoints on a worker while the main thread does this frame's homography and warped flow, the next frame's
-steps 1-2 while it does steps 4-7, shared out by level. Either way each step sees the inputs it sees on one
-thread, in the same order per state (the flow's, the camera's, each level's pool), so the output bytes do not
-depend on N; an error on the front thread (decoding, a frame of another size) is raised by the main thread at
-that frame, as on one thread, and stops the front thread.
+the one-thread order.
+
+On the device (``device="cuda"``) :class:`_HostAhead` runs instead, and only host work leaves the main thread:
+a decode thread decodes the frames in order, checks their size and makes their human masks, and N - 1 host
+threads detect and describe each frame's keypoints and compute its corner response (for the flow matches of the
+next frame's homography), several frames at once, up to ``2 N`` frames ahead of the main thread. The main thread
+does every step that touches the device (the upload, steps 1-2, the warp and compensated flows, 4-7, every
+readback) and the order-dependent host work (the keypoint matching and the homography's RANSAC, the camera's
+state) frame after frame: no device launch, allocation or copy happens on another thread, so on the GPU worker
+every one goes to the video's CUDA stream. What left the main thread is the camera's keypoints, ~7 ms of CPU per
+320x240 frame (``docs/GPU.md``, "The host's share").
+
+Either way each step sees the inputs it sees on one thread, in the same order per state (the flow's, the
+camera's, each level's pool), so the output bytes do not depend on N; an error ahead (decoding, a frame of
+another size, a failed detection) is raised by the main thread at that frame, as on one thread, and stops the
+threads ahead.
 
 Only the live tracks and two pyramids are kept on one thread; with the front thread a few more frames' pyramids,
-flows and HOG histograms (at most two frames past the main thread's, :data:`_AHEAD`), so memory does not grow
-with the video's length.
+flows and HOG histograms (at most two frames past the main thread's, :data:`_AHEAD`), with the device's stage
+ahead at most ``2 N + 2`` host frames and their keypoints, so memory does not grow with the video's length.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ once (``idtfv features --device cuda`` runs videos on several threads). The stan
 current streams like CuPy's (``cupy.cuda.Stream`` as a context manager, ``get_current_stream``), and counts the
 launches made on each stream (``cupy.launches``: ``{stream label: count}``, the default stream ``"null"``) and the
 device calls made by each thread (``cupy.device_calls``: ``{thread ident: {call: count}}``, every kernel launch
-as ``"launch <kernel>"`` and every allocation or copy: ``asarray``, ``asnumpy``, ``empty``, ``zeros``, ...; the
+as ``"launch <kernel>"``, every allocation or copy: ``asarray``, ``asnumpy``, ``empty``, ``zeros``, ..., and every
+stream's ``synchronize``; the
 threads' names in ``cupy.thread_names``), for the checks that the device is driven from the threads it should be.
 """
 
@@ -244,15 +245,7 @@ def fake_cupy(build_dir: str | Path | None = None) -> types.ModuleType:
     # one emulated device, for code that asks CuPy whether it sees one (idtfv.idt.device)
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
     _add_streams(cp)
-    cp.device_calls, cp.thread_names = {}, {}
-    record_lock = threading.Lock()
-
-    def record(call):
-        thread = threading.current_thread()
-        with record_lock:
-            calls = cp.device_calls.setdefault(thread.ident, {})
-            calls[call] = calls.get(call, 0) + 1
-            cp.thread_names[thread.ident] = thread.name
+    record = cp.record_call
 
     def recorded(name, fn):
         def call(*args, **kwargs):
@@ -287,6 +280,18 @@ def _add_streams(cp) -> None:
     which stream is current in each thread (CuPy's is per thread), for the launch counts."""
     current = threading.local()
     counter = iter(range(1, 1 << 62))
+    cp.device_calls, cp.thread_names = {}, {}
+    record_lock = threading.Lock()
+
+    def record(call):
+        """Count ``call`` for the calling thread (``cupy.device_calls``)."""
+        thread = threading.current_thread()
+        with record_lock:
+            calls = cp.device_calls.setdefault(thread.ident, {})
+            calls[call] = calls.get(call, 0) + 1
+            cp.thread_names[thread.ident] = thread.name
+
+    cp.record_call = record
 
     class Stream:
         def __init__(self, null=False, non_blocking=False, ptr=None):
@@ -308,7 +313,7 @@ def _add_streams(cp) -> None:
             return self
 
         def synchronize(self):
-            pass
+            record("synchronize")
 
         def record(self, event=None):
             event = event or Event()

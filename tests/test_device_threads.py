@@ -20,6 +20,7 @@ import _cuda_on_cpu
 from conftest import SHARED, tiny_frames
 from idtfv.idt import camera as camera_mod
 from idtfv.idt import device as device_mod
+from idtfv.idt.device import cuda_available
 from idtfv.idt import extractor as ex
 from idtfv.idt.extractor import extract, iter_trajectories
 from idtfv.idt.params import IDTParams
@@ -90,7 +91,7 @@ def test_threads_1_2_3_give_the_bytes_of_one_and_only_the_main_thread_drives_the
 def test_keypoints_run_on_the_host_threads_several_frames_ahead(emulated, monkeypatch):
     """The work that left the main thread: each frame's keypoints are detected on one of the N - 1 host threads
     (never on the main thread), and the decode thread runs ahead of the main thread by up to 2 N frames."""
-    detected, main = [], threading.get_ident()
+    detected = []
     ahead_of_main = []
     real = ex._detect
 
@@ -110,9 +111,21 @@ def test_keypoints_run_on_the_host_threads_several_frames_ahead(emulated, monkey
     frames = _clip(24)
     run = extract(frames, PARAMS.replace(threads=3))
     assert len(detected) == len(frames) - 1  # every frame after the first (the first: on the main thread)
-    assert set(detected) <= {"idt-host_0", "idt-host_1"} and threading.get_ident() == main
+    assert set(detected) <= {"idt-host_0", "idt-host_1"}  # never the main thread
     assert max(ahead_of_main) > 1 and max(ahead_of_main) <= 2 * 3  # ahead, and bounded
     assert len(run) > 20
+
+
+def test_stage_timings_synchronise_only_on_the_main_thread(emulated):
+    """``timings`` on the device synchronise the current stream around each stage (``_Timer.sync``); the
+    decode and host threads time their stages too, and must not (their current stream is not the video's)."""
+    emulated.device_calls.clear()
+    timings: dict = {}
+    extract(_clip(), PARAMS.replace(threads=2), timings=timings)
+    assert timings["decode"] > 0 and timings["camera"] > 0
+    main = emulated.device_calls[threading.get_ident()]
+    assert main.get("synchronize", 0) > 0  # the main thread's stages do synchronise
+    assert not _off_thread_calls(emulated, threading.get_ident())
 
 
 def _failing_frames(frames, at: int, error: BaseException):
@@ -205,3 +218,18 @@ def test_a_real_clip_gives_the_bytes_of_one_thread(emulated):
     two, off2 = _extract_on_this_thread(emulated, VTEST, params.replace(threads=3))
     assert len(one) > 50 and one.info["homographies_accepted"] > 0
     assert _same(one, two) and not off and not off2
+
+
+# ---------------------------------------------------------------------------------------------- on a device
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_threads_give_the_bytes_of_one_on_a_videos_own_stream():
+    """On a real device, inside a non-blocking stream as on the GPU worker: threads 1 and 3 give the same bytes
+    (a launch off the video's stream would race with it)."""
+    from idtfv.idt.gpu_worker import video_stream
+
+    runs = []
+    for n in (1, 3):
+        with video_stream():
+            runs.append(extract(_clip(24), PARAMS.replace(threads=n)))
+    assert len(runs[0]) > 20 and _same(runs[0], runs[1])
