@@ -210,6 +210,28 @@ def test_a_device_step_moved_onto_a_host_thread_breaks_the_invariant(emulated, m
     assert any(c.startswith("launch resize_u8") for c in off["idt-host_0"]) and "asarray" in off["idt-host_0"]
 
 
+def test_gpu_bench_times_the_threads_and_checks_their_bytes(emulated, tmp_path):
+    """bench/gpu_bench.py's ``video_threads`` item (the figure a GPU session reports): one run per N, each
+    compared with the first N's bytes, and a changed output is reported as such."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from conftest import write_tiny_video
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        gpu_bench = importlib.import_module("gpu_bench")
+    finally:
+        sys.path.pop(0)
+    video = write_tiny_video(tmp_path / "v.avi", frames=14, width=96, height=72)
+    out = gpu_bench.bench_video_threads(video, PARAMS, [1, 2])
+    assert [r["threads"] for r in out["runs"]] == [1, 2]
+    assert all(r["same_as_first"] and r["frames"] == 14 and r["frames_per_s"] > 0 for r in out["runs"])
+    assert "| 2 | 14 |" in gpu_bench.section({"device": "x", "cupy": "y", "machine": "z", "setting": "s",
+                                               "video_threads": out})
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not VTEST.exists(), reason="needs the shared reference clips (../shared)")
 def test_a_real_clip_gives_the_bytes_of_one_thread(emulated):
