@@ -10,6 +10,9 @@ Needs CuPy and a CUDA device (or ``--emulate``, below). Measures, on the shared 
   (synchronised; counted inside its stage too) and the bytes moved. Synchronising slows the run: these are shares,
   the frames/s are the next item's;
 - ``single``: frames/s of that video alone on one stream, unsynchronised (the issue's target: >= 500);
+- ``video_threads``: the same for ``IDTParams.threads`` N in ``--video-threads`` (decoding and keypoints ahead on
+  a decode thread and N - 1 host threads, every device call on the main thread; docs/GPU.md, "The host's share"),
+  and whether each gives the bytes of N = 1; with the batch, the GPU worker's K = 4 streams with N = 3;
 - ``launches``: kernel launches per frame of that video (counted by name) and, on the device, the host cost of one
   launch: their product bounds the frames/s of one Python thread however fast the GPU is;
 - ``batch``: frames/s over a batch of short clips (``--clips`` windows of ``--clip-frames`` frames of vtest,
@@ -178,6 +181,26 @@ class _Transfers:
 
     def __exit__(self, *exc):
         self.cupy.asarray, self.cupy.asnumpy = self._real
+
+
+def bench_video_threads(video, params, threads) -> dict:
+    """Frames/s (unsynchronised) of one video on one stream for each ``IDTParams.threads`` N, and whether the
+    output is the bytes of the first N's."""
+    from idtfv.idt import extract
+
+    runs, reference = [], None
+    for n in threads:
+        p = params.replace(threads=n)
+        extract(video, p.replace(end=min(20, params.end or 20)))  # warm-up
+        t0 = time.perf_counter()
+        tr = extract(video, p)
+        wall = time.perf_counter() - t0
+        out = b"".join(getattr(tr, k).tobytes() for k in ("meta",) + KINDS)
+        reference = out if reference is None else reference
+        frames = int(tr.info["frames"])
+        runs.append({"threads": n, "frames": frames, "seconds": wall, "frames_per_s": frames / wall,
+                     "same_as_first": out == reference})
+    return {"video": Path(video).name, "runs": runs}
 
 
 def bench_single(video, params) -> dict:
@@ -428,6 +451,18 @@ def section(result: dict) -> str:
                   f"them: {launches['launch_bound_ms_per_frame']:.2f} ms per frame), so launching alone caps one "
                   f"Python thread at **{launches['launch_bound_frames_per_s']:.0f} frames/s**, and all streams of "
                   "one process together (one GIL) near that too.", ""]
+    video_threads = result.get("video_threads") or {}
+    if "runs" in video_threads:
+        lines += [f"One stream, `{video_threads['video']}`, by `IDTParams.threads` N (decoding and keypoints "
+                  "ahead on N - 1 host threads, every device call on the main thread):", "",
+                  "| N | frames | s | frames/s | bytes of the first N |", "|---:|---:|---:|---:|---|"]
+        lines += [f"| {r['threads']} | {r['frames']} | {r['seconds']:.2f} | {r['frames_per_s']:.0f} | "
+                  f"{'yes' if r['same_as_first'] else 'NO'} |" for r in video_threads["runs"]]
+        lines += [""]
+    batch_threads = result.get("batch_threads") or {}
+    if "runs" in batch_threads:
+        lines += [f"GPU worker with `IDTParams.threads={batch_threads['video_threads']}` per video: " + ", ".join(
+            f"K={r['streams']}: **{r['frames_per_s']:.0f} frames/s**" for r in batch_threads["runs"]), ""]
     batch = result.get("batch") or {}
     if "runs" in batch:
         lines += [f"Batch: {batch['clips']} clips ({batch['source']}) through the features stage's GPU worker "
@@ -498,6 +533,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=32, help="short clips in the batch")
     ap.add_argument("--clip-frames", type=int, default=100, help="frames per short clip")
     ap.add_argument("--streams", type=_ints, default=[1, 4, 8], help="K values of the batch (comma-separated)")
+    ap.add_argument("--video-threads", type=_ints, default=[1, 3, 5],
+                    help="IDTParams.threads values of the one-stream runs (comma-separated)")
     ap.add_argument("--decode-threads", type=_ints, default=None, help="CPU threads of the decode rates "
                                                                          "(default 1,4,all CPUs)")
     ap.add_argument("--no-parity", action="store_true", help="skip the CPU-against-device parity runs")
@@ -543,8 +580,11 @@ def main(argv=None) -> int:
             clips = _synthetic_clips(work, 4, 20)
             part("kernels", lambda: bench_kernels(1, 300, size=(64, 48)))
             part("single", lambda: bench_single(clips[0].path, small))
+            part("video_threads", lambda: bench_video_threads(clips[0].path, small, [1, 3]))
             part("launches", lambda: bench_launches(clips[0].path, small, frames=6, repeat=20))
             part("batch", lambda: bench_batch(clips, small, [1, 2], work / "cache", "synthetic, 20 frames"))
+            part("batch_threads", lambda: dict(bench_batch(clips, small.replace(threads=2), [2], work / "cache_t",
+                                                           "synthetic, 20 frames"), video_threads=2))
             part("decode", lambda: bench_decode(clips, small, [1, 2]))
             part("parity", lambda: [parity(clips[1].path, small.replace(device="cpu"))])
         else:
@@ -555,12 +595,15 @@ def main(argv=None) -> int:
             else:
                 single = params if args.frames is None else params.replace(end=args.frames)
                 part("single", lambda: bench_single(VIDEO, single))
+                part("video_threads", lambda: bench_video_threads(VIDEO, single, args.video_threads))
                 part("launches", lambda: bench_launches(VIDEO, params))
                 part("clips", lambda: make_clips(VIDEO, work, args.clips, args.clip_frames))
                 clips = result.pop("clips", None)
                 if clips:
                     source = f"windows of {args.clip_frames} frames of {VIDEO.name}"
                     part("batch", lambda: bench_batch(clips, params, args.streams, work / "cache", source))
+                    part("batch_threads", lambda: dict(bench_batch(clips, params.replace(threads=3), [4],
+                                                                   work / "cache_t", source), video_threads=3))
                     threads = args.decode_threads or sorted({1, 4, os.cpu_count() or 1})
                     part("decode", lambda: bench_decode(clips, params, threads))
                 if not args.no_parity:

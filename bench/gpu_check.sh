@@ -50,7 +50,8 @@ echo "== pytest -m gpu"
 # -rs lists skips; a gpu test that skips on this machine is a failure of the check
 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/pytest_gpu.xml" \
   tests/test_histograms_cuda.py tests/test_tracking_cuda.py tests/test_farneback_cuda.py tests/test_frame_cuda.py \
-  tests/test_tvl1_gpu.py tests/test_gpu_worker.py tests/test_pool_cuda.py | tee "$OUT/pytest_gpu.txt"
+  tests/test_tvl1_gpu.py tests/test_gpu_worker.py tests/test_pool_cuda.py tests/test_device_threads.py \
+  | tee "$OUT/pytest_gpu.txt"
 if grep -q "skipped" "$OUT/pytest_gpu.txt"; then
   echo "FAILED: gpu tests were skipped (see above); CuPy must see the device" >&2
   exit 1

@@ -193,13 +193,16 @@ def _make_detector(name: str, params):
 
 
 class FrameFeatures:
-    """Keypoint positions ``pts (n,2) float32`` and descriptors ``desc (n,d)`` of one frame."""
+    """Keypoint positions ``pts (n,2) float32`` and descriptors ``desc (n,d)`` of one frame, and its corner response
+    ``response (h, w) float32`` (:func:`idtfv.idt.sampling.corner_response`) when it was made with them (ahead, on a
+    host thread: the extractor's ``_HostAhead``), else None (the flow matches then compute it)."""
 
-    __slots__ = ("pts", "desc")
+    __slots__ = ("pts", "desc", "response")
 
-    def __init__(self, pts: np.ndarray, desc: np.ndarray | None):
+    def __init__(self, pts: np.ndarray, desc: np.ndarray | None, response: np.ndarray | None = None):
         self.pts = pts
         self.desc = desc
+        self.response = response
 
 
 def _detect(detector, gray: np.ndarray, mask: np.ndarray | None) -> FrameFeatures:
@@ -243,7 +246,7 @@ def _keypoint_matches(prev: FrameFeatures, cur: FrameFeatures, norm: int, window
 
 
 def good_features(gray: np.ndarray, max_corners: int, quality: float, min_distance: float, *,
-                  mask: np.ndarray | None = None) -> np.ndarray:
+                  mask: np.ndarray | None = None, response: np.ndarray | None = None) -> np.ndarray:
     """``cv2.goodFeaturesToTrack(gray, max_corners, quality, min_distance, mask=mask)`` (min-eigenvalue corners):
     the same points in the same order, from the response the dense sampling already computed for this frame
     (:func:`idtfv.idt.sampling.corner_response`) instead of a second one (see :mod:`idtfv.idt._matching_nb`).
@@ -259,13 +262,16 @@ def good_features(gray: np.ndarray, max_corners: int, quality: float, min_distan
         Corners are at least this far apart (>= 1 px).
     mask : (h, w) uint8 or None
         Non-zero where corners may lie.
+    response : (h, w) float32 or None
+        ``gray``'s corner response when it was computed already (made ahead); None computes it (or finds it
+        remembered).
 
     Returns
     -------
     (n, 2) float32
         ``[x, y]``, strongest first.
     """
-    eig = corner_response(gray)
+    eig = corner_response(gray) if response is None else response
     if mask is None:
         maxv, mask, use_mask = float(eig.max()), np.zeros((1, 1), np.uint8), False
     else:
@@ -277,12 +283,13 @@ def good_features(gray: np.ndarray, max_corners: int, quality: float, min_distan
     return out[:n]
 
 
-def _flow_matches(prev_gray: np.ndarray, flow: np.ndarray, mask: np.ndarray | None, params):
-    """``goodFeaturesToTrack`` points of ``prev_gray`` paired with their flow-displaced positions."""
+def _flow_matches(prev_gray: np.ndarray, flow: np.ndarray, mask: np.ndarray | None, params, response=None):
+    """``goodFeaturesToTrack`` points of ``prev_gray`` (whose corner response is ``response`` when known) paired
+    with their flow-displaced positions."""
     empty = np.zeros((0, 2), np.float32)
     if params.flow_matches <= 0:
         return empty, empty
-    pts = good_features(prev_gray, int(params.flow_matches), 0.001, 3.0, mask=mask)
+    pts = good_features(prev_gray, int(params.flow_matches), 0.001, 3.0, mask=mask, response=response)
     if len(pts) == 0:
         return empty, empty
     h, w = flow.shape[:2]
@@ -383,7 +390,7 @@ class CameraMotion:
         cur = self.features(gray, human_mask)
         kp_prev, kp_cur = (_keypoint_matches(prev, cur, self.norm, self.params.match_window)
                            if self.detector is not None else (np.zeros((0, 2), np.float32),) * 2)
-        fl_prev, fl_cur = _flow_matches(prev_gray, flow, human_mask, self.params)
+        fl_prev, fl_cur = _flow_matches(prev_gray, flow, human_mask, self.params, prev.response)
         prev_pts = np.concatenate([fl_prev, kp_prev]) if len(kp_prev) else fl_prev
         cur_pts = np.concatenate([fl_cur, kp_cur]) if len(kp_cur) else fl_cur
         H, n = _fit(prev_pts, cur_pts, self.params, self.rng)

@@ -53,16 +53,26 @@ The default preset's work splits about evenly between the two (the front thread'
 the main thread's warped flow and histograms); the front thread makes the HOG histograms and the levels' corner
 responses (for step 7 and the next homography) only while it is ahead, else the main thread makes them, the
 same numbers either way. A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
-the one-thread order. On the device (``device="cuda"``) :class:`_Pipeline` runs instead: the next frame's decoding
-and keypoints on a worker while the main thread does this frame's homography and warped flow, the next frame's
-steps 1-2 while it does steps 4-7, shared out by level. Either way each step sees the inputs it sees on one
-thread, in the same order per state (the flow's, the camera's, each level's pool), so the output bytes do not
-depend on N; an error on the front thread (decoding, a frame of another size) is raised by the main thread at
-that frame, as on one thread, and stops the front thread.
+the one-thread order.
+
+On the device (``device="cuda"``) :class:`_HostAhead` runs instead, and only host work leaves the main thread:
+a decode thread decodes the frames in order, checks their size and makes their human masks, and N - 1 host
+threads detect and describe each frame's keypoints and compute its corner response (for the flow matches of the
+next frame's homography), several frames at once, up to ``2 N`` frames ahead of the main thread. The main thread
+does every step that touches the device (the upload, steps 1-2, the warp and compensated flows, 4-7, every
+readback) and the order-dependent host work (the keypoint matching and the homography's RANSAC, the camera's
+state) frame after frame: no device launch, allocation or copy happens on another thread, so on the GPU worker
+every one goes to the video's CUDA stream. What left the main thread is the camera's keypoints, ~7 ms of CPU per
+320x240 frame (``docs/GPU.md``, "The host's share").
+
+Either way each step sees the inputs it sees on one thread, in the same order per state (the flow's, the
+camera's, each level's pool), so the output bytes do not depend on N; an error ahead (decoding, a frame of
+another size, a failed detection) is raised by the main thread at that frame, as on one thread, and stops the
+threads ahead.
 
 Only the live tracks and two pyramids are kept on one thread; with the front thread a few more frames' pyramids,
-flows and HOG histograms (at most two frames past the main thread's, :data:`_AHEAD`), so memory does not grow
-with the video's length.
+flows and HOG histograms (at most two frames past the main thread's, :data:`_AHEAD`), with the device's stage
+ahead at most ``2 N + 2`` host frames and their keypoints, so memory does not grow with the video's length.
 """
 
 from __future__ import annotations
@@ -74,7 +84,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -85,7 +95,8 @@ from idtfv import __version__
 from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
-from idtfv.idt.camera import CameraMotion, _detect, compensated_flows, resolve_matcher
+from idtfv.idt.camera import (CameraMotion, FrameFeatures, _detect, _make_detector, compensated_flows,
+                              resolve_matcher)
 from idtfv.idt.device import resolve_device
 from idtfv.idt.flow.farneback import FarnebackPyramidFlow
 from idtfv.idt.flow.pyramid import build_pyramid
@@ -118,6 +129,7 @@ class _Timer:
     def __init__(self, timings: dict | None, sync=None):
         self.t = timings
         self.sync = sync
+        self._owner = threading.get_ident()  # only this thread synchronises: the others touch no device
         self._lock = threading.Lock()  # with --threads, the per-level steps time themselves from several threads
 
     @contextmanager
@@ -125,14 +137,17 @@ class _Timer:
         if self.t is None:
             yield
             return
-        if self.sync is not None:
-            self.sync()
+        # the device's thread only: host threads running ahead (_HostAhead: decoding, keypoints) make no device
+        # call, not even a synchronisation (their current stream would not be the video's)
+        sync = self.sync if self.sync is not None and threading.get_ident() == self._owner else None
+        if sync is not None:
+            sync()
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            if self.sync is not None:
-                self.sync()
+            if sync is not None:
+                sync()
             dt = time.perf_counter() - t0
             with self._lock:
                 self.t[name] = self.t.get(name, 0.0) + dt
@@ -417,19 +432,19 @@ class _Steps:
                              max_dis_ratio=params.max_dis_ratio, min_camera_disp=params.min_camera_disp,
                              camera=bool(params.camera_motion))
         self._since_sampling = 0
-        # --threads: the per-level steps of the levels in each group run on one thread (see level_groups). On the
-        # CPU one thread is the front thread (_FrontThread), so the levels are fanned out only from 3 threads on
-        # (over the main thread and threads - 2 workers); on the device the workers also run _Pipeline's work.
-        self.level_threads = params.threads if self.on_device else params.threads - 1
+        # --threads on the CPU: the per-level steps of the levels in each group run on one thread (see
+        # level_groups). One thread is the front thread (_FrontThread), so the levels are fanned out only from 3
+        # threads on (over the main thread and threads - 2 workers). On the device (device="cuda") every step that
+        # touches the device stays on the main thread (_HostAhead): no level workers.
+        self.level_threads = params.threads - 1
         self.executor = None
-        if params.threads > 1 and (self.on_device or self.level_threads > 1):
-            self.executor = ThreadPoolExecutor(params.threads if self.on_device else self.level_threads - 1,
-                                               thread_name_prefix="idt-level")
+        if self.device == "cpu" and self.level_threads > 1:
+            self.executor = ThreadPoolExecutor(self.level_threads - 1, thread_name_prefix="idt-level")
         self.groups = None
         self.prev_hogs = None  # the previous frame's HOG integral histograms per level, when made ahead
         self._flow_source = None  # with a front thread: where frame t's flows start (FarnebackPyramidFlow.step)
         # with a front thread (_FrontThread): whether the flow's next-frame solve may run beside the side solve
-        self.flow_ahead = params.threads > 1 and not self.on_device and self.flow.look_ahead(_AHEAD)
+        self.flow_ahead = params.threads > 1 and self.device == "cpu" and self.flow.look_ahead(_AHEAD)
 
     # ---- the first frame
     def start(self, frame_num: int, gray: np.ndarray) -> None:
@@ -470,7 +485,7 @@ class _Steps:
 
     def detect_ahead(self, frame_num: int, gray: np.ndarray):
         """Frame ``frame_num``'s human mask and keypoints ``(mask, FrameFeatures or None)``, or None without
-        ``camera_motion``: run ahead on another thread (:class:`_FrontThread`, :class:`_Pipeline`), handed to
+        ``camera_motion``: run ahead on another thread (:class:`_FrontThread`), handed to
         :meth:`compensate_camera` with the frame. Touches neither the camera's state nor the flow's."""
         if self.camera is None:
             return None
@@ -479,6 +494,20 @@ class _Steps:
             return mask, None
         with self.timer("camera"):
             return mask, _detect(self.camera.detector, gray, mask)
+
+    def keypoints_ahead(self, gray: np.ndarray, mask: np.ndarray | None, detector) -> FrameFeatures:
+        """A frame's keypoints and descriptors (with ``detector``, this thread's twin of the camera's; none when
+        the camera has no detector) and the corner response of the frame (its flow matches' corners, when the
+        frame is the previous one), made ahead on a host thread (:class:`_HostAhead`). Host work on the frame
+        alone: touches no device, neither the camera's state nor the flow's."""
+        with self.timer("camera"):
+            if detector is None:
+                features = FrameFeatures(np.zeros((0, 2), np.float32), None)
+            else:
+                features = _detect(detector, gray, mask)
+            if self.camera_params.flow_matches > 0:
+                features.response = corner_response(gray, remember=False)
+            return features
 
     def homography(self, frame_num: int, prev_gray: np.ndarray, gray: np.ndarray, flows: list[np.ndarray],
                    ahead=None) -> np.ndarray:
@@ -680,69 +709,145 @@ def _serial(steps: _Steps, frames, shape, source, frame_num: int):
         yield _Frame(gray, pyr, steps.optical_flow(pyr))
 
 
-class _Pipeline:
-    """``threads > 1`` on the device: :func:`_serial`'s items, the next frame's work overlapping the current
-    frame's.
+class _Ahead(NamedTuple):
+    """A frame decoded ahead of the main thread (:class:`_HostAhead`): its number, the frame, its human mask and
+    the keypoint detection running or done on a host thread (a future of :meth:`_Steps.keypoints_ahead`)."""
 
-    While the main thread does frame t's camera step (homography, warped flow), a worker decodes frame t+1 and
-    detects its keypoints (:meth:`decode_next`); while the main thread does frame t's per-level steps, a worker
-    builds frame t+1's pyramid and solves its flow (:meth:`solve_next`), the flow solver's calls staying in frame
-    order (its frame t warped flow is done by then). Iterating waits for that flow. Every step sees the inputs it
-    sees in one thread, so the output bytes are the same.
+    frame_num: int
+    gray: np.ndarray
+    mask: np.ndarray | None
+    keypoints: Future | None
+
+
+class _HostAhead:
+    """``threads = N > 1`` on the device (``device="cuda"``): :func:`_serial`'s items, the host's work on each
+    frame alone done ahead of the main thread, every device step on the main thread.
+
+    A **decode thread** takes frame after frame in order: decodes it, checks its size, makes its human mask (in
+    frame order: the detector holds its boxes from frame to frame) and hands the frame's keypoint detection and
+    description and its corner response (:meth:`_Steps.keypoints_ahead`) to a pool of ``N - 1`` **host
+    threads**, several frames' detections at once (OpenCV releases the GIL; each host thread has its own twin of
+    the camera's detector). The frames wait in a queue of :attr:`depth` (``2 N``) items, so at most ``2 N + 2``
+    frames are held ahead whatever the video's length. The **main thread** takes them in order, waits for the
+    frame's keypoints and does everything else as on one thread: the upload, pyramid and flows (step 1-2), the
+    homography (its RANSAC generator and the camera's previous keypoints are state: frame after frame on this
+    thread), the warp and compensated flows, and steps 4-8. So no device launch, allocation or copy happens off
+    the main thread (on the GPU worker: off the video's CUDA stream), and the output bytes are those of one thread.
+
+    An exception ahead (a decode error, a frame of another size, a failed detection) is raised by the main thread
+    when it reaches that frame, after the frames before it, as one thread does; :meth:`close` stops the decode
+    thread and the host threads whatever the main thread is doing.
+
+    Attributes
+    ----------
+    stats : dict
+        Seconds: ``main_wait`` (the main thread waiting for a frame or its keypoints), ``front_wait`` (the decode
+        thread waiting for a free place in the queue). For benchmarks of the balance.
     """
+
+    _END = object()
 
     def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
         self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
-        self.frame_num = frame_num  # the last frame handed out
-        self._decoded = None  # Future: frame_num + 1 decoded (None at the end), its keypoints detected
-        self._solved = None  # Future: the item of frame_num + 1, or None at the end
+        self.frame_num = frame_num  # the last frame handed to the main thread
+        threads = steps.params.threads
+        self.depth = 2 * threads
+        camera = steps.camera
+        self._detects = camera is not None  # keypoints (and the flow matches' corner response) to make ahead
+        self._matcher = camera.matcher_name if camera is not None else None
+        self._local = threading.local()  # each host thread's detector
+        self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="idt-host") if self._detects else None
+        self._items: queue.Queue = queue.Queue(maxsize=self.depth)
+        self._stop = threading.Event()
+        self.stats = {"main_wait": 0.0, "front_wait": 0.0}
+        self._thread = threading.Thread(target=self._run, name="idt-decode", daemon=True)
+        self._thread.start()
 
-    def _decode(self, frame_num: int):
-        gray = next(self.frames, None)
-        ahead = None
-        if gray is not None and gray.shape == self.shape:
-            ahead = self.steps.detect_ahead(frame_num, gray)
-        return gray, ahead
+    # ---- the decode thread and the host threads
+    def _keypoints(self, gray: np.ndarray, mask: np.ndarray | None) -> FrameFeatures:
+        detector = getattr(self._local, "detector", False)
+        if detector is False:  # OpenCV's detectors are not documented as safe to share between threads
+            detector = self._local.detector = _make_detector(self._matcher, self.steps.camera_params)[0]
+        return self.steps.keypoints_ahead(gray, mask, detector)
 
-    def _solve(self, frame_num: int, decoded):
-        gray, ahead = decoded
-        if gray is None:
-            return None
-        _check_size(gray, self.shape, self.source, frame_num)
-        pyr = self.steps.pyramid(gray)
-        return _Frame(gray, pyr, self.steps.optical_flow(pyr), ahead)
+    def _put(self, item) -> bool:
+        t0 = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._items.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+        finally:
+            self.stats["front_wait"] += time.perf_counter() - t0
 
-    def decode_next(self) -> None:
-        self._decoded = self.steps.executor.submit(self._decode, self.frame_num + 1)
+    def _run(self) -> None:
+        try:
+            k = self.frame_num
+            steps = self.steps
+            humans = steps.humans.enabled and self._detects
+            while not self._stop.is_set():
+                gray = next(self.frames, None)
+                if gray is None:
+                    self._put(self._END)
+                    return
+                k += 1
+                _check_size(gray, self.shape, self.source, k)
+                mask = steps.humans(k, gray) if humans else None
+                future = self._pool.submit(self._keypoints, gray, mask) if self._detects else None
+                if not self._put(_Ahead(k, gray, mask, future)):
+                    return
+        except BaseException as e:  # raised by the main thread, in frame order
+            self._put(_Failed(e))
 
-    def solve_next(self) -> None:
-        decoded = self._decoded.result()
-        self._solved = self.steps.executor.submit(self._solve, self.frame_num + 1, decoded)
-
+    # ---- the main thread
     def warped(self) -> None:
-        """The main thread's warped flow of the current frame is done: the next frame's pyramid and flow start
-        (:meth:`solve_next`), during this frame's per-level steps."""
-        self.solve_next()
-
-    def close(self) -> None:
-        """Nothing to stop: the workers are the level executor's, shut down with it."""
+        """Nothing to release: no flow is solved ahead."""
 
     def recycle(self, hogs) -> None:
         """Nothing to recycle (no HOG is made ahead here)."""
 
+    def close(self) -> None:
+        """Stop the decode thread and the host threads (at the end, on an error or when the consumer stops early)
+        and wait for them."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:  # a decode thread blocked on a full queue gets its place
+                self._items.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(0.05)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
     def __iter__(self):
         return self
 
-    def __next__(self):
-        if self._solved is None:  # the first frame after the first: nothing ran ahead yet
-            item = self._solve(self.frame_num + 1, self._decode(self.frame_num + 1))
-        else:
-            item = self._solved.result()
-        if item is None:
+    def __next__(self) -> _Frame:
+        t0 = time.perf_counter()
+        try:
+            while True:
+                try:
+                    item = self._items.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive() and self._items.empty():
+                        raise RuntimeError("the decode thread of --threads ended without a result") from None
+            ahead = None
+            if isinstance(item, _Ahead) and self._detects:
+                ahead = (item.mask, item.keypoints.result())  # a failed detection raises here, at its frame
+        finally:
+            self.stats["main_wait"] += time.perf_counter() - t0
+        if item is self._END:
             raise StopIteration
-        self.frame_num += 1
-        self._solved = None
-        return item
+        if isinstance(item, _Failed):
+            raise item.error
+        self.frame_num = item.frame_num
+        steps = self.steps
+        pyr = steps.pyramid(item.gray)  # the frame's one upload, on the main thread
+        return _Frame(item.gray, pyr, steps.optical_flow(pyr), ahead)
 
 
 #: With a front thread (:class:`_FrontThread`): how many frames past the main thread's its flow may be solved
@@ -870,9 +975,6 @@ class _FrontThread:
             self.stats["front_cpu"] += time.thread_time() - c0
 
     # ---- the main thread
-    def decode_next(self) -> None:
-        """Nothing to start: the front thread decodes on its own."""
-
     def warped(self) -> None:
         """The main thread's warped flow of the current frame is done: one more flow solve may start ahead."""
         self._permits.release()
@@ -1018,19 +1120,17 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
 
         if params.threads == 1:
             pipe = None
-        elif steps.on_device:
-            pipe = _Pipeline(steps, frames, (h, w), source, frame_num)
+        elif steps.device == "cuda":  # every device step on this thread, the host's work on the frames ahead
+            pipe = _HostAhead(steps, frames, (h, w), source, frame_num)
         else:
             pipe = _FrontThread(steps, frames, (h, w), source, frame_num)
         for gray, pyr, flows, ahead, H, flow_source, hogs in \
                 pipe if pipe is not None else _serial(steps, frames, (h, w), source, frame_num):
             frame_num += 1
             n_seen += 1
-            if pipe is not None:
-                pipe.decode_next()  # _Pipeline: the next frame's decoding and keypoints, during the camera step
             flows_w = steps.compensate_camera(frame_num, gray, flows, pyr, ahead, flow_source, H)
             if pipe is not None:
-                pipe.warped()  # the next frame's flow may start (_Pipeline: now; _FrontThread: one more ahead)
+                pipe.warped()  # _FrontThread: one more flow solve may start ahead
             if steps.executor is None:
                 moved = steps.track(flows, flows_w)
                 steps.describe(moved, flows_w)

@@ -15,8 +15,10 @@ the thread that computed them, resume and ``--force``, bad videos recorded in ``
 video's ``.npz`` holds the bytes :func:`idtfv.idt.stage.features_item` gives for it alone, i.e.
 ``extract(path, IDTParams(device="cuda"))``'s.
 
-``IDTParams.threads`` must stay 1 here (``idtfv features`` does not offer it): its helper threads would launch on
-their own (default) stream, outside the video's.
+``IDTParams.threads = N > 1`` (``idtfv features`` does not offer it; ``run_features``' ``params["idt"]`` does) gives
+each video thread a decode thread and N - 1 host threads of its own for the keypoints of the frames ahead; every
+device call stays on the video's thread, so on its stream (``docs/GPU.md``, "The host's share": K streams x N use
+about K N busy CPU threads).
 
 Importing this module imports neither CuPy nor Numba.
 """

@@ -163,7 +163,9 @@ class IDTParams:
         ``threads - 2`` more (the Numba kernels and OpenCV release the GIL). One level of parallelism, for one
         long video on a workstation; the dataset runner parallelises over videos and keeps 1. The commands keep
         OpenCV's own thread pool off (``idtfv.cli.sequential_opencv``), so N threads use N cores. On the device
-        (``device="cuda"``) the next frame's pyramid and flow overlap the current frame's steps instead. The
+        (``device="cuda"``) only the host's work runs ahead instead: a decode thread (frames, sizes, human
+        masks) and N - 1 host threads (keypoints of several frames at once), every device step on the main
+        thread (``docs/GPU.md``, "The host's share"). The
         output bytes do not depend on it: it is left out of :meth:`to_dict` when 1 and out of the extractor's
         ``info`` always. ``bench/bench_threads.py`` measures the speed-up.
     """
@@ -250,7 +252,8 @@ class IDTParams:
                          choices=DEVICES)
     threads: int = option(1, "threads for one video: a front thread runs ahead (decoding, keypoints, pyramid, "
                              "HOG, flow, homography) while the main thread does the warped flow, tracking and "
-                             "descriptors; from 3 on the levels' steps are also shared out (the output bytes do "
+                             "descriptors; from 3 on the levels' steps are also shared out; with --device cuda "
+                             "only decoding and keypoints run ahead, on N-1 host threads (the output bytes do "
                              "not depend on it; OpenCV's own pool stays off, so N threads use N cores)",
                           metavar="N", advanced=True)
 

@@ -29,7 +29,7 @@ _RESPONSES_PER_SIZE = 4  # frames remembered per size
 _RESPONSES_LOCK = threading.Lock()
 
 
-def corner_response(gray: np.ndarray) -> np.ndarray:
+def corner_response(gray: np.ndarray, *, remember: bool = True) -> np.ndarray:
     """The smaller structure-tensor eigenvalue of every pixel, ``cv2.cornerMinEigenVal(gray, 3, ksize=3)``.
 
     The results for the last few images of each size and dtype are remembered and returned again (read-only) for
@@ -39,11 +39,17 @@ def corner_response(gray: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     gray : (h, w) uint8 or float32
+    remember : bool
+        False: compute it, neither looking it up nor remembering it (a caller that keeps the response itself).
 
     Returns
     -------
     (h, w) float32, read-only
     """
+    if not remember:
+        eig = cv2.cornerMinEigenVal(gray, 3, ksize=3)
+        eig.flags.writeable = False
+        return eig
     key = (gray.shape, gray.dtype.str)
     pixels = gray.tobytes()  # C order; compared with memcmp, which stops at the first difference
     for seen, eig in reversed(_RESPONSES.get(key, ())):  # a tuple: replaced whole, never changed in place

@@ -170,7 +170,9 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
     When ``params["idt"]["device"]`` resolves to ``"cuda"`` (and no ``scheduler`` is given) the videos run on the
     GPU worker (:mod:`idtfv.idt.gpu_worker`): ``gpu.gpu_streams`` videos at once (a
     :class:`~idtfv.idt.gpu_worker.GpuWorkerOptions`, default 4), each in its own thread and CUDA stream; ``jobs``
-    is then not used. The files are those of a one-at-a-time run.
+    is then not used. ``IDTParams.threads = N > 1`` gives each video thread N - 1 host threads and a decode thread
+    of its own (the keypoints run ahead there; every device call stays on the video's thread and stream). The
+    files are those of a one-at-a-time run.
     """
     from idtfv.runner import run_stage
 
@@ -180,9 +182,6 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
 
     if uses_gpu_worker(dict(params["idt"]), scheduler=scheduler):
         gpu = GpuWorkerOptions() if gpu is None else gpu
-        if int(params["idt"].get("threads", 1)) != 1:
-            raise ParameterError(f"IDTParams.threads={params['idt']['threads']} cannot run on the GPU worker (its "
-                                 "helper threads would launch outside the video's CUDA stream); use threads=1")
         if len(entries) > 1 and func in (features_item, features_sample_item):
             warmup_features(params)  # compile the device kernels (and Numba's) once, before the threads start
         return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, force=force,

@@ -19,7 +19,11 @@ Threads: the compiled kernels keep their launch state in globals (``blockIdx``, 
 launch, and every compilation, holds :data:`LAUNCH_LOCK`; several threads may then drive the emulated device at
 once (``idtfv features --device cuda`` runs videos on several threads). The stand-in ``cupy`` has per-thread
 current streams like CuPy's (``cupy.cuda.Stream`` as a context manager, ``get_current_stream``), and counts the
-launches made on each stream (``cupy.launches``: ``{stream label: count}``, the default stream ``"null"``).
+launches made on each stream (``cupy.launches``: ``{stream label: count}``, the default stream ``"null"``) and the
+device calls made by each thread (``cupy.device_calls``: ``{thread ident: {call: count}}``, every kernel launch
+as ``"launch <kernel>"``, every allocation or copy: ``asarray``, ``asnumpy``, ``empty``, ``zeros``, ..., and every
+stream's ``synchronize``; the
+threads' names in ``cupy.thread_names``), for the checks that the device is driven from the threads it should be.
 """
 
 from __future__ import annotations
@@ -241,9 +245,22 @@ def fake_cupy(build_dir: str | Path | None = None) -> types.ModuleType:
     # one emulated device, for code that asks CuPy whether it sees one (idtfv.idt.device)
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
     _add_streams(cp)
+    record = cp.record_call
+
+    def recorded(name, fn):
+        def call(*args, **kwargs):
+            record(name)
+            return fn(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    for name in ("asarray", "asnumpy", "empty", "zeros", "empty_like", "ascontiguousarray", "stack"):
+        setattr(cp, name, recorded(name, getattr(cp, name)))
 
     def on_launch(name):
         label = cp.cuda.get_current_stream().label
+        record(f"launch {name}")
         with LAUNCH_LOCK:
             cp.launches[label] = cp.launches.get(label, 0) + 1
 
@@ -263,6 +280,18 @@ def _add_streams(cp) -> None:
     which stream is current in each thread (CuPy's is per thread), for the launch counts."""
     current = threading.local()
     counter = iter(range(1, 1 << 62))
+    cp.device_calls, cp.thread_names = {}, {}
+    record_lock = threading.Lock()
+
+    def record(call):
+        """Count ``call`` for the calling thread (``cupy.device_calls``)."""
+        thread = threading.current_thread()
+        with record_lock:
+            calls = cp.device_calls.setdefault(thread.ident, {})
+            calls[call] = calls.get(call, 0) + 1
+            cp.thread_names[thread.ident] = thread.name
+
+    cp.record_call = record
 
     class Stream:
         def __init__(self, null=False, non_blocking=False, ptr=None):
@@ -284,7 +313,7 @@ def _add_streams(cp) -> None:
             return self
 
         def synchronize(self):
-            pass
+            record("synchronize")
 
         def record(self, event=None):
             event = event or Event()

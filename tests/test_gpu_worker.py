@@ -134,6 +134,23 @@ def test_reruns_resume_and_force_recomputes(emulated, tmp_path, monkeypatch):
         assert first.path(entry.video_id).read_bytes() == saved[entry.video_id]
 
 
+def test_video_threads_with_host_threads_ahead_write_the_files_of_one_thread(emulated, tmp_path, monkeypatch):
+    """``IDTParams.threads=2`` on the worker: each video thread runs its keypoints ahead on a host thread of its
+    own, and every device call stays on the video threads (the runner's ``idtfv-stage`` threads, each on its own
+    stream: none on the default stream, none from a decode or host thread)."""
+    monkeypatch.setattr(stage, "warmup_features", lambda params: None)
+    entries = _videos(tmp_path, n=3)
+    emulated.device_calls.clear()
+    result = _run(entries, tmp_path, streams=2, params=PARAMS.replace(threads=2))
+    assert result.done == ["v0", "v1", "v2"] and not result.failed
+    launched = dict(emulated.launches)
+    assert "null" not in launched and len(launched) == 2, launched
+    names = {emulated.thread_names[t] for t, calls in emulated.device_calls.items() if calls}
+    assert names and all(name.startswith("idtfv-stage") for name in names), names
+    for entry in entries:  # the bytes of the video extracted alone with one thread
+        _assert_same_bytes(result.path(entry.video_id), _alone(entry))
+
+
 def test_cli_features_device_cuda_runs_the_worker(emulated, tmp_path, monkeypatch, capsys):
     from idtfv.cli import main as idtfv_main
 
@@ -202,12 +219,10 @@ def test_the_cpu_path_does_not_use_the_worker(tmp_path, monkeypatch):
     assert not gpu_worker.uses_gpu_worker({"device": "cpu"})
 
 
-def test_auto_uses_the_worker_only_where_cupy_sees_a_device_and_refuses_helper_threads(emulated, monkeypatch, tmp_path):
+def test_auto_uses_the_worker_only_where_cupy_sees_a_device(emulated, monkeypatch, tmp_path):
     assert gpu_worker.uses_gpu_worker({"device": "auto"})
     assert gpu_worker.uses_gpu_worker({"device": "cuda"})
     assert not gpu_worker.uses_gpu_worker({"device": "cuda"}, scheduler="tcp://127.0.0.1:8786")  # Dask as before
-    with pytest.raises(ParameterError, match="IDTParams.threads=2 cannot run on the GPU worker"):
-        _run([], tmp_path, params=PARAMS.replace(threads=2))
     monkeypatch.setitem(sys.modules, "cupy", None)
     with pytest.warns(RuntimeWarning, match="device 'auto': no usable CUDA device"):
         assert not gpu_worker.uses_gpu_worker({"device": "auto"})
