@@ -253,9 +253,10 @@ def _cmd_features(args) -> int:
     idt_params = _idt_params(args, FEATURES_FIELDS)
     _check_device(idt_params)
     gpu = params_from_args(args, GpuWorkerOptions)
-    if args.gpu_streams is not None and idt_params.device == "cpu":
-        raise ParameterError(f"--gpu-streams {args.gpu_streams} needs --device cuda (or auto); the CPU run "
-                             "parallelises over videos with --jobs instead")
+    for flag, value in (("--gpu-streams", args.gpu_streams), ("--host-threads", args.host_threads)):
+        if value is not None and idt_params.device == "cpu":
+            raise ParameterError(f"{flag} {value} needs --device cuda (or auto); the CPU run parallelises over "
+                                 "videos with --jobs instead")
     params = {"idt": idt_params.to_dict()}
     manifest = read_manifest(args.manifest)
     entries = manifest.rows

@@ -15,10 +15,11 @@ the thread that computed them, resume and ``--force``, bad videos recorded in ``
 video's ``.npz`` holds the bytes :func:`idtfv.idt.stage.features_item` gives for it alone, i.e.
 ``extract(path, IDTParams(device="cuda"))``'s.
 
-``IDTParams.threads = N > 1`` (``idtfv features`` does not offer it; ``run_features``' ``params["idt"]`` does) gives
-each video thread a decode thread and N - 1 host threads of its own for the keypoints of the frames ahead; every
-device call stays on the video's thread, so on its stream (``docs/GPU.md``, "The host's share": K streams x N use
-about K N busy CPU threads).
+Each video runs with ``IDTParams.threads = N`` (:meth:`GpuWorkerOptions.threads_per_video`: ``--host-threads``, by
+default the CPU cores shared out over the K streams): for N > 1 a decode thread and N - 1 host threads of the video's
+own run the keypoints of the frames ahead; every device call stays on the video's thread, so on its stream
+(``docs/GPU.md``, "The host's share": K streams x N use about K N busy CPU threads). N is no parameter of the
+results: the stage directory and the files are those of N = 1.
 
 Importing this module imports neither CuPy nor Numba.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import Iterator
 
@@ -45,16 +47,38 @@ class GpuWorkerOptions:
         Videos extracted at once on the device, each in its own thread and CUDA stream (1-64; default 4).
         More streams keep a large GPU busier on short clips; each holds one video's pyramids, flows and
         histograms on the device (about 40 MB at 320x240) and one decoder on the host.
+    host_threads : int or None
+        ``IDTParams.threads`` of each video (1-32): with N > 1 a decode thread and N - 1 host threads per video run
+        the keypoints of the frames ahead of the device loop (one stream's host work, AKAZE above all, otherwise
+        caps it near 145 frames/s of 320x240). None (default): the CPU cores this process may use, shared out over
+        the streams, 1 to 8 (:meth:`threads_per_video`).
     """
 
     gpu_streams: int = option(4, "with --device cuda (or auto on a GPU): videos extracted at once on the device, "
                                  "each in its own thread and CUDA stream (the outputs do not depend on it)",
                               metavar="K")
+    host_threads: int | None = option(None, "with --device cuda: threads per video, running decoding and the "
+                                            "keypoints of the frames ahead of the device (the outputs do not "
+                                            "depend on it)",
+                                      metavar="N", none="CPU cores / K, 1 to 8")
 
     def __post_init__(self):
         value = self.gpu_streams
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
             raise field_error("GpuWorkerOptions", "gpu_streams", "an integer from 1 to 64", value, 4)
+        value = self.host_threads
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32):
+            raise field_error("GpuWorkerOptions", "host_threads", "an integer from 1 to 32 (or None: automatic)",
+                              value, None)
+
+    def threads_per_video(self, cores: int | None = None) -> int:
+        """``IDTParams.threads`` for each video: :attr:`host_threads`, or ``cores // gpu_streams`` clipped to 1..8
+        (``cores``: the CPUs this process may run on, ``os.sched_getaffinity``, when not given)."""
+        if self.host_threads is not None:
+            return self.host_threads
+        if cores is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(8, cores // self.gpu_streams))
 
 
 _local = threading.local()

@@ -170,9 +170,10 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
     When ``params["idt"]["device"]`` resolves to ``"cuda"`` (and no ``scheduler`` is given) the videos run on the
     GPU worker (:mod:`idtfv.idt.gpu_worker`): ``gpu.gpu_streams`` videos at once (a
     :class:`~idtfv.idt.gpu_worker.GpuWorkerOptions`, default 4), each in its own thread and CUDA stream; ``jobs``
-    is then not used. ``IDTParams.threads = N > 1`` gives each video thread N - 1 host threads and a decode thread
-    of its own (the keypoints run ahead there; every device call stays on the video's thread and stream). The
-    files are those of a one-at-a-time run.
+    is then not used. Each video runs with ``IDTParams.threads = gpu.threads_per_video()`` unless
+    ``params["idt"]`` sets it: N > 1 gives each video thread N - 1 host threads and a decode thread of its own (the
+    keypoints run ahead there; every device call stays on the video's thread and stream). N changes no byte, so
+    the stage directory is that of the parameters without it. The files are those of a one-at-a-time run.
     """
     from idtfv.runner import run_stage
 
@@ -184,12 +185,26 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
         gpu = GpuWorkerOptions() if gpu is None else gpu
         if len(entries) > 1 and func in (features_item, features_sample_item):
             warmup_features(params)  # compile the device kernels (and Numba's) once, before the threads start
+        threads = gpu.threads_per_video()
+        if threads > 1 and "threads" not in params["idt"]:
+            func = _with_threads(func, threads)
         return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, force=force,
                          threads=gpu.gpu_streams, thread_context=video_stream)
     if jobs != 1 and scheduler is None and len(entries) > 1 and func in (features_item, features_sample_item):
         warmup_features(params)  # compile the kernels once, not once per worker at the same time
     return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, jobs=jobs,
                      scheduler=scheduler, force=force)
+
+
+def _with_threads(func, threads: int):
+    """``func`` run with ``IDTParams.threads = threads``, which the stage's parameters (its directory's hash) leave
+    out: the thread count changes no output byte."""
+
+    def item(entry, params):
+        return func(entry, {**params, "idt": {**params["idt"], "threads": threads}})
+
+    item.__name__ = getattr(func, "__name__", "item")
+    return item
 
 
 # ----------------------------------------------------------------------------------------------- flow

@@ -151,6 +151,40 @@ def test_video_threads_with_host_threads_ahead_write_the_files_of_one_thread(emu
         _assert_same_bytes(result.path(entry.video_id), _alone(entry))
 
 
+def test_host_threads_reach_each_video_but_not_the_stage_directory(emulated, tmp_path, monkeypatch):
+    """``GpuWorkerOptions.host_threads``: every video runs with ``IDTParams.threads`` = N, the files and the stage
+    directory are those of one thread (N is no parameter of the results)."""
+    monkeypatch.setattr(stage, "warmup_features", lambda params: None)
+    entries = _videos(tmp_path, n=2)
+    seen = []
+
+    def recording(entry, params):
+        seen.append(params["idt"].get("threads", 1))
+        return stage.features_item(entry, params)
+
+    def run(host, cache):
+        return stage.run_features(entries, {"idt": PARAMS.to_dict()}, cache_root=tmp_path / cache, func=recording,
+                                  gpu=GpuWorkerOptions(gpu_streams=2, host_threads=host))
+
+    two = run(2, "two")
+    assert seen == [2, 2] and two.done == ["v0", "v1"]
+    seen.clear()
+    one = run(1, "one")
+    assert seen == [1, 1] and one.dir.name == two.dir.name
+    for entry in entries:
+        assert two.path(entry.video_id).read_bytes() == one.path(entry.video_id).read_bytes()
+
+
+def test_threads_per_video_shares_the_cores_out_over_the_streams():
+    assert [GpuWorkerOptions(gpu_streams=k).threads_per_video(cores=c) for k, c in
+            ((4, 16), (4, 2), (1, 64), (3, 16), (16, 16))] == [4, 1, 8, 5, 1]
+    assert GpuWorkerOptions(host_threads=3).threads_per_video(cores=64) == 3
+    assert GpuWorkerOptions().threads_per_video() >= 1
+    for bad in (0, 33, 2.0, True, "2"):
+        with pytest.raises(ParameterError, match="host_threads: expected an integer from 1 to 32"):
+            GpuWorkerOptions(host_threads=bad)
+
+
 def test_cli_features_device_cuda_runs_the_worker(emulated, tmp_path, monkeypatch, capsys):
     from idtfv.cli import main as idtfv_main
 
@@ -185,7 +219,9 @@ def test_cli_gpu_streams_errors_exit_2_with_one_line(tmp_path, capsys):
             "--out", str(tmp_path / "f.json")]
     for extra, message in ((["--gpu-streams", "2"], "error: --gpu-streams 2 needs --device cuda"),
                            (["--gpu-streams", "0"], "error: --gpu-streams: expected an integer from 1 to 64"),
-                           (["--gpu-streams", "x"], "error: idtfv features: argument --gpu-streams: invalid int")):
+                           (["--gpu-streams", "x"], "error: idtfv features: argument --gpu-streams: invalid int"),
+                           (["--host-threads", "3"], "error: --host-threads 3 needs --device cuda"),
+                           (["--host-threads", "0"], "error: --host-threads: expected an integer from 1 to 32")):
         assert idtfv_main(base + extra) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(message), err
