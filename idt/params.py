@@ -163,8 +163,9 @@ class IDTParams:
         ``threads - 2`` more (the Numba kernels and OpenCV release the GIL). One level of parallelism, for one
         long video on a workstation; the dataset runner parallelises over videos and keeps 1. The commands keep
         OpenCV's own thread pool off (``idtfv.cli.sequential_opencv``), so N threads use N cores. On the device
-        (``device="cuda"``) the next frame's pyramid and flow overlap the current frame's steps instead. The
-        output bytes do not depend on it: it is left out of :meth:`to_dict` when 1 and out of the extractor's
+        (``device="cuda"``) the next frame's pyramid and flow overlap the current frame's steps instead.
+        :func:`~idtfv.idt.extract_to_file` (``extract-trajectories``) also compresses an ``.npz`` output on a
+        thread of its writer as the rows come, instead of all at the end. The output bytes do not depend on it: it is left out of :meth:`to_dict` when 1 and out of the extractor's
         ``info`` always. ``bench/bench_threads.py`` measures the speed-up.
     """
 

@@ -181,8 +181,8 @@ class Trajectories:
         built-in default dataset, Fisher vectors encoded from float16-rounded descriptors with the same codebook
         differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
-        way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default zlib's, 6) or of a ``.txt.gz``
-        (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader
+        way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default zlib's, 6; 0 stores them
+        uncompressed) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader
         never sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
         with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
