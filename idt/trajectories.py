@@ -226,8 +226,8 @@ class TrajectoryWriter:
     for the background thread.
 
     ``t_pos`` that the extractor left NaN (frame count unknown while extracting from a generator) is filled in at
-    :meth:`close` from ``info`` (:func:`fill_t_pos`), in an npz (``meta`` is then compressed at :meth:`close`:
-    its uncompressed rows are kept in a temporary file too); LEAR text is written as it comes and keeps them.
+    :meth:`close` from ``info`` (:func:`fill_t_pos`), in an npz (``meta`` is then compressed at :meth:`close`,
+    from a temporary file of its uncompressed rows kept for that); LEAR text is written as it comes and keeps them.
     """
 
     def __init__(self, path, format: str | None = None, *, compact: bool = True, compresslevel: int | None = None,
