@@ -1206,7 +1206,8 @@ def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, for
     """Extract a video's trajectories straight to a file, writing each batch as it finishes (flat memory).
 
     ``extract_to_file(video, "v.npz")`` writes the bytes of ``extract(video).save("v.npz")`` while holding one
-    batch of trajectories at a time instead of all of them (``extract-trajectories`` runs this).
+    batch of trajectories at a time instead of all of them (``extract-trajectories`` runs this). With
+    ``params.threads >= 2`` the writer compresses the rows on a thread of its own while the extraction goes on.
 
     Parameters
     ----------
@@ -1227,7 +1228,10 @@ def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, for
         Closed: ``n_rows`` (trajectories written), ``info`` (the run's metadata) and ``path``. On an error the
         output is left as it was.
     """
-    with TrajectoryWriter(out, format, compact=compact, compresslevel=compresslevel) as writer:
+    params = IDTParams() if params is None else params
+    # --threads: the .npz members are compressed on the writer's own thread as the rows come (bytes unchanged)
+    threads = params.threads if isinstance(params, IDTParams) else 1  # (iter_trajectories refuses other params)
+    with TrajectoryWriter(out, format, compact=compact, compresslevel=compresslevel, threads=threads) as writer:
         for part in iter_trajectories(path_or_frames, params, backend=backend, timings=timings, on_frame=on_frame,
                                       on_tracks=on_tracks):
             writer.write(part)

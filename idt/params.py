@@ -165,9 +165,10 @@ class IDTParams:
         OpenCV's own thread pool off (``idtfv.cli.sequential_opencv``), so N threads use N cores. On the device
         (``device="cuda"``) only the host's work runs ahead instead: a decode thread (frames, sizes, human
         masks) and N - 1 host threads (keypoints of several frames at once), every device step on the main
-        thread (``docs/GPU.md``, "The host's share"). The
-        output bytes do not depend on it: it is left out of :meth:`to_dict` when 1 and out of the extractor's
-        ``info`` always. ``bench/bench_threads.py`` measures the speed-up.
+        thread (``docs/GPU.md``, "The host's share"). :func:`~idtfv.idt.extract_to_file`
+        (``extract-trajectories``) also compresses an ``.npz`` output on a thread of its writer as the rows come,
+        instead of all at the end. The output bytes do not depend on it: it is left out of :meth:`to_dict` when 1
+        and out of the extractor's ``info`` always. ``bench/bench_threads.py`` measures the speed-up.
     """
 
     # Each field's option() holds its command-line help (idtfv.options): extract-trajectories and idtfv features

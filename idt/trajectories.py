@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
-import shutil
+import queue
 import tempfile
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ import numpy as np
 from idtfv.atomic import atomic_open
 from idtfv.errors import FormatError
 from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
+from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
 
 __all__ = ["Trajectories", "TrajectoryWriter", "load_trajectories", "concatenate", "fill_t_pos", "BLOCKS",
            "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL"]
@@ -52,6 +55,13 @@ LEAR_COLUMNS = DescriptorLayout().n_columns
 LEAR_GZIP_LEVEL = 1
 #: Rows formatted at a time when writing LEAR text (bounds the text and work arrays held: ~11 KB per row)
 _LEAR_ROWS = 256
+#: npz: bytes of a member handed to its compressor at a time, whatever the chunks written (so the file's bytes do not
+#: depend on how the rows were chunked, nor on the thread that compresses them)
+_PIECE = 1 << 18
+#: npz with ``threads >= 2``: pieces waiting for the background compressor at most (~2 MB: memory stays flat)
+_QUEUED_PIECES = 8
+#: npz: DEFLATE level when none is given (zlib's default, as ``np.savez_compressed``)
+_DEFAULT_LEVEL = 6
 
 
 @dataclass(eq=False)
@@ -171,8 +181,8 @@ class Trajectories:
         built-in default dataset, Fisher vectors encoded from float16-rounded descriptors with the same codebook
         differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
-        way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default zlib's, 6) or of a ``.txt.gz``
-        (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader
+        way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default zlib's, 6; 0 stores them
+        uncompressed) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader
         never sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
         with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
@@ -193,22 +203,35 @@ class TrajectoryWriter:
     compact : bool
         npz: store the five descriptor blocks as float16 (see :meth:`Trajectories.save`).
     compresslevel : int or None
-        DEFLATE level 0-9: of the npz members (default zlib's, 6, as ``np.savez_compressed``) or of a ``.txt.gz``
-        (default :data:`LEAR_GZIP_LEVEL`).
+        DEFLATE level 0-9: of the npz members (default zlib's, 6, as ``np.savez_compressed``; 0 stores them
+        uncompressed, ZIP method 0) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`).
+    threads : int
+        npz: with 2 or more, the members are compressed on a background thread of the writer (zlib releases the
+        GIL: it fills the cores' idle time while the extractor runs); with 1, inside :meth:`write`, on the calling
+        thread. The file's bytes do not depend on it. (:func:`idtfv.idt.extract_to_file` passes
+        ``IDTParams.threads``.)
 
     Each :meth:`write` adds the rows of a :class:`Trajectories` (its ``info`` becomes the file's, so the last
     chunk's wins, as with :func:`idtfv.idt.iter_trajectories`' batches); :meth:`close` finishes the file, and
-    :meth:`abort` (or an exception inside a ``with`` block) removes everything written. LEAR text goes out line by
-    line (``%.9g``, tab-separated). An npz keeps each array's rows in an unnamed temporary file next to the output
-    while writing and builds the archive at :meth:`close` (array headers need the final row count): the keys,
-    dtypes, member order and bytes are those of :meth:`Trajectories.save` of all the rows at once
-    (``np.savez_compressed``'s layout), and :func:`load_trajectories` reads it. Memory: one chunk at a time.
+    :meth:`abort` (or an exception inside a ``with`` block) removes everything written and stops the thread. LEAR
+    text goes out line by line (``%.9g``, tab-separated).
+
+    An npz is compressed as the rows come (:mod:`idtfv.idt.npzstream`): each array's rows go, in pieces of
+    :data:`_PIECE` bytes, to its own raw DEFLATE stream in an unnamed temporary file next to the output;
+    :meth:`close` compresses the ``.npy`` headers (which need the final row count) as separate sync-flushed
+    segments in front of them, combines the CRCs and writes the ZIP container. The keys, dtypes, member order and
+    array bytes are those of ``np.savez_compressed`` of all the rows at once (``np.load`` and
+    :func:`load_trajectories` read either); the compressed bytes depend only on the rows and ``info``, not on the
+    chunking nor on ``threads``. Memory: one chunk at a time, plus at most :data:`_QUEUED_PIECES` pieces waiting
+    for the background thread.
 
     ``t_pos`` that the extractor left NaN (frame count unknown while extracting from a generator) is filled in at
-    :meth:`close` from ``info`` (:func:`fill_t_pos`), in an npz; LEAR text is written as it comes and keeps them.
+    :meth:`close` from ``info`` (:func:`fill_t_pos`), in an npz (``meta`` is then compressed at :meth:`close`,
+    from a temporary file of its uncompressed rows kept for that); LEAR text is written as it comes and keeps them.
     """
 
-    def __init__(self, path, format: str | None = None, *, compact: bool = True, compresslevel: int | None = None):
+    def __init__(self, path, format: str | None = None, *, compact: bool = True, compresslevel: int | None = None,
+                 threads: int = 1):
         self._stream = None if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__") else path
         if self._stream is not None:
             if not hasattr(self._stream, "write"):
@@ -225,12 +248,19 @@ class TrajectoryWriter:
             raise ValueError(f"TrajectoryWriter: format must be 'npz' or 'lear', got {format!r}")
         if compresslevel is not None and (isinstance(compresslevel, bool) or compresslevel not in range(10)):
             raise ValueError(f"TrajectoryWriter: compresslevel must be an integer 0-9 or None, got {compresslevel!r}")
-        self.format, self.compact, self.compresslevel = format, bool(compact), compresslevel
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"TrajectoryWriter: threads must be a positive integer, got {threads!r}")
+        self.format, self.compact, self.compresslevel, self.threads = format, bool(compact), compresslevel, threads
         self.info: dict = {}
         self.n_rows = 0
         self._widths: dict[str, int] | None = None
-        self._tmp: dict = {}  # npz: block name -> unnamed temporary file of its rows
+        self._level = _DEFAULT_LEVEL if compresslevel is None else compresslevel  # npz
+        self._bodies: dict[str, DeflateBody] = {}  # npz: block name -> its rows' stream, compressed as they come
+        self._pending: dict[str, bytearray] = {}  # npz: block name -> bytes not yet a whole piece
+        self._meta_raw = None  # npz: temporary file of meta's uncompressed rows (for t_pos)
+        self._stream_meta = True  # npz: False when the first rows had NaN t_pos (meta compressed at close)
         self._nan_t_pos = False
+        self._deflater: _Deflater | None = None  # npz: runs the bodies' compression (inline or on its thread)
         self._stack = contextlib.ExitStack()
         self._out = None  # LEAR: where the text goes
         self._text = _LearText()  # LEAR: the formatter, with its work arrays
@@ -254,7 +284,11 @@ class TrajectoryWriter:
         return np.float16 if self.compact and name != "meta" else np.float32
 
     def write(self, chunk: Trajectories) -> None:
-        """Append the rows of ``chunk`` (its ``info`` replaces the file's)."""
+        """Append the rows of ``chunk`` (its ``info`` replaces the file's).
+
+        Raises what writing a temporary file raised (a full disk: ``OSError``), here or, for the background
+        thread's writes, at the next :meth:`write` or :meth:`close`.
+        """
         if not self._open:
             raise ValueError("TrajectoryWriter: write() after close() or abort()")
         if not isinstance(chunk, Trajectories):
@@ -275,15 +309,39 @@ class TrajectoryWriter:
                 part = chunk.select(slice(i, i + _LEAR_ROWS)) if n > _LEAR_ROWS else chunk
                 self._out.write(self._text(part.to_lear()))
             return
-        self._nan_t_pos |= bool(np.isnan(chunk.meta[:, 9]).any())
+        nan = bool(np.isnan(chunk.meta[:, 9]).any())
+        if self._meta_raw is None:  # the first rows: every temporary file, then the compressor (the stack stops
+            self._meta_raw = self._temporary()  # it before it closes the files it writes)
+            self._stream_meta = not nan
+            for name in BLOCK_NAMES:
+                if name != "meta" or self._stream_meta:
+                    self._bodies[name] = DeflateBody(self._temporary(), self._level)
+                    self._pending[name] = bytearray()
+            self._deflater = self._stack.enter_context(_Deflater(background=self.threads > 1))
+        self._nan_t_pos |= nan
         for name in BLOCK_NAMES:
-            if name not in self._tmp:
-                self._tmp[name] = self._stack.enter_context(tempfile.TemporaryFile(dir=self.path.parent))
             a = np.ascontiguousarray(getattr(chunk, name), dtype=self._dtype(name))
-            self._tmp[name].write(memoryview(a).cast("B"))
+            if name == "meta":
+                self._meta_raw.write(memoryview(a).cast("B"))
+                if not self._stream_meta:
+                    continue
+            self._feed(name, memoryview(a).cast("B"))
+
+    def _temporary(self):
+        return self._stack.enter_context(tempfile.TemporaryFile(dir=self.path.parent))
+
+    def _feed(self, name: str, data) -> None:
+        """Queue ``data`` for block ``name``'s stream, in whole pieces of :data:`_PIECE` bytes."""
+        body, buf = self._bodies[name], self._pending[name]
+        buf += data
+        while len(buf) >= _PIECE:
+            piece = bytes(buf[:_PIECE])
+            del buf[:_PIECE]
+            self._deflater.submit(body.compress, piece)
 
     def close(self) -> Path | None:
-        """Finish the file (npz: build the archive; rename the temporary file onto ``path``); returns ``path``."""
+        """Finish the file (npz: end the streams, write the archive; rename the temporary file onto ``path``);
+        returns ``path``."""
         if not self._open:
             return self.path
         try:
@@ -293,14 +351,14 @@ class TrajectoryWriter:
                 self._out.flush()
         except BaseException as exc:
             self._open = False
-            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)  # stops the thread, removes the files
             raise
         self._open = False
         self._stack.close()  # LEAR: closes the gzip stream and renames the temporary file
         return self.path
 
     def abort(self) -> None:
-        """Drop everything written (the output file is left as it was)."""
+        """Drop everything written (the output file is left as it was); the background thread, if any, ends."""
         if self._open:
             self._open = False
             exc = _Aborted()
@@ -317,38 +375,104 @@ class TrajectoryWriter:
 
     def _write_npz(self) -> None:
         widths = self._widths or DescriptorLayout.from_info(self.info).widths
-        n = self.n_rows
-        with atomic_open(self.path, "wb") as handle, zipfile.ZipFile(
-                handle, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True,
-                compresslevel=self.compresslevel) as archive:
-            # np.savez_compressed's members: "<key>.npy" in the order of Trajectories.as_arrays()
-            for name in BLOCK_NAMES:
-                dtype = np.dtype(self._dtype(name))
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                          "shape": (int(n), int(widths[name]))}
-                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array_header_1_0(member, header)
-                    tmp = self._tmp.get(name)
-                    if tmp is None:
-                        continue
-                    tmp.seek(0)
-                    if name == "meta" and self._nan_t_pos:
-                        self._copy_meta_filling_t_pos(tmp, member, widths[name])
-                    else:
-                        shutil.copyfileobj(tmp, member, 1 << 20)
-            with archive.open("info_json.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.array(json.dumps(self.info, sort_keys=True)),
-                                          allow_pickle=False)
+        n, level = self.n_rows, self._level
+        for name, body in self._bodies.items():
+            if self._pending[name]:
+                self._deflater.submit(body.compress, bytes(self._pending[name]))
+                self._pending[name] = bytearray()
+            self._deflater.submit(body.finish)
+        if self._deflater is not None:
+            self._deflater.join()  # raises what the background thread raised
+        if self._meta_raw is not None and (self._nan_t_pos or not self._stream_meta):
+            self._bodies["meta"] = self._meta_body(widths["meta"])
+        # np.savez_compressed's members: "<key>.npy" in the order of Trajectories.as_arrays()
+        members = []
+        for name in BLOCK_NAMES:
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(self._dtype(name))), "fortran_order": False,
+                "shape": (int(n), int(widths[name]))})
+            body = self._bodies.get(name)
+            if body is None:  # no rows: the header alone
+                members.append((f"{name}.npy", [deflate_segment(header.getvalue(), level, last=True)]))
+            else:
+                members.append((f"{name}.npy", [deflate_segment(header.getvalue(), level, last=False),
+                                                body.segment()]))
+        info = io.BytesIO()
+        np.lib.format.write_array(info, np.array(json.dumps(self.info, sort_keys=True)), allow_pickle=False)
+        members.append(("info_json.npy", [deflate_segment(info.getvalue(), level, last=True)]))
+        with atomic_open(self.path, "wb") as handle:
+            write_zip(handle, members, stored=level == 0)
 
-    def _copy_meta_filling_t_pos(self, src, dst, width: int) -> None:
-        rows = 1 << 16
-        while True:
-            raw = src.read(rows * width * 4)
-            if not raw:
-                return
+    def _meta_body(self, width: int) -> DeflateBody:
+        """``meta`` compressed now, from its uncompressed rows, with NaN ``t_pos`` filled in (same pieces, so same
+        bytes, as had the rows come filled)."""
+        body = DeflateBody(self._temporary(), self._level)
+        src, rows, buf = self._meta_raw, 1 << 16, bytearray()
+        src.seek(0)
+        while raw := src.read(rows * width * 4):
             meta = np.frombuffer(raw, np.float32).reshape(-1, width).copy()
             fill_t_pos(meta, self.info)
-            dst.write(meta.tobytes())
+            buf += memoryview(meta).cast("B")
+            while len(buf) >= _PIECE:
+                body.compress(bytes(buf[:_PIECE]))
+                del buf[:_PIECE]
+        if buf:
+            body.compress(bytes(buf))
+        body.finish()
+        return body
+
+
+class _Deflater:
+    """Runs the npz members' compression calls in the order given: inline, or on one background thread fed through
+    a bounded queue (``background``). A context manager: leaving it stops the thread (pending calls dropped)."""
+
+    def __init__(self, *, background: bool):
+        self._error: BaseException | None = None
+        self._thread = None
+        self._cancelled = False
+        if background:
+            self._queue: queue.Queue = queue.Queue(_QUEUED_PIECES)
+            self._thread = threading.Thread(target=self._run, name="idtfv-npz-deflate", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while (task := self._queue.get()) is not None:
+            if self._error is None and not self._cancelled:
+                try:
+                    task[0](*task[1])
+                except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread by submit()/join()
+                    self._error = exc  # the calls that follow are dropped: their stream is broken
+
+    def submit(self, func, *args) -> None:
+        """Call ``func(*args)`` (now, or queued for the thread); raises an earlier call's error."""
+        if self._thread is None:
+            func(*args)
+            return
+        self._raise()
+        self._queue.put((func, args))
+
+    def join(self) -> None:
+        """Wait for every call submitted; raises the first one's error."""
+        self._stop()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)  # the thread drains the queue (dropping calls once cancelled or failed): no hang
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> "_Deflater":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._cancelled = True
+        self._stop()
 
 
 class _Aborted(Exception):

@@ -6,12 +6,21 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
+import struct
+import subprocess
+import threading
 import tracemalloc
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
 
+from idtfv.errors import FormatError
+from idtfv.idt import npzstream
 from idtfv.idt.layout import BLOCK_NAMES
+from idtfv.idt.npzstream import DeflateBody, crc32_combine, deflate_segment
 from idtfv.idt.params import IDTParams
 from idtfv.idt.trajectories import (BLOCKS, Trajectories, TrajectoryWriter, _format_lear, fill_t_pos,
                                     load_trajectories)
@@ -39,21 +48,156 @@ def _savez_reference(t: Trajectories, compact: bool) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("compact", [True, False])
-def test_npz_written_in_chunks_has_the_bytes_of_savez_compressed(tmp_path, compact):
-    t = _random(1000)
-    with TrajectoryWriter(tmp_path / "a.npz", compact=compact) as w:
-        for part in _chunks(t, 137):
+def _reference_npz(path, t: Trajectories, compact: bool):
+    """The planted truth: the archive zipfile builds (np.savez_compressed of all the rows at once), as
+    Trajectories.save wrote it before the rows were compressed as they come."""
+    path.write_bytes(_savez_reference(t, compact))
+    return path
+
+
+def _write(path, t: Trajectories, size: int, **kwargs) -> bytes:
+    with TrajectoryWriter(path, **kwargs) as w:
+        for part in _chunks(t, size):
             w.write(part)
-    assert w.n_rows == 1000
-    assert (tmp_path / "a.npz").read_bytes() == _savez_reference(t, compact)
-    assert t.save(tmp_path / "b.npz", compact=compact).read_bytes() == _savez_reference(t, compact)
-    u = load_trajectories(tmp_path / "a.npz")
-    assert u.info == t.info
+    assert w.n_rows == len(t)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_npz_written_in_chunks_holds_the_arrays_of_savez_compressed(tmp_path, compact):
+    t = _random(1000)
+    _write(tmp_path / "a.npz", t, 137, compact=compact)
+    ref = _reference_npz(tmp_path / "ref.npz", t, compact)
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as got, np.load(ref, allow_pickle=False) as want:
+        assert got.files == want.files == [*BLOCK_NAMES, "info_json"]  # names and order
+        for key in want.files:
+            assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, key
+            assert got[key].tobytes() == want[key].tobytes(), key
+    with zipfile.ZipFile(tmp_path / "a.npz") as z, zipfile.ZipFile(ref) as r:
+        assert z.testzip() is None  # every member's CRC-32 checked
+        assert [i.filename for i in z.infolist()] == [i.filename for i in r.infolist()]
+        assert [i.file_size for i in z.infolist()] == [i.file_size for i in r.infolist()]
+        assert [i.CRC for i in z.infolist()] == [i.CRC for i in r.infolist()]  # the combined CRCs
+        for mine, theirs in zip(z.infolist(), r.infolist()):  # zipfile's field values
+            for field in ("compress_type", "date_time", "create_system", "create_version", "extract_version",
+                          "flag_bits", "external_attr"):
+                assert getattr(mine, field) == getattr(theirs, field), (mine.filename, field)
+    # both read back alike (old files stay readable)
+    u, v = load_trajectories(tmp_path / "a.npz"), load_trajectories(ref)
+    assert u.info == v.info == t.info
     for name in BLOCK_NAMES:
         want = getattr(t, name) if not compact or name == "meta" else getattr(t, name).astype(np.float16)
         np.testing.assert_array_equal(getattr(u, name), want.astype(np.float32))
-    assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".*"))  # no temporary file left
+        np.testing.assert_array_equal(getattr(v, name), getattr(u, name))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "ref.npz"]  # no temporary file left
+
+
+@pytest.mark.skipif(shutil.which("unzip") is None, reason="unzip not installed")
+@pytest.mark.parametrize("level", [None, 0])
+def test_unzip_tests_the_archive(tmp_path, level):
+    path = tmp_path / "a.npz"
+    _write(path, _random(700), 100, compresslevel=level)
+    done = subprocess.run(["unzip", "-t", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0 and "No errors detected" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("level", [None, 1, 0])
+def test_npz_bytes_do_not_depend_on_the_chunks_or_the_threads(tmp_path, level):
+    """Rows in pieces of 1, 7, 300 and all at once, compressed inline or on the writer's thread: one file. Enough
+    rows that every descriptor block spans several of the compressor's pieces."""
+    t = _random(2500, seed=3)
+    kw = {"compresslevel": level}
+    want = _write(tmp_path / "a.npz", t, len(t), **kw)
+    assert t.save(tmp_path / "s.npz", compresslevel=level).read_bytes() == want
+    for size, threads in [(1, 1), (7, 2), (300, 1), (300, 2), (len(t), 3), (613, 2)]:
+        if size == 1 and len(t) > 600:
+            got = _write(tmp_path / "b.npz", t.select(slice(0, 600)), 1, **kw)
+            assert got == _write(tmp_path / "c.npz", t.select(slice(0, 600)), 600, threads=2, **kw)
+            continue
+        assert _write(tmp_path / "b.npz", t, size, threads=threads, **kw) == want, (size, threads)
+    with zipfile.ZipFile(tmp_path / "a.npz") as z:
+        assert z.testzip() is None
+        kinds = {i.compress_type for i in z.infolist()}
+        assert kinds == ({zipfile.ZIP_STORED} if level == 0 else {zipfile.ZIP_DEFLATED})
+        if level == 0:  # stored: the .npy bytes as they are
+            assert all(i.compress_size == i.file_size for i in z.infolist())
+
+
+def test_crc32_combine_is_that_of_the_concatenation():
+    rng = np.random.default_rng(4)
+    sizes = [0, 1, 2, 3, 4, 7, 64, 1000, 65537, 300_001]
+    for n1 in sizes:
+        for n2 in sizes:
+            a = rng.integers(0, 256, n1, dtype=np.uint8).tobytes()
+            b = rng.integers(0, 256, n2, dtype=np.uint8).tobytes()
+            assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b), (n1, n2)
+    # three parts, folded left as the writer does for a member's segments
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (5, 0, 77777)]
+    crc = 0
+    for p in parts:
+        crc = crc32_combine(crc, zlib.crc32(p), len(p))
+    assert crc == zlib.crc32(b"".join(parts))
+    with pytest.raises(ValueError, match="len2"):
+        crc32_combine(0, 0, -1)
+
+
+def test_segments_need_the_sync_flush_to_read_as_one_stream():
+    """The header's segment ends with a sync flush: the two segments inflate to the concatenation. Ended with
+    Z_FINISH instead, the stream stops after the header (what a missing flush would break)."""
+    head, rows = b"header " * 9, np.arange(5000, dtype=np.float32).tobytes()
+    body = io.BytesIO()
+    deflater = DeflateBody(body, 6)
+    for i in range(0, len(rows), 4096):
+        deflater.compress(rows[i:i + 4096])
+    deflater.finish()
+    first = deflate_segment(head, 6, last=False)
+    stream = first.data + body.getvalue()
+    assert zlib.decompress(stream, -15) == head + rows
+    assert deflater.crc == zlib.crc32(rows) and deflater.size == len(rows) == deflater.segment().size
+    finished = deflate_segment(head, 6, last=True).data + body.getvalue()
+    d = zlib.decompressobj(-15)
+    assert d.decompress(finished) == head and d.eof  # the rows never come out
+
+
+def test_zip64_fields_are_written_and_read_by_zipfile(tmp_path, monkeypatch):
+    """Members over 4 GiB are too big for a test: with the zip64 limit lowered to 1000 bytes every member's sizes
+    and offsets go to zip64 extra fields and the end records to zip64 ones; zipfile and np.load read them all
+    back as in the file written with the real limit. The local headers carry zip64 sizes always (force_zip64)."""
+    t = _random(400, seed=5)
+    _write(tmp_path / "a.npz", t, 50)
+    monkeypatch.setattr(npzstream, "ZIP64_LIMIT", 1000)
+    raw = _write(tmp_path / "b.npz", t, 50)
+    assert b"PK\x06\x06" in raw and b"PK\x06\x07" in raw  # zip64 end of central directory and its locator
+    with zipfile.ZipFile(tmp_path / "a.npz") as a, zipfile.ZipFile(tmp_path / "b.npz") as b:
+        assert b.testzip() is None
+        for x, y in zip(a.infolist(), b.infolist(), strict=True):
+            assert (y.file_size, y.compress_size, y.header_offset, y.CRC) == \
+                   (x.file_size, x.compress_size, x.header_offset, x.CRC)
+            values = [x.file_size, x.compress_size] if max(x.file_size, x.compress_size) > 1000 else []
+            values += [x.header_offset] if x.header_offset > 1000 else []
+            assert x.extra == b"" and y.extra == struct.pack(f"<HH{len(values)}Q", 1, 8 * len(values), *values)
+        assert sum(len(y.extra) == 28 for y in b.infolist()) >= 5  # most members have all three fields there
+        for info in a.infolist():  # local headers: sizes 0xFFFFFFFF and a zip64 extra with the real ones
+            sig, *fields = struct.unpack("<4s5H3L2H", raw[info.header_offset:info.header_offset + 30])
+            assert sig == b"PK\x03\x04" and fields[6:8] == [0xFFFFFFFF, 0xFFFFFFFF]
+            start = info.header_offset + 30 + fields[8]
+            assert struct.unpack("<HHQQ", raw[start:start + 20]) == (1, 16, info.file_size, info.compress_size)
+    u = load_trajectories(tmp_path / "b.npz")
+    np.testing.assert_array_equal(u.hog, load_trajectories(tmp_path / "a.npz").hog)
+
+
+def test_a_wrong_crc_is_caught_by_the_readers(tmp_path, monkeypatch):
+    """The mutation check of the CRC test above from the readers' side: a member whose CRC-32 is off by one bit
+    fails testzip and np.load."""
+    def off(crc1, crc2, len2, _real=npzstream.crc32_combine):
+        return _real(crc1, crc2, len2) ^ 1
+
+    monkeypatch.setattr(npzstream, "crc32_combine", off)
+    _write(tmp_path / "a.npz", _random(300), 100)
+    with zipfile.ZipFile(tmp_path / "a.npz") as z:
+        assert z.testzip() == "meta.npy"
+    with pytest.raises(FormatError, match="CRC"):
+        load_trajectories(tmp_path / "a.npz")
 
 
 @pytest.mark.parametrize("name", ["a.txt", "a.txt.gz"])
@@ -101,6 +245,61 @@ def test_an_error_leaves_the_old_file_and_no_temporary_file(tmp_path, name):
         w2.write(_random(5))
 
 
+def _deflate_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "idtfv-npz-deflate"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("fail_at", ["write", "close"])
+def test_a_failing_compressor_write_surfaces_and_leaves_nothing(tmp_path, monkeypatch, threads, fail_at):
+    """A full disk under the temporary files (ENOSPC from the compressor's file writes, on the background thread
+    with threads=2) comes out of write() or close() as the OSError it is; the old output, no temporary file and
+    no thread are left."""
+    import errno
+
+    calls = {"n": 0}
+    real = DeflateBody.compress
+    limit = 3 if fail_at == "write" else 10 ** 9
+
+    def compress(self, piece):
+        calls["n"] += 1
+        if calls["n"] > limit:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, piece)
+
+    def finish(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DeflateBody, "compress", compress)
+    if fail_at == "close":
+        monkeypatch.setattr(DeflateBody, "finish", finish)
+    path = tmp_path / "a.npz"
+    path.write_bytes(b"old")
+    t = _random(200, seed=6)
+    written = 0
+    with pytest.raises(OSError, match="No space") as caught:
+        with TrajectoryWriter(path, threads=threads) as w:
+            for _ in range(60):  # ~10 MB: many pieces
+                w.write(t)
+                written += 1
+    assert caught.value.errno == errno.ENOSPC
+    assert (written < 60) == (fail_at == "write")  # from a later write() when the thread's write failed
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
+    assert not _deflate_threads()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_abort_stops_the_thread_and_leaves_no_file(tmp_path, threads):
+    w = TrajectoryWriter(tmp_path / "a.npz", threads=threads)
+    for k in range(30):
+        w.write(_random(300, seed=k))
+    assert len(_deflate_threads()) == (threads > 1)
+    w.abort()
+    assert not _deflate_threads() and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="threads"):
+        TrajectoryWriter(tmp_path / "b.npz", threads=0)
+
+
 def test_chunks_of_another_layout_are_refused(tmp_path):
     with TrajectoryWriter(tmp_path / "a.npz") as w:
         w.write(_random(3))
@@ -114,7 +313,7 @@ def test_nan_t_pos_filled_at_close_like_extract(tmp_path):
     t = _random(30, info=info)
     t.meta[:, 0] = np.arange(30) + 9
     t.meta[:, 9] = np.nan
-    with TrajectoryWriter(tmp_path / "a.npz") as w:
+    with TrajectoryWriter(tmp_path / "a.npz", threads=2) as w:
         for part in _chunks(t, 11):
             w.write(part)
     got = load_trajectories(tmp_path / "a.npz").meta[:, 9]
@@ -123,6 +322,14 @@ def test_nan_t_pos_filled_at_close_like_extract(tmp_path):
     meta = t.meta.copy()
     fill_t_pos(meta, info)
     np.testing.assert_array_equal(got, meta[:, 9])
+    # meta compressed at close from its kept rows: the bytes of the rows written filled in (extract_to_file writes
+    # those of extract().save); NaN only from a later chunk on (meta streamed until then) too
+    filled = Trajectories(**{k: getattr(t, k) for k in BLOCK_NAMES if k != "meta"}, meta=meta, info=info)
+    want = _write(tmp_path / "b.npz", filled, len(t))
+    assert (tmp_path / "a.npz").read_bytes() == want
+    late = Trajectories(**{k: getattr(t, k) for k in BLOCK_NAMES}, info=info)
+    late.meta[:15, 9] = meta[:15, 9]
+    assert _write(tmp_path / "c.npz", late, 11, threads=2) == want
 
 
 def test_the_writer_holds_one_chunk_not_the_file(tmp_path):
@@ -130,18 +337,19 @@ def test_the_writer_holds_one_chunk_not_the_file(tmp_path):
     chunk_rows = 1000
     chunk_bytes = chunk_rows * sum(BLOCKS.values()) * 4
 
-    def run(n_chunks, name):
+    def run(n_chunks, name, threads=1):
         tracemalloc.start()
         try:
-            with TrajectoryWriter(tmp_path / name) as w:
+            with TrajectoryWriter(tmp_path / name, threads=threads) as w:
                 for k in range(n_chunks):
                     w.write(_random(chunk_rows, seed=k))  # made on the fly, dropped after the write
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
 
-    for name in ("a.npz", "a.txt.gz"):
-        small, large = run(10, name), run(40, name)  # both beyond the 1 MB copy buffer of the npz archive
+    for name, threads in (("a.npz", 1), ("a.npz", 2), ("a.txt.gz", 1)):
+        # both beyond the compressor's pieces (256 KB) and the queue of the background thread (8 pieces)
+        small, large = run(10, name, threads), run(40, name, threads)
         assert large < small + chunk_bytes, (name, small, large)
         assert large < 0.3 * 40 * chunk_bytes, (name, large, 40 * chunk_bytes)  # far from the whole file
 
@@ -187,3 +395,17 @@ def test_extract_to_file_memory_is_flat_in_the_video_length(tmp_path):
     assert got.info == json.loads(json.dumps(ref.info))
     for name in BLOCK_NAMES:
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+
+
+def test_extract_to_file_bytes_do_not_depend_on_threads(tmp_path):
+    """--threads 2 compresses on the writer's thread while the extractor runs: the same file as one thread."""
+    from idtfv.idt.extractor import extract_to_file
+
+    files = []
+    for threads in (1, 2):
+        params = IDTParams(track_length=6, nt_cells=3, scales=2, camera_motion=False, threads=threads)
+        w = extract_to_file(_texture_frames(60), tmp_path / f"{threads}.npz", params)
+        assert w.n_rows > 0
+        files.append((tmp_path / f"{threads}.npz").read_bytes())
+    assert files[0] == files[1]
+    assert not _deflate_threads()
