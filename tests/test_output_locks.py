@@ -216,7 +216,7 @@ def test_a_second_codebook_fit_waits_and_reuses_the_first(vectors, monkeypatch, 
 
 
 # ------------------------------------------------------------------------------------------------ deep
-@pytest.mark.slow  # a tiny dataset and two one-epoch trainings (~10 s on 2 cores)
+@pytest.mark.slow  # a tiny dataset, one one-epoch training, four reruns (~4 s with the torch import, 2 cores)
 def test_train_deep_holds_its_out_lock(tmp_path, capsys):
     pytest.importorskip("torch")
     from idtfv.data.synthetic import generate_dataset
