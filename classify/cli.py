@@ -304,6 +304,17 @@ def _cmd_train_knn(args) -> int:
     return 0
 
 
+def _out_dir_lock(out):
+    """``--out DIR``'s lock while ``idtfv evaluate`` writes there (:func:`idtfv.lock.output_dir_lock`; nothing
+    without ``--out``). Held here: :func:`~idtfv.classify.evaluate.evaluate` is the library function that writes
+    the files it is given (train-svm's and train-deep's reports too, under their own lock) and has no directory."""
+    if out is None:
+        return contextlib.nullcontext()
+    from idtfv.lock import output_dir_lock
+
+    return output_dir_lock(out)
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluate import evaluate, evaluate_detections
 
@@ -316,10 +327,9 @@ def _cmd_evaluate(args) -> int:
         out = args.out
         if out is not None and out.exists() and not out.is_dir():
             raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for report.json")
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-        report = evaluate_detections(args.detections, args.annotations, manifest=args.manifest,
-                                     report_json=out / "report.json" if out else None)
+        with _out_dir_lock(out):
+            report = evaluate_detections(args.detections, args.annotations, manifest=args.manifest,
+                                         report_json=out / "report.json" if out else None)
         _print_summary(report)
         return 0
     if not args.scores:
@@ -334,7 +344,7 @@ def _cmd_evaluate(args) -> int:
     if out is not None and out.exists() and not out.is_dir():
         raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for report.json and "
                              "confusion.png")
-    with _warnings_as_lines():
+    with _warnings_as_lines(), _out_dir_lock(out):
         report = evaluate(args.scores, manifest=args.manifest, split=split,
                           confusion_png=out / "confusion.png" if out else None,
                           report_json=out / "report.json" if out else None)

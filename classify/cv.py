@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.errors import ParameterError
+from idtfv.lock import output_dir_lock
 
 __all__ = ["CVOptions", "SCHEMES", "make_folds", "channel_blocks", "run_cv"]
 
@@ -238,55 +239,57 @@ def run_cv(manifest, features, encode_params, out, *, cache, options: CVOptions 
     read_stamp(features)  # a clear error before anything is written
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     fold_man, folds, fold_groups = make_folds(man, options)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").unlink(missing_ok=True)
-    if options.scheme == "splits":
-        man_arg = manifest
-    else:
-        man_arg = write_manifest(fold_man, out / "folds.csv")
+    # from the first fold to report.json: a second run into out fails at once (each fold directory is locked again
+    # by run_svm_split, a lock of its own)
+    with output_dir_lock(out):
+        (out / "report.json").unlink(missing_ok=True)
+        if options.scheme == "splits":
+            man_arg = manifest
+        else:
+            man_arg = write_manifest(fold_man, out / "folds.csv")
 
-    fold_info, score_files, encode_failed = [], [], 0
-    for i, f in enumerate(folds):
-        fold_dir = out / f"fold{f}"
-        fold_dir.mkdir(exist_ok=True)
-        enc = run_encode(man_arg, features, encode_params, split=f, cache=cache, out=fold_dir / "vectors.npz",
-                         jobs=jobs, scheduler=scheduler, force=force)
-        encode_failed += len(enc["failed"])
-        fold_svm = dict(svm)
-        if per_channel:
-            fold_svm.setdefault("channels", channel_blocks(enc["codebook_dir"], enc["dim"]))
-        rep = run_svm_split(man_arg, fold_dir / "vectors.npz", f, fold_dir, **fold_svm)
-        tr = rep["training"]
-        info = {"fold": f, "n_train": tr["n_train"], "n_test": tr["n_test"],
-                "n_missing_train": tr["n_missing_train"], "n_missing_test": tr["n_missing_test"],
-                "encode_failed": len(enc["failed"]), "codebook": Path(enc["codebook_dir"]).name, "k": enc["k"],
-                "C": tr["C"], "accuracy": rep["accuracy"], "n_correct": rep["n_correct"], "mAP": rep["mAP"]}
-        if fold_groups is not None:
-            info["test_groups"] = fold_groups[i]
-        for key in ("combination", "channels"):
-            if key in rep:
-                info[key] = rep[key]
-        fold_info.append(info)
-        score_files.append(fold_dir / "scores.csv")
+        fold_info, score_files, encode_failed = [], [], 0
+        for i, f in enumerate(folds):
+            fold_dir = out / f"fold{f}"
+            fold_dir.mkdir(exist_ok=True)
+            enc = run_encode(man_arg, features, encode_params, split=f, cache=cache, out=fold_dir / "vectors.npz",
+                             jobs=jobs, scheduler=scheduler, force=force)
+            encode_failed += len(enc["failed"])
+            fold_svm = dict(svm)
+            if per_channel:
+                fold_svm.setdefault("channels", channel_blocks(enc["codebook_dir"], enc["dim"]))
+            rep = run_svm_split(man_arg, fold_dir / "vectors.npz", f, fold_dir, **fold_svm)
+            tr = rep["training"]
+            info = {"fold": f, "n_train": tr["n_train"], "n_test": tr["n_test"],
+                    "n_missing_train": tr["n_missing_train"], "n_missing_test": tr["n_missing_test"],
+                    "encode_failed": len(enc["failed"]), "codebook": Path(enc["codebook_dir"]).name, "k": enc["k"],
+                    "C": tr["C"], "accuracy": rep["accuracy"], "n_correct": rep["n_correct"], "mAP": rep["mAP"]}
+            if fold_groups is not None:
+                info["test_groups"] = fold_groups[i]
+            for key in ("combination", "channels"):
+                if key in rep:
+                    info[key] = rep[key]
+            fold_info.append(info)
+            score_files.append(fold_dir / "scores.csv")
 
-    report = evaluate(score_files, manifest=fold_man, split=folds, confusion_png=out / "confusion.png",
-                      title=f"{len(folds)}-fold cross-validation ({options.scheme}), pooled")
-    for entry, f in zip(report["splits"], folds):
-        entry["source"] = f"fold{f}/scores.csv"
-    report["protocol"] = {
-        "scheme": options.scheme, **{k: v for k, v in options.to_dict().items() if k != "scheme"},
-        "folds": folds, "n_folds": len(folds),
-        "manifest": Path(man_arg).name if isinstance(man_arg, (str, os.PathLike)) else None,
-        "features": Path(features).name, "encode": encode_params.to_dict(),
-        "codebook_fitted_on": "each fold's training videos only",
-    }
-    report["folds"] = fold_info
-    report["encode_failed"] = encode_failed
-    if report["confusion"] is not None:
-        text = json.dumps({"class_names": report["class_names"], "rows": "true class", "columns": "predicted class",
-                           "pooled_over_folds": folds, "confusion": report["confusion"]}, indent=2) + "\n"
-        from idtfv.atomic import atomic_write_text
+        report = evaluate(score_files, manifest=fold_man, split=folds, confusion_png=out / "confusion.png",
+                          title=f"{len(folds)}-fold cross-validation ({options.scheme}), pooled")
+        for entry, f in zip(report["splits"], folds):
+            entry["source"] = f"fold{f}/scores.csv"
+        report["protocol"] = {
+            "scheme": options.scheme, **{k: v for k, v in options.to_dict().items() if k != "scheme"},
+            "folds": folds, "n_folds": len(folds),
+            "manifest": Path(man_arg).name if isinstance(man_arg, (str, os.PathLike)) else None,
+            "features": Path(features).name, "encode": encode_params.to_dict(),
+            "codebook_fitted_on": "each fold's training videos only",
+        }
+        report["folds"] = fold_info
+        report["encode_failed"] = encode_failed
+        if report["confusion"] is not None:
+            text = json.dumps({"class_names": report["class_names"], "rows": "true class", "columns": "predicted class",
+                               "pooled_over_folds": folds, "confusion": report["confusion"]}, indent=2) + "\n"
+            from idtfv.atomic import atomic_write_text
 
-        atomic_write_text(out / "confusion.json", text)
-    write_report(report, out / "report.json")
-    return report
+            atomic_write_text(out / "confusion.json", text)
+        write_report(report, out / "report.json")
+        return report

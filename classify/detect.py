@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.errors import FormatError, ParameterError
+from idtfv.lock import output_dir_lock
 
 from .evaluate import THUMOS_IOUS, detection_average_precision as average_precision, detection_map
 from .intervals import (DETECTION_COLUMNS, GT_COLUMNS, Detection, read_detections, read_intervals, temporal_iou,
@@ -277,40 +278,40 @@ def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, par
         if unknown:
             raise FormatError(annotations, f"classes {', '.join(unknown)} are not among the SVM's classes "
                                            f"({', '.join(class_names)})")
-    feat_dir = Path(stamp["dir"])
-    detections: list[Detection] = []
-    missing: dict[str, str] = {}
-    t_load = t_detect = 0.0
-    done = []
-    for e in man.rows:
-        path = feat_dir / f"{e.video_id}.npz"
-        if not path.is_file():
-            missing[e.video_id] = stamp["failed"].get(e.video_id, "no features file")
-            continue
-        t0 = time.perf_counter()
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
-        except (OSError, ValueError) as exc:
-            raise FormatError(path, f"not a readable features file ({exc}); rerun idtfv features with --force") \
-                from None
-        fps, n_frames = _video_timing(e)
-        t1 = time.perf_counter()
-        detections += detect_video(e.video_id, arrays, models, model.coef_, model.intercept_, class_names, fps=fps,
-                                   n_frames=n_frames, params=params, pyramid=pyramid, source=path)
-        t_detect += time.perf_counter() - t1
-        t_load += t1 - t0
-        done.append(e.video_id)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").unlink(missing_ok=True)
-    det_path = write_detections(out / "detections.csv", detections)
-    report = None
-    if truth is not None:
-        report = evaluate_detections(detections, truth, class_names=class_names, videos=done)
-        report["detector"] = params.to_dict()
-        report["pyramid"] = pyramid
-        report["codebook"] = codebook.name
-        report["n_missing"] = len(missing)
-        write_report(report, out / "report.json")
-    return {"detections": det_path, "n_videos": len(done), "n_detections": len(detections), "missing": missing,
-            "report": report, "codebook": str(codebook), "seconds": {"features_load": t_load, "detect": t_detect}}
+    with output_dir_lock(out):  # from the first video to report.json: a second run into out fails at once
+        feat_dir = Path(stamp["dir"])
+        detections: list[Detection] = []
+        missing: dict[str, str] = {}
+        t_load = t_detect = 0.0
+        done = []
+        for e in man.rows:
+            path = feat_dir / f"{e.video_id}.npz"
+            if not path.is_file():
+                missing[e.video_id] = stamp["failed"].get(e.video_id, "no features file")
+                continue
+            t0 = time.perf_counter()
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
+            except (OSError, ValueError) as exc:
+                raise FormatError(path, f"not a readable features file ({exc}); rerun idtfv features with --force") \
+                    from None
+            fps, n_frames = _video_timing(e)
+            t1 = time.perf_counter()
+            detections += detect_video(e.video_id, arrays, models, model.coef_, model.intercept_, class_names, fps=fps,
+                                       n_frames=n_frames, params=params, pyramid=pyramid, source=path)
+            t_detect += time.perf_counter() - t1
+            t_load += t1 - t0
+            done.append(e.video_id)
+        (out / "report.json").unlink(missing_ok=True)
+        det_path = write_detections(out / "detections.csv", detections)
+        report = None
+        if truth is not None:
+            report = evaluate_detections(detections, truth, class_names=class_names, videos=done)
+            report["detector"] = params.to_dict()
+            report["pyramid"] = pyramid
+            report["codebook"] = codebook.name
+            report["n_missing"] = len(missing)
+            write_report(report, out / "report.json")
+        return {"detections": det_path, "n_videos": len(done), "n_detections": len(detections), "missing": missing,
+                "report": report, "codebook": str(codebook), "seconds": {"features_load": t_load, "detect": t_detect}}

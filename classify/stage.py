@@ -14,6 +14,10 @@ the same inputs and seed):
   run complete: a rerun removes the old one before writing anything, and it is written last, so a run killed
   half way never leaves a directory that looks finished.
 
+A run holds ``out``'s lock (:func:`idtfv.lock.output_dir_lock`, ``out/.lock``) from the end of the input checks to
+``report.json``: a second run into the same ``out`` meanwhile fails at once and writes nothing, so no reader can pair
+one run's scores with another's report.
+
 Result files hold results only, no run-environment detail (``n_jobs``): the same inputs and seed give the same
 bytes with any ``--jobs``.
 
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.errors import FormatError, ManifestError, ParameterError
+from idtfv.lock import output_dir_lock
 
 from .evaluate import ResultWarning, _examples, evaluate, write_report
 from idtfv.scores import Features, Scores, read_features, write_scores
@@ -266,36 +271,37 @@ def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C
     out = Path(out)
     _check_out_dir(out)
     data = load_split(manifest, features, split)
-    classes = np.arange(len(data.class_names))
-    K = linear_kernel(data.X, index=data.train_index)
-    cv = None
-    if cv_C:
-        groups = data.groups_train if all(data.groups_train) else None
-        cv = select_C(K, data.y_train, classes=classes, Cs=C_grid or DEFAULT_C_GRID, n_folds=n_folds, groups=groups,
-                      loss=loss, tol=tol, random_state=random_state, n_jobs=n_jobs)
-        C = cv["best_C"]
-    model = LinearSVM(C=float(C), loss=loss, tol=tol, n_jobs=n_jobs, random_state=random_state)
-    model.fit(data.X, data.y_train, classes=classes, index=data.train_index, kernel=K)
-    del K
-    scores = model.decision_function(data.X, index=data.test_index)
-    training = _training_info(data, split, manifest, features)
-    training.update(classifier="linear-svm", C=float(C), loss=loss, tol=tol, random_state=random_state,
-                    converged=model.converged_, max_passes=int(model.n_passes_.max()), cv=cv)
-    extra_report, validation = _channels_and_validation(
-        data, scores, channels=channels, combine=combine, validation_fraction=validation_fraction,
-        svm=dict(C=float(C), loss=loss, tol=tol, n_jobs=n_jobs, random_state=random_state))
-    if "scores" in extra_report:
-        scores = extra_report.pop("scores")
-    _begin(out)
-    model.save(out / "model", extra={"class_names": data.class_names, "split": int(split), "cv": cv,
-                                     "features": training["features"], "manifest": training["manifest"]})
-    if validation is not None:
-        ids, val_scores, val_sets = validation
-        write_scores(out / "validation_scores.csv", ids, val_scores, data.class_names, val_sets)
-        training["validation"] = {"file": "validation_scores.csv", "n_videos": len(ids)}
-    else:
-        (out / "validation_scores.csv").unlink(missing_ok=True)
-    return _finish(data, scores, out, training, title=f"linear SVM, split {split}", extra=extra_report)
+    with output_dir_lock(out):  # from here to report.json: a second run into out fails at once
+        classes = np.arange(len(data.class_names))
+        K = linear_kernel(data.X, index=data.train_index)
+        cv = None
+        if cv_C:
+            groups = data.groups_train if all(data.groups_train) else None
+            cv = select_C(K, data.y_train, classes=classes, Cs=C_grid or DEFAULT_C_GRID, n_folds=n_folds,
+                          groups=groups, loss=loss, tol=tol, random_state=random_state, n_jobs=n_jobs)
+            C = cv["best_C"]
+        model = LinearSVM(C=float(C), loss=loss, tol=tol, n_jobs=n_jobs, random_state=random_state)
+        model.fit(data.X, data.y_train, classes=classes, index=data.train_index, kernel=K)
+        del K
+        scores = model.decision_function(data.X, index=data.test_index)
+        training = _training_info(data, split, manifest, features)
+        training.update(classifier="linear-svm", C=float(C), loss=loss, tol=tol, random_state=random_state,
+                        converged=model.converged_, max_passes=int(model.n_passes_.max()), cv=cv)
+        extra_report, validation = _channels_and_validation(
+            data, scores, channels=channels, combine=combine, validation_fraction=validation_fraction,
+            svm=dict(C=float(C), loss=loss, tol=tol, n_jobs=n_jobs, random_state=random_state))
+        if "scores" in extra_report:
+            scores = extra_report.pop("scores")
+        _begin(out)
+        model.save(out / "model", extra={"class_names": data.class_names, "split": int(split), "cv": cv,
+                                         "features": training["features"], "manifest": training["manifest"]})
+        if validation is not None:
+            ids, val_scores, val_sets = validation
+            write_scores(out / "validation_scores.csv", ids, val_scores, data.class_names, val_sets)
+            training["validation"] = {"file": "validation_scores.csv", "n_videos": len(ids)}
+        else:
+            (out / "validation_scores.csv").unlink(missing_ok=True)
+        return _finish(data, scores, out, training, title=f"linear SVM, split {split}", extra=extra_report)
 
 
 def _channels_and_validation(data: SplitData, scores, *, channels, combine, validation_fraction, svm: dict):
@@ -336,10 +342,11 @@ def run_knn_split(manifest, features, split: int, out, *, n_neighbors: int = 5, 
     out = Path(out)
     _check_out_dir(out)
     data = load_split(manifest, features, split)
-    knn = KNNClassifier(n_neighbors=n_neighbors, metric=metric, weights=weights)
-    knn.fit(data.X, data.y_train, classes=np.arange(len(data.class_names)), index=data.train_index)
-    scores = knn.decision_function(data.X, index=data.test_index)
-    training = _training_info(data, split, manifest, features)
-    training.update(classifier="knn", n_neighbors=n_neighbors, metric=metric, weights=weights)
-    _begin(out)
-    return _finish(data, scores, out, training, title=f"{n_neighbors}-NN ({metric}), split {split}")
+    with output_dir_lock(out):
+        knn = KNNClassifier(n_neighbors=n_neighbors, metric=metric, weights=weights)
+        knn.fit(data.X, data.y_train, classes=np.arange(len(data.class_names)), index=data.train_index)
+        scores = knn.decision_function(data.X, index=data.test_index)
+        training = _training_info(data, split, manifest, features)
+        training.update(classifier="knn", n_neighbors=n_neighbors, metric=metric, weights=weights)
+        _begin(out)
+        return _finish(data, scores, out, training, title=f"{n_neighbors}-NN ({metric}), split {split}")

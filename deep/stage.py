@@ -9,7 +9,9 @@ and the videos left out because their probe found no decodable frame), with ``va
 ``confusion.png``:
 :func:`idtfv.classify.evaluate` of ``scores.csv`` on the manifest split, the same report as ``idtfv train-svm``'s.
 The report is written after the score and feature files and before the ``{"test": ...}`` line that ends
-``log.jsonl``; a rerun into the same directory first removes the old report and figure.
+``log.jsonl``; a rerun into the same directory first removes the old report and figure. The run holds
+``out_dir``'s lock (:func:`idtfv.lock.output_dir_lock`) while it writes there: a second run into the same directory
+fails at once and writes nothing.
 Test scores average the views (clips x crops) of each video (``aggregate_views``).
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from idtfv.errors import FormatError, ManifestError, ParameterError
+from idtfv.lock import output_dir_lock
 
 from .aggregate import aggregate_views
 from .data import MODALITIES, SamplingConfig, VideoDataset
@@ -111,76 +114,78 @@ def run_experiment(manifest, *, model: str, modality: str, split: int, out_dir, 
         fit_rows = [e for e, v in zip(train_rows, is_val) if not v]
         val_rows = [e for e, v in zip(train_rows, is_val) if v]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (REPORT, CONFUSION, VALIDATION_SCORES):  # a report in the directory belongs to a finished run
-        (out / stale).unlink(missing_ok=True)
-    spec = MODELS[model]
-    in_channels = MODALITIES[modality][0] * sampling.snippet_len
+    # from here to report.json: a second run into out fails at once (its checkpoint, log and scores untouched)
+    with output_dir_lock(out):
+        for stale in (REPORT, CONFUSION, VALIDATION_SCORES):  # a report in the directory belongs to a finished run
+            (out / stale).unlink(missing_ok=True)
+        spec = MODELS[model]
+        in_channels = MODALITIES[modality][0] * sampling.snippet_len
 
-    def new_net():
-        torch.manual_seed(train_config.seed)  # the initial weights depend on the seed only
-        return build_model(model, num_classes=len(m.class_names), in_channels=in_channels, width=width, depth=depth,
-                           frames=sampling.frames if spec.time_arg else None)
+        def new_net():
+            torch.manual_seed(train_config.seed)  # the initial weights depend on the seed only
+            return build_model(model, num_classes=len(m.class_names), in_channels=in_channels, width=width, depth=depth,
+                               frames=sampling.frames if spec.time_arg else None)
 
-    net = new_net()
-    run = {"manifest": str(manifest), "model": model, "modality": modality, "split": split,
-           "sampling": dataclasses.asdict(sampling), "train": dataclasses.asdict(train_config),
-           "width": width, "depth": depth, "rawframes": str(rawframes) if rawframes else None,
-           "skipped": skipped}
-    if pretrained:
-        report = load_pretrained(net, pretrained)
-        print(f"pretrained {pretrained}: {report.summary()}", file=sys.stderr)
-        run["pretrained"] = {"path": str(pretrained), "summary": report.summary(), "missing": report.missing,
-                             "unexpected": report.unexpected}
-    validation = None
-    if val_rows is not None:
-        validation = {"fraction": float(validation_fraction), "seed": int(train_config.seed),
-                      "n_train": len(fit_rows), "n_videos": len(val_rows),
-                      "groups": sorted({e.group for e in val_rows if e.group}), "file": VALIDATION_SCORES}
-        run["validation"] = validation
-    (out / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
-
-    train_ds = VideoDataset(train_rows, modality=modality, config=sampling, train=True, rawframes=rawframes,
-                            seed=train_config.seed)
-    train(net, train_ds, config=train_config, out_dir=out, progress=progress)
-    del train_ds  # frees its decoded-frame cache
-
-    def score(model_net, rows, path):
-        """Per-video scores of ``rows`` by ``model_net`` written to ``path``; ``(ids, scores, features, labels)``."""
-        ds = VideoDataset(rows, modality=modality, config=sampling, train=False, rawframes=rawframes)
-        scores, feats, index = predict(model_net, ds, batch_size=train_config.batch_size, device=train_config.device,
-                                       progress=progress)
-        view_ids = [rows[i].video_id for i in index]
-        ids, agg = aggregate_views(view_ids, scores)
-        _, fagg = aggregate_views(view_ids, feats)
-        labels = np.array([r.label for r in rows], dtype=np.int64)  # ids come out in row order
-        write_scores(path, ids, agg, m.class_names, labels)
-        return ids, agg, fagg, labels
-
-    results = {name: score(net, rows, out / (SCORES_TEST if name == "test" else SCORES_TRAIN))
-               for name, rows in (("train", train_rows), ("test", test_rows))}
-    if val_rows is not None:  # a second model without the validation groups scores them
-        vnet = new_net()
+        net = new_net()
+        run = {"manifest": str(manifest), "model": model, "modality": modality, "split": split,
+               "sampling": dataclasses.asdict(sampling), "train": dataclasses.asdict(train_config),
+               "width": width, "depth": depth, "rawframes": str(rawframes) if rawframes else None,
+               "skipped": skipped}
         if pretrained:
-            load_pretrained(vnet, pretrained)
-        fit_ds = VideoDataset(fit_rows, modality=modality, config=sampling, train=True, rawframes=rawframes,
-                              seed=train_config.seed)
-        train(vnet, fit_ds, config=train_config, out_dir=out / "validation", progress=progress)
-        del fit_ds
-        score(vnet, val_rows, out / VALIDATION_SCORES)
-    ids = results["train"][0] + results["test"][0]
-    write_features(out / "features.npz", ids, np.concatenate([results["train"][2], results["test"][2]]),
-                   np.concatenate([results["train"][3], results["test"][3]]))
-    test_ids, test_scores, _, test_labels = results["test"]
-    known = test_labels >= 0
-    acc = float(np.mean(test_scores.argmax(1)[known] == test_labels[known])) if known.any() else float("nan")
-    report = _write_report(out, m, split, title=f"{model} {modality} split {split}")
-    summary = {"accuracy": acc, "n_train": len(train_rows), "n_test": len(test_rows), "out": str(out),
-               "validation": None if validation is None else {"n_videos": validation["n_videos"],
-                                                              "groups": validation["groups"]}}
-    with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"test": summary}) + "\n")
-    return {**summary, "report": report}
+            report = load_pretrained(net, pretrained)
+            print(f"pretrained {pretrained}: {report.summary()}", file=sys.stderr)
+            run["pretrained"] = {"path": str(pretrained), "summary": report.summary(), "missing": report.missing,
+                                 "unexpected": report.unexpected}
+        validation = None
+        if val_rows is not None:
+            validation = {"fraction": float(validation_fraction), "seed": int(train_config.seed),
+                          "n_train": len(fit_rows), "n_videos": len(val_rows),
+                          "groups": sorted({e.group for e in val_rows if e.group}), "file": VALIDATION_SCORES}
+            run["validation"] = validation
+        (out / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+
+        train_ds = VideoDataset(train_rows, modality=modality, config=sampling, train=True, rawframes=rawframes,
+                                seed=train_config.seed)
+        train(net, train_ds, config=train_config, out_dir=out, progress=progress)
+        del train_ds  # frees its decoded-frame cache
+
+        def score(model_net, rows, path):
+            """Per-video scores of ``rows`` by ``model_net`` written to ``path``; ``(ids, scores, features,
+            labels)``."""
+            ds = VideoDataset(rows, modality=modality, config=sampling, train=False, rawframes=rawframes)
+            scores, feats, index = predict(model_net, ds, batch_size=train_config.batch_size,
+                                           device=train_config.device, progress=progress)
+            view_ids = [rows[i].video_id for i in index]
+            ids, agg = aggregate_views(view_ids, scores)
+            _, fagg = aggregate_views(view_ids, feats)
+            labels = np.array([r.label for r in rows], dtype=np.int64)  # ids come out in row order
+            write_scores(path, ids, agg, m.class_names, labels)
+            return ids, agg, fagg, labels
+
+        results = {name: score(net, rows, out / (SCORES_TEST if name == "test" else SCORES_TRAIN))
+                   for name, rows in (("train", train_rows), ("test", test_rows))}
+        if val_rows is not None:  # a second model without the validation groups scores them
+            vnet = new_net()
+            if pretrained:
+                load_pretrained(vnet, pretrained)
+            fit_ds = VideoDataset(fit_rows, modality=modality, config=sampling, train=True, rawframes=rawframes,
+                                  seed=train_config.seed)
+            train(vnet, fit_ds, config=train_config, out_dir=out / "validation", progress=progress)
+            del fit_ds
+            score(vnet, val_rows, out / VALIDATION_SCORES)
+        ids = results["train"][0] + results["test"][0]
+        write_features(out / "features.npz", ids, np.concatenate([results["train"][2], results["test"][2]]),
+                       np.concatenate([results["train"][3], results["test"][3]]))
+        test_ids, test_scores, _, test_labels = results["test"]
+        known = test_labels >= 0
+        acc = float(np.mean(test_scores.argmax(1)[known] == test_labels[known])) if known.any() else float("nan")
+        report = _write_report(out, m, split, title=f"{model} {modality} split {split}")
+        summary = {"accuracy": acc, "n_train": len(train_rows), "n_test": len(test_rows), "out": str(out),
+                   "validation": None if validation is None else {"n_videos": validation["n_videos"],
+                                                                  "groups": validation["groups"]}}
+        with open(out / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"test": summary}) + "\n")
+        return {**summary, "report": report}
 
 
 def _write_report(out: Path, manifest, split: int, *, title: str) -> dict:

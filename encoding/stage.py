@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.errors import FormatError, ParameterError
+from idtfv.lock import LOCK_NAME, exclusive_lock
 
 from . import codebook_io
 from .bof import bof_histograms
@@ -365,23 +366,35 @@ def prepare_codebooks(features_dir, train_ids, params: EncodeParams, *, cache, s
     feat_dir = Path(features_dir)
     cb_params = codebook_params(params, features_dir=feat_dir, split=split, train_ids=train_ids)
     cb_dir = Path(cache) / f"codebook-{param_hash(cb_params)}"
-    if force or not (cb_dir / CODEBOOK_SUMMARY).is_file():
-        paths = {v: feat_dir / f"{v}.npz" for v in train_ids}
-        if layout is None and paths:
-            layout = features_layout(paths[min(paths)])
-        sample, info = load_training_sample(paths, total=params.pca_samples, seed=params.seed,
-                                            channels=params.channel_names, layout=layout)
-        log.info("sampled %d descriptors per channel from %d training videos (%d available)", info["rows"],
-                 info["videos"], info["rows_available"])
-        models, k_used = fit_codebooks(sample, params, jobs=jobs)
-        del sample
-        summary = {"method": params.method, "k": k_used, "k_requested": params.k,
-                   "channels": list(params.channel_names), "params": cb_params,
-                   "layout": None if layout is None else layout.to_dict(), "sample": info,
-                   "reports": {ch: m.report() for ch, (_, m) in models.items() if isinstance(m, DiagGMM)}}
-        save_codebooks(cb_dir, models, summary, seed=params.seed)
-        _LOADED.pop(str(cb_dir.resolve()), None)
+    if not force and (cb_dir / CODEBOOK_SUMMARY).is_file():
+        return cb_dir
+    cb_dir.mkdir(parents=True, exist_ok=True)
+    # one fit at a time: a second encode of the same codebook waits, then finds it complete (its own fit could mix
+    # its channels' files with the first's)
+    with exclusive_lock(cb_dir / LOCK_NAME, what="codebook fit", wait=True):
+        if force or not (cb_dir / CODEBOOK_SUMMARY).is_file():
+            _fit_and_save(cb_dir, feat_dir, train_ids, params, cb_params, layout=layout, jobs=jobs)
     return cb_dir
+
+
+def _fit_and_save(cb_dir: Path, feat_dir: Path, train_ids, params: EncodeParams, cb_params: dict, *, layout,
+                  jobs: int) -> None:
+    """Sample the training descriptors, fit the codebooks and save them in ``cb_dir`` (under its lock)."""
+    paths = {v: feat_dir / f"{v}.npz" for v in train_ids}
+    if layout is None and paths:
+        layout = features_layout(paths[min(paths)])
+    sample, info = load_training_sample(paths, total=params.pca_samples, seed=params.seed,
+                                        channels=params.channel_names, layout=layout)
+    log.info("sampled %d descriptors per channel from %d training videos (%d available)", info["rows"],
+             info["videos"], info["rows_available"])
+    models, k_used = fit_codebooks(sample, params, jobs=jobs)
+    del sample
+    summary = {"method": params.method, "k": k_used, "k_requested": params.k,
+               "channels": list(params.channel_names), "params": cb_params,
+               "layout": None if layout is None else layout.to_dict(), "sample": info,
+               "reports": {ch: m.report() for ch, (_, m) in models.items() if isinstance(m, DiagGMM)}}
+    save_codebooks(cb_dir, models, summary, seed=params.seed)
+    _LOADED.pop(str(cb_dir.resolve()), None)
 
 
 def write_encoded(out, result, entries, *, models: Mapping, method: str, grids,

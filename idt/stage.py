@@ -375,11 +375,16 @@ def flow_item(entry, params: dict) -> dict:
 
 
 def run_flow(entries, options: dict, *, out, cache_root, jobs: int = 1, scheduler=None, force: bool = False):
-    """Run :func:`flow_item` over ``entries`` through the stage runner; returns its ``StageResult``."""
+    """Run :func:`flow_item` over ``entries`` through the stage runner; returns its ``StageResult``.
+
+    The run holds ``out``'s lock (:func:`idtfv.lock.output_dir_lock`) as well as the runner's lock of its stage
+    directory: a second run writing the same rawframes directory at the same time (with other options, or another
+    ``cache_root``, hence another stage directory) fails at once instead of replacing videos under the first."""
+    from idtfv.lock import output_dir_lock
     from idtfv.runner import run_stage
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    params = {"flow": {**options, "out": str(out.resolve())}}
-    return run_stage("flow", flow_item, entries, params=params, cache_root=cache_root, jobs=jobs,
-                     scheduler=scheduler, force=force)
+    with output_dir_lock(out):
+        params = {"flow": {**options, "out": str(out.resolve())}}
+        return run_stage("flow", flow_item, entries, params=params, cache_root=cache_root, jobs=jobs,
+                         scheduler=scheduler, force=force)

@@ -7,6 +7,15 @@ system releases it when the process ends, however it ends (even SIGKILL), so a c
 lock behind. A second run either fails at once with one clear line (``wait=False``, the stage runner) or waits for
 the first to finish (``wait=True``, the dataset generator, which then finds the dataset complete).
 
+Who holds it: the stage runner (``CACHE/<stage>-<hash>/``: ``idtfv features``, ``flow``, ``encode``), the dataset
+generators (``wait=True``), the encode stage's codebook fit (``CACHE/codebook-<hash>/``, ``wait=True``: a second
+fit of the same codebook waits and reuses it), and every command that writes an output directory, through
+:func:`output_dir_lock` (``wait=False``): ``idtfv train-svm``, ``train-knn``, ``evaluate --out``, ``detect``,
+``cv``, ``train-deep`` and ``flow`` (its rawframes directory). Commands that write one file (``fuse --out``,
+``stack-scores``, ``encode --out``, ``features --out``, ``extract-flow``'s one video) write it atomically instead
+(:mod:`idtfv.atomic`) and take no lock: two of them never leave a mixed file, and ``extract-flow`` runs for
+different videos may share a directory.
+
 On a system without ``fcntl`` (not POSIX), or a file system that refuses locks (some network mounts), the block
 runs unlocked.
 """
@@ -21,7 +30,7 @@ from pathlib import Path
 
 from idtfv.errors import IdtfvError
 
-__all__ = ["exclusive_lock", "LOCK_NAME"]
+__all__ = ["exclusive_lock", "output_dir_lock", "LOCK_NAME"]
 
 #: The lock file's name inside the directory it protects.
 LOCK_NAME = ".lock"
@@ -77,3 +86,36 @@ def exclusive_lock(lock_file: str | os.PathLike, *, what: str, wait: bool = Fals
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def output_dir_lock(directory: str | os.PathLike, *, what: str = "idtfv run") -> Iterator[Path]:
+    """Create ``directory`` (and its parents) and hold its lock (``directory/.lock``, ``wait=False``) for the block.
+
+    The lock of the commands that write an output directory (``idtfv train-svm --out DIR``, ...): a second run
+    writing the same directory at the same time fails at once, before it writes anything, instead of interleaving
+    its files with the first's. Take it once per directory and process (the lock is per open file: a second
+    ``output_dir_lock`` of the same directory inside the block fails too).
+
+    Parameters
+    ----------
+    directory : path-like
+        The output directory.
+    what : str
+        What holds the lock, for the message (see :func:`exclusive_lock`).
+
+    Yields
+    ------
+    Path
+        ``directory``.
+
+    Raises
+    ------
+    IdtfvError
+        Another process holds the directory's lock: ``"<directory>: another idtfv run is using this directory;
+        ..."``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(directory / LOCK_NAME, what=what):
+        yield directory

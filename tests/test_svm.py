@@ -269,7 +269,7 @@ def test_train_svm_outputs_do_not_depend_on_jobs(tmp_path):
         assert main(["train-svm", "--manifest", str(man), "--features", str(fv), "--out", str(tmp_path / jobs),
                      "--jobs", jobs, "--C", "10"]) == 0
     names = sorted(p.name for p in (tmp_path / "1").iterdir())
-    assert names == ["confusion.png", "model.json", "model.npz", "report.json", "scores.csv"]
+    assert names == [".lock", "confusion.png", "model.json", "model.npz", "report.json", "scores.csv"]  # .lock: empty
     for name in names:
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
     assert "n_jobs" not in (tmp_path / "1" / "model.json").read_text()
