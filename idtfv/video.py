@@ -12,8 +12,8 @@ the file or decodes nothing from it. Whatever backend decodes, the output is the
 
 Frame counts are honest: :func:`probe_video` counts the frames that actually decode, not what the container's
 header claims, and so does a reader that reads a file to its end (:attr:`VideoReader.decodable_frames`: one pass
-instead of a count and then a decode). A truncated or corrupt stream yields the frames that decode and then stops, with a
-:class:`TruncatedVideoWarning` naming the file and both counts when they differ by more than 5% and 2 frames
+instead of a count and then a decode). A truncated or corrupt stream yields the frames that decode and then stops,
+with a :class:`TruncatedVideoWarning` naming the file and both counts when they differ by more than 5% and 2 frames
 (:func:`collect_video_warnings` gathers those messages instead, for dataset runs); a stream from which nothing
 decodes is an error.
 

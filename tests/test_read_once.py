@@ -145,6 +145,29 @@ def _assert_same(a, b, *, info=True):
         assert json.dumps(a.info, sort_keys=True) == json.dumps(b.info, sort_keys=True)
 
 
+# ------------------------------------------------------------------------------------------- idtfv.video
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_reader_read_to_its_end_knows_the_decodable_count(kind, tmp_path, decodes):
+    path = _make(kind, tmp_path)
+    decoded, header = _planted(kind, path)
+    with _quietly(video.open_video, path, start=3) as reader:
+        assert reader.decodable_frames is None and reader.header_frames == header
+        assert _quietly(lambda: sum(1 for _ in reader)) == decoded - 3
+        assert reader.decodable_frames == decoded == _quietly(video.probe_video, path).frames
+    with video.open_video(path, start=3, end=10) as reader:  # stopped at `end`: the rest is not read, not known
+        assert sum(1 for _ in reader) == 7 and reader.decodable_frames is None
+
+
+def test_start_beyond_the_end_carries_the_count_and_keeps_its_message(tmp_path, decodes):
+    path = write_tiny_video(tmp_path / "v.avi", frames=12)
+    with pytest.raises(video.StartBeyondEndError) as exc:
+        video.open_video(path, start=15)
+    assert isinstance(exc.value, VideoError) and (exc.value.start, exc.value.frames) == (15, 12)
+    assert str(exc.value) == (f"{path}: start=15 is beyond the last decodable frame (the video has 12 decodable "
+                              "frames); pass a smaller start")
+    assert decodes == {"opens": 1, "frames": 12}
+
+
 # ------------------------------------------------------------------------------------------------- one decode
 @pytest.mark.parametrize("kind", KINDS)
 def test_extract_decodes_the_file_once_and_writes_the_counted_paths_bytes(kind, tmp_path, decodes):
