@@ -135,7 +135,7 @@ def _extract_trajectories(args) -> int:
         bar = tqdm(desc=video.name, unit="frame", file=sys.stderr)
 
         def on_frame(i, n):
-            if bar.total is None and n:
+            if n and bar.total != n:  # a header's estimate first, the frames decoded at the end if it was wrong
                 bar.total = n
             bar.n = i
             bar.refresh()
@@ -150,7 +150,8 @@ def _extract_trajectories(args) -> int:
 
         from idtfv.video import probe_video
 
-        drawer = TrackDrawer(args.draw, fps=probe_video(video).fps)  # plays at the source's rate
+        # plays at the source's rate (the header's: no need to count the frames)
+        drawer = TrackDrawer(args.draw, fps=probe_video(video, count_frames=False).fps)
     # trajectories go to the file as they finish (memory does not grow with the video's length); the file
     # appears, complete, only at the end, and under a temporary name first: a video without trajectories must
     # not replace an existing output

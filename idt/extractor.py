@@ -78,6 +78,7 @@ ahead at most ``2 N + 2`` host frames and their keypoints, so memory does not gr
 from __future__ import annotations
 
 import collections
+import contextvars
 import itertools
 import os
 import queue
@@ -174,34 +175,48 @@ def _resize(gray: np.ndarray, width: int | None) -> np.ndarray:
     return cv2.resize(gray, (width, int(round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
-def _open_source(path_or_frames, params: IDTParams, backend: str):
-    """(frames iterator of grey uint8 at the working size, info dict, n_frames or None).
+class _Source(NamedTuple):
+    """What :func:`_open_source` hands the driver.
 
-    The info dict holds ``source_size``: ``(width, height)`` of the frames before the resize to the working width
-    (of the first frame, known once it was read).
+    Attributes
+    ----------
+    frames : iterator of ndarray
+        Grey ``uint8`` frames ``(h, w)`` at the working size.
+    info : dict
+        ``source``, ``fps``, ``backend`` and, for a file, ``source_size`` ``(width, height)`` before the resize
+        (for frames it is added once the first frame was read).
+    n_frames : int or None
+        The number of frames in ``[start, end)`` when known before the first one is used (``t_pos`` is then set
+        as the rows are made); ``None``: ``t_pos`` stays NaN until the end (:func:`fill_t_pos`).
+    total_hint : int or None
+        The progress bar's total: ``n_frames``, else the container header's count clipped to the range (an
+        estimate; the driver corrects it at the end), else None.
+    too_short : callable
+        ``too_short(n_seen)``: the :class:`~idtfv.errors.VideoError` for a source that gave fewer than 2 frames
+        (the messages of the checks a counted file gets up front).
+    """
+
+    frames: Iterator[np.ndarray]
+    info: dict
+    n_frames: int | None
+    total_hint: int | None
+    too_short: object
+
+
+def _open_source(path_or_frames, params: IDTParams, backend: str, *, count_frames: bool = False) -> _Source:
+    """Open a video file or wrap frames for the driver (:class:`_Source`).
+
+    A file is decoded once: its header gives the fps, size and a frame-count estimate, and its honest length is
+    the number of frames the pass decodes (``t_pos`` is filled in at the end). With ``count_frames`` (a consumer
+    that writes rows as they come: LEAR text) the file is first decoded once more to count its frames, so that
+    ``t_pos`` is known from the first row on.
     """
     width = params.working_width
     if isinstance(path_or_frames, (str, os.PathLike)):
-        from idtfv.video import open_video, probe_video, require_frames
-
         path = os.fspath(path_or_frames)
-        probe = probe_video(path, count_frames=True, backend=backend)
-        total = require_frames(probe, 2, path)
-        end = total if params.end is None else min(params.end, total)
-        if params.start >= end:
-            raise VideoError(path, f"start={params.start} is beyond the last frame ({total} frames)")
-        n = end - params.start
-        if n < 2:
-            raise VideoError(path, f"only {n} frame in the range [{params.start}, {end}); need at least 2")
-        reader = open_video(path, gray=True, max_width=width, start=params.start, end=end, backend=backend)
-
-        def gen():
-            with reader:
-                yield from reader
-
-        info = {"source": path, "fps": float(probe.fps), "backend": probe.backend,
-                "source_size": (int(probe.width), int(probe.height))}
-        return gen(), info, n
+        if count_frames or (params.end is not None and params.end - params.start < 2):
+            return _counted_file(path, params, backend)  # a 1-frame range fails here, as it always did
+        return _file_read_once(path, params, backend)
     if isinstance(path_or_frames, np.ndarray) and path_or_frames.ndim in (3, 4):
         frames_in = path_or_frames  # (T, h, w[, 3]) stack
     elif isinstance(path_or_frames, Iterable):
@@ -224,7 +239,72 @@ def _open_source(path_or_frames, params: IDTParams, backend: str):
                 info["source_size"] = (gray.shape[1], gray.shape[0])
             yield _resize(gray, width)
 
-    return gen(), info, n
+    return _Source(gen(), info, n, n, _too_short("<frames>"))
+
+
+def _too_short(where: str):
+    """The driver's message for a source that gave 1 frame when its length was not checked up front."""
+    return lambda n_seen: VideoError(where, "only 1 frame; need at least 2 to track anything")
+
+
+def _reader_frames(reader) -> Iterator[np.ndarray]:
+    with reader:
+        yield from reader
+
+
+def _counted_file(path: str, params: IDTParams, backend: str) -> _Source:
+    """A file counted first (:func:`idtfv.video.probe_video` decodes it all), then decoded: ``n_frames`` known."""
+    from idtfv.video import open_video, probe_video, require_frames
+
+    probe = probe_video(path, count_frames=True, backend=backend)
+    total = require_frames(probe, 2, path)
+    end = total if params.end is None else min(params.end, total)
+    if params.start >= end:
+        raise VideoError(path, f"start={params.start} is beyond the last frame ({total} frames)")
+    n = end - params.start
+    if n < 2:
+        raise VideoError(path, f"only {n} frame in the range [{params.start}, {end}); need at least 2")
+    reader = open_video(path, gray=True, max_width=params.working_width, start=params.start, end=end,
+                        backend=backend)
+    info = {"source": path, "fps": float(probe.fps), "backend": probe.backend,
+            "source_size": (int(probe.width), int(probe.height))}
+    return _Source(_reader_frames(reader), info, n, n, _too_short(path))
+
+
+def _file_read_once(path: str, params: IDTParams, backend: str) -> _Source:
+    """A file decoded once: the checks :func:`_counted_file` makes up front are made when the decoding tells.
+
+    Every message is :func:`_counted_file`'s: ``start`` beyond the end fails at the open (the reader decoded the
+    whole file looking for frame ``start``), a range of 1 frame once the decoding ended (:attr:`too_short`); a
+    truncated file is reported by the reader when its stream ends (:class:`idtfv.video.TruncatedVideoWarning`).
+    """
+    from idtfv.video import StartBeyondEndError, open_video, require_frames
+
+    try:
+        reader = open_video(path, gray=True, max_width=params.working_width, start=params.start, end=params.end,
+                            backend=backend)
+    except StartBeyondEndError as exc:
+        total = require_frames(exc.frames, 2, path)
+        raise VideoError(path, f"start={params.start} is beyond the last frame ({total} frames)") from None
+    header = reader.header_frames
+    hint = None
+    if header > 0:
+        hint = (header if params.end is None else min(params.end, header)) - params.start
+        hint = hint if hint >= 1 else None
+    info = {"source": path, "fps": float(reader.fps), "backend": reader.info.backend,
+            "source_size": (int(reader.info.width), int(reader.info.height))}
+
+    def too_short(n_seen: int) -> VideoError:
+        total = reader.decodable_frames  # the stream ended inside [start, end): it is the file's count
+        if total is None:  # not reached: a range of >= 2 frames that stopped at 1 ended with the stream
+            return _too_short(path)(n_seen)
+        try:
+            require_frames(total, 2, path)  # a 1-frame video: "only 1 decodable frame; need at least 2"
+        except VideoError as exc:
+            return exc
+        return VideoError(path, f"only {n_seen} frame in the range [{params.start}, {total}); need at least 2")
+
+    return _Source(_reader_frames(reader), info, None, hint, too_short)
 
 
 class _HumanMasks:
@@ -760,7 +840,10 @@ class _HostAhead:
         self._items: queue.Queue = queue.Queue(maxsize=self.depth)
         self._stop = threading.Event()
         self.stats = {"main_wait": 0.0, "front_wait": 0.0}
-        self._thread = threading.Thread(target=self._run, name="idt-decode", daemon=True)
+        # the caller's context: a truncated file's warning, raised by the reader when its stream ends on this
+        # thread, reaches idtfv.video.collect_video_warnings (a dataset run's notes) as on one thread
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name="idt-decode",
+                                        daemon=True)
         self._thread.start()
 
     # ---- the decode thread and the host threads
@@ -907,7 +990,9 @@ class _FrontThread:
         self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
         self._stop = threading.Event()
         self.stats = {"front_cpu": 0.0, "front_wall": 0.0, "front_wait": 0.0, "main_wait": 0.0}
-        self._thread = threading.Thread(target=self._run, name="idt-front", daemon=True)
+        # the caller's context: the reader's warnings at the stream's end reach collect_video_warnings (see above)
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name="idt-front",
+                                        daemon=True)
         self._thread.start()
 
     # ---- the front thread
@@ -1039,7 +1124,7 @@ def _decoded(frames, timer: _Timer) -> Iterator[np.ndarray]:
 # ---------------------------------------------------------------------------------------------- the driver
 def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backend: str = "auto",
                       batch_frames: int = 32, timings: dict | None = None,
-                      on_frame=None, on_tracks=None) -> Iterator[Trajectories]:
+                      on_frame=None, on_tracks=None, count_frames: bool = True) -> Iterator[Trajectories]:
     """Extract trajectories as they finish, in batches (bounded memory).
 
     Parameters
@@ -1056,16 +1141,26 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     timings : dict or None
         If given, seconds per stage (:data:`STAGES`) are accumulated into it.
     on_frame : callable or None
-        ``on_frame(frame_index, n_frames or None)`` after each frame (progress bars).
+        ``on_frame(frame_index, total)`` after each frame (progress bars). ``total``: the number of frames when
+        known in advance, else a file header's count (an estimate: when it was wrong, one more call
+        ``on_frame(n, n)`` with the ``n`` frames decoded ends the run), else None.
     on_tracks : callable or None
         ``on_tracks(frame_num, gray, pos, index)`` after each frame, with the points ``pos (k, L+1, 2)`` of the
         live level-0 tracks and their steps done ``index (k,)`` (for ``--draw``).
+    count_frames : bool
+        For a video file: count its decodable frames first (one more decode pass) so that every batch's
+        ``t_pos`` is final, as a consumer that writes rows as they come needs (LEAR text). With False the file is
+        decoded once and ``t_pos`` is NaN until the end, as for a generator (:func:`extract` and the npz
+        :class:`~idtfv.idt.trajectories.TrajectoryWriter` fill it in from the last batch's ``info["frames"]``:
+        the same bytes). A range of fewer than 2 frames, ``start`` beyond the end or a 1-frame video fail with the
+        same messages either way: with False, once the decoding tells (before any batch is yielded).
 
     Yields
     ------
     Trajectories
         Each batch's ``info`` holds the run's metadata (same dict for every batch). ``t_pos`` is NaN when the
-        number of frames is not known in advance (a generator input); :func:`extract` fills it in.
+        number of frames is not known in advance (a generator input, a file with ``count_frames=False``):
+        :func:`idtfv.idt.trajectories.fill_t_pos` with the last batch's ``info`` fills it in.
     """
     params = IDTParams() if params is None else params
     if not isinstance(params, IDTParams):
@@ -1073,7 +1168,8 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     if not isinstance(batch_frames, int) or batch_frames < 1:
         raise ParameterError(f"batch_frames: expected a positive integer, got {batch_frames!r}")
     timer = _Timer(timings)
-    frames, src_info, n_frames = _open_source(path_or_frames, params, backend)
+    opened = _open_source(path_or_frames, params, backend, count_frames=count_frames)
+    frames, src_info, n_frames, total = opened.frames, opened.info, opened.n_frames, opened.total_hint
     source = src_info["source"]
     source_size = src_info.pop("source_size", None)  # known here for a file, after the first frame for frames
     if isinstance(source, (str, os.PathLike)):
@@ -1116,7 +1212,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         frames_in_batch = 0
         n_seen = 1
         if on_frame is not None:
-            on_frame(1, n_frames)
+            on_frame(1, total)
 
         if params.threads == 1:
             pipe = None
@@ -1146,16 +1242,18 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
 
             frames_in_batch += 1
             if on_frame is not None:
-                on_frame(n_seen, n_frames)
+                on_frame(n_seen, total)
             if frames_in_batch >= batch_frames:
                 if batch:
                     yield concatenate(batch, info=dict(info, frames=n_seen,
                                                        homographies_accepted=steps.n_accepted))
                 batch, frames_in_batch = [], 0
+        if n_seen < 2:
+            raise opened.too_short(n_seen)
+        if on_frame is not None and total is not None and total != n_seen:
+            on_frame(n_seen, n_seen)  # the header's estimate was wrong: the bar ends at the frames decoded
         info.update(frames=n_seen, homographies_accepted=steps.n_accepted)
         humans.finish(info)
-        if n_seen < 2:
-            raise VideoError(source, "only 1 frame; need at least 2 to track anything")
         # the last batch carries the final info (frames seen, homographies accepted)
         yield concatenate(batch, info=info)
     finally:
@@ -1184,10 +1282,12 @@ def extract(path_or_frames, params: IDTParams | None = None, *, backend: str = "
     -------
     Trajectories
         ``meta (n,10)``, ``traj (n,30)``, ``hog (n,96)``, ``hof (n,108)``, ``mbhx (n,96)``, ``mbhy (n,96)`` and
-        ``info`` (params, matcher used, frames, fps, size, scales, homographies accepted).
+        ``info`` (params, matcher used, frames, fps, size, scales, homographies accepted). A video file is
+        decoded once: ``t_pos`` uses the number of frames that pass decoded (``info["frames"]``).
     """
+    # a file is decoded once: t_pos waits for the frame count of that pass (filled in below, same bytes)
     parts = list(iter_trajectories(path_or_frames, params, backend=backend, timings=timings, on_frame=on_frame,
-                                   on_tracks=on_tracks))
+                                   on_tracks=on_tracks, count_frames=False))
     info = parts[-1].info
     blocks = {}
     for name in BLOCK_NAMES:  # one block at a time, dropping the batches' copy: about 1.25x the rows at the peak
@@ -1206,8 +1306,10 @@ def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, for
     """Extract a video's trajectories straight to a file, writing each batch as it finishes (flat memory).
 
     ``extract_to_file(video, "v.npz")`` writes the bytes of ``extract(video).save("v.npz")`` while holding one
-    batch of trajectories at a time instead of all of them (``extract-trajectories`` runs this). With
-    ``params.threads >= 2`` the writer compresses the rows on a thread of its own while the extraction goes on.
+    batch of trajectories at a time instead of all of them (``extract-trajectories`` runs this). A video file is
+    decoded once for an npz (``t_pos`` is filled in when the file is closed); LEAR text, whose rows go out as they
+    come, counts the file's frames first (``count_frames=True`` of :func:`iter_trajectories`: one more decode pass).
+    With ``params.threads >= 2`` the writer compresses the rows on a thread of its own while the extraction goes on.
 
     Parameters
     ----------
@@ -1232,7 +1334,9 @@ def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, for
     # --threads: the .npz members are compressed on the writer's own thread as the rows come (bytes unchanged)
     threads = params.threads if isinstance(params, IDTParams) else 1  # (iter_trajectories refuses other params)
     with TrajectoryWriter(out, format, compact=compact, compresslevel=compresslevel, threads=threads) as writer:
+        # npz: the file is decoded once and t_pos filled in at close(); LEAR text writes rows as they come, so
+        # their t_pos needs the frame count first (one more decode pass, as before)
         for part in iter_trajectories(path_or_frames, params, backend=backend, timings=timings, on_frame=on_frame,
-                                      on_tracks=on_tracks):
+                                      on_tracks=on_tracks, count_frames=writer.format == "lear"):
             writer.write(part)
     return writer

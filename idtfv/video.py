@@ -11,14 +11,16 @@ the file or decodes nothing from it. Whatever backend decodes, the output is the
   conversion happens first, at the source resolution, then the resize.
 
 Frame counts are honest: :func:`probe_video` counts the frames that actually decode, not what the container's
-header claims. A truncated or corrupt stream yields the frames that decode and then stops, with a
-:class:`TruncatedVideoWarning` naming the file and both counts when they differ by more than 5% and 2 frames
+header claims, and so does a reader that reads a file to its end (:attr:`VideoReader.decodable_frames`: one pass
+instead of a count and then a decode). A truncated or corrupt stream yields the frames that decode and then stops,
+with a :class:`TruncatedVideoWarning` naming the file and both counts when they differ by more than 5% and 2 frames
 (:func:`collect_video_warnings` gathers those messages instead, for dataset runs); a stream from which nothing
 decodes is an error.
 
 Every problem with the input raises :class:`idtfv.errors.VideoError` whose one-line message names the file and says
 what is wrong (missing file, a directory, a FIFO or device (refused before it is opened: reading a FIFO would block
-forever), not a video, no decodable frame, start beyond the end, a frame too large).
+forever), not a video, no decodable frame, start beyond the end (:class:`StartBeyondEndError`, which carries the
+file's frame count), a frame too large).
 
 Examples
 --------
@@ -62,6 +64,7 @@ __all__ = [
     "DEFAULT_FPS",
     "BACKENDS",
     "TruncatedVideoWarning",
+    "StartBeyondEndError",
     "collect_video_warnings",
     "FRAME_COUNT_TOLERANCE",
 ]
@@ -84,6 +87,21 @@ BACKENDS = ("auto", "opencv", "pyav")
 #: :data:`FRAME_COUNT_SLACK` frames, whichever is larger) before :class:`TruncatedVideoWarning` is raised.
 FRAME_COUNT_TOLERANCE = 0.05
 FRAME_COUNT_SLACK = 2
+
+
+class StartBeyondEndError(VideoError):
+    """The video decodes, but has no frame at the requested ``start``.
+
+    Attributes
+    ----------
+    frames : int
+        The number of decodable frames the file has (all of them were decoded to find out).
+    """
+
+    def __init__(self, path: str | os.PathLike, start: int, frames: int):
+        self.start, self.frames = int(start), int(frames)
+        super().__init__(path, f"start={self.start} is beyond the last decodable frame (the video has {self.frames} "
+                               f"decodable frame{'s' if self.frames != 1 else ''}); pass a smaller start")
 
 
 class TruncatedVideoWarning(UserWarning):
@@ -299,6 +317,10 @@ class VideoReader:
         The requested frame range ``[start, end)``.
     frames_read : int
         Number of frames yielded so far.
+    decodable_frames : int or None
+        The file's number of decodable frames, known once the iteration met the end of the stream (``start +
+        frames_read`` then); ``None`` before, and when the iteration stopped at ``end``. A caller that reads a file
+        once learns its honest count this way, without :func:`probe_video`'s extra decode pass.
     """
 
     def __init__(
@@ -341,6 +363,7 @@ class VideoReader:
         self.height, self.width = _output_size(h, w, self.max_width)
         self._check_pixels(self.height, self.width, self._source)
         self.frames_read = 0
+        self.decodable_frames: int | None = None
         self._iterated = False
         self._closed = False
 
@@ -366,11 +389,7 @@ class VideoReader:
                 source.close()
                 decoded = skipped + (first is not None)
                 if decoded > 0:  # the file decodes, it is just shorter than `start`
-                    raise VideoError(
-                        self.path,
-                        f"start={self.start} is beyond the last decodable frame (the video has {decoded} "
-                        f"decodable frame{'s' if decoded != 1 else ''}); pass a smaller start",
-                    )
+                    raise StartBeyondEndError(self.path, self.start, decoded)
                 problems.append(f"{name} decodes no frame")
                 continue
             first = _as_bgr(first)
@@ -422,6 +441,7 @@ class VideoReader:
                 failures += 1
                 if not _should_retry(self._source, failures, self.start + self.frames_read, self.header_frames):
                     end = self.start + self.frames_read  # the stream ended before the requested range did
+                    self.decodable_frames = end
                     if self.end is None or end < min(self.end, self.header_frames):
                         _check_frame_count(self.path, end, self.header_frames)
                     return
