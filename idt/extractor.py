@@ -789,6 +789,100 @@ def _serial(steps: _Steps, frames, shape, source, frame_num: int):
         yield _Frame(gray, pyr, steps.optical_flow(pyr))
 
 
+#: With a front thread (:class:`_FrontThread`): how many frames past the main thread's its flow may be solved
+#: (and its items queued); a deeper buffer evens out frames that cost one thread more than the other.
+_AHEAD = 2
+
+
+class _Failed:
+    """An exception raised on the thread ahead, handed to the main thread to raise there."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class _AheadThread:
+    """What :class:`_FrontThread` and :class:`_HostAhead` share: one thread ahead of the main one (its
+    :meth:`_run`), a bounded queue of items between them, and the stop.
+
+    The thread runs in the caller's context (a truncated file's warning, raised by the reader when its stream ends
+    on that thread, reaches :func:`idtfv.video.collect_video_warnings`, a dataset run's notes, as on one thread). It
+    queues items with :meth:`_put` (False once the main thread stopped it), ends with :data:`_END` or a
+    :class:`_Failed`; the main thread takes them with :meth:`_take`, which raises the failure at its frame, and
+    :meth:`_stop_thread` stops it whatever it is doing. ``stats`` gets ``front_wait`` (the thread ahead waiting
+    for a free place) and ``main_wait`` (the main thread waiting for an item), in seconds.
+    """
+
+    _END = object()
+
+    def _start(self, *, depth: int, name: str, stats: dict) -> None:
+        self._items: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.stats = {**stats, "front_wait": 0.0, "main_wait": 0.0}
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name=name,
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    # ---- the thread ahead
+    def _wait(self, blocking) -> bool:
+        """``blocking(timeout)`` until it succeeds (True) or the main thread stops the thread (False)."""
+        t0 = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                if blocking(0.05):
+                    return True
+            return False
+        finally:
+            self.stats["front_wait"] += time.perf_counter() - t0
+
+    def _put(self, item) -> bool:
+        def put(timeout):
+            try:
+                self._items.put(item, timeout=timeout)
+                return True
+            except queue.Full:
+                return False
+
+        return self._wait(put)
+
+    # ---- the main thread
+    def _stop_thread(self) -> None:
+        """Stop the thread ahead and wait for it (a thread blocked on a full queue gets its place)."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._items.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(0.05)
+
+    def _take(self):
+        """The next item; StopIteration at the end, the thread's exception at the frame where it was raised."""
+        t0 = time.perf_counter()
+        try:
+            while True:
+                try:
+                    item = self._items.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive() and self._items.empty():
+                        raise RuntimeError(f"the {self._thread.name} thread of --threads ended without a "
+                                           "result") from None
+        finally:
+            self.stats["main_wait"] += time.perf_counter() - t0
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    def __iter__(self):
+        return self
+
+
 class _Ahead(NamedTuple):
     """A frame decoded ahead of the main thread (:class:`_HostAhead`): its number, the frame, its human mask and
     the keypoint detection running or done on a host thread (a future of :meth:`_Steps.keypoints_ahead`)."""
@@ -799,7 +893,7 @@ class _Ahead(NamedTuple):
     keypoints: Future | None
 
 
-class _HostAhead:
+class _HostAhead(_AheadThread):
     """``threads = N > 1`` on the device (``device="cuda"``): :func:`_serial`'s items, the host's work on each
     frame alone done ahead of the main thread, every device step on the main thread.
 
@@ -825,8 +919,6 @@ class _HostAhead:
         thread waiting for a free place in the queue). For benchmarks of the balance.
     """
 
-    _END = object()
-
     def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
         self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
         self.frame_num = frame_num  # the last frame handed to the main thread
@@ -837,14 +929,7 @@ class _HostAhead:
         self._matcher = camera.matcher_name if camera is not None else None
         self._local = threading.local()  # each host thread's detector
         self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="idt-host") if self._detects else None
-        self._items: queue.Queue = queue.Queue(maxsize=self.depth)
-        self._stop = threading.Event()
-        self.stats = {"main_wait": 0.0, "front_wait": 0.0}
-        # the caller's context: a truncated file's warning, raised by the reader when its stream ends on this
-        # thread, reaches idtfv.video.collect_video_warnings (a dataset run's notes) as on one thread
-        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name="idt-decode",
-                                        daemon=True)
-        self._thread.start()
+        self._start(depth=self.depth, name="idt-decode", stats={})
 
     # ---- the decode thread and the host threads
     def _keypoints(self, gray: np.ndarray, mask: np.ndarray | None) -> FrameFeatures:
@@ -852,19 +937,6 @@ class _HostAhead:
         if detector is False:  # OpenCV's detectors are not documented as safe to share between threads
             detector = self._local.detector = _make_detector(self._matcher, self.steps.camera_params)[0]
         return self.steps.keypoints_ahead(gray, mask, detector)
-
-    def _put(self, item) -> bool:
-        t0 = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._items.put(item, timeout=0.05)
-                    return True
-                except queue.Full:
-                    pass
-            return False
-        finally:
-            self.stats["front_wait"] += time.perf_counter() - t0
 
     def _run(self) -> None:
         try:
@@ -895,57 +967,26 @@ class _HostAhead:
     def close(self) -> None:
         """Stop the decode thread and the host threads (at the end, on an error or when the consumer stops early)
         and wait for them."""
-        self._stop.set()
-        while self._thread.is_alive():
-            try:  # a decode thread blocked on a full queue gets its place
-                self._items.get_nowait()
-            except queue.Empty:
-                pass
-            self._thread.join(0.05)
+        self._stop_thread()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __iter__(self):
-        return self
-
     def __next__(self) -> _Frame:
-        t0 = time.perf_counter()
-        try:
-            while True:
-                try:
-                    item = self._items.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    if not self._thread.is_alive() and self._items.empty():
-                        raise RuntimeError("the decode thread of --threads ended without a result") from None
-            ahead = None
-            if isinstance(item, _Ahead) and self._detects:
+        item = self._take()
+        ahead = None
+        if self._detects:
+            t0 = time.perf_counter()
+            try:
                 ahead = (item.mask, item.keypoints.result())  # a failed detection raises here, at its frame
-        finally:
-            self.stats["main_wait"] += time.perf_counter() - t0
-        if item is self._END:
-            raise StopIteration
-        if isinstance(item, _Failed):
-            raise item.error
+            finally:
+                self.stats["main_wait"] += time.perf_counter() - t0
         self.frame_num = item.frame_num
         steps = self.steps
         pyr = steps.pyramid(item.gray)  # the frame's one upload, on the main thread
         return _Frame(item.gray, pyr, steps.optical_flow(pyr), ahead)
 
 
-#: With a front thread (:class:`_FrontThread`): how many frames past the main thread's its flow may be solved
-#: (and its items queued); a deeper buffer evens out frames that cost one thread more than the other.
-_AHEAD = 2
-
-
-class _Failed:
-    """An exception raised on the front thread, handed to the main thread to raise there."""
-
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-class _FrontThread:
+class _FrontThread(_AheadThread):
     """``threads > 1`` on the CPU: :func:`_serial`'s items, made by a front thread running ahead of the main one.
 
     The front thread takes frame after frame: decodes it, checks its size, detects its human mask and keypoints
@@ -978,50 +1019,21 @@ class _FrontThread:
         ``main_wait`` (waiting for an item). For benchmarks of the balance.
     """
 
-    _END = object()
-
     def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
         self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
         self.frame_num = frame_num  # the last frame handed to the main thread
         self._first, self._first_num = steps.prev_gray, frame_num  # the frame before the front thread's first
         # flow solves the front thread may start before the main thread's next warped flow (see the docstring)
         self._permits = threading.Semaphore(_AHEAD + 1 if steps.flow_ahead else 1)
-        self._items: queue.Queue = queue.Queue(maxsize=_AHEAD)
         self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
-        self._stop = threading.Event()
-        self.stats = {"front_cpu": 0.0, "front_wall": 0.0, "front_wait": 0.0, "main_wait": 0.0}
-        # the caller's context: the reader's warnings at the stream's end reach collect_video_warnings (see above)
-        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name="idt-front",
-                                        daemon=True)
-        self._thread.start()
+        self._start(depth=_AHEAD, name="idt-front", stats={"front_cpu": 0.0, "front_wall": 0.0})
 
     # ---- the front thread
-    def _wait(self, blocking) -> bool:
-        """``blocking(timeout)`` until it succeeds (True) or the main thread stops the pipeline (False)."""
-        t0 = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                if blocking(0.05):
-                    return True
-            return False
-        finally:
-            self.stats["front_wait"] += time.perf_counter() - t0
-
     def _ahead(self, k: int) -> bool:
         """Whether the front thread is ahead of the main one as it starts frame ``k``'s share of the main
         thread's work (the HOG histograms, the corner responses): the frame before still waits in the queue.
         Either way the bytes are the same; only who computes them changes."""
         return not self._items.empty()
-
-    def _put(self, item) -> bool:
-        def put(timeout):
-            try:
-                self._items.put(item, timeout=timeout)
-                return True
-            except queue.Full:
-                return False
-
-        return self._wait(put)
 
     def _run(self) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -1074,32 +1086,10 @@ class _FrontThread:
         """Stop the front thread (at the end, on an error or when the consumer stops early) and wait for it."""
         self._stop.set()
         self._permits.release()
-        while self._thread.is_alive():
-            try:  # a front thread blocked on a full queue gets its place
-                self._items.get_nowait()
-            except queue.Empty:
-                pass
-            self._thread.join(0.05)
-
-    def __iter__(self):
-        return self
+        self._stop_thread()
 
     def __next__(self):
-        t0 = time.perf_counter()
-        try:
-            while True:
-                try:
-                    item = self._items.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    if not self._thread.is_alive() and self._items.empty():
-                        raise RuntimeError("the front thread of --threads ended without a result") from None
-        finally:
-            self.stats["main_wait"] += time.perf_counter() - t0
-        if item is self._END:
-            raise StopIteration
-        if isinstance(item, _Failed):
-            raise item.error
+        item = self._take()
         self.frame_num += 1
         return item
 

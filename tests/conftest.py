@@ -72,6 +72,18 @@ def write_tiny_video(path, *, frames: int = 12, width: int = 64, height: int = 4
     return path
 
 
+def opencv_frame_counts(path) -> tuple[int, int]:
+    """(frames OpenCV's FFmpeg reader decodes, frames the header declares) of a video file: an independent count,
+    the planted truth for truncated and damaged files."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n, declared
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     """The ``../shared`` reference data directory; skips the test when it is absent."""

@@ -10,11 +10,10 @@ import csv
 import json
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 
-from conftest import write_tiny_video
+from conftest import opencv_frame_counts, write_tiny_video
 from idtfv.runner import EmptyResult, read_stamp, run_stage, write_stamp
 from idtfv.video import TruncatedVideoWarning, collect_video_warnings, iter_frames, probe_video
 
@@ -25,17 +24,6 @@ def _cut(src, dst, fraction):
     return dst
 
 
-def _opencv_counts(path):
-    """(frames OpenCV decodes, frames the header declares): an independent count."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n, declared
-
-
 @pytest.fixture
 def truncated(tmp_path):
     full = write_tiny_video(tmp_path / "full.avi", frames=60)
@@ -44,7 +32,7 @@ def truncated(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ item 4: video.py
 def test_a_truncated_video_warns_once_naming_the_file_and_both_counts(truncated):
-    decoded, declared = _opencv_counts(truncated)
+    decoded, declared = opencv_frame_counts(truncated)
     assert declared == 60 and decoded < 0.5 * declared  # the planted truncation
     with pytest.warns(TruncatedVideoWarning) as caught:
         info = probe_video(truncated)
@@ -79,7 +67,7 @@ def test_extract_trajectories_prints_one_warning_line_for_a_truncated_video(tmp_
 
     full = write_tiny_video(tmp_path / "long.avi", frames=160)
     cut = _cut(full, tmp_path / "long_cut.avi", 0.5)
-    decoded, declared = _opencv_counts(cut)
+    decoded, declared = opencv_frame_counts(cut)
     assert 16 < decoded < 0.9 * declared
     assert main([str(cut), "-o", str(tmp_path / "t.npz"), "-q"]) == 0
     err = capsys.readouterr().err
@@ -247,7 +235,7 @@ def test_idtfv_dataset_summarises_truncated_videos_in_one_warning_line(tmp_path,
     for cls in ("run", "walk"):  # two truncated videos: one summary line, not one line each
         full = write_tiny_video(tmp_path / f"{cls}.avi", frames=60)
         _cut(full, root / cls / f"{cls}_g09_c01.avi", 0.3)
-    decoded, declared = _opencv_counts(root / "run" / "run_g09_c01.avi")
+    decoded, declared = opencv_frame_counts(root / "run" / "run_g09_c01.avi")
     assert main(["dataset", "--kind", "folder", "--root", str(root), "--jobs", str(jobs),
                  "--out", str(tmp_path / "m.csv")]) == 0
     err = capsys.readouterr().err

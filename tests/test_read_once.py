@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import tiny_frames, write_tiny_video
+from conftest import opencv_frame_counts, tiny_frames, write_tiny_video
 from idtfv import video
 from idtfv.errors import VideoError
 from idtfv.idt import IDTParams, extract, extract_to_file, iter_trajectories
@@ -33,17 +33,6 @@ P = IDTParams(matcher="orb")
 
 
 # ---------------------------------------------------------------------------------------------------- the files
-def _cv2_counts(path):
-    """(frames cv2 decodes, frames the header declares): the planted truth, counted independently."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n, declared
-
-
 def _header_too_high(tmp_path):
     """An AVI cut to half its bytes: the header declares 80 frames, fewer decode."""
     full = write_tiny_video(tmp_path / "full.avi", frames=80)
@@ -90,7 +79,7 @@ def _make(kind, tmp_path):
 
 def _planted(kind, path):
     """(decodable frames, header count as idtfv.video reports it: -1 when absent), checked against the plan."""
-    decoded, declared = _cv2_counts(path)
+    decoded, declared = opencv_frame_counts(path)
     header = declared if declared > 0 else -1
     expected = {"right": lambda: decoded == declared == 30, "too_high": lambda: 16 < decoded < 0.8 * declared,
                 "too_low": lambda: (decoded, declared) == (40, 10), "absent": lambda: decoded == 30 and header == -1}
@@ -193,7 +182,7 @@ def test_extract_decodes_the_file_once_and_writes_the_counted_paths_bytes(kind, 
 
 def test_lear_text_still_counts_first_and_keeps_its_bytes(tmp_path, decodes):
     path = _header_too_high(tmp_path)
-    decoded, _ = _cv2_counts(path)
+    decoded, _ = opencv_frame_counts(path)
     counted = _counted(path)
     decodes.update(opens=0, frames=0)
     _quietly(extract_to_file, path, tmp_path / "t.txt", P)  # rows go out as they come: t_pos needs the count
@@ -215,7 +204,7 @@ def test_a_range_is_decoded_once_up_to_its_end(tmp_path, decodes):
 
 def test_the_front_thread_decodes_once_with_the_same_bytes(tmp_path, decodes):
     path = _header_too_high(tmp_path)
-    decoded, _ = _cv2_counts(path)
+    decoded, _ = opencv_frame_counts(path)
     one = _quietly(extract, path, P)
     decodes.update(opens=0, frames=0)
     two = _quietly(extract, path, IDTParams(matcher="orb", threads=2))
