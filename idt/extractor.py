@@ -827,6 +827,19 @@ class _AheadThread:
         raise NotImplementedError
 
     # ---- the thread ahead
+    def _checked_frames(self):
+        """``(k, gray)`` of the frames after :attr:`frame_num`, each checked for its size, until the video ends
+        (then :data:`_END` is queued) or the main thread stops the thread."""
+        k = self.frame_num
+        while not self._stop.is_set():
+            gray = next(self.frames, None)
+            if gray is None:
+                self._put(self._END)
+                return
+            k += 1
+            _check_size(gray, self.shape, self.source, k)
+            yield k, gray
+
     def _wait(self, blocking) -> bool:
         """``blocking(timeout)`` until it succeeds (True) or the main thread stops the thread (False)."""
         t0 = time.perf_counter()
@@ -940,16 +953,9 @@ class _HostAhead(_AheadThread):
 
     def _run(self) -> None:
         try:
-            k = self.frame_num
             steps = self.steps
             humans = steps.humans.enabled and self._detects
-            while not self._stop.is_set():
-                gray = next(self.frames, None)
-                if gray is None:
-                    self._put(self._END)
-                    return
-                k += 1
-                _check_size(gray, self.shape, self.source, k)
+            for k, gray in self._checked_frames():
                 mask = steps.humans(k, gray) if humans else None
                 future = self._pool.submit(self._keypoints, gray, mask) if self._detects else None
                 if not self._put(_Ahead(k, gray, mask, future)):
@@ -1038,16 +1044,9 @@ class _FrontThread(_AheadThread):
     def _run(self) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
-            k = self.frame_num
             steps = self.steps
             prev_gray = self._first
-            while not self._stop.is_set():
-                gray = next(self.frames, None)
-                if gray is None:
-                    self._put(self._END)
-                    return
-                k += 1
-                _check_size(gray, self.shape, self.source, k)
+            for k, gray in self._checked_frames():
                 ahead = steps.detect_ahead(k, gray)
                 pyr = steps.pyramid(gray)
                 hogs = None
