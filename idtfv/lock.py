@@ -116,6 +116,20 @@ def output_dir_lock(directory: str | os.PathLike, *, what: str = "idtfv run") ->
         ..."``.
     """
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(directory / LOCK_NAME, what=what):
-        yield directory
+        try:
+            yield directory
+        except BaseException:
+            if created:  # a run that failed before writing anything leaves no directory behind (nor its lock)
+                _remove_if_only_lock(directory)
+            raise
+
+
+def _remove_if_only_lock(directory: Path) -> None:
+    """Remove ``directory`` when its lock file is all it holds (while the lock is still held)."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+            (directory / LOCK_NAME).unlink()
+            directory.rmdir()

@@ -226,3 +226,19 @@ def test_train_deep_holds_its_out_lock(tmp_path, capsys):
     argv = ["train-deep", "--manifest", manifest, "--model", "tsn", "--out", out, "--epochs", "1", "--width", "8",
             "--depth", "10", "--frames", "1", "--size", "32", "--device", "cpu", "--no-progress"]
     _check(argv, out, capsys, blocked="scores.csv", same=["scores.csv", "checkpoint.pt", "features.npz"])
+
+
+def test_a_failed_run_leaves_no_directory_it_created(tmp_path, capsys):
+    """``evaluate --out NEW`` with a score file that does not parse: exit 2, and NEW (which the lock created) is gone;
+    a directory that was there before stays."""
+    from idtfv.cli import main
+
+    bad = tmp_path / "scores.csv"
+    bad.write_text("not,a,score,file\n")
+    new = tmp_path / "new" / "eval"
+    assert main(["evaluate", str(bad), "--out", str(new)]) == 2
+    assert "error:" in capsys.readouterr().err and not new.exists()
+    old = tmp_path / "old"
+    old.mkdir()
+    assert main(["evaluate", str(bad), "--out", str(old)]) == 2
+    assert old.is_dir()
