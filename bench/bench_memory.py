@@ -21,7 +21,9 @@ Usage: ``python bench/bench_memory.py [--presets default,fast] [--formats npz,le
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -160,8 +162,12 @@ def main(argv=None) -> int:
 
 def report(rows, no_write: bool) -> str:
     """The section's text for the rows measured so far (written to bench/RESULTS.md unless ``no_write``)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [SECTION, "",
-             f"`python bench/bench_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + ": peak RSS of one `extract-trajectories` process (`os.wait4` "
+             f"`python bench/bench_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`") +
+             f" ({platform.machine()}, {os.cpu_count()} CPUs, {stamp}, load average {load:.1f} when written)"
+             ": peak RSS of one `extract-trajectories` process (`os.wait4` "
              "`ru_maxrss`: interpreter, NumPy, OpenCV and Numba included), one thread. Trajectories stream to the "
              "output as they finish (`TrajectoryWriter`), so the peak does not grow with the video's length; frames "
              "wider than the working width (640 px by default, `--resize-width`) are shrunk first, so it does not "
