@@ -206,6 +206,9 @@ class FrameFeatures:
 
 
 def _detect(detector, gray: np.ndarray, mask: np.ndarray | None) -> FrameFeatures:
+    """The keypoints and descriptors of ``gray`` (none without a detector: ``matcher="flow"``)."""
+    if detector is None:
+        return FrameFeatures(np.zeros((0, 2), np.float32), None)
     kps, desc = detector.detectAndCompute(gray, mask)
     if desc is None or len(kps) == 0:
         return FrameFeatures(np.zeros((0, 2), np.float32), None)
@@ -376,10 +379,7 @@ class CameraMotion:
 
     def features(self, gray: np.ndarray, human_mask=None) -> FrameFeatures:
         """Detect and remember the keypoints of ``gray`` (to be the previous frame of the next call)."""
-        if self.detector is None:
-            self._prev = FrameFeatures(np.zeros((0, 2), np.float32), None)
-        else:
-            self._prev = _detect(self.detector, gray, human_mask)
+        self._prev = _detect(self.detector, gray, human_mask)
         return self._prev
 
     def estimate(self, prev_gray, gray, flow, *, human_mask=None) -> tuple[np.ndarray, int, str]:

@@ -581,10 +581,7 @@ class _Steps:
         frame is the previous one), made ahead on a host thread (:class:`_HostAhead`). Host work on the frame
         alone: touches no device, neither the camera's state nor the flow's."""
         with self.timer("camera"):
-            if detector is None:
-                features = FrameFeatures(np.zeros((0, 2), np.float32), None)
-            else:
-                features = _detect(detector, gray, mask)
+            features = _detect(detector, gray, mask)
             if self.camera_params.flow_matches > 0:
                 features.response = corner_response(gray, remember=False)
             return features

@@ -31,6 +31,7 @@ import queue
 import tempfile
 import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,8 +183,8 @@ class Trajectories:
         differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
         way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default zlib's, 6; 0 stores them
-        uncompressed) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader
-        never sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
+        uncompressed) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary
+        name and renamed, so a reader never sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
         with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
             writer.write(self)
@@ -332,11 +333,8 @@ class TrajectoryWriter:
 
     def _feed(self, name: str, data) -> None:
         """Queue ``data`` for block ``name``'s stream, in whole pieces of :data:`_PIECE` bytes."""
-        body, buf = self._bodies[name], self._pending[name]
-        buf += data
-        while len(buf) >= _PIECE:
-            piece = bytes(buf[:_PIECE])
-            del buf[:_PIECE]
+        body = self._bodies[name]
+        for piece in _whole_pieces(self._pending[name], data):
             self._deflater.submit(body.compress, piece)
 
     def close(self) -> Path | None:
@@ -413,14 +411,22 @@ class TrajectoryWriter:
         while raw := src.read(rows * width * 4):
             meta = np.frombuffer(raw, np.float32).reshape(-1, width).copy()
             fill_t_pos(meta, self.info)
-            buf += memoryview(meta).cast("B")
-            while len(buf) >= _PIECE:
-                body.compress(bytes(buf[:_PIECE]))
-                del buf[:_PIECE]
+            for piece in _whole_pieces(buf, memoryview(meta).cast("B")):
+                body.compress(piece)
         if buf:
             body.compress(bytes(buf))
         body.finish()
         return body
+
+
+def _whole_pieces(buf: bytearray, data) -> Iterator[bytes]:
+    """Append ``data`` to ``buf`` and take out (yield) every whole piece of :data:`_PIECE` bytes at its front; the
+    rest stays in ``buf``."""
+    buf += data
+    while len(buf) >= _PIECE:
+        piece = bytes(buf[:_PIECE])
+        del buf[:_PIECE]
+        yield piece
 
 
 class _Deflater:

@@ -29,7 +29,8 @@ from pathlib import Path
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "add_runner_options", "report_failures",
-           "run_command", "one_line_warnings", "quick_exit", "sequential_opencv", "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS"]
+           "run_command", "one_line_warnings", "quick_exit", "sequential_opencv", "ENTRY_POINT_GROUP",
+           "EXIT_FAILED_VIDEOS"]
 
 #: Entry-point group through which stage packages add ``idtfv`` subcommands.
 ENTRY_POINT_GROUP = "idtfv.commands"
