@@ -265,12 +265,12 @@ def sequential_opencv() -> None:
     """Keep OpenCV's own thread pool off in this command and in the worker processes it starts.
 
     idtfv's parallelism is its own and one level deep: ``--jobs`` worker processes, or ``--threads`` threads of
-    one extraction. OpenCV would otherwise run a pool of one thread per core inside each of them (AKAZE, resizing,
-    remapping): 8% more CPU for 4% less wall time in one ``extract-trajectories`` on an idle 2-core machine, and a
-    4-6% slower dataset run when every core already has a worker (two vtest extractions side by side: 30.4-31.3 s
-    against 32.1-32.4 s), more so with one pool thread per core in each of many workers. Sets the variable
-    (inherited by worker processes, read when they import OpenCV) unless the user set it, and tells an OpenCV
-    already imported in this process.
+    one extraction, so that N means N cores. OpenCV would otherwise run a pool of one thread per core inside each of
+    them (AKAZE, resizing, remapping), K workers x cores threads in a dataset run. ``bench/bench_opencv_pool.py``
+    (``## opencv-pool`` of ``bench/RESULTS.md``) races both on the whole vtest clip on a 2-core machine: the pool
+    makes one extraction 3% faster in wall time for 7% more CPU, and two extractions side by side (a 2-worker
+    run) take the same time either way. Sets the variable (inherited by worker processes, read when they import
+    OpenCV) unless the user set it, and tells an OpenCV already imported in this process.
     """
     if os.environ.setdefault(OPENCV_THREADS_ENV, "1") == "1" and "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)
