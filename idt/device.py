@@ -2,7 +2,8 @@
 
 ``"cpu"`` (the default) runs the Numba kernels. ``"cuda"`` runs the steps that have CUDA kernels on the current
 CUDA device through CuPy (see ``docs/GPU.md`` for which) and is an error when CuPy cannot see a device.
-``"auto"`` is ``"cuda"`` when CuPy sees a device, else ``"cpu"`` with one :class:`RuntimeWarning` per process.
+``"auto"`` is ``"cuda"`` when CuPy sees a device, else ``"cpu"`` with one :class:`DeviceFallbackWarning` (a
+:class:`RuntimeWarning`) per process; the commands print it as one ``warning: ...`` line.
 
 Importing this module imports neither CuPy nor Numba; :func:`cuda_available` imports CuPy when called.
 """
@@ -13,12 +14,16 @@ import warnings
 
 from idtfv.errors import ParameterError
 
-__all__ = ["DEVICES", "cuda_available", "resolve_device"]
+__all__ = ["DEVICES", "DeviceFallbackWarning", "cuda_available", "resolve_device"]
 
 #: Values of ``IDTParams.device``.
 DEVICES = ("cpu", "cuda", "auto")
 
 _warned = False
+
+
+class DeviceFallbackWarning(RuntimeWarning):
+    """``device="auto"`` found no usable CUDA device and runs on the CPU (once per process)."""
 
 
 def _cuda_problem() -> str | None:
@@ -61,6 +66,6 @@ def resolve_device(device: str) -> str:
         )
     if not _warned:
         _warned = True
-        warnings.warn(f"device 'auto': no usable CUDA device ({problem}); running on the CPU", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(f"device 'auto': no usable CUDA device ({problem}); running on the CPU",
+                      DeviceFallbackWarning, stacklevel=2)
     return "cpu"

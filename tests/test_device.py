@@ -111,6 +111,19 @@ def test_cli_device_cuda_without_a_device_exits_2_with_one_line(no_cupy, tiny_vi
     assert len(err) == 1 and err[0].startswith("error: device 'cuda'") and not (tmp_path / "c").exists()
 
 
+def test_cli_device_auto_without_a_device_warns_in_one_line(no_cupy, tiny_video, tmp_path, capsys):
+    """``--device auto`` with no GPU: one ``warning:`` line (not Python's file:line block), then the CPU's output."""
+    from idtfv.idt.cli import main as extract_main
+
+    video = tiny_video(frames=8)
+    out = tmp_path / "t.npz"
+    assert extract_main([str(video), "-o", str(out), "-q", "--device", "auto", "--track-length", "3",
+                         "--nt-cells", "1"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith("warning: device 'auto': no usable CUDA device")
+    assert err[0].endswith("running on the CPU") and out.exists()
+
+
 def test_cli_device_option_reaches_the_params():
     from idtfv.idt import cli as idt_cli
 
