@@ -166,6 +166,12 @@ def _cmd_dataset(args) -> int:
 
     out = args.out
     if args.kind == "default":
+        given = [name for name, value in (("--root", args.root), ("--split-file", args.split_file)) if value is not None]
+        if given:  # e.g. `make features ROOT=...` without DATASET=: not the synthetic set the user would get
+            raise ParameterError(
+                f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} not used by --kind default (the "
+                f"built-in synthetic set); give the dataset's kind with it: --kind folder (a video tree), ucf101, "
+                f"hmdb51 or csv (make: DATASET=folder ROOT=...)")
         from idtfv.data.synthetic import generate_dataset
 
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -578,3 +578,16 @@ def test_a_corrupt_codebook_npz_is_a_format_error_whatever_the_damage(tmp_path):
                 load_codebook(stem)
             assert str(info.value).startswith(f"{npz}: ") and "refit" in str(info.value)
     assert zlib.error in raw_errors  # the case the old code let through as a traceback is among them
+
+
+@pytest.mark.parametrize("extra", [["--root", "videos"], ["--split-file", "split.txt"]])
+def test_idtfv_dataset_default_kind_refuses_a_root_instead_of_generating_the_synthetic_set(tmp_path, capsys, extra):
+    """``make features ROOT=...`` without ``DATASET=`` runs ``idtfv dataset --kind default --root ...``: the user
+    meant their own videos, so one line says how, and nothing is generated."""
+    from idtfv.cli import main
+
+    out = tmp_path / "default" / "manifest.csv"
+    assert main(["dataset", "--out", str(out), *extra]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {extra[0]} is not used by --kind default") and "--kind folder" in line
+    assert not out.parent.exists()
