@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from idtfv.allocator import keep_freed_memory
+from idtfv.allocator import tune_heap
 from idtfv.cli import (OneLineParser, add_runner_options, quick_exit, report_failures, run_command,
                        sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     _MAIN_CPU = time.process_time()
     quick_exit()
     sequential_opencv()
-    keep_freed_memory()
+    tune_heap()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
@@ -340,7 +340,7 @@ def _frame_bar(name: str, *, quiet: bool):
 def flow_main(argv: list[str] | None = None) -> int:
     """Entry point of ``extract-flow``; returns the exit status."""
     sequential_opencv()
-    keep_freed_memory()
+    tune_heap()
     try:
         args = build_flow_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad option (2, one line already printed)

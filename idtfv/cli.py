@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from idtfv.allocator import keep_freed_memory
+from idtfv.allocator import tune_heap
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "add_runner_options", "report_failures",
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None, *, commands: Mapping[str, Callable] | No
     """Entry point of the ``idtfv`` console script; returns the exit status."""
     quick_exit()
     sequential_opencv()
-    keep_freed_memory()
+    tune_heap()
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     try:

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idtfv.allocator import keep_freed_memory
+from idtfv.allocator import tune_heap
 from idtfv.atomic import disk_full_error
 from idtfv.cache import atomic_savez, atomic_write_text, load_valid, remove_stale_temp_files, stage_dir
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
@@ -177,7 +177,7 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
     With ``mark=True`` a marker file exists while ``func`` runs, so that if the process dies (a decoder
     segfault, the OOM killer) the parent can tell which videos were in flight.
     """
-    keep_freed_memory()  # a worker process frees and allocates the same frame-sized arrays all along (once)
+    tune_heap()  # a worker process frees and allocates the same frame-sized arrays all along (once)
     video_id = entry.video_id
     out = Path(out_dir) / f"{video_id}.npz"
     marker = None

@@ -1,24 +1,30 @@
-"""``idtfv.allocator.keep_freed_memory``: freed frame-sized arrays are reused instead of faulted in again.
+"""``idtfv.allocator.tune_heap``: freed frame-sized arrays are reused instead of faulted in again, and the heap is
+marked for transparent huge pages.
 
-The check is the invariant the change is for, counted by the kernel: minor page faults (``ru_minflt``) of a loop
-that allocates, touches and frees arrays of the extractor's sizes (a 320x240 level's flow, expansion and
-histograms), in a fresh process with and without the call.
+The checks are what the kernel reports for a fresh process with and without the call: minor page faults
+(``ru_minflt``) of a loop that allocates, touches and frees arrays of the extractor's sizes (a 320x240 level's flow,
+expansion and integral histograms), and the heap's mapping in ``/proc/self/smaps`` (its size and its ``hg`` flag,
+``madvise(MADV_HUGEPAGE)``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 CHURN = """
-import resource, sys
+import json, resource, sys
 import numpy as np
-if sys.argv[1] == "keep":
-    from idtfv.allocator import keep_freed_memory
-    assert keep_freed_memory() and keep_freed_memory()  # set, and once only
+state = None
+if sys.argv[1] == "tune":
+    from idtfv.allocator import tune_heap
+    state = tune_heap()
+    assert tune_heap() is state  # once only
 # float32 counts: a level's flow and expansion, its four integral histograms (HOG, HOF, MBHx, MBHy), ...
 sizes = (320 * 240 * 2, 320 * 240 * 5, 321 * 241 * 8, 321 * 241 * 9, 321 * 241 * 8, 321 * 241 * 8,
          226 * 170 * 5, 226 * 170 * 2)
@@ -29,33 +35,60 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(40):
     arrays = [np.ones(n, np.float32) for n in sizes]
     del arrays
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+heap = {}
+lines = open("/proc/self/smaps").read().splitlines()
+for i, line in enumerate(lines):
+    if line.rstrip().endswith("[heap]"):
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        flags = next(l for l in lines[i + 1:] if l.startswith("VmFlags:")).split()[1:]
+        heap = {"size": end - start, "flags": flags}
+        break
+print(json.dumps({"faults": faults, "state": state, "heap": heap}))
 """
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux only")
 
 
-def _faults(mode: str, **env) -> int:
+def _run(mode: str, **env) -> dict:
     clean = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", CHURN, mode], env={**clean, **env}, capture_output=True, text=True,
                          check=True)
-    return int(out.stdout)
+    return json.loads(out.stdout)
+
+
+def _huge_pages_on() -> bool:
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    overcommit = Path("/proc/sys/vm/overcommit_memory")
+    return (mode.exists() and "[never]" not in mode.read_text()
+            and not (overcommit.exists() and overcommit.read_text().strip() == "2"))
 
 
 def test_freed_arrays_are_reused_without_new_page_faults():
-    default, kept = _faults("default"), _faults("keep")
+    default, tuned = _run("default"), _run("tune")
+    assert tuned["state"]["thresholds"]
     # 40 rounds of ~13 MB: glibc's defaults fault most of those pages in again (~3,100 per round here)
-    assert default > 20_000
-    assert kept < default / 10
+    assert default["faults"] > 20_000
+    assert tuned["faults"] < default["faults"] / 10
+
+
+def test_the_heap_is_reserved_and_marked_for_huge_pages():
+    from idtfv.allocator import HEAP_RESERVE
+
+    default, tuned = _run("default"), _run("tune")
+    assert "hg" not in default["heap"].get("flags", [])
+    if not _huge_pages_on():
+        assert tuned["state"]["huge_pages"] is False
+        return
+    assert tuned["state"]["huge_pages"] is True
+    assert tuned["heap"]["size"] >= HEAP_RESERVE and "hg" in tuned["heap"]["flags"]
 
 
 def test_the_users_malloc_settings_are_kept(monkeypatch):
     import idtfv.allocator as allocator
 
-    monkeypatch.setattr(allocator, "_done", None)
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
-    assert allocator.keep_freed_memory() is False
-    monkeypatch.setattr(allocator, "_done", None)
-    monkeypatch.delenv("GLIBC_TUNABLES")
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000")
-    assert allocator.keep_freed_memory() is False
+    for name, value in (("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"), ("MALLOC_TRIM_THRESHOLD_", "1000")):
+        monkeypatch.setattr(allocator, "_state", None)
+        monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+        monkeypatch.setenv(name, value)
+        assert allocator.tune_heap() == {"thresholds": False, "huge_pages": False}
