@@ -5,7 +5,8 @@ kernels), with the stage timer of :func:`idtfv.idt.extract` (``timings=``) switc
 (``time.process_time``) so the split holds on a loaded machine, and every Farnebäck kernel wrapped with a CPU
 timer, split into the plain flow (``flow`` stage: frame t-1 -> t) and the camera-compensated one (``warp_flow``
 stage: the warp, the warped frame's pyramid, its expansion and the second solve). The numbers are in-process (no
-start-up, no output file); compare with the reference's instrumented split in ``../shared/README.md`` (SURF 38%,
+start-up, no output file) in a process whose heap is tuned as the commands tune theirs
+(:func:`idtfv.allocator.tune_heap`); compare with the reference's instrumented split in ``../shared/README.md`` (SURF 38%,
 Farnebäck x2 33%, histograms 14%, tracking/output 9%).
 
 Usage: ``python bench/bench_profile.py [--presets default fast] [--end 200] [--warp-flow MODE] [--no-write]``;
@@ -147,11 +148,15 @@ def main(argv=None):
     if not VIDEO.exists():
         print(f"error: {VIDEO} is missing (../shared is needed for this benchmark)", file=sys.stderr)
         return 2
+    from idtfv.allocator import tune_heap
+
+    heap = tune_heap()  # as extract-trajectories does at start
     prof = Profile()
     prof.install()
     lines = [SECTION, "",
              f"`python bench/bench_profile.py` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, one core, "
-             "one thread): **in-process** CPU time (`time.process_time`) of `extract()` per stage, and of each "
+             f"one thread, heap tuned as the commands do: {heap}): **in-process** CPU time (`time.process_time`) of "
+             "`extract()` per stage, and of each "
              "Farnebäck step in the plain flow and in the camera-compensated one (`warp_flow`). No start-up or "
              "output file. The reference's instrumented split on vtest: SURF 38%, Farnebäck x2 33%, integral "
              "histograms 14%, tracking/output 9%.", ""]
