@@ -36,6 +36,16 @@ def write_section(section: str, text: str, *, path: Path = RESULTS) -> None:
     _replace(path, new)
 
 
+def stamp() -> str:
+    """``"x86_64, 2026-12-03 08:00 UTC, load average 1.3"``: the machine, the time and the load of a run."""
+    import datetime
+    import platform
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{platform.machine()}, {now}, load average {load:.1f}"
+
+
 def publish(section: str, text: str, *, write: bool) -> None:
     """Print ``text`` (``write=False``, a script's ``--no-write``) or make it section ``section`` of RESULTS.md and
     say so."""

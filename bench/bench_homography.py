@@ -24,9 +24,7 @@ Usage: ``python bench/bench_homography.py [--frames 120] [--no-write]``; updates
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import publish  # noqa: E402  (bench/ is the script's directory)
+from _results import publish, stamp  # noqa: E402  (bench/ is the script's directory)
+from bench_reference import BLOCKS, compare  # noqa: E402
 
 SECTION = "## homography"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -51,7 +50,6 @@ FIDELITY = {
     "tree": ("tree.avi", None, "tree.txt.gz"),
     "carphone (moving camera)": ("carphone_pristine.mp4", None, "carphone_pristine.txt.gz"),
 }
-BLOCKS = ("traj", "hog", "hof", "mbhx", "mbhy")
 
 
 def read_grey(path: Path, n: int) -> list[np.ndarray]:
@@ -160,10 +158,9 @@ def fidelity(tmp: Path) -> list[str]:
             subprocess.run([str(exe), str(SHARED / "videos" / video), "-q", "-o", str(out), "--matcher", matcher,
                             *(["--end", str(frames)] if frames else [])], env=env, check=True,
                            stderr=subprocess.DEVNULL)
-            ours = load_trajectories(out)
-            corr = [float(np.corrcoef(getattr(ref, b).mean(0), getattr(ours, b).mean(0))[0, 1]) for b in BLOCKS]
-            rows.append(f"| {label} | {matcher} | {len(ours) / max(len(ref), 1):.3f} | "
-                        + " | ".join(f"{c:.3f}" for c in corr) + " |")
+            c = compare(ref, load_trajectories(out))
+            rows.append(f"| {label} | {matcher} | {c['ratio']:.3f} | " + " | ".join(f"{c[b]:.3f}" for b in BLOCKS)
+                        + " |")
     return rows
 
 
@@ -199,12 +196,10 @@ def main(argv=None) -> int:
         real = fidelity(Path(tmp))
     for row in real:
         print(row)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load = os.getloadavg()[0]
     text = "\n".join([
         SECTION, "",
-        f"`python bench/bench_homography.py --frames {args.frames}` ({platform.machine()}, {now}, load average "
-        f"{load:.1f}); one thread. What the camera's keypoint matches add to the flow matches (module docstring: "
+        f"`python bench/bench_homography.py --frames {args.frames}` ({stamp()}); one thread. What the camera's "
+        f"keypoint matches add to the flow matches (module docstring: "
         f"static-camera clips re-filmed by a virtual camera with planted homographies, {args.frames} frames each, "
         f"seed {args.seed}; error = mean grid-point distance between the fitted and the true homography).", "",
         "Planted truth: each cell is median error px / 90th percentile px / fits rejected (identity) / camera step "
