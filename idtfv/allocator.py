@@ -19,8 +19,9 @@ kernels sweep those arrays and gather from them. Two costs of glibc's defaults, 
 :data:`HEAP_RESERVE` (address space only: pages are used when touched) so that the blocks of the coming frames
 come from one region, and marks that region for huge pages. The commands call it at start and the stage runner
 in each worker; the output bytes do not depend on it. It leaves alone other C libraries (musl, macOS), a process
-whose user chose glibc's malloc settings (``GLIBC_TUNABLES`` naming ``glibc.malloc``, or the ``MALLOC_*_``
-variables), and, for the huge pages, a system with them off or with strict overcommit accounting
+with ``IDTFV_TUNE_HEAP=0`` in its environment (glibc's defaults; ``bench/bench_heap.py`` races the two), a
+process whose user chose glibc's malloc settings (``GLIBC_TUNABLES`` naming ``glibc.malloc``, or the
+``MALLOC_*_`` variables), and, for the huge pages, a system with them off or with strict overcommit accounting
 (``vm.overcommit_memory = 2``, where the reserve would count against the commit limit). Other threads' blocks
 come from glibc's other arenas, which keep 4 KB pages.
 """
@@ -30,7 +31,10 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["tune_heap", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "HEAP_RESERVE"]
+__all__ = ["tune_heap", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "HEAP_RESERVE", "OPT_OUT_ENV"]
+
+#: ``IDTFV_TUNE_HEAP=0`` keeps glibc's defaults.
+OPT_OUT_ENV = "IDTFV_TUNE_HEAP"
 
 #: Blocks up to this size come from the heap (glibc's ``M_MMAP_THRESHOLD`` maximum on 64-bit systems).
 MMAP_THRESHOLD = 32 * 1024 * 1024
@@ -50,6 +54,8 @@ _state: dict | None = None
 
 
 def _user_chose() -> bool:
+    if os.environ.get(OPT_OUT_ENV, "").strip() == "0":
+        return True
     return "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(v in os.environ for v in _USER_VARIABLES)
 
 

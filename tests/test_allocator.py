@@ -51,7 +51,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 
 
 def _run(mode: str, **env) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("GLIBC_TUNABLES", "IDTFV_TUNE_HEAP") and not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", CHURN, mode], env={**clean, **env}, capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout)
@@ -87,8 +88,10 @@ def test_the_heap_is_reserved_and_marked_for_huge_pages():
 def test_the_users_malloc_settings_are_kept(monkeypatch):
     import idtfv.allocator as allocator
 
-    for name, value in (("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"), ("MALLOC_TRIM_THRESHOLD_", "1000")):
+    for name, value in (("GLIBC_TUNABLES", "glibc.malloc.arena_max=2"), ("MALLOC_TRIM_THRESHOLD_", "1000"),
+                        ("IDTFV_TUNE_HEAP", "0")):
         monkeypatch.setattr(allocator, "_state", None)
-        monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+        for other in ("GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_", "IDTFV_TUNE_HEAP"):
+            monkeypatch.delenv(other, raising=False)
         monkeypatch.setenv(name, value)
         assert allocator.tune_heap() == {"thresholds": False, "huge_pages": False}
