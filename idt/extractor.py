@@ -541,6 +541,7 @@ class _Steps:
         self.pools = [pool_class(p.track_length, self.desc_dim, p.nt_cells,
                                  capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
         self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
+        self.level_hists = None  # on the device: all levels' histograms in one buffer, reused frame after frame
         if self.executor is not None:
             self.groups = level_groups(self.sizes, self.level_threads)
         pyr = self.pyramid(gray)
@@ -652,6 +653,9 @@ class _Steps:
                  first: int = 0) -> None:
         """5. Descriptor blocks of the previous frame (HOG) and the compensated flow (HOF, MBH) at the tracks'
         points before the move, added to their temporal cells (levels from ``first``)."""
+        if self.on_device:
+            self._describe_on_device(moved, flows_w, first)
+            return
         for k, (rows, points) in enumerate(moved):
             s = first + k
             pool = self.pools[s]
@@ -666,13 +670,27 @@ class _Steps:
                                                device=self.device, hog=hog)
                 self.hist_bufs[s] = hists if hog is None else hists._replace(hog=None if bufs is None else bufs.hog)
             with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
-                if self.on_device:  # gathered at the device points into the device sums: nothing moves
-                    from idtfv.idt.tracking_cuda import gather_blocks
-
-                    pool.store_descriptors(rows, gather_blocks(hists, points, layout=self.layout))
-                    continue
                 pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
                                                                         device=self.device))
+
+    def _describe_on_device(self, moved, flows_w, first: int) -> None:
+        """:meth:`describe` with the pools on the device: the histograms of every level with moved tracks in three
+        launches for all of them, their blocks at the device points in one (issue 14's launch budget), each level's
+        added to its device sums; nothing moves. Every level's histograms depend only on the previous frame's
+        level and this frame's compensated flow, all ready after step 3, so making them together changes no bit."""
+        from idtfv.idt.tracking_cuda import gather_levels
+
+        todo = [k for k, (rows, _) in enumerate(moved) if len(rows)]
+        if not todo:
+            return
+        with self.timer("histograms"):
+            self.level_hists = _desc.level_histograms([self.prev_pyr[first + k] for k in todo],
+                                                      [flows_w[k] for k in todo], layout=self.layout,
+                                                      out=self.level_hists)  # reused frame after frame
+        with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
+            blocks = gather_levels(self.level_hists, [moved[k][1] for k in todo], layout=self.layout)
+            for k, b in zip(todo, blocks):
+                self.pools[first + k].store_descriptors(moved[k][0], b)
 
     def levels(self, frame_num: int, flows: list[np.ndarray], flows_w: list[np.ndarray]) -> list[Trajectories]:
         """4-6 (:meth:`track`, :meth:`describe`, :meth:`finish`) level by level, the levels of each of

@@ -34,7 +34,7 @@ import numpy as np
 
 from idtfv.idt.tracking import grown_capacity, pool_capacity
 
-__all__ = ["DeviceTrackPool", "gather_blocks"]
+__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels"]
 
 
 def _dev():
@@ -344,3 +344,27 @@ def gather_blocks(hists, points, *, layout):
     return _histograms_cuda.gather_blocks([hists.hog, hists.hof, hists.mbhx, hists.mbhy], points,
                                           patch=layout.patch, nx_cells=layout.nx_cells, ny_cells=layout.ny_cells,
                                           epsilon=float(layout.epsilon))
+
+
+def gather_levels(hists, points, *, layout):
+    """:func:`gather_blocks` of every level in one launch: each level's points' blocks from
+    :func:`idtfv.idt.descriptors.level_histograms`, left on the device (bit-identical to :func:`gather_blocks`).
+
+    Parameters
+    ----------
+    hists : idtfv.idt._histograms_cuda.LevelHistograms
+        The levels' device histograms.
+    points : sequence of (n_k, 2) float32 device arrays
+        Level k's points ``[x, y]`` in its pixels (finite: the pools' points; ``n_k`` may be 0).
+    layout : DescriptorLayout
+        The layout the histograms were built with.
+
+    Returns
+    -------
+    list of (n_k, D) float32 device arrays
+        Level k's blocks (row ranges of one array).
+    """
+    from idtfv.idt import _histograms_cuda
+
+    return _histograms_cuda.gather_levels(hists, points, patch=layout.patch, nx_cells=layout.nx_cells,
+                                          ny_cells=layout.ny_cells, epsilon=float(layout.epsilon))
