@@ -650,8 +650,8 @@ def gather_levels(hists: LevelHistograms, points, *, patch: int, nx_cells: int, 
 
     Returns
     -------
-    list of (n_k, sum_j nx_cells * ny_cells * B_j) float32 CuPy arrays
-        Level k's blocks: consecutive row ranges of one array.
+    (sum_k n_k, sum_j nx_cells * ny_cells * B_j) float32 CuPy array
+        Level k's blocks in its rows, after the levels before it.
     """
     if len(points) != len(hists.shapes):
         raise ValueError(f"gather_levels: expected the points of the {len(hists.shapes)} levels, got "
@@ -671,4 +671,4 @@ def gather_levels(hists: LevelHistograms, points, *, patch: int, nx_cells: int, 
              *_padded(pts[a:a + n], pts[a]), *_padded([np.int32(c) for c in counts[a:a + n]], np.int32(0)),
              np.int32(patch), np.int32(nx_cells), np.int32(ny_cells), np.int32(patch // nx_cells),
              np.int32(patch // ny_cells), np.float32(epsilon), out[rows[a]:], np.int32(stride)))
-    return [out[rows[k]:rows[k + 1]] for k in range(len(counts))]
+    return out

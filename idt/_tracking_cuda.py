@@ -17,8 +17,9 @@ CuPy computes, ``cumsum``):
 - ``pool_step``: the same step (the shared ``idt_track_point``) on the pool's rows, in place; ``compact_step``
   then keeps the survivors in order and pushes the dead rows on the free stack as ``TrackPool.step`` does;
 - ``pool_add``: new tracks in the rows on top of the free stack; ``add_blocks``: a step's descriptor blocks into
-  their temporal cells (the twin of :func:`idtfv.idt._tracking_nb.add_blocks`); (the patches' corners are
-  computed by ``_histograms_cuda``'s ``gather_blocks``);
+  their temporal cells (the twin of :func:`idtfv.idt._tracking_nb.add_blocks`), ``add_blocks_levels`` the same
+  for up to 8 pools (the levels) in one launch; (the patches' corners are computed by ``_histograms_cuda``'s
+  ``gather_blocks``);
 - ``flag_rows``, ``pop_done``, ``compact_keep``: finished (or released) tracks leave the live order;
 - ``validate_rows``: the pruning and trajectory shape, the float64 twin of
   :func:`idtfv.idt._tracking_nb.validate_tracks` (bit-identical: the same operations in the same order, no FMA);
@@ -146,10 +147,8 @@ __global__ void pool_add(const float* pts, int k, const long long* free_rows, lo
 // One thread per value (k, j) of blocks (n, D): desc[r, c, j] += blocks[k, j], r = rows[k], c the cell of the step
 // just taken, floor((index[r] - 1) / per_cell) (Python's floor division and negative index, as the Numba twin),
 // skipped when c >= nt.
-__global__ void add_blocks(const long long* rows, int n, const int* index, int per_cell, int nt, int D,
-                           const float* blocks, float* desc) {
-    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= (long long)n * D) return;
+__device__ __forceinline__ void idt_add_block(const long long* rows, const int* index, int per_cell, int nt, int D,
+                                              const float* blocks, float* desc, long long t) {
     long long k = t / D;
     int j = (int)(t - k * D);
     long long r = rows[k];
@@ -160,7 +159,38 @@ __global__ void add_blocks(const long long* rows, int n, const int* index, int p
     desc[(r * nt + c) * D + j] += blocks[t];
 }
 
-// One thread per point: the top-left corner of its patch, clamp(rint(p) - patch / 2, 0, size - patch).
+__global__ void add_blocks(const long long* rows, int n, const int* index, int per_cell, int nt, int D,
+                           const float* blocks, float* desc) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)n * D) return;
+    idt_add_block(rows, index, per_cell, nt, D, blocks, desc, t);
+}
+
+// add_blocks of up to 8 pools (the pyramid's levels) in one launch: blocks holds level l's n_l rows after the
+// levels before it; one thread per value, its level found by the running counts, then add_blocks' work on that
+// level's pool (rows r_l, index i_l, sums d_l).
+__global__ void add_blocks_levels(int n_levels, const long long* r0, const long long* r1, const long long* r2,
+                                  const long long* r3, const long long* r4, const long long* r5,
+                                  const long long* r6, const long long* r7, int n0, int n1, int n2, int n3, int n4,
+                                  int n5, int n6, int n7, const int* i0, const int* i1, const int* i2,
+                                  const int* i3, const int* i4, const int* i5, const int* i6, const int* i7,
+                                  float* d0, float* d1, float* d2, float* d3, float* d4, float* d5, float* d6,
+                                  float* d7, int per_cell, int nt, int D, const float* blocks) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long* rows[8] = {r0, r1, r2, r3, r4, r5, r6, r7};
+    int counts[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
+    const int* index[8] = {i0, i1, i2, i3, i4, i5, i6, i7};
+    float* desc[8] = {d0, d1, d2, d3, d4, d5, d6, d7};
+    int l = 0;
+    long long first = 0;  // level l's first value of blocks
+    while (l < n_levels && t >= first + (long long)counts[l] * D) {
+        first += (long long)counts[l] * D;
+        ++l;
+    }
+    if (l >= n_levels) return;
+    idt_add_block(rows[l], index[l], per_cell, nt, D, blocks + first, desc[l], t - first);
+}
+
 // flags[k] = index[live[k]] >= threshold.
 __global__ void flag_rows(const long long* live, int n, const int* index, int threshold, int* flags) {
     int k = blockIdx.x * blockDim.x + threadIdx.x;

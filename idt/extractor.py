@@ -675,10 +675,10 @@ class _Steps:
 
     def _describe_on_device(self, moved, flows_w, first: int) -> None:
         """:meth:`describe` with the pools on the device: the histograms of every level with moved tracks in three
-        launches for all of them, their blocks at the device points in one (issue 14's launch budget), each level's
-        added to its device sums; nothing moves. Every level's histograms depend only on the previous frame's
+        launches for all of them, their blocks at the device points in one and their sums into the levels' pools in
+        one (issue 14's launch budget); nothing moves. Every level's histograms depend only on the previous frame's
         level and this frame's compensated flow, all ready after step 3, so making them together changes no bit."""
-        from idtfv.idt.tracking_cuda import gather_levels
+        from idtfv.idt.tracking_cuda import gather_levels, store_levels
 
         todo = [k for k, (rows, _) in enumerate(moved) if len(rows)]
         if not todo:
@@ -689,8 +689,7 @@ class _Steps:
                                                       out=self.level_hists)  # reused frame after frame
         with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
             blocks = gather_levels(self.level_hists, [moved[k][1] for k in todo], layout=self.layout)
-            for k, b in zip(todo, blocks):
-                self.pools[first + k].store_descriptors(moved[k][0], b)
+            store_levels([self.pools[first + k] for k in todo], [moved[k][0] for k in todo], blocks)
 
     def levels(self, frame_num: int, flows: list[np.ndarray], flows_w: list[np.ndarray]) -> list[Trajectories]:
         """4-6 (:meth:`track`, :meth:`describe`, :meth:`finish`) level by level, the levels of each of

@@ -34,7 +34,7 @@ import numpy as np
 
 from idtfv.idt.tracking import grown_capacity, pool_capacity
 
-__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels"]
+__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels"]
 
 
 def _dev():
@@ -361,10 +361,50 @@ def gather_levels(hists, points, *, layout):
 
     Returns
     -------
-    list of (n_k, D) float32 device arrays
-        Level k's blocks (row ranges of one array).
+    (sum_k n_k, D) float32 device array
+        Level k's blocks in its rows, after the levels before it (:func:`store_levels` takes them so).
     """
     from idtfv.idt import _histograms_cuda
 
     return _histograms_cuda.gather_levels(hists, points, patch=layout.patch, nx_cells=layout.nx_cells,
                                           ny_cells=layout.ny_cells, epsilon=float(layout.epsilon))
+
+
+def store_levels(pools, rows, blocks) -> None:
+    """:meth:`DeviceTrackPool.store_descriptors` of several pools (the levels) in one launch per 8 pools.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``, ``desc_dim`` and ``nt_cells``.
+    rows : sequence of (n_k, ) int64 device arrays
+        Each pool's rows of the step just taken (distinct; ``n_k`` may be 0).
+    blocks : (sum_k n_k, D) float32 device array
+        Pool k's blocks in its rows, after the pools before it (:func:`gather_levels`).
+    """
+    cp, k_mod = _dev()
+    if len(pools) != len(rows):
+        raise ValueError(f"store_levels: expected the rows of the {len(pools)} pools, got {len(rows)}")
+    counts = [int(len(r)) for r in rows]
+    if len(blocks) != sum(counts):
+        raise ValueError(f"store_levels: expected {sum(counts)} blocks (the pools' rows), got {len(blocks)}")
+    if not pools or not sum(counts):
+        return
+    p0 = pools[0]
+    if any((p.L, p.D, p.nt) != (p0.L, p0.D, p0.nt) for p in pools):
+        raise ValueError("store_levels: the pools must have the same length, desc_dim and nt_cells")
+    blocks = cp.ascontiguousarray(cp.asarray(blocks, dtype=cp.float32))
+    rows = [cp.ascontiguousarray(cp.asarray(r, dtype=np.int64)) for r in rows]
+    def padded(items, filler):  # the kernel's 8 arguments of a kind
+        return list(items) + [filler] * (8 - len(items))
+
+    first = 0
+    for a in range(0, len(pools), 8):
+        run = range(a, min(a + 8, len(pools)))
+        n = sum(counts[k] for k in run)
+        k_mod.launch("add_blocks_levels", n * p0.D, (
+            _i32(len(run)), *padded([rows[k] for k in run], rows[a]),
+            *padded([_i32(counts[k]) for k in run], _i32(0)), *padded([pools[k].index for k in run], pools[a].index),
+            *padded([pools[k].desc for k in run], pools[a].desc), _i32(p0.per_cell), _i32(p0.nt), _i32(p0.D),
+            blocks[first:]))
+        first += n

@@ -198,7 +198,10 @@ def _compare_levels(shapes, layout, seed, u8=False, out=None):
            for k, (h, w) in enumerate(shapes)]  # level 1 has no points
     before = sum(cupy.launches.values())
     got = D.level_histograms(grays, flows, layout=layout, out=out)
-    blocks = gather_levels(got, pts, layout=layout)
+    every = gather_levels(got, pts, layout=layout)
+    starts = np.cumsum([0] + [len(p) for p in pts])
+    assert every.shape[0] == starts[-1]
+    blocks = [every[starts[k]:starts[k + 1]] for k in range(len(pts))]
     runs = [range(a, min(a + _histograms_cuda.MAX_LEVELS, len(shapes)))
             for a in range(0, len(shapes), _histograms_cuda.MAX_LEVELS)]
     gathers = sum(any(len(pts[k]) for k in run) for run in runs)  # a run without points launches no gathering

@@ -7,7 +7,7 @@ the presmoothing in one, the prior's upscale inside ``update_matrices``, the cor
 the count, and a step batched over the levels must not fall back to one launch per level. The kernels' bits are checked in tests/test_histograms_cuda.py, tests/test_farneback_cuda.py and
 tests/test_frame_cuda.py; here only the number of launches,
 against the count the unfused kernels took for the same work (derived from kernels that were not fused: one
-``add_blocks`` per level with moved tracks, one ``update_matrices`` per level and flow solve, one ``poly_rows``
+``pool_step`` per level with live tracks, one ``update_matrices`` per level and flow solve, one ``poly_rows``
 per level and expansion, one ``select_cells`` per sampled level).
 """
 
@@ -31,13 +31,15 @@ BEFORE = {"describe": 17,  # gradient_bins x3, flow_bins, hist_rows x4, hist_col
           "median": 3,  # median x2, merge2
           "presmooth": 3,  # u8_to_f32, gauss3_rows, gauss3_cols
           "upscale": 2,  # resize_f32 x2 per level of a solve but its coarsest
-          "response": 2}  # sobel_grad, min_eig per sampled level
-NOW = {"describe": 0, "median": 1, "presmooth": 1, "upscale": 0, "response": 1}
-#: Launches per frame, whatever the number of levels (up to 8): all levels' histograms and blocks.
-PER_FRAME = {"frame_bins_levels": 1, "hist_rows_levels": 1, "hist_cols_levels": 1, "gather_blocks_levels": 1}
+          "response": 2,  # sobel_grad, min_eig per sampled level
+          "sums": 1}  # add_blocks per described level
+NOW = {"describe": 0, "median": 1, "presmooth": 1, "upscale": 0, "response": 1, "sums": 0}
+#: Launches per frame, whatever the number of levels (up to 8): all levels' histograms, blocks and cell sums.
+PER_FRAME = {"frame_bins_levels": 1, "hist_rows_levels": 1, "hist_cols_levels": 1, "gather_blocks_levels": 1,
+             "add_blocks_levels": 1}
 #: Kernels the fusions replaced, and the one-level kernels of the steps batched over the levels: none may run.
 GONE = {"gradient_bins", "flow_bins", "patch_corners", "median", "merge2", "u8_to_f32", "gauss3_rows", "gauss3_cols",
-        "resize_f32", "sobel_grad", "min_eig", "frame_bins", "hist_rows", "hist_cols", "gather_blocks"}
+        "resize_f32", "sobel_grad", "min_eig", "frame_bins", "hist_rows", "hist_cols", "gather_blocks", "add_blocks"}
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +68,16 @@ def test_fused_kernels_cut_the_launches_per_frame(emulated, tmp_path):
     assert abs(sum(k.values()) - out["launches_per_frame"]) < 1e-9
     assert not GONE & set(k), GONE & set(k)
     levels = PARAMS.scales
-    described = k["add_blocks"]  # levels with moved tracks, per frame
+    described = k["pool_step"]  # levels with moved tracks, per frame
     solves = k["update_matrices"]  # levels times flow solves, per frame
     expansions = k["poly_rows"]  # levels times expanded frames, per frame
     assert described == levels and solves >= levels and expansions >= levels  # every level worked, every frame
     upscales = solves - solves / levels  # every level of a solve but its coarsest
     sampled = k["select_cells"]  # levels sampled, per frame
     work = {"describe": described, "median": solves, "presmooth": expansions, "upscale": upscales,
-            "response": sampled}
-    # every frame has moved tracks on every level: the histograms and blocks of all levels, 4 launches per frame
-    # (17 per level before the fusions, 4 per level before the levels were batched)
+            "response": sampled, "sums": described}
+    # every frame has moved tracks on every level: the histograms, blocks and sums of all levels, 5 launches per
+    # frame (18 per level before the fusions, 5 per level before the levels were batched)
     assert {name: k.get(name) for name in PER_FRAME} == PER_FRAME, k
     assert k["median2"] == NOW["median"] * solves and k["gauss3"] == NOW["presmooth"] * expansions
     assert k["corner_min_eig"] == NOW["response"] * sampled > 0

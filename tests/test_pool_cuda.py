@@ -282,6 +282,72 @@ def test_emulated_gathered_blocks_equal_the_cpu(emulated):
     _compare_gather()
 
 
+def _compare_store_levels(n_pools=10, rounds=3, seed=5):
+    """``store_levels`` of several device pools (the levels: 10 take two launches) against each host pool's
+    ``store_descriptors``, bit for bit, after each of a few steps; pools with no moved rows among them."""
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, store_levels
+
+    rng = np.random.default_rng(seed)
+    L, nt, D, h, w = 6, 3, 5, 19, 27
+    cpus = [TrackPool(L, D, nt, capacity=16) for _ in range(n_pools)]
+    devs = [DeviceTrackPool(L, D, nt, capacity=16) for _ in range(n_pools)]
+    before = sum(cp.launches.values())
+    stored = 0
+    for it in range(rounds):
+        moved = []
+        for k, (cpu, dev) in enumerate(zip(cpus, devs)):
+            pts = np.stack([rng.uniform(1, w - 1, 3 * k), rng.uniform(1, h - 1, 3 * k)], 1).astype(np.float32)
+            cpu.add(pts)
+            dev.add(pts)
+            flow = rng.normal(size=(h, w, 2)).astype(np.float32) * np.float32(0.5)
+            rows_c, _ = cpu.step(flow, flow)
+            rows_d, _ = dev.step(cp.asarray(flow), cp.asarray(flow))
+            moved.append((rows_c, rows_d))
+        blocks = rng.uniform(0, 1, (sum(len(r) for r, _ in moved), D)).astype(np.float32)
+        first = 0
+        for cpu, (rows_c, _) in zip(cpus, moved):
+            cpu.store_descriptors(rows_c, blocks[first:first + len(rows_c)])
+            first += len(rows_c)
+        launches = sum(cp.launches.values())
+        store_levels(devs, [r for _, r in moved], cp.asarray(blocks))
+        assert sum(cp.launches.values()) - launches == 2  # 8 pools a launch
+        stored += len(blocks)
+        for k, (cpu, dev) in enumerate(zip(cpus, devs)):
+            _same_state(cpu, dev, f"store_levels {it}, pool {k}")
+            cpu.pop_finished()
+            dev.pop_finished()
+    assert stored > 100 and not len(moved[0][0]) and sum(cp.launches.values()) > before  # pool 0 moved nothing
+
+
+def test_emulated_store_levels_equals_each_pool_alone(emulated):
+    _compare_store_levels()
+
+
+def test_emulated_store_levels_is_checked(emulated):
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, store_levels
+
+    pools = [DeviceTrackPool(6, 5, 3, capacity=4), DeviceTrackPool(6, 7, 3, capacity=4)]
+    rows = [cp.zeros(1, np.int64), cp.zeros(0, np.int64)]
+    with pytest.raises(ValueError, match="same length, desc_dim"):
+        store_levels(pools, rows, cp.zeros((1, 5), cp.float32))
+    with pytest.raises(ValueError, match="expected 1 blocks"):
+        store_levels(pools, rows, cp.zeros((2, 5), cp.float32))
+
+
+#: Broken batched sums (each pool alone is right): a level's blocks read from the wrong rows of the buffer.
+LEVEL_MUTATIONS = [("blocks + first, desc[l], t - first", "blocks + first / 2, desc[l], t - first")]
+
+
+@pytest.mark.parametrize("old, new", LEVEL_MUTATIONS, ids=[f"m{i}" for i in range(len(LEVEL_MUTATIONS))])
+def test_emulated_broken_store_levels_fails(emulated, monkeypatch, old, new):
+    with _cuda_on_cpu.mutated(emulated, monkeypatch, old, new), pytest.raises(AssertionError):
+        _compare_store_levels()
+
+
 MUTATIONS = [
     ("free_rows[n_free + n_dead - 1 - dead_rank] = live[k];", "free_rows[n_free + dead_rank] = live[k];"),
     ("done[k] = (ok && i + 1 >= L) ? 1 : 0;", "done[k] = (ok && i + 1 > L) ? 1 : 0;"),
@@ -431,6 +497,6 @@ def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
     source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
-    for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "flag_rows", "pop_done",
-                 "compact_keep", "validate_rows", "pack_rows"):
+    for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "add_blocks_levels",
+                 "flag_rows", "pop_done", "compact_keep", "validate_rows", "pack_rows"):
         assert f".entry {name}(" in ptx
