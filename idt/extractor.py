@@ -105,7 +105,7 @@ from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
 from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idtfv.idt.params import IDTParams
 from idtfv.idt.pyramid import pyramid_geometry
-from idtfv.idt.sampling import corner_response, dense_sample
+from idtfv.idt.sampling import corner_response, dense_sample, dense_sample_levels
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.layout import BLOCK_NAMES
 from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
@@ -542,6 +542,7 @@ class _Steps:
                                  capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
         self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
         self.level_hists = None  # on the device: all levels' histograms in one buffer, reused frame after frame
+        self._sampling = None  # on the device: the levels' sampling buffers, reused
         if self.executor is not None:
             self.groups = level_groups(self.sizes, self.level_threads)
         pyr = self.pyramid(gray)
@@ -728,20 +729,33 @@ class _Steps:
 
     def sample(self, pyr: list[np.ndarray]) -> None:
         """7. New points in the empty grid cells of every level (on the first frame, then every ``init_gap``)."""
-        if self._since_sampling == 0:
+        if self._since_sampling == 0 and self.on_device:
+            self._sample_on_device(pyr)
+        elif self._since_sampling == 0:
             def run(levels):
                 with self.timer("sampling"):
                     for s in levels:
                         pool = self.pools[s]
                         pool.add(dense_sample(pyr[s], pool.current_points(), stride=self.params.stride,
-                                              quality=self.params.quality,
-                                              device="cuda" if self.on_device else "cpu"))
+                                              quality=self.params.quality))
 
             if self.executor is None:
                 run(range(len(self.pools)))
             else:
                 _fan_out(self.executor, lambda group: run(group) or (), self.groups)
         self._since_sampling = (self._since_sampling + 1) % self.params.init_gap
+
+    def _sample_on_device(self, pyr: list) -> None:
+        """:meth:`sample` with the pools on the device: every level's response, maximum, occupied cells and
+        selection in one launch each for all levels and their cell bytes in one download (issue 14's launch
+        budget), then each level's new points into its pool. A level's sampling reads only its own level and pool,
+        so sampling them all before adding to any gives each level's points of the level-by-level loop."""
+        with self.timer("sampling"):
+            points, self._sampling = dense_sample_levels(pyr, [pool.current_points() for pool in self.pools],
+                                                         stride=self.params.stride, quality=self.params.quality,
+                                                         scratch=self._sampling)
+            for pool, new in zip(self.pools, points):
+                pool.add(new)
 
     def advance(self, gray: np.ndarray, pyr: list[np.ndarray], hogs: list[np.ndarray] | None = None):
         """8. This frame becomes the previous one (with its levels' HOG integral histograms when they were made

@@ -437,7 +437,7 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     for module, func, nbytes in log:
         by_kind.setdefault((module, func), []).append(nbytes)
     allowed = {("idtfv.idt.tracking_cuda", "step"), ("idtfv.idt.tracking_cuda", "pop_validated"),
-               ("idtfv.idt._frame_cuda", "dense_sample"), ("idtfv.idt.extractor", "__getitem__")}
+               ("idtfv.idt._frame_cuda", "dense_sample_levels"), ("idtfv.idt.extractor", "__getitem__")}
     assert set(by_kind) <= allowed, set(by_kind) - allowed
     # a step: its two counts (16 bytes), once per level and frame with live tracks
     steps = by_kind[("idtfv.idt.tracking_cuda", "step")]
@@ -447,10 +447,10 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     counts, rows = [b for b in pops if b == 8], [b for b in pops if b != 8]
     assert len(counts) >= len(rows) > 0 and all(b % row == 0 for b in rows)
     assert sum(rows) == len(gpu) * row and len(gpu) > 50
-    # the sampling: one byte per grid cell of each level (first frame and every init_gap); the camera: up to
-    # flow_matches flow vectors
-    cells = [(96 // 5) * (72 // 5), (68 // 5) * (51 // 5)]
-    assert set(by_kind[("idtfv.idt._frame_cuda", "dense_sample")]) <= set(cells)
+    # the sampling: one byte per grid cell of the levels, both in one download (first frame and every init_gap);
+    # the camera: up to flow_matches flow vectors
+    cells = (96 // 5) * (72 // 5) + (68 // 5) * (51 // 5)
+    assert set(by_kind[("idtfv.idt._frame_cuda", "dense_sample_levels")]) == {cells}
     assert max(by_kind.get(("idtfv.idt.extractor", "__getitem__"), [0])) <= 1000 * 8
     # in all: far less than the live tracks' points once per level and frame (the host pools' traffic)
     assert sum(steps) + sum(counts) < 0.05 * len(gpu) * row
