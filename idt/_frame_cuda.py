@@ -21,7 +21,10 @@ Kernels (one thread per pixel, per point or per grid cell):
   (occupied cells by ``floor`` of the live points; an empty cell's centre is kept when its response exceeds
   ``quality * max`` compared in float64); the selected cells come back as one byte per cell, and their centres are
   listed in row-major order on the host, so the points are the CPU's, in the CPU's order. Bit-identical given the
-  same response.
+  same response. ``corner_min_eig_levels``, ``level_max``, ``mark_cells_levels``, ``select_cells_levels``
+  (:func:`dense_sample_levels`): the same for every level of a frame in one launch each and one download, the
+  levels end to end in one buffer each with a device table (:func:`sampling_table`) from which a thread finds its
+  level.
 - ``warp_perspective``: frame t warped into frame t-1's camera, ``cv2.warpPerspective(gray, H, INTER_LINEAR |
   WARP_INVERSE_MAP)`` with a constant 0 border, as OpenCV (>= 4.11) computes it on its scalar path: the
   homography rounded to float32, the source point ``(x m0 + (y m1 + m2)) / (x m6 + (y m7 + m8))`` in float32, the

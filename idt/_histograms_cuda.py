@@ -19,7 +19,12 @@ launch budget, ``docs/GPU.md``):
   thread's running sum the CPU's sequence of additions for its (histogram, row, bin) or (histogram, column, bin);
 - ``gather_blocks``: per point and histogram, the patch's corner (``descriptors.patch_corners``' arithmetic) and
   the L1-normalised, square-rooted cell sums (RootSIFT) into that histogram's column range of the point's row, so
-  the four descriptors of a batch of points are one array.
+  the four descriptors of a batch of points are one array;
+- ``frame_bins_levels``, ``hist_rows_levels``, ``hist_cols_levels``, ``gather_blocks_levels``: the same for every
+  level of a frame in one launch each (:func:`level_histograms`, :func:`gather_levels`): the levels' planes,
+  histograms and blocks end to end in one buffer each, and a device table (:func:`level_table`) from which a thread
+  finds its level and its index in it, then runs the one-level kernel's body (shared ``__device__`` functions, so
+  the same bits).
 
 Without a GPU the kernels are still exercised: ``tests/_cuda_on_cpu.py`` compiles :data:`_SOURCE` for the CPU and
 ``tests/test_histograms_cuda.py`` checks them bit for bit against the Numba kernels, with broken kernels that
@@ -35,7 +40,8 @@ import numpy as np
 
 from idtfv.idt._histograms_nb import _ATAN_C
 
-__all__ = ["frame_histograms", "gather_blocks", "gather_all", "module"]
+__all__ = ["frame_histograms", "gather_blocks", "gather_all", "level_histograms", "gather_levels", "LevelHistograms",
+           "level_table", "module"]
 
 _BLOCK = 128
 
