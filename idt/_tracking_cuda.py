@@ -16,6 +16,8 @@ CuPy computes, ``cumsum``):
 
 - ``pool_step``: the same step (the shared ``idt_track_point``) on the pool's rows, in place; ``compact_step``
   then keeps the survivors in order and pushes the dead rows on the free stack as ``TrackPool.step`` does;
+  ``pool_step_levels`` and ``compact_step_levels`` do both for up to 8 pools (the levels) in one launch each, with
+  one prefix sum of the alive and finished flags over all of them;
 - ``pool_add``: new tracks in the rows on top of the free stack; ``add_blocks``: a step's descriptor blocks into
   their temporal cells (the twin of :func:`idtfv.idt._tracking_nb.add_blocks`), ``add_blocks_levels`` the same
   for up to 8 pools (the levels) in one launch; (the patches' corners are computed by ``_histograms_cuda``'s
@@ -74,10 +76,9 @@ __global__ void track_points(const float* pts, int n, const float* flow, const f
 // One thread per live track k (row live[k]): prev[k] = its point; alive: the moved point's step is stored
 // (pos[r, i+1], disp[r, i], index[r] = i+1), done[k] = 1 when that makes L steps; dead: index[r] = -1, the rest
 // unchanged (as TrackPool.step).
-__global__ void pool_step(const long long* live, int n, int L, int* index, float* pos, float* disp,
-                          const float* flow, const float* flow_w, int h, int w, float* prev, int* alive, int* done) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= n) return;
+__device__ __forceinline__ void idt_pool_step_at(const long long* live, int L, int* index, float* pos, float* disp,
+                                                 const float* flow, const float* flow_w, int h, int w, float* prev,
+                                                 int* alive, int* done, int k) {
     long long r = live[k];
     int i = index[r];
     float* p = pos + (r * (L + 1) + i) * 2;
@@ -102,29 +103,120 @@ __global__ void pool_step(const long long* live, int n, int L, int* index, float
     index[r] = i + 1;
 }
 
+__global__ void pool_step(const long long* live, int n, int L, int* index, float* pos, float* disp,
+                          const float* flow, const float* flow_w, int h, int w, float* prev, int* alive, int* done) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    idt_pool_step_at(live, L, index, pos, disp, flow, flow_w, h, w, prev, alive, done, k);
+}
+
 // After pool_step, csum/dsum the inclusive prefix sums of alive/done: the survivors (and their prev points) in
 // order into live_out/prev_out; the dead rows pushed on the free stack, last dead on the bottom (TrackPool's
 // free + dead[::-1]); counts = [survivors, finished].
-__global__ void compact_step(const long long* live, int n, const int* alive, const long long* csum,
-                             const long long* dsum, const float* prev, long long* live_out, float* prev_out,
-                             long long* free_rows, long long n_free, long long* counts) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= n) return;
-    long long a = csum[k];
+// (cbase, dbase: the prefix sums' values before this pool's first flag, when several pools' flags are summed as
+// one array; 0 for one pool.)
+__device__ __forceinline__ void idt_compact_at(const long long* live, int n, const int* alive, const long long* csum,
+                                               const long long* dsum, long long cbase, long long dbase,
+                                               const float* prev, long long* live_out, float* prev_out,
+                                               long long* free_rows, long long n_free, long long* counts, int k) {
+    long long a = csum[k] - cbase;
     if (alive[k]) {
         long long j = a - 1;
         live_out[j] = live[k];
         prev_out[2 * j] = prev[2 * k];
         prev_out[2 * j + 1] = prev[2 * k + 1];
     } else {
-        long long n_dead = (long long)n - csum[n - 1];
+        long long n_dead = (long long)n - (csum[n - 1] - cbase);
         long long dead_rank = (long long)k - a;
         free_rows[n_free + n_dead - 1 - dead_rank] = live[k];
     }
     if (k == n - 1) {
         counts[0] = a;
-        counts[1] = dsum[k];
+        counts[1] = dsum[k] - dbase;
     }
+}
+
+__global__ void compact_step(const long long* live, int n, const int* alive, const long long* csum,
+                             const long long* dsum, const float* prev, long long* live_out, float* prev_out,
+                             long long* free_rows, long long n_free, long long* counts) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    idt_compact_at(live, n, alive, csum, dsum, 0, 0, prev, live_out, prev_out, free_rows, n_free, counts, k);
+}
+
+// ---- pool_step and compact_step of up to 8 pools (the levels) in one launch each: the pools' live tracks laid end
+// to end (pool l's n_l after the pools before it; this launch's first at run_first of the whole sequence) in
+// prev, alive, done and in alive's and done's prefix sums over the whole sequence; each pool's arrays and sizes are
+// arguments. A thread finds its pool by the running counts, then does the one-pool kernel's work.
+__global__ void pool_step_levels(int n_levels, long long run_first, int L, int n0, int n1, int n2, int n3, int n4,
+                                 int n5, int n6, int n7, const long long* live0, const long long* live1,
+                                 const long long* live2, const long long* live3, const long long* live4,
+                                 const long long* live5, const long long* live6, const long long* live7, int* index0,
+                                 int* index1, int* index2, int* index3, int* index4, int* index5, int* index6,
+                                 int* index7, float* pos0, float* pos1, float* pos2, float* pos3, float* pos4,
+                                 float* pos5, float* pos6, float* pos7, float* disp0, float* disp1, float* disp2,
+                                 float* disp3, float* disp4, float* disp5, float* disp6, float* disp7,
+                                 const float* flow0, const float* flow1, const float* flow2, const float* flow3,
+                                 const float* flow4, const float* flow5, const float* flow6, const float* flow7,
+                                 const float* fw0, const float* fw1, const float* fw2, const float* fw3,
+                                 const float* fw4, const float* fw5, const float* fw6, const float* fw7, int h0,
+                                 int h1, int h2, int h3, int h4, int h5, int h6, int h7, int w0, int w1, int w2,
+                                 int w3, int w4, int w5, int w6, int w7, float* prev, int* alive, int* done) {
+    long long g = run_first + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int counts[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
+    const long long* lives[8] = {live0, live1, live2, live3, live4, live5, live6, live7};
+    int* indexes[8] = {index0, index1, index2, index3, index4, index5, index6, index7};
+    float* poss[8] = {pos0, pos1, pos2, pos3, pos4, pos5, pos6, pos7};
+    float* disps[8] = {disp0, disp1, disp2, disp3, disp4, disp5, disp6, disp7};
+    const float* flows[8] = {flow0, flow1, flow2, flow3, flow4, flow5, flow6, flow7};
+    const float* fws[8] = {fw0, fw1, fw2, fw3, fw4, fw5, fw6, fw7};
+    int hs[8] = {h0, h1, h2, h3, h4, h5, h6, h7};
+    int ws[8] = {w0, w1, w2, w3, w4, w5, w6, w7};
+    int l = 0;
+    long long first = run_first;  // pool l's first track in the sequence
+    while (l < n_levels && g >= first + counts[l]) {
+        first += counts[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    idt_pool_step_at(lives[l], L, indexes[l], poss[l], disps[l], flows[l], fws[l], hs[l], ws[l], prev + 2 * first,
+                     alive + first, done + first, (int)(g - first));
+}
+
+// counts gets [survivors, finished] of each pool of the launch, in order.
+__global__ void compact_step_levels(int n_levels, long long run_first, int n0, int n1, int n2, int n3, int n4, int n5,
+                                    int n6, int n7, const long long* live0, const long long* live1,
+                                    const long long* live2, const long long* live3, const long long* live4,
+                                    const long long* live5, const long long* live6, const long long* live7,
+                                    long long* live_out0, long long* live_out1, long long* live_out2,
+                                    long long* live_out3, long long* live_out4, long long* live_out5,
+                                    long long* live_out6, long long* live_out7, float* prev_out0, float* prev_out1,
+                                    float* prev_out2, float* prev_out3, float* prev_out4, float* prev_out5,
+                                    float* prev_out6, float* prev_out7, long long* free0, long long* free1,
+                                    long long* free2, long long* free3, long long* free4, long long* free5,
+                                    long long* free6, long long* free7, long long n_free0, long long n_free1,
+                                    long long n_free2, long long n_free3, long long n_free4, long long n_free5,
+                                    long long n_free6, long long n_free7, const int* alive, const long long* csum,
+                                    const long long* dsum, const float* prev, long long* counts) {
+    long long g = run_first + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int counts_in[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
+    const long long* lives[8] = {live0, live1, live2, live3, live4, live5, live6, live7};
+    long long* outs[8] = {live_out0, live_out1, live_out2, live_out3, live_out4, live_out5, live_out6, live_out7};
+    float* prev_outs[8] = {prev_out0, prev_out1, prev_out2, prev_out3, prev_out4, prev_out5, prev_out6, prev_out7};
+    long long* frees[8] = {free0, free1, free2, free3, free4, free5, free6, free7};
+    long long n_frees[8] = {n_free0, n_free1, n_free2, n_free3, n_free4, n_free5, n_free6, n_free7};
+
+    int l = 0;
+    long long first = run_first;
+    while (l < n_levels && g >= first + counts_in[l]) {
+        first += counts_in[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    long long cbase = first > 0 ? csum[first - 1] : 0;
+    long long dbase = first > 0 ? dsum[first - 1] : 0;
+    idt_compact_at(lives[l], counts_in[l], alive + first, csum + first, dsum + first, cbase, dbase, prev + 2 * first,
+                   outs[l], prev_outs[l], frees[l], n_frees[l], counts + 2 * l, (int)(g - first));
 }
 
 // One thread per new point j: the row on top of the free stack but j (free_rows[n_free - 1 - j]) starts a track

@@ -640,14 +640,18 @@ class _Steps:
         """4. Every live track moves by the flow at its point and stores the compensated flow as its step; tracks
         that leave the frame end. Per level (from level ``first``): the rows that moved and their points before
         the move."""
+        if self.on_device:  # every level's step in two launches and one download of the counts
+            from idtfv.idt.tracking_cuda import step_levels
+
+            with self.timer("tracking"):
+                return step_levels(self.pools[first:], flows, flows_w)
         moved = []
         for pool, flow, flow_w in zip(self.pools[first:], flows, flows_w):
             if len(pool) == 0:
                 moved.append((np.zeros(0, np.int64), np.zeros((0, 2), np.float32)))
                 continue
             with self.timer("tracking"):
-                moved.append(pool.step(flow, flow_w) if self.on_device else
-                             pool.step(flow, flow_w, device=self.device))
+                moved.append(pool.step(flow, flow_w, device=self.device))
         return moved
 
     def describe(self, moved: list[tuple[np.ndarray, np.ndarray]], flows_w: list[np.ndarray], *,

@@ -34,7 +34,7 @@ import numpy as np
 
 from idtfv.idt.tracking import grown_capacity, pool_capacity
 
-__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels"]
+__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels", "step_levels"]
 
 
 def _dev():
@@ -186,9 +186,7 @@ class DeviceTrackPool:
             buffers (see the module's docstring for how long they hold).
         """
         cp, k_mod = _dev()
-        if self._n_done:
-            raise RuntimeError(f"DeviceTrackPool.step: {self._n_done} finished tracks were not popped; call "
-                               "pop_finished() or pop_validated() after each step")
+        self._check_popped()
         n = self._n
         if n == 0:
             return self._empty
@@ -204,11 +202,21 @@ class DeviceTrackPool:
         k_mod.launch("compact_step", n, (live, _i32(n), b["alive"], csum, dsum, b["prev"], self._live_next,
                                          b["prev_out"], self._free, _i64(self._n_free), b["counts"]))
         m, done = (int(v) for v in cp.asnumpy(b["counts"]))  # the step's one transfer: two counts
-        self._live, self._live_next = self._live_next, live
-        self._n_free += n - m
+        return self._stepped(m, done)
+
+    def _check_popped(self) -> None:
+        if self._n_done:
+            raise RuntimeError(f"DeviceTrackPool.step: {self._n_done} finished tracks were not popped; call "
+                               "pop_finished() or pop_validated() after each step")
+
+    def _stepped(self, m: int, done: int):
+        """The host's record of a step that kept ``m`` of the live tracks, ``done`` of them finished (the swap of
+        the live-order buffers included); returns the step's rows and points before the move."""
+        self._live, self._live_next = self._live_next, self._live
+        self._n_free += self._n - m
         self._n = m
         self._n_done = done
-        return self._live[:m], b["prev_out"][:m]
+        return self._live[:m], self._buffers()["prev_out"][:m]
 
     def store_descriptors(self, rows, blocks) -> None:
         """Add the per-frame blocks ``(n, D)`` (device) of the step just taken (``index - 1``) to the temporal cell
@@ -408,3 +416,77 @@ def store_levels(pools, rows, blocks) -> None:
             *padded([pools[k].desc for k in run], pools[a].desc), _i32(p0.per_cell), _i32(p0.nt), _i32(p0.D),
             blocks[first:]))
         first += n
+
+
+def step_levels(pools, flows, flows_w):
+    """:meth:`DeviceTrackPool.step` of several pools (the levels, each with its own flows) in two launches per 8
+    pools, one prefix sum of each flag over all of them and one download of every pool's two counts.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``; each popped since its last step.
+    flows, flows_w : sequences of (h_k, w_k, 2) float32 device arrays
+        Each pool's median-filtered and camera-compensated flow.
+
+    Returns
+    -------
+    list of (rows, prev_points)
+        Each pool's :meth:`~DeviceTrackPool.step` result (views of its buffers), bit for bit.
+    """
+    cp, k_mod = _dev()
+    if not len(pools) == len(flows) == len(flows_w):
+        raise ValueError(f"step_levels: expected one flow and one compensated flow per pool, got {len(pools)} pools, "
+                         f"{len(flows)} flows and {len(flows_w)} compensated flows")
+    for pool in pools:
+        pool._check_popped()
+    out = [pool._empty for pool in pools]
+    active = [k for k, pool in enumerate(pools) if pool._n]
+    if not active:
+        return out
+    L = pools[active[0]].L
+    if any(pools[k].L != L for k in active):
+        raise ValueError("step_levels: the pools must have the same length")
+    act = [pools[k] for k in active]
+    fs = [cp.ascontiguousarray(cp.asarray(flows[k], dtype=cp.float32)) for k in active]
+    fws = [cp.ascontiguousarray(cp.asarray(flows_w[k], dtype=cp.float32)) for k in active]
+    counts = [pool._n for pool in act]
+    total = sum(counts)
+    prev = cp.empty((total, 2), cp.float32)
+    alive = cp.empty(total, cp.int32)
+    done = cp.empty(total, cp.int32)
+    runs = [range(a, min(a + 8, len(act))) for a in range(0, len(act), 8)]
+
+    def padded(items, filler):  # the kernels' 8 arguments of a kind
+        return list(items) + [filler] * (8 - len(items))
+
+    first = 0
+    for run in runs:
+        ps = [act[k] for k in run]
+        n = sum(counts[k] for k in run)
+        k_mod.launch("pool_step_levels", n, (
+            _i32(len(ps)), _i64(first), _i32(L), *padded([_i32(p._n) for p in ps], _i32(0)),
+            *padded([p._live for p in ps], ps[0]._live), *padded([p.index for p in ps], ps[0].index),
+            *padded([p.pos for p in ps], ps[0].pos), *padded([p.disp for p in ps], ps[0].disp),
+            *padded([fs[k] for k in run], fs[run[0]]), *padded([fws[k] for k in run], fws[run[0]]),
+            *padded([_i32(fs[k].shape[0]) for k in run], _i32(0)),
+            *padded([_i32(fs[k].shape[1]) for k in run], _i32(0)), prev, alive, done))
+        first += n
+    csum = alive.cumsum(dtype=np.int64)  # one prefix sum of each flag over every pool
+    dsum = done.cumsum(dtype=np.int64)
+    res = cp.empty(2 * len(act), np.int64)
+    first = 0
+    for run in runs:
+        ps = [act[k] for k in run]
+        n = sum(counts[k] for k in run)
+        k_mod.launch("compact_step_levels", n, (
+            _i32(len(ps)), _i64(first), *padded([_i32(p._n) for p in ps], _i32(0)),
+            *padded([p._live for p in ps], ps[0]._live), *padded([p._live_next for p in ps], ps[0]._live_next),
+            *padded([p._buffers()["prev_out"] for p in ps], ps[0]._buffers()["prev_out"]),
+            *padded([p._free for p in ps], ps[0]._free), *padded([_i64(p._n_free) for p in ps], _i64(0)),
+            alive, csum, dsum, prev, res[2 * run[0]:]))
+        first += n
+    both = cp.asnumpy(res)  # the steps' one transfer: two counts per pool
+    for j, (k, pool) in enumerate(zip(active, act)):
+        out[k] = pool._stepped(int(both[2 * j]), int(both[2 * j + 1]))
+    return out

@@ -13,8 +13,10 @@ tests/test_extractor_kernels.py), ``_tracking_nb.validate_tracks`` for the pruni
 - the pruning kernel against Numba bit for bit, on tracks planted to fail each test (static, erratic, a jump, no
   camera-compensated motion) and tracks that pass;
 - broken kernels (the free stack's order, a cell index, the float32 rounding of the mean, ...) must fail;
+- the steps batched over the levels (``step_levels``, ``store_levels``) against each host pool's, bit for bit,
+  with broken batchings that must fail;
 - ``extract(device="cuda")``: the device pools are used, the output is the same with threads, and no live-track
-  state comes back: every download of the run is a step's two counts, a pruning's count, the kept rows (their
+  state comes back: every download of the run is the levels' step counts, a pruning's count, the kept rows (their
   number equals the trajectories'), the dense sampling's cell bytes or the camera's flow-match vectors.
 
 The ``gpu`` tests run the pool comparisons on a real device.
@@ -338,6 +340,88 @@ def test_emulated_store_levels_is_checked(emulated):
         store_levels(pools, rows, cp.zeros((2, 5), cp.float32))
 
 
+def _compare_step_levels(n_pools=10, rounds=12, seed=7):
+    """``step_levels`` of several device pools (10: two runs of 8), each with its own flow size, against each host
+    pool's ``step``, bit for bit (the rows, their points before the move, every array, the live order, the free
+    stack, the finished count), round after round with new points, deaths, finished tracks popped and pools
+    without live tracks among them."""
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, step_levels
+
+    rng = np.random.default_rng(seed)
+    L, nt, D = 4, 2, 3
+    sizes = [(23 - k, 31 - 2 * k) for k in range(n_pools)]
+    cpus = [TrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
+    devs = [DeviceTrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
+    seen = dict(moved=0, died=0, finished=0, idle=0)
+    for it in range(rounds):
+        flows, flows_w = [], []
+        for k, ((h, w), cpu, dev) in enumerate(zip(sizes, cpus, devs)):
+            if (k + it) % 4:  # some pools get no new points this round (pool 0 never: it stays empty)
+                m = 0 if k == 0 else int(rng.integers(0, 12))
+                pts = np.stack([rng.uniform(0.5, w - 0.5, m), rng.uniform(0.5, h - 0.5, m)], 1).astype(np.float32)
+                cpu.add(pts)
+                dev.add(pts)
+            flows.append((rng.normal(size=(h, w, 2)) * 1.5).astype(np.float32))
+            flows_w.append((rng.normal(size=(h, w, 2)) * 0.5).astype(np.float32))
+        launches, active = sum(cp.launches.values()), sum(len(d) > 0 for d in devs)
+        got = step_levels(devs, [cp.asarray(f) for f in flows], [cp.asarray(f) for f in flows_w])
+        assert sum(cp.launches.values()) - launches == 2 * -(-active // 8)  # per 8 pools with live tracks
+        for k, (cpu, dev) in enumerate(zip(cpus, devs)):
+            n_live = len(cpu)
+            rows_c, prev_c = cpu.step(flows[k], flows_w[k])
+            rows_d, prev_d = got[k]
+            _same(rows_c, rows_d, f"step_levels {it}, pool {k}: rows")
+            _same(prev_c, prev_d, f"step_levels {it}, pool {k}: points before the move")
+            _same_state(cpu, dev, f"step_levels {it}, pool {k}")
+            finished = int((cpu.index[cpu.live()] >= L).sum())
+            assert dev._n_done == finished, (it, k, dev._n_done, finished)
+            seen["moved"] += len(rows_c)
+            seen["died"] += n_live - len(rows_c)
+            seen["finished"] += finished
+            seen["idle"] += n_live == 0
+            for a, b in zip(cpu.pop_finished(), dev.pop_finished()):
+                _same(a, b, f"pop after step_levels {it}, pool {k}")
+    assert all(v > 10 for v in seen.values()), seen  # not vacuous
+    return seen
+
+
+def test_emulated_step_levels_equals_each_pool_alone(emulated):
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, step_levels
+
+    _compare_step_levels()
+    pools = [DeviceTrackPool(4, 3, 2, capacity=8) for _ in range(10)]
+    for k, pool in enumerate(pools):
+        pool.add(np.float32([[3.5 + k, 4.0], [5.0, 6.5]]))
+    flows = [cp.zeros((12, 15, 2), cp.float32)] * 10
+    before = sum(cp.launches.values())
+    step_levels(pools, flows, flows)
+    assert sum(cp.launches.values()) - before == 4  # pool_step_levels and compact_step_levels per 8 pools
+    assert step_levels([DeviceTrackPool(4, 3, 2)], flows[:1], flows[:1])[0][0].shape == (0,)  # no live track
+    pools[3]._n_done = 1  # as after a step with a finished track not popped
+    with pytest.raises(RuntimeError, match="were not popped"):
+        step_levels(pools, flows, flows)
+    with pytest.raises(ValueError, match="one flow and one compensated flow per pool"):
+        step_levels(pools, flows[:2], flows)
+
+
+#: Broken batched steps (each pool alone is right): a pool's finished count with the pools' before it, the
+#: points before the move one slot off.
+STEP_MUTATIONS = [
+    ("long long dbase = first > 0 ? dsum[first - 1] : 0;", "long long dbase = 0;"),
+    ("hs[l], ws[l], prev + 2 * first,", "hs[l], ws[l], prev + 2 * (first > 0 ? first - 1 : 0),"),
+]
+
+
+@pytest.mark.parametrize("old, new", STEP_MUTATIONS, ids=[f"m{i}" for i in range(len(STEP_MUTATIONS))])
+def test_emulated_broken_step_levels_fails(emulated, monkeypatch, old, new):
+    with _cuda_on_cpu.mutated(emulated, monkeypatch, old, new), pytest.raises(AssertionError):
+        _compare_step_levels()
+
+
 #: Broken batched sums (each pool alone is right): a level's blocks read from the wrong rows of the buffer.
 LEVEL_MUTATIONS = [("blocks + first, desc[l], t - first", "blocks + first / 2, desc[l], t - first")]
 
@@ -436,12 +520,12 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     by_kind: dict = {}
     for module, func, nbytes in log:
         by_kind.setdefault((module, func), []).append(nbytes)
-    allowed = {("idtfv.idt.tracking_cuda", "step"), ("idtfv.idt.tracking_cuda", "pop_validated"),
+    allowed = {("idtfv.idt.tracking_cuda", "step_levels"), ("idtfv.idt.tracking_cuda", "pop_validated"),
                ("idtfv.idt._frame_cuda", "dense_sample_levels"), ("idtfv.idt.extractor", "__getitem__")}
     assert set(by_kind) <= allowed, set(by_kind) - allowed
-    # a step: its two counts (16 bytes), once per level and frame with live tracks
-    steps = by_kind[("idtfv.idt.tracking_cuda", "step")]
-    assert set(steps) == {16} and frames - 1 <= len(steps) <= 2 * (frames - 1)
+    # the levels' steps: two counts per level with live tracks (16 bytes each), all levels in one download per frame
+    steps = by_kind[("idtfv.idt.tracking_cuda", "step_levels")]
+    assert set(steps) == {2 * 16} and len(steps) == frames - 1
     # a pop with finished tracks: the number kept (8 bytes), then the kept rows, as many as the trajectories
     pops = by_kind[("idtfv.idt.tracking_cuda", "pop_validated")]
     counts, rows = [b for b in pops if b == 8], [b for b in pops if b != 8]
@@ -497,6 +581,7 @@ def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
     source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
-    for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "add_blocks_levels",
-                 "flag_rows", "pop_done", "compact_keep", "validate_rows", "pack_rows"):
+    for name in ("track_points", "pool_step", "compact_step", "pool_step_levels", "compact_step_levels", "pool_add",
+                 "add_blocks", "add_blocks_levels", "flag_rows", "pop_done", "compact_keep", "validate_rows",
+                 "pack_rows"):
         assert f".entry {name}(" in ptx
