@@ -23,6 +23,8 @@ CuPy computes, ``cumsum``):
   for up to 8 pools (the levels) in one launch; (the patches' corners are computed by ``_histograms_cuda``'s
   ``gather_blocks``);
 - ``flag_rows``, ``pop_done``, ``compact_keep``: finished (or released) tracks leave the live order;
+  ``flag_rows_levels``, ``pop_done_levels``, ``validate_rows_levels``, ``pack_rows_levels``: the pop of up to 8
+  pools (the levels) in one launch each, with one prefix sum of the flags and one of the kept tracks over all;
 - ``validate_rows``: the pruning and trajectory shape, the float64 twin of
   :func:`idtfv.idt._tracking_nb.validate_tracks` (bit-identical: the same operations in the same order, no FMA);
   ``pack_rows``: the kept tracks' rows packed for one transfer.
@@ -284,22 +286,27 @@ __global__ void add_blocks_levels(int n_levels, const long long* r0, const long 
 }
 
 // flags[k] = index[live[k]] >= threshold.
+__device__ __forceinline__ void idt_flag_at(const long long* live, const int* index, int threshold, int* flags,
+                                            int k) {
+    flags[k] = index[live[k]] >= threshold ? 1 : 0;
+}
+
 __global__ void flag_rows(const long long* live, int n, const int* index, int threshold, int* flags) {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n) return;
-    flags[k] = index[live[k]] >= threshold ? 1 : 0;
+    idt_flag_at(live, index, threshold, flags, k);
 }
 
 // Finished tracks (flags, dsum its inclusive prefix sum, n_done in all) leave the live order: done_rows in live
 // order, pushed on the free stack last on the bottom (TrackPool's free + rows[::-1]), index -1; the others in
-// order into live_out.
-__global__ void pop_done(const long long* live, int n, const int* flags, const long long* dsum, int* index,
-                         long long* live_out, long long* done_rows, long long* free_rows, long long n_free,
-                         long long n_done) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= n) return;
+// order into live_out. (dbase: dsum's value before this pool's first flag, when several pools' flags are summed as
+// one array; 0 for one pool.)
+__device__ __forceinline__ void idt_pop_done_at(const long long* live, const int* flags, const long long* dsum,
+                                                long long dbase, int* index, long long* live_out,
+                                                long long* done_rows, long long* free_rows, long long n_free,
+                                                long long n_done, int k) {
     long long r = live[k];
-    long long c = dsum[k];
+    long long c = dsum[k] - dbase;
     if (flags[k]) {
         long long rank = c - 1;
         done_rows[rank] = r;
@@ -308,6 +315,14 @@ __global__ void pop_done(const long long* live, int n, const int* flags, const l
     } else {
         live_out[k - c] = r;
     }
+}
+
+__global__ void pop_done(const long long* live, int n, const int* flags, const long long* dsum, int* index,
+                         long long* live_out, long long* done_rows, long long* free_rows, long long n_free,
+                         long long n_done) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    idt_pop_done_at(live, flags, dsum, 0, index, live_out, done_rows, free_rows, n_free, n_done, k);
 }
 
 // The flagged entries of live, in order (csum the inclusive prefix sum of flags).
@@ -320,11 +335,10 @@ __global__ void compact_keep(const long long* live, int n, const int* flags, con
 
 // One thread per finished track rows[k]: LEAR's pruning and the trajectory shape in original-frame pixels, the
 // float64 twin of _tracking_nb.validate_tracks operation for operation. meta (n, 6), traj (n, 2L), keep (n,).
-__global__ void validate_rows(const long long* rows, int n, const float* pos, const float* disp, int L, double scale,
-                              double min_var, double max_var, double max_dis, double max_dis_ratio,
-                              double min_camera_disp, int camera, float* meta, float* traj, int* keep) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= n) return;
+__device__ __forceinline__ void idt_validate_at(const long long* rows, const float* pos, const float* disp, int L,
+                                                double scale, double min_var, double max_var, double max_dis,
+                                                double max_dis_ratio, double min_camera_disp, int camera,
+                                                float* meta, float* traj, int* keep, long long k) {
     long long r = rows[k];
     const float* p = pos + r * (L + 1) * 2;
     const float* q = disp + r * L * 2;
@@ -386,12 +400,20 @@ __global__ void validate_rows(const long long* rows, int n, const float* pos, co
     }
 }
 
-// The kept tracks (keep, csum its inclusive prefix sum) packed in order, one row each: meta (6) | traj (2L) |
-// the cell means desc[r] / per_cell (nt * D).
-__global__ void pack_rows(const long long* rows, int n, const int* keep, const long long* csum, const float* meta,
-                          const float* traj, const float* desc, int L, int ntd, float per_cell, float* out) {
+__global__ void validate_rows(const long long* rows, int n, const float* pos, const float* disp, int L, double scale,
+                              double min_var, double max_var, double max_dis, double max_dis_ratio,
+                              double min_camera_disp, int camera, float* meta, float* traj, int* keep) {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n) return;
+    idt_validate_at(rows, pos, disp, L, scale, min_var, max_var, max_dis, max_dis_ratio, min_camera_disp, camera, meta,
+                    traj, keep, k);
+}
+
+// The kept tracks (keep, csum its inclusive prefix sum) packed in order, one row each: meta (6) | traj (2L) |
+// the cell means desc[r] / per_cell (nt * D).
+__device__ __forceinline__ void idt_pack_at(const long long* rows, const int* keep, const long long* csum,
+                                            const float* meta, const float* traj, const float* desc, int L, int ntd,
+                                            float per_cell, float* out, long long k) {
     if (!keep[k]) return;
     long long width = 6 + 2 * L + ntd;
     float* o = out + (csum[k] - 1) * width;
@@ -399,6 +421,124 @@ __global__ void pack_rows(const long long* rows, int n, const int* keep, const l
     for (int m = 0; m < 2 * L; ++m) o[6 + m] = traj[(long long)k * 2 * L + m];
     const float* s = desc + rows[k] * ntd;
     for (int m = 0; m < ntd; ++m) o[6 + 2 * L + m] = s[m] / per_cell;
+}
+
+__global__ void pack_rows(const long long* rows, int n, const int* keep, const long long* csum, const float* meta,
+                          const float* traj, const float* desc, int L, int ntd, float per_cell, float* out) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    idt_pack_at(rows, keep, csum, meta, traj, desc, L, ntd, per_cell, out, k);
+}
+
+// ---- the pop of finished tracks of up to 8 pools (the levels) in one launch per kernel: their live tracks end to
+// end (pool l's n_l after the pools before it; this launch's first at run_first of the whole sequence) in the flags
+// and in the flags' prefix sum over the whole sequence; their finished tracks end to end (pool l's k_l = n_done_l)
+// in done_rows, meta, traj, keep and keep's prefix sum; each pool's arrays and sizes are arguments. A thread finds
+// its pool by the running counts, then does the one-pool kernel's work.
+__global__ void flag_rows_levels(int n_levels, long long run_first, int n0, int n1, int n2, int n3, int n4, int n5,
+                                 int n6, int n7, const long long* live0, const long long* live1,
+                                 const long long* live2, const long long* live3, const long long* live4,
+                                 const long long* live5, const long long* live6, const long long* live7,
+                                 const int* index0, const int* index1, const int* index2, const int* index3,
+                                 const int* index4, const int* index5, const int* index6, const int* index7,
+                                 int threshold, int* flags) {
+    long long g = run_first + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int counts[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
+    const long long* lives[8] = {live0, live1, live2, live3, live4, live5, live6, live7};
+    const int* indexes[8] = {index0, index1, index2, index3, index4, index5, index6, index7};
+    int l = 0;
+    long long first = run_first;  // pool l's first live track in the sequence
+    while (l < n_levels && g >= first + counts[l]) {
+        first += counts[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    idt_flag_at(lives[l], indexes[l], threshold, flags + first, (int)(g - first));
+}
+
+// run_done: this launch's first finished track in the sequence of finished tracks (done_rows).
+__global__ void pop_done_levels(int n_levels, long long run_first, long long run_done, int n0, int n1, int n2, int n3,
+                                int n4, int n5, int n6, int n7, const long long* live0, const long long* live1,
+                                const long long* live2, const long long* live3, const long long* live4,
+                                const long long* live5, const long long* live6, const long long* live7, int* index0,
+                                int* index1, int* index2, int* index3, int* index4, int* index5, int* index6,
+                                int* index7, long long* live_out0, long long* live_out1, long long* live_out2,
+                                long long* live_out3, long long* live_out4, long long* live_out5,
+                                long long* live_out6, long long* live_out7, long long* free0, long long* free1,
+                                long long* free2, long long* free3, long long* free4, long long* free5,
+                                long long* free6, long long* free7, long long n_free0, long long n_free1,
+                                long long n_free2, long long n_free3, long long n_free4, long long n_free5,
+                                long long n_free6, long long n_free7, long long n_done0, long long n_done1,
+                                long long n_done2, long long n_done3, long long n_done4, long long n_done5,
+                                long long n_done6, long long n_done7, const int* flags, const long long* dsum,
+                                long long* done_rows) {
+    long long g = run_first + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int counts[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
+    const long long* lives[8] = {live0, live1, live2, live3, live4, live5, live6, live7};
+    int* indexes[8] = {index0, index1, index2, index3, index4, index5, index6, index7};
+    long long* outs[8] = {live_out0, live_out1, live_out2, live_out3, live_out4, live_out5, live_out6, live_out7};
+    long long* frees[8] = {free0, free1, free2, free3, free4, free5, free6, free7};
+    long long n_frees[8] = {n_free0, n_free1, n_free2, n_free3, n_free4, n_free5, n_free6, n_free7};
+    long long n_dones[8] = {n_done0, n_done1, n_done2, n_done3, n_done4, n_done5, n_done6, n_done7};
+    int l = 0;
+    long long first = run_first;
+    long long done_first = run_done;  // pool l's first finished track
+    while (l < n_levels && g >= first + counts[l]) {
+        first += counts[l];
+        done_first += n_dones[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    long long dbase = first > 0 ? dsum[first - 1] : 0;
+    idt_pop_done_at(lives[l], flags + first, dsum + first, dbase, indexes[l], outs[l], done_rows + done_first,
+                    frees[l], n_frees[l], n_dones[l], (int)(g - first));
+}
+
+// One thread per finished track of the pools (rows: their rows, pool l's k_l after the pools before it).
+__global__ void validate_rows_levels(int n_levels, long long run_first, int k0, int k1, int k2, int k3, int k4,
+                                     int k5, int k6, int k7, const float* pos0, const float* pos1, const float* pos2,
+                                     const float* pos3, const float* pos4, const float* pos5, const float* pos6,
+                                     const float* pos7, const float* disp0, const float* disp1, const float* disp2,
+                                     const float* disp3, const float* disp4, const float* disp5, const float* disp6,
+                                     const float* disp7, double scale0, double scale1, double scale2, double scale3,
+                                     double scale4, double scale5, double scale6, double scale7,
+                                     const long long* rows, int L, double min_var, double max_var, double max_dis,
+                                     double max_dis_ratio, double min_camera_disp, int camera, float* meta,
+                                     float* traj, int* keep) {
+    long long g = run_first + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int counts[8] = {k0, k1, k2, k3, k4, k5, k6, k7};
+    const float* poss[8] = {pos0, pos1, pos2, pos3, pos4, pos5, pos6, pos7};
+    const float* disps[8] = {disp0, disp1, disp2, disp3, disp4, disp5, disp6, disp7};
+    double scales[8] = {scale0, scale1, scale2, scale3, scale4, scale5, scale6, scale7};
+    int l = 0;
+    long long first = run_first;  // pool l's first finished track in the sequence
+    while (l < n_levels && g >= first + counts[l]) {
+        first += counts[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    idt_validate_at(rows, poss[l], disps[l], L, scales[l], min_var, max_var, max_dis, max_dis_ratio,
+                    min_camera_disp, camera, meta, traj, keep, g);
+}
+
+// The kept tracks of all the pools packed in order (csum: keep's prefix sum over the whole sequence), so pool l's
+// kept rows follow the pools' before it in out.
+__global__ void pack_rows_levels(int n_levels, long long run_first, int k0, int k1, int k2, int k3, int k4, int k5,
+                                 int k6, int k7, const float* desc0, const float* desc1, const float* desc2,
+                                 const float* desc3, const float* desc4, const float* desc5, const float* desc6,
+                                 const float* desc7, const long long* rows, const int* keep, const long long* csum,
+                                 const float* meta, const float* traj, int L, int ntd, float per_cell, float* out) {
+    long long g = run_first + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    int counts[8] = {k0, k1, k2, k3, k4, k5, k6, k7};
+    const float* descs[8] = {desc0, desc1, desc2, desc3, desc4, desc5, desc6, desc7};
+    int l = 0;
+    long long first = run_first;
+    while (l < n_levels && g >= first + counts[l]) {
+        first += counts[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    idt_pack_at(rows, keep, csum, meta, traj, descs[l], L, ntd, per_cell, out, g);
 }
 
 }

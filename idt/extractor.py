@@ -715,14 +715,18 @@ class _Steps:
         """6. Tracks that reached L steps leave their pools; those that pass the pruning become rows."""
         out = []
         with self.timer("output"):
-            for s in range(len(self.pools)) if levels is None else levels:
-                pool, scale = self.pools[s], self.factors[s]
-                if self.on_device:  # pruned on the device: only the kept tracks' rows come back
-                    kept = pool.pop_validated(scale, **self._pruning)
+            if self.on_device:  # every level pruned on the device at once: only the kept tracks' rows come back
+                from idtfv.idt.tracking_cuda import pop_levels
+
+                levels = range(len(self.pools)) if levels is None else levels
+                for kept in pop_levels([self.pools[s] for s in levels], [self.factors[s] for s in levels],
+                                       **self._pruning):
                     if kept is not None:
                         out.append(_kept_rows(*kept, frame_num, self.width, self.height, self.n_frames,
                                               self.params, self.offsets))
-                    continue
+                return out
+            for s in range(len(self.pools)) if levels is None else levels:
+                pool, scale = self.pools[s], self.factors[s]
                 pos, disp, desc = pool.pop_finished()
                 if len(pos):
                     t = _rows(pos, disp, desc, scale, frame_num, self.width, self.height, self.n_frames,

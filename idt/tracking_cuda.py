@@ -34,7 +34,7 @@ import numpy as np
 
 from idtfv.idt.tracking import grown_capacity, pool_capacity
 
-__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels", "step_levels"]
+__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels", "step_levels", "pop_levels"]
 
 
 def _dev():
@@ -261,11 +261,15 @@ class DeviceTrackPool:
         done_rows = cp.empty(k, np.int64)
         k_mod.launch("pop_done", n, (self._live, _i32(n), flags, flags.cumsum(dtype=np.int64), self.index,
                                      self._live_next, done_rows, self._free, _i64(self._n_free), _i64(k)))
-        self._live, self._live_next = self._live_next, self._live
-        self._n -= k
-        self._n_free += k
-        self._n_done = 0
+        self._popped()
         return done_rows
+
+    def _popped(self) -> None:
+        """The host's record of a pop of the finished tracks (the swap of the live-order buffers included)."""
+        self._live, self._live_next = self._live_next, self._live
+        self._n -= self._n_done
+        self._n_free += self._n_done
+        self._n_done = 0
 
     def pop_finished(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Remove the tracks that reached L steps (``TrackPool.pop_finished``: every finished track comes back).
@@ -325,8 +329,14 @@ class DeviceTrackPool:
         k_mod.launch("pack_rows", k, (rows, _i32(k), keep, csum, meta, traj, self.desc, _i32(L), _i32(ntd),
                                       np.float32(self.per_cell), out))
         packed = cp.asnumpy(out[:m])  # the kept rows, one transfer
-        return (np.ascontiguousarray(packed[:, :6]), np.ascontiguousarray(packed[:, 6:6 + 2 * L]),
-                np.ascontiguousarray(packed[:, 6 + 2 * L:]).reshape(m, self.nt, self.D))
+        return _unpacked(packed, L, self.nt, self.D)
+
+
+def _unpacked(packed: np.ndarray, L: int, nt: int, D: int):
+    """``(meta, traj, desc)`` of packed kept rows ``(m, 6 + 2L + nt D)`` (``pack_rows``' layout)."""
+    m = len(packed)
+    return (np.ascontiguousarray(packed[:, :6]), np.ascontiguousarray(packed[:, 6:6 + 2 * L]),
+            np.ascontiguousarray(packed[:, 6 + 2 * L:]).reshape(m, nt, D))
 
 
 def gather_blocks(hists, points, *, layout):
@@ -403,17 +413,14 @@ def store_levels(pools, rows, blocks) -> None:
         raise ValueError("store_levels: the pools must have the same length, desc_dim and nt_cells")
     blocks = cp.ascontiguousarray(cp.asarray(blocks, dtype=cp.float32))
     rows = [cp.ascontiguousarray(cp.asarray(r, dtype=np.int64)) for r in rows]
-    def padded(items, filler):  # the kernel's 8 arguments of a kind
-        return list(items) + [filler] * (8 - len(items))
-
     first = 0
     for a in range(0, len(pools), 8):
         run = range(a, min(a + 8, len(pools)))
         n = sum(counts[k] for k in run)
         k_mod.launch("add_blocks_levels", n * p0.D, (
-            _i32(len(run)), *padded([rows[k] for k in run], rows[a]),
-            *padded([_i32(counts[k]) for k in run], _i32(0)), *padded([pools[k].index for k in run], pools[a].index),
-            *padded([pools[k].desc for k in run], pools[a].desc), _i32(p0.per_cell), _i32(p0.nt), _i32(p0.D),
+            _i32(len(run)), *_padded([rows[k] for k in run], rows[a]),
+            *_padded([_i32(counts[k]) for k in run], _i32(0)), *_padded([pools[k].index for k in run], pools[a].index),
+            *_padded([pools[k].desc for k in run], pools[a].desc), _i32(p0.per_cell), _i32(p0.nt), _i32(p0.D),
             blocks[first:]))
         first += n
 
@@ -457,20 +464,17 @@ def step_levels(pools, flows, flows_w):
     done = cp.empty(total, cp.int32)
     runs = [range(a, min(a + 8, len(act))) for a in range(0, len(act), 8)]
 
-    def padded(items, filler):  # the kernels' 8 arguments of a kind
-        return list(items) + [filler] * (8 - len(items))
-
     first = 0
     for run in runs:
         ps = [act[k] for k in run]
         n = sum(counts[k] for k in run)
         k_mod.launch("pool_step_levels", n, (
-            _i32(len(ps)), _i64(first), _i32(L), *padded([_i32(p._n) for p in ps], _i32(0)),
-            *padded([p._live for p in ps], ps[0]._live), *padded([p.index for p in ps], ps[0].index),
-            *padded([p.pos for p in ps], ps[0].pos), *padded([p.disp for p in ps], ps[0].disp),
-            *padded([fs[k] for k in run], fs[run[0]]), *padded([fws[k] for k in run], fws[run[0]]),
-            *padded([_i32(fs[k].shape[0]) for k in run], _i32(0)),
-            *padded([_i32(fs[k].shape[1]) for k in run], _i32(0)), prev, alive, done))
+            _i32(len(ps)), _i64(first), _i32(L), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p.index for p in ps], ps[0].index),
+            *_padded([p.pos for p in ps], ps[0].pos), *_padded([p.disp for p in ps], ps[0].disp),
+            *_padded([fs[k] for k in run], fs[run[0]]), *_padded([fws[k] for k in run], fws[run[0]]),
+            *_padded([_i32(fs[k].shape[0]) for k in run], _i32(0)),
+            *_padded([_i32(fs[k].shape[1]) for k in run], _i32(0)), prev, alive, done))
         first += n
     csum = alive.cumsum(dtype=np.int64)  # one prefix sum of each flag over every pool
     dsum = done.cumsum(dtype=np.int64)
@@ -480,13 +484,123 @@ def step_levels(pools, flows, flows_w):
         ps = [act[k] for k in run]
         n = sum(counts[k] for k in run)
         k_mod.launch("compact_step_levels", n, (
-            _i32(len(ps)), _i64(first), *padded([_i32(p._n) for p in ps], _i32(0)),
-            *padded([p._live for p in ps], ps[0]._live), *padded([p._live_next for p in ps], ps[0]._live_next),
-            *padded([p._buffers()["prev_out"] for p in ps], ps[0]._buffers()["prev_out"]),
-            *padded([p._free for p in ps], ps[0]._free), *padded([_i64(p._n_free) for p in ps], _i64(0)),
+            _i32(len(ps)), _i64(first), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p._live_next for p in ps], ps[0]._live_next),
+            *_padded([p._buffers()["prev_out"] for p in ps], ps[0]._buffers()["prev_out"]),
+            *_padded([p._free for p in ps], ps[0]._free), *_padded([_i64(p._n_free) for p in ps], _i64(0)),
             alive, csum, dsum, prev, res[2 * run[0]:]))
         first += n
     both = cp.asnumpy(res)  # the steps' one transfer: two counts per pool
     for j, (k, pool) in enumerate(zip(active, act)):
         out[k] = pool._stepped(int(both[2 * j]), int(both[2 * j + 1]))
+    return out
+
+
+def _padded(items, filler):
+    """``items`` and ``filler`` up to 8: the level kernels' 8 arguments of a kind."""
+    return list(items) + [filler] * (8 - len(items))
+
+
+def _kept_counts(csum, finished) -> list[int]:
+    """Each pool's number of kept tracks, from ``csum`` (the kept flags' prefix sum over the pools' finished tracks,
+    ``finished[j]`` of pool j after the pools before it): one download of ``8 sum(finished)`` bytes."""
+    cp, _ = _dev()
+    c = np.concatenate([[0], cp.asnumpy(csum)])
+    ends = np.cumsum(finished)
+    return [int(c[e] - c[e - k]) for e, k in zip(ends, finished)]
+
+
+def pop_levels(pools, scales, *, min_var: float, max_var: float, max_dis: float, max_dis_ratio: float,
+               min_camera_disp: float, camera: bool):
+    """:meth:`DeviceTrackPool.pop_validated` of several pools (the levels) in four launches per 8 pools, one prefix
+    sum of the finished flags and one of the kept flags over all of them, and two downloads in all: every pool's
+    kept count, then every pool's kept rows.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``, ``desc_dim`` and ``nt_cells``.
+    scales : sequence of float
+        Each pool's factor to original-frame pixels.
+    min_var, max_var, max_dis, max_dis_ratio, min_camera_disp, camera
+        The pruning's thresholds (:class:`idtfv.idt.IDTParams`).
+
+    Returns
+    -------
+    list
+        Each pool's :meth:`~DeviceTrackPool.pop_validated` result (None, or host ``meta, traj, desc`` of its kept
+        tracks in live order), bit for bit.
+    """
+    cp, k_mod = _dev()
+    if len(pools) != len(scales):
+        raise ValueError(f"pop_levels: expected one scale per pool, got {len(pools)} pools and {len(scales)} scales")
+    out = [None] * len(pools)
+    active = [j for j, pool in enumerate(pools) if pool._n_done]
+    if not active:
+        return out
+    act = [pools[j] for j in active]
+    p0 = act[0]
+    if any((p.L, p.D, p.nt) != (p0.L, p0.D, p0.nt) for p in act):
+        raise ValueError("pop_levels: the pools must have the same length, desc_dim and nt_cells")
+    L, ntd = p0.L, p0.nt * p0.D
+    ns = [p._n for p in act]
+    ks = [p._n_done for p in act]
+    runs = [range(a, min(a + 8, len(act))) for a in range(0, len(act), 8)]
+    flags = cp.empty(sum(ns), cp.int32)
+    first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("flag_rows_levels", sum(ns[j] for j in run), (
+            _i32(len(ps)), _i64(first), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p.index for p in ps], ps[0].index), _i32(L),
+            flags))
+        first += sum(ns[j] for j in run)
+    dsum = flags.cumsum(dtype=np.int64)  # one prefix sum over every pool's live tracks
+    done_rows = cp.empty(sum(ks), np.int64)
+    first = done_first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("pop_done_levels", sum(ns[j] for j in run), (
+            _i32(len(ps)), _i64(first), _i64(done_first), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p.index for p in ps], ps[0].index),
+            *_padded([p._live_next for p in ps], ps[0]._live_next), *_padded([p._free for p in ps], ps[0]._free),
+            *_padded([_i64(p._n_free) for p in ps], _i64(0)), *_padded([_i64(p._n_done) for p in ps], _i64(0)),
+            flags, dsum, done_rows))
+        first += sum(ns[j] for j in run)
+        done_first += sum(ks[j] for j in run)
+    for p in act:
+        p._popped()
+    total = sum(ks)
+    meta = cp.empty((total, 6), cp.float32)
+    traj = cp.empty((total, 2 * L), cp.float32)
+    keep = cp.empty(total, cp.int32)
+    first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("validate_rows_levels", sum(ks[j] for j in run), (
+            _i32(len(ps)), _i64(first), *_padded([_i32(ks[j]) for j in run], _i32(0)),
+            *_padded([p.pos for p in ps], ps[0].pos), *_padded([p.disp for p in ps], ps[0].disp),
+            *_padded([np.float64(scales[active[j]]) for j in run], np.float64(0.0)), done_rows, _i32(L),
+            np.float64(min_var), np.float64(max_var), np.float64(max_dis), np.float64(max_dis_ratio),
+            np.float64(min_camera_disp), _i32(bool(camera)), meta, traj, keep))
+        first += sum(ks[j] for j in run)
+    csum = keep.cumsum(dtype=np.int64)
+    kept = _kept_counts(csum, ks)
+    if not sum(kept):
+        return out
+    packed = cp.empty((total, 6 + 2 * L + ntd), cp.float32)
+    first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("pack_rows_levels", sum(ks[j] for j in run), (
+            _i32(len(ps)), _i64(first), *_padded([_i32(ks[j]) for j in run], _i32(0)),
+            *_padded([p.desc for p in ps], ps[0].desc), done_rows, keep, csum, meta, traj, _i32(L), _i32(ntd),
+            np.float32(p0.per_cell), packed))
+        first += sum(ks[j] for j in run)
+    rows = cp.asnumpy(packed[:sum(kept)])  # every pool's kept rows, one transfer
+    start = 0
+    for j, m in zip(active, kept):
+        if m:
+            out[j] = _unpacked(rows[start:start + m], L, p0.nt, p0.D)
+        start += m
     return out

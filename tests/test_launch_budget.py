@@ -4,8 +4,8 @@
 Every launch costs the host a few microseconds whatever the GPU, so the fused kernels (the flow's median of both
 channels with the interleaving in one, the presmoothing in one, the prior's upscale inside ``update_matrices``)
 and the steps batched over the pyramid's levels (all levels' four histograms in three launches per frame, their
-blocks in one, their cell sums in one, the pools' tracking step in two; the dense sampling's response, maxima,
-occupied cells and selection in one each) must show in the count: a batched step that falls back to one launch per level, or a replaced kernel that
+blocks in one, their cell sums in one, the pools' tracking step in two and their pop of finished tracks in four;
+the dense sampling's response, maxima, occupied cells and selection in one each) must show in the count: a batched step that falls back to one launch per level, or a replaced kernel that
 runs again, fails. The kernels' bits are checked in tests/test_histograms_cuda.py, tests/test_farneback_cuda.py,
 tests/test_frame_cuda.py and tests/test_pool_cuda.py; here only the number of launches, against the count the
 unfused, per-level kernels took for the same work (derived from kernels that were neither fused nor batched: one
@@ -44,10 +44,14 @@ PER_FRAME = {"frame_bins_levels": 1, "hist_rows_levels": 1, "hist_cols_levels": 
 #: ... and per sampled frame, when every level has live points: the response, the maxima, the occupied cells and
 #: the selection of all levels (3 per level and a CuPy maximum before).
 PER_SAMPLED_FRAME = {"corner_min_eig_levels": 1, "level_max": 1, "mark_cells_levels": 1, "select_cells_levels": 1}
+#: ... and per frame with finished tracks (on any level): the pop, pruning and packing of all levels (4 per level
+#: with finished tracks before).
+PER_POPPING_FRAME = {"flag_rows_levels", "pop_done_levels", "validate_rows_levels", "pack_rows_levels"}
 #: Kernels the fusions replaced, and the one-level kernels of the steps batched over the levels: none may run.
 GONE = {"gradient_bins", "flow_bins", "patch_corners", "median", "merge2", "u8_to_f32", "gauss3_rows", "gauss3_cols",
         "resize_f32", "sobel_grad", "min_eig", "frame_bins", "hist_rows", "hist_cols", "gather_blocks", "add_blocks",
-        "corner_min_eig", "mark_cells", "select_cells", "pool_step", "compact_step"}
+        "corner_min_eig", "mark_cells", "select_cells", "pool_step", "compact_step", "flag_rows", "pop_done",
+        "validate_rows", "pack_rows"}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,11 @@ def test_fused_kernels_cut_the_launches_per_frame(emulated, tmp_path):
     assert {name: k.get(name) for name in PER_FRAME} == PER_FRAME, k
     assert {name: k.get(name) for name in PER_SAMPLED_FRAME} == {
         name: n * sampled_frames for name, n in PER_SAMPLED_FRAME.items()}, k
+    popping = k.get("flag_rows_levels", 0)  # the share of frames with finished tracks (L = 6 of 10 frames: some)
+    assert 0 < popping <= 1 and all(k.get(name, 0) == popping for name in PER_POPPING_FRAME - {"pack_rows_levels"})
+    assert k.get("pack_rows_levels", 0) <= popping  # packed when some finished track was kept
     assert k["median2"] == NOW["median"] * solves and k["gauss3"] == NOW["presmooth"] * expansions
-    batched = sum(PER_FRAME.values()) + sum(PER_SAMPLED_FRAME.values()) * sampled_frames
+    batched = sum(PER_FRAME.values()) + sum(PER_SAMPLED_FRAME.values()) * sampled_frames + sum(
+        k.get(name, 0) for name in PER_POPPING_FRAME)  # the per-level pops before are not counted in `before`
     before = out["launches_per_frame"] - batched + sum((BEFORE[s] - NOW[s]) * n for s, n in work.items())
     assert out["launches_per_frame"] < 0.65 * before, (out["launches_per_frame"], before, k)

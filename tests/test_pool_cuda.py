@@ -341,20 +341,22 @@ def test_emulated_store_levels_is_checked(emulated):
 
 
 def _compare_step_levels(n_pools=10, rounds=12, seed=7):
-    """``step_levels`` of several device pools (10: two runs of 8), each with its own flow size, against each host
-    pool's ``step``, bit for bit (the rows, their points before the move, every array, the live order, the free
-    stack, the finished count), round after round with new points, deaths, finished tracks popped and pools
-    without live tracks among them."""
+    """``step_levels`` and ``pop_levels`` of several device pools (10: two runs of 8), each with its own flow size
+    and scale, against each host pool's ``step`` and ``pop_finished`` with the Numba pruning, bit for bit (the rows,
+    their points before the move, every array, the live order, the free stack, the finished count, the kept rows),
+    round after round with new points, deaths, finished tracks kept and pruned, and pools without live or finished
+    tracks among them."""
     import cupy as cp
 
-    from idtfv.idt.tracking_cuda import DeviceTrackPool, step_levels
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, pop_levels, step_levels
 
     rng = np.random.default_rng(seed)
     L, nt, D = 4, 2, 3
     sizes = [(23 - k, 31 - 2 * k) for k in range(n_pools)]
     cpus = [TrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
     devs = [DeviceTrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
-    seen = dict(moved=0, died=0, finished=0, idle=0)
+    seen = dict(moved=0, died=0, finished=0, idle=0, kept=0, pruned=0)
+    scales = [1.0 + 0.25 * k for k in range(n_pools)]
     for it in range(rounds):
         flows, flows_w = [], []
         for k, ((h, w), cpu, dev) in enumerate(zip(sizes, cpus, devs)):
@@ -381,8 +383,22 @@ def _compare_step_levels(n_pools=10, rounds=12, seed=7):
             seen["died"] += n_live - len(rows_c)
             seen["finished"] += finished
             seen["idle"] += n_live == 0
-            for a, b in zip(cpu.pop_finished(), dev.pop_finished()):
-                _same(a, b, f"pop after step_levels {it}, pool {k}")
+        launches = sum(cp.launches.values())
+        got = pop_levels(devs, scales, **PRUNE)
+        popped = sum(1 for d in devs if d._n_done)  # none left
+        assert popped == 0 and sum(cp.launches.values()) - launches <= 4 * 2  # 4 launches per 8 pools popped
+        for k, cpu in enumerate(cpus):
+            pos, disp, desc = cpu.pop_finished()
+            meta, traj, keep = _validate_cpu(pos, disp, scales[k], PRUNE)
+            seen["kept"] += int(keep.sum())
+            seen["pruned"] += int((~keep).sum())
+            if not keep.any():
+                assert got[k] is None, f"pop_levels {it}, pool {k}: rows came back though none was kept"
+                continue
+            assert got[k] is not None, f"pop_levels {it}, pool {k}: no rows came back though {keep.sum()} were kept"
+            for name, a, b in zip(("meta", "traj", "desc"), (meta[keep], traj[keep], desc[keep]), got[k]):
+                _same(a, b, f"pop_levels {it}, pool {k}: {name}")
+            _same_state(cpu, devs[k], f"pop_levels {it}, pool {k}")
     assert all(v > 10 for v in seen.values()), seen  # not vacuous
     return seen
 
@@ -406,13 +422,19 @@ def test_emulated_step_levels_equals_each_pool_alone(emulated):
         step_levels(pools, flows, flows)
     with pytest.raises(ValueError, match="one flow and one compensated flow per pool"):
         step_levels(pools, flows[:2], flows)
+    from idtfv.idt.tracking_cuda import pop_levels
+
+    with pytest.raises(ValueError, match="one scale per pool"):
+        pop_levels(pools, [1.0], **PRUNE)
 
 
-#: Broken batched steps (each pool alone is right): a pool's finished count with the pools' before it, the
-#: points before the move one slot off.
+#: Broken batched steps and pops (each pool alone is right): a pool's finished count with the pools' before it,
+#: the points before the move one slot off, every pool pruned at the first pool's scale.
 STEP_MUTATIONS = [
-    ("long long dbase = first > 0 ? dsum[first - 1] : 0;", "long long dbase = 0;"),
+    ("long long dbase = first > 0 ? dsum[first - 1] : 0;\n    idt_compact_at",
+     "long long dbase = 0;\n    idt_compact_at"),
     ("hs[l], ws[l], prev + 2 * first,", "hs[l], ws[l], prev + 2 * (first > 0 ? first - 1 : 0),"),
+    ("L, scales[l], min_var", "L, scales[0], min_var"),
 ]
 
 
@@ -498,14 +520,14 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     from idtfv.idt import tracking_cuda
 
     cp = sys.modules["cupy"]
-    calls = {"pop_validated": 0, "track_step": 0, "gather_all": 0}
-    real_pop = tracking_cuda.DeviceTrackPool.pop_validated
+    calls = {"pop_levels": 0, "track_step": 0, "gather_all": 0}
+    real_pop = tracking_cuda.pop_levels
 
-    def pop_validated(self, *args, **kwargs):
-        calls["pop_validated"] += 1
-        return real_pop(self, *args, **kwargs)
+    def pop_levels(*args, **kwargs):
+        calls["pop_levels"] += 1
+        return real_pop(*args, **kwargs)
 
-    monkeypatch.setattr(tracking_cuda.DeviceTrackPool, "pop_validated", pop_validated)
+    monkeypatch.setattr(tracking_cuda, "pop_levels", pop_levels)
     from idtfv.idt import _histograms_cuda
 
     for owner, name in ((emulated, "track_step"), (_histograms_cuda, "gather_all")):  # the host pools' paths
@@ -514,22 +536,24 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     log = _downloads(monkeypatch, cp)
     gpu = extract(_clip(), params.replace(device="cuda"))
     frames = len(_clip())
-    assert calls["pop_validated"] == 2 * (frames - 1) and calls["track_step"] == 0 and calls["gather_all"] == 0
+    assert calls["pop_levels"] == frames - 1 and calls["track_step"] == 0 and calls["gather_all"] == 0
     L, D = params.track_length, 132
     row = (6 + 2 * L + params.nt_cells * D) * 4
     by_kind: dict = {}
     for module, func, nbytes in log:
         by_kind.setdefault((module, func), []).append(nbytes)
-    allowed = {("idtfv.idt.tracking_cuda", "step_levels"), ("idtfv.idt.tracking_cuda", "pop_validated"),
-               ("idtfv.idt._frame_cuda", "dense_sample_levels"), ("idtfv.idt.extractor", "__getitem__")}
+    allowed = {("idtfv.idt.tracking_cuda", "step_levels"), ("idtfv.idt.tracking_cuda", "_kept_counts"),
+               ("idtfv.idt.tracking_cuda", "pop_levels"), ("idtfv.idt._frame_cuda", "dense_sample_levels"),
+               ("idtfv.idt.extractor", "__getitem__")}
     assert set(by_kind) <= allowed, set(by_kind) - allowed
     # the levels' steps: two counts per level with live tracks (16 bytes each), all levels in one download per frame
     steps = by_kind[("idtfv.idt.tracking_cuda", "step_levels")]
     assert set(steps) == {2 * 16} and len(steps) == frames - 1
-    # a pop with finished tracks: the number kept (8 bytes), then the kept rows, as many as the trajectories
-    pops = by_kind[("idtfv.idt.tracking_cuda", "pop_validated")]
-    counts, rows = [b for b in pops if b == 8], [b for b in pops if b != 8]
-    assert len(counts) >= len(rows) > 0 and all(b % row == 0 for b in rows)
+    # the levels' pop when tracks finished: the kept flags' running count (8 bytes per finished track), then the
+    # kept rows of all levels in one transfer, as many as the trajectories
+    counts = by_kind[("idtfv.idt.tracking_cuda", "_kept_counts")]
+    rows = by_kind[("idtfv.idt.tracking_cuda", "pop_levels")]
+    assert len(counts) >= len(rows) > 0 and all(b % 8 == 0 for b in counts) and all(b % row == 0 for b in rows)
     assert sum(rows) == len(gpu) * row and len(gpu) > 50
     # the sampling: one byte per grid cell of the levels, both in one download (first frame and every init_gap);
     # the camera: up to flow_matches flow vectors
@@ -583,5 +607,5 @@ def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("track_points", "pool_step", "compact_step", "pool_step_levels", "compact_step_levels", "pool_add",
                  "add_blocks", "add_blocks_levels", "flag_rows", "pop_done", "compact_keep", "validate_rows",
-                 "pack_rows"):
+                 "pack_rows", "flag_rows_levels", "pop_done_levels", "validate_rows_levels", "pack_rows_levels"):
         assert f".entry {name}(" in ptx
