@@ -18,7 +18,8 @@ CuPy computes, ``cumsum``):
   then keeps the survivors in order and pushes the dead rows on the free stack as ``TrackPool.step`` does;
   ``pool_step_levels`` and ``compact_step_levels`` do both for up to 8 pools (the levels) in one launch each, with
   one prefix sum of the alive and finished flags over all of them;
-- ``pool_add``: new tracks in the rows on top of the free stack; ``add_blocks``: a step's descriptor blocks into
+- ``pool_add``: new tracks in the rows on top of the free stack (``pool_add_levels``: up to 8 pools in one
+  launch); ``add_blocks``: a step's descriptor blocks into
   their temporal cells (the twin of :func:`idtfv.idt._tracking_nb.add_blocks`), ``add_blocks_levels`` the same
   for up to 8 pools (the levels) in one launch; (the patches' corners are computed by ``_histograms_cuda``'s
   ``gather_blocks``);
@@ -223,11 +224,9 @@ __global__ void compact_step_levels(int n_levels, long long run_first, int n0, i
 
 // One thread per new point j: the row on top of the free stack but j (free_rows[n_free - 1 - j]) starts a track
 // at pts[j] with zeroed cell sums, birth number births + j, appended to the live order.
-__global__ void pool_add(const float* pts, int k, const long long* free_rows, long long n_free, long long births,
-                         int L, int ntd, float* pos, float* desc, int* index, long long* birth, long long* live,
-                         long long n_live) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= k) return;
+__device__ __forceinline__ void idt_pool_add_at(const float* pts, const long long* free_rows, long long n_free,
+                                                long long births, int L, int ntd, float* pos, float* desc, int* index,
+                                                long long* birth, long long* live, long long n_live, int j) {
     long long r = free_rows[n_free - 1 - j];
     pos[r * (L + 1) * 2] = pts[2 * j];
     pos[r * (L + 1) * 2 + 1] = pts[2 * j + 1];
@@ -236,6 +235,56 @@ __global__ void pool_add(const float* pts, int k, const long long* free_rows, lo
     index[r] = 0;
     birth[r] = births + j;
     live[n_live + j] = r;
+}
+
+__global__ void pool_add(const float* pts, int k, const long long* free_rows, long long n_free, long long births,
+                         int L, int ntd, float* pos, float* desc, int* index, long long* birth, long long* live,
+                         long long n_live) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= k) return;
+    idt_pool_add_at(pts, free_rows, n_free, births, L, ntd, pos, desc, index, birth, live, n_live, j);
+}
+
+// pool_add of up to 8 pools (the levels) in one launch: pts holds pool l's k_l new points after the pools' before
+// it; one thread per new point, its pool found by the running counts, then pool_add's work on that pool.
+__global__ void pool_add_levels(int n_levels, int L, int ntd, const float* pts, int k0, int k1, int k2, int k3,
+                                int k4, int k5, int k6, int k7, const long long* free0, const long long* free1,
+                                const long long* free2, const long long* free3, const long long* free4,
+                                const long long* free5, const long long* free6, const long long* free7,
+                                long long n_free0, long long n_free1, long long n_free2, long long n_free3,
+                                long long n_free4, long long n_free5, long long n_free6, long long n_free7,
+                                long long births0, long long births1, long long births2, long long births3,
+                                long long births4, long long births5, long long births6, long long births7,
+                                float* pos0, float* pos1, float* pos2, float* pos3, float* pos4, float* pos5,
+                                float* pos6, float* pos7, float* desc0, float* desc1, float* desc2, float* desc3,
+                                float* desc4, float* desc5, float* desc6, float* desc7, int* index0, int* index1,
+                                int* index2, int* index3, int* index4, int* index5, int* index6, int* index7,
+                                long long* birth0, long long* birth1, long long* birth2, long long* birth3,
+                                long long* birth4, long long* birth5, long long* birth6, long long* birth7,
+                                long long* live0, long long* live1, long long* live2, long long* live3,
+                                long long* live4, long long* live5, long long* live6, long long* live7,
+                                long long n_live0, long long n_live1, long long n_live2, long long n_live3,
+                                long long n_live4, long long n_live5, long long n_live6, long long n_live7) {
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    int counts[8] = {k0, k1, k2, k3, k4, k5, k6, k7};
+    const long long* frees[8] = {free0, free1, free2, free3, free4, free5, free6, free7};
+    long long n_frees[8] = {n_free0, n_free1, n_free2, n_free3, n_free4, n_free5, n_free6, n_free7};
+    long long birthss[8] = {births0, births1, births2, births3, births4, births5, births6, births7};
+    float* poss[8] = {pos0, pos1, pos2, pos3, pos4, pos5, pos6, pos7};
+    float* descs[8] = {desc0, desc1, desc2, desc3, desc4, desc5, desc6, desc7};
+    int* indexes[8] = {index0, index1, index2, index3, index4, index5, index6, index7};
+    long long* birth_rows[8] = {birth0, birth1, birth2, birth3, birth4, birth5, birth6, birth7};
+    long long* lives[8] = {live0, live1, live2, live3, live4, live5, live6, live7};
+    long long n_lives[8] = {n_live0, n_live1, n_live2, n_live3, n_live4, n_live5, n_live6, n_live7};
+    int l = 0;
+    int first = 0;  // pool l's first new point
+    while (l < n_levels && t >= first + counts[l]) {
+        first += counts[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    idt_pool_add_at(pts + 2 * (long long)first, frees[l], n_frees[l], birthss[l], L, ntd, poss[l], descs[l],
+                    indexes[l], birth_rows[l], lives[l], n_lives[l], t - first);
 }
 
 // One thread per value (k, j) of blocks (n, D): desc[r, c, j] += blocks[k, j], r = rows[k], c the cell of the step

@@ -757,13 +757,15 @@ class _Steps:
         """:meth:`sample` with the pools on the device: every level's response, maximum, occupied cells and
         selection in one launch each for all levels and their cell bytes in one download (issue 14's launch
         budget), then each level's new points into its pool. A level's sampling reads only its own level and pool,
-        so sampling them all before adding to any gives each level's points of the level-by-level loop."""
+        so sampling them all before adding to any gives each level's points of the level-by-level loop; the new
+        points of all levels go up in one copy and start their tracks in one launch."""
+        from idtfv.idt.tracking_cuda import add_levels
+
         with self.timer("sampling"):
             points, self._sampling = dense_sample_levels(pyr, [pool.current_points() for pool in self.pools],
                                                          stride=self.params.stride, quality=self.params.quality,
                                                          scratch=self._sampling)
-            for pool, new in zip(self.pools, points):
-                pool.add(new)
+            add_levels(self.pools, points)
 
     def advance(self, gray: np.ndarray, pyr: list[np.ndarray], hogs: list[np.ndarray] | None = None):
         """8. This frame becomes the previous one (with its levels' HOG integral histograms when they were made

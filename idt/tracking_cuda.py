@@ -34,7 +34,8 @@ import numpy as np
 
 from idtfv.idt.tracking import grown_capacity, pool_capacity
 
-__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels", "step_levels", "pop_levels"]
+__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels", "step_levels", "pop_levels",
+           "add_levels"]
 
 
 def _dev():
@@ -604,3 +605,48 @@ def pop_levels(pools, scales, *, min_var: float, max_var: float, max_dis: float,
             out[j] = _unpacked(rows[start:start + m], L, p0.nt, p0.D)
         start += m
     return out
+
+
+def add_levels(pools, points) -> None:
+    """:meth:`DeviceTrackPool.add` of several pools (the levels) in one upload of all the new points and one launch
+    per 8 pools with new points.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``, ``desc_dim`` and ``nt_cells``.
+    points : sequence of (k_j, 2) float32 host arrays
+        Each pool's new points (its level's pixels; ``k_j`` may be 0), e.g. the dense sampling's.
+    """
+    cp, k_mod = _dev()
+    if len(pools) != len(points):
+        raise ValueError(f"add_levels: expected the new points of the {len(pools)} pools, got {len(points)}")
+    ks = [int(len(p)) for p in points]
+    active = [j for j, k in enumerate(ks) if k]
+    if not active:
+        return
+    p0 = pools[active[0]]
+    if any((pools[j].L, pools[j].D, pools[j].nt) != (p0.L, p0.D, p0.nt) for j in active):
+        raise ValueError("add_levels: the pools must have the same length, desc_dim and nt_cells")
+    for j in active:
+        if ks[j] > pools[j]._n_free:
+            pools[j]._grow(ks[j] - pools[j]._n_free)
+    pts = cp.asarray(np.ascontiguousarray(np.concatenate(
+        [np.asarray(points[j], np.float32).reshape(-1, 2) for j in active])))  # one upload
+    first = 0
+    for a in range(0, len(active), 8):
+        run = [pools[j] for j in active[a:a + 8]]
+        n = sum(ks[j] for j in active[a:a + 8])
+        k_mod.launch("pool_add_levels", n, (
+            _i32(len(run)), _i32(p0.L), _i32(p0.nt * p0.D), pts[first:],
+            *_padded([_i32(ks[j]) for j in active[a:a + 8]], _i32(0)), *_padded([p._free for p in run], run[0]._free),
+            *_padded([_i64(p._n_free) for p in run], _i64(0)), *_padded([_i64(p._births) for p in run], _i64(0)),
+            *_padded([p.pos for p in run], run[0].pos), *_padded([p.desc for p in run], run[0].desc),
+            *_padded([p.index for p in run], run[0].index), *_padded([p.birth for p in run], run[0].birth),
+            *_padded([p._live for p in run], run[0]._live), *_padded([_i64(p._n) for p in run], _i64(0))))
+        first += n
+    for j in active:
+        pool, k = pools[j], ks[j]
+        pool._n_free -= k
+        pool._n += k
+        pool._births += k

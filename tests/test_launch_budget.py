@@ -34,16 +34,18 @@ BEFORE = {"describe": 18,  # gradient_bins x3, flow_bins, hist_rows x4, hist_col
           "median": 3,  # median x2, merge2
           "presmooth": 3,  # u8_to_f32, gauss3_rows, gauss3_cols
           "upscale": 2,  # resize_f32 x2 per level of a solve but its coarsest
-          "sampling": 4,  # sobel_grad, min_eig, mark_cells, select_cells per sampled level (with live points)
+          "sampling": 5,  # sobel_grad, min_eig, mark_cells, select_cells, pool_add per sampled level (with live
+          # points and new ones)
           "step": 2}  # pool_step, compact_step per level with live tracks
 NOW = {"describe": 0, "median": 1, "presmooth": 1, "upscale": 0, "sampling": 0, "step": 0}
 #: Launches per frame whatever the number of levels (up to 8), when every level has moved tracks: all levels'
 #: histograms, blocks and cell sums, and the tracking step (7 per level before the levels were batched)...
 PER_FRAME = {"frame_bins_levels": 1, "hist_rows_levels": 1, "hist_cols_levels": 1, "gather_blocks_levels": 1,
              "add_blocks_levels": 1, "pool_step_levels": 1, "compact_step_levels": 1}
-#: ... and per sampled frame, when every level has live points: the response, the maxima, the occupied cells and
-#: the selection of all levels (3 per level and a CuPy maximum before).
-PER_SAMPLED_FRAME = {"corner_min_eig_levels": 1, "level_max": 1, "mark_cells_levels": 1, "select_cells_levels": 1}
+#: ... and per sampled frame, when every level has live points: the response, the maxima, the occupied cells, the
+#: selection and the new tracks of all levels (4 per level and a CuPy maximum before).
+PER_SAMPLED_FRAME = {"corner_min_eig_levels": 1, "level_max": 1, "mark_cells_levels": 1, "select_cells_levels": 1,
+                     "pool_add_levels": 1}
 #: ... and per frame with finished tracks (on any level): the pop, pruning and packing of all levels (4 per level
 #: with finished tracks before).
 PER_POPPING_FRAME = {"flag_rows_levels", "pop_done_levels", "validate_rows_levels", "pack_rows_levels"}
@@ -51,7 +53,7 @@ PER_POPPING_FRAME = {"flag_rows_levels", "pop_done_levels", "validate_rows_level
 GONE = {"gradient_bins", "flow_bins", "patch_corners", "median", "merge2", "u8_to_f32", "gauss3_rows", "gauss3_cols",
         "resize_f32", "sobel_grad", "min_eig", "frame_bins", "hist_rows", "hist_cols", "gather_blocks", "add_blocks",
         "corner_min_eig", "mark_cells", "select_cells", "pool_step", "compact_step", "flag_rows", "pop_done",
-        "validate_rows", "pack_rows"}
+        "validate_rows", "pack_rows", "pool_add"}
 
 
 @pytest.fixture(scope="module")

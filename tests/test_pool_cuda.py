@@ -348,23 +348,31 @@ def _compare_step_levels(n_pools=10, rounds=12, seed=7):
     tracks among them."""
     import cupy as cp
 
-    from idtfv.idt.tracking_cuda import DeviceTrackPool, pop_levels, step_levels
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, add_levels, pop_levels, step_levels
 
     rng = np.random.default_rng(seed)
     L, nt, D = 4, 2, 3
     sizes = [(23 - k, 31 - 2 * k) for k in range(n_pools)]
     cpus = [TrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
     devs = [DeviceTrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
-    seen = dict(moved=0, died=0, finished=0, idle=0, kept=0, pruned=0)
+    seen = dict(moved=0, died=0, finished=0, idle=0, kept=0, pruned=0, grown=0)
     scales = [1.0 + 0.25 * k for k in range(n_pools)]
     for it in range(rounds):
-        flows, flows_w = [], []
-        for k, ((h, w), cpu, dev) in enumerate(zip(sizes, cpus, devs)):
-            if (k + it) % 4:  # some pools get no new points this round (pool 0 never: it stays empty)
-                m = 0 if k == 0 else int(rng.integers(0, 12))
-                pts = np.stack([rng.uniform(0.5, w - 0.5, m), rng.uniform(0.5, h - 0.5, m)], 1).astype(np.float32)
-                cpu.add(pts)
+        flows, flows_w, new = [], [], []
+        for k, ((h, w), cpu) in enumerate(zip(sizes, cpus)):
+            m = 0 if k == 0 or not (k + it) % 4 else int(rng.integers(0, 12))  # some pools get none; pool 0 never
+            new.append(np.stack([rng.uniform(0.5, w - 0.5, m), rng.uniform(0.5, h - 0.5, m)], 1).astype(np.float32))
+            cpu.add(new[-1])
+        if it % 2:  # every pool's new points in one upload and one launch per 8 pools with points
+            launches = sum(cp.launches.values())
+            add_levels(devs, new)
+            assert sum(cp.launches.values()) - launches == -(-sum(len(p) > 0 for p in new) // 8)
+        else:
+            for dev, pts in zip(devs, new):
                 dev.add(pts)
+        for k, ((h, w), cpu, dev) in enumerate(zip(sizes, cpus, devs)):
+            _same_state(cpu, dev, f"add {it}, pool {k}")
+            seen["grown"] += cpu.capacity > 8
             flows.append((rng.normal(size=(h, w, 2)) * 1.5).astype(np.float32))
             flows_w.append((rng.normal(size=(h, w, 2)) * 0.5).astype(np.float32))
         launches, active = sum(cp.launches.values()), sum(len(d) > 0 for d in devs)
@@ -426,11 +434,18 @@ def test_emulated_step_levels_equals_each_pool_alone(emulated):
 
     with pytest.raises(ValueError, match="one scale per pool"):
         pop_levels(pools, [1.0], **PRUNE)
+    from idtfv.idt.tracking_cuda import add_levels
+
+    with pytest.raises(ValueError, match="the new points of the 10 pools"):
+        add_levels(pools, [np.zeros((1, 2), np.float32)])
 
 
 #: Broken batched steps and pops (each pool alone is right): a pool's finished count with the pools' before it,
-#: the points before the move one slot off, every pool pruned at the first pool's scale.
+#: the points before the move one slot off, every pool pruned at the first pool's scale, a pool's new points read
+#: one point early.
 STEP_MUTATIONS = [
+    ("idt_pool_add_at(pts + 2 * (long long)first,",
+     "idt_pool_add_at(pts + 2 * (long long)(first > 0 ? first - 1 : 0),"),
     ("long long dbase = first > 0 ? dsum[first - 1] : 0;\n    idt_compact_at",
      "long long dbase = 0;\n    idt_compact_at"),
     ("hs[l], ws[l], prev + 2 * first,", "hs[l], ws[l], prev + 2 * (first > 0 ? first - 1 : 0),"),
@@ -607,5 +622,6 @@ def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("track_points", "pool_step", "compact_step", "pool_step_levels", "compact_step_levels", "pool_add",
                  "add_blocks", "add_blocks_levels", "flag_rows", "pop_done", "compact_keep", "validate_rows",
-                 "pack_rows", "flag_rows_levels", "pop_done_levels", "validate_rows_levels", "pack_rows_levels"):
+                 "pack_rows", "flag_rows_levels", "pop_done_levels", "validate_rows_levels", "pack_rows_levels",
+                 "pool_add_levels"):
         assert f".entry {name}(" in ptx
