@@ -19,6 +19,12 @@ What crosses the bus:
   :meth:`pop_finished` (``TrackPool``'s contract) downloads every finished track unpruned;
 - :meth:`current_points` is a device array (the device dense sampling's ``existing``).
 
+The extractor drives all its levels' pools at once (issue 14's launch budget): :func:`step_levels`,
+:func:`gather_levels` with :func:`store_levels`, :func:`pop_levels` and :func:`add_levels` do for up to 8 pools
+per launch what :meth:`step`, :func:`gather_blocks` with :meth:`store_descriptors`, :meth:`pop_validated` and
+:meth:`add` do for one (the same kernels' bodies, so the same bytes), with one download of every pool's counts,
+one of their kept rows and one upload of their new points.
+
 Call :meth:`pop_finished` or :meth:`pop_validated` after each :meth:`step` (as the extractor does): a step with
 finished tracks not yet popped raises (``TrackPool`` would write past their ``L + 1`` points). The arrays
 :meth:`step` returns are views of the pool's buffers: they hold until the next step and through one pop or
