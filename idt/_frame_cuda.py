@@ -21,7 +21,10 @@ Kernels (one thread per pixel, per point or per grid cell):
   (occupied cells by ``floor`` of the live points; an empty cell's centre is kept when its response exceeds
   ``quality * max`` compared in float64); the selected cells come back as one byte per cell, and their centres are
   listed in row-major order on the host, so the points are the CPU's, in the CPU's order. Bit-identical given the
-  same response.
+  same response. ``corner_min_eig_levels``, ``level_max``, ``mark_cells_levels``, ``select_cells_levels``
+  (:func:`dense_sample_levels`): the same for every level of a frame in one launch each and one download, the
+  levels end to end in one buffer each with a device table (:func:`sampling_table`) from which a thread finds its
+  level.
 - ``warp_perspective``: frame t warped into frame t-1's camera, ``cv2.warpPerspective(gray, H, INTER_LINEAR |
   WARP_INVERSE_MAP)`` with a constant 0 border, as OpenCV (>= 4.11) computes it on its scalar path: the
   homography rounded to float32, the source point ``(x m0 + (y m1 + m2)) / (x m6 + (y m7 + m8))`` in float32, the
@@ -47,7 +50,8 @@ import functools
 import cupy as cp
 import numpy as np
 
-__all__ = ["corner_response", "dense_sample", "warp_to_previous", "compensate_flow", "module", "OPENCV_ROW_BLOCK"]
+__all__ = ["corner_response", "dense_sample", "dense_sample_levels", "warp_to_previous", "compensate_flow", "module",
+           "OPENCV_ROW_BLOCK"]
 
 _BLOCK = 128
 
@@ -102,10 +106,8 @@ __device__ __forceinline__ void idt_sobel_at(const unsigned char* img, int h, in
 // Smaller eigenvalue of the 3x3 box-summed structure tensor (BORDER_REFLECT_101) of the uint8 image's Sobel
 // derivatives: eig (h, w) float32, one launch (each thread takes the 9 Sobel values it needs: the same operations
 // as a Sobel launch storing them, so the same bits).
-__global__ void corner_min_eig(const unsigned char* img, int h, int w, float f1, float f0, int simd_cols,
-                               float* eig) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= h * w) return;
+__device__ __forceinline__ float idt_min_eig_at(const unsigned char* img, int h, int w, float f1, float f0,
+                                               int simd_cols, int i) {
     int y = i / w;
     int x = i - y * w;
     double sxx = 0.0, sxy = 0.0, syy = 0.0;  // exact: products of these float32 values span < 53 bits
@@ -124,13 +126,18 @@ __global__ void corner_min_eig(const unsigned char* img, int h, int w, float f1,
     float b = (float)sxy;
     float c = (float)syy * 0.5f;
     float t = a - c;
-    eig[i] = (a + c) - sqrtf(t * t + b * b);
+    return (a + c) - sqrtf(t * t + b * b);
+}
+
+__global__ void corner_min_eig(const unsigned char* img, int h, int w, float f1, float f0, int simd_cols,
+                               float* eig) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= h * w) return;
+    eig[i] = idt_min_eig_at(img, h, w, f1, f0, simd_cols, i);
 }
 
 // One thread per point: the grid cell holding floor(point) is occupied (occ: gh * gw ints, zeroed).
-__global__ void mark_cells(const float* pts, int n, int stride, int gw, int gh, int* occ) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+__device__ __forceinline__ void idt_mark_cell(const float* pts, int i, int stride, int gw, int gh, int* occ) {
     float fx = floorf(pts[2 * i]);
     float fy = floorf(pts[2 * i + 1]);
     if (!(fx >= 0.0f) || !(fy >= 0.0f) || fx >= (float)(gw * stride) || fy >= (float)(gh * stride)) return;
@@ -139,16 +146,109 @@ __global__ void mark_cells(const float* pts, int n, int stride, int gw, int gh, 
     occ[(y / stride) * gw + x / stride] = 1;  // several points may write the same cell: same value
 }
 
+__global__ void mark_cells(const float* pts, int n, int stride, int gw, int gh, int* occ) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    idt_mark_cell(pts, i, stride, gw, gh, occ);
+}
+
 // One thread per grid cell: 1 where the cell is empty and its centre's response exceeds quality * max (float64).
+__device__ __forceinline__ unsigned char idt_select_cell(const float* eig, int w, float maxv, double quality,
+                                                        int stride, int gw, const int* occ, int c) {
+    int i = c / gw;
+    int j = c - i * gw;
+    int off = stride / 2;
+    double threshold = (double)maxv * quality;
+    return (!occ[c] && (double)eig[(long long)(i * stride + off) * w + j * stride + off] > threshold) ? 1 : 0;
+}
+
 __global__ void select_cells(const float* eig, int w, const float* maxv, double quality, int stride, int gw,
                              int gh, const int* occ, unsigned char* keep) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= gw * gh) return;
-    int i = c / gw;
-    int j = c - i * gw;
-    int off = stride / 2;
-    double threshold = (double)maxv[0] * quality;
-    keep[c] = (!occ[c] && (double)eig[(long long)(i * stride + off) * w + j * stride + off] > threshold) ? 1 : 0;
+    keep[c] = idt_select_cell(eig, w, maxv[0], quality, stride, gw, occ, c);
+}
+
+// ---- the dense sampling of every level in one launch per step (issue 14's launch budget). The levels' responses,
+// grid cells and selections lie end to end in one buffer each; `table` (n_levels, IDT_ST) int64 holds per level
+// its h, w, first pixel, grid gw, gh, first cell and OpenCV's vector columns (w - w % 32): a flat thread index
+// finds its level by these starts. The levels' images and points are arguments, IDT_MAXL levels per launch; a
+// launch may take any run of consecutive rows of the table.
+#define IDT_ST 7
+#define IDT_MAXL 8
+#define IDT_MAX_THREADS 128
+
+// The last level l < n_levels whose start table[l, col] <= i (a level without cells shares the next one's start).
+__device__ __forceinline__ int idt_level(const long long* table, int n_levels, int col, long long i) {
+    int l = 0;
+    while (l + 1 < n_levels && table[(l + 1) * IDT_ST + col] <= i) ++l;
+    return l;
+}
+
+// corner_min_eig of every level: one thread per pixel of the levels, from table[0, 2] to end.
+__global__ void corner_min_eig_levels(const long long* table, int n_levels, long long end, const unsigned char* g0,
+                                      const unsigned char* g1, const unsigned char* g2, const unsigned char* g3,
+                                      const unsigned char* g4, const unsigned char* g5, const unsigned char* g6,
+                                      const unsigned char* g7, float f1, float f0, float* eig) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x + table[2];
+    if (i >= end) return;
+    int l = idt_level(table, n_levels, 2, i);
+    const long long* row = table + l * IDT_ST;
+    const unsigned char* imgs[IDT_MAXL] = {g0, g1, g2, g3, g4, g5, g6, g7};
+    eig[i] = idt_min_eig_at(imgs[l], (int)row[0], (int)row[1], f1, f0, (int)row[6], (int)(i - row[2]));
+}
+
+// The largest response of each level: one block of IDT_MAX_THREADS threads per level (a strided maximum, then a
+// tree in shared memory); the maximum of finite values does not depend on the order.
+__global__ void level_max(const long long* table, int n_levels, const float* eig, float* maxv) {
+    __shared__ float part[IDT_MAX_THREADS];
+    int l = blockIdx.x;
+    if (l >= n_levels) return;  // the whole block
+    const long long* row = table + l * IDT_ST;
+    const float* e = eig + row[2];
+    long long n = row[0] * row[1];
+    float m = e[0];
+    for (long long k = threadIdx.x; k < n; k += blockDim.x) m = e[k] > m ? e[k] : m;
+    part[threadIdx.x] = m;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half >>= 1) {
+        if ((int)threadIdx.x < half && part[threadIdx.x + half] > part[threadIdx.x])
+            part[threadIdx.x] = part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) maxv[l] = part[0];
+}
+
+// mark_cells of every level: one thread per point, level l's n_l points p_l after the levels before it.
+__global__ void mark_cells_levels(const long long* table, int n_levels, const float* p0, const float* p1,
+                                  const float* p2, const float* p3, const float* p4, const float* p5,
+                                  const float* p6, const float* p7, int n0, int n1, int n2, int n3, int n4, int n5,
+                                  int n6, int n7, int stride, int* occ) {
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    const float* points[IDT_MAXL] = {p0, p1, p2, p3, p4, p5, p6, p7};
+    int counts[IDT_MAXL] = {n0, n1, n2, n3, n4, n5, n6, n7};
+    int l = 0;
+    int first = 0;  // level l's first point
+    while (l < n_levels && t >= first + counts[l]) {
+        first += counts[l];
+        ++l;
+    }
+    if (l >= n_levels) return;
+    const long long* row = table + l * IDT_ST;
+    idt_mark_cell(points[l], t - first, stride, (int)row[3], (int)row[4], occ + row[5]);
+}
+
+// select_cells of every level: one thread per grid cell of the levels, from table[0, 5] to end; maxv[l] is level
+// l's largest response.
+__global__ void select_cells_levels(const long long* table, int n_levels, long long end, const float* eig,
+                                    const float* maxv, double quality, int stride, const int* occ,
+                                    unsigned char* keep) {
+    long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x + table[5];
+    if (c >= end) return;
+    int l = idt_level(table, n_levels, 5, c);
+    const long long* row = table + l * IDT_ST;
+    keep[c] = idt_select_cell(eig + row[2], (int)row[1], maxv[l], quality, stride, (int)row[3], occ + row[5],
+                              (int)(c - row[5]));
 }
 
 // out(x) = src(H x), bilinear with a constant 0 border (OpenCV's scalar warpPerspective: m is H in float32);
@@ -385,3 +485,116 @@ def compensate_flow(flow, H, *, interior=None):
         _launch("compensate_flow_interior", h * w, (f, np.int32(h), np.int32(w), Hi, cp.asarray(H.reshape(9)),
                                                     lo, hix, hiy, out))
     return out
+
+
+# ------------------------------------------------------------------------------ the sampling of every level at once
+#: Levels one launch of the ``*_levels`` sampling kernels takes; more take one launch per run of this many.
+MAX_LEVELS = 8
+#: Columns of a level's row in :func:`sampling_table`.
+SAMPLING_COLUMNS = ("h", "w", "first_pixel", "gw", "gh", "first_cell", "simd_cols")
+_MAX_THREADS = 128  # level_max's block (IDT_MAX_THREADS)
+
+
+def sampling_table(shapes, stride: int) -> np.ndarray:
+    """The sampling kernels' table: per level ``h, w``, its first pixel, its grid ``gw, gh`` (``w // stride``,
+    ``h // stride``), its first cell and OpenCV's vector columns, starts counted over the levels before it.
+
+    Returns
+    -------
+    (n_levels + 1, 7) int64
+        One row per level (:data:`SAMPLING_COLUMNS`) and a last row holding the totals of pixels and cells.
+    """
+    table = np.zeros((len(shapes) + 1, len(SAMPLING_COLUMNS)), np.int64)
+    for k, (h, w) in enumerate(shapes):
+        gw, gh = w // stride, h // stride
+        table[k, [0, 1, 3, 4, 6]] = h, w, gw, gh, (w // OPENCV_ROW_BLOCK) * OPENCV_ROW_BLOCK
+        table[k + 1, 2] = table[k, 2] + h * w
+        table[k + 1, 5] = table[k, 5] + gw * gh
+    return table
+
+
+class LevelSampling:
+    """The device buffers of :func:`dense_sample_levels` for levels of ``shapes`` and a grid ``stride``: the
+    table (uploaded once), the levels' responses, cell marks and selections end to end, their maxima."""
+
+    def __init__(self, shapes, stride: int):
+        self.shapes = tuple((int(h), int(w)) for h, w in shapes)
+        self.stride = int(stride)
+        host = sampling_table(self.shapes, self.stride)
+        self.starts, self.ends = host[:-1], host[-1]
+        self.table = cp.asarray(host)
+        self.eig = cp.empty(int(self.ends[2]), cp.float32)
+        self.occ = cp.empty(int(self.ends[5]), cp.int32)
+        self.keep = cp.empty(int(self.ends[5]), np.uint8)
+        self.maxv = cp.empty(len(self.shapes), cp.float32)
+
+    def fits(self, shapes, stride: int) -> bool:
+        return self.shapes == tuple((int(h), int(w)) for h, w in shapes) and self.stride == int(stride)
+
+    def end(self, last: int, column: int) -> int:
+        """Where the levels before ``last`` end in ``column`` (level ``last``'s start, or the total)."""
+        return int(self.ends[column] if last == len(self.shapes) else self.starts[last, column])
+
+
+def dense_sample_levels(grays, existing, *, stride: int = 5, quality: float = 0.001, scratch=None):
+    """:func:`dense_sample` of every level of a frame in four launches for all levels (per :data:`MAX_LEVELS`
+    levels: responses, maxima, occupied cells, selection) and one download of every level's cell bytes.
+
+    Parameters
+    ----------
+    grays : sequence of (h_k, w_k) uint8 CuPy arrays
+        The levels.
+    existing : sequence of (m_k, 2) float32 arrays
+        Each level's live points (host or device; ``m_k`` may be 0).
+    stride, quality
+        As :func:`dense_sample`.
+    scratch : LevelSampling, optional
+        The previous call's buffers, reused when they fit.
+
+    Returns
+    -------
+    points : list of (k_l, 2) float32 NumPy arrays
+        ``dense_sample(grays[l], existing[l], ...)`` of each level, bit for bit.
+    scratch : LevelSampling
+        The buffers (pass them to the next call).
+    """
+    if len(grays) != len(existing) or not grays:
+        raise ValueError(f"dense_sample_levels: expected the live points of each level and at least one level, got "
+                         f"{len(grays)} levels and {len(existing)} point sets")
+    gs = [_gray_u8(g, "dense_sample_levels") for g in grays]
+    shapes = [g.shape for g in gs]
+    stride = int(stride)
+    s = scratch if isinstance(scratch, LevelSampling) and scratch.fits(shapes, stride) else LevelSampling(shapes,
+                                                                                                         stride)
+    pts = [cp.ascontiguousarray(cp.asarray(p, dtype=cp.float32)) for p in existing]
+    counts = [int(p.shape[0]) for p in pts]
+    s.occ.fill(0)
+    f1, f0 = np.float32(_EIG_SCALE), np.float32(2 * _EIG_SCALE)
+    for a in range(0, len(gs), MAX_LEVELS):
+        n = min(MAX_LEVELS, len(gs) - a)
+        table, il = s.table[a:], np.int32(n)
+
+        def padded(items, filler):  # the kernel's MAX_LEVELS arguments of a kind
+            return list(items) + [filler] * (MAX_LEVELS - len(items))
+
+        px0, px1 = int(s.starts[a, 2]), s.end(a + n, 2)
+        _launch("corner_min_eig_levels", px1 - px0,
+                (table, il, np.int64(px1), *padded(gs[a:a + n], gs[a]), f1, f0, s.eig))
+        module().get_function("level_max")((n,), (_MAX_THREADS,), (table, il, s.eig, s.maxv[a:]))
+        _launch("mark_cells_levels", sum(counts[a:a + n]),
+                (table, il, *padded(pts[a:a + n], pts[a]), *padded([np.int32(c) for c in counts[a:a + n]],
+                                                                    np.int32(0)), np.int32(stride), s.occ))
+        c0, c1 = int(s.starts[a, 5]), s.end(a + n, 5)
+        _launch("select_cells_levels", c1 - c0, (table, il, np.int64(c1), s.eig, s.maxv[a:], np.float64(quality),
+                                                 np.int32(stride), s.occ, s.keep))
+    keep = cp.asnumpy(s.keep)  # one byte per cell of every level: the sampling's one transfer
+    out = []
+    off = stride // 2
+    for (h, w), start in zip(s.shapes, s.starts):
+        gw, gh, first = int(start[3]), int(start[4]), int(start[5])
+        cells = np.flatnonzero(keep[first:first + gw * gh])  # row-major, as the CPU's loop
+        p = np.empty((len(cells), 2), np.float32)
+        p[:, 0] = (cells % max(gw, 1)) * stride + off
+        p[:, 1] = (cells // max(gw, 1)) * stride + off
+        out.append(p)
+    return out, s

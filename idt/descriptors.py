@@ -40,7 +40,7 @@ from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
     "DescriptorLayout", "FrameHistograms", "frame_histograms", "hog_histogram", "cell_descriptors",
-    "cell_descriptor_rows", "temporal_pool", "patch_corners",
+    "cell_descriptor_rows", "temporal_pool", "patch_corners", "level_histograms",
 ]
 
 #: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,
@@ -236,6 +236,34 @@ def _frame_histograms_cuda(gray, flow, layout: DescriptorLayout, out) -> FrameHi
     return FrameHistograms(*_histograms_cuda.frame_histograms(
         gray, flow, hog_bins=layout.hog_bins, hof_bins=layout.hof_bins, mbh_bins=layout.mbh_bins,
         min_flow=layout.min_flow, out=out))
+
+
+def level_histograms(grays, flows, *, layout: DescriptorLayout = DescriptorLayout(), out=None):
+    """:func:`frame_histograms` of several levels of a frame on the device (``device="cuda"`` only), in three
+    launches for all levels (:func:`idtfv.idt._histograms_cuda.level_histograms`), bit-identical to each level's.
+
+    Parameters
+    ----------
+    grays : sequence of (h_k, w_k) uint8 or float32 CuPy arrays
+        The levels, on a 0..255 scale.
+    flows : sequence of (h_k, w_k, 2) float32 CuPy arrays
+        Their camera-compensated flows.
+    layout : DescriptorLayout
+        Bins and HOF's zero-motion threshold.
+    out : LevelHistograms, optional
+        The previous call's, overwritten when the levels' sizes are the same.
+
+    Returns
+    -------
+    idtfv.idt._histograms_cuda.LevelHistograms
+        ``levels[k]`` holds level k's ``(hog, hof, mbhx, mbhy)`` CuPy arrays, ``(h_k+1, w_k+1, B)`` float32.
+    """
+    from idtfv.idt import _histograms_cuda
+
+    for gray, flow in zip(grays, flows):
+        _check_frame(gray, flow)
+    return _histograms_cuda.level_histograms(grays, flows, hog_bins=layout.hog_bins, hof_bins=layout.hof_bins,
+                                             mbh_bins=layout.mbh_bins, min_flow=layout.min_flow, out=out)
 
 
 def _check_frame(gray, flow) -> None:

@@ -105,7 +105,7 @@ from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
 from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idtfv.idt.params import IDTParams
 from idtfv.idt.pyramid import pyramid_geometry
-from idtfv.idt.sampling import corner_response, dense_sample
+from idtfv.idt.sampling import corner_response, dense_sample, dense_sample_levels
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.layout import BLOCK_NAMES
 from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
@@ -541,6 +541,8 @@ class _Steps:
         self.pools = [pool_class(p.track_length, self.desc_dim, p.nt_cells,
                                  capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
         self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
+        self.level_hists = None  # on the device: all levels' histograms in one buffer, reused frame after frame
+        self._sampling = None  # on the device: the levels' sampling buffers, reused
         if self.executor is not None:
             self.groups = level_groups(self.sizes, self.level_threads)
         pyr = self.pyramid(gray)
@@ -638,20 +640,27 @@ class _Steps:
         """4. Every live track moves by the flow at its point and stores the compensated flow as its step; tracks
         that leave the frame end. Per level (from level ``first``): the rows that moved and their points before
         the move."""
+        if self.on_device:  # every level's step in two launches and one download of the counts
+            from idtfv.idt.tracking_cuda import step_levels
+
+            with self.timer("tracking"):
+                return step_levels(self.pools[first:], flows, flows_w)
         moved = []
         for pool, flow, flow_w in zip(self.pools[first:], flows, flows_w):
             if len(pool) == 0:
                 moved.append((np.zeros(0, np.int64), np.zeros((0, 2), np.float32)))
                 continue
             with self.timer("tracking"):
-                moved.append(pool.step(flow, flow_w) if self.on_device else
-                             pool.step(flow, flow_w, device=self.device))
+                moved.append(pool.step(flow, flow_w, device=self.device))
         return moved
 
     def describe(self, moved: list[tuple[np.ndarray, np.ndarray]], flows_w: list[np.ndarray], *,
                  first: int = 0) -> None:
         """5. Descriptor blocks of the previous frame (HOG) and the compensated flow (HOF, MBH) at the tracks'
         points before the move, added to their temporal cells (levels from ``first``)."""
+        if self.on_device:
+            self._describe_on_device(moved, flows_w, first)
+            return
         for k, (rows, points) in enumerate(moved):
             s = first + k
             pool = self.pools[s]
@@ -666,13 +675,26 @@ class _Steps:
                                                device=self.device, hog=hog)
                 self.hist_bufs[s] = hists if hog is None else hists._replace(hog=None if bufs is None else bufs.hog)
             with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
-                if self.on_device:  # gathered at the device points into the device sums: nothing moves
-                    from idtfv.idt.tracking_cuda import gather_blocks
-
-                    pool.store_descriptors(rows, gather_blocks(hists, points, layout=self.layout))
-                    continue
                 pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
                                                                         device=self.device))
+
+    def _describe_on_device(self, moved, flows_w, first: int) -> None:
+        """:meth:`describe` with the pools on the device: the histograms of every level with moved tracks in three
+        launches for all of them, their blocks at the device points in one and their sums into the levels' pools in
+        one (issue 14's launch budget); nothing moves. Every level's histograms depend only on the previous frame's
+        level and this frame's compensated flow, all ready after step 3, so making them together changes no bit."""
+        from idtfv.idt.tracking_cuda import gather_levels, store_levels
+
+        todo = [k for k, (rows, _) in enumerate(moved) if len(rows)]
+        if not todo:
+            return
+        with self.timer("histograms"):
+            self.level_hists = _desc.level_histograms([self.prev_pyr[first + k] for k in todo],
+                                                      [flows_w[k] for k in todo], layout=self.layout,
+                                                      out=self.level_hists)  # reused frame after frame
+        with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
+            blocks = gather_levels(self.level_hists, [moved[k][1] for k in todo], layout=self.layout)
+            store_levels([self.pools[first + k] for k in todo], [moved[k][0] for k in todo], blocks)
 
     def levels(self, frame_num: int, flows: list[np.ndarray], flows_w: list[np.ndarray]) -> list[Trajectories]:
         """4-6 (:meth:`track`, :meth:`describe`, :meth:`finish`) level by level, the levels of each of
@@ -693,14 +715,18 @@ class _Steps:
         """6. Tracks that reached L steps leave their pools; those that pass the pruning become rows."""
         out = []
         with self.timer("output"):
-            for s in range(len(self.pools)) if levels is None else levels:
-                pool, scale = self.pools[s], self.factors[s]
-                if self.on_device:  # pruned on the device: only the kept tracks' rows come back
-                    kept = pool.pop_validated(scale, **self._pruning)
+            if self.on_device:  # every level pruned on the device at once: only the kept tracks' rows come back
+                from idtfv.idt.tracking_cuda import pop_levels
+
+                levels = range(len(self.pools)) if levels is None else levels
+                for kept in pop_levels([self.pools[s] for s in levels], [self.factors[s] for s in levels],
+                                       **self._pruning):
                     if kept is not None:
                         out.append(_kept_rows(*kept, frame_num, self.width, self.height, self.n_frames,
                                               self.params, self.offsets))
-                    continue
+                return out
+            for s in range(len(self.pools)) if levels is None else levels:
+                pool, scale = self.pools[s], self.factors[s]
                 pos, disp, desc = pool.pop_finished()
                 if len(pos):
                     t = _rows(pos, disp, desc, scale, frame_num, self.width, self.height, self.n_frames,
@@ -711,20 +737,35 @@ class _Steps:
 
     def sample(self, pyr: list[np.ndarray]) -> None:
         """7. New points in the empty grid cells of every level (on the first frame, then every ``init_gap``)."""
-        if self._since_sampling == 0:
+        if self._since_sampling == 0 and self.on_device:
+            self._sample_on_device(pyr)
+        elif self._since_sampling == 0:
             def run(levels):
                 with self.timer("sampling"):
                     for s in levels:
                         pool = self.pools[s]
                         pool.add(dense_sample(pyr[s], pool.current_points(), stride=self.params.stride,
-                                              quality=self.params.quality,
-                                              device="cuda" if self.on_device else "cpu"))
+                                              quality=self.params.quality))
 
             if self.executor is None:
                 run(range(len(self.pools)))
             else:
                 _fan_out(self.executor, lambda group: run(group) or (), self.groups)
         self._since_sampling = (self._since_sampling + 1) % self.params.init_gap
+
+    def _sample_on_device(self, pyr: list) -> None:
+        """:meth:`sample` with the pools on the device: every level's response, maximum, occupied cells and
+        selection in one launch each for all levels and their cell bytes in one download (issue 14's launch
+        budget), then each level's new points into its pool. A level's sampling reads only its own level and pool,
+        so sampling them all before adding to any gives each level's points of the level-by-level loop; the new
+        points of all levels go up in one copy and start their tracks in one launch."""
+        from idtfv.idt.tracking_cuda import add_levels
+
+        with self.timer("sampling"):
+            points, self._sampling = dense_sample_levels(pyr, [pool.current_points() for pool in self.pools],
+                                                         stride=self.params.stride, quality=self.params.quality,
+                                                         scratch=self._sampling)
+            add_levels(self.pools, points)
 
     def advance(self, gray: np.ndarray, pyr: list[np.ndarray], hogs: list[np.ndarray] | None = None):
         """8. This frame becomes the previous one (with its levels' HOG integral histograms when they were made

@@ -16,7 +16,7 @@ import numpy as np
 from idtfv.errors import ParameterError
 from idtfv.idt import _tracking_nb as _nb
 
-__all__ = ["dense_sample", "corner_response"]
+__all__ = ["dense_sample", "dense_sample_levels", "corner_response"]
 
 #: The last responses computed for each image size and dtype: a tuple of (the image's bytes, its response), newest
 #: last. The extractor asks twice for the response of every frame (its level 0 here, then the camera's flow
@@ -102,3 +102,31 @@ def dense_sample(gray: np.ndarray, existing: np.ndarray | None = None, *, stride
     out = np.empty(((h // stride) * (w // stride), 2), np.float32)
     n = _nb.sample_grid(eig, threshold, int(stride), pts, out)
     return out[:n].copy()
+
+
+def dense_sample_levels(grays, existing, *, stride: int = 5, quality: float = 0.001, scratch=None):
+    """:func:`dense_sample` of every level of a frame on the device (``device="cuda"`` only): the responses, the
+    maxima, the occupied cells and the selection of all levels in one launch each, the levels' cell bytes in one
+    download (:func:`idtfv.idt._frame_cuda.dense_sample_levels`); each level's points are its
+    ``dense_sample(..., device="cuda")``.
+
+    Parameters
+    ----------
+    grays : sequence of (h_l, w_l) uint8 CuPy arrays
+        The pyramid's levels.
+    existing : sequence of (m_l, 2) float32 arrays
+        Each level's current points (host or device).
+    stride, quality
+        As :func:`dense_sample`.
+    scratch : optional
+        The previous call's device buffers (the second value returned), reused when the levels' sizes are the same.
+
+    Returns
+    -------
+    points : list of (k_l, 2) float32 NumPy arrays
+    scratch
+        The device buffers, for the next call.
+    """
+    from idtfv.idt import _frame_cuda  # needs CuPy: loaded only for the device
+
+    return _frame_cuda.dense_sample_levels(grays, existing, stride=stride, quality=quality, scratch=scratch)

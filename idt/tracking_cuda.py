@@ -19,6 +19,12 @@ What crosses the bus:
   :meth:`pop_finished` (``TrackPool``'s contract) downloads every finished track unpruned;
 - :meth:`current_points` is a device array (the device dense sampling's ``existing``).
 
+The extractor drives all its levels' pools at once (issue 14's launch budget): :func:`step_levels`,
+:func:`gather_levels` with :func:`store_levels`, :func:`pop_levels` and :func:`add_levels` do for up to 8 pools
+per launch what :meth:`step`, :func:`gather_blocks` with :meth:`store_descriptors`, :meth:`pop_validated` and
+:meth:`add` do for one (the same kernels' bodies, so the same bytes), with one download of every pool's counts,
+one of their kept rows and one upload of their new points.
+
 Call :meth:`pop_finished` or :meth:`pop_validated` after each :meth:`step` (as the extractor does): a step with
 finished tracks not yet popped raises (``TrackPool`` would write past their ``L + 1`` points). The arrays
 :meth:`step` returns are views of the pool's buffers: they hold until the next step and through one pop or
@@ -34,7 +40,8 @@ import numpy as np
 
 from idtfv.idt.tracking import grown_capacity, pool_capacity
 
-__all__ = ["DeviceTrackPool", "gather_blocks"]
+__all__ = ["DeviceTrackPool", "gather_blocks", "gather_levels", "store_levels", "step_levels", "pop_levels",
+           "add_levels"]
 
 
 def _dev():
@@ -186,9 +193,7 @@ class DeviceTrackPool:
             buffers (see the module's docstring for how long they hold).
         """
         cp, k_mod = _dev()
-        if self._n_done:
-            raise RuntimeError(f"DeviceTrackPool.step: {self._n_done} finished tracks were not popped; call "
-                               "pop_finished() or pop_validated() after each step")
+        self._check_popped()
         n = self._n
         if n == 0:
             return self._empty
@@ -204,11 +209,21 @@ class DeviceTrackPool:
         k_mod.launch("compact_step", n, (live, _i32(n), b["alive"], csum, dsum, b["prev"], self._live_next,
                                          b["prev_out"], self._free, _i64(self._n_free), b["counts"]))
         m, done = (int(v) for v in cp.asnumpy(b["counts"]))  # the step's one transfer: two counts
-        self._live, self._live_next = self._live_next, live
-        self._n_free += n - m
+        return self._stepped(m, done)
+
+    def _check_popped(self) -> None:
+        if self._n_done:
+            raise RuntimeError(f"DeviceTrackPool.step: {self._n_done} finished tracks were not popped; call "
+                               "pop_finished() or pop_validated() after each step")
+
+    def _stepped(self, m: int, done: int):
+        """The host's record of a step that kept ``m`` of the live tracks, ``done`` of them finished (the swap of
+        the live-order buffers included); returns the step's rows and points before the move."""
+        self._live, self._live_next = self._live_next, self._live
+        self._n_free += self._n - m
         self._n = m
         self._n_done = done
-        return self._live[:m], b["prev_out"][:m]
+        return self._live[:m], self._buffers()["prev_out"][:m]
 
     def store_descriptors(self, rows, blocks) -> None:
         """Add the per-frame blocks ``(n, D)`` (device) of the step just taken (``index - 1``) to the temporal cell
@@ -253,11 +268,15 @@ class DeviceTrackPool:
         done_rows = cp.empty(k, np.int64)
         k_mod.launch("pop_done", n, (self._live, _i32(n), flags, flags.cumsum(dtype=np.int64), self.index,
                                      self._live_next, done_rows, self._free, _i64(self._n_free), _i64(k)))
-        self._live, self._live_next = self._live_next, self._live
-        self._n -= k
-        self._n_free += k
-        self._n_done = 0
+        self._popped()
         return done_rows
+
+    def _popped(self) -> None:
+        """The host's record of a pop of the finished tracks (the swap of the live-order buffers included)."""
+        self._live, self._live_next = self._live_next, self._live
+        self._n -= self._n_done
+        self._n_free += self._n_done
+        self._n_done = 0
 
     def pop_finished(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Remove the tracks that reached L steps (``TrackPool.pop_finished``: every finished track comes back).
@@ -317,8 +336,14 @@ class DeviceTrackPool:
         k_mod.launch("pack_rows", k, (rows, _i32(k), keep, csum, meta, traj, self.desc, _i32(L), _i32(ntd),
                                       np.float32(self.per_cell), out))
         packed = cp.asnumpy(out[:m])  # the kept rows, one transfer
-        return (np.ascontiguousarray(packed[:, :6]), np.ascontiguousarray(packed[:, 6:6 + 2 * L]),
-                np.ascontiguousarray(packed[:, 6 + 2 * L:]).reshape(m, self.nt, self.D))
+        return _unpacked(packed, L, self.nt, self.D)
+
+
+def _unpacked(packed: np.ndarray, L: int, nt: int, D: int):
+    """``(meta, traj, desc)`` of packed kept rows ``(m, 6 + 2L + nt D)`` (``pack_rows``' layout)."""
+    m = len(packed)
+    return (np.ascontiguousarray(packed[:, :6]), np.ascontiguousarray(packed[:, 6:6 + 2 * L]),
+            np.ascontiguousarray(packed[:, 6 + 2 * L:]).reshape(m, nt, D))
 
 
 def gather_blocks(hists, points, *, layout):
@@ -344,3 +369,290 @@ def gather_blocks(hists, points, *, layout):
     return _histograms_cuda.gather_blocks([hists.hog, hists.hof, hists.mbhx, hists.mbhy], points,
                                           patch=layout.patch, nx_cells=layout.nx_cells, ny_cells=layout.ny_cells,
                                           epsilon=float(layout.epsilon))
+
+
+def gather_levels(hists, points, *, layout):
+    """:func:`gather_blocks` of every level in one launch: each level's points' blocks from
+    :func:`idtfv.idt.descriptors.level_histograms`, left on the device (bit-identical to :func:`gather_blocks`).
+
+    Parameters
+    ----------
+    hists : idtfv.idt._histograms_cuda.LevelHistograms
+        The levels' device histograms.
+    points : sequence of (n_k, 2) float32 device arrays
+        Level k's points ``[x, y]`` in its pixels (finite: the pools' points; ``n_k`` may be 0).
+    layout : DescriptorLayout
+        The layout the histograms were built with.
+
+    Returns
+    -------
+    (sum_k n_k, D) float32 device array
+        Level k's blocks in its rows, after the levels before it (:func:`store_levels` takes them so).
+    """
+    from idtfv.idt import _histograms_cuda
+
+    return _histograms_cuda.gather_levels(hists, points, patch=layout.patch, nx_cells=layout.nx_cells,
+                                          ny_cells=layout.ny_cells, epsilon=float(layout.epsilon))
+
+
+def store_levels(pools, rows, blocks) -> None:
+    """:meth:`DeviceTrackPool.store_descriptors` of several pools (the levels) in one launch per 8 pools.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``, ``desc_dim`` and ``nt_cells``.
+    rows : sequence of (n_k, ) int64 device arrays
+        Each pool's rows of the step just taken (distinct; ``n_k`` may be 0).
+    blocks : (sum_k n_k, D) float32 device array
+        Pool k's blocks in its rows, after the pools before it (:func:`gather_levels`).
+    """
+    cp, k_mod = _dev()
+    if len(pools) != len(rows):
+        raise ValueError(f"store_levels: expected the rows of the {len(pools)} pools, got {len(rows)}")
+    counts = [int(len(r)) for r in rows]
+    if len(blocks) != sum(counts):
+        raise ValueError(f"store_levels: expected {sum(counts)} blocks (the pools' rows), got {len(blocks)}")
+    if not pools or not sum(counts):
+        return
+    p0 = pools[0]
+    if any((p.L, p.D, p.nt) != (p0.L, p0.D, p0.nt) for p in pools):
+        raise ValueError("store_levels: the pools must have the same length, desc_dim and nt_cells")
+    blocks = cp.ascontiguousarray(cp.asarray(blocks, dtype=cp.float32))
+    rows = [cp.ascontiguousarray(cp.asarray(r, dtype=np.int64)) for r in rows]
+    first = 0
+    for a in range(0, len(pools), 8):
+        run = range(a, min(a + 8, len(pools)))
+        n = sum(counts[k] for k in run)
+        k_mod.launch("add_blocks_levels", n * p0.D, (
+            _i32(len(run)), *_padded([rows[k] for k in run], rows[a]),
+            *_padded([_i32(counts[k]) for k in run], _i32(0)), *_padded([pools[k].index for k in run], pools[a].index),
+            *_padded([pools[k].desc for k in run], pools[a].desc), _i32(p0.per_cell), _i32(p0.nt), _i32(p0.D),
+            blocks[first:]))
+        first += n
+
+
+def step_levels(pools, flows, flows_w):
+    """:meth:`DeviceTrackPool.step` of several pools (the levels, each with its own flows) in two launches per 8
+    pools, one prefix sum of each flag over all of them and one download of every pool's two counts.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``; each popped since its last step.
+    flows, flows_w : sequences of (h_k, w_k, 2) float32 device arrays
+        Each pool's median-filtered and camera-compensated flow.
+
+    Returns
+    -------
+    list of (rows, prev_points)
+        Each pool's :meth:`~DeviceTrackPool.step` result (views of its buffers), bit for bit.
+    """
+    cp, k_mod = _dev()
+    if not len(pools) == len(flows) == len(flows_w):
+        raise ValueError(f"step_levels: expected one flow and one compensated flow per pool, got {len(pools)} pools, "
+                         f"{len(flows)} flows and {len(flows_w)} compensated flows")
+    for pool in pools:
+        pool._check_popped()
+    out = [pool._empty for pool in pools]
+    active = [k for k, pool in enumerate(pools) if pool._n]
+    if not active:
+        return out
+    L = pools[active[0]].L
+    if any(pools[k].L != L for k in active):
+        raise ValueError("step_levels: the pools must have the same length")
+    act = [pools[k] for k in active]
+    fs = [cp.ascontiguousarray(cp.asarray(flows[k], dtype=cp.float32)) for k in active]
+    fws = [cp.ascontiguousarray(cp.asarray(flows_w[k], dtype=cp.float32)) for k in active]
+    counts = [pool._n for pool in act]
+    total = sum(counts)
+    prev = cp.empty((total, 2), cp.float32)
+    alive = cp.empty(total, cp.int32)
+    done = cp.empty(total, cp.int32)
+    runs = [range(a, min(a + 8, len(act))) for a in range(0, len(act), 8)]
+
+    first = 0
+    for run in runs:
+        ps = [act[k] for k in run]
+        n = sum(counts[k] for k in run)
+        k_mod.launch("pool_step_levels", n, (
+            _i32(len(ps)), _i64(first), _i32(L), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p.index for p in ps], ps[0].index),
+            *_padded([p.pos for p in ps], ps[0].pos), *_padded([p.disp for p in ps], ps[0].disp),
+            *_padded([fs[k] for k in run], fs[run[0]]), *_padded([fws[k] for k in run], fws[run[0]]),
+            *_padded([_i32(fs[k].shape[0]) for k in run], _i32(0)),
+            *_padded([_i32(fs[k].shape[1]) for k in run], _i32(0)), prev, alive, done))
+        first += n
+    csum = alive.cumsum(dtype=np.int64)  # one prefix sum of each flag over every pool
+    dsum = done.cumsum(dtype=np.int64)
+    res = cp.empty(2 * len(act), np.int64)
+    first = 0
+    for run in runs:
+        ps = [act[k] for k in run]
+        n = sum(counts[k] for k in run)
+        k_mod.launch("compact_step_levels", n, (
+            _i32(len(ps)), _i64(first), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p._live_next for p in ps], ps[0]._live_next),
+            *_padded([p._buffers()["prev_out"] for p in ps], ps[0]._buffers()["prev_out"]),
+            *_padded([p._free for p in ps], ps[0]._free), *_padded([_i64(p._n_free) for p in ps], _i64(0)),
+            alive, csum, dsum, prev, res[2 * run[0]:]))
+        first += n
+    both = cp.asnumpy(res)  # the steps' one transfer: two counts per pool
+    for j, (k, pool) in enumerate(zip(active, act)):
+        out[k] = pool._stepped(int(both[2 * j]), int(both[2 * j + 1]))
+    return out
+
+
+def _padded(items, filler):
+    """``items`` and ``filler`` up to 8: the level kernels' 8 arguments of a kind."""
+    return list(items) + [filler] * (8 - len(items))
+
+
+def _kept_counts(csum, finished) -> list[int]:
+    """Each pool's number of kept tracks, from ``csum`` (the kept flags' prefix sum over the pools' finished tracks,
+    ``finished[j]`` of pool j after the pools before it): one download of ``8 sum(finished)`` bytes."""
+    cp, _ = _dev()
+    c = np.concatenate([[0], cp.asnumpy(csum)])
+    ends = np.cumsum(finished)
+    return [int(c[e] - c[e - k]) for e, k in zip(ends, finished)]
+
+
+def pop_levels(pools, scales, *, min_var: float, max_var: float, max_dis: float, max_dis_ratio: float,
+               min_camera_disp: float, camera: bool):
+    """:meth:`DeviceTrackPool.pop_validated` of several pools (the levels) in four launches per 8 pools, one prefix
+    sum of the finished flags and one of the kept flags over all of them, and two downloads in all: every pool's
+    kept count, then every pool's kept rows.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``, ``desc_dim`` and ``nt_cells``.
+    scales : sequence of float
+        Each pool's factor to original-frame pixels.
+    min_var, max_var, max_dis, max_dis_ratio, min_camera_disp, camera
+        The pruning's thresholds (:class:`idtfv.idt.IDTParams`).
+
+    Returns
+    -------
+    list
+        Each pool's :meth:`~DeviceTrackPool.pop_validated` result (None, or host ``meta, traj, desc`` of its kept
+        tracks in live order), bit for bit.
+    """
+    cp, k_mod = _dev()
+    if len(pools) != len(scales):
+        raise ValueError(f"pop_levels: expected one scale per pool, got {len(pools)} pools and {len(scales)} scales")
+    out = [None] * len(pools)
+    active = [j for j, pool in enumerate(pools) if pool._n_done]
+    if not active:
+        return out
+    act = [pools[j] for j in active]
+    p0 = act[0]
+    if any((p.L, p.D, p.nt) != (p0.L, p0.D, p0.nt) for p in act):
+        raise ValueError("pop_levels: the pools must have the same length, desc_dim and nt_cells")
+    L, ntd = p0.L, p0.nt * p0.D
+    ns = [p._n for p in act]
+    ks = [p._n_done for p in act]
+    runs = [range(a, min(a + 8, len(act))) for a in range(0, len(act), 8)]
+    flags = cp.empty(sum(ns), cp.int32)
+    first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("flag_rows_levels", sum(ns[j] for j in run), (
+            _i32(len(ps)), _i64(first), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p.index for p in ps], ps[0].index), _i32(L),
+            flags))
+        first += sum(ns[j] for j in run)
+    dsum = flags.cumsum(dtype=np.int64)  # one prefix sum over every pool's live tracks
+    done_rows = cp.empty(sum(ks), np.int64)
+    first = done_first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("pop_done_levels", sum(ns[j] for j in run), (
+            _i32(len(ps)), _i64(first), _i64(done_first), *_padded([_i32(p._n) for p in ps], _i32(0)),
+            *_padded([p._live for p in ps], ps[0]._live), *_padded([p.index for p in ps], ps[0].index),
+            *_padded([p._live_next for p in ps], ps[0]._live_next), *_padded([p._free for p in ps], ps[0]._free),
+            *_padded([_i64(p._n_free) for p in ps], _i64(0)), *_padded([_i64(p._n_done) for p in ps], _i64(0)),
+            flags, dsum, done_rows))
+        first += sum(ns[j] for j in run)
+        done_first += sum(ks[j] for j in run)
+    for p in act:
+        p._popped()
+    total = sum(ks)
+    meta = cp.empty((total, 6), cp.float32)
+    traj = cp.empty((total, 2 * L), cp.float32)
+    keep = cp.empty(total, cp.int32)
+    first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("validate_rows_levels", sum(ks[j] for j in run), (
+            _i32(len(ps)), _i64(first), *_padded([_i32(ks[j]) for j in run], _i32(0)),
+            *_padded([p.pos for p in ps], ps[0].pos), *_padded([p.disp for p in ps], ps[0].disp),
+            *_padded([np.float64(scales[active[j]]) for j in run], np.float64(0.0)), done_rows, _i32(L),
+            np.float64(min_var), np.float64(max_var), np.float64(max_dis), np.float64(max_dis_ratio),
+            np.float64(min_camera_disp), _i32(bool(camera)), meta, traj, keep))
+        first += sum(ks[j] for j in run)
+    csum = keep.cumsum(dtype=np.int64)
+    kept = _kept_counts(csum, ks)
+    if not sum(kept):
+        return out
+    packed = cp.empty((total, 6 + 2 * L + ntd), cp.float32)
+    first = 0
+    for run in runs:
+        ps = [act[j] for j in run]
+        k_mod.launch("pack_rows_levels", sum(ks[j] for j in run), (
+            _i32(len(ps)), _i64(first), *_padded([_i32(ks[j]) for j in run], _i32(0)),
+            *_padded([p.desc for p in ps], ps[0].desc), done_rows, keep, csum, meta, traj, _i32(L), _i32(ntd),
+            np.float32(p0.per_cell), packed))
+        first += sum(ks[j] for j in run)
+    rows = cp.asnumpy(packed[:sum(kept)])  # every pool's kept rows, one transfer
+    start = 0
+    for j, m in zip(active, kept):
+        if m:
+            out[j] = _unpacked(rows[start:start + m], L, p0.nt, p0.D)
+        start += m
+    return out
+
+
+def add_levels(pools, points) -> None:
+    """:meth:`DeviceTrackPool.add` of several pools (the levels) in one upload of all the new points and one launch
+    per 8 pools with new points.
+
+    Parameters
+    ----------
+    pools : sequence of DeviceTrackPool
+        With the same ``length``, ``desc_dim`` and ``nt_cells``.
+    points : sequence of (k_j, 2) float32 host arrays
+        Each pool's new points (its level's pixels; ``k_j`` may be 0), e.g. the dense sampling's.
+    """
+    cp, k_mod = _dev()
+    if len(pools) != len(points):
+        raise ValueError(f"add_levels: expected the new points of the {len(pools)} pools, got {len(points)}")
+    ks = [int(len(p)) for p in points]
+    active = [j for j, k in enumerate(ks) if k]
+    if not active:
+        return
+    p0 = pools[active[0]]
+    if any((pools[j].L, pools[j].D, pools[j].nt) != (p0.L, p0.D, p0.nt) for j in active):
+        raise ValueError("add_levels: the pools must have the same length, desc_dim and nt_cells")
+    for j in active:
+        if ks[j] > pools[j]._n_free:
+            pools[j]._grow(ks[j] - pools[j]._n_free)
+    pts = cp.asarray(np.ascontiguousarray(np.concatenate(
+        [np.asarray(points[j], np.float32).reshape(-1, 2) for j in active])))  # one upload
+    first = 0
+    for a in range(0, len(active), 8):
+        run = [pools[j] for j in active[a:a + 8]]
+        n = sum(ks[j] for j in active[a:a + 8])
+        k_mod.launch("pool_add_levels", n, (
+            _i32(len(run)), _i32(p0.L), _i32(p0.nt * p0.D), pts[first:],
+            *_padded([_i32(ks[j]) for j in active[a:a + 8]], _i32(0)), *_padded([p._free for p in run], run[0]._free),
+            *_padded([_i64(p._n_free) for p in run], _i64(0)), *_padded([_i64(p._births) for p in run], _i64(0)),
+            *_padded([p.pos for p in run], run[0].pos), *_padded([p.desc for p in run], run[0].desc),
+            *_padded([p.index for p in run], run[0].index), *_padded([p.birth for p in run], run[0].birth),
+            *_padded([p._live for p in run], run[0]._live), *_padded([_i64(p._n) for p in run], _i64(0))))
+        first += n
+    for j in active:
+        pool, k = pools[j], ks[j]
+        pool._n_free -= k
+        pool._n += k
+        pool._births += k

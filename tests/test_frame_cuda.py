@@ -146,6 +146,82 @@ def test_emulated_dense_sample_edge_cases(emulated):
     assert emulated.dense_sample(np.full((20, 25), 7, np.uint8), stride=5).shape == (0, 2)  # flat: max 0
 
 
+# --------------------------------------------------------------------- the sampling of every level at once
+def _level_cases(seed, n_levels):
+    """Decreasing levels (a pyramid's, the last without a whole grid cell), noise and smoothed noise (so the
+    levels' maxima differ), each with its live points: none, some (inside and out) or a whole grid."""
+    rng = np.random.default_rng(seed)
+    shapes = [(int(40 / 1.25 ** k) + 3, int(57 / 1.25 ** k) + 1) for k in range(n_levels - 1)] + [(4, 4)]
+    grays, existing = [], []
+    for k, (h, w) in enumerate(shapes):
+        g = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        grays.append(cv2.GaussianBlur(g, (5, 5), 1.0 + k % 3) if k % 2 else g)
+        kind = k % 3
+        if kind == 0:
+            existing.append(np.zeros((0, 2), np.float32))
+        elif kind == 1:
+            existing.append(rng.uniform(-3, [w + 3, h + 3], (4 + 3 * k, 2)).astype(np.float32))
+        else:
+            cells = np.stack(np.meshgrid(np.arange(w // 5) * 5 + 2, np.arange(h // 5) * 5 + 2), -1).reshape(-1, 2)
+            existing.append(cells[::2].astype(np.float32))
+    return grays, existing
+
+
+def _compare_sampling_levels(mod, n_levels, seed=0, scratch=None):
+    """``dense_sample_levels`` against each level's ``dense_sample`` (the device's, and the CPU's where OpenCV's
+    response is bit-identical), bit for bit; launches: 4 per run of MAX_LEVELS levels (3 without live points)."""
+    cp = sys.modules["cupy"]
+    grays, existing = _level_cases(seed, n_levels)
+    n_points = 0
+    counted = hasattr(cp, "launches")  # the stand-in counts launches, a real CuPy does not
+    for quality in (0.001, 0.2, 0.0):
+        before = sum(cp.launches.values()) if counted else 0
+        got, scratch = mod.dense_sample_levels([cp.asarray(g) for g in grays], existing, stride=5, quality=quality,
+                                               scratch=scratch)
+        runs = range(0, n_levels, mod.MAX_LEVELS)
+        marks = sum(any(len(p) for p in existing[a:a + mod.MAX_LEVELS]) for a in runs)
+        assert not counted or sum(cp.launches.values()) - before == 3 * len(runs) + marks
+        for g, pts, points in zip(grays, existing, got):
+            want = mod.dense_sample(g, pts, stride=5, quality=quality)
+            assert points.dtype == np.float32 and np.array_equal(points, want), (g.shape, quality)
+            if OPENCV_AVX2:
+                assert np.array_equal(points, sampling.dense_sample(g, pts, stride=5, quality=quality))
+            n_points += len(want)
+    assert n_points > 100  # not vacuous
+    return scratch
+
+
+@pytest.mark.parametrize("n_levels", [6, 11])
+def test_emulated_dense_sample_levels_equals_each_level_alone(emulated, n_levels):
+    scratch = _compare_sampling_levels(emulated, n_levels)
+    assert _compare_sampling_levels(emulated, n_levels, seed=1, scratch=scratch) is scratch  # buffers reused
+
+
+def test_emulated_dense_sample_levels_checks_its_input(emulated):
+    grays, existing = _level_cases(0, 3)
+    with pytest.raises(ValueError, match="live points of each level"):
+        emulated.dense_sample_levels(grays, existing[:2])
+    with pytest.raises(TypeError, match="uint8 image"):
+        emulated.dense_sample_levels([g.astype(np.float32) for g in grays], existing)
+
+
+#: The batched sampling broken (each level alone is right): which level a thread finds, the levels' maxima's
+#: reduction, a level's maximum, where a level's marks go.
+LEVEL_MUTATIONS = [
+    ("while (l + 1 < n_levels && table[(l + 1) * IDT_ST + col] <= i) ++l;",
+     "while (l + 1 < n_levels && table[(l + 1) * IDT_ST + col] < i) ++l;"),
+    ("part[threadIdx.x + half] > part[threadIdx.x]", "part[threadIdx.x + half] < part[threadIdx.x]"),
+    ("maxv[l], quality, stride", "maxv[0], quality, stride"),
+    ("stride, (int)row[3], (int)row[4], occ + row[5]);", "stride, (int)row[3], (int)row[4], occ);"),
+]
+
+
+@pytest.mark.parametrize("old, new", LEVEL_MUTATIONS, ids=[f"m{i}" for i in range(len(LEVEL_MUTATIONS))])
+def test_emulated_broken_level_sampling_fails(emulated, monkeypatch, old, new):
+    with _cuda_on_cpu.mutated(emulated, monkeypatch, old, new), pytest.raises(AssertionError):
+        _compare_sampling_levels(emulated, 6)
+
+
 # ---------------------------------------------------------------------------------------------- the warp
 HOMOGRAPHIES = [
     np.eye(3),
@@ -341,7 +417,8 @@ def test_emulated_extract_on_cuda_meets_the_parity_bar(emulated_extract, monkeyp
     from idtfv.idt.flow import farneback_cuda
 
     calls: dict = {}
-    _count_calls(monkeypatch, emulated_extract, ("dense_sample", "warp_to_previous", "compensate_flow"), calls)
+    _count_calls(monkeypatch, emulated_extract, ("dense_sample", "dense_sample_levels", "warp_to_previous",
+                                                 "compensate_flow"), calls)
     _count_calls(monkeypatch, farneback_cuda.CudaFarnebackPyramidFlow, ("solve",), calls)
     _count_calls(monkeypatch, farneback_cuda, ("build_pyramid_cuda",), calls)
     _count_calls(monkeypatch, sampling, ("corner_response",), calls)
@@ -354,14 +431,15 @@ def test_emulated_extract_on_cuda_meets_the_parity_bar(emulated_extract, monkeyp
     # the device path really ran: sampling on the first frame and every init_gap, the flow and the pyramid on
     # every frame, the warp (recompute) or the derived flows (subtract) on every frame after the first
     frames = len(_clip())
-    assert calls["dense_sample"] == 2 * len(range(0, frames, params.init_gap))
+    assert calls["dense_sample_levels"] == len(range(0, frames, params.init_gap))  # both levels at once
+    assert "dense_sample" not in calls
     assert calls["solve"] >= frames - 1 and calls["build_pyramid_cuda"] >= frames
     if warp_flow == "recompute":
         assert calls["warp_to_previous"] == frames - 1
     else:
         assert calls["compensate_flow"] == 2 * (frames - 1)
     # the dense sampling no longer computes its response on the host
-    assert n_host_responses >= calls["dense_sample"] and "corner_response" not in calls
+    assert n_host_responses >= 2 * calls["dense_sample_levels"] and "corner_response" not in calls
     _meets_parity_bar(cpu, gpu)
 
 
@@ -385,6 +463,7 @@ def test_gpu_frame_kernels_match_their_cpu_twins():
 
     _check_all(_frame_cuda)
     _compare_sampling(_frame_cuda, 1, device_response=OPENCV_AVX2)
+    _compare_sampling_levels(_frame_cuda, 11)  # every level at once
     test_emulated_warp_against_opencv_simd_within_one_level(_frame_cuda)
 
 
@@ -409,5 +488,6 @@ def test_frame_cuda_source_compiles_with_nvcc(tmp_path):
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("corner_min_eig", "mark_cells", "select_cells", "warp_perspective", "compensate_flow",
-                 "compensate_flow_interior"):
+                 "compensate_flow_interior", "corner_min_eig_levels", "level_max", "mark_cells_levels",
+                 "select_cells_levels"):
         assert f".entry {name}(" in ptx

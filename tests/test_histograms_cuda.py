@@ -11,6 +11,7 @@ The tests marked ``gpu`` run the same checks on a real device and skip without C
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ import _cuda_on_cpu
 from conftest import SHARED, tiny_frames
 from idtfv.idt import IDTParams, extract
 from idtfv.idt import descriptors as D
+from idtfv.errors import ParameterError
 from idtfv.idt.device import cuda_available
 
 NAME = "idtfv.idt._histograms_cuda"
@@ -168,6 +170,120 @@ def test_emulated_broken_kernels_fail(emulated, monkeypatch, old, new):
             _compare(48, 33, LAYOUTS[layout], seed + 7, u8=True)
 
 
+# ----------------------------------------------------------------- every level in one launch (issue 14's budget)
+#: Level sizes: a pyramid's (decreasing, down to a level smaller than the patch, which gets no points), and more
+#: levels than one launch takes (two runs of the kernels).
+LEVEL_SHAPES = {"pyramid": [(48, 33), (34, 23), (24, 17), (17, 12), (2, 2)],
+                "ten": [(42 - k, 51 - 2 * k) for k in range(10)]}
+SMALL_PATCH = D.DescriptorLayout(patch=8, nx_cells=2, ny_cells=2, hog_bins=5, hof_bins=4, mbh_bins=3)
+
+
+def _level_inputs(shapes, seed, u8):
+    frames = [_frame(h, w, seed + k) for k, (h, w) in enumerate(shapes)]
+    grays = [g.astype(np.uint8) if u8 else g for g, _ in frames]
+    return grays, [f for _, f in frames]
+
+
+def _compare_levels(shapes, layout, seed, u8=False, out=None):
+    """``level_histograms`` and ``gather_levels`` of several levels against the Numba kernels level by level, bit
+    for bit; the launches: 3 + 1 per run of MAX_LEVELS levels (no gathering without points), whatever the number
+    of levels in the run."""
+    import cupy
+
+    from idtfv.idt import _histograms_cuda
+    from idtfv.idt.tracking_cuda import gather_levels
+
+    grays, flows = _level_inputs(shapes, seed, u8)
+    grays, flows = [cupy.asarray(g) for g in grays], [cupy.asarray(f) for f in flows]  # the device's levels
+    pts = [_points(h, w, 5 + 3 * k, seed + k) if min(h, w) >= layout.patch and k != 1 else np.zeros((0, 2), np.float32)
+           for k, (h, w) in enumerate(shapes)]  # level 1 has no points
+    before = sum(cupy.launches.values()) if hasattr(cupy, "launches") else None  # the stand-in counts them
+    got = D.level_histograms(grays, flows, layout=layout, out=out)
+    every = gather_levels(got, [cupy.asarray(p) for p in pts], layout=layout)
+    starts = np.cumsum([0] + [len(p) for p in pts])
+    assert every.shape[0] == starts[-1]
+    blocks = [every[starts[k]:starts[k + 1]] for k in range(len(pts))]
+    runs = [range(a, min(a + _histograms_cuda.MAX_LEVELS, len(shapes)))
+            for a in range(0, len(shapes), _histograms_cuda.MAX_LEVELS)]
+    gathers = sum(any(len(pts[k]) for k in run) for run in runs)  # a run without points launches no gathering
+    assert before is None or sum(cupy.launches.values()) - before == 3 * len(runs) + gathers
+    for k, (g, f) in enumerate(zip(grays, flows)):
+        want = D.frame_histograms(cupy.asnumpy(g), cupy.asnumpy(f), layout=layout)
+        for kind, a, b in zip(KINDS, want, got.levels[k]):
+            assert _same_bits(a, cupy.asnumpy(b)), (k, kind)
+        if len(pts[k]):
+            assert _same_bits(D.cell_descriptor_rows(want, pts[k], layout=layout), cupy.asnumpy(blocks[k])), k
+        else:
+            assert blocks[k].shape == (0, layout.nx_cells * layout.ny_cells * sum(got.nbs)), k
+    assert sum(len(b) for b in blocks) > 0 and all(np.isfinite(cupy.asnumpy(b)).all() for b in blocks)
+    return got
+
+
+@pytest.mark.parametrize("shapes", list(LEVEL_SHAPES), ids=list(LEVEL_SHAPES))
+@pytest.mark.parametrize("layout", ["default", "odd-bins", "small"])
+def test_emulated_level_kernels_equal_each_level_alone(emulated, shapes, layout):
+    layout = SMALL_PATCH if layout == "small" else LAYOUTS[layout]
+    _compare_levels(LEVEL_SHAPES[shapes], layout, seed=11, u8=True)
+    _compare_levels(LEVEL_SHAPES[shapes], layout, seed=12)
+
+
+def test_emulated_level_histograms_reuse_their_buffer(emulated):
+    shapes = LEVEL_SHAPES["pyramid"]
+    first = _compare_levels(shapes, SMALL_PATCH, seed=1, u8=True)
+    again = _compare_levels(shapes, SMALL_PATCH, seed=2, u8=True, out=first)
+    assert again is first  # same sizes: the buffer, its views and the table are reused
+    other = _compare_levels(shapes[1:], SMALL_PATCH, seed=3, u8=True, out=first)
+    assert other is not first and other.shapes == tuple(shapes[1:])
+
+
+def test_emulated_level_inputs_are_checked(emulated):
+    grays, flows = _level_inputs([(20, 30), (14, 21)], 0, True)
+    with pytest.raises(ParameterError, match="flow must have shape"):
+        D.level_histograms(grays, flows[::-1])
+    with pytest.raises(ValueError, match="one flow per level"):
+        D.level_histograms(grays, flows[:1])
+
+
+def _shift_column(column):
+    """level_table with ``column``'s start of every level but the first taken from the level before (the offset
+    table off by one level: inside the buffers for decreasing sizes)."""
+    real = importlib.import_module(NAME).level_table
+
+    def broken(shapes, nbs):
+        t = real(shapes, nbs)
+        t[1:-1, column] = t[:-2, column].copy()
+        return t
+
+    return broken
+
+
+#: The level kernels deliberately broken (each level alone is right: only the batching is): which level a thread
+#: finds, where a level's third histogram starts, the gathering's level row and first row, and the table's
+#: histogram starts off by one level (shifting the threads' starts would write outside the buffers instead).
+LEVEL_MUTATIONS = [
+    ("while (l + 1 < n_levels && table[(l + 1) * IDT_LT + col] <= i) ++l;",
+     "while (l + 1 < n_levels && table[(l + 1) * IDT_LT + col] < i) ++l;"),
+    ("long long before = (j > 0 ? nb0 : 0) + (j > 1 ? nb1 : 0)",
+     "long long before = (j > 0 ? nb0 : 0) + (j > 1 ? nb2 : 0)"),
+    ("const long long* row = table + l * IDT_LT;\n    int local",
+     "const long long* row = table + (l > 0 ? l - 1 : 0) * IDT_LT;\n    int local"),
+    ("eps, out + (long long)first * out_stride", "eps, out + (long long)(first > 0 ? first - 1 : 0) * out_stride"),
+    ("first_hist", 5),
+]
+
+
+@pytest.mark.parametrize("old, new", LEVEL_MUTATIONS, ids=[f"m{i}" for i in range(len(LEVEL_MUTATIONS))])
+def test_emulated_broken_level_kernels_fail(emulated, monkeypatch, old, new):
+    if isinstance(new, int):  # the offset table, off by one level
+        monkeypatch.setattr(emulated, "level_table", _shift_column(new))
+        context = contextlib.nullcontext()
+    else:
+        context = _cuda_on_cpu.mutated(emulated, monkeypatch, old, new)
+    with context, pytest.raises(AssertionError):
+        for layout in (SMALL_PATCH, LAYOUTS["default"]):
+            _compare_levels(LEVEL_SHAPES["pyramid"], layout, seed=5, u8=True)
+
+
 def _clip(frames=24):
     return tiny_frames(frames=frames, width=96, height=72, motion=(2, 1))
 
@@ -203,6 +319,38 @@ def test_emulated_extract_on_cuda_gives_the_cpu_trajectories(emulated, monkeypat
     _same_trajectories(cpu, auto)
 
 
+def _describe_level_by_level(self, moved, flows_w, first):
+    """The device describe step as it was before the levels were batched: each level's histograms (3 launches)
+    and blocks (1) in turn."""
+    from idtfv.idt.tracking_cuda import gather_blocks
+
+    for k, (rows, points) in enumerate(moved):
+        if len(rows):
+            hists = D.frame_histograms(self.prev_pyr[first + k], flows_w[k], layout=self.layout, device="cuda")
+            self.pools[first + k].store_descriptors(rows, gather_blocks(hists, points, layout=self.layout))
+
+
+@pytest.mark.parametrize("camera", [True, False], ids=["camera", "no-camera"])
+def test_emulated_extract_batches_the_levels_with_the_same_bytes(emulated, monkeypatch, camera):
+    """The whole frame on the device (the default Farnebäck): every level's histograms in one set of launches and
+    their blocks in one give the trajectories of the level-by-level describe step, bit for bit."""
+    import cupy
+
+    from idtfv.idt import extractor
+
+    params = IDTParams(device="cuda", track_length=6, scales=3, camera_motion=camera)
+    cupy.device_calls.clear()
+    batched = extract(_clip(16), params)
+    calls = {k: v for per_thread in cupy.device_calls.values() for k, v in per_thread.items()}
+    assert calls.get("launch gather_blocks_levels", 0) > 0 and "launch gather_blocks" not in calls
+    monkeypatch.setattr(extractor._Steps, "_describe_on_device", _describe_level_by_level)
+    cupy.device_calls.clear()
+    level_by_level = extract(_clip(16), params)
+    calls = {k: v for per_thread in cupy.device_calls.values() for k, v in per_thread.items()}
+    assert calls.get("launch gather_blocks", 0) > 0 and "launch gather_blocks_levels" not in calls
+    _same_trajectories(level_by_level, batched)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "reference" / "videos").exists(), reason="needs ../shared/reference/videos")
 def test_emulated_extract_on_a_reference_video_gives_the_cpu_trajectories(emulated):
@@ -226,6 +374,8 @@ def real_cupy():
 def test_gpu_kernels_are_bit_identical_to_numba(real_cupy, layout):
     for h, w in ((37, 53), (2, 2), (240, 320)):
         _compare(h, w, LAYOUTS[layout], seed=h + w, device_module=real_cupy)
+    for shapes in LEVEL_SHAPES.values():  # every level at once
+        _compare_levels(shapes, LAYOUTS[layout], seed=11, u8=True)
 
 
 @pytest.mark.gpu
@@ -267,4 +417,4 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     source = importlib.import_module(NAME)._SOURCE
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
     for name in ("frame_bins", "hist_rows", "hist_cols", "gather_blocks"):
-        assert f".entry {name}(" in ptx
+        assert f".entry {name}(" in ptx and f".entry {name}_levels(" in ptx

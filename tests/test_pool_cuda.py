@@ -13,8 +13,10 @@ tests/test_extractor_kernels.py), ``_tracking_nb.validate_tracks`` for the pruni
 - the pruning kernel against Numba bit for bit, on tracks planted to fail each test (static, erratic, a jump, no
   camera-compensated motion) and tracks that pass;
 - broken kernels (the free stack's order, a cell index, the float32 rounding of the mean, ...) must fail;
+- the steps batched over the levels (``step_levels``, ``store_levels``) against each host pool's, bit for bit,
+  with broken batchings that must fail;
 - ``extract(device="cuda")``: the device pools are used, the output is the same with threads, and no live-track
-  state comes back: every download of the run is a step's two counts, a pruning's count, the kept rows (their
+  state comes back: every download of the run is the levels' step counts, a pruning's count, the kept rows (their
   number equals the trajectories'), the dense sampling's cell bytes or the camera's flow-match vectors.
 
 The ``gpu`` tests run the pool comparisons on a real device.
@@ -62,6 +64,16 @@ def _same(a, b, what):
     a, b = np.asarray(a), _host(b)
     assert a.dtype == b.dtype and a.shape == b.shape, (what, a.dtype, b.dtype, a.shape, b.shape)
     assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), what
+
+
+def _launches(cp):
+    """Kernel launches so far (the stand-in cupy counts them; a real CuPy does not: None)."""
+    return sum(cp.launches.values()) if hasattr(cp, "launches") else None
+
+
+def _launched(cp, before, n):
+    """``n`` launches since ``before`` (checked on the emulator only)."""
+    return before is None or _launches(cp) - before == n
 
 
 def _same_state(cpu: TrackPool, dev, what=""):
@@ -282,6 +294,190 @@ def test_emulated_gathered_blocks_equal_the_cpu(emulated):
     _compare_gather()
 
 
+def _compare_store_levels(n_pools=10, rounds=3, seed=5):
+    """``store_levels`` of several device pools (the levels: 10 take two launches) against each host pool's
+    ``store_descriptors``, bit for bit, after each of a few steps; pools with no moved rows among them."""
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, store_levels
+
+    rng = np.random.default_rng(seed)
+    L, nt, D, h, w = 6, 3, 5, 19, 27
+    cpus = [TrackPool(L, D, nt, capacity=16) for _ in range(n_pools)]
+    devs = [DeviceTrackPool(L, D, nt, capacity=16) for _ in range(n_pools)]
+    stored = 0
+    for it in range(rounds):
+        moved = []
+        for k, (cpu, dev) in enumerate(zip(cpus, devs)):
+            pts = np.stack([rng.uniform(1, w - 1, 3 * k), rng.uniform(1, h - 1, 3 * k)], 1).astype(np.float32)
+            cpu.add(pts)
+            dev.add(pts)
+            flow = rng.normal(size=(h, w, 2)).astype(np.float32) * np.float32(0.5)
+            rows_c, _ = cpu.step(flow, flow)
+            rows_d, _ = dev.step(cp.asarray(flow), cp.asarray(flow))
+            moved.append((rows_c, rows_d))
+        blocks = rng.uniform(0, 1, (sum(len(r) for r, _ in moved), D)).astype(np.float32)
+        first = 0
+        for cpu, (rows_c, _) in zip(cpus, moved):
+            cpu.store_descriptors(rows_c, blocks[first:first + len(rows_c)])
+            first += len(rows_c)
+        launches = _launches(cp)
+        store_levels(devs, [r for _, r in moved], cp.asarray(blocks))
+        assert _launched(cp, launches, 2)  # 8 pools a launch
+        stored += len(blocks)
+        for k, (cpu, dev) in enumerate(zip(cpus, devs)):
+            _same_state(cpu, dev, f"store_levels {it}, pool {k}")
+            cpu.pop_finished()
+            dev.pop_finished()
+    assert stored > 100 and not len(moved[0][0])  # not vacuous; pool 0 moved nothing
+
+
+def test_emulated_store_levels_equals_each_pool_alone(emulated):
+    _compare_store_levels()
+
+
+def test_emulated_store_levels_is_checked(emulated):
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, store_levels
+
+    pools = [DeviceTrackPool(6, 5, 3, capacity=4), DeviceTrackPool(6, 7, 3, capacity=4)]
+    rows = [cp.zeros(1, np.int64), cp.zeros(0, np.int64)]
+    with pytest.raises(ValueError, match="same length, desc_dim"):
+        store_levels(pools, rows, cp.zeros((1, 5), cp.float32))
+    with pytest.raises(ValueError, match="expected 1 blocks"):
+        store_levels(pools, rows, cp.zeros((2, 5), cp.float32))
+
+
+def _compare_step_levels(n_pools=10, rounds=12, seed=7):
+    """``step_levels`` and ``pop_levels`` of several device pools (10: two runs of 8), each with its own flow size
+    and scale, against each host pool's ``step`` and ``pop_finished`` with the Numba pruning, bit for bit (the rows,
+    their points before the move, every array, the live order, the free stack, the finished count, the kept rows),
+    round after round with new points, deaths, finished tracks kept and pruned, and pools without live or finished
+    tracks among them."""
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, add_levels, pop_levels, step_levels
+
+    rng = np.random.default_rng(seed)
+    L, nt, D = 4, 2, 3
+    sizes = [(23 - k, 31 - 2 * k) for k in range(n_pools)]
+    cpus = [TrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
+    devs = [DeviceTrackPool(L, D, nt, capacity=8) for _ in range(n_pools)]
+    seen = dict(moved=0, died=0, finished=0, idle=0, kept=0, pruned=0, grown=0)
+    scales = [1.0 + 0.25 * k for k in range(n_pools)]
+    for it in range(rounds):
+        flows, flows_w, new = [], [], []
+        for k, ((h, w), cpu) in enumerate(zip(sizes, cpus)):
+            m = 0 if k == 0 or not (k + it) % 4 else int(rng.integers(0, 12))  # some pools get none; pool 0 never
+            new.append(np.stack([rng.uniform(0.5, w - 0.5, m), rng.uniform(0.5, h - 0.5, m)], 1).astype(np.float32))
+            cpu.add(new[-1])
+        if it % 2:  # every pool's new points in one upload and one launch per 8 pools with points
+            launches = _launches(cp)
+            add_levels(devs, new)
+            assert _launched(cp, launches, -(-sum(len(p) > 0 for p in new) // 8))
+        else:
+            for dev, pts in zip(devs, new):
+                dev.add(pts)
+        for k, ((h, w), cpu, dev) in enumerate(zip(sizes, cpus, devs)):
+            _same_state(cpu, dev, f"add {it}, pool {k}")
+            seen["grown"] += cpu.capacity > 8
+            flows.append((rng.normal(size=(h, w, 2)) * 1.5).astype(np.float32))
+            flows_w.append((rng.normal(size=(h, w, 2)) * 0.5).astype(np.float32))
+        launches, active = _launches(cp), sum(len(d) > 0 for d in devs)
+        got = step_levels(devs, [cp.asarray(f) for f in flows], [cp.asarray(f) for f in flows_w])
+        assert _launched(cp, launches, 2 * -(-active // 8))  # per 8 pools with live tracks
+        for k, (cpu, dev) in enumerate(zip(cpus, devs)):
+            n_live = len(cpu)
+            rows_c, prev_c = cpu.step(flows[k], flows_w[k])
+            rows_d, prev_d = got[k]
+            _same(rows_c, rows_d, f"step_levels {it}, pool {k}: rows")
+            _same(prev_c, prev_d, f"step_levels {it}, pool {k}: points before the move")
+            _same_state(cpu, dev, f"step_levels {it}, pool {k}")
+            finished = int((cpu.index[cpu.live()] >= L).sum())
+            assert dev._n_done == finished, (it, k, dev._n_done, finished)
+            seen["moved"] += len(rows_c)
+            seen["died"] += n_live - len(rows_c)
+            seen["finished"] += finished
+            seen["idle"] += n_live == 0
+        launches = _launches(cp)
+        got = pop_levels(devs, scales, **PRUNE)
+        assert not any(d._n_done for d in devs)  # none left
+        assert launches is None or _launches(cp) - launches <= 4 * 2  # 4 launches per 8 pools popped
+        for k, cpu in enumerate(cpus):
+            pos, disp, desc = cpu.pop_finished()
+            meta, traj, keep = _validate_cpu(pos, disp, scales[k], PRUNE)
+            seen["kept"] += int(keep.sum())
+            seen["pruned"] += int((~keep).sum())
+            if not keep.any():
+                assert got[k] is None, f"pop_levels {it}, pool {k}: rows came back though none was kept"
+                continue
+            assert got[k] is not None, f"pop_levels {it}, pool {k}: no rows came back though {keep.sum()} were kept"
+            for name, a, b in zip(("meta", "traj", "desc"), (meta[keep], traj[keep], desc[keep]), got[k]):
+                _same(a, b, f"pop_levels {it}, pool {k}: {name}")
+            _same_state(cpu, devs[k], f"pop_levels {it}, pool {k}")
+    assert all(v > 10 for v in seen.values()), seen  # not vacuous
+    return seen
+
+
+def test_emulated_step_levels_equals_each_pool_alone(emulated):
+    import cupy as cp
+
+    from idtfv.idt.tracking_cuda import DeviceTrackPool, step_levels
+
+    _compare_step_levels()
+    pools = [DeviceTrackPool(4, 3, 2, capacity=8) for _ in range(10)]
+    for k, pool in enumerate(pools):
+        pool.add(np.float32([[3.5 + k, 4.0], [5.0, 6.5]]))
+    flows = [cp.zeros((12, 15, 2), cp.float32)] * 10
+    before = sum(cp.launches.values())
+    step_levels(pools, flows, flows)
+    assert sum(cp.launches.values()) - before == 4  # pool_step_levels and compact_step_levels per 8 pools
+    assert step_levels([DeviceTrackPool(4, 3, 2)], flows[:1], flows[:1])[0][0].shape == (0,)  # no live track
+    pools[3]._n_done = 1  # as after a step with a finished track not popped
+    with pytest.raises(RuntimeError, match="were not popped"):
+        step_levels(pools, flows, flows)
+    with pytest.raises(ValueError, match="one flow and one compensated flow per pool"):
+        step_levels(pools, flows[:2], flows)
+    from idtfv.idt.tracking_cuda import pop_levels
+
+    with pytest.raises(ValueError, match="one scale per pool"):
+        pop_levels(pools, [1.0], **PRUNE)
+    from idtfv.idt.tracking_cuda import add_levels
+
+    with pytest.raises(ValueError, match="the new points of the 10 pools"):
+        add_levels(pools, [np.zeros((1, 2), np.float32)])
+
+
+#: Broken batched steps and pops (each pool alone is right): a pool's finished count with the pools' before it,
+#: the points before the move one slot off, every pool pruned at the first pool's scale, a pool's new points read
+#: one point early.
+STEP_MUTATIONS = [
+    ("idt_pool_add_at(pts + 2 * (long long)first,",
+     "idt_pool_add_at(pts + 2 * (long long)(first > 0 ? first - 1 : 0),"),
+    ("long long dbase = first > 0 ? dsum[first - 1] : 0;\n    idt_compact_at",
+     "long long dbase = 0;\n    idt_compact_at"),
+    ("hs[l], ws[l], prev + 2 * first,", "hs[l], ws[l], prev + 2 * (first > 0 ? first - 1 : 0),"),
+    ("L, scales[l], min_var", "L, scales[0], min_var"),
+]
+
+
+@pytest.mark.parametrize("old, new", STEP_MUTATIONS, ids=[f"m{i}" for i in range(len(STEP_MUTATIONS))])
+def test_emulated_broken_step_levels_fails(emulated, monkeypatch, old, new):
+    with _cuda_on_cpu.mutated(emulated, monkeypatch, old, new), pytest.raises(AssertionError):
+        _compare_step_levels()
+
+
+#: Broken batched sums (each pool alone is right): a level's blocks read from the wrong rows of the buffer.
+LEVEL_MUTATIONS = [("blocks + first, desc[l], t - first", "blocks + first / 2, desc[l], t - first")]
+
+
+@pytest.mark.parametrize("old, new", LEVEL_MUTATIONS, ids=[f"m{i}" for i in range(len(LEVEL_MUTATIONS))])
+def test_emulated_broken_store_levels_fails(emulated, monkeypatch, old, new):
+    with _cuda_on_cpu.mutated(emulated, monkeypatch, old, new), pytest.raises(AssertionError):
+        _compare_store_levels()
+
+
 MUTATIONS = [
     ("free_rows[n_free + n_dead - 1 - dead_rank] = live[k];", "free_rows[n_free + dead_rank] = live[k];"),
     ("done[k] = (ok && i + 1 >= L) ? 1 : 0;", "done[k] = (ok && i + 1 > L) ? 1 : 0;"),
@@ -348,14 +544,14 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     from idtfv.idt import tracking_cuda
 
     cp = sys.modules["cupy"]
-    calls = {"pop_validated": 0, "track_step": 0, "gather_all": 0}
-    real_pop = tracking_cuda.DeviceTrackPool.pop_validated
+    calls = {"pop_levels": 0, "track_step": 0, "gather_all": 0}
+    real_pop = tracking_cuda.pop_levels
 
-    def pop_validated(self, *args, **kwargs):
-        calls["pop_validated"] += 1
-        return real_pop(self, *args, **kwargs)
+    def pop_levels(*args, **kwargs):
+        calls["pop_levels"] += 1
+        return real_pop(*args, **kwargs)
 
-    monkeypatch.setattr(tracking_cuda.DeviceTrackPool, "pop_validated", pop_validated)
+    monkeypatch.setattr(tracking_cuda, "pop_levels", pop_levels)
     from idtfv.idt import _histograms_cuda
 
     for owner, name in ((emulated, "track_step"), (_histograms_cuda, "gather_all")):  # the host pools' paths
@@ -364,27 +560,29 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     log = _downloads(monkeypatch, cp)
     gpu = extract(_clip(), params.replace(device="cuda"))
     frames = len(_clip())
-    assert calls["pop_validated"] == 2 * (frames - 1) and calls["track_step"] == 0 and calls["gather_all"] == 0
+    assert calls["pop_levels"] == frames - 1 and calls["track_step"] == 0 and calls["gather_all"] == 0
     L, D = params.track_length, 132
     row = (6 + 2 * L + params.nt_cells * D) * 4
     by_kind: dict = {}
     for module, func, nbytes in log:
         by_kind.setdefault((module, func), []).append(nbytes)
-    allowed = {("idtfv.idt.tracking_cuda", "step"), ("idtfv.idt.tracking_cuda", "pop_validated"),
-               ("idtfv.idt._frame_cuda", "dense_sample"), ("idtfv.idt.extractor", "__getitem__")}
+    allowed = {("idtfv.idt.tracking_cuda", "step_levels"), ("idtfv.idt.tracking_cuda", "_kept_counts"),
+               ("idtfv.idt.tracking_cuda", "pop_levels"), ("idtfv.idt._frame_cuda", "dense_sample_levels"),
+               ("idtfv.idt.extractor", "__getitem__")}
     assert set(by_kind) <= allowed, set(by_kind) - allowed
-    # a step: its two counts (16 bytes), once per level and frame with live tracks
-    steps = by_kind[("idtfv.idt.tracking_cuda", "step")]
-    assert set(steps) == {16} and frames - 1 <= len(steps) <= 2 * (frames - 1)
-    # a pop with finished tracks: the number kept (8 bytes), then the kept rows, as many as the trajectories
-    pops = by_kind[("idtfv.idt.tracking_cuda", "pop_validated")]
-    counts, rows = [b for b in pops if b == 8], [b for b in pops if b != 8]
-    assert len(counts) >= len(rows) > 0 and all(b % row == 0 for b in rows)
+    # the levels' steps: two counts per level with live tracks (16 bytes each), all levels in one download per frame
+    steps = by_kind[("idtfv.idt.tracking_cuda", "step_levels")]
+    assert set(steps) == {2 * 16} and len(steps) == frames - 1
+    # the levels' pop when tracks finished: the kept flags' running count (8 bytes per finished track), then the
+    # kept rows of all levels in one transfer, as many as the trajectories
+    counts = by_kind[("idtfv.idt.tracking_cuda", "_kept_counts")]
+    rows = by_kind[("idtfv.idt.tracking_cuda", "pop_levels")]
+    assert len(counts) >= len(rows) > 0 and all(b % 8 == 0 for b in counts) and all(b % row == 0 for b in rows)
     assert sum(rows) == len(gpu) * row and len(gpu) > 50
-    # the sampling: one byte per grid cell of each level (first frame and every init_gap); the camera: up to
-    # flow_matches flow vectors
-    cells = [(96 // 5) * (72 // 5), (68 // 5) * (51 // 5)]
-    assert set(by_kind[("idtfv.idt._frame_cuda", "dense_sample")]) <= set(cells)
+    # the sampling: one byte per grid cell of the levels, both in one download (first frame and every init_gap);
+    # the camera: up to flow_matches flow vectors
+    cells = (96 // 5) * (72 // 5) + (68 // 5) * (51 // 5)
+    assert set(by_kind[("idtfv.idt._frame_cuda", "dense_sample_levels")]) == {cells}
     assert max(by_kind.get(("idtfv.idt.extractor", "__getitem__"), [0])) <= 1000 * 8
     # in all: far less than the live tracks' points once per level and frame (the host pools' traffic)
     assert sum(steps) + sum(counts) < 0.05 * len(gpu) * row
@@ -423,6 +621,8 @@ def test_gpu_device_pool_equals_trackpool_step_by_step():
 
     _check_all(_tracking_cuda)  # random pool sequences, the pruning
     _compare_gather()
+    _compare_store_levels()  # every level's steps at once
+    _compare_step_levels()
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
@@ -431,6 +631,8 @@ def test_tracking_cuda_source_compiles_with_nvcc(tmp_path):
     source = next(ast.literal_eval(n.value) for n in ast.parse(module.read_text()).body
                   if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "_SOURCE")
     ptx = _cuda_on_cpu.nvcc_ptx(source, tmp_path)
-    for name in ("track_points", "pool_step", "compact_step", "pool_add", "add_blocks", "flag_rows", "pop_done",
-                 "compact_keep", "validate_rows", "pack_rows"):
+    for name in ("track_points", "pool_step", "compact_step", "pool_step_levels", "compact_step_levels", "pool_add",
+                 "add_blocks", "add_blocks_levels", "flag_rows", "pop_done", "compact_keep", "validate_rows",
+                 "pack_rows", "flag_rows_levels", "pop_done_levels", "validate_rows_levels", "pack_rows_levels",
+                 "pool_add_levels"):
         assert f".entry {name}(" in ptx
