@@ -232,7 +232,8 @@ def load_valid(path) -> dict[str, np.ndarray] | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # our own file object: np.load leaves the file it opened open when the ZIP cannot be read
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
     except Exception:  # noqa: BLE001 - any failure to read means "not a valid result"
         return None
@@ -256,9 +257,10 @@ class NpzArchive(Mapping):
         The array names, in the file's order.
     """
 
-    def __init__(self, path: Path, npz, remedy: str):
+    def __init__(self, path: Path, npz, remedy: str, file=None):
         self.path = path
         self._npz = npz
+        self._file = file  # the file object np.load read from (ours to close), or None
         self._remedy = remedy
         self.files = list(npz.files)
 
@@ -282,6 +284,8 @@ class NpzArchive(Mapping):
 
     def close(self) -> None:
         self._npz.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> NpzArchive:
         return self
@@ -320,13 +324,16 @@ def open_npz(path, *, remedy: str = DEFAULT_REMEDY) -> NpzArchive:
         raise FormatError(path, f"file not found; {remedy}")
     if not path.is_file():
         raise FormatError(path, f"not a regular file; expected an .npz file; {remedy}")
+    f = open(path, "rb")  # ours, closed on failure: np.load leaves the file it opened open when the ZIP is bad
     try:
-        npz = np.load(path, allow_pickle=False)
+        npz = np.load(f, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any failure to open means "not a readable .npz"
+        f.close()
         raise FormatError(path, f"not a readable .npz ({_exception_text(exc)}); {remedy}") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):  # np.load also reads a plain .npy
+        f.close()
         raise FormatError(path, f"not an .npz archive (a single .npy array); {remedy}")
-    return NpzArchive(path, npz, remedy)
+    return NpzArchive(path, npz, remedy, file=f)
 
 
 def _exception_text(exc: BaseException) -> str:
