@@ -50,6 +50,17 @@ extern "C" {
 
 // One point's step: the flow at its rounded, clamped pixel moves it to nxt; the compensated flow there is its
 // displacement d. Returns 1 when nxt is inside the open frame (0, w) x (0, h).
+// The pool of item g of a sequence of n_levels pools laid end to end from *first (counts[l] items in pool l): its
+// index l (n_levels when g is past the last pool), with *first moved to where pool l's items start.
+__device__ __forceinline__ int idt_level_of(long long g, const int* counts, int n_levels, long long* first) {
+    int l = 0;
+    while (l < n_levels && g >= *first + counts[l]) {
+        *first += counts[l];
+        ++l;
+    }
+    return l;
+}
+
 __device__ __forceinline__ int idt_track_point(float px, float py, const float* flow, const float* flow_w, int h,
                                                int w, float* nxt, float* d) {
     float rx = rintf(px);  // cvRound: nearest, ties to even
@@ -175,12 +186,8 @@ __global__ void pool_step_levels(int n_levels, long long run_first, int L, int n
     const float* fws[8] = {fw0, fw1, fw2, fw3, fw4, fw5, fw6, fw7};
     int hs[8] = {h0, h1, h2, h3, h4, h5, h6, h7};
     int ws[8] = {w0, w1, w2, w3, w4, w5, w6, w7};
-    int l = 0;
     long long first = run_first;  // pool l's first track in the sequence
-    while (l < n_levels && g >= first + counts[l]) {
-        first += counts[l];
-        ++l;
-    }
+    int l = idt_level_of(g, counts, n_levels, &first);
     if (l >= n_levels) return;
     idt_pool_step_at(lives[l], L, indexes[l], poss[l], disps[l], flows[l], fws[l], hs[l], ws[l], prev + 2 * first,
                      alive + first, done + first, (int)(g - first));
@@ -209,12 +216,8 @@ __global__ void compact_step_levels(int n_levels, long long run_first, int n0, i
     long long* frees[8] = {free0, free1, free2, free3, free4, free5, free6, free7};
     long long n_frees[8] = {n_free0, n_free1, n_free2, n_free3, n_free4, n_free5, n_free6, n_free7};
 
-    int l = 0;
     long long first = run_first;
-    while (l < n_levels && g >= first + counts_in[l]) {
-        first += counts_in[l];
-        ++l;
-    }
+    int l = idt_level_of(g, counts_in, n_levels, &first);
     if (l >= n_levels) return;
     long long cbase = first > 0 ? csum[first - 1] : 0;
     long long dbase = first > 0 ? dsum[first - 1] : 0;
@@ -495,12 +498,8 @@ __global__ void flag_rows_levels(int n_levels, long long run_first, int n0, int 
     int counts[8] = {n0, n1, n2, n3, n4, n5, n6, n7};
     const long long* lives[8] = {live0, live1, live2, live3, live4, live5, live6, live7};
     const int* indexes[8] = {index0, index1, index2, index3, index4, index5, index6, index7};
-    int l = 0;
     long long first = run_first;  // pool l's first live track in the sequence
-    while (l < n_levels && g >= first + counts[l]) {
-        first += counts[l];
-        ++l;
-    }
+    int l = idt_level_of(g, counts, n_levels, &first);
     if (l >= n_levels) return;
     idt_flag_at(lives[l], indexes[l], threshold, flags + first, (int)(g - first));
 }
@@ -559,12 +558,8 @@ __global__ void validate_rows_levels(int n_levels, long long run_first, int k0, 
     const float* poss[8] = {pos0, pos1, pos2, pos3, pos4, pos5, pos6, pos7};
     const float* disps[8] = {disp0, disp1, disp2, disp3, disp4, disp5, disp6, disp7};
     double scales[8] = {scale0, scale1, scale2, scale3, scale4, scale5, scale6, scale7};
-    int l = 0;
     long long first = run_first;  // pool l's first finished track in the sequence
-    while (l < n_levels && g >= first + counts[l]) {
-        first += counts[l];
-        ++l;
-    }
+    int l = idt_level_of(g, counts, n_levels, &first);
     if (l >= n_levels) return;
     idt_validate_at(rows, poss[l], disps[l], L, scales[l], min_var, max_var, max_dis, max_dis_ratio,
                     min_camera_disp, camera, meta, traj, keep, g);
@@ -580,12 +575,8 @@ __global__ void pack_rows_levels(int n_levels, long long run_first, int k0, int 
     long long g = run_first + (long long)blockIdx.x * blockDim.x + threadIdx.x;
     int counts[8] = {k0, k1, k2, k3, k4, k5, k6, k7};
     const float* descs[8] = {desc0, desc1, desc2, desc3, desc4, desc5, desc6, desc7};
-    int l = 0;
     long long first = run_first;
-    while (l < n_levels && g >= first + counts[l]) {
-        first += counts[l];
-        ++l;
-    }
+    int l = idt_level_of(g, counts, n_levels, &first);
     if (l >= n_levels) return;
     idt_pack_at(rows, keep, csum, meta, traj, descs[l], L, ntd, per_cell, out, g);
 }
