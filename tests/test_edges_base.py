@@ -551,6 +551,7 @@ def test_the_lock_helper_refuses_or_waits(tmp_path):
     finally:
         gate.touch()
         holder.wait(timeout=60)
+        holder.stdout.close()
 
 
 def test_a_corrupt_codebook_npz_is_a_format_error_whatever_the_damage(tmp_path):
