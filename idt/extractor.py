@@ -853,6 +853,10 @@ class _AheadThread:
 
     _END = object()
 
+    def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
+        self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
+        self.frame_num = frame_num  # the last frame handed to the main thread
+
     def _start(self, *, depth: int, name: str, stats: dict) -> None:
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -971,8 +975,7 @@ class _HostAhead(_AheadThread):
     """
 
     def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
-        self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
-        self.frame_num = frame_num  # the last frame handed to the main thread
+        super().__init__(steps, frames, shape, source, frame_num)
         threads = steps.params.threads
         self.depth = 2 * threads
         camera = steps.camera
@@ -1064,8 +1067,7 @@ class _FrontThread(_AheadThread):
     """
 
     def __init__(self, steps: _Steps, frames, shape, source, frame_num: int):
-        self.steps, self.frames, self.shape, self.source = steps, iter(frames), shape, source
-        self.frame_num = frame_num  # the last frame handed to the main thread
+        super().__init__(steps, frames, shape, source, frame_num)
         self._first, self._first_num = steps.prev_gray, frame_num  # the frame before the front thread's first
         # flow solves the front thread may start before the main thread's next warped flow (see the docstring)
         self._permits = threading.Semaphore(_AHEAD + 1 if steps.flow_ahead else 1)
