@@ -379,14 +379,12 @@ def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
 
 def bench_decode(entries, params, threads) -> dict:
     """Frames/s of decoding ``entries`` (grey, working width) with each backend on each thread count."""
-    from idtfv.video import open_video, probe_video
+    from bench_decode import decode as decode_clip  # the extractor's reader, as bench_decode.py times it
+
+    from idtfv.video import probe_video
 
     def decode(entry, backend):
-        n = 0
-        with open_video(entry.path, gray=True, max_width=params.working_width, backend=backend) as reader:
-            for _ in reader:
-                n += 1
-        return n
+        return decode_clip(entry.path, backend, params.working_width)[0]
 
     out = {}
     for backend in ("opencv", "pyav"):

@@ -95,11 +95,11 @@ def main(argv=None) -> int:
     _MAIN_CPU = time.process_time()
     quick_exit()
     sequential_opencv()
-    tune_heap()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
         return int(e.code or 0)
+    tune_heap()  # only for a run: --help and bad options need no heap reserve
     from idtfv.cli import one_line_warnings
 
     try:
@@ -340,11 +340,11 @@ def _frame_bar(name: str, *, quiet: bool):
 def flow_main(argv: list[str] | None = None) -> int:
     """Entry point of ``extract-flow``; returns the exit status."""
     sequential_opencv()
-    tune_heap()
     try:
         args = build_flow_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad option (2, one line already printed)
         return int(exc.code or 0)
+    tune_heap()  # only for a run
 
     def body():
         from idtfv.idt.stage import extract_video

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 __all__ = ["tune_heap", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "HEAP_RESERVE", "OPT_OUT_ENV"]
 
@@ -51,6 +52,7 @@ _DEFAULT_TOP_PAD = 128 * 1024
 _USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 _state: dict | None = None
+_lock = threading.Lock()  # the GPU worker's video threads each call it from the stage runner
 
 
 def _user_chose() -> bool:
@@ -90,11 +92,17 @@ def tune_heap() -> dict:
         another C library or when the user set glibc's malloc variables.
     """
     global _state
-    if _state is not None:
+    with _lock:
+        if _state is None:
+            _state = _tune()
         return _state
-    _state = {"thresholds": False, "huge_pages": False}
+
+
+def _tune() -> dict:
+    """:func:`tune_heap`'s work, done once."""
+    state = {"thresholds": False, "huge_pages": False}
     if not sys.platform.startswith("linux") or _user_chose():
-        return _state
+        return state
     import ctypes  # here: the commands' --help need not load it
 
     try:
@@ -102,18 +110,18 @@ def tune_heap() -> dict:
         libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl has mallopt as a stub)
         mallopt, malloc, free, madvise = libc.mallopt, libc.malloc, libc.free, libc.madvise
     except (OSError, AttributeError):
-        return _state
+        return state
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    _state["thresholds"] = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+    state["thresholds"] = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    if not _state["thresholds"] or not _huge_pages_possible():
-        return _state
+    if not state["thresholds"] or not _huge_pages_possible():
+        return state
     # grow the heap once by the reserve (the top pad of one extension), then mark the whole heap
     malloc.argtypes, malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
     free.argtypes, free.restype = (ctypes.c_void_p,), None
     madvise.argtypes, madvise.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
     if not mallopt(_M_TOP_PAD, HEAP_RESERVE):
-        return _state
+        return state
     try:
         block = malloc(MMAP_THRESHOLD - 4096)  # more than the free top: the heap grows by it and the pad
         free(block)
@@ -121,5 +129,5 @@ def tune_heap() -> dict:
         mallopt(_M_TOP_PAD, _DEFAULT_TOP_PAD)
     heap = _heap_range()
     if heap is not None and heap[1] - heap[0] >= HEAP_RESERVE:
-        _state["huge_pages"] = madvise(heap[0], heap[1] - heap[0], _MADV_HUGEPAGE) == 0
-    return _state
+        state["huge_pages"] = madvise(heap[0], heap[1] - heap[0], _MADV_HUGEPAGE) == 0
+    return state

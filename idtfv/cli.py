@@ -287,7 +287,6 @@ def main(argv: list[str] | None = None, *, commands: Mapping[str, Callable] | No
     """Entry point of the ``idtfv`` console script; returns the exit status."""
     quick_exit()
     sequential_opencv()
-    tune_heap()
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((arg for arg in argv if not arg.startswith("-")), None)
     try:
@@ -299,6 +298,7 @@ def main(argv: list[str] | None = None, *, commands: Mapping[str, Callable] | No
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    tune_heap()  # only for a run: --help and bad options need no heap reserve
     return run_command(lambda: func(args))
 
 
