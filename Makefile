@@ -66,6 +66,12 @@ IDTFV := $(VENV)/bin/idtfv
 # ALLOW_FAILED, CACHE, VENV) are left out: they do not change results. $(call hash,TEXT) = 8 hex digits of the
 # POSIX cksum of TEXT (no virtualenv needed).
 hash = $(shell printf '%s' '$(subst ','\'',$(strip $(1)))' | cksum | awk '{printf "%08x", $$1}')
+# $(call quote,TEXT) = TEXT as one shell word (single-quoted): ROOT=/data/My Videos stays one path.
+quote = '$(subst ','\'',$(1))'
+# make cannot name files on a path with spaces (targets are space-separated): say so instead of failing oddly.
+ifneq ($(words $(CACHE)),1)
+$(error error: CACHE="$(CACHE)": make cannot use a cache directory whose path has spaces; pick another CACHE (ROOT and SPLIT_FILE may have spaces))
+endif
 # STREAMING=1 (or yes/true) switches features + encode to the streaming mode, with its own stamp and outputs.
 STREAM := $(if $(filter 1 yes true,$(STREAMING)),_streaming)
 FEATURES_MODE := $(if $(STREAM), --store sample --split $(SPLIT))
@@ -180,7 +186,8 @@ detect: $(DETECT_REPORT) ## temporal detection on the untrimmed synthetic set (T
 
 $(MANIFEST): | $(INSTALLED)
 	mkdir -p $(@D)
-	$(IDTFV) dataset --kind $(DATASET)$(if $(ROOT), --root $(ROOT))$(if $(SPLIT_FILE), --split-file $(SPLIT_FILE)) \
+	$(IDTFV) dataset --kind $(DATASET)$(if $(ROOT), --root $(call quote,$(ROOT)))$(if $(SPLIT_FILE), --split-file \
+	  $(call quote,$(SPLIT_FILE))) \
 	  --seed $(SEED) --jobs $(JOBS) --out $@
 
 $(FEATURES): $(MANIFEST) | $(INSTALLED)

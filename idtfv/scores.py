@@ -4,6 +4,7 @@ Score file (CSV, UTF-8, header row)::
 
     video_id,label,<class_name_0>,...,<class_name_{C-1}>
 
+A class name with a comma or a quote is quoted as CSV quotes it (``"run, fast"``).
 ``label`` is the true class id (0-based), empty when unknown, or several ids joined by ``;`` for
 multi-label datasets (Hollywood2-style). Scores are floats written with 17 significant digits, so
 a round trip is exact; higher means more likely.
@@ -155,7 +156,8 @@ def write_scores(path, video_ids, scores, class_names, labels=None) -> Path:
     scores : array_like, shape (n, C)
         Class scores; must be finite.
     class_names : sequence of str, length C
-        Must be unique and contain no comma, quote or newline.
+        Must be unique, non-empty and without line breaks; a name with a comma or a quote is quoted in the
+        header as CSV quotes it (``"run, fast"``), which :func:`read_scores` reads back.
     labels : None, array_like (n,) of int (-1 = unknown), (n, C) bool indicators, or a sequence of
         id sets (multi-label)
 
@@ -172,15 +174,15 @@ def write_scores(path, video_ids, scores, class_names, labels=None) -> Path:
     names = [str(x) for x in class_names]
     if len(names) != c:
         raise ValueError(f"write_scores: expected {c} class names (one per score column), got {len(names)}")
-    if len(set(names)) != c or any((not x) or any(ch in x for ch in ',"\r\n') for x in names):
-        raise ValueError("write_scores: class names must be unique, non-empty, without commas, quotes or newlines")
+    if len(set(names)) != c or any((not x) or any(ch in x for ch in "\r\n") for x in names):
+        raise ValueError("write_scores: class names must be unique, non-empty, without line breaks")
     if set(names) & set(_HEADER):
         raise ValueError("write_scores: a class may not be named 'video_id' or 'label'")
     ids = _check_ids(video_ids, n, "write_scores")
     sets = _label_sets(labels, n, c, "write_scores")
 
     buf = io.StringIO()
-    buf.write(",".join(_HEADER + tuple(names)) + "\n")
+    csv.writer(buf, lineterminator="\n").writerow(_HEADER + tuple(names))  # quotes only a name with , or "
     for i in range(n):
         lab = ";".join(str(j) for j in sets[i])
         row = ",".join(repr(float(v)) for v in scores[i])

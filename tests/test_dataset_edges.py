@@ -1,0 +1,121 @@
+"""Edges of a dataset run that a user with their own folder tree or CSV meets: class names and paths as people
+write them (commas, quotes, spaces), videos where the tree puts them, and the commands' promises around them
+(one ``error:`` line and status 2 for bad input, nothing silently dropped or reused)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from idtfv.scores import read_scores, write_features, write_scores
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------- class names in CSV
+def test_class_names_with_commas_and_quotes_round_trip_through_a_score_file(tmp_path):
+    names = ["run, fast", 'say "hi"', "Play Guitar", "café"]
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((3, 4))
+    path = write_scores(tmp_path / "s.csv", ["a", "b", "c"], scores, names, [0, 3, -1])
+    got = read_scores(path)
+    assert got.class_names == names
+    np.testing.assert_array_equal(got.scores, scores)
+    assert got.label_sets == [(0,), (3,), ()]
+    # the header is CSV: a name with a comma or a quote is quoted, the others are written as they are
+    assert path.read_text(encoding="utf-8").splitlines()[0] == \
+        'video_id,label,"run, fast","say ""hi""",Play Guitar,café'
+
+
+def test_plain_class_names_keep_the_documented_header_bytes(tmp_path):
+    path = write_scores(tmp_path / "s.csv", ["a"], np.ones((1, 2)), ["walk", "run_fast"], [1])
+    assert path.read_text().splitlines()[0] == "video_id,label,walk,run_fast"
+
+
+def _comma_dataset(tmp_path):
+    """A manifest whose class 0 is named 'run, fast' (as a folder tree may name it) and its feature file."""
+    rng = np.random.default_rng(1)
+    lines = ["video_id,path,label,label_name,group,split1,frames,fps,width,height"]
+    ids, feats, labels = [], [], []
+    for i in range(8):
+        label = i % 2
+        name = '"run, fast"' if label == 0 else "walk"
+        lines.append(f"v{i},v{i}.avi,{label},{name},g{i // 2},{'train' if i < 6 else 'test'},,,,")
+        ids.append(f"v{i}")
+        feats.append(rng.normal(size=6) + (3.0 if label else -3.0))
+        labels.append(label)
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    write_features(tmp_path / "fv.npz", ids, np.array(feats, np.float32), np.array(labels))
+    return tmp_path
+
+
+def test_train_svm_evaluate_and_fuse_accept_a_class_named_with_a_comma(tmp_path, capsys):
+    from idtfv.cli import main
+
+    ds = _comma_dataset(tmp_path)
+    manifest = str(ds / "manifest.csv")
+    assert main(["train-svm", "--manifest", manifest, "--features", str(ds / "fv.npz"), "--out",
+                 str(ds / "svm")]) == 0
+    scores = read_scores(ds / "svm" / "scores.csv")
+    assert scores.class_names == ["run, fast", "walk"]
+    assert scores.video_ids == ["v6", "v7"]
+    assert main(["evaluate", "--manifest", manifest, "--split", "1", str(ds / "svm" / "scores.csv"),
+                 "--out", str(ds / "eval")]) == 0
+    assert main(["fuse", str(ds / "svm" / "scores.csv"), str(ds / "svm" / "scores.csv"), "--out",
+                 str(ds / "fused.csv")]) == 0
+    assert read_scores(ds / "fused.csv").class_names == ["run, fast", "walk"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- Makefile and paths
+FAKE_IDTFV = """#!/usr/bin/env bash
+set -eu
+printf '%s\\n' "$@" > "$IDTFV_ARGS.$1"
+exit 0
+"""
+
+
+def _fake_venv(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "idtfv"
+    script.write_text(FAKE_IDTFV)
+    script.chmod(0o755)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    for stamp in (".installed", ".installed-deep", ".installed-test"):
+        (venv / stamp).touch()
+    return venv
+
+
+def _make(tmp_path, *variables):
+    env = {**os.environ, "IDTFV_ARGS": str(tmp_path / "args.txt")}
+    env.pop("MAKEFLAGS", None)
+    return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), f"VENV={_fake_venv(tmp_path)}",
+                           *variables], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_passes_a_root_and_split_file_with_spaces_and_quotes_as_one_argument_each(tmp_path):
+    root = tmp_path / "My Videos"
+    split = tmp_path / "it's split.txt"
+    proc = _make(tmp_path, "features", "DATASET=folder", f"ROOT={root}", f"SPLIT_FILE={split}",
+                 f"CACHE={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr
+    args = (tmp_path / "args.txt.dataset").read_text().splitlines()  # one line per argument the command got
+    assert args[:3] == ["dataset", "--kind", "folder"]
+    assert args[args.index("--root") + 1] == str(root)
+    assert args[args.index("--split-file") + 1] == str(split)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_make_refuses_a_cache_path_with_spaces_in_one_line(tmp_path):
+    proc = _make(tmp_path, "features", f"CACHE={tmp_path / 'my cache'}")
+    assert proc.returncode != 0
+    assert "make cannot use a cache directory whose path has spaces" in proc.stderr
+    assert not list(tmp_path.glob("args.txt*"))
