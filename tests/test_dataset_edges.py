@@ -119,3 +119,41 @@ def test_make_refuses_a_cache_path_with_spaces_in_one_line(tmp_path):
     assert proc.returncode != 0
     assert "make cannot use a cache directory whose path has spaces" in proc.stderr
     assert not list(tmp_path.glob("args.txt*"))
+
+
+# ----------------------------------------------------------------------------------------------- folder trees
+def _touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")  # the folder reader lists files by name; nothing opens them without probe=True
+    return path
+
+
+def test_a_split_file_saved_with_a_bom_and_crlf_lines_is_read(tmp_path):
+    from idtfv.data import build_manifest
+
+    for rel in ("walk/a_g01_.avi", "walk/b_g02_.avi", "run/c_g01_.avi", "run/d_g02_.avi"):
+        _touch(tmp_path / "tree" / rel)
+    split = tmp_path / "split.txt"  # as Windows Notepad saves it
+    split.write_bytes("\ufeffwalk/a_g01_.avi train\r\nwalk/b_g02_.avi test\r\nrun/c_g01_.avi train\r\n"
+                      "run/d_g02_.avi test\r\n".encode("utf-8"))
+    m = build_manifest("folder", tmp_path / "tree", split_file=split)
+    assert {e.video_id: e.split_of(1) for e in m} == {"a_g01_": "train", "b_g02_": "test", "c_g01_": "train",
+                                                      "d_g02_": "test"}
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_the_folder_reader_follows_a_symlinked_sub_folder_once_and_never_lists_a_video_twice(tmp_path):
+    from idtfv.data import build_manifest
+
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    for rel in ("walk/w1_g01_.avi", "walk/w2_g02_.avi", "run/r1_g01_.avi"):
+        _touch(tree / rel)
+    _touch(outside / "batch2" / "r2_g02_.avi")
+    (tree / "run" / "batch2").symlink_to(outside / "batch2")  # more videos of 'run', kept elsewhere
+    (outside / "batch2" / "loop").symlink_to(outside)  # a link loop outside the tree
+    (tree / "run" / "also_walk").symlink_to(tree / "walk")  # a link back into the tree: 'walk' videos stay 'walk'
+    (tree / "walk" / "up").symlink_to(tree)  # a link to the dataset root
+    m = build_manifest("folder", tree)
+    listed = {e.path.relative_to(tree).as_posix(): e.label_name for e in m}
+    assert listed == {"walk/w1_g01_.avi": "walk", "walk/w2_g02_.avi": "walk", "run/r1_g01_.avi": "run",
+                      "run/batch2/r2_g02_.avi": "run"}

@@ -14,7 +14,8 @@
     ``_<class>_``, e.g. ``April_09`` for ``April_09_brush_hair_u_nm_np1_ba_goo_0.avi``), the closest thing to an
     actor id HMDB51 names carry; empty when the prefix cannot be found.
 ``"folder"``
-    ``root/<class>/**/<video>`` with a video extension; classes numbered in alphabetical order. Splits come from
+    ``root/<class>/**/<video>`` with a video extension (any case; names starting with ``.`` are skipped; a symlinked
+    sub-folder is followed when it leads out of ``root``); classes numbered in alphabetical order. Splits come from
     ``split_file`` (one file per split, lines ``<path relative to root> train|test``; unlisted videos are unused in
     that split), or else from a seeded group-aware random split: groups are the first capture group of
     ``group_regex`` in the file name (default UCF-style ``_(g\\d+)_``), videos without a match are their own group;
@@ -151,7 +152,7 @@ def _find_list_dir(root: Path, opts: _Options, marker: str, subdirs: Sequence[st
 
 def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")  # a BOM (Windows editors) is no part of line 1
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read ({exc.strerror})") from None
     return [(i, line.split()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
@@ -263,7 +264,7 @@ def _read_folder(root: Path, opts: _Options) -> Manifest:
     videos: list[tuple[str, int, Path]] = []
     class_names = []
     for d in class_dirs:
-        files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+        files = sorted(p for p in _walk_files(d, root) if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not files:
             continue
@@ -293,6 +294,35 @@ def _read_folder(root: Path, opts: _Options) -> Manifest:
         rows.append(VideoEntry(video_id=make_video_id(rel), path=path, label=label, label_name=class_names[label],
                                group=group, splits=splits))
     return _finish(rows, root, class_names, f"folder {root}")
+
+
+def _walk_files(top: Path, root: Path) -> list[Path]:
+    """Every file under ``top``, following symlinked sub-folders that lead out of the dataset tree ``root``.
+
+    A link to a folder inside ``root`` (or to ``root`` or above it) is not followed: those videos are found at
+    their own place, under their own class, and would otherwise be listed twice. Each real folder is walked once,
+    so a link loop ends.
+    """
+    real_root = Path(os.path.realpath(root))
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: walked already
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        keep = []
+        for name in dirnames:
+            sub = Path(dirpath, name)
+            if sub.is_symlink():
+                real = Path(os.path.realpath(sub))
+                if real == real_root or real_root in real.parents or real in real_root.parents:
+                    continue
+            keep.append(name)
+        dirnames[:] = keep
+        out.extend(Path(dirpath, name) for name in filenames)
+    return out
 
 
 def _read_split_file(path: Path, known: set[str]) -> dict[str, str]:
