@@ -162,7 +162,31 @@ def add_dataset(subparsers) -> None:
     p.set_defaults(func=_cmd_dataset)
 
 
+@contextlib.contextmanager
+def _data_warnings():
+    """The dataset readers' logged warnings as ``warning: ...`` lines on stderr; the per-video probe failures are
+    left to the one summary line of :func:`_cmd_dataset`."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.addFilter(lambda record: not record.getMessage().startswith("probe failed"))
+    logger = logging.getLogger("idtfv.data")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _cmd_dataset(args) -> int:
+    with _data_warnings():
+        return _dataset(args)
+
+
+def _dataset(args) -> int:
     from idtfv.data.manifest import probe_manifest, read_manifest, write_manifest
 
     out = args.out
@@ -193,7 +217,8 @@ def _cmd_dataset(args) -> int:
         errors = getattr(manifest, "probe_errors", {}) or {}
         if errors:
             first = next(iter(errors.items()))
-            print(f"warning: {len(errors)} videos could not be probed (first: {first[0]}: {first[1]}); "
+            print(f"warning: {len(errors)} video{'s' if len(errors) != 1 else ''} could not be probed (first: "
+                  f"{first[0]}: {first[1]}); "
                   "they will fail in the features stage", file=sys.stderr)
         notes = getattr(manifest, "probe_warnings", {}) or {}
         if notes:

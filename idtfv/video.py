@@ -661,8 +661,12 @@ def _check_file(path: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise VideoError(path, "no such file; check the path (relative paths are taken from the current "
-                               "directory)") from None
+        if os.path.islink(path):
+            raise VideoError(path, f"a symbolic link to a missing file ({os.readlink(path)})") from None
+        if not os.path.isabs(path):
+            raise VideoError(path, "no such file; check the path (relative paths are taken from the current "
+                                   "directory)") from None
+        raise VideoError(path, "no such file; check the path (was the video moved or deleted?)") from None
     except OSError as exc:  # a name too long, a loop of symlinks, a component that is not a directory, ...
         raise VideoError(path, f"cannot access the file ({_short(exc)})") from None
     if stat.S_ISDIR(mode):

@@ -157,3 +157,58 @@ def test_the_folder_reader_follows_a_symlinked_sub_folder_once_and_never_lists_a
     listed = {e.path.relative_to(tree).as_posix(): e.label_name for e in m}
     assert listed == {"walk/w1_g01_.avi": "walk", "walk/w2_g02_.avi": "walk", "run/r1_g01_.avi": "run",
                       "run/batch2/r2_g02_.avi": "run"}
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_a_dangling_video_link_is_listed_and_fails_visibly_not_dropped(tmp_path, tiny_video, capsys):
+    from idtfv.cli import main
+    from idtfv.data import build_manifest
+
+    tree = tmp_path / "tree"
+    for i, rel in enumerate(("walk/w1_g01_.avi", "walk/w2_g02_.avi", "run/r1_g01_.avi", "run/r2_g02_.avi")):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tiny_video(f"t{i}.avi", seed=i), tree / rel)
+    (tree / "run" / "r3_g03_.avi").symlink_to(tmp_path / "external_disk" / "r3.avi")  # the disk is not mounted
+    assert "run/r3_g03_.avi" in {e.path.relative_to(tree).as_posix() for e in build_manifest("folder", tree)}
+    assert main(["dataset", "--kind", "folder", "--root", str(tree), "--out", str(tmp_path / "m.csv")]) == 0
+    missing, probe = capsys.readouterr().err.splitlines()
+    assert missing.startswith("warning: 1 of 5 videos listed by the folder ") and "run/r3_g03_.avi" in missing
+    assert probe.startswith("warning: 1 video could not be probed (first: r3_g03_: ")
+    assert "a symbolic link to a missing file" in probe and "external_disk" in probe
+
+
+def _manifest_csv(path: Path, videos: list[Path]) -> Path:
+    lines = ["video_id,path,label,label_name,group,split1,frames,fps,width,height"]
+    lines += [f"v{i},{v},{i % 2},{'ab'[i % 2]},g{i},{'train' if i < 2 else 'test'},,,," for i, v in enumerate(videos)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_idtfv_dataset_on_a_csv_names_missing_videos_in_one_warning_and_refuses_a_csv_of_none(tmp_path, tiny_video,
+                                                                                             capsys):
+    from idtfv.cli import main
+
+    videos = [tiny_video(f"v{i}.avi", seed=i) for i in range(3)] + [tmp_path / "typo.avi"]
+    src = _manifest_csv(tmp_path / "mine.csv", videos)
+    assert main(["dataset", "--kind", "csv", "--root", str(src), "--out", str(tmp_path / "out" / "m.csv")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"warning: 1 of 4 videos listed by the manifest {src} are missing (first: {tmp_path}/typo.avi)"
+    assert err[1].startswith("warning: 1 video could not be probed") and len(err) == 2  # no per-video log lines
+
+    gone = _manifest_csv(tmp_path / "gone.csv", [tmp_path / "moved" / f"v{i}.avi" for i in range(4)])
+    assert main(["dataset", "--kind", "csv", "--root", str(gone), "--out", str(tmp_path / "out" / "g.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {tmp_path}: none of the 4 videos listed by the manifest ")
+    assert "check the path column" in err
+    assert not (tmp_path / "out" / "g.csv").exists()
+
+
+def test_a_missing_video_s_message_fits_its_path(tmp_path, monkeypatch):
+    from idtfv.errors import VideoError
+    from idtfv.video import probe_video
+
+    with pytest.raises(VideoError, match=r"no such file; check the path \(was the video moved or deleted\?\)"):
+        probe_video(tmp_path / "gone.avi")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(VideoError, match=r"relative paths are taken from the current directory"):
+        probe_video("gone.avi")

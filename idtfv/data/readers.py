@@ -264,7 +264,8 @@ def _read_folder(root: Path, opts: _Options) -> Manifest:
     videos: list[tuple[str, int, Path]] = []
     class_names = []
     for d in class_dirs:
-        files = sorted(p for p in _walk_files(d, root) if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+        files = sorted(p for p in _walk_files(d, root) if (p.is_file() or p.is_symlink())  # a dangling link fails
+                       and p.suffix.lower() in VIDEO_EXTENSIONS                          # in the run, visibly
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not files:
             continue
@@ -366,7 +367,10 @@ def _group_split(rels: list[str], groups: list[str], opts: _Options) -> list[dic
 
 def _read_csv(root: Path, opts: _Options) -> Manifest:
     path = root / "manifest.csv" if root.is_dir() else root
-    return read_manifest(path)
+    manifest = read_manifest(path)
+    _check_missing(manifest.rows, manifest.root, f"manifest {path}",
+                   hint="exists ({first}); check the path column (relative paths are taken from the CSV's folder)")
+    return manifest
 
 
 # -- shared ----------------------------------------------------------------------------------------------------------
@@ -377,14 +381,20 @@ def _finish(rows: list[VideoEntry], root: Path, class_names: list[str], source: 
         raise ManifestError(f"{source}: lists no videos")
     rows = _dedupe_ids(rows, root)
     rows.sort(key=lambda e: (e.label, e.path.as_posix()))
-    missing = [e for e in rows if not e.path.exists()]
+    _check_missing(rows, root, source)
+    return Manifest(rows, root, class_names=class_names, source=source)
+
+
+def _check_missing(rows: Sequence[VideoEntry], root: Path, source: str, *,
+                   hint: str = "exists under the dataset root ({first}); check ROOT") -> None:
+    """Refuse a list of which no video exists; warn (one line) when some are missing."""
+    missing = [e for e in rows if not (e.path if e.path.is_absolute() else root / e.path).exists()]
     if missing and len(missing) == len(rows):
-        raise ManifestError(f"{root}: none of the {len(rows)} videos listed by the {source} exists under the "
-                            f"dataset root (first: {missing[0].path}); check ROOT")
+        raise ManifestError(f"{root}: none of the {len(rows)} videos listed by the {source} "
+                            + hint.format(first=f"first: {missing[0].path}"))
     if missing:
         log.warning("%d of %d videos listed by the %s are missing (first: %s)", len(missing), len(rows), source,
                     missing[0].path)
-    return Manifest(rows, root, class_names=class_names, source=source)
 
 
 def _dedupe_ids(rows: list[VideoEntry], root: Path) -> list[VideoEntry]:
