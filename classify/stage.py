@@ -136,6 +136,10 @@ def load_split(manifest, features, split: int) -> SplitData:
     n_missing_train, n_missing_test = len(train) - len(tr), len(test) - len(te)
     labelled = [e for e in tr if _labels_of(e)]
     n_unlabelled = len(tr) - len(labelled)
+    if n_unlabelled:
+        warnings.warn(f"split {split}: {n_unlabelled} training video{'s' if n_unlabelled != 1 else ''} without a label "
+                      f"in the manifest ({_examples(e.video_id for e in tr if not _labels_of(e))}) left out of "
+                      "training", ResultWarning, stacklevel=2)
     # an all-zero vector is a video without trajectories (idtfv encode --keep-empty): no training example
     zero = [e for e in labelled if not np.any(feats.features[pos[e.video_id]])]
     if zero:

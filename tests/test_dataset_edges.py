@@ -212,3 +212,17 @@ def test_a_missing_video_s_message_fits_its_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(VideoError, match=r"relative paths are taken from the current directory"):
         probe_video("gone.avi")
+
+
+# ----------------------------------------------------------------------------------------------- training set
+def test_train_svm_says_which_unlabelled_training_videos_it_left_out(tmp_path, capsys):
+    from idtfv.cli import main
+
+    ds = _comma_dataset(tmp_path)
+    text = (ds / "manifest.csv").read_text().replace('v1,v1.avi,1,walk,', 'v1,v1.avi,,,')  # a training video
+    (ds / "manifest.csv").write_text(text)
+    assert main(["train-svm", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "fv.npz"), "--out",
+                 str(ds / "svm")]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: split 1: 1 training video without a label in the manifest ('v1') left out of training" in err
+    assert "trained on 5 videos" in out  # 6 training rows, one unlabelled
