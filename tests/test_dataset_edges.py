@@ -226,3 +226,21 @@ def test_train_svm_says_which_unlabelled_training_videos_it_left_out(tmp_path, c
     out, err = capsys.readouterr()
     assert "warning: split 1: 1 training video without a label in the manifest ('v1') left out of training" in err
     assert "trained on 5 videos" in out  # 6 training rows, one unlabelled
+
+
+def test_the_folder_reader_warns_of_empty_class_folders_and_videos_outside_a_class(tmp_path, caplog):
+    from idtfv.data import build_manifest
+
+    tree = tmp_path / "tree"
+    for rel in ("walk/w1_g01_.avi", "walk/w2_g02_.avi", "run/r1_g01_.MP4", "run/notes.txt", "jump/.hidden.avi",
+                "stray_g03_.avi", ".DS_Store"):
+        _touch(tree / rel)
+    (tree / "wave").mkdir()
+    with caplog.at_level("WARNING", logger="idtfv.data"):
+        m = build_manifest("folder", tree)
+    assert m.class_names == ["run", "walk"] and len(m) == 3
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [f"1 video directly in {tree}, outside a class folder, left out (first: stray_g03_.avi); "
+                      "move them into <class>/ folders",
+                      f"2 folders in {tree} without a video, not a class ('jump', 'wave'); labels number the 2 "
+                      "others"]

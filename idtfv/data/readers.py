@@ -261,13 +261,20 @@ def _read_hmdb51(root: Path, opts: _Options) -> Manifest:
 
 def _read_folder(root: Path, opts: _Options) -> Manifest:
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = sorted(p.name for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and not p.is_dir()
+                   and not p.name.startswith("."))
+    if loose:
+        log.warning("%d video%s directly in %s, outside a class folder, left out (first: %s); move them into "
+                    "<class>/ folders", len(loose), "s" if len(loose) != 1 else "", root, loose[0])
     videos: list[tuple[str, int, Path]] = []
     class_names = []
+    no_videos = []
     for d in class_dirs:
         files = sorted(p for p in _walk_files(d, root) if (p.is_file() or p.is_symlink())  # a dangling link fails
                        and p.suffix.lower() in VIDEO_EXTENSIONS                          # in the run, visibly
                        and not any(part.startswith(".") for part in p.relative_to(root).parts))
         if not files:
+            no_videos.append(d.name)
             continue
         label = len(class_names)
         class_names.append(d.name)
@@ -275,6 +282,11 @@ def _read_folder(root: Path, opts: _Options) -> Manifest:
     if not videos:
         raise ManifestError(f"{root}: no videos found in class sub-folders (expected {root}/<class>/<video>, "
                             f"extensions {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    if no_videos:
+        log.warning("%d folder%s in %s without a video, not a class (%s); labels number the %d others",
+                    len(no_videos), "s" if len(no_videos) != 1 else "", root,
+                    ", ".join(repr(n) for n in no_videos[:5]) + (", ..." if len(no_videos) > 5 else ""),
+                    len(class_names))
     pattern = re.compile(opts.group_regex)
 
     def group_of(rel: str) -> str:
