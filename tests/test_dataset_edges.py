@@ -244,3 +244,14 @@ def test_the_folder_reader_warns_of_empty_class_folders_and_videos_outside_a_cla
                       "move them into <class>/ folders",
                       f"2 folders in {tree} without a video, not a class ('jump', 'wave'); labels number the 2 "
                       "others"]
+
+
+def test_videos_differing_only_in_extension_or_folder_get_distinct_ids(tmp_path):
+    from idtfv.data import build_manifest
+
+    tree = tmp_path / "tree"
+    for rel in ("walk/a_g01_.avi", "walk/a_g01_.mp4", "run/a_g01_.avi", "run/b_g02_.avi", "walk/c_g02_.avi"):
+        _touch(tree / rel)
+    ids = {e.path.relative_to(tree).as_posix(): e.video_id for e in build_manifest("folder", tree)}
+    assert ids == {"walk/a_g01_.avi": "walk__a_g01_.avi", "walk/a_g01_.mp4": "walk__a_g01_.mp4",
+                   "run/a_g01_.avi": "run__a_g01_", "run/b_g02_.avi": "b_g02_", "walk/c_g02_.avi": "c_g02_"}

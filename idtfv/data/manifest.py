@@ -225,11 +225,11 @@ class Manifest:
 # -- ids -------------------------------------------------------------------------------------------------------------
 
 
-def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False) -> str:
+def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False, keep_suffix: bool = False) -> str:
     """A filesystem-safe, deterministic video id from a (relative) video path.
 
     The id is the file name without its extension (with ``keep_dirs=True``: the whole relative path, directory
-    parts joined by ``__``). Characters outside ``[A-Za-z0-9._-]`` become ``_``; when anything had to change (or
+    parts joined by ``__``; with ``keep_suffix=True`` the file name keeps its extension). Characters outside ``[A-Za-z0-9._-]`` become ``_``; when anything had to change (or
     the id had to be shortened), ``-`` and 8 hex digits of the SHA-1 of the original are appended so that two
     different names never collide.
 
@@ -241,11 +241,12 @@ def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False) -> str
     'walk__actor_1-56815c57'
     """
     p = Path(relpath)
+    name = p.name if keep_suffix else p.stem
     if keep_dirs:
-        parts = [*p.parent.parts, p.stem] if str(p.parent) not in ("", ".") else [p.stem]
+        parts = [*p.parent.parts, name] if str(p.parent) not in ("", ".") else [name]
         original = "__".join(parts)
     else:
-        original = p.stem
+        original = name
     if not original:
         raise ManifestError(f"cannot make a video id from the empty path {str(relpath)!r}")
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", original)

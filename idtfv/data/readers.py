@@ -410,24 +410,27 @@ def _check_missing(rows: Sequence[VideoEntry], root: Path, source: str, *,
 
 
 def _dedupe_ids(rows: list[VideoEntry], root: Path) -> list[VideoEntry]:
-    """Ids are file stems; where two videos share a stem, both get the directory-qualified id instead."""
+    """Ids are file stems; where two videos share a stem, both get the directory-qualified id instead, and where
+    that is still shared (``walk/a.avi`` and ``walk/a.mp4``), the id keeps the extension too."""
     import dataclasses
 
-    counts: dict[str, int] = {}
-    for e in rows:
-        counts[e.video_id] = counts.get(e.video_id, 0) + 1
-    if all(c == 1 for c in counts.values()):
-        return rows
-    out = []
-    for e in rows:
-        if counts[e.video_id] > 1:
-            try:
-                rel = e.path.relative_to(root)
-            except ValueError:
-                rel = e.path
-            e = dataclasses.replace(e, video_id=make_video_id(rel, keep_dirs=True))
-        out.append(e)
-    return out
+    for options in ({"keep_dirs": True}, {"keep_dirs": True, "keep_suffix": True}):
+        counts: dict[str, int] = {}
+        for e in rows:
+            counts[e.video_id] = counts.get(e.video_id, 0) + 1
+        if all(c == 1 for c in counts.values()):
+            return rows
+        out = []
+        for e in rows:
+            if counts[e.video_id] > 1:
+                try:
+                    rel = e.path.relative_to(root)
+                except ValueError:
+                    rel = e.path
+                e = dataclasses.replace(e, video_id=make_video_id(rel, **options))
+            out.append(e)
+        rows = out
+    return rows
 
 
 #: Dataset kind -> reader ``(root, options) -> Manifest``.
