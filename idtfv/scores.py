@@ -176,8 +176,6 @@ def write_scores(path, video_ids, scores, class_names, labels=None) -> Path:
         raise ValueError(f"write_scores: expected {c} class names (one per score column), got {len(names)}")
     if len(set(names)) != c or any((not x) or any(ch in x for ch in "\r\n") for x in names):
         raise ValueError("write_scores: class names must be unique, non-empty, without line breaks")
-    if set(names) & set(_HEADER):
-        raise ValueError("write_scores: a class may not be named 'video_id' or 'label'")
     ids = _check_ids(video_ids, n, "write_scores")
     sets = _label_sets(labels, n, c, "write_scores")
 

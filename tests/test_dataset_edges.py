@@ -33,6 +33,13 @@ def test_class_names_with_commas_and_quotes_round_trip_through_a_score_file(tmp_
         'video_id,label,"run, fast","say ""hi""",Play Guitar,café'
 
 
+def test_a_class_may_be_named_like_a_header_column(tmp_path):
+    # the header's first two columns are fixed; class names are the columns after them, whatever they are called
+    path = write_scores(tmp_path / "s.csv", ["a", "b"], np.eye(2), ["label", "video_id"], [0, 1])
+    got = read_scores(path)
+    assert got.class_names == ["label", "video_id"] and got.label_sets == [(0,), (1,)]
+
+
 def test_plain_class_names_keep_the_documented_header_bytes(tmp_path):
     path = write_scores(tmp_path / "s.csv", ["a"], np.ones((1, 2)), ["walk", "run_fast"], [1])
     assert path.read_text().splitlines()[0] == "video_id,label,walk,run_fast"
