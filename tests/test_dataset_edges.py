@@ -262,3 +262,16 @@ def test_videos_differing_only_in_extension_or_folder_get_distinct_ids(tmp_path)
     ids = {e.path.relative_to(tree).as_posix(): e.video_id for e in build_manifest("folder", tree)}
     assert ids == {"walk/a_g01_.avi": "walk__a_g01_.avi", "walk/a_g01_.mp4": "walk__a_g01_.mp4",
                    "run/a_g01_.avi": "run__a_g01_", "run/b_g02_.avi": "b_g02_", "walk/c_g02_.avi": "c_g02_"}
+
+
+def test_a_manifest_refuses_a_class_name_with_a_line_break_when_read(tmp_path, capsys):
+    from idtfv.cli import main
+
+    ds = _comma_dataset(tmp_path)
+    text = (ds / "manifest.csv").read_text().replace('"run, fast"', '"run\nfast"')
+    (ds / "manifest.csv").write_text(text)
+    assert main(["train-svm", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "fv.npz"), "--out",
+                 str(ds / "svm")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "label_name 'run\\nfast' has a line break" in err
+    assert not (ds / "svm").exists()

@@ -507,6 +507,9 @@ def _class_names(rows: list[VideoEntry], source: str) -> list[str]:
             name = name.strip()
             if not name:
                 raise ManifestError(f"{source} row {i + 1} ({e.video_id!r}): label {label} has an empty label_name")
+            if "\n" in name or "\r" in name:
+                raise ManifestError(f"{source} row {i + 1} ({e.video_id!r}): label_name {name!r} has a line break; "
+                                    "class names head score-file columns: one line each")
             if id_to_name.setdefault(label, name) != name:
                 raise ManifestError(f"{source} row {i + 1} ({e.video_id!r}): label {label} is named {name!r} here "
                                     f"but {id_to_name[label]!r} before; one name per label id")
