@@ -157,6 +157,11 @@ def load_split(manifest, features, split: int) -> SplitData:
     sets_tr = [_labels_of(e) for e in labelled]
     trained = {k for labs in sets_tr for k in labs}
     untrained = [name for k, name in enumerate(man.class_names) if k not in trained]
+    if len(trained) < 2 and all(len(labs) == 1 for labs in sets_tr):
+        only = man.class_names[next(iter(trained))]
+        raise ParameterError(f"split {split}: all {len(labelled)} labelled training videos with features are of one "
+                             f"class ({only!r}); a classifier needs training videos of at least 2 classes (check the "
+                             f"manifest's split{split} column and the features stage)")
     if untrained:
         warnings.warn(f"split {split}: {len(untrained)} of {n_classes} classes have no training video with features "
                       f"({_examples(untrained)}): their classifier has no positive example and never predicts them",

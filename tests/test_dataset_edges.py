@@ -275,3 +275,19 @@ def test_a_manifest_refuses_a_class_name_with_a_line_break_when_read(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "label_name 'run\\nfast' has a line break" in err
     assert not (ds / "svm").exists()
+
+
+def test_train_svm_refuses_a_split_whose_training_videos_are_all_of_one_class(tmp_path, capsys):
+    from idtfv.cli import main
+
+    ds = _comma_dataset(tmp_path)  # v0-v5 train, classes alternate; leave only class 0 ('run, fast') in training
+    text = (ds / "manifest.csv").read_text()
+    for i in (1, 3, 5):
+        text = text.replace(f"v{i},v{i}.avi,1,walk,g{i // 2},train,", f"v{i},v{i}.avi,1,walk,g{i // 2},,")
+    (ds / "manifest.csv").write_text(text)
+    assert main(["train-svm", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "fv.npz"), "--out",
+                 str(ds / "svm")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "split 1: all 3 labelled training videos with features are of one class ('run, fast')" in err
+    assert not (ds / "svm" / "scores.csv").exists()
