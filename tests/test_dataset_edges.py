@@ -291,3 +291,17 @@ def test_train_svm_refuses_a_split_whose_training_videos_are_all_of_one_class(tm
     assert err.count("\n") == 1
     assert "split 1: all 3 labelled training videos with features are of one class ('run, fast')" in err
     assert not (ds / "svm" / "scores.csv").exists()
+
+
+def test_idtfv_dataset_names_a_file_given_as_a_folder_root_and_how_to_give_split_lists(tmp_path, capsys):
+    from idtfv.cli import main
+
+    video = _touch(tmp_path / "walk" / "a.avi")
+    assert main(["dataset", "--kind", "folder", "--root", str(video), "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {video}: is a file, not a directory; --kind folder reads the dataset's folder (a manifest " \
+                  "CSV is read with --kind csv)\n"
+    assert main(["dataset", "--kind", "ucf101", "--root", str(tmp_path), "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path}: cannot find the UCF101 lists") and err.count("\n") == 1
+    assert err.endswith("give the directory of the lists with --split-file DIR (make: SPLIT_FILE=DIR)\n")

@@ -122,6 +122,9 @@ def build_manifest(
     root = Path(root)
     if not root.exists():
         raise ManifestError(f"{root}: no such dataset directory; check ROOT")
+    if kind != "csv" and not root.is_dir():
+        raise ManifestError(f"{root}: is a file, not a directory; --kind {kind} reads the dataset's folder "
+                            "(a manifest CSV is read with --kind csv)")
     if split_file is None:
         files: tuple[Path, ...] = ()
     elif isinstance(split_file, (str, os.PathLike)):
@@ -147,7 +150,8 @@ def _find_list_dir(root: Path, opts: _Options, marker: str, subdirs: Sequence[st
         if any(d.glob(marker)):
             return d
     raise ManifestError(f"{root}: cannot find the {what} (looked for {marker} in "
-                        f"{', '.join(str(c) for c in candidates)}); pass split_file=<directory of the lists>")
+                        f"{', '.join(str(c) for c in candidates)}); give the directory of the lists with "
+                        "--split-file DIR (make: SPLIT_FILE=DIR)")
 
 
 def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
