@@ -305,3 +305,19 @@ def test_idtfv_dataset_names_a_file_given_as_a_folder_root_and_how_to_give_split
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path}: cannot find the UCF101 lists") and err.count("\n") == 1
     assert err.endswith("give the directory of the lists with --split-file DIR (make: SPLIT_FILE=DIR)\n")
+
+
+def test_a_video_missing_from_a_ucf101_tree_is_named_where_its_class_folder_is(tmp_path, caplog):
+    from idtfv.data import build_manifest
+
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 Walk\n2 Run\n")
+    (lists / "trainlist01.txt").write_text("Walk/v_Walk_g01_c01.avi 1\nRun/v_Run_g01_c01.avi 2\n")
+    (lists / "testlist01.txt").write_text("Walk/v_Walk_g02_c01.avi\nRun/v_Run_g02_c01.avi\n")
+    for rel in ("Walk/v_Walk_g01_c01.avi", "Run/v_Run_g01_c01.avi", "Run/v_Run_g02_c01.avi"):
+        _touch(tmp_path / "UCF-101" / rel)
+    with caplog.at_level("WARNING", logger="idtfv.data"):
+        m = build_manifest("ucf101", tmp_path)
+    assert m.by_id["v_Walk_g02_c01"].path == tmp_path / "UCF-101" / "Walk" / "v_Walk_g02_c01.avi"
+    assert f"(first: {tmp_path / 'UCF-101' / 'Walk' / 'v_Walk_g02_c01.avi'})" in caplog.text

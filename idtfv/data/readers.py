@@ -163,11 +163,15 @@ def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
 
 
 def _resolve_video(root: Path, relpath: str, prefixes: Sequence[str]) -> Path:
-    """The video file for a list entry: ``root/relpath``, else under a known sub-folder, else by file name."""
+    """The video file for a list entry: ``root/relpath``, else under a known sub-folder; a missing video is named
+    where its class folder is (``root/UCF-101/<Class>/...``), so that the message points at the right place."""
     for prefix in ("", *prefixes):
         p = root / prefix / relpath
         if p.exists():
             return p
+    for prefix in ("", *prefixes):
+        if (root / prefix / relpath).parent.is_dir():
+            return root / prefix / relpath
     return root / relpath
 
 
