@@ -34,6 +34,9 @@ MODEL ?= tsn
 MODALITY ?= rgbdiff
 #: ALLOW_FAILED  set to 1 to accept videos that failed (they stay listed in the stage's index.csv)
 ALLOW_FAILED ?=
+#: REFRESH       set to 1 after replacing videos in place: the per-video stages run again and recompute only the
+#:               videos whose file changed (and the codebooks, vectors and SVMs that depend on them)
+REFRESH ?=
 #: STREAMING     set to 1 for the streaming mode: features keeps only a per-video sample (--store sample; add
 #:               FEATURES_ARGS="--subset 0.1" to sample 10% of SPLIT's training videos), encode extracts and
 #:               encodes each video in one step (--streaming); raw descriptors are never stored. Own *_streaming files.
@@ -125,7 +128,7 @@ export REPORT_SUMMARY
 
 RUNNER_OPTS := --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER))$(if $(ALLOW_FAILED), --allow-failed)
 
-.PHONY: help install install-test features encode train-svm cv detect demo flow train-deep test test-fast bench clean distclean
+.PHONY: FORCE help install install-test features encode train-svm cv detect demo flow train-deep test test-fast bench clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [VARIABLE=value ...]"
@@ -190,7 +193,11 @@ $(MANIFEST): | $(INSTALLED)
 	  $(call quote,$(SPLIT_FILE))) \
 	  --seed $(SEED) --jobs $(JOBS) --out $@
 
-$(FEATURES): $(MANIFEST) | $(INSTALLED)
+# REFRESH=1: the stage runs although its stamp is newer than the manifest (a replaced video changes no file make sees)
+REFRESH_DEP := $(if $(filter 1 yes true,$(REFRESH)),FORCE)
+FORCE:
+
+$(FEATURES): $(MANIFEST) $(REFRESH_DEP) | $(INSTALLED)
 	$(IDTFV) features --manifest $(MANIFEST) --cache $(DATA) --out $@ $(RUNNER_OPTS) \
 	  --preset $(PRESET) --seed $(SEED)$(FEATURES_MODE) $(FEATURES_ARGS)
 
@@ -210,7 +217,7 @@ $(CV_REPORT): $(FEATURES) $(MANIFEST) | $(INSTALLED)
 	  --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER)) --seed $(SEED) $(ENCODE_ARGS) $(CV_ARGS)
 	test -f $@ || { echo "error: cv wrote no $@" >&2; exit 1; }
 
-$(FLOW_DONE): $(MANIFEST) | $(INSTALLED)
+$(FLOW_DONE): $(MANIFEST) $(REFRESH_DEP) | $(INSTALLED)
 	$(IDTFV) flow --manifest $(MANIFEST) --out $(RAWFRAMES) $(RUNNER_OPTS) $(FLOW_ARGS)
 	touch $@
 

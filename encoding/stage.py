@@ -239,6 +239,14 @@ def encode_item(entry, params: Mapping) -> dict[str, np.ndarray]:
     return out
 
 
+def features_fingerprint(entry, params: Mapping) -> str | None:
+    """The ``fingerprint`` of an encode stage whose input is a features result (``run_stage``): the fingerprint of
+    the video that result was computed from, as the features stage stored it (None when it stored none)."""
+    from idtfv.runner import stored_fingerprint
+
+    return stored_fingerprint(params["features_dir"], entry.video_id)
+
+
 def refuse_empty(out: Mapping[str, np.ndarray], reason: str = "no trajectories in its features file") -> None:
     """Raise :class:`idtfv.runner.EmptyResult` (the zero vector kept) for a video without descriptors."""
     if int(out["n_descriptors"]) == 0:
@@ -261,12 +269,17 @@ def report_empty(empty: Mapping[str, str], total: int, *, kept: bool) -> None:
 # ------------------------------------------------------------------------------------------------ the stage
 def codebook_params(params: EncodeParams, *, features_dir, split: int, train_ids) -> dict:
     """Everything the codebook depends on (hashed into its directory name): the features directory, the split
-    and its training videos, and :meth:`EncodeParams.codebook_key`."""
+    and its training videos, what their features were computed from (the videos' fingerprints the features stage
+    stored: a training video replaced in place gives another codebook) and :meth:`EncodeParams.codebook_key`."""
     import hashlib
 
-    ids = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:16]
-    return {"features_dir": str(Path(features_dir).resolve()), "split": int(split), "train_videos": ids,
-            **_check_params(params).codebook_key()}
+    from idtfv.runner import stored_fingerprint
+
+    ids = sorted(train_ids)
+    names = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    sources = "\n".join(f"{v} {stored_fingerprint(features_dir, v) or '-'}" for v in ids)
+    return {"features_dir": str(Path(features_dir).resolve()), "split": int(split), "train_videos": names,
+            "train_sources": hashlib.sha256(sources.encode()).hexdigest()[:16], **_check_params(params).codebook_key()}
 
 
 def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, out, jobs: int = 1,
@@ -335,7 +348,7 @@ def run_encode(manifest, features, params: EncodeParams, *, split: int, cache, o
     stage_params = {"features_dir": str(feat_dir.resolve()), "codebook_dir": str(cb_dir.resolve()),
                     "method": method, "pyramid": params.pyramid}
     result = run_stage("encode", encode_item, available, params=stage_params, cache_root=cache, jobs=jobs,
-                       scheduler=scheduler, force=force)
+                       scheduler=scheduler, force=force, fingerprint=features_fingerprint)
     n_ok, dim = write_encoded(out, result, available, models=models, method=method, grids=params.grids,
                               keep_empty=keep_empty)
     write_encode_record(out, cb_dir, cache, method=method, pyramid=params.pyramid, split=split)  # out's codebook

@@ -128,7 +128,7 @@ def run_streaming_encode(manifest, features, params: EncodeParams, *, split: int
     dict as :func:`idtfv.encoding.stage.run_encode` (``missing`` is always empty: every video is extracted here).
     """
     from idtfv.data.manifest import Manifest, read_manifest
-    from idtfv.runner import read_stamp, run_stage
+    from idtfv.runner import entry_fingerprint, read_stamp, run_stage
 
     params = _check_params(params)
     man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
@@ -167,7 +167,7 @@ def run_streaming_encode(manifest, features, params: EncodeParams, *, split: int
                     "codebook_dir": str(Path(cb_dir).resolve()), "method": method, "pyramid": params.pyramid,
                     "streaming": True}
     result = run_stage("encode", encode_streaming_item, man.rows, params=stage_params, cache_root=cache, jobs=jobs,
-                       scheduler=scheduler, force=force)
+                       scheduler=scheduler, force=force, fingerprint=entry_fingerprint)  # extracted from the video
     n_ok, dim = write_encoded(out, result, man.rows, models=models, method=method, grids=params.grids,
                               keep_empty=keep_empty)
     write_encode_record(out, cb_dir, cache, method=method, pyramid=params.pyramid, split=split)  # out's codebook

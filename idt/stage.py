@@ -175,7 +175,7 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
     keypoints run ahead there; every device call stays on the video's thread and stream). N changes no byte, so
     the stage directory is that of the parameters without it. The files are those of a one-at-a-time run.
     """
-    from idtfv.runner import run_stage
+    from idtfv.runner import entry_fingerprint, run_stage
 
     if func is None:
         func = features_sample_item if params.get("store") == "sample" else features_item
@@ -189,11 +189,11 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
         if threads > 1 and "threads" not in params["idt"]:
             func = _with_threads(func, threads)
         return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, force=force,
-                         threads=gpu.gpu_streams, thread_context=video_stream)
+                         threads=gpu.gpu_streams, thread_context=video_stream, fingerprint=entry_fingerprint)
     if jobs != 1 and scheduler is None and len(entries) > 1 and func in (features_item, features_sample_item):
         warmup_features(params)  # compile the kernels once, not once per worker at the same time
     return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, jobs=jobs,
-                     scheduler=scheduler, force=force)
+                     scheduler=scheduler, force=force, fingerprint=entry_fingerprint)
 
 
 def _with_threads(func, threads: int):
@@ -381,10 +381,10 @@ def run_flow(entries, options: dict, *, out, cache_root, jobs: int = 1, schedule
     directory: a second run writing the same rawframes directory at the same time (with other options, or another
     ``cache_root``, hence another stage directory) fails at once instead of replacing videos under the first."""
     from idtfv.lock import output_dir_lock
-    from idtfv.runner import run_stage
+    from idtfv.runner import entry_fingerprint, run_stage
 
     out = Path(out)
     with output_dir_lock(out):
         params = {"flow": {**options, "out": str(out.resolve())}}
         return run_stage("flow", flow_item, entries, params=params, cache_root=cache_root, jobs=jobs,
-                         scheduler=scheduler, force=force)
+                         scheduler=scheduler, force=force, fingerprint=entry_fingerprint)

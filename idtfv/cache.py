@@ -5,6 +5,7 @@ Layout (docs/CONTRACTS.md, "Cache and per-video artifacts")::
     CACHE/<stage>-<hash12>/params.json      the stage parameters, written once
     CACHE/<stage>-<hash12>/index.csv        video_id,status,seconds,error (see :mod:`idtfv.runner`)
     CACHE/<stage>-<hash12>/<video_id>.npz   one result per video
+    CACHE/<stage>-<hash12>/<video_id>.source   the fingerprint of what it was computed from (see below)
 
 ``hash12`` is the first 12 hex digits of SHA-256 over the canonical JSON of ``{"params": params,
 "version": idtfv.__version__}``: keys sorted, no whitespace, UTF-8, no NaN/Infinity. Changing any parameter or the
@@ -18,6 +19,11 @@ Leftover temporary files of a killed run match :data:`TMP_GLOB` and are removed 
 ``.npz`` files are written by :func:`atomic_savez` in NumPy's own ``savez_compressed`` format (a ZIP of ``.npy``
 members, DEFLATE), but with a fixed member timestamp so that equal arrays give equal file bytes whatever the
 time, the worker or the scheduler (``np.savez_compressed`` stamps the current time into every member).
+
+A result depends on the stage parameters (the directory) and on the video's own input, which the parameters do
+not name: a stage whose input is a file (a video) records :func:`file_fingerprint` of it beside the result, and
+the runner recomputes a result whose input's fingerprint has changed (a video replaced in place, another dataset's
+video under the same id), see :mod:`idtfv.runner`.
 
 Reading: :func:`load_valid` (the runner's "is this result done?") treats a missing, truncated or corrupt ``.npz`` as
 not done, so the runner recomputes it; :func:`open_npz` (a later stage reading an earlier one's results) raises a
@@ -55,6 +61,8 @@ __all__ = [
     "open_npz",
     "NpzArchive",
     "remove_stale_temp_files",
+    "file_fingerprint",
+    "FINGERPRINT_SAMPLE",
 ]
 
 #: Number of hex digits of the SHA-256 parameter hash used in stage directory names.
@@ -221,6 +229,33 @@ def _set_compress_level(info: zipfile.ZipInfo, level: int | None) -> None:
         info.compress_level = level
     else:
         info._compresslevel = level
+
+
+#: Bytes read from each end of a file by :func:`file_fingerprint`.
+FINGERPRINT_SAMPLE = 64 * 1024
+
+
+def file_fingerprint(path) -> str:
+    """What identifies a file's content, cheaply: ``"<size>:<sha1 of its first and last 64 KiB>"`` (20 hex digits).
+
+    Neither its name nor its time stamps: a dataset copied or moved elsewhere keeps its fingerprints, a video
+    replaced by another (a re-encoded or repaired file, another dataset's clip of the same name) does not (its
+    size, container header or index differ). At most 128 KiB is read, so a resumed run over a large dataset stays
+    cheap.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read.
+    """
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        digest.update(f.read(FINGERPRINT_SAMPLE))
+        if size > FINGERPRINT_SAMPLE:
+            f.seek(max(FINGERPRINT_SAMPLE, size - FINGERPRINT_SAMPLE))
+            digest.update(f.read(FINGERPRINT_SAMPLE))
+    return f"{size}:{digest.hexdigest()[:20]}"
 
 
 def load_valid(path) -> dict[str, np.ndarray] | None:

@@ -5,6 +5,12 @@ A *stage* is a module-level function ``func(entry, params) -> dict[str, np.ndarr
 (see :mod:`idtfv.cache`) and guarantees:
 
 - **Resume.** A video whose ``.npz`` exists and loads in full is skipped; ``force=True`` recomputes it.
+- **Inputs.** The stage directory is keyed by the parameters; what a video's result was computed *from* (its video
+  file, or an earlier stage's result) is keyed per video by ``fingerprint(entry, params)`` (e.g.
+  :func:`entry_fingerprint`: :func:`idtfv.cache.file_fingerprint` of the video), stored beside the result as
+  ``<video_id>.source``: a result whose input's fingerprint has changed since (a video replaced in place, another
+  dataset's video under the same id) is recomputed, with a note. An input that cannot be read now (a video deleted
+  after its features were extracted) keeps its result.
 - **Atomicity.** The worker that computed a result writes it itself (temp file + ``os.replace``) and sends back
   only a small :class:`ItemStatus`; a run killed at any instant (even SIGKILL) loses only the videos in flight.
 - **Failure isolation.** An exception in one video (``IdtfvError`` -> its message, anything else ->
@@ -66,7 +72,7 @@ from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterErro
 from idtfv.lock import LOCK_NAME, exclusive_lock
 
 __all__ = ["StageResult", "ItemStatus", "EmptyResult", "EMPTY_KEY", "run_stage", "read_index", "read_stamp", "write_stamp", "INDEX_COLUMNS",
-           "DEFAULT_COMPRESSLEVEL"]
+           "DEFAULT_COMPRESSLEVEL", "entry_fingerprint", "stored_fingerprint", "SOURCE_SUFFIX", "INPUT_CHANGED"]
 
 #: Columns of a stage directory's ``index.csv``.
 INDEX_COLUMNS = ("video_id", "status", "seconds", "error")
@@ -78,6 +84,10 @@ DEFAULT_COMPRESSLEVEL = 1
 _VIDEO_ID_RE = re.compile(r"[A-Za-z0-9._-]+")
 #: Name of the 0-d string array holding the reason in the result file of an :class:`EmptyResult`.
 EMPTY_KEY = "_empty_reason"
+#: Suffix of the file beside a result that holds the fingerprint of its input (``<video_id>.source``).
+SOURCE_SUFFIX = ".source"
+#: The note of a result recomputed because its input changed.
+INPUT_CHANGED = "its input changed since the stored result was computed: recomputed"
 
 
 class EmptyResult(IdtfvError):
@@ -165,17 +175,45 @@ def _error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def entry_fingerprint(entry, params: Mapping) -> str | None:
+    """The fingerprint of a manifest entry's video file (:func:`idtfv.cache.file_fingerprint` of ``entry.path``),
+    or None when it cannot be read now; a ``fingerprint`` for :func:`run_stage` (stages computed from the video)."""
+    from idtfv.cache import file_fingerprint
+
+    try:
+        return file_fingerprint(entry.path)
+    except OSError:
+        return None
+
+
+def _source_path(out_dir, video_id: str) -> Path:
+    return Path(out_dir) / f"{video_id}{SOURCE_SUFFIX}"
+
+
+def stored_fingerprint(out_dir, video_id: str) -> str | None:
+    """The input fingerprint stored with ``video_id``'s result in the stage directory ``out_dir`` (None: none
+    stored, e.g. a stage run without ``fingerprint``)."""
+    try:
+        return _source_path(out_dir, video_id).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _marker(out_dir, video_id: str) -> Path:
     """The file that says "a worker is running this video now" (matches the cache's temp-file pattern)."""
     return Path(out_dir) / f".{video_id}.running.tmp"
 
 
 def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str, force: bool,
-                  compresslevel: int | None = DEFAULT_COMPRESSLEVEL, mark: bool = False) -> ItemStatus:
+                  compresslevel: int | None = DEFAULT_COMPRESSLEVEL, mark: bool = False,
+                  fingerprint: Callable | None = None) -> ItemStatus:
     """Run ``func`` on one entry in a worker and write its result atomically; never raises for a bad video.
 
     With ``mark=True`` a marker file exists while ``func`` runs, so that if the process dies (a decoder
-    segfault, the OOM killer) the parent can tell which videos were in flight.
+    segfault, the OOM killer) the parent can tell which videos were in flight. With ``fingerprint``, a stored
+    result whose input's fingerprint differs from the stored one is recomputed, and the fingerprint taken before
+    the computation is stored after the result (a run killed in between leaves a result without one, which is
+    trusted: it was computed from that input).
     """
     tune_heap()  # a worker process frees and allocates the same frame-sized arrays all along (once)
     video_id = entry.video_id
@@ -184,9 +222,13 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
     start = time.perf_counter()
     notes: list[str] = []
     try:  # everything, file-system calls included: an OSError on this video's files is this video's failure
+        source = None if fingerprint is None else fingerprint(entry, params)
         if not force:
             valid = load_valid(out)
-            if valid is not None:
+            stored = None if valid is None or source is None else stored_fingerprint(out_dir, video_id)
+            if valid is not None and stored not in (None, source):
+                notes.append(INPUT_CHANGED)
+            elif valid is not None:
                 if EMPTY_KEY in valid:
                     return ItemStatus(video_id, "empty", 0.0, str(valid[EMPTY_KEY]))
                 return ItemStatus(video_id, "skipped", 0.0)
@@ -196,21 +238,23 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
         from idtfv.video import collect_video_warnings
 
         try:
-            with collect_video_warnings() as notes:
+            with collect_video_warnings() as warned:
                 arrays = stage_func(entry, params)
+            notes += warned
         except EmptyResult as empty:
             arrays = {**empty.arrays, EMPTY_KEY: np.array(empty.reason)}
-            atomic_savez(out, arrays, compresslevel=compresslevel)
+            _save(out, arrays, compresslevel, source)
             return ItemStatus(video_id, "empty", time.perf_counter() - start, empty.reason)
         if not isinstance(arrays, Mapping):
             raise TypeError(
                 f"stage function {getattr(stage_func, '__name__', stage_func)!r} returned {type(arrays).__name__}; "
                 "expected a dict of name -> numpy array"
             )
-        atomic_savez(out, arrays, compresslevel=compresslevel)
+        _save(out, arrays, compresslevel, source)
     except Exception as exc:  # noqa: BLE001 - failure isolation: record and go on
         with contextlib.suppress(OSError):
             out.unlink(missing_ok=True)  # no stale or forced-over result may stand for a failed video
+            _source_path(out.parent, video_id).unlink(missing_ok=True)
         full = disk_full_error(exc, out)
         if full is not None:  # not this video's fault, and every later write would fail too: stop the run
             return ItemStatus(video_id, "failed", time.perf_counter() - start, str(full), stop=full)
@@ -220,6 +264,13 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
             with contextlib.suppress(OSError):
                 marker.unlink(missing_ok=True)
     return ItemStatus(video_id, "done", time.perf_counter() - start, " | ".join(notes))
+
+
+def _save(out: Path, arrays: Mapping, compresslevel: int | None, source: str | None) -> None:
+    """The result, then its input's fingerprint (when there is one) beside it; both atomic."""
+    atomic_savez(out, arrays, compresslevel=compresslevel)
+    if source is not None:
+        atomic_write_text(_source_path(out.parent, out.stem), source + "\n")
 
 
 def read_index(path) -> dict[str, ItemStatus]:
@@ -284,12 +335,13 @@ def _want_progress(progress) -> bool:
         return False
 
 
-def _iter_serial(func, entries, params, out_dir, force, level) -> Iterator[ItemStatus]:
+def _iter_serial(func, entries, params, out_dir, force, level, fingerprint) -> Iterator[ItemStatus]:
     for entry in entries:
-        yield _process_item(entry, stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level)
+        yield _process_item(entry, stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level,
+                            fingerprint=fingerprint)
 
 
-def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator[ItemStatus]:
+def _iter_joblib(func, entries, params, out_dir, force, level, fingerprint, jobs) -> Iterator[ItemStatus]:
     """Run on joblib's loky pool; if a worker process dies, quarantine the videos it may have been running.
 
     loky shuts the whole pool down when one worker dies. The videos whose marker files are still there were in
@@ -300,7 +352,8 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
     from joblib.externals.loky import ProcessPoolExecutor
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-    options = dict(stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level, mark=True)
+    options = dict(stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level, mark=True,
+                   fingerprint=fingerprint)
     pending = {entry.video_id: entry for entry in entries}
     started_at = time.time()
 
@@ -371,7 +424,8 @@ def _iter_joblib(func, entries, params, out_dir, force, level, jobs) -> Iterator
             yield this_call(status)
 
 
-def _iter_threads(func, entries, params, out_dir, force, level, threads, context) -> Iterator[ItemStatus]:
+def _iter_threads(func, entries, params, out_dir, force, level, fingerprint, threads,
+                  context) -> Iterator[ItemStatus]:
     """Run on ``threads`` threads of this process, each video inside ``context()``; results in completion order.
 
     Stopping early (a full disk, Ctrl-C) starts nothing more and waits for the videos in flight (a thread cannot
@@ -382,7 +436,7 @@ def _iter_threads(func, entries, params, out_dir, force, level, threads, context
     def one(entry):
         with context() if context is not None else contextlib.nullcontext():
             return _process_item(entry, stage_func=func, params=params, out_dir=out_dir, force=force,
-                                 compresslevel=level)
+                                 compresslevel=level, fingerprint=fingerprint)
 
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="idtfv-stage")
     try:
@@ -393,7 +447,8 @@ def _iter_threads(func, entries, params, out_dir, force, level, threads, context
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _iter_dask(func, entries, params, out_dir, force, level, scheduler, stage) -> Iterator[ItemStatus]:
+def _iter_dask(func, entries, params, out_dir, force, level, fingerprint, scheduler,
+               stage) -> Iterator[ItemStatus]:
     from distributed import Client, as_completed
 
     own_client = False
@@ -419,7 +474,7 @@ def _iter_dask(func, entries, params, out_dir, force, level, scheduler, stage) -
         keys = [f"{stage}-{entry.video_id}-{os.getpid()}-{time.monotonic_ns()}" for entry in entries]
         futures = client.map(
             _process_item, entries, stage_func=func, params=params, out_dir=out_dir, force=force,
-            compresslevel=level, key=keys, pure=False,
+            compresslevel=level, fingerprint=fingerprint, key=keys, pure=False,
         )
         video_of = {future.key: entry.video_id for future, entry in zip(futures, entries, strict=True)}
         finished = False
@@ -455,6 +510,7 @@ def run_stage(
     compresslevel: int | None = DEFAULT_COMPRESSLEVEL,
     threads: int | None = None,
     thread_context: Callable | None = None,
+    fingerprint: Callable | None = None,
 ) -> StageResult:
     """Apply ``func`` to every entry, saving one ``.npz`` per video in the stage's cache directory.
 
@@ -489,6 +545,11 @@ def run_stage(
     thread_context : callable, optional
         With ``threads``: ``thread_context()`` gives a context manager that each video runs inside, in its thread
         (e.g. the thread's CUDA stream made current).
+    fingerprint : callable, optional
+        Module-level ``fingerprint(entry, params) -> str or None``: what identifies the input a video's result is
+        computed from, beyond ``params`` (:func:`entry_fingerprint` for the video file). Stored beside each result
+        (``<video_id>.source``); a stored result whose fingerprint differs now is recomputed (with a note); None
+        (input unreadable now) keeps a stored result.
 
     Returns
     -------
@@ -518,16 +579,19 @@ def run_stage(
         raise ParameterError(f"compresslevel must be an integer 0-9 or None, got {compresslevel!r}")
     if not callable(func):
         raise ParameterError(f"func must be a module-level function (entry, params) -> dict, got {func!r}")
+    if fingerprint is not None and not callable(fingerprint):
+        raise ParameterError(f"fingerprint must be None or a module-level function (entry, params) -> str or None, "
+                             f"got {fingerprint!r}")
     # absolute, so that workers with another working directory (Dask) write to the same place
     out = stage_dir(Path(cache_root).absolute(), stage, params)
     with exclusive_lock(out / LOCK_NAME, what=f"{stage!r} run"):
         return _run_locked(stage, func, entries, out, params=params, jobs=jobs, scheduler=scheduler, force=force,
                            progress=progress, compresslevel=compresslevel, threads=threads,
-                           thread_context=thread_context)
+                           thread_context=thread_context, fingerprint=fingerprint)
 
 
 def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, force, progress, compresslevel,
-                threads=None, thread_context=None):
+                threads=None, thread_context=None, fingerprint=None):
     remove_stale_temp_files(out)
     index_path = out / "index.csv"
     records = read_index(index_path)
@@ -536,13 +600,14 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
     statuses: dict[str, ItemStatus] = {}
 
     if scheduler is not None:
-        stream = _iter_dask(func, entries, params, str(out), force, compresslevel, scheduler, stage)
+        stream = _iter_dask(func, entries, params, str(out), force, compresslevel, fingerprint, scheduler, stage)
     elif threads is not None:
-        stream = _iter_threads(func, entries, params, str(out), force, compresslevel, threads, thread_context)
+        stream = _iter_threads(func, entries, params, str(out), force, compresslevel, fingerprint, threads,
+                               thread_context)
     elif jobs != 1 and len(entries) > 1:
-        stream = _iter_joblib(func, entries, params, str(out), force, compresslevel, jobs)
+        stream = _iter_joblib(func, entries, params, str(out), force, compresslevel, fingerprint, jobs)
     else:
-        stream = _iter_serial(func, entries, params, str(out), force, compresslevel)
+        stream = _iter_serial(func, entries, params, str(out), force, compresslevel, fingerprint)
 
     bar = None
     if _want_progress(progress) and entries:

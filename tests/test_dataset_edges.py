@@ -321,27 +321,3 @@ def test_a_video_missing_from_a_ucf101_tree_is_named_where_its_class_folder_is(t
         m = build_manifest("ucf101", tmp_path)
     assert m.by_id["v_Walk_g02_c01"].path == tmp_path / "UCF-101" / "Walk" / "v_Walk_g02_c01.avi"
     assert f"(first: {tmp_path / 'UCF-101' / 'Walk' / 'v_Walk_g02_c01.avi'})" in caplog.text
-
-
-# ----------------------------------------------------------------------------------------------- cache keys
-def _bytes_of_video(entry, params):
-    return {"x": np.frombuffer(Path(entry.path).read_bytes(), np.uint8).copy()}
-
-
-def test_a_video_replaced_in_place_keeps_its_old_result_until_force_as_documented(tmp_path):
-    # docs/FAILURE_MODES.md: results are keyed by the options and the video id, not by the file's content
-    from idtfv.data.manifest import VideoEntry
-    from idtfv.runner import run_stage
-
-    video = tmp_path / "a.avi"
-    video.write_bytes(b"old")
-    entry = VideoEntry("a", video, 0, "walk")
-    first = run_stage("toy", _bytes_of_video, [entry], params={}, cache_root=tmp_path / "cache")
-    video.write_bytes(b"new content")
-    again = run_stage("toy", _bytes_of_video, [entry], params={}, cache_root=tmp_path / "cache")
-    assert (first.done, again.skipped) == (["a"], ["a"])
-    with np.load(again.path("a")) as z:
-        assert z["x"].tobytes() == b"old"
-    forced = run_stage("toy", _bytes_of_video, [entry], params={}, cache_root=tmp_path / "cache", force=True)
-    with np.load(forced.path("a")) as z:
-        assert forced.done == ["a"] and z["x"].tobytes() == b"new content"
