@@ -46,6 +46,7 @@ __all__ = [
     "write_manifest",
     "probe_manifest",
     "make_video_id",
+    "is_valid_video_id",
     "manifest_columns",
     "SPLIT_VALUES",
     "MAX_VIDEO_ID_LENGTH",
@@ -223,6 +224,14 @@ class Manifest:
 
 
 # -- ids -------------------------------------------------------------------------------------------------------------
+
+
+def is_valid_video_id(video_id) -> bool:
+    """Whether ``video_id`` is a usable video id: a string of ``[A-Za-z0-9._-]`` (one file name: no ``/``), not ``.``
+    or ``..``, at most :data:`MAX_VIDEO_ID_LENGTH` characters. Ids name files and directories (``DIR/<id>/``), so an
+    id like ``.`` (``DIR`` itself) or ``../x`` (outside ``DIR``) would write over other results."""
+    return (isinstance(video_id, str) and _ID_RE.fullmatch(video_id) is not None and video_id not in (".", "..")
+            and len(video_id) <= MAX_VIDEO_ID_LENGTH)
 
 
 def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False) -> str:
