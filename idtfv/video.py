@@ -142,8 +142,12 @@ def _check_frame_count(path: str, decoded: int, declared: int) -> None:
     gap = abs(declared - decoded)
     if gap <= FRAME_COUNT_SLACK or gap <= FRAME_COUNT_TOLERANCE * declared:
         return
-    message = (f"{path}: decoded {decoded} of {declared} frames the header declares; the file may be truncated "
-               "or damaged (only the decodable frames are used)")
+    if decoded < declared:
+        message = (f"{path}: decoded {decoded} of {declared} frames the header declares; the file may be truncated "
+                   "or damaged (only the decodable frames are used)")
+    else:  # not a truncation: joined files, a variable frame rate or a header written before the end
+        message = (f"{path}: decoded {decoded} frames, more than the {declared} the header declares; the header is "
+                   "wrong (joined files, a variable frame rate?): all decoded frames are used")
     notes = _COLLECTOR.get()
     if notes is not None:
         if message not in notes:
