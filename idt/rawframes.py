@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idtfv.errors import FormatError, ParameterError
+from idtfv.atomic import DISK_FULL_ERRNOS
+from idtfv.errors import DiskFullError, FormatError, ParameterError
 
 __all__ = [
     "DEFAULT_BOUND",
@@ -127,14 +128,24 @@ class RawframesWriter:
         """Append RGB frame ``(h, w, 3)`` uint8 as ``img_{n+1:05d}.jpg``."""
         self.n_frames += 1
         if self.write_frames:
-            _imwrite(self._tmp / frame_name("img", self.n_frames), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), self.quality)
+            self._write(frame_name("img", self.n_frames), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     def add_flow(self, flow: np.ndarray) -> None:
         """Append flow ``(h, w, 2)`` as ``flow_x/flow_y_{n+1:05d}.jpg``."""
         self.n_flows += 1
         qx, qy = quantize_flow(flow, self.bound)
-        _imwrite(self._tmp / frame_name("flow_x", self.n_flows), qx, self.quality)
-        _imwrite(self._tmp / frame_name("flow_y", self.n_flows), qy, self.quality)
+        self._write(frame_name("flow_x", self.n_flows), qx)
+        self._write(frame_name("flow_y", self.n_flows), qy)
+
+    def _write(self, name: str, img: np.ndarray) -> None:
+        """One JPEG into the temporary directory; a full disk is a DiskFullError naming ``video_dir`` (the
+        ``OSError`` of a failed ``write`` names no file, and the temporary one is removed)."""
+        try:
+            _imwrite(self._tmp / name, img, self.quality)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise DiskFullError(self.video_dir, exc.errno) from exc
+            raise
 
     def commit(self) -> Path:
         """Move the finished directory into place (replacing an existing ``video_dir``); return it."""

@@ -16,11 +16,13 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
-from idtfv.errors import DiskFullError
+from idtfv.errors import DiskFullError, IdtfvError
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_text", "disk_full_error", "free_bytes", "DISK_FULL_ERRNOS"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write_text", "check_replaceable", "disk_full_error", "free_bytes",
+           "DISK_FULL_ERRNOS"]
 
 #: System error numbers that mean "the file system has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -56,6 +58,34 @@ def _raise_disk_full(exc: BaseException, path: Path) -> None:
     """Re-raise a full-disk failure while writing ``path`` as a DiskFullError naming ``path``."""
     if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
         raise DiskFullError(path, exc.errno) from exc
+
+
+#: st_mode test -> what to call an existing output that is not a regular file.
+_SPECIAL = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+            (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def check_replaceable(path) -> None:
+    """Refuse an output ``path`` that exists and is not a regular file (symlinks followed).
+
+    An atomic write renames its temporary file onto ``path``: onto ``/dev/null`` or a FIFO that would put a regular
+    file in place of the device (as root, ``-o /dev/null`` replaced ``/dev/null``), onto a directory it fails after
+    all the work. A missing ``path`` or a regular file is fine.
+
+    Raises
+    ------
+    idtfv.errors.IdtfvError
+        ``PATH: not a regular file (a character device) ...``, naming what it is and what to give instead.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing (or unreachable: the write itself will say why)
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _SPECIAL if test(mode)), "a special file")
+    raise IdtfvError(f"{os.fspath(path)}: not a regular file ({kind}); an output is written under a temporary name "
+                     "and renamed onto this one, which would replace it: give the name of a file to write")
 
 
 def _create_temp(path: Path) -> tuple[int, str]:
@@ -103,6 +133,7 @@ def atomic_open(path, mode: str = "wb", **kwargs):
 
 def _start(path: Path) -> tuple[int, str]:
     """Make the parent directory and the temporary file of a write to ``path``."""
+    check_replaceable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return _create_temp(path)

@@ -1,0 +1,404 @@
+"""The promises at the edges a user reaches with one video (``extract-trajectories``, ``extract-flow``, the Python
+API): one ``error:`` line and exit 2 for bad input, nothing partial left behind on failure, Ctrl-C or SIGTERM, a
+quiet exit when ``-o - | head`` closes the pipe, and no output written over a device, a FIFO or other results.
+
+Each test here failed before the fix it guards (see the report of branch ``esingle``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from idtfv.errors import IdtfvError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def video(tiny_video):
+    return tiny_video(frames=18, width=64, height=48)
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _listing(directory: Path) -> list[str]:
+    """Every name under ``directory`` (hidden temporaries included), sorted."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def _python(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter (signals sent to itself must not reach pytest)."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+# ------------------------------------------------------------------------------ -o naming a device or a FIFO
+def test_output_onto_a_device_is_refused_and_the_device_stays(video, tmp_path):
+    """``-o`` through a symlink to ``/dev/null``: the rename at the end replaced the link (as root, ``-o /dev/null``
+    replaced /dev/null itself with a regular file). Now one line before the work; link and device untouched."""
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null")
+    link = tmp_path / "sink.npz"
+    link.symlink_to("/dev/null")
+    before = _listing(tmp_path)
+    proc = _python(f"""
+        import sys
+        from idtfv.idt.cli import main
+        sys.exit(main([{str(video)!r}, "-o", {str(link)!r}, "-q"]))
+    """, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert str(link) in line and "not a regular file (a character device)" in line
+    assert link.is_symlink() and os.readlink(link) == "/dev/null"
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert _listing(tmp_path) == before
+
+
+def test_output_onto_a_fifo_is_refused_before_the_work(video, tmp_path, capsys):
+    from idtfv.idt.cli import main
+
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    assert main([str(video), "-o", str(fifo), "-q"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(fifo) in line and "(a FIFO)" in line
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_atomic_writes_refuse_to_replace_a_fifo(tmp_path):
+    from idtfv.atomic import atomic_write_text
+    from idtfv.cache import atomic_savez
+
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    with pytest.raises(IdtfvError, match=r"not a regular file \(a FIFO\)"):
+        atomic_write_text(fifo, "text")
+    with pytest.raises(IdtfvError, match=r"not a regular file \(a FIFO\)"):
+        atomic_savez(fifo, {"x": np.zeros(3)})
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and _listing(tmp_path) == ["f"]
+    atomic_write_text(tmp_path / "plain.txt", "a")  # a new file and a regular one are fine
+    atomic_write_text(tmp_path / "plain.txt", "b")
+    assert (tmp_path / "plain.txt").read_text() == "b"
+
+
+# ------------------------------------------------------------------------------ contradictory output options
+@pytest.mark.parametrize("args, words", [
+    (["-o", "-", "--format", "npz"], ["-o -", "--format npz"]),
+    (["-o", "X/out.npz", "--format", "lear"], ["out.npz", "--format lear", "out.txt.gz"]),
+    (["-o", "X/out.txt.gz", "--format", "npz"], ["out.txt.gz", "--format npz", "out.npz"]),
+    (["-o", "X/out.txt", "--format", "npz"], ["out.txt", "--format npz", "out.npz"]),
+    (["-o", "X/sub/"], ["sub/", "directory", "sub/tiny.npz"]),
+    (["-o", "X/same.npz", "--draw", "X/same.npz"], ["--draw", "same file"]),
+    (["-o", "X/out.data"], ["out.data", ".npz", "suffix"]),  # an npz load_trajectories refused
+    (["-o", "X/out.gz"], ["out.gz", ".txt.gz"]),  # an npz that load_trajectories read as LEAR text
+])
+def test_an_output_name_that_contradicts_the_options_is_one_line(video, tmp_path, capsys, args, words):
+    """These used to run: LEAR text written to stdout despite ``--format npz``, text in an ``.npz`` (which then
+    does not load), an npz named ``sub`` for ``-o sub/``, the drawing over the trajectories."""
+    from idtfv.idt.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [a.replace("X/", f"{out}/") for a in args]
+    assert main([str(video), "-q", *argv]) == 2
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err)
+    assert all(w in line for w in words), line
+    assert captured.out == "" and _listing(out) == []
+
+
+def test_matching_names_and_formats_still_work(video, tmp_path):
+    from idtfv.idt.cli import main
+    from idtfv.idt.trajectories import load_trajectories
+
+    assert main([str(video), "-q", "-o", str(tmp_path / "a.txt"), "--format", "lear"]) == 0
+    assert main([str(video), "-q", "-o", str(tmp_path / "b.npz"), "--format", "npz"]) == 0
+    assert main([str(video), "-q", "-o", str(tmp_path / "c.txt.gz")]) == 0
+    a, b, c = (load_trajectories(tmp_path / n) for n in ("a.txt", "b.npz", "c.txt.gz"))
+    assert len(a) > 0 and len(a) == len(b) == len(c)
+
+
+# ------------------------------------------------------------------------------ -o - | head
+def test_a_closed_stdout_pipe_ends_quietly_with_status_141(video, tmp_path):
+    """``extract-trajectories V -o - | head -1``: the reader stops after one line. It used to print ``error: [Errno
+    32] Broken pipe`` and exit 2; a filter whose reader is gone says nothing (status 141 = 128 + SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from idtfv.idt.cli import main; "
+                             f"sys.exit(main([{str(video)!r}, '-o', '-', '-q']))"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=300) == 141, err
+    assert len(first.split(b"\t")) == 436  # LEAR text came out until the reader left
+    assert err == ""
+
+
+# ------------------------------------------------------------------------------ Ctrl-C, SIGTERM: nothing partial
+def test_ctrl_c_during_draw_leaves_no_partial_drawing(video, tmp_path, monkeypatch, capsys):
+    """``--draw`` wrote straight into its file: Ctrl-C left a partial video there. Now it is written under a
+    temporary name and renamed at the end; an existing drawing is kept."""
+    from idtfv.idt import draw
+    from idtfv.idt.cli import main
+
+    drawn = tmp_path / "tracks.avi"
+    drawn.write_bytes(b"an earlier drawing")
+    calls = []
+    real = draw.TrackDrawer.__call__
+
+    def interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(draw.TrackDrawer, "__call__", interrupted)
+    assert main([str(video), "-q", "-o", str(tmp_path / "t.npz"), "--draw", str(drawn)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted; no output written"]
+    assert drawn.read_bytes() == b"an earlier drawing"
+    assert _listing(tmp_path) == sorted([video.name, "tracks.avi"])
+
+
+def test_a_finished_drawing_replaces_the_old_one(video, tmp_path):
+    import cv2
+
+    from idtfv.idt.cli import main
+
+    drawn = tmp_path / "tracks.avi"
+    drawn.write_bytes(b"an earlier drawing")
+    assert main([str(video), "-q", "-o", str(tmp_path / "t.npz"), "--draw", str(drawn)]) == 0
+    cap = cv2.VideoCapture(str(drawn))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert n >= 17 and _listing(tmp_path) == sorted([video.name, "t.npz", "tracks.avi"])
+
+
+def test_ctrl_c_with_stdout_output_says_the_text_is_incomplete(video, monkeypatch, capsys):
+    from idtfv.idt import extractor
+    from idtfv.idt.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extractor, "extract_to_file", interrupted)
+    assert main([str(video), "-o", "-", "-q"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted; the LEAR text on stdout is incomplete"]
+
+
+def test_sigterm_during_extract_flow_removes_the_partial_rawframes(video, tmp_path):
+    """SIGTERM killed the process at once, leaving ``DIR/.<id>.tmp-*`` full of JPEGs (and DIR itself). Now it
+    unwinds like Ctrl-C: one line, status 143 (128 + SIGTERM), nothing left."""
+    out = tmp_path / "new" / "rawframes"
+    proc = _python(f"""
+        import os, signal, sys
+        from idtfv.idt import rawframes
+        from idtfv.idt.cli import flow_main
+
+        real = rawframes.RawframesWriter.add_flow
+        def add_flow(self, flow):
+            real(self, flow)
+            if self.n_flows == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+        rawframes.RawframesWriter.add_flow = add_flow
+        sys.exit(flow_main([{str(video)!r}, "-o", {str(out)!r}, "-q", "--method", "farneback"]))
+    """, tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "terminated; no output written (an earlier output of the video is left as it was)"]
+    assert not (tmp_path / "new").exists()
+
+
+def test_sigterm_during_extract_trajectories_leaves_no_drawing(video, tmp_path):
+    proc = _python(f"""
+        import os, signal, sys
+        from idtfv.idt import draw
+        from idtfv.idt.cli import main
+
+        real = draw.TrackDrawer.__call__
+        def call(self, frame_num, *args):
+            real(self, frame_num, *args)
+            if frame_num == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+        draw.TrackDrawer.__call__ = call
+        sys.exit(main([{str(video)!r}, "-o", "t.npz", "-q", "--draw", "d.avi"]))
+    """, tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["terminated; no output written"]
+    assert _listing(tmp_path) == [video.name]
+
+
+def test_sigterm_as_interrupt_is_scoped():
+    from idtfv.cli import Terminated, interrupt_status, sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated) as caught, sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs in this thread as soon as the call returns
+            pass
+    assert isinstance(caught.value, KeyboardInterrupt) and interrupt_status(caught.value) == 143
+    assert interrupt_status(KeyboardInterrupt()) == 130
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ------------------------------------------------------------------------------ extract-flow: DIR and --video-id
+def test_a_failed_extract_flow_leaves_no_directory_it_created(tmp_path, capsys):
+    from idtfv.idt.cli import flow_main
+
+    out = tmp_path / "a" / "b" / "rawframes"
+    assert flow_main([str(tmp_path / "missing.avi"), "-o", str(out), "-q"]) == 2
+    assert "missing.avi" in _one_error_line(capsys.readouterr().err)
+    assert _listing(tmp_path) == []
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert flow_main([str(tmp_path / "missing.avi"), "-o", str(kept), "-q"]) == 2
+    assert kept.is_dir()
+
+
+@pytest.mark.parametrize("video_id", [".", "..", "../outside", "a/b", "", "x" * 201])
+def test_a_video_id_that_is_not_one_plain_name_is_refused(video, tmp_path, capsys, video_id):
+    """``--video-id .`` named DIR itself: the commit moved DIR away and deleted it with every other video's
+    rawframes in it; ``../outside`` wrote beside DIR."""
+    from idtfv.idt.cli import flow_main
+
+    out = tmp_path / "rawframes"
+    (out / "other_video").mkdir(parents=True)
+    (out / "other_video" / "img_00001.jpg").write_bytes(b"another video's frame")
+    before = _listing(tmp_path)
+    assert flow_main([str(video), "-o", str(out), "-q", "--video-id", video_id, "--method", "farneback"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: --video-id:") and repr(video_id) in line
+    assert _listing(tmp_path) == before
+
+
+def test_is_valid_video_id_agrees_with_the_manifest_rule():
+    from idtfv.data.manifest import MAX_VIDEO_ID_LENGTH, is_valid_video_id, make_video_id
+
+    for good in ("v_a_g01_c01", "a.b-c", "..x", "x" * MAX_VIDEO_ID_LENGTH, make_video_id("walk/actor 1.avi")):
+        assert is_valid_video_id(good), good
+    for bad in (".", "..", "", "a/b", "a b", "x" * (MAX_VIDEO_ID_LENGTH + 1), None, 3):
+        assert not is_valid_video_id(bad), bad
+
+
+# ------------------------------------------------------------------------------ messages that name the fix
+def test_frames_too_small_after_the_working_width_name_the_source_size_and_the_option(tiny_video, tmp_path,
+                                                                                       capsys):
+    """A 1280x48 strip is shrunk to the 640 px working width, 640x24, below the 32-px patch: the message used to
+    say "frames are 640x24 ... use a larger video", which the user's file is not."""
+    from idtfv.idt.cli import main
+
+    strip = tiny_video("strip.avi", frames=3, width=1280, height=48)
+    assert main([str(strip), "-q", "-o", str(tmp_path / "s.npz")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "1280x48" in line and "640x24" in line and "--resize-width 0" in line
+
+
+def test_more_frames_than_the_header_declares_is_not_called_truncation():
+    """A file that decodes more frames than its header says (joined MPEG-TS files, variable frame rate) was
+    reported as "decoded 59 of 30 frames ... may be truncated"."""
+    from idtfv.video import TruncatedVideoWarning, _check_frame_count
+
+    with pytest.warns(TruncatedVideoWarning) as more:
+        _check_frame_count("joined.ts", 59, 30)
+    text = str(more[0].message)
+    assert "59" in text and "30" in text and "more than" in text and "truncated" not in text
+    with pytest.warns(TruncatedVideoWarning, match="decoded 20 of 40 frames the header declares; the file may be "
+                                                   "truncated"):
+        _check_frame_count("cut.avi", 20, 40)
+
+
+def test_extract_takes_a_bytes_path(video):
+    """``extract(os.fsencode(path))`` iterated the bytes as frames: "frames must be uint8 arrays, got int64"."""
+    from idtfv.idt import extract
+
+    by_str, by_bytes = extract(str(video)), extract(os.fsencode(str(video)))
+    assert len(by_str) > 0
+    np.testing.assert_array_equal(by_bytes.meta, by_str.meta)
+    np.testing.assert_array_equal(by_bytes.hog, by_str.hog)
+
+
+# ------------------------------------------------------------------------------ a full disk names the output
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write(2) reports it: no file name
+
+
+@pytest.mark.parametrize("name", ["t.npz", "t.txt.gz"])
+def test_a_full_disk_names_the_trajectories_output(video, tmp_path, monkeypatch, capsys, name):
+    """The failed write's OSError names no file: the user saw ``error: [Errno 28] No space left on device``."""
+    from idtfv.idt import trajectories
+    from idtfv.idt.cli import main
+
+    monkeypatch.setattr(trajectories.TrajectoryWriter, "write", _no_space)
+    out = tmp_path / "out" / name
+    out.parent.mkdir()
+    assert main([str(video), "-q", "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: no space left on device writing {out};"), line
+    assert _listing(out.parent) == []
+
+
+def test_a_full_disk_names_the_rawframes_directory(video, tmp_path, monkeypatch, capsys):
+    from idtfv.idt import rawframes
+    from idtfv.idt.cli import flow_main
+
+    calls = []
+    real = rawframes._imwrite
+
+    def imwrite(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            _no_space()
+        real(*args)
+
+    monkeypatch.setattr(rawframes, "_imwrite", imwrite)
+    out = tmp_path / "rawframes"
+    assert flow_main([str(video), "-o", str(out), "-q", "--video-id", "v", "--method", "farneback"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: no space left on device writing {out / 'v'};"), line
+    assert _listing(tmp_path) == [video.name]
+
+
+def test_a_full_disk_stops_the_drawing_with_one_line(video, tmp_path, monkeypatch, capfd):
+    """OpenCV's writer printed ``[ WARN ] ... Failed to write frame`` per frame, the command exited 0 and left a
+    broken video."""
+    from idtfv.idt import draw
+    from idtfv.idt.cli import main
+
+    monkeypatch.setattr(draw, "free_bytes", lambda directory: 1000)  # less than one 480x360 frame
+    drawn = tmp_path / "tracks.avi"
+    assert main([str(video), "-q", "-o", str(tmp_path / "t.npz"), "--draw", str(drawn)]) == 2
+    line = _one_error_line(capfd.readouterr().err)
+    assert line.startswith(f"error: no space left on device writing {drawn};"), line
+    assert _listing(tmp_path) == [video.name]
+
+
+# ------------------------------------------------------------------------------ same input, same bytes
+def test_two_runs_to_a_txt_gz_give_the_same_bytes(video, tmp_path):
+    """The command staged its output as ``.<random>.a.txt.gz``, and gzip stores the file name in its header: two
+    runs of one command on one video gave different bytes. The header now holds the output's own name."""
+    import gzip
+
+    from idtfv.idt.cli import main
+
+    outs = [tmp_path / run / "a.txt.gz" for run in ("one", "two")]
+    for out in outs:
+        out.parent.mkdir()
+        assert main([str(video), "-q", "-o", str(out)]) == 0
+    first, second = (out.read_bytes() for out in outs)
+    assert first == second
+    assert first[3] & 0x08 and first[10:16] == b"a.txt\0"  # FNAME flag, then the name
+    assert gzip.decompress(first).count(b"\n") > 0
+    assert [_listing(out.parent) for out in outs] == [["a.txt.gz"], ["a.txt.gz"]]
