@@ -159,6 +159,8 @@ def _extract_trajectories(args) -> int:
     out, fmt = _output_path(args)
     if out is not None and not out.parent.exists():
         raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
+    if out is not None and not out.parent.is_dir():
+        raise IdtfvError(f"{out}: {out.parent} is not a directory; -o takes a file name in an existing directory")
     if out is not None and out.is_dir():
         raise IdtfvError(f"{out}: is a directory; -o takes the output file's name, e.g. "
                          f"{out / (video.name.rsplit('.', 1)[0] + ('.npz' if fmt == 'npz' else '.txt.gz'))}")

@@ -120,6 +120,9 @@ class RawframesWriter:
         self.write_frames = write_frames
         self.n_frames = 0
         self.n_flows = 0
+        if self.video_dir.exists() and not self.video_dir.is_dir():  # commit() would replace it by a directory
+            raise FormatError(self.video_dir, "exists and is not a directory, but a video's rawframes are one; move "
+                                              "the file away or give the video another id (--video-id)")
         self.video_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _temp_sibling(self.video_dir)
         self._tmp.mkdir()

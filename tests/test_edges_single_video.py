@@ -402,3 +402,27 @@ def test_two_runs_to_a_txt_gz_give_the_same_bytes(video, tmp_path):
     assert first[3] & 0x08 and first[10:16] == b"a.txt\0"  # FNAME flag, then the name
     assert gzip.decompress(first).count(b"\n") > 0
     assert [_listing(out.parent) for out in outs] == [["a.txt.gz"], ["a.txt.gz"]]
+
+
+def test_an_output_inside_a_file_names_the_file_not_a_temporary_name(video, tmp_path, capsys):
+    """``-o notes.txt/x.npz``: the error named the run's temporary file (``.x.npz.<hex>.tmp``)."""
+    from idtfv.idt.cli import main
+
+    (tmp_path / "notes.txt").write_text("a file")
+    assert main([str(video), "-q", "-o", str(tmp_path / "notes.txt" / "x.npz")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{tmp_path / 'notes.txt'} is not a directory" in line and ".tmp" not in line
+
+
+def test_a_file_where_the_rawframes_directory_goes_is_refused_and_kept(video, tmp_path, capsys):
+    """A file ``DIR/v`` was renamed to a hidden ``.v.tmp-*`` (its removal failed quietly: rmtree of a file) and
+    replaced by the rawframes directory."""
+    from idtfv.idt.cli import flow_main
+
+    out = tmp_path / "rawframes"
+    out.mkdir()
+    (out / "v").write_text("the user's file")
+    assert flow_main([str(video), "-o", str(out), "-q", "--video-id", "v", "--method", "farneback"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(out / "v") in line and "not a directory" in line
+    assert _listing(out) == ["v"] and (out / "v").read_text() == "the user's file"
