@@ -19,7 +19,7 @@ from idtfv.allocator import tune_heap
 from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_status, quick_exit,
                        report_failures, run_command, sequential_opencv, sigterm_as_interrupt)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
-from idtfv.atomic import check_replaceable, disk_full_error
+from idtfv.atomic import check_replaceable, disk_full_error, temp_name
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
 
@@ -124,9 +124,9 @@ def main(argv=None) -> int:
     try:
         with sigterm_as_interrupt(), one_line_warnings():  # a truncated video: one "warning: ..." line
             return _extract_trajectories(args)
-    except BrokenPipeError:  # -o - | head: the reader has all it wanted; nothing to say (like any Unix filter)
-        return closed_stdout()
     except (IdtfvError, OSError) as e:
+        if isinstance(e, BrokenPipeError) and args.output == "-":
+            return closed_stdout()  # -o - | head: the reader has all it wanted; nothing to say (as any Unix filter)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -206,7 +206,7 @@ def _extract_trajectories(args) -> int:
     # appears, complete, only at the end, and under a temporary name first: a video without trajectories must
     # not replace an existing output. The temporary file has the output's own name, in a temporary directory
     # beside it: a .txt.gz stores its name in the gzip header (a random one made the bytes differ run to run)
-    stage_dir = None if out is None else out.with_name(f".{out.name}.{secrets.token_hex(6)}.tmp")
+    stage_dir = None if out is None else out.with_name(temp_name(out.name, secrets.token_hex(6)))
     staged = None if stage_dir is None else stage_dir / out.name
     try:
         if stage_dir is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idtfv.atomic import free_bytes
+from idtfv.atomic import free_bytes, temp_name
 from idtfv.errors import DiskFullError, VideoError
 
 __all__ = ["TrackDrawer", "MIN_EXTENT", "MIN_WIDTH"]
@@ -48,7 +48,7 @@ class TrackDrawer:
         self._writer = None
         self._zoom = 1
         # same suffix: OpenCV picks the container from it
-        self._tmp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(6)}.tmp{self.path.suffix}")
+        self._tmp = self.path.with_name(temp_name(self.path.stem, secrets.token_hex(6), self.path.suffix))
 
     def _open(self, w: int, h: int) -> None:
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))

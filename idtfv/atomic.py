@@ -22,7 +22,7 @@ from pathlib import Path
 from idtfv.errors import DiskFullError, IdtfvError
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_text", "check_replaceable", "disk_full_error", "free_bytes",
-           "DISK_FULL_ERRNOS"]
+           "temp_name", "DISK_FULL_ERRNOS"]
 
 #: System error numbers that mean "the file system has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -88,10 +88,25 @@ def check_replaceable(path) -> None:
                      "and renamed onto this one, which would replace it: give the name of a file to write")
 
 
+#: Longest file name (bytes) most file systems take (NAME_MAX).
+_NAME_MAX = 255
+
+
+def temp_name(name: str, tag: str, suffix: str = "") -> str:
+    """``.<name>.<tag>.tmp<suffix>``, with ``name`` cut so that the whole stays within :data:`_NAME_MAX` bytes: an
+    output whose own name is legal (up to 255 bytes) must not fail on its temporary name. ``suffix``: for writers
+    that choose the format by the name's extension (OpenCV's video writer)."""
+    room = _NAME_MAX - len(f"..{tag}.tmp{suffix}".encode())
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        name = raw[:room].decode("utf-8", "ignore") if os.name != "nt" else name[:room]
+    return f".{name}.{tag}.tmp{suffix}"
+
+
 def _create_temp(path: Path) -> tuple[int, str]:
-    """Create ``.<name>.<random>.tmp`` next to ``path`` with the umask's permissions."""
+    """Create ``.<name>.<random>.tmp`` (:func:`temp_name`) next to ``path`` with the umask's permissions."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / temp_name(path.name, secrets.token_hex(6))
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), str(tmp)
         except FileExistsError:

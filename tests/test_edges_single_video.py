@@ -426,3 +426,27 @@ def test_a_file_where_the_rawframes_directory_goes_is_refused_and_kept(video, tm
     line = _one_error_line(capsys.readouterr().err)
     assert str(out / "v") in line and "not a directory" in line
     assert _listing(out) == ["v"] and (out / "v").read_text() == "the user's file"
+
+
+def test_an_output_name_of_up_to_255_bytes_works(video, tmp_path):
+    """A legal 244-byte output name failed with ``File name too long`` naming the temporary ``.<name>.<hex>.tmp``
+    (also in ``main`` before this branch, after all the work for an npz)."""
+    from idtfv.idt.cli import main
+    from idtfv.idt.trajectories import load_trajectories
+
+    name = "é" * 120 + ".npz"  # 244 bytes in UTF-8
+    out = tmp_path / name
+    assert main([str(video), "-q", "-o", str(out), "--draw", str(tmp_path / ("d" * 250 + ".avi"))]) == 0
+    assert len(load_trajectories(out)) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([video.name, name, "d" * 250 + ".avi"])
+
+
+def test_temp_name_stays_within_name_max():
+    from idtfv.atomic import temp_name
+
+    assert temp_name("a.npz", "0123") == ".a.npz.0123.tmp"
+    for name in ("x" * 255, "é" * 127, "ab" * 100):
+        for suffix in ("", ".avi"):
+            tmp = temp_name(name, "0" * 12, suffix)
+            assert len(tmp.encode()) <= 255 and tmp.startswith(".") and tmp.endswith(".000000000000.tmp" + suffix)
+            tmp.encode("utf-8")  # no half character left by the cut
