@@ -450,3 +450,15 @@ def test_temp_name_stays_within_name_max():
             tmp = temp_name(name, "0" * 12, suffix)
             assert len(tmp.encode()) <= 255 and tmp.startswith(".") and tmp.endswith(".000000000000.tmp" + suffix)
             tmp.encode("utf-8")  # no half character left by the cut
+
+
+def test_the_flow_backend_fallback_is_one_warning_line(video, tmp_path):
+    """``extract-flow --backend gpu`` on a method without a GPU path printed Python's two-line RuntimeWarning
+    (``.../estimate.py:159: RuntimeWarning: ...`` and the source line) instead of one ``warning:`` line."""
+    proc = _python(f"""
+        import sys
+        from idtfv.idt.cli import flow_main
+        sys.exit(flow_main([{str(video)!r}, "-o", "out", "-q", "--method", "farneback", "--backend", "gpu"]))
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["warning: method='farneback' has no GPU path; running it on the CPU"]
