@@ -210,7 +210,11 @@ def _extract_trajectories(args) -> int:
     staged = None if stage_dir is None else stage_dir / out.name
     try:
         if stage_dir is not None:
-            stage_dir.mkdir()
+            try:
+                stage_dir.mkdir()
+            except PermissionError:  # named after the output, not the temporary directory
+                raise IdtfvError(f"{out}: cannot write in {out.parent} (permission denied); -o a file in a "
+                                 "directory you can write to") from None
         writer = extract_to_file(video, sys.stdout.buffer if out is None else staged, params, format=fmt,
                                  compact=fmt == "npz" and not args.full_precision, on_frame=on_frame,
                                  on_tracks=drawer)

@@ -462,3 +462,26 @@ def test_the_flow_backend_fallback_is_one_warning_line(video, tmp_path):
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines() == ["warning: method='farneback' has no GPU path; running it on the CPU"]
+
+
+def test_an_unwritable_output_directory_names_the_output(video, tmp_path, monkeypatch, capsys):
+    """``-o ro/x.npz`` in a read-only directory: the error named the temporary ``ro/.x.npz.<hex>.tmp``. (The tests
+    may run as root, who writes anywhere: the refusal is planted where the command makes its first entry.)"""
+    import pathlib
+
+    from idtfv.idt.cli import main
+
+    real = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.parent.name == "ro":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    (tmp_path / "ro").mkdir()
+    out = tmp_path / "ro" / "x.npz"
+    assert main([str(video), "-q", "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == f"error: {out}: cannot write in {out.parent} (permission denied); -o a file in a directory you " \
+                   "can write to"
