@@ -678,11 +678,41 @@ def _check_file(path: str) -> None:
         raise VideoError(path, "the file is not readable (permission denied)")
 
 
+def _mp4_without_index(path: str, size: int) -> bool:
+    """Whether ``path`` is an ISO base media file (MP4, MOV, M4V, 3GP: ``ftyp`` first) whose top-level boxes hold
+    no ``moov`` (the index of every frame, often written last: a file cut short loses it)."""
+    try:
+        with open(path, "rb") as fh:
+            offset, first = 0, True
+            while offset + 8 <= size:
+                fh.seek(offset)
+                head = fh.read(16)
+                box_size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if first and kind != b"ftyp":
+                    return False
+                first = False
+                if kind == b"moov":
+                    return False
+                if box_size == 1 and len(head) == 16:  # 64-bit size
+                    box_size = int.from_bytes(head[8:16], "big")
+                elif box_size == 0:  # to the end of the file
+                    break
+                if box_size < 8:
+                    return False  # not a box structure after all
+                offset += box_size
+            return not first
+    except OSError:
+        return False
+
+
 def _diagnose(path: str, problems: list[str]) -> str:
     size = os.path.getsize(path)
     if size == 0:
         return "the file is empty (0 bytes): no decodable frames"
     tried = "; ".join(problems)
     if all("cannot open" in p or "no video stream" in p for p in problems):
+        if _mp4_without_index(path, size):
+            return (f"an MP4/MOV without its frame index (no 'moov' box): the file was cut short while recorded, "
+                    f"written or copied, and no frame can be found ({tried}); copy it again from its source")
         return f"not a readable video ({tried}); is it a video file in a format FFmpeg knows?"
     return f"no decodable frames ({tried}); the file may be truncated or corrupt"

@@ -485,3 +485,29 @@ def test_an_unwritable_output_directory_names_the_output(video, tmp_path, monkey
     line = _one_error_line(capsys.readouterr().err)
     assert line == f"error: {out}: cannot write in {out.parent} (permission denied); -o a file in a directory you " \
                    "can write to"
+
+
+def test_an_mp4_cut_short_is_named_as_one(tiny_video, tmp_path, capsys):
+    """An MP4 cut in half loses its index (the ``moov`` box OpenCV writes last): the message asked "is it a video
+    file in a format FFmpeg knows?" about a plain .mp4."""
+    import cv2
+
+    from conftest import tiny_frames
+    from idtfv.idt.cli import main
+
+    whole = tmp_path / "whole.mp4"
+    writer = cv2.VideoWriter(str(whole), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 48))
+    for rgb in tiny_frames(frames=20):
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = whole.read_bytes()
+    assert data[4:8] == b"ftyp" and data.rfind(b"moov") > len(data) // 2  # planted: the index is at the end
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 2])
+    assert main([str(cut), "-q", "-o", str(tmp_path / "x.npz")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {cut}: an MP4/MOV without its frame index (no 'moov' box)"), line
+    not_mp4 = tmp_path / "text.mp4"
+    not_mp4.write_text("not a video at all\n" * 10)
+    assert main([str(not_mp4), "-q", "-o", str(tmp_path / "y.npz")]) == 2
+    assert "is it a video file in a format FFmpeg knows?" in _one_error_line(capsys.readouterr().err)
