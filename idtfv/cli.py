@@ -76,34 +76,44 @@ def one_line_warnings(stream=None):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread by :func:`sigterm_as_interrupt`: like Ctrl-C, it unwinds the command
-    (temporary files and directories are removed on the way), and the command exits with status 143."""
+    """SIGTERM or SIGHUP, raised in the main thread by :func:`sigterm_as_interrupt`: like Ctrl-C, it unwinds the
+    command (temporary files and directories are removed on the way); the command exits with status 128 + the
+    signal's number (143 for SIGTERM, 129 for SIGHUP), as a shell reports a process killed by it."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__(signum)
+        self.signum = int(signum)
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Inside, SIGTERM raises :class:`Terminated` in the main thread instead of killing the process at once, so that
-    the clean-up of a command (its temporary output) runs. Outside the main thread it does nothing."""
+    """Inside, SIGTERM and SIGHUP (a closed terminal) raise :class:`Terminated` in the main thread instead of killing
+    the process at once, so that the clean-up of a command (its temporary output) runs. A signal the process ignores
+    (``nohup``) stays ignored. Outside the main thread it does nothing."""
     import signal
     import threading
 
     def terminate(signum, frame):
-        raise Terminated
+        raise Terminated(signum)
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def interrupt_status(exc: KeyboardInterrupt) -> int:
-    """The exit status of a command stopped by ``exc``: 143 (128 + SIGTERM) for :class:`Terminated`, else 130
-    (128 + SIGINT), as a shell reports a process killed by that signal."""
-    return 143 if isinstance(exc, Terminated) else 130
+    """The exit status of a command stopped by ``exc``: 128 + the signal's number for :class:`Terminated` (143 for
+    SIGTERM), else 130 (128 + SIGINT), as a shell reports a process killed by that signal."""
+    return 128 + exc.signum if isinstance(exc, Terminated) else 130
 
 
 #: Exit status of a command whose stdout was closed by its reader (``... -o - | head``): 128 + SIGPIPE.

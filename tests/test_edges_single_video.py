@@ -252,6 +252,27 @@ def test_sigterm_as_interrupt_is_scoped():
     assert isinstance(caught.value, KeyboardInterrupt) and interrupt_status(caught.value) == 143
     assert interrupt_status(KeyboardInterrupt()) == 130
     assert signal.getsignal(signal.SIGTERM) == before
+    with pytest.raises(Terminated) as caught, sigterm_as_interrupt():  # a closed terminal
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(1000):
+            pass
+    assert interrupt_status(caught.value) == 129
+
+
+def test_an_ignored_sighup_stays_ignored(monkeypatch):
+    """``nohup extract-trajectories ...``: SIGHUP is ignored on purpose; the command must not catch it."""
+    from idtfv.cli import sigterm_as_interrupt
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+            for _ in range(1000):
+                pass
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 # ------------------------------------------------------------------------------ extract-flow: DIR and --video-id
