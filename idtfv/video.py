@@ -135,12 +135,19 @@ def collect_video_warnings():
         _COLLECTOR.reset(token)
 
 
-def _check_frame_count(path: str, decoded: int, declared: int) -> None:
-    """Warn when ``decoded`` frames differ from the ``declared`` count beyond the tolerance (unknown: -1)."""
+def _check_frame_count(path: str, decoded: int, declared: int, *, reached_end: bool = False) -> None:
+    """Warn when ``decoded`` frames differ from the ``declared`` count beyond the tolerance (unknown: -1).
+
+    ``reached_end``: the last decoded frame's timestamp is at the end of the stream's declared duration. Fewer
+    frames than declared then come from a variable frame rate (the count was duration x nominal rate, e.g. a
+    phone's MKV), not from a file cut short: no warning.
+    """
     if declared <= 0:
         return
     gap = abs(declared - decoded)
     if gap <= FRAME_COUNT_SLACK or gap <= FRAME_COUNT_TOLERANCE * declared:
+        return
+    if decoded < declared and reached_end:
         return
     if decoded < declared:
         message = (f"{path}: decoded {decoded} of {declared} frames the header declares; the file may be truncated "
@@ -203,13 +210,20 @@ class _OpenCVSource:
         self.header_frames = int(n) if math.isfinite(n) and n > 0 else -1
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.last_msec: float | None = None  # timestamp of the last frame decoded (ms), for _reached_end
 
     def skip(self) -> bool:
-        return bool(self._cap.grab())
+        ok = bool(self._cap.grab())
+        if ok:
+            self.last_msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ok
 
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
-        return frame if ok and frame is not None and frame.size else None
+        if not (ok and frame is not None and frame.size):
+            return None
+        self.last_msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return frame
 
     def close(self) -> None:
         self._cap.release()
@@ -236,6 +250,7 @@ class _PyAVSource:
         self.height = int(stream.codec_context.height or 0)
         self._frames = self._container.decode(stream)
         self._dead = False
+        self.last_msec = None  # its header count (nb_frames) is the container's own, not an estimate
 
     def _next(self):
         if self._dead:
@@ -447,7 +462,8 @@ class VideoReader:
                     end = self.start + self.frames_read  # the stream ended before the requested range did
                     self.decodable_frames = end
                     if self.end is None or end < min(self.end, self.header_frames):
-                        _check_frame_count(self.path, end, self.header_frames)
+                        _check_frame_count(self.path, end, self.header_frames,
+                                           reached_end=_reached_end(self._source, self.header_frames))
                     return
                 continue
             failures = 0
@@ -580,7 +596,7 @@ def probe_video(path: str | os.PathLike, *, count_frames: bool = True, backend: 
                 n, failures = n + 1, 0
             elif not _should_retry(reader._source, failures := failures + 1, n, info.frames):
                 break
-        _check_frame_count(info.path, n, info.frames)
+        _check_frame_count(info.path, n, info.frames, reached_end=_reached_end(reader._source, info.frames))
         return VideoInfo(info.path, n, info.fps, info.width, info.height, info.backend)
 
 
@@ -620,6 +636,17 @@ _FRAME_COUNT_CAP = 3_600_000
 
 def _count_decodable(path: str, backend: str) -> int:
     return probe_video(path, count_frames=True, backend=backend).frames
+
+
+def _reached_end(source, header_frames: int) -> bool:
+    """Whether the last frame ``source`` decoded is stamped at the end of the duration its header implies
+    (``header_frames / fps``), within two frame intervals or :data:`FRAME_COUNT_TOLERANCE` of it: the stream was
+    decoded to its end, however many frames that took."""
+    last = getattr(source, "last_msec", None)
+    if last is None or not math.isfinite(last) or header_frames <= 0 or not source.fps:
+        return False
+    duration = header_frames / source.fps * 1000.0
+    return last >= duration - max(2000.0 / source.fps, FRAME_COUNT_TOLERANCE * duration)
 
 
 def _should_retry(source, failures: int, position: int, header_frames: int) -> bool:

@@ -532,3 +532,53 @@ def test_an_mp4_cut_short_is_named_as_one(tiny_video, tmp_path, capsys):
     not_mp4.write_text("not a video at all\n" * 10)
     assert main([str(not_mp4), "-q", "-o", str(tmp_path / "y.npz")]) == 2
     assert "is it a video file in a format FFmpeg knows?" in _one_error_line(capsys.readouterr().err)
+
+
+# ------------------------------------------------------------------------------ variable frame rate
+def _write_vfr_mkv(path: Path, frames: int = 120) -> Path:
+    """An MPEG-4 MKV at a nominal 30 fps whose frames come alternately 70 ms and 20 ms apart (a phone's variable
+    rate): the container has a duration but no frame count, so OpenCV declares duration x 30 fps = 162 frames."""
+    import fractions
+
+    import av
+
+    from conftest import tiny_frames
+
+    ms = fractions.Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 72, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = ms
+        t = 0
+        for i, rgb in enumerate(tiny_frames(frames=frames, width=96, height=72)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = t, ms
+            t += 20 if i % 2 else 70
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_a_variable_frame_rate_video_is_not_reported_as_truncated(tmp_path):
+    """Every frame of a VFR MKV decodes, yet its estimated count (162) exceeds the 120 frames: the user was told
+    the file "may be truncated or damaged". Its last frame is stamped at the end of its duration: no warning. The same
+    file cut short still warns."""
+    import warnings
+
+    from conftest import opencv_frame_counts
+    from idtfv.video import TruncatedVideoWarning, iter_frames, probe_video
+
+    vfr = _write_vfr_mkv(tmp_path / "vfr.mkv")
+    decoded, declared = opencv_frame_counts(vfr)
+    assert (decoded, declared) == (120, 162)  # planted: the header's estimate is wrong, nothing is missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedVideoWarning)
+        assert probe_video(vfr).frames == 120
+        assert len(list(iter_frames(vfr))) == 120
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(vfr.read_bytes()[:vfr.stat().st_size // 2])
+    with pytest.warns(TruncatedVideoWarning, match="the file may be truncated"):
+        n = probe_video(cut).frames
+    assert 0 < n < 100
