@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from idtfv.allocator import tune_heap
+from idtfv.atomic import check_replaceable, disk_full_error, temp_name
 from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_status, quick_exit,
                        report_failures, run_command, sequential_opencv, sigterm_as_interrupt)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
-from idtfv.atomic import check_replaceable, disk_full_error, temp_name
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
 
