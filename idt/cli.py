@@ -170,6 +170,9 @@ def _extract_trajectories(args) -> int:
                              f"{out.name}.npz")
     if out is not None:  # /dev/null, a FIFO: the rename at the end would replace it
         check_replaceable(out)
+    for flag, path in (("-o", out), ("--draw", args.draw)):
+        if path is not None and _same_file(path, video):  # the drawing would replace the source video
+            raise ParameterError(f"{flag} {path}: the input video itself; give the output its own name")
     if args.draw and out is not None and _same_file(args.draw, out):
         raise ParameterError(f"--draw {args.draw}: the same file as -o {out}; give the drawing its own name, e.g. "
                              f"{out.with_suffix('.tracks.mp4').name}")

@@ -121,6 +121,20 @@ def test_an_output_name_that_contradicts_the_options_is_one_line(video, tmp_path
     assert captured.out == "" and _listing(out) == []
 
 
+def test_draw_onto_the_input_video_is_refused_and_the_video_kept(video, tmp_path, capsys):
+    """``--draw clip.avi`` on ``clip.avi`` replaced the user's source video with the drawing (exit 0)."""
+    from idtfv.idt.cli import main
+
+    source = video.read_bytes()
+    link = tmp_path / "same.avi"
+    link.symlink_to(video)
+    for target in (video, link):
+        assert main([str(video), "-q", "-o", str(tmp_path / "t.npz"), "--draw", str(target)]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line == f"error: --draw {target}: the input video itself; give the output its own name"
+    assert video.read_bytes() == source and _listing(tmp_path) == sorted([video.name, "same.avi"])
+
+
 def test_matching_names_and_formats_still_work(video, tmp_path):
     from idtfv.idt.cli import main
     from idtfv.idt.trajectories import load_trajectories
