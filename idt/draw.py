@@ -49,6 +49,11 @@ class TrackDrawer:
         self._zoom = 1
         # same suffix: OpenCV picks the container from it
         self._tmp = self.path.with_name(temp_name(self.path.stem, secrets.token_hex(6), self.path.suffix))
+        try:
+            str(self._tmp.absolute()).encode("utf-8")
+        except UnicodeEncodeError:  # OpenCV's writer would crash the process (SIGSEGV) on it
+            raise VideoError(self.path, "not a valid UTF-8 file name, which OpenCV's video writer cannot take; give "
+                                        "--draw a UTF-8 path") from None
 
     def _open(self, w: int, h: int) -> None:
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))

@@ -174,7 +174,12 @@ class RawframesWriter:
 
 
 def _imread(path: Path, flags: int) -> np.ndarray:
-    img = cv2.imread(str(path), flags)
+    # read by Python, decoded by OpenCV (the pixels of cv2.imread): OpenCV crashes on a name that is not UTF-8
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        data = None
+    img = None if data is None or data.size == 0 else cv2.imdecode(data, flags)
     if img is None:
         raise FormatError(path, "missing or not a readable JPEG; re-run extract-flow with --force for this video")
     return img

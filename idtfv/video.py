@@ -199,11 +199,17 @@ class _OpenCVSource:
     name = "opencv"
 
     def __init__(self, path: str):
+        self._fd = None
+        if not _utf8_name(path):  # OpenCV crashes (SIGSEGV) on a name it cannot encode as UTF-8
+            if not os.path.isdir("/proc/self/fd"):
+                raise _CannotOpen("OpenCV cannot open a file name that is not valid UTF-8")
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            path = f"/proc/self/fd/{self._fd}"  # the same file, by a name OpenCV can take
         # FFmpeg explicitly: with CAP_ANY a path containing '%' would be taken for an image-sequence pattern.
         with _quiet_opencv():
             self._cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
-            self._cap.release()
+            self.close()
             raise _CannotOpen("OpenCV cannot open it")
         self.fps = _clean_fps(self._cap.get(cv2.CAP_PROP_FPS))
         n = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -227,6 +233,19 @@ class _OpenCVSource:
 
     def close(self) -> None:
         self._cap.release()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _utf8_name(path: str) -> bool:
+    """Whether ``path`` encodes as UTF-8: a file name of bytes that are not (``os.fsdecode``'s surrogates) does not,
+    and OpenCV's Python binding crashes the process on it instead of raising."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _PyAVSource:

@@ -43,7 +43,7 @@ def _listing(directory: Path) -> list[str]:
 def _python(script: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``script`` in a fresh interpreter (signals sent to itself must not reach pytest)."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          errors="surrogateescape", timeout=300)  # file names that are not UTF-8 may be printed
 
 
 # ------------------------------------------------------------------------------ -o naming a device or a FIFO
@@ -596,3 +596,72 @@ def test_a_variable_frame_rate_video_is_not_reported_as_truncated(tmp_path):
     with pytest.warns(TruncatedVideoWarning, match="the file may be truncated"):
         n = probe_video(cut).frames
     assert 0 < n < 100
+
+
+# ------------------------------------------------------------------------------ file names that are not UTF-8
+@pytest.fixture
+def latin1_video(video, tmp_path):
+    """The tiny video under a Latin-1 name (bytes ``lat\\xe9.avi``: not UTF-8, as on old archives and cameras)."""
+    name = os.fsdecode(b"lat\xe9.avi")
+    try:
+        (tmp_path / name).write_bytes(video.read_bytes())
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    return tmp_path / name
+
+
+def test_a_video_whose_name_is_not_utf8_is_read_like_any_other(video, latin1_video, tmp_path):
+    """OpenCV's binding crashed the process (SIGSEGV, status 139) on such a name; extract-flow died in
+    make_video_id with a UnicodeEncodeError traceback. Now both run, with the bytes of the same video under a UTF-8
+    name."""
+    from idtfv.idt import extract
+
+    proc = _python(f"""
+        import os, sys
+        from idtfv.idt.cli import flow_main, main
+        video = os.fsdecode({os.fsencode(str(latin1_video))!r})
+        assert main([video, "-q", "-o", "t.npz"]) == 0
+        sys.exit(flow_main([video, "-q", "-o", "flow", "--method", "farneback"]))
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    from idtfv.idt.trajectories import load_trajectories
+
+    got, expected = load_trajectories(tmp_path / "t.npz"), extract(str(video))
+    np.testing.assert_array_equal(got.meta, expected.meta)
+    np.testing.assert_array_equal(got.hog.astype(np.float16), expected.hog.astype(np.float16))
+    ids = [p.name for p in (tmp_path / "flow").iterdir()]
+    assert len(ids) == 1 and ids[0].startswith("lat_-")  # make_video_id: the name made safe, with its hash
+    from idtfv.data.manifest import make_video_id
+
+    assert ids[0] == make_video_id(latin1_video.name)
+
+
+def test_draw_to_a_name_that_is_not_utf8_is_one_line(video, tmp_path):
+    proc = _python(f"""
+        import os, sys
+        from idtfv.idt.cli import main
+        sys.exit(main([{str(video)!r}, "-q", "-o", "t.npz", "--draw", os.fsdecode(b"d\\xe9.avi")]))
+    """, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert "not a valid UTF-8 file name" in line and "--draw" in line
+    assert _listing(tmp_path) == [video.name]
+
+
+def test_rawframes_under_a_directory_not_utf8_are_read(video, tmp_path):
+    """cv2.imread crashed the process on such a path; the JPEGs are now read by Python and decoded by OpenCV."""
+    proc = _python(f"""
+        import os, sys
+        import numpy as np
+        from idtfv.idt.cli import flow_main
+        from idtfv.idt.rawframes import RawframesReader
+        root = os.fsdecode(b"raw\\xe9")
+        assert flow_main([{str(video)!r}, "-q", "-o", "ascii", "--video-id", "v", "--method", "farneback"]) == 0
+        assert flow_main([{str(video)!r}, "-q", "-o", root, "--video-id", "v", "--method", "farneback"]) == 0
+        a, b = RawframesReader("ascii", "v"), RawframesReader(root, "v")
+        assert np.array_equal(a.frames(), b.frames()) and np.array_equal(a.flow(), b.flow())
+        print(a.frames().shape)
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "(18, 48, 64, 3)"

@@ -261,7 +261,8 @@ def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False) -> str
     if safe in (".", ".."):
         safe = safe.replace(".", "_")
     if safe != original or len(safe) > _MAX_ID_LEN:
-        digest = hashlib.sha1(original.encode("utf-8")).hexdigest()[:8]
+        # surrogateescape: a file name of bytes that are not UTF-8 (os.fsdecode) hashes its own bytes
+        digest = hashlib.sha1(original.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         safe = f"{safe[:_MAX_ID_LEN]}-{digest}"
     return safe
 
