@@ -22,6 +22,7 @@ import numpy as np
 
 from idtfv.atomic import free_bytes, temp_name
 from idtfv.errors import DiskFullError, VideoError
+from idtfv.video import opencv_path
 
 __all__ = ["TrackDrawer", "MIN_EXTENT", "MIN_WIDTH"]
 
@@ -47,17 +48,15 @@ class TrackDrawer:
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self._writer = None
         self._zoom = 1
-        # same suffix: OpenCV picks the container from it
-        self._tmp = self.path.with_name(temp_name(self.path.stem, secrets.token_hex(6), self.path.suffix))
-        try:
-            str(self._tmp.absolute()).encode("utf-8")
-        except UnicodeEncodeError:  # OpenCV's writer would crash the process (SIGSEGV) on it
-            raise VideoError(self.path, "not a valid UTF-8 file name, which OpenCV's video writer cannot take; give "
-                                        "--draw a UTF-8 path") from None
+        # an ASCII name with the output's suffix (OpenCV picks the container from it); a directory that is not
+        # UTF-8 is reached through opencv_path (OpenCV's binding crashes on such a name)
+        self._tmp = self.path.with_name(temp_name("idtfv-draw", secrets.token_hex(6), self.path.suffix))
+        self._name = contextlib.ExitStack()
 
     def _open(self, w: int, h: int) -> None:
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.CAP_FFMPEG, fourcc, self.fps, (w, h))
+        name = self._name.enter_context(opencv_path(self._tmp))
+        self._writer = cv2.VideoWriter(name, cv2.CAP_FFMPEG, fourcc, self.fps, (w, h))
         if not self._writer.isOpened():
             self.abort()
             raise VideoError(self.path, "cannot open the --draw output for writing; use a .mp4 or .avi name in a "
@@ -100,6 +99,7 @@ class TrackDrawer:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            self._name.close()
             os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -107,6 +107,7 @@ class TrackDrawer:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        self._name.close()
         with contextlib.suppress(OSError):
             self._tmp.unlink()
 

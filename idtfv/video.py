@@ -66,6 +66,7 @@ __all__ = [
     "TruncatedVideoWarning",
     "StartBeyondEndError",
     "collect_video_warnings",
+    "opencv_path",
     "FRAME_COUNT_TOLERANCE",
 ]
 
@@ -236,6 +237,33 @@ class _OpenCVSource:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+@contextlib.contextmanager
+def opencv_path(path):
+    """Yield a name of ``path`` (a file to create, in an existing directory) that OpenCV's writers can take.
+
+    OpenCV's Python binding crashes the process (SIGSEGV) on a name that does not encode as UTF-8 (``os.fsdecode``
+    of Latin-1 bytes). Such a directory is reached through ``/proc/self/fd/N/NAME`` (Linux), N a descriptor of it
+    held while inside; a UTF-8 path is yielded as it is.
+
+    Raises
+    ------
+    idtfv.errors.VideoError
+        The file's own name is not UTF-8, or there is no ``/proc/self/fd``.
+    """
+    path = os.fspath(path)
+    if _utf8_name(path):
+        yield path
+        return
+    directory, name = os.path.split(path)
+    if not _utf8_name(name) or not os.path.isdir("/proc/self/fd"):
+        raise VideoError(path, "not a valid UTF-8 file name, which OpenCV cannot take; give a UTF-8 name")
+    fd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
 
 
 def _utf8_name(path: str) -> bool:

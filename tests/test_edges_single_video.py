@@ -637,16 +637,29 @@ def test_a_video_whose_name_is_not_utf8_is_read_like_any_other(video, latin1_vid
     assert ids[0] == make_video_id(latin1_video.name)
 
 
-def test_draw_to_a_name_that_is_not_utf8_is_one_line(video, tmp_path):
+def test_draw_and_dataset_clips_under_names_that_are_not_utf8_are_written(video, tmp_path):
+    """OpenCV's video writer crashed the process on such names: ``--draw`` to one, and ``idtfv dataset`` writing
+    its clips under such a root (status 139)."""
     proc = _python(f"""
         import os, sys
+        import numpy as np
+        from idtfv.data.synthetic import _write_video
         from idtfv.idt.cli import main
-        sys.exit(main([{str(video)!r}, "-q", "-o", "t.npz", "--draw", os.fsdecode(b"d\\xe9.avi")]))
+        from idtfv.video import probe_video
+        d = os.fsdecode(b"d\\xe9")
+        os.mkdir(d)
+        drawn = os.path.join(d, os.fsdecode(b"tracks\\xe9.avi"))
+        assert main([{str(video)!r}, "-q", "-o", "t.npz", "--draw", drawn]) == 0
+        assert main([{str(video)!r}, "-q", "-o", "t.npz", "--draw", "ascii.avi"]) == 0
+        print(probe_video(drawn).frames == probe_video("ascii.avi").frames > 10)
+        clip = os.path.join(d, "clip.avi")
+        _write_video(clip, np.zeros((5, 48, 64, 3), np.uint8), 25.0)
+        print(probe_video(clip).frames)
     """, tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    line = _one_error_line(proc.stderr)
-    assert "not a valid UTF-8 file name" in line and "--draw" in line
-    assert _listing(tmp_path) == [video.name]
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "5"]
+    folder = tmp_path / os.fsdecode(b"d\xe9")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["clip.avi", os.fsdecode(b"tracks\xe9.avi")])
 
 
 def test_rawframes_under_a_directory_not_utf8_are_read(video, tmp_path):
