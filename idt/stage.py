@@ -63,12 +63,13 @@ def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 def empty_reason(n_frames, params) -> str:
     """Why a video of ``n_frames`` frames gave no trajectory with ``params`` (an ``IDTParams``), in one line.
 
-    ``"3 frames; at least L+1=16 needed"`` when the video is shorter than one trajectory, else
+    ``"3 frames; at least L+1=16 needed (L is --track-length)"`` when the video is shorter than one trajectory, else
     ``"no trajectory survived pruning (N frames)"`` (static, textureless or camera-only motion).
     """
     need = int(params.track_length) + 1
     if n_frames is not None and int(n_frames) < need:
-        return f"{int(n_frames)} frame{'s' if int(n_frames) != 1 else ''}; at least L+1={need} needed"
+        return (f"{int(n_frames)} frame{'s' if int(n_frames) != 1 else ''}; at least L+1={need} needed "
+                "(L is --track-length)")
     frames = "" if n_frames is None else f" ({int(n_frames)} frames)"
     return f"no trajectory survived pruning{frames}"
 

@@ -678,3 +678,13 @@ def test_rawframes_under_a_directory_not_utf8_are_read(video, tmp_path):
     """, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "(18, 48, 64, 3)"
+
+
+def test_a_video_shorter_than_a_trajectory_names_the_option(tiny_video, tmp_path, capsys):
+    """``... 3 frames; at least L+1=16 needed``: L is named by its option, the one that changes it."""
+    from idtfv.idt.cli import main
+
+    short = tiny_video("short.avi", frames=3)
+    assert main([str(short), "-q", "-o", str(tmp_path / "x.npz")]) == 2
+    assert _one_error_line(capsys.readouterr().err) == (f"error: {short}: no trajectories: 3 frames; at least "
+                                                         "L+1=16 needed (L is --track-length)")
