@@ -157,6 +157,9 @@ def _extract_trajectories(args) -> int:
     params = _idt_params(args, TRAJECTORY_FIELDS)
     _check_device(params)
     out, fmt = _output_path(args)
+    if out is None and getattr(sys.stdout, "buffer", None) is None:  # run with stdout closed (>&-)
+        raise IdtfvError("-o -: this process has no stdout to write to (it was closed); redirect it to a file or a "
+                         "pipe, or give -o FILE")
     if out is not None and not out.parent.exists():
         raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
     if out is not None and not out.parent.is_dir():
@@ -233,9 +236,9 @@ def _extract_trajectories(args) -> int:
         if drawer is not None:  # no partial drawing is left
             drawer.abort()
         full = disk_full_error(exc)
-        if full is not None and staged is not None and full.path in ("?", os.fspath(staged)):
+        if full is not None and full.path in ("?", os.fspath(staged) if staged is not None else "?"):
             # a failed write names no file, or the temporary one: name the output the user asked for
-            raise DiskFullError(out, full.errno) from exc
+            raise DiskFullError("<stdout>" if out is None else out, full.errno) from exc
         raise
     finally:
         if bar is not None:

@@ -688,3 +688,28 @@ def test_a_video_shorter_than_a_trajectory_names_the_option(tiny_video, tmp_path
     assert main([str(short), "-q", "-o", str(tmp_path / "x.npz")]) == 2
     assert _one_error_line(capsys.readouterr().err) == (f"error: {short}: no trajectories: 3 frames; at least "
                                                          "L+1=16 needed (L is --track-length)")
+
+
+def _run_with_stdout(video: Path, cwd: Path, stdout) -> subprocess.CompletedProcess:
+    script = f"import sys; from idtfv.idt.cli import main; sys.exit(main([{str(video)!r}, '-q', '-o', '-']))"
+    kwargs = {"preexec_fn": lambda: os.close(1)} if stdout == "closed" else {"stdout": stdout}
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd, stderr=subprocess.PIPE, text=True, timeout=300,
+                          **kwargs)
+
+
+def test_o_dash_with_stdout_closed_is_one_line(video, tmp_path):
+    """``extract-trajectories V -o - >&-``: an AttributeError traceback (``sys.stdout`` is None)."""
+    proc = _run_with_stdout(video, tmp_path, "closed")
+    assert proc.returncode == 2
+    assert _one_error_line(proc.stderr).startswith("error: -o -: this process has no stdout to write to")
+
+
+def test_o_dash_onto_a_full_disk_says_where(video, tmp_path):
+    """``extract-trajectories V -o - > /dev/full``: ``error: [Errno 28] No space left on device`` named nothing."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "wb") as full:  # an open descriptor: the device itself is not touched
+        proc = _run_with_stdout(video, tmp_path, full)
+    assert proc.returncode == 2
+    assert _one_error_line(proc.stderr).startswith("error: no space left on device writing <stdout>;")
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
