@@ -426,8 +426,16 @@ def flow_main(argv: list[str] | None = None) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        print(f"extract-flow: {int(info['n_frames'])} frames, {int(info['n_flows'])} flows "
-              f"({int(info['width'])}x{int(info['height'])}) -> {args.out}")
+        try:  # the rawframes are in place: a reader gone from stdout (| head) is no failure of the command
+            print(f"extract-flow: {int(info['n_frames'])} frames, {int(info['n_flows'])} flows "
+                  f"({int(info['width'])}x{int(info['height'])}) -> {args.out}", flush=True)
+        except BrokenPipeError:
+            return closed_stdout()
+        except OSError as exc:
+            full = disk_full_error(exc)
+            if full is not None:
+                raise DiskFullError("<stdout>", full.errno) from exc
+            raise
 
     with sigterm_as_interrupt():  # SIGTERM too removes the partial rawframes directory
         return run_command(body, interrupted="no output written (an earlier output of the video is left as it was)")

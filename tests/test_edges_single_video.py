@@ -713,3 +713,16 @@ def test_o_dash_onto_a_full_disk_says_where(video, tmp_path):
     assert proc.returncode == 2
     assert _one_error_line(proc.stderr).startswith("error: no space left on device writing <stdout>;")
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_extract_flow_with_its_reader_gone_keeps_the_rawframes_and_ends_quietly(video, tmp_path):
+    """``extract-flow V -o DIR | true``: the rawframes were written, then the summary line failed with ``error:
+    [Errno 32] Broken pipe`` and status 2, as if the command had failed."""
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from idtfv.idt.cli import flow_main; sys.exit("
+                             f"flow_main([{str(video)!r}, '-q', '-o', 'out', '--video-id', 'v', '--method', "
+                             "'farneback']))"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the summary line
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=300) == 141 and err == ""
+    assert len(list((tmp_path / "out" / "v").glob("flow_x_*.jpg"))) == 17
