@@ -2,7 +2,7 @@
 API): one ``error:`` line and exit 2 for bad input, nothing partial left behind on failure, Ctrl-C or SIGTERM, a
 quiet exit when ``-o - | head`` closes the pipe, and no output written over a device, a FIFO or other results.
 
-Each test here failed before the fix it guards (see the report of branch ``esingle``).
+Each test here failed before the fix it guards, except the few named "still work" (the other side of a refusal).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import numpy as np
 import pytest
 
 from idtfv.errors import IdtfvError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
