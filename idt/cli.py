@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="extract-trajectories",
                 description="Extract improved dense trajectories (Wang & Schmid 2013) with HOG/HOF/MBH descriptors.")
     p.add_argument("video", help="input video file")
-    p.add_argument("-o", "--output", help="output file (default: VIDEO's name with .npz, or .txt.gz for "
-                                          "--format lear, in the current directory); '-' writes LEAR text to stdout")
+    p.add_argument("-o", "--output", help="output file, NAME.npz or NAME.txt / NAME.txt.gz for LEAR text (default: "
+                                          "VIDEO's name with .npz, or .txt.gz for --format lear, in the current "
+                                          "directory); '-' writes LEAR text to stdout")
     p.add_argument("--format", choices=("npz", "lear"), default=None,
                    help="npz (compressed arrays, default) or lear (436 tab-separated columns per trajectory; "
                         "written as it is extracted, gzip level 1 for a .txt.gz name)")
