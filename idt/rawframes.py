@@ -78,8 +78,44 @@ def dequantize_flow(qx, qy, bound: float = DEFAULT_BOUND) -> np.ndarray:
     return q * np.float32(2.0 * b / 255.0) - np.float32(b)
 
 
+def _host_tag() -> str:
+    """6 hex digits naming this machine in temporary names (a shared file system may hold other machines' ones)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
 def _temp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """``.<name>.tmp-<host>-<pid>-<random>`` next to ``path``: the writing process is named, so that the directory a
+    killed writer left can be told from one being written (:func:`_remove_stale_siblings`)."""
+    return path.with_name(f".{path.name}.tmp-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Remove the temporary siblings of ``path`` whose writer, a process of this machine, is gone (killed by SIGKILL
+    or a power loss, or by SIGTERM in a dataset run's worker): partial rawframes no rerun would otherwise remove."""
+    prefix = f".{path.name}.tmp-{_host_tag()}-"
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or a platform without signals: keep its files
+        return True
+    return True
 
 
 def _imwrite(path: Path, img: np.ndarray, quality: int) -> None:
@@ -124,6 +160,7 @@ class RawframesWriter:
             raise FormatError(self.video_dir, "exists and is not a directory, but a video's rawframes are one; move "
                                               "the file away or give the video another id (--video-id)")
         self.video_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_siblings(self.video_dir)
         self._tmp = _temp_sibling(self.video_dir)
         self._tmp.mkdir()
 

@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None, *, commands: Mapping[str, Callable] | No
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     tune_heap()  # only for a run: --help and bad options need no heap reserve
-    return run_command(lambda: func(args))
+    with sigterm_as_interrupt():  # SIGTERM / SIGHUP unwind like Ctrl-C: temporary outputs are removed
+        return run_command(lambda: func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

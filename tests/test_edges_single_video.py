@@ -724,3 +724,49 @@ def test_extract_flow_with_its_reader_gone_keeps_the_rawframes_and_ends_quietly(
     proc.stderr.close()
     assert proc.wait(timeout=300) == 141 and err == ""
     assert len(list((tmp_path / "out" / "v").glob("flow_x_*.jpg"))) == 17
+
+
+# ------------------------------------------------------------------------------ partial rawframes of killed runs
+def test_partial_rawframes_a_killed_writer_left_are_removed_by_the_next_write(video, tmp_path):
+    """``idtfv flow`` killed (SIGTERM to a --jobs run kills its workers, SIGKILL, power loss) left
+    ``DIR/.<id>.tmp-*`` full of JPEGs for good: a rerun wrote the video and kept the partial copy beside it. The
+    next writer of the video removes those whose process (named in the temporary name) is gone."""
+    from idtfv.idt.cli import flow_main
+    from idtfv.idt.rawframes import _host_tag
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has now
+    out = tmp_path / "rawframes"
+    stale = out / f".v.tmp-{_host_tag()}-{dead.pid}-0123abcd"
+    live = out / f".v.tmp-{_host_tag()}-{os.getpid()}-4567abcd"  # a writer still at work: kept
+    other_host = out / f".v.tmp-ffffff-{dead.pid}-89abcdef"  # another machine's, on a shared file system: kept
+    other_video = out / f".w.tmp-{_host_tag()}-{dead.pid}-0123abcd"  # another video's: its own writer's business
+    for d in (stale, live, other_host, other_video):
+        d.mkdir(parents=True)
+        (d / "img_00001.jpg").write_bytes(b"partial")
+    assert flow_main([str(video), "-o", str(out), "-q", "--video-id", "v", "--method", "farneback"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(["v", live.name, other_host.name, other_video.name])
+
+
+def test_sigterm_during_idtfv_flow_removes_the_partial_rawframes(video, tmp_path):
+    """The ``idtfv`` commands unwind on SIGTERM too (status 143); a run in one process removes the video's partial
+    rawframes at once."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+                        f"v,{video},0,a,g,train,,,,\n")
+    proc = _python(f"""
+        import os, signal, sys
+        from idtfv.idt import rawframes
+        from idtfv.cli import main
+
+        real = rawframes.RawframesWriter.add_flow
+        def add_flow(self, flow):
+            real(self, flow)
+            if self.n_flows == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+        rawframes.RawframesWriter.add_flow = add_flow
+        sys.exit(main(["flow", "--manifest", {str(manifest)!r}, "--out", "out", "--method", "farneback"]))
+    """, tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "terminated; finished results are kept, rerun to resume"
+    assert [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name] == []
