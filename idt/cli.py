@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 from idtfv.allocator import tune_heap
-from idtfv.cli import (OneLineParser, add_runner_options, quick_exit, report_failures, run_command,
-                       sequential_opencv)
-from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
+from idtfv.atomic import check_replaceable, disk_full_error, temp_name
+from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_status, quick_exit,
+                       report_failures, run_command, sequential_opencv, sigterm_as_interrupt)
+from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
 
@@ -61,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="extract-trajectories",
                 description="Extract improved dense trajectories (Wang & Schmid 2013) with HOG/HOF/MBH descriptors.")
     p.add_argument("video", help="input video file")
-    p.add_argument("-o", "--output", help="output file (default: VIDEO's name with .npz, or .txt.gz for "
-                                          "--format lear, in the current directory); '-' writes LEAR text to stdout")
+    p.add_argument("-o", "--output", help="output file, NAME.npz or NAME.txt / NAME.txt.gz for LEAR text (default: "
+                                          "VIDEO's name with .npz, or .txt.gz for --format lear, in the current "
+                                          "directory); '-' writes LEAR text to stdout")
     p.add_argument("--format", choices=("npz", "lear"), default=None,
                    help="npz (compressed arrays, default) or lear (436 tab-separated columns per trajectory; "
                         "written as it is extracted, gzip level 1 for a .txt.gz name)")
@@ -75,14 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_LEAR_SUFFIXES = (".txt", ".txt.gz")
+
+
 def _output_path(args) -> tuple[Path | None, str]:
+    """``(output path or None for stdout, format)`` of the options; a name and ``--format`` that disagree are
+    refused (an ``.npz`` name holding text, or a ``.txt`` one holding an npz, would not load back)."""
     fmt = args.format
     if args.output == "-":
+        if fmt == "npz":
+            raise ParameterError("-o - writes LEAR text to stdout, but --format npz was given; an npz needs a file "
+                                 "name (-o NAME.npz), or drop --format npz")
         return None, "lear"
     if args.output:
+        if args.output.endswith(("/", os.sep)):
+            raise ParameterError(f"-o {args.output}: names a directory; -o takes the output file's name, e.g. "
+                                 f"{args.output}{Path(args.video).name.rsplit('.', 1)[0]}.npz")
         out = Path(args.output)
+        lear_name = out.name.endswith(_LEAR_SUFFIXES)
         if fmt is None:
-            fmt = "lear" if out.name.endswith((".txt", ".txt.gz")) else "npz"
+            fmt = "lear" if lear_name else "npz"
+        elif fmt == "lear" and out.name.endswith(".npz"):
+            raise ParameterError(f"-o {out}: an .npz name, but --format lear writes LEAR text; name it "
+                                 f"{out.name[:-4]}.txt.gz (or .txt), or drop --format lear")
+        elif fmt == "npz" and lear_name:
+            raise ParameterError(f"-o {out}: a LEAR text name (.txt / .txt.gz), but --format npz writes an npz; name "
+                                 f"it {out.name.rsplit('.txt', 1)[0]}.npz, or drop --format npz")
         return out, fmt
     fmt = fmt or "npz"
     stem = Path(args.video).name.rsplit(".", 1)[0]
@@ -103,15 +123,31 @@ def main(argv=None) -> int:
     from idtfv.cli import one_line_warnings
 
     try:
-        with one_line_warnings():  # a truncated video: one "warning: ..." line
+        with sigterm_as_interrupt(), one_line_warnings():  # a truncated video: one "warning: ..." line
             return _extract_trajectories(args)
     except (IdtfvError, OSError) as e:
+        if isinstance(e, BrokenPipeError) and args.output == "-":
+            return closed_stdout()  # -o - | head: the reader has all it wanted; nothing to say (as any Unix filter)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; no output written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        left = "the LEAR text on stdout is incomplete" if args.output == "-" else "no output written"
+        print(f"{what}; {left}", file=sys.stderr)
+        return interrupt_status(e)
+
+
+def _remove_stage_dir(stage_dir: Path) -> None:
+    """Remove the temporary directory of the output and whatever is left in it."""
+    import shutil
+
+    shutil.rmtree(stage_dir, ignore_errors=True)
+
+
+def _same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file (existing or not)."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _extract_trajectories(args) -> int:
@@ -122,11 +158,30 @@ def _extract_trajectories(args) -> int:
     params = _idt_params(args, TRAJECTORY_FIELDS)
     _check_device(params)
     out, fmt = _output_path(args)
+    if out is None and getattr(sys.stdout, "buffer", None) is None:  # run with stdout closed (>&-)
+        raise IdtfvError("-o -: this process has no stdout to write to (it was closed); redirect it to a file or a "
+                         "pipe, or give -o FILE")
     if out is not None and not out.parent.exists():
         raise IdtfvError(f"{out}: the output directory {out.parent} does not exist; create it first")
+    if out is not None and not out.parent.is_dir():
+        raise IdtfvError(f"{out}: {out.parent} is not a directory; -o takes a file name in an existing directory")
     if out is not None and out.is_dir():
         raise IdtfvError(f"{out}: is a directory; -o takes the output file's name, e.g. "
                          f"{out / (video.name.rsplit('.', 1)[0] + ('.npz' if fmt == 'npz' else '.txt.gz'))}")
+    if out is not None and not out.name.endswith((".npz", *_LEAR_SUFFIXES)):
+        raise ParameterError(f"-o {out}: expected a name ending in .npz, or .txt / .txt.gz for LEAR text "
+                             "(load_trajectories and idtfv read a trajectories file by its suffix); e.g. "
+                             f"{out.name}.npz")
+    if out is not None:  # /dev/null, a FIFO: the rename at the end would replace it
+        check_replaceable(out)
+    for flag, path in (("-o", out), ("--draw", args.draw)):
+        if path is not None and _same_file(path, video):  # the drawing would replace the source video
+            raise ParameterError(f"{flag} {path}: the input video itself; give the output its own name")
+    if args.draw and out is not None and _same_file(args.draw, out):
+        raise ParameterError(f"--draw {args.draw}: the same file as -o {out}; give the drawing its own name, e.g. "
+                             f"{out.with_suffix('.tracks.mp4').name}")
+    if args.draw:
+        check_replaceable(args.draw)
     from idtfv.idt.extractor import extract_to_file
 
     bar = None
@@ -156,26 +211,39 @@ def _extract_trajectories(args) -> int:
         drawer = TrackDrawer(args.draw, fps=probe_video(video, count_frames=False).fps)
     # trajectories go to the file as they finish (memory does not grow with the video's length); the file
     # appears, complete, only at the end, and under a temporary name first: a video without trajectories must
-    # not replace an existing output
-    staged = None if out is None else out.with_name(f".{secrets.token_hex(6)}.{out.name}")
+    # not replace an existing output. The temporary file has the output's own name, in a temporary directory
+    # beside it: a .txt.gz stores its name in the gzip header (a random one made the bytes differ run to run)
+    stage_dir = None if out is None else out.with_name(temp_name(out.name, secrets.token_hex(6)))
+    staged = None if stage_dir is None else stage_dir / out.name
     try:
+        if stage_dir is not None:
+            try:
+                stage_dir.mkdir()
+            except PermissionError:  # named after the output, not the temporary directory
+                raise IdtfvError(f"{out}: cannot write in {out.parent} (permission denied); -o a file in a "
+                                 "directory you can write to") from None
         writer = extract_to_file(video, sys.stdout.buffer if out is None else staged, params, format=fmt,
                                  compact=fmt == "npz" and not args.full_precision, on_frame=on_frame,
                                  on_tracks=drawer)
         if staged is not None:
             if writer.n_rows:
                 os.replace(staged, out)
-            else:
-                staged.unlink(missing_ok=True)
-    except BaseException:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
+            _remove_stage_dir(stage_dir)
+        if drawer is not None:  # the whole video was drawn: it goes in place (with or without trajectories)
+            drawer.close()
+    except BaseException as exc:
+        if stage_dir is not None:
+            _remove_stage_dir(stage_dir)
+        if drawer is not None:  # no partial drawing is left
+            drawer.abort()
+        full = disk_full_error(exc)
+        if full is not None and full.path in ("?", os.fspath(staged) if staged is not None else "?"):
+            # a failed write names no file, or the temporary one: name the output the user asked for
+            raise DiskFullError("<stdout>" if out is None else out, full.errno) from exc
         raise
     finally:
         if bar is not None:
             bar.close()
-        if drawer is not None:
-            drawer.close()
     if writer.n_rows == 0:  # nothing to use: say why, and leave no output that looks like a result
         from idtfv.errors import VideoError
         from idtfv.idt.stage import empty_reason
@@ -359,10 +427,19 @@ def flow_main(argv: list[str] | None = None) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        print(f"extract-flow: {int(info['n_frames'])} frames, {int(info['n_flows'])} flows "
-              f"({int(info['width'])}x{int(info['height'])}) -> {args.out}")
+        try:  # the rawframes are in place: a reader gone from stdout (| head) is no failure of the command
+            print(f"extract-flow: {int(info['n_frames'])} frames, {int(info['n_flows'])} flows "
+                  f"({int(info['width'])}x{int(info['height'])}) -> {args.out}", flush=True)
+        except BrokenPipeError:
+            return closed_stdout()
+        except OSError as exc:
+            full = disk_full_error(exc)
+            if full is not None:
+                raise DiskFullError("<stdout>", full.errno) from exc
+            raise
 
-    return run_command(body)
+    with sigterm_as_interrupt():  # SIGTERM too removes the partial rawframes directory
+        return run_command(body, interrupted="no output written (an earlier output of the video is left as it was)")
 
 
 def add_flow(subparsers) -> None:

@@ -5,17 +5,24 @@ darker), with a dot at the current point, over the grey frame, as LEAR's ``Dense
 that have not moved (less than :data:`MIN_EXTENT` px from their first point) are not drawn: on a static
 background they are the dense-sampling grid itself, which would hide the picture. Small videos are drawn
 enlarged (to at least :data:`MIN_WIDTH` px wide, by an integer factor) so the tracks stay visible. The output
-plays at the source's frame rate.
+plays at the source's frame rate. The video is written under a temporary name next to the output and renamed
+onto it by :meth:`TrackDrawer.close`; :meth:`TrackDrawer.abort` (a failed or interrupted run) removes it, so no
+partial drawing is left.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from idtfv.errors import VideoError
+from idtfv.atomic import free_bytes, temp_name
+from idtfv.errors import DiskFullError, VideoError
+from idtfv.video import opencv_path
 
 __all__ = ["TrackDrawer", "MIN_EXTENT", "MIN_WIDTH"]
 
@@ -41,11 +48,17 @@ class TrackDrawer:
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self._writer = None
         self._zoom = 1
+        # an ASCII name with the output's suffix (OpenCV picks the container from it); a directory that is not
+        # UTF-8 is reached through opencv_path (OpenCV's binding crashes on such a name)
+        self._tmp = self.path.with_name(temp_name("idtfv-draw", secrets.token_hex(6), self.path.suffix))
+        self._name = contextlib.ExitStack()
 
     def _open(self, w: int, h: int) -> None:
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-        self._writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, fourcc, self.fps, (w, h))
+        name = self._name.enter_context(opencv_path(self._tmp))
+        self._writer = cv2.VideoWriter(name, cv2.CAP_FFMPEG, fourcc, self.fps, (w, h))
         if not self._writer.isOpened():
+            self.abort()
             raise VideoError(self.path, "cannot open the --draw output for writing; use a .mp4 or .avi name in a "
                                         "writable directory")
 
@@ -74,15 +87,35 @@ class TrackDrawer:
                 cv2.line(img, point(pts[j - 1]), point(pts[j]), (0, c, 0), 1, cv2.LINE_AA)
             cv2.circle(img, point(pts[n - 1]), max(1, z // 2), (0, 0, 255), -1, cv2.LINE_AA)
         cv2.putText(img, str(frame_num), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        # OpenCV's writer reports a full disk only as a console warning per frame, and leaves a broken file: stop
+        # while there is still room for this frame, uncompressed
+        if free_bytes(self._tmp.parent) < img.nbytes:
+            self.abort()
+            raise DiskFullError(self.path)
         self._writer.write(img)
 
     def close(self) -> None:
+        """Finish the video and move it onto ``path`` (nothing is written if no frame was drawn)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            self._name.close()
+            os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Stop and remove the partial video; ``path`` is left as it was."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        self._name.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

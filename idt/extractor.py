@@ -1196,6 +1196,8 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         raise ParameterError(f"params: expected an IDTParams, got {type(params).__name__}")
     if not isinstance(batch_frames, int) or batch_frames < 1:
         raise ParameterError(f"batch_frames: expected a positive integer, got {batch_frames!r}")
+    if isinstance(path_or_frames, bytes):  # a path (os.fsencode), not an iterable of ints
+        path_or_frames = os.fsdecode(path_or_frames)
     timer = _Timer(timings)
     opened = _open_source(path_or_frames, params, backend, count_frames=count_frames)
     frames, src_info, n_frames, total = opened.frames, opened.info, opened.n_frames, opened.total_hint
@@ -1227,10 +1229,14 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         if first is None:
             raise VideoError(source, "no frames in the requested range; need at least 2")
         h, w = first.shape
-        if min(h, w) < params.patch:
-            raise VideoError(source, f"frames are {w}x{h}, smaller than the {params.patch}-px descriptor patch; "
-                                     "use a larger video or a smaller patch")
         source_size = src_info.get("source_size", source_size)
+        if min(h, w) < params.patch:
+            if source_size is not None and tuple(source_size) != (w, h):  # the working width made it too small
+                raise VideoError(source, f"frames are {source_size[0]}x{source_size[1]}, {w}x{h} at the working width "
+                                         f"{w}, smaller than the {params.patch}-px descriptor patch; use "
+                                         "--resize-width 0 (keep the full size) or a larger --resize-width")
+            raise VideoError(source, f"frames are {w}x{h}, smaller than the {params.patch}-px descriptor patch; "
+                                     "use a larger video or a smaller --patch")
         if source_size is not None and tuple(source_size) != (w, h):  # shrunk to the working width
             info.update(source_width=int(source_size[0]), source_height=int(source_size[1]))
             humans.box_scale = w / source_size[0]

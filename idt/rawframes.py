@@ -27,7 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idtfv.errors import FormatError, ParameterError
+from idtfv.atomic import DISK_FULL_ERRNOS
+from idtfv.errors import DiskFullError, FormatError, ParameterError
 
 __all__ = [
     "DEFAULT_BOUND",
@@ -77,8 +78,44 @@ def dequantize_flow(qx, qy, bound: float = DEFAULT_BOUND) -> np.ndarray:
     return q * np.float32(2.0 * b / 255.0) - np.float32(b)
 
 
+def _host_tag() -> str:
+    """6 hex digits naming this machine in temporary names (a shared file system may hold other machines' ones)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
 def _temp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    """``.<name>.tmp-<host>-<pid>-<random>`` next to ``path``: the writing process is named, so that the directory a
+    killed writer left can be told from one being written (:func:`_remove_stale_siblings`)."""
+    return path.with_name(f".{path.name}.tmp-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove_stale_siblings(path: Path) -> None:
+    """Remove the temporary siblings of ``path`` whose writer, a process of this machine, is gone (killed by SIGKILL
+    or a power loss, or by SIGTERM in a dataset run's worker): partial rawframes no rerun would otherwise remove."""
+    prefix = f".{path.name}.tmp-{_host_tag()}-"
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or a platform without signals: keep its files
+        return True
+    return True
 
 
 def _imwrite(path: Path, img: np.ndarray, quality: int) -> None:
@@ -119,7 +156,11 @@ class RawframesWriter:
         self.write_frames = write_frames
         self.n_frames = 0
         self.n_flows = 0
+        if self.video_dir.exists() and not self.video_dir.is_dir():  # commit() would replace it by a directory
+            raise FormatError(self.video_dir, "exists and is not a directory, but a video's rawframes are one; move "
+                                              "the file away or give the video another id (--video-id)")
         self.video_dir.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_siblings(self.video_dir)
         self._tmp = _temp_sibling(self.video_dir)
         self._tmp.mkdir()
 
@@ -127,14 +168,24 @@ class RawframesWriter:
         """Append RGB frame ``(h, w, 3)`` uint8 as ``img_{n+1:05d}.jpg``."""
         self.n_frames += 1
         if self.write_frames:
-            _imwrite(self._tmp / frame_name("img", self.n_frames), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), self.quality)
+            self._write(frame_name("img", self.n_frames), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     def add_flow(self, flow: np.ndarray) -> None:
         """Append flow ``(h, w, 2)`` as ``flow_x/flow_y_{n+1:05d}.jpg``."""
         self.n_flows += 1
         qx, qy = quantize_flow(flow, self.bound)
-        _imwrite(self._tmp / frame_name("flow_x", self.n_flows), qx, self.quality)
-        _imwrite(self._tmp / frame_name("flow_y", self.n_flows), qy, self.quality)
+        self._write(frame_name("flow_x", self.n_flows), qx)
+        self._write(frame_name("flow_y", self.n_flows), qy)
+
+    def _write(self, name: str, img: np.ndarray) -> None:
+        """One JPEG into the temporary directory; a full disk is a DiskFullError naming ``video_dir`` (the
+        ``OSError`` of a failed ``write`` names no file, and the temporary one is removed)."""
+        try:
+            _imwrite(self._tmp / name, img, self.quality)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise DiskFullError(self.video_dir, exc.errno) from exc
+            raise
 
     def commit(self) -> Path:
         """Move the finished directory into place (replacing an existing ``video_dir``); return it."""
@@ -160,7 +211,12 @@ class RawframesWriter:
 
 
 def _imread(path: Path, flags: int) -> np.ndarray:
-    img = cv2.imread(str(path), flags)
+    # read by Python, decoded by OpenCV (the pixels of cv2.imread): OpenCV crashes on a name that is not UTF-8
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        data = None
+    img = None if data is None or data.size == 0 else cv2.imdecode(data, flags)
     if img is None:
         raise FormatError(path, "missing or not a readable JPEG; re-run extract-flow with --force for this video")
     return img

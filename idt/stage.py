@@ -14,6 +14,7 @@ flow" (:func:`idtfv.idt.camera.camera_compensated_frame`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 from pathlib import Path
@@ -62,12 +63,13 @@ def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 def empty_reason(n_frames, params) -> str:
     """Why a video of ``n_frames`` frames gave no trajectory with ``params`` (an ``IDTParams``), in one line.
 
-    ``"3 frames; at least L+1=16 needed"`` when the video is shorter than one trajectory, else
+    ``"3 frames; at least L+1=16 needed (L is --track-length)"`` when the video is shorter than one trajectory, else
     ``"no trajectory survived pruning (N frames)"`` (static, textureless or camera-only motion).
     """
     need = int(params.track_length) + 1
     if n_frames is not None and int(n_frames) < need:
-        return f"{int(n_frames)} frame{'s' if int(n_frames) != 1 else ''}; at least L+1={need} needed"
+        return (f"{int(n_frames)} frame{'s' if int(n_frames) != 1 else ''}; at least L+1={need} needed "
+                "(L is --track-length)")
     frames = "" if n_frames is None else f" ({int(n_frames)} frames)"
     return f"no trajectory survived pruning{frames}"
 
@@ -290,7 +292,7 @@ def extract_video(
     idtfv.errors.ParameterError
         Bad options.
     """
-    from idtfv.data.manifest import make_video_id
+    from idtfv.data.manifest import MAX_VIDEO_ID_LENGTH, is_valid_video_id, make_video_id
     from idtfv.idt.flow import gpu_available
     from idtfv.idt.rawframes import RawframesWriter, save_flow_npz
     from idtfv.video import iter_frames
@@ -302,6 +304,10 @@ def extract_video(
     params = flow_params(method=method, preset=preset)
     video = Path(video)
     out_dir = Path(out_dir)
+    if video_id is not None and not is_valid_video_id(video_id):  # "." would be out_dir itself, "../x" outside it
+        raise ParameterError(f"--video-id: expected a plain name of [A-Za-z0-9._-] (it names DIR/<video_id>), not "
+                             f"'.' or '..', at most {MAX_VIDEO_ID_LENGTH} characters; got {video_id!r}; leave "
+                             "--video-id out to use the video's file stem")
     video_id = video_id or make_video_id(video.name)
     flow_fn = _flow_fn(method, backend, params, warped, seed)
     # pairs are solved in chunks: one at a time on the CPU, batches of GPU_BATCH on a GPU
@@ -318,6 +324,7 @@ def extract_video(
     shape = (0, 0)
     pending_prev, pending_cur = [], []
     flows = []
+    created = _missing_dirs(out_dir)  # removed again (when still empty) if this fails
     sink = RawframesWriter(out_dir / video_id, bound=bound, quality=quality) if fmt == "jpg" else None
 
     def flush():
@@ -358,6 +365,9 @@ def extract_video(
     except BaseException:
         if sink is not None:
             sink.abort()
+        for d in created:  # a failed run leaves no directory it made (only empty ones are removed)
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
     return {
         "n_frames": np.int64(n_frames),
@@ -365,6 +375,15 @@ def extract_video(
         "height": np.int64(shape[0]),
         "width": np.int64(shape[1]),
     }
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def flow_item(entry, params: dict) -> dict:

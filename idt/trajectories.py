@@ -191,6 +191,18 @@ class Trajectories:
         return writer.path
 
 
+def _write_all(stream, data) -> None:
+    """Write all of ``data`` to ``stream``. A pipe whose reader leaves in the middle of a large write takes part of
+    it, and ``BufferedWriter.write`` then returns that count without raising: the rest would be dropped silently and
+    the command end with status 0. Writing the rest raises ``BrokenPipeError`` instead."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = stream.write(view)
+        if n is None:  # a non-blocking stream that is full: no such stdout here, but never spin on it
+            raise BlockingIOError(f"the output stream took none of {len(view)} bytes")
+        view = view[n:]
+
+
 class TrajectoryWriter:
     """Write trajectories to one file chunk by chunk as they finish, so memory does not grow with the video.
 
@@ -308,7 +320,11 @@ class TrajectoryWriter:
         if self.format == "lear":
             for i in range(0, n, _LEAR_ROWS):
                 part = chunk.select(slice(i, i + _LEAR_ROWS)) if n > _LEAR_ROWS else chunk
-                self._out.write(self._text(part.to_lear()))
+                text = self._text(part.to_lear())
+                if self._stream is None:
+                    self._out.write(text)
+                else:
+                    _write_all(self._stream, text)
             return
         nan = bool(np.isnan(chunk.meta[:, 9]).any())
         if self._meta_raw is None:  # the first rows: every temporary file, then the compressor (the stack stops

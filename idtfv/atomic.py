@@ -16,11 +16,13 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
-from idtfv.errors import DiskFullError
+from idtfv.errors import DiskFullError, IdtfvError
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_text", "disk_full_error", "free_bytes", "DISK_FULL_ERRNOS"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write_text", "check_replaceable", "disk_full_error", "free_bytes",
+           "temp_name", "DISK_FULL_ERRNOS"]
 
 #: System error numbers that mean "the file system has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -58,10 +60,53 @@ def _raise_disk_full(exc: BaseException, path: Path) -> None:
         raise DiskFullError(path, exc.errno) from exc
 
 
+#: st_mode test -> what to call an existing output that is not a regular file.
+_SPECIAL = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+            (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def check_replaceable(path) -> None:
+    """Refuse an output ``path`` that exists and is not a regular file (symlinks followed).
+
+    An atomic write renames its temporary file onto ``path``: onto ``/dev/null`` or a FIFO that would put a regular
+    file in place of the device (as root, ``-o /dev/null`` replaced ``/dev/null``), onto a directory it fails after
+    all the work. A missing ``path`` or a regular file is fine.
+
+    Raises
+    ------
+    idtfv.errors.IdtfvError
+        ``PATH: not a regular file (a character device) ...``, naming what it is and what to give instead.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing (or unreachable: the write itself will say why)
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _SPECIAL if test(mode)), "a special file")
+    raise IdtfvError(f"{os.fspath(path)}: not a regular file ({kind}); an output is written under a temporary name "
+                     "and renamed onto this one, which would replace it: give the name of a file to write")
+
+
+#: Longest file name (bytes) most file systems take (NAME_MAX).
+_NAME_MAX = 255
+
+
+def temp_name(name: str, tag: str, suffix: str = "") -> str:
+    """``.<name>.<tag>.tmp<suffix>``, with ``name`` cut so that the whole stays within :data:`_NAME_MAX` bytes: an
+    output whose own name is legal (up to 255 bytes) must not fail on its temporary name. ``suffix``: for writers
+    that choose the format by the name's extension (OpenCV's video writer)."""
+    room = _NAME_MAX - len(f"..{tag}.tmp{suffix}".encode())
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        name = raw[:room].decode("utf-8", "ignore") if os.name != "nt" else name[:room]
+    return f".{name}.{tag}.tmp{suffix}"
+
+
 def _create_temp(path: Path) -> tuple[int, str]:
-    """Create ``.<name>.<random>.tmp`` next to ``path`` with the umask's permissions."""
+    """Create ``.<name>.<random>.tmp`` (:func:`temp_name`) next to ``path`` with the umask's permissions."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / temp_name(path.name, secrets.token_hex(6))
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), str(tmp)
         except FileExistsError:
@@ -103,6 +148,7 @@ def atomic_open(path, mode: str = "wb", **kwargs):
 
 def _start(path: Path) -> tuple[int, str]:
     """Make the parent directory and the temporary file of a write to ``path``."""
+    check_replaceable(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return _create_temp(path)

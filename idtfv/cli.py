@@ -30,8 +30,9 @@ from idtfv.allocator import tune_heap
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "add_runner_options", "report_failures",
-           "run_command", "one_line_warnings", "quick_exit", "sequential_opencv", "ENTRY_POINT_GROUP",
-           "EXIT_FAILED_VIDEOS"]
+           "run_command", "one_line_warnings", "quick_exit", "sequential_opencv", "sigterm_as_interrupt",
+           "Terminated", "interrupt_status", "closed_stdout", "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS",
+           "EXIT_CLOSED_STDOUT"]
 
 #: Entry-point group through which stage packages add ``idtfv`` subcommands.
 ENTRY_POINT_GROUP = "idtfv.commands"
@@ -74,18 +75,80 @@ def one_line_warnings(stream=None):
         warnings.showwarning = original
 
 
-def run_command(func: Callable[[], int | None]) -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread by :func:`sigterm_as_interrupt`: like Ctrl-C, it unwinds the
+    command (temporary files and directories are removed on the way); the command exits with status 128 + the
+    signal's number (143 for SIGTERM, 129 for SIGHUP), as a shell reports a process killed by it."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside, SIGTERM and SIGHUP (a closed terminal) raise :class:`Terminated` in the main thread instead of killing
+    the process at once, so that the clean-up of a command (its temporary output) runs. A signal the process ignores
+    (``nohup``) stays ignored. Outside the main thread it does nothing."""
+    import signal
+    import threading
+
+    def terminate(signum, frame):
+        raise Terminated(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, terminate)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def interrupt_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of a command stopped by ``exc``: 128 + the signal's number for :class:`Terminated` (143 for
+    SIGTERM), else 130 (128 + SIGINT), as a shell reports a process killed by that signal."""
+    return 128 + exc.signum if isinstance(exc, Terminated) else 130
+
+
+#: Exit status of a command whose stdout was closed by its reader (``... -o - | head``): 128 + SIGPIPE.
+EXIT_CLOSED_STDOUT = 141
+
+
+def closed_stdout() -> int:
+    """A command's stdout pipe was closed by its reader (``BrokenPipeError``): point stdout at ``/dev/null`` (so
+    that the interpreter's last flush of what is still buffered raises no "Exception ignored" message) and return
+    :data:`EXIT_CLOSED_STDOUT`. Nothing is printed: the reader took what it wanted, as with any Unix filter."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured in tests): nothing to flush there
+        pass
+    return EXIT_CLOSED_STDOUT
+
+
+def run_command(func: Callable[[], int | None], *,
+                interrupted: str = "finished results are kept, rerun to resume") -> int:
     """Run a command body and map errors to the CLI contract: one line and status 2 for bad input, 130 for
-    Ctrl-C (one line), the body's status otherwise. idtfv's warnings are one ``warning:`` line each."""
+    Ctrl-C and 143 for SIGTERM (one line; see :func:`sigterm_as_interrupt`), the body's status otherwise. idtfv's
+    warnings are one ``warning:`` line each. ``interrupted`` ends the line printed on Ctrl-C or SIGTERM (what is
+    kept)."""
     try:
         with one_line_warnings():
             return int(func() or 0)
     except (IdtfvError, OSError) as exc:
         print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; finished results are kept, rerun to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; {interrupted}", file=sys.stderr)
+        return interrupt_status(exc)
 
 
 # ----------------------------------------------------------------------------------------------- shared helpers
@@ -324,7 +387,8 @@ def main(argv: list[str] | None = None, *, commands: Mapping[str, Callable] | No
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     tune_heap()  # only for a run: --help and bad options need no heap reserve
-    return run_command(lambda: func(args))
+    with sigterm_as_interrupt():  # SIGTERM / SIGHUP unwind like Ctrl-C: temporary outputs are removed
+        return run_command(lambda: func(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

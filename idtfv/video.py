@@ -66,6 +66,7 @@ __all__ = [
     "TruncatedVideoWarning",
     "StartBeyondEndError",
     "collect_video_warnings",
+    "opencv_path",
     "FRAME_COUNT_TOLERANCE",
 ]
 
@@ -135,15 +136,26 @@ def collect_video_warnings():
         _COLLECTOR.reset(token)
 
 
-def _check_frame_count(path: str, decoded: int, declared: int) -> None:
-    """Warn when ``decoded`` frames differ from the ``declared`` count beyond the tolerance (unknown: -1)."""
+def _check_frame_count(path: str, decoded: int, declared: int, *, reached_end: bool = False) -> None:
+    """Warn when ``decoded`` frames differ from the ``declared`` count beyond the tolerance (unknown: -1).
+
+    ``reached_end``: the last decoded frame's timestamp is at the end of the stream's declared duration. Fewer
+    frames than declared then come from a variable frame rate (the count was duration x nominal rate, e.g. a
+    phone's MKV), not from a file cut short: no warning.
+    """
     if declared <= 0:
         return
     gap = abs(declared - decoded)
     if gap <= FRAME_COUNT_SLACK or gap <= FRAME_COUNT_TOLERANCE * declared:
         return
-    message = (f"{path}: decoded {decoded} of {declared} frames the header declares; the file may be truncated "
-               "or damaged (only the decodable frames are used)")
+    if decoded < declared and reached_end:
+        return
+    if decoded < declared:
+        message = (f"{path}: decoded {decoded} of {declared} frames the header declares; the file may be truncated "
+                   "or damaged (only the decodable frames are used)")
+    else:  # not a truncation: joined files, a variable frame rate or a header written before the end
+        message = (f"{path}: decoded {decoded} frames, more than the {declared} the header declares; the header is "
+                   "wrong (joined files, a variable frame rate?): all decoded frames are used")
     notes = _COLLECTOR.get()
     if notes is not None:
         if message not in notes:
@@ -188,27 +200,80 @@ class _OpenCVSource:
     name = "opencv"
 
     def __init__(self, path: str):
+        self._fd = None
+        if not _utf8_name(path):  # OpenCV crashes (SIGSEGV) on a name it cannot encode as UTF-8
+            if not os.path.isdir("/proc/self/fd"):
+                raise _CannotOpen("OpenCV cannot open a file name that is not valid UTF-8")
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            path = f"/proc/self/fd/{self._fd}"  # the same file, by a name OpenCV can take
         # FFmpeg explicitly: with CAP_ANY a path containing '%' would be taken for an image-sequence pattern.
         with _quiet_opencv():
             self._cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
-            self._cap.release()
+            self.close()
             raise _CannotOpen("OpenCV cannot open it")
         self.fps = _clean_fps(self._cap.get(cv2.CAP_PROP_FPS))
         n = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.header_frames = int(n) if math.isfinite(n) and n > 0 else -1
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.last_msec: float | None = None  # timestamp of the last frame decoded (ms), for _reached_end
 
     def skip(self) -> bool:
-        return bool(self._cap.grab())
+        ok = bool(self._cap.grab())
+        if ok:
+            self.last_msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ok
 
     def read(self) -> np.ndarray | None:
         ok, frame = self._cap.read()
-        return frame if ok and frame is not None and frame.size else None
+        if not (ok and frame is not None and frame.size):
+            return None
+        self.last_msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return frame
 
     def close(self) -> None:
         self._cap.release()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@contextlib.contextmanager
+def opencv_path(path):
+    """Yield a name of ``path`` (a file to create, in an existing directory) that OpenCV's writers can take.
+
+    OpenCV's Python binding crashes the process (SIGSEGV) on a name that does not encode as UTF-8 (``os.fsdecode``
+    of Latin-1 bytes). Such a directory is reached through ``/proc/self/fd/N/NAME`` (Linux), N a descriptor of it
+    held while inside; a UTF-8 path is yielded as it is.
+
+    Raises
+    ------
+    idtfv.errors.VideoError
+        The file's own name is not UTF-8, or there is no ``/proc/self/fd``.
+    """
+    path = os.fspath(path)
+    if _utf8_name(path):
+        yield path
+        return
+    directory, name = os.path.split(path)
+    if not _utf8_name(name) or not os.path.isdir("/proc/self/fd"):
+        raise VideoError(path, "not a valid UTF-8 file name, which OpenCV cannot take; give a UTF-8 name")
+    fd = os.open(directory or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
+
+def _utf8_name(path: str) -> bool:
+    """Whether ``path`` encodes as UTF-8: a file name of bytes that are not (``os.fsdecode``'s surrogates) does not,
+    and OpenCV's Python binding crashes the process on it instead of raising."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _PyAVSource:
@@ -232,6 +297,7 @@ class _PyAVSource:
         self.height = int(stream.codec_context.height or 0)
         self._frames = self._container.decode(stream)
         self._dead = False
+        self.last_msec = None  # its header count (nb_frames) is the container's own, not an estimate
 
     def _next(self):
         if self._dead:
@@ -443,7 +509,8 @@ class VideoReader:
                     end = self.start + self.frames_read  # the stream ended before the requested range did
                     self.decodable_frames = end
                     if self.end is None or end < min(self.end, self.header_frames):
-                        _check_frame_count(self.path, end, self.header_frames)
+                        _check_frame_count(self.path, end, self.header_frames,
+                                           reached_end=_reached_end(self._source, self.header_frames))
                     return
                 continue
             failures = 0
@@ -576,7 +643,7 @@ def probe_video(path: str | os.PathLike, *, count_frames: bool = True, backend: 
                 n, failures = n + 1, 0
             elif not _should_retry(reader._source, failures := failures + 1, n, info.frames):
                 break
-        _check_frame_count(info.path, n, info.frames)
+        _check_frame_count(info.path, n, info.frames, reached_end=_reached_end(reader._source, info.frames))
         return VideoInfo(info.path, n, info.fps, info.width, info.height, info.backend)
 
 
@@ -616,6 +683,17 @@ _FRAME_COUNT_CAP = 3_600_000
 
 def _count_decodable(path: str, backend: str) -> int:
     return probe_video(path, count_frames=True, backend=backend).frames
+
+
+def _reached_end(source, header_frames: int) -> bool:
+    """Whether the last frame ``source`` decoded is stamped at the end of the duration its header implies
+    (``header_frames / fps``), within two frame intervals or :data:`FRAME_COUNT_TOLERANCE` of it: the stream was
+    decoded to its end, however many frames that took."""
+    last = getattr(source, "last_msec", None)
+    if last is None or not math.isfinite(last) or header_frames <= 0 or not source.fps:
+        return False
+    duration = header_frames / source.fps * 1000.0
+    return last >= duration - max(2000.0 / source.fps, FRAME_COUNT_TOLERANCE * duration)
 
 
 def _should_retry(source, failures: int, position: int, header_frames: int) -> bool:
@@ -678,11 +756,41 @@ def _check_file(path: str) -> None:
         raise VideoError(path, "the file is not readable (permission denied)")
 
 
+def _mp4_without_index(path: str, size: int) -> bool:
+    """Whether ``path`` is an ISO base media file (MP4, MOV, M4V, 3GP: ``ftyp`` first) whose top-level boxes hold
+    no ``moov`` (the index of every frame, often written last: a file cut short loses it)."""
+    try:
+        with open(path, "rb") as fh:
+            offset, first = 0, True
+            while offset + 8 <= size:
+                fh.seek(offset)
+                head = fh.read(16)
+                box_size, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if first and kind != b"ftyp":
+                    return False
+                first = False
+                if kind == b"moov":
+                    return False
+                if box_size == 1 and len(head) == 16:  # 64-bit size
+                    box_size = int.from_bytes(head[8:16], "big")
+                elif box_size == 0:  # to the end of the file
+                    break
+                if box_size < 8:
+                    return False  # not a box structure after all
+                offset += box_size
+            return not first
+    except OSError:
+        return False
+
+
 def _diagnose(path: str, problems: list[str]) -> str:
     size = os.path.getsize(path)
     if size == 0:
         return "the file is empty (0 bytes): no decodable frames"
     tried = "; ".join(problems)
     if all("cannot open" in p or "no video stream" in p for p in problems):
+        if _mp4_without_index(path, size):
+            return (f"an MP4/MOV without its frame index (no 'moov' box): the file was cut short while recorded, "
+                    f"written or copied, and no frame can be found ({tried}); copy it again from its source")
         return f"not a readable video ({tried}); is it a video file in a format FFmpeg knows?"
     return f"no decodable frames ({tried}); the file may be truncated or corrupt"

@@ -20,7 +20,7 @@ from idtfv.idt.flow.dis import DISParams, dis_flow
 from idtfv.idt.flow.farneback import FarnebackParams, farneback_flow
 from idtfv.idt.flow.tvl1 import TVL1Params, tvl1_flow
 
-__all__ = ["estimate_flow", "estimate_flow_batch", "gpu_available", "METHODS", "BACKENDS"]
+__all__ = ["estimate_flow", "estimate_flow_batch", "gpu_available", "FlowBackendWarning", "METHODS", "BACKENDS"]
 
 #: Flow methods and their parameter classes.
 METHODS = {"tvl1": TVL1Params, "farneback": FarnebackParams, "dis": DISParams}
@@ -31,10 +31,15 @@ _warned: set[str] = set()
 _FLOAT_MAX = 2.0
 
 
+class FlowBackendWarning(RuntimeWarning):
+    """``backend="gpu"`` cannot run on a GPU here (no CuPy or device, or no GPU path for the method) and runs on the
+    CPU (once per process and cause). An idtfv warning: the commands print it as one ``warning: ...`` line."""
+
+
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, FlowBackendWarning, stacklevel=3)
 
 
 @functools.lru_cache(maxsize=1)

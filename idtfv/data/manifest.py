@@ -46,6 +46,7 @@ __all__ = [
     "write_manifest",
     "probe_manifest",
     "make_video_id",
+    "is_valid_video_id",
     "manifest_columns",
     "SPLIT_VALUES",
     "MAX_VIDEO_ID_LENGTH",
@@ -225,6 +226,14 @@ class Manifest:
 # -- ids -------------------------------------------------------------------------------------------------------------
 
 
+def is_valid_video_id(video_id) -> bool:
+    """Whether ``video_id`` is a usable video id: a string of ``[A-Za-z0-9._-]`` (one file name: no ``/``), not ``.``
+    or ``..``, at most :data:`MAX_VIDEO_ID_LENGTH` characters. Ids name files and directories (``DIR/<id>/``), so an
+    id like ``.`` (``DIR`` itself) or ``../x`` (outside ``DIR``) would write over other results."""
+    return (isinstance(video_id, str) and _ID_RE.fullmatch(video_id) is not None and video_id not in (".", "..")
+            and len(video_id) <= MAX_VIDEO_ID_LENGTH)
+
+
 def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False, keep_suffix: bool = False) -> str:
     """A filesystem-safe, deterministic video id from a (relative) video path.
 
@@ -253,7 +262,8 @@ def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False, keep_s
     if safe in (".", ".."):
         safe = safe.replace(".", "_")
     if safe != original or len(safe) > _MAX_ID_LEN:
-        digest = hashlib.sha1(original.encode("utf-8")).hexdigest()[:8]
+        # surrogateescape: a file name of bytes that are not UTF-8 (os.fsdecode) hashes its own bytes
+        digest = hashlib.sha1(original.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         safe = f"{safe[:_MAX_ID_LEN]}-{digest}"
     return safe
 

@@ -496,19 +496,22 @@ def render_clip(actor: Actor, label: int, params: dict, *, n_frames: int, size: 
 
 
 def _write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    from idtfv.video import opencv_path
+
     h, w = frames.shape[1:3]
     fourcc = cv2.VideoWriter_fourcc(*"MJPG")
-    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, fourcc, float(fps), (w, h))
-    if not writer.isOpened():
-        writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, fourcc, float(fps), (w, h))
-    if not writer.isOpened():
-        raise IdtfvError(f"{path}: OpenCV cannot write MJPG .avi files here (no FFmpeg and no built-in MJPEG "
-                         "writer); install opencv-contrib-python-headless")
-    try:
-        for f in frames:
-            writer.write(f)
-    finally:
-        writer.release()
+    with opencv_path(path) as name:  # a root that is not UTF-8 crashed OpenCV
+        writer = cv2.VideoWriter(name, cv2.CAP_FFMPEG, fourcc, float(fps), (w, h))
+        if not writer.isOpened():
+            writer = cv2.VideoWriter(name, cv2.CAP_OPENCV_MJPEG, fourcc, float(fps), (w, h))
+        if not writer.isOpened():
+            raise IdtfvError(f"{path}: OpenCV cannot write MJPG .avi files here (no FFmpeg and no built-in MJPEG "
+                             "writer); install opencv-contrib-python-headless")
+        try:
+            for f in frames:
+                writer.write(f)
+        finally:
+            writer.release()
 
 
 def _check_clip(path: Path, n_frames: int, *, probe: bool):
