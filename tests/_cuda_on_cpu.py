@@ -10,8 +10,36 @@ every live thread once per round, so no thread passes a barrier before all have 
 
 Floating point: ``-O1 -ffp-contract=off`` on SSE2 is IEEE single/double without fused multiply-add, which is what
 the CUDA code asks for (``--fmad=false``, IEEE division and square root by default), so the emulated kernels do
-the GPU's arithmetic in the GPU's order (reductions included). What this cannot show: races between threads that
-a real GPU would expose, and anything about speed.
+the GPU's arithmetic in the GPU's order (reductions included).
+
+The order probe (:func:`thread_order`, or ``IDTFV_EMU_ORDER=forward|reverse|random:SEED`` for a whole process):
+a block's threads run in reverse or in a seeded random permutation, a new one for every barrier interval (and
+for kernels without barriers, whose threads are a plain loop), and a grid's blocks in reverse or permuted order.
+A race-free kernel gives the same bytes in every order; one whose thread reads what another thread of the launch
+writes (outside a barrier of its block) does not. Under the probe every ``__shared__`` array is also filled at
+each block's start, and every ``cupy.empty`` / ``cupy.empty_like`` array of the stand-in at its allocation, with a
+poison byte, so that a read of memory nothing wrote shows up as a change with the byte. :func:`launch_trace`
+records every launch's array arguments after it (digests) and every download, so two runs can be compared launch
+by launch (``tests/test_cuda_orders.py`` does, for every kernel). Outside the probe the order is index order and
+nothing is poisoned, as before (and as fast).
+
+Checks on every launch, of what a device would refuse or run wrongly while the emulator's launcher would
+convert or carry on: each argument's type against its C parameter (a scalar's NumPy dtype: ``int`` is
+``np.int32``, ``long long`` ``np.int64``, ``float`` ``np.float32``, ``double`` ``np.float64``; a Python int is
+CuPy's int64 and a Python float its float64; an array's dtype against its pointer's type, ``void*`` any), since a
+device reads the bytes it is given; CUDA's limits (at least one block, ``gridDim.y`` <= 65535, 2-D grids of 1-D
+blocks of 1 to 1024 threads; a launch of 0 blocks fails on a device); ``__syncthreads`` reached by part of a
+block while the rest has returned, or threads at different barriers (divergent barriers: undefined on a device);
+more than 48 KB of static ``__shared__`` memory; and, for the stand-in ``cupy``'s kernels, a host array where a
+device one is due (its arrays are :class:`DeviceArray`, NumPy's are not). Each raises (``TypeError``,
+``ValueError``, ``RuntimeError``) naming the kernel.
+
+What this cannot show: races the probe's orders do not bring out (a thread runs to its next barrier without being
+interleaved with others, so a lost update of a non-atomic read-modify-write of the same address by two threads,
+or a read that another thread's write lands in the middle of, stays unseen; warp-synchronous code would pass),
+the ordering of CUDA streams (the stand-in runs every call at once), host code that hands a device array to
+NumPy (CuPy refuses the implicit conversion; a :class:`DeviceArray` is an ndarray), NVRTC-specific compile
+errors, and anything about speed.
 
 Only x86-64 with g++; :func:`available` says whether it can run here.
 
@@ -369,15 +397,16 @@ def _note_shared(source: str) -> str:
 
 
 def _check_launch(name, grid, block):
-    """CUDA's launch configuration limits: what a device refuses (or, for a grid of 0 blocks, refuses with
-    ``invalid configuration argument``) the emulator refuses too."""
+    """CUDA's launch configuration limits: what a device refuses the emulator refuses too, and a grid of 0 blocks
+    (``invalid configuration argument`` on a device; CuPy's launcher has run it as 1 block, ``max(1, grid)``)."""
     grid = tuple(int(g) for g in grid)
     block = tuple(int(b) for b in block)
     if not 1 <= len(grid) <= 3 or not 1 <= len(block) <= 3:
         raise ValueError(f"{name}: grid and block must have 1 to 3 dimensions, got grid {grid} and block {block}")
     if any(g < 1 or g > m for g, m in zip(grid, MAX_GRID)):
         raise ValueError(f"{name}: grid {grid} is outside CUDA's limits (1 to {MAX_GRID} blocks per dimension; a "
-                         "launch of 0 blocks fails on a device: skip it on the host)")
+                         "grid of 0 blocks is refused by the device or run as 1 block by CuPy: skip the launch on "
+                         "the host)")
     if len(grid) == 3 and grid[2] != 1 or any(b != 1 for b in block[1:]):
         raise ValueError(f"{name}: the emulator runs 2-D grids of 1-D blocks, got grid {grid} and block {block}")
     if not 1 <= block[0] <= MAX_BLOCK:
@@ -385,7 +414,7 @@ def _check_launch(name, grid, block):
     return grid[0], grid[1] if len(grid) > 1 else 1, block[0]
 
 
-def compile_source(source: str, *, build_dir: str | Path | None = None, on_launch=None):
+def compile_source(source: str, *, build_dir: str | Path | None = None, on_launch=None, device_type=None):
     """Compile CUDA C ``source`` for the CPU; returns ``{kernel name: callable(grid, block, args)}``.
 
     Arguments follow CuPy's ``RawKernel`` call: ``grid`` and ``block`` tuples (2-D grids of 1-D blocks, within
@@ -394,7 +423,9 @@ def compile_source(source: str, *, build_dir: str | Path | None = None, on_launc
     parameter reads on a device: a scalar's dtype that of its C type (``int``: ``np.int32``, ``long long``:
     ``np.int64``, ``float``: ``np.float32``, ``double``: ``np.float64``; a Python int is CuPy's int64, a Python
     float its float64), an array's dtype its pointer's (``void*``: any); a mismatch raises ``TypeError`` rather
-    than being converted. ``on_launch(name)``, when given, is called after each launch. Threads and blocks run
+    than being converted; with ``device_type``, every array must be one of it (the stand-in's
+    :class:`DeviceArray`: a host array handed to a kernel raises ``TypeError``, as CuPy's launcher does).
+    ``on_launch(name)``, when given, is called after each launch. Threads and blocks run
     in the order :data:`ORDER` says at the launch (:func:`thread_order`).
     """
     kernels = _parse_kernels(source)
@@ -438,6 +469,9 @@ def compile_source(source: str, *, build_dir: str | Path | None = None, on_launc
                 if pointer:
                     if not (isinstance(a, np.ndarray) and a.flags.c_contiguous):
                         raise TypeError(f"{_name}: pointer arguments must be C-contiguous arrays")
+                    if device_type is not None and not isinstance(a, device_type):
+                        raise TypeError(f"{_name}: {pname} ({ctext}) is a host array, not a device one: CuPy "
+                                        "refuses it (upload it with cupy.asarray)")
                     if dtype is not None and a.dtype != dtype:
                         raise TypeError(f"{_name}: {pname} ({ctext}) must be a {dtype} array, got {a.dtype}")
                     conv.append(a.ctypes.data)
@@ -462,34 +496,41 @@ def compile_source(source: str, *, build_dir: str | Path | None = None, on_launc
     return out
 
 
+class DeviceArray(np.ndarray):
+    """An array of the emulated device: what the stand-in ``cupy`` makes (``asarray``, ``empty``, ``zeros``, ...;
+    NumPy keeps the type through slicing, arithmetic and methods) and ``cupy.ndarray`` is. Its kernels take only
+    these for their pointer arguments, as CuPy's refuse a NumPy array; ``cupy.asnumpy`` gives a plain ndarray."""
+
+
 def fake_cupy(build_dir: str | Path | None = None) -> types.ModuleType:
     """A stand-in ``cupy`` module: NumPy arrays, ``RawModule`` kernels compiled by :func:`compile_source`, and
     ``cuda.runtime.getDeviceCount()`` reporting one device."""
     cp = types.ModuleType("cupy")
-    for name in ("float32", "float64", "int32", "empty", "zeros", "empty_like", "ascontiguousarray", "stack", "inf"):
+    for name in ("float32", "float64", "int32", "inf"):
         setattr(cp, name, getattr(np, name))
-    cp.asarray = np.asarray
+
+    def on_device(fn, poison=False):  # an array the stand-in makes is a DeviceArray (a view: no copy)
+        def make(*args, **kwargs):
+            a = fn(*args, **kwargs)
+            if poison and ORDER is not None:  # under the order probe, uninitialised memory holds its poison byte
+                ctypes.memset(a.ctypes.data, ORDER[2], a.nbytes)  # a new array: one block of a.nbytes
+            return a if type(a) is DeviceArray else a.view(DeviceArray)
+
+        return make
+
+    cp.asarray, cp.ascontiguousarray, cp.stack, cp.zeros = (on_device(f) for f in (np.asarray, np.ascontiguousarray,
+                                                                                     np.stack, np.zeros))
+    cp.empty, cp.empty_like = on_device(np.empty, poison=True), on_device(np.empty_like, poison=True)
 
     def asnumpy(a, *args, **kwargs):
-        out = np.asarray(a, *args, **kwargs)
+        out = np.asarray(a, *args, **kwargs)  # a plain ndarray (a view of the device array)
         if TRACE is not None:
             with LAUNCH_LOCK:
                 TRACE.append(("asnumpy", (_digest(out),)))
         return out
 
     cp.asnumpy = asnumpy
-
-    def poisoned(fn):  # under the order probe, uninitialised device memory holds the order's byte
-        def make(*args, **kwargs):
-            a = fn(*args, **kwargs)
-            if ORDER is not None:
-                ctypes.memset(a.ctypes.data, ORDER[2], a.nbytes)  # a new array: one block of a.nbytes
-            return a
-
-        return make
-
-    cp.empty, cp.empty_like = poisoned(np.empty), poisoned(np.empty_like)
-    cp.ndarray = np.ndarray
+    cp.ndarray = DeviceArray
     # one emulated device, for code that asks CuPy whether it sees one (idtfv.idt.device)
     cp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
     _add_streams(cp)
@@ -514,7 +555,7 @@ def fake_cupy(build_dir: str | Path | None = None) -> types.ModuleType:
 
     class RawModule:
         def __init__(self, code, options=()):
-            self._kernels = compile_source(code, build_dir=build_dir, on_launch=on_launch)
+            self._kernels = compile_source(code, build_dir=build_dir, on_launch=on_launch, device_type=DeviceArray)
 
         def get_function(self, name):
             return self._kernels[name]

@@ -292,13 +292,17 @@ def test_the_orders_differ_and_the_default_is_index_order(emulated, tmp_path):
 
 
 def test_the_launch_checks_refuse_what_a_device_refuses(emulated):
-    """Argument types against the C signature (a device reads their bytes as they are), CUDA's grid and block
-    limits and a grid of 0 blocks: each launch refused with a TypeError or ValueError naming the kernel."""
+    """A host array for a device one (CuPy refuses it), argument types against the C signature (a device reads
+    their bytes as they are), CUDA's grid and block limits and a grid of 0 blocks: each launch refused with a
+    TypeError or ValueError naming the kernel."""
     tvl1 = sys.modules["idtfv.idt.flow._tvl1_cupy"]
     k = tvl1.module().get_function("centered_gradient")
-    src, dx, dy = np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.float32)
+    src, dx, dy = (emulated.zeros((2, 3, 4), np.float32) for _ in range(3))
     k((1, 2), (256,), (src, np.int32(3), np.int32(4), dx, dy))  # as the driver launches it
+    host = np.zeros((2, 3, 4), np.float32)
+    assert isinstance(src[1:], emulated.ndarray) and not isinstance(emulated.asnumpy(src), emulated.ndarray)
     bad_args = [
+        ((host, np.int32(3), np.int32(4), dx, dy), r"src \(const float\*\) is a host array, not a device one"),
         ((src, np.int64(3), np.int32(4), dx, dy), r"h \(int\) must be a np.int32 scalar, got int64"),
         ((src, 3, np.int32(4), dx, dy), r"h \(int\) must be a np.int32 scalar, got int \(int64\)"),
         ((src, np.int32(3), np.float32(4), dx, dy), r"w \(int\) must be a np.int32 scalar, got float32"),
@@ -374,6 +378,21 @@ def test_barriers_in_divergent_code_and_oversized_shared_memory_are_refused(tmp_
         kernels["big_shared"]((1,), (32,), (out, np.int32(32)))
     sound = emu.compile_source(source.split('extern "C" __global__ void early_return')[0], build_dir=tmp_path)
     sound["sound"]((1,), (64,), (out, np.int32(64)))  # the check is per library: this one has 256 bytes
+
+
+def test_a_tvl1_batch_over_the_grid_limit_is_solved_in_parts(emulated, monkeypatch):
+    """``gridDim.y`` is the batch (twice it in the flow upscale), at most 65535 on a device: a larger batch is
+    solved in parts of :data:`MAX_BATCH` pairs, with the bytes of one batch (here with the limit lowered to 2)."""
+    tvl1 = sys.modules["idtfv.idt.flow._tvl1_cupy"]
+    assert 2 * tvl1.MAX_BATCH <= emu.MAX_GRID[1]
+    whole = _tvl1(emulated)
+    grids = []
+    real = tvl1._grid
+    monkeypatch.setattr(tvl1, "_grid", lambda n, batch: grids.append(batch) or real(n, batch))
+    monkeypatch.setattr(tvl1, "MAX_BATCH", 2)
+    parts = _tvl1(emulated)
+    assert parts.tobytes() == whole.tobytes() and parts.shape == (3, 36, 44, 2)
+    assert max(grids) == 2 * 2 and min(grids) == 1  # the upscale's 2 B rows; the last part one pair
 
 
 def _sampling_levels_run(cp):
