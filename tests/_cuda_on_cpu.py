@@ -30,7 +30,8 @@ CuPy's int64 and a Python float its float64; an array's dtype against its pointe
 device reads the bytes it is given; CUDA's limits (at least one block, ``gridDim.y`` <= 65535, 2-D grids of 1-D
 blocks of 1 to 1024 threads; a launch of 0 blocks fails on a device); ``__syncthreads`` reached by part of a
 block while the rest has returned, or threads at different barriers (divergent barriers: undefined on a device);
-more than 48 KB of static ``__shared__`` memory; and, for the stand-in ``cupy``'s kernels, a host array where a
+more than 48 KB of static ``__shared__`` memory; a write past the end of a ``__shared__`` array (guard bytes
+after each); and, for the stand-in ``cupy``'s kernels, a host array where a
 device one is due (its arrays are :class:`DeviceArray`, NumPy's are not). Each raises (``TypeError``,
 ``ValueError``, ``RuntimeError``) naming the kernel.
 
@@ -149,23 +150,40 @@ static unsigned long long emu_next() {
 template <typename I> static void emu_perm(I* p, I n) {
     for (I i = 0; i < n; ++i) p[i] = emu_mode == 1 ? n - 1 - i : i;
     if (emu_mode == 2)
-        for (I i = n - 1; i > 0; --i) { I j = (I)(emu_next() % (unsigned long long)(i + 1)); I t = p[i]; p[i] = p[j]; p[j] = t; }
+        for (I i = n - 1; i > 0; --i) {
+            I j = (I)(emu_next() % (unsigned long long)(i + 1));
+            I t = p[i]; p[i] = p[j]; p[j] = t;
+        }
 }
-// __shared__ arrays, noted when a thread first declares them (before any thread can have written them)
+// __shared__ arrays, noted when a thread first declares them (before any thread can have written them); each is
+// followed by EMU_GUARD guard bytes (the declaration is rewritten into a struct of the array and its guard), so a
+// write past its end is seen at the end of the launch (fault 4).
 static const int EMU_MAX_SHARED = 64;
+#define EMU_GUARD 256
 static void* emu_shared_ptr[EMU_MAX_SHARED];
 static size_t emu_shared_size[EMU_MAX_SHARED];
+static unsigned char* emu_shared_guard[EMU_MAX_SHARED];
 static int emu_n_shared = 0;
 static size_t emu_shared_total = 0;
 static void emu_poison_shared() {
     for (int i = 0; i < emu_n_shared; ++i) memset(emu_shared_ptr[i], emu_poison, emu_shared_size[i]);
 }
-static inline void emu_note_shared(void* p, size_t size) {
+static inline void emu_note_shared(void* p, size_t size, unsigned char* guard) {
     for (int i = 0; i < emu_n_shared; ++i) if (emu_shared_ptr[i] == p) return;
     if (emu_n_shared == EMU_MAX_SHARED) abort();
-    emu_shared_ptr[emu_n_shared] = p; emu_shared_size[emu_n_shared] = size; ++emu_n_shared;
+    emu_shared_ptr[emu_n_shared] = p; emu_shared_size[emu_n_shared] = size; emu_shared_guard[emu_n_shared] = guard;
+    ++emu_n_shared;
     emu_shared_total += size;  // over 48 KB: every later launch of the library reports it
+    memset(guard, 0xA5, EMU_GUARD);
     if (emu_poison >= 0) memset(p, emu_poison, size);
+}
+// Whether a guard was written (then restored), i.e. a thread wrote past the end of a __shared__ array.
+static bool emu_guards_broken() {
+    bool broken = false;
+    for (int i = 0; i < emu_n_shared; ++i)
+        for (int k = 0; k < EMU_GUARD; ++k)
+            if (emu_shared_guard[i][k] != 0xA5) { broken = true; memset(emu_shared_guard[i], 0xA5, EMU_GUARD); break; }
+    return broken;
 }
 
 static void emu_entry() {
@@ -314,7 +332,9 @@ _FAULTS = {1: "__syncthreads() reached by some threads of a block while others h
               "code: undefined behaviour on a device; return after the last barrier, or guard the work instead)",
            2: "threads of a block wait at different __syncthreads() calls (a barrier in divergent code: undefined "
               "behaviour on a device)",
-           3: "more than 48 KB of static __shared__ memory (a device refuses to launch it)"}
+           3: "more than 48 KB of static __shared__ memory in this source's kernels (a device refuses to launch a "
+              "kernel with more)",
+           4: "a thread wrote past the end of a __shared__ array (more threads than the array has slots?)"}
 
 #: CUDA's launch limits (compute capability 3.0 and later).
 MAX_BLOCK = 1024
@@ -359,6 +379,7 @@ def _launcher(name, params, sync):
             "        blockIdx.x = (unsigned)(emu_b % emu_gx); blockIdx.y = (unsigned)(emu_b / emu_gx); "
             "blockIdx.z = 0;\n")
     tail = ("    }\n    free(emu_bo);\n    if (!emu_fault && emu_shared_total > 48 * 1024) emu_fault = 3;\n"
+            "    if (emu_n_shared && emu_guards_broken() && !emu_fault) emu_fault = 4;\n"
             "    return emu_fault;\n}\n")
     if not sync:
         body = ("        int emu_to[EMU_MAX_THREADS];\n"
@@ -390,10 +411,12 @@ def _expected_dtype(ctext: str):
 
 
 def _note_shared(source: str) -> str:
-    """``source`` with every ``__shared__`` declaration followed by ``emu_note_shared`` of its array (for the
-    order probe's poisoning of shared memory at each block's start)."""
-    return re.sub(r"(__shared__\s+[\w ]+?\s+(\w+)\s*(?:\[[^;\]]*\])*\s*;)",
-                  r"\1 emu_note_shared((void*)&\2, sizeof(\2));", source)
+    """``source`` with every ``__shared__`` declaration made a static struct of the array and guard bytes after
+    it, and followed by ``emu_note_shared`` of the array (for the order probe's poisoning of shared memory at each
+    block's start, and the check that no thread writes past its end)."""
+    return re.sub(r"__shared__\s+([\w ]+?)\s+(\w+)\s*((?:\[[^;\]]*\])*)\s*;",
+                  r"static struct { \1 a\3; unsigned char g[EMU_GUARD]; } emu_sh_\2; auto& \2 = emu_sh_\2.a; "
+                  r"emu_note_shared((void*)&\2, sizeof(\2), emu_sh_\2.g);", source)
 
 
 def _check_launch(name, grid, block):

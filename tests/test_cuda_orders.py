@@ -328,9 +328,10 @@ def test_the_launch_checks_refuse_what_a_device_refuses(emulated):
             k(grid, block, args)
 
 
-def test_barriers_in_divergent_code_and_oversized_shared_memory_are_refused(tmp_path):
-    """``__syncthreads`` where part of a block has returned, or on two branches, and more than 48 KB of static
-    shared memory: undefined or refused on a device, so every emulated launch of them raises (in any order)."""
+def test_barriers_in_divergent_code_and_shared_memory_misuse_are_refused(tmp_path):
+    """``__syncthreads`` where part of a block has returned, or on two branches, a write past the end of a shared
+    array, and more than 48 KB of static shared memory: undefined or refused on a device, so every emulated launch
+    of them raises (in any order)."""
     source = r"""
     extern "C" __global__ void sound(float* out, int n) {
         __shared__ float s[64];
@@ -351,6 +352,12 @@ def test_barriers_in_divergent_code_and_oversized_shared_memory_are_refused(tmp_
         int i = blockIdx.x * blockDim.x + threadIdx.x;
         if (threadIdx.x % 2) { out[i] = 1.0f; __syncthreads(); }
         else { __syncthreads(); out[i] = 2.0f; }
+    }
+    extern "C" __global__ void past_the_end(float* out, int n) {
+        __shared__ float s[32];
+        s[threadIdx.x] = 1.0f;  // a block of 64 threads: 32 of them write past the end
+        __syncthreads();
+        out[threadIdx.x] = s[threadIdx.x % 32];
     }
     extern "C" __global__ void big_shared(float* out, int n) {
         __shared__ double s[6145];  // 48 KB + 8 bytes
@@ -374,6 +381,10 @@ def test_barriers_in_divergent_code_and_oversized_shared_memory_are_refused(tmp_
     i = np.arange(100)
     neighbour = i - i % 64 + (i % 64 + 1) % 64  # the thread whose shared slot thread i reads
     assert np.array_equal(out[:100], (neighbour < 100).astype(np.float32)) and np.all(out[100:] == 0)
+    kernels["past_the_end"]((1,), (32,), (out, np.int32(32)))  # as many threads as slots: fine
+    with pytest.raises(RuntimeError, match="past_the_end: a thread wrote past the end of a __shared__ array"):
+        kernels["past_the_end"]((1,), (64,), (out, np.int32(64)))
+    kernels["past_the_end"]((1,), (32,), (out, np.int32(32)))  # the guard is restored
     with pytest.raises(RuntimeError, match="big_shared: more than 48 KB"):
         kernels["big_shared"]((1,), (32,), (out, np.int32(32)))
     sound = emu.compile_source(source.split('extern "C" __global__ void early_return')[0], build_dir=tmp_path)
