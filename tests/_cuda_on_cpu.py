@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import itertools
 import platform
 import re
 import shutil
@@ -240,10 +241,12 @@ def available() -> bool:
 LAUNCH_LOCK = threading.RLock()
 
 #: The order probe: ``None`` (the default: threads and blocks in index order, nothing poisoned) or ``(mode, seed,
-#: poison byte)`` with mode 0 (index order), 1 (reverse) or 2 (a seeded random permutation). Set it with
-#: :func:`thread_order`; the environment variable ``IDTFV_EMU_ORDER`` (``forward``, ``reverse`` or
+#: poison byte, generation)`` with mode 0 (index order), 1 (reverse) or 2 (a seeded random permutation); each
+#: :func:`thread_order` block has its own generation, so that its permutations start again from its seed. Set it
+#: with :func:`thread_order`; the environment variable ``IDTFV_EMU_ORDER`` (``forward``, ``reverse`` or
 #: ``random:SEED``) sets it for the whole process when this module is imported.
-ORDER: tuple[int, int, int] | None = None
+ORDER: tuple[int, int, int, int] | None = None
+_GENERATIONS = itertools.count(1)
 
 #: When a list (:func:`launch_trace`), every emulated launch appends ``(kernel name, (digest of each array
 #: argument after the launch, ...))`` and every ``cupy.asnumpy`` of the stand-in ``("asnumpy", (digest,))``.
@@ -281,7 +284,7 @@ def thread_order(order: str = "reverse", seed: int = 0, *, poison: int | None = 
     several threads at once: the setting is process-wide and the permutations follow the launches' sequence.
     """
     global ORDER
-    prev, ORDER = ORDER, _order_setting(order, seed, poison)
+    prev, ORDER = ORDER, (*_order_setting(order, seed, poison), next(_GENERATIONS))
     try:
         yield
     finally:
@@ -305,7 +308,7 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data, digest_size=12).hexdigest()
 
 
-def _order_from_env() -> tuple[int, int, int] | None:
+def _order_from_env() -> tuple[int, int, int, int] | None:
     import os
 
     text = os.environ.get("IDTFV_EMU_ORDER", "").strip()
@@ -313,7 +316,7 @@ def _order_from_env() -> tuple[int, int, int] | None:
         return None
     name, _, seed = text.partition(":")
     try:
-        return _order_setting(name, int(seed or 0))
+        return (*_order_setting(name, int(seed or 0)), 0)
     except ValueError as err:
         raise ValueError(f"IDTFV_EMU_ORDER={text!r}: {err}; use forward, reverse or random:SEED") from None
 
@@ -472,7 +475,7 @@ def compile_source(source: str, *, build_dir: str | Path | None = None, on_launc
 
     def set_order():  # under LAUNCH_LOCK
         if lib_order[0] != ORDER:
-            mode, seed, poison = ORDER or (0, 0, -1)
+            mode, seed, poison = ORDER[:3] if ORDER else (0, 0, -1)
             lib.emu_set_order(mode, seed, poison)
             lib_order[0] = ORDER
 
