@@ -14,6 +14,8 @@
 # 1. makes sure CuPy is importable (installs the wheels of .whl/ when they were carried; never the network);
 # 2. runs every test marked `gpu` (the CUDA kernels against their CPU twins; extract on cuda against cpu; TV-L1 on
 #    the GPU) - they must pass, not skip: a skip here means CuPy sees no device;
+# 2b. with GPU_CHECK_SANITIZE=1 and compute-sanitizer installed, runs the kernel-level gpu tests under its
+#    memcheck, racecheck, synccheck and initcheck tools (what the emulator's order probe cannot see);
 # 3. runs the throughput and parity bench (bench/gpu_bench.py: stage split, one stream, a batch of short clips on
 #    the GPU worker's K streams, decode rates, parity on the four reference clips) and keeps its JSON and its
 #    `## gpu` section of RESULTS.md (OUT_DIR/RESULTS_gpu.md, to paste into bench/RESULTS.md).
@@ -60,6 +62,31 @@ fi
 echo "== nvcc compile check (when nvcc is installed)"
 "$PY" -m pytest -q -p no:cacheprovider -rs -k nvcc tests/test_histograms_cuda.py tests/test_farneback_cuda.py \
   tests/test_frame_cuda.py tests/test_tvl1_gpu.py tests/test_pool_cuda.py
+
+echo "== compute-sanitizer (GPU_CHECK_SANITIZE=1, when compute-sanitizer is installed)"
+# What the emulator's order probe cannot see (tests/test_cuda_orders.py; docs/GPU.md): racecheck (shared-memory
+# hazards: level_max, TV-L1's primal and dual), synccheck (barriers in divergent code), initcheck (reads of
+# uninitialised device memory), memcheck (out-of-bounds and misaligned accesses) over the kernel-level gpu tests
+# and one device extraction. Opt-in: the tools slow the kernels 10-100 times.
+if [ "${GPU_CHECK_SANITIZE:-0}" = 1 ]; then
+  if command -v compute-sanitizer >/dev/null; then
+    SANITIZE_K="gpu_kernels_are_bit_identical or gpu_track_step or gpu_kernels_match or gpu_frame_kernels"
+    SANITIZE_K="$SANITIZE_K or gpu_device_pool or gpu_extract_gives or gpu_batch_matches"
+    SANITIZE_K="$SANITIZE_K or (gpu_matches_cpu_on_planted_flow and fast)"
+    for tool in memcheck racecheck synccheck initcheck; do
+      echo "-- $tool"
+      compute-sanitizer --tool "$tool" --error-exitcode 3 --log-file "$OUT/sanitizer_$tool.log" \
+        "$PY" -m pytest -q -p no:cacheprovider -m gpu -x -k "$SANITIZE_K" \
+        tests/test_histograms_cuda.py tests/test_tracking_cuda.py tests/test_farneback_cuda.py \
+        tests/test_frame_cuda.py tests/test_pool_cuda.py tests/test_tvl1_gpu.py \
+        || { echo "FAILED: compute-sanitizer --tool $tool (see $OUT/sanitizer_$tool.log)" >&2; exit 1; }
+    done
+  else
+    echo "compute-sanitizer: not installed (it comes with the CUDA toolkit); skipped"
+  fi
+else
+  echo "skipped (set GPU_CHECK_SANITIZE=1)"
+fi
 
 echo "== bench/gpu_bench.py"
 "$PY" bench/gpu_bench.py --json "$OUT/gpu_bench.json" --results "$OUT/RESULTS_gpu.md"

@@ -34,6 +34,10 @@ __all__ = ["tvl1_flow_gpu", "tvl1_flow_gpu_batch", "solve_level_gpu", "GPU_OPS",
 
 _BLOCK = 256
 
+#: Frame pairs solved together at most: every launch's grid has one row of blocks per pair, the flow upscale's two
+#: (``(2 B, h, w)`` planes), and CUDA caps ``gridDim.y`` at 65535; a larger batch is solved in parts.
+MAX_BATCH = 65535 // 2
+
 _SOURCE = r"""
 // Every kernel: blockIdx.y = pair b of the batch, blockIdx.x * blockDim.x + threadIdx.x = pixel of that pair.
 extern "C" {
@@ -327,9 +331,14 @@ def solve_level_gpu(i0, i1, u, params: TVL1Params):
 def tvl1_flow_gpu_batch(prevs, nexts, *, params: TVL1Params | None = None) -> np.ndarray:
     """TV-L1 flows ``(B, h, w, 2)`` float32 (NumPy) of ``B`` frame pairs of one size, solved together on the GPU.
 
-    ``prevs, nexts`` are ``(B, h, w)`` uint8 (0..255) or float32 (0..1) arrays (or sequences of ``(h, w)``).
+    ``prevs, nexts`` are ``(B, h, w)`` uint8 (0..255) or float32 (0..1) arrays (or sequences of ``(h, w)``); more
+    than :data:`MAX_BATCH` pairs are solved :data:`MAX_BATCH` at a time.
     """
     params = (params or TVL1Params()).validate()
+    prevs, nexts = list(prevs), list(nexts)
+    if len(prevs) > MAX_BATCH:  # the pairs are independent: the same bytes as one batch
+        return np.concatenate([tvl1_flow_gpu_batch(prevs[i:i + MAX_BATCH], nexts[i:i + MAX_BATCH], params=params)
+                               for i in range(0, len(prevs), MAX_BATCH)])
     a = cp.asarray(np.stack([as_intensity(x) for x in prevs]))
     b = cp.asarray(np.stack([as_intensity(x) for x in nexts]))
     u = coarse_to_fine(
