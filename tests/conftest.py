@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import sys
 from pathlib import Path
 
 import cv2
@@ -100,6 +101,21 @@ def tiny_video(tmp_path):
         return write_tiny_video(tmp_path / name, **options)
 
     return make
+
+
+def fake_venv(tmp_path, idtfv_script: str) -> Path:
+    """A virtualenv stand-in for the Makefile's ``VENV``: ``bin/idtfv`` is ``idtfv_script`` (a shell script that
+    records its arguments), ``bin/python`` this interpreter, and the install stamps are newer than pyproject.toml
+    (``install`` is up to date)."""
+    venv = Path(tmp_path) / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "idtfv"
+    script.write_text(idtfv_script)
+    script.chmod(0o755)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    for stamp in (".installed", ".installed-deep", ".installed-test"):
+        (venv / stamp).touch()
+    return venv
 
 
 # ----------------------------------------------------------------------------------------------- markers

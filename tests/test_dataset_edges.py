@@ -7,11 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fake_venv
 
 from idtfv.scores import read_scores, write_features, write_scores
 
@@ -89,15 +89,7 @@ exit 0
 
 
 def _fake_venv(tmp_path):
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    script = venv / "bin" / "idtfv"
-    script.write_text(FAKE_IDTFV)
-    script.chmod(0o755)
-    (venv / "bin" / "python").symlink_to(sys.executable)
-    for stamp in (".installed", ".installed-deep", ".installed-test"):
-        (venv / stamp).touch()
-    return venv
+    return fake_venv(tmp_path, FAKE_IDTFV)
 
 
 def _make(tmp_path, *variables):

@@ -38,9 +38,24 @@ def _listing(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
 
 
-def _python(script: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``script`` in a fresh interpreter (signals sent to itself must not reach pytest)."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, capture_output=True, text=True,
+#: Prelude of a child script (``_python(..., prelude=)``): the rawframes writer sends its own process SIGTERM after
+#: its third flow image.
+SIGTERM_AT_THIRD_FLOW = """
+import os, signal, sys
+from idtfv.idt import rawframes
+
+real = rawframes.RawframesWriter.add_flow
+def add_flow(self, flow):
+    real(self, flow)
+    if self.n_flows == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+rawframes.RawframesWriter.add_flow = add_flow
+"""
+
+
+def _python(script: str, cwd: Path, *, prelude: str = "") -> subprocess.CompletedProcess:
+    """Run ``prelude`` then ``script`` in a fresh interpreter (signals sent to itself must not reach pytest)."""
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=cwd, capture_output=True, text=True,
                           errors="surrogateescape", timeout=300)  # file names that are not UTF-8 may be printed
 
 
@@ -216,18 +231,9 @@ def test_sigterm_during_extract_flow_removes_the_partial_rawframes(video, tmp_pa
     unwinds like Ctrl-C: one line, status 143 (128 + SIGTERM), nothing left."""
     out = tmp_path / "new" / "rawframes"
     proc = _python(f"""
-        import os, signal, sys
-        from idtfv.idt import rawframes
         from idtfv.idt.cli import flow_main
-
-        real = rawframes.RawframesWriter.add_flow
-        def add_flow(self, flow):
-            real(self, flow)
-            if self.n_flows == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-        rawframes.RawframesWriter.add_flow = add_flow
         sys.exit(flow_main([{str(video)!r}, "-o", {str(out)!r}, "-q", "--method", "farneback"]))
-    """, tmp_path)
+    """, tmp_path, prelude=SIGTERM_AT_THIRD_FLOW)
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "terminated; no output written (an earlier output of the video is left as it was)"]
@@ -755,18 +761,9 @@ def test_sigterm_during_idtfv_flow_removes_the_partial_rawframes(video, tmp_path
     manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
                         f"v,{video},0,a,g,train,,,,\n")
     proc = _python(f"""
-        import os, signal, sys
-        from idtfv.idt import rawframes
         from idtfv.cli import main
-
-        real = rawframes.RawframesWriter.add_flow
-        def add_flow(self, flow):
-            real(self, flow)
-            if self.n_flows == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-        rawframes.RawframesWriter.add_flow = add_flow
         sys.exit(main(["flow", "--manifest", {str(manifest)!r}, "--out", "out", "--method", "farneback"]))
-    """, tmp_path)
+    """, tmp_path, prelude=SIGTERM_AT_THIRD_FLOW)
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "terminated; finished results are kept, rerun to resume"
     assert [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name] == []

@@ -9,10 +9,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import fake_venv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,15 +41,7 @@ STAGES = ("dataset", "features", "encode", "train-svm")
 
 
 def _fake_venv(tmp_path):
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    script = venv / "bin" / "idtfv"
-    script.write_text(FAKE_IDTFV)
-    script.chmod(0o755)
-    (venv / "bin" / "python").symlink_to(sys.executable)
-    for stamp in (".installed", ".installed-deep", ".installed-test"):
-        (venv / stamp).touch()  # newer than pyproject.toml: `install` is up to date
-    return venv
+    return fake_venv(tmp_path, FAKE_IDTFV)
 
 
 def _make(tmp_path, venv, *targets, check=True, **variables):
