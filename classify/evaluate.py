@@ -653,8 +653,8 @@ def _warn_undefined(names: list, per_class: np.ndarray, ap: np.ndarray) -> None:
     all_positive = [n for n, v, a in zip(names, per_class, ap) if not math.isnan(v) and math.isnan(a)]
     parts = []
     if no_test:
-        parts.append(f"{len(no_test)} of {len(names)} classes have no test video ({_examples(no_test)}): their "
-                     "accuracy and AP are undefined")
+        parts.append(f"{len(no_test)} of {len(names)} classes have no scored test video ({_examples(no_test)}: none in the "
+                     "split, or none with features): their accuracy and AP are undefined")
     if all_positive:
         parts.append(f"{len(all_positive)} class{'es' if len(all_positive) > 1 else ''} "
                      f"({_examples(all_positive)}) {'are' if len(all_positive) > 1 else 'is'} the label of every "

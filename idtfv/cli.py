@@ -202,7 +202,12 @@ def report_failures(stage: str, result, *, allow_failed: bool, stream=None) -> i
         print(f"  ... and {len(result.failed) - _MAX_LISTED_FAILURES} more", file=stream)
     if allow_failed:
         return 0
-    print(f"{stage}: rerun to retry the failed videos, or pass --allow-failed to accept them", file=stream)
+    if len(result.failed) == total and total > 1 and len(set(result.failed.values())) == 1:
+        # one cause for all (an option, the installation, the disk): retrying changes nothing
+        print(f"{stage}: every video failed with the same error; fix its cause (above) before rerunning",
+              file=stream)
+    else:
+        print(f"{stage}: rerun to retry the failed videos, or pass --allow-failed to accept them", file=stream)
     return EXIT_FAILED_VIDEOS
 
 

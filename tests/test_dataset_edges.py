@@ -313,3 +313,19 @@ def test_a_video_missing_from_a_ucf101_tree_is_named_where_its_class_folder_is(t
         m = build_manifest("ucf101", tmp_path)
     assert m.by_id["v_Walk_g02_c01"].path == tmp_path / "UCF-101" / "Walk" / "v_Walk_g02_c01.avi"
     assert f"(first: {tmp_path / 'UCF-101' / 'Walk' / 'v_Walk_g02_c01.avi'})" in caplog.text
+
+
+def test_a_run_where_every_video_fails_alike_says_to_fix_the_cause_not_to_rerun(tmp_path, capsys):
+    from idtfv.cli import EXIT_FAILED_VIDEOS, report_failures
+    from idtfv.runner import StageResult
+
+    def result(failed):
+        return StageResult(tmp_path, [], [], failed, list(failed))
+
+    same = result({"a": "ParameterError: bad option", "b": "ParameterError: bad option"})
+    assert report_failures("features", same, allow_failed=False) == EXIT_FAILED_VIDEOS
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "features: every video failed with the same error; fix its cause (above) before rerunning"
+    for failed in ({"a": "VideoError: x", "b": "VideoError: y"}, {"a": "VideoError: x"}):  # different, or one video
+        assert report_failures("features", result(failed), allow_failed=False) == EXIT_FAILED_VIDEOS
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith("features: rerun to retry")
