@@ -18,7 +18,9 @@ Definitions (one split; n labelled videos, C classes, scores s (n, C), true labe
 - ``accuracy_ci``: a seeded percentile bootstrap confidence interval of the accuracy (default 95%, 1000
   resamples of the test videos with replacement; with several splits, each split is resampled on its own and the
   interval is that of the mean over splits). With few test videos one clip moves the accuracy by several points:
-  the count and the interval say how much the figure can be trusted.
+  the count and the interval say how much the figure can be trusted;
+- ``mAP_ci``: the same for the mAP, the test videos resampled within each class (label set), so that every class
+  keeps its positives in every resample.
 
 Undefined figures (the per-class accuracy and AP of a class without test videos, the AP of a class without
 negatives; ``mAP`` / ``mean_class_accuracy`` when no class has a defined value) are ``None`` in the report (``null``
@@ -261,15 +263,42 @@ def _weighted_class_aps(scores: np.ndarray, targets: np.ndarray, W: np.ndarray) 
     return out
 
 
+def _strata(targets: np.ndarray) -> list[np.ndarray]:
+    """The test videos grouped by label set (rows of ``targets`` that are equal), groups in order of their first
+    video; each group's video indices in increasing order."""
+    _, first, inverse = np.unique(targets, axis=0, return_index=True, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    return [np.flatnonzero(inverse == g) for g in np.argsort(first, kind="stable")]
+
+
+def _stratified_counts(rng: np.random.Generator, strata: list[np.ndarray], n: int, n_resamples: int):
+    """Blocks ``(start, stop, W)`` of stratified resamples of ``n`` videos as counts ``W (stop - start, n)``: in
+    every resample each stratum of ``m`` videos is drawn ``m`` times with replacement from itself. The draws:
+    ``rng.integers(0, m, size=(n_resamples, m))`` for each stratum in turn (all resamples at once)."""
+    draws = [(members, rng.integers(0, len(members), size=(n_resamples, len(members)))) for members in strata]
+    chunk = max(1, _BOOT_BLOCK // max(n, 1))
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        offsets = n * np.arange(stop - start)[:, None]
+        flat = np.concatenate([(members[idx[start:stop]] + offsets).ravel() for members, idx in draws])
+        yield start, stop, np.bincount(flat, minlength=(stop - start) * n).reshape(stop - start, n)
+
+
 def bootstrap_map_ci(scores, targets, *, n_resamples: int = N_BOOTSTRAP, level: float = CI_LEVEL,
                      seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the (mean over splits of the) mAP: resample the test videos, recompute.
+    """Percentile bootstrap interval of the (mean over splits of the) mAP, stratified by label set: each resample
+    draws, for every label set (a class, for single-label data), as many of its test videos as it has, with
+    replacement, and recomputes the mAP.
+
+    Stratified so that every class keeps its number of positives (and a class is defined in every resample where it
+    is defined on the test set): resampling all videos at once leaves a class with few test videos out of some
+    resamples' means, which then describe another set of classes, and the interval could miss the mAP itself.
 
     Parameters
     ----------
     scores : sequence of ndarray, one (n_j, C) array per split
     targets : sequence of ndarray of bool, one (n_j, C) array per split (true labels as indicators)
-    n_resamples, level, seed : as :func:`bootstrap_accuracy_ci` (with the same seed, the same resampled videos)
+    n_resamples, level, seed : as :func:`bootstrap_accuracy_ci` (the draws: :func:`_stratified_counts`)
 
     Returns
     -------
@@ -286,7 +315,7 @@ def bootstrap_map_ci(scores, targets, *, n_resamples: int = N_BOOTSTRAP, level: 
     total = np.zeros(n_resamples)
     for s, t in zip(scores, targets):
         m_ap = np.empty(n_resamples)
-        for start, stop, W in _resample_counts(rng, s.shape[0], n_resamples):
+        for start, stop, W in _stratified_counts(rng, _strata(t), s.shape[0], n_resamples):
             aps = _weighted_class_aps(s, t, W)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a resample without any defined class: NaN
@@ -706,7 +735,7 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
     dict
         ``accuracy`` (mean over splits), ``accuracy_std``, ``n_correct`` (summed over splits), ``accuracy_ci``
         ([low, high], seeded bootstrap), ``bootstrap`` (its settings), ``mean_class_accuracy``, ``mAP``,
-        ``mAP_std``, ``mAP_ci`` ([low, high], the same resampled videos, :func:`bootstrap_map_ci`), ``top{k}``
+        ``mAP_std``, ``mAP_ci`` ([low, high], resampled within each class, :func:`bootstrap_map_ci`), ``top{k}``
         (or None), ``per_class_accuracy`` and ``average_precision`` ({class name: value}), ``confusion``
         (list of lists, rows = true class; None for multi-label), ``splits`` (per-input numbers), sizes.
     """

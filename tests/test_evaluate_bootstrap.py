@@ -18,12 +18,15 @@ from idtfv.scores import Scores
 
 # ------------------------------------------------------------------------------------------------ clip mAP
 def _naive_map_ci(scores, targets, n, level, seed):
-    """Resample the rows with numpy's own draws (the documented ones), recompute split_metrics' mAP each time."""
+    """Resample the rows of each label set with numpy's own draws (the documented ones: label sets in order of
+    their first video, all resamples at once), recompute split_metrics' mAP each time."""
     rng = np.random.default_rng(seed)
     total = np.zeros(n)
     for s, t in zip(scores, targets):
-        idx = rng.integers(0, s.shape[0], size=(n, s.shape[0]))
-        total += [split_metrics(s[i], t[i])["mAP"] for i in idx]
+        keys = [tuple(row) for row in t]
+        groups = [[i for i, k in enumerate(keys) if k == key] for key in dict.fromkeys(keys)]
+        draws = [np.array(g)[rng.integers(0, len(g), size=(n, len(g)))] for g in groups]
+        total += [split_metrics(s[rows], t[rows])["mAP"] for rows in np.concatenate(draws, axis=1)]
     total /= len(scores)
     total = total[np.isfinite(total)]
     return tuple(np.quantile(total, [(1 - level) / 2, (1 + level) / 2]))
@@ -47,6 +50,22 @@ def test_map_bootstrap_equals_resampling_the_videos(ties):
     assert got[0] < np.mean([split_metrics(s, t)["mAP"] for s, t in zip(scores, targets)]) < got[1]
     assert bootstrap_map_ci(scores, targets, n_resamples=300, level=0.9, seed=7) == got  # seeded
     assert bootstrap_map_ci(scores, targets, n_resamples=300, level=0.9, seed=8) != got
+
+
+def test_map_interval_keeps_every_class_and_holds_the_map_on_tiny_test_sets():
+    """One test video per class (a tiny run): every stratified resample is the test set itself, so the interval is
+    the mAP (resampling all videos at once dropped the classes not drawn, and the interval could miss the mAP). With
+    two per class the mAP lies inside it."""
+    rng = np.random.default_rng(5)
+    s = rng.normal(size=(7, 7))
+    t = np.eye(7, dtype=bool)
+    m = split_metrics(s, t)["mAP"]
+    assert bootstrap_map_ci([s], [t], n_resamples=200, seed=0) == pytest.approx((m, m), abs=1e-12)
+    y = np.repeat(np.arange(7), 2)
+    s2 = rng.normal(size=(14, 7)) + 0.5 * np.eye(7)[y]
+    t2 = np.eye(7, dtype=bool)[y]
+    lo, hi = bootstrap_map_ci([s2], [t2], n_resamples=400, seed=0)
+    assert lo <= split_metrics(s2, t2)["mAP"] <= hi and lo < hi
 
 
 def test_evaluate_reports_the_map_interval(tmp_path):
