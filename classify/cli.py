@@ -358,11 +358,34 @@ def _weights(text: str) -> list:
     return _comma_list(_number, "a number (or 'validate')")(text)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def _refuse_overwriting_inputs(outputs: dict, inputs) -> None:
+    """Refuse an output option naming one of the input files (or another output): the atomic write would
+    replace the user's file before anything else fails."""
+    named = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
+    for i, (opt, out) in enumerate(named):
+        for src in inputs:
+            if _same_file(out, Path(src)):
+                raise ParameterError(f"{opt} {out}: is the input file {src}; writing there would replace it: give "
+                                     "another file name")
+        for opt2, out2 in named[:i]:
+            if out == out2 or _same_file(out, out2):
+                raise ParameterError(f"{opt} and {opt2} name the same file ({out}); give two file names")
+
+
 def _cmd_fuse(args) -> int:
     from .evaluate import evaluate
     from .fusion import choose_weights, fuse_scores
     from idtfv.scores import write_scores
 
+    _refuse_overwriting_inputs({"--out": args.out, "--report": args.report},
+                               [*args.scores, *(args.validation or [])])
     weights = args.weights
     chosen = None
     if weights is not None and "validate" in weights:

@@ -302,6 +302,13 @@ def read_features(path) -> Features:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such feature file")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if not magic.startswith(b"PK"):  # np.load would return a .npy's array, or call any other file pickled data
+        what = ("a single .npy array" if magic == b"\x93NUMPY" else "an empty file" if not magic
+                else "not an .npz (zip) archive")
+        raise FormatError(path, f"{what}; expected an .npz feature file with arrays video_ids, features, labels "
+                                "(as idtfv encode and idtfv.classify.write_features write)")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in ("video_ids", "features") if k not in z.files]
@@ -318,6 +325,9 @@ def read_features(path) -> Features:
         raise FormatError(path, f"video_ids must be a 1-D string array, got dtype {ids.dtype} shape {ids.shape}")
     if feats.ndim != 2 or feats.shape[0] != ids.shape[0]:
         raise FormatError(path, f"features must have shape ({ids.shape[0]}, d), got {feats.shape}")
+    if feats.shape[1] == 0:
+        raise FormatError(path, f"features have 0 columns (shape {feats.shape}); expected one vector of d >= 1 "
+                                "numbers per video")
     if feats.dtype.kind != "f":
         raise FormatError(path, f"features must be floating point, got dtype {feats.dtype}")
     feats = np.ascontiguousarray(feats, dtype=np.float32)

@@ -111,14 +111,34 @@ def _bad_inputs(tmp_path):
         "train-svm-more-folds-than-videos": (["train-svm", *common, "--cv-C", "--folds", "7"], "--folds"),
         "train-svm-out-is-a-file": (["train-svm", *common[:-1], str(one)], "not a directory"),
         "evaluate-out-is-a-file": (["evaluate", str(one), "--out", str(two)], "not a directory"),
+        "train-svm-features-npy": (["train-svm", *common[:3], str(_npy(tmp_path)), *common[4:]], "single .npy array"),
+        "train-knn-features-text": (["train-knn", *common[:3], str(one), *common[4:]], "not an .npz (zip) archive"),
+        "train-svm-features-0-columns": (["train-svm", *common[:3], str(_zero_columns(tmp_path)), *common[4:]],
+                                         "0 columns"),
     }
+
+
+def _npy(tmp_path):
+    """A plain .npy array under a .npz name (np.load returns the array itself, not an archive)."""
+    path = tmp_path / "array.npz"
+    with open(path, "wb") as fh:
+        np.save(fh, np.ones((12, 4), np.float32))
+    return path
+
+
+def _zero_columns(tmp_path):
+    path = tmp_path / "d0.npz"
+    np.savez(path, video_ids=np.array([f"v{i}" for i in range(12)]), features=np.ones((12, 0), np.float32),
+             labels=np.arange(12) % 3)
+    return path
 
 
 @pytest.mark.parametrize("case", [
     "fuse-weight-count", "fuse-negative", "fuse-all-zero", "fuse-not-a-number", "evaluate-split-count",
     "evaluate-split-not-a-number", "evaluate-split-without-manifest", "evaluate-no-such-split", "train-svm-jobs",
     "train-svm-folds", "train-svm-C", "train-svm-C-grid", "train-knn-k", "train-svm-more-folds-than-videos",
-    "train-svm-out-is-a-file", "evaluate-out-is-a-file"])
+    "train-svm-out-is-a-file", "evaluate-out-is-a-file", "train-svm-features-npy", "train-knn-features-text",
+    "train-svm-features-0-columns"])
 def test_every_bad_input_is_one_error_line_with_plain_numbers(tmp_path, case, capsys):
     argv, needle = _bad_inputs(tmp_path)[case]
     assert main(argv) == 2
@@ -126,3 +146,20 @@ def test_every_bad_input_is_one_error_line_with_plain_numbers(tmp_path, case, ca
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert needle in err, err
     assert "np.float64" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("outputs", [["--out", "{b}"], ["--out", "{a}"], ["--out", "f.csv", "--report", "{a}"],
+                                     ["--out", "f.csv", "--report", "f.csv"]])
+def test_fuse_never_writes_over_its_input_files(tmp_path, outputs, capsys, monkeypatch):
+    """--out or --report naming a score file being fused used to replace it (the fused file took its place)."""
+    monkeypatch.chdir(tmp_path)
+    ids = [f"v{i}" for i in range(6)]
+    a = _scores(tmp_path, "a.csv", ids, 5, np.arange(6) % 3)
+    b = _scores(tmp_path, "b.csv", ids, 6, np.arange(6) % 3)
+    before = {p: p.read_bytes() for p in (a, b)}
+    argv = [x.format(a=a, b=b.name) for x in outputs]  # b by a relative name: the same file however it is spelt
+    assert main(["fuse", str(a), str(b), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in (a, b)} == before
+    assert not (tmp_path / "f.csv").exists()
