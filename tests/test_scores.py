@@ -116,7 +116,7 @@ def test_features_round_trip_and_determinism(tmp_path):
 def test_read_features_errors(tmp_path):
     p = tmp_path / "junk.npz"
     p.write_bytes(b"not a zip")
-    with pytest.raises(FormatError, match="not a readable .npz"):
+    with pytest.raises(FormatError, match=r"not an .npz \(zip\) archive"):
         read_features(p)
     q = tmp_path / "nokeys.npz"
     np.savez(q, x=np.zeros(3))
