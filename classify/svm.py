@@ -211,25 +211,35 @@ class LinearSVM:
     @classmethod
     def load(cls, path) -> "LinearSVM":
         """Read a model written by :meth:`save` (``path``: the ``.npz`` or the common stem)."""
+        from idtfv.cache import open_npz
+
         p = Path(path)
         stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
         try:
-            meta = json.loads(js.read_text(encoding="utf-8"))
+            meta = json.loads(js.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise FormatError(js, f"not UTF-8 text ({exc.reason} at byte {exc.start}); expected the model's JSON "
+                                  "(written by idtfv train-svm)") from None
         except json.JSONDecodeError as exc:
             raise FormatError(js, f"not valid JSON ({exc})") from None
-        if meta.get("class") != "idtfv.classify.svm.LinearSVM":
-            raise FormatError(js, f"expected a idtfv.classify.svm.LinearSVM model, got class {meta.get('class')!r}")
-        try:
-            with np.load(npz, allow_pickle=False) as z:
-                coef, intercept, classes = z["coef"], z["intercept"], z["classes"]
-        except KeyError as exc:
-            raise FormatError(npz, f"missing array {exc}; expected coef, intercept, classes") from None
-        except ValueError as exc:
-            raise FormatError(npz, f"not a readable model .npz ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("class") != "idtfv.classify.svm.LinearSVM":
+            got = meta.get("class") if isinstance(meta, dict) else f"a JSON {type(meta).__name__}"
+            raise FormatError(js, f"expected a idtfv.classify.svm.LinearSVM model, got class {got!r}")
+        remedy = "rerun idtfv train-svm to write the model again"
+        with open_npz(npz, remedy=remedy) as z:
+            missing = [k for k in ("coef", "intercept", "classes") if k not in z]
+            if missing:
+                raise FormatError(npz, f"missing array(s) {', '.join(missing)}; expected coef, intercept, classes")
+            coef, intercept, classes = z["coef"], z["intercept"], z["classes"]
         if coef.ndim != 2 or intercept.shape != (coef.shape[0],) or classes.shape != (coef.shape[0],):
             raise FormatError(npz, f"inconsistent shapes coef {coef.shape}, intercept {intercept.shape}, "
                                    f"classes {classes.shape}")
+        if coef.dtype.kind not in "fiu" or intercept.dtype.kind not in "fiu" or classes.dtype.kind not in "iu":
+            raise FormatError(npz, f"expected numeric coef and intercept and integer classes, got dtypes {coef.dtype}, "
+                                   f"{intercept.dtype}, {classes.dtype}; {remedy}")
+        if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+            raise FormatError(npz, f"coef or intercept contain NaN or infinity; {remedy}")
         params = {k: v for k, v in meta.get("params", {}).items()
                   if k in ("C", "loss", "intercept_scaling", "tol", "max_iter", "n_jobs", "random_state",
                            "block_rows")}

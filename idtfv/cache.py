@@ -360,6 +360,12 @@ def open_npz(path, *, remedy: str = DEFAULT_REMEDY) -> NpzArchive:
     if not path.is_file():
         raise FormatError(path, f"not a regular file; expected an .npz file; {remedy}")
     f = open(path, "rb")  # ours, closed on failure: np.load leaves the file it opened open when the ZIP is bad
+    magic = f.read(6)
+    f.seek(0)
+    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":  # np.load would call it pickled data
+        f.close()
+        what = "an empty file" if not magic else "not an .npz (zip) archive"
+        raise FormatError(path, f"{what}; expected an .npz file; {remedy}")
     try:
         npz = np.load(f, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any failure to open means "not a readable .npz"

@@ -99,6 +99,42 @@ def test_deterministic_across_jobs_and_save_load(tmp_path):
         LinearSVM.load(npz)
 
 
+
+def _npy_bytes():
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ones((5, 4)))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda npz, js: npz.write_bytes(npz.read_bytes()[:200]), "not a readable .npz"),  # truncated copy
+    (lambda npz, js: npz.write_bytes(b""), "an empty file"),
+    (lambda npz, js: npz.write_bytes(_npy_bytes()), "single .npy array"),
+    (lambda npz, js: np.savez(npz, coef=np.full((5, 4), np.nan), intercept=np.ones(5), classes=np.arange(5)),
+     "NaN"),
+    (lambda npz, js: js.write_text("[1, 2]"), "a JSON list"),
+    (lambda npz, js: js.write_bytes(js.read_bytes().replace(b'"b"', b'"\xe9"')), "not UTF-8"),
+])
+def test_a_damaged_model_file_is_a_format_error_naming_it(tmp_path, damage, needle):
+    """idtfv detect --svm DIR reads a model a user may have copied or edited: each damage is a FormatError naming
+    the file (before, a truncated or empty model.npz, a .npy, a JSON list or Latin-1 text were tracebacks)."""
+    X, y = _problem(n=30, c=5, seed=2)
+    npz, js = LinearSVM(C=1.0).fit(X, y).save(tmp_path / "m", extra={"class_names": list("abcde")})
+    damage(npz, js)
+    with pytest.raises(FormatError, match=needle) as info:
+        LinearSVM.load(npz)
+    assert str(info.value).startswith(str(tmp_path / "m."))
+
+
+def test_a_model_json_with_a_bom_or_crlf_loads(tmp_path):
+    X, y = _problem(n=30, c=5, seed=2)
+    a = LinearSVM(C=1.0).fit(X, y)
+    npz, js = a.save(tmp_path / "m")
+    js.write_bytes(b"\xef\xbb\xbf" + js.read_bytes().replace(b"\n", b"\r\n"))
+    assert LinearSVM.load(npz).decision_function(X).tobytes() == a.decision_function(X).tobytes()
+
 def test_absent_class_and_bad_params():
     X, y = _problem(n=40, c=2, seed=7)
     m = LinearSVM(C=1.0).fit(X, y, classes=[0, 1, 2])  # class 2 has no training video
