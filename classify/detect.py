@@ -247,7 +247,7 @@ def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, par
     import time
 
     from idtfv.data.manifest import read_manifest
-    from idtfv.encoding import load_codebooks
+    from idtfv.encoding import encoded_dim, load_codebooks
     from idtfv.runner import read_stamp
 
     from .evaluate import evaluate_detections, write_report
@@ -266,14 +266,32 @@ def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, par
         raise ParameterError(f"{features}: this features stage kept only a sample of each video's trajectories "
                              "(--store sample); detection needs all of them: rerun idtfv features with --store all")
     svm_path = Path(svm)
-    model = LinearSVM.load(svm_path / "model" if svm_path.is_dir() else svm_path)
+    if not svm_path.exists() and not svm_path.with_suffix(".npz").exists():
+        raise FileNotFoundError(f"--svm {svm_path}: no such directory; give the idtfv train-svm output directory "
+                                "(model.npz + model.json)")
+    model_stem = svm_path / "model" if svm_path.is_dir() else svm_path
+    model = LinearSVM.load(model_stem)
+    model_npz = model_stem.with_suffix(".npz")
     class_names = model.metadata_.get("class_names") or [f"class{c}" for c in model.classes_]
+    if not isinstance(class_names, list) or len(class_names) != model.coef_.shape[0]:
+        raise FormatError(model_npz.with_suffix(".json"), f"'class_names' should list the model's "
+                                                          f"{model.coef_.shape[0]} classes, got {class_names!r}; "
+                                                          "rerun idtfv train-svm to write the model again")
     models, summary = load_codebooks(codebook)
     if summary.get("method") != "fisher":
         raise ParameterError(f"{codebook}: a {summary.get('method')!r} codebook; detection needs a Fisher (GMM) "
                              "codebook (idtfv encode --method fisher)")
+    dim = encoded_dim(models, "fisher", pyramid)
+    if model.coef_.shape[1] != dim:
+        raise FormatError(model_npz, f"an SVM on {model.coef_.shape[1]}-dimensional vectors, but codebook "
+                                     f"{codebook.name} with pyramid {pyramid} makes {dim}-dimensional ones: give the "
+                                     "--svm trained on the vectors of this codebook (or the --vectors / --codebook "
+                                     "of this SVM)")
     truth = read_intervals(annotations) if annotations is not None else None
     if truth is not None:
+        if not truth:
+            raise FormatError(annotations, "no ground-truth interval (a header only); detection mAP needs at least "
+                                           "one, or leave out --annotations")
         unknown = sorted({t.label for t in truth} - set(class_names))
         if unknown:
             raise FormatError(annotations, f"classes {', '.join(unknown)} are not among the SVM's classes "

@@ -54,11 +54,12 @@ def temporal_iou(a, b) -> np.ndarray:
 def _read_csv(path, columns: Sequence[str], what: str) -> list[Detection]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (a spreadsheet's "CSV UTF-8") is not part of the header
     except UnicodeDecodeError:
         raise FormatError(path, f"not UTF-8 text; expected a {what} CSV with header {','.join(columns)}") from None
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header  # rows keyed by the stripped names ("video_id, class, start, end" read as written)
     if header[:len(columns)] != list(columns):
         raise FormatError(path, f"header is {','.join(header) or '(empty)'}; expected a {what} CSV with header "
                                 f"{','.join(columns)}")

@@ -171,7 +171,9 @@ ENCODERS = {
 
 
 def encoded_dim(models: Mapping, method: str, grids) -> int:
-    """Length of one video's vector."""
+    """Length of one video's vector (``grids``: parsed grids, or a pyramid string such as ``"1x1x1,1x3x1"``)."""
+    if isinstance(grids, str):
+        grids = parse_pyramid(grids)
     per_cell = ENCODERS[method][1]
     return n_cells(grids) * sum(per_cell(pca.components_.shape[0], model) for pca, model in models.values())
 

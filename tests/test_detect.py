@@ -289,3 +289,99 @@ def test_encode_record_names_the_codebook_and_catches_a_changed_one(tmp_path):
         read_encode_record(moved / "out" / "fv.npz")
     with pytest.raises(FormatError, match="no encode record"):
         read_encode_record(tmp_path / "nothing.npz")
+
+
+# ------------------------------------------------------------------------------------------------ bad input, fast
+@pytest.fixture
+def tiny_detect_inputs(tmp_path):
+    """A one-video manifest, a features stamp, a Fisher codebook of one channel (hog, PCA 3, K=2: 12 dims per
+    video) and a 3-class SVM on those 12 dims: everything ``idtfv detect`` checks before its first video."""
+    from idtfv.classify.svm import LinearSVM
+    from idtfv.encoding import DescriptorPCA, DiagGMM
+    from idtfv.encoding.stage import save_codebooks
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6))
+    pca = DescriptorPCA(n_components=3).fit(X)
+    gmm = DiagGMM(n_components=2, max_iter=5).fit(pca.transform(X))
+    codebook = save_codebooks(tmp_path / "codebook-000000000000", {"hog": (pca, gmm)},
+                              {"method": "fisher", "k": 2, "channels": ["hog"]}, seed=0)
+    Y = rng.normal(size=(9, 12))
+    svm = tmp_path / "svm"
+    svm.mkdir()
+    LinearSVM(C=1.0).fit(Y, np.arange(9) % 3).save(svm / "model", extra={"class_names": ["walk", "run", "jump"]})
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+                        "u1,u1.avi,0,walk,a,test,100,25.0,160,120\n")
+    stamp = tmp_path / "features.json"
+    stamp.write_text(json.dumps({"stage": "features", "dir": "feats", "params": {}, "done": [], "failed": {}}))
+    argv = ["detect", "--manifest", manifest, "--features", stamp, "--codebook", codebook, "--svm", svm,
+            "--out", tmp_path / "out"]
+    return tmp_path, [str(a) for a in argv]
+
+
+def _set(argv, option, value):
+    argv = list(argv)
+    if option in argv:
+        argv[argv.index(option) + 1] = str(value)
+    else:
+        argv += [option, str(value)]
+    return argv
+
+
+def _svm_with_class_names(tmp_path, names):
+    import shutil
+
+    other = tmp_path / "svm_edited"
+    shutil.copytree(tmp_path / "svm", other)
+    meta = json.loads((other / "model.json").read_text())
+    meta["class_names"] = names
+    (other / "model.json").write_text(json.dumps(meta))
+    return other
+
+
+@pytest.mark.parametrize("case", ["svm-of-other-vectors", "pyramid-of-other-vectors", "class-names-cut",
+                                  "svm-missing", "annotations-header-only"])
+def test_detect_bad_inputs_are_one_error_line_naming_the_file(tiny_detect_inputs, case, capsys):
+    """Each used to be a traceback-free but misleading line (``coef: expected ...`` naming no file, ``No such file
+    ... svm.json``, ``<annotations>: ...``) or, for class names cut short in model.json, a run that silently
+    dropped classes."""
+    from idtfv.classify.svm import LinearSVM
+    from idtfv.cli import main
+
+    tmp_path, argv = tiny_detect_inputs
+    assert main(_set(argv, "--out", tmp_path / "undamaged")) == 0, capsys.readouterr().err  # the inputs as made
+    capsys.readouterr()
+    if case == "svm-of-other-vectors":
+        other = tmp_path / "svm4"
+        other.mkdir()
+        rng = np.random.default_rng(1)
+        LinearSVM(C=1.0).fit(rng.normal(size=(9, 4)), np.arange(9) % 3).save(
+            other / "model", extra={"class_names": ["walk", "run", "jump"]})
+        argv, needle = _set(argv, "--svm", other), "svm4/model.npz: an SVM on 4-dimensional vectors"
+    elif case == "pyramid-of-other-vectors":
+        argv, needle = _set(argv, "--pyramid", "1x1x1,1x2x1"), "svm/model.npz: an SVM on 12-dimensional"
+    elif case == "class-names-cut":
+        argv, needle = _set(argv, "--svm", _svm_with_class_names(tmp_path, ["walk", "run"])), "model's 3 classes"
+    elif case == "svm-missing":
+        argv, needle = _set(argv, "--svm", tmp_path / "nosvm"), "--svm " + str(tmp_path / "nosvm") + ": no such"
+    else:
+        gt = tmp_path / "gt.csv"
+        gt.write_text("video_id,class,start,end\n")
+        argv, needle = _set(argv, "--annotations", gt), "gt.csv: no ground-truth interval"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_detect_reads_annotations_with_a_bom_or_spaced_header(tmp_path):
+    """A spreadsheet's "CSV UTF-8" starts with a BOM, which was read into the header ('header is \\ufeffvideo_id,...');
+    a header written 'video_id, class, start, end' passed the check but then failed with a KeyError traceback."""
+    want = [Detection("v1", "walk", 1.0, 2.5, 0.0), Detection("v2", "run", 0.0, 4.0, 0.0)]
+    body = "v1,walk,1,2.5\nv2,run,0,4\n"
+    for header in ("\ufeffvideo_id,class,start,end\n", "video_id, class, start, end\n"):
+        gt = tmp_path / "gt.csv"
+        gt.write_text(header + body, encoding="utf-8")
+        assert read_intervals(gt) == want
