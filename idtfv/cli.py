@@ -258,6 +258,8 @@ def _dataset(args) -> int:
     from idtfv.data.manifest import probe_manifest, read_manifest, write_manifest
 
     out = args.out
+    if args.seed < 0:  # NumPy's generators take non-negative seeds only (a ValueError traceback before)
+        raise ParameterError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.kind == "default":
         given = [name for name, value in (("--root", args.root), ("--split-file", args.split_file)) if value is not None]
         if given:  # e.g. `make features ROOT=...` without DATASET=: not the synthetic set the user would get

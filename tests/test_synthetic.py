@@ -168,3 +168,20 @@ def test_default_parameters_advertised():
 def test_bad_parameters(tmp_path, kw, match):
     with pytest.raises(ParameterError, match=match):
         generate_dataset(tmp_path, **kw)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["dataset", "--seed", "-1", "--out", "{tmp}/ds/manifest.csv"], "--seed must be a non-negative integer"),
+    (["dataset-untrimmed", "--seed", "-1", "--out", "{tmp}/un/manifest.csv"], "--seed) must be a non-negative"),
+    (["dataset-untrimmed", "--out", "{tmp}/a_file/manifest.csv"], "a_file: exists and is not a directory"),
+])
+def test_generators_refuse_a_negative_seed_or_a_file_in_the_way(tmp_path, argv, needle, capsys):
+    """A negative --seed was a ValueError traceback from NumPy's generator; a file where dataset-untrimmed's
+    directory goes was '[Errno 17] File exists'. Both are now one error line, before anything is written."""
+    from idtfv.cli import main
+
+    (tmp_path / "a_file").write_text("mine\n")
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"] and (tmp_path / "a_file").read_text() == "mine\n"

@@ -177,7 +177,13 @@ def generate_untrimmed(out_dir, *, n_videos: int = 4, n_classes: int = 8, actors
         raise ParameterError(f"actors must be non-negative actor indices, got {actors!r}")
     if not 1 <= fps <= 1000:
         raise ParameterError(f"fps must be in 1..1000, got {fps!r}")
+    if not isinstance(random_state, (int, np.integer)) or random_state < 0:  # NumPy seeds are non-negative
+        raise ParameterError(f"random_state (--seed) must be a non-negative integer, got {random_state!r}")
     out_dir = Path(out_dir).resolve()
+    blocked = next((q for q in (out_dir, *out_dir.parents) if q.exists()), None)
+    if blocked is not None and not blocked.is_dir():
+        raise ParameterError(f"{blocked}: exists and is not a directory; the untrimmed set is written into "
+                             f"{out_dir}/: give a directory there")
     settings = {"version": _VERSION, "n_videos": n_videos, "n_classes": n_classes, "actors": list(actors),
                 "actions_per_video": actions_per_video, "action_seconds": [float(v) for v in action_seconds],
                 "gap_seconds": [float(v) for v in gap_seconds], "size": list(size), "fps": float(fps),
