@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.classify import Scores, read_scores, stack_scores, write_features
-from idtfv.errors import FormatError
+from idtfv.errors import FormatError, ParameterError
 
 __all__ = ["SCORES_TRAIN", "SCORES_TEST", "read_run_scores", "stack_runs"]
 
@@ -40,6 +40,13 @@ def read_run_scores(run_dir) -> Scores:
                   label_sets=list(train.label_sets) + list(test.label_sets))
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
 def stack_runs(run_dirs, out_path) -> Path:
     """Stack the softmax scores of ``run_dirs`` into a feature file at ``out_path``; return its path.
 
@@ -47,6 +54,15 @@ def stack_runs(run_dirs, out_path) -> Path:
     the same videos with the same class names (:class:`idtfv.errors.FormatError` naming the run otherwise).
     """
     run_dirs = [Path(d) for d in run_dirs]
+    out_path = Path(out_path)
+    if out_path.suffix != ".npz":
+        raise ParameterError(f"--out {out_path}: expected a feature file name ending in .npz (the input of idtfv "
+                             "train-svm --features)")
+    for d in run_dirs:
+        for name in (SCORES_TRAIN, SCORES_TEST, "features.npz"):
+            if _same_file(out_path, d / name):
+                raise ParameterError(f"--out {out_path}: is {d / name}, a file of the run {d}; writing there would "
+                                     "replace it: give another file name")
     feats = stack_scores([read_run_scores(d) for d in run_dirs], normalize="softmax",
                          sources=[str(d) for d in run_dirs])
     return write_features(out_path, feats.video_ids, feats.features, feats.labels)

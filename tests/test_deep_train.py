@@ -268,6 +268,26 @@ def test_stack_scores_matches_naive_softmax_concat(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+
+@pytest.mark.parametrize("out", ["rgb/scores.csv", "rgb/features.npz", "stacked.txt"])
+def test_stack_scores_never_writes_over_a_run_file(tmp_path, out, capsys):
+    """--out naming a run's scores.csv used to replace it with the stacked .npz (the run's test scores lost);
+    a run's features.npz is train-deep's, and a name without .npz is not a feature file."""
+    from idtfv.classify import write_scores
+    from idtfv.cli import main
+
+    rng = np.random.default_rng(1)
+    d = tmp_path / "rgb"
+    d.mkdir()
+    write_scores(d / "scores_train.csv", ["v1", "v2", "v3"], rng.normal(size=(3, 2)), ["a", "b"], [0, 1, 0])
+    write_scores(d / "scores.csv", ["v4", "v5"], rng.normal(size=(2, 2)), ["a", "b"], [1, 0])
+    (d / "features.npz").write_bytes(b"train-deep's features")
+    before = {f.name: f.read_bytes() for f in d.iterdir()}
+    assert main(["stack-scores", str(d), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and len(err.strip().splitlines()) == 1, err
+    assert {f.name: f.read_bytes() for f in d.iterdir()} == before and not (tmp_path / "stacked.txt").exists()
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_amp_training_step_matches_shapes(tmp_path):
