@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from idtfv.errors import EXIT_BAD_INPUT, IdtfvError
+from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
 __all__ = ["add_train_deep", "add_stack_scores", "main", "run", "run_stack", "resolve_preset", "SMALL"]
 
@@ -128,6 +129,12 @@ def run(args: argparse.Namespace) -> int:
         from .stage import default_sampling, run_experiment, set_threads
         from .train import TrainConfig
 
+        if args.threads < 0:
+            raise ParameterError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ParameterError(f"--out {out}: exists and is not a directory; give a directory for the checkpoint, "
+                                 "scores and report")
         set_threads(args.threads)
         args.width, args.depth, args.size = resolve_preset(args.preset, args.device, args.model, width=args.width,
                                                            depth=args.depth, size=args.size)

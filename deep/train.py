@@ -65,9 +65,13 @@ class TrainConfig:
             raise ParameterError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ParameterError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if not (self.lr > 0 and self.weight_decay >= 0 and self.clip_grad >= 0):
-            raise ParameterError(f"need lr > 0, weight_decay >= 0, clip_grad >= 0; got {self.lr}, "
+        values = (self.lr, self.weight_decay, self.clip_grad)
+        if not (all(math.isfinite(v) for v in values) and self.lr > 0 and self.weight_decay >= 0
+                and self.clip_grad >= 0):  # an infinite weight decay trained to NaN weights without a word
+            raise ParameterError(f"need finite lr > 0, weight_decay >= 0, clip_grad >= 0; got {self.lr}, "
                                  f"{self.weight_decay}, {self.clip_grad}")
+        if self.workers < 0:
+            raise ParameterError(f"workers (--workers) must be >= 0 (0 = load in process), got {self.workers}")
         resolve_device(self.device)
         return self
 

@@ -237,6 +237,25 @@ def test_train_deep_cli_bad_input(tmp_path, capsys):
     assert rc == 2 and "nowhere: rawframes directory not found" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--weight-decay", "inf"], "need finite lr > 0"), (["--lr", "inf"], "need finite lr > 0"),
+    (["--workers", "-1"], "workers (--workers) must be >= 0"), (["--threads", "-2"], "--threads must be >= 0"),
+    (["--out", "{tmp}/a_file"], "a_file: exists and is not a directory"),
+])
+def test_train_deep_refuses_bad_options_before_reading_anything(tmp_path, extra, needle, capsys):
+    """An infinite --weight-decay or --lr trained (to NaN weights) without a word, a negative --workers or
+    --threads was taken as the default, and --out naming a file said '[Errno 17] File exists'."""
+    from idtfv.cli import main
+
+    (tmp_path / "a_file").write_text("mine\n")
+    argv = ["train-deep", "--manifest", str(tmp_path / "none.csv"), "--model", "tsn", "--out", str(tmp_path / "o"),
+            "--no-progress", "--device", "cpu", *[x.format(tmp=tmp_path) for x in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert (tmp_path / "a_file").read_text() == "mine\n" and not (tmp_path / "o").exists()
+
 def test_stack_scores_matches_naive_softmax_concat(tmp_path, capsys):
     import argparse
 
