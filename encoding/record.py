@@ -68,7 +68,7 @@ def read_encode_record(vectors) -> dict:
     run (its SHA-256 differs)."""
     path = record_path(vectors)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise FormatError(path, "no encode record (which codebook made these vectors); re-run idtfv encode, which "
                                 "writes it beside its --out (with make: remove the .npz, then make encode)") from None

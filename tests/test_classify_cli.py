@@ -163,3 +163,38 @@ def test_fuse_never_writes_over_its_input_files(tmp_path, outputs, capsys, monke
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert {p: p.read_bytes() for p in (a, b)} == before
     assert not (tmp_path / "f.csv").exists()
+
+
+def test_train_svm_refuses_a_codebook_other_than_the_vectors_own(tmp_path, capsys):
+    """Vectors of a K=2 codebook (one channel, PCA 3: 12 columns) given with a K=1 codebook (6 columns per cell)
+    used to be cut as two pyramid cells of the wrong codebook: per-channel results computed on the wrong
+    columns, without a word. The encode record beside the vectors names their codebook (compared by content: a
+    copy of the right one is accepted)."""
+    import shutil
+
+    from idtfv.encoding import DescriptorPCA, DiagGMM
+    from idtfv.encoding.record import write_encode_record
+    from idtfv.encoding.stage import save_codebooks
+    from idtfv.classify import write_features
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6))
+    cache = tmp_path / "cache"
+    books = {}
+    for k in (2, 1):
+        pca = DescriptorPCA(n_components=3).fit(X)
+        gmm = DiagGMM(n_components=k, max_iter=5).fit(pca.transform(X))
+        books[k] = save_codebooks(cache / f"codebook-00000000000{k}", {"hog": (pca, gmm)},
+                                  {"method": "fisher", "k": k, "channels": ["hog"]}, seed=0)
+    man = _manifest(tmp_path)
+    vectors = write_features(tmp_path / "fv.npz", [f"v{i}" for i in range(12)], rng.normal(size=(12, 12)),
+                             np.arange(12) % 3)
+    write_encode_record(vectors, books[2], cache, method="fisher", pyramid="1x1x1", split=1)
+    shutil.copytree(books[2], tmp_path / "copy_of_k2")
+    common = ["train-svm", "--manifest", str(man), "--features", str(vectors)]
+    assert main([*common, "--codebook", str(tmp_path / "copy_of_k2"), "--out", str(tmp_path / "ok")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--codebook", str(books[1]), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --codebook ") and "not the codebook these vectors were encoded with" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
