@@ -71,7 +71,9 @@ def _read_csv(path, columns: Sequence[str], what: str) -> list[Detection]:
         except (TypeError, ValueError):
             raise FormatError(path, f"line {i}: start, end{', score' if 'score' in columns else ''} must be numbers, "
                                     f"got {', '.join(str(row.get(c)) for c in columns[2:])}") from None
-        if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(score)) or start < 0 or end <= start:
+        if not math.isfinite(score):
+            raise FormatError(path, f"line {i}: score must be a finite number, got {row.get('score')}")
+        if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
             raise FormatError(path, f"line {i}: expected 0 <= start < end (seconds), got start {start:g}, end {end:g}")
         vid, label = (row["video_id"] or "").strip(), (row["class"] or "").strip()
         if not vid or not label:

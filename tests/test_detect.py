@@ -197,6 +197,10 @@ def test_detection_files_round_trip_and_bad_input(tmp_path):
     gt.write_text("video,label\n")
     with pytest.raises(FormatError, match="header"):
         read_intervals(gt)
+    det = tmp_path / "det.csv"  # a NaN score was reported as 'expected 0 <= start < end, got start 1, end 3.5'
+    det.write_text("video_id,class,start,end,score\nv1,walk,1,3.5,nan\n")
+    with pytest.raises(FormatError, match="line 2: score must be a finite number, got nan"):
+        read_detections(det)
 
 
 # ------------------------------------------------------------------------------------------------ end to end
