@@ -216,6 +216,11 @@ def read_scores(path) -> Scores:
             path, f"header must start with 'video_id,label,' followed by class names, got {','.join(header[:4])!r}"
         )
     names = header[2:]
+    if not all(names):
+        col = names.index("") + 3
+        hint = " (a trailing comma?)" if col == len(header) else ""
+        raise FormatError(path, f"header column {col} has no class name{hint}; expected 'video_id,label,' followed by "
+                                "one non-empty name per score column")
     if len(set(names)) != len(names):
         raise FormatError(path, "class names in the header are not unique")
     c = len(names)

@@ -1,5 +1,7 @@
 """Score and feature file formats: exact round trips, byte determinism, clear errors on malformed files."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,16 @@ def test_read_features_names_a_corrupt_deflate_stream(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(FormatError, match="f.npz"):
         read_features(path)
+
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("video_id,label,a,,c\nv0,0,1,2,3\n", "header column 4 has no class name;"),  # was read as a class named ''
+    ("video_id,label,a,b,\nv0,0,1,2,\n", "header column 5 has no class name (a trailing comma?)"),  # was 'scores
+    # must be numbers' on line 2
+])
+def test_read_scores_refuses_an_empty_class_name(tmp_path, text, needle):
+    path = tmp_path / "s.csv"
+    path.write_text(text)
+    with pytest.raises(FormatError, match=re.escape(needle)):
+        read_scores(path)
