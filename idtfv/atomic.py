@@ -150,7 +150,11 @@ def _start(path: Path) -> tuple[int, str]:
     """Make the parent directory and the temporary file of a write to ``path``."""
     check_replaceable(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a folder of path goes: say so (mkdir says 'File exists: <file>')
+            raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)} (a file is in the way of the "
+                                                    "folder to write in)", str(path)) from None
         return _create_temp(path)
     except OSError as exc:
         _raise_disk_full(exc, path)

@@ -111,6 +111,8 @@ def _bad_inputs(tmp_path):
         "train-svm-more-folds-than-videos": (["train-svm", *common, "--cv-C", "--folds", "7"], "--folds"),
         "train-svm-out-is-a-file": (["train-svm", *common[:-1], str(one)], "not a directory"),
         "evaluate-out-is-a-file": (["evaluate", str(one), "--out", str(two)], "not a directory"),
+        "fuse-out-under-a-file": (["fuse", str(one), str(two), "--out", str(one / "f.csv")],
+                                  "a file is in the way"),  # was '[Errno 17] File exists: one.csv'
         "train-svm-features-npy": (["train-svm", *common[:3], str(_npy(tmp_path)), *common[4:]], "single .npy array"),
         "train-knn-features-text": (["train-knn", *common[:3], str(one), *common[4:]], "not an .npz (zip) archive"),
         "train-svm-features-0-columns": (["train-svm", *common[:3], str(_zero_columns(tmp_path)), *common[4:]],
@@ -138,7 +140,7 @@ def _zero_columns(tmp_path):
     "evaluate-split-not-a-number", "evaluate-split-without-manifest", "evaluate-no-such-split", "train-svm-jobs",
     "train-svm-folds", "train-svm-C", "train-svm-C-grid", "train-knn-k", "train-svm-more-folds-than-videos",
     "train-svm-out-is-a-file", "evaluate-out-is-a-file", "train-svm-features-npy", "train-knn-features-text",
-    "train-svm-features-0-columns"])
+    "train-svm-features-0-columns", "fuse-out-under-a-file"])
 def test_every_bad_input_is_one_error_line_with_plain_numbers(tmp_path, case, capsys):
     argv, needle = _bad_inputs(tmp_path)[case]
     assert main(argv) == 2
