@@ -573,8 +573,14 @@ def _cmd_cv(args) -> int:
     if args.C_folds < 2:
         raise ParameterError(f"--C-folds must be >= 2, got {args.C_folds}")
     params = params_from_args(args, EncodeParams)
-    options = CVOptions(scheme=args.scheme, n_folds=args.n_folds, splits=tuple(args.splits) if args.splits else None,
-                        seed=params.seed)
+    try:
+        options = CVOptions(scheme=args.scheme, n_folds=args.n_folds,
+                            splits=tuple(args.splits) if args.splits else None, seed=params.seed)
+    except ParameterError as exc:  # worded with the command-line option, as params_from_args words its fields
+        name = getattr(exc, "field", None)
+        if name is None:
+            raise
+        raise ParameterError(f"--{name.replace('_', '-')}: expected {exc.expected}, got {exc.value!r}") from None
     svm = {"C": args.C, "cv_C": args.cv_C, "n_folds": args.C_folds, "loss": args.loss, "tol": args.tol,
            "random_state": params.seed, "combine": args.combine, "validation_fraction": args.validation}
     if not logging.getLogger().handlers:

@@ -43,6 +43,7 @@ import numpy as np
 
 from idtfv.errors import ParameterError
 from idtfv.lock import output_dir_lock
+from idtfv.options import field_error
 
 __all__ = ["CVOptions", "SCHEMES", "make_folds", "channel_blocks", "run_cv"]
 
@@ -75,8 +76,7 @@ class CVOptions:
 
     def __post_init__(self):
         def bad(name, expected):
-            return ParameterError(f"CVOptions.{name}: expected {expected}, got {getattr(self, name)!r}; fix the "
-                                  f"option or use the default ({_DEFAULTS[name]!r})")
+            return field_error("CVOptions", name, expected, getattr(self, name), _DEFAULTS[name])
 
         def is_int(v):
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

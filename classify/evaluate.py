@@ -766,7 +766,8 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         targets = sc.targets()
         lab = targets.any(axis=1)
         if not lab.any():
-            raise FormatError(src, "no video has a known label; pass manifest= or write labels into the score file")
+            raise FormatError(src, "no video has a known label; give the dataset's manifest (idtfv evaluate --manifest; evaluate(manifest=) "
+                                   "in Python) or write labels into the score file's label column")
         m = split_metrics(sc.scores[lab], targets[lab], top_k=top_k)
         ranked.append((sc.scores[lab], targets[lab]))
         m.update(source=src, split=sp, n_videos=int(lab.sum()), n_unlabelled=int((~lab).sum()), n_missing=n_missing)

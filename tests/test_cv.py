@@ -357,3 +357,11 @@ def test_reports_count_correct_clips_beside_the_accuracy(tmp_path):
     assert rep["n_correct"] == 5 and rep["accuracy"] == pytest.approx(5 / 7)
     assert rep["accuracy_ci"][0] <= 5 / 7 <= rep["accuracy_ci"][1] and rep["bootstrap"]["seed"] == 0
     assert rep["splits"][0]["n_correct"] == 5
+
+
+def test_a_bad_fold_option_is_named_as_the_command_line_option(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "d", n_actors=3, n_classes=2, n=4)
+    assert cv(ds, "cv", "--scheme", "kfold", "--n-folds", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --n-folds: expected an integer >= 2, got 1"]
+    assert not (ds / "cv").exists()
