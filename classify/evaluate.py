@@ -747,6 +747,14 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
     splits = _as_list(split) if isinstance(split, (list, tuple)) else [split] * len(items)
     if len(splits) != len(items):
         raise ParameterError(f"evaluate: got {len(items)} score files but {len(splits)} split numbers")
+    seen: dict = {}
+    for item, sp in zip(items, splits):  # one file twice would count as two splits and halve the spread
+        if isinstance(item, (str, os.PathLike)):
+            key = (os.path.realpath(item), sp)
+            if key in seen:
+                raise ParameterError(f"evaluate: {os.fspath(item)} is given twice (as {seen[key]} before); each "
+                                     "score file is one split: give each once")
+            seen[key] = os.fspath(item)
     if any(s is not None for s in splits) and manifest is None:
         raise ParameterError("evaluate: split= needs manifest= (the split columns live in the manifest)")
     man = _manifest(manifest)

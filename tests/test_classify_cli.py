@@ -200,3 +200,17 @@ def test_train_svm_refuses_a_codebook_other_than_the_vectors_own(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.startswith("error: --codebook ") and "not the codebook these vectors were encoded with" in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_evaluate_refuses_one_score_file_given_twice_for_one_split(tmp_path, split_files, capsys):
+    man, one, _ = split_files
+    link = tmp_path / "again.csv"
+    link.symlink_to(one)
+    for argv in ([one, one], [one, link]):  # the same file (by path or through a link) would count as two splits
+        assert main(["evaluate", *map(str, argv), "--out", str(tmp_path / "ev")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is given twice" in err[0] and not (tmp_path / "ev").exists()
+    # one file holding every video, evaluated on two splits: two different evaluations, allowed
+    both = _scores(tmp_path, "all.csv", [f"v{i}" for i in range(12)], 3)
+    got = _report(tmp_path, ["--manifest", man, "--split", "1,2", both, both], capsys)
+    assert [s["split"] for s in got["splits"]] == [1, 2]
