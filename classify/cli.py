@@ -16,6 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
+from idtfv.atomic import same_file
 from idtfv.errors import ParameterError
 
 __all__ = ["add_train_svm", "add_train_knn", "add_evaluate", "add_fuse", "add_detect", "add_cv"]
@@ -381,24 +382,17 @@ def _weights(text: str) -> list:
     return _comma_list(_number, "a number (or 'validate')")(text)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and a.samefile(b)
-    except OSError:
-        return False
-
-
 def _refuse_overwriting_inputs(outputs: dict, inputs) -> None:
     """Refuse an output option naming one of the input files (or another output): the atomic write would
     replace the user's file before anything else fails."""
     named = [(opt, Path(p)) for opt, p in outputs.items() if p is not None]
     for i, (opt, out) in enumerate(named):
         for src in inputs:
-            if _same_file(out, Path(src)):
+            if same_file(out, Path(src)):
                 raise ParameterError(f"{opt} {out}: is the input file {src}; writing there would replace it: give "
                                      "another file name")
         for opt2, out2 in named[:i]:
-            if out == out2 or _same_file(out, out2):
+            if out == out2 or same_file(out, out2):
                 raise ParameterError(f"{opt} and {opt2} name the same file ({out}); give two file names")
 
 

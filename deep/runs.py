@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from idtfv.atomic import same_file
 from idtfv.classify import Scores, read_scores, stack_scores, write_features
 from idtfv.errors import FormatError, ParameterError
 
@@ -40,13 +41,6 @@ def read_run_scores(run_dir) -> Scores:
                   label_sets=list(train.label_sets) + list(test.label_sets))
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and a.samefile(b)
-    except OSError:
-        return False
-
-
 def stack_runs(run_dirs, out_path) -> Path:
     """Stack the softmax scores of ``run_dirs`` into a feature file at ``out_path``; return its path.
 
@@ -60,7 +54,7 @@ def stack_runs(run_dirs, out_path) -> Path:
                              "train-svm --features)")
     for d in run_dirs:
         for name in (SCORES_TRAIN, SCORES_TEST, "features.npz"):
-            if _same_file(out_path, d / name):
+            if same_file(out_path, d / name):
                 raise ParameterError(f"--out {out_path}: is {d / name}, a file of the run {d}; writing there would "
                                      "replace it: give another file name")
     feats = stack_scores([read_run_scores(d) for d in run_dirs], normalize="softmax",

@@ -22,7 +22,7 @@ from pathlib import Path
 from idtfv.errors import DiskFullError, IdtfvError
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_text", "check_replaceable", "disk_full_error", "free_bytes",
-           "temp_name", "DISK_FULL_ERRNOS"]
+           "same_file", "temp_name", "DISK_FULL_ERRNOS"]
 
 #: System error numbers that mean "the file system has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -86,6 +86,16 @@ def check_replaceable(path) -> None:
     kind = next((name for test, name in _SPECIAL if test(mode)), "a special file")
     raise IdtfvError(f"{os.fspath(path)}: not a regular file ({kind}); an output is written under a temporary name "
                      "and renamed onto this one, which would replace it: give the name of a file to write")
+
+
+def same_file(a, b) -> bool:
+    """Whether ``a`` and ``b`` both exist and are the same file (a link or another name of it included): an output
+    that is one of a command's input files would be replaced by the atomic write."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
 
 
 #: Longest file name (bytes) most file systems take (NAME_MAX).

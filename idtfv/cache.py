@@ -63,6 +63,8 @@ __all__ = [
     "remove_stale_temp_files",
     "file_fingerprint",
     "FINGERPRINT_SAMPLE",
+    "not_npz",
+    "NPZ_HEAD",
 ]
 
 #: Number of hex digits of the SHA-256 parameter hash used in stage directory names.
@@ -360,21 +362,34 @@ def open_npz(path, *, remedy: str = DEFAULT_REMEDY) -> NpzArchive:
     if not path.is_file():
         raise FormatError(path, f"not a regular file; expected an .npz file; {remedy}")
     f = open(path, "rb")  # ours, closed on failure: np.load leaves the file it opened open when the ZIP is bad
-    magic = f.read(6)
-    f.seek(0)
-    if not magic.startswith(b"PK") and magic != b"\x93NUMPY":  # np.load would call it pickled data
-        f.close()
-        what = "an empty file" if not magic else "not an .npz (zip) archive"
-        raise FormatError(path, f"{what}; expected an .npz file; {remedy}")
     try:
-        npz = np.load(f, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to open means "not a readable .npz"
+        what = not_npz(f.read(NPZ_HEAD))
+        if what is not None:
+            raise FormatError(path, f"{what}; expected an .npz file; {remedy}")
+        f.seek(0)
+        try:
+            npz = np.load(f, allow_pickle=False)  # a ZIP: an NpzFile
+        except Exception as exc:  # noqa: BLE001 - any failure to open means "not a readable .npz"
+            raise FormatError(path, f"not a readable .npz ({_exception_text(exc)}); {remedy}") from None
+    except BaseException:
         f.close()
-        raise FormatError(path, f"not a readable .npz ({_exception_text(exc)}); {remedy}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):  # np.load also reads a plain .npy
-        f.close()
-        raise FormatError(path, f"not an .npz archive (a single .npy array); {remedy}")
+        raise
     return NpzArchive(path, npz, remedy, file=f)
+
+
+#: Bytes of a file's start that :func:`not_npz` needs.
+NPZ_HEAD = 8
+
+
+def not_npz(head: bytes) -> str | None:
+    """Why a file whose first bytes are ``head`` is not an ``.npz`` (``"an empty file"``, ``"a single .npy array"``,
+    ``"not an .npz (zip) archive"``), or None for a ZIP archive. ``np.load`` would return a ``.npy``'s array, and
+    call any other file pickled data with the advice to load it unsafely."""
+    if head.startswith(b"PK"):
+        return None
+    if not head:
+        return "an empty file"
+    return "a single .npy array" if head.startswith(b"\x93NUMPY") else "not an .npz (zip) archive"
 
 
 def _exception_text(exc: BaseException) -> str:

@@ -67,7 +67,8 @@ import numpy as np
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import disk_full_error
-from idtfv.cache import atomic_savez, atomic_write_text, load_valid, remove_stale_temp_files, stage_dir
+from idtfv.cache import (atomic_savez, atomic_write_text, file_fingerprint, load_valid, remove_stale_temp_files,
+                         stage_dir)
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
 
@@ -178,8 +179,6 @@ def _error_message(exc: BaseException) -> str:
 def entry_fingerprint(entry, params: Mapping) -> str | None:
     """The fingerprint of a manifest entry's video file (:func:`idtfv.cache.file_fingerprint` of ``entry.path``),
     or None when it cannot be read now; a ``fingerprint`` for :func:`run_stage` (stages computed from the video)."""
-    from idtfv.cache import file_fingerprint
-
     try:
         return file_fingerprint(entry.path)
     except OSError:

@@ -30,6 +30,7 @@ import numpy as np
 from idtfv.errors import FormatError
 
 from idtfv.atomic import atomic_open, atomic_write_text
+from idtfv.cache import NPZ_HEAD, not_npz
 
 __all__ = ["Scores", "Features", "write_scores", "read_scores", "write_features", "read_features"]
 
@@ -308,10 +309,8 @@ def read_features(path) -> Features:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such feature file")
     with open(path, "rb") as fh:
-        magic = fh.read(6)
-    if not magic.startswith(b"PK"):  # np.load would return a .npy's array, or call any other file pickled data
-        what = ("a single .npy array" if magic == b"\x93NUMPY" else "an empty file" if not magic
-                else "not an .npz (zip) archive")
+        what = not_npz(fh.read(NPZ_HEAD))
+    if what is not None:
         raise FormatError(path, f"{what}; expected an .npz feature file with arrays video_ids, features, labels "
                                 "(as idtfv encode and idtfv.classify.write_features write)")
     try:
