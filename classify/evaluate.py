@@ -682,8 +682,8 @@ def _warn_undefined(names: list, per_class: np.ndarray, ap: np.ndarray) -> None:
     all_positive = [n for n, v, a in zip(names, per_class, ap) if not math.isnan(v) and math.isnan(a)]
     parts = []
     if no_test:
-        parts.append(f"{len(no_test)} of {len(names)} classes have no scored test video ({_examples(no_test)}: none in the "
-                     "split, or none with features): their accuracy and AP are undefined")
+        parts.append(f"{len(no_test)} of {len(names)} classes have no scored test video ({_examples(no_test)}: "
+                     "none in the split, or none with features): their accuracy and AP are undefined")
     if all_positive:
         parts.append(f"{len(all_positive)} class{'es' if len(all_positive) > 1 else ''} "
                      f"({_examples(all_positive)}) {'are' if len(all_positive) > 1 else 'is'} the label of every "
@@ -774,8 +774,9 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
         targets = sc.targets()
         lab = targets.any(axis=1)
         if not lab.any():
-            raise FormatError(src, "no video has a known label; give the dataset's manifest (idtfv evaluate --manifest; evaluate(manifest=) "
-                                   "in Python) or write labels into the score file's label column")
+            raise FormatError(src, "no video has a known label; give the dataset's manifest (idtfv evaluate "
+                                   "--manifest; evaluate(manifest=) in Python) or write labels into the score file's "
+                                   "label column")
         m = split_metrics(sc.scores[lab], targets[lab], top_k=top_k)
         ranked.append((sc.scores[lab], targets[lab]))
         m.update(source=src, split=sp, n_videos=int(lab.sum()), n_unlabelled=int((~lab).sum()), n_missing=n_missing)

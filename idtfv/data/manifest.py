@@ -238,8 +238,8 @@ def make_video_id(relpath: str | os.PathLike, *, keep_dirs: bool = False, keep_s
     """A filesystem-safe, deterministic video id from a (relative) video path.
 
     The id is the file name without its extension (with ``keep_dirs=True``: the whole relative path, directory
-    parts joined by ``__``; with ``keep_suffix=True`` the file name keeps its extension). Characters outside ``[A-Za-z0-9._-]`` become ``_``; when anything had to change (or
-    the id had to be shortened), ``-`` and 8 hex digits of the SHA-1 of the original are appended so that two
+    parts joined by ``__``; with ``keep_suffix=True`` the file name keeps its extension). Characters outside
+    ``[A-Za-z0-9._-]`` become ``_``; when anything had to change (or the id had to be shortened), ``-`` and 8 hex digits of the SHA-1 of the original are appended so that two
     different names never collide.
 
     Examples
