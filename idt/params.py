@@ -29,8 +29,10 @@ FARNEBACK_IMPLS = ("auto", "numba", "opencv")
 FARNEBACK_WINDOWS = ("box", "gaussian")
 #: The extractor's default working width (``resize_width=None``): wider frames are shrunk to it. Peak memory grows
 #: with the frame's area (about 1 KB per pixel: pyramid, flows, integral histograms and the live tracks' descriptor
-#: sums), so 640 px bounds a worker to about 0.5 GB whatever the input (a 4000x3000 frame at full size took
-#: 8.9 GB); UCF101, HMDB51, KTH and the reference clips (at most 640 px wide) are processed at their own size.
+#: sums), so 640 px bounds a worker to about 0.5 GB for landscape input of any size (a 4000x3000 frame at full size
+#: took 8.9 GB); the height is not bounded: a portrait 720x1280 video is extracted at 640x1138, 3.2 times the pixels
+#: (memory and time) of the same clip as 1280x720 (640x360). UCF101, HMDB51, KTH and the reference clips (at most 640 px wide) are
+#: processed at their own size.
 WORKING_WIDTH = 640
 
 
@@ -123,9 +125,10 @@ class IDTParams:
         0 with ``warp_flow="subtract"`` keeps the plain :math:`f_w` up to the frame edge.
     resize_width : int or None
         The working width: frames wider than this are shrunk to it (keeping the aspect ratio, ``cv2.INTER_AREA``)
-        before extraction. None (default): :data:`WORKING_WIDTH` (640 px), which bounds memory for any input
-        size; 0: keep the full size (memory grows with the frame area, about 1 KB per pixel). Positions (``meta``'s
-        x and y, ``traj``'s steps, ``width``/``height`` in ``info``) are in the working frame's pixels; when
+        before extraction. None (default): :data:`WORKING_WIDTH` (640 px), which bounds memory for landscape input
+        of any size (not the height of portrait frames: a smaller width bounds those); 0: keep the full size
+        (memory grows with the frame area, about 1 KB per pixel). Positions (``meta``'s x and y, ``traj``'s steps,
+        ``width``/``height`` in ``info``) are in the working frame's pixels; when
         frames were shrunk, ``info`` also holds ``source_width`` and ``source_height`` (positions in source
         pixels: multiply by ``source_width / width``). Box files (``boxes``) are in source pixels.
     start, end : int, int or None
