@@ -82,7 +82,6 @@ INDEX_FLUSH_SECONDS = 5.0
 #: DEFLATE level of the per-video ``.npz`` files. On real iDT output level 1 is ~1% larger than zlib's default 6
 #: and ~30% faster to write (float descriptors barely compress); see bench/bench_pipeline.py.
 DEFAULT_COMPRESSLEVEL = 1
-_VIDEO_ID_RE = re.compile(r"[A-Za-z0-9._-]+")
 #: Name of the 0-d string array holding the reason in the result file of an :class:`EmptyResult`.
 EMPTY_KEY = "_empty_reason"
 #: Suffix of the file beside a result that holds the fingerprint of its input (``<video_id>.source``).
@@ -302,15 +301,18 @@ def _write_index(path: Path, records: Mapping[str, ItemStatus]) -> None:
 
 
 def _check_entries(entries) -> list:
+    """``entries`` as a list, each with a valid (:func:`idtfv.data.manifest.is_valid_video_id`), unique id."""
+    from idtfv.data.manifest import VIDEO_ID_RULE, is_valid_video_id  # not at import: idtfv.data loads OpenCV
+
     entries = list(entries)
     seen = set()
     for entry in entries:
         video_id = getattr(entry, "video_id", None)
-        if not isinstance(video_id, str) or not _VIDEO_ID_RE.fullmatch(video_id) or video_id in {".", ".."}:
-            raise ManifestError(
-                f"video_id {video_id!r} is not allowed; expected a non-empty id of letters, digits, '.', '_' "
-                "or '-' (it names the per-video files) — fix the manifest"
-            )
+        if not is_valid_video_id(video_id):
+            shown = (f"{video_id[:40]!r}... ({len(video_id)} characters)" if isinstance(video_id, str)
+                     and len(video_id) > 60 else repr(video_id))
+            raise ManifestError(f"video_id {shown} is not allowed; expected {VIDEO_ID_RULE} (it names the per-video "
+                                "files) — fix the manifest")
         if video_id in seen:
             raise ManifestError(f"video_id {video_id!r} appears twice; ids must be unique — fix the manifest")
         seen.add(video_id)
