@@ -617,12 +617,15 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
         bar = tqdm(total=len(entries), desc=stage, unit="video", file=sys.stderr, dynamic_ncols=True)
     last_flush = time.monotonic()
     stop = None
+    n_failed = 0  # of statuses: kept as it goes (recounting every video's status after each one is quadratic)
     try:
         for status in stream:
             if status.stop is not None:
                 stop = status.stop
                 break
+            previous = statuses.get(status.video_id)
             statuses[status.video_id] = status
+            n_failed += (status.status == "failed") - (previous is not None and previous.status == "failed")
             if status.status == "empty" and status.seconds == 0.0 and \
                     records.get(status.video_id, ItemStatus("", "", 0.0)).status == "empty":
                 pass  # an empty result found again: keep the row of the run that computed it
@@ -633,7 +636,6 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
                 records[status.video_id] = ItemStatus(status.video_id, "done", 0.0)
             if bar is not None:
                 bar.update(1)
-                n_failed = sum(s.status == "failed" for s in statuses.values())
                 if n_failed:
                     bar.set_postfix(failed=n_failed, refresh=False)
             if time.monotonic() - last_flush > INDEX_FLUSH_SECONDS:
