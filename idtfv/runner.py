@@ -35,6 +35,9 @@ Execution engines (used as they are, no scheduling of our own):
 - ``scheduler="tcp://host:8786"`` (or a ``distributed.Client``, or a cluster object such as ``LocalCluster``):
   Dask distributed; the cache directory must then be on a file system that every worker sees at the same path.
 
+- **Ids are file names.** Ids are checked (:func:`idtfv.data.manifest.is_valid_video_id`, unique) before anything
+  runs, and ids differing only in case are refused when the stage directory is on a case-insensitive file system
+  (:func:`idtfv.cache.check_case_twins`: there they would name one file).
 - **Empty results are not results.** A stage function raises :class:`EmptyResult` when a video yields nothing
   usable (e.g. no trajectory); its arrays are saved (with the reason under :data:`EMPTY_KEY`, so a resumed run
   still knows), the video gets status ``empty`` and is listed in :attr:`StageResult.empty`, not in ``ok``.
@@ -67,8 +70,8 @@ import numpy as np
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import disk_full_error
-from idtfv.cache import (atomic_savez, atomic_write_text, file_fingerprint, load_valid, remove_stale_temp_files,
-                         stage_dir)
+from idtfv.cache import (atomic_savez, atomic_write_text, check_case_twins, file_fingerprint, load_valid,
+                         remove_stale_temp_files, stage_dir)
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
 
@@ -560,7 +563,9 @@ def run_stage(
     Raises
     ------
     ManifestError
-        Duplicate or unsafe video ids.
+        Duplicate or unsafe video ids (the rule: :func:`idtfv.data.manifest.is_valid_video_id`), or ids differing
+        only in case when the stage directory is on a case-insensitive file system
+        (:func:`idtfv.cache.check_case_twins`).
     ParameterError
         Bad ``stage``, ``params``, ``jobs`` or ``scheduler``.
     DiskFullError
@@ -586,6 +591,9 @@ def run_stage(
     # absolute, so that workers with another working directory (Dask) write to the same place
     out = stage_dir(Path(cache_root).absolute(), stage, params)
     with exclusive_lock(out / LOCK_NAME, what=f"{stage!r} run"):
+        # before anything is written: ids differing only in case name one file on a case-insensitive file system
+        check_case_twins([entry.video_id for entry in entries], out,
+                         remedy="keep the cache on a case-sensitive file system (--cache DIR)")
         return _run_locked(stage, func, entries, out, params=params, jobs=jobs, scheduler=scheduler, force=force,
                            progress=progress, compresslevel=compresslevel, threads=threads,
                            thread_context=thread_context, fingerprint=fingerprint)
