@@ -398,12 +398,19 @@ def run_flow(entries, options: dict, *, out, cache_root, jobs: int = 1, schedule
 
     The run holds ``out``'s lock (:func:`idtfv.lock.output_dir_lock`) as well as the runner's lock of its stage
     directory: a second run writing the same rawframes directory at the same time (with other options, or another
-    ``cache_root``, hence another stage directory) fails at once instead of replacing videos under the first."""
+    ``cache_root``, hence another stage directory) fails at once instead of replacing videos under the first.
+    Ids differing only in case are refused when ``out`` is on a case-insensitive file system
+    (:func:`idtfv.cache.check_case_twins`: ``out/<id>/`` would be one folder for both), as the runner refuses them
+    for its stage directory."""
+    from idtfv.cache import check_case_twins
     from idtfv.lock import output_dir_lock
     from idtfv.runner import entry_fingerprint, run_stage
 
     out = Path(out)
+    entries = list(entries)
     with output_dir_lock(out):
+        check_case_twins([getattr(entry, "video_id", None) for entry in entries], out,
+                         remedy="write the rawframes to a case-sensitive file system (--out DIR)")
         params = {"flow": {**options, "out": str(out.resolve())}}
         return run_stage("flow", flow_item, entries, params=params, cache_root=cache_root, jobs=jobs,
                          scheduler=scheduler, force=force, fingerprint=entry_fingerprint)

@@ -25,6 +25,12 @@ not name: a stage whose input is a file (a video) records :func:`file_fingerprin
 the runner recomputes a result whose input's fingerprint has changed (a video replaced in place, another dataset's
 video under the same id), see :mod:`idtfv.runner`.
 
+Per-video file names are the video ids, which may differ only in case (``v_Walk_g01`` and ``v_walk_g01``). On a
+case-insensitive file system (macOS's default APFS/HFS+, Windows NTFS, FAT/exFAT drives, SMB shares) two such ids
+name one file, so one video's result would overwrite the other's or be taken for it: :func:`check_case_twins`
+refuses a run with such ids there (:func:`case_insensitive` probes the directory); on a case-sensitive file system
+they are two files, as they should be.
+
 Reading: :func:`load_valid` (the runner's "is this result done?") treats a missing, truncated or corrupt ``.npz`` as
 not done, so the runner recomputes it; :func:`open_npz` (a later stage reading an earlier one's results) raises a
 :class:`~idtfv.errors.FormatError` that names the file and says how to recompute it.
@@ -38,6 +44,7 @@ import json
 import math
 import os
 import re
+import secrets
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -45,8 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.atomic import atomic_open as _atomic_open
-from idtfv.atomic import atomic_write_text
-from idtfv.errors import FormatError, ParameterError
+from idtfv.atomic import atomic_write_text, temp_name
+from idtfv.errors import FormatError, ManifestError, ParameterError
 
 __all__ = [
     "HASH_LENGTH",
@@ -65,6 +72,8 @@ __all__ = [
     "FINGERPRINT_SAMPLE",
     "not_npz",
     "NPZ_HEAD",
+    "case_insensitive",
+    "check_case_twins",
 ]
 
 #: Number of hex digits of the SHA-256 parameter hash used in stage directory names.
@@ -408,3 +417,96 @@ def remove_stale_temp_files(directory) -> list[Path]:
             tmp.unlink()
             removed.append(tmp)
     return removed
+
+
+#: Stem of the file :func:`case_insensitive` creates for a moment (mixed case: its case-swapped twin is looked up).
+CASE_PROBE = "CaseProbe"
+
+
+def case_insensitive(directory) -> bool:
+    """Whether the file system of ``directory`` (an existing directory) takes names differing only in case for one.
+
+    Creates a uniquely named file ``.CaseProbe.<random>.tmp`` in ``directory`` (a temporary-file name, so one left
+    by a crash matches :data:`TMP_GLOB` and is never taken for a result), looks up its case-swapped name
+    (``.cASEpROBE.<RANDOM>.TMP``) and removes it. When no file can be created there (a read-only directory), the
+    directory's own name is looked up case-swapped in its parent instead; when that cannot tell either (a name
+    without letters), the answer is True: refusing two ids differing only in case is the safe side.
+
+    Parameters
+    ----------
+    directory : path-like
+        An existing directory, e.g. a stage directory or a rawframes output directory.
+
+    Returns
+    -------
+    bool
+        True on a case-insensitive file system (macOS's default, Windows, FAT/exFAT, SMB), False on a
+        case-sensitive one (Linux ext4, XFS, tmpfs, ...).
+    """
+    directory = Path(directory)
+    for _ in range(100):
+        probe = directory / temp_name(CASE_PROBE, secrets.token_hex(6))
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            continue
+        except OSError:
+            break
+        os.close(fd)
+        try:
+            return os.path.lexists(probe.with_name(probe.name.swapcase()))
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+    absolute = directory.absolute()
+    swapped = absolute.with_name(absolute.name.swapcase())
+    if swapped.name == absolute.name:
+        return True
+    try:
+        return os.path.samefile(absolute, swapped)
+    except OSError:  # no such name: case-sensitive
+        return False
+
+
+def check_case_twins(video_ids, directory, *, remedy: str) -> None:
+    """Refuse video ids that differ only in case when ``directory`` is on a case-insensitive file system.
+
+    Such ids (``v_Walk_g01`` and ``v_walk_g01``, equal under :meth:`str.casefold`) name one file there
+    (``<id>.npz``, ``<id>/``): one video's result would overwrite the other's, or be taken for it. The directory
+    is probed (:func:`case_insensitive`) only when there are such ids, at most once; on a case-sensitive file
+    system nothing is refused.
+
+    Parameters
+    ----------
+    video_ids : iterable of str
+        The ids of one run (unique).
+    directory : path-like
+        The existing directory where files named by the ids go.
+    remedy : str
+        The second way out, after renaming: e.g. ``"keep the cache on a case-sensitive file system (--cache DIR)"``.
+
+    Raises
+    ------
+    ManifestError
+        ``video ids 'v_Walk_g01' and 'v_walk_g01' differ only in case, and DIR is on a case-insensitive file
+        system ...``, naming the first such pair (in the order given) and how many more there are.
+    """
+    first: dict[str, str] = {}
+    twins: list[tuple[str, str]] = []
+    for video_id in video_ids:
+        if not isinstance(video_id, str):  # not an id at all: refused by the id rule, not here
+            continue
+        key = video_id.casefold()
+        if key in first:
+            twins.append((first[key], video_id))
+        else:
+            first[key] = video_id
+    if not twins or not case_insensitive(directory):
+        return
+    a, b = twins[0]
+    more = f" (and {len(twins) - 1} more such pair{'s' if len(twins) > 2 else ''})" if len(twins) > 1 else ""
+    raise ManifestError(
+        f"video ids {a!r} and {b!r} differ only in case{more}, and {directory} is on a case-insensitive file "
+        "system, where they name the same file (one video's result would overwrite the other's or be taken for "
+        f"it); give one of them another video_id (rename the video or edit the manifest), or {remedy}"
+    )

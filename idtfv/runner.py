@@ -35,6 +35,9 @@ Execution engines (used as they are, no scheduling of our own):
 - ``scheduler="tcp://host:8786"`` (or a ``distributed.Client``, or a cluster object such as ``LocalCluster``):
   Dask distributed; the cache directory must then be on a file system that every worker sees at the same path.
 
+- **Ids are file names.** Ids are checked (:func:`idtfv.data.manifest.is_valid_video_id`, unique) before anything
+  runs, and ids differing only in case are refused when the stage directory is on a case-insensitive file system
+  (:func:`idtfv.cache.check_case_twins`: there they would name one file).
 - **Empty results are not results.** A stage function raises :class:`EmptyResult` when a video yields nothing
   usable (e.g. no trajectory); its arrays are saved (with the reason under :data:`EMPTY_KEY`, so a resumed run
   still knows), the video gets status ``empty`` and is listed in :attr:`StageResult.empty`, not in ``ok``.
@@ -67,8 +70,8 @@ import numpy as np
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import disk_full_error
-from idtfv.cache import (atomic_savez, atomic_write_text, file_fingerprint, load_valid, remove_stale_temp_files,
-                         stage_dir)
+from idtfv.cache import (atomic_savez, atomic_write_text, check_case_twins, file_fingerprint, load_valid,
+                         remove_stale_temp_files, stage_dir)
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
 
@@ -82,7 +85,6 @@ INDEX_FLUSH_SECONDS = 5.0
 #: DEFLATE level of the per-video ``.npz`` files. On real iDT output level 1 is ~1% larger than zlib's default 6
 #: and ~30% faster to write (float descriptors barely compress); see bench/bench_pipeline.py.
 DEFAULT_COMPRESSLEVEL = 1
-_VIDEO_ID_RE = re.compile(r"[A-Za-z0-9._-]+")
 #: Name of the 0-d string array holding the reason in the result file of an :class:`EmptyResult`.
 EMPTY_KEY = "_empty_reason"
 #: Suffix of the file beside a result that holds the fingerprint of its input (``<video_id>.source``).
@@ -302,15 +304,18 @@ def _write_index(path: Path, records: Mapping[str, ItemStatus]) -> None:
 
 
 def _check_entries(entries) -> list:
+    """``entries`` as a list, each with a valid (:func:`idtfv.data.manifest.is_valid_video_id`), unique id."""
+    from idtfv.data.manifest import VIDEO_ID_RULE, is_valid_video_id  # not at import: idtfv.data loads OpenCV
+
     entries = list(entries)
     seen = set()
     for entry in entries:
         video_id = getattr(entry, "video_id", None)
-        if not isinstance(video_id, str) or not _VIDEO_ID_RE.fullmatch(video_id) or video_id in {".", ".."}:
-            raise ManifestError(
-                f"video_id {video_id!r} is not allowed; expected a non-empty id of letters, digits, '.', '_' "
-                "or '-' (it names the per-video files) — fix the manifest"
-            )
+        if not is_valid_video_id(video_id):
+            shown = (f"{video_id[:40]!r}... ({len(video_id)} characters)" if isinstance(video_id, str)
+                     and len(video_id) > 60 else repr(video_id))
+            raise ManifestError(f"video_id {shown} is not allowed; expected {VIDEO_ID_RULE} (it names the per-video "
+                                "files) — fix the manifest")
         if video_id in seen:
             raise ManifestError(f"video_id {video_id!r} appears twice; ids must be unique — fix the manifest")
         seen.add(video_id)
@@ -558,7 +563,9 @@ def run_stage(
     Raises
     ------
     ManifestError
-        Duplicate or unsafe video ids.
+        Duplicate or unsafe video ids (the rule: :func:`idtfv.data.manifest.is_valid_video_id`), or ids differing
+        only in case when the stage directory is on a case-insensitive file system
+        (:func:`idtfv.cache.check_case_twins`).
     ParameterError
         Bad ``stage``, ``params``, ``jobs`` or ``scheduler``.
     DiskFullError
@@ -584,6 +591,9 @@ def run_stage(
     # absolute, so that workers with another working directory (Dask) write to the same place
     out = stage_dir(Path(cache_root).absolute(), stage, params)
     with exclusive_lock(out / LOCK_NAME, what=f"{stage!r} run"):
+        # before anything is written: ids differing only in case name one file on a case-insensitive file system
+        check_case_twins([entry.video_id for entry in entries], out,
+                         remedy="keep the cache on a case-sensitive file system (--cache DIR)")
         return _run_locked(stage, func, entries, out, params=params, jobs=jobs, scheduler=scheduler, force=force,
                            progress=progress, compresslevel=compresslevel, threads=threads,
                            thread_context=thread_context, fingerprint=fingerprint)
@@ -615,12 +625,15 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
         bar = tqdm(total=len(entries), desc=stage, unit="video", file=sys.stderr, dynamic_ncols=True)
     last_flush = time.monotonic()
     stop = None
+    n_failed = 0  # of statuses: kept as it goes (recounting every video's status after each one is quadratic)
     try:
         for status in stream:
             if status.stop is not None:
                 stop = status.stop
                 break
+            previous = statuses.get(status.video_id)
             statuses[status.video_id] = status
+            n_failed += (status.status == "failed") - (previous is not None and previous.status == "failed")
             if status.status == "empty" and status.seconds == 0.0 and \
                     records.get(status.video_id, ItemStatus("", "", 0.0)).status == "empty":
                 pass  # an empty result found again: keep the row of the run that computed it
@@ -631,7 +644,6 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
                 records[status.video_id] = ItemStatus(status.video_id, "done", 0.0)
             if bar is not None:
                 bar.update(1)
-                n_failed = sum(s.status == "failed" for s in statuses.values())
                 if n_failed:
                     bar.set_postfix(failed=n_failed, refresh=False)
             if time.monotonic() - last_flush > INDEX_FLUSH_SECONDS:

@@ -218,13 +218,25 @@ def arrays_of(entry, params):
     return {"x": np.full(1000, entry.n, np.float32)}
 
 
-def test_an_os_error_on_one_videos_file_fails_only_that_video(tmp_path):
+def test_an_os_error_on_one_videos_file_fails_only_that_video(tmp_path, monkeypatch):
+    import idtfv.runner
     from idtfv.runner import run_stage
 
-    items = [Item("first", 0), Item("x" * 257, 1), Item("last", 2)]
+    # an id too long for a file name is refused up front now (test_id_case.py), so the file system's refusal of
+    # one video's file is planted: writing the middle video's result fails as a too-long name does
+    savez = idtfv.runner.atomic_savez
+
+    def refuse_middle(path, arrays, **kwargs):
+        if Path(path).name.startswith("middle"):
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
+        return savez(path, arrays, **kwargs)
+
+    monkeypatch.setattr(idtfv.runner, "atomic_savez", refuse_middle)
+    items = [Item("first", 0), Item("middle", 1), Item("last", 2)]
     result = run_stage("toy", arrays_of, items, params={}, cache_root=tmp_path)
     assert result.done == ["first", "last"]
-    assert list(result.failed) == ["x" * 257] and "File name too long" in result.failed["x" * 257]
+    assert list(result.failed) == ["middle"] and "File name too long" in result.failed["middle"]
+    assert not result.path("middle").exists()
     for item in (items[0], items[2]):
         assert load_valid(result.path(item.video_id))["x"][0] == item.n
 

@@ -50,6 +50,7 @@ __all__ = [
     "manifest_columns",
     "SPLIT_VALUES",
     "MAX_VIDEO_ID_LENGTH",
+    "VIDEO_ID_RULE",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ _TAIL = ("frames", "fps", "width", "height")
 #: Longest video id accepted. Ids name files: ``<id>.npz`` and its temporary ``.<id>.npz.<12 hex>.tmp`` (id + 22)
 #: must fit the 255-byte file-name limit of common file systems (NAME_MAX), with room for other stages' suffixes.
 MAX_VIDEO_ID_LENGTH = 200
+#: The rule of :func:`is_valid_video_id` in words, for messages.
+VIDEO_ID_RULE = (f"a non-empty id of letters, digits, '.', '_' or '-' (one file name), not '.' or '..', at most "
+                 f"{MAX_VIDEO_ID_LENGTH} characters")
 _MAX_ID_LEN = 180  # make_video_id: 180 + "-" + 8 hex digits stays under MAX_VIDEO_ID_LENGTH
 
 
