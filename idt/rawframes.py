@@ -349,12 +349,19 @@ def save_flow_npz(path, flow, *, bound: float = DEFAULT_BOUND) -> Path:
 
 def load_flow_npz(path) -> tuple[np.ndarray, float]:
     """Read a flow ``.npz``: ``(flow (T-1, h, w, 2) float16, bound)``; :class:`FormatError` if malformed."""
+    from idtfv.cache import open_npz
+
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            flow, bound = z["flow"], float(z["bound"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise FormatError(path, f"not a flow .npz with 'flow' and 'bound' ({type(exc).__name__})") from None
+    # open_npz: any damage (not a ZIP, a member failing zlib or its CRC-32) is a FormatError naming the file
+    with open_npz(path, remedy="re-run extract-flow with --force for this video") as z:
+        missing = [k for k in ("flow", "bound") if k not in z]
+        if missing:
+            raise FormatError(path, f"not a flow .npz: no {' or '.join(repr(k) for k in missing)} array; expected "
+                                    "'flow' and 'bound' (as extract-flow --format npz writes)")
+        flow, bound = z["flow"], z["bound"]
+    if bound.shape != () or bound.dtype.kind not in "fiu":
+        raise FormatError(path, f"'bound' must be one number, got dtype {bound.dtype} shape {bound.shape}")
+    bound = float(bound)
     if flow.ndim != 4 or flow.shape[-1] != 2:
         raise FormatError(path, f"'flow' must be (T-1, h, w, 2), got shape {flow.shape}")
     return flow, bound
