@@ -11,13 +11,12 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
 
 from idtfv.allocator import tune_heap
-from idtfv.atomic import check_replaceable, disk_full_error, temp_name
+from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
 from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_status, quick_exit,
                        report_failures, run_command, sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
@@ -249,7 +248,10 @@ def _extract_trajectories(args) -> int:
     # appears, complete, only at the end, and under a temporary name first: a video without trajectories must
     # not replace an existing output. The temporary file has the output's own name, in a temporary directory
     # beside it: a .txt.gz stores its name in the gzip header (a random one made the bytes differ run to run)
-    stage_dir = None if out is None else out.with_name(temp_name(out.name, secrets.token_hex(6)))
+    # named after this process (writer_tag): the one a killed run left (SIGKILL) is removed by the next run of out
+    stage_dir = None if out is None else out.with_name(temp_name(out.name, writer_tag()))
+    if out is not None:
+        remove_stale_temps(out)
     staged = None if stage_dir is None else stage_dir / out.name
     try:
         if stage_dir is not None:

@@ -851,6 +851,33 @@ def test_partial_rawframes_a_killed_writer_left_are_removed_by_the_next_write(vi
     assert sorted(p.name for p in out.iterdir()) == sorted(["v", live.name, other_host.name, other_video.name])
 
 
+def test_what_a_killed_single_video_command_left_is_removed_by_its_next_run(video, tmp_path):
+    """SIGKILL (or a power loss) left ``extract-trajectories``' staging directory ``.t.npz.<tag>.tmp/`` and
+    ``extract-flow --format npz``'s partial ``DIR/.v.npz.<tag>.tmp`` for good: a rerun wrote the output and kept
+    them beside it. The next run of the same output removes those of a gone process (another output's are kept)."""
+    from idtfv.atomic import host_tag, temp_name
+    from idtfv.idt.cli import flow_main, main
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has now
+    tag = f"{host_tag()}-{dead.pid}-0123abcd"
+    staging = tmp_path / temp_name("t.npz", tag)
+    staging.mkdir()
+    (staging / "t.npz").write_bytes(b"partial")
+    other = tmp_path / temp_name("u.npz", tag)  # another output's: its own next run's business
+    other.mkdir()
+    assert main([str(video), "-o", str(tmp_path / "t.npz"), "-q"]) == 0
+    assert _listing(tmp_path) == sorted([video.name, "t.npz", other.name])
+
+    out = tmp_path / "flow"
+    out.mkdir()
+    partial = out / temp_name("v.npz", tag)
+    partial.write_bytes(b"PK partial")
+    assert flow_main([str(video), "-o", str(out), "-q", "--video-id", "v", "--method", "farneback",
+                      "--format", "npz"]) == 0
+    assert _listing(out) == ["v.npz"]
+
+
 def test_sigterm_during_idtfv_flow_removes_the_partial_rawframes(video, tmp_path):
     """The ``idtfv`` commands unwind on SIGTERM too (status 143); a run in one process removes the video's partial
     rawframes at once."""
