@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from idtfv.cache import open_npz
 from idtfv.errors import FormatError, ParameterError
 from idtfv.lock import output_dir_lock
 
@@ -308,12 +309,9 @@ def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, par
                 missing[e.video_id] = stamp["failed"].get(e.video_id, "no features file")
                 continue
             t0 = time.perf_counter()
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
-            except (OSError, ValueError) as exc:
-                raise FormatError(path, f"not a readable features file ({exc}); rerun idtfv features with --force") \
-                    from None
+            # open_npz: any damage (not a ZIP, a member failing zlib or its CRC-32) is a FormatError naming path
+            with open_npz(path, remedy="rerun idtfv features with --force") as z:
+                arrays = {k: z[k] for k in ("meta", *models) if k in z}
             fps, n_frames = _video_timing(e)
             t1 = time.perf_counter()
             detections += detect_video(e.video_id, arrays, models, model.coef_, model.intercept_, class_names, fps=fps,

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from idtfv.cache import open_npz
 from idtfv.errors import FormatError, ParameterError
 from idtfv.idt import DescriptorLayout
 
@@ -48,15 +49,20 @@ log = logging.getLogger(__name__)
 
 
 def _kept_arrays(path: Path, channels) -> dict[str, np.ndarray] | None:
-    """The full arrays of a kept ``--store all`` features file, or None (absent, sample-only or unreadable)."""
+    """The full arrays of a kept ``--store all`` features file, or None (absent, sample-only or unreadable).
+
+    A truncated or damaged file (not a ZIP, a member failing its CRC-32 or zlib) is not an error of the video:
+    extracting it again gives the right answer, so it counts as absent, with a warning naming the file.
+    """
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not all(k in z.files for k in ("meta", *channels)):
+        with open_npz(path, remedy="extracting the video again instead") as z:
+            if not all(k in z for k in ("meta", *channels)):
                 return None
             return {k: z[k] for k in ("meta", *channels)}
-    except (ValueError, OSError, EOFError):  # corrupt: extracting again gives the right answer
+    except FormatError as exc:
+        log.warning("%s", exc)
         return None
 
 

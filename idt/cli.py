@@ -8,23 +8,23 @@ Thin shells over :func:`idtfv.idt.extract` and :mod:`idtfv.idt.stage`. Bad input
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
 
 from idtfv.allocator import tune_heap
-from idtfv.atomic import check_replaceable, disk_full_error, temp_name
+from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
 from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_status, quick_exit,
-                       report_failures, run_command, sequential_opencv, sigterm_as_interrupt)
+                       report_failures, run_command, sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
 
 __all__ = ["build_parser", "main", "add_features", "build_flow_parser", "flow_main", "add_flow", "add_flow_options",
-           "TRAJECTORY_FIELDS", "FEATURES_FIELDS"]
+           "interrupt_once", "TRAJECTORY_FIELDS", "FEATURES_FIELDS"]
 
 #: The IDTParams fields ``extract-trajectories`` offers as options: all of them.
 TRAJECTORY_FIELDS = tuple(f.name for f in dataclasses.fields(IDTParams))
@@ -109,6 +109,40 @@ def _output_path(args) -> tuple[Path | None, str]:
     return Path(stem + (".npz" if fmt == "npz" else ".txt.gz")), fmt
 
 
+@contextlib.contextmanager
+def interrupt_once():
+    """Inside, the first Ctrl-C raises ``KeyboardInterrupt`` and the first SIGTERM or SIGHUP raises
+    :class:`idtfv.cli.Terminated` (as :func:`idtfv.cli.sigterm_as_interrupt`); from then on all three are ignored,
+    so that the clean-up the first one started (removing the partial output) and the command's one line run to the
+    end: a second Ctrl-C used to stop the clean-up half way and leave the partial output. A signal the process
+    ignores (``nohup``) stays ignored; the previous handlers come back on leaving. Outside the main thread it does
+    nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.getsignal(s) for s in signals}
+    caught = [s for s in signals if previous[s] is not signal.SIG_IGN]
+
+    def first(signum, frame):
+        for s in caught:  # the clean-up starts now: nothing may interrupt it
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    for s in caught:
+        signal.signal(s, first)
+    try:
+        yield
+    finally:
+        for s in caught:
+            signal.signal(s, previous[s])
+
+
 def main(argv=None) -> int:
     """Entry point of the ``extract-trajectories`` console script; returns the exit status."""
     global _MAIN_CPU
@@ -122,20 +156,21 @@ def main(argv=None) -> int:
     tune_heap()  # only for a run: --help and bad options need no heap reserve
     from idtfv.cli import one_line_warnings
 
-    try:
-        with sigterm_as_interrupt(), one_line_warnings():  # a truncated video: one "warning: ..." line
-            return _extract_trajectories(args)
-    except (IdtfvError, OSError) as e:
-        if isinstance(e, BrokenPipeError) and args.output == "-":
-            return closed_stdout()  # -o - | head: the reader has all it wanted; nothing to say (as any Unix filter)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
-        what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        left = "the LEAR text on stdout is incomplete" if args.output == "-" else "no output written"
-        print(f"{what}; {left}", file=sys.stderr)
-        return interrupt_status(e)
+    with interrupt_once():  # a second Ctrl-C (or SIGTERM) neither stops the clean-up nor the one line below
+        try:
+            with one_line_warnings():  # a truncated video: one "warning: ..." line
+                return _extract_trajectories(args)
+        except (IdtfvError, OSError) as e:
+            if isinstance(e, BrokenPipeError) and args.output == "-":
+                return closed_stdout()  # -o - | head: the reader has all it wanted; nothing to say (as any filter)
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"error: {msg}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
+            what = "terminated" if isinstance(e, Terminated) else "interrupted"
+            left = "the LEAR text on stdout is incomplete" if args.output == "-" else "no output written"
+            print(f"{what}; {left}", file=sys.stderr)
+            return interrupt_status(e)
 
 
 def _remove_stage_dir(stage_dir: Path) -> None:
@@ -213,7 +248,10 @@ def _extract_trajectories(args) -> int:
     # appears, complete, only at the end, and under a temporary name first: a video without trajectories must
     # not replace an existing output. The temporary file has the output's own name, in a temporary directory
     # beside it: a .txt.gz stores its name in the gzip header (a random one made the bytes differ run to run)
-    stage_dir = None if out is None else out.with_name(temp_name(out.name, secrets.token_hex(6)))
+    # named after this process (writer_tag): the one a killed run left (SIGKILL) is removed by the next run of out
+    stage_dir = None if out is None else out.with_name(temp_name(out.name, writer_tag()))
+    if out is not None:
+        remove_stale_temps(out)
     staged = None if stage_dir is None else stage_dir / out.name
     try:
         if stage_dir is not None:
@@ -438,7 +476,7 @@ def flow_main(argv: list[str] | None = None) -> int:
                 raise DiskFullError("<stdout>", full.errno) from exc
             raise
 
-    with sigterm_as_interrupt():  # SIGTERM too removes the partial rawframes directory
+    with interrupt_once():  # SIGTERM too removes the partial rawframes directory; a second Ctrl-C does not stop that
         return run_command(body, interrupted="no output written (an earlier output of the video is left as it was)")
 
 

@@ -27,7 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idtfv.atomic import DISK_FULL_ERRNOS
+from idtfv.atomic import DISK_FULL_ERRNOS, remove_stale_temps
+from idtfv.atomic import host_tag as _host_tag
+from idtfv.atomic import process_alive as _process_alive
 from idtfv.errors import DiskFullError, FormatError, ParameterError
 
 __all__ = [
@@ -78,14 +80,6 @@ def dequantize_flow(qx, qy, bound: float = DEFAULT_BOUND) -> np.ndarray:
     return q * np.float32(2.0 * b / 255.0) - np.float32(b)
 
 
-def _host_tag() -> str:
-    """6 hex digits naming this machine in temporary names (a shared file system may hold other machines' ones)."""
-    import hashlib
-    import socket
-
-    return hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
-
-
 def _temp_sibling(path: Path) -> Path:
     """``.<name>.tmp-<host>-<pid>-<random>`` next to ``path``: the writing process is named, so that the directory a
     killed writer left can be told from one being written (:func:`_remove_stale_siblings`)."""
@@ -104,18 +98,6 @@ def _remove_stale_siblings(path: Path) -> None:
         pid = entry.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process, or a platform without signals: keep its files
-        return True
-    return True
 
 
 def _imwrite(path: Path, img: np.ndarray, quality: int) -> None:
@@ -334,7 +316,8 @@ class RawframesReader:
 def save_flow_npz(path, flow, *, bound: float = DEFAULT_BOUND) -> Path:
     """Write ``flow (T-1, h, w, 2)`` as float16 (not clipped) with ``bound`` to ``path``.
 
-    Atomic and byte-deterministic (:func:`idtfv.cache.atomic_savez`: fixed zip timestamps).
+    Atomic and byte-deterministic (:func:`idtfv.cache.atomic_savez`: fixed zip timestamps). The partial temporary
+    file a killed earlier writer of ``path`` left is removed first (:func:`idtfv.atomic.remove_stale_temps`).
     """
     from idtfv.cache import atomic_savez
 
@@ -343,18 +326,26 @@ def save_flow_npz(path, flow, *, bound: float = DEFAULT_BOUND) -> Path:
     if flow.ndim != 4 or flow.shape[-1] != 2:
         raise ParameterError(f"flow must be (T-1, h, w, 2), got shape {flow.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     atomic_savez(path, {"flow": flow.astype(np.float16), "bound": np.float32(_check_bound(bound))})
     return path
 
 
 def load_flow_npz(path) -> tuple[np.ndarray, float]:
     """Read a flow ``.npz``: ``(flow (T-1, h, w, 2) float16, bound)``; :class:`FormatError` if malformed."""
+    from idtfv.cache import open_npz
+
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            flow, bound = z["flow"], float(z["bound"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise FormatError(path, f"not a flow .npz with 'flow' and 'bound' ({type(exc).__name__})") from None
+    # open_npz: any damage (not a ZIP, a member failing zlib or its CRC-32) is a FormatError naming the file
+    with open_npz(path, remedy="re-run extract-flow with --force for this video") as z:
+        missing = [k for k in ("flow", "bound") if k not in z]
+        if missing:
+            raise FormatError(path, f"not a flow .npz: no {' or '.join(repr(k) for k in missing)} array; expected "
+                                    "'flow' and 'bound' (as extract-flow --format npz writes)")
+        flow, bound = z["flow"], z["bound"]
+    if bound.shape != () or bound.dtype.kind not in "fiu":
+        raise FormatError(path, f"'bound' must be one number, got dtype {bound.dtype} shape {bound.shape}")
+    bound = float(bound)
     if flow.ndim != 4 or flow.shape[-1] != 2:
         raise FormatError(path, f"'flow' must be (T-1, h, w, 2), got shape {flow.shape}")
     return flow, bound

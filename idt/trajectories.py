@@ -30,7 +30,6 @@ import json
 import queue
 import tempfile
 import threading
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.atomic import atomic_open
+from idtfv.cache import open_npz
 from idtfv.errors import FormatError
 from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
@@ -599,11 +599,9 @@ def load_trajectories(path, *, layout: DescriptorLayout | None = None) -> Trajec
     if not path.exists():
         raise FormatError(path, "no such file; expected a trajectories .npz, .txt or .txt.gz")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                out = Trajectories.from_arrays(z, source=str(path))
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise FormatError(path, f"not a readable .npz ({e})") from None
+        # every damage (not a ZIP, a .npy, a member failing zlib or its CRC-32) is a FormatError naming the file
+        with open_npz(path, remedy="extract the video again to rewrite it") as z:
+            out = Trajectories.from_arrays(z, source=str(path))
         if layout is not None:
             for name, width in layout.widths.items():
                 if getattr(out, name).shape[1] != width:

@@ -1,8 +1,10 @@
 """Atomic file writes shared by every stage: a temporary file next to the target, fsync, then ``os.replace``.
 
 A reader (or a killed run) sees either the old file or the complete new one, never a partial write. Temporary
-files are named ``.<name>.<random>.tmp`` and get the umask's permissions (``mkstemp`` would give 0600); they are
-removed when the write fails.
+files are named ``.<name>.<host>-<pid>-<random>.tmp`` (:func:`writer_tag`: the machine and the process writing) and
+get the umask's permissions (``mkstemp`` would give 0600); they are removed when the write fails. The one a killed
+writer (SIGKILL, power loss) leaves is removed by :func:`remove_stale_temps` of the same output, which a command
+writing one named output calls first.
 
 A write that fails because the disk is full (``ENOSPC``, or ``EDQUOT`` for a used-up quota) raises
 :class:`~idtfv.errors.DiskFullError`, whose message names the file ("no space left on device writing PATH");
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -22,7 +26,8 @@ from pathlib import Path
 from idtfv.errors import DiskFullError, IdtfvError
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_text", "check_replaceable", "disk_full_error", "free_bytes",
-           "same_file", "temp_name", "DISK_FULL_ERRNOS"]
+           "same_file", "temp_name", "writer_tag", "host_tag", "process_alive", "remove_stale_temps",
+           "DISK_FULL_ERRNOS"]
 
 #: System error numbers that mean "the file system has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -113,10 +118,74 @@ def temp_name(name: str, tag: str, suffix: str = "") -> str:
     return f".{name}.{tag}.tmp{suffix}"
 
 
+@functools.cache
+def host_tag() -> str:
+    """6 hex digits naming this machine in temporary names (a shared file system may hold other machines' ones)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine may still be running (this process, another user's, or unknown:
+    yes)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, or a platform without signals: keep its files
+        return True
+    return True
+
+
+def writer_tag() -> str:
+    """``<host>-<pid>-<random>``: the tag of a temporary name (:func:`temp_name`) that says which process of which
+    machine writes it, so that :func:`remove_stale_temps` can tell a killed writer's leftover from a write in
+    progress."""
+    return f"{host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+#: The end of a temporary name with a :func:`writer_tag`: ``.<host>-<pid>-<random>.tmp``.
+_WRITER_TEMP = re.compile(r"\.(?P<tag>(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8})\.tmp\Z")
+
+
+def remove_stale_temps(path) -> list[Path]:
+    """Remove what killed writers of ``path`` left next to it; return the paths removed.
+
+    Only temporaries of ``path`` itself count: the names :func:`temp_name` gives ``path``'s name with a
+    :func:`writer_tag` (files, or the staging directories ``extract-trajectories`` makes), written by a process of
+    this machine that is gone. Another output's temporaries, a live writer's, another machine's and every other
+    file are left alone. Failures to list or remove are ignored (the write that follows reports its own).
+    """
+    path = Path(path)
+    removed = []
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    host = host_tag()
+    for entry in entries:
+        match = _WRITER_TEMP.search(entry.name)
+        if (match is None or temp_name(path.name, match.group("tag")) != entry.name  # another output's
+                or match.group("host") != host or process_alive(int(match.group("pid")))):  # a write in progress
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
 def _create_temp(path: Path) -> tuple[int, str]:
-    """Create ``.<name>.<random>.tmp`` (:func:`temp_name`) next to ``path`` with the umask's permissions."""
+    """Create ``.<name>.<writer tag>.tmp`` (:func:`temp_name`, :func:`writer_tag`) next to ``path`` with the umask's
+    permissions."""
     for _ in range(100):
-        tmp = path.parent / temp_name(path.name, secrets.token_hex(6))
+        tmp = path.parent / temp_name(path.name, writer_tag())
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), str(tmp)
         except FileExistsError:

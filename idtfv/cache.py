@@ -11,8 +11,8 @@ Layout (docs/CONTRACTS.md, "Cache and per-video artifacts")::
 "version": idtfv.__version__}``: keys sorted, no whitespace, UTF-8, no NaN/Infinity. Changing any parameter or the
 package version therefore gives a new directory, and a finished directory is never reused for other settings.
 
-Every file is written to a temporary name in its final directory (``.<name>.<random>.tmp``), flushed and
-fsync'ed, then moved over the final name with :func:`os.replace`, which is atomic on POSIX file systems: a reader
+Every file is written to a temporary name in its final directory (``.<name>.<host>-<pid>-<random>.tmp``), flushed
+and fsync'ed, then moved over the final name with :func:`os.replace`, which is atomic on POSIX file systems: a reader
 (or a run killed at any instant) sees either the old complete file or the new complete file, never a partial one.
 Leftover temporary files of a killed run match :data:`TMP_GLOB` and are removed by :func:`remove_stale_temp_files`.
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import numpy as np
 from idtfv.errors import FormatError
 
 from idtfv.atomic import atomic_open, atomic_write_text
-from idtfv.cache import NPZ_HEAD, not_npz
+from idtfv.cache import NPZ_HEAD, not_npz, open_npz
 
 __all__ = ["Scores", "Features", "write_scores", "read_scores", "write_features", "read_features"]
 
@@ -313,18 +311,14 @@ def read_features(path) -> Features:
     if what is not None:
         raise FormatError(path, f"{what}; expected an .npz feature file with arrays video_ids, features, labels "
                                 "(as idtfv encode and idtfv.classify.write_features write)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("video_ids", "features") if k not in z.files]
-            if missing:
-                raise FormatError(path, f"missing array(s) {missing}; expected keys video_ids, features, labels")
-            ids = z["video_ids"]
-            feats = z["features"]
-            labs = z["labels"] if "labels" in z.files else None
-    except FormatError:
-        raise
-    except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise FormatError(path, f"not a readable .npz feature file ({type(exc).__name__}: {exc})") from None
+    # open_npz: any damage (not a ZIP, a member failing zlib, its CRC-32 or its header) is a FormatError naming path
+    with open_npz(path, remedy="rerun the command that wrote it (idtfv encode)") as z:
+        missing = [k for k in ("video_ids", "features") if k not in z]
+        if missing:
+            raise FormatError(path, f"missing array(s) {missing}; expected keys video_ids, features, labels")
+        ids = z["video_ids"]
+        feats = z["features"]
+        labs = z["labels"] if "labels" in z else None
     if ids.ndim != 1 or ids.dtype.kind not in "UOS":
         raise FormatError(path, f"video_ids must be a 1-D string array, got dtype {ids.dtype} shape {ids.shape}")
     if feats.ndim != 2 or feats.shape[0] != ids.shape[0]:

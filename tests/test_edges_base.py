@@ -604,3 +604,65 @@ def test_idtfv_dataset_default_kind_refuses_a_root_instead_of_generating_the_syn
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: {extra[0]} is not used by --kind default") and "--kind folder" in line
     assert not out.parent.exists()
+
+
+# ------------------------------------------------------------------------------------------------ killed writers
+def _dead_pid() -> int:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has now
+    return dead.pid
+
+
+def test_remove_stale_temps_removes_only_a_killed_writers_temporaries_of_that_output(tmp_path):
+    """A SIGKILLed atomic write left ``.<name>.<tag>.tmp`` for good. Temporary names now carry the writer (host,
+    pid); the next writer of the same output removes those of a gone process of this machine, and nothing else."""
+    from idtfv.atomic import host_tag, remove_stale_temps, temp_name, writer_tag
+
+    out = tmp_path / "v.npz"
+    dead, host = _dead_pid(), host_tag()
+    tag = writer_tag()
+    assert tag.startswith(f"{host}-{os.getpid()}-") and temp_name("v.npz", tag) == f".v.npz.{tag}.tmp"
+    stale_file = tmp_path / temp_name("v.npz", f"{host}-{dead}-0123abcd")
+    stale_dir = tmp_path / temp_name("v.npz", f"{host}-{dead}-4567abcd")  # extract-trajectories' staging directory
+    kept = [tmp_path / temp_name("v.npz", f"{host}-{os.getpid()}-89abcdef"),  # a write in progress
+            tmp_path / temp_name("v.npz", f"ffffff-{dead}-0123abcd"),  # another machine's (a shared file system)
+            tmp_path / temp_name("w.npz", f"{host}-{dead}-0123abcd"),  # another output's
+            tmp_path / temp_name("v.npz.gz", f"{host}-{dead}-0123abcd"),  # another output whose name starts alike
+            tmp_path / temp_name("x.v.npz", f"{host}-{dead}-0123abcd"),  # ... or ends alike
+            tmp_path / ".v.npz.0123456789ab.tmp",  # a temporary name without a writer: unknown, kept
+            tmp_path / "v.npz", tmp_path / "notes.tmp"]
+    for path in [stale_file, *kept]:
+        path.write_bytes(b"partial")
+    stale_dir.mkdir()
+    (stale_dir / "v.npz").write_bytes(b"partial")
+    assert sorted(remove_stale_temps(out)) == sorted([stale_file, stale_dir])
+    assert sorted(tmp_path.iterdir()) == sorted(kept)
+    # a name cut to fit NAME_MAX in its temporary name: found all the same
+    long = tmp_path / ("x" * 250 + ".npz")
+    cut = tmp_path / temp_name(long.name, f"{host}-{dead}-0123abcd")
+    cut.write_bytes(b"partial")
+    assert len(cut.name.encode()) <= 255 and remove_stale_temps(long) == [cut]
+    assert remove_stale_temps(tmp_path / "missing-dir" / "v.npz") == []
+
+
+def test_an_atomic_write_killed_half_way_leaves_a_temporary_the_next_writer_can_tell(tmp_path):
+    """The temporary file of ``atomic_open`` names its writer: killed (SIGKILL) in the middle of a write, the
+    process leaves it; ``remove_stale_temps`` of the same output removes it, and the output is written as usual."""
+    from idtfv.atomic import remove_stale_temps
+
+    out = tmp_path / "v.npz"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from idtfv.atomic import atomic_open
+        with atomic_open({str(out)!r}) as fh:
+            fh.write(b"half")
+            fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".v.npz.") and left[0].endswith(".tmp")
+    assert [p.name for p in remove_stale_temps(out)] == left
+    atomic_savez(out, {"x": np.arange(3)})
+    assert [p.name for p in tmp_path.iterdir()] == ["v.npz"]

@@ -259,6 +259,103 @@ def test_sigterm_during_extract_trajectories_leaves_no_drawing(video, tmp_path):
     assert _listing(tmp_path) == [video.name]
 
 
+#: Prelude of a child script: Ctrl-C (SIGINT to itself) at the third flow image, and a second Ctrl-C as the clean-up of
+#: the partial rawframes starts (RawframesWriter.abort).
+SECOND_CTRL_C_IN_RAWFRAMES_CLEANUP = """
+import os, signal, sys
+from idtfv.idt import rawframes
+
+real_add, real_abort = rawframes.RawframesWriter.add_flow, rawframes.RawframesWriter.abort
+def add_flow(self, flow):
+    real_add(self, flow)
+    if self.n_flows == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+def abort(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):  # the handler runs here, in the clean-up
+        pass
+    real_abort(self)
+rawframes.RawframesWriter.add_flow, rawframes.RawframesWriter.abort = add_flow, abort
+"""
+
+
+def test_a_second_ctrl_c_during_extract_flow_clean_up_is_ignored(video, tmp_path):
+    """The second Ctrl-C interrupted the clean-up of the first: the partial ``DIR/.<id>.tmp-*`` of JPEGs (and DIR,
+    made by the run) stayed. Now an interrupted command ignores further Ctrl-C until its clean-up and its one line
+    are done: status 130, nothing left, no traceback."""
+    out = tmp_path / "new" / "rawframes"
+    proc = _python(f"""
+        from idtfv.idt.cli import flow_main
+        sys.exit(flow_main([{str(video)!r}, "-o", {str(out)!r}, "-q", "--method", "farneback"]))
+    """, tmp_path, prelude=SECOND_CTRL_C_IN_RAWFRAMES_CLEANUP)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "interrupted; no output written (an earlier output of the video is left as it was)"]
+    assert _listing(tmp_path) == [video.name]
+
+
+def test_a_second_ctrl_c_during_extract_trajectories_clean_up_is_ignored(video, tmp_path):
+    """As above for ``extract-trajectories``: a second Ctrl-C as the partial output's staging directory is removed
+    left it (``.t.npz.<random>.tmp/``)."""
+    proc = _python(f"""
+        import os, signal, sys
+        from idtfv.idt import cli, extractor
+
+        real_extract, real_remove = extractor.extract_to_file, cli._remove_stage_dir
+        def extract_to_file(*args, on_frame=None, **kwargs):
+            def frame(i, n):
+                if i == 5:
+                    os.kill(os.getpid(), signal.SIGINT)
+            return real_extract(*args, on_frame=frame, **kwargs)
+        def remove(stage_dir):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+            real_remove(stage_dir)
+        extractor.extract_to_file, cli._remove_stage_dir = extract_to_file, remove
+        sys.exit(cli.main([{str(video)!r}, "-o", "t.npz", "-q"]))
+    """, tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["interrupted; no output written"]
+    assert _listing(tmp_path) == [video.name]
+
+
+def test_interrupt_once_is_scoped_and_keeps_ignored_signals():
+    """The handlers of the single-video commands: the first SIGINT / SIGTERM raises, a later one inside is ignored;
+    the previous handlers come back on leaving; a signal ignored before (``nohup``) stays ignored."""
+    from idtfv.cli import Terminated, interrupt_status
+    from idtfv.idt.cli import interrupt_once
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with pytest.raises(Terminated) as caught, interrupt_once():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+    assert interrupt_status(caught.value) == 143
+    with pytest.raises(KeyboardInterrupt) as caught, interrupt_once():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+        finally:  # the clean-up: a second Ctrl-C and a SIGTERM change nothing
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+    assert type(caught.value) is KeyboardInterrupt and interrupt_status(caught.value) == 130
+    assert {s: signal.getsignal(s) for s in before} == before
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with interrupt_once():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+            for _ in range(1000):
+                pass
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_sigterm_as_interrupt_is_scoped():
     from idtfv.cli import Terminated, interrupt_status, sigterm_as_interrupt
 
@@ -752,6 +849,33 @@ def test_partial_rawframes_a_killed_writer_left_are_removed_by_the_next_write(vi
         (d / "img_00001.jpg").write_bytes(b"partial")
     assert flow_main([str(video), "-o", str(out), "-q", "--video-id", "v", "--method", "farneback"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(["v", live.name, other_host.name, other_video.name])
+
+
+def test_what_a_killed_single_video_command_left_is_removed_by_its_next_run(video, tmp_path):
+    """SIGKILL (or a power loss) left ``extract-trajectories``' staging directory ``.t.npz.<tag>.tmp/`` and
+    ``extract-flow --format npz``'s partial ``DIR/.v.npz.<tag>.tmp`` for good: a rerun wrote the output and kept
+    them beside it. The next run of the same output removes those of a gone process (another output's are kept)."""
+    from idtfv.atomic import host_tag, temp_name
+    from idtfv.idt.cli import flow_main, main
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has now
+    tag = f"{host_tag()}-{dead.pid}-0123abcd"
+    staging = tmp_path / temp_name("t.npz", tag)
+    staging.mkdir()
+    (staging / "t.npz").write_bytes(b"partial")
+    other = tmp_path / temp_name("u.npz", tag)  # another output's: its own next run's business
+    other.mkdir()
+    assert main([str(video), "-o", str(tmp_path / "t.npz"), "-q"]) == 0
+    assert _listing(tmp_path) == sorted([video.name, "t.npz", other.name])
+
+    out = tmp_path / "flow"
+    out.mkdir()
+    partial = out / temp_name("v.npz", tag)
+    partial.write_bytes(b"PK partial")
+    assert flow_main([str(video), "-o", str(out), "-q", "--video-id", "v", "--method", "farneback",
+                      "--format", "npz"]) == 0
+    assert _listing(out) == ["v.npz"]
 
 
 def test_sigterm_during_idtfv_flow_removes_the_partial_rawframes(video, tmp_path):

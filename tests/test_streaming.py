@@ -199,6 +199,35 @@ def test_streaming_uses_kept_full_features_instead_of_extracting(dataset, monkey
     np.testing.assert_array_equal(_load(root / "fv_kept.npz")["features"], _load(root / "fv.npz")["features"])
 
 
+def test_streaming_extracts_again_when_a_kept_file_is_damaged(dataset, caplog, capsys):
+    """A kept ``--store all`` file that is truncated or fails its CRC counts as absent: the video is extracted again
+    (the same vector as from the intact file), with a warning naming the file; no failed video, no traceback."""
+    root = dataset
+    assert _features(root, "full.json") == 0
+    assert _encode(root, "full.json", "fv.npz") == 0
+    codebook = next(c for c in (root / "cache").glob("codebook-*")
+                    if json.loads((c / "codebook.json").read_text())["sample"]["from_samples"] == 0)
+    full_dir = Path(read_stamp(root / "full.json")["dir"])
+    kept = {v: (full_dir / f"{v}.npz").read_bytes() for v in ("v1", "v4")}
+    try:
+        (full_dir / "v1.npz").write_bytes(kept["v1"][: len(kept["v1"]) // 2])  # truncated
+        flipped = bytearray(kept["v4"])
+        flipped[len(flipped) // 3] ^= 0xFF  # inside a member: its zlib stream or CRC-32 fails
+        (full_dir / "v4.npz").write_bytes(bytes(flipped))
+        capsys.readouterr()
+        with caplog.at_level("WARNING", logger="idtfv.encoding.streaming"):
+            assert _encode(root, "full.json", "fv_damaged.npz", "--streaming", "--codebook", codebook,
+                           "--force") == 0
+    finally:
+        for vid, data in kept.items():
+            (full_dir / f"{vid}.npz").write_bytes(data)
+    assert "6 computed" in capsys.readouterr().out
+    warned = [r.getMessage() for r in caplog.records if r.name == "idtfv.encoding.streaming"]
+    for vid in ("v1", "v4"):
+        assert any(m.startswith(f"{full_dir / vid}.npz: ") and "extracting the video again" in m for m in warned)
+    np.testing.assert_array_equal(_load(root / "fv_damaged.npz")["features"], _load(root / "fv.npz")["features"])
+
+
 def test_subset_sample_of_another_split_is_reported(dataset, caplog):
     """A --subset sample drawn from split 1's training videos, encoded for split 2: said in a warning, and the
     codebook uses only videos that are training videos of split 2 (never a split-2 test video)."""
