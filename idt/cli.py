@@ -8,7 +8,6 @@ Thin shells over :func:`idtfv.idt.extract` and :mod:`idtfv.idt.stage`. Bad input
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import sys
@@ -17,14 +16,14 @@ from pathlib import Path
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
-from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_status, quick_exit,
-                       report_failures, run_command, sequential_opencv)
+from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_once, interrupt_status,
+                       quick_exit, report_failures, run_command, sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
 
 __all__ = ["build_parser", "main", "add_features", "build_flow_parser", "flow_main", "add_flow", "add_flow_options",
-           "interrupt_once", "TRAJECTORY_FIELDS", "FEATURES_FIELDS"]
+           "TRAJECTORY_FIELDS", "FEATURES_FIELDS"]
 
 #: The IDTParams fields ``extract-trajectories`` offers as options: all of them.
 TRAJECTORY_FIELDS = tuple(f.name for f in dataclasses.fields(IDTParams))
@@ -107,40 +106,6 @@ def _output_path(args) -> tuple[Path | None, str]:
     fmt = fmt or "npz"
     stem = Path(args.video).name.rsplit(".", 1)[0]
     return Path(stem + (".npz" if fmt == "npz" else ".txt.gz")), fmt
-
-
-@contextlib.contextmanager
-def interrupt_once():
-    """Inside, the first Ctrl-C raises ``KeyboardInterrupt`` and the first SIGTERM or SIGHUP raises
-    :class:`idtfv.cli.Terminated` (as :func:`idtfv.cli.sigterm_as_interrupt`); from then on all three are ignored,
-    so that the clean-up the first one started (removing the partial output) and the command's one line run to the
-    end: a second Ctrl-C used to stop the clean-up half way and leave the partial output. A signal the process
-    ignores (``nohup``) stays ignored; the previous handlers come back on leaving. Outside the main thread it does
-    nothing."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-    previous = {s: signal.getsignal(s) for s in signals}
-    caught = [s for s in signals if previous[s] is not signal.SIG_IGN]
-
-    def first(signum, frame):
-        for s in caught:  # the clean-up starts now: nothing may interrupt it
-            signal.signal(s, signal.SIG_IGN)
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(signum)
-
-    for s in caught:
-        signal.signal(s, first)
-    try:
-        yield
-    finally:
-        for s in caught:
-            signal.signal(s, previous[s])
 
 
 def main(argv=None) -> int:

@@ -31,8 +31,8 @@ from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "add_runner_options", "report_failures",
            "run_command", "one_line_warnings", "quick_exit", "sequential_opencv", "sigterm_as_interrupt",
-           "Terminated", "interrupt_status", "closed_stdout", "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS",
-           "EXIT_CLOSED_STDOUT"]
+           "interrupt_once", "Terminated", "interrupt_status", "closed_stdout", "ENTRY_POINT_GROUP",
+           "EXIT_FAILED_VIDEOS", "EXIT_CLOSED_STDOUT"]
 
 #: Entry-point group through which stage packages add ``idtfv`` subcommands.
 ENTRY_POINT_GROUP = "idtfv.commands"
@@ -108,6 +108,40 @@ def sigterm_as_interrupt():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def interrupt_once():
+    """Inside, the first Ctrl-C raises ``KeyboardInterrupt`` and the first SIGTERM or SIGHUP raises
+    :class:`Terminated` (as :func:`sigterm_as_interrupt`); from then on all three are ignored,
+    so that the clean-up the first one started (removing the partial output) and the command's one line run to the
+    end: a second Ctrl-C used to stop the clean-up half way and leave the partial output. A signal the process
+    ignores (``nohup``) stays ignored; the previous handlers come back on leaving. Outside the main thread it does
+    nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.getsignal(s) for s in signals}
+    caught = [s for s in signals if previous[s] is not signal.SIG_IGN]
+
+    def first(signum, frame):
+        for s in caught:  # the clean-up starts now: nothing may interrupt it
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    for s in caught:
+        signal.signal(s, first)
+    try:
+        yield
+    finally:
+        for s in caught:
+            signal.signal(s, previous[s])
 
 
 def interrupt_status(exc: KeyboardInterrupt) -> int:

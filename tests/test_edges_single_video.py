@@ -324,7 +324,7 @@ def test_interrupt_once_is_scoped_and_keeps_ignored_signals():
     """The handlers of the single-video commands: the first SIGINT / SIGTERM raises, a later one inside is ignored;
     the previous handlers come back on leaving; a signal ignored before (``nohup``) stays ignored."""
     from idtfv.cli import Terminated, interrupt_status
-    from idtfv.idt.cli import interrupt_once
+    from idtfv.cli import interrupt_once
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     with pytest.raises(Terminated) as caught, interrupt_once():
