@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from idtfv.atomic import free_bytes, temp_name
+from idtfv.atomic import free_bytes, remove_stale_temps, temp_name, writer_tag
 from idtfv.errors import DiskFullError, VideoError
 from idtfv.video import opencv_path
 
@@ -30,6 +29,8 @@ __all__ = ["TrackDrawer", "MIN_EXTENT", "MIN_WIDTH"]
 MIN_EXTENT = 1.0
 #: Frames narrower than this are enlarged by an integer factor before drawing.
 MIN_WIDTH = 480
+#: The stem of the drawing's temporary name (ASCII whatever the output's name: OpenCV's writer opens it).
+DRAW_TEMP = "idtfv-draw"
 
 
 class TrackDrawer:
@@ -50,10 +51,12 @@ class TrackDrawer:
         self._zoom = 1
         # an ASCII name with the output's suffix (OpenCV picks the container from it); a directory that is not
         # UTF-8 is reached through opencv_path (OpenCV's binding crashes on such a name)
-        self._tmp = self.path.with_name(temp_name("idtfv-draw", secrets.token_hex(6), self.path.suffix))
+        # named after this process (writer_tag): one a killed run left (SIGKILL) is removed by the next drawing there
+        self._tmp = self.path.with_name(temp_name(DRAW_TEMP, writer_tag(), self.path.suffix))
         self._name = contextlib.ExitStack()
 
     def _open(self, w: int, h: int) -> None:
+        remove_stale_temps(self.path, name=DRAW_TEMP, suffix=self.path.suffix)
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         name = self._name.enter_context(opencv_path(self._tmp))
         self._writer = cv2.VideoWriter(name, cv2.CAP_FFMPEG, fourcc, self.fps, (w, h))

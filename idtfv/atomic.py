@@ -148,28 +148,31 @@ def writer_tag() -> str:
     return f"{host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-#: The end of a temporary name with a :func:`writer_tag`: ``.<host>-<pid>-<random>.tmp``.
-_WRITER_TEMP = re.compile(r"\.(?P<tag>(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8})\.tmp\Z")
+#: The end of a temporary name with a :func:`writer_tag`: ``.<host>-<pid>-<random>.tmp``, then the suffix
+#: :func:`temp_name` may add (``.mp4``).
+_WRITER_TEMP = re.compile(r"\.(?P<tag>(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[0-9a-f]{8})\.tmp(?P<suffix>\.[^.]*)?\Z")
 
 
-def remove_stale_temps(path) -> list[Path]:
+def remove_stale_temps(path, *, name: str | None = None, suffix: str = "") -> list[Path]:
     """Remove what killed writers of ``path`` left next to it; return the paths removed.
 
-    Only temporaries of ``path`` itself count: the names :func:`temp_name` gives ``path``'s name with a
+    Only temporaries of ``path`` itself count: the names :func:`temp_name` gives ``path``'s name (or ``name``, for a
+    writer whose temporary is named otherwise, e.g. ``--draw``'s ASCII ``idtfv-draw``) and ``suffix`` with a
     :func:`writer_tag` (files, or the staging directories ``extract-trajectories`` makes), written by a process of
     this machine that is gone. Another output's temporaries, a live writer's, another machine's and every other
     file are left alone. Failures to list or remove are ignored (the write that follows reports its own).
     """
     path = Path(path)
+    stem = path.name if name is None else name
     removed = []
     try:
-        entries = [e for e in os.scandir(path.parent) if e.name.startswith(".") and e.name.endswith(".tmp")]
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(".") and ".tmp" in e.name]
     except OSError:
         return removed
     host = host_tag()
     for entry in entries:
         match = _WRITER_TEMP.search(entry.name)
-        if (match is None or temp_name(path.name, match.group("tag")) != entry.name  # another output's
+        if (match is None or temp_name(stem, match.group("tag"), suffix) != entry.name  # another output's
                 or match.group("host") != host or process_alive(int(match.group("pid")))):  # a write in progress
             continue
         with contextlib.suppress(OSError):

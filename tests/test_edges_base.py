@@ -645,6 +645,32 @@ def test_remove_stale_temps_removes_only_a_killed_writers_temporaries_of_that_ou
     assert remove_stale_temps(tmp_path / "missing-dir" / "v.npz") == []
 
 
+def test_a_killed_drawings_temporary_is_removed_by_the_next_drawing_there(tmp_path):
+    """``--draw`` writes its video under an ASCII temporary name with the output's suffix (OpenCV picks the
+    container from it), ``.idtfv-draw.<writer tag>.tmp.mp4``: the one a killed run left is removed when the next
+    drawing in that directory starts; a live writer's, another machine's, another suffix's and another stem's stay."""
+    from idtfv.atomic import host_tag, remove_stale_temps, temp_name
+    from idtfv.idt.draw import DRAW_TEMP, TrackDrawer
+
+    out = tmp_path / "tracks.mp4"
+    dead, host = _dead_pid(), host_tag()
+    stale = tmp_path / temp_name(DRAW_TEMP, f"{host}-{dead}-0123abcd", ".mp4")
+    kept = [tmp_path / temp_name(DRAW_TEMP, f"{host}-{os.getpid()}-89abcdef", ".mp4"),  # a drawing in progress
+            tmp_path / temp_name(DRAW_TEMP, f"ffffff-{dead}-0123abcd", ".mp4"),  # another machine's
+            tmp_path / temp_name(DRAW_TEMP, f"{host}-{dead}-0123abcd", ".avi"),  # another suffix's
+            tmp_path / temp_name("tracks.mp4", f"{host}-{dead}-0123abcd", ".mp4")]  # another stem's
+    for path in [stale, *kept]:
+        path.write_bytes(b"partial")
+    # the suffix is part of the name matched: without it, the same file is not this output's
+    assert remove_stale_temps(out, name=DRAW_TEMP) == [] and stale.exists()
+    frames = np.random.default_rng(0).integers(0, 255, (3, 120, 160), dtype=np.uint8)
+    with TrackDrawer(out, fps=10) as draw:
+        for t, gray in enumerate(frames):
+            draw(t, gray, np.zeros((0, 16, 2), np.float32), np.zeros(0, np.int64))
+    assert not stale.exists() and all(p.exists() for p in kept)
+    assert sorted(tmp_path.iterdir()) == sorted([out, *kept]) and out.stat().st_size > 0
+
+
 def test_an_atomic_write_killed_half_way_leaves_a_temporary_the_next_writer_can_tell(tmp_path):
     """The temporary file of ``atomic_open`` names its writer: killed (SIGKILL) in the middle of a write, the
     process leaves it; ``remove_stale_temps`` of the same output removes it, and the output is written as usual."""
