@@ -21,15 +21,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from idtfv.atomic import DISK_FULL_ERRNOS, remove_stale_temps
-from idtfv.atomic import host_tag as _host_tag
-from idtfv.atomic import process_alive as _process_alive
+from idtfv.atomic import DISK_FULL_ERRNOS, remove_stale_temps, temp_name, writer_tag
 from idtfv.errors import DiskFullError, FormatError, ParameterError
 
 __all__ = [
@@ -81,23 +78,10 @@ def dequantize_flow(qx, qy, bound: float = DEFAULT_BOUND) -> np.ndarray:
 
 
 def _temp_sibling(path: Path) -> Path:
-    """``.<name>.tmp-<host>-<pid>-<random>`` next to ``path``: the writing process is named, so that the directory a
-    killed writer left can be told from one being written (:func:`_remove_stale_siblings`)."""
-    return path.with_name(f".{path.name}.tmp-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _remove_stale_siblings(path: Path) -> None:
-    """Remove the temporary siblings of ``path`` whose writer, a process of this machine, is gone (killed by SIGKILL
-    or a power loss, or by SIGTERM in a dataset run's worker): partial rawframes no rerun would otherwise remove."""
-    prefix = f".{path.name}.tmp-{_host_tag()}-"
-    try:
-        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
-    except OSError:
-        return
-    for entry in entries:
-        pid = entry.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(entry.path, ignore_errors=True)
+    """``.<name>.<host>-<pid>-<random>.tmp`` next to ``path`` (:func:`idtfv.atomic.temp_name` with the writer's
+    :func:`~idtfv.atomic.writer_tag`): the writing process is named, so that the directory a killed writer left can
+    be told from one being written (:func:`idtfv.atomic.remove_stale_temps`)."""
+    return path.with_name(temp_name(path.name, writer_tag()))
 
 
 def _imwrite(path: Path, img: np.ndarray, quality: int) -> None:
@@ -142,7 +126,9 @@ class RawframesWriter:
             raise FormatError(self.video_dir, "exists and is not a directory, but a video's rawframes are one; move "
                                               "the file away or give the video another id (--video-id)")
         self.video_dir.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_siblings(self.video_dir)
+        # what a killed writer of this video left (SIGKILL, power loss, SIGTERM to a dataset run's worker): partial
+        # rawframes no rerun would otherwise remove
+        remove_stale_temps(self.video_dir)
         self._tmp = _temp_sibling(self.video_dir)
         self._tmp.mkdir()
 

@@ -227,7 +227,7 @@ def test_ctrl_c_with_stdout_output_says_the_text_is_incomplete(video, monkeypatc
 
 
 def test_sigterm_during_extract_flow_removes_the_partial_rawframes(video, tmp_path):
-    """SIGTERM killed the process at once, leaving ``DIR/.<id>.tmp-*`` full of JPEGs (and DIR itself). Now it
+    """SIGTERM killed the process at once, leaving ``DIR/.<id>.<tag>.tmp`` full of JPEGs (and DIR itself). Now it
     unwinds like Ctrl-C: one line, status 143 (128 + SIGTERM), nothing left."""
     out = tmp_path / "new" / "rawframes"
     proc = _python(f"""
@@ -280,7 +280,7 @@ rawframes.RawframesWriter.add_flow, rawframes.RawframesWriter.abort = add_flow, 
 
 
 def test_a_second_ctrl_c_during_extract_flow_clean_up_is_ignored(video, tmp_path):
-    """The second Ctrl-C interrupted the clean-up of the first: the partial ``DIR/.<id>.tmp-*`` of JPEGs (and DIR,
+    """The second Ctrl-C interrupted the clean-up of the first: the partial ``DIR/.<id>.<tag>.tmp`` of JPEGs (and DIR,
     made by the run) stayed. Now an interrupted command ignores further Ctrl-C until its clean-up and its one line
     are done: status 130, nothing left, no traceback."""
     out = tmp_path / "new" / "rawframes"
@@ -551,7 +551,7 @@ def test_an_output_inside_a_file_names_the_file_not_a_temporary_name(video, tmp_
 
 
 def test_a_file_where_the_rawframes_directory_goes_is_refused_and_kept(video, tmp_path, capsys):
-    """A file ``DIR/v`` was renamed to a hidden ``.v.tmp-*`` (its removal failed quietly: rmtree of a file) and
+    """A file ``DIR/v`` was renamed to a hidden ``.v.<tag>.tmp`` (its removal failed quietly: rmtree of a file) and
     replaced by the rawframes directory."""
     from idtfv.idt.cli import flow_main
 
@@ -832,18 +832,19 @@ def test_extract_flow_with_its_reader_gone_keeps_the_rawframes_and_ends_quietly(
 # ------------------------------------------------------------------------------ partial rawframes of killed runs
 def test_partial_rawframes_a_killed_writer_left_are_removed_by_the_next_write(video, tmp_path):
     """``idtfv flow`` killed (SIGTERM to a --jobs run kills its workers, SIGKILL, power loss) left
-    ``DIR/.<id>.tmp-*`` full of JPEGs for good: a rerun wrote the video and kept the partial copy beside it. The
-    next writer of the video removes those whose process (named in the temporary name) is gone."""
+    ``DIR/.<id>.<host>-<pid>-<random>.tmp`` full of JPEGs for good: a rerun wrote the video and kept the partial
+    copy beside it. The next writer of the video removes those whose process (named in the temporary name) is
+    gone."""
+    from idtfv.atomic import host_tag, temp_name
     from idtfv.idt.cli import flow_main
-    from idtfv.idt.rawframes import _host_tag
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no process has now
     out = tmp_path / "rawframes"
-    stale = out / f".v.tmp-{_host_tag()}-{dead.pid}-0123abcd"
-    live = out / f".v.tmp-{_host_tag()}-{os.getpid()}-4567abcd"  # a writer still at work: kept
-    other_host = out / f".v.tmp-ffffff-{dead.pid}-89abcdef"  # another machine's, on a shared file system: kept
-    other_video = out / f".w.tmp-{_host_tag()}-{dead.pid}-0123abcd"  # another video's: its own writer's business
+    stale = out / temp_name("v", f"{host_tag()}-{dead.pid}-0123abcd")
+    live = out / temp_name("v", f"{host_tag()}-{os.getpid()}-4567abcd")  # a writer still at work: kept
+    other_host = out / temp_name("v", f"ffffff-{dead.pid}-89abcdef")  # another machine's, on a shared FS: kept
+    other_video = out / temp_name("w", f"{host_tag()}-{dead.pid}-0123abcd")  # another video's: its writer's business
     for d in (stale, live, other_host, other_video):
         d.mkdir(parents=True)
         (d / "img_00001.jpg").write_bytes(b"partial")
