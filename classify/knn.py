@@ -21,6 +21,7 @@ import numpy as np
 
 from idtfv.errors import ParameterError
 
+from ._checks import check_finite_rows, check_index, check_targets
 from ._kernel_svm import _rows
 
 __all__ = ["KNNClassifier", "nearest_neighbors"]
@@ -118,10 +119,13 @@ class KNNClassifier:
             raise ParameterError(f"weights must be one of {_WEIGHTS}, got {self.weights!r}")
         X = np.asarray(X)
         y = np.asarray(y)
+        index = check_index(index, X.shape[0], "KNNClassifier.fit") if X.ndim == 2 else index
         n = X.shape[0] if index is None else len(index)
-        if X.ndim != 2 or y.shape[0] != n:
+        if X.ndim != 2 or y.ndim == 0 or y.shape[0] != n:
             raise ParameterError(f"X must be (n, d) with one target per training row; got X {X.shape}, "
                                  f"{n} rows, y {y.shape}")
+        check_targets(y, classes, "KNNClassifier.fit")
+        check_finite_rows(X, index, "KNNClassifier.fit")
         if classes is None:
             classes = np.arange(y.shape[1]) if y.ndim == 2 else np.unique(y)
         self.classes_ = np.asarray(classes, dtype=np.int64)
@@ -133,7 +137,11 @@ class KNNClassifier:
     def decision_function(self, X, *, index=None) -> np.ndarray:
         """Vote scores, shape (m, C), float64 (see the module docstring); ``index``: rows of X to score."""
         k = int(self.n_neighbors)
-        idx, sim = nearest_neighbors(self._X, np.asarray(X), k, metric=self.metric, train_index=self._index,
+        X = np.asarray(X)
+        if X.ndim == 2:  # (nearest_neighbors words a wrong shape)
+            index = check_index(index, X.shape[0], "KNNClassifier.decision_function")
+            check_finite_rows(X, index, "KNNClassifier.decision_function")
+        idx, sim = nearest_neighbors(self._X, X, k, metric=self.metric, train_index=self._index,
                                      test_index=index)
         if self.weights == "uniform":
             w = np.ones_like(sim)

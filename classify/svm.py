@@ -30,6 +30,7 @@ import numpy as np
 from idtfv.errors import FormatError, ParameterError
 
 from idtfv.atomic import atomic_open, atomic_write_text
+from ._checks import check_finite_rows, check_index, check_targets
 from ._kernel_svm import LOSSES, linear_kernel, primal_weights, solve_ovr
 
 __all__ = ["LinearSVM", "select_C", "DEFAULT_C_GRID"]
@@ -131,13 +132,15 @@ class LinearSVM:
         X = np.asarray(X)
         if X.ndim != 2:
             raise ParameterError(f"X must have shape (n, d), got {X.shape}")
-        idx = None if index is None else np.asarray(index, dtype=np.int64)
+        idx = check_index(index, X.shape[0], "LinearSVM.fit")
         n = X.shape[0] if idx is None else len(idx)
         y = np.asarray(y)
-        if y.shape[0] != n:
-            raise ParameterError(f"y has {y.shape[0]} rows but {n} training rows were given")
+        if y.ndim == 0 or y.shape[0] != n:
+            raise ParameterError(f"y has {y.shape[0] if y.ndim else 0} rows but {n} training rows were given")
         if n < 2:
             raise ParameterError(f"need at least 2 training videos, got {n}")
+        check_targets(y, classes, "LinearSVM.fit")
+        check_finite_rows(X, idx, "LinearSVM.fit")
         if classes is None:
             classes = np.arange(y.shape[1]) if y.ndim == 2 else np.unique(y)
         self.classes_ = np.asarray(classes, dtype=np.int64)
@@ -166,6 +169,8 @@ class LinearSVM:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.coef_.shape[1]:
             raise ParameterError(f"X must have shape (n, {self.coef_.shape[1]}), got {X.shape}")
+        index = check_index(index, X.shape[0], "LinearSVM.decision_function")
+        check_finite_rows(X, index, "LinearSVM.decision_function")
         n = X.shape[0] if index is None else len(index)
         out = np.empty((n, self.coef_.shape[0]), dtype=np.float64)
         Wt = self.coef_.T

@@ -60,7 +60,12 @@ def _as_prepared(gmm) -> PreparedGMM:
     prepared = getattr(gmm, "prepared_", None)
     if prepared is not None:
         return prepared
-    means, variances, weights = gmm
+    try:
+        means, variances, weights = gmm
+    except (TypeError, ValueError):  # an unfitted DiagGMM, None, ...: not "cannot unpack non-iterable"
+        what = "an unfitted DiagGMM" if hasattr(gmm, "n_components") else type(gmm).__name__
+        raise ParameterError(f"gmm: expected a fitted DiagGMM (or a (means, variances, weights) tuple), got {what}; "
+                             "fit it first (DiagGMM(K).fit(X)) or load one (load_codebooks)") from None
     return PreparedGMM.from_params(means, variances, weights)
 
 

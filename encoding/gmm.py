@@ -44,6 +44,10 @@ PRIOR_FLOOR = 1e-6
 EM_CLAMP = 14.0
 
 
+#: Largest descriptor magnitude a GMM takes: D squared differences of 1e15 stay far inside float32's 3.4e38.
+MAX_ABS = 1e15
+
+
 def _check_data(X, name="X") -> np.ndarray:
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -51,6 +55,10 @@ def _check_data(X, name="X") -> np.ndarray:
     X = np.ascontiguousarray(X, dtype=np.float32)
     if not np.isfinite(X).all():
         raise ParameterError(f"{name}: descriptors contain NaN or infinity; drop those rows before fitting")
+    big = float(np.abs(X).max())
+    if big > MAX_ABS:  # squared distances would overflow float32 (EM then divided by zero)
+        raise ParameterError(f"{name}: descriptors reach |x| = {big:.3g}, beyond the {MAX_ABS:.0e} whose squares "
+                             "float32 statistics hold; rescale them (e.g. PCA-project or standardise) first")
     return X
 
 

@@ -155,17 +155,30 @@ class _Timer:
 
 
 # ---------------------------------------------------------------------------------------------- frame sources
+#: How to make uint8 frames of another dtype (a bare .astype(np.uint8) turns 0..1 floats into black frames).
+_TO_UINT8 = {"f": "floats: np.clip(f * 255, 0, 255).round().astype(np.uint8) for 0..1 values, "
+                  "np.clip(f, 0, 255).round().astype(np.uint8) for 0..255",
+             "u": "wider integers: scale to 0..255 first (uint16: (f >> 8).astype(np.uint8))",
+             "i": "integers: np.clip(f, 0, 255).astype(np.uint8) for 0..255 values",
+             "b": "a boolean mask: f.astype(np.uint8) * 255"}
+
+
 def _to_gray(frame, where: str) -> np.ndarray:
+    if frame is None or isinstance(frame, (str, bytes)):  # np.asarray(None) is an object scalar: say what came
+        raise VideoError(where, f"expected a uint8 frame array (h, w) or (h, w, 3), got {type(frame).__name__}; "
+                                "the frames' iterable yields one array per frame")
     a = np.asarray(frame)
     if a.dtype != np.uint8:
-        raise VideoError(where, f"frames must be uint8 arrays, got dtype {a.dtype}; convert with .astype(np.uint8)")
+        how = _TO_UINT8.get(a.dtype.kind, "convert each frame to a uint8 array")
+        raise VideoError(where, f"frames must be uint8 arrays (0..255), got dtype {a.dtype}; {how}")
     if a.ndim == 3 and a.shape[2] == 3:
         return cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)  # idtfv.video yields RGB
     if a.ndim == 3 and a.shape[2] == 1:
         return np.ascontiguousarray(a[:, :, 0])
     if a.ndim == 2:
         return np.ascontiguousarray(a)
-    raise VideoError(where, f"frames must be (h, w) grey or (h, w, 3) RGB, got shape {a.shape}")
+    hint = "; drop the alpha channel (f[..., :3])" if a.ndim == 3 and a.shape[2] == 4 else ""
+    raise VideoError(where, f"frames must be (h, w) grey or (h, w, 3) RGB, got shape {a.shape}{hint}")
 
 
 def _resize(gray: np.ndarray, width: int | None) -> np.ndarray:

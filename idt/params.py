@@ -265,6 +265,11 @@ class IDTParams:
         def bad(name, expected):
             raise field_error("IDTParams", name, expected, getattr(self, name), _DEFAULTS[name])
 
+        for f in fields(self):  # NumPy scalars (np.int64(15), np.float32(0.5), np.True_) as the Python ones they hold
+            v = getattr(self, f.name)
+            if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0:
+                object.__setattr__(self, f.name, v.item())  # (numpy is not imported here: --help stays light)
+
         ints = {
             "track_length": 1, "stride": 1, "scales": 1, "patch": 4, "nxy_cells": 1, "nt_cells": 1,
             "init_gap": 1, "farneback_poly_n": 3, "farneback_winsize": 1, "farneback_iterations": 1,

@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from idtfv.atomic import atomic_open
+from idtfv.atomic import atomic_open, check_replaceable, disk_full_error
 from idtfv.cache import open_npz
-from idtfv.errors import FormatError
+from idtfv.errors import FormatError, IdtfvError
 from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
 
@@ -203,6 +203,27 @@ def _write_all(stream, data) -> None:
         view = view[n:]
 
 
+def _check_writable(path: Path) -> None:
+    """Fail now with one line naming ``path`` if its folder cannot be made or written in (a file in the way, no
+    permission, a read-only file system) or ``path`` is a directory or device (:func:`idtfv.atomic.check_replaceable`);
+    a full disk is a :class:`~idtfv.errors.DiskFullError`."""
+    check_replaceable(path)
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # mkdir says 'File exists: <file>' of a file where the folder goes
+            raise IdtfvError(f"{path}: {path.parent} is a file, not a directory; write the output in a "
+                             "directory") from None
+        tempfile.TemporaryFile(dir=path.parent).close()  # the npz's temporary files go there
+    except OSError as exc:
+        full = disk_full_error(exc, path)
+        if full is not None:
+            raise full from exc
+        why = (exc.strerror or str(exc)).lower()
+        raise IdtfvError(f"{path}: cannot write in {path.parent} ({why}); give an output path in a directory you "
+                         "can write to") from exc
+
+
 class TrajectoryWriter:
     """Write trajectories to one file chunk by chunk as they finish, so memory does not grow with the video.
 
@@ -291,7 +312,7 @@ class TrajectoryWriter:
                 else:
                     self._out = raw
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(self.path)  # now, not when the first rows or close() come after the extraction
 
     def _dtype(self, name: str):
         return np.float16 if self.compact and name != "meta" else np.float32
