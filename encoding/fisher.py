@@ -122,6 +122,9 @@ def fisher_vectors_cells(X, gmm, cells=None, n_cells: int = 1, *, improved: bool
             cells = cells[:, None]
         if cells.shape[0] != N:
             raise ParameterError(f"cells: expected {N} rows (one per descriptor), got {cells.shape[0]}")
+        if cells.dtype.kind not in "biu" and not (cells.dtype.kind == "f" and np.all(cells == np.round(cells))):
+            raise ParameterError(f"cells: expected integer cell ids (-1 skips), got dtype {cells.dtype} "
+                                 f"(e.g. {cells.ravel()[:3].tolist()}); give the pyramid's integer ids")
         cells = np.ascontiguousarray(cells, np.int64)
         if cells.size and (cells.max() >= n_cells or cells.min() < -1):
             raise ParameterError(f"cells: ids must lie in [-1, {n_cells - 1}], got [{cells.min()}, {cells.max()}]")
