@@ -49,6 +49,8 @@ from idtfv.errors import FormatError, ParameterError
 from idtfv.atomic import atomic_write_text
 from idtfv.scores import Scores, read_scores
 
+from ._checks import check_scores
+
 __all__ = ["evaluate", "summary_line", "average_precision", "split_metrics", "bootstrap_accuracy_ci",
            "bootstrap_map_ci", "write_report", "ResultWarning", "N_BOOTSTRAP", "CI_LEVEL", "THUMOS_IOUS",
            "detection_average_precision", "detection_map", "bootstrap_detection_map_ci", "evaluate_detections"]
@@ -706,30 +708,6 @@ def _json_num(x):
     return None if math.isnan(x) else round(x, 10)
 
 
-def _checked_scores(sc: Scores) -> Scores:
-    """An in-memory :class:`Scores` as a score file is read (:func:`idtfv.scores.read_scores` checks those): scores
-    ``(n, C)`` finite with C the class names, ``n`` video ids and labels, labels and label sets in ``[-1, C)``."""
-    scores = np.asarray(sc.scores)
-    n_cls = len(sc.class_names)
-    if scores.ndim != 2 or scores.shape[1] != n_cls:
-        raise FormatError("<scores>", f"scores must have shape (n videos, {n_cls} classes) for the {n_cls} class "
-                                      f"names, got {scores.shape}; give one column per class name")
-    n = scores.shape[0]
-    labels = np.asarray(sc.labels)
-    if len(sc.video_ids) != n or labels.shape != (n,) or len(sc.label_sets) != n:
-        raise FormatError("<scores>", f"{n} score rows but {len(sc.video_ids)} video ids, labels of shape "
-                                      f"{labels.shape} and {len(sc.label_sets)} label sets; give one of each per row")
-    if scores.dtype.kind not in "biuf" or not np.isfinite(scores).all():
-        raise FormatError("<scores>", "scores contain NaN or infinity (or are not numbers): the ranking would be "
-                                      "arbitrary; fix the classifier output first")
-    ids = [int(c) for s in sc.label_sets for c in s] + [int(v) for v in labels]
-    if ids and (min(ids) < -1 or max(ids) >= n_cls):
-        bad = next(c for c in ids if c < -1 or c >= n_cls)
-        raise FormatError("<scores>", f"label {bad} is not a class id in [0, {n_cls}) (-1: unknown); labels index "
-                                      "class_names")
-    return sc
-
-
 def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png=None, report_json=None,
              title: str | None = None, n_bootstrap: int = N_BOOTSTRAP, ci_level: float = CI_LEVEL,
              bootstrap_seed: int = 0) -> dict:
@@ -787,7 +765,7 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
     conf_sum = None
     for item, sp in zip(items, splits):
         src = str(item) if not isinstance(item, Scores) else "<scores>"
-        sc = _checked_scores(item) if isinstance(item, Scores) else read_scores(item)
+        sc = check_scores(item) if isinstance(item, Scores) else read_scores(item)
         if names is None:
             names = list(sc.class_names)
         elif list(sc.class_names) != names:

@@ -216,3 +216,16 @@ def test_evaluate_checks_in_memory_scores_as_it_checks_score_files():
     for sc, msg in cases:
         with pytest.raises(FormatError, match=r"^<scores>: " + msg):
             evaluate(sc, n_bootstrap=10)
+
+
+def test_fusion_checks_in_memory_scores_too():
+    from idtfv.classify import Scores, fuse_scores, stack_scores
+
+    rng = np.random.default_rng(0)
+    S, L = rng.normal(size=(6, 2)), np.arange(6) % 2
+    good = Scores([f"v{i}" for i in range(6)], S, ["a", "b"], L)
+    bad = Scores(good.video_ids, np.where(S > 1.0, np.inf, S), ["a", "b"], L)
+    assert np.isfinite(fuse_scores([good, good]).scores).all()
+    for fuse in (fuse_scores, stack_scores):
+        with pytest.raises(FormatError, match=r"^<scores>: scores contain NaN or infinity"):
+            fuse([good, bad])  # was NaN fused scores (z-scores of inf)
