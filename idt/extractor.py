@@ -232,6 +232,9 @@ def _open_source(path_or_frames, params: IDTParams, backend: str, *, count_frame
         return _file_read_once(path, params, backend)
     if isinstance(path_or_frames, np.ndarray) and path_or_frames.ndim in (3, 4):
         frames_in = path_or_frames  # (T, h, w[, 3]) stack
+    elif isinstance(path_or_frames, np.ndarray):  # one (h, w) frame would be taken as h frames of 1-D rows
+        raise VideoError("<frames>", f"expected a stack of frames (T, h, w) or (T, h, w, 3), got an array of shape "
+                                     f"{path_or_frames.shape}; pass several frames (a list or a stacked array)")
     elif isinstance(path_or_frames, Iterable):
         frames_in = path_or_frames
     else:

@@ -35,6 +35,8 @@ def test_none_and_rgba_frames_are_named():
     frames = _grey()
     with pytest.raises(VideoError, match=r"<frames>\[2\]: expected a uint8 frame array .* got NoneType"):
         extract(frames[:2] + [None] + frames[2:])  # was "got dtype object; convert with .astype(np.uint8)"
+    with pytest.raises(VideoError, match=r"<frames>: expected a stack of frames .*got an array of shape \(48, 64\)"):
+        extract(frames[0])  # one frame: was "<frames>[0]: ... got shape (64,)"
     rgba = [np.dstack([f, f, f, f]) for f in frames]
     with pytest.raises(VideoError, match=r"got shape \(48, 64, 4\); drop the alpha channel"):
         extract(rgba)
