@@ -239,21 +239,16 @@ def _check_codebook_of_vectors(codebook: Path, features: Path) -> None:
     """Refuse a --codebook other than the one the encode record beside ``features`` names (by content): the
     channels' columns would be cut at the wrong places whenever the dimensions happen to divide (K=8 with two
     pyramid cells has the columns of K=16 with one), and the per-channel results would be silently wrong."""
-    import json
+    from idtfv.encoding import codebook_sha256, record_path, recorded_codebook
 
-    from idtfv.encoding import codebook_sha256, record_path
-
-    rec = record_path(features)
-    try:
-        recorded = json.loads(rec.read_text(encoding="utf-8-sig"))
-        recorded_sha, recorded_name = recorded["codebook_sha256"], recorded["codebook"]
-    except (OSError, ValueError, KeyError, TypeError):  # no (readable) record: the column count is checked later
+    recorded = recorded_codebook(features)
+    if recorded is None:  # no (readable) record: the column count is checked later
         return
     if not (codebook / "codebook.json").is_file():
         return  # not a codebook directory: load_codebooks says so, naming the file
-    if codebook_sha256(codebook) != recorded_sha:
-        raise ParameterError(f"--codebook {codebook}: not the codebook these vectors were encoded with ({rec} names "
-                             f"{recorded_name}); drop --codebook to use that one")
+    if codebook_sha256(codebook) != recorded[1]:
+        raise ParameterError(f"--codebook {codebook}: not the codebook these vectors were encoded with "
+                             f"({record_path(features)} names {recorded[0]}); drop --codebook to use that one")
 
 
 def _cmd_train_svm(args) -> int:

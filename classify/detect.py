@@ -248,7 +248,7 @@ def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, par
     import time
 
     from idtfv.data.manifest import read_manifest
-    from idtfv.encoding import encoded_dim, load_codebooks
+    from idtfv.encoding import codebook_sha256, encoded_dim, load_codebooks
     from idtfv.runner import read_stamp
 
     from .evaluate import evaluate_detections, write_report
@@ -282,6 +282,12 @@ def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, par
     if summary.get("method") != "fisher":
         raise ParameterError(f"{codebook}: a {summary.get('method')!r} codebook; detection needs a Fisher (GMM) "
                              "codebook (idtfv encode --method fisher)")
+    trained_on = model.metadata_.get("codebook_sha256")  # train-svm stores it for vectors of idtfv encode
+    if isinstance(trained_on, str) and codebook_sha256(codebook) != trained_on:
+        raise ParameterError(f"--svm {svm_path}: trained on vectors of codebook "
+                             f"{model.metadata_.get('codebook', '?')} (content SHA-256 {trained_on[:12]}...), but "
+                             f"detection would encode with {codebook} ({codebook_sha256(codebook)[:12]}...): the "
+                             "scores would be meaningless; give the --vectors (or --codebook) the SVM was trained on")
     dim = encoded_dim(models, "fisher", pyramid)
     if model.coef_.shape[1] != dim:
         raise FormatError(model_npz, f"an SVM on {model.coef_.shape[1]}-dimensional vectors, but codebook "

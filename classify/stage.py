@@ -237,6 +237,16 @@ def _training_info(data: SplitData, split: int, manifest, features) -> dict:
     }
 
 
+def _codebook_of(features) -> tuple[str, str] | None:
+    """``(name, content SHA-256)`` of the codebook that made the vectors ``features`` (the encode record beside a
+    feature file of ``idtfv encode``), or None (in-memory features, or vectors made otherwise)."""
+    if not isinstance(features, (str, os.PathLike)):
+        return None
+    from idtfv.encoding import recorded_codebook
+
+    return recorded_codebook(features)
+
+
 def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C: bool = False, C_grid=None,
                   n_folds: int = 3, loss: str = "squared_hinge", tol: float = 1e-4, n_jobs: int = 1,
                   random_state: int = 0, channels=None, combine: str = "concat",
@@ -302,8 +312,12 @@ def run_svm_split(manifest, features, split: int, out, *, C: float = 100.0, cv_C
         if "scores" in extra_report:
             scores = extra_report.pop("scores")
         _begin(out)
-        model.save(out / "model", extra={"class_names": data.class_names, "split": int(split), "cv": cv,
-                                         "features": training["features"], "manifest": training["manifest"]})
+        extra = {"class_names": data.class_names, "split": int(split), "cv": cv, "features": training["features"],
+                 "manifest": training["manifest"]}
+        codebook = _codebook_of(features)
+        if codebook is not None:  # vectors of idtfv encode: which codebook makes vectors this SVM can score
+            extra["codebook"], extra["codebook_sha256"] = codebook
+        model.save(out / "model", extra=extra)
         if validation is not None:
             ids, val_scores, val_sets = validation
             write_scores(out / "validation_scores.csv", ids, val_scores, data.class_names, val_sets)

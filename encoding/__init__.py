@@ -36,7 +36,7 @@ from idtfv.lazy import lazy_exports
 
 __all__ = ["EncodeParams", "DescriptorPCA", "DiagGMM", "fisher_vector", "fisher_vectors_cells", "normalize_fisher",
            "run_encode", "load_codebooks", "encoded_dim", "TemporalFisher", "time_bins", "score_windows",
-           "encode_windows", "read_encode_record", "record_path", "codebook_sha256"]
+           "encode_windows", "read_encode_record", "record_path", "codebook_sha256", "recorded_codebook"]
 _HOMES = {"EncodeParams": "params", "DescriptorPCA": "pca", "DiagGMM": "gmm", "fisher_vector": "fisher",
           "fisher_vectors_cells": "fisher", "normalize_fisher": "fisher",
           # the encode stage, for idtfv.classify's cross-validation (one codebook per fold)
@@ -45,7 +45,8 @@ _HOMES = {"EncodeParams": "params", "DescriptorPCA": "pca", "DiagGMM": "gmm", "f
           "TemporalFisher": "temporal", "time_bins": "temporal", "score_windows": "temporal",
           "encode_windows": "temporal",
           # which codebook an encode output was made with (``<out>.json``), for idtfv detect and train-svm
-          "read_encode_record": "record", "record_path": "record", "codebook_sha256": "record"}
+          "read_encode_record": "record", "record_path": "record", "codebook_sha256": "record",
+          "recorded_codebook": "record"}
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _HOMES)  # ``idtfv --help`` loads no Numba

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from idtfv.errors import FormatError
 
-__all__ = ["record_path", "codebook_sha256", "write_encode_record", "read_encode_record"]
+__all__ = ["record_path", "codebook_sha256", "write_encode_record", "read_encode_record", "recorded_codebook"]
 
 _KEYS = ("vectors", "cache", "codebook", "codebook_sha256", "method", "pyramid", "split")
 
@@ -85,3 +85,17 @@ def read_encode_record(vectors) -> dict:
                                 f"{digest[:12]}..., recorded {str(record['codebook_sha256'])[:12]}...); re-run idtfv "
                                 "encode and train-svm")
     return {**record, "codebook_dir": str(cb)}
+
+
+def recorded_codebook(vectors) -> tuple[str, str] | None:
+    """``(codebook name, content SHA-256)`` as the encode record beside ``vectors`` states them, or None when there
+    is no readable record (vectors not made by ``idtfv encode``). Unlike :func:`read_encode_record` it does not
+    look at the codebook itself: it says which codebook the vectors were made with, wherever that codebook is now
+    (``idtfv train-svm`` stores it with its model; ``idtfv detect`` compares it with the codebook it encodes
+    with)."""
+    try:
+        record = json.loads(record_path(vectors).read_text(encoding="utf-8-sig"))
+        name, sha = record["codebook"], record["codebook_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (name, sha) if isinstance(name, str) and isinstance(sha, str) else None

@@ -223,6 +223,9 @@ def test_detect_finds_the_planted_intervals_of_the_untrimmed_set(tmp_path, capsy
     assert run("train-svm", "--manifest", trimmed, "--features", c / "fv.npz", "--out", c / "svm") == 0
     # the encode output names its codebook: a second, newer codebook of the same features must not be picked
     record = json.loads((c / "fv.json").read_text())
+    # and the SVM says which codebook made its training vectors (detect checks the one it encodes with)
+    model_meta = json.loads((c / "svm" / "model.json").read_text())
+    assert (model_meta["codebook"], model_meta["codebook_sha256"]) == (record["codebook"], record["codebook_sha256"])
     codebook = c / record["codebook"]
     assert record["cache"] == "." and codebook.is_dir() and record["pyramid"] == "1x1x1"
     assert run("encode", "--manifest", trimmed, "--features", c / "f.json", "--cache", c, "--out", c / "fv8.npz",
@@ -378,6 +381,41 @@ def test_detect_bad_inputs_are_one_error_line_naming_the_file(tiny_detect_inputs
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_detect_refuses_a_codebook_other_than_the_one_its_svm_was_trained_with(tiny_detect_inputs, capsys):
+    """An SVM trained on the vectors of one codebook scores windows encoded with another of the same size (another
+    seed, a refit) as readily as with its own: the dimensions agree and the scores mean nothing. train-svm stores
+    the content hash of its vectors' codebook in model.json, and detect refuses another codebook in one line."""
+    import shutil
+
+    from idtfv.cli import main
+    from idtfv.encoding import DescriptorPCA, DiagGMM, codebook_sha256
+    from idtfv.encoding.stage import save_codebooks
+
+    tmp_path, argv = tiny_detect_inputs
+    own = tmp_path / "codebook-000000000000"
+    rng = np.random.default_rng(5)  # another codebook with the same dimensions (hog, PCA 3, K=2)
+    X = rng.normal(size=(200, 6))
+    pca = DescriptorPCA(n_components=3).fit(X)
+    other = save_codebooks(tmp_path / "codebook-111111111111",
+                           {"hog": (pca, DiagGMM(n_components=2, max_iter=5).fit(pca.transform(X)))},
+                           {"method": "fisher", "k": 2, "channels": ["hog"]}, seed=1)
+    assert codebook_sha256(other) != codebook_sha256(own)
+    svm = tmp_path / "svm_of_own"
+    shutil.copytree(tmp_path / "svm", svm)
+    meta = json.loads((svm / "model.json").read_text())
+    meta.update(codebook=own.name, codebook_sha256=codebook_sha256(own))  # as train-svm writes it
+    (svm / "model.json").write_text(json.dumps(meta))
+    assert main(_set(_set(argv, "--svm", svm), "--out", tmp_path / "own")) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(_set(_set(_set(argv, "--svm", svm), "--codebook", other), "--out", tmp_path / "other")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert f"trained on vectors of codebook {own.name}" in err and str(other) in err, err
+    assert not (tmp_path / "other").exists()
+    # a model without the record (trained on vectors not made by idtfv encode) is checked by dimension only
+    assert main(_set(argv, "--codebook", other)) == 0
 
 
 def test_detect_reads_annotations_with_a_bom_or_spaced_header(tmp_path):
