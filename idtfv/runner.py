@@ -702,7 +702,8 @@ def read_stamp(path) -> dict:
     Raises
     ------
     FormatError
-        If the file is missing, not JSON, or lacks the stamp keys.
+        If the file is missing, not JSON, lacks the stamp keys, or lists done videos in a results directory that
+        no longer exists.
     """
     import json
 
@@ -728,4 +729,7 @@ def read_stamp(path) -> dict:
         raise FormatError(path, f"stage stamp key 'empty' should be a dict, got {repr(stamp['empty'])[:60]}; "
                                 "rerun the stage")
     stamp.setdefault("empty", {})  # stamps written before the key existed
+    if stamp["done"] and not stamp["dir"].is_dir():  # the results were deleted or moved, their stamp was not
+        raise FormatError(path, f"its results directory {stamp['dir']} is gone (deleted or moved); delete this "
+                                f"stamp and rerun the stage (make: add REFRESH=1)")
     return stamp

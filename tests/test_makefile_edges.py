@@ -1,0 +1,153 @@
+"""Promises at the edges of ``make features encode train-svm``: a bad variable or a missing prerequisite gives one
+``error:`` line that names it and the fix, a non-zero status, and nothing that a later ``make`` takes for done.
+
+The Makefile runs with a stand-in virtualenv whose ``idtfv`` is either a recorder (the command must not run) or the
+real command line (``python -m idtfv``), so that the line seen is the command's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import fake_venv
+
+from idtfv import cli
+from idtfv.errors import FormatError
+from idtfv.runner import read_stamp
+
+REPO = Path(__file__).resolve().parents[1]
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+RECORDER = """#!/usr/bin/env bash
+echo "$*" >> "$IDTFV_LOG"
+"""
+REAL = f"""#!/usr/bin/env bash
+exec {shlex.quote(sys.executable)} -m idtfv "$@"
+"""
+
+
+def _make(tmp_path, script, *args):
+    venv = fake_venv(tmp_path, script)
+    env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log")}
+    env.pop("MAKEFLAGS", None)
+    return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), f"VENV={venv}", *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are not make's own ``make: *** [...] Error N`` trailer."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("make: ***")]
+
+
+# ----------------------------------------------------------------------------------------------- variables
+def _declared() -> set[str]:
+    return set(re.findall(r"^([A-Z_]+) \?=", (REPO / "Makefile").read_text(), flags=re.M))
+
+
+@needs_make
+@pytest.mark.parametrize("variable, value", [("K", "64"), ("DATSET", "ucf101"), ("jobs", "4")])
+def test_a_variable_the_makefile_does_not_read_is_refused_in_one_line(tmp_path, variable, value):
+    """K=64 (for ENCODE_ARGS="--k 64") or a typo used to be ignored: the default pipeline ran without a word."""
+    proc = _make(tmp_path, RECORDER, "features", f"{variable}={value}", f"CACHE={tmp_path / 'cache'}")
+    assert proc.returncode != 0
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1 and "*** error: " in lines[0], proc.stderr
+    assert f"{variable}={value}" in lines[0] and "make help" in lines[0] and "_ARGS" in lines[0]
+    assert not (tmp_path / "calls.log").exists() and not (tmp_path / "cache").exists()
+
+
+@needs_make
+def test_every_declared_variable_is_accepted_and_read_and_help_lists_exactly_them(tmp_path):
+    declared = _declared()
+    assert {"DATASET", "ROOT", "SPLIT", "JOBS", "CACHE", "SEED", "PRESET", "ENCODE_ARGS", "SVM_ARGS"} <= declared
+    text = (REPO / "Makefile").read_text()
+    for name in declared:  # read somewhere besides its declaration
+        assert re.search(rf"\$\({name}\)|\$\(call \w+,\$\({name}\)\)", text), f"the Makefile never reads {name}"
+    proc = _make(tmp_path, RECORDER, "help", *[f"{name}=1" for name in sorted(declared)])
+    assert proc.returncode == 0, proc.stderr
+    variables = proc.stdout.split("\nvariables:\n", 1)[1].split("\n  now:", 1)[0]
+    listed = set()
+    for line in variables.splitlines():
+        first = line.split()[0] if line.split() else ""
+        if first == "*_ARGS":  # one line for the extra-options variables, named after it
+            listed |= set(re.findall(r"\b[A-Z]+_ARGS\b", line))
+        elif re.fullmatch(r"[A-Z_]+", first) and line.startswith("  ") and not line.startswith("   "):
+            listed.add(first)
+    assert listed == declared, f"help lists {sorted(listed - declared)} extra, {sorted(declared - listed)} missing"
+    assert not (tmp_path / "calls.log").exists()
+
+
+# ----------------------------------------------------------------------------------------------- CACHE
+@needs_make
+def test_a_cache_that_is_a_file_is_the_commands_one_error_line(tmp_path):
+    """mkdir in the recipe used to fail first with its own message (``mkdir: cannot create directory ...``)."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a directory\n")
+    proc = _make(tmp_path, REAL, "features", f"CACHE={blocker}", "DATASET=folder", f"ROOT={tmp_path / 'none'}")
+    assert proc.returncode != 0
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: --out "), proc.stderr
+    assert f"{blocker} is a file, not a directory" in lines[0] and "CACHE" in lines[0]
+    assert blocker.read_text() == "not a directory\n"
+
+
+def test_dataset_out_under_a_file_is_one_line_before_the_dataset_is_read(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    status = cli.main(["dataset", "--kind", "folder", "--root", str(tmp_path / "missing"),
+                       "--out", str(blocker / "sub" / "manifest.csv")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{blocker} is a file, not a directory" in err  # not the missing root: nothing was read
+
+
+def test_dataset_kind_without_root_names_make_variable(tmp_path, capsys):
+    assert cli.main(["dataset", "--kind", "ucf101", "--out", str(tmp_path / "m.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --kind ucf101 needs --root") and "DATASET=ucf101 ROOT=" in err
+    assert not list(tmp_path.iterdir())  # nothing created for a refused run
+
+
+# ----------------------------------------------------------------------------------------------- *_ARGS
+@pytest.mark.parametrize("argv, prog", [
+    (["dataset", "--out", "m.csv", "--bogus"], "idtfv dataset"),
+    (["--bogus"], "idtfv"),
+])
+def test_an_unknown_option_is_named_with_the_subcommand_it_was_given_to(tmp_path, capsys, argv, prog):
+    """FEATURES_ARGS="--bogus" used to say "idtfv: unrecognized arguments" and point at ``idtfv --help``."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {prog}: unrecognized arguments: --bogus (see {prog} --help)\n"
+
+
+# ----------------------------------------------------------------------------------------------- stale stamps
+def _stamp(tmp_path, done):
+    results = tmp_path / "features-0123"
+    results.mkdir()
+    stamp = tmp_path / "features-ab.json"
+    stamp.write_text(json.dumps({"stage": "features", "dir": str(results), "params": {}, "done": done,
+                                 "failed": {}, "empty": {}}))
+    return stamp, results
+
+
+def test_a_stamp_whose_results_directory_was_deleted_says_so_and_how_to_rerun(tmp_path):
+    """The stamp used to read fine and encode stopped with "split 1 has no training video with features"."""
+    stamp, results = _stamp(tmp_path, ["a", "b"])
+    assert read_stamp(stamp)["dir"] == results
+    shutil.rmtree(results)
+    with pytest.raises(FormatError, match=r"results directory .*features-0123 is gone.*REFRESH=1"):
+        read_stamp(stamp)
+
+
+def test_a_stamp_with_no_done_video_needs_no_results_directory(tmp_path):
+    stamp, results = _stamp(tmp_path, [])
+    shutil.rmtree(results)
+    assert read_stamp(stamp)["done"] == []
