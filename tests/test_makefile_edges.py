@@ -14,14 +14,16 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import fake_venv
 
 from idtfv import cli
-from idtfv.errors import FormatError
-from idtfv.runner import read_stamp
+from idtfv.errors import FormatError, IdtfvError
+from idtfv.runner import read_stamp, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
@@ -151,3 +153,24 @@ def test_a_stamp_with_no_done_video_needs_no_results_directory(tmp_path):
     stamp, results = _stamp(tmp_path, [])
     shutil.rmtree(results)
     assert read_stamp(stamp)["done"] == []
+
+
+# ----------------------------------------------------------------------------------------------- unwritable cache
+@dataclass(frozen=True)
+class _Item:
+    video_id: str
+
+
+def _ones(entry, params):
+    return {"x": np.ones(3)}
+
+
+def test_a_cache_the_runner_cannot_create_its_stage_directory_in_is_one_error_naming_it(tmp_path):
+    """It used to be the OS's bare ``[Errno 20] Not a directory: '...'`` (or ``[Errno 30] Read-only file system``)."""
+    blocker = tmp_path / "cache"
+    blocker.write_text("")
+    with pytest.raises(IdtfvError, match=r"cannot create the 'toy' stage directory .*Not a directory.*--cache") as info:
+        run_stage("toy", _ones, [_Item("a")], params={}, cache_root=blocker / "data")
+    assert not isinstance(info.value, OSError) and str(blocker) in str(info.value)
+    result = run_stage("toy", _ones, [_Item("a")], params={}, cache_root=tmp_path / "fixed")  # the fix runs
+    assert result.done == ["a"] and np.array_equal(np.load(result.path("a"))["x"], np.ones(3))
