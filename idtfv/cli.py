@@ -335,10 +335,10 @@ def _dataset(args) -> int:
         if args.root is None:
             raise ParameterError(f"--kind {args.kind} needs --root (the dataset directory or CSV file; make: "
                                  f"DATASET={args.kind} ROOT=PATH)")
-        _output_directory(out)  # before the probe pass: an --out under a file says so at once
         from idtfv.data import build_manifest
 
         manifest = build_manifest(args.kind, args.root, split_file=args.split_file, random_state=args.seed)
+        _output_directory(out)  # before the probe pass (minutes on a big dataset): an --out under a file says so
         # an existing manifest keeps the probe columns it has; every other kind is probed in full
         manifest = probe_manifest(manifest, jobs=args.jobs, only_missing=args.kind == "csv")
         write_manifest(manifest, out)

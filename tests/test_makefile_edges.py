@@ -93,7 +93,7 @@ def test_a_cache_that_is_a_file_is_the_commands_one_error_line(tmp_path):
     """mkdir in the recipe used to fail first with its own message (``mkdir: cannot create directory ...``)."""
     blocker = tmp_path / "cache"
     blocker.write_text("not a directory\n")
-    proc = _make(tmp_path, REAL, "features", f"CACHE={blocker}", "DATASET=folder", f"ROOT={tmp_path / 'none'}")
+    proc = _make(tmp_path, REAL, "features", f"CACHE={blocker}", "DATASET=folder", f"ROOT={_tree(tmp_path)}")
     assert proc.returncode != 0
     lines = _error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: --out "), proc.stderr
@@ -101,14 +101,23 @@ def test_a_cache_that_is_a_file_is_the_commands_one_error_line(tmp_path):
     assert blocker.read_text() == "not a directory\n"
 
 
-def test_dataset_out_under_a_file_is_one_line_before_the_dataset_is_read(tmp_path, capsys):
+def _tree(tmp_path) -> Path:
+    """A folder dataset of 2 classes x 2 empty "videos": listed by name, never decoded before the probe."""
+    root = tmp_path / "videos"
+    for name in ("walk/a.avi", "walk/b.avi", "run/c.avi", "run/d.avi"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    return root
+
+
+def test_dataset_out_under_a_file_is_one_line_before_the_videos_are_probed(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    status = cli.main(["dataset", "--kind", "folder", "--root", str(tmp_path / "missing"),
+    status = cli.main(["dataset", "--kind", "folder", "--root", str(_tree(tmp_path)),
                        "--out", str(blocker / "sub" / "manifest.csv")])
     err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1, err
-    assert f"{blocker} is a file, not a directory" in err  # not the missing root: nothing was read
+    assert status == 2 and err.count("\n") == 1, err  # no probe warning about the empty files: none was probed
+    assert err.startswith("error: --out ") and f"{blocker} is a file, not a directory" in err
 
 
 def test_dataset_kind_without_root_names_make_variable(tmp_path, capsys):
