@@ -72,9 +72,11 @@ hash = $(shell printf '%s' '$(subst ','\'',$(strip $(1)))' | cksum | awk '{print
 # $(call quote,TEXT) = TEXT as one shell word (single-quoted): ROOT=/data/My Videos stays one path.
 quote = '$(subst ','\'',$(1))'
 # A variable given on the command line that this Makefile does not read (a typo, or K=64 for ENCODE_ARGS="--k 64")
-# would be ignored without a word: refuse it in one line. The variables are those declared above with ?=.
+# would be ignored without a word: refuse it in one line. The variables are those declared above with ?=. Only the
+# make the user typed checks (MAKELEVEL 0): another Makefile running this one passes its own variables down too.
 DECLARED := $(shell sed -n 's/^\([A-Z_]*\) ?=.*/\1/p' '$(lastword $(MAKEFILE_LIST))')
-UNKNOWN := $(filter-out $(DECLARED),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+UNKNOWN := $(if $(filter 0,$(MAKELEVEL)),$(filter-out $(DECLARED),$(foreach v,$(.VARIABLES),$(if $(filter \
+  command line,$(origin $(v))),$(v)))))
 ifneq ($(UNKNOWN),)
 $(error error: $(firstword $(UNKNOWN))=$($(firstword $(UNKNOWN))): this Makefile reads no variable $(firstword \
   $(UNKNOWN)) (make help lists them); a stage's own options go in its *_ARGS, e.g. ENCODE_ARGS="--k 64")

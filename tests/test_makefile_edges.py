@@ -36,10 +36,12 @@ exec {shlex.quote(sys.executable)} -m idtfv "$@"
 """
 
 
-def _make(tmp_path, script, *args):
+def _make(tmp_path, script, *args, **environ):
     venv = fake_venv(tmp_path, script)
-    env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log")}
+    env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log"), **environ}
     env.pop("MAKEFLAGS", None)
+    if "MAKELEVEL" not in environ:  # under `make test` the suite runs at MAKELEVEL 1: these makes are typed ones
+        env.pop("MAKELEVEL", None)
     return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), f"VENV={venv}", *args],
                           capture_output=True, text=True, env=env, timeout=60)
 
@@ -64,6 +66,14 @@ def test_a_variable_the_makefile_does_not_read_is_refused_in_one_line(tmp_path, 
     assert len(lines) == 1 and "*** error: " in lines[0], proc.stderr
     assert f"{variable}={value}" in lines[0] and "make help" in lines[0] and "_ARGS" in lines[0]
     assert not (tmp_path / "calls.log").exists() and not (tmp_path / "cache").exists()
+
+
+@needs_make
+def test_a_makefile_running_this_one_may_pass_its_own_variables_down(tmp_path):
+    """An outer ``make all X=1`` whose recipe runs ``$(MAKE) -C idtfv features`` hands X down on the command line."""
+    proc = _make(tmp_path, RECORDER, "features", "X=1", f"CACHE={tmp_path / 'cache'}", MAKELEVEL="1")
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[0] for line in (tmp_path / "calls.log").read_text().splitlines()] == ["dataset", "features"]
 
 
 @needs_make
