@@ -355,8 +355,31 @@ def _dataset(args) -> int:
             print(f"warning: {n} video{'s' if n != 1 else ''} decode{'s' if n == 1 else ''} a different number of "
                   f"frames than their header declares (first: {first}); only the decodable frames are used",
                   file=sys.stderr)
+    line = _untrained_classes(manifest)
+    if line:
+        print(line, file=sys.stderr)
     print(f"dataset: {len(manifest.rows)} videos, {len(manifest.class_names)} classes -> {out}")
     return 0
+
+
+def _untrained_classes(manifest) -> str | None:
+    """One ``warning:`` line when a split has no training video of some class of the manifest (a seeded split of
+    a small folder tree can put a whole class in test: train-svm would stop on it after features and encode)."""
+    labelled = sorted({e.label for e in manifest.rows if e.label >= 0})
+    affected = {}
+    for n in range(1, manifest.n_splits + 1):
+        trained = {e.label for e in manifest.split(n, "train")}
+        missing = [label for label in labelled if label not in trained]
+        if missing:
+            affected[n] = missing
+    if not affected:
+        return None
+    n, missing = next(iter(affected.items()))
+    names = ", ".join(repr(manifest.class_names[label]) for label in missing[:3]) + (" ..." if len(missing) > 3 else "")
+    others = f" (and {len(affected) - 1} more split{'s' if len(affected) > 2 else ''})" if len(affected) > 1 else ""
+    return (f"warning: split {n}{others} has no training video of {len(missing)} of {len(labelled)} classes "
+            f"({names}); train-svm cannot learn {'it' if len(missing) == 1 else 'them'}: give a split file (--split-file; make: SPLIT_FILE=FILE) or "
+            f"more videos (groups) per class")
 
 
 # ----------------------------------------------------------------------------------------------- dispatcher

@@ -137,6 +137,28 @@ def test_dataset_kind_without_root_names_make_variable(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing created for a refused run
 
 
+@pytest.mark.parametrize("parts, warned", [
+    ({"walk/a.avi": "train", "walk/b.avi": "test", "run/c.avi": "test", "run/d.avi": "test"}, ["run"]),
+    ({"walk/a.avi": "train", "walk/b.avi": "test", "run/c.avi": "train", "run/d.avi": "test"}, []),
+])
+def test_a_split_without_training_videos_of_a_class_is_one_warning_at_the_dataset_step(tmp_path, capsys, parts,
+                                                                                        warned):
+    """A small folder tree's seeded split can put a whole class in test; train-svm said so only after features and
+    encode had run."""
+    split_file = tmp_path / "split.txt"
+    split_file.write_text("".join(f"{rel} {part}\n" for rel, part in parts.items()))
+    out = tmp_path / "out" / "manifest.csv"
+    assert cli.main(["dataset", "--kind", "folder", "--root", str(_tree(tmp_path)), "--split-file", str(split_file),
+                     "--out", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "training video" in line]
+    if warned:
+        assert len(lines) == 1 and lines[0].startswith("warning: split 1 has no training video of 1 of 2 classes")
+        assert "('run')" in lines[0] and "SPLIT_FILE" in lines[0]
+    else:
+        assert lines == []
+    assert out.is_file()  # a warning: the manifest is written
+
+
 # ----------------------------------------------------------------------------------------------- *_ARGS
 @pytest.mark.parametrize("argv, prog", [
     (["dataset", "--out", "m.csv", "--bogus"], "idtfv dataset"),
