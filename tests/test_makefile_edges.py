@@ -22,7 +22,7 @@ import pytest
 from conftest import fake_venv
 
 from idtfv import cli
-from idtfv.errors import FormatError, IdtfvError
+from idtfv.errors import FormatError, IdtfvError, ParameterError
 from idtfv.runner import read_stamp, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,6 +135,26 @@ def test_dataset_kind_without_root_names_make_variable(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --kind ucf101 needs --root") and "DATASET=ucf101 ROOT=" in err
     assert not list(tmp_path.iterdir())  # nothing created for a refused run
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3"])
+def test_dataset_jobs_zero_or_below_minus_one_is_one_line_before_anything_is_written(tmp_path, capsys, jobs):
+    """make JOBS=0 DATASET=folder used to end in joblib's traceback (n_jobs == 0 in Parallel has no meaning)."""
+    out = tmp_path / "out" / "manifest.csv"
+    assert cli.main(["dataset", "--kind", "folder", "--root", str(_tree(tmp_path)), "--jobs", jobs,
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --jobs must be a positive integer or -1 (all cores), got {jobs}\n"
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("jobs", [0, -2, 1.5, True])
+def test_probe_manifest_refuses_a_bad_jobs_whatever_the_number_of_videos(tmp_path, jobs):
+    from idtfv.data.manifest import Manifest, VideoEntry, probe_manifest
+
+    one = Manifest([VideoEntry("a", Path("a.avi"), 0, "walk", "", {1: "train"})], tmp_path, class_names=["walk"])
+    with pytest.raises(ParameterError, match=r"jobs must be a positive integer or -1"):
+        probe_manifest(one, jobs=jobs)  # one video used to skip the pool and hide the bad value
 
 
 @pytest.mark.parametrize("parts, warned", [
