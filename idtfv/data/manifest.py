@@ -380,11 +380,6 @@ def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = Fa
     manifest : Manifest
     jobs : int
         Worker processes (joblib), -1 = all cores; 1 probes in this process.
-
-    Raises
-    ------
-    ParameterError
-        If ``jobs`` is not a positive integer or -1.
     only_missing : bool
         Probe only rows whose ``frames`` is still empty.
 
@@ -392,6 +387,11 @@ def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = Fa
     -------
     Manifest
         A new manifest with the probe columns filled.
+
+    Raises
+    ------
+    ParameterError
+        If ``jobs`` is not a positive integer or -1.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:  # joblib's traceback before
         raise ParameterError(f"jobs must be a positive integer or -1 (all cores), got {jobs!r}")
