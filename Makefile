@@ -71,6 +71,16 @@ IDTFV := $(VENV)/bin/idtfv
 hash = $(shell printf '%s' '$(subst ','\'',$(strip $(1)))' | cksum | awk '{printf "%08x", $$1}')
 # $(call quote,TEXT) = TEXT as one shell word (single-quoted): ROOT=/data/My Videos stays one path.
 quote = '$(subst ','\'',$(1))'
+# A variable given on the command line that this Makefile does not read (a typo, or K=64 for ENCODE_ARGS="--k 64")
+# would be ignored without a word: refuse it in one line. The variables are those declared above with ?=. Only the
+# make the user typed checks (MAKELEVEL 0): another Makefile running this one passes its own variables down too.
+DECLARED := $(shell sed -n 's/^\([A-Z_]*\) ?=.*/\1/p' '$(lastword $(MAKEFILE_LIST))')
+UNKNOWN := $(if $(filter 0,$(MAKELEVEL)),$(filter-out $(DECLARED),$(foreach v,$(.VARIABLES),$(if $(filter \
+  command line,$(origin $(v))),$(v)))))
+ifneq ($(UNKNOWN),)
+$(error error: $(firstword $(UNKNOWN))=$($(firstword $(UNKNOWN))): this Makefile reads no variable $(firstword \
+  $(UNKNOWN)) (make help lists them); a stage's own options go in its *_ARGS, e.g. ENCODE_ARGS="--k 64")
+endif
 # make cannot name files on a path with spaces (targets are space-separated): say so instead of failing oddly.
 ifneq ($(words $(CACHE)),1)
 $(error error: CACHE="$(CACHE)": make cannot use a cache directory whose path has spaces; pick another CACHE (ROOT and SPLIT_FILE may have spaces))
@@ -188,7 +198,6 @@ detect: $(DETECT_REPORT) ## temporal detection on the untrimmed synthetic set (T
 	@$(VENV)/bin/python -c "$$DETECT_SUMMARY" $(DETECT_REPORT)
 
 $(MANIFEST): | $(INSTALLED)
-	mkdir -p $(@D)
 	$(IDTFV) dataset --kind $(DATASET)$(if $(ROOT), --root $(call quote,$(ROOT)))$(if $(SPLIT_FILE), --split-file \
 	  $(call quote,$(SPLIT_FILE))) \
 	  --seed $(SEED) --jobs $(JOBS) --out $@

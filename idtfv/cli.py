@@ -29,10 +29,10 @@ from pathlib import Path
 from idtfv.allocator import tune_heap
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 
-__all__ = ["main", "build_parser", "command_table", "OneLineParser", "add_runner_options", "report_failures",
-           "run_command", "one_line_warnings", "quick_exit", "sequential_opencv", "sigterm_as_interrupt",
-           "interrupt_once", "Terminated", "interrupt_status", "closed_stdout", "ENTRY_POINT_GROUP",
-           "EXIT_FAILED_VIDEOS", "EXIT_CLOSED_STDOUT"]
+__all__ = ["main", "build_parser", "command_table", "OneLineParser", "SubcommandParser", "add_runner_options",
+           "report_failures", "run_command", "one_line_warnings", "quick_exit", "sequential_opencv",
+           "sigterm_as_interrupt", "interrupt_once", "Terminated", "interrupt_status", "closed_stdout",
+           "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS", "EXIT_CLOSED_STDOUT"]
 
 #: Entry-point group through which stage packages add ``idtfv`` subcommands.
 ENTRY_POINT_GROUP = "idtfv.commands"
@@ -47,6 +47,17 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class SubcommandParser(OneLineParser):
+    """The parser of one ``idtfv`` subcommand: an option it does not know is its error, naming it and its --help
+    (``idtfv features: unrecognized arguments: ...``), not the dispatcher's (``idtfv: ...``)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return namespace, extra
 
 
 def error_line(exc: BaseException) -> str:
@@ -283,6 +294,18 @@ def _data_warnings():
         logger.propagate = propagate
 
 
+def _output_directory(out: Path) -> None:
+    """Create the directory of the output file ``out``, or raise a :class:`ParameterError` naming the part of its
+    path that is a file (or the OS's reason) and how to fix it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a directory" if blocker else (exc.strerror or str(exc))
+        raise ParameterError(f"--out {out}: cannot create its directory {out.parent}: {why}; give an --out in a "
+                             f"writable directory (make: another CACHE)") from None
+
+
 def _cmd_dataset(args) -> int:
     with _data_warnings():
         return _dataset(args)
@@ -294,6 +317,8 @@ def _dataset(args) -> int:
     out = args.out
     if args.seed < 0:  # NumPy's generators take non-negative seeds only (a ValueError traceback before)
         raise ParameterError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.jobs == 0 or args.jobs < -1:  # before the dataset is generated or read (joblib's traceback before)
+        raise ParameterError(f"--jobs must be a positive integer or -1 (all cores), got {args.jobs}")
     if args.kind == "default":
         given = [name for name, value in (("--root", args.root), ("--split-file", args.split_file)) if value is not None]
         if given:  # e.g. `make features ROOT=...` without DATASET=: not the synthetic set the user would get
@@ -303,20 +328,21 @@ def _dataset(args) -> int:
                 f"hmdb51 or csv (make: DATASET=folder ROOT=...)")
         from idtfv.data.synthetic import generate_dataset
 
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _output_directory(out)
         written = Path(generate_dataset(out.parent.resolve(), random_state=args.seed))
         if written.resolve() != out.resolve():
             write_manifest(read_manifest(written), out)
         manifest = read_manifest(out)
     else:
         if args.root is None:
-            raise ParameterError(f"--kind {args.kind} needs --root (the dataset directory or CSV file)")
+            raise ParameterError(f"--kind {args.kind} needs --root (the dataset directory or CSV file; make: "
+                                 f"DATASET={args.kind} ROOT=PATH)")
         from idtfv.data import build_manifest
 
         manifest = build_manifest(args.kind, args.root, split_file=args.split_file, random_state=args.seed)
+        _output_directory(out)  # before the probe pass (minutes on a big dataset): an --out under a file says so
         # an existing manifest keeps the probe columns it has; every other kind is probed in full
         manifest = probe_manifest(manifest, jobs=args.jobs, only_missing=args.kind == "csv")
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_manifest(manifest, out)
         errors = getattr(manifest, "probe_errors", {}) or {}
         if errors:
@@ -331,8 +357,31 @@ def _dataset(args) -> int:
             print(f"warning: {n} video{'s' if n != 1 else ''} decode{'s' if n == 1 else ''} a different number of "
                   f"frames than their header declares (first: {first}); only the decodable frames are used",
                   file=sys.stderr)
+    line = _untrained_classes(manifest)
+    if line:
+        print(line, file=sys.stderr)
     print(f"dataset: {len(manifest.rows)} videos, {len(manifest.class_names)} classes -> {out}")
     return 0
+
+
+def _untrained_classes(manifest) -> str | None:
+    """One ``warning:`` line when a split has no training video of some class of the manifest (a seeded split of
+    a small folder tree can put a whole class in test: train-svm would stop on it after features and encode)."""
+    labelled = sorted({e.label for e in manifest.rows if e.label >= 0})
+    affected = {}
+    for n in range(1, manifest.n_splits + 1):
+        trained = {e.label for e in manifest.split(n, "train")}
+        missing = [label for label in labelled if label not in trained]
+        if missing:
+            affected[n] = missing
+    if not affected:
+        return None
+    n, missing = next(iter(affected.items()))
+    names = ", ".join(repr(manifest.class_names[label]) for label in missing[:3]) + (" ..." if len(missing) > 3 else "")
+    others = f" (and {len(affected) - 1} more split{'s' if len(affected) > 2 else ''})" if len(affected) > 1 else ""
+    return (f"warning: split {n}{others} has no training video of {len(missing)} of {len(labelled)} classes "
+            f"({names}); train-svm cannot learn {'it' if len(missing) == 1 else 'them'}: give a split file (--split-file; make: SPLIT_FILE=FILE) or "
+            f"more videos (groups) per class")
 
 
 # ----------------------------------------------------------------------------------------------- dispatcher
@@ -369,7 +418,7 @@ def build_parser(*, commands: Mapping[str, Callable] | None = None,
                     "dataset manifest. Each subcommand is one resumable pipeline stage.",
         epilog="Bad input exits with status 2; a stage with failed videos exits with status 1.")
     parser.add_argument("--version", action="version", version=f"idtfv {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
     names = [only] if only in table else list(table)
     for name in names:
         table[name](subparsers)

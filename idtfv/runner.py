@@ -500,6 +500,21 @@ def _iter_dask(func, entries, params, out_dir, force, level, fingerprint, schedu
             client.close()
 
 
+def _stage_dir(cache_root: Path, stage: str, params: Mapping) -> Path:
+    """:func:`~idtfv.cache.stage_dir`, whose failure to create the directory (a read-only or unwritable cache, a
+    file in the way) is one :class:`IdtfvError` naming the cache and the fix."""
+    import errno
+
+    try:
+        return stage_dir(cache_root, stage, params)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+            raise
+        raise IdtfvError(f"{cache_root}: cannot create the {stage!r} stage directory {exc.filename or ''} there "
+                         f"({exc.strerror or exc}); the cache must be a writable directory: give another --cache "
+                         f"(make: CACHE=DIR)") from None
+
+
 def run_stage(
     stage: str,
     func: Callable,
@@ -589,7 +604,7 @@ def run_stage(
         raise ParameterError(f"fingerprint must be None or a module-level function (entry, params) -> str or None, "
                              f"got {fingerprint!r}")
     # absolute, so that workers with another working directory (Dask) write to the same place
-    out = stage_dir(Path(cache_root).absolute(), stage, params)
+    out = _stage_dir(Path(cache_root).absolute(), stage, params)
     with exclusive_lock(out / LOCK_NAME, what=f"{stage!r} run"):
         # before anything is written: ids differing only in case name one file on a case-insensitive file system
         check_case_twins([entry.video_id for entry in entries], out,
@@ -702,7 +717,8 @@ def read_stamp(path) -> dict:
     Raises
     ------
     FormatError
-        If the file is missing, not JSON, or lacks the stamp keys.
+        If the file is missing, not JSON, lacks the stamp keys, or lists done videos in a results directory that
+        no longer exists.
     """
     import json
 
@@ -728,4 +744,7 @@ def read_stamp(path) -> dict:
         raise FormatError(path, f"stage stamp key 'empty' should be a dict, got {repr(stamp['empty'])[:60]}; "
                                 "rerun the stage")
     stamp.setdefault("empty", {})  # stamps written before the key existed
+    if stamp["done"] and not stamp["dir"].is_dir():  # the results were deleted or moved, their stamp was not
+        raise FormatError(path, f"its results directory {stamp['dir']} is gone (deleted or moved); delete this "
+                                f"stamp and rerun the stage (make: add REFRESH=1)")
     return stamp

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idtfv.atomic import atomic_write_text
-from idtfv.errors import IdtfvError, ManifestError
+from idtfv.errors import IdtfvError, ManifestError, ParameterError
 
 __all__ = [
     "VideoEntry",
@@ -379,7 +379,7 @@ def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = Fa
     ----------
     manifest : Manifest
     jobs : int
-        Worker processes (joblib); 1 probes in this process.
+        Worker processes (joblib), -1 = all cores; 1 probes in this process.
     only_missing : bool
         Probe only rows whose ``frames`` is still empty.
 
@@ -387,7 +387,14 @@ def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = Fa
     -------
     Manifest
         A new manifest with the probe columns filled.
+
+    Raises
+    ------
+    ParameterError
+        If ``jobs`` is not a positive integer or -1.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:  # joblib's traceback before
+        raise ParameterError(f"jobs must be a positive integer or -1 (all cores), got {jobs!r}")
     todo = [i for i, e in enumerate(manifest.rows) if not (only_missing and e.probed)]
     paths = [str(manifest.path_of(manifest.rows[i])) for i in todo]
     if jobs == 1 or len(paths) <= 1:
