@@ -85,6 +85,29 @@ endif
 ifneq ($(words $(CACHE)),1)
 $(error error: CACHE="$(CACHE)": make cannot use a cache directory whose path has spaces; pick another CACHE (ROOT and SPLIT_FILE may have spaces))
 endif
+# Each *_ARGS adds a command's own options after those this Makefile passes; repeating one of those (the last value
+# wins) would make an output whose name (keyed by SPLIT, SEED, ...) describes other options than its content, e.g.
+# split-2 vectors in fisher_split1-*.npz: refuse it in one line, naming the variable to set instead.
+OWN_FEATURES_ARGS := --manifest --cache --out --jobs --scheduler --preset --seed
+OWN_ENCODE_ARGS := --manifest --features --split --cache --out --jobs --scheduler --seed
+OWN_SVM_ARGS := --manifest --features --split --out --jobs --seed
+OWN_CV_ARGS := --manifest --features --cache --out --jobs --scheduler --seed
+OWN_FLOW_ARGS := --manifest --out --jobs --scheduler
+OWN_DEEP_ARGS := --manifest --model --modality --split --out --seed --rawframes
+OWN_DETECT_ARGS := --manifest --features --vectors --svm --annotations --out
+OWN_VAR--split := SPLIT
+OWN_VAR--seed := SEED
+OWN_VAR--preset := PRESET
+OWN_VAR--jobs := JOBS
+OWN_VAR--scheduler := SCHEDULER
+OWN_VAR--model := MODEL
+OWN_VAR--modality := MODALITY
+# $(call own_option,VAR) = the first option of $(VAR) that make passes to that command itself (--split or --split=2)
+own_option = $(firstword $(foreach o,$(OWN_$(1)),$(filter $(o) $(o)=%,$($(1)))))
+$(foreach v,FEATURES_ARGS ENCODE_ARGS SVM_ARGS CV_ARGS FLOW_ARGS DEEP_ARGS DETECT_ARGS,$(if $(call own_option,$(v)),\
+  $(eval OWN_BAD := $(firstword $(subst =, ,$(call own_option,$(v)))))$(error error: $(v)="$($(v))": make passes \
+  $(OWN_BAD) to that command itself$(if $(OWN_VAR$(OWN_BAD)), (from $(OWN_VAR$(OWN_BAD))); leave it out of $(v) \
+  and set $(OWN_VAR$(OWN_BAD))=... instead, (its place in the cache); leave it out of $(v)))))
 # STREAMING=1 (or yes/true) switches features + encode to the streaming mode, with its own stamp and outputs.
 STREAM := $(if $(filter 1 yes true,$(STREAMING)),_streaming)
 FEATURES_MODE := $(if $(STREAM), --store sample --split $(SPLIT))

@@ -235,3 +235,26 @@ def test_a_cache_the_runner_cannot_create_its_stage_directory_in_is_one_error_na
     assert not isinstance(info.value, OSError) and str(blocker) in str(info.value)
     result = run_stage("toy", _ones, [_Item("a")], params={}, cache_root=tmp_path / "fixed")  # the fix runs
     assert result.done == ["a"] and np.array_equal(np.load(result.path("a"))["x"], np.ones(3))
+
+
+@needs_make
+@pytest.mark.parametrize("variable, value, option, instead", [
+    ("ENCODE_ARGS", "--split 2", "--split", "set SPLIT=... instead"),
+    ("SVM_ARGS", "--C 10 --seed=3", "--seed", "set SEED=... instead"),
+    ("FEATURES_ARGS", "--out x.json", "--out", "(its place in the cache)"),
+    ("DEEP_ARGS", "--model i3d", "--model", "set MODEL=... instead"),
+])
+def test_an_option_make_passes_itself_is_refused_in_its_args_variable(tmp_path, variable, value, option, instead):
+    """ENCODE_ARGS="--split 2" overrode the Makefile's own --split 1 (argparse keeps the last value): split-2 vectors
+    were written as fisher_split1-*.npz. An option the Makefile passes to that command itself is refused in one
+    line naming the variable to set; the stage's own options (--k 64, --C 10, cv's --splits) pass."""
+    proc = _make(tmp_path, RECORDER, "features", f"{variable}={value}", f"CACHE={tmp_path / 'cache'}")
+    assert proc.returncode != 0
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1 and "*** error: " in lines[0], proc.stderr
+    assert f'{variable}="{value}"' in lines[0] and f"make passes {option} " in lines[0] and instead in lines[0]
+    assert not (tmp_path / "calls.log").exists() and not (tmp_path / "cache").exists()
+    (tmp_path / "ok").mkdir()
+    ok = _make(tmp_path / "ok", RECORDER, "features", 'ENCODE_ARGS=--k 64', 'SVM_ARGS=--C 10', 'CV_ARGS=--splits 1,2',
+               'DETECT_ARGS=--seed 1', f"CACHE={tmp_path / 'ok' / 'cache'}")
+    assert ok.returncode == 0, ok.stderr
