@@ -31,8 +31,8 @@ FARNEBACK_WINDOWS = ("box", "gaussian")
 #: with the frame's area (about 1 KB per pixel: pyramid, flows, integral histograms and the live tracks' descriptor
 #: sums), so 640 px bounds a worker to about 0.5 GB for landscape input of any size (a 4000x3000 frame at full size
 #: took 8.9 GB); the height is not bounded: a portrait 720x1280 video is extracted at 640x1138, 3.2 times the pixels
-#: (memory and time) of the same clip as 1280x720 (640x360). UCF101, HMDB51, KTH and the reference clips (at most 640 px wide) are
-#: processed at their own size.
+#: (memory and time) of the same clip as 1280x720 (640x360). UCF101, HMDB51, KTH and the reference clips (at most
+#: 640 px wide) are processed at their own size.
 WORKING_WIDTH = 640
 
 

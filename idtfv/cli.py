@@ -380,8 +380,8 @@ def _untrained_classes(manifest) -> str | None:
     names = ", ".join(repr(manifest.class_names[label]) for label in missing[:3]) + (" ..." if len(missing) > 3 else "")
     others = f" (and {len(affected) - 1} more split{'s' if len(affected) > 2 else ''})" if len(affected) > 1 else ""
     return (f"warning: split {n}{others} has no training video of {len(missing)} of {len(labelled)} classes "
-            f"({names}); train-svm cannot learn {'it' if len(missing) == 1 else 'them'}: give a split file (--split-file; make: SPLIT_FILE=FILE) or "
-            f"more videos (groups) per class")
+            f"({names}); train-svm cannot learn {'it' if len(missing) == 1 else 'them'}: give a split file "
+            "(--split-file; make: SPLIT_FILE=FILE) or more videos (groups) per class")
 
 
 # ----------------------------------------------------------------------------------------------- dispatcher
