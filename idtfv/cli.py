@@ -28,6 +28,7 @@ from pathlib import Path
 
 from idtfv.allocator import tune_heap
 from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
+from idtfv.options import check_jobs
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "SubcommandParser", "add_runner_options",
            "report_failures", "run_command", "one_line_warnings", "quick_exit", "sequential_opencv",
@@ -317,8 +318,7 @@ def _dataset(args) -> int:
     out = args.out
     if args.seed < 0:  # NumPy's generators take non-negative seeds only (a ValueError traceback before)
         raise ParameterError(f"--seed must be a non-negative integer, got {args.seed}")
-    if args.jobs == 0 or args.jobs < -1:  # before the dataset is generated or read (joblib's traceback before)
-        raise ParameterError(f"--jobs must be a positive integer or -1 (all cores), got {args.jobs}")
+    check_jobs(args.jobs, name="--jobs")  # before the dataset is generated or read (joblib's traceback before)
     if args.kind == "default":
         given = [name for name, value in (("--root", args.root), ("--split-file", args.split_file)) if value is not None]
         if given:  # e.g. `make features ROOT=...` without DATASET=: not the synthetic set the user would get

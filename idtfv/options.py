@@ -25,7 +25,8 @@ from typing import Any
 
 from idtfv.errors import ParameterError
 
-__all__ = ["option", "option_flag", "field_error", "add_params_options", "params_from_args", "choices_of"]
+__all__ = ["option", "option_flag", "field_error", "add_params_options", "params_from_args", "choices_of",
+           "check_jobs"]
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
@@ -58,6 +59,14 @@ def option(default: Any, help: str, *, flag: str | None = None, metavar: str | N
     meta = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "advanced": advanced,
             "type": type, "none": none}
     return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def check_jobs(jobs, *, name: str = "jobs") -> int:
+    """``jobs`` (worker processes: a positive integer, or -1 for every core), or a :class:`ParameterError` naming
+    ``name`` (``"--jobs"`` from a command line). The one rule of the runner, the dataset probe and ``idtfv dataset``."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:
+        raise ParameterError(f"{name} must be a positive integer or -1 (all cores), got {jobs!r}")
+    return jobs
 
 
 def option_flag(field: dataclasses.Field) -> str:

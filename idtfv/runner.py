@@ -74,6 +74,7 @@ from idtfv.cache import (atomic_savez, atomic_write_text, check_case_twins, file
                          remove_stale_temp_files, stage_dir)
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
+from idtfv.options import check_jobs
 
 __all__ = ["StageResult", "ItemStatus", "EmptyResult", "EMPTY_KEY", "run_stage", "read_index", "read_stamp", "write_stamp", "INDEX_COLUMNS",
            "DEFAULT_COMPRESSLEVEL", "entry_fingerprint", "stored_fingerprint", "SOURCE_SUFFIX", "INPUT_CHANGED"]
@@ -320,12 +321,6 @@ def _check_entries(entries) -> list:
             raise ManifestError(f"video_id {video_id!r} appears twice; ids must be unique — fix the manifest")
         seen.add(video_id)
     return entries
-
-
-def _check_jobs(jobs) -> int:
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:
-        raise ParameterError(f"jobs must be a positive integer or -1 (all cores), got {jobs!r}")
-    return jobs
 
 
 def _want_progress(progress) -> bool:
@@ -590,7 +585,7 @@ def run_stage(
         videos are kept, rerun to resume).
     """
     entries = _check_entries(entries)
-    jobs = _check_jobs(jobs)
+    jobs = check_jobs(jobs)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ParameterError(f"threads must be None or a positive integer, got {threads!r}")
     if thread_context is not None and not callable(thread_context):

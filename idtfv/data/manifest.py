@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idtfv.atomic import atomic_write_text
-from idtfv.errors import IdtfvError, ManifestError, ParameterError
+from idtfv.errors import IdtfvError, ManifestError
+from idtfv.options import check_jobs
 
 __all__ = [
     "VideoEntry",
@@ -393,8 +394,7 @@ def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = Fa
     ParameterError
         If ``jobs`` is not a positive integer or -1.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:  # joblib's traceback before
-        raise ParameterError(f"jobs must be a positive integer or -1 (all cores), got {jobs!r}")
+    check_jobs(jobs)  # before joblib, whose traceback it was
     todo = [i for i, e in enumerate(manifest.rows) if not (only_missing and e.probed)]
     paths = [str(manifest.path_of(manifest.rows[i])) for i in todo]
     if jobs == 1 or len(paths) <= 1:
