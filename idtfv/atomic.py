@@ -120,11 +120,20 @@ def temp_name(name: str, tag: str, suffix: str = "") -> str:
 
 @functools.cache
 def host_tag() -> str:
-    """6 hex digits naming this machine in temporary names (a shared file system may hold other machines' ones)."""
-    import hashlib
-    import socket
+    """6 hex digits naming this machine in temporary names (a shared file system may hold other machines' ones).
 
-    return hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    The host name is ``os.uname().nodename`` (what ``socket.gethostname()`` returns on POSIX) where it exists:
+    importing :mod:`socket` costs ~13 ms, and ``extract-trajectories`` names its staging directory at start-up."""
+    import hashlib
+
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        name = uname().nodename
+    else:  # Windows
+        import socket
+
+        name = socket.gethostname()
+    return hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:6]
 
 
 def process_alive(pid: int) -> bool:
