@@ -1212,6 +1212,13 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         raise ParameterError(f"params: expected an IDTParams, got {type(params).__name__}")
     if not isinstance(batch_frames, int) or batch_frames < 1:
         raise ParameterError(f"batch_frames: expected a positive integer, got {batch_frames!r}")
+    from idtfv.video import BACKENDS
+
+    if backend not in BACKENDS:  # also with frames, which use none: a typo must not pass unnoticed
+        raise ParameterError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    for name, hook in (("on_frame", on_frame), ("on_tracks", on_tracks)):
+        if hook is not None and not callable(hook):  # before the first frame, not after it
+            raise ParameterError(f"{name}: expected a callable or None, got {type(hook).__name__}")
     if isinstance(path_or_frames, bytes):  # a path (os.fsencode), not an iterable of ints
         path_or_frames = os.fsdecode(path_or_frames)
     timer = _Timer(timings)

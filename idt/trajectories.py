@@ -38,7 +38,7 @@ import numpy as np
 
 from idtfv.atomic import atomic_open, check_replaceable, disk_full_error
 from idtfv.cache import open_npz
-from idtfv.errors import FormatError, IdtfvError
+from idtfv.errors import FormatError, IdtfvError, ParameterError
 from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
 
@@ -272,18 +272,19 @@ class TrajectoryWriter:
                 raise TypeError(f"TrajectoryWriter: expected a path or a binary stream, got {type(path).__name__}")
             format = "lear" if format is None else format
             if format != "lear":
-                raise ValueError(f"TrajectoryWriter: a stream takes format 'lear', got {format!r}")
+                raise ParameterError(f"TrajectoryWriter: a stream takes format 'lear', got {format!r}")
             self.path = None
         else:
             self.path = Path(path)
             if format is None:
                 format = "lear" if self.path.name.endswith((".txt", ".txt.gz")) else "npz"
         if format not in ("npz", "lear"):
-            raise ValueError(f"TrajectoryWriter: format must be 'npz' or 'lear', got {format!r}")
+            raise ParameterError(f"TrajectoryWriter: format must be 'npz' or 'lear', got {format!r}")
         if compresslevel is not None and (isinstance(compresslevel, bool) or compresslevel not in range(10)):
-            raise ValueError(f"TrajectoryWriter: compresslevel must be an integer 0-9 or None, got {compresslevel!r}")
+            raise ParameterError(f"TrajectoryWriter: compresslevel must be an integer 0-9 or None, got "
+                                 f"{compresslevel!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"TrajectoryWriter: threads must be a positive integer, got {threads!r}")
+            raise ParameterError(f"TrajectoryWriter: threads must be a positive integer, got {threads!r}")
         self.format, self.compact, self.compresslevel, self.threads = format, bool(compact), compresslevel, threads
         self.info: dict = {}
         self.n_rows = 0

@@ -57,6 +57,41 @@ def test_an_error_of_the_frames_iterable_propagates_as_is(threads):
         extract(frames(), IDTParams(track_length=3, nt_cells=1, scales=1, camera_motion=False, threads=threads))
 
 
+def test_a_backend_typo_or_a_hook_that_is_not_callable_fails_before_any_frame():
+    """With frames, ``backend="nope"`` was accepted (frames use no decoder) and a non-callable ``on_frame`` failed
+    with a TypeError after the first frame's work. Both are ParameterErrors naming the argument, before any frame is
+    read from the caller's iterable."""
+    from idtfv.idt import extract
+
+    used = []
+
+    def frames():
+        for f in _grey():
+            used.append(1)
+            yield f
+
+    with pytest.raises(ParameterError, match=r"^backend: expected one of auto, opencv, pyav, got 'nope'"):
+        extract(frames(), backend="nope")
+    with pytest.raises(ParameterError, match=r"^on_frame: expected a callable or None, got int"):
+        extract(frames(), on_frame=1)
+    with pytest.raises(ParameterError, match=r"^on_tracks: expected a callable or None, got str"):
+        extract(frames(), on_tracks="draw")
+    assert used == []
+
+
+def test_trajectory_writer_options_are_parameter_errors(tmp_path):
+    """A bad ``format``/``compresslevel``/``threads`` raised a bare ValueError; now the project's ParameterError
+    (still a ValueError)."""
+    from idtfv.idt import TrajectoryWriter
+
+    for kwargs, needle in (({"format": "csv"}, "format must be 'npz' or 'lear'"),
+                           ({"compresslevel": 10}, "compresslevel must be an integer 0-9"),
+                           ({"threads": 0}, "threads must be a positive integer")):
+        with pytest.raises(ParameterError, match=needle):
+            TrajectoryWriter(tmp_path / "t.npz", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("where", ["file_as_folder", "directory"])
 def test_an_unusable_output_fails_before_any_frame_is_extracted(tmp_path, where):
     """A file where the output's folder goes raised FileExistsError; a directory as the output failed only at
