@@ -19,6 +19,15 @@ def _grey(n=4):
     return [np.ascontiguousarray(f[:, :, 0]) for f in tiny_frames(frames=n)]
 
 
+def _counting(used: list):
+    """A function giving a generator of ``_grey()`` frames that appends to ``used`` for each frame read."""
+    def frames():
+        for f in _grey():
+            used.append(1)
+            yield f
+    return frames
+
+
 # ------------------------------------------------------------------------------------------------ extract
 def test_float_frames_are_told_how_to_scale_not_to_truncate():
     """0..1 floats: the advice was '.astype(np.uint8)', which makes black frames."""
@@ -64,11 +73,7 @@ def test_a_backend_typo_or_a_hook_that_is_not_callable_fails_before_any_frame():
     from idtfv.idt import extract
 
     used = []
-
-    def frames():
-        for f in _grey():
-            used.append(1)
-            yield f
+    frames = _counting(used)
 
     with pytest.raises(ParameterError, match=r"^backend: expected one of auto, opencv, pyav, got 'nope'"):
         extract(frames(), backend="nope")
@@ -101,11 +106,7 @@ def test_an_unusable_output_fails_before_any_frame_is_extracted(tmp_path, where)
     (tmp_path / "f").write_text("x")
     out = tmp_path / "f" / "v.npz" if where == "file_as_folder" else tmp_path
     used = []
-
-    def frames():
-        for f in _grey():
-            used.append(1)
-            yield f
+    frames = _counting(used)
 
     with pytest.raises(IdtfvError, match=rf"^{tmp_path}"):
         extract_to_file(frames(), out)
