@@ -39,6 +39,7 @@ not done, so the runner recomputes it; :func:`open_npz` (a later stage reading a
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -53,7 +54,7 @@ import numpy as np
 
 from idtfv.atomic import atomic_open as _atomic_open
 from idtfv.atomic import atomic_write_text, temp_name
-from idtfv.errors import FormatError, ManifestError, ParameterError
+from idtfv.errors import FormatError, IdtfvError, ManifestError, ParameterError
 
 __all__ = [
     "HASH_LENGTH",
@@ -165,6 +166,9 @@ def stage_dir(cache_root, stage: str, params: Mapping, *, create: bool = True) -
     ------
     ParameterError
         If ``stage`` is not a plain name (letters, digits, ``_``, ``-``) or ``params`` is not JSON-serialisable.
+    IdtfvError
+        If the directory cannot be made there (a read-only or unwritable cache, a file in the way): one line naming
+        the cache and the fix, not the OS's bare ``[Errno N]``.
     """
     if not isinstance(stage, str) or not _STAGE_RE.fullmatch(stage):
         raise ParameterError(
@@ -173,7 +177,14 @@ def stage_dir(cache_root, stage: str, params: Mapping, *, create: bool = True) -
     version = _package_version()
     path = Path(cache_root) / f"{stage}-{param_hash(params, version=version)}"
     if create:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+                raise
+            raise IdtfvError(f"{cache_root}: cannot create the {stage!r} stage directory {exc.filename or ''} "
+                             f"there ({exc.strerror or exc}); the cache must be a writable directory: give another "
+                             "--cache (make: CACHE=DIR)") from None
         params_file = path / "params.json"
         if not params_file.exists():
             record = {"stage": stage, "version": version, "params": _jsonable(params, "params")}

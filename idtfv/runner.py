@@ -495,21 +495,6 @@ def _iter_dask(func, entries, params, out_dir, force, level, fingerprint, schedu
             client.close()
 
 
-def _stage_dir(cache_root: Path, stage: str, params: Mapping) -> Path:
-    """:func:`~idtfv.cache.stage_dir`, whose failure to create the directory (a read-only or unwritable cache, a
-    file in the way) is one :class:`IdtfvError` naming the cache and the fix."""
-    import errno
-
-    try:
-        return stage_dir(cache_root, stage, params)
-    except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
-            raise
-        raise IdtfvError(f"{cache_root}: cannot create the {stage!r} stage directory {exc.filename or ''} there "
-                         f"({exc.strerror or exc}); the cache must be a writable directory: give another --cache "
-                         f"(make: CACHE=DIR)") from None
-
-
 def run_stage(
     stage: str,
     func: Callable,
@@ -599,7 +584,7 @@ def run_stage(
         raise ParameterError(f"fingerprint must be None or a module-level function (entry, params) -> str or None, "
                              f"got {fingerprint!r}")
     # absolute, so that workers with another working directory (Dask) write to the same place
-    out = _stage_dir(Path(cache_root).absolute(), stage, params)
+    out = stage_dir(Path(cache_root).absolute(), stage, params)
     with exclusive_lock(out / LOCK_NAME, what=f"{stage!r} run"):
         # before anything is written: ids differing only in case name one file on a case-insensitive file system
         check_case_twins([entry.video_id for entry in entries], out,
