@@ -1,5 +1,5 @@
-"""Entry checks of the classifiers' ``fit`` / ``decision_function`` and of in-memory scores given to ``evaluate``
-and the fusions (NumPy only; once per call, not in kernels).
+"""Entry checks of the classifiers' ``fit`` / ``decision_function`` (NumPy only; once per call, not in kernels).
+In-memory scores are checked where score files are: :func:`idtfv.scores.as_scores`.
 
 Bad input raises :class:`~idtfv.errors.ParameterError` saying what was expected, what was given and how to fix
 it, instead of an ``IndexError`` inside the kernel or scores that are NaN (or computed on a wrapped-around row).
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from idtfv.errors import FormatError, ParameterError
+from idtfv.errors import ParameterError
 
 #: Rows checked for NaN/inf at a time (bounds the temporary boolean array for wide Fisher vectors).
 _BLOCK = 256
@@ -62,28 +62,3 @@ def check_targets(y: np.ndarray, classes, who: str) -> None:
     if classes is None and len(np.unique(y)) < 2:
         raise ParameterError(f"{who}: y holds one class ({y[0] if len(y) else 'none'}), need at least 2 to "
                              "train a classifier; give videos of several classes (or classes= to score against)")
-
-
-def check_scores(sc):
-    """Check an in-memory :class:`~idtfv.scores.Scores` as :func:`idtfv.scores.read_scores` checks a score file:
-    scores ``(n, C)`` finite with C the class names, ``n`` video ids and labels, labels and label sets in
-    ``[-1, C)``; returns ``sc``. Raises :class:`~idtfv.errors.FormatError` (``<scores>: ...``)."""
-    scores = np.asarray(sc.scores)
-    n_cls = len(sc.class_names)
-    if scores.ndim != 2 or scores.shape[1] != n_cls:
-        raise FormatError("<scores>", f"scores must have shape (n videos, {n_cls} classes) for the {n_cls} class "
-                                      f"names, got {scores.shape}; give one column per class name")
-    n = scores.shape[0]
-    labels = np.asarray(sc.labels)
-    if len(sc.video_ids) != n or labels.shape != (n,) or len(sc.label_sets) != n:
-        raise FormatError("<scores>", f"{n} score rows but {len(sc.video_ids)} video ids, labels of shape "
-                                      f"{labels.shape} and {len(sc.label_sets)} label sets; give one of each per row")
-    if scores.dtype.kind not in "biuf" or not np.isfinite(scores).all():
-        raise FormatError("<scores>", "scores contain NaN or infinity (or are not numbers): the ranking would be "
-                                      "arbitrary; fix the classifier output first")
-    ids = [int(c) for s in sc.label_sets for c in s] + [int(v) for v in labels]
-    if ids and (min(ids) < -1 or max(ids) >= n_cls):
-        bad = next(c for c in ids if c < -1 or c >= n_cls)
-        raise FormatError("<scores>", f"label {bad} is not a class id in [0, {n_cls}) (-1: unknown); labels index "
-                                      "class_names")
-    return sc

@@ -47,9 +47,8 @@ import numpy as np
 from idtfv.errors import FormatError, ParameterError
 
 from idtfv.atomic import atomic_write_text
-from idtfv.scores import Scores, read_scores
+from idtfv.scores import Scores, as_scores
 
-from ._checks import check_scores
 
 __all__ = ["evaluate", "summary_line", "average_precision", "split_metrics", "bootstrap_accuracy_ci",
            "bootstrap_map_ci", "write_report", "ResultWarning", "N_BOOTSTRAP", "CI_LEVEL", "THUMOS_IOUS",
@@ -765,7 +764,7 @@ def evaluate(scores, *, manifest=None, split=None, top_k: int = 5, confusion_png
     conf_sum = None
     for item, sp in zip(items, splits):
         src = str(item) if not isinstance(item, Scores) else "<scores>"
-        sc = check_scores(item) if isinstance(item, Scores) else read_scores(item)
+        sc = as_scores(item)
         if names is None:
             names = list(sc.class_names)
         elif list(sc.class_names) != names:

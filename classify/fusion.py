@@ -31,9 +31,8 @@ import numpy as np
 
 from idtfv.errors import FormatError, ParameterError
 
-from idtfv.scores import Features, Scores, read_scores
+from idtfv.scores import Features, Scores, as_scores
 
-from ._checks import check_scores
 
 __all__ = ["softmax", "zscore", "NORMALIZERS", "fuse_scores", "stack_scores", "choose_weights", "weight_grid"]
 
@@ -86,7 +85,7 @@ def _align(items: list, sources, who: str):
         srcs = [str(s) for s in sources]
         if len(srcs) != len(items):
             raise ParameterError(f"{who}: {len(items)} inputs but {len(srcs)} source names")
-    loaded = [check_scores(x) if isinstance(x, Scores) else read_scores(x) for x in items]
+    loaded = [as_scores(x) for x in items]
     ref = loaded[0]
     ids = list(ref.video_ids)
     sets = list(ref.label_sets)

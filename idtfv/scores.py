@@ -30,7 +30,8 @@ from idtfv.errors import FormatError
 from idtfv.atomic import atomic_open, atomic_write_text
 from idtfv.cache import NPZ_HEAD, not_npz, open_npz
 
-__all__ = ["Scores", "Features", "write_scores", "read_scores", "write_features", "read_features"]
+__all__ = ["Scores", "Features", "write_scores", "read_scores", "check_scores", "as_scores", "write_features",
+           "read_features"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 _HEADER = ("video_id", "label")
@@ -260,6 +261,37 @@ def read_scores(path) -> Scores:
 
 
 # --------------------------------------------------------------------------- features
+
+
+def check_scores(sc: Scores) -> Scores:
+    """Check an in-memory :class:`Scores` as :func:`read_scores` checks a score file: scores ``(n, C)`` finite with
+    C the class names, ``n`` video ids and labels, labels and label sets in ``[-1, C)``; returns ``sc``. Raises
+    :class:`~idtfv.errors.FormatError` (``<scores>: ...``)."""
+    scores = np.asarray(sc.scores)
+    n_cls = len(sc.class_names)
+    if scores.ndim != 2 or scores.shape[1] != n_cls:
+        raise FormatError("<scores>", f"scores must have shape (n videos, {n_cls} classes) for the {n_cls} class "
+                                      f"names, got {scores.shape}; give one column per class name")
+    n = scores.shape[0]
+    labels = np.asarray(sc.labels)
+    if len(sc.video_ids) != n or labels.shape != (n,) or len(sc.label_sets) != n:
+        raise FormatError("<scores>", f"{n} score rows but {len(sc.video_ids)} video ids, labels of shape "
+                                      f"{labels.shape} and {len(sc.label_sets)} label sets; give one of each per row")
+    if scores.dtype.kind not in "biuf" or not np.isfinite(scores).all():
+        raise FormatError("<scores>", "scores contain NaN or infinity (or are not numbers): the ranking would be "
+                                      "arbitrary; fix the classifier output first")
+    ids = [int(c) for s in sc.label_sets for c in s] + [int(v) for v in labels]
+    if ids and (min(ids) < -1 or max(ids) >= n_cls):
+        bad = next(c for c in ids if c < -1 or c >= n_cls)
+        raise FormatError("<scores>", f"label {bad} is not a class id in [0, {n_cls}) (-1: unknown); labels index "
+                                      "class_names")
+    return sc
+
+
+def as_scores(item) -> Scores:
+    """``item`` as checked :class:`Scores`: an in-memory one through :func:`check_scores`, a path through
+    :func:`read_scores` (what ``evaluate`` and the fusions take)."""
+    return check_scores(item) if isinstance(item, Scores) else read_scores(item)
 
 
 def write_features(path, video_ids, features, labels=None) -> Path:
