@@ -59,6 +59,15 @@ def _python(script: str, cwd: Path, *, prelude: str = "") -> subprocess.Complete
                           errors="surrogateescape", timeout=300)  # file names that are not UTF-8 may be printed
 
 
+def _flow_in_child(video: Path, out: Path, cwd: Path, *, prelude: str) -> subprocess.CompletedProcess:
+    """``extract-flow VIDEO -o OUT -q --method farneback`` in a fresh interpreter after ``prelude`` (which plants the
+    signals)."""
+    return _python(f"""
+        from idtfv.idt.cli import flow_main
+        sys.exit(flow_main([{str(video)!r}, "-o", {str(out)!r}, "-q", "--method", "farneback"]))
+    """, cwd, prelude=prelude)
+
+
 # ------------------------------------------------------------------------------ -o naming a device or a FIFO
 def test_output_onto_a_device_is_refused_and_the_device_stays(video, tmp_path):
     """``-o`` through a symlink to ``/dev/null``: the rename at the end replaced the link (as root, ``-o /dev/null``
@@ -230,10 +239,7 @@ def test_sigterm_during_extract_flow_removes_the_partial_rawframes(video, tmp_pa
     """SIGTERM killed the process at once, leaving ``DIR/.<id>.<tag>.tmp`` full of JPEGs (and DIR itself). Now it
     unwinds like Ctrl-C: one line, status 143 (128 + SIGTERM), nothing left."""
     out = tmp_path / "new" / "rawframes"
-    proc = _python(f"""
-        from idtfv.idt.cli import flow_main
-        sys.exit(flow_main([{str(video)!r}, "-o", {str(out)!r}, "-q", "--method", "farneback"]))
-    """, tmp_path, prelude=SIGTERM_AT_THIRD_FLOW)
+    proc = _flow_in_child(video, out, tmp_path, prelude=SIGTERM_AT_THIRD_FLOW)
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "terminated; no output written (an earlier output of the video is left as it was)"]
@@ -284,10 +290,7 @@ def test_a_second_ctrl_c_during_extract_flow_clean_up_is_ignored(video, tmp_path
     made by the run) stayed. Now an interrupted command ignores further Ctrl-C until its clean-up and its one line
     are done: status 130, nothing left, no traceback."""
     out = tmp_path / "new" / "rawframes"
-    proc = _python(f"""
-        from idtfv.idt.cli import flow_main
-        sys.exit(flow_main([{str(video)!r}, "-o", {str(out)!r}, "-q", "--method", "farneback"]))
-    """, tmp_path, prelude=SECOND_CTRL_C_IN_RAWFRAMES_CLEANUP)
+    proc = _flow_in_child(video, out, tmp_path, prelude=SECOND_CTRL_C_IN_RAWFRAMES_CLEANUP)
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "interrupted; no output written (an earlier output of the video is left as it was)"]
