@@ -159,9 +159,27 @@ for key, value in report.items():
 endef
 export REPORT_SUMMARY
 
+# Refuses a SPLIT that the manifest does not have, before the features of a goal that uses it are extracted
+# (encode used to say so only after every video's features were done: hours on UCF101).
+define CHECK_SPLIT
+import sys
+from idtfv.data import read_manifest
+from idtfv.errors import IdtfvError
+if not sys.argv[2].isdigit():
+    sys.exit(f"error: SPLIT={sys.argv[2]}: expected a split number (1, 2, ...); set SPLIT=1")
+try:
+    read_manifest(sys.argv[1]).split(int(sys.argv[2]), "train")
+except (IdtfvError, OSError) as exc:
+    sys.exit(f"error: SPLIT={sys.argv[2]}: {exc}")
+endef
+export CHECK_SPLIT
+# the goals whose recipes read SPLIT after the features stage (demo runs train-svm in a sub-make)
+SPLIT_GOALS := encode train-svm detect
+SPLIT_CHECK := $(if $(filter $(SPLIT_GOALS),$(MAKECMDGOALS)),check-split)
+
 RUNNER_OPTS := --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER))$(if $(ALLOW_FAILED), --allow-failed)
 
-.PHONY: FORCE help install install-test features encode train-svm cv detect demo flow train-deep test test-fast bench clean distclean
+.PHONY: FORCE check-split help install install-test features encode train-svm cv detect demo flow train-deep test test-fast bench clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [VARIABLE=value ...]"
@@ -229,7 +247,10 @@ $(MANIFEST): | $(INSTALLED)
 REFRESH_DEP := $(if $(filter 1 yes true,$(REFRESH)),FORCE)
 FORCE:
 
-$(FEATURES): $(MANIFEST) $(REFRESH_DEP) | $(INSTALLED)
+check-split: $(MANIFEST) | $(INSTALLED)
+	@$(VENV)/bin/python -c "$$CHECK_SPLIT" $(MANIFEST) $(SPLIT)
+
+$(FEATURES): $(MANIFEST) $(REFRESH_DEP) | $(INSTALLED) $(SPLIT_CHECK)
 	$(IDTFV) features --manifest $(MANIFEST) --cache $(DATA) --out $@ $(RUNNER_OPTS) \
 	  --preset $(PRESET) --seed $(SEED)$(FEATURES_MODE) $(FEATURES_ARGS)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import shlex
 import sys
 from pathlib import Path
 
@@ -105,14 +106,17 @@ def tiny_video(tmp_path):
 
 def fake_venv(tmp_path, idtfv_script: str) -> Path:
     """A virtualenv stand-in for the Makefile's ``VENV``: ``bin/idtfv`` is ``idtfv_script`` (a shell script that
-    records its arguments), ``bin/python`` this interpreter, and the install stamps are newer than pyproject.toml
+    records its arguments), ``bin/python`` this interpreter (a script that runs it: a symlink would leave its
+    virtualenv, and so the project's packages, behind), and the install stamps are newer than pyproject.toml
     (``install`` is up to date)."""
     venv = Path(tmp_path) / "venv"
     (venv / "bin").mkdir(parents=True)
     script = venv / "bin" / "idtfv"
     script.write_text(idtfv_script)
     script.chmod(0o755)
-    (venv / "bin" / "python").symlink_to(sys.executable)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
     for stamp in (".installed", ".installed-deep", ".installed-test"):
         (venv / stamp).touch()
     return venv

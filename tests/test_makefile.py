@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
 # Stands in for the idtfv console script: logs the call and creates the file or directory after --out (train-svm: a
-# report.json recording its arguments, and a confusion.png).
+# report.json recording its arguments, and a confusion.png; dataset: a valid 3-split manifest, which make's SPLIT
+# check reads).
 FAKE_IDTFV = """#!/usr/bin/env bash
 set -eu
 echo "$*" >> "$IDTFV_LOG"
@@ -33,9 +34,14 @@ case "$1" in
   train-svm) mkdir -p "$out" && printf '{"accuracy": 1.0, "args": "%s"}\\n' "$*" > "$out/report.json" \\
              && echo png > "$out/confusion.png" ;;
   flow|train-deep) mkdir -p "$out" ;;
+  dataset) mkdir -p "$(dirname "$out")" && printf '%s\n' "$MANIFEST_CSV" > "$out" ;;
   *) mkdir -p "$(dirname "$out")" && echo "$1" > "$out" ;;
 esac
 """
+
+MANIFEST_CSV = """video_id,path,label,label_name,group,split1,split2,split3,frames,fps,width,height
+a,walk/a.avi,0,walk,g1,train,train,test,,,,
+b,run/b.avi,1,run,g2,test,test,train,,,,"""
 
 STAGES = ("dataset", "features", "encode", "train-svm")
 
@@ -47,7 +53,7 @@ def _fake_venv(tmp_path):
 def _make(tmp_path, venv, *targets, check=True, **variables):
     args = ["make", "--no-print-directory", "-C", str(REPO), *targets, f"VENV={venv}",
             f"CACHE={tmp_path / 'cache'}", *[f"{k}={v}" for k, v in variables.items()]]
-    env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log")}
+    env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log"), "MANIFEST_CSV": MANIFEST_CSV}
     env.pop("MAKEFLAGS", None)
     proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
     if check:

@@ -258,3 +258,51 @@ def test_an_option_make_passes_itself_is_refused_in_its_args_variable(tmp_path, 
     ok = _make(tmp_path / "ok", RECORDER, "features", 'ENCODE_ARGS=--k 64', 'SVM_ARGS=--C 10', 'CV_ARGS=--splits 1,2',
                'DETECT_ARGS=--seed 1', f"CACHE={tmp_path / 'ok' / 'cache'}")
     assert ok.returncode == 0, ok.stderr
+
+
+# ----------------------------------------------------------------------------------------------- SPLIT
+#: an ``idtfv`` stand-in that records its arguments and, for ``dataset ... --out M``, writes $IDTFV_MANIFEST to M
+MANIFEST_WRITER = RECORDER + """if [ "$1" = dataset ]; then
+  while [ $# -gt 0 ]; do
+    if [ "$1" = --out ]; then mkdir -p "$(dirname "$2")" && cp "$IDTFV_MANIFEST" "$2"; fi; shift
+  done
+fi
+"""
+
+
+def _three_split_manifest(tmp_path) -> Path:
+    from idtfv.data.manifest import Manifest, VideoEntry, write_manifest
+
+    root = _tree(tmp_path)
+    rows = [VideoEntry(p.stem, p, label, p.parent.name, p.stem, {1: part, 2: part, 3: part})
+            for label, (p, part) in enumerate([(root / "walk/a.avi", "train"), (root / "run/c.avi", "train")])]
+    rows += [VideoEntry(p.stem, p, label, p.parent.name, p.stem, {1: "test", 2: "test", 3: "test"})
+             for label, p in enumerate([root / "walk/b.avi", root / "run/d.avi"])]
+    return write_manifest(Manifest(rows, root, class_names=["walk", "run"]), tmp_path / "template.csv")
+
+
+@needs_make
+@pytest.mark.parametrize("goals, split, why", [
+    (["encode"], "4", "split 4 does not exist; this manifest has splits 1..3"),
+    (["features", "encode", "train-svm"], "0", "split 0 does not exist"),
+    (["train-svm"], "x", "expected a split number"),
+])
+def test_a_split_the_manifest_lacks_is_refused_before_the_features_are_extracted(tmp_path, goals, split, why):
+    """``make train-svm SPLIT=4`` on a 3-split dataset extracted every video's features (hours on UCF101) before
+    encode said that split 4 does not exist. The goals that read SPLIT after the features stage check it against
+    the manifest first: one line, and the features command never runs."""
+    env = {"IDTFV_MANIFEST": str(_three_split_manifest(tmp_path))}
+    common = ["DATASET=folder", f"ROOT={tmp_path / 'videos'}", f"CACHE={tmp_path / 'cache'}"]
+    proc = _make(tmp_path, MANIFEST_WRITER, *goals, f"SPLIT={split}", *common, **env)
+    assert proc.returncode != 0
+    lines = _error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: SPLIT={split}: ") and why in lines[0], proc.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["dataset"], calls
+    # an existing split goes on to the features and encode commands; `make features` alone checks nothing
+    for name, args, want in (("ok", ["encode", "SPLIT=3"], ["features", "encode"]),
+                              ("alone", ["features", "SPLIT=4", "REFRESH=1"], ["features"])):
+        (tmp_path / name).mkdir()
+        proc = _make(tmp_path / name, MANIFEST_WRITER, *args, *common, **env)
+        assert proc.returncode == 0, proc.stderr
+        assert [c.split()[0] for c in (tmp_path / name / "calls.log").read_text().splitlines()] == want
