@@ -16,8 +16,8 @@ from pathlib import Path
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
-from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, interrupt_once, interrupt_status,
-                       quick_exit, report_failures, run_command, sequential_opencv)
+from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, interrupt_once,
+                       interrupt_status, quick_exit, report_failures, run_command, sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
@@ -130,6 +130,9 @@ def main(argv=None) -> int:
                 return closed_stdout()  # -o - | head: the reader has all it wanted; nothing to say (as any filter)
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"error: {msg}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except MemoryError as e:  # e.g. --track-length 99999999: NumPy cannot allocate the track pool
+            print(error_line(e, where=str(args.video)), file=sys.stderr)
             return EXIT_BAD_INPUT
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)
             what = "terminated" if isinstance(e, Terminated) else "interrupted"

@@ -61,9 +61,23 @@ class SubcommandParser(OneLineParser):
         return namespace, extra
 
 
-def error_line(exc: BaseException) -> str:
-    """The one-line ``error: ...`` text of an exception (whitespace folded)."""
+#: What an ``error:`` line about a failed allocation advises.
+OUT_OF_MEMORY_FIX = ("lower the options that size the work (--track-length, --resize-width, --jobs, ...) or free "
+                     "memory")
+
+
+def error_line(exc: BaseException, *, where: str | None = None) -> str:
+    """The one-line ``error: ...`` text of an exception (whitespace folded).
+
+    A :class:`MemoryError` (NumPy's "Unable to allocate 572. GiB for an array ...", say, from an absurd option) is
+    "out of memory" with its text and :data:`OUT_OF_MEMORY_FIX`; ``where`` (the input's path) leads the line when
+    the message does not name it already.
+    """
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        text = f"out of memory ({text}); {OUT_OF_MEMORY_FIX}"
+    if where is not None and where not in text:
+        text = f"{where}: {text}"
     return f"error: {text}"
 
 
@@ -188,7 +202,7 @@ def run_command(func: Callable[[], int | None], *,
     try:
         with one_line_warnings():
             return int(func() or 0)
-    except (IdtfvError, OSError) as exc:
+    except (IdtfvError, OSError, MemoryError) as exc:
         print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:

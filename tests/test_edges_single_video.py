@@ -895,3 +895,30 @@ def test_sigterm_during_idtfv_flow_removes_the_partial_rawframes(video, tmp_path
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "terminated; finished results are kept, rerun to resume"
     assert [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name] == []
+
+
+def test_an_option_too_big_to_allocate_is_one_line_naming_the_video(video, tmp_path, capsys):
+    """``--track-length 99999999`` (a multiple of --nt-cells) made NumPy's ``_ArrayMemoryError: Unable to allocate
+    572. GiB ...`` traceback, exit 1: now one line naming the video, the allocation and what to lower; exit 2, and
+    no output or temporary left."""
+    from idtfv.idt.cli import main
+
+    out = tmp_path / "out" / "x.npz"
+    out.parent.mkdir()
+    assert main([str(video), "-q", "--track-length", "99999999", "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {video}: out of memory (Unable to allocate "), line
+    assert "--track-length" in line
+    assert _listing(out.parent) == []
+
+
+def test_run_command_reports_a_failed_allocation_in_one_line(capsys):
+    """The ``idtfv`` subcommands' contract (``run_command``): a MemoryError is an ``error:`` line, exit 2."""
+    from idtfv.cli import run_command
+
+    def body():
+        raise MemoryError("Unable to allocate 12.0 GiB for an array with shape (3, 1000000000) and data type float32")
+
+    assert run_command(body) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: out of memory (Unable to allocate 12.0 GiB") and "free memory" in line, line
