@@ -160,7 +160,8 @@ def main(argv=None) -> int:
                 f"{statistics.median(fps):.1f} frames/CPU-s" if fps else f"{statistics.median(cpu):.1f} CPU-s",
                 f"C++ reference {statistics.median(ref_fps):.1f} frames/CPU-s" if ref_fps else
                 f"C++ reference {statistics.median(ref_cpu):.1f} CPU-s",
-                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"]))
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
+                + (f"; goal {GOALS[clip, preset]:g}x" if (clip, preset) in GOALS else "")]))
     for clip in args.fidelity_clips.split(","):
         video, last, lear, label = CLIPS[clip]
         if lear is None:
