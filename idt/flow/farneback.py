@@ -176,7 +176,6 @@ class _Workspace:
     def __init__(self, h: int, w: int):
         self.img = np.empty((h, w), np.float32)
         self.m = np.empty((h, w, 5), np.float32)
-        self.mb = np.empty((h, w, 5), np.float32)
         self.flow = np.empty((2, h, w), np.float32)  # planar x, y
         self.init = np.empty((2, h, w), np.float32)
         self.med = np.empty((2, h, w), np.float32)
@@ -249,15 +248,12 @@ def _level(r0, r1, init, winsize, iterations, window, work: _Workspace, kernel: 
         init = work.flow
         init.fill(0.0)
     k = _window_kernel(winsize, window) if kernel is None else kernel
-    m, mb, flow = work.m, work.mb, work.flow
+    m, flow = work.m, work.flow
     nb.update_matrices(r0, r1, init, nb.BORDER_WEIGHTS, m)
     for i in range(iterations):
-        cv2.sepFilter2D(m, -1, k, k, dst=mb, borderType=cv2.BORDER_REPLICATE)
-        nb.solve_flow(mb, nb.DET_EPS, flow)
-        if i < iterations - 1:
-            # solve, then the terms at the new flow: the numbers of the fused solve_and_update in half its time
-            # (update_matrices vectorises its weights pass; the fused loop cannot)
-            nb.update_matrices(r0, r1, flow, nb.BORDER_WEIGHTS, m)
+        # window sum and solve in one pass over the rows (the numbers of cv2.sepFilter2D's vector loops, then
+        # solve_flow), and, but after the last iteration, the terms at the new flow back into m (update_matrices')
+        nb.window_solve(m, k, nb.DET_EPS, flow, r0, r1, nb.BORDER_WEIGHTS, i < iterations - 1)
     return flow
 
 
