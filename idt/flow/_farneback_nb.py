@@ -21,8 +21,10 @@ Displacement. For a prior displacement :math:`\tilde d(\mathbf{x})`, with :math:
 
 and :math:`d = (\sum_w A^T A)^{-1} \sum_w A^T \Delta b` over a window :math:`w` around each pixel.
 :func:`update_matrices` writes the per-pixel terms ``M (h, w, 5) = [G11, G12, G22, h1, h2]`` of
-:math:`G = A^T A` and :math:`h = A^T \Delta b` (down-weighted on a 5-pixel border, as OpenCV does); the driver
-blurs M with the window; :func:`solve_flow` solves the 2x2 systems (with 1e-3 added to the determinant).
+:math:`G = A^T A` and :math:`h = A^T \Delta b` (down-weighted on a 5-pixel border, as OpenCV does); M is summed
+over the window (:func:`window_sum`, ``cv2.sepFilter2D``'s numbers) and :func:`solve_flow` solves the 2x2 systems
+(with 1e-3 added to the determinant). The extractor runs one iteration as one kernel, :func:`window_solve`: the
+window sum, the solve and the next iteration's terms in one pass over the rows.
 """
 
 from __future__ import annotations

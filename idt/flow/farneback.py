@@ -24,8 +24,10 @@ works on; so with the same window a level's flow equals OpenCV's ``calcOpticalFl
 that level to float rounding away from a 12-pixel border (tested). It starts a level from the next-coarser
 level's *filtered* flow. Window: Gaussian (LEAR's code, OpenCV's ``OPTFLOW_FARNEBACK_GAUSSIAN``) or box (OpenCV's
 default flags), both over offsets -winsize//2..winsize//2. The expansion is one fused Numba pass (separable
-moments and coefficients); the window sums use OpenCV's SIMD ``sepFilter2D``; the per-pixel steps are Numba
-kernels, loaded on first use (importing this module does not load Numba).
+moments and coefficients), so are the first iteration's per-pixel terms, and each iteration is one more
+(:func:`~idtfv.idt.flow._farneback_nb.window_solve`: window sum, 2x2 solve and the next iteration's terms, row
+by row, with the window sums of OpenCV's ``sepFilter2D`` vector loops); the Numba kernels are loaded on first use
+(importing this module does not load Numba).
 """
 
 from __future__ import annotations
