@@ -482,6 +482,27 @@ def _window_col(ring, y, h, k, out):
             out[i] = out[i] + (a0[i] + b0[i]) * k0
 
 
+@njit(cache=True, inline="always", fastmath=_FM)
+def _window_col2(ring, y, h, k, out0, out1):
+    """:func:`_window_col` of output rows y and y + 1 at once, for the 11-tap window (r = 5): the two rows share
+    ten of their eleven row-filtered rows, so each is loaded once for both (12 loads per two sums instead of 22);
+    each sum is the same expression as :func:`_window_col`'s. ``ring`` holds rows y - 5 .. y + 6 (clamped)."""
+    nr = ring.shape[0]
+    n = out0.shape[0]
+    q0, q1 = ring[max(y - 5, 0) % nr], ring[max(y - 4, 0) % nr]
+    q2, q3 = ring[max(y - 3, 0) % nr], ring[max(y - 2, 0) % nr]
+    q4, q5 = ring[max(y - 1, 0) % nr], ring[y % nr]
+    q6, q7 = ring[min(y + 1, h - 1) % nr], ring[min(y + 2, h - 1) % nr]
+    q8, q9 = ring[min(y + 3, h - 1) % nr], ring[min(y + 4, h - 1) % nr]
+    q10, q11 = ring[min(y + 5, h - 1) % nr], ring[min(y + 6, h - 1) % nr]
+    kr, k0, k1, k2, k3, k4 = k[5], k[6], k[7], k[8], k[9], k[10]
+    for i in range(n):
+        out0[i] = (((((q4[i] + q6[i]) * k0 + q5[i] * kr) + (q3[i] + q7[i]) * k1) + (q2[i] + q8[i]) * k2)
+                   + (q1[i] + q9[i]) * k3) + (q0[i] + q10[i]) * k4
+        out1[i] = (((((q5[i] + q7[i]) * k0 + q6[i] * kr) + (q4[i] + q8[i]) * k1) + (q3[i] + q9[i]) * k2)
+                   + (q2[i] + q10[i]) * k3) + (q1[i] + q11[i]) * k4
+
+
 @njit(cache=True, fastmath=_FM, nogil=True)
 def window_sum(m, k, out):
     """``cv2.sepFilter2D(m, -1, k, k, borderType=cv2.BORDER_REPLICATE)`` with the arithmetic of
@@ -518,10 +539,15 @@ def window_solve(m, k, det_eps, flow, r0, r1, border, update):
     ``update``, the next iteration's terms at the new flow written back into ``m``.
 
     The numbers of :func:`window_sum` then :func:`solve_flow` (then :func:`update_matrices` at ``flow``), bit for
-    bit, without the (h, w, 5) planes between the steps: a ring of the 2r + 1 row-filtered rows that the column
-    pass of the current output row needs; each output row is column-summed into one row, solved into ``flow``,
-    and (``update``) its terms at the new flow overwrite ``m``'s row y, which the row pass has consumed (row y
-    was row-filtered before output row y, and no later output row reads it from ``m``).
+    bit, without the (h, w, 5) planes between the steps: a ring of the 2r + 2 row-filtered rows that the column
+    pass of the current output rows needs (two at a time for the 11-tap window, which share ten of them:
+    :func:`_window_col2`; one at a time otherwise); each output row is column-summed into one row, solved into
+    ``flow``, and (``update``) its terms at the new flow overwrite ``m``'s row y, which the row pass has consumed
+    (row y was row-filtered before output row y, and no later output row reads it from ``m``).
+
+    Where :func:`solve_flow` raises ``ZeroDivisionError`` (det(G) + ``det_eps`` exactly 0: never for a positive
+    ``det_eps``, G being a sum of A^T A, short of NaN input), this kernel gives inf/NaN: it is compiled with
+    NumPy's error model, without the per-pixel check that kept the solve from vectorising (4x slower).
 
     Parameters
     ----------
@@ -544,12 +570,13 @@ def window_solve(m, k, det_eps, flow, r0, r1, border, update):
     h, w = m.shape[0], m.shape[1]
     n = 5 * w
     r = k.shape[0] // 2
-    nr = 2 * r + 1
+    nr = 2 * r + 2  # the rows two output rows need
     mf = m.reshape(h, n)
     ring = np.empty((nr, n), np.float32)
     pad = np.empty(n + 10 * r, np.float32)
-    sums = np.empty((1, w, 5), np.float32)  # the current output row's window sums
-    sf = sums.reshape(n)
+    sums = np.empty((2, w, 5), np.float32)  # the current output rows' window sums
+    s0 = sums[0].reshape(n)
+    s1 = sums[1].reshape(n)
     wx = _column_weights(border, w)
     xs = np.empty(w, np.uint64)
     ys = np.empty(w, np.uint64)
@@ -558,15 +585,23 @@ def window_solve(m, k, det_eps, flow, r0, r1, border, update):
     c10 = np.empty(w, np.float32)
     c11 = np.empty(w, np.float32)
     cout = np.empty(w, np.float32)
-    for i in range(min(r, h - 1) + 1):
-        _window_row(mf[i], k, w, pad, ring[i % nr])
-    for y in range(h):
-        if y > 0 and y + r < h:
-            _window_row(mf[y + r], k, w, pad, ring[(y + r) % nr])
-        _window_col(ring, y, h, k, sf)
-        for x in range(w):
-            dx, dy = _solve_pixel(sums, 0, x, det_eps)
-            flow[0, y, x] = dx
-            flow[1, y, x] = dy
-        if update:  # row y of m was row-filtered (at output row y - r or before): free to overwrite
-            _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, m)
+    filtered = -1  # rows 0..filtered have been row-filtered into the ring
+    y = 0
+    while y < h:
+        rows = 2 if r == 5 and y + 1 < h else 1  # the 11-tap window: two output rows per column pass
+        while filtered < min(y + rows - 1 + r, h - 1):
+            filtered += 1
+            _window_row(mf[filtered], k, w, pad, ring[filtered % nr])
+        if rows == 2:
+            _window_col2(ring, y, h, k, s0, s1)
+        else:
+            _window_col(ring, y, h, k, s0)
+        for j in range(rows):
+            yy = y + j
+            for x in range(w):
+                dx, dy = _solve_pixel(sums, j, x, det_eps)
+                flow[0, yy, x] = dx
+                flow[1, yy, x] = dy
+            if update:  # row yy of m was row-filtered (filtered >= yy): free to overwrite
+                _update_row(r0, r1, flow, border, yy, wx, xs, ys, c00, c01, c10, c11, cout, m)
+        y += rows
