@@ -545,9 +545,10 @@ def window_solve(m, k, det_eps, flow, r0, r1, border, update):
     ``flow``, and (``update``) its terms at the new flow overwrite ``m``'s row y, which the row pass has consumed
     (row y was row-filtered before output row y, and no later output row reads it from ``m``).
 
-    Where :func:`solve_flow` raises ``ZeroDivisionError`` (det(G) + ``det_eps`` exactly 0: never for a positive
-    ``det_eps``, G being a sum of A^T A, short of NaN input), this kernel gives inf/NaN: it is compiled with
-    NumPy's error model, without the per-pixel check that kept the solve from vectorising (4x slower).
+    Where :func:`solve_flow` would raise ``ZeroDivisionError`` (det(G) + ``det_eps`` exactly 0, which needs the
+    float64 det(G) of a sum of A^T A, >= 0 but for rounding, to come out as exactly -``det_eps``), this kernel
+    gives inf/NaN: it is compiled with NumPy's error model, without the per-pixel check that kept the solve loop
+    from vectorising (4x slower).
 
     Parameters
     ----------
