@@ -39,10 +39,8 @@ SECTION = "## profile"
 KERNELS = [
     ("polynomial expansion", "nb.poly_expand"),
     ("presmoothing (3x3 Gaussian)", "cv2.GaussianBlur"),
-    ("update matrices (once per iteration)", "nb.update_matrices"),
-    ("solve + update matrices, fused (no longer called by the extractor)", "nb.solve_and_update"),
-    ("window blur (sepFilter2D)", "cv2.sepFilter2D"),
-    ("2x2 solve (every iteration)", "nb.solve_flow"),
+    ("update matrices (first iteration of each level)", "nb.update_matrices"),
+    ("window sum + 2x2 solve (+ next iteration's update matrices), fused", "nb.window_solve"),
     ("median filter 5x5", "cv2.medianBlur"),
     ("upsampling the coarser flow", "cv2.resize"),
     ("interleaving the output", "cv2.merge"),

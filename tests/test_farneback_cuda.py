@@ -2,7 +2,9 @@
 
 Without a GPU the CUDA C runs on the CPU through ``tests/_cuda_on_cpu.py`` (IEEE float32, no contraction except
 the explicit ``fmaf`` calls). Each kernel is checked against the CPU step it mirrors: OpenCV's ``resize``,
-``GaussianBlur``, ``sepFilter2D`` and ``medianBlur`` and the Numba kernels of ``idt/flow/_farneback_nb.py``.
+``GaussianBlur`` and ``medianBlur`` and the Numba kernels of ``idt/flow/_farneback_nb.py`` (the window kernels
+and ``solve_flow`` against the fused ``window_solve`` the CPU extractor runs, bit for bit, and against OpenCV's
+``sepFilter2D``, which they match in its vector loops).
 Bit for bit where the arithmetic allows it (uint8 resize, presmoothing, median, polynomial expansion, solve,
 window sums), to a stated tolerance elsewhere (float resize: OpenCV's own float path rounds its positions
 differently; the per-pixel normal-equation terms: LLVM's contraction choices differ in the last bit). The
@@ -260,13 +262,27 @@ def _check_displacement(m):
         assert np.abs(want).max() > 0
         _close(got, want, _terms_tol(want), f"update {h}x{w}")
         _check_priors(m, r0, r1)
-        for winsize, window in ((10, "gaussian"), (5, "box"), (3, "gaussian")):
+        for winsize, window in ((10, "gaussian"), (10, "box"), (5, "box"), (3, "gaussian"), (1, "gaussian"),
+                                (15, "gaussian")):
             k = _window_kernel(winsize, window)
             r = np.int32(len(k) // 2)
             (t,) = _run(m, "window_rows", 5 * h * w, want, np.empty_like(want), *hw(h, w), np.int32(5), k, r,
                         outs=(1,))
             (mb,) = _run(m, "window_cols", 5 * h * w, t, np.empty_like(want), *hw(h, w), np.int32(5), k, r,
                          outs=(1,))
+            # the CPU's fused kernel (window sum, solve: the extractor's step) does the same arithmetic, every
+            # window: its window sums and its flow bit for bit against the window kernels and solve_flow
+            fused_sums = np.empty_like(want)
+            nb.window_sum(want, k, fused_sums)
+            (f_dev,) = _run(m, "solve_flow", h * w, mb, np.float64(nb.DET_EPS), *hw(h, w),
+                            np.empty((2, h, w), np.float32), outs=(4,))
+            f_fused = np.empty((2, h, w), np.float32)
+            nb.window_solve(want.copy(), k, nb.DET_EPS, f_fused, r0, r1, nb.BORDER_WEIGHTS, False)
+            if FMA_CPU:
+                _same(mb, fused_sums, f"window {h}x{w} {winsize} {window} against window_sum")
+                _same(f_dev, f_fused, f"window + solve {h}x{w} {winsize} {window} against window_solve")
+            else:  # Numba cannot fuse the multiply-adds the CUDA C writes as fmaf
+                _close(mb, fused_sums, _terms_tol(fused_sums), f"window {h}x{w} {winsize} {window}")
             mb_want = cv2.sepFilter2D(want, -1, k, k, borderType=cv2.BORDER_REPLICATE)
             # the extractor's window (11 taps): OpenCV's vector loops fuse (as the kernels); the few values at the
             # end of a row that it does in scalar code do not, and differ in the last bit. Kernels of 5 taps or

@@ -1,8 +1,9 @@
 """Faster Farnebäck steps with the same bytes (issue 12).
 
-* The extractor's level loop (``idtfv.idt.flow.farneback._level``) runs each iteration as two kernel passes
-  (``solve_flow``, then ``update_matrices`` at the new flow) instead of the fused ``solve_and_update``: the flows
-  are checked bit for bit against the loop written with the fused kernel (the path of earlier versions), on
+* The extractor's level loop (``idtfv.idt.flow.farneback._level``) runs each iteration as one row-streaming
+  kernel (``window_solve``: window sum, solve, and ``update_matrices`` at the new flow row by row) instead of a
+  window sum over the whole level and the fused ``solve_and_update``: the flows are checked bit for bit against
+  the loop written with ``window_sum`` (the same window arithmetic over whole planes) and ``solve_and_update``, on
   planted shifts and a swirl that takes points out of the frame, for 1-3 iterations and both windows, and through
   the pyramid flow.
 * ``update_matrices`` works in two passes per row (weights, then gathers and terms): checked bit for bit against
@@ -55,10 +56,11 @@ def _fused_level(r0, r1, init, winsize, iterations, window, work):
         init = work.flow
         init.fill(0.0)
     k = fb._window_kernel(winsize, window)
-    m, mb, flow = work.m, work.mb, work.flow
+    m, flow = work.m, work.flow
+    mb = np.empty_like(m)
     nb.update_matrices(r0, r1, init, nb.BORDER_WEIGHTS, m)
     for i in range(iterations):
-        cv2.sepFilter2D(m, -1, k, k, dst=mb, borderType=cv2.BORDER_REPLICATE)
+        nb.window_sum(m, k, mb)  # the window sums of the fused window_solve (OpenCV's vector loops' numbers)
         if i < iterations - 1:
             nb.solve_and_update(mb, nb.DET_EPS, r0, r1, nb.BORDER_WEIGHTS, flow, m)
         else:

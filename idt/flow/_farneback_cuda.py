@@ -20,20 +20,21 @@ CPU step each one mirrors:
 - ``update_matrices``, ``solve_flow``, ``solve_and_update``: their Numba twins (``BORDER_WEIGHTS``, ``DET_EPS``,
   the 2x2 solve in float64); ``update_matrices`` takes its prior as none, an ``(h, w, 2)`` flow, or the coarser
   level's planar flow to upscale (so the upscale costs no launch of its own);
-- ``window_rows`` / ``window_cols``: ``cv2.sepFilter2D(m, -1, k, k, borderType=BORDER_REPLICATE)`` on the five
-  channels of the normal-equation terms (rows: taps in order; columns: centre tap, then symmetric pairs, as
-  OpenCV's symmetric column filter);
+- ``window_rows`` / ``window_cols``: the window sums of :func:`idtfv.idt.flow._farneback_nb.window_solve` (the
+  CPU's fused window sum and solve), which are ``cv2.sepFilter2D(m, -1, k, k, borderType=BORDER_REPLICATE)``'s
+  in its vector loops, on the five channels of the normal-equation terms (rows: taps in order; columns: centre
+  tap, then symmetric pairs, as OpenCV's symmetric column filter);
 - ``median2``: ``cv2.medianBlur`` of both planes of a flow, 3x3 or 5x5, replicated border (exact: a selection),
   written planar (the next level's prior) and interleaved (the level's ``(h, w, 2)`` flow) in one launch;
 - ``merge2``: two planes into an ``(h, w, 2)`` flow (no median filter).
 
 Arithmetic: compiled with ``--fmad=false``; where the Numba kernels contract ``a * b + c`` into a fused
 multiply-add (``fastmath={"contract"}``, LLVM's rules), the CUDA C writes ``fmaf`` (``fma`` for the float64
-solve) at the same place, so that the expansion and the per-pixel terms follow the CPU's roundings; OpenCV's
-window sums fuse too (its AVX2 code), so the window kernels do. Bit-identical to the CPU: uint8 resize,
-presmoothing, expansion, solve, median, and the 11-tap window sums in OpenCV's vector loops; to the last bit:
-the float resize, about 9 % of the ``h`` terms of ``update_matrices``, OpenCV's scalar row tails. The measured
-figures (flows within 3e-5 px of the CPU's on vtest) are in ``docs/GPU.md``.
+solve) at the same place, so that the expansion and the per-pixel terms follow the CPU's roundings; the CPU's
+window sums (``window_solve``, as OpenCV's AVX2 loops) fuse too, so the window kernels do. Bit-identical to the
+CPU: uint8 resize, presmoothing, expansion, window sums (every window), solve, median; to the last bit: the
+float resize, about 9 % of the ``h`` terms of ``update_matrices``. The measured figures (flows within 3e-5 px of
+the CPU's on vtest) are in ``docs/GPU.md``.
 
 Without a GPU the kernels are exercised by ``tests/test_farneback_cuda.py`` through ``tests/_cuda_on_cpu.py``.
 Importing this module needs CuPy; :mod:`idtfv.idt.flow.farneback_cuda` imports it on first use.

@@ -21,8 +21,10 @@ Displacement. For a prior displacement :math:`\tilde d(\mathbf{x})`, with :math:
 
 and :math:`d = (\sum_w A^T A)^{-1} \sum_w A^T \Delta b` over a window :math:`w` around each pixel.
 :func:`update_matrices` writes the per-pixel terms ``M (h, w, 5) = [G11, G12, G22, h1, h2]`` of
-:math:`G = A^T A` and :math:`h = A^T \Delta b` (down-weighted on a 5-pixel border, as OpenCV does); the driver
-blurs M with the window; :func:`solve_flow` solves the 2x2 systems (with 1e-3 added to the determinant).
+:math:`G = A^T A` and :math:`h = A^T \Delta b` (down-weighted on a 5-pixel border, as OpenCV does); M is summed
+over the window (:func:`window_sum`, ``cv2.sepFilter2D``'s numbers) and :func:`solve_flow` solves the 2x2 systems
+(with 1e-3 added to the determinant). The extractor runs one iteration as one kernel, :func:`window_solve`: the
+window sum, the solve and the next iteration's terms in one pass over the rows.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["poly_expand", "update_matrices", "solve_flow", "solve_and_update", "BORDER_WEIGHTS"]
+__all__ = ["poly_expand", "update_matrices", "solve_flow", "solve_and_update", "window_sum", "window_solve",
+           "BORDER_WEIGHTS"]
 
 #: Weights of the first pixels from the image border in the displacement equations, OpenCV's (and LEAR's copy):
 #: the expansion there is extrapolated and unreliable. (0.8181, 1.0 for the last two before: with OpenCV's numbers
@@ -235,6 +238,30 @@ def _row_weight(border, y, h):
     return wy
 
 
+@njit(cache=True, inline="always", fastmath=_FM)
+def _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, out):
+    """Row y of :func:`update_matrices` into ``out[y]`` (``wx``: :func:`_column_weights`; ``xs`` .. ``cout``:
+    (w,) scratch of the sampling, uint64 and float32)."""
+    h, w = r0.shape[0], r0.shape[1]
+    wm1 = np.float32(w - 1)
+    hm1 = np.float32(h - 1)
+    one = np.uint64(1)
+    wy = _row_weight(border, y, h)
+    fl0 = flow[0, y]
+    fl1 = flow[1, y]
+    fyy = np.float32(y)
+    for x in range(w):  # the sampling of every pixel of the row (products only: vectorises)
+        x1, y1, c00[x], c01[x], c10[x], c11[x], cout[x] = _sample_weights(np.float32(x) + fl0[x],
+                                                                          fyy + fl1[x], wm1, hm1, w, h)
+        xs[x] = x1
+        ys[x] = y1
+    for x in range(w):  # then the gathers and the terms
+        x1 = xs[x]
+        y1 = ys[x]
+        _terms_at(r0, r1, y, x, x1, x1 + one, y1, y1 + one, c00[x], c01[x], c10[x], c11[x], cout[x], fl0[x],
+                  fl1[x], wy * wx[x], out)
+
+
 @njit(cache=True, fastmath=_FM, nogil=True)
 def update_matrices(r0, r1, flow, border, out):
     """Per-pixel normal-equation terms of the displacement for the prior ``flow``.
@@ -259,8 +286,6 @@ def update_matrices(r0, r1, flow, border, out):
     """
     h, w = r0.shape[0], r0.shape[1]
     wx = _column_weights(border, w)
-    wm1 = np.float32(w - 1)
-    hm1 = np.float32(h - 1)
     # one row's top-left sample of r1 (x1, y1; unsigned, >= 0: indexing skips the negative-index wraparound),
     # its four bilinear weights and 1 - inside
     xs = np.empty(w, np.uint64)
@@ -270,22 +295,8 @@ def update_matrices(r0, r1, flow, border, out):
     c10 = np.empty(w, np.float32)
     c11 = np.empty(w, np.float32)
     cout = np.empty(w, np.float32)
-    one = np.uint64(1)
     for y in range(h):
-        wy = _row_weight(border, y, h)
-        fl0 = flow[0, y]
-        fl1 = flow[1, y]
-        fyy = np.float32(y)
-        for x in range(w):  # the sampling of every pixel of the row (products only: vectorises)
-            x1, y1, c00[x], c01[x], c10[x], c11[x], cout[x] = _sample_weights(np.float32(x) + fl0[x],
-                                                                              fyy + fl1[x], wm1, hm1, w, h)
-            xs[x] = x1
-            ys[x] = y1
-        for x in range(w):  # then the gathers and the terms
-            x1 = xs[x]
-            y1 = ys[x]
-            _terms_at(r0, r1, y, x, x1, x1 + one, y1, y1 + one, c00[x], c01[x], c10[x], c11[x], cout[x], fl0[x],
-                      fl1[x], wy * wx[x], out)
+        _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, out)
 
 
 @njit(cache=True, inline="always", fastmath=_FM)
@@ -337,3 +348,261 @@ def solve_and_update(m, det_eps, r0, r1, border, flow, out):
             flow[0, y, x] = dx
             flow[1, y, x] = dy
             _pixel_terms(r0, r1, y, x, dx, dy, wy * wx[x], out)
+
+
+# ------------------------------------------------------------------------------------------ window sums (fused)
+@njit(cache=True, inline="always", fastmath=_FM)
+def _row_taps(src, k, dst):
+    """``dst[i] = sum_j src[i + 5 j] k[j]``, i < len(dst), summed tap by tap from j = 0 with one rounding per tap
+    (``s = fma(src, k[j], s)`` from s = 0): the row pass over 5-channel pixels whose taps are all in ``src``."""
+    nt = k.shape[0]
+    n = dst.shape[0]
+    zero = np.float32(0.0)
+    if nt == 11:  # the extractor's window (winsize 10 or 11): one statement, one load per tap and one store
+        s0, s1, s2, s3 = src[0:n], src[5:5 + n], src[10:10 + n], src[15:15 + n]
+        s4, s5, s6, s7 = src[20:20 + n], src[25:25 + n], src[30:30 + n], src[35:35 + n]
+        s8, s9, s10 = src[40:40 + n], src[45:45 + n], src[50:50 + n]
+        k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10 = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10]
+        for i in range(n):
+            dst[i] = ((((((((((zero + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3) + s4[i] * k4)
+                           + s5[i] * k5) + s6[i] * k6) + s7[i] * k7) + s8[i] * k8) + s9[i] * k9) + s10[i] * k10
+        return
+    # other windows: taps eight (then four, two, one) at a time; one statement adds them in order (contraction
+    # nests the FMAs: the roundings of one tap per loop) with a fraction of the loads and stores of the sum
+    j = 0
+    while j + 8 <= nt:
+        b = 5 * j
+        s0, s1, s2, s3 = src[b:b + n], src[b + 5:b + 5 + n], src[b + 10:b + 10 + n], src[b + 15:b + 15 + n]
+        s4, s5, s6, s7 = src[b + 20:b + 20 + n], src[b + 25:b + 25 + n], src[b + 30:b + 30 + n], src[b + 35:b + 35 + n]
+        k0, k1, k2, k3, k4, k5, k6, k7 = k[j], k[j + 1], k[j + 2], k[j + 3], k[j + 4], k[j + 5], k[j + 6], k[j + 7]
+        if j == 0:
+            for i in range(n):
+                dst[i] = (((((((zero + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3) + s4[i] * k4)
+                           + s5[i] * k5) + s6[i] * k6) + s7[i] * k7
+        else:
+            for i in range(n):
+                dst[i] = (((((((dst[i] + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3) + s4[i] * k4)
+                           + s5[i] * k5) + s6[i] * k6) + s7[i] * k7
+        j += 8
+    if j == 0:
+        for i in range(n):
+            dst[i] = zero
+    if j + 4 <= nt:
+        b = 5 * j
+        s0, s1, s2, s3 = src[b:b + n], src[b + 5:b + 5 + n], src[b + 10:b + 10 + n], src[b + 15:b + 15 + n]
+        k0, k1, k2, k3 = k[j], k[j + 1], k[j + 2], k[j + 3]
+        for i in range(n):
+            dst[i] = (((dst[i] + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3
+        j += 4
+    if j + 2 <= nt:
+        b = 5 * j
+        s0, s1 = src[b:b + n], src[b + 5:b + 5 + n]
+        k0, k1 = k[j], k[j + 1]
+        for i in range(n):
+            dst[i] = (dst[i] + s0[i] * k0) + s1[i] * k1
+        j += 2
+    if j < nt:
+        b = 5 * j
+        s0 = src[b:b + n]
+        k0 = k[j]
+        for i in range(n):
+            dst[i] = dst[i] + s0[i] * k0
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _window_row(src, k, w, pad, dst):
+    """Row pass of one row of terms: ``dst[5x + c] = sum_j src[5 clamp(x + j - r) + c] k[j]`` (replicated
+    border), summed tap by tap from j = 0 with one rounding per tap (``s = fma(src, k[j], s)`` from s = 0), as
+    the CUDA kernel ``window_rows`` and OpenCV's vector row loop.
+
+    ``src``, ``dst``: (w * 5,) float32; ``k``: (2r + 1,) float32; ``pad``: ((w + 2r) * 5,) float32 scratch, which
+    receives the row with its end pixels replicated r times, so that every column is summed by the same loops
+    over contiguous floats (which LLVM vectorises).
+    """
+    r = k.shape[0] // 2
+    n = 5 * w
+    inner = pad[5 * r:5 * r + n]
+    for i in range(n):  # (a loop: Numba's slice assignment is 4x slower)
+        inner[i] = src[i]
+    for x in range(r):
+        for c in range(5):
+            pad[5 * x + c] = src[c]
+            pad[5 * (r + w + x) + c] = src[n - 5 + c]
+    _row_taps(pad, k, dst)
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _window_col(ring, y, h, k, out):
+    """Column pass of output row y from the row-filtered rows in ``ring`` ((2r + 1, w * 5); row i in slot
+    ``i % (2r + 1)``, rows y - r .. y + r clamped to the image present): ``s = row_y k[r]``, then
+    ``s = fma(row_{y-j} + row_{y+j}, k[r + j], s)`` for j = 1..r, as the CUDA kernel ``window_cols`` and
+    OpenCV's symmetric column loop. ``out``: (w * 5,) float32."""
+    nr = ring.shape[0]
+    r = k.shape[0] // 2
+    n = out.shape[0]
+    c = ring[y % nr]
+    kr = k[r]
+    if r == 5:  # the extractor's window: the five pairs in one statement
+        a0, b0 = ring[max(y - 1, 0) % nr], ring[min(y + 1, h - 1) % nr]
+        a1, b1 = ring[max(y - 2, 0) % nr], ring[min(y + 2, h - 1) % nr]
+        a2, b2 = ring[max(y - 3, 0) % nr], ring[min(y + 3, h - 1) % nr]
+        a3, b3 = ring[max(y - 4, 0) % nr], ring[min(y + 4, h - 1) % nr]
+        a4, b4 = ring[max(y - 5, 0) % nr], ring[min(y + 5, h - 1) % nr]
+        k0, k1, k2, k3, k4 = k[6], k[7], k[8], k[9], k[10]
+        for i in range(n):
+            # (the pair's product first: LLVM fuses the first operand's multiply, so c * kr is rounded alone)
+            out[i] = (((((a0[i] + b0[i]) * k0 + c[i] * kr) + (a1[i] + b1[i]) * k1) + (a2[i] + b2[i]) * k2)
+                      + (a3[i] + b3[i]) * k3) + (a4[i] + b4[i]) * k4
+        return
+    for i in range(n):
+        out[i] = c[i] * kr
+    j = 1
+    # pairs of rows four (then two, one) at a time per statement (nested FMAs: the roundings of one at a time)
+    while j + 4 <= r + 1:
+        a0, b0 = ring[max(y - j, 0) % nr], ring[min(y + j, h - 1) % nr]
+        a1, b1 = ring[max(y - j - 1, 0) % nr], ring[min(y + j + 1, h - 1) % nr]
+        a2, b2 = ring[max(y - j - 2, 0) % nr], ring[min(y + j + 2, h - 1) % nr]
+        a3, b3 = ring[max(y - j - 3, 0) % nr], ring[min(y + j + 3, h - 1) % nr]
+        k0, k1, k2, k3 = k[r + j], k[r + j + 1], k[r + j + 2], k[r + j + 3]
+        for i in range(n):
+            out[i] = (((out[i] + (a0[i] + b0[i]) * k0) + (a1[i] + b1[i]) * k1) + (a2[i] + b2[i]) * k2
+                      + (a3[i] + b3[i]) * k3)
+        j += 4
+    if j + 2 <= r + 1:
+        a0, b0 = ring[max(y - j, 0) % nr], ring[min(y + j, h - 1) % nr]
+        a1, b1 = ring[max(y - j - 1, 0) % nr], ring[min(y + j + 1, h - 1) % nr]
+        k0, k1 = k[r + j], k[r + j + 1]
+        for i in range(n):
+            out[i] = (out[i] + (a0[i] + b0[i]) * k0) + (a1[i] + b1[i]) * k1
+        j += 2
+    if j <= r:
+        a0, b0 = ring[max(y - j, 0) % nr], ring[min(y + j, h - 1) % nr]
+        k0 = k[r + j]
+        for i in range(n):
+            out[i] = out[i] + (a0[i] + b0[i]) * k0
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _window_col2(ring, y, h, k, out0, out1):
+    """:func:`_window_col` of output rows y and y + 1 at once, for the 11-tap window (r = 5): the two rows share
+    ten of their eleven row-filtered rows, so each is loaded once for both (12 loads per two sums instead of 22);
+    each sum is the same expression as :func:`_window_col`'s. ``ring`` holds rows y - 5 .. y + 6 (clamped)."""
+    nr = ring.shape[0]
+    n = out0.shape[0]
+    q0, q1 = ring[max(y - 5, 0) % nr], ring[max(y - 4, 0) % nr]
+    q2, q3 = ring[max(y - 3, 0) % nr], ring[max(y - 2, 0) % nr]
+    q4, q5 = ring[max(y - 1, 0) % nr], ring[y % nr]
+    q6, q7 = ring[min(y + 1, h - 1) % nr], ring[min(y + 2, h - 1) % nr]
+    q8, q9 = ring[min(y + 3, h - 1) % nr], ring[min(y + 4, h - 1) % nr]
+    q10, q11 = ring[min(y + 5, h - 1) % nr], ring[min(y + 6, h - 1) % nr]
+    kr, k0, k1, k2, k3, k4 = k[5], k[6], k[7], k[8], k[9], k[10]
+    for i in range(n):
+        out0[i] = (((((q4[i] + q6[i]) * k0 + q5[i] * kr) + (q3[i] + q7[i]) * k1) + (q2[i] + q8[i]) * k2)
+                   + (q1[i] + q9[i]) * k3) + (q0[i] + q10[i]) * k4
+        out1[i] = (((((q5[i] + q7[i]) * k0 + q6[i] * kr) + (q4[i] + q8[i]) * k1) + (q3[i] + q9[i]) * k2)
+                   + (q2[i] + q10[i]) * k3) + (q1[i] + q11[i]) * k4
+
+
+@njit(cache=True, fastmath=_FM, nogil=True)
+def window_sum(m, k, out):
+    """``cv2.sepFilter2D(m, -1, k, k, borderType=cv2.BORDER_REPLICATE)`` with the arithmetic of
+    :func:`window_solve` (the same bits as its window sums; for tests and comparisons).
+
+    Parameters
+    ----------
+    m : (h, w, 5) float32
+        Terms.
+    k : (2r + 1,) float32
+        Symmetric window.
+    out : (h, w, 5) float32
+        Window sums; not ``m``.
+    """
+    h, w = m.shape[0], m.shape[1]
+    n = 5 * w
+    r = k.shape[0] // 2
+    nr = 2 * r + 1
+    mf = m.reshape(h, n)
+    of = out.reshape(h, n)
+    ring = np.empty((nr, n), np.float32)
+    pad = np.empty(n + 10 * r, np.float32)
+    for i in range(min(r, h - 1) + 1):
+        _window_row(mf[i], k, w, pad, ring[i % nr])
+    for y in range(h):
+        if y > 0 and y + r < h:
+            _window_row(mf[y + r], k, w, pad, ring[(y + r) % nr])
+        _window_col(ring, y, h, k, of[y])
+
+
+@njit(cache=True, fastmath=_FM, nogil=True, error_model="numpy")
+def window_solve(m, k, det_eps, flow, r0, r1, border, update):
+    """One Farnebäck iteration after the terms: window sum and 2x2 solve in one pass over the rows, and, if
+    ``update``, the next iteration's terms at the new flow written back into ``m``.
+
+    The numbers of :func:`window_sum` then :func:`solve_flow` (then :func:`update_matrices` at ``flow``), bit for
+    bit, without the (h, w, 5) planes between the steps: a ring of the 2r + 2 row-filtered rows that the column
+    pass of the current output rows needs (two at a time for the 11-tap window, which share ten of them:
+    :func:`_window_col2`; one at a time otherwise); each output row is column-summed into one row, solved into
+    ``flow``, and (``update``) its terms at the new flow overwrite ``m``'s row y, which the row pass has consumed
+    (row y was row-filtered before output row y, and no later output row reads it from ``m``).
+
+    Where :func:`solve_flow` would raise ``ZeroDivisionError`` (det(G) + ``det_eps`` exactly 0, which needs the
+    float64 det(G) of a sum of A^T A, >= 0 but for rounding, to come out as exactly -``det_eps``), this kernel
+    gives inf/NaN: it is compiled with NumPy's error model, without the per-pixel check that kept the solve loop
+    from vectorising (4x slower).
+
+    Parameters
+    ----------
+    m : (h, w, 5) float32
+        Per-pixel terms ``[G11, G12, G22, h1, h2]`` (:func:`update_matrices`); with ``update``, on return the
+        terms at the new ``flow``.
+    k : (2r + 1,) float32
+        Symmetric window (replicated border, as ``cv2.sepFilter2D(..., BORDER_REPLICATE)``).
+    det_eps : float
+        Added to det(G).
+    flow : (2, h, w) float32
+        Output displacement, planes x and y.
+    r0, r1 : (h, w, 5) float32
+        Expansions (read only with ``update``).
+    border : (k,) float32
+        :data:`BORDER_WEIGHTS` (read only with ``update``).
+    update : bool
+        Write the next iteration's terms into ``m``.
+    """
+    h, w = m.shape[0], m.shape[1]
+    n = 5 * w
+    r = k.shape[0] // 2
+    nr = 2 * r + 2  # the rows two output rows need
+    mf = m.reshape(h, n)
+    ring = np.empty((nr, n), np.float32)
+    pad = np.empty(n + 10 * r, np.float32)
+    sums = np.empty((2, w, 5), np.float32)  # the current output rows' window sums
+    s0 = sums[0].reshape(n)
+    s1 = sums[1].reshape(n)
+    wx = _column_weights(border, w)
+    xs = np.empty(w, np.uint64)
+    ys = np.empty(w, np.uint64)
+    c00 = np.empty(w, np.float32)
+    c01 = np.empty(w, np.float32)
+    c10 = np.empty(w, np.float32)
+    c11 = np.empty(w, np.float32)
+    cout = np.empty(w, np.float32)
+    filtered = -1  # rows 0..filtered have been row-filtered into the ring
+    y = 0
+    while y < h:
+        rows = 2 if r == 5 and y + 1 < h else 1  # the 11-tap window: two output rows per column pass
+        while filtered < min(y + rows - 1 + r, h - 1):
+            filtered += 1
+            _window_row(mf[filtered], k, w, pad, ring[filtered % nr])
+        if rows == 2:
+            _window_col2(ring, y, h, k, s0, s1)
+        else:
+            _window_col(ring, y, h, k, s0)
+        for j in range(rows):
+            yy = y + j
+            for x in range(w):
+                dx, dy = _solve_pixel(sums, j, x, det_eps)
+                flow[0, yy, x] = dx
+                flow[1, yy, x] = dy
+            if update:  # row yy of m was row-filtered (filtered >= yy): free to overwrite
+                _update_row(r0, r1, flow, border, yy, wx, xs, ys, c00, c01, c10, c11, cout, m)
+        y += rows

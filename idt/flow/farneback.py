@@ -24,8 +24,10 @@ works on; so with the same window a level's flow equals OpenCV's ``calcOpticalFl
 that level to float rounding away from a 12-pixel border (tested). It starts a level from the next-coarser
 level's *filtered* flow. Window: Gaussian (LEAR's code, OpenCV's ``OPTFLOW_FARNEBACK_GAUSSIAN``) or box (OpenCV's
 default flags), both over offsets -winsize//2..winsize//2. The expansion is one fused Numba pass (separable
-moments and coefficients); the window sums use OpenCV's SIMD ``sepFilter2D``; the per-pixel steps are Numba
-kernels, loaded on first use (importing this module does not load Numba).
+moments and coefficients), so are the first iteration's per-pixel terms, and each iteration is one more
+(:func:`~idtfv.idt.flow._farneback_nb.window_solve`: window sum, 2x2 solve and the next iteration's terms, row
+by row, with the window sums of OpenCV's ``sepFilter2D`` vector loops); the Numba kernels are loaded on first use
+(importing this module does not load Numba).
 """
 
 from __future__ import annotations
@@ -176,7 +178,6 @@ class _Workspace:
     def __init__(self, h: int, w: int):
         self.img = np.empty((h, w), np.float32)
         self.m = np.empty((h, w, 5), np.float32)
-        self.mb = np.empty((h, w, 5), np.float32)
         self.flow = np.empty((2, h, w), np.float32)  # planar x, y
         self.init = np.empty((2, h, w), np.float32)
         self.med = np.empty((2, h, w), np.float32)
@@ -249,15 +250,12 @@ def _level(r0, r1, init, winsize, iterations, window, work: _Workspace, kernel: 
         init = work.flow
         init.fill(0.0)
     k = _window_kernel(winsize, window) if kernel is None else kernel
-    m, mb, flow = work.m, work.mb, work.flow
+    m, flow = work.m, work.flow
     nb.update_matrices(r0, r1, init, nb.BORDER_WEIGHTS, m)
     for i in range(iterations):
-        cv2.sepFilter2D(m, -1, k, k, dst=mb, borderType=cv2.BORDER_REPLICATE)
-        nb.solve_flow(mb, nb.DET_EPS, flow)
-        if i < iterations - 1:
-            # solve, then the terms at the new flow: the numbers of the fused solve_and_update in half its time
-            # (update_matrices vectorises its weights pass; the fused loop cannot)
-            nb.update_matrices(r0, r1, flow, nb.BORDER_WEIGHTS, m)
+        # window sum and solve in one pass over the rows (the numbers of cv2.sepFilter2D's vector loops, then
+        # solve_flow), and, but after the last iteration, the terms at the new flow back into m (update_matrices')
+        nb.window_solve(m, k, nb.DET_EPS, flow, r0, r1, nb.BORDER_WEIGHTS, i < iterations - 1)
     return flow
 
 
