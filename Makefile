@@ -115,12 +115,15 @@ ENCODE_MODE := $(if $(STREAM), --streaming)
 # A --subset sample is drawn from SPLIT's training videos: one sample per split (a full sample serves every split).
 FEATURES_SPLIT := $(if $(and $(STREAM),$(findstring --subset,$(FEATURES_ARGS))),_split$(SPLIT))
 
+# The package's version joins the hash of every stage that runs its code (encode, train-svm, cv and detect follow
+# through the chain), as it joins the stage runner's cache keys: results of another version are not taken as done.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' idtfv/__init__.py)
 # dataset: the manifest (and, for DATASET=default, the generated videos) in a directory of its own.
 H_DATA := $(call hash,dataset kind=$(DATASET) root=$(if $(ROOT),$(abspath $(ROOT))) \
   split_file=$(if $(SPLIT_FILE),$(abspath $(SPLIT_FILE))) seed=$(SEED))
 DATA := $(CACHE)/$(DATASET)-$(H_DATA)
 MANIFEST := $(DATA)/manifest.csv
-H_FEATURES := $(call hash,$(H_DATA) features preset=$(PRESET) seed=$(SEED) mode=$(STREAM)$(FEATURES_SPLIT) \
+H_FEATURES := $(call hash,$(H_DATA) features version=$(VERSION) preset=$(PRESET) seed=$(SEED) mode=$(STREAM)$(FEATURES_SPLIT) \
   args=$(FEATURES_ARGS))
 FEATURES := $(DATA)/features$(STREAM)$(FEATURES_SPLIT)-$(H_FEATURES).json
 H_FISHER := $(call hash,$(H_FEATURES) encode split=$(SPLIT) seed=$(SEED) mode=$(STREAM) args=$(ENCODE_ARGS))
@@ -128,12 +131,12 @@ FISHER := $(DATA)/fisher_split$(SPLIT)$(STREAM)-$(H_FISHER).npz
 H_SVM := $(call hash,$(H_FISHER) train-svm seed=$(SEED) args=$(SVM_ARGS))
 SVM_DIR := $(DATA)/svm_split$(SPLIT)$(STREAM)-$(H_SVM)
 SVM_REPORT := $(SVM_DIR)/report.json
-H_FLOW := $(call hash,$(H_DATA) flow args=$(FLOW_ARGS))
+H_FLOW := $(call hash,$(H_DATA) flow version=$(VERSION) args=$(FLOW_ARGS))
 RAWFRAMES := $(DATA)/rawframes-$(H_FLOW)
 FLOW_DONE := $(RAWFRAMES).done
 # warped_flow is computed on the fly from the frames (the extractor's homography); only MODALITY=flow reads rawframes flow.
 NEEDS_FLOW := $(filter flow,$(MODALITY))
-H_DEEP := $(call hash,$(if $(NEEDS_FLOW),$(H_FLOW),$(H_DATA)) train-deep model=$(MODEL) modality=$(MODALITY) \
+H_DEEP := $(call hash,$(if $(NEEDS_FLOW),$(H_FLOW),$(H_DATA)) train-deep version=$(VERSION) model=$(MODEL) modality=$(MODALITY) \
   split=$(SPLIT) seed=$(SEED) args=$(DEEP_ARGS))
 DEEP_DIR := $(DATA)/$(MODEL)_$(MODALITY)_split$(SPLIT)-$(H_DEEP)
 DEEP_DONE := $(DEEP_DIR).done
@@ -143,7 +146,7 @@ CV_DIR := $(DATA)/cv-$(H_CV)
 CV_REPORT := $(CV_DIR)/report.json
 # detect: the untrimmed synthetic set (DATASET=default only), its features, then windows scored by SVM_DIR's SVMs.
 UNTRIMMED := $(DATA)/untrimmed-$(call hash,untrimmed seed=$(SEED))
-H_UFEATURES := $(call hash,$(H_DATA) untrimmed features preset=$(PRESET) seed=$(SEED) args=$(FEATURES_ARGS))
+H_UFEATURES := $(call hash,$(H_DATA) untrimmed features version=$(VERSION) preset=$(PRESET) seed=$(SEED) args=$(FEATURES_ARGS))
 UFEATURES := $(UNTRIMMED)/features-$(H_UFEATURES).json
 H_DETECT := $(call hash,$(H_SVM) $(H_UFEATURES) detect report=2 args=$(DETECT_ARGS))
 DETECT_DIR := $(DATA)/detect_split$(SPLIT)-$(H_DETECT)

@@ -50,8 +50,8 @@ def _fake_venv(tmp_path):
     return fake_venv(tmp_path, FAKE_IDTFV)
 
 
-def _make(tmp_path, venv, *targets, check=True, **variables):
-    args = ["make", "--no-print-directory", "-C", str(REPO), *targets, f"VENV={venv}",
+def _make(tmp_path, venv, *targets, check=True, repo=REPO, **variables):
+    args = ["make", "--no-print-directory", "-C", str(repo), *targets, f"VENV={venv}",
             f"CACHE={tmp_path / 'cache'}", *[f"{k}={v}" for k, v in variables.items()]]
     env = {**os.environ, "IDTFV_LOG": str(tmp_path / "calls.log"), "MANIFEST_CSV": MANIFEST_CSV}
     env.pop("MAKEFLAGS", None)
@@ -112,6 +112,36 @@ def test_makefile_stages_are_file_targets_that_make_skips_when_done(tmp_path):
     again = _run(tmp_path, venv, SEED=5, SCHEDULER="tcp://h:8786")
     assert list(again) == ["features", "encode", "train-svm"] and again == {k: outs[k] for k in again}
     assert "--scheduler tcp://h:8786" in _log(tmp_path)[4]
+
+
+def _repo_at_version(where: Path, version: str) -> Path:
+    """A copy of the files the Makefile reads (itself, pyproject.toml, idtfv/__init__.py) with another version."""
+    (where / "idtfv").mkdir(parents=True)
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO / name, where / name)
+    init = (REPO / "idtfv" / "__init__.py").read_text()
+    assert init.count('__version__ = "') == 1
+    (where / "idtfv" / "__init__.py").write_text(re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init))
+    return where
+
+
+def test_another_version_of_idtfv_reruns_every_stage_that_runs_its_code_into_new_files(tmp_path):
+    """After an upgrade, ``make train-svm`` found the old version's stamps up to date and reported their results
+    (the stage runner's own keys include the version, but make never called it). The version joins the hashes of the
+    stages that run idtfv's code; the manifest (the dataset's files) is kept."""
+    old = _repo_at_version(tmp_path / "old", "0.0.1")
+    new = _repo_at_version(tmp_path / "new", "0.0.2")
+    venv = _fake_venv(tmp_path)
+    first = {}
+    for repo in (old, new):
+        before = len(_log(tmp_path))
+        _make(tmp_path, venv, "train-svm", repo=repo)
+        first.setdefault(repo, _outputs(_new_calls(tmp_path, before)))
+    assert list(first[old]) == list(STAGES) and list(first[new]) == list(STAGES[1:])
+    assert all(first[new][stage] != first[old][stage] for stage in STAGES[1:])
+    before = len(_log(tmp_path))
+    _make(tmp_path, venv, "train-svm", repo=old)  # going back: the old version's files are still done
+    assert _new_calls(tmp_path, before) == []
 
 
 @pytest.mark.parametrize("variables, reruns", [
