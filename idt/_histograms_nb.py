@@ -34,7 +34,8 @@ import numpy as np
 from numba import njit
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
-           "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks"]
+           "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",
+           "gather_sum_blocks"]
 
 
 # atan(t) ~= t * P(t^2) on [0, 1]: least-squares fit on Chebyshev nodes, max error 4.1e-8 rad in exact arithmetic
@@ -448,6 +449,67 @@ def gather_blocks(hist, x0, y0, nx_cells, ny_cells, cell_w, cell_h, epsilon, out
         _gather_point(hist, x0[i], y0[i], nx_cells, ny_cells, cell_w, cell_h, eps, vec, out, i, 0)
 
 
+@njit(cache=True, inline="always")
+def _raster_order(points, h, w, patch):
+    """Each point's patch corner ``xs, ys (n,) int64`` (``clamp(rint(p) - patch // 2, 0, size - patch)`` per
+    axis, as :func:`idtfv.idt.descriptors.patch_corners`) and the points' order by patch row ``order (n,)``."""
+    half = patch // 2
+    n = points.shape[0]
+    xs = np.empty(n, np.int64)
+    ys = np.empty(n, np.int64)
+    count = np.zeros(h - patch + 2, np.int64)
+    for i in range(n):
+        xs[i] = min(max(int(np.rint(points[i, 0])) - half, 0), w - patch)
+        ys[i] = min(max(int(np.rint(points[i, 1])) - half, 0), h - patch)
+        count[ys[i] + 1] += 1
+    # points taken by patch row (a counting sort): the histograms of a large level do not fit in the cache, and
+    # patches read in raster order share their rows; each point's block does not depend on the order
+    for y in range(1, count.shape[0]):
+        count[y] += count[y - 1]
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        order[count[ys[i]]] = i
+        count[ys[i]] += 1
+    return xs, ys, order
+
+
+@njit(cache=True, inline="always")
+def _point_cells(hog, hof, mbhx, mbhy, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, usual, v0, v1, v2, v3):
+    """One point's cell sums of the four histograms into ``v0 .. v3`` and their four L1 norms (float64)."""
+    if usual:  # literal bin counts: unrolled loops
+        _cell_sums(hog, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
+        _cell_sums(hof, 9, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
+        _cell_sums(mbhx, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
+        _cell_sums(mbhy, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
+    else:
+        _cell_sums(hog, hog.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
+        _cell_sums(hof, hof.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
+        _cell_sums(mbhx, mbhx.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
+        _cell_sums(mbhy, mbhy.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
+    d0, d1, d2, d3 = v0.shape[0], v1.shape[0], v2.shape[0], v3.shape[0]
+    common = min(d0, d1, d2, d3)
+    # the four L1 norms, each summed in its own order (as gather_blocks), side by side: four independent
+    # float64 chains instead of one four times as long (the sums' latency bounds this kernel)
+    t0 = np.float64(0.0)
+    t1 = np.float64(0.0)
+    t2 = np.float64(0.0)
+    t3 = np.float64(0.0)
+    for k in range(common):
+        t0 += v0[k]
+        t1 += v1[k]
+        t2 += v2[k]
+        t3 += v3[k]
+    for k in range(common, d0):
+        t0 += v0[k]
+    for k in range(common, d1):
+        t1 += v1[k]
+    for k in range(common, d2):
+        t2 += v2[k]
+    for k in range(common, d3):
+        t3 += v3[k]
+    return t0, t1, t2, t3
+
+
 @njit(cache=True, nogil=True)
 def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
     """:func:`gather_blocks` of the four histograms at once, with the patch corners computed here.
@@ -471,7 +533,6 @@ def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
     h, w = hog.shape[0] - 1, hog.shape[1] - 1
     cell_w = patch // nx_cells
     cell_h = patch // ny_cells
-    half = patch // 2
     cells = nx_cells * ny_cells
     eps = np.float32(epsilon)
     c1 = cells * hog.shape[2]
@@ -482,58 +543,75 @@ def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
     v1 = np.empty(d1, dtype=np.float32)
     v2 = np.empty(d2, dtype=np.float32)
     v3 = np.empty(d3, dtype=np.float32)
-    common = min(d0, d1, d2, d3)
     usual = hog.shape[2] == 8 and hof.shape[2] == 9 and mbhx.shape[2] == 8 and mbhy.shape[2] == 8
-    n = points.shape[0]
-    xs = np.empty(n, np.int64)
-    ys = np.empty(n, np.int64)
-    count = np.zeros(h - patch + 2, np.int64)
-    for i in range(n):
-        xs[i] = min(max(int(np.rint(points[i, 0])) - half, 0), w - patch)
-        ys[i] = min(max(int(np.rint(points[i, 1])) - half, 0), h - patch)
-        count[ys[i] + 1] += 1
-    # points taken by patch row (a counting sort): the histograms of a large level do not fit in the cache, and
-    # patches read in raster order share their rows; each point's block does not depend on the order
-    for y in range(1, count.shape[0]):
-        count[y] += count[y - 1]
-    order = np.empty(n, np.int64)
-    for i in range(n):
-        order[count[ys[i]]] = i
-        count[ys[i]] += 1
-    for j in range(n):
+    xs, ys, order = _raster_order(points, h, w, patch)
+    for j in range(points.shape[0]):
         i = order[j]
-        xi = xs[i]
-        yi = ys[i]
-        if usual:  # literal bin counts: unrolled loops
-            _cell_sums(hog, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
-            _cell_sums(hof, 9, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
-            _cell_sums(mbhx, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
-            _cell_sums(mbhy, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
-        else:
-            _cell_sums(hog, hog.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
-            _cell_sums(hof, hof.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
-            _cell_sums(mbhx, mbhx.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
-            _cell_sums(mbhy, mbhy.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
-        # the four L1 norms, each summed in its own order (as gather_blocks), side by side: four independent
-        # float64 chains instead of one four times as long (the sums' latency bounds this kernel)
-        t0 = np.float64(0.0)
-        t1 = np.float64(0.0)
-        t2 = np.float64(0.0)
-        t3 = np.float64(0.0)
-        for k in range(common):
-            t0 += v0[k]
-            t1 += v1[k]
-            t2 += v2[k]
-            t3 += v3[k]
-        for k in range(common, d0):
-            t0 += v0[k]
-        for k in range(common, d1):
-            t1 += v1[k]
-        for k in range(common, d2):
-            t2 += v2[k]
-        for k in range(common, d3):
-            t3 += v3[k]
+        t0, t1, t2, t3 = _point_cells(hog, hof, mbhx, mbhy, xs[i], ys[i], nx_cells, ny_cells, cell_w, cell_h, eps,
+                                      usual, v0, v1, v2, v3)
         _normalise(v0, t0, d0, out, i, 0)
         _normalise(v1, t1, d1, out, i, c1)
         _normalise(v2, t2, d2, out, i, c2)
         _normalise(v3, t3, d3, out, i, c3)
+
+
+@njit(cache=True, inline="always")
+def _normalise_add(vec, total, dim, sums, r, c, col):
+    """``sums[r, c, col:col + dim] += sqrt(vec / total)`` (:func:`_normalise`'s float32 values, 0 when ``total``
+    is 0)."""
+    if total > 0.0:
+        inv = np.float32(1.0 / total)
+        for k in range(dim):
+            sums[r, c, col + k] += np.float32(math.sqrt(vec[k] * inv))
+    else:
+        for k in range(dim):
+            sums[r, c, col + k] += np.float32(0.0)
+
+
+@njit(cache=True, nogil=True)
+def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, sums, index, rows, per_cell):
+    """:func:`gather_all_blocks`' block of each point added to its track's temporal-cell sum, without the
+    ``(n, D)`` array in between: ``sums[r, c] += block`` for ``r = rows[i]`` (distinct) and ``c = (index[r] - 1)
+    // per_cell`` (the step just taken), skipped when ``c >= n_t`` (as
+    :func:`idtfv.idt._tracking_nb.add_blocks` of :func:`gather_all_blocks`' rows: the same float32 sums).
+
+    Parameters
+    ----------
+    hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon
+        As :func:`gather_all_blocks`; ``points (n, 2)`` are those of ``rows``.
+    sums : (C, n_t, D) float32
+        A track pool's temporal-cell sums (HOG | HOF | MBHx | MBHy side by side).
+    index : (C,) int32
+        Steps done by each pool row.
+    rows : (n,) int64
+    per_cell : int
+        Steps per temporal cell.
+    """
+    h, w = hog.shape[0] - 1, hog.shape[1] - 1
+    cell_w = patch // nx_cells
+    cell_h = patch // ny_cells
+    cells = nx_cells * ny_cells
+    eps = np.float32(epsilon)
+    nt = sums.shape[1]
+    c1 = cells * hog.shape[2]
+    c2 = c1 + cells * hof.shape[2]
+    c3 = c2 + cells * mbhx.shape[2]
+    d0, d1, d2, d3 = c1, c2 - c1, c3 - c2, cells * mbhy.shape[2]
+    v0 = np.empty(d0, dtype=np.float32)
+    v1 = np.empty(d1, dtype=np.float32)
+    v2 = np.empty(d2, dtype=np.float32)
+    v3 = np.empty(d3, dtype=np.float32)
+    usual = hog.shape[2] == 8 and hof.shape[2] == 9 and mbhx.shape[2] == 8 and mbhy.shape[2] == 8
+    xs, ys, order = _raster_order(points, h, w, patch)
+    for j in range(points.shape[0]):
+        i = order[j]
+        r = rows[i]
+        c = (index[r] - 1) // per_cell
+        if c >= nt:
+            continue
+        t0, t1, t2, t3 = _point_cells(hog, hof, mbhx, mbhy, xs[i], ys[i], nx_cells, ny_cells, cell_w, cell_h, eps,
+                                      usual, v0, v1, v2, v3)
+        _normalise_add(v0, t0, d0, sums, r, c, 0)
+        _normalise_add(v1, t1, d1, sums, r, c, c1)
+        _normalise_add(v2, t2, d2, sums, r, c, c2)
+        _normalise_add(v3, t3, d3, sums, r, c, c3)
