@@ -510,26 +510,9 @@ def _point_cells(hog, hof, mbhx, mbhy, xi, yi, nx_cells, ny_cells, cell_w, cell_
     return t0, t1, t2, t3
 
 
-@njit(cache=True, nogil=True)
-def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
-    """:func:`gather_blocks` of the four histograms at once, with the patch corners computed here.
-
-    Each point's patch corner is ``clamp(rint(p) - patch // 2, 0, size - patch)`` per axis (as
-    :func:`idtfv.idt.descriptors.patch_corners`); each descriptor's block is normalised on its own, as by
-    :func:`gather_blocks`, bit for bit.
-
-    Parameters
-    ----------
-    hog, hof, mbhx, mbhy : (h+1, w+1, B) float32
-        The frame's integral histograms (h, w >= ``patch``).
-    points : (n, 2) float32
-        ``[x, y]`` at this scale, finite.
-    patch, nx_cells, ny_cells : int
-        Patch side and cells (``patch`` divisible by both).
-    epsilon : float
-    out : (n, D) float32
-        The HOG | HOF | MBHx | MBHy blocks side by side (D: the sum of their lengths).
-    """
+@njit(cache=True, inline="always")
+def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
+    """The body of :func:`gather_all_blocks` (shared with :func:`gather_sum_blocks`)."""
     h, w = hog.shape[0] - 1, hog.shape[1] - 1
     cell_w = patch // nx_cells
     cell_h = patch // ny_cells
@@ -555,30 +538,43 @@ def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
         _normalise(v3, t3, d3, out, i, c3)
 
 
-@njit(cache=True, inline="always")
-def _normalise_add(vec, total, dim, sums, r, c, col):
-    """``sums[r, c, col:col + dim] += sqrt(vec / total)`` (:func:`_normalise`'s float32 values, 0 when ``total``
-    is 0)."""
-    if total > 0.0:
-        inv = np.float32(1.0 / total)
-        for k in range(dim):
-            sums[r, c, col + k] += np.float32(math.sqrt(vec[k] * inv))
-    else:
-        for k in range(dim):
-            sums[r, c, col + k] += np.float32(0.0)
-
-
 @njit(cache=True, nogil=True)
-def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, sums, index, rows, per_cell):
-    """:func:`gather_all_blocks`' block of each point added to its track's temporal-cell sum, without the
-    ``(n, D)`` array in between: ``sums[r, c] += block`` for ``r = rows[i]`` (distinct) and ``c = (index[r] - 1)
-    // per_cell`` (the step just taken), skipped when ``c >= n_t`` (as
-    :func:`idtfv.idt._tracking_nb.add_blocks` of :func:`gather_all_blocks`' rows: the same float32 sums).
+def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
+    """:func:`gather_blocks` of the four histograms at once, with the patch corners computed here.
+
+    Each point's patch corner is ``clamp(rint(p) - patch // 2, 0, size - patch)`` per axis (as
+    :func:`idtfv.idt.descriptors.patch_corners`); each descriptor's block is normalised on its own, as by
+    :func:`gather_blocks`, bit for bit.
 
     Parameters
     ----------
-    hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon
-        As :func:`gather_all_blocks`; ``points (n, 2)`` are those of ``rows``.
+    hog, hof, mbhx, mbhy : (h+1, w+1, B) float32
+        The frame's integral histograms (h, w >= ``patch``).
+    points : (n, 2) float32
+        ``[x, y]`` at this scale, finite.
+    patch, nx_cells, ny_cells : int
+        Patch side and cells (``patch`` divisible by both).
+    epsilon : float
+    out : (n, D) float32
+        The HOG | HOF | MBHx | MBHy blocks side by side (D: the sum of their lengths).
+    """
+    _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out)
+
+
+@njit(cache=True, nogil=True)
+def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, sums, index, rows, per_cell,
+                      out):
+    """:func:`gather_all_blocks` into ``out``, then each point's block added to its track's temporal-cell sum:
+    ``sums[r, c] += out[i]`` for ``r = rows[i]`` (distinct) and ``c = (index[r] - 1) // per_cell`` (the step just
+    taken), skipped when ``c >= n_t``, i.e. :func:`idtfv.idt._tracking_nb.add_blocks` (the same float32 sums) in
+    the same call. The blocks are gathered in the patches' raster order (the histograms' rows stay in the cache)
+    and added in ``rows``' order (the pool's rows, mostly in memory order): adding each block as it is made, in
+    raster order, scatters the read-modify-writes over the pool and was slower.
+
+    Parameters
+    ----------
+    hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out
+        As :func:`gather_all_blocks`; ``points (n, 2)`` are those of ``rows``; ``out (n, D)`` is scratch.
     sums : (C, n_t, D) float32
         A track pool's temporal-cell sums (HOG | HOF | MBHx | MBHy side by side).
     index : (C,) int32
@@ -587,31 +583,12 @@ def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
     per_cell : int
         Steps per temporal cell.
     """
-    h, w = hog.shape[0] - 1, hog.shape[1] - 1
-    cell_w = patch // nx_cells
-    cell_h = patch // ny_cells
-    cells = nx_cells * ny_cells
-    eps = np.float32(epsilon)
+    _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out)
     nt = sums.shape[1]
-    c1 = cells * hog.shape[2]
-    c2 = c1 + cells * hof.shape[2]
-    c3 = c2 + cells * mbhx.shape[2]
-    d0, d1, d2, d3 = c1, c2 - c1, c3 - c2, cells * mbhy.shape[2]
-    v0 = np.empty(d0, dtype=np.float32)
-    v1 = np.empty(d1, dtype=np.float32)
-    v2 = np.empty(d2, dtype=np.float32)
-    v3 = np.empty(d3, dtype=np.float32)
-    usual = hog.shape[2] == 8 and hof.shape[2] == 9 and mbhx.shape[2] == 8 and mbhy.shape[2] == 8
-    xs, ys, order = _raster_order(points, h, w, patch)
-    for j in range(points.shape[0]):
-        i = order[j]
-        r = rows[i]
+    for k in range(rows.shape[0]):
+        r = rows[k]
         c = (index[r] - 1) // per_cell
         if c >= nt:
             continue
-        t0, t1, t2, t3 = _point_cells(hog, hof, mbhx, mbhy, xs[i], ys[i], nx_cells, ny_cells, cell_w, cell_h, eps,
-                                      usual, v0, v1, v2, v3)
-        _normalise_add(v0, t0, d0, sums, r, c, 0)
-        _normalise_add(v1, t1, d1, sums, r, c, c1)
-        _normalise_add(v2, t2, d2, sums, r, c, c2)
-        _normalise_add(v3, t3, d3, sums, r, c, c3)
+        for j in range(out.shape[1]):
+            sums[r, c, j] += out[k, j]

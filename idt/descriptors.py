@@ -379,9 +379,9 @@ def cell_descriptor_rows(
 def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, points: np.ndarray, *,
                            layout: DescriptorLayout = DescriptorLayout()) -> None:
     """Add the points' descriptor blocks to their tracks' temporal-cell sums: ``pool.store_descriptors(rows,
-    cell_descriptor_rows(hists, points, layout=layout))`` in one kernel call, without the ``(n, D)`` blocks in
-    between (:func:`idtfv.idt._histograms_nb.gather_sum_blocks`; the same float32 sums). The extractor's step 5
-    on the CPU.
+    cell_descriptor_rows(hists, points, layout=layout))`` in one kernel call
+    (:func:`idtfv.idt._histograms_nb.gather_sum_blocks`; the same float32 sums), without the checks and copies
+    of the two calls. The extractor's step 5 on the CPU.
 
     Parameters
     ----------
@@ -406,7 +406,8 @@ def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, point
         raise ParameterError(f"store_cell_descriptors: the image ({w}x{h}) is smaller than the {layout.patch}-px "
                              "patch; stop the scale pyramid before this level")
     _nb.gather_sum_blocks(hists.hog, hists.hof, hists.mbhx, hists.mbhy, points, layout.patch, layout.nx_cells,
-                          layout.ny_cells, float(layout.epsilon), pool.desc, pool.index, rows, pool.per_cell)
+                          layout.ny_cells, float(layout.epsilon), pool.desc, pool.index, rows, pool.per_cell,
+                          np.empty((n, pool.desc.shape[2]), np.float32))
 
 
 def temporal_pool(per_frame: np.ndarray, nt_cells: int = 3) -> np.ndarray:
