@@ -450,10 +450,24 @@ def gather_blocks(hist, x0, y0, nx_cells, ny_cells, cell_w, cell_h, epsilon, out
 
 
 @njit(cache=True, inline="always")
-def _raster_order(points, h, w, patch):
-    """Each point's patch corner ``xs, ys (n,) int64`` (``clamp(rint(p) - patch // 2, 0, size - patch)`` per
-    axis, as :func:`idtfv.idt.descriptors.patch_corners`) and the points' order by patch row ``order (n,)``."""
+def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
+    """The body of :func:`gather_all_blocks` (shared with :func:`gather_sum_blocks`)."""
+    h, w = hog.shape[0] - 1, hog.shape[1] - 1
+    cell_w = patch // nx_cells
+    cell_h = patch // ny_cells
     half = patch // 2
+    cells = nx_cells * ny_cells
+    eps = np.float32(epsilon)
+    c1 = cells * hog.shape[2]
+    c2 = c1 + cells * hof.shape[2]
+    c3 = c2 + cells * mbhx.shape[2]
+    d0, d1, d2, d3 = c1, c2 - c1, c3 - c2, cells * mbhy.shape[2]
+    v0 = np.empty(d0, dtype=np.float32)
+    v1 = np.empty(d1, dtype=np.float32)
+    v2 = np.empty(d2, dtype=np.float32)
+    v3 = np.empty(d3, dtype=np.float32)
+    common = min(d0, d1, d2, d3)
+    usual = hog.shape[2] == 8 and hof.shape[2] == 9 and mbhx.shape[2] == 8 and mbhy.shape[2] == 8
     n = points.shape[0]
     xs = np.empty(n, np.int64)
     ys = np.empty(n, np.int64)
@@ -470,68 +484,39 @@ def _raster_order(points, h, w, patch):
     for i in range(n):
         order[count[ys[i]]] = i
         count[ys[i]] += 1
-    return xs, ys, order
-
-
-@njit(cache=True, inline="always")
-def _point_cells(hog, hof, mbhx, mbhy, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, usual, v0, v1, v2, v3):
-    """One point's cell sums of the four histograms into ``v0 .. v3`` and their four L1 norms (float64)."""
-    if usual:  # literal bin counts: unrolled loops
-        _cell_sums(hog, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
-        _cell_sums(hof, 9, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
-        _cell_sums(mbhx, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
-        _cell_sums(mbhy, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
-    else:
-        _cell_sums(hog, hog.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
-        _cell_sums(hof, hof.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
-        _cell_sums(mbhx, mbhx.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
-        _cell_sums(mbhy, mbhy.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
-    d0, d1, d2, d3 = v0.shape[0], v1.shape[0], v2.shape[0], v3.shape[0]
-    common = min(d0, d1, d2, d3)
-    # the four L1 norms, each summed in its own order (as gather_blocks), side by side: four independent
-    # float64 chains instead of one four times as long (the sums' latency bounds this kernel)
-    t0 = np.float64(0.0)
-    t1 = np.float64(0.0)
-    t2 = np.float64(0.0)
-    t3 = np.float64(0.0)
-    for k in range(common):
-        t0 += v0[k]
-        t1 += v1[k]
-        t2 += v2[k]
-        t3 += v3[k]
-    for k in range(common, d0):
-        t0 += v0[k]
-    for k in range(common, d1):
-        t1 += v1[k]
-    for k in range(common, d2):
-        t2 += v2[k]
-    for k in range(common, d3):
-        t3 += v3[k]
-    return t0, t1, t2, t3
-
-
-@njit(cache=True, inline="always")
-def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
-    """The body of :func:`gather_all_blocks` (shared with :func:`gather_sum_blocks`)."""
-    h, w = hog.shape[0] - 1, hog.shape[1] - 1
-    cell_w = patch // nx_cells
-    cell_h = patch // ny_cells
-    cells = nx_cells * ny_cells
-    eps = np.float32(epsilon)
-    c1 = cells * hog.shape[2]
-    c2 = c1 + cells * hof.shape[2]
-    c3 = c2 + cells * mbhx.shape[2]
-    d0, d1, d2, d3 = c1, c2 - c1, c3 - c2, cells * mbhy.shape[2]
-    v0 = np.empty(d0, dtype=np.float32)
-    v1 = np.empty(d1, dtype=np.float32)
-    v2 = np.empty(d2, dtype=np.float32)
-    v3 = np.empty(d3, dtype=np.float32)
-    usual = hog.shape[2] == 8 and hof.shape[2] == 9 and mbhx.shape[2] == 8 and mbhy.shape[2] == 8
-    xs, ys, order = _raster_order(points, h, w, patch)
-    for j in range(points.shape[0]):
+    for j in range(n):
         i = order[j]
-        t0, t1, t2, t3 = _point_cells(hog, hof, mbhx, mbhy, xs[i], ys[i], nx_cells, ny_cells, cell_w, cell_h, eps,
-                                      usual, v0, v1, v2, v3)
+        xi = xs[i]
+        yi = ys[i]
+        if usual:  # literal bin counts: unrolled loops
+            _cell_sums(hog, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
+            _cell_sums(hof, 9, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
+            _cell_sums(mbhx, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
+            _cell_sums(mbhy, 8, xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
+        else:
+            _cell_sums(hog, hog.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v0)
+            _cell_sums(hof, hof.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
+            _cell_sums(mbhx, mbhx.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
+            _cell_sums(mbhy, mbhy.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
+        # the four L1 norms, each summed in its own order (as gather_blocks), side by side: four independent
+        # float64 chains instead of one four times as long (the sums' latency bounds this kernel)
+        t0 = np.float64(0.0)
+        t1 = np.float64(0.0)
+        t2 = np.float64(0.0)
+        t3 = np.float64(0.0)
+        for k in range(common):
+            t0 += v0[k]
+            t1 += v1[k]
+            t2 += v2[k]
+            t3 += v3[k]
+        for k in range(common, d0):
+            t0 += v0[k]
+        for k in range(common, d1):
+            t1 += v1[k]
+        for k in range(common, d2):
+            t2 += v2[k]
+        for k in range(common, d3):
+            t3 += v3[k]
         _normalise(v0, t0, d0, out, i, 0)
         _normalise(v1, t1, d1, out, i, c1)
         _normalise(v2, t2, d2, out, i, c2)
