@@ -133,7 +133,7 @@ def main(argv=None):
         f"| same, reusing the previous frame's arrays (`out=`) | {reuse[0]:.1f} ({reuse[1]:.1f}) | "
         f"{base[0]:.1f} ({base[1]:.1f}) | {base[0] / reuse[0]:.1f}x |",
         f"| `cell_descriptors`, {args.points} points, 4 descriptors | {gather[0]:.1f} ({gather[1]:.1f}) | | |",
-        f"| `cell_descriptor_rows` (the extractor's: one array), same points | {rows[0]:.1f} ({rows[1]:.1f}) | | |",
+        f"| `cell_descriptor_rows` (one array), same points | {rows[0]:.1f} ({rows[1]:.1f}) | | |",
         f"| flow-match corners of the 320x240 frame, response remembered (`cv2.goodFeaturesToTrack` in the "
         f"baseline column) | {our_corners[0]:.2f} ({our_corners[1]:.2f}) | {cv_corners[0]:.2f} ({cv_corners[1]:.2f}) "
         f"| {cv_corners[0] / our_corners[0]:.1f}x |",

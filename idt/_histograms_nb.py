@@ -34,7 +34,8 @@ import numpy as np
 from numba import njit
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
-           "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks"]
+           "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",
+           "gather_sum_blocks"]
 
 
 # atan(t) ~= t * P(t^2) on [0, 1]: least-squares fit on Chebyshev nodes, max error 4.1e-8 rad in exact arithmetic
@@ -448,26 +449,9 @@ def gather_blocks(hist, x0, y0, nx_cells, ny_cells, cell_w, cell_h, epsilon, out
         _gather_point(hist, x0[i], y0[i], nx_cells, ny_cells, cell_w, cell_h, eps, vec, out, i, 0)
 
 
-@njit(cache=True, nogil=True)
-def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
-    """:func:`gather_blocks` of the four histograms at once, with the patch corners computed here.
-
-    Each point's patch corner is ``clamp(rint(p) - patch // 2, 0, size - patch)`` per axis (as
-    :func:`idtfv.idt.descriptors.patch_corners`); each descriptor's block is normalised on its own, as by
-    :func:`gather_blocks`, bit for bit.
-
-    Parameters
-    ----------
-    hog, hof, mbhx, mbhy : (h+1, w+1, B) float32
-        The frame's integral histograms (h, w >= ``patch``).
-    points : (n, 2) float32
-        ``[x, y]`` at this scale, finite.
-    patch, nx_cells, ny_cells : int
-        Patch side and cells (``patch`` divisible by both).
-    epsilon : float
-    out : (n, D) float32
-        The HOG | HOF | MBHx | MBHy blocks side by side (D: the sum of their lengths).
-    """
+@njit(cache=True, inline="always")
+def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
+    """The body of :func:`gather_all_blocks` (shared with :func:`gather_sum_blocks`)."""
     h, w = hog.shape[0] - 1, hog.shape[1] - 1
     cell_w = patch // nx_cells
     cell_h = patch // ny_cells
@@ -537,3 +521,59 @@ def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
         _normalise(v1, t1, d1, out, i, c1)
         _normalise(v2, t2, d2, out, i, c2)
         _normalise(v3, t3, d3, out, i, c3)
+
+
+@njit(cache=True, nogil=True)
+def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
+    """:func:`gather_blocks` of the four histograms at once, with the patch corners computed here.
+
+    Each point's patch corner is ``clamp(rint(p) - patch // 2, 0, size - patch)`` per axis (as
+    :func:`idtfv.idt.descriptors.patch_corners`); each descriptor's block is normalised on its own, as by
+    :func:`gather_blocks`, bit for bit.
+
+    Parameters
+    ----------
+    hog, hof, mbhx, mbhy : (h+1, w+1, B) float32
+        The frame's integral histograms (h, w >= ``patch``).
+    points : (n, 2) float32
+        ``[x, y]`` at this scale, finite.
+    patch, nx_cells, ny_cells : int
+        Patch side and cells (``patch`` divisible by both).
+    epsilon : float
+    out : (n, D) float32
+        The HOG | HOF | MBHx | MBHy blocks side by side (D: the sum of their lengths).
+    """
+    _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out)
+
+
+@njit(cache=True, nogil=True)
+def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, sums, index, rows, per_cell,
+                      out):
+    """:func:`gather_all_blocks` into ``out``, then each point's block added to its track's temporal-cell sum:
+    ``sums[r, c] += out[i]`` for ``r = rows[i]`` (distinct) and ``c = (index[r] - 1) // per_cell`` (the step just
+    taken), skipped when ``c >= n_t``, i.e. :func:`idtfv.idt._tracking_nb.add_blocks` (the same float32 sums) in
+    the same call. The blocks are gathered in the patches' raster order (the histograms' rows stay in the cache)
+    and added in ``rows``' order (the pool's rows, mostly in memory order): adding each block as it is made, in
+    raster order, scatters the read-modify-writes over the pool and was slower.
+
+    Parameters
+    ----------
+    hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out
+        As :func:`gather_all_blocks`; ``points (n, 2)`` are those of ``rows``; ``out (n, D)`` is scratch.
+    sums : (C, n_t, D) float32
+        A track pool's temporal-cell sums (HOG | HOF | MBHx | MBHy side by side).
+    index : (C,) int32
+        Steps done by each pool row.
+    rows : (n,) int64
+    per_cell : int
+        Steps per temporal cell.
+    """
+    _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out)
+    nt = sums.shape[1]
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        c = (index[r] - 1) // per_cell
+        if c >= nt:
+            continue
+        for j in range(out.shape[1]):
+            sums[r, c, j] += out[k, j]

@@ -1,5 +1,6 @@
-r"""Numba kernels: windowed nearest-descriptor matching of keypoints between two frames, and the corners of the
-camera's flow matches (:func:`good_features`, ``cv2.goodFeaturesToTrack`` from a given corner response).
+r"""Numba kernels: windowed nearest-descriptor matching of keypoints between two frames, and the camera's flow
+matches (their corners, :func:`good_features`, ``cv2.goodFeaturesToTrack`` from a given corner response; their
+pairs, :func:`flow_match_points`).
 
 For each keypoint :math:`i` of frame :math:`t` (query) the kernel returns the keypoint :math:`j` of frame
 :math:`t-1` (train) with the smallest descriptor distance among those with :math:`|x_i - x_j| \le w` and
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["nearest_hamming", "nearest_l2", "good_features"]
+__all__ = ["nearest_hamming", "nearest_l2", "good_features", "flow_match_points"]
 
 
 @njit(cache=True, inline="always")
@@ -166,4 +167,41 @@ def good_features(eig, maxv, mask, use_mask, quality, min_distance, max_corners,
             m += 1
             if max_corners > 0 and m == max_corners:
                 break
+    return m
+
+
+@njit(cache=True, nogil=True)
+def flow_match_points(pts, flow, min_flow2, src, dst):
+    """The flow matches of corners ``pts``: each corner's rounded pixel ``(xi, yi)`` (``rint``, clamped into the
+    flow), its flow vector ``f`` there (as float32) and, when ``f_x^2 + f_y^2 > min_flow2`` (float32), the pair
+    ``src = pts[k]``, ``dst = (xi, yi) + f`` (float32), in ``pts``' order.
+
+    Parameters
+    ----------
+    pts : (n, 2) float32
+    flow : (h, w, 2) float32 or float64
+    min_flow2 : float32
+        The squared threshold.
+    src, dst : (n, 2) float32
+        Outputs, their first ``m`` rows.
+
+    Returns
+    -------
+    int
+        ``m``, the pairs kept.
+    """
+    h = flow.shape[0]
+    w = flow.shape[1]
+    m = 0
+    for k in range(pts.shape[0]):
+        xi = min(max(int(np.rint(pts[k, 0])), 0), w - 1)
+        yi = min(max(int(np.rint(pts[k, 1])), 0), h - 1)
+        fx = np.float32(flow[yi, xi, 0])
+        fy = np.float32(flow[yi, xi, 1])
+        if fx * fx + fy * fy > min_flow2:
+            src[m, 0] = pts[k, 0]
+            src[m, 1] = pts[k, 1]
+            dst[m, 0] = np.float32(xi) + fx
+            dst[m, 1] = np.float32(yi) + fy
+            m += 1
     return m

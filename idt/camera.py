@@ -30,6 +30,7 @@ warped frame or derived from the flow (``warp_flow``). The options are a :class:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, fields
 
@@ -295,6 +296,12 @@ def _flow_matches(prev_gray: np.ndarray, flow: np.ndarray, mask: np.ndarray | No
     pts = good_features(prev_gray, int(params.flow_matches), 0.001, 3.0, mask=mask, response=response)
     if len(pts) == 0:
         return empty, empty
+    if isinstance(flow, np.ndarray) and flow.ndim == 3 and flow.dtype == np.float32 and flow.flags.c_contiguous:
+        # the same pairs in one kernel call (the NumPy below is its reference and serves other flows)
+        src = np.empty_like(pts)
+        dst = np.empty_like(pts)
+        m = _match_nb.flow_match_points(pts, flow, np.float32(params.flow_match_min) ** 2, src, dst)
+        return src[:m], dst[:m]
     h, w = flow.shape[:2]
     xi = np.clip(np.rint(pts[:, 0]).astype(np.int64), 0, w - 1)
     yi = np.clip(np.rint(pts[:, 1]).astype(np.int64), 0, h - 1)
@@ -313,8 +320,8 @@ def _fit(prev_pts: np.ndarray, cur_pts: np.ndarray, params: CameraParams, rng) -
     if rng is not None:
         # OpenCV's RANSAC seeds its own generator; seeding the global one as well keeps any other path reproducible
         cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
-    H, inl = cv2.findHomography(prev_pts.astype(np.float32), cur_pts.astype(np.float32), cv2.RANSAC,
-                                float(params.ransac_threshold))
+    H, inl = cv2.findHomography(prev_pts.astype(np.float32, copy=False), cur_pts.astype(np.float32, copy=False),
+                                cv2.RANSAC, float(params.ransac_threshold))
     if H is None or inl is None:
         return eye, 0
     n = int(np.count_nonzero(inl))
@@ -435,13 +442,30 @@ def warp_to_previous(gray: np.ndarray, H: np.ndarray, *, prev: np.ndarray | None
     return out
 
 
+_EYE3 = np.eye(3).tolist()
+
+
+def is_identity(H) -> bool:
+    """Whether ``H`` is the 3x3 identity, exactly (``np.array_equal(H, np.eye(3))``, without its calls)."""
+    H = np.asarray(H)
+    return H.shape == (3, 3) and H.tolist() == _EYE3
+
+
+@functools.lru_cache(maxsize=64)
+def _scale_matrices(scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """:math:`S^{-1}` and :math:`S` of :func:`scale_homography` (read-only; made once per scale)."""
+    S = np.diag([scale, scale, 1.0])
+    Si = np.diag([1.0 / scale, 1.0 / scale, 1.0])
+    S.flags.writeable = Si.flags.writeable = False
+    return Si, S
+
+
 def scale_homography(H: np.ndarray, scale: float) -> np.ndarray:
     """H in the coordinates of a pyramid level whose pixel ``x_s`` is ``scale * x_s`` in the original frame.
 
     :math:`H_s = S^{-1} H S` with :math:`S = \\mathrm{diag}(s, s, 1)`.
     """
-    S = np.diag([scale, scale, 1.0])
-    Si = np.diag([1.0 / scale, 1.0 / scale, 1.0])
+    Si, S = _scale_matrices(float(scale))
     return Si @ np.asarray(H, np.float64) @ S
 
 
@@ -466,7 +490,7 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
     (h, w, 2) float32
     """
     if interior is None:
-        if np.array_equal(H, np.eye(3)):
+        if is_identity(H):
             return flow
         Hi = np.linalg.inv(np.asarray(H, np.float64))
         flow = np.ascontiguousarray(flow, np.float32)
@@ -531,7 +555,7 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
         raise ParameterError(f"compensated_flows: device must be 'cpu' or 'cuda', got {device!r}; resolve 'auto' "
                              "with idtfv.idt.device.resolve_device first")
     margin = params.warp_margin
-    if margin <= 0 and np.array_equal(H, np.eye(3)):
+    if margin <= 0 and is_identity(H):
         return flows
     if params.warp_flow == "recompute":
         return recompute(warp(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))

@@ -40,7 +40,7 @@ from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
     "DescriptorLayout", "FrameHistograms", "frame_histograms", "hog_histogram", "cell_descriptors",
-    "cell_descriptor_rows", "temporal_pool", "patch_corners", "level_histograms",
+    "cell_descriptor_rows", "store_cell_descriptors", "temporal_pool", "patch_corners", "level_histograms",
 ]
 
 #: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,
@@ -374,6 +374,40 @@ def cell_descriptor_rows(
     _nb.gather_all_blocks(*hists, np.ascontiguousarray(points, np.float32), layout.patch, layout.nx_cells,
                           layout.ny_cells, float(layout.epsilon), out)
     return out
+
+
+def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, points: np.ndarray, *,
+                           layout: DescriptorLayout = DescriptorLayout()) -> None:
+    """Add the points' descriptor blocks to their tracks' temporal-cell sums: ``pool.store_descriptors(rows,
+    cell_descriptor_rows(hists, points, layout=layout))`` in one kernel call
+    (:func:`idtfv.idt._histograms_nb.gather_sum_blocks`; the same float32 sums), without the checks and copies
+    of the two calls. The extractor's step 5 on the CPU.
+
+    Parameters
+    ----------
+    pool : idtfv.idt.tracking.TrackPool
+        Its ``desc (C, n_t, D)`` sums (D the layout's four block widths), ``index`` and ``per_cell``.
+    rows : (n,) int64
+        Pool rows of the tracks that just took a step (distinct).
+    hists : FrameHistograms
+        The frame's integral histograms (CPU arrays of ``layout``'s bins), at least ``patch`` x ``patch`` pixels.
+    points : (n, 2) float32
+        The tracks' points (finite) where the blocks are read: their points before the step.
+    layout : DescriptorLayout
+    """
+    n = len(rows)
+    if n == 0:
+        return
+    if points.shape != (n, 2) or points.dtype != np.float32 or not points.flags.c_contiguous:
+        raise ParameterError(f"store_cell_descriptors: points must be a C-contiguous (n, 2) = {(n, 2)} float32 "
+                             f"array, one per row; got {points.dtype} {points.shape}")
+    h, w = hists.hog.shape[0] - 1, hists.hog.shape[1] - 1
+    if w < layout.patch or h < layout.patch:
+        raise ParameterError(f"store_cell_descriptors: the image ({w}x{h}) is smaller than the {layout.patch}-px "
+                             "patch; stop the scale pyramid before this level")
+    _nb.gather_sum_blocks(hists.hog, hists.hof, hists.mbhx, hists.mbhy, points, layout.patch, layout.nx_cells,
+                          layout.ny_cells, float(layout.epsilon), pool.desc, pool.index, rows, pool.per_cell,
+                          np.empty((n, pool.desc.shape[2]), np.float32))
 
 
 def temporal_pool(per_frame: np.ndarray, nt_cells: int = 3) -> np.ndarray:

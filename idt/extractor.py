@@ -86,7 +86,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import cv2
@@ -96,7 +95,7 @@ from idtfv import __version__
 from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
-from idtfv.idt.camera import (CameraMotion, FrameFeatures, _detect, _make_detector, compensated_flows,
+from idtfv.idt.camera import (CameraMotion, FrameFeatures, _detect, _make_detector, compensated_flows, is_identity,
                               resolve_matcher)
 from idtfv.idt.device import resolve_device
 from idtfv.idt.flow.farneback import FarnebackPyramidFlow
@@ -105,7 +104,7 @@ from idtfv.idt.flow.pyramid_flow import make_pyramid_flow
 from idtfv.idt.humans import HeldDetections, HOGPeopleDetector, box_mask, boxes_cache_path, load_boxes, save_boxes
 from idtfv.idt.params import IDTParams
 from idtfv.idt.pyramid import pyramid_geometry
-from idtfv.idt.sampling import corner_response, dense_sample, dense_sample_levels
+from idtfv.idt.sampling import corner_response, dense_sample_levels, dense_sample_pool
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.layout import BLOCK_NAMES
 from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
@@ -122,10 +121,55 @@ STAGES = ("decode", "pyramid", "flow", "camera", "warp_flow", "histograms", "tra
 DESCRIPTORS = ("hog", "hof", "mbhx", "mbhy")
 
 
+class _NoStage:
+    """The stage timer's context when nothing is timed: entering and leaving it does nothing (one shared
+    instance, no per-call object or generator)."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_STAGE = _NoStage()
+
+
+class _Stage:
+    """One timed stage of :class:`_Timer`: its seconds are added to the timer's dict when it is left."""
+
+    __slots__ = ("timer", "name", "sync", "t0")
+
+    def __init__(self, timer: "_Timer", name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self):
+        timer = self.timer
+        # the device's thread only: host threads running ahead (_HostAhead: decoding, keypoints) make no device
+        # call, not even a synchronisation (their current stream would not be the video's)
+        self.sync = timer.sync if timer.sync is not None and threading.get_ident() == timer._owner else None
+        if self.sync is not None:
+            self.sync()
+        self.t0 = time.perf_counter()
+        return None
+
+    def __exit__(self, *exc):
+        if self.sync is not None:
+            self.sync()
+        dt = time.perf_counter() - self.t0
+        timer = self.timer
+        with timer._lock:
+            timer.t[self.name] = timer.t.get(self.name, 0.0) + dt
+        return False
+
+
 class _Timer:
-    """Seconds per stage into ``timings`` (None: no timing). ``sync``, when set (``device="cuda"`` with timings),
-    is called before a stage's clock starts and before it stops, so that a stage's time is the device work it
-    launched, not the launches (CUDA kernels run asynchronously); the CPU path has none."""
+    """Seconds per stage into ``timings`` (None: no timing, and ``timer(name)`` is a shared do-nothing context).
+    ``sync``, when set (``device="cuda"`` with timings), is called before a stage's clock starts and before it
+    stops, so that a stage's time is the device work it launched, not the launches (CUDA kernels run
+    asynchronously); the CPU path has none."""
 
     def __init__(self, timings: dict | None, sync=None):
         self.t = timings
@@ -133,25 +177,10 @@ class _Timer:
         self._owner = threading.get_ident()  # only this thread synchronises: the others touch no device
         self._lock = threading.Lock()  # with --threads, the per-level steps time themselves from several threads
 
-    @contextmanager
-    def __call__(self, name):
+    def __call__(self, name: str):
         if self.t is None:
-            yield
-            return
-        # the device's thread only: host threads running ahead (_HostAhead: decoding, keypoints) make no device
-        # call, not even a synchronisation (their current stream would not be the video's)
-        sync = self.sync if self.sync is not None and threading.get_ident() == self._owner else None
-        if sync is not None:
-            sync()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            if sync is not None:
-                sync()
-            dt = time.perf_counter() - t0
-            with self._lock:
-                self.t[name] = self.t.get(name, 0.0) + dt
+            return _NO_STAGE
+        return _Stage(self, name)
 
 
 # ---------------------------------------------------------------------------------------------- frame sources
@@ -400,37 +429,46 @@ def level_groups(sizes: list[tuple[int, int]], threads: int) -> list[tuple[int, 
     return [tuple(sorted(g)) for g in groups if g]
 
 
-def _rows(pos, disp, desc, scale, frame_num, width, height, n_frames, params, offsets):
-    """Validate finished tracks of one level and build their rows (LEAR column order).
+def _t_pos(frame_num: int, n_frames: int | None, params: IDTParams) -> float:
+    """The ``t_pos`` of the rows of tracks ending at ``frame_num`` (the absolute index, LEAR's ``frameNum``):
+    ``(frame_num - start - L/2) / n_frames`` clipped to [0, 0.999] with ``n_frames`` the number of frames in
+    ``[start, end)`` (LEAR's convention for ``start = 0``); NaN when that number is not known yet (:func:`extract`
+    fills it in at the end)."""
+    if n_frames:
+        return float(np.clip((frame_num - params.start - params.track_length / 2.0) / n_frames, 0, 0.999))
+    return float("nan")
 
-    ``frame_num`` is the absolute index of the frame where the tracks end (LEAR's ``frameNum``);
-    ``t_pos = (frame_num - start - L/2) / n_frames`` clipped to [0, 0.999] with ``n_frames`` the number of frames
-    in ``[start, end)`` (LEAR's convention for ``start = 0``).
-    """
-    n = len(pos)
-    meta6 = np.zeros((n, 6), np.float32)
-    traj = np.zeros((n, 2 * params.track_length), np.float32)
-    keep = np.zeros(n, np.bool_)
-    _nb.validate_tracks(pos, disp, float(scale), params.min_var, params.max_var, params.max_dis,
-                        params.max_dis_ratio, params.min_camera_disp, bool(params.camera_motion), meta6, traj, keep)
-    if not keep.any():
+
+def _pool_rows(pool: TrackPool, rows: np.ndarray, scale: float, frame_num: int, width: int, height: int,
+               t_pos: float, params: IDTParams, widths) -> Trajectories | None:
+    """The rows (LEAR's column order) of the finished tracks ``rows`` of one level's ``pool``
+    (:meth:`~idtfv.idt.tracking.TrackPool.pop_finished_rows`) that pass the pruning, or None: validated and made
+    into rows in place by one kernel (:func:`idtfv.idt._tracking_nb.pool_rows`). ``scale``: the level's factor;
+    ``width``, ``height``: the frame's size; ``widths``: the four descriptor blocks' widths (:data:`DESCRIPTORS`'
+    order)."""
+    n = len(rows)
+    meta = np.empty((n, 10), np.float32)
+    traj = np.empty((n, 2 * params.track_length), np.float32)
+    blocks = [np.empty((n, w), np.float32) for w in widths]
+    m = _nb.pool_rows(rows, pool.pos, pool.disp, pool.desc, pool.per_cell, float(scale), params.min_var,
+                      params.max_var, params.max_dis, params.max_dis_ratio, params.min_camera_disp,
+                      bool(params.camera_motion), frame_num, width, height, t_pos, meta, traj, *blocks)
+    if m == 0:
         return None
-    return _kept_rows(meta6[keep], traj[keep], desc[keep], frame_num, width, height, n_frames, params, offsets)
+    return Trajectories(meta=meta[:m], traj=traj[:m], info={}, **{k: b[:m] for k, b in zip(DESCRIPTORS, blocks)})
 
 
 def _kept_rows(meta6, traj, desc, frame_num, width, height, n_frames, params, offsets):
     """The rows of validated tracks: ``meta6 (m, 6)``, ``traj (m, 2L)`` and ``desc (m, n_t, D)`` (temporal-cell
-    means) of :func:`_rows`' kept tracks, or of ``DeviceTrackPool.pop_validated`` (pruned on the device)."""
+    means) of the kept tracks of ``DeviceTrackPool.pop_validated`` (pruned on the device); on the CPU
+    :func:`_pool_rows` makes the same rows from the pool in place."""
     m = len(meta6)
     meta = np.empty((m, 10), np.float32)
     meta[:, 0] = frame_num
     meta[:, 1:7] = meta6
     meta[:, 7] = np.clip(meta6[:, 0] / np.float32(width), 0, 0.999)
     meta[:, 8] = np.clip(meta6[:, 1] / np.float32(height), 0, 0.999)
-    if n_frames:
-        meta[:, 9] = np.clip((frame_num - params.start - params.track_length / 2.0) / n_frames, 0, 0.999)
-    else:
-        meta[:, 9] = np.nan  # unknown length: extract() fills it in at the end
+    meta[:, 9] = _t_pos(frame_num, n_frames, params)  # NaN for an unknown length: extract() fills it in
     # desc (m, n_t, D) holds temporal-cell means already (TrackPool sums as the track goes)
     blocks = {name: np.ascontiguousarray(desc[:, :, a:b]).reshape(m, -1) for name, (a, b) in offsets.items()}
     return Trajectories(meta=meta, traj=traj, info={}, **blocks)
@@ -512,6 +550,7 @@ class _Steps:
             self.offsets[name] = (o, o + dims[name])
             o += dims[name]
         self.desc_dim = o
+        self._widths = tuple(dims[name] * params.nt_cells for name in DESCRIPTORS)  # the rows' block widths
         self.flow = make_pyramid_flow(params.pyramid_flow())
         self.camera_params = params.camera()
         self.camera = _CameraAhead(self.camera_params) if params.camera_motion else None  # RANSAC seeded by seed
@@ -635,7 +674,7 @@ class _Steps:
         if H is None:
             H = self.homography(frame_num, self.prev_gray, gray, flows, ahead)
         self._flow_source = source
-        self.n_accepted += not np.array_equal(H, np.eye(3))
+        self.n_accepted += not is_identity(H)
         with self.timer("warp_flow"):
             if self.on_device:
                 return compensated_flows(H, flows, self.factors, frame=pyr[0], prev_frame=self.prev_pyr[0],
@@ -691,8 +730,11 @@ class _Steps:
                                                device=self.device, hog=hog)
                 self.hist_bufs[s] = hists if hog is None else hists._replace(hog=None if bufs is None else bufs.hog)
             with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
-                pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
-                                                                        device=self.device))
+                if self.device == "cpu":  # gathered and summed into the pool in one kernel
+                    _desc.store_cell_descriptors(pool, rows, hists, points, layout=self.layout)
+                else:
+                    pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
+                                                                            device=self.device))
 
     def _describe_on_device(self, moved, flows_w, first: int) -> None:
         """:meth:`describe` with the pools on the device: the histograms of every level with moved tracks in three
@@ -741,12 +783,12 @@ class _Steps:
                         out.append(_kept_rows(*kept, frame_num, self.width, self.height, self.n_frames,
                                               self.params, self.offsets))
                 return out
+            t_pos = _t_pos(frame_num, self.n_frames, self.params)
             for s in range(len(self.pools)) if levels is None else levels:
-                pool, scale = self.pools[s], self.factors[s]
-                pos, disp, desc = pool.pop_finished()
-                if len(pos):
-                    t = _rows(pos, disp, desc, scale, frame_num, self.width, self.height, self.n_frames,
-                              self.params, self.offsets)
+                rows = self.pools[s].pop_finished_rows()
+                if len(rows):
+                    t = _pool_rows(self.pools[s], rows, self.factors[s], frame_num, self.width, self.height, t_pos,
+                                   self.params, self._widths)
                     if t is not None:
                         out.append(t)
         return out
@@ -760,8 +802,8 @@ class _Steps:
                 with self.timer("sampling"):
                     for s in levels:
                         pool = self.pools[s]
-                        pool.add(dense_sample(pyr[s], pool.current_points(), stride=self.params.stride,
-                                              quality=self.params.quality))
+                        pool.add(dense_sample_pool(pyr[s], pool, stride=self.params.stride,
+                                                   quality=self.params.quality))
 
             if self.executor is None:
                 run(range(len(self.pools)))

@@ -16,7 +16,7 @@ import numpy as np
 from idtfv.errors import ParameterError
 from idtfv.idt import _tracking_nb as _nb
 
-__all__ = ["dense_sample", "dense_sample_levels", "corner_response"]
+__all__ = ["dense_sample", "dense_sample_pool", "dense_sample_levels", "corner_response"]
 
 #: The last responses computed for each image size and dtype: a tuple of (the image's bytes, its response), newest
 #: last. The extractor asks twice for the response of every frame (its level 0 here, then the camera's flow
@@ -102,6 +102,29 @@ def dense_sample(gray: np.ndarray, existing: np.ndarray | None = None, *, stride
     out = np.empty(((h // stride) * (w // stride), 2), np.float32)
     n = _nb.sample_grid(eig, threshold, int(stride), pts, out)
     return out[:n].copy()
+
+
+def dense_sample_pool(gray: np.ndarray, pool, *, stride: int = 5, quality: float = 0.001) -> np.ndarray:
+    """:func:`dense_sample` of a level on the CPU with the existing points of a track pool's live tracks
+    (``dense_sample(gray, pool.current_points(), ...)``), read in place by the kernel: the same points.
+
+    Parameters
+    ----------
+    gray : (h, w) uint8 or float32
+    pool : idtfv.idt.tracking.TrackPool
+        This level's pool (its ``live()`` rows, ``index`` and ``pos``).
+    stride, quality
+        As :func:`dense_sample`.
+
+    Returns
+    -------
+    (k, 2) float32
+    """
+    eig = corner_response(gray)
+    h, w = gray.shape
+    out = np.empty(((h // stride) * (w // stride), 2), np.float32)
+    n = _nb.sample_pool_grid(eig, float(eig.max()) * quality, int(stride), pool.live(), pool.index, pool.pos, out)
+    return out[:n]
 
 
 def dense_sample_levels(grays, existing, *, stride: int = 5, quality: float = 0.001, scratch=None):

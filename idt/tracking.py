@@ -60,6 +60,7 @@ class TrackPool:
         # order: new tracks are born last, so the order only ever loses rows or gains them at the end (no sort)
         self._free = np.arange(capacity - 1, -1, -1, dtype=np.int64)
         self._live = np.zeros(0, np.int64)
+        self._live.flags.writeable = False  # as every later value (the kernels then see one array type)
         self._births = 0
         self._none = tuple(np.zeros(shape, np.float32) for shape in ((0, self.L + 1, 2), (0, self.L, 2),
                                                                        (0, self.nt, self.D)))
@@ -104,12 +105,11 @@ class TrackPool:
             return
         if k > len(self._free):
             self._grow(k - len(self._free))
-        rows = self._free[::-1][:k].copy()  # the top k of the stack, top first
+        points = np.asarray(points, np.float32)
+        rows = np.empty(k, np.int64)  # the top k of the stack, top first
+        _nb.start_tracks(self._free, len(self._free), points.reshape(k, 2), self._births, self.pos, self.desc,
+                         self.index, self.birth, rows)
         self._free = self._free[:len(self._free) - k]
-        self.pos[rows, 0] = points
-        self.desc[rows] = 0.0
-        self.index[rows] = 0
-        self.birth[rows] = np.arange(self._births, self._births + k)
         self._births += k
         self._live = np.concatenate([self._live, rows])
         self._live.flags.writeable = False
@@ -136,16 +136,28 @@ class TrackPool:
             Their points *before* the step (where this frame's descriptors are read).
         """
         rows = self._live
-        if len(rows) == 0:
+        n = len(rows)
+        if n == 0:
             return rows, np.zeros((0, 2), np.float32)
+        if device == "cuda":
+            return self._step_on_device(rows, flow, flow_w)
+        prev = np.empty((n, 2), np.float32)
+        kept = np.empty(n, np.int64)
+        dead = np.empty(n, np.int64)
+        n_kept, n_dead = _nb.step_tracks(rows, self.index, self.pos, self.disp, flow, flow_w, prev, kept, dead)
+        if n_dead == 0:
+            return rows, prev
+        self._free = np.concatenate([self._free, dead[n_dead - 1::-1]])
+        self._live = kept[:n_kept]
+        self._live.flags.writeable = False
+        return self._live, prev[:n_kept]
+
+    def _step_on_device(self, rows, flow, flow_w):
+        from idtfv.idt import _tracking_cuda
+
         prev = self.pos[rows, self.index[rows]]
         alive = np.empty(len(rows), np.bool_)
-        if device == "cuda":
-            from idtfv.idt import _tracking_cuda
-
-            _tracking_cuda.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
-        else:
-            _nb.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
+        _tracking_cuda.track_step(rows, self.index, self.pos, self.disp, flow, flow_w, alive)
         if alive.all():
             return rows, prev
         dead = rows[~alive]
@@ -161,6 +173,25 @@ class TrackPool:
             _nb.add_blocks(self.desc, self.index, np.ascontiguousarray(rows, np.int64), self.per_cell,
                            np.ascontiguousarray(blocks, np.float32))
 
+    def pop_finished_rows(self) -> np.ndarray:
+        """Remove the tracks that reached L steps and return their rows ``(k,) int64`` (in birth order).
+
+        The rows are free again, but their ``pos``, ``disp`` and ``desc`` stay as they were until the next
+        :meth:`add` (the extractor makes its output rows from them in place: ``_tracking_nb.pool_rows``).
+        """
+        live = self._live
+        if len(live) == 0:
+            return live
+        done = np.empty(len(live), np.int64)
+        rest = np.empty(len(live), np.int64)
+        n_done, n_rest = _nb.split_finished(live, self.index, self.L, done, rest)
+        if n_done == 0:
+            return done[:0]
+        self._free = np.concatenate([self._free, done[n_done - 1::-1]])
+        self._live = rest[:n_rest]
+        self._live.flags.writeable = False
+        return done[:n_done]
+
     def pop_finished(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Remove the tracks that reached L steps.
 
@@ -169,13 +200,7 @@ class TrackPool:
         pos (k, L+1, 2), disp (k, L, 2), desc (k, n_t, D)
             Copies; ``desc`` holds the temporal-cell *means* of the per-frame blocks.
         """
-        done = self.index[self._live] >= self.L
-        if not done.any():
+        rows = self.pop_finished_rows()
+        if len(rows) == 0:
             return self._none
-        rows = self._live[done]
-        out = (self.pos[rows], self.disp[rows], self.desc[rows] / np.float32(self.per_cell))
-        self.index[rows] = -1
-        self._free = np.concatenate([self._free, rows[::-1]])
-        self._live = self._live[~done]
-        self._live.flags.writeable = False
-        return out
+        return self.pos[rows], self.disp[rows], self.desc[rows] / np.float32(self.per_cell)

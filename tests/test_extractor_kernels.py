@@ -241,3 +241,140 @@ def test_track_pool_keeps_birth_order_and_reuses_rows_like_a_naive_pool():
         np.testing.assert_array_equal(pool.index, naive.index)
         np.testing.assert_array_equal(pool.current_points(), naive.pos[live, naive.index[live]])
     assert naive.births > 40  # not vacuous
+
+
+# ------------------------------------------------------------------------------------------- the pool kernels
+# The extractor's per-frame steps on the CPU call one kernel where the pool's methods and the plain kernels above
+# made NumPy copies in between; each is checked here against that plain path, bit for bit.
+def _live_pool(L, D, nt, rng, n=60, capacity=16):
+    """A pool of ``n`` tracks at random points of a 50x40 level, some with ``L`` steps done (finished), the others
+    fewer, with random steps, compensated steps (some all zero) and descriptor sums."""
+    pool = TrackPool(L, D, nt, capacity=capacity)
+    pool.add(rng.uniform(1, [49, 39], (n, 2)).astype(np.float32))
+    rows = pool.live()
+    motion = rng.choice([0.0, 0.05, 1.5, 30.0], n)  # static, jittering, moving, jumping: each pruning rule
+    walk = rng.normal(0, 1, (n, L, 2)) * motion[:, None, None]
+    pool.pos[rows, 1:] = (pool.pos[rows, :1] + np.cumsum(walk, axis=1)).astype(np.float32)
+    disp = rng.normal(0, 1, (n, L, 2)) * motion[:, None, None]
+    disp[::7] = 0.0  # no camera-compensated motion: the camera rule
+    pool.disp[rows] = disp.astype(np.float32)
+    pool.desc[rows] = rng.random((n, nt, D)).astype(np.float32) * 5
+    pool.index[rows] = np.where(rng.random(n) < 0.6, L, rng.integers(0, L, n)).astype(np.int32)
+    return pool
+
+
+@pytest.mark.parametrize("camera, n_frames", [(True, 300), (False, None)])
+def test_pool_rows_equal_the_popped_copies_pruned_and_made_into_rows(camera, n_frames):
+    from idtfv.idt import extractor as ex
+    from idtfv.idt._tracking_nb import validate_tracks
+    from idtfv.idt.params import IDTParams
+
+    params = IDTParams(track_length=6, nt_cells=3, camera_motion=camera, start=2)
+    dims = {"hog": 5, "hof": 3, "mbhx": 2, "mbhy": 4}  # odd widths: the blocks' column offsets
+    offsets, o = {}, 0
+    for name, d in dims.items():
+        offsets[name] = (o, o + d)
+        o += d
+    rng = np.random.default_rng(8)
+    for scale in (1.0, 2.0 ** 0.5 * 2):
+        pool = _live_pool(6, o, 3, rng)
+        other = TrackPool(6, o, 3, capacity=16)
+        for name in ("pos", "disp", "desc", "index", "birth", "_free", "_live", "_births"):
+            setattr(other, name, getattr(pool, name).copy() if name != "_births" else pool._births)
+        pos, disp, desc = other.pop_finished()  # the plain path: copies, the pruning, then the rows
+        meta6 = np.zeros((len(pos), 6), np.float32)
+        traj = np.zeros((len(pos), 12), np.float32)
+        keep = np.zeros(len(pos), np.bool_)
+        validate_tracks(pos, disp, scale, params.min_var, params.max_var, params.max_dis, params.max_dis_ratio,
+                        params.min_camera_disp, camera, meta6, traj, keep)
+        want = ex._kept_rows(meta6[keep], traj[keep], desc[keep], 40, 50, 40, n_frames, params, offsets)
+        rows = pool.pop_finished_rows()
+        got = ex._pool_rows(pool, rows, scale, 40, 50, 40, ex._t_pos(40, n_frames, params), params,
+                            [d * 3 for d in dims.values()])
+        assert 0 < keep.sum() < len(keep)  # not vacuous: tracks kept and pruned
+        for name in ("meta", "traj", "hog", "hof", "mbhx", "mbhy"):
+            assert _same_bits(getattr(want, name), getattr(got, name)), name
+        np.testing.assert_array_equal(pool.live(), other.live())  # the same pool state after the pop
+        np.testing.assert_array_equal(pool._free, other._free)
+        np.testing.assert_array_equal(pool.index, other.index)
+
+
+def test_a_pool_step_equals_the_plain_tracking_kernel():
+    from idtfv.idt._tracking_nb import track_step
+
+    rng = np.random.default_rng(12)
+    pool = _live_pool(5, 4, 1, rng, n=200)
+    pool.index[pool.live()] = rng.integers(0, 5, len(pool)).astype(np.int32)  # every track can take a step
+    flow = rng.normal(0, 6, (40, 50, 2)).astype(np.float32)  # some tracks leave the level
+    flow_w = rng.normal(0, 1, (40, 50, 2)).astype(np.float32)
+    live = pool.live().copy()
+    index, pos, disp = pool.index.copy(), pool.pos.copy(), pool.disp.copy()
+    want_prev = pos[live, index[live]]
+    alive = np.empty(len(live), np.bool_)
+    track_step(live, index, pos, disp, flow, flow_w, alive)
+    index[live[~alive]] = -1
+    rows, prev = pool.step(flow, flow_w)
+    assert 0 < alive.sum() < len(live)
+    np.testing.assert_array_equal(rows, live[alive])
+    assert _same_bits(prev, want_prev[alive])
+    assert _same_bits(pool.pos, pos) and _same_bits(pool.disp, disp)
+    np.testing.assert_array_equal(pool.index, index)
+    np.testing.assert_array_equal(pool._free[-(~alive).sum():], live[~alive][::-1])  # freed: reused in order
+
+
+@pytest.mark.parametrize("L, nt", [(15, 3), (7, 3)])  # with 7 steps the 7th falls beyond the last cell: dropped
+def test_descriptors_summed_in_the_pool_equal_the_blocks_stored(L, nt):
+    layout = D.DescriptorLayout(nt_cells=nt)
+    gray, flow = _frame(60, 70, 21)
+    hists = D.frame_histograms(gray.astype(np.uint8), flow, layout=layout)
+    rng = np.random.default_rng(2)
+    pool = _live_pool(L, sum(layout.dims().values()), nt, rng, n=150)
+    pool.index[pool.live()] = rng.integers(1, L + 1, len(pool)).astype(np.int32)
+    rows = pool.live()[rng.random(len(pool)) < 0.8]
+    points = np.column_stack([rng.uniform(0, 70, len(rows)), rng.uniform(0, 60, len(rows))]).astype(np.float32)
+    before = pool.desc.copy()
+    reference = TrackPool(L, pool.D, nt)
+    reference.desc, reference.index = before.copy(), pool.index
+    reference.store_descriptors(rows, D.cell_descriptor_rows(hists, points, layout=layout))
+    D.store_cell_descriptors(pool, rows, hists, points, layout=layout)
+    assert _same_bits(pool.desc, reference.desc) and not _same_bits(pool.desc, before)  # the same sums, added
+    with pytest.raises(ValueError, match="points must be"):
+        D.store_cell_descriptors(pool, rows, hists, points.astype(np.float64), layout=layout)
+
+
+def test_dense_sampling_of_a_pool_equals_sampling_its_current_points():
+    rng = np.random.default_rng(4)
+    gray, _ = _frame(40, 50, 5)
+    gray = gray.astype(np.uint8)
+    pool = _live_pool(4, 2, 2, rng, n=40)
+    pool.index[pool.live()] = rng.integers(0, 5, len(pool)).astype(np.int32)
+    pool.pos[pool.live(), 4] = [-3.0, 55.0]  # some current points outside the level: no cell
+    want = sampling.dense_sample(gray, pool.current_points(), stride=5, quality=0.001)
+    got = sampling.dense_sample_pool(gray, pool, stride=5, quality=0.001)
+    assert 0 < len(got) < 80 and _same_bits(got, want)
+
+
+def test_flow_matches_kernel_equals_the_numpy_pairs():
+    from idtfv.idt.camera import CameraParams, _flow_matches
+
+    rng = np.random.default_rng(6)
+    gray, _ = _frame(50, 60, 9)
+    gray = gray.astype(np.uint8)
+    flow = rng.normal(0, 1, (50, 60, 2)).astype(np.float32)
+    flow[::3] = 0.0  # zero flow: no match
+    for min_flow in (0.0, 0.7):
+        params = CameraParams(flow_match_min=min_flow)
+        got = _flow_matches(gray, flow, None, params)
+        want = _flow_matches(gray, flow.astype(np.float64), None, params)  # not float32: the NumPy path
+        assert 0 < len(got[0]) < len(good_features(gray, 1000, 0.001, 3.0))
+        assert _same_bits(got[0], want[0]) and _same_bits(got[1], want[1])
+
+
+def test_identity_check_is_array_equal_to_the_identity():
+    from idtfv.idt.camera import is_identity
+
+    eye = np.eye(3)
+    cases = [eye, eye.copy(), -0.0 * np.ones((3, 3)) + eye, eye + 1e-300, np.eye(3, dtype=np.float32), np.eye(4),
+             np.full((3, 3), np.nan), eye.tolist(), np.eye(3, dtype=np.int64) * 2]
+    assert [is_identity(H) for H in cases] == [bool(np.array_equal(H, eye)) for H in cases]
+    assert is_identity(eye) and not is_identity(eye + np.diag([0, 0, 1e-15]))
