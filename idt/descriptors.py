@@ -331,6 +331,16 @@ def cell_descriptors(
     return {name: np.ascontiguousarray(both[:, a:b]) for name, a, b in zip(bins, bounds[:-1], bounds[1:])}
 
 
+def _image_size(hists: FrameHistograms, layout: DescriptorLayout, caller: str) -> tuple[int, int]:
+    """``(h, w)`` of the image of the integral histograms ``hists``; a :class:`ParameterError` naming ``caller``
+    when it is smaller than ``layout``'s patch (no block fits)."""
+    h, w = hists.hog.shape[0] - 1, hists.hog.shape[1] - 1
+    if w < layout.patch or h < layout.patch:
+        raise ParameterError(f"{caller}: the image ({w}x{h}) is smaller than the {layout.patch}-px patch; stop the "
+                             "scale pyramid before this level")
+    return h, w
+
+
 def cell_descriptor_rows(
     hists: FrameHistograms, points: np.ndarray, *, layout: DescriptorLayout = DescriptorLayout(), device: str = "cpu"
 ) -> np.ndarray:
@@ -348,12 +358,7 @@ def cell_descriptor_rows(
         raise ParameterError(f"cell_descriptors: points must have shape (n, 2) as [x, y], got {points.shape}")
     if not np.isfinite(points).all():
         raise ParameterError("cell_descriptors: points contain NaN or infinite coordinates; drop those tracks first")
-    h, w = hists.hog.shape[0] - 1, hists.hog.shape[1] - 1
-    if w < layout.patch or h < layout.patch:
-        raise ParameterError(
-            f"cell_descriptors: the image ({w}x{h}) is smaller than the {layout.patch}-px patch; "
-            "stop the scale pyramid before this level"
-        )
+    h, w = _image_size(hists, layout, "cell_descriptors")
     expected = {"hog": layout.hog_bins, "hof": layout.hof_bins, "mbhx": layout.mbh_bins, "mbhy": layout.mbh_bins}
     for name, nb in expected.items():
         got = getattr(hists, name).shape
@@ -401,10 +406,7 @@ def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, point
     if points.shape != (n, 2) or points.dtype != np.float32 or not points.flags.c_contiguous:
         raise ParameterError(f"store_cell_descriptors: points must be a C-contiguous (n, 2) = {(n, 2)} float32 "
                              f"array, one per row; got {points.dtype} {points.shape}")
-    h, w = hists.hog.shape[0] - 1, hists.hog.shape[1] - 1
-    if w < layout.patch or h < layout.patch:
-        raise ParameterError(f"store_cell_descriptors: the image ({w}x{h}) is smaller than the {layout.patch}-px "
-                             "patch; stop the scale pyramid before this level")
+    _image_size(hists, layout, "store_cell_descriptors")
     _nb.gather_sum_blocks(hists.hog, hists.hof, hists.mbhx, hists.mbhy, points, layout.patch, layout.nx_cells,
                           layout.ny_cells, float(layout.epsilon), pool.desc, pool.index, rows, pool.per_cell,
                           np.empty((n, pool.desc.shape[2]), np.float32))

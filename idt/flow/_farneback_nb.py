@@ -239,9 +239,17 @@ def _row_weight(border, y, h):
 
 
 @njit(cache=True, inline="always", fastmath=_FM)
+def _update_scratch(border, w):
+    """What :func:`_update_row` needs for rows of width ``w``: the column weights (:func:`_column_weights`), then
+    (w,) scratch for one row's top-left sample of r1 (x1, y1; unsigned, >= 0: indexing skips the negative-index
+    wraparound), its four bilinear weights and 1 - inside."""
+    return (_column_weights(border, w), np.empty(w, np.uint64), np.empty(w, np.uint64), np.empty(w, np.float32),
+            np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32))
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
 def _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, out):
-    """Row y of :func:`update_matrices` into ``out[y]`` (``wx``: :func:`_column_weights`; ``xs`` .. ``cout``:
-    (w,) scratch of the sampling, uint64 and float32)."""
+    """Row y of :func:`update_matrices` into ``out[y]`` (``wx`` .. ``cout``: :func:`_update_scratch`)."""
     h, w = r0.shape[0], r0.shape[1]
     wm1 = np.float32(w - 1)
     hm1 = np.float32(h - 1)
@@ -285,16 +293,7 @@ def update_matrices(r0, r1, flow, border, out):
         ``[G11, G12, G22, h1, h2]``.
     """
     h, w = r0.shape[0], r0.shape[1]
-    wx = _column_weights(border, w)
-    # one row's top-left sample of r1 (x1, y1; unsigned, >= 0: indexing skips the negative-index wraparound),
-    # its four bilinear weights and 1 - inside
-    xs = np.empty(w, np.uint64)
-    ys = np.empty(w, np.uint64)
-    c00 = np.empty(w, np.float32)
-    c01 = np.empty(w, np.float32)
-    c10 = np.empty(w, np.float32)
-    c11 = np.empty(w, np.float32)
-    cout = np.empty(w, np.float32)
+    wx, xs, ys, c00, c01, c10, c11, cout = _update_scratch(border, w)
     for y in range(h):
         _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, out)
 
@@ -578,14 +577,7 @@ def window_solve(m, k, det_eps, flow, r0, r1, border, update):
     sums = np.empty((2, w, 5), np.float32)  # the current output rows' window sums
     s0 = sums[0].reshape(n)
     s1 = sums[1].reshape(n)
-    wx = _column_weights(border, w)
-    xs = np.empty(w, np.uint64)
-    ys = np.empty(w, np.uint64)
-    c00 = np.empty(w, np.float32)
-    c01 = np.empty(w, np.float32)
-    c10 = np.empty(w, np.float32)
-    c11 = np.empty(w, np.float32)
-    cout = np.empty(w, np.float32)
+    wx, xs, ys, c00, c01, c10, c11, cout = _update_scratch(border, w)
     filtered = -1  # rows 0..filtered have been row-filtered into the ring
     y = 0
     while y < h:
