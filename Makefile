@@ -123,8 +123,8 @@ H_DATA := $(call hash,dataset kind=$(DATASET) root=$(if $(ROOT),$(abspath $(ROOT
   split_file=$(if $(SPLIT_FILE),$(abspath $(SPLIT_FILE))) seed=$(SEED))
 DATA := $(CACHE)/$(DATASET)-$(H_DATA)
 MANIFEST := $(DATA)/manifest.csv
-H_FEATURES := $(call hash,$(H_DATA) features version=$(VERSION) preset=$(PRESET) seed=$(SEED) mode=$(STREAM)$(FEATURES_SPLIT) \
-  args=$(FEATURES_ARGS))
+H_FEATURES := $(call hash,$(H_DATA) features version=$(VERSION) preset=$(PRESET) seed=$(SEED) \
+  mode=$(STREAM)$(FEATURES_SPLIT) args=$(FEATURES_ARGS))
 FEATURES := $(DATA)/features$(STREAM)$(FEATURES_SPLIT)-$(H_FEATURES).json
 H_FISHER := $(call hash,$(H_FEATURES) encode split=$(SPLIT) seed=$(SEED) mode=$(STREAM) args=$(ENCODE_ARGS))
 FISHER := $(DATA)/fisher_split$(SPLIT)$(STREAM)-$(H_FISHER).npz
@@ -136,8 +136,8 @@ RAWFRAMES := $(DATA)/rawframes-$(H_FLOW)
 FLOW_DONE := $(RAWFRAMES).done
 # warped_flow is computed on the fly from the frames (the extractor's homography); only MODALITY=flow reads rawframes flow.
 NEEDS_FLOW := $(filter flow,$(MODALITY))
-H_DEEP := $(call hash,$(if $(NEEDS_FLOW),$(H_FLOW),$(H_DATA)) train-deep version=$(VERSION) model=$(MODEL) modality=$(MODALITY) \
-  split=$(SPLIT) seed=$(SEED) args=$(DEEP_ARGS))
+H_DEEP := $(call hash,$(if $(NEEDS_FLOW),$(H_FLOW),$(H_DATA)) train-deep version=$(VERSION) model=$(MODEL) \
+  modality=$(MODALITY) split=$(SPLIT) seed=$(SEED) args=$(DEEP_ARGS))
 DEEP_DIR := $(DATA)/$(MODEL)_$(MODALITY)_split$(SPLIT)-$(H_DEEP)
 DEEP_DONE := $(DEEP_DIR).done
 # cv: every fold's codebook, vectors and SVM (encode options from ENCODE_ARGS, folds and SVM options from CV_ARGS).
@@ -146,7 +146,8 @@ CV_DIR := $(DATA)/cv-$(H_CV)
 CV_REPORT := $(CV_DIR)/report.json
 # detect: the untrimmed synthetic set (DATASET=default only), its features, then windows scored by SVM_DIR's SVMs.
 UNTRIMMED := $(DATA)/untrimmed-$(call hash,untrimmed seed=$(SEED))
-H_UFEATURES := $(call hash,$(H_DATA) untrimmed features version=$(VERSION) preset=$(PRESET) seed=$(SEED) args=$(FEATURES_ARGS))
+H_UFEATURES := $(call hash,$(H_DATA) untrimmed features version=$(VERSION) preset=$(PRESET) seed=$(SEED) \
+  args=$(FEATURES_ARGS))
 UFEATURES := $(UNTRIMMED)/features-$(H_UFEATURES).json
 H_DETECT := $(call hash,$(H_SVM) $(H_UFEATURES) detect report=2 args=$(DETECT_ARGS))
 DETECT_DIR := $(DATA)/detect_split$(SPLIT)-$(H_DETECT)
@@ -182,7 +183,8 @@ SPLIT_CHECK := $(if $(filter $(SPLIT_GOALS),$(MAKECMDGOALS)),check-split)
 
 RUNNER_OPTS := --jobs $(JOBS)$(if $(SCHEDULER), --scheduler $(SCHEDULER))$(if $(ALLOW_FAILED), --allow-failed)
 
-.PHONY: FORCE check-split help install install-test features encode train-svm cv detect demo flow train-deep test test-fast bench clean distclean
+.PHONY: FORCE check-split help install install-test features encode train-svm cv detect demo flow train-deep test \
+  test-fast bench clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [VARIABLE=value ...]"
