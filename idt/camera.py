@@ -40,7 +40,7 @@ import cv2
 from idtfv.errors import ParameterError
 from idtfv.idt import _matching_nb as _match_nb
 from idtfv.idt import _tracking_nb as _track_nb
-from idtfv.idt.params import MATCHERS, WARP_FLOW_MODES
+from idtfv.idt.params import MATCHERS, MAX_ORB_FEATURES, WARP_FLOW_MODES
 from idtfv.idt.sampling import corner_response
 
 __all__ = [
@@ -73,7 +73,7 @@ class CameraParams:
     surf_hessian : float
         SURF Hessian threshold (>= 0).
     orb_features : int
-        Maximum ORB keypoints per frame (>= 1).
+        Maximum ORB keypoints per frame (1 .. :data:`idtfv.idt.params.MAX_ORB_FEATURES`).
     match_window : int
         Keypoints match only within this many pixels (>= 1).
     flow_matches : int
@@ -120,6 +120,8 @@ class CameraParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 bad(name, f"an integer >= {lo}")
+        if self.orb_features > MAX_ORB_FEATURES:  # ORB reserves room for them up front
+            bad("orb_features", f"an integer in 1..{MAX_ORB_FEATURES}")
         for name, lo, inclusive in (("surf_hessian", 0.0, True), ("flow_match_min", 0.0, True),
                                     ("ransac_threshold", 0.0, False), ("warp_margin", 0.0, True)):
             v = getattr(self, name)

@@ -17,7 +17,8 @@ from pathlib import Path
 from idtfv.allocator import tune_heap
 from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
 from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, interrupt_once,
-                       interrupt_status, quick_exit, report_failures, run_command, sequential_opencv)
+                       interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
+                       sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
@@ -131,7 +132,12 @@ def main(argv=None) -> int:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"error: {msg}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        except MemoryError as e:  # e.g. --track-length 99999999: NumPy cannot allocate the track pool
+        except MemoryError as e:  # NumPy or Python could not allocate (a huge frame at --resize-width 0, say)
+            print(error_line(e, where=str(args.video)), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except Exception as e:  # OpenCV's failed allocation (cv2.error) is one line too; anything else is a bug
+            if not is_out_of_memory(e):
+                raise
             print(error_line(e, where=str(args.video)), file=sys.stderr)
             return EXIT_BAD_INPUT
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated)

@@ -20,13 +20,20 @@ from idtfv.idt.device import DEVICES
 from idtfv.options import choices_of, field_error, option
 
 __all__ = ["IDTParams", "PRESETS", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES", "FARNEBACK_IMPLS",
-           "FARNEBACK_WINDOWS", "WORKING_WIDTH"]
+           "FARNEBACK_WINDOWS", "WORKING_WIDTH", "MAX_TRACK_LENGTH", "MAX_ORB_FEATURES"]
 
 FLOW_METHODS = ("farneback", "tvl1", "dis")
 MATCHERS = ("auto", "surf", "orb", "akaze", "sift", "flow")
 WARP_FLOW_MODES = ("recompute", "subtract", "refine")
 FARNEBACK_IMPLS = ("auto", "numba", "opencv")
 FARNEBACK_WINDOWS = ("box", "gaussian")
+#: Upper bound of ``track_length``: the track pools keep the L+1 points and L steps of every live track from the
+#: start (about 28 KB per unit of L over a 320x240 video's levels, touched as the tracks are born), so a mistyped
+#: ``--track-length 300000`` took 8.4 GB and 25 s before "no trajectories". LEAR's L is 15; 1000 is ~33 s at 30 fps.
+MAX_TRACK_LENGTH = 1000
+#: Upper bound of ``orb_features``: OpenCV's ORB reserves room for that many keypoints up front (1e9 was
+#: ``cv2.error: std::bad_alloc``); a 640-px frame yields a few thousand.
+MAX_ORB_FEATURES = 1_000_000
 #: The extractor's default working width (``resize_width=None``): wider frames are shrunk to it. Peak memory grows
 #: with the frame's area (about 1 KB per pixel: pyramid, flows, integral histograms and the live tracks' descriptor
 #: sums), so 640 px bounds a worker to about 0.5 GB for landscape input of any size (a 4000x3000 frame at full size
@@ -43,7 +50,8 @@ class IDTParams:
     Parameters
     ----------
     track_length : int
-        :math:`L`, steps per trajectory (a finished track has L+1 points and L descriptor samples).
+        :math:`L`, steps per trajectory (a finished track has L+1 points and L descriptor samples);
+        1 .. :data:`MAX_TRACK_LENGTH`.
     stride : int
         :math:`W`, dense sampling step in pixels on every scale.
     scales : int
@@ -102,7 +110,7 @@ class IDTParams:
     surf_hessian : float
         SURF Hessian threshold (200).
     orb_features : int
-        Maximum ORB keypoints per frame.
+        Maximum ORB keypoints per frame (1 .. :data:`MAX_ORB_FEATURES`).
     match_window : int
         Keypoints match only if within this many pixels (LEAR's 25 px window).
     flow_matches : int
@@ -176,7 +184,8 @@ class IDTParams:
 
     # Each field's option() holds its command-line help (idtfv.options): extract-trajectories and idtfv features
     # generate their extractor options from these fields.
-    track_length: int = option(15, "L, trajectory length in frames (a multiple of --nt-cells)", metavar="L")
+    track_length: int = option(15, f"L, trajectory length in frames (a multiple of --nt-cells, at most "
+                                   f"{MAX_TRACK_LENGTH})", metavar="L")
     stride: int = option(5, "W, dense sampling step in pixels on every scale", metavar="W")
     scales: int = option(8, "maximum number of spatial scales (fewer when the frame gets smaller than --patch)",
                          metavar="S")
@@ -224,7 +233,7 @@ class IDTParams:
     matcher: str = option("auto", "keypoints for the camera homography (auto: SURF if available, else AKAZE; "
                                   "flow: flow matches only)", choices=MATCHERS)
     surf_hessian: float = option(200.0, "SURF Hessian threshold", metavar="T", advanced=True)
-    orb_features: int = option(1000, "maximum ORB keypoints per frame", metavar="N", advanced=True)
+    orb_features: int = option(1000, f"maximum ORB keypoints per frame (at most {MAX_ORB_FEATURES})", metavar="N", advanced=True)
     match_window: int = option(25, "keypoints match only within this many pixels", metavar="PX", advanced=True)
     flow_matches: int = option(1000, "up to this many corners matched through the flow for the homography",
                                metavar="N", advanced=True)
@@ -281,8 +290,13 @@ class IDTParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 bad(name, f"an integer >= {lo}")
+        if self.track_length > MAX_TRACK_LENGTH:
+            bad("track_length", f"an integer in 1..{MAX_TRACK_LENGTH} (the track pools hold L+1 points of every "
+                                "live track)")
         if self.track_length % self.nt_cells:
             bad("track_length", f"a multiple of nt_cells={self.nt_cells}")
+        if self.orb_features > MAX_ORB_FEATURES:
+            bad("orb_features", f"an integer in 1..{MAX_ORB_FEATURES}")
         if self.patch % self.nxy_cells:
             bad("patch", f"a multiple of nxy_cells={self.nxy_cells}")
         if self.median_ksize % 2 == 0:

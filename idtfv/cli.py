@@ -31,7 +31,8 @@ from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
 from idtfv.options import check_jobs
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "SubcommandParser", "add_runner_options",
-           "report_failures", "run_command", "one_line_warnings", "quick_exit", "sequential_opencv",
+           "report_failures", "run_command", "one_line_warnings", "error_line", "is_out_of_memory", "quick_exit",
+           "sequential_opencv",
            "sigterm_as_interrupt", "interrupt_once", "Terminated", "interrupt_status", "closed_stdout",
            "ENTRY_POINT_GROUP", "EXIT_FAILED_VIDEOS", "EXIT_CLOSED_STDOUT"]
 
@@ -66,15 +67,25 @@ OUT_OF_MEMORY_FIX = ("lower the options that size the work (--track-length, --re
                      "memory")
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation: a :class:`MemoryError` (NumPy, Python) or OpenCV's ``cv2.error`` for
+    one (``-4: Insufficient memory``, or a C++ ``std::bad_alloc`` it passed on), told apart without importing cv2."""
+    if isinstance(exc, MemoryError):
+        return True
+    if type(exc).__module__ != "cv2" or type(exc).__name__ != "error":
+        return False
+    return getattr(exc, "code", None) == -4 or "bad_alloc" in str(exc) or "Insufficient memory" in str(exc)
+
+
 def error_line(exc: BaseException, *, where: str | None = None) -> str:
     """The one-line ``error: ...`` text of an exception (whitespace folded).
 
-    A :class:`MemoryError` (NumPy's "Unable to allocate 572. GiB for an array ...", say, from an absurd option) is
-    "out of memory" with its text and :data:`OUT_OF_MEMORY_FIX`; ``where`` (the input's path) leads the line when
-    the message does not name it already.
+    A failed allocation (:func:`is_out_of_memory`: NumPy's "Unable to allocate 572. GiB for an array ...", say, from
+    an absurd option, or OpenCV's) is "out of memory" with its text and :data:`OUT_OF_MEMORY_FIX`; ``where`` (the
+    input's path) leads the line when the message does not name it already.
     """
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, MemoryError):
+    if is_out_of_memory(exc):
         text = f"out of memory ({text}); {OUT_OF_MEMORY_FIX}"
     if where is not None and where not in text:
         text = f"{where}: {text}"
@@ -203,6 +214,11 @@ def run_command(func: Callable[[], int | None], *,
         with one_line_warnings():
             return int(func() or 0)
     except (IdtfvError, OSError, MemoryError) as exc:
+        print(error_line(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # OpenCV's failed allocation (cv2.error) is one line too; anything else is a bug
+        if not is_out_of_memory(exc):
+            raise
         print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:

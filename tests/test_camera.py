@@ -202,7 +202,7 @@ def test_camera_params_are_the_extractors_fields_of_the_same_names():
 
 @pytest.mark.parametrize("field,value", [("matcher", "brisk"), ("warp_flow", "add"), ("min_inliers", 2),
                                          ("ransac_threshold", 0.0), ("warp_margin", float("nan")),
-                                         ("flow_matches", True)])
+                                         ("flow_matches", True), ("orb_features", 1_000_001)])
 def test_camera_params_validation_names_the_field(field, value):
     with pytest.raises(ParameterError, match=f"CameraParams.{field}: expected"):
         CameraParams(**{field: value})
@@ -210,6 +210,18 @@ def test_camera_params_validation_names_the_field(field, value):
         CameraParams("orb")  # keyword-only
     with pytest.raises(ParameterError, match="IDTParams.camera"):
         CameraMotion(IDTParams())
+
+
+def test_orb_features_bound_is_the_extractors():
+    """One bound (ORB reserves room for that many keypoints up front): the largest value passes both objects, the
+    next is refused by both."""
+    from idtfv.idt.params import MAX_ORB_FEATURES
+
+    top = MAX_ORB_FEATURES
+    assert CameraParams(orb_features=top).orb_features == IDTParams(orb_features=top).orb_features == top
+    for make in (CameraParams, IDTParams):
+        with pytest.raises(ParameterError, match=f"orb_features: expected an integer in 1..{MAX_ORB_FEATURES}"):
+            make(orb_features=MAX_ORB_FEATURES + 1)
 
 
 def test_compensated_flows_subtract_removes_a_planted_pan_on_every_level():

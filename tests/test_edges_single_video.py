@@ -897,19 +897,71 @@ def test_sigterm_during_idtfv_flow_removes_the_partial_rawframes(video, tmp_path
     assert [p.name for p in (tmp_path / "out").iterdir() if ".tmp" in p.name] == []
 
 
-def test_an_option_too_big_to_allocate_is_one_line_naming_the_video(video, tmp_path, capsys):
-    """``--track-length 99999999`` (a multiple of --nt-cells) made NumPy's ``_ArrayMemoryError: Unable to allocate
-    572. GiB ...`` traceback, exit 1: now one line naming the video, the allocation and what to lower; exit 2, and
-    no output or temporary left."""
+@pytest.mark.parametrize("option, value, bound", [("--track-length", "300000", "1..1000"),
+                                                  ("--track-length", "1002", "1..1000"),
+                                                  ("--orb-features", "1000000000", "1..1000000")])
+def test_an_absurd_size_option_is_refused_before_any_work(video, tmp_path, capsys, option, value, bound):
+    """``--track-length 300000`` (a multiple of --nt-cells) took 8.4 GB and 25 s on a 20-frame clip before "no
+    trajectories" (the track pools hold L+1 points per live track); ``--matcher orb --orb-features 1000000000`` was
+    OpenCV's ``cv2.error: std::bad_alloc`` traceback, exit 1. Both are refused in one line naming the option and
+    its range, exit 2, nothing written."""
     from idtfv.idt.cli import main
 
     out = tmp_path / "out" / "x.npz"
     out.parent.mkdir()
-    assert main([str(video), "-q", "--track-length", "99999999", "-o", str(out)]) == 2
+    assert main([str(video), "-q", "--matcher", "orb", option, value, "-o", str(out)]) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert line.startswith(f"error: {video}: out of memory (Unable to allocate "), line
-    assert "--track-length" in line
+    assert line.startswith(f"error: {option}: expected an integer in {bound}"), line
+    assert f"got {value}" in line
     assert _listing(out.parent) == []
+
+
+def _numpy_cannot_allocate(*args, **kwargs):
+    raise MemoryError("Unable to allocate 572. GiB for an array with shape (256, 300000001, 2) and data type float32")
+
+
+def _opencv_cannot_allocate(*args, **kwargs):
+    import cv2
+
+    exc = cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate 40000000000 "
+                    "bytes in function 'OutOfMemoryError'\n")
+    exc.code = -4
+    raise exc
+
+
+@pytest.mark.parametrize("where, fail, text", [
+    ("idtfv.idt.tracking.TrackPool.__init__", _numpy_cannot_allocate, "out of memory (Unable to allocate 572. GiB"),
+    ("idtfv.idt.camera._detect", _opencv_cannot_allocate, "out of memory (OpenCV(5.1.0) alloc.cpp:73: error: "
+                                                          "(-4:Insufficient memory) Failed to allocate"),
+])
+def test_a_failed_allocation_is_one_line_naming_the_video(video, tmp_path, capsys, monkeypatch, where, fail, text):
+    """A failed allocation during the extraction (NumPy's MemoryError, or OpenCV's ``cv2.error`` -4 / bad_alloc,
+    which is no MemoryError) is one line naming the video, the allocation and what to lower; exit 2, and no output
+    or temporary left."""
+    from idtfv.idt.cli import main
+
+    monkeypatch.setattr(where, fail)
+    out = tmp_path / "out" / "x.npz"
+    out.parent.mkdir()
+    assert main([str(video), "-q", "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {video}: {text}"), line
+    assert "--track-length" in line and "free memory" in line
+    assert _listing(out.parent) == []
+
+
+def test_a_bug_inside_opencv_is_still_a_traceback(video, tmp_path, monkeypatch):
+    """Only a failed allocation becomes a user's one line: another ``cv2.error`` (a bug of ours or OpenCV's) is
+    raised as it is, with its traceback, for the bug report."""
+    import cv2
+    from idtfv.idt.cli import main
+
+    def fail(*args, **kwargs):
+        raise cv2.error("OpenCV(5.1.0) error: (-215:Assertion failed) !_src.empty() in function 'detectAndCompute'")
+
+    monkeypatch.setattr("idtfv.idt.camera._detect", fail)
+    with pytest.raises(cv2.error, match="Assertion failed"):
+        main([str(video), "-q", "-o", str(tmp_path / "x.npz")])
 
 
 def test_run_command_reports_a_failed_allocation_in_one_line(capsys):
@@ -922,3 +974,20 @@ def test_run_command_reports_a_failed_allocation_in_one_line(capsys):
     assert run_command(body) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith("error: out of memory (Unable to allocate 12.0 GiB") and "free memory" in line, line
+
+
+def test_run_command_reports_opencvs_failed_allocation_in_one_line_and_raises_its_other_errors(capsys):
+    """``run_command`` treats OpenCV's failed allocation (``cv2.error`` with code -4) as a MemoryError; another
+    ``cv2.error`` keeps its traceback."""
+    import cv2
+    from idtfv.cli import run_command
+
+    assert run_command(_opencv_cannot_allocate) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: out of memory (OpenCV(5.1.0)") and "free memory" in line, line
+
+    def bug():
+        raise cv2.error("OpenCV(5.1.0) error: (-215:Assertion failed) in function 'f'")
+
+    with pytest.raises(cv2.error):
+        run_command(bug)
