@@ -233,7 +233,8 @@ class IDTParams:
     matcher: str = option("auto", "keypoints for the camera homography (auto: SURF if available, else AKAZE; "
                                   "flow: flow matches only)", choices=MATCHERS)
     surf_hessian: float = option(200.0, "SURF Hessian threshold", metavar="T", advanced=True)
-    orb_features: int = option(1000, f"maximum ORB keypoints per frame (at most {MAX_ORB_FEATURES})", metavar="N", advanced=True)
+    orb_features: int = option(1000, f"maximum ORB keypoints per frame (at most {MAX_ORB_FEATURES})", metavar="N",
+                               advanced=True)
     match_window: int = option(25, "keypoints match only within this many pixels", metavar="PX", advanced=True)
     flow_matches: int = option(1000, "up to this many corners matched through the flow for the homography",
                                metavar="N", advanced=True)
