@@ -387,7 +387,8 @@ def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, point
     """Add the points' descriptor blocks to their tracks' temporal-cell sums: ``pool.store_descriptors(rows,
     cell_descriptor_rows(hists, points, layout=layout))`` in one kernel call
     (:func:`idtfv.idt._histograms_nb.gather_sum_blocks`; the same float32 sums), without the checks and copies
-    of the two calls. The extractor's step 5 on the CPU.
+    of the two calls. The reference of :func:`stream_cell_descriptors` (the extractor's step 5 on the CPU, which
+    makes the histograms' rows and these sums in one pass, without the whole histograms).
 
     Parameters
     ----------
