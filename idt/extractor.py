@@ -172,10 +172,14 @@ class _Timer:
     """Seconds per stage into ``timings`` (None: no timing, and ``timer(name)`` is a shared do-nothing context).
     ``sync``, when set (``device="cuda"`` with timings), is called before a stage's clock starts and before it
     stops, so that a stage's time is the device work it launched, not the launches (CUDA kernels run
-    asynchronously); the CPU path has none."""
+    asynchronously); the CPU path has none. Every stage of :data:`STAGES` is a key of ``timings`` from the start
+    (0.0 for one that does not run: "descriptors" on the CPU, whose blocks are read in the "histograms" pass)."""
 
     def __init__(self, timings: dict | None, sync=None):
         self.t = timings
+        if timings is not None:
+            for name in STAGES:
+                timings.setdefault(name, 0.0)
         self.sync = sync
         self._owner = threading.get_ident()  # only this thread synchronises: the others touch no device
         self._lock = threading.Lock()  # with --threads, the per-level steps time themselves from several threads
@@ -1235,7 +1239,8 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     batch_frames : int
         Yield the trajectories finished during this many frames together (empty batches are not yielded).
     timings : dict or None
-        If given, seconds per stage (:data:`STAGES`) are accumulated into it.
+        If given, seconds per stage (:data:`STAGES`, every one a key: 0 for a stage that does not run) are
+        accumulated into it.
     on_frame : callable or None
         ``on_frame(frame_index, total)`` after each frame (progress bars). ``total``: the number of frames when
         known in advance, else a file header's count (an estimate: when it was wrong, one more call
