@@ -35,7 +35,7 @@ from numba import njit
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
            "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",
-           "gather_sum_blocks"]
+           "gather_sum_blocks", "stream_sum_blocks"]
 
 
 # atan(t) ~= t * P(t^2) on [0, 1]: least-squares fit on Chebyshev nodes, max error 4.1e-8 rad in exact arithmetic
@@ -272,31 +272,47 @@ def flow_integral_histogram(flow, nbins, min_flow, out):
 @njit(cache=True, inline="always")
 def _hog_row(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og):
     """Row ``y + 1`` of the HOG integral histogram ``og`` ((h+1, (w+1) * hog_bins)) of ``gray`` (h, w, 1)."""
+    _hog_row_to(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og[y], og[y + 1])
+
+
+@njit(cache=True, inline="always")
+def _hog_row_to(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, prev, cur):
+    """:func:`_hog_row` with the integral rows y (``prev``) and y + 1 (``cur``, written), ((w+1) * hog_bins,)
+    each, given apart (the rows of a whole histogram or of a ring of rows, :func:`stream_sum_blocks`)."""
     _gradient_row(gray, 0, y, np.float32(hog_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, og[y], og[y + 1])
+        _accumulate_row_usual(mag, fbin, 8, prev, cur)
     else:
-        _accumulate_row(mag, fbin, hog_bins, hog_bins, rowsum, og[y], og[y + 1])
+        _accumulate_row(mag, fbin, hog_bins, hog_bins, rowsum, prev, cur)
 
 
 @njit(cache=True, inline="always")
 def _motion_row(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of, ox, oy):
     """Row ``y + 1`` of the HOF, MBHx and MBHy integral histograms (flattened as in :func:`_hog_row`)."""
+    _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of[y], of[y + 1],
+                   ox[y], ox[y + 1], oy[y], oy[y + 1])
+
+
+@njit(cache=True, inline="always")
+def _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, f0, f1, x0, x1, y0,
+                   y1):
+    """:func:`_motion_row` with each histogram's integral rows y (``f0``, ``x0``, ``y0``) and y + 1 (``f1``,
+    ``x1``, ``y1``, written) given apart, as :func:`_hog_row_to`."""
     _flow_row(flow, y, np.float32(hof_nbins), min_flow, du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 9, of[y], of[y + 1])
+        _accumulate_row_usual(mag, fbin, 9, f0, f1)
     else:
-        _accumulate_row(mag, fbin, hof_nbins, hof_nbins + 1, rowsum, of[y], of[y + 1])
+        _accumulate_row(mag, fbin, hof_nbins, hof_nbins + 1, rowsum, f0, f1)
     _gradient_row(flow, 0, y, np.float32(mbh_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, ox[y], ox[y + 1])
+        _accumulate_row_usual(mag, fbin, 8, x0, x1)
     else:
-        _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, ox[y], ox[y + 1])
+        _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, x0, x1)
     _gradient_row(flow, 1, y, np.float32(mbh_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, oy[y], oy[y + 1])
+        _accumulate_row_usual(mag, fbin, 8, y0, y1)
     else:
-        _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, oy[y], oy[y + 1])
+        _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, y0, y1)
 
 
 @njit(cache=True, nogil=True)
@@ -450,6 +466,32 @@ def gather_blocks(hist, x0, y0, nx_cells, ny_cells, cell_w, cell_h, epsilon, out
 
 
 @njit(cache=True, inline="always")
+def _four_totals(v0, v1, v2, v3, d0, d1, d2, d3):
+    """The float64 sums of ``v0[:d0]``, ..., ``v3[:d3]`` (four blocks' L1 norms), each summed in index order (as
+    :func:`gather_blocks`), side by side: four independent float64 chains instead of one four times as long (the
+    sums' latency bounds the gathering)."""
+    common = min(d0, d1, d2, d3)
+    t0 = np.float64(0.0)
+    t1 = np.float64(0.0)
+    t2 = np.float64(0.0)
+    t3 = np.float64(0.0)
+    for k in range(common):
+        t0 += v0[k]
+        t1 += v1[k]
+        t2 += v2[k]
+        t3 += v3[k]
+    for k in range(common, d0):
+        t0 += v0[k]
+    for k in range(common, d1):
+        t1 += v1[k]
+    for k in range(common, d2):
+        t2 += v2[k]
+    for k in range(common, d3):
+        t3 += v3[k]
+    return t0, t1, t2, t3
+
+
+@njit(cache=True, inline="always")
 def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
     """The body of :func:`gather_all_blocks` (shared with :func:`gather_sum_blocks`)."""
     h, w = hog.shape[0] - 1, hog.shape[1] - 1
@@ -466,7 +508,6 @@ def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon
     v1 = np.empty(d1, dtype=np.float32)
     v2 = np.empty(d2, dtype=np.float32)
     v3 = np.empty(d3, dtype=np.float32)
-    common = min(d0, d1, d2, d3)
     usual = hog.shape[2] == 8 and hof.shape[2] == 9 and mbhx.shape[2] == 8 and mbhy.shape[2] == 8
     n = points.shape[0]
     xs = np.empty(n, np.int64)
@@ -498,25 +539,7 @@ def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon
             _cell_sums(hof, hof.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v1)
             _cell_sums(mbhx, mbhx.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v2)
             _cell_sums(mbhy, mbhy.shape[2], xi, yi, nx_cells, ny_cells, cell_w, cell_h, eps, v3)
-        # the four L1 norms, each summed in its own order (as gather_blocks), side by side: four independent
-        # float64 chains instead of one four times as long (the sums' latency bounds this kernel)
-        t0 = np.float64(0.0)
-        t1 = np.float64(0.0)
-        t2 = np.float64(0.0)
-        t3 = np.float64(0.0)
-        for k in range(common):
-            t0 += v0[k]
-            t1 += v1[k]
-            t2 += v2[k]
-            t3 += v3[k]
-        for k in range(common, d0):
-            t0 += v0[k]
-        for k in range(common, d1):
-            t1 += v1[k]
-        for k in range(common, d2):
-            t2 += v2[k]
-        for k in range(common, d3):
-            t3 += v3[k]
+        t0, t1, t2, t3 = _four_totals(v0, v1, v2, v3, d0, d1, d2, d3)
         _normalise(v0, t0, d0, out, i, 0)
         _normalise(v1, t1, d1, out, i, c1)
         _normalise(v2, t2, d2, out, i, c2)
@@ -577,3 +600,193 @@ def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
             continue
         for j in range(out.shape[1]):
             sums[r, c, j] += out[k, j]
+
+
+# ---------------------------------------------------------------------------- integral rows and blocks in one pass
+# A point's block reads the integral rows y0, y0 + cell_h, ..., y0 + patch of its patch only. stream_sum_blocks
+# makes the rows top to bottom as frame_integral_histograms does (the same float32 sums in the same order), keeps
+# only the last patch + 1 of them in a ring (about 1.4 MB for a 320-px-wide level and 33 bins, against 10 MB for
+# the whole histograms: it stays in the L2 cache) and gathers each point's block as soon as its patch's last row
+# is made, adding it to its track's temporal-cell sum: the numbers of frame_integral_histograms then
+# gather_sum_blocks, bit for bit, without writing the histograms to memory and reading them back.
+@njit(cache=True, inline="always")
+def _ring_cell_sums(ring, nb, x0, slots, nx_cells, ny_cells, cell_w, eps, vec):
+    """:func:`_cell_sums` of a point whose patch rows ``y0 + iy * cell_h`` (``iy`` = 0..``ny_cells``) are
+    ``ring[slots[iy]]``: the same sums, in the same order, into ``vec[:nx_cells * ny_cells * nb]``."""
+    zero = np.float32(0.0)
+    k = 0
+    for ix in range(nx_cells):
+        xa = x0 + ix * cell_w
+        xb = xa + cell_w
+        for iy in range(ny_cells):
+            top = ring[slots[iy]]
+            bottom = ring[slots[iy + 1]]
+            h_aa = top[xa]
+            h_ab = top[xb]
+            h_ba = bottom[xa]
+            h_bb = bottom[xb]
+            for b in range(nb):
+                # clipped at 0: float32 cancellation can leave tiny negatives
+                vec[k + b] = max((h_bb[b] - h_ab[b]) - (h_ba[b] - h_aa[b]), zero) + eps
+            k += nb
+
+
+@njit(cache=True, inline="always")
+def _add_normalised(vec, total, dim, acc, col):
+    """``acc[col:col + dim] += sqrt(vec / total)``: :func:`_normalise`'s float32 values (0 when ``total`` is 0)
+    added to a temporal-cell sum."""
+    if total > 0.0:
+        inv = np.float32(1.0 / total)
+        for k in range(dim):
+            acc[col + k] += np.float32(math.sqrt(vec[k] * inv))
+    else:
+        for k in range(dim):
+            acc[col + k] += np.float32(0.0)
+
+
+@njit(cache=True, inline="always")
+def _bucket_by_top_row(points, rows, index, per_cell, nt, patch, h, w, xs, ys):
+    """Each point's clamped patch corner into ``xs``, ``ys`` (as :func:`_gather_all`), for the points whose
+    track's temporal cell ``(index[rows[k]] - 1) // per_cell`` is below ``nt`` (the others add nothing), and those
+    points ordered by their patch's top row (a counting sort, stable). Returns ``(order, start)``: the points of
+    top row ``y`` are ``order[start[y]:start[y + 1]]``."""
+    half = patch // 2
+    n = points.shape[0]
+    start = np.zeros(h - patch + 2, np.int64)
+    for k in range(n):
+        ys[k] = -1
+        if (index[rows[k]] - 1) // per_cell >= nt:
+            continue
+        xs[k] = min(max(int(np.rint(points[k, 0])) - half, 0), w - patch)
+        ys[k] = min(max(int(np.rint(points[k, 1])) - half, 0), h - patch)
+        start[ys[k] + 1] += 1
+    for y in range(1, start.shape[0]):
+        start[y] += start[y - 1]
+    fill = start.copy()
+    order = np.empty(start[start.shape[0] - 1], np.int64)
+    for k in range(n):
+        if ys[k] >= 0:
+            order[fill[ys[k]]] = k
+            fill[ys[k]] += 1
+    return order, start
+
+
+@njit(cache=True, nogil=True)
+def stream_sum_blocks(gray, flow, hog, hog_bins, hof_nbins, mbh_bins, min_flow, points, patch, nx_cells, ny_cells,
+                      epsilon, sums, index, rows, per_cell):
+    """:func:`frame_integral_histograms` then :func:`gather_sum_blocks` in one pass over the rows, without the
+    histograms: the same temporal-cell sums, bit for bit.
+
+    The integral rows are made top to bottom (the same float32 arithmetic, in the same order), into a ring of the
+    last ``patch + 1`` rows of each histogram; once row ``y0 + patch`` is made, every point whose patch starts at
+    row ``y0`` has its block read from the ring (the same cell sums, L1 norms and square roots) and added to its
+    track's temporal-cell sum. The rows below the last patch are not made. Tracks whose cell is ``>= n_t`` add
+    nothing and are not gathered.
+
+    Parameters
+    ----------
+    gray : (h, w, 1) float32 or uint8, C-contiguous
+        The frame (its HOG; not read when ``hog`` is given).
+    flow : (h, w, 2) float32, C-contiguous
+        Its compensated flow (HOF, MBHx, MBHy); h, w >= ``patch``.
+    hog : (h+1, w+1, hog_bins) or (0, w+1, hog_bins) float32, C-contiguous
+        ``gray``'s HOG integral histogram made already (:func:`hog_integral_histogram`), read where the blocks
+        need it; with 0 rows, the HOG rows are made here, in the ring, as the others.
+    hog_bins, hof_nbins, mbh_bins : int
+        Orientation bins; HOF gets ``hof_nbins + 1`` with its zero-motion bin.
+    min_flow : float32
+        HOF's zero-motion threshold.
+    points : (n, 2) float32
+        ``[x, y]`` at this scale, finite: the points of ``rows``' tracks.
+    patch, nx_cells, ny_cells : int
+        Patch side and cells (``patch`` divisible by both).
+    epsilon : float
+    sums : (C, n_t, D) float32
+        A track pool's temporal-cell sums (HOG | HOF | MBHx | MBHy side by side), added to.
+    index : (C,) int32
+        Steps done by each pool row; ``sums[r, (index[r] - 1) // per_cell]`` gets row ``r``'s block.
+    rows : (n,) int64
+        Pool rows, distinct.
+    per_cell : int
+        Steps per temporal cell.
+    """
+    h, w = flow.shape[0], flow.shape[1]
+    n = rows.shape[0]
+    xs = np.empty(n, np.int64)
+    ys = np.empty(n, np.int64)
+    order, start = _bucket_by_top_row(points, rows, index, per_cell, sums.shape[1], patch, h, w, xs, ys)
+    if order.shape[0] == 0:
+        return
+    last = 0  # the last integral row a patch reads
+    for k in order:
+        last = max(last, ys[k] + patch)
+    period = patch + 1
+    made = hog.shape[0] == 0  # the HOG rows made here, or read from the one made ahead
+    hof_nb = hof_nbins + 1
+    ring_g = np.empty((period if made else 0, w + 1, hog_bins), np.float32)
+    ring_f = np.empty((period, w + 1, hof_nb), np.float32)
+    ring_x = np.empty((period, w + 1, mbh_bins), np.float32)
+    ring_y = np.empty((period, w + 1, mbh_bins), np.float32)
+    og = ring_g.reshape(ring_g.shape[0], (w + 1) * hog_bins)
+    of = ring_f.reshape(period, (w + 1) * hof_nb)
+    ox = ring_x.reshape(period, (w + 1) * mbh_bins)
+    oy = ring_y.reshape(period, (w + 1) * mbh_bins)
+    if made:
+        og[0, :] = 0.0
+    of[0, :] = 0.0
+    ox[0, :] = 0.0
+    oy[0, :] = 0.0
+    src_g = ring_g if made else hog
+    period_g = period if made else h + 1
+    rowsum = np.zeros(max(hog_bins, hof_nb, mbh_bins), dtype=np.float32)
+    du = np.empty(w, np.float32)
+    dv = np.empty(w, np.float32)
+    mag = np.empty(w, np.float32)
+    fbin = np.empty(w, np.float32)
+    usual_g = hog_bins == 8
+    usual_m = hof_nbins == 8 and mbh_bins == 8
+    usual = usual_g and usual_m
+    cell_w = patch // nx_cells
+    cell_h = patch // ny_cells
+    cells = nx_cells * ny_cells
+    eps = np.float32(epsilon)
+    d0, d1, d2, d3 = cells * hog_bins, cells * hof_nb, cells * mbh_bins, cells * mbh_bins
+    c1, c2, c3 = d0, d0 + d1, d0 + d1 + d2
+    v0 = np.empty(d0, dtype=np.float32)
+    v1 = np.empty(d1, dtype=np.float32)
+    v2 = np.empty(d2, dtype=np.float32)
+    v3 = np.empty(d3, dtype=np.float32)
+    slots = np.empty(ny_cells + 1, np.int64)
+    slots_g = np.empty(ny_cells + 1, np.int64)
+    for y in range(last):
+        p, q = y % period, (y + 1) % period
+        if made:
+            _hog_row_to(gray, y, hog_bins, usual_g, rowsum, du, dv, mag, fbin, og[p], og[q])
+        _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual_m, rowsum, du, dv, mag, fbin, of[p], of[q],
+                       ox[p], ox[q], oy[p], oy[q])
+        top = y + 1 - patch  # the patches that end at the row just made
+        if top < 0:
+            continue
+        for j in range(start[top], start[top + 1]):
+            k = order[j]
+            for iy in range(ny_cells + 1):
+                slots[iy] = (top + iy * cell_h) % period
+                slots_g[iy] = (top + iy * cell_h) % period_g
+            xk = xs[k]
+            if usual:  # literal bin counts: unrolled loops
+                _ring_cell_sums(src_g, 8, xk, slots_g, nx_cells, ny_cells, cell_w, eps, v0)
+                _ring_cell_sums(ring_f, 9, xk, slots, nx_cells, ny_cells, cell_w, eps, v1)
+                _ring_cell_sums(ring_x, 8, xk, slots, nx_cells, ny_cells, cell_w, eps, v2)
+                _ring_cell_sums(ring_y, 8, xk, slots, nx_cells, ny_cells, cell_w, eps, v3)
+            else:
+                _ring_cell_sums(src_g, hog_bins, xk, slots_g, nx_cells, ny_cells, cell_w, eps, v0)
+                _ring_cell_sums(ring_f, hof_nb, xk, slots, nx_cells, ny_cells, cell_w, eps, v1)
+                _ring_cell_sums(ring_x, mbh_bins, xk, slots, nx_cells, ny_cells, cell_w, eps, v2)
+                _ring_cell_sums(ring_y, mbh_bins, xk, slots, nx_cells, ny_cells, cell_w, eps, v3)
+            t0, t1, t2, t3 = _four_totals(v0, v1, v2, v3, d0, d1, d2, d3)
+            r = rows[k]
+            acc = sums[r, (index[r] - 1) // per_cell]
+            _add_normalised(v0, t0, d0, acc, 0)
+            _add_normalised(v1, t1, d1, acc, c1)
+            _add_normalised(v2, t2, d2, acc, c2)
+            _add_normalised(v3, t3, d3, acc, c3)

@@ -40,7 +40,8 @@ from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
     "DescriptorLayout", "FrameHistograms", "frame_histograms", "hog_histogram", "cell_descriptors",
-    "cell_descriptor_rows", "store_cell_descriptors", "temporal_pool", "patch_corners", "level_histograms",
+    "cell_descriptor_rows", "store_cell_descriptors", "stream_cell_descriptors", "temporal_pool", "patch_corners",
+    "level_histograms",
 ]
 
 #: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,
@@ -386,7 +387,8 @@ def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, point
     """Add the points' descriptor blocks to their tracks' temporal-cell sums: ``pool.store_descriptors(rows,
     cell_descriptor_rows(hists, points, layout=layout))`` in one kernel call
     (:func:`idtfv.idt._histograms_nb.gather_sum_blocks`; the same float32 sums), without the checks and copies
-    of the two calls. The extractor's step 5 on the CPU.
+    of the two calls. The reference of :func:`stream_cell_descriptors` (the extractor's step 5 on the CPU, which
+    makes the histograms' rows and these sums in one pass, without the whole histograms).
 
     Parameters
     ----------
@@ -410,6 +412,64 @@ def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, point
     _nb.gather_sum_blocks(hists.hog, hists.hof, hists.mbhx, hists.mbhy, points, layout.patch, layout.nx_cells,
                           layout.ny_cells, float(layout.epsilon), pool.desc, pool.index, rows, pool.per_cell,
                           np.empty((n, pool.desc.shape[2]), np.float32))
+
+
+def stream_cell_descriptors(pool, rows: np.ndarray, gray: np.ndarray, flow: np.ndarray, points: np.ndarray, *,
+                            layout: DescriptorLayout = DescriptorLayout(), hog: np.ndarray | None = None) -> None:
+    """:func:`frame_histograms` then :func:`store_cell_descriptors` in one pass over the frame's rows, without the
+    histograms (:func:`idtfv.idt._histograms_nb.stream_sum_blocks`): the same temporal-cell sums, bit for bit.
+    The integral rows are kept in a ring of ``patch + 1`` rows (1.4 MB for a 320-px-wide level, in the cache,
+    against the histograms' 10 MB) and each point's block is read as soon as its patch's last row is made. The
+    extractor's step 5 on the CPU.
+
+    Parameters
+    ----------
+    pool : idtfv.idt.tracking.TrackPool
+        Its ``desc (C, n_t, D)`` sums (D the layout's four block widths), ``index`` and ``per_cell``.
+    rows : (n,) int64
+        Pool rows of the tracks that just took a step (distinct).
+    gray : (h, w) uint8 or float32
+        The frame at this scale, grey levels on a 0..255 scale, at least ``patch`` x ``patch`` pixels.
+    flow : (h, w, 2) float32
+        Its camera-compensated flow at this scale, (u, v) in pixels.
+    points : (n, 2) float32, C-contiguous
+        The tracks' points (finite) where the blocks are read: their points before the step.
+    layout : DescriptorLayout
+    hog : (h+1, w+1, hog_bins) float32, C-contiguous, optional
+        ``gray``'s :func:`hog_histogram`, made already (the extractor's front thread, ``threads > 1``): read
+        instead of making the HOG rows here.
+    """
+    n = len(rows)
+    if n == 0:
+        return
+    gray, flow = np.asarray(gray), np.asarray(flow)
+    h, w = gray.shape if gray.ndim == 2 else (-1, -1)
+    dim = sum(layout.dims().values())
+    problems = [
+        f"gray must be a 2-D (h, w) image, got shape {gray.shape}" if gray.ndim != 2 else "",
+        f"flow must have shape (h, w, 2) = {(h, w, 2)}, got {flow.shape}" if gray.ndim == 2 and flow.shape != (h, w, 2) else "",
+        f"the image ({w}x{h}) must be at least the {layout.patch}-px patch (stop the scale pyramid before this "
+        "level)" if gray.ndim == 2 and min(h, w) < layout.patch else "",
+        f"points must be a C-contiguous (n, 2) = {(n, 2)} float32 array, one per row; got {points.dtype} "
+        f"{points.shape}" if (points.shape != (n, 2) or points.dtype != np.float32
+                             or not points.flags.c_contiguous) else "",
+        f"rows must be (n,) = ({n},) int64, got {rows.dtype} {rows.shape}" if (rows.dtype != np.int64
+                                                                                or rows.ndim != 1) else "",
+        f"pool.desc must be (C, n_t, {dim}) float32 for this layout, got {pool.desc.dtype} {pool.desc.shape}"
+        if pool.desc.ndim != 3 or pool.desc.shape[2] != dim or pool.desc.dtype != np.float32 else "",
+        f"hog must be gray's hog_histogram, a C-contiguous {(h + 1, w + 1, layout.hog_bins)} float32 array; got "
+        f"{type(hog).__name__} {getattr(hog, 'shape', '')}" if hog is not None and not (
+            isinstance(hog, np.ndarray) and hog.shape == (h + 1, w + 1, layout.hog_bins)
+            and hog.dtype == np.float32 and hog.flags.c_contiguous) else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ParameterError("stream_cell_descriptors: " + "; ".join(problems))
+    if hog is None:
+        hog = np.empty((0, w + 1, layout.hog_bins), np.float32)  # the HOG rows are made in the kernel
+    _nb.stream_sum_blocks(_gray3(gray), _as_f32c(flow), hog, layout.hog_bins, layout.hof_bins - 1, layout.mbh_bins,
+                          np.float32(layout.min_flow), points, layout.patch, layout.nx_cells, layout.ny_cells,
+                          float(layout.epsilon), pool.desc, pool.index, rows, pool.per_cell)
 
 
 def temporal_pool(per_frame: np.ndarray, nt_cells: int = 3) -> np.ndarray:

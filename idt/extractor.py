@@ -14,7 +14,8 @@ For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackSt
    :math:`f^w_s` there as its compensated step; tracks that leave the frame end (:mod:`idtfv.idt.tracking`);
 5. ``describe``: integral histograms of level :math:`s` of :math:`I_{t-1}` (HOG) and of :math:`f^w_s` (HOF, MBH)
    give each moved track its per-frame descriptor blocks at its point before the move, summed per temporal cell
-   as the track goes (:mod:`idtfv.idt.descriptors`);
+   as the track goes (:mod:`idtfv.idt.descriptors`; on the CPU the histograms' rows are made and the blocks read
+   in one pass, :func:`~idtfv.idt.descriptors.stream_cell_descriptors`, whole histograms never stored);
 6. ``finish``: tracks with :math:`L` steps are validated (pruning in original-frame pixels) and emitted as rows;
 7. ``sample``: empty grid cells of each level of :math:`I_t` get new points (every ``init_gap`` frames,
    :mod:`idtfv.idt.sampling`);
@@ -114,7 +115,9 @@ light_numba_init()  # before the first kernel call: Numba's runtime then starts 
 
 __all__ = ["extract", "extract_to_file", "iter_trajectories", "STAGES"]
 
-#: Keys of the ``timings`` dict filled by :func:`iter_trajectories` (seconds per stage).
+#: Keys of the ``timings`` dict filled by :func:`iter_trajectories` (seconds per stage). On the CPU, step 5 makes the
+#: integral histograms' rows and reads the blocks in one pass (:func:`idtfv.idt.descriptors.stream_cell_descriptors`),
+#: all timed as "histograms": "descriptors" then stays near 0 (it is the block gathering on the device only).
 STAGES = ("decode", "pyramid", "flow", "camera", "warp_flow", "histograms", "tracking", "descriptors", "sampling",
           "output")
 #: The per-frame descriptor blocks of a track, in LEAR's column order.
@@ -169,10 +172,14 @@ class _Timer:
     """Seconds per stage into ``timings`` (None: no timing, and ``timer(name)`` is a shared do-nothing context).
     ``sync``, when set (``device="cuda"`` with timings), is called before a stage's clock starts and before it
     stops, so that a stage's time is the device work it launched, not the launches (CUDA kernels run
-    asynchronously); the CPU path has none."""
+    asynchronously); the CPU path has none. Every stage of :data:`STAGES` is a key of ``timings`` from the start
+    (0.0 for one that does not run: "descriptors" on the CPU, whose blocks are read in the "histograms" pass)."""
 
     def __init__(self, timings: dict | None, sync=None):
         self.t = timings
+        if timings is not None:
+            for name in STAGES:
+                timings.setdefault(name, 0.0)
         self.sync = sync
         self._owner = threading.get_ident()  # only this thread synchronises: the others touch no device
         self._lock = threading.Lock()  # with --threads, the per-level steps time themselves from several threads
@@ -595,7 +602,9 @@ class _Steps:
             from idtfv.idt.tracking_cuda import DeviceTrackPool as pool_class
         self.pools = [pool_class(p.track_length, self.desc_dim, p.nt_cells,
                                  capacity=(lw // p.stride) * (lh // p.stride)) for lw, lh in self.sizes]
-        self.hist_bufs = [None] * len(self.sizes)  # each level's histogram arrays, reused frame after frame
+        # each level's histogram arrays, reused frame after frame (device="cuda" with a flow off the device only:
+        # the CPU streams its histograms' rows, stream_cell_descriptors)
+        self.hist_bufs = [None] * len(self.sizes)
         self.level_hists = None  # on the device: all levels' histograms in one buffer, reused frame after frame
         self._sampling = None  # on the device: the levels' sampling buffers, reused
         if self.executor is not None:
@@ -721,20 +730,24 @@ class _Steps:
             pool = self.pools[s]
             if len(rows) == 0:
                 continue
+            hog = None if self.prev_hogs is None else self.prev_hogs[s]
+            if self.device == "cpu":
+                # the histograms' rows and the blocks in one pass (stream_cell_descriptors), timed as "histograms":
+                # "descriptors" then stays near 0 on the CPU (bench_profile's table)
+                with self.timer("histograms"):
+                    _desc.stream_cell_descriptors(pool, rows, self.prev_pyr[s], flows_w[k], points,
+                                                  layout=self.layout, hog=hog)
+                continue
             with self.timer("histograms"):
                 # reuse this level's arrays: fresh ~10 MB per frame costs about as much in page faults as the
                 # kernels themselves; the HOG may have been made ahead (the front thread's, not ours to reuse)
-                hog = None if self.prev_hogs is None else self.prev_hogs[s]
                 bufs = self.hist_bufs[s]
                 hists = _desc.frame_histograms(self.prev_pyr[s], flows_w[k], layout=self.layout, out=bufs,
                                                device=self.device, hog=hog)
                 self.hist_bufs[s] = hists if hog is None else hists._replace(hog=None if bufs is None else bufs.hog)
             with self.timer("descriptors"):  # HOG | HOF | MBHx | MBHy side by side (DESCRIPTORS' order)
-                if self.device == "cpu":  # gathered and summed into the pool in one kernel
-                    _desc.store_cell_descriptors(pool, rows, hists, points, layout=self.layout)
-                else:
-                    pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
-                                                                            device=self.device))
+                pool.store_descriptors(rows, _desc.cell_descriptor_rows(hists, points, layout=self.layout,
+                                                                        device=self.device))
 
     def _describe_on_device(self, moved, flows_w, first: int) -> None:
         """:meth:`describe` with the pools on the device: the histograms of every level with moved tracks in three
@@ -1226,7 +1239,8 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
     batch_frames : int
         Yield the trajectories finished during this many frames together (empty batches are not yielded).
     timings : dict or None
-        If given, seconds per stage (:data:`STAGES`) are accumulated into it.
+        If given, seconds per stage (:data:`STAGES`, every one a key: 0 for a stage that does not run) are
+        accumulated into it.
     on_frame : callable or None
         ``on_frame(frame_index, total)`` after each frame (progress bars). ``total``: the number of frames when
         known in advance, else a file header's count (an estimate: when it was wrong, one more call
