@@ -179,8 +179,14 @@ def _compare_in_extractor(monkeypatch, video, params) -> int:
 
     def checked(pool, rows, gray, flow, points, *, layout, hog=None):
         want = _reference(pool, rows, gray, flow, points, layout, hog=hog)
+        # the made-ahead HOG path on these inputs too, whichever path the extractor took (with --threads the front
+        # thread makes the HOG only while it is ahead: a matter of timing)
+        other = TrackPool(pool.L, pool.D, pool.nt, capacity=len(pool.index))
+        other.desc, other.index = pool.desc.copy(), pool.index.copy()
+        stream(other, rows, gray, flow, points, layout=layout,
+               hog=D.hog_histogram(gray, layout=layout) if hog is None else None)
         stream(pool, rows, gray, flow, points, layout=layout, hog=hog)
-        seen.append((_same_bits(pool.desc, want), hog is not None))
+        seen.append((_same_bits(pool.desc, want) and _same_bits(other.desc, want), hog is not None))
 
     monkeypatch.setattr(ex._desc, "stream_cell_descriptors", checked)
     extract(str(video), params)
@@ -197,4 +203,5 @@ def _compare_in_extractor(monkeypatch, video, params) -> int:
 def test_real_frames_flows_and_points_of_the_clips(monkeypatch, clip, params):
     seen = _compare_in_extractor(monkeypatch, SHARED / "reference" / "videos" / clip, params)
     assert len(seen) >= 3 * (params.end - 2)  # the levels of every frame after the first
-    assert any(ahead for _, ahead in seen) == (params.threads > 1)  # the front thread's HOG with --threads
+    if params.threads == 1:
+        assert not any(ahead for _, ahead in seen)  # no front thread: never a HOG made ahead
