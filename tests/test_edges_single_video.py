@@ -53,10 +53,34 @@ rawframes.RawframesWriter.add_flow = add_flow
 """
 
 
+#: A child's first lines: the signal handlers of a process started from a terminal, whatever the suite inherited (a
+#: suite started in the background, ``make test &`` or ``nohup``, ignores SIGINT / SIGHUP, and its children with it).
+TERMINAL_SIGNALS = """
+import signal as _signal
+_signal.signal(_signal.SIGINT, _signal.default_int_handler)
+_signal.signal(_signal.SIGHUP, _signal.SIG_DFL)
+_signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+"""
+
+
 def _python(script: str, cwd: Path, *, prelude: str = "") -> subprocess.CompletedProcess:
-    """Run ``prelude`` then ``script`` in a fresh interpreter (signals sent to itself must not reach pytest)."""
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=cwd, capture_output=True, text=True,
-                          errors="surrogateescape", timeout=300)  # file names that are not UTF-8 may be printed
+    """Run ``prelude`` then ``script`` in a fresh interpreter (signals sent to itself must not reach pytest), with
+    a terminal's signal handlers (:data:`TERMINAL_SIGNALS`)."""
+    return subprocess.run([sys.executable, "-c", TERMINAL_SIGNALS + prelude + textwrap.dedent(script)], cwd=cwd,
+                          capture_output=True, text=True, errors="surrogateescape",
+                          timeout=300)  # file names that are not UTF-8 may be printed
+
+
+@pytest.fixture
+def terminal_signals():
+    """This process's SIGINT / SIGHUP / SIGTERM handlers as a terminal's for the test (restored after): the suite
+    may run in the background, where SIGINT and SIGHUP come ignored and the commands keep them so (``nohup``)."""
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGHUP: signal.SIG_DFL,
+              signal.SIGTERM: signal.SIG_DFL}
+    before = {s: signal.signal(s, h) for s, h in wanted.items()}
+    yield
+    for s, h in before.items():
+        signal.signal(s, h)
 
 
 def _flow_in_child(video: Path, out: Path, cwd: Path, *, prelude: str) -> subprocess.CompletedProcess:
@@ -323,7 +347,7 @@ def test_a_second_ctrl_c_during_extract_trajectories_clean_up_is_ignored(video, 
     assert _listing(tmp_path) == [video.name]
 
 
-def test_interrupt_once_is_scoped_and_keeps_ignored_signals():
+def test_interrupt_once_is_scoped_and_keeps_ignored_signals(terminal_signals):
     """The handlers of the single-video commands: the first SIGINT / SIGTERM raises, a later one inside is ignored;
     the previous handlers come back on leaving; a signal ignored before (``nohup``) stays ignored."""
     from idtfv.cli import Terminated, interrupt_status
@@ -359,7 +383,7 @@ def test_interrupt_once_is_scoped_and_keeps_ignored_signals():
         signal.signal(signal.SIGHUP, previous)
 
 
-def test_sigterm_as_interrupt_is_scoped():
+def test_sigterm_as_interrupt_is_scoped(terminal_signals):
     from idtfv.cli import Terminated, interrupt_status, sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
