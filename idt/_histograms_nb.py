@@ -395,24 +395,29 @@ def motion_integral_histograms(flow, hof_nbins, mbh_bins, min_flow, hof, mbhx, m
 
 
 @njit(cache=True, inline="always")
+def _cell(top, bottom, xa, xb, nb, eps, vec, k):
+    """``vec[k:k + nb]``: the bins of the cell between integral rows ``top`` and ``bottom`` ((w+1, B) each) and
+    columns ``xa``, ``xb``, clipped at 0, plus ``eps``."""
+    zero = np.float32(0.0)
+    h_aa = top[xa]
+    h_ab = top[xb]
+    h_ba = bottom[xa]
+    h_bb = bottom[xb]
+    for b in range(nb):
+        # clipped at 0: float32 cancellation can leave tiny negatives
+        vec[k + b] = max((h_bb[b] - h_ab[b]) - (h_ba[b] - h_aa[b]), zero) + eps
+
+
+@njit(cache=True, inline="always")
 def _cell_sums(hist, nb, x0, y0, nx_cells, ny_cells, cell_w, cell_h, eps, vec):
     """One point's cell-bin sums of ``hist`` (``nb`` bins), clipped at 0, plus ``eps``, into
     ``vec[:nx_cells * ny_cells * nb]``."""
-    zero = np.float32(0.0)
     k = 0
     for ix in range(nx_cells):
         xa = x0 + ix * cell_w
-        xb = xa + cell_w
         for iy in range(ny_cells):
             ya = y0 + iy * cell_h
-            yb = ya + cell_h
-            h_aa = hist[ya, xa]
-            h_ab = hist[ya, xb]
-            h_ba = hist[yb, xa]
-            h_bb = hist[yb, xb]
-            for b in range(nb):
-                # clipped at 0: float32 cancellation can leave tiny negatives
-                vec[k + b] = max((h_bb[b] - h_ab[b]) - (h_ba[b] - h_aa[b]), zero) + eps
+            _cell(hist[ya], hist[ya + cell_h], xa, xa + cell_w, nb, eps, vec, k)
             k += nb
 
 
@@ -613,21 +618,11 @@ def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
 def _ring_cell_sums(ring, nb, x0, slots, nx_cells, ny_cells, cell_w, eps, vec):
     """:func:`_cell_sums` of a point whose patch rows ``y0 + iy * cell_h`` (``iy`` = 0..``ny_cells``) are
     ``ring[slots[iy]]``: the same sums, in the same order, into ``vec[:nx_cells * ny_cells * nb]``."""
-    zero = np.float32(0.0)
     k = 0
     for ix in range(nx_cells):
         xa = x0 + ix * cell_w
-        xb = xa + cell_w
         for iy in range(ny_cells):
-            top = ring[slots[iy]]
-            bottom = ring[slots[iy + 1]]
-            h_aa = top[xa]
-            h_ab = top[xb]
-            h_ba = bottom[xa]
-            h_bb = bottom[xb]
-            for b in range(nb):
-                # clipped at 0: float32 cancellation can leave tiny negatives
-                vec[k + b] = max((h_bb[b] - h_ab[b]) - (h_ba[b] - h_aa[b]), zero) + eps
+            _cell(ring[slots[iy]], ring[slots[iy + 1]], xa, xa + cell_w, nb, eps, vec, k)
             k += nb
 
 
