@@ -233,7 +233,8 @@ def add_runner_options(parser: argparse.ArgumentParser, *, jobs_default: int = 1
     ``--allow-failed``."""
     group = parser.add_argument_group("execution")
     group.add_argument("--jobs", type=int, default=jobs_default, metavar="J",
-                       help=f"local worker processes, -1 = all cores (default {jobs_default})")
+                       help=f"local worker processes, -1 = all cores; capped at the cores, at least 2 "
+                            f"(default {jobs_default})")
     group.add_argument("--scheduler", default=None, metavar="ADDR",
                        help="Dask scheduler address (tcp://127.0.0.1:8786) to run on instead of local processes; "
                             "a scheduler reachable from a network needs TLS (tls://, docs/DASK.md)")

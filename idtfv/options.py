@@ -25,7 +25,8 @@ from typing import Any
 
 from idtfv.errors import ParameterError
 
-__all__ = ["option", "option_flag", "field_error", "add_params_options", "params_from_args", "choices_of",
+__all__ = ["local_workers", "usable_cpus", "JobsCappedWarning", "option", "option_flag", "field_error",
+           "add_params_options", "params_from_args", "choices_of",
            "check_jobs"]
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -59,6 +60,42 @@ def option(default: Any, help: str, *, flag: str | None = None, metavar: str | N
     meta = {"help": help, "flag": flag, "metavar": metavar, "choices": choices, "advanced": advanced,
             "type": type, "none": none}
     return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+class JobsCappedWarning(UserWarning):
+    """More local worker processes were asked for than this process may use CPUs: :func:`local_workers` used
+    one per CPU."""
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the system has one, else ``os.cpu_count()``)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def local_workers(jobs: int, tasks: int, *, name: str = "jobs") -> int:
+    """Worker processes a local pool starts for ``tasks`` tasks: ``jobs`` (-1: one per usable CPU,
+    :func:`usable_cpus`), at most one per task and at most one per usable CPU, but never fewer than 2 for a
+    ``jobs`` >= 2 (separate processes also keep a video that crashes its worker from ending the run).
+
+    Each worker is a whole process (its own interpreter, NumPy, OpenCV and Numba, ~0.2 GB) running CPU-bound work:
+    more workers than CPUs only share the cores and multiply the memory, and ``--jobs 100000`` started that many
+    processes. Asking for more is said once (:class:`JobsCappedWarning`).
+    """
+    jobs = check_jobs(jobs, name=name)
+    cpus = usable_cpus()
+    cap = max(cpus, 2)
+    if jobs > cap:
+        import warnings
+
+        warnings.warn(f"{name}={jobs} is more than the {cpus} CPU(s) this process may use; using {cap} worker "
+                      "processes (more would only share the cores and multiply the memory)", JobsCappedWarning,
+                      stacklevel=2)
+    return max(1, min(cpus if jobs == -1 else min(jobs, cap), tasks))
 
 
 def check_jobs(jobs, *, name: str = "jobs") -> int:

@@ -74,7 +74,7 @@ from idtfv.cache import (atomic_savez, atomic_write_text, check_case_twins, file
                          remove_stale_temp_files, stage_dir)
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
-from idtfv.options import check_jobs
+from idtfv.options import check_jobs, local_workers
 
 __all__ = ["StageResult", "ItemStatus", "EmptyResult", "EMPTY_KEY", "run_stage", "read_index", "read_stamp", "write_stamp", "INDEX_COLUMNS",
            "DEFAULT_COMPRESSLEVEL", "entry_fingerprint", "stored_fingerprint", "SOURCE_SUFFIX", "INPUT_CHANGED"]
@@ -608,8 +608,8 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
     elif threads is not None:
         stream = _iter_threads(func, entries, params, str(out), force, compresslevel, fingerprint, threads,
                                thread_context)
-    elif jobs != 1 and len(entries) > 1:
-        stream = _iter_joblib(func, entries, params, str(out), force, compresslevel, fingerprint, jobs)
+    elif jobs != 1 and len(entries) > 1 and (workers := local_workers(jobs, len(entries))) > 1:
+        stream = _iter_joblib(func, entries, params, str(out), force, compresslevel, fingerprint, workers)
     else:
         stream = _iter_serial(func, entries, params, str(out), force, compresslevel, fingerprint)
 

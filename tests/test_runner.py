@@ -233,6 +233,57 @@ def test_bad_jobs_are_refused(tmp_path, jobs):
         run_stage("toy", make_arrays, _items(1), params={"scale": 1.0}, cache_root=tmp_path, jobs=jobs)
 
 
+@pytest.mark.parametrize("cpus, jobs, tasks, workers, warned", [
+    (2, 100000, 96, 2, True),   # --jobs 100000 started that many processes
+    (8, 100000, 96, 8, True),
+    (8, 4, 96, 4, False),
+    (8, -1, 96, 8, False),      # -1: one per usable CPU
+    (8, -1, 3, 3, False),       # never more than the tasks
+    (8, 6, 3, 3, False),
+    (1, 2, 10, 2, False),       # 2 stay 2 on one CPU: separate processes also isolate a crashing video
+    (1, 3, 10, 2, True),
+    (1, -1, 10, 1, False),
+])
+def test_local_workers_are_at_most_one_per_cpu_and_task(monkeypatch, cpus, jobs, tasks, workers, warned):
+    import warnings
+
+    from idtfv import options
+
+    monkeypatch.setattr(options, "usable_cpus", lambda: cpus)  # a planted machine size
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert options.local_workers(jobs, tasks) == workers
+    said = [w for w in caught if issubclass(w.category, options.JobsCappedWarning)]
+    assert len(said) == int(warned)
+    if warned:
+        assert f"jobs={jobs} is more than the {cpus} CPU(s)" in str(said[0].message)
+    with pytest.raises(ParameterError, match="jobs"):
+        options.local_workers(0, tasks)
+
+
+def test_the_stage_runs_on_at_most_one_worker_per_cpu(tmp_path, monkeypatch):
+    """``run_stage(jobs=100000)`` starts one loky worker per usable CPU (at least 2), not 100000, says so in a
+    warning, and writes the serial run's bytes."""
+    from idtfv import options
+
+    seen = []
+    import joblib
+
+    real = joblib.Parallel.__init__
+
+    def parallel(self, *args, n_jobs=None, **kwargs):
+        seen.append(n_jobs)
+        real(self, *args, n_jobs=n_jobs, **kwargs)
+
+    monkeypatch.setattr(joblib.Parallel, "__init__", parallel)
+    items = _items(4)
+    with pytest.warns(options.JobsCappedWarning, match="jobs=100000 is more than"):
+        many = run_stage("toy", make_arrays, items, params={"scale": 1.0}, cache_root=tmp_path / "many", jobs=100000)
+    assert seen == [max(2, min(options.usable_cpus(), 4))]
+    serial = run_stage("toy", make_arrays, items, params={"scale": 1.0}, cache_root=tmp_path / "serial")
+    assert _npz_bytes(many.dir) == _npz_bytes(serial.dir) and many.done == serial.done
+
+
 def test_compresslevel_changes_bytes_but_not_values_or_directory(tmp_path):
     items = _items(2)
     fast = run_stage("toy", make_arrays, items, params={"scale": 1.0}, cache_root=tmp_path / "a")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from idtfv.atomic import atomic_write_text
 from idtfv.errors import IdtfvError, ManifestError
-from idtfv.options import check_jobs
+from idtfv.options import check_jobs, local_workers
 
 __all__ = [
     "VideoEntry",
@@ -397,6 +397,8 @@ def probe_manifest(manifest: Manifest, *, jobs: int = 1, only_missing: bool = Fa
     check_jobs(jobs)  # before joblib, whose traceback it was
     todo = [i for i, e in enumerate(manifest.rows) if not (only_missing and e.probed)]
     paths = [str(manifest.path_of(manifest.rows[i])) for i in todo]
+    if jobs != 1 and len(paths) > 1:
+        jobs = local_workers(jobs, len(paths))
     if jobs == 1 or len(paths) <= 1:
         results = [_probe_one(p) for p in paths]
     else:
