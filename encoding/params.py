@@ -17,9 +17,10 @@ from idtfv.errors import ParameterError
 from idtfv.idt import DescriptorLayout
 from idtfv.options import choices_of, field_error, option
 
-from .pyramid import parse_pyramid
+from .pyramid import n_cells, parse_pyramid
 
-__all__ = ["EncodeParams", "METHODS", "DEFAULT_K", "CHANNELS", "DEFAULT_PCA_SAMPLES", "DEFAULT_GMM_ITER"]
+__all__ = ["EncodeParams", "METHODS", "DEFAULT_K", "CHANNELS", "DEFAULT_PCA_SAMPLES", "DEFAULT_GMM_ITER",
+           "MAX_PYRAMID_CELLS"]
 
 #: Default codebook size per method (iDT papers: GMM K=256 for Fisher vectors, k-means K=4000 for BoF).
 DEFAULT_K = {"fisher": 256, "bof": 4000, "vlad": 256}
@@ -32,6 +33,10 @@ DEFAULT_PCA_SAMPLES = 256_000
 DEFAULT_GMM_ITER = 30
 #: Fields that change only how the vectors are pooled, not the codebook (left out of :meth:`codebook_key`).
 _POOLING_ONLY = ("pyramid",)
+#: Upper bound of the pyramid's cells, all grids together: each cell is a whole vector (2KD dims for Fisher
+#: vectors: 109,056 at the defaults) of every video; the iDT papers use up to 1x1x1 + 1x3x1 + 1x1x2 (6 cells), and
+#: ``1000x1000x1`` made every video fail with NumPy's "Unable to allocate 61.0 GiB".
+MAX_PYRAMID_CELLS = 64
 _SEED_LIMIT = 2**32
 
 
@@ -54,7 +59,8 @@ class EncodeParams:
         Whiten the PCA output.
     pyramid : str
         Spatio-temporal grids ``NXxNYxNT``, comma-separated (``"1x1x1,1x3x1,1x1x2"``); a sequence of
-        ``(nx, ny, nt)`` is accepted and stored in this canonical text form.
+        ``(nx, ny, nt)`` is accepted and stored in this canonical text form. At most :data:`MAX_PYRAMID_CELLS`
+        cells in all.
     channels : str
         Descriptor channels to encode, comma-separated, in the vector's order (a sequence of names is accepted
         and stored in this canonical form); see :attr:`channel_names`.
@@ -104,6 +110,9 @@ class EncodeParams:
             grids = None
         if grids is None:
             raise bad("pyramid", "grids NXxNYxNT with positive sizes, comma-separated (e.g. 1x1x1,1x3x1)")
+        if n_cells(grids) > MAX_PYRAMID_CELLS:
+            raise bad("pyramid", f"grids of at most {MAX_PYRAMID_CELLS} cells in all (each cell is a whole vector "
+                                 f"of every video), not {n_cells(grids)}")
         object.__setattr__(self, "pyramid", ",".join(f"{a}x{b}x{c}" for a, b, c in grids))
         names = self.channels
         if isinstance(names, str):

@@ -45,12 +45,23 @@ def test_to_dict_round_trip_and_cache_key():
 @pytest.mark.parametrize("field,value", [
     ("method", "pca"), ("k", 0), ("k", 2.5), ("pca_samples", 1), ("pca_samples", True), ("pca_whiten", 1),
     ("gmm_iter", 0), ("seed", -1), ("seed", 2**32),
-    ("pyramid", "1x2"), ("pyramid", "0x1x1"), ("pyramid", ""), ("pyramid", 3),
+    ("pyramid", "1x2"), ("pyramid", "0x1x1"), ("pyramid", ""), ("pyramid", 3), ("pyramid", "1000x1000x1"),
+    ("pyramid", "4x4x4,1x1x1"),
     ("channels", "hog,foo"), ("channels", "hog,hog"), ("channels", ""), ("channels", 3),
 ])
 def test_bad_values_name_the_field(field, value):
     with pytest.raises(ParameterError, match=rf"EncodeParams\.{field}: expected .*got"):
         EncodeParams(**{field: value})
+
+
+def test_the_pyramid_may_have_at_most_64_cells_in_all():
+    """``--pyramid 1000x1000x1`` made every video fail with NumPy's "Unable to allocate 61.0 GiB" and still wrote a
+    0-video feature file: refused up front, naming the bound and the count."""
+    from idtfv.encoding.params import MAX_PYRAMID_CELLS
+
+    assert MAX_PYRAMID_CELLS == 64 and EncodeParams(pyramid="4x4x4").grids == ((4, 4, 4),)
+    with pytest.raises(ParameterError, match="at most 64 cells in all .*not 65"):
+        EncodeParams(pyramid="4x4x4,1x1x1")
 
 
 def _encode_parser():
