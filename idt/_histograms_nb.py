@@ -35,7 +35,7 @@ from numba import njit
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
            "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",
-           "gather_sum_blocks", "stream_sum_blocks"]
+           "stream_sum_blocks"]
 
 
 # atan(t) ~= t * P(t^2) on [0, 1]: least-squares fit on Chebyshev nodes, max error 4.1e-8 rad in exact arithmetic
@@ -498,7 +498,7 @@ def _four_totals(v0, v1, v2, v3, d0, d1, d2, d3):
 
 @njit(cache=True, inline="always")
 def _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out):
-    """The body of :func:`gather_all_blocks` (shared with :func:`gather_sum_blocks`)."""
+    """The body of :func:`gather_all_blocks`."""
     h, w = hog.shape[0] - 1, hog.shape[1] - 1
     cell_w = patch // nx_cells
     cell_h = patch // ny_cells
@@ -574,46 +574,13 @@ def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
     _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out)
 
 
-@njit(cache=True, nogil=True)
-def gather_sum_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, sums, index, rows, per_cell,
-                      out):
-    """:func:`gather_all_blocks` into ``out``, then each point's block added to its track's temporal-cell sum:
-    ``sums[r, c] += out[i]`` for ``r = rows[i]`` (distinct) and ``c = (index[r] - 1) // per_cell`` (the step just
-    taken), skipped when ``c >= n_t``, i.e. :func:`idtfv.idt._tracking_nb.add_blocks` (the same float32 sums) in
-    the same call. The blocks are gathered in the patches' raster order (the histograms' rows stay in the cache)
-    and added in ``rows``' order (the pool's rows, mostly in memory order): adding each block as it is made, in
-    raster order, scatters the read-modify-writes over the pool and was slower.
-
-    Parameters
-    ----------
-    hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out
-        As :func:`gather_all_blocks`; ``points (n, 2)`` are those of ``rows``; ``out (n, D)`` is scratch.
-    sums : (C, n_t, D) float32
-        A track pool's temporal-cell sums (HOG | HOF | MBHx | MBHy side by side).
-    index : (C,) int32
-        Steps done by each pool row.
-    rows : (n,) int64
-    per_cell : int
-        Steps per temporal cell.
-    """
-    _gather_all(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, epsilon, out)
-    nt = sums.shape[1]
-    for k in range(rows.shape[0]):
-        r = rows[k]
-        c = (index[r] - 1) // per_cell
-        if c >= nt:
-            continue
-        for j in range(out.shape[1]):
-            sums[r, c, j] += out[k, j]
-
-
 # ---------------------------------------------------------------------------- integral rows and blocks in one pass
 # A point's block reads the integral rows y0, y0 + cell_h, ..., y0 + patch of its patch only. stream_sum_blocks
 # makes the rows top to bottom as frame_integral_histograms does (the same float32 sums in the same order), keeps
 # only the last patch + 1 of them in a ring (about 1.4 MB for a 320-px-wide level and 33 bins, against 10 MB for
 # the whole histograms: it stays in the L2 cache) and gathers each point's block as soon as its patch's last row
-# is made, adding it to its track's temporal-cell sum: the numbers of frame_integral_histograms then
-# gather_sum_blocks, bit for bit, without writing the histograms to memory and reading them back.
+# is made, adding it to its track's temporal-cell sum: the numbers of frame_integral_histograms, gather_all_blocks
+# then _tracking_nb.add_blocks, bit for bit, without writing the histograms to memory and reading them back.
 @njit(cache=True, inline="always")
 def _ring_cell_sums(ring, nb, x0, slots, nx_cells, ny_cells, cell_w, eps, vec):
     """:func:`_cell_sums` of a point whose patch rows ``y0 + iy * cell_h`` (``iy`` = 0..``ny_cells``) are
@@ -669,8 +636,9 @@ def _bucket_by_top_row(points, rows, index, per_cell, nt, patch, h, w, xs, ys):
 @njit(cache=True, nogil=True)
 def stream_sum_blocks(gray, flow, hog, hog_bins, hof_nbins, mbh_bins, min_flow, points, patch, nx_cells, ny_cells,
                       epsilon, sums, index, rows, per_cell):
-    """:func:`frame_integral_histograms` then :func:`gather_sum_blocks` in one pass over the rows, without the
-    histograms: the same temporal-cell sums, bit for bit.
+    """:func:`frame_integral_histograms`, :func:`gather_all_blocks` and the blocks added to their tracks' sums
+    (:func:`idtfv.idt._tracking_nb.add_blocks`) in one pass over the rows, without the histograms: the same
+    temporal-cell sums, bit for bit.
 
     The integral rows are made top to bottom (the same float32 arithmetic, in the same order), into a ring of the
     last ``patch + 1`` rows of each histogram; once row ``y0 + patch`` is made, every point whose patch starts at

@@ -132,10 +132,7 @@ def main(argv=None) -> int:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"error: {msg}", file=sys.stderr)
             return EXIT_BAD_INPUT
-        except MemoryError as e:  # NumPy or Python could not allocate (a huge frame at --resize-width 0, say)
-            print(error_line(e, where=str(args.video)), file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except Exception as e:  # OpenCV's failed allocation (cv2.error) is one line too; anything else is a bug
+        except Exception as e:  # a failed allocation (NumPy's MemoryError, OpenCV's cv2.error); anything else is a bug
             if not is_out_of_memory(e):
                 raise
             print(error_line(e, where=str(args.video)), file=sys.stderr)

@@ -40,8 +40,7 @@ from idtfv.idt import _histograms_nb as _nb
 
 __all__ = [
     "DescriptorLayout", "FrameHistograms", "frame_histograms", "hog_histogram", "cell_descriptors",
-    "cell_descriptor_rows", "store_cell_descriptors", "stream_cell_descriptors", "temporal_pool", "patch_corners",
-    "level_histograms",
+    "cell_descriptor_rows", "stream_cell_descriptors", "temporal_pool", "patch_corners", "level_histograms",
 ]
 
 #: LEAR adds this to every cell-bin sum before the L1 normalisation; it keeps empty (texture-less,
@@ -382,41 +381,10 @@ def cell_descriptor_rows(
     return out
 
 
-def store_cell_descriptors(pool, rows: np.ndarray, hists: FrameHistograms, points: np.ndarray, *,
-                           layout: DescriptorLayout = DescriptorLayout()) -> None:
-    """Add the points' descriptor blocks to their tracks' temporal-cell sums: ``pool.store_descriptors(rows,
-    cell_descriptor_rows(hists, points, layout=layout))`` in one kernel call
-    (:func:`idtfv.idt._histograms_nb.gather_sum_blocks`; the same float32 sums), without the checks and copies
-    of the two calls. The reference of :func:`stream_cell_descriptors` (the extractor's step 5 on the CPU, which
-    makes the histograms' rows and these sums in one pass, without the whole histograms).
-
-    Parameters
-    ----------
-    pool : idtfv.idt.tracking.TrackPool
-        Its ``desc (C, n_t, D)`` sums (D the layout's four block widths), ``index`` and ``per_cell``.
-    rows : (n,) int64
-        Pool rows of the tracks that just took a step (distinct).
-    hists : FrameHistograms
-        The frame's integral histograms (CPU arrays of ``layout``'s bins), at least ``patch`` x ``patch`` pixels.
-    points : (n, 2) float32
-        The tracks' points (finite) where the blocks are read: their points before the step.
-    layout : DescriptorLayout
-    """
-    n = len(rows)
-    if n == 0:
-        return
-    if points.shape != (n, 2) or points.dtype != np.float32 or not points.flags.c_contiguous:
-        raise ParameterError(f"store_cell_descriptors: points must be a C-contiguous (n, 2) = {(n, 2)} float32 "
-                             f"array, one per row; got {points.dtype} {points.shape}")
-    _image_size(hists, layout, "store_cell_descriptors")
-    _nb.gather_sum_blocks(hists.hog, hists.hof, hists.mbhx, hists.mbhy, points, layout.patch, layout.nx_cells,
-                          layout.ny_cells, float(layout.epsilon), pool.desc, pool.index, rows, pool.per_cell,
-                          np.empty((n, pool.desc.shape[2]), np.float32))
-
-
 def stream_cell_descriptors(pool, rows: np.ndarray, gray: np.ndarray, flow: np.ndarray, points: np.ndarray, *,
                             layout: DescriptorLayout = DescriptorLayout(), hog: np.ndarray | None = None) -> None:
-    """:func:`frame_histograms` then :func:`store_cell_descriptors` in one pass over the frame's rows, without the
+    """Add the points' descriptor blocks to their tracks' temporal-cell sums: ``pool.store_descriptors(rows,
+    cell_descriptor_rows(frame_histograms(gray, flow), points))`` in one pass over the frame's rows, without the
     histograms (:func:`idtfv.idt._histograms_nb.stream_sum_blocks`): the same temporal-cell sums, bit for bit.
     The integral rows are kept in a ring of ``patch + 1`` rows (1.4 MB for a 320-px-wide level, in the cache,
     against the histograms' 10 MB) and each point's block is read as soon as its patch's last row is made. The
@@ -447,7 +415,8 @@ def stream_cell_descriptors(pool, rows: np.ndarray, gray: np.ndarray, flow: np.n
     dim = sum(layout.dims().values())
     problems = [
         f"gray must be a 2-D (h, w) image, got shape {gray.shape}" if gray.ndim != 2 else "",
-        f"flow must have shape (h, w, 2) = {(h, w, 2)}, got {flow.shape}" if gray.ndim == 2 and flow.shape != (h, w, 2) else "",
+        f"flow must have shape (h, w, 2) = {(h, w, 2)}, got {flow.shape}"
+        if gray.ndim == 2 and flow.shape != (h, w, 2) else "",
         f"the image ({w}x{h}) must be at least the {layout.patch}-px patch (stop the scale pyramid before this "
         "level)" if gray.ndim == 2 and min(h, w) < layout.patch else "",
         f"points must be a C-contiguous (n, 2) = {(n, 2)} float32 array, one per row; got {points.dtype} "

@@ -213,10 +213,10 @@ def run_command(func: Callable[[], int | None], *,
     try:
         with one_line_warnings():
             return int(func() or 0)
-    except (IdtfvError, OSError, MemoryError) as exc:
+    except (IdtfvError, OSError) as exc:
         print(error_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as exc:  # OpenCV's failed allocation (cv2.error) is one line too; anything else is a bug
+    except Exception as exc:  # a failed allocation (NumPy's MemoryError, OpenCV's cv2.error); anything else is a bug
         if not is_out_of_memory(exc):
             raise
         print(error_line(exc), file=sys.stderr)

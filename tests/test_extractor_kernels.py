@@ -336,10 +336,10 @@ def test_descriptors_summed_in_the_pool_equal_the_blocks_stored(L, nt):
     reference = TrackPool(L, pool.D, nt)
     reference.desc, reference.index = before.copy(), pool.index
     reference.store_descriptors(rows, D.cell_descriptor_rows(hists, points, layout=layout))
-    D.store_cell_descriptors(pool, rows, hists, points, layout=layout)
+    D.stream_cell_descriptors(pool, rows, gray.astype(np.uint8), flow, points, layout=layout)
     assert _same_bits(pool.desc, reference.desc) and not _same_bits(pool.desc, before)  # the same sums, added
     with pytest.raises(ValueError, match="points must be"):
-        D.store_cell_descriptors(pool, rows, hists, points.astype(np.float64), layout=layout)
+        D.stream_cell_descriptors(pool, rows, gray.astype(np.uint8), flow, points.astype(np.float64), layout=layout)
 
 
 def test_dense_sampling_of_a_pool_equals_sampling_its_current_points():

@@ -1,9 +1,9 @@
 """Tests of the one-pass integral rows and block gathering (:func:`idtfv.idt.descriptors.stream_cell_descriptors`,
-:func:`idtfv.idt._histograms_nb.stream_sum_blocks`) against the two calls it replaces in the extractor's step 5,
-:func:`~idtfv.idt.descriptors.frame_histograms` then :func:`~idtfv.idt.descriptors.store_cell_descriptors`
-(whole integral histograms, then the blocks read from them): the same temporal-cell sums, bit for bit, on random
-frames and flows of several sizes and layouts, and on the real frames, flows and points of the extractor on the
-shared clips."""
+:func:`idtfv.idt._histograms_nb.stream_sum_blocks`) against the calls it replaces in the extractor's step 5,
+:func:`~idtfv.idt.descriptors.frame_histograms`, :func:`~idtfv.idt.descriptors.cell_descriptor_rows` and
+``TrackPool.store_descriptors`` (whole integral histograms, the blocks read from them, added to the sums): the
+same temporal-cell sums, bit for bit, on random frames and flows of several sizes and layouts, and on the real
+frames, flows and points of the extractor on the shared clips."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _reference(pool, rows, gray, flow, points, layout, hog=None) -> np.ndarray:
     ref = TrackPool(pool.L, pool.D, pool.nt, capacity=len(pool.index))
     ref.desc, ref.index = pool.desc.copy(), pool.index.copy()
     hists = D.frame_histograms(gray, flow, layout=layout, hog=hog)
-    D.store_cell_descriptors(ref, rows, hists, points, layout=layout)
+    ref.store_descriptors(rows, D.cell_descriptor_rows(hists, points, layout=layout))
     return ref.desc
 
 
