@@ -20,7 +20,8 @@ from idtfv.idt.device import DEVICES
 from idtfv.options import choices_of, field_error, option
 
 __all__ = ["IDTParams", "PRESETS", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES", "FARNEBACK_IMPLS",
-           "FARNEBACK_WINDOWS", "WORKING_WIDTH", "MAX_TRACK_LENGTH", "MAX_ORB_FEATURES"]
+           "FARNEBACK_WINDOWS", "WORKING_WIDTH", "MAX_TRACK_LENGTH", "MAX_ORB_FEATURES",
+           "MAX_FARNEBACK_ITERATIONS", "MAX_FARNEBACK_WINSIZE", "MEDIAN_KSIZES"]
 
 FLOW_METHODS = ("farneback", "tvl1", "dis")
 MATCHERS = ("auto", "surf", "orb", "akaze", "sift", "flow")
@@ -34,6 +35,14 @@ MAX_TRACK_LENGTH = 1000
 #: Upper bound of ``orb_features``: OpenCV's ORB reserves room for that many keypoints up front (1e9 was
 #: ``cv2.error: std::bad_alloc``); a 640-px frame yields a few thousand.
 MAX_ORB_FEATURES = 1_000_000
+#: Upper bounds of ``farneback_iterations`` and ``farneback_winsize``: the solver's time grows with both (per
+#: pixel: iterations x window taps), and a mistyped ``--farneback-iterations 100000`` ran on and on with nothing to
+#: say. LEAR's values are 2 and 10 (OpenCV's examples 3 and 15); at the bounds a 20-frame 160x120 clip takes ~3 s
+#: (100 iterations) and ~1 s (a 255-px window) instead of 0.7 s.
+MAX_FARNEBACK_ITERATIONS = 100
+MAX_FARNEBACK_WINSIZE = 255
+#: The 5x5 median is the widest the flow's median filter takes (OpenCV's float medianBlur: 3 or 5; 1 = off).
+MEDIAN_KSIZES = (1, 3, 5)
 #: The extractor's default working width (``resize_width=None``): wider frames are shrunk to it. Peak memory grows
 #: with the frame's area (about 1 KB per pixel: pyramid, flows, integral histograms and the live tracks' descriptor
 #: sums), so 640 px bounds a worker to about 0.5 GB for landscape input of any size (a 4000x3000 frame at full size
@@ -75,7 +84,8 @@ class IDTParams:
     flow : str
         ``"farneback"`` (reference), ``"tvl1"`` (:mod:`idtfv.idt.flow`) or ``"dis"`` (OpenCV DIS, fast preset).
     farneback_poly_n, farneback_poly_sigma, farneback_winsize, farneback_iterations
-        Farnebäck's polynomial expansion and solver settings (7, 1.5, 10, 2 as in the reference).
+        Farnebäck's polynomial expansion and solver settings (7, 1.5, 10, 2 as in the reference); the window at
+        most :data:`MAX_FARNEBACK_WINSIZE` px, at most :data:`MAX_FARNEBACK_ITERATIONS` iterations per level.
     dis_preset : int
         OpenCV ``DISOpticalFlow`` preset (0 ultrafast, 1 fast, 2 medium) for ``flow="dis"``.
     dis_finest_scale : int
@@ -84,7 +94,7 @@ class IDTParams:
     dis_per_level : bool
         Solve DIS on every pyramid level (True) or on level 0 only, resizing its flow to the other levels.
     median_ksize : int
-        Median filter (``cv2.medianBlur``) applied to each flow channel on each scale.
+        Median filter (``cv2.medianBlur``) applied to each flow channel on each scale: 1 (off), 3 or 5.
     farneback_impl : str
         ``"auto"`` or ``"numba"`` (the project's Numba Farnebäck :class:`idtfv.idt.flow.FarnebackPyramidFlow`, which
         reuses the previous frame's expansions) or ``"opencv"``.
@@ -222,7 +232,7 @@ class IDTParams:
                                    advanced=True)
     dis_per_level: bool = option(False, "--flow dis: solve on every pyramid level instead of resizing level 0's flow",
                                  advanced=True)
-    median_ksize: int = option(5, "median filter size applied to each flow channel (odd)", metavar="K",
+    median_ksize: int = option(5, "median filter size applied to each flow channel (1: off, 3 or 5)", metavar="K",
                                advanced=True)
     camera_motion: bool = option(True, "estimate a homography per frame pair and compensate camera motion (iDT); "
                                        "--no-camera-motion gives DT-like output")
@@ -300,8 +310,12 @@ class IDTParams:
             bad("orb_features", f"an integer in 1..{MAX_ORB_FEATURES}")
         if self.patch % self.nxy_cells:
             bad("patch", f"a multiple of nxy_cells={self.nxy_cells}")
-        if self.median_ksize % 2 == 0:
-            bad("median_ksize", "an odd integer")
+        if self.median_ksize not in MEDIAN_KSIZES:
+            bad("median_ksize", "one of " + ", ".join(map(str, MEDIAN_KSIZES)))
+        for name, hi in (("farneback_iterations", MAX_FARNEBACK_ITERATIONS),
+                         ("farneback_winsize", MAX_FARNEBACK_WINSIZE)):
+            if getattr(self, name) > hi:
+                bad(name, f"an integer in 1..{hi} (the flow's time grows with it)")
         if self.dis_preset > 2:
             bad("dis_preset", "0, 1 or 2")
         if self.farneback_poly_n not in (5, 7):

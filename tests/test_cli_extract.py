@@ -198,7 +198,7 @@ def test_compact_is_gone(video, tmp_path, capsys):
     (["--stride", "0"], "--stride", "expected an integer >= 1, got 0"),
     (["--track-length", "10"], "--track-length", "expected a multiple of nt_cells=3, got 10"),
     (["--nt-cells", "4"], "--track-length", "got 15, the default"),  # the typed option makes the default invalid
-    (["--median-ksize", "4"], "--median-ksize", "expected an odd integer, got 4"),
+    (["--median-ksize", "4"], "--median-ksize", "expected one of 1, 3, 5, got 4"),
     (["--boxes", "b.txt", "--detect-humans"], "--detect-humans", "got on"),
     (["--resize-width", "8"], "--resize-width", "got 8"),
     (["--max-var", "nan"], "--max-var", "got nan"),

@@ -923,12 +923,17 @@ def test_sigterm_during_idtfv_flow_removes_the_partial_rawframes(video, tmp_path
 
 @pytest.mark.parametrize("option, value, bound", [("--track-length", "300000", "1..1000"),
                                                   ("--track-length", "1002", "1..1000"),
-                                                  ("--orb-features", "1000000000", "1..1000000")])
+                                                  ("--orb-features", "1000000000", "1..1000000"),
+                                                  ("--farneback-iterations", "100000", "1..100"),
+                                                  ("--farneback-iterations", "101", "1..100"),
+                                                  ("--farneback-winsize", "100000", "1..255"),
+                                                  ("--farneback-winsize", "256", "1..255")])
 def test_an_absurd_size_option_is_refused_before_any_work(video, tmp_path, capsys, option, value, bound):
     """``--track-length 300000`` (a multiple of --nt-cells) took 8.4 GB and 25 s on a 20-frame clip before "no
     trajectories" (the track pools hold L+1 points per live track); ``--matcher orb --orb-features 1000000000`` was
-    OpenCV's ``cv2.error: std::bad_alloc`` traceback, exit 1. Both are refused in one line naming the option and
-    its range, exit 2, nothing written."""
+    OpenCV's ``cv2.error: std::bad_alloc`` traceback, exit 1; ``--farneback-iterations 100000`` or
+    ``--farneback-winsize 100000`` ran for minutes on a 20-frame clip. All are refused in one line naming the
+    option and its range, exit 2, nothing written."""
     from idtfv.idt.cli import main
 
     out = tmp_path / "out" / "x.npz"
@@ -938,6 +943,26 @@ def test_an_absurd_size_option_is_refused_before_any_work(video, tmp_path, capsy
     assert line.startswith(f"error: {option}: expected an integer in {bound}"), line
     assert f"got {value}" in line
     assert _listing(out.parent) == []
+
+
+def test_the_largest_farneback_settings_still_run(video, tmp_path):
+    """The bounds refuse only what is absurd: 100 iterations and a 255-px window are extracted (a few seconds)."""
+    from idtfv.idt import IDTParams, extract
+
+    traj = extract(str(video), IDTParams(farneback_iterations=100, farneback_winsize=255, end=12))
+    assert traj.info["frames"] == 12
+
+
+@pytest.mark.parametrize("value", ["7", "4", "0"])
+def test_a_median_size_the_flow_cannot_use_names_the_option(video, tmp_path, capsys, value):
+    """``--median-ksize 7`` passed IDTParams (any odd size) and was refused later by PyramidFlowParams, naming that
+    object instead of the option; it is now refused where the option is read."""
+    from idtfv.idt.cli import main
+
+    assert main([str(video), "-q", "--median-ksize", value, "-o", str(tmp_path / "x.npz")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: --median-ksize: expected"), line
+    assert f"got {value}" in line and "PyramidFlowParams" not in line
 
 
 def _numpy_cannot_allocate(*args, **kwargs):

@@ -293,7 +293,10 @@ def test_pyramid_flow_params_are_the_extractors_fields():
     q = IDTParams.fast(flow="dis", median_ksize=3, dis_per_level=True).pyramid_flow()
     assert (q.method, q.median_ksize, q.dis_per_level, q.farneback_poly_n) == ("dis", 3, True, 5)
     with pytest.raises(ParameterError, match="PyramidFlowParams.median_ksize"):
-        IDTParams(median_ksize=7).pyramid_flow()  # cv2.medianBlur filters float flow with 3 or 5 only
+        PyramidFlowParams(median_ksize=7)  # cv2.medianBlur filters float flow with 3 or 5 only
+    assert pyramid_flow.MEDIAN_KSIZES == params.MEDIAN_KSIZES
+    with pytest.raises(ParameterError, match="IDTParams.median_ksize"):
+        IDTParams(median_ksize=7)  # refused where the option is read, naming it
     with pytest.raises(TypeError):
         PyramidFlowParams("dis")  # keyword-only
     with pytest.raises(ParameterError, match="PyramidFlowParams"):

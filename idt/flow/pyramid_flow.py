@@ -31,6 +31,8 @@ __all__ = ["PyramidFlowParams", "make_pyramid_flow", "DISPyramidFlow", "TVL1Pyra
 PYRAMID_FLOW_METHODS = ("farneback", "tvl1", "dis")
 #: Farnebäck implementations: ``auto`` and ``numba`` are ours (:class:`FarnebackPyramidFlow`), ``opencv`` OpenCV's.
 FARNEBACK_IMPLS = ("auto", "numba", "opencv")
+#: Median filter sizes of the flow (OpenCV's medianBlur filters float images with 3 or 5; 1 = off).
+MEDIAN_KSIZES = (1, 3, 5)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +89,7 @@ class PyramidFlowParams:
             return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
         choices = {"method": PYRAMID_FLOW_METHODS, "farneback_impl": FARNEBACK_IMPLS, "farneback_window": WINDOWS,
-                   "median_ksize": (1, 3, 5), "farneback_poly_n": (5, 7), "dis_preset": (0, 1, 2)}
+                   "median_ksize": MEDIAN_KSIZES, "farneback_poly_n": (5, 7), "dis_preset": (0, 1, 2)}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if isinstance(value, bool) or value not in allowed:
