@@ -113,6 +113,22 @@ def test_integral_histograms_match_naive_cell_sums():
                                        rtol=1e-5, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("h, w, seed", [(45, 53, 3), (17, 9, 4), (64, 200, 5)])
+def test_the_unrolled_8_bin_rows_match_the_run_time_loop_bit_for_bit(h, w, seed):
+    """With the usual bin counts the kernels build the 8-bin rows (MBHx, MBHy) with their own loops (the running
+    row sums as one vector recurrence); with ``hof_bins=10`` the same MBH rows go through the run-time loop of
+    :func:`_accumulate_row`. The two must give the same bits (the same sums, in the same order)."""
+    gray, flow = textured(h, w, seed=seed)
+    flow[: h // 3] *= 40.0  # large magnitudes: float32 sums that round differently in another order
+    flow[h // 2, :] = 0.0  # flat rows: zero weights added
+    usual = frame_histograms(gray, flow)
+    generic = frame_histograms(gray, flow, layout=DescriptorLayout(hof_bins=10))
+    for name in ("mbhx", "mbhy"):
+        a, b = getattr(usual, name), getattr(generic, name)
+        assert a.shape == b.shape == (h + 1, w + 1, 8)
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), name
+
+
 def test_out_buffers_are_reused_and_give_the_same_result():
     gray, flow = textured(36, 44, seed=9)
     fresh = frame_histograms(gray, flow)
