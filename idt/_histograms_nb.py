@@ -743,11 +743,11 @@ def stream_sum_blocks(gray, flow, hog, hog_bins, hof_nbins, mbh_bins, min_flow, 
         top = y + 1 - patch  # the patches that end at the row just made
         if top < 0:
             continue
+        for iy in range(ny_cells + 1):  # where the rows of the patches that start at row `top` are
+            slots[iy] = (top + iy * cell_h) % period
+            slots_g[iy] = (top + iy * cell_h) % period_g
         for j in range(start[top], start[top + 1]):
             k = order[j]
-            for iy in range(ny_cells + 1):
-                slots[iy] = (top + iy * cell_h) % period
-                slots_g[iy] = (top + iy * cell_h) % period_g
             xk = xs[k]
             if usual:  # literal bin counts: unrolled loops
                 _ring_cell_sums(src_g, 8, xk, slots_g, nx_cells, ny_cells, cell_w, eps, v0)
