@@ -113,7 +113,7 @@ def _accumulate_row(mag, fbin, nbins, nb, rowsum, prev, cur):
 
 
 @njit(cache=True, inline="always")
-def _accumulate_row_usual(mag, fbin, nb, prev, cur):
+def _accumulate_row_usual(mag, fbin, nb, flat, prev, cur):
     """:func:`_accumulate_row` for 8 orientation bins and ``nb`` = 8 (HOG, MBH) or 9 (HOF, its zero bin last)
     bins per pixel (``nb`` a literal), in two passes: each pixel's two bin weights are written into its slot of
     ``cur`` (zeroed first), then the running row sums are accumulated and added to ``prev``.
@@ -121,10 +121,15 @@ def _accumulate_row_usual(mag, fbin, nb, prev, cur):
     The same sums as :func:`_accumulate_row` in the same order, bit for bit: a bin that gets no weight from a
     pixel has 0 added, which leaves its sum (never -0: every weight is >= +0) unchanged. Indices are unsigned
     (Numba then emits no negative-index wraparound, so the consecutive loads and stores of a pixel's bins are
-    seen as such and vectorise). With 8 bins the running sums are one recurrence over the flat row at a distance
-    of 8 elements, which the loop vectoriser turns into one 8-wide add per pixel with the sums kept in a vector
-    register (0.94 -> 0.47 us per 320-px row against 8 scalar running sums; the four histograms of a 320x240
-    level 1.85 -> 1.40 ms); with 9 (HOF) the 9 running sums stay in scalar registers.
+    seen as such and vectorise).
+
+    How the running sums are kept (``flat``, a literal; the same bits either way): False, in scalar registers,
+    one per bin, added to ``prev`` as they go; True (8 bins only), as one recurrence over the flat row at a
+    distance of 8 elements, which the loop vectoriser turns into one 8-wide add per pixel with the sums in a
+    vector register, then ``prev`` added in a second vectorised pass. Each is faster where it is used:
+    ``True`` in :func:`stream_sum_blocks`, whose ring of rows stays in the cache (a 320x240 level's four
+    histograms 1.85 -> 1.40 ms there); ``False`` for whole histograms (their rows go to fresh memory, where the
+    second pass over the row cost more than it saved: 0.35 vs 0.38 ms for a 320x240 HOG).
     """
     w = mag.shape[0]
     zero = np.float32(0.0)
@@ -145,7 +150,7 @@ def _accumulate_row_usual(mag, fbin, nb, prev, cur):
     for b in range(nb):
         cur[b] = zero
     unb = np.uint64(nb)
-    if nb == 8:
+    if flat and nb == 8:
         # the running row sums in place: slot x's bins += slot x-1's, a recurrence at a distance of 8 elements
         # that the loop vectoriser takes 8 at a time, the running sums staying in one vector register; then the
         # row above added
@@ -285,16 +290,17 @@ def flow_integral_histogram(flow, nbins, min_flow, out):
 @njit(cache=True, inline="always")
 def _hog_row(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og):
     """Row ``y + 1`` of the HOG integral histogram ``og`` ((h+1, (w+1) * hog_bins)) of ``gray`` (h, w, 1)."""
-    _hog_row_to(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og[y], og[y + 1])
+    _hog_row_to(gray, y, hog_bins, usual, False, rowsum, du, dv, mag, fbin, og[y], og[y + 1])
 
 
 @njit(cache=True, inline="always")
-def _hog_row_to(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, prev, cur):
+def _hog_row_to(gray, y, hog_bins, usual, flat, rowsum, du, dv, mag, fbin, prev, cur):
     """:func:`_hog_row` with the integral rows y (``prev``) and y + 1 (``cur``, written), ((w+1) * hog_bins,)
-    each, given apart (the rows of a whole histogram or of a ring of rows, :func:`stream_sum_blocks`)."""
+    each, given apart (the rows of a whole histogram or of a ring of rows, :func:`stream_sum_blocks`);
+    ``flat``: see :func:`_accumulate_row_usual`."""
     _gradient_row(gray, 0, y, np.float32(hog_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, prev, cur)
+        _accumulate_row_usual(mag, fbin, 8, flat, prev, cur)
     else:
         _accumulate_row(mag, fbin, hog_bins, hog_bins, rowsum, prev, cur)
 
@@ -302,28 +308,28 @@ def _hog_row_to(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, prev, cur):
 @njit(cache=True, inline="always")
 def _motion_row(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of, ox, oy):
     """Row ``y + 1`` of the HOF, MBHx and MBHy integral histograms (flattened as in :func:`_hog_row`)."""
-    _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of[y], of[y + 1],
+    _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, False, rowsum, du, dv, mag, fbin, of[y], of[y + 1],
                    ox[y], ox[y + 1], oy[y], oy[y + 1])
 
 
 @njit(cache=True, inline="always")
-def _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, f0, f1, x0, x1, y0,
+def _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, flat, rowsum, du, dv, mag, fbin, f0, f1, x0, x1, y0,
                    y1):
     """:func:`_motion_row` with each histogram's integral rows y (``f0``, ``x0``, ``y0``) and y + 1 (``f1``,
     ``x1``, ``y1``, written) given apart, as :func:`_hog_row_to`."""
     _flow_row(flow, y, np.float32(hof_nbins), min_flow, du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 9, f0, f1)
+        _accumulate_row_usual(mag, fbin, 9, flat, f0, f1)
     else:
         _accumulate_row(mag, fbin, hof_nbins, hof_nbins + 1, rowsum, f0, f1)
     _gradient_row(flow, 0, y, np.float32(mbh_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, x0, x1)
+        _accumulate_row_usual(mag, fbin, 8, flat, x0, x1)
     else:
         _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, x0, x1)
     _gradient_row(flow, 1, y, np.float32(mbh_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, y0, y1)
+        _accumulate_row_usual(mag, fbin, 8, flat, y0, y1)
     else:
         _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, y0, y1)
 
@@ -737,8 +743,8 @@ def stream_sum_blocks(gray, flow, hog, hog_bins, hof_nbins, mbh_bins, min_flow, 
     for y in range(last):
         p, q = y % period, (y + 1) % period
         if made:
-            _hog_row_to(gray, y, hog_bins, usual_g, rowsum, du, dv, mag, fbin, og[p], og[q])
-        _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual_m, rowsum, du, dv, mag, fbin, of[p], of[q],
+            _hog_row_to(gray, y, hog_bins, usual_g, True, rowsum, du, dv, mag, fbin, og[p], og[q])
+        _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual_m, True, rowsum, du, dv, mag, fbin, of[p], of[q],
                        ox[p], ox[q], oy[p], oy[q])
         top = y + 1 - patch  # the patches that end at the row just made
         if top < 0:
