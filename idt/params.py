@@ -21,7 +21,7 @@ from idtfv.options import choices_of, field_error, option
 
 __all__ = ["IDTParams", "PRESETS", "FLOW_METHODS", "MATCHERS", "WARP_FLOW_MODES", "FARNEBACK_IMPLS",
            "FARNEBACK_WINDOWS", "WORKING_WIDTH", "MAX_TRACK_LENGTH", "MAX_ORB_FEATURES",
-           "MAX_FARNEBACK_ITERATIONS", "MAX_FARNEBACK_WINSIZE", "MEDIAN_KSIZES"]
+           "MAX_FARNEBACK_ITERATIONS", "MAX_FARNEBACK_WINSIZE", "MEDIAN_KSIZES", "MAX_DESCRIPTOR_CELLS"]
 
 FLOW_METHODS = ("farneback", "tvl1", "dis")
 MATCHERS = ("auto", "surf", "orb", "akaze", "sift", "flow")
@@ -41,6 +41,11 @@ MAX_ORB_FEATURES = 1_000_000
 #: (100 iterations) and ~1 s (a 255-px window) instead of 0.7 s.
 MAX_FARNEBACK_ITERATIONS = 100
 MAX_FARNEBACK_WINSIZE = 255
+#: Upper bound of the cells of one trajectory's descriptor blocks, ``nxy_cells**2 * nt_cells`` (LEAR: 2 x 2 x 3 =
+#: 12): every live track holds 33 floats per cell from its birth, so ``--nxy-cells 32`` (one pixel per cell) took
+#: 2.9 GB on 40 frames of a 320x240 clip and grows with the frame's area to an out-of-memory kill; at 512 cells a
+#: track holds 68 KB.
+MAX_DESCRIPTOR_CELLS = 512
 #: The 5x5 median is the widest the flow's median filter takes (OpenCV's float medianBlur: 3 or 5; 1 = off).
 MEDIAN_KSIZES = (1, 3, 5)
 #: The extractor's default working width (``resize_width=None``): wider frames are shrunk to it. Peak memory grows
@@ -70,7 +75,8 @@ class IDTParams:
     patch : int
         :math:`N`, side of the descriptor patch in pixels at the track's scale.
     nxy_cells, nt_cells : int
-        :math:`n_\\sigma`, :math:`n_\\tau` (2 and 3): the descriptor tube's cell grid.
+        :math:`n_\\sigma`, :math:`n_\\tau` (2 and 3): the descriptor tube's cell grid, at most
+        :data:`MAX_DESCRIPTOR_CELLS` cells (:math:`n_\\sigma^2 n_\\tau`).
     quality : float
         A grid point is kept if its min-eigenvalue response > ``quality`` x the frame maximum.
     min_var, max_var : float
@@ -310,6 +316,13 @@ class IDTParams:
             bad("orb_features", f"an integer in 1..{MAX_ORB_FEATURES}")
         if self.patch % self.nxy_cells:
             bad("patch", f"a multiple of nxy_cells={self.nxy_cells}")
+        if self.nxy_cells ** 2 * self.nt_cells > MAX_DESCRIPTOR_CELLS:
+            why = (f"at most {MAX_DESCRIPTOR_CELLS} cells per descriptor block in all, nxy_cells^2 x nt_cells; each "
+                   "live track holds 33 floats per cell")
+            if self.nt_cells > MAX_DESCRIPTOR_CELLS:
+                bad("nt_cells", f"an integer in 1..{MAX_DESCRIPTOR_CELLS} ({why})")
+            bad("nxy_cells", f"an integer in 1..{math.isqrt(MAX_DESCRIPTOR_CELLS // self.nt_cells)} with "
+                             f"nt_cells={self.nt_cells} ({why})")
         if self.median_ksize not in MEDIAN_KSIZES:
             bad("median_ksize", "one of " + ", ".join(map(str, MEDIAN_KSIZES)))
         for name, hi in (("farneback_iterations", MAX_FARNEBACK_ITERATIONS),

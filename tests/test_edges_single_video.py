@@ -945,6 +945,35 @@ def test_an_absurd_size_option_is_refused_before_any_work(video, tmp_path, capsy
     assert _listing(out.parent) == []
 
 
+@pytest.mark.parametrize("args, option, bound", [(["--nxy-cells", "32"], "--nxy-cells", "1..13 with nt_cells=3"),
+                                                (["--nxy-cells", "16", "--nt-cells", "5", "--track-length", "15"],
+                                                 "--nxy-cells", "1..10 with nt_cells=5"),
+                                                (["--nt-cells", "1000", "--track-length", "1000"], "--nt-cells",
+                                                 "1..512")])
+def test_a_descriptor_of_too_many_cells_is_refused_before_any_work(video, tmp_path, capsys, args, option, bound):
+    """``--nxy-cells 32`` (one pixel per cell: 1024 x 3 cells of 33 floats held by every live track) took 2.9 GB on
+    40 frames of a 320x240 clip, growing with the frame's area to an out-of-memory kill; ``--nt-cells 1000`` 1.4 GB
+    on 20 frames of KTH. Refused in one line naming the option and its range, exit 2, nothing written."""
+    from idtfv.idt.cli import main
+    from idtfv.idt.params import MAX_DESCRIPTOR_CELLS
+
+    out = tmp_path / "out" / "x.npz"
+    out.parent.mkdir()
+    assert main([str(video), "-q", *args, "-o", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {option}: expected an integer in {bound}"), line
+    assert f"at most {MAX_DESCRIPTOR_CELLS} cells" in line
+    assert _listing(out.parent) == []
+
+
+def test_the_largest_descriptor_grids_still_run(video):
+    """At the bound (8 x 8 x 8 = 512 cells) the extraction runs and gives blocks of that many cells."""
+    from idtfv.idt import IDTParams, extract
+
+    traj = extract(str(video), IDTParams(nxy_cells=8, nt_cells=8, track_length=8, end=12))
+    assert traj.hog.shape[1] == 8 * 8 * 8 * 8  # HOG: 8 bins per cell
+
+
 def test_the_largest_farneback_settings_still_run(video, tmp_path):
     """The bounds refuse only what is absurd: 100 iterations and a 255-px window are extracted (a few seconds)."""
     from idtfv.idt import IDTParams, extract
