@@ -160,7 +160,8 @@ def _accumulate_row_usual(mag, fbin, nb, flat, prev, cur):
         for i in range(unb, n):
             cur[i] = prev[i] + cur[i]
         return
-    # 9 bins: a recurrence at a distance of 9 does not map onto 8-wide vectors (it went 0.94 -> 1.10 us per row)
+    # one scalar running sum per bin (for HOF's 9 bins in the ring too: a recurrence at a distance of 9 does not
+    # map onto 8-wide vectors; it went 0.94 -> 1.10 us per 320-px row)
     r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = r8 = zero
     for x in range(w):
         base = np.uint64(x + 1) * unb
