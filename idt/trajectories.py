@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.atomic import atomic_open, check_replaceable, disk_full_error
-from idtfv.cache import open_npz
+from idtfv.cache import NPZ_COMPRESSLEVEL, open_npz
 from idtfv.errors import FormatError, IdtfvError, ParameterError
 from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
@@ -61,8 +61,8 @@ _LEAR_ROWS = 256
 _PIECE = 1 << 18
 #: npz with ``threads >= 2``: pieces waiting for the background compressor at most (~2 MB: memory stays flat)
 _QUEUED_PIECES = 8
-#: npz: DEFLATE level when none is given (zlib's default, as ``np.savez_compressed``)
-_DEFAULT_LEVEL = 6
+#: npz: DEFLATE level when none is given (the dataset stages' level too)
+_DEFAULT_LEVEL = NPZ_COMPRESSLEVEL
 
 
 @dataclass(eq=False)
@@ -182,8 +182,9 @@ class Trajectories:
         built-in default dataset, Fisher vectors encoded from float16-rounded descriptors with the same codebook
         differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
-        way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default zlib's, 6; 0 stores them
-        uncompressed) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary
+        way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default 1,
+        :data:`idtfv.cache.NPZ_COMPRESSLEVEL`; 0 stores them uncompressed) or of a ``.txt.gz`` (default
+        :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary
         name and renamed, so a reader never sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
         with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
@@ -237,7 +238,7 @@ class TrajectoryWriter:
     compact : bool
         npz: store the five descriptor blocks as float16 (see :meth:`Trajectories.save`).
     compresslevel : int or None
-        DEFLATE level 0-9: of the npz members (default zlib's, 6, as ``np.savez_compressed``; 0 stores them
+        DEFLATE level 0-9: of the npz members (default :data:`idtfv.cache.NPZ_COMPRESSLEVEL`, 1; 0 stores them
         uncompressed, ZIP method 0) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`).
     threads : int
         npz: with 2 or more, the members are compressed on a background thread of the writer (zlib releases the

@@ -70,8 +70,8 @@ import numpy as np
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import disk_full_error
-from idtfv.cache import (atomic_savez, atomic_write_text, check_case_twins, file_fingerprint, load_valid,
-                         remove_stale_temp_files, stage_dir)
+from idtfv.cache import (NPZ_COMPRESSLEVEL, atomic_savez, atomic_write_text, check_case_twins, file_fingerprint,
+                         load_valid, remove_stale_temp_files, stage_dir)
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
 from idtfv.options import check_jobs, local_workers
@@ -83,9 +83,8 @@ __all__ = ["StageResult", "ItemStatus", "EmptyResult", "EMPTY_KEY", "run_stage",
 INDEX_COLUMNS = ("video_id", "status", "seconds", "error")
 #: Seconds between two rewrites of ``index.csv`` while a run is going on.
 INDEX_FLUSH_SECONDS = 5.0
-#: DEFLATE level of the per-video ``.npz`` files. On real iDT output level 1 is ~1% larger than zlib's default 6
-#: and ~30% faster to write (float descriptors barely compress); see bench/bench_pipeline.py.
-DEFAULT_COMPRESSLEVEL = 1
+#: DEFLATE level of the per-video ``.npz`` files (:data:`idtfv.cache.NPZ_COMPRESSLEVEL`).
+DEFAULT_COMPRESSLEVEL = NPZ_COMPRESSLEVEL
 #: Name of the 0-d string array holding the reason in the result file of an :class:`EmptyResult`.
 EMPTY_KEY = "_empty_reason"
 #: Suffix of the file beside a result that holds the fingerprint of its input (``<video_id>.source``).

@@ -123,6 +123,24 @@ def test_npz_bytes_do_not_depend_on_the_chunks_or_the_threads(tmp_path, level):
             assert all(i.compress_size == i.file_size for i in z.infolist())
 
 
+def test_the_default_npz_level_is_the_fast_one_of_the_dataset_stages(tmp_path):
+    """``extract-trajectories -o X.npz`` and ``Trajectories.save`` compressed at zlib's level 6 while the dataset
+    stages wrote level 1 (~1% larger, ~30% less CPU on iDT output). Both now use ``NPZ_COMPRESSLEVEL``: the default
+    file has the bytes of an explicit level 1 and every member's DEFLATE stream decodes to the same arrays."""
+    from idtfv.cache import NPZ_COMPRESSLEVEL
+    from idtfv.runner import DEFAULT_COMPRESSLEVEL
+
+    assert NPZ_COMPRESSLEVEL == DEFAULT_COMPRESSLEVEL == 1
+    t = _random(700, seed=5)
+    default = t.save(tmp_path / "d.npz").read_bytes()
+    assert default == t.save(tmp_path / "l1.npz", compresslevel=1).read_bytes()
+    assert default != t.save(tmp_path / "l6.npz", compresslevel=6).read_bytes()
+    with np.load(tmp_path / "d.npz") as a, np.load(tmp_path / "l6.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            assert np.array_equal(a[k], b[k])
+
+
 def test_crc32_combine_is_that_of_the_concatenation():
     rng = np.random.default_rng(4)
     sizes = [0, 1, 2, 3, 4, 7, 64, 1000, 65537, 300_001]
