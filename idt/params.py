@@ -307,13 +307,17 @@ class IDTParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 bad(name, f"an integer >= {lo}")
-        if self.track_length > MAX_TRACK_LENGTH:
-            bad("track_length", f"an integer in 1..{MAX_TRACK_LENGTH} (the track pools hold L+1 points of every "
-                                "live track)")
+        uppers = {  # sizes whose cost grows with them: name -> (bound, why)
+            "track_length": (MAX_TRACK_LENGTH, " (the track pools hold L+1 points of every live track)"),
+            "orb_features": (MAX_ORB_FEATURES, ""),
+            "farneback_iterations": (MAX_FARNEBACK_ITERATIONS, " (the flow's time grows with it)"),
+            "farneback_winsize": (MAX_FARNEBACK_WINSIZE, " (the flow's time grows with it)"),
+        }
+        for name, (hi, why) in uppers.items():
+            if getattr(self, name) > hi:
+                bad(name, f"an integer in 1..{hi}{why}")
         if self.track_length % self.nt_cells:
             bad("track_length", f"a multiple of nt_cells={self.nt_cells}")
-        if self.orb_features > MAX_ORB_FEATURES:
-            bad("orb_features", f"an integer in 1..{MAX_ORB_FEATURES}")
         if self.patch % self.nxy_cells:
             bad("patch", f"a multiple of nxy_cells={self.nxy_cells}")
         if self.nxy_cells ** 2 * self.nt_cells > MAX_DESCRIPTOR_CELLS:
@@ -325,10 +329,6 @@ class IDTParams:
                              f"nt_cells={self.nt_cells} ({why})")
         if self.median_ksize not in MEDIAN_KSIZES:
             bad("median_ksize", "one of " + ", ".join(map(str, MEDIAN_KSIZES)))
-        for name, hi in (("farneback_iterations", MAX_FARNEBACK_ITERATIONS),
-                         ("farneback_winsize", MAX_FARNEBACK_WINSIZE)):
-            if getattr(self, name) > hi:
-                bad(name, f"an integer in 1..{hi} (the flow's time grows with it)")
         if self.dis_preset > 2:
             bad("dis_preset", "0, 1 or 2")
         if self.farneback_poly_n not in (5, 7):

@@ -61,8 +61,6 @@ _LEAR_ROWS = 256
 _PIECE = 1 << 18
 #: npz with ``threads >= 2``: pieces waiting for the background compressor at most (~2 MB: memory stays flat)
 _QUEUED_PIECES = 8
-#: npz: DEFLATE level when none is given (the dataset stages' level too)
-_DEFAULT_LEVEL = NPZ_COMPRESSLEVEL
 
 
 @dataclass(eq=False)
@@ -184,8 +182,8 @@ class Trajectories:
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
         way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default 1,
         :data:`idtfv.cache.NPZ_COMPRESSLEVEL`; 0 stores them uncompressed) or of a ``.txt.gz`` (default
-        :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary
-        name and renamed, so a reader never sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
+        :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader never sees
+        half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
         with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
             writer.write(self)
@@ -290,7 +288,7 @@ class TrajectoryWriter:
         self.info: dict = {}
         self.n_rows = 0
         self._widths: dict[str, int] | None = None
-        self._level = _DEFAULT_LEVEL if compresslevel is None else compresslevel  # npz
+        self._level = NPZ_COMPRESSLEVEL if compresslevel is None else compresslevel  # npz
         self._bodies: dict[str, DeflateBody] = {}  # npz: block name -> its rows' stream, compressed as they come
         self._pending: dict[str, bytearray] = {}  # npz: block name -> bytes not yet a whole piece
         self._meta_raw = None  # npz: temporary file of meta's uncompressed rows (for t_pos)
