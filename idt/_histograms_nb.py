@@ -126,10 +126,10 @@ def _accumulate_row_usual(mag, fbin, nb, flat, prev, cur):
     How the running sums are kept (``flat``, a literal; the same bits either way): False, in scalar registers,
     one per bin, added to ``prev`` as they go; True (8 bins only), as one recurrence over the flat row at a
     distance of 8 elements, which the loop vectoriser turns into one 8-wide add per pixel with the sums in a
-    vector register, then ``prev`` added in a second vectorised pass. Each is faster where it is used:
-    ``True`` in :func:`stream_sum_blocks`, whose ring of rows stays in the cache (a 320x240 level's four
-    histograms 1.85 -> 1.40 ms there); ``False`` for whole histograms (their rows go to fresh memory, where the
-    second pass over the row cost more than it saved: 0.35 vs 0.38 ms for a 320x240 HOG).
+    vector register, then ``prev`` added in a second vectorised pass. Each was the faster where it is used (A/B
+    timings of the two forms on 320x240 levels, in the closing note of issue 12): ``True`` in
+    :func:`stream_sum_blocks`, whose ring of rows stays in the cache; ``False`` for whole histograms, whose rows go
+    to fresh memory, where the second pass over the row cost more than it saved.
     """
     w = mag.shape[0]
     zero = np.float32(0.0)
@@ -161,7 +161,7 @@ def _accumulate_row_usual(mag, fbin, nb, flat, prev, cur):
             cur[i] = prev[i] + cur[i]
         return
     # one scalar running sum per bin (for HOF's 9 bins in the ring too: a recurrence at a distance of 9 does not
-    # map onto 8-wide vectors; it went 0.94 -> 1.10 us per 320-px row)
+    # map onto 8-wide vectors, and was slower when tried)
     r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = r8 = zero
     for x in range(w):
         base = np.uint64(x + 1) * unb

@@ -200,8 +200,8 @@ def atomic_write_json(path, obj) -> None:
 
 #: DEFLATE level of the project's own ``.npz`` outputs (the dataset stages' per-video files, ``extract-trajectories
 #: -o X.npz``, ``Trajectories.save``) when none is given. On real iDT output level 1 is ~1% larger than zlib's
-#: default 6 and ~30% faster to write (float descriptors barely compress): 35k trajectories of vtest 0.97 -> 0.68 CPU-s
-#: for 25.2 -> 25.5 MB; see bench/bench_pipeline.py and bench/bench_output.py.
+#: default 6 and faster to write (float descriptors barely compress): ``bench/bench_pipeline.py``'s "real iDT
+#: output" row in bench/RESULTS.md races the two.
 NPZ_COMPRESSLEVEL = 1
 
 
