@@ -30,6 +30,7 @@ import json
 import queue
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,12 @@ import numpy as np
 from idtfv.atomic import atomic_open, check_replaceable, disk_full_error
 from idtfv.cache import NPZ_COMPRESSLEVEL, open_npz
 from idtfv.errors import FormatError, IdtfvError, ParameterError
+from idtfv.idt.gzstream import GzipStream
 from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
 
 __all__ = ["Trajectories", "TrajectoryWriter", "load_trajectories", "concatenate", "fill_t_pos", "BLOCKS",
-           "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL"]
+           "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL", "LEAR_GZIP_STRATEGY"]
 
 META_COLUMNS = ("frame_num", "mean_x", "mean_y", "var_x", "var_y", "length", "scale", "x_pos", "y_pos", "t_pos")
 #: block name -> width of the reference options' layout, in LEAR's column order (other options:
@@ -51,9 +53,13 @@ META_COLUMNS = ("frame_num", "mean_x", "mean_y", "var_x", "var_y", "length", "sc
 BLOCKS = DescriptorLayout().widths
 #: Columns of a LEAR text line with the reference options (436).
 LEAR_COLUMNS = DescriptorLayout().n_columns
-#: gzip level of LEAR text written to ``.txt.gz`` (1: about 5x faster than gzip's own default 9, files about 15 %
-#: larger; ``bench/bench_memory.py``)
+#: gzip level of LEAR text written to ``.txt.gz`` when none is given (1: about 5x faster than gzip's own default 9,
+#: files about 15 % larger; ``bench/bench_memory.py``)
 LEAR_GZIP_LEVEL = 1
+#: zlib strategy of that default: Huffman coding only, no string matching (:mod:`idtfv.idt.gzstream`: on LEAR text
+#: ~27% less CPU than level 1's matching for files 0-4% larger). An explicit ``compresslevel`` uses zlib's default
+#: strategy at that level.
+LEAR_GZIP_STRATEGY = zlib.Z_HUFFMAN_ONLY
 #: Rows formatted at a time when writing LEAR text (bounds the text and work arrays held: ~11 KB per row)
 _LEAR_ROWS = 256
 #: npz: bytes of a member handed to its compressor at a time, whatever the chunks written (so the file's bytes do not
@@ -181,8 +187,8 @@ class Trajectories:
         differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
         way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default 1,
-        :data:`idtfv.cache.NPZ_COMPRESSLEVEL`; 0 stores them uncompressed) or of a ``.txt.gz`` (default
-        :data:`LEAR_GZIP_LEVEL`, 1). The file is written to a temporary name and renamed, so a reader never sees
+        :data:`idtfv.cache.NPZ_COMPRESSLEVEL`; 0 stores them uncompressed) or of a ``.txt.gz`` (default: Huffman
+        coding only, :data:`LEAR_GZIP_STRATEGY`; a given level uses zlib's default strategy). The file is written to a temporary name and renamed, so a reader never sees
         half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
         with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
@@ -237,7 +243,8 @@ class TrajectoryWriter:
         npz: store the five descriptor blocks as float16 (see :meth:`Trajectories.save`).
     compresslevel : int or None
         DEFLATE level 0-9: of the npz members (default :data:`idtfv.cache.NPZ_COMPRESSLEVEL`, 1; 0 stores them
-        uncompressed, ZIP method 0) or of a ``.txt.gz`` (default :data:`LEAR_GZIP_LEVEL`).
+        uncompressed, ZIP method 0) or of a ``.txt.gz`` (default: Huffman coding only,
+        :data:`LEAR_GZIP_STRATEGY`; a level given here uses zlib's default strategy at that level).
     threads : int
         npz: with 2 or more, the members are compressed on a background thread of the writer (zlib releases the
         GIL: it fills the cores' idle time while the extractor runs); with 1, inside :meth:`write`, on the calling
@@ -306,9 +313,10 @@ class TrajectoryWriter:
                 raw = self._stack.enter_context(atomic_open(self.path, "wb"))
                 if self.path.name.endswith(".gz"):
                     # name and mtime fixed in the gzip header: otherwise the temporary file's name lands there
-                    level = LEAR_GZIP_LEVEL if compresslevel is None else compresslevel
+                    level, strategy = ((LEAR_GZIP_LEVEL, LEAR_GZIP_STRATEGY) if compresslevel is None
+                                       else (compresslevel, zlib.Z_DEFAULT_STRATEGY))
                     self._out = self._stack.enter_context(
-                        gzip.GzipFile(filename=self.path.name, fileobj=raw, mode="wb", mtime=0, compresslevel=level))
+                        GzipStream(raw, name=self.path.name, level=level, strategy=strategy, mtime=0))
                 else:
                     self._out = raw
         else:
