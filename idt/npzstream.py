@@ -127,11 +127,13 @@ class DeflateBody:
         Where the compressed bytes go (a temporary file; read back from its start by :func:`write_zip`).
     level : int
         0 (stored) to 9.
+    strategy : int
+        zlib's strategy (``zlib.Z_DEFAULT_STRATEGY``; ``zlib.Z_HUFFMAN_ONLY``: Huffman codes, no string matching).
     """
 
-    def __init__(self, file, level: int):
+    def __init__(self, file, level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY):
         self.file, self.level = file, level
-        self._z = zlib.compressobj(level, zlib.DEFLATED, -15) if level else None
+        self._z = zlib.compressobj(level, zlib.DEFLATED, -15, zlib.DEF_MEM_LEVEL, strategy) if level else None
         self.size = self.csize = self.crc = 0
         self.finished = False
 

@@ -45,7 +45,7 @@ from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
 
 __all__ = ["Trajectories", "TrajectoryWriter", "load_trajectories", "concatenate", "fill_t_pos", "BLOCKS",
-           "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL", "LEAR_GZIP_STRATEGY"]
+           "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL", "LEAR_GZIP_STRATEGY", "NPZ_HUFFMAN_BLOCKS"]
 
 META_COLUMNS = ("frame_num", "mean_x", "mean_y", "var_x", "var_y", "length", "scale", "x_pos", "y_pos", "t_pos")
 #: block name -> width of the reference options' layout, in LEAR's column order (other options:
@@ -60,6 +60,12 @@ LEAR_GZIP_LEVEL = 1
 #: ~27% less CPU than level 1's matching for files 0-4% larger). An explicit ``compresslevel`` uses zlib's default
 #: strategy at that level.
 LEAR_GZIP_STRATEGY = zlib.Z_HUFFMAN_ONLY
+#: npz members compressed with Huffman codes only (no string matching) at the default level: their values (unit-norm
+#: descriptors, normalised displacements) rarely repeat a byte sequence, and on the shared clips' output (float16 and
+#: float32) zlib's level-1 matching made them no smaller (0-1% larger) for 2.5-3x the CPU. ``meta`` (integer-valued
+#: frame numbers and scales) and ``hof`` (cells of static regions all in the zero-motion bin) keep the matching: it
+#: makes them 10-25% smaller. ``bench/bench_output.py`` races the two.
+NPZ_HUFFMAN_BLOCKS = ("traj", "hog", "mbhx", "mbhy")
 #: Rows formatted at a time when writing LEAR text (bounds the text and work arrays held: ~11 KB per row)
 _LEAR_ROWS = 256
 #: npz: bytes of a member handed to its compressor at a time, whatever the chunks written (so the file's bytes do not
@@ -187,9 +193,10 @@ class Trajectories:
         differ by 0.1 % (median relative L2) and gave identical accuracy and mAP on all three splits
         (``bench/RESULTS.md``). ``compact=False`` stores float32. :func:`load_trajectories` returns float32 either
         way. ``compresslevel``: DEFLATE level 0-9 of the npz members (default 1,
-        :data:`idtfv.cache.NPZ_COMPRESSLEVEL`; 0 stores them uncompressed) or of a ``.txt.gz`` (default: Huffman
-        coding only, :data:`LEAR_GZIP_STRATEGY`; a given level uses zlib's default strategy). The file is written to a temporary name and renamed, so a reader never sees
-        half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
+        :data:`idtfv.cache.NPZ_COMPRESSLEVEL`, Huffman codes only for :data:`NPZ_HUFFMAN_BLOCKS`; 0 stores them
+        uncompressed) or of a ``.txt.gz`` (default: Huffman codes only, :data:`LEAR_GZIP_STRATEGY`); a level given
+        here uses zlib's default strategy. The file is written to a temporary name and renamed, so a reader never
+        sees half a file. Same bytes as writing the rows in chunks through :class:`TrajectoryWriter`.
         """
         with TrajectoryWriter(path, format, compact=compact, compresslevel=compresslevel) as writer:
             writer.write(self)
@@ -242,8 +249,9 @@ class TrajectoryWriter:
     compact : bool
         npz: store the five descriptor blocks as float16 (see :meth:`Trajectories.save`).
     compresslevel : int or None
-        DEFLATE level 0-9: of the npz members (default :data:`idtfv.cache.NPZ_COMPRESSLEVEL`, 1; 0 stores them
-        uncompressed, ZIP method 0) or of a ``.txt.gz`` (default: Huffman coding only,
+        DEFLATE level 0-9: of the npz members (default :data:`idtfv.cache.NPZ_COMPRESSLEVEL`, 1, with Huffman
+        codes only for :data:`NPZ_HUFFMAN_BLOCKS`; a level given here uses zlib's default strategy for every
+        member; 0 stores them uncompressed, ZIP method 0) or of a ``.txt.gz`` (default: Huffman coding only,
         :data:`LEAR_GZIP_STRATEGY`; a level given here uses zlib's default strategy at that level).
     threads : int
         npz: with 2 or more, the members are compressed on a background thread of the writer (zlib releases the
@@ -361,7 +369,7 @@ class TrajectoryWriter:
             self._stream_meta = not nan
             for name in BLOCK_NAMES:
                 if name != "meta" or self._stream_meta:
-                    self._bodies[name] = DeflateBody(self._temporary(), self._level)
+                    self._bodies[name] = DeflateBody(self._temporary(), self._level, self._strategy(name))
                     self._pending[name] = bytearray()
             self._deflater = self._stack.enter_context(_Deflater(background=self.threads > 1))
         self._nan_t_pos |= nan
@@ -372,6 +380,12 @@ class TrajectoryWriter:
                 if not self._stream_meta:
                     continue
             self._feed(name, memoryview(a).cast("B"))
+
+    def _strategy(self, name: str) -> int:
+        """zlib strategy of block ``name``'s rows: Huffman only for :data:`NPZ_HUFFMAN_BLOCKS` at the default level,
+        zlib's default for the others and for every block at a level given by the caller."""
+        huffman = self.compresslevel is None and name in NPZ_HUFFMAN_BLOCKS
+        return zlib.Z_HUFFMAN_ONLY if huffman else zlib.Z_DEFAULT_STRATEGY
 
     def _temporary(self):
         return self._stack.enter_context(tempfile.TemporaryFile(dir=self.path.parent))
@@ -450,7 +464,7 @@ class TrajectoryWriter:
     def _meta_body(self, width: int) -> DeflateBody:
         """``meta`` compressed now, from its uncompressed rows, with NaN ``t_pos`` filled in (same pieces, so same
         bytes, as had the rows come filled)."""
-        body = DeflateBody(self._temporary(), self._level)
+        body = DeflateBody(self._temporary(), self._level, self._strategy("meta"))
         src, rows, buf = self._meta_raw, 1 << 16, bytearray()
         src.seek(0)
         while raw := src.read(rows * width * 4):

@@ -125,20 +125,40 @@ def test_npz_bytes_do_not_depend_on_the_chunks_or_the_threads(tmp_path, level):
 
 def test_the_default_npz_level_is_the_fast_one_of_the_dataset_stages(tmp_path):
     """``extract-trajectories -o X.npz`` and ``Trajectories.save`` compressed at zlib's level 6 while the dataset
-    stages wrote level 1 (~1% larger, ~30% less CPU on iDT output). Both now use ``NPZ_COMPRESSLEVEL``: the default
-    file has the bytes of an explicit level 1 and every member's DEFLATE stream decodes to the same arrays."""
+    stages wrote level 1 (~1% larger, ~30% less CPU on iDT output). Both now use ``NPZ_COMPRESSLEVEL``; the default
+    file (level 1, Huffman codes only for some blocks) and explicit levels 1 and 6 differ in bytes, not arrays."""
     from idtfv.cache import NPZ_COMPRESSLEVEL
     from idtfv.runner import DEFAULT_COMPRESSLEVEL
 
     assert NPZ_COMPRESSLEVEL == DEFAULT_COMPRESSLEVEL == 1
     t = _random(700, seed=5)
     default = t.save(tmp_path / "d.npz").read_bytes()
-    assert default == t.save(tmp_path / "l1.npz", compresslevel=1).read_bytes()
-    assert default != t.save(tmp_path / "l6.npz", compresslevel=6).read_bytes()
-    with np.load(tmp_path / "d.npz") as a, np.load(tmp_path / "l6.npz") as b:
-        assert sorted(a.files) == sorted(b.files)
-        for k in a.files:
-            assert np.array_equal(a[k], b[k])
+    level1 = t.save(tmp_path / "l1.npz", compresslevel=1).read_bytes()
+    assert len({default, level1, t.save(tmp_path / "l6.npz", compresslevel=6).read_bytes()}) == 3
+    for other in ("l1.npz", "l6.npz"):
+        with np.load(tmp_path / "d.npz") as a, np.load(tmp_path / other) as b:
+            assert sorted(a.files) == sorted(b.files)
+            for k in a.files:
+                assert np.array_equal(a[k], b[k])
+
+
+def test_huffman_only_members_are_those_named_and_only_by_default(tmp_path):
+    """Planted truth: every block holds one row repeated. String matching shrinks such a member to almost nothing;
+    Huffman codes alone cannot go below one bit per byte. So in the default file the members of
+    NPZ_HUFFMAN_BLOCKS are at least 1/8 of their size and the others (meta, hof) far smaller; at an explicit
+    level 1 every member is far smaller."""
+    from idtfv.idt.trajectories import NPZ_HUFFMAN_BLOCKS
+
+    one = _random(1, seed=6)
+    t = Trajectories(**{k: np.repeat(getattr(one, k), 5000, axis=0) for k in BLOCKS}, info=one.info)
+    for level, huffman in ((None, set(NPZ_HUFFMAN_BLOCKS)), (1, set())):
+        path = t.save(tmp_path / "r.npz", compresslevel=level)
+        with zipfile.ZipFile(path) as z:
+            ratio = {i.filename[:-4]: i.compress_size / i.file_size for i in z.infolist()}
+        assert {k for k in BLOCKS if ratio[k] > 1 / 8} == huffman, (level, ratio)
+        assert all(ratio[k] < 1 / 50 for k in BLOCKS if k not in huffman), (level, ratio)
+        np.testing.assert_array_equal(load_trajectories(path).hog, t.hog.astype(np.float16).astype(np.float32))
+    assert set(NPZ_HUFFMAN_BLOCKS) == {"traj", "hog", "mbhx", "mbhy"}
 
 
 def test_crc32_combine_is_that_of_the_concatenation():
