@@ -177,7 +177,11 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
     keypoints run ahead there; every device call stays on the video's thread and stream). N changes no byte, so
     the stage directory is that of the parameters without it. The files are those of a one-at-a-time run.
     """
+    from idtfv.idt.trajectories import NPZ_HUFFMAN_BLOCKS
     from idtfv.runner import entry_fingerprint, run_stage
+
+    # the descriptor blocks (and their streaming-mode samples) with Huffman codes only: as small, cheaper to write
+    huffman = NPZ_HUFFMAN_BLOCKS + tuple(f"sample_{name}" for name in NPZ_HUFFMAN_BLOCKS)
 
     if func is None:
         func = features_sample_item if params.get("store") == "sample" else features_item
@@ -191,11 +195,12 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
         if threads > 1 and "threads" not in params["idt"]:
             func = _with_threads(func, threads)
         return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, force=force,
-                         threads=gpu.gpu_streams, thread_context=video_stream, fingerprint=entry_fingerprint)
+                         threads=gpu.gpu_streams, thread_context=video_stream, fingerprint=entry_fingerprint,
+                         huffman_only=huffman)
     if jobs != 1 and scheduler is None and len(entries) > 1 and func in (features_item, features_sample_item):
         warmup_features(params)  # compile the kernels once, not once per worker at the same time
     return run_stage("features", func, entries, params=dict(params), cache_root=cache_root, jobs=jobs,
-                     scheduler=scheduler, force=force, fingerprint=entry_fingerprint)
+                     scheduler=scheduler, force=force, fingerprint=entry_fingerprint, huffman_only=huffman)
 
 
 def _with_threads(func, threads: int):

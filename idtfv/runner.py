@@ -65,6 +65,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -85,6 +86,15 @@ INDEX_COLUMNS = ("video_id", "status", "seconds", "error")
 INDEX_FLUSH_SECONDS = 5.0
 #: DEFLATE level of the per-video ``.npz`` files (:data:`idtfv.cache.NPZ_COMPRESSLEVEL`).
 DEFAULT_COMPRESSLEVEL = NPZ_COMPRESSLEVEL
+
+
+class _Save(NamedTuple):
+    """How the workers save each result (:func:`_process_item`'s keywords of the same names)."""
+
+    compresslevel: int | None
+    huffman_only: tuple[str, ...]
+
+
 #: Name of the 0-d string array holding the reason in the result file of an :class:`EmptyResult`.
 EMPTY_KEY = "_empty_reason"
 #: Suffix of the file beside a result that holds the fingerprint of its input (``<video_id>.source``).
@@ -207,7 +217,7 @@ def _marker(out_dir, video_id: str) -> Path:
 
 def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str, force: bool,
                   compresslevel: int | None = DEFAULT_COMPRESSLEVEL, mark: bool = False,
-                  fingerprint: Callable | None = None) -> ItemStatus:
+                  fingerprint: Callable | None = None, huffman_only: tuple[str, ...] = ()) -> ItemStatus:
     """Run ``func`` on one entry in a worker and write its result atomically; never raises for a bad video.
 
     With ``mark=True`` a marker file exists while ``func`` runs, so that if the process dies (a decoder
@@ -244,14 +254,14 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
             notes += warned
         except EmptyResult as empty:
             arrays = {**empty.arrays, EMPTY_KEY: np.array(empty.reason)}
-            _save(out, arrays, compresslevel, source)
+            _save(out, arrays, compresslevel, source, huffman_only)
             return ItemStatus(video_id, "empty", time.perf_counter() - start, empty.reason)
         if not isinstance(arrays, Mapping):
             raise TypeError(
                 f"stage function {getattr(stage_func, '__name__', stage_func)!r} returned {type(arrays).__name__}; "
                 "expected a dict of name -> numpy array"
             )
-        _save(out, arrays, compresslevel, source)
+        _save(out, arrays, compresslevel, source, huffman_only)
     except Exception as exc:  # noqa: BLE001 - failure isolation: record and go on
         with contextlib.suppress(OSError):
             out.unlink(missing_ok=True)  # no stale or forced-over result may stand for a failed video
@@ -267,9 +277,10 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
     return ItemStatus(video_id, "done", time.perf_counter() - start, " | ".join(notes))
 
 
-def _save(out: Path, arrays: Mapping, compresslevel: int | None, source: str | None) -> None:
+def _save(out: Path, arrays: Mapping, compresslevel: int | None, source: str | None,
+          huffman_only: tuple[str, ...] = ()) -> None:
     """The result, then its input's fingerprint (when there is one) beside it; both atomic."""
-    atomic_savez(out, arrays, compresslevel=compresslevel)
+    atomic_savez(out, arrays, compresslevel=compresslevel, huffman_only=huffman_only)
     if source is not None:
         atomic_write_text(_source_path(out.parent, out.stem), source + "\n")
 
@@ -333,13 +344,13 @@ def _want_progress(progress) -> bool:
         return False
 
 
-def _iter_serial(func, entries, params, out_dir, force, level, fingerprint) -> Iterator[ItemStatus]:
+def _iter_serial(func, entries, params, out_dir, force, save, fingerprint) -> Iterator[ItemStatus]:
     for entry in entries:
-        yield _process_item(entry, stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level,
+        yield _process_item(entry, stage_func=func, params=params, out_dir=out_dir, force=force, **save._asdict(),
                             fingerprint=fingerprint)
 
 
-def _iter_joblib(func, entries, params, out_dir, force, level, fingerprint, jobs) -> Iterator[ItemStatus]:
+def _iter_joblib(func, entries, params, out_dir, force, save, fingerprint, jobs) -> Iterator[ItemStatus]:
     """Run on joblib's loky pool; if a worker process dies, quarantine the videos it may have been running.
 
     loky shuts the whole pool down when one worker dies. The videos whose marker files are still there were in
@@ -350,7 +361,7 @@ def _iter_joblib(func, entries, params, out_dir, force, level, fingerprint, jobs
     from joblib.externals.loky import ProcessPoolExecutor
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-    options = dict(stage_func=func, params=params, out_dir=out_dir, force=force, compresslevel=level, mark=True,
+    options = dict(stage_func=func, params=params, out_dir=out_dir, force=force, **save._asdict(), mark=True,
                    fingerprint=fingerprint)
     pending = {entry.video_id: entry for entry in entries}
     started_at = time.time()
@@ -422,7 +433,7 @@ def _iter_joblib(func, entries, params, out_dir, force, level, fingerprint, jobs
             yield this_call(status)
 
 
-def _iter_threads(func, entries, params, out_dir, force, level, fingerprint, threads,
+def _iter_threads(func, entries, params, out_dir, force, save, fingerprint, threads,
                   context) -> Iterator[ItemStatus]:
     """Run on ``threads`` threads of this process, each video inside ``context()``; results in completion order.
 
@@ -434,7 +445,7 @@ def _iter_threads(func, entries, params, out_dir, force, level, fingerprint, thr
     def one(entry):
         with context() if context is not None else contextlib.nullcontext():
             return _process_item(entry, stage_func=func, params=params, out_dir=out_dir, force=force,
-                                 compresslevel=level, fingerprint=fingerprint)
+                                 **save._asdict(), fingerprint=fingerprint)
 
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="idtfv-stage")
     try:
@@ -445,7 +456,7 @@ def _iter_threads(func, entries, params, out_dir, force, level, fingerprint, thr
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _iter_dask(func, entries, params, out_dir, force, level, fingerprint, scheduler,
+def _iter_dask(func, entries, params, out_dir, force, save, fingerprint, scheduler,
                stage) -> Iterator[ItemStatus]:
     from distributed import Client, as_completed
 
@@ -472,7 +483,7 @@ def _iter_dask(func, entries, params, out_dir, force, level, fingerprint, schedu
         keys = [f"{stage}-{entry.video_id}-{os.getpid()}-{time.monotonic_ns()}" for entry in entries]
         futures = client.map(
             _process_item, entries, stage_func=func, params=params, out_dir=out_dir, force=force,
-            compresslevel=level, fingerprint=fingerprint, key=keys, pure=False,
+            **save._asdict(), fingerprint=fingerprint, key=keys, pure=False,
         )
         video_of = {future.key: entry.video_id for future, entry in zip(futures, entries, strict=True)}
         finished = False
@@ -506,6 +517,7 @@ def run_stage(
     force: bool = False,
     progress: bool | None = None,
     compresslevel: int | None = DEFAULT_COMPRESSLEVEL,
+    huffman_only: Iterable[str] = (),
     threads: int | None = None,
     thread_context: Callable | None = None,
     fingerprint: Callable | None = None,
@@ -537,6 +549,10 @@ def run_stage(
     compresslevel : int or None
         DEFLATE level (0-9) of the result files; None = zlib's default. It changes neither the values nor the
         stage directory (files written at any level are valid results).
+    huffman_only : iterable of str
+        Names of result arrays compressed with Huffman codes only, no string matching
+        (:func:`idtfv.cache.atomic_savez`): for arrays whose bytes rarely repeat (float descriptors). Like
+        ``compresslevel``, it changes neither the values nor the stage directory.
     threads : int, optional
         Run the videos on this many threads of this process instead (``jobs`` is then not used; ``scheduler``
         still wins). Neither the files nor the stage directory depend on it.
@@ -577,6 +593,9 @@ def run_stage(
                              f"{thread_context!r}")
     if compresslevel is not None and (isinstance(compresslevel, bool) or compresslevel not in range(10)):
         raise ParameterError(f"compresslevel must be an integer 0-9 or None, got {compresslevel!r}")
+    if isinstance(huffman_only, str) or not all(isinstance(name, str) for name in tuple(huffman_only)):
+        raise ParameterError(f"huffman_only must be an iterable of array names, got {huffman_only!r}")
+    huffman_only = tuple(huffman_only)
     if not callable(func):
         raise ParameterError(f"func must be a module-level function (entry, params) -> dict, got {func!r}")
     if fingerprint is not None and not callable(fingerprint):
@@ -589,11 +608,11 @@ def run_stage(
         check_case_twins([entry.video_id for entry in entries], out,
                          remedy="keep the cache on a case-sensitive file system (--cache DIR)")
         return _run_locked(stage, func, entries, out, params=params, jobs=jobs, scheduler=scheduler, force=force,
-                           progress=progress, compresslevel=compresslevel, threads=threads,
+                           progress=progress, save=_Save(compresslevel, huffman_only), threads=threads,
                            thread_context=thread_context, fingerprint=fingerprint)
 
 
-def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, force, progress, compresslevel,
+def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, force, progress, save,
                 threads=None, thread_context=None, fingerprint=None):
     remove_stale_temp_files(out)
     index_path = out / "index.csv"
@@ -603,14 +622,14 @@ def _run_locked(stage, func, entries, out: Path, *, params, jobs, scheduler, for
     statuses: dict[str, ItemStatus] = {}
 
     if scheduler is not None:
-        stream = _iter_dask(func, entries, params, str(out), force, compresslevel, fingerprint, scheduler, stage)
+        stream = _iter_dask(func, entries, params, str(out), force, save, fingerprint, scheduler, stage)
     elif threads is not None:
-        stream = _iter_threads(func, entries, params, str(out), force, compresslevel, fingerprint, threads,
+        stream = _iter_threads(func, entries, params, str(out), force, save, fingerprint, threads,
                                thread_context)
     elif jobs != 1 and len(entries) > 1 and (workers := local_workers(jobs, len(entries))) > 1:
-        stream = _iter_joblib(func, entries, params, str(out), force, compresslevel, fingerprint, workers)
+        stream = _iter_joblib(func, entries, params, str(out), force, save, fingerprint, workers)
     else:
-        stream = _iter_serial(func, entries, params, str(out), force, compresslevel, fingerprint)
+        stream = _iter_serial(func, entries, params, str(out), force, save, fingerprint)
 
     bar = None
     if _want_progress(progress) and entries:
