@@ -27,6 +27,7 @@ os.environ.setdefault("CI", "true")  # no progress bars in the measurements
 import numpy as np  # noqa: E402
 
 from idtfv.cache import atomic_savez, load_valid  # noqa: E402
+from idtfv.idt.trajectories import NPZ_HUFFMAN_BLOCKS  # noqa: E402
 from idtfv.runner import run_stage  # noqa: E402
 
 from _results import write_section  # noqa: E402  (bench/ is the script's directory)
@@ -111,7 +112,8 @@ SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "reference" / "vi
 
 
 def bench_real_levels(tmp):
-    """atomic_savez at zlib's default level vs level 1 on real extractor output (needs ../shared), or None."""
+    """atomic_savez at zlib's default level vs level 1, and level 1 with the features stage's Huffman-only blocks,
+    on real extractor output (needs ../shared), or None."""
     if not SHARED_CLIP.exists():
         return None
     from idtfv import idt
@@ -119,9 +121,10 @@ def bench_real_levels(tmp):
 
     arrays = idt.extract(SHARED_CLIP, params=IDTParams.fast(end=60)).as_arrays()
     out = {"n_tracks": len(arrays["hog"]), "raw_mb": sum(a.nbytes for a in arrays.values()) / 1e6}
-    for name, level in (("default", None), ("level1", 1)):
+    for name, level, huffman in (("default", None, ()), ("level1", 1, ()), ("huffman", 1, NPZ_HUFFMAN_BLOCKS)):
         target = tmp / f"real_{name}.npz"
-        out[f"{name}_s"] = _best(lambda t=target, lv=level: atomic_savez(t, arrays, compresslevel=lv), 2)
+        out[f"{name}_s"] = _best(lambda t=target, lv=level, h=huffman: atomic_savez(t, arrays, compresslevel=lv,
+                                                                                  huffman_only=h), 3)
         out[f"{name}_mb"] = (tmp / f"real_{name}.npz").stat().st_size / 1e6
     return out
 
@@ -195,6 +198,11 @@ def main(argv=None) -> int:
             f"{real['default_s']:.2f} s / {real['default_mb']:.2f} MB -> {real['level1_s']:.2f} s / "
             f"{real['level1_mb']:.2f} MB",
             f"{real['level1_s'] / real['default_s']:.2f}x time, {real['level1_mb'] / real['default_mb']:.3f}x size"))
+        rows.append((
+            f"same, level 1 with Huffman codes only for {', '.join(NPZ_HUFFMAN_BLOCKS)} (the features stage's files)",
+            f"{real['huffman_s']:.2f} s / {real['huffman_mb']:.2f} MB",
+            f"{real['huffman_s'] / real['level1_s']:.2f}x time, {real['huffman_mb'] / real['level1_mb']:.3f}x size "
+            f"of level 1"))
     rows += [
         (f"CPU-bound stage, {args.videos} videos, jobs=2 (loky, workers warm)",
          f"serial {par['serial_s']:.1f} s, jobs=2 {par['jobs2_s']:.1f} s (+{par['loky_start_s']:.1f} s start-up)",

@@ -180,7 +180,7 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
     from idtfv.idt.trajectories import NPZ_HUFFMAN_BLOCKS
     from idtfv.runner import entry_fingerprint, run_stage
 
-    # the descriptor blocks (and their streaming-mode samples) with Huffman codes only: as small, cheaper to write
+    # the descriptor blocks (and their streaming-mode samples) with Huffman codes only: half the CPU to write
     huffman = NPZ_HUFFMAN_BLOCKS + tuple(f"sample_{name}" for name in NPZ_HUFFMAN_BLOCKS)
 
     if func is None:

@@ -223,7 +223,7 @@ def atomic_savez(path, arrays: Mapping[str, np.ndarray], *, compresslevel: int |
         about 15% larger files on descriptor-like data (``bench/bench_pipeline.py``).
     huffman_only : collection of str
         Names of members compressed with Huffman codes only (zlib's ``Z_HUFFMAN_ONLY``: no string matching), at
-        levels 1-9: for float arrays whose bytes rarely repeat (iDT descriptors: as small or smaller, 2.5-3x less
+        levels 1-9: for float arrays whose bytes rarely repeat (iDT descriptors: within 2% of the size, 2.5-3x less
         CPU to write and ~10% less to read). Names not in ``arrays`` are ignored.
 
     Raises
