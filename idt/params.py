@@ -283,8 +283,9 @@ class IDTParams:
     threads: int = option(1, "threads for one video: a front thread runs ahead (decoding, keypoints, pyramid, "
                              "HOG, flow, homography) while the main thread does the warped flow, tracking and "
                              "descriptors; from 3 on the levels' steps are also shared out; with --device cuda "
-                             "only decoding and keypoints run ahead, on N-1 host threads (the output bytes do "
-                             "not depend on it; OpenCV's own pool stays off, so N threads use N cores)",
+                             "only decoding and keypoints run ahead, on N-1 host threads; an .npz or .txt.gz "
+                             "output is compressed on a thread of its own (the output bytes do not depend on it; "
+                             "OpenCV's own pool stays off, so N threads use about N cores)",
                           metavar="N", advanced=True)
 
     def __post_init__(self):

@@ -74,6 +74,8 @@ _LEAR_ROWS = 256
 _PIECE = 1 << 18
 #: npz with ``threads >= 2``: pieces waiting for the background compressor at most (~2 MB: memory stays flat)
 _QUEUED_PIECES = 8
+#: ``.txt.gz`` with ``threads >= 2``: chunks of text (:data:`_LEAR_ROWS` rows, ~0.8 MB) waiting for the gzip at most
+_QUEUED_TEXTS = 2
 
 
 @dataclass(eq=False)
@@ -255,9 +257,9 @@ class TrajectoryWriter:
         member; 0 stores them uncompressed, ZIP method 0) or of a ``.txt.gz`` (default: Huffman coding only,
         :data:`LEAR_GZIP_STRATEGY`; a level given here uses zlib's default strategy at that level).
     threads : int
-        npz: with 2 or more, the members are compressed on a background thread of the writer (zlib releases the
-        GIL: it fills the cores' idle time while the extractor runs); with 1, inside :meth:`write`, on the calling
-        thread. The file's bytes do not depend on it. (:func:`idtfv.idt.extract_to_file` passes
+        npz and ``.txt.gz``: with 2 or more, the members (the gzip stream) are compressed on a background thread of
+        the writer (zlib releases the GIL: it fills the cores' idle time while the extractor runs); with 1, inside
+        :meth:`write`, on the calling thread. The file's bytes do not depend on it. (:func:`idtfv.idt.extract_to_file` passes
         ``IDTParams.threads``.)
 
     Each :meth:`write` adds the rows of a :class:`Trajectories` (its ``info`` becomes the file's, so the last
@@ -310,7 +312,7 @@ class TrajectoryWriter:
         self._meta_raw = None  # npz: temporary file of meta's uncompressed rows (for t_pos)
         self._stream_meta = True  # npz: False when the first rows had NaN t_pos (meta compressed at close)
         self._nan_t_pos = False
-        self._deflater: _Deflater | None = None  # npz: runs the bodies' compression (inline or on its thread)
+        self._deflater: _Deflater | None = None  # npz, .txt.gz: runs the compression (inline or on its thread)
         self._stack = contextlib.ExitStack()
         self._out = None  # LEAR: where the text goes
         self._text = _LearText()  # LEAR: the formatter, with its work arrays
@@ -326,6 +328,10 @@ class TrajectoryWriter:
                                        else (compresslevel, zlib.Z_DEFAULT_STRATEGY))
                     self._out = self._stack.enter_context(
                         GzipStream(raw, name=self.path.name, level=level, strategy=strategy, mtime=0))
+                    # with threads >= 2 the gzip runs on the writer's thread, beside the extractor (zlib releases
+                    # the GIL); same calls in the same order, so the same bytes
+                    self._deflater = self._stack.enter_context(_Deflater(background=threads > 1,
+                                                                         depth=_QUEUED_TEXTS))
                 else:
                     self._out = raw
         else:
@@ -359,10 +365,12 @@ class TrajectoryWriter:
             for i in range(0, n, _LEAR_ROWS):
                 part = chunk.select(slice(i, i + _LEAR_ROWS)) if n > _LEAR_ROWS else chunk
                 text = self._text(part.to_lear())
-                if self._stream is None:
-                    self._out.write(text)
-                else:
+                if self._stream is not None:
                     _write_all(self._stream, text)
+                elif self._deflater is not None:  # .txt.gz
+                    self._deflater.submit(self._out.write, text)
+                else:
+                    self._out.write(text)
             return
         nan = bool(np.isnan(chunk.meta[:, 9]).any())
         if self._meta_raw is None:  # the first rows: every temporary file, then the compressor (the stack stops
@@ -406,6 +414,8 @@ class TrajectoryWriter:
             if self.format == "npz":
                 self._write_npz()
             else:
+                if self._deflater is not None:
+                    self._deflater.join()  # raises what the background thread raised
                 self._out.flush()
         except BaseException as exc:
             self._open = False
@@ -490,15 +500,16 @@ def _whole_pieces(buf: bytearray, data) -> Iterator[bytes]:
 
 
 class _Deflater:
-    """Runs the npz members' compression calls in the order given: inline, or on one background thread fed through
-    a bounded queue (``background``). A context manager: leaving it stops the thread (pending calls dropped)."""
+    """Runs the npz members' (or a ``.txt.gz``'s) compression calls in the order given: inline, or on one
+    background thread fed through a queue of at most ``depth`` calls (``background``). A context manager: leaving
+    it stops the thread (pending calls dropped)."""
 
-    def __init__(self, *, background: bool):
+    def __init__(self, *, background: bool, depth: int = _QUEUED_PIECES):
         self._error: BaseException | None = None
         self._thread = None
         self._cancelled = False
         if background:
-            self._queue: queue.Queue = queue.Queue(_QUEUED_PIECES)
+            self._queue: queue.Queue = queue.Queue(depth)
             self._thread = threading.Thread(target=self._run, name="idtfv-npz-deflate", daemon=True)
             self._thread.start()
 

@@ -338,6 +338,52 @@ def test_abort_stops_the_thread_and_leaves_no_file(tmp_path, threads):
         TrajectoryWriter(tmp_path / "b.npz", threads=0)
 
 
+def test_a_gzipped_lear_text_is_compressed_beside_the_extractor_with_the_same_bytes(tmp_path):
+    """threads=2: the .txt.gz's gzip runs on the writer's thread; the bytes are those of threads=1, and a failing
+    write there (a full disk) comes out of write() or close() and leaves nothing behind, as for the npz."""
+    import errno
+
+    t = _random(700, seed=9)
+    out = {}
+    for threads in (1, 2):
+        with TrajectoryWriter(tmp_path / f"t{threads}.txt.gz", threads=threads) as w:
+            if threads == 2:
+                assert len(_deflate_threads()) == 1
+            for part in _chunks(t, 100):
+                w.write(part)
+        assert not _deflate_threads()
+        out[threads] = (tmp_path / f"t{threads}.txt.gz").read_bytes().replace(f"t{threads}.txt".encode(), b"x")
+    assert out[1] == out[2] and gzip.decompress(out[2]) == _format_lear(t.to_lear())
+
+    from idtfv.idt.gzstream import GzipStream
+
+    real = GzipStream.write
+    calls = {"n": 0}
+
+    def write(self, data):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    path = tmp_path / "a.txt.gz"
+    path.write_bytes(b"old")
+    try:
+        GzipStream.write = write
+        with pytest.raises(OSError, match="No space"):
+            with TrajectoryWriter(path, threads=2) as w:
+                for part in _chunks(t, 100):
+                    w.write(part)
+    finally:
+        GzipStream.write = real
+    assert path.read_bytes() == b"old" and not _deflate_threads()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt.gz", "t1.txt.gz", "t2.txt.gz"]
+    w = TrajectoryWriter(tmp_path / "b.txt.gz", threads=2)
+    w.write(t)
+    w.abort()
+    assert not _deflate_threads() and not (tmp_path / "b.txt.gz").exists()
+
+
 def test_chunks_of_another_layout_are_refused(tmp_path):
     with TrajectoryWriter(tmp_path / "a.npz") as w:
         w.write(_random(3))
@@ -385,7 +431,7 @@ def test_the_writer_holds_one_chunk_not_the_file(tmp_path):
         finally:
             tracemalloc.stop()
 
-    for name, threads in (("a.npz", 1), ("a.npz", 2), ("a.txt.gz", 1)):
+    for name, threads in (("a.npz", 1), ("a.npz", 2), ("a.txt.gz", 1), ("a.txt.gz", 2)):
         # both beyond the compressor's pieces (256 KB) and the queue of the background thread (8 pieces)
         small, large = run(10, name, threads), run(40, name, threads)
         assert large < small + chunk_bytes, (name, small, large)
