@@ -265,9 +265,9 @@ def atomic_savez(path, arrays: Mapping[str, np.ndarray], *, compresslevel: int |
 
 def _huffman_only(member, level: int | None) -> None:
     """Give a member just opened for writing a compressor with zlib's Huffman-only strategy. :mod:`zipfile` has no
-    option for the strategy: the writer's compressor (``_compressor``, Python 3.8-3.13) is swapped before any byte
-    is written; where it is not there the member keeps zipfile's default strategy (same arrays, larger file, as
-    ``tests/test_cache.py`` would show)."""
+    option for the strategy: the member writer's compressor (its private ``_compressor``, as in CPython 3.11) is
+    swapped before any byte is written. Where a Python lacks it the member keeps zipfile's default strategy: the
+    same arrays in a file written more slowly, which ``tests/test_npz_huffman.py`` would report."""
     if getattr(member, "_compressor", None) is not None and getattr(member, "_file_size", None) == 0:
         level = zlib.Z_DEFAULT_COMPRESSION if level is None else level
         member._compressor = zlib.compressobj(level, zlib.DEFLATED, -15, zlib.DEF_MEM_LEVEL, zlib.Z_HUFFMAN_ONLY)

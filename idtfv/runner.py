@@ -86,15 +86,6 @@ INDEX_COLUMNS = ("video_id", "status", "seconds", "error")
 INDEX_FLUSH_SECONDS = 5.0
 #: DEFLATE level of the per-video ``.npz`` files (:data:`idtfv.cache.NPZ_COMPRESSLEVEL`).
 DEFAULT_COMPRESSLEVEL = NPZ_COMPRESSLEVEL
-
-
-class _Save(NamedTuple):
-    """How the workers save each result (:func:`_process_item`'s keywords of the same names)."""
-
-    compresslevel: int | None
-    huffman_only: tuple[str, ...]
-
-
 #: Name of the 0-d string array holding the reason in the result file of an :class:`EmptyResult`.
 EMPTY_KEY = "_empty_reason"
 #: Suffix of the file beside a result that holds the fingerprint of its input (``<video_id>.source``).
@@ -342,6 +333,13 @@ def _want_progress(progress) -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class _Save(NamedTuple):
+    """How the workers save each result (:func:`_process_item`'s keywords of the same names)."""
+
+    compresslevel: int | None
+    huffman_only: tuple[str, ...]
 
 
 def _iter_serial(func, entries, params, out_dir, force, save, fingerprint) -> Iterator[ItemStatus]:
