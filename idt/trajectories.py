@@ -64,7 +64,7 @@ LEAR_GZIP_STRATEGY = zlib.Z_HUFFMAN_ONLY
 #: descriptors, normalised displacements) rarely repeat a byte sequence, and on the shared clips' output (float16 and
 #: float32) zlib's level-1 matching changed their size by under 2% (smaller on some clips, larger on others) for
 #: 2.5-3x the CPU. ``meta`` (integer-valued frame numbers and scales) and ``hof`` (cells of static regions all in the
-#: zero-motion bin) keep the matching: it makes them 15-20% smaller. ``bench/bench_pipeline.py``'s "real iDT output"
+#: zero-motion bin) keep the matching: it makes them 13-17% smaller. ``bench/bench_pipeline.py``'s "real iDT output"
 #: rows race the two.
 NPZ_HUFFMAN_BLOCKS = ("traj", "hog", "mbhx", "mbhy")
 #: Rows formatted at a time when writing LEAR text (bounds the text and work arrays held: ~11 KB per row)
