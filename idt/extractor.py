@@ -1414,6 +1414,21 @@ def extract(path_or_frames, params: IDTParams | None = None, *, backend: str = "
     return out
 
 
+def _writer_threads(out, format, compresslevel, threads: int) -> int:
+    """The ``threads`` :func:`extract_to_file` gives its writer: with ``--threads`` the extractor's threads occupy
+    as many cores, and its main thread waits for the front one (0.3-0.9 s on whole vtest), so a compression cheaper
+    than that slack runs best on the main thread, inside ``write()``: the default npz (Huffman codes for the
+    descriptor blocks, ~3% of the extraction's CPU; fast preset, ``--threads 2``: 6.16 vs 6.29 s median wall of 5
+    alternating runs, default preset unchanged). The costly ones go to the writer's own thread: a ``.txt.gz``
+    (gzip of the text, ~15% of the CPU; bikes, default, ``--threads 2``: 7.74 -> 7.03-7.23 s) and an npz at a level
+    the caller gave. The bytes are the same either way."""
+    if threads < 2 or not (isinstance(out, (str, bytes)) or hasattr(out, "__fspath__")):
+        return 1  # one thread, or a stream (LEAR text, not compressed)
+    if format is None:  # as TrajectoryWriter decides it
+        format = "lear" if os.fsdecode(out).endswith((".txt", ".txt.gz")) else "npz"
+    return 1 if format == "npz" and compresslevel is None else threads
+
+
 def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, format: str | None = None,
                     compact: bool = True, compresslevel: int | None = None, backend: str = "auto",
                     timings: dict | None = None, on_frame=None, on_tracks=None) -> TrajectoryWriter:
@@ -1423,7 +1438,8 @@ def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, for
     batch of trajectories at a time instead of all of them (``extract-trajectories`` runs this). A video file is
     decoded once for an npz (``t_pos`` is filled in when the file is closed); LEAR text, whose rows go out as they
     come, counts the file's frames first (``count_frames=True`` of :func:`iter_trajectories`: one more decode pass).
-    With ``params.threads >= 2`` the writer compresses the rows on a thread of its own while the extraction goes on.
+    With ``params.threads >= 2`` a ``.txt.gz`` (or an npz at a given ``compresslevel``) is compressed on a thread of
+    the writer's own while the extraction goes on; the default npz on the main thread (:func:`_writer_threads`).
 
     Parameters
     ----------
@@ -1445,9 +1461,9 @@ def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, for
         output is left as it was.
     """
     params = IDTParams() if params is None else params
-    # --threads: the .npz members are compressed on the writer's own thread as the rows come (bytes unchanged)
     threads = params.threads if isinstance(params, IDTParams) else 1  # (iter_trajectories refuses other params)
-    with TrajectoryWriter(out, format, compact=compact, compresslevel=compresslevel, threads=threads) as writer:
+    with TrajectoryWriter(out, format, compact=compact, compresslevel=compresslevel,
+                          threads=_writer_threads(out, format, compresslevel, threads)) as writer:
         # npz: the file is decoded once and t_pos filled in at close(); LEAR text writes rows as they come, so
         # their t_pos needs the frame count first (one more decode pass, as before)
         for part in iter_trajectories(path_or_frames, params, backend=backend, timings=timings, on_frame=on_frame,

@@ -283,8 +283,8 @@ class IDTParams:
     threads: int = option(1, "threads for one video: a front thread runs ahead (decoding, keypoints, pyramid, "
                              "HOG, flow, homography) while the main thread does the warped flow, tracking and "
                              "descriptors; from 3 on the levels' steps are also shared out; with --device cuda "
-                             "only decoding and keypoints run ahead, on N-1 host threads; an .npz or .txt.gz "
-                             "output is compressed on a thread of its own (the output bytes do not depend on it; "
+                             "only decoding and keypoints run ahead, on N-1 host threads; a .txt.gz output is "
+                             "gzipped on a thread of its own (the output bytes do not depend on it; "
                              "OpenCV's own pool stays off, so N threads use about N cores)",
                           metavar="N", advanced=True)
 

@@ -259,8 +259,9 @@ class TrajectoryWriter:
     threads : int
         npz and ``.txt.gz``: with 2 or more, the members (the gzip stream) are compressed on a background thread of
         the writer (zlib releases the GIL: it fills the cores' idle time while the extractor runs); with 1, inside
-        :meth:`write`, on the calling thread. The file's bytes do not depend on it. (:func:`idtfv.idt.extract_to_file` passes
-        ``IDTParams.threads``.)
+        :meth:`write`, on the calling thread. The file's bytes do not depend on it. (:func:`idtfv.idt.extract_to_file`
+        passes ``IDTParams.threads`` for a ``.txt.gz`` and an npz at a given level, 1 for the default npz, which is
+        cheap enough for the extractor's main thread.)
 
     Each :meth:`write` adds the rows of a :class:`Trajectories` (its ``info`` becomes the file's, so the last
     chunk's wins, as with :func:`idtfv.idt.iter_trajectories`' batches); :meth:`close` finishes the file, and

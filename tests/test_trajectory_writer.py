@@ -482,14 +482,22 @@ def test_extract_to_file_memory_is_flat_in_the_video_length(tmp_path):
 
 
 def test_extract_to_file_bytes_do_not_depend_on_threads(tmp_path):
-    """--threads 2 compresses on the writer's thread while the extractor runs: the same file as one thread."""
-    from idtfv.idt.extractor import extract_to_file
+    """--threads 2: the same files as one thread, whichever thread compresses them (the writer's own for a .txt.gz
+    and an npz at a given level, the main thread for the default npz)."""
+    from idtfv.idt.extractor import _writer_threads, extract_to_file
 
-    files = []
-    for threads in (1, 2):
-        params = IDTParams(track_length=6, nt_cells=3, scales=2, camera_motion=False, threads=threads)
-        w = extract_to_file(_texture_frames(60), tmp_path / f"{threads}.npz", params)
-        assert w.n_rows > 0
-        files.append((tmp_path / f"{threads}.npz").read_bytes())
-    assert files[0] == files[1]
+    for name, level in (("a.npz", None), ("b.npz", 6), ("c.txt.gz", None)):
+        files = []
+        for threads in (1, 2):
+            params = IDTParams(track_length=6, nt_cells=3, scales=2, camera_motion=False, threads=threads)
+            (tmp_path / str(threads)).mkdir(exist_ok=True)
+            w = extract_to_file(_texture_frames(60), tmp_path / str(threads) / name, params, compresslevel=level)
+            assert w.n_rows > 0
+            files.append((tmp_path / str(threads) / name).read_bytes())
+        assert files[0] == files[1], name
     assert not _deflate_threads()
+    # the policy: the writer's thread only for the costly compressions
+    assert [_writer_threads(out, fmt, level, 2) for out, fmt, level in (
+        ("a.npz", None, None), ("a.npz", None, 6), ("a.txt.gz", None, None), ("a.txt", None, None),
+        ("a.bin", "npz", None), ("a.bin", "lear", None), (io.BytesIO(), None, None))] == [1, 2, 2, 2, 1, 2, 1]
+    assert _writer_threads("a.txt.gz", None, None, 1) == 1
