@@ -108,7 +108,7 @@ from idtfv.idt.pyramid import pyramid_geometry
 from idtfv.idt.sampling import corner_response, dense_sample_levels, dense_sample_pool
 from idtfv.idt.tracking import TrackPool
 from idtfv.idt.layout import BLOCK_NAMES
-from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos
+from idtfv.idt.trajectories import Trajectories, TrajectoryWriter, concatenate, fill_t_pos, output_format
 from idtfv.jit import light_numba_init
 
 light_numba_init()  # before the first kernel call: Numba's runtime then starts without importing scipy.linalg
@@ -1424,9 +1424,7 @@ def _writer_threads(out, format, compresslevel, threads: int) -> int:
     thread counts with the default npz.)"""
     if threads < 2 or not (isinstance(out, (str, bytes)) or hasattr(out, "__fspath__")):
         return 1  # one thread, or a stream (LEAR text, not compressed)
-    if format is None:  # as TrajectoryWriter decides it
-        format = "lear" if os.fsdecode(out).endswith((".txt", ".txt.gz")) else "npz"
-    return 1 if format == "npz" and compresslevel is None else threads
+    return 1 if output_format(out, format) == "npz" and compresslevel is None else threads
 
 
 def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, format: str | None = None,

@@ -179,9 +179,10 @@ def run_features(entries, params: Mapping, *, cache_root, jobs: int = 1, schedul
     """
     from idtfv.idt.trajectories import NPZ_HUFFMAN_BLOCKS
     from idtfv.runner import entry_fingerprint, run_stage
+    from idtfv.sampling import SAMPLE_PREFIX
 
     # the descriptor blocks (and their streaming-mode samples) with Huffman codes only: half the CPU to write
-    huffman = NPZ_HUFFMAN_BLOCKS + tuple(f"sample_{name}" for name in NPZ_HUFFMAN_BLOCKS)
+    huffman = NPZ_HUFFMAN_BLOCKS + tuple(SAMPLE_PREFIX + name for name in NPZ_HUFFMAN_BLOCKS)
 
     if func is None:
         func = features_sample_item if params.get("store") == "sample" else features_item

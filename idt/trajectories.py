@@ -27,6 +27,7 @@ import contextlib
 import gzip
 import io
 import json
+import os
 import queue
 import tempfile
 import threading
@@ -45,7 +46,8 @@ from idtfv.idt.layout import BLOCK_NAMES, DescriptorLayout
 from idtfv.idt.npzstream import DeflateBody, deflate_segment, write_zip
 
 __all__ = ["Trajectories", "TrajectoryWriter", "load_trajectories", "concatenate", "fill_t_pos", "BLOCKS",
-           "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL", "LEAR_GZIP_STRATEGY", "NPZ_HUFFMAN_BLOCKS"]
+           "META_COLUMNS", "LEAR_COLUMNS", "LEAR_GZIP_LEVEL", "LEAR_GZIP_STRATEGY", "NPZ_HUFFMAN_BLOCKS",
+           "LEAR_SUFFIXES", "output_format"]
 
 META_COLUMNS = ("frame_num", "mean_x", "mean_y", "var_x", "var_y", "length", "scale", "x_pos", "y_pos", "t_pos")
 #: block name -> width of the reference options' layout, in LEAR's column order (other options:
@@ -67,6 +69,8 @@ LEAR_GZIP_STRATEGY = zlib.Z_HUFFMAN_ONLY
 #: zero-motion bin) keep the matching: it makes them 13-17% smaller. ``bench/bench_pipeline.py``'s "real iDT output"
 #: rows race the two.
 NPZ_HUFFMAN_BLOCKS = ("traj", "hog", "mbhx", "mbhy")
+#: Name endings that :class:`TrajectoryWriter` writes as LEAR text when no format is given (other names: npz)
+LEAR_SUFFIXES = (".txt", ".txt.gz")
 #: Rows formatted at a time when writing LEAR text (bounds the text and work arrays held: ~11 KB per row)
 _LEAR_ROWS = 256
 #: npz: bytes of a member handed to its compressor at a time, whatever the chunks written (so the file's bytes do not
@@ -239,6 +243,16 @@ def _check_writable(path: Path) -> None:
                          "can write to") from exc
 
 
+def output_format(out, format: str | None = None) -> str:
+    """The format :class:`TrajectoryWriter` writes ``out`` in: ``format`` when given, else ``"lear"`` for a binary
+    stream or a name ending in :data:`LEAR_SUFFIXES`, ``"npz"`` for any other name."""
+    if format is not None:
+        return format
+    if not (isinstance(out, (str, bytes)) or hasattr(out, "__fspath__")):
+        return "lear"
+    return "lear" if Path(os.fsdecode(out)).name.endswith(LEAR_SUFFIXES) else "npz"
+
+
 class TrajectoryWriter:
     """Write trajectories to one file chunk by chunk as they finish, so memory does not grow with the video.
 
@@ -288,14 +302,13 @@ class TrajectoryWriter:
         if self._stream is not None:
             if not hasattr(self._stream, "write"):
                 raise TypeError(f"TrajectoryWriter: expected a path or a binary stream, got {type(path).__name__}")
-            format = "lear" if format is None else format
+            format = output_format(path, format)
             if format != "lear":
                 raise ParameterError(f"TrajectoryWriter: a stream takes format 'lear', got {format!r}")
             self.path = None
         else:
             self.path = Path(path)
-            if format is None:
-                format = "lear" if self.path.name.endswith((".txt", ".txt.gz")) else "npz"
+            format = output_format(self.path, format)
         if format not in ("npz", "lear"):
             raise ParameterError(f"TrajectoryWriter: format must be 'npz' or 'lear', got {format!r}")
         if compresslevel is not None and (isinstance(compresslevel, bool) or compresslevel not in range(10)):

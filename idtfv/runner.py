@@ -591,9 +591,13 @@ def run_stage(
                              f"{thread_context!r}")
     if compresslevel is not None and (isinstance(compresslevel, bool) or compresslevel not in range(10)):
         raise ParameterError(f"compresslevel must be an integer 0-9 or None, got {compresslevel!r}")
-    if isinstance(huffman_only, str) or not all(isinstance(name, str) for name in tuple(huffman_only)):
+    try:
+        names = None if isinstance(huffman_only, str) else tuple(huffman_only)  # once: it may be an iterator
+    except TypeError:  # not iterable
+        names = None
+    if names is None or not all(isinstance(name, str) for name in names):
         raise ParameterError(f"huffman_only must be an iterable of array names, got {huffman_only!r}")
-    huffman_only = tuple(huffman_only)
+    huffman_only = names
     if not callable(func):
         raise ParameterError(f"func must be a module-level function (entry, params) -> dict, got {func!r}")
     if fingerprint is not None and not callable(fingerprint):

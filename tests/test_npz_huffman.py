@@ -106,3 +106,11 @@ def test_the_features_stage_stores_the_descriptor_blocks_with_huffman_codes(tmp_
                           func=repeated_item)
     assert "hog" in NPZ_HUFFMAN_BLOCKS and "hof" not in NPZ_HUFFMAN_BLOCKS
     assert _huffman_members(result.path("v")) == {"hog", "sample_hog"}
+
+
+def test_the_runner_takes_huffman_only_from_an_iterator(tmp_path):
+    """An iterator of names is read once (it was consumed by the check and then stored empty)."""
+    result = run_stage("toy", repeated_item, [Item("a")], params={}, cache_root=tmp_path, huffman_only=iter(["hog"]))
+    assert _huffman_members(result.path("a")) == {"hog"}
+    with pytest.raises(ParameterError, match="huffman_only"):
+        run_stage("toy", repeated_item, [Item("a")], params={}, cache_root=tmp_path / "b", huffman_only=5)
