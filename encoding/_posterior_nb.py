@@ -27,6 +27,11 @@ from numba import njit
 
 from ._bits_nb import cttz64, f32_from_bits, ge_mask64, max_row16
 
+#: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
+#: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
+#: (``tests/test_kernel_caches.py`` checks the digests).
+KERNEL_DEPENDENCIES = {"_bits_nb.py": "b89f265ec87845b1bf2f30f54d98c4a0719d779d714ed6c01737ac49877564d4"}
+
 # Reassociation only lets LLVM vectorise the Mahalanobis reduction (it changes the summation order, nothing else);
 # tests compare against a naive float64 reference at 1e-5.
 _FM = {"reassoc", "contract"}

@@ -329,3 +329,78 @@ def test_update_terms_where_the_displaced_point_leaves_the_image():
 
     for y, x in [(5, 5), (5, w - 1), (5, w - 3), (0, 4), (0, w - 1), (h - 1, 2)]:
         np.testing.assert_allclose(out[y, x], naive(y, x), rtol=1e-4, atol=1e-5)
+
+
+def _fma32(a, b, c):
+    """float32 a * b + c rounded once, emulated in float64 (the product of two float32 is exact there)."""
+    return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
+
+
+def _terms_emulated(r0, r1, flow, border):
+    """The update step's terms at every pixel in NumPy, with the kernel's operations in its order and rounding:
+    the bilinear blend and Delta b as chains of fused multiply-adds (``_farneback_simd_nb``'s docstring), the rest
+    float32 products and sums. An independent, whole-array evaluation of what each pixel's lanes compute."""
+    f32 = np.float32
+    h, w = r0.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    fx, fy = xx.astype(f32) + flow[0], yy.astype(f32) + flow[1]
+    inside = ((fx >= 0) & (fx <= w - 1) & (fy >= 0) & (fy <= h - 1)).astype(f32)
+    fx, fy = np.clip(fx, 0, f32(w - 1)), np.clip(fy, 0, f32(h - 1))
+    x1, y1 = np.minimum(fx.astype(np.int64), w - 2), np.minimum(fy.astype(np.int64), h - 2)
+    ax, ay = fx - x1.astype(f32), fy - y1.astype(f32)
+    one = f32(1.0)
+    w00, w01 = (one - ax) * (one - ay) * inside, ax * (one - ay) * inside
+    w10, w11 = (one - ax) * ay * inside, ax * ay * inside
+    outside = one - inside
+    p, q, r, s = r1[y1, x1], r1[y1, x1 + 1], r1[y1 + 1, x1], r1[y1 + 1, x1 + 1]
+    blend = []
+    for k in range(5):
+        t = _fma32(w00, p[..., k], w01 * q[..., k])
+        t = _fma32(w10, r[..., k], t)
+        t = _fma32(w11, s[..., k], t)
+        blend.append(_fma32(outside, r0[..., k], t) if k >= 2 else t)
+    half = f32(0.5)
+    a11, a22, a12 = ((r0[..., k] + blend[k]) * half for k in (2, 3, 4))
+    d0, d1 = r0[..., 0] - blend[0], r0[..., 1] - blend[1]
+    wx, wy = np.ones(w, f32), np.ones(h, f32)
+    for i in range(min(len(border), w)):
+        wx[i] *= border[i]
+        wx[w - 1 - i] *= border[i]
+    for i in range(min(len(border), h)):
+        wy[i] *= border[i]
+        wy[h - 1 - i] *= border[i]
+    wgt = wy[:, None] * wx[None, :]
+    dx, dy = flow[0], flow[1]
+    db1 = _fma32(a12, dy, _fma32(a11, dx, d0 * half)) * wgt
+    db2 = _fma32(a22, dy, _fma32(d1, half, a12 * dx)) * wgt
+    a11, a22, a12 = a11 * wgt, a22 * wgt, a12 * wgt
+    return np.stack([_fma32(a11, a11, a12 * a12), a12 * (a11 + a22), _fma32(a22, a22, a12 * a12),
+                     _fma32(a11, db1, a12 * db2), _fma32(a12, db1, a22 * db2)], axis=-1)
+
+
+@pytest.mark.parametrize("h, w", [(48, 64), (23, 57), (9, 13), (6, 5)])
+def test_update_terms_eight_at_a_time_match_the_emulated_arithmetic(h, w):
+    """``update_matrices`` (eight pixels per vector step, ``_farneback_simd_nb.update_terms8``, and a scalar tail
+    for the last w mod 8) and the fused ``window_solve``'s next-iteration terms: bit for bit the NumPy emulation of
+    the same operations, on every pixel, with priors leaving the image on every side and points exactly on the
+    last row and column; and within float rounding of the float64 formulas."""
+    from idtfv.idt.flow import _farneback_nb as knb
+
+    rng = np.random.default_rng(h * w)
+    r0 = rng.normal(size=(h, w, 5)).astype(np.float32)
+    r1 = rng.normal(size=(h, w, 5)).astype(np.float32)
+    flow = (rng.normal(size=(2, h, w)) * 3).astype(np.float32)
+    flow[:, ::4, ::3] = 0.0
+    flow[0, :, -1] = 0.0  # exactly on the last column
+    flow[1, -1, :] = 0.0
+    want = _terms_emulated(r0, r1, flow, knb.BORDER_WEIGHTS)
+    assert not np.isnan(want).any()
+    got = np.full((h, w, 5), np.nan, np.float32)
+    knb.update_matrices(r0, r1, flow, knb.BORDER_WEIGHTS, got)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    # window_solve writes the terms at the flow it solved: the emulation at that flow
+    m = want.copy()
+    solved = np.empty((2, h, w), np.float32)
+    knb.window_solve(m, np.full(3, 1 / 3, np.float32), knb.DET_EPS, solved, r0, r1, knb.BORDER_WEIGHTS, True)
+    np.testing.assert_array_equal(m.view(np.uint32),
+                                  _terms_emulated(r0, r1, solved, knb.BORDER_WEIGHTS).view(np.uint32))

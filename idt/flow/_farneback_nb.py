@@ -32,6 +32,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from idtfv.idt.flow._farneback_simd_nb import update_terms8
+
+#: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
+#: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
+#: (``tests/test_kernel_caches.py`` checks the digests).
+KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "93021bf79b9bbe245b823c53916bb3d5f6a164092efaf66e5af939e9d5aeccc9"}
+
 __all__ = ["poly_expand", "update_matrices", "solve_flow", "solve_and_update", "window_sum", "window_solve",
            "BORDER_WEIGHTS"]
 
@@ -263,7 +270,10 @@ def _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, o
                                                                           fyy + fl1[x], wm1, hm1, w, h)
         xs[x] = x1
         ys[x] = y1
-    for x in range(w):  # then the gathers and the terms
+    w8 = w - w % 8
+    for x0 in range(0, w8, 8):  # then the gathers and the terms, eight pixels at a time
+        update_terms8(r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl0, fl1, wy, wx, out)
+    for x in range(w8, w):
         x1 = xs[x]
         y1 = ys[x]
         _terms_at(r0, r1, y, x, x1, x1 + one, y1, y1 + one, c00[x], c01[x], c10[x], c11[x], cout[x], fl0[x],

@@ -1,0 +1,186 @@
+r"""LLVM intrinsic of Farnebäck's update step: eight pixels' normal-equation terms at once, bit for bit the scalar
+kernel's numbers.
+
+:func:`idtfv.idt.flow._farneback_nb._terms_at` computes, per pixel, a bilinear blend of the second frame's
+expansion ``r1 (h, w, 5)`` at :math:`x + \tilde d` (four 5-float neighbours), combines it with the first frame's
+``r0[y, x]`` and writes ``[G11, G12, G22, h1, h2]``. Numba cannot vectorise that loop: the four neighbours are
+data-dependent gathers, and the expansions are interleaved (5 floats per pixel). :func:`update_terms8` does eight
+consecutive pixels of a row in vector registers instead:
+
+1. per pixel, the four neighbours as masked 5-lane loads (``llvm.masked.load``: never past the pixel's own 5
+   floats) blended with its four bilinear weights, plus ``r0[y, x]``'s 5 floats; lanes 0-1 become
+   :math:`c - s` (the :math:`b` difference), lanes 2-4 :math:`(c + s) / 2` (the averaged :math:`A`);
+2. an 8x8 transpose (``shufflevector``) turns the eight pixels' vectors into one 8-lane vector per quantity;
+3. :math:`\Delta b`, :math:`G = A^T A` and :math:`h = A^T \Delta b` for the eight pixels in 8-lane arithmetic;
+4. the transpose back and eight masked 5-lane stores.
+
+Every operation is the scalar kernel's, in its order and rounding: the multiply-adds that LLVM contracts in the
+scalar code (its ``contract`` flag; :data:`idtfv.idt.flow._farneback_nb._FM`) are explicit ``llvm.fma`` calls here
+and the others separate multiplies and adds, so the results are the bits the scalar loop gave (the extractor's
+output on the shared clips, both presets, unchanged). Where a sum of two products could be fused either way, LLVM
+chose per compiled context (the same source gave other choices in a small test function): the choice is written
+down here, :math:`\Delta b_1 = \mathrm{fma}(A_{12}, d_y, \mathrm{fma}(A_{11}, d_x, (c_0 - s_0)/2))`,
+:math:`\Delta b_2 = \mathrm{fma}(A_{22}, d_y, \mathrm{fma}((c_1 - s_1), 1/2, A_{12} d_x))`, and
+``tests/test_farneback.py`` checks every pixel, the scalar row tail's too, against a NumPy emulation of these
+operations. The arrays are C-contiguous float32 (the callers' own buffers); no bounds check.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+_LANES = 8
+_F32 = ir.FloatType()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_VEC = ir.VectorType(_F32, _LANES)
+_MASK = ir.VectorType(ir.IntType(1), _LANES)
+
+
+def _declare(builder, name: str, fnty: ir.FunctionType) -> ir.Function:
+    module = builder.module
+    fn = module.globals.get(name)
+    return fn if fn is not None else ir.Function(module, fnty, name=name)
+
+
+def _lane_mask(n: int) -> ir.Constant:
+    """<8 x i1>: lanes below ``n`` on."""
+    return ir.Constant(_MASK, [ir.Constant(ir.IntType(1), int(j < n)) for j in range(_LANES)])
+
+
+def _load5(builder, ptr):
+    """Lanes 0-4: the 5 floats at ``ptr`` (float*); lanes 5-7: zero. Reads nothing past them."""
+    fn = _declare(builder, "llvm.masked.load.v8f32.p0",
+                  ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC]))
+    return builder.call(fn, [builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), _lane_mask(5),
+                             ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)])
+
+
+def _store5(builder, vec, ptr) -> None:
+    """Lanes 0-4 of ``vec`` to the 5 floats at ``ptr``; writes nothing else."""
+    fn = _declare(builder, "llvm.masked.store.v8f32.p0",
+                  ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK]))
+    builder.call(fn, [vec, builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), _lane_mask(5)])
+
+
+def _load8(builder, ptr):
+    """The 8 floats at ``ptr`` (unaligned)."""
+    return builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
+
+
+def _fma(builder, a, b, c):
+    """a * b + c rounded once (``llvm.fma``), as LLVM contracts ``a * b + c`` in the scalar kernel."""
+    fn = _declare(builder, "llvm.fma.v8f32", ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
+    return builder.call(fn, [a, b, c])
+
+
+def _splat(builder, x):
+    v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, _LANES), [0] * _LANES))
+
+
+def _shuffle(builder, a, b, idx):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(idx)), idx))
+
+
+def transpose8(builder, rows):
+    """The 8x8 transpose of eight <8 x float> rows (``rows[j]`` lane k -> ``out[k]`` lane j): unpack pairs, then
+    pairs of pairs, then the 128-bit halves (24 shuffles; LLVM drops those whose results are unused)."""
+    lo, hi = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+    t = []
+    for i in range(0, _LANES, 2):
+        t += [_shuffle(builder, rows[i], rows[i + 1], lo), _shuffle(builder, rows[i], rows[i + 1], hi)]
+    lo2, hi2 = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+    u = []
+    for a, b in ((t[0], t[2]), (t[1], t[3]), (t[4], t[6]), (t[5], t[7])):
+        u += [_shuffle(builder, a, b, lo2), _shuffle(builder, a, b, hi2)]
+    # u[0..3]: columns (0|4), (1|5), (2|6), (3|7) of rows 0-3; u[4..7]: the same of rows 4-7
+    low, high = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+    return ([_shuffle(builder, u[k], u[k + 4], low) for k in range(4)]
+            + [_shuffle(builder, u[k], u[k + 4], high) for k in range(4)])
+
+
+def _is(a, dtype, ndim) -> bool:
+    return isinstance(a, types.Array) and a.dtype == dtype and a.ndim == ndim and a.layout == "C"
+
+
+@intrinsic
+def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl0, fl1, wy, wx, out):
+    """``[G11, G12, G22, h1, h2]`` of pixels ``x0 .. x0 + 7`` of row ``y`` into ``out[y, x0:x0 + 8]``: the numbers
+    of ``_farneback_nb._terms_at`` for each (see the module docstring).
+
+    ``r0, r1, out`` (h, w, 5) float32; ``xs, ys`` (w,) uint64, the top-left neighbour of each pixel's sample in
+    ``r1``; ``c00 .. c11`` (w,) float32 its bilinear weights and ``cout`` (w,) 1 - inside; ``fl0, fl1`` (w,) the row's
+    prior displacement; ``wy`` the row's border weight and ``wx`` (w,) the columns'. All C-contiguous; x0 + 8 <= w.
+    """
+    f32 = types.float32
+    if not (_is(r0, f32, 3) and _is(r1, f32, 3) and _is(out, f32, 3)
+            and all(_is(a, types.uint64, 1) for a in (xs, ys))
+            and all(_is(a, f32, 1) for a in (c00, c01, c10, c11, cout, fl0, fl1, wx))):
+        return None
+    sig = types.void(r0, r1, types.intp, types.intp, xs, ys, c00, c01, c10, c11, cout, fl0, fl1, types.float32,
+                     wx, out)
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args
+
+        def data(i):
+            return context.make_array(aty[i])(context, builder, args[i]).data
+
+        def at(ptr, index):
+            return builder.gep(ptr, [index])
+
+        def scalar(i, x):
+            return builder.load(at(data(i), x))
+
+        p0, p1, pout = data(0), data(1), data(15)
+        width = builder.extract_value(context.make_array(aty[0])(context, builder, args[0]).shape, 1)
+        yy, xx0 = args[2], args[3]
+        five = ir.Constant(_I64, 5)
+        row5 = builder.mul(width, five)  # floats per row
+        half = _splat(builder, ir.Constant(_F32, 0.5))
+        first2 = _lane_mask(2)
+        base = builder.mul(builder.add(builder.mul(yy, width), xx0), five)  # r0[y, x0] / out[y, x0]
+        vals = []
+        for j in range(_LANES):
+            x = builder.add(xx0, ir.Constant(_I64, j))
+            x1, y1 = scalar(4, x), scalar(5, x)
+            top = builder.mul(builder.add(builder.mul(y1, width), x1), five)
+            P = _load5(builder, at(p1, top))
+            Q = _load5(builder, at(p1, builder.add(top, five)))
+            R = _load5(builder, at(p1, builder.add(top, row5)))
+            S = _load5(builder, at(p1, builder.add(builder.add(top, row5), five)))
+            # w00 p + w01 q + w10 r + w11 s: LLVM fuses the first product of a sum of two, then each next one
+            s = builder.fmul(_splat(builder, scalar(7, x)), Q)
+            s = _fma(builder, _splat(builder, scalar(6, x)), P, s)
+            s = _fma(builder, _splat(builder, scalar(8, x)), R, s)
+            s = _fma(builder, _splat(builder, scalar(9, x)), S, s)
+            C = _load5(builder, at(p0, builder.add(base, builder.mul(ir.Constant(_I64, j), five))))
+            # lanes 2-4 (A's): + outside * c (fused); lanes 0-1 (b's): the blend alone
+            s = builder.select(first2, s, _fma(builder, _splat(builder, scalar(10, x)), C, s))
+            vals.append(builder.select(first2, builder.fsub(C, s), builder.fmul(builder.fadd(C, s), half)))
+        d0, d1, a11, a22, a12 = transpose8(builder, vals)[:5]  # c0 - s0, c1 - s1, A11, A22, A12 per pixel
+        dx = _load8(builder, at(data(11), xx0))
+        dy = _load8(builder, at(data(12), xx0))
+        wgt = builder.fmul(_splat(builder, args[13]), _load8(builder, at(data(14), xx0)))
+        # delta b = (c - s) / 2 + A d, weighted (the scalar kernel's contraction: see the module docstring)
+        db1 = builder.fmul(_fma(builder, a12, dy, _fma(builder, a11, dx, builder.fmul(d0, half))), wgt)
+        db2 = builder.fmul(_fma(builder, a22, dy, _fma(builder, d1, half, builder.fmul(a12, dx))), wgt)
+        a11 = builder.fmul(a11, wgt)
+        a22 = builder.fmul(a22, wgt)
+        a12 = builder.fmul(a12, wgt)
+        a12sq = builder.fmul(a12, a12)
+        terms = [_fma(builder, a11, a11, a12sq),  # G = A^T A
+                 builder.fmul(a12, builder.fadd(a11, a22)),
+                 _fma(builder, a22, a22, a12sq),
+                 _fma(builder, a11, db1, builder.fmul(a12, db2)),  # h = A^T delta b
+                 _fma(builder, a12, db1, builder.fmul(a22, db2))]
+        undef = ir.Constant(_VEC, ir.Undefined)
+        per_pixel = transpose8(builder, terms + [undef] * 3)
+        for j in range(_LANES):
+            _store5(builder, per_pixel[j], at(pout, builder.add(base, ir.Constant(_I64, 5 * j))))
+        return context.get_dummy_value()
+
+    return sig, codegen
