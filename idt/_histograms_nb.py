@@ -33,6 +33,13 @@ import math
 import numpy as np
 from numba import njit
 
+from idtfv.idt._histograms_simd_nb import integral_row
+
+#: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
+#: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
+#: (``tests/test_kernel_caches.py`` checks the digests).
+KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "7eb536246f2c753d7513c32b6537ea85bc7b2e68002c6e379023107cc2038c12"}
+
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
            "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",
            "stream_sum_blocks"]
@@ -113,77 +120,15 @@ def _accumulate_row(mag, fbin, nbins, nb, rowsum, prev, cur):
 
 
 @njit(cache=True, inline="always")
-def _accumulate_row_usual(mag, fbin, nb, flat, prev, cur):
+def _accumulate_row_usual(mag, fbin, nb, prev, cur):
     """:func:`_accumulate_row` for 8 orientation bins and ``nb`` = 8 (HOG, MBH) or 9 (HOF, its zero bin last)
-    bins per pixel (``nb`` a literal), in two passes: each pixel's two bin weights are written into its slot of
-    ``cur`` (zeroed first), then the running row sums are accumulated and added to ``prev``.
+    bins per pixel (``nb`` a literal), in one pass with the 8 bins' running sums in a vector register
+    (:func:`idtfv.idt._histograms_simd_nb.integral_row`).
 
     The same sums as :func:`_accumulate_row` in the same order, bit for bit: a bin that gets no weight from a
-    pixel has 0 added, which leaves its sum (never -0: every weight is >= +0) unchanged. Indices are unsigned
-    (Numba then emits no negative-index wraparound, so the consecutive loads and stores of a pixel's bins are
-    seen as such and vectorise).
-
-    How the running sums are kept (``flat``, a literal; the same bits either way): False, in scalar registers,
-    one per bin, added to ``prev`` as they go; True (8 bins only), as one recurrence over the flat row at a
-    distance of 8 elements, which the loop vectoriser turns into one 8-wide add per pixel with the sums in a
-    vector register, then ``prev`` added in a second vectorised pass. Each was the faster where it is used (A/B
-    timings of the two forms on 320x240 levels, in the closing note of issue 12): ``True`` in
-    :func:`stream_sum_blocks`, whose ring of rows stays in the cache; ``False`` for whole histograms, whose rows go
-    to fresh memory, where the second pass over the row cost more than it saved.
+    pixel has 0 added, which leaves its sum (never -0: every weight is >= +0) unchanged.
     """
-    w = mag.shape[0]
-    zero = np.float32(0.0)
-    contrib = cur[nb:]
-    for i in range(w * nb):
-        contrib[i] = zero
-    for x in range(w):
-        m = mag[x]
-        f = fbin[x]
-        b0 = int(f)  # f >= 0: truncation is floor
-        m1 = (f - np.float32(b0)) * m
-        b1 = b0 + 1
-        if b1 >= 8:
-            b1 -= 8
-        slot = np.uint64(x * nb)
-        contrib[slot + np.uint64(b0)] = m - m1
-        contrib[slot + np.uint64(b1)] = m1
-    for b in range(nb):
-        cur[b] = zero
-    unb = np.uint64(nb)
-    if flat and nb == 8:
-        # the running row sums in place: slot x's bins += slot x-1's, a recurrence at a distance of 8 elements
-        # that the loop vectoriser takes 8 at a time, the running sums staying in one vector register; then the
-        # row above added
-        n = np.uint64(w + 1) * unb
-        for i in range(unb, n):
-            cur[i] = cur[i - unb] + cur[i]
-        for i in range(unb, n):
-            cur[i] = prev[i] + cur[i]
-        return
-    # one scalar running sum per bin (for HOF's 9 bins in the ring too: a recurrence at a distance of 9 does not
-    # map onto 8-wide vectors, and was slower when tried)
-    r0 = r1 = r2 = r3 = r4 = r5 = r6 = r7 = r8 = zero
-    for x in range(w):
-        base = np.uint64(x + 1) * unb
-        r0 += cur[base]
-        r1 += cur[base + np.uint64(1)]
-        r2 += cur[base + np.uint64(2)]
-        r3 += cur[base + np.uint64(3)]
-        r4 += cur[base + np.uint64(4)]
-        r5 += cur[base + np.uint64(5)]
-        r6 += cur[base + np.uint64(6)]
-        r7 += cur[base + np.uint64(7)]
-        cur[base] = prev[base] + r0
-        cur[base + np.uint64(1)] = prev[base + np.uint64(1)] + r1
-        cur[base + np.uint64(2)] = prev[base + np.uint64(2)] + r2
-        cur[base + np.uint64(3)] = prev[base + np.uint64(3)] + r3
-        cur[base + np.uint64(4)] = prev[base + np.uint64(4)] + r4
-        cur[base + np.uint64(5)] = prev[base + np.uint64(5)] + r5
-        cur[base + np.uint64(6)] = prev[base + np.uint64(6)] + r6
-        cur[base + np.uint64(7)] = prev[base + np.uint64(7)] + r7
-        if nb == 9:
-            r8 += cur[base + np.uint64(8)]
-            cur[base + np.uint64(8)] = prev[base + np.uint64(8)] + r8
+    integral_row(mag, fbin, nb, prev, cur)
 
 
 @njit(cache=True, inline="always")
@@ -291,17 +236,16 @@ def flow_integral_histogram(flow, nbins, min_flow, out):
 @njit(cache=True, inline="always")
 def _hog_row(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og):
     """Row ``y + 1`` of the HOG integral histogram ``og`` ((h+1, (w+1) * hog_bins)) of ``gray`` (h, w, 1)."""
-    _hog_row_to(gray, y, hog_bins, usual, False, rowsum, du, dv, mag, fbin, og[y], og[y + 1])
+    _hog_row_to(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, og[y], og[y + 1])
 
 
 @njit(cache=True, inline="always")
-def _hog_row_to(gray, y, hog_bins, usual, flat, rowsum, du, dv, mag, fbin, prev, cur):
+def _hog_row_to(gray, y, hog_bins, usual, rowsum, du, dv, mag, fbin, prev, cur):
     """:func:`_hog_row` with the integral rows y (``prev``) and y + 1 (``cur``, written), ((w+1) * hog_bins,)
-    each, given apart (the rows of a whole histogram or of a ring of rows, :func:`stream_sum_blocks`);
-    ``flat``: see :func:`_accumulate_row_usual`."""
+    each, given apart (the rows of a whole histogram or of a ring of rows, :func:`stream_sum_blocks`)."""
     _gradient_row(gray, 0, y, np.float32(hog_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, flat, prev, cur)
+        _accumulate_row_usual(mag, fbin, 8, prev, cur)
     else:
         _accumulate_row(mag, fbin, hog_bins, hog_bins, rowsum, prev, cur)
 
@@ -309,28 +253,27 @@ def _hog_row_to(gray, y, hog_bins, usual, flat, rowsum, du, dv, mag, fbin, prev,
 @njit(cache=True, inline="always")
 def _motion_row(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of, ox, oy):
     """Row ``y + 1`` of the HOF, MBHx and MBHy integral histograms (flattened as in :func:`_hog_row`)."""
-    _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, False, rowsum, du, dv, mag, fbin, of[y], of[y + 1],
+    _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, of[y], of[y + 1],
                    ox[y], ox[y + 1], oy[y], oy[y + 1])
 
 
 @njit(cache=True, inline="always")
-def _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, flat, rowsum, du, dv, mag, fbin, f0, f1, x0, x1, y0,
-                   y1):
+def _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual, rowsum, du, dv, mag, fbin, f0, f1, x0, x1, y0, y1):
     """:func:`_motion_row` with each histogram's integral rows y (``f0``, ``x0``, ``y0``) and y + 1 (``f1``,
     ``x1``, ``y1``, written) given apart, as :func:`_hog_row_to`."""
     _flow_row(flow, y, np.float32(hof_nbins), min_flow, du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 9, flat, f0, f1)
+        _accumulate_row_usual(mag, fbin, 9, f0, f1)
     else:
         _accumulate_row(mag, fbin, hof_nbins, hof_nbins + 1, rowsum, f0, f1)
     _gradient_row(flow, 0, y, np.float32(mbh_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, flat, x0, x1)
+        _accumulate_row_usual(mag, fbin, 8, x0, x1)
     else:
         _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, x0, x1)
     _gradient_row(flow, 1, y, np.float32(mbh_bins), du, dv, mag, fbin)
     if usual:
-        _accumulate_row_usual(mag, fbin, 8, flat, y0, y1)
+        _accumulate_row_usual(mag, fbin, 8, y0, y1)
     else:
         _accumulate_row(mag, fbin, mbh_bins, mbh_bins, rowsum, y0, y1)
 
@@ -744,8 +687,8 @@ def stream_sum_blocks(gray, flow, hog, hog_bins, hof_nbins, mbh_bins, min_flow, 
     for y in range(last):
         p, q = y % period, (y + 1) % period
         if made:
-            _hog_row_to(gray, y, hog_bins, usual_g, True, rowsum, du, dv, mag, fbin, og[p], og[q])
-        _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual_m, True, rowsum, du, dv, mag, fbin, of[p], of[q],
+            _hog_row_to(gray, y, hog_bins, usual_g, rowsum, du, dv, mag, fbin, og[p], og[q])
+        _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual_m, rowsum, du, dv, mag, fbin, of[p], of[q],
                        ox[p], ox[q], oy[p], oy[q])
         top = y + 1 - patch  # the patches that end at the row just made
         if top < 0:

@@ -354,3 +354,42 @@ def test_hog_made_apart_gives_the_histograms_of_the_fused_call():
     assert all(a.tobytes() == b.tobytes() for a, b in zip(want, got))
     with pytest.raises(ParameterError, match="hog must be gray's hog_histogram"):
         frame_histograms(gray, flow, hog=hog[1:])
+
+
+@pytest.mark.parametrize("nb", [8, 9])
+def test_the_vector_integral_rows_match_the_run_time_loop_bit_for_bit(nb):
+    """``_accumulate_row_usual`` (one pass, 8 bins per vector: ``_histograms_simd_nb.integral_row``) against the
+    run-time loop of ``_accumulate_row`` on the same weights: the same bits, row after row, for 8 bins (HOG,
+    MBH) and for 9 (HOF with its zero-motion bin, ``fbin == 8`` exactly), with large and zero weights, angles on
+    bin edges and just below a full turn, and widths with and without a remainder of 8."""
+    from numba import njit
+
+    from idtfv.idt import _histograms_nb as hnb
+
+    @njit
+    def both(mag, fbin, nb_literal_9, a, b):
+        rowsum = np.zeros(9, np.float32)
+        for y in range(mag.shape[0]):
+            if nb_literal_9:
+                hnb._accumulate_row_usual(mag[y], fbin[y], 9, a[y], a[y + 1])
+                hnb._accumulate_row(mag[y], fbin[y], 8, 9, rowsum, b[y], b[y + 1])
+            else:
+                hnb._accumulate_row_usual(mag[y], fbin[y], 8, a[y], a[y + 1])
+                hnb._accumulate_row(mag[y], fbin[y], 8, 8, rowsum, b[y], b[y + 1])
+
+    rng = np.random.default_rng(nb)
+    for w in (37, 64, 5):
+        h = 30
+        mag = (rng.random((h, w)) * rng.choice([1e-3, 1.0, 1e4], (h, w))).astype(np.float32)
+        mag[::4, ::3] = 0.0
+        fbin = (rng.random((h, w)) * 8).astype(np.float32)
+        fbin[1, :] = np.floor(fbin[1, :])  # on bin edges
+        fbin[2, :] = np.nextafter(np.float32(8), np.float32(0))  # just below a full turn
+        if nb == 9:
+            zero = rng.random((h, w)) < 0.3
+            fbin[zero], mag[zero] = 8.0, 1.0  # the zero-motion bin
+        a = np.zeros((h + 1, (w + 1) * nb), np.float32)
+        b = np.zeros_like(a)
+        both(mag, fbin, nb == 9, a, b)
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), w
+        assert a[-1].reshape(w + 1, nb)[-1].sum() > 0  # sums were made

@@ -2,7 +2,8 @@
 
 Numba keys a cached kernel by the bytes of the file that defines it. A kernel that compiles in an intrinsic or a
 function of another kernel module (``idt/flow/_farneback_nb.py`` the vector step of ``_farneback_simd_nb.py``,
-``encoding/_posterior_nb.py`` the bit tricks of ``_bits_nb.py``) would keep its old machine code after that other
+``idt/_histograms_nb.py`` the integral rows of ``_histograms_simd_nb.py``, ``encoding/_posterior_nb.py`` the bit
+tricks of ``_bits_nb.py``) would keep its old machine code after that other
 file changed. So each such module records the SHA-256 of its dependencies in ``KERNEL_DEPENDENCIES``: a change to
 a dependency fails this test until the digest (and with it the dependent file, its cache key) is updated.
 """
@@ -66,9 +67,10 @@ def _recorded(path: Path) -> dict:
 
 
 def test_the_scan_finds_the_known_dependencies():
-    """The scan sees the two dependencies the project has (so the test below does not pass on an empty list)."""
+    """The scan sees the dependencies the project has (so the test below does not pass on an empty list)."""
     found = {(p.name, d.name) for p in _kernel_modules() for d in _kernel_dependencies(p)}
-    assert {("_farneback_nb.py", "_farneback_simd_nb.py"), ("_posterior_nb.py", "_bits_nb.py")} <= found
+    assert {("_farneback_nb.py", "_farneback_simd_nb.py"), ("_histograms_nb.py", "_histograms_simd_nb.py"),
+            ("_posterior_nb.py", "_bits_nb.py")} <= found
 
 
 @pytest.mark.parametrize("path", _kernel_modules(), ids=lambda p: str(p.relative_to(REPO)))
