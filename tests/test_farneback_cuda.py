@@ -260,7 +260,10 @@ def _check_displacement(m):
         r0, r1, flow, want = _terms_inputs(h, w, h * w)
         got = _update(m, r0, r1, 1, np.ascontiguousarray(flow.transpose(1, 2, 0)))
         assert np.abs(want).max() > 0
-        _close(got, want, _terms_tol(want), f"update {h}x{w}")
+        if FMA_CPU:  # the CPU's multiply-adds are written down (_farneback_simd_nb): the CUDA C's are the same
+            _same(got, want, f"update {h}x{w}")
+        else:
+            _close(got, want, _terms_tol(want), f"update {h}x{w}")
         _check_priors(m, r0, r1)
         for winsize, window in ((10, "gaussian"), (10, "box"), (5, "box"), (3, "gaussian"), (1, "gaussian"),
                                 (15, "gaussian")):

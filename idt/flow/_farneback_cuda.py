@@ -265,7 +265,7 @@ __device__ __forceinline__ void fb_pixel_terms(const float* r0, const float* r1,
     float a22 = (c[3] + t[3]) * 0.5f;
     float a12 = (c[4] + t[4]) * 0.5f;
     float db1 = FB_FMA(a12, dy, FB_FMA(a11, dx, (c[0] - t[0]) * 0.5f)) * wgt;
-    float db2 = FB_FMA(a22, dy, FB_FMA(a12, dx, (c[1] - t[1]) * 0.5f)) * wgt;
+    float db2 = FB_FMA(a22, dy, FB_FMA(c[1] - t[1], 0.5f, a12 * dx)) * wgt;  // the CPU's order (_farneback_simd_nb)
     a11 *= wgt;
     a22 *= wgt;
     a12 *= wgt;
