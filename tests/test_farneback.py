@@ -404,3 +404,23 @@ def test_update_terms_eight_at_a_time_match_the_emulated_arithmetic(h, w):
     knb.window_solve(m, np.full(3, 1 / 3, np.float32), knb.DET_EPS, solved, r0, r1, knb.BORDER_WEIGHTS, True)
     np.testing.assert_array_equal(m.view(np.uint32),
                                   _terms_emulated(r0, r1, solved, knb.BORDER_WEIGHTS).view(np.uint32))
+
+
+@pytest.mark.parametrize("poly_n, sigma", [(5, 1.1), (7, 1.5)])
+@pytest.mark.parametrize("h, w", [(37, 61), (16, 8), (9, 5), (2, 3)])
+def test_expansion_eight_at_a_time_matches_the_scalar_passes(poly_n, sigma, h, w):
+    """``poly_expand`` for the extractor's n (5, 7: ``_poly_expand8``, the taps unrolled in vector registers) is bit
+    for bit the scalar form of the same sums (``_poly_expand_rows``: one pass over the row per tap), including
+    widths with a remainder of 8, rows narrower than 8 and images smaller than the filter (replicated borders)."""
+    from idtfv.idt.flow import _farneback_nb as knb
+    from idtfv.idt.flow.farneback import _expansion_filters
+
+    kernels, consts = _expansion_filters(poly_n, sigma)
+    assert kernels[0].shape[0] - 1 == poly_n
+    img = texture(h, w, seed=h * w).astype(np.float32)
+    img[::3, ::2] = -img[::3, ::2]  # negative values and sign changes
+    want = np.empty((h, w, 5), np.float32)
+    knb._poly_expand_rows(img, *kernels, *consts, want)
+    got = np.full((h, w, 5), np.nan, np.float32)
+    knb.poly_expand(img, *kernels, *consts, got)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))

@@ -32,12 +32,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from idtfv.idt.flow._farneback_simd_nb import update_terms8
+from idtfv.idt.flow._farneback_simd_nb import poly_horizontal8, poly_vertical8, update_terms8
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "93021bf79b9bbe245b823c53916bb3d5f6a164092efaf66e5af939e9d5aeccc9"}
+KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "971581c164ff8a277c4759314d03071217f5b9a5e78f8208b7bfb58ea7d0517a"}
 
 __all__ = ["poly_expand", "update_matrices", "solve_flow", "solve_and_update", "window_sum", "window_solve",
            "BORDER_WEIGHTS"]
@@ -56,9 +56,11 @@ _FM = {"contract"}
 DET_EPS = 1e-3
 
 
-@njit(cache=True, fastmath=_FM, nogil=True)
+@njit(cache=True, nogil=True)
 def poly_expand(img, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q22, out):
-    """Polynomial expansion of an image, separable filtering and coefficients fused, row by row.
+    """Polynomial expansion of an image, separable filtering and coefficients fused, row by row: for n = 5 and 7
+    (the extractor's ``poly_n``) eight pixels per vector step (:func:`_poly_expand8`), else one pass per tap
+    (:func:`_poly_expand_rows`); the same numbers.
 
     Parameters
     ----------
@@ -73,6 +75,17 @@ def poly_expand(img, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q2
     out : (h, w, 5) float32
         ``[b_x, b_y, A_11, A_22, A_12]``.
     """
+    n = g.shape[0] - 1
+    if n == 5 or n == 7:
+        _poly_expand8(img, g, tg, ttg, np.array([inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q22], np.float32),
+                      out, n)
+    else:
+        _poly_expand_rows(img, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q22, out)
+
+
+@njit(cache=True, fastmath=_FM, nogil=True)
+def _poly_expand_rows(img, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q22, out):
+    """:func:`poly_expand` for any n, one pass over the row per tap (the scalar form of the same sums)."""
     h, w = img.shape
     n = g.shape[0] - 1
     wp = w + 2 * n
@@ -160,6 +173,38 @@ def poly_expand(img, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q2
             o[x, 2] = f10 * m00[x] + f11 * m20[x] + f12 * m02[x]
             o[x, 3] = f20 * m00[x] + f21 * m20[x] + f22 * m02[x]
             o[x, 4] = m11[x] * c1
+
+
+@njit(cache=True, inline="always")
+def _replicate_border(v, n, w):
+    """The n padding values on each side of a padded row ``v`` (w + 2n,): its first and last values."""
+    for i in range(n):
+        v[i] = v[n]
+        v[n + w + i] = v[n + w - 1]
+
+
+@njit(cache=True, nogil=True)
+def _poly_expand8(img, g, tg, ttg, coef, out, n):
+    """:func:`poly_expand` for n = 5 or 7 with the passes of each row in vector registers
+    (``_farneback_simd_nb.poly_vertical8`` / ``poly_horizontal8``, the taps unrolled for the literal n): the same
+    numbers, bit for bit; ``coef`` = ``[1/(s0 s2), 1/(2 s2^2), q10, q11, q12, q20, q21, q22]`` as float32."""
+    h, w = img.shape
+    wp = w + 2 * n
+    v0 = np.empty(wp, np.float32)
+    v1 = np.empty(wp, np.float32)
+    v2 = np.empty(wp, np.float32)
+    for y in range(h):
+        if n == 5:
+            poly_vertical8(img, y, 5, g, tg, ttg, v0, v1, v2)
+        else:
+            poly_vertical8(img, y, 7, g, tg, ttg, v0, v1, v2)
+        _replicate_border(v0, n, w)
+        _replicate_border(v1, n, w)
+        _replicate_border(v2, n, w)
+        if n == 5:
+            poly_horizontal8(v0, v1, v2, 5, g, tg, ttg, coef, out, y)
+        else:
+            poly_horizontal8(v0, v1, v2, 7, g, tg, ttg, coef, out, y)
 
 
 @njit(cache=True, fastmath=_FM)

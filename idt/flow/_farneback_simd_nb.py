@@ -1,5 +1,5 @@
-r"""LLVM intrinsic of Farnebäck's update step: eight pixels' normal-equation terms at once, bit for bit the scalar
-kernel's numbers.
+r"""LLVM intrinsics of Farnebäck's update step and polynomial expansion: eight pixels at once, bit for bit the
+scalar kernels' numbers.
 
 :func:`idtfv.idt.flow._farneback_nb._terms_at` computes, per pixel, a bilinear blend of the second frame's
 expansion ``r1 (h, w, 5)`` at :math:`x + \tilde d` (four 5-float neighbours), combines it with the first frame's
@@ -23,6 +23,14 @@ down here, :math:`\Delta b_1 = \mathrm{fma}(A_{12}, d_y, \mathrm{fma}(A_{11}, d_
 :math:`\Delta b_2 = \mathrm{fma}(A_{22}, d_y, \mathrm{fma}((c_1 - s_1), 1/2, A_{12} d_x))`, and
 ``tests/test_farneback.py`` checks every pixel, the scalar row tail's too, against a NumPy emulation of these
 operations. The arrays are C-contiguous float32 (the callers' own buffers); no bounds check.
+
+:func:`poly_vertical8` and :func:`poly_horizontal8` are the two passes of
+:func:`idtfv.idt.flow._farneback_nb.poly_expand` for one row with the n taps unrolled (n an integer literal, 5 or
+7 in the extractor): each output's sum of 2n + 1 taps stays in a register instead of being read and written back
+once per tap (the scalar form, ``_poly_expand_rows``, is bound by those stores), and the five coefficients go out
+through the transpose above. The sums are the same chains of fused multiply-adds in the same tap order, so the
+expansion is bit for bit the scalar kernel's (tested for every n the extractor uses, odd sizes and rows narrower
+than 8).
 """
 
 from __future__ import annotations
@@ -181,6 +189,181 @@ def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl
         per_pixel = transpose8(builder, terms + [undef] * 3)
         for j in range(_LANES):
             _store5(builder, per_pixel[j], at(pout, builder.add(base, ir.Constant(_I64, 5 * j))))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ------------------------------------------------------------------------------------------ polynomial expansion
+def _iota_mask(builder, rem):
+    """<8 x i1>: lanes below the run-time count ``rem`` (an i64) on."""
+    iota = ir.Constant(ir.VectorType(_I64, _LANES), [ir.Constant(_I64, j) for j in range(_LANES)])
+    v = builder.insert_element(ir.Constant(ir.VectorType(_I64, _LANES), ir.Undefined), rem, ir.Constant(_I32, 0))
+    v = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, _LANES), [0] * _LANES))
+    return builder.icmp_signed("<", iota, v)
+
+
+def _load(builder, ptr, mask):
+    """8 floats at ``ptr``, or (``mask`` given) only the lanes it sets (the others 0, nothing read past them)."""
+    if mask is None:
+        return _load8(builder, ptr)
+    fn = _declare(builder, "llvm.masked.load.v8f32.p0", ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC]))
+    return builder.call(fn, [builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), mask,
+                             ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)])
+
+
+def _store(builder, vec, ptr, mask) -> None:
+    if mask is None:
+        builder.store(vec, builder.bitcast(ptr, _VEC.as_pointer()), align=4)
+        return
+    fn = _declare(builder, "llvm.masked.store.v8f32.p0",
+                  ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK]))
+    builder.call(fn, [vec, builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), mask])
+
+
+def _blocks(builder, width, emit) -> None:
+    """``emit(x0, mask, rem)`` for the 8-pixel blocks of a row of ``width`` pixels: whole blocks in a loop
+    (``mask`` None), then the last ``width mod 8`` pixels with a lane mask."""
+    from numba.core import cgutils
+
+    eight = ir.Constant(_I64, _LANES)
+    whole = builder.udiv(width, eight)
+    with cgutils.for_range(builder, whole) as loop:
+        emit(builder.mul(loop.index, eight), None, None)
+    x0 = builder.mul(whole, eight)
+    rem = builder.sub(width, x0)
+    with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, 0))):
+        emit(x0, _iota_mask(builder, rem), rem)
+
+
+def _taps(context, builder, aryty, ary, n):
+    """Splats of ``ary[0] .. ary[n]`` (a filter's taps)."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return [_splat(builder, builder.load(builder.gep(data, [ir.Constant(_I64, t)]))) for t in range(n + 1)]
+
+
+def _taps_literal(n):
+    return n.literal_value if isinstance(n, types.IntegerLiteral) and 1 <= n.literal_value <= 16 else None
+
+
+@intrinsic
+def poly_vertical8(typingctx, img, y, n, g, tg, ttg, v0, v1, v2):
+    """The vertical pass of ``_farneback_nb.poly_expand`` for row ``y``, eight columns at a time:
+    ``v0[n + x] = g0 f(x, y) + sum_t g_t (f(x, y+t) + f(x, y-t))``, ``v2`` with ``t^2 g_t``, ``v1`` with
+    ``t g_t (f(x, y+t) - f(x, y-t))`` (rows replicated at the border), each sum a chain of fused multiply-adds in
+    t order from ``g0 f`` (``v0``) or +0 (``v1``, ``v2``): the scalar kernel's numbers. ``n`` an integer literal
+    (the taps ``g, tg, ttg`` have n + 1 entries); ``img`` (h, w) and the (w + 2n,) rows C-contiguous float32."""
+    nn = _taps_literal(n)
+    f32_1d = all(_is(a, types.float32, 1) for a in (g, tg, ttg, v0, v1, v2))
+    if nn is None or not (_is(img, types.float32, 2) and f32_1d):
+        return None
+    sig = types.void(img, types.intp, n, g, tg, ttg, v0, v1, v2)
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args
+        arr = context.make_array(aty[0])(context, builder, args[0])
+        h = builder.extract_value(arr.shape, 0)
+        width = builder.extract_value(arr.shape, 1)
+        yy = args[1]
+        G, TG, TTG = (_taps(context, builder, aty[i], args[i], nn) for i in (3, 4, 5))
+        out = [context.make_array(aty[i])(context, builder, args[i]).data for i in (6, 7, 8)]
+        one = ir.Constant(_I64, 1)
+
+        def row(index):
+            return builder.gep(arr.data, [builder.mul(index, width)])
+
+        def clamp_row(t):
+            below = builder.add(yy, ir.Constant(_I64, t))
+            last = builder.sub(h, one)
+            above = builder.sub(yy, ir.Constant(_I64, t))
+            return (row(builder.select(builder.icmp_signed("<", below, last), below, last)),
+                    row(builder.select(builder.icmp_signed(">", above, ir.Constant(_I64, 0)), above,
+                                       ir.Constant(_I64, 0))))
+
+        rows = [clamp_row(t) for t in range(1, nn + 1)]
+        centre = row(yy)
+        zeros = ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)
+        pad = ir.Constant(_I64, nn)
+
+        def emit(x0, mask, rem):
+            a0 = builder.fmul(G[0], _load(builder, builder.gep(centre, [x0]), mask))
+            a1, a2 = zeros, zeros
+            for t, (pa, pb) in enumerate(rows, start=1):
+                ra = _load(builder, builder.gep(pa, [x0]), mask)
+                rb = _load(builder, builder.gep(pb, [x0]), mask)
+                s = builder.fadd(ra, rb)
+                a0 = _fma(builder, G[t], s, a0)
+                a2 = _fma(builder, TTG[t], s, a2)
+                a1 = _fma(builder, TG[t], builder.fsub(ra, rb), a1)
+            at = builder.add(pad, x0)
+            for dst, val in zip(out, (a0, a1, a2)):
+                _store(builder, val, builder.gep(dst, [at]), mask)
+
+        _blocks(builder, width, emit)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
+    """The horizontal pass and the coefficients of ``_farneback_nb.poly_expand`` for row ``y``, eight pixels at a
+    time: the moments ``m_ij(x) = sum_s g(s) s^i v_j(x + s)`` (chains of fused multiply-adds in t order from
+    ``g0 v_j(x)`` or +0), then ``out[y, x] = [m10 c0, m01 c0, fma(q12, m02, fma(q10, m00, q11 m20)), (the same with
+    q2*), m11 c1]`` (``coef = [c0, c1, q10, q11, q12, q20, q21, q22]``): the scalar kernel's numbers. The padded
+    rows ``v0 .. v2`` (w + 2n,), ``out`` (h, w, 5); ``n`` an integer literal."""
+    nn = _taps_literal(n)
+    f32_1d = all(_is(a, types.float32, 1) for a in (v0, v1, v2, g, tg, ttg, coef))
+    if nn is None or not (f32_1d and _is(out, types.float32, 3)):
+        return None
+    sig = types.void(v0, v1, v2, n, g, tg, ttg, coef, out, types.intp)
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args
+        src = [context.make_array(aty[i])(context, builder, args[i]).data for i in (0, 1, 2)]
+        G, TG, TTG = (_taps(context, builder, aty[i], args[i], nn) for i in (4, 5, 6))
+        c0, c1, q10, q11, q12, q20, q21, q22 = _taps(context, builder, aty[7], args[7], 7)
+        oarr = context.make_array(aty[8])(context, builder, args[8])
+        width = builder.extract_value(oarr.shape, 1)
+        five = ir.Constant(_I64, 5)
+        orow = builder.gep(oarr.data, [builder.mul(builder.mul(args[9], width), five)])
+        zeros = ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)
+        undef = ir.Constant(_VEC, ir.Undefined)
+
+        def emit(x0, mask, rem):
+            k = builder.add(x0, ir.Constant(_I64, nn))
+
+            def at(j, offset):
+                return _load(builder, builder.gep(src[j], [builder.add(k, ir.Constant(_I64, offset))]), mask)
+
+            m00 = builder.fmul(G[0], at(0, 0))
+            m01 = builder.fmul(G[0], at(1, 0))
+            m02 = builder.fmul(G[0], at(2, 0))
+            m10 = m20 = m11 = zeros
+            for t in range(1, nn + 1):
+                a, b = at(0, t), at(0, -t)
+                s = builder.fadd(a, b)
+                m00 = _fma(builder, G[t], s, m00)
+                m20 = _fma(builder, TTG[t], s, m20)
+                m10 = _fma(builder, TG[t], builder.fsub(a, b), m10)
+                a, b = at(1, t), at(1, -t)
+                m01 = _fma(builder, G[t], builder.fadd(a, b), m01)
+                m11 = _fma(builder, TG[t], builder.fsub(a, b), m11)
+                m02 = _fma(builder, G[t], builder.fadd(at(2, t), at(2, -t)), m02)
+            coefs = [builder.fmul(m10, c0), builder.fmul(m01, c0),
+                     _fma(builder, q12, m02, _fma(builder, q10, m00, builder.fmul(q11, m20))),
+                     _fma(builder, q22, m02, _fma(builder, q20, m00, builder.fmul(q21, m20))),
+                     builder.fmul(m11, c1)]
+            per_pixel = transpose8(builder, coefs + [undef] * 3)
+            for j in range(_LANES):
+                ptr = builder.gep(orow, [builder.mul(builder.add(x0, ir.Constant(_I64, j)), five)])
+                if mask is None:
+                    _store5(builder, per_pixel[j], ptr)
+                else:
+                    with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, j))):
+                        _store5(builder, per_pixel[j], ptr)
+
+        _blocks(builder, width, emit)
         return context.get_dummy_value()
 
     return sig, codegen
