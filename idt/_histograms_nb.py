@@ -33,12 +33,12 @@ import math
 import numpy as np
 from numba import njit
 
-from idtfv.idt._histograms_simd_nb import integral_row
+from idtfv.idt._histograms_simd_nb import add_sqrt_scaled, cell_bins8, cell_bins9, integral_row
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "7eb536246f2c753d7513c32b6537ea85bc7b2e68002c6e379023107cc2038c12"}
+KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "c85558fa8446f19b6bf2faacc775e27ea54391d154b65b5a75a4bb5463c4f6ee"}
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
            "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",
@@ -361,6 +361,12 @@ def motion_integral_histograms(flow, hof_nbins, mbh_bins, min_flow, hof, mbhx, m
 def _cell(top, bottom, xa, xb, nb, eps, vec, k):
     """``vec[k:k + nb]``: the bins of the cell between integral rows ``top`` and ``bottom`` ((w+1, B) each) and
     columns ``xa``, ``xb``, clipped at 0, plus ``eps``."""
+    if nb == 8:  # the usual layouts: the bins as one vector (_histograms_simd_nb)
+        cell_bins8(top, bottom, xa, xb, eps, vec, k)
+        return
+    if nb == 9:
+        cell_bins9(top, bottom, xa, xb, eps, vec, k)
+        return
     zero = np.float32(0.0)
     h_aa = top[xa]
     h_ab = top[xb]
@@ -561,9 +567,7 @@ def _add_normalised(vec, total, dim, acc, col):
     """``acc[col:col + dim] += sqrt(vec / total)``: :func:`_normalise`'s float32 values (0 when ``total`` is 0)
     added to a temporal-cell sum."""
     if total > 0.0:
-        inv = np.float32(1.0 / total)
-        for k in range(dim):
-            acc[col + k] += np.float32(math.sqrt(vec[k] * inv))
+        add_sqrt_scaled(vec, np.float32(1.0 / total), dim, acc, col)  # eight at a time (_histograms_simd_nb)
     else:
         for k in range(dim):
             acc[col + k] += np.float32(0.0)

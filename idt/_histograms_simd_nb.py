@@ -1,5 +1,5 @@
-r"""LLVM intrinsic of the orientation histograms' integral rows: one pass, eight bins per vector, bit for bit the
-scalar kernel's sums.
+r"""LLVM intrinsics of the orientation histograms: integral rows in one pass and per-point blocks, eight bins per
+vector, bit for bit the scalar kernels' numbers.
 
 :func:`idtfv.idt._histograms_nb._accumulate_row_usual` makes row :math:`y + 1` of an integral histogram with 8
 orientation bins (and HOF's zero-motion bin as a ninth): each pixel's weight :math:`m` goes to its two bins
@@ -15,6 +15,12 @@ The same float32 operations in the same order as the scalar kernel: :math:`m_1` 
 separately (the kernels have no ``fastmath``), each running sum gets one term per pixel (0 for a bin the pixel
 does not touch: the sums are never -0, so adding +0 changes no bit), and row :math:`y` is added last. Tests compare
 the histograms with a NumPy integral-histogram reference and the extractor's output on the shared clips.
+
+Per tracked point, the blocks are read from those rows: :func:`cell_bins8` / :func:`cell_bins9` make one cell's
+bins from its four integral-row corners as one vector, and :func:`add_sqrt_scaled` adds a block's RootSIFT values
+(square roots of the L1-normalised bins) to its track's temporal-cell sum eight at a time. Numba left both scalar
+(the output and the rows read are float32 arrays it cannot prove apart); the operations per element are the same,
+so are the numbers.
 """
 
 from __future__ import annotations
@@ -126,3 +132,126 @@ def integral_row(typingctx, mag, fbin, nb, prev, cur):
     if not (all(_is_row(a) for a in (mag, fbin, prev, cur)) and _literal_bins(nb)):
         return None
     return types.void(mag, fbin, nb, prev, cur), _row_codegen(_literal_bins(nb))
+
+
+# ------------------------------------------------------------------------------------------ per-point blocks
+def _masked(builder, name, fnty, args):
+    return builder.call(_declare(builder, name, fnty), args)
+
+
+def _declare(builder, name, fnty):
+    fn = builder.module.globals.get(name)
+    return fn if fn is not None else ir.Function(builder.module, fnty, name=name)
+
+
+_MASK = ir.VectorType(ir.IntType(1), 8)
+
+
+def _load_lanes(builder, ptr, mask):
+    """8 floats at ``ptr`` (float*), or the lanes ``mask`` sets (nothing read past them)."""
+    vptr = builder.bitcast(ptr, _VEC.as_pointer())
+    if mask is None:
+        return builder.load(vptr, align=4)
+    fnty = ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC])
+    return _masked(builder, "llvm.masked.load.v8f32.p0", fnty,
+                   [vptr, ir.Constant(_I32, 4), mask, ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * 8)])
+
+
+def _store_lanes(builder, vec, ptr, mask) -> None:
+    vptr = builder.bitcast(ptr, _VEC.as_pointer())
+    if mask is None:
+        builder.store(vec, vptr, align=4)
+        return
+    fnty = ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK])
+    _masked(builder, "llvm.masked.store.v8f32.p0", fnty, [vec, vptr, ir.Constant(_I32, 4), mask])
+
+
+def _cell_value(builder, bb, ab, ba, aa, eps):
+    """``max((bb - ab) - (ba - aa), 0) + eps`` (a negative zero from the max gives the same sum as +0)."""
+    zero = ir.Constant(bb.type, [ir.Constant(_F32, 0.0)] * 8) if isinstance(bb.type, ir.VectorType) else \
+        ir.Constant(_F32, 0.0)
+    d = builder.fsub(builder.fsub(bb, ab), builder.fsub(ba, aa))
+    return builder.fadd(builder.select(builder.fcmp_ordered(">", d, zero), d, zero), eps)
+
+
+def _is_rows(a) -> bool:
+    return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 2 and a.layout == "C"
+
+
+def _cell_intrinsic(nbins):
+    """An intrinsic ``(top, bottom, xa, xb, eps, vec, k)`` for cells of ``nbins`` (8 or 9) bins per pixel."""
+
+    def typer(typingctx, top, bottom, xa, xb, eps, vec, k):
+        if not (_is_rows(top) and _is_rows(bottom) and _is_row(vec)):
+            return None
+        sig = types.void(top, bottom, types.intp, types.intp, types.float32, vec, types.intp)
+
+        def codegen(context, builder, signature, args):
+            aty = signature.args
+            ptop = context.make_array(aty[0])(context, builder, args[0]).data
+            pbot = context.make_array(aty[1])(context, builder, args[1]).data
+            pvec = context.make_array(aty[5])(context, builder, args[5]).data
+            stride = ir.Constant(_I64, nbins)
+            a_off = builder.mul(args[2], stride)
+            b_off = builder.mul(args[3], stride)
+            eps, kk = args[4], args[6]
+
+            def at(ptr, off, lane=0):
+                return builder.gep(ptr, [builder.add(off, ir.Constant(_I64, lane))])
+
+            corners = ((pbot, b_off), (ptop, b_off), (pbot, a_off), (ptop, a_off))
+            vals = [_load_lanes(builder, at(p, off), None) for p, off in corners]
+            _store_lanes(builder, _cell_value(builder, *vals, _splat(builder, eps, _VEC)), at(pvec, kk), None)
+            if nbins == 9:
+                vals = [builder.load(at(p, off, 8)) for p, off in corners]
+                builder.store(_cell_value(builder, *vals, eps), at(pvec, kk, 8))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = f"cell_bins{nbins}"
+    typer.__doc__ = (f"``vec[k:k + {nbins}] = max((bottom[xb] - top[xb]) - (bottom[xa] - top[xa]), 0) + eps``: one "
+                     f"cell's {nbins} bins from the integral rows ``top``, ``bottom`` ((w + 1, {nbins}) C-contiguous "
+                     "float32), 8 of them as one vector: the numbers of ``_histograms_nb._cell``, element by element.")
+    return intrinsic(typer)
+
+
+cell_bins8 = _cell_intrinsic(8)
+cell_bins9 = _cell_intrinsic(9)
+
+
+@intrinsic
+def add_sqrt_scaled(typingctx, vec, inv, dim, acc, col):
+    """``acc[col + i] += sqrt(vec[i] * inv)`` for i < ``dim`` (float32 products, square roots and sums, eight at
+    a time, the last ``dim mod 8`` with a lane mask): ``_histograms_nb._add_normalised``'s numbers, element by
+    element. ``vec``, ``acc`` 1-D C-contiguous float32, not overlapping."""
+    if not (_is_row(vec) and _is_row(acc)):
+        return None
+    sig = types.void(vec, types.float32, types.intp, acc, types.intp)
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args
+        pvec = context.make_array(aty[0])(context, builder, args[0]).data
+        pacc = builder.gep(context.make_array(aty[3])(context, builder, args[3]).data, [args[4]])
+        inv = _splat(builder, args[1], _VEC)
+        dim = args[2]
+        sqrt = _declare(builder, "llvm.sqrt.v8f32", ir.FunctionType(_VEC, [_VEC]))
+
+        def emit(i, mask):
+            v = _load_lanes(builder, builder.gep(pvec, [i]), mask)
+            a = _load_lanes(builder, builder.gep(pacc, [i]), mask)
+            _store_lanes(builder, builder.fadd(a, builder.call(sqrt, [builder.fmul(v, inv)])), builder.gep(pacc, [i]),
+                         mask)
+
+        eight = ir.Constant(_I64, 8)
+        whole = builder.udiv(dim, eight)
+        with cgutils.for_range(builder, whole) as loop:
+            emit(builder.mul(loop.index, eight), None)
+        start = builder.mul(whole, eight)
+        rem = builder.sub(dim, start)
+        with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, 0))):
+            iota = ir.Constant(ir.VectorType(_I64, 8), [ir.Constant(_I64, j) for j in range(8)])
+            emit(start, builder.icmp_signed("<", iota, _splat(builder, rem, ir.VectorType(_I64, 8))))
+        return context.get_dummy_value()
+
+    return sig, codegen

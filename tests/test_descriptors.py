@@ -393,3 +393,53 @@ def test_the_vector_integral_rows_match_the_run_time_loop_bit_for_bit(nb):
         both(mag, fbin, nb == 9, a, b)
         assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), w
         assert a[-1].reshape(w + 1, nb)[-1].sum() > 0  # sums were made
+
+
+@pytest.mark.parametrize("nb", [8, 9])
+@pytest.mark.parametrize("eps", [0.0, 1e-10])
+def test_vector_cells_and_root_sums_match_scalar_loops_bit_for_bit(nb, eps):
+    """The per-point block steps of the streamed descriptors: a cell's bins (``_cell``: one vector for 8 or 9
+    bins, ``_histograms_simd_nb.cell_bins8/9``) and a block's square roots added to a track's sum
+    (``_add_normalised``: ``add_sqrt_scaled``, eight at a time with a masked tail) against plain loops of the
+    same float32 operations, bit for bit; with corners whose differences cancel to tiny negatives (clipped to 0)
+    and to exact zeros, and block sizes with and without a remainder of 8."""
+    from numba import njit
+
+    from idtfv.idt import _histograms_nb as hnb
+
+    @njit
+    def cells(top, bottom, xa, xb, eps, out_vec, out_loop):
+        for i in range(xa.shape[0]):
+            hnb._cell(top, bottom, xa[i], xb[i], nb, np.float32(eps), out_vec[i], 0)
+            for b in range(top.shape[1]):
+                d = (bottom[xb[i], b] - top[xb[i], b]) - (bottom[xa[i], b] - top[xa[i], b])
+                out_loop[i, b] = max(d, np.float32(0.0)) + np.float32(eps)
+
+    @njit
+    def roots(vec, total, dim, acc_vec, acc_loop):
+        hnb._add_normalised(vec, total, dim, acc_vec, 3)
+        inv = np.float32(1.0 / total)
+        for k in range(dim):
+            acc_loop[3 + k] += np.float32(np.sqrt(vec[k] * inv))
+
+    rng = np.random.default_rng(nb)
+    w = 50
+    top = np.cumsum(rng.random((w + 1, nb)).astype(np.float32) * 100, axis=0, dtype=np.float32)
+    bottom = top + np.cumsum(rng.random((w + 1, nb)).astype(np.float32), axis=0, dtype=np.float32)
+    bottom[23] = top[23]  # cells from column 7 to 23: a difference of 0 minus a tiny positive one (clipped)
+    bottom[7] = np.nextafter(top[7], np.float32(np.inf))
+    bottom[7, 0] = top[7, 0]  # and one that cancels exactly
+    xa = rng.integers(0, w - 16, 200)
+    xa[:5] = 7
+    xb = xa + 16
+    got, want = np.zeros((200, 16), np.float32), np.zeros((200, 16), np.float32)
+    cells(top, bottom, xa, xb, eps, got, want)
+    assert np.array_equal(got[:, :nb].view(np.uint32), want[:, :nb].view(np.uint32))
+    assert (got[:, :nb] == np.float32(eps)).any()  # clipped or cancelled cells were there
+    for dim in (32, 36, 5, 8):
+        vec = rng.random(40).astype(np.float32) * 3
+        acc_vec = rng.random(60).astype(np.float32)
+        acc_loop = acc_vec.copy()
+        roots(vec, float(vec[:dim].astype(np.float64).sum()), dim, acc_vec, acc_loop)
+        assert np.array_equal(acc_vec.view(np.uint32), acc_loop.view(np.uint32)), dim
+        np.testing.assert_array_equal(acc_vec[3 + dim:], acc_loop[3 + dim:])  # nothing past the block written
