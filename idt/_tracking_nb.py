@@ -425,7 +425,32 @@ def add_blocks(desc, index, rows, per_cell, blocks):
             desc[r, c, j] += blocks[k, j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, inline="always")
+def _compensated_row(flow, y, Hi, xs, u, v, ou, ov):
+    """Row ``y`` of :math:`f_w` into ``ou``, ``ov`` (w,) float32 (float64 arithmetic); ``xs`` (w,) float64 the
+    column numbers, ``u``, ``v`` (w,) float64 scratch. Three loops with one job each, so that LLVM vectorises the
+    one with the divisions."""
+    w = flow.shape[1]
+    fr = flow[y]
+    for x in range(w):
+        u[x] = np.float64(fr[x, 0])
+        v[x] = np.float64(fr[x, 1])
+    a0, a1, a2 = Hi[0, 0], Hi[0, 1], Hi[0, 2]
+    b0, b1, b2 = Hi[1, 0], Hi[1, 1], Hi[1, 2]
+    c0, c1, c2 = Hi[2, 0], Hi[2, 1], Hi[2, 2]
+    yf = np.float64(y)
+    for x in range(w):
+        xf = xs[x]
+        px = xf + u[x]
+        py = yf + v[x]
+        den = c0 * px + c1 * py + c2
+        ou[x] = (a0 * px + a1 * py + a2) / den - xf
+        ov[x] = (b0 * px + b1 * py + b2) / den - yf
+
+
+# NumPy's error model: a division by zero gives inf (Python's raises), which lets the division loop vectorise
+# (4-8 divisions per instruction; 224 -> 136 us for a 320x240 level); no finite value changes.
+@njit(cache=True, nogil=True, error_model="numpy")
 def compensate_flow(flow, Hi, out):
     r"""Camera-compensated flow :math:`f_w(x) = H^{-1}(x + f(x)) - x` (see :func:`idtfv.idt.camera.compensate_flow`).
 
@@ -436,16 +461,18 @@ def compensate_flow(flow, Hi, out):
     out : (h, w, 2) float32
     """
     h, w = flow.shape[0], flow.shape[1]
+    xs = np.arange(w).astype(np.float64)
+    u, v = np.empty(w, np.float64), np.empty(w, np.float64)
+    ou, ov = np.empty(w, np.float32), np.empty(w, np.float32)
     for y in range(h):
+        _compensated_row(flow, y, Hi, xs, u, v, ou, ov)
+        orow = out[y]
         for x in range(w):
-            px = x + np.float64(flow[y, x, 0])
-            py = y + np.float64(flow[y, x, 1])
-            den = Hi[2, 0] * px + Hi[2, 1] * py + Hi[2, 2]
-            out[y, x, 0] = (Hi[0, 0] * px + Hi[0, 1] * py + Hi[0, 2]) / den - x
-            out[y, x, 1] = (Hi[1, 0] * px + Hi[1, 1] * py + Hi[1, 2]) / den - y
+            orow[x, 0] = ou[x]
+            orow[x, 1] = ov[x]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def compensate_flow_interior(flow, Hi, H, lo, hix, hiy, out):
     r""":func:`compensate_flow` with the reference's border rule: zero where :math:`H x` leaves the interior.
 
@@ -460,17 +487,21 @@ def compensate_flow_interior(flow, Hi, H, lo, hix, hiy, out):
     out : (h, w, 2) float32
     """
     h, w = flow.shape[0], flow.shape[1]
+    xs = np.arange(w).astype(np.float64)
+    u, v = np.empty(w, np.float64), np.empty(w, np.float64)
+    ou, ov = np.empty(w, np.float32), np.empty(w, np.float32)
+    inside = np.empty(w, np.bool_)
+    a0, a1, a2 = H[0, 0], H[0, 1], H[0, 2]
+    b0, b1, b2 = H[1, 0], H[1, 1], H[1, 2]
+    c0, c1, c2 = H[2, 0], H[2, 1], H[2, 2]
     for y in range(h):
         for x in range(w):
-            d = H[2, 0] * x + H[2, 1] * y + H[2, 2]
-            sx = (H[0, 0] * x + H[0, 1] * y + H[0, 2]) / d
-            sy = (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / d
-            if not (sx > lo and sx < hix and sy > lo and sy < hiy):
-                out[y, x, 0] = 0.0
-                out[y, x, 1] = 0.0
-                continue
-            px = x + np.float64(flow[y, x, 0])
-            py = y + np.float64(flow[y, x, 1])
-            den = Hi[2, 0] * px + Hi[2, 1] * py + Hi[2, 2]
-            out[y, x, 0] = (Hi[0, 0] * px + Hi[0, 1] * py + Hi[0, 2]) / den - x
-            out[y, x, 1] = (Hi[1, 0] * px + Hi[1, 1] * py + Hi[1, 2]) / den - y
+            d = c0 * x + c1 * y + c2
+            sx = (a0 * x + a1 * y + a2) / d
+            sy = (b0 * x + b1 * y + b2) / d
+            inside[x] = (sx > lo) & (sx < hix) & (sy > lo) & (sy < hiy)  # (no branch: vectorises)
+        _compensated_row(flow, y, Hi, xs, u, v, ou, ov)
+        orow = out[y]
+        for x in range(w):
+            orow[x, 0] = ou[x] if inside[x] else np.float32(0.0)
+            orow[x, 1] = ov[x] if inside[x] else np.float32(0.0)
