@@ -30,25 +30,20 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-_F32 = ir.FloatType()
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_VEC = ir.VectorType(_F32, 8)
-_IVEC = ir.VectorType(_I32, 8)
-
-
-def _splat(builder, x, vty):
-    v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count))
-
-
-def _vector_at(builder, ptr, index):
-    """``ptr[index:index + 8]`` as a <8 x float>* (no alignment assumed)."""
-    return builder.bitcast(builder.gep(ptr, [index]), _VEC.as_pointer())
+from idtfv.llvm_ir import F32 as _F32
+from idtfv.llvm_ir import I32 as _I32
+from idtfv.llvm_ir import I64 as _I64
+from idtfv.llvm_ir import IVEC as _IVEC
+from idtfv.llvm_ir import VEC as _VEC
+from idtfv.llvm_ir import count_mask, is_array, load, splat, sqrt, store
 
 
 def _is_row(a) -> bool:
-    return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 1 and a.layout == "C"
+    return is_array(a, types.float32, 1)
+
+
+def _is_rows(a) -> bool:
+    return is_array(a, types.float32, 2)
 
 
 def _begin(builder, pcur, nbins):
@@ -78,14 +73,14 @@ def _add_pixel(builder, x, b0, b1, m0, m1, pprev, pcur, nbins, running, running_
     zero = ir.Constant(_F32, 0.0)
     zeros = ir.Constant(_VEC, [zero] * 8)
     iota = ir.Constant(_IVEC, [ir.Constant(_I32, b) for b in range(8)])
-    contrib = builder.select(builder.icmp_signed("==", iota, _splat(builder, b0, _IVEC)), _splat(builder, m0, _VEC),
-                             builder.select(builder.icmp_signed("==", iota, _splat(builder, b1, _IVEC)),
-                                            _splat(builder, m1, _VEC), zeros))
+    contrib = builder.select(builder.icmp_signed("==", iota, splat(builder, b0, _IVEC)), splat(builder, m0, _VEC),
+                             builder.select(builder.icmp_signed("==", iota, splat(builder, b1, _IVEC)),
+                                            splat(builder, m1, _VEC), zeros))
     run = builder.fadd(builder.load(running), contrib)
     builder.store(run, running)
     base = builder.mul(builder.add(x, ir.Constant(_I64, 1)), ir.Constant(_I64, nbins))
-    above = builder.load(_vector_at(builder, pprev, base), align=4)
-    builder.store(builder.fadd(above, run), _vector_at(builder, pcur, base), align=4)
+    above = load(builder, builder.gep(pprev, [base]))
+    store(builder, builder.fadd(above, run), builder.gep(pcur, [base]))
     if nbins == 9:  # the zero-motion bin: all of m when b0 = 8
         z = builder.select(builder.icmp_signed("==", b0, ir.Constant(_I32, 8)), m0, zero)
         rz = builder.fadd(builder.load(running_zero), z)
@@ -135,47 +130,12 @@ def integral_row(typingctx, mag, fbin, nb, prev, cur):
 
 
 # ------------------------------------------------------------------------------------------ per-point blocks
-def _masked(builder, name, fnty, args):
-    return builder.call(_declare(builder, name, fnty), args)
-
-
-def _declare(builder, name, fnty):
-    fn = builder.module.globals.get(name)
-    return fn if fn is not None else ir.Function(builder.module, fnty, name=name)
-
-
-_MASK = ir.VectorType(ir.IntType(1), 8)
-
-
-def _load_lanes(builder, ptr, mask):
-    """8 floats at ``ptr`` (float*), or the lanes ``mask`` sets (nothing read past them)."""
-    vptr = builder.bitcast(ptr, _VEC.as_pointer())
-    if mask is None:
-        return builder.load(vptr, align=4)
-    fnty = ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC])
-    return _masked(builder, "llvm.masked.load.v8f32.p0", fnty,
-                   [vptr, ir.Constant(_I32, 4), mask, ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * 8)])
-
-
-def _store_lanes(builder, vec, ptr, mask) -> None:
-    vptr = builder.bitcast(ptr, _VEC.as_pointer())
-    if mask is None:
-        builder.store(vec, vptr, align=4)
-        return
-    fnty = ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK])
-    _masked(builder, "llvm.masked.store.v8f32.p0", fnty, [vec, vptr, ir.Constant(_I32, 4), mask])
-
-
 def _cell_value(builder, bb, ab, ba, aa, eps):
     """``max((bb - ab) - (ba - aa), 0) + eps`` (a negative zero from the max gives the same sum as +0)."""
     zero = ir.Constant(bb.type, [ir.Constant(_F32, 0.0)] * 8) if isinstance(bb.type, ir.VectorType) else \
         ir.Constant(_F32, 0.0)
     d = builder.fsub(builder.fsub(bb, ab), builder.fsub(ba, aa))
     return builder.fadd(builder.select(builder.fcmp_ordered(">", d, zero), d, zero), eps)
-
-
-def _is_rows(a) -> bool:
-    return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 2 and a.layout == "C"
 
 
 def _cell_intrinsic(nbins):
@@ -200,8 +160,8 @@ def _cell_intrinsic(nbins):
                 return builder.gep(ptr, [builder.add(off, ir.Constant(_I64, lane))])
 
             corners = ((pbot, b_off), (ptop, b_off), (pbot, a_off), (ptop, a_off))
-            vals = [_load_lanes(builder, at(p, off), None) for p, off in corners]
-            _store_lanes(builder, _cell_value(builder, *vals, _splat(builder, eps, _VEC)), at(pvec, kk), None)
+            vals = [load(builder, at(p, off), None) for p, off in corners]
+            store(builder, _cell_value(builder, *vals, splat(builder, eps, _VEC)), at(pvec, kk), None)
             if nbins == 9:
                 vals = [builder.load(at(p, off, 8)) for p, off in corners]
                 builder.store(_cell_value(builder, *vals, eps), at(pvec, kk, 8))
@@ -233,14 +193,13 @@ def add_sqrt_scaled(typingctx, vec, inv, dim, acc, col):
         aty = signature.args
         pvec = context.make_array(aty[0])(context, builder, args[0]).data
         pacc = builder.gep(context.make_array(aty[3])(context, builder, args[3]).data, [args[4]])
-        inv = _splat(builder, args[1], _VEC)
+        inv = splat(builder, args[1], _VEC)
         dim = args[2]
-        sqrt = _declare(builder, "llvm.sqrt.v8f32", ir.FunctionType(_VEC, [_VEC]))
 
         def emit(i, mask):
-            v = _load_lanes(builder, builder.gep(pvec, [i]), mask)
-            a = _load_lanes(builder, builder.gep(pacc, [i]), mask)
-            _store_lanes(builder, builder.fadd(a, builder.call(sqrt, [builder.fmul(v, inv)])), builder.gep(pacc, [i]),
+            v = load(builder, builder.gep(pvec, [i]), mask)
+            a = load(builder, builder.gep(pacc, [i]), mask)
+            store(builder, builder.fadd(a, sqrt(builder, builder.fmul(v, inv))), builder.gep(pacc, [i]),
                          mask)
 
         eight = ir.Constant(_I64, 8)
@@ -250,8 +209,7 @@ def add_sqrt_scaled(typingctx, vec, inv, dim, acc, col):
         start = builder.mul(whole, eight)
         rem = builder.sub(dim, start)
         with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, 0))):
-            iota = ir.Constant(ir.VectorType(_I64, 8), [ir.Constant(_I64, j) for j in range(8)])
-            emit(start, builder.icmp_signed("<", iota, _splat(builder, rem, ir.VectorType(_I64, 8))))
+            emit(start, count_mask(builder, rem))
         return context.get_dummy_value()
 
     return sig, codegen

@@ -3,9 +3,10 @@
 Numba keys a cached kernel by the bytes of the file that defines it. A kernel that compiles in an intrinsic or a
 function of another kernel module (``idt/flow/_farneback_nb.py`` the vector step of ``_farneback_simd_nb.py``,
 ``idt/_histograms_nb.py`` the integral rows of ``_histograms_simd_nb.py``, ``encoding/_posterior_nb.py`` the bit
-tricks of ``_bits_nb.py``) would keep its old machine code after that other
-file changed. So each such module records the SHA-256 of its dependencies in ``KERNEL_DEPENDENCIES``: a change to
-a dependency fails this test until the digest (and with it the dependent file, its cache key) is updated.
+tricks of ``_bits_nb.py``; the intrinsics in turn the IR helpers of ``idtfv/llvm_ir.py``) would keep its old
+machine code after that other file changed. So each such module records the SHA-256 of its dependencies in
+``KERNEL_DEPENDENCIES``: a change to a dependency fails this test until the digest (and with it the dependent
+file, its cache key) is updated.
 """
 
 from __future__ import annotations
@@ -44,18 +45,24 @@ def _path_of(module: str, importer: Path, level: int) -> Path | None:
     return None
 
 
-def _kernel_dependencies(path: Path) -> set[Path]:
-    """The kernel modules (files defining ``@njit`` functions or ``@intrinsic``s) that ``path`` imports at its top
-    level: their code is compiled into ``path``'s kernels."""
-    deps = set()
+def _generates_code(path: Path) -> bool:
+    """Whether a module's code ends up in compiled kernels: ``@njit`` functions, ``@intrinsic``s, or LLVM IR
+    helpers (``idtfv.llvm_ir``) that intrinsics call while Numba compiles."""
+    text = path.read_text()
+    return "@njit" in text or "@intrinsic" in text or "from llvmlite" in text
+
+
+def _kernel_dependencies(path: Path, seen: set | None = None) -> set[Path]:
+    """The code-generating modules that ``path`` imports at its top level, and theirs (transitively): their code
+    is compiled into ``path``'s kernels."""
+    seen = set() if seen is None else seen
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.ImportFrom):
             target = _path_of(node.module or "", path, node.level)
-            if target is not None and target != path:
-                text = target.read_text()
-                if "@njit" in text or "@intrinsic" in text:
-                    deps.add(target)
-    return deps
+            if target is not None and target != path and target not in seen and _generates_code(target):
+                seen.add(target)
+                _kernel_dependencies(target, seen)
+    return seen
 
 
 def _recorded(path: Path) -> dict:
@@ -69,7 +76,8 @@ def _recorded(path: Path) -> dict:
 def test_the_scan_finds_the_known_dependencies():
     """The scan sees the dependencies the project has (so the test below does not pass on an empty list)."""
     found = {(p.name, d.name) for p in _kernel_modules() for d in _kernel_dependencies(p)}
-    assert {("_farneback_nb.py", "_farneback_simd_nb.py"), ("_histograms_nb.py", "_histograms_simd_nb.py"),
+    assert {("_farneback_nb.py", "_farneback_simd_nb.py"), ("_farneback_nb.py", "llvm_ir.py"),
+            ("_histograms_nb.py", "_histograms_simd_nb.py"), ("_histograms_nb.py", "llvm_ir.py"),
             ("_posterior_nb.py", "_bits_nb.py")} <= found
 
 

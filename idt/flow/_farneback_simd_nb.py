@@ -39,54 +39,22 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-_LANES = 8
-_F32 = ir.FloatType()
-_I32 = ir.IntType(32)
-_I64 = ir.IntType(64)
-_VEC = ir.VectorType(_F32, _LANES)
-_MASK = ir.VectorType(ir.IntType(1), _LANES)
-
-
-def _declare(builder, name: str, fnty: ir.FunctionType) -> ir.Function:
-    module = builder.module
-    fn = module.globals.get(name)
-    return fn if fn is not None else ir.Function(module, fnty, name=name)
-
-
-def _lane_mask(n: int) -> ir.Constant:
-    """<8 x i1>: lanes below ``n`` on."""
-    return ir.Constant(_MASK, [ir.Constant(ir.IntType(1), int(j < n)) for j in range(_LANES)])
+from idtfv.llvm_ir import F32 as _F32
+from idtfv.llvm_ir import I32 as _I32
+from idtfv.llvm_ir import I64 as _I64
+from idtfv.llvm_ir import LANES as _LANES
+from idtfv.llvm_ir import VEC as _VEC
+from idtfv.llvm_ir import count_mask, fma, is_array, lane_mask, load, splat, store
 
 
 def _load5(builder, ptr):
     """Lanes 0-4: the 5 floats at ``ptr`` (float*); lanes 5-7: zero. Reads nothing past them."""
-    fn = _declare(builder, "llvm.masked.load.v8f32.p0",
-                  ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC]))
-    return builder.call(fn, [builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), _lane_mask(5),
-                             ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)])
+    return load(builder, ptr, lane_mask(5))
 
 
 def _store5(builder, vec, ptr) -> None:
     """Lanes 0-4 of ``vec`` to the 5 floats at ``ptr``; writes nothing else."""
-    fn = _declare(builder, "llvm.masked.store.v8f32.p0",
-                  ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK]))
-    builder.call(fn, [vec, builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), _lane_mask(5)])
-
-
-def _load8(builder, ptr):
-    """The 8 floats at ``ptr`` (unaligned)."""
-    return builder.load(builder.bitcast(ptr, _VEC.as_pointer()), align=4)
-
-
-def _fma(builder, a, b, c):
-    """a * b + c rounded once (``llvm.fma``), as LLVM contracts ``a * b + c`` in the scalar kernel."""
-    fn = _declare(builder, "llvm.fma.v8f32", ir.FunctionType(_VEC, [_VEC, _VEC, _VEC]))
-    return builder.call(fn, [a, b, c])
-
-
-def _splat(builder, x):
-    v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, _LANES), [0] * _LANES))
+    store(builder, vec, ptr, lane_mask(5))
 
 
 def _shuffle(builder, a, b, idx):
@@ -110,9 +78,6 @@ def transpose8(builder, rows):
             + [_shuffle(builder, u[k], u[k + 4], high) for k in range(4)])
 
 
-def _is(a, dtype, ndim) -> bool:
-    return isinstance(a, types.Array) and a.dtype == dtype and a.ndim == ndim and a.layout == "C"
-
 
 @intrinsic
 def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl0, fl1, wy, wx, out):
@@ -124,9 +89,9 @@ def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl
     prior displacement; ``wy`` the row's border weight and ``wx`` (w,) the columns'. All C-contiguous; x0 + 8 <= w.
     """
     f32 = types.float32
-    if not (_is(r0, f32, 3) and _is(r1, f32, 3) and _is(out, f32, 3)
-            and all(_is(a, types.uint64, 1) for a in (xs, ys))
-            and all(_is(a, f32, 1) for a in (c00, c01, c10, c11, cout, fl0, fl1, wx))):
+    if not (is_array(r0, f32, 3) and is_array(r1, f32, 3) and is_array(out, f32, 3)
+            and all(is_array(a, types.uint64, 1) for a in (xs, ys))
+            and all(is_array(a, f32, 1) for a in (c00, c01, c10, c11, cout, fl0, fl1, wx))):
         return None
     sig = types.void(r0, r1, types.intp, types.intp, xs, ys, c00, c01, c10, c11, cout, fl0, fl1, types.float32,
                      wx, out)
@@ -148,8 +113,8 @@ def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl
         yy, xx0 = args[2], args[3]
         five = ir.Constant(_I64, 5)
         row5 = builder.mul(width, five)  # floats per row
-        half = _splat(builder, ir.Constant(_F32, 0.5))
-        first2 = _lane_mask(2)
+        half = splat(builder, ir.Constant(_F32, 0.5))
+        first2 = lane_mask(2)
         base = builder.mul(builder.add(builder.mul(yy, width), xx0), five)  # r0[y, x0] / out[y, x0]
         vals = []
         for j in range(_LANES):
@@ -161,30 +126,30 @@ def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl
             R = _load5(builder, at(p1, builder.add(top, row5)))
             S = _load5(builder, at(p1, builder.add(builder.add(top, row5), five)))
             # w00 p + w01 q + w10 r + w11 s: LLVM fuses the first product of a sum of two, then each next one
-            s = builder.fmul(_splat(builder, scalar(7, x)), Q)
-            s = _fma(builder, _splat(builder, scalar(6, x)), P, s)
-            s = _fma(builder, _splat(builder, scalar(8, x)), R, s)
-            s = _fma(builder, _splat(builder, scalar(9, x)), S, s)
+            s = builder.fmul(splat(builder, scalar(7, x)), Q)
+            s = fma(builder, splat(builder, scalar(6, x)), P, s)
+            s = fma(builder, splat(builder, scalar(8, x)), R, s)
+            s = fma(builder, splat(builder, scalar(9, x)), S, s)
             C = _load5(builder, at(p0, builder.add(base, builder.mul(ir.Constant(_I64, j), five))))
             # lanes 2-4 (A's): + outside * c (fused); lanes 0-1 (b's): the blend alone
-            s = builder.select(first2, s, _fma(builder, _splat(builder, scalar(10, x)), C, s))
+            s = builder.select(first2, s, fma(builder, splat(builder, scalar(10, x)), C, s))
             vals.append(builder.select(first2, builder.fsub(C, s), builder.fmul(builder.fadd(C, s), half)))
         d0, d1, a11, a22, a12 = transpose8(builder, vals)[:5]  # c0 - s0, c1 - s1, A11, A22, A12 per pixel
-        dx = _load8(builder, at(data(11), xx0))
-        dy = _load8(builder, at(data(12), xx0))
-        wgt = builder.fmul(_splat(builder, args[13]), _load8(builder, at(data(14), xx0)))
+        dx = load(builder, at(data(11), xx0))
+        dy = load(builder, at(data(12), xx0))
+        wgt = builder.fmul(splat(builder, args[13]), load(builder, at(data(14), xx0)))
         # delta b = (c - s) / 2 + A d, weighted (the scalar kernel's contraction: see the module docstring)
-        db1 = builder.fmul(_fma(builder, a12, dy, _fma(builder, a11, dx, builder.fmul(d0, half))), wgt)
-        db2 = builder.fmul(_fma(builder, a22, dy, _fma(builder, d1, half, builder.fmul(a12, dx))), wgt)
+        db1 = builder.fmul(fma(builder, a12, dy, fma(builder, a11, dx, builder.fmul(d0, half))), wgt)
+        db2 = builder.fmul(fma(builder, a22, dy, fma(builder, d1, half, builder.fmul(a12, dx))), wgt)
         a11 = builder.fmul(a11, wgt)
         a22 = builder.fmul(a22, wgt)
         a12 = builder.fmul(a12, wgt)
         a12sq = builder.fmul(a12, a12)
-        terms = [_fma(builder, a11, a11, a12sq),  # G = A^T A
+        terms = [fma(builder, a11, a11, a12sq),  # G = A^T A
                  builder.fmul(a12, builder.fadd(a11, a22)),
-                 _fma(builder, a22, a22, a12sq),
-                 _fma(builder, a11, db1, builder.fmul(a12, db2)),  # h = A^T delta b
-                 _fma(builder, a12, db1, builder.fmul(a22, db2))]
+                 fma(builder, a22, a22, a12sq),
+                 fma(builder, a11, db1, builder.fmul(a12, db2)),  # h = A^T delta b
+                 fma(builder, a12, db1, builder.fmul(a22, db2))]
         undef = ir.Constant(_VEC, ir.Undefined)
         per_pixel = transpose8(builder, terms + [undef] * 3)
         for j in range(_LANES):
@@ -195,32 +160,6 @@ def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl
 
 
 # ------------------------------------------------------------------------------------------ polynomial expansion
-def _iota_mask(builder, rem):
-    """<8 x i1>: lanes below the run-time count ``rem`` (an i64) on."""
-    iota = ir.Constant(ir.VectorType(_I64, _LANES), [ir.Constant(_I64, j) for j in range(_LANES)])
-    v = builder.insert_element(ir.Constant(ir.VectorType(_I64, _LANES), ir.Undefined), rem, ir.Constant(_I32, 0))
-    v = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, _LANES), [0] * _LANES))
-    return builder.icmp_signed("<", iota, v)
-
-
-def _load(builder, ptr, mask):
-    """8 floats at ``ptr``, or (``mask`` given) only the lanes it sets (the others 0, nothing read past them)."""
-    if mask is None:
-        return _load8(builder, ptr)
-    fn = _declare(builder, "llvm.masked.load.v8f32.p0", ir.FunctionType(_VEC, [_VEC.as_pointer(), _I32, _MASK, _VEC]))
-    return builder.call(fn, [builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), mask,
-                             ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)])
-
-
-def _store(builder, vec, ptr, mask) -> None:
-    if mask is None:
-        builder.store(vec, builder.bitcast(ptr, _VEC.as_pointer()), align=4)
-        return
-    fn = _declare(builder, "llvm.masked.store.v8f32.p0",
-                  ir.FunctionType(ir.VoidType(), [_VEC, _VEC.as_pointer(), _I32, _MASK]))
-    builder.call(fn, [vec, builder.bitcast(ptr, _VEC.as_pointer()), ir.Constant(_I32, 4), mask])
-
-
 def _blocks(builder, width, emit) -> None:
     """``emit(x0, mask, rem)`` for the 8-pixel blocks of a row of ``width`` pixels: whole blocks in a loop
     (``mask`` None), then the last ``width mod 8`` pixels with a lane mask."""
@@ -233,13 +172,13 @@ def _blocks(builder, width, emit) -> None:
     x0 = builder.mul(whole, eight)
     rem = builder.sub(width, x0)
     with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, 0))):
-        emit(x0, _iota_mask(builder, rem), rem)
+        emit(x0, count_mask(builder, rem), rem)
 
 
 def _taps(context, builder, aryty, ary, n):
     """Splats of ``ary[0] .. ary[n]`` (a filter's taps)."""
     data = context.make_array(aryty)(context, builder, ary).data
-    return [_splat(builder, builder.load(builder.gep(data, [ir.Constant(_I64, t)]))) for t in range(n + 1)]
+    return [splat(builder, builder.load(builder.gep(data, [ir.Constant(_I64, t)]))) for t in range(n + 1)]
 
 
 def _taps_literal(n):
@@ -254,8 +193,8 @@ def poly_vertical8(typingctx, img, y, n, g, tg, ttg, v0, v1, v2):
     t order from ``g0 f`` (``v0``) or +0 (``v1``, ``v2``): the scalar kernel's numbers. ``n`` an integer literal
     (the taps ``g, tg, ttg`` have n + 1 entries); ``img`` (h, w) and the (w + 2n,) rows C-contiguous float32."""
     nn = _taps_literal(n)
-    f32_1d = all(_is(a, types.float32, 1) for a in (g, tg, ttg, v0, v1, v2))
-    if nn is None or not (_is(img, types.float32, 2) and f32_1d):
+    f32_1d = all(is_array(a, types.float32, 1) for a in (g, tg, ttg, v0, v1, v2))
+    if nn is None or not (is_array(img, types.float32, 2) and f32_1d):
         return None
     sig = types.void(img, types.intp, n, g, tg, ttg, v0, v1, v2)
 
@@ -286,18 +225,18 @@ def poly_vertical8(typingctx, img, y, n, g, tg, ttg, v0, v1, v2):
         pad = ir.Constant(_I64, nn)
 
         def emit(x0, mask, rem):
-            a0 = builder.fmul(G[0], _load(builder, builder.gep(centre, [x0]), mask))
+            a0 = builder.fmul(G[0], load(builder, builder.gep(centre, [x0]), mask))
             a1, a2 = zeros, zeros
             for t, (pa, pb) in enumerate(rows, start=1):
-                ra = _load(builder, builder.gep(pa, [x0]), mask)
-                rb = _load(builder, builder.gep(pb, [x0]), mask)
+                ra = load(builder, builder.gep(pa, [x0]), mask)
+                rb = load(builder, builder.gep(pb, [x0]), mask)
                 s = builder.fadd(ra, rb)
-                a0 = _fma(builder, G[t], s, a0)
-                a2 = _fma(builder, TTG[t], s, a2)
-                a1 = _fma(builder, TG[t], builder.fsub(ra, rb), a1)
+                a0 = fma(builder, G[t], s, a0)
+                a2 = fma(builder, TTG[t], s, a2)
+                a1 = fma(builder, TG[t], builder.fsub(ra, rb), a1)
             at = builder.add(pad, x0)
             for dst, val in zip(out, (a0, a1, a2)):
-                _store(builder, val, builder.gep(dst, [at]), mask)
+                store(builder, val, builder.gep(dst, [at]), mask)
 
         _blocks(builder, width, emit)
         return context.get_dummy_value()
@@ -313,8 +252,8 @@ def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
     q2*), m11 c1]`` (``coef = [c0, c1, q10, q11, q12, q20, q21, q22]``): the scalar kernel's numbers. The padded
     rows ``v0 .. v2`` (w + 2n,), ``out`` (h, w, 5); ``n`` an integer literal."""
     nn = _taps_literal(n)
-    f32_1d = all(_is(a, types.float32, 1) for a in (v0, v1, v2, g, tg, ttg, coef))
-    if nn is None or not (f32_1d and _is(out, types.float32, 3)):
+    f32_1d = all(is_array(a, types.float32, 1) for a in (v0, v1, v2, g, tg, ttg, coef))
+    if nn is None or not (f32_1d and is_array(out, types.float32, 3)):
         return None
     sig = types.void(v0, v1, v2, n, g, tg, ttg, coef, out, types.intp)
 
@@ -334,7 +273,7 @@ def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
             k = builder.add(x0, ir.Constant(_I64, nn))
 
             def at(j, offset):
-                return _load(builder, builder.gep(src[j], [builder.add(k, ir.Constant(_I64, offset))]), mask)
+                return load(builder, builder.gep(src[j], [builder.add(k, ir.Constant(_I64, offset))]), mask)
 
             m00 = builder.fmul(G[0], at(0, 0))
             m01 = builder.fmul(G[0], at(1, 0))
@@ -343,16 +282,16 @@ def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
             for t in range(1, nn + 1):
                 a, b = at(0, t), at(0, -t)
                 s = builder.fadd(a, b)
-                m00 = _fma(builder, G[t], s, m00)
-                m20 = _fma(builder, TTG[t], s, m20)
-                m10 = _fma(builder, TG[t], builder.fsub(a, b), m10)
+                m00 = fma(builder, G[t], s, m00)
+                m20 = fma(builder, TTG[t], s, m20)
+                m10 = fma(builder, TG[t], builder.fsub(a, b), m10)
                 a, b = at(1, t), at(1, -t)
-                m01 = _fma(builder, G[t], builder.fadd(a, b), m01)
-                m11 = _fma(builder, TG[t], builder.fsub(a, b), m11)
-                m02 = _fma(builder, G[t], builder.fadd(at(2, t), at(2, -t)), m02)
+                m01 = fma(builder, G[t], builder.fadd(a, b), m01)
+                m11 = fma(builder, TG[t], builder.fsub(a, b), m11)
+                m02 = fma(builder, G[t], builder.fadd(at(2, t), at(2, -t)), m02)
             coefs = [builder.fmul(m10, c0), builder.fmul(m01, c0),
-                     _fma(builder, q12, m02, _fma(builder, q10, m00, builder.fmul(q11, m20))),
-                     _fma(builder, q22, m02, _fma(builder, q20, m00, builder.fmul(q21, m20))),
+                     fma(builder, q12, m02, fma(builder, q10, m00, builder.fmul(q11, m20))),
+                     fma(builder, q22, m02, fma(builder, q20, m00, builder.fmul(q21, m20))),
                      builder.fmul(m11, c1)]
             per_pixel = transpose8(builder, coefs + [undef] * 3)
             for j in range(_LANES):
