@@ -2,8 +2,10 @@
 
 :class:`gzip.GzipFile` fixes zlib's strategy to the default (LZ77 string matching, then Huffman codes). On LEAR
 text (digits, signs, dots, tabs and newlines; ~3.5 bits per character after compression) the string search
-finds little to gain: zlib's ``Z_HUFFMAN_ONLY`` (each byte Huffman-coded, no matching) writes the same text with
-~27% less CPU for files 0-4% larger on the shared clips (``bench/bench_output.py``). :class:`GzipStream` writes
+finds little to gain: Huffman-coded literals alone (zlib's ``Z_HUFFMAN_ONLY``: each byte Huffman-coded, no
+matching) write the same text with ~27% less CPU for files 0-4% larger on the shared clips, and idtfv's encoder of
+them (:class:`HuffmanDeflate`, which :class:`GzipStream` uses for that strategy) takes about a third of zlib's
+time for it (``bench/bench_output.py``). :class:`GzipStream` writes
 the member as :class:`gzip.GzipFile` does (the same header fields: the file name without ``.gz``, a given
 modification time, the XFL hint, OS 255) with any level and strategy; with the default strategy its bytes are
 those of :class:`gzip.GzipFile` at the same level, name and ``mtime``, written in one :meth:`close` without a
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+
+from idtfv.deflate import HuffmanDeflate
 
 __all__ = ["GzipStream"]
 
@@ -34,7 +38,9 @@ class GzipStream:
     level : int
         DEFLATE level 0-9 (0: stored blocks).
     strategy : int
-        zlib's strategy: ``zlib.Z_DEFAULT_STRATEGY``, ``zlib.Z_HUFFMAN_ONLY``, ``zlib.Z_RLE``, ...
+        zlib's strategy: ``zlib.Z_DEFAULT_STRATEGY``, ``zlib.Z_RLE``, ...; ``zlib.Z_HUFFMAN_ONLY`` (level > 0) is
+        written by :class:`HuffmanDeflate` (Huffman-coded literals as zlib's strategy, made ~3x faster; other bytes
+        than zlib's, the same text when read).
     mtime : int
         The header's modification time (0: none, so the bytes do not depend on when they were written).
     """
@@ -44,7 +50,10 @@ class GzipStream:
         if isinstance(level, bool) or level not in range(10):
             raise ValueError(f"GzipStream: level must be an integer 0-9, got {level!r}")
         self._file = fileobj
-        self._z = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
+        if strategy == zlib.Z_HUFFMAN_ONLY and level > 0:
+            self._z = HuffmanDeflate()
+        else:
+            self._z = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, strategy)
         self._crc = 0
         self._size = 0
         base = name.replace("\\", "/").rsplit("/", 1)[-1]

@@ -58,9 +58,9 @@ LEAR_COLUMNS = DescriptorLayout().n_columns
 #: gzip level of LEAR text written to ``.txt.gz`` when none is given (1: about 5x faster than gzip's own default 9,
 #: files about 15 % larger; ``bench/bench_memory.py``)
 LEAR_GZIP_LEVEL = 1
-#: zlib strategy of that default: Huffman coding only, no string matching (:mod:`idtfv.idt.gzstream`: on LEAR text
-#: ~27% less CPU than level 1's matching for files 0-4% larger). An explicit ``compresslevel`` uses zlib's default
-#: strategy at that level.
+#: zlib strategy of that default: Huffman coding only, no string matching, which :class:`idtfv.idt.gzstream.GzipStream`
+#: writes with idtfv's own encoder (:class:`~idtfv.idt.gzstream.HuffmanDeflate`: ~3x zlib's speed for this
+#: strategy; ``bench/bench_output.py``). An explicit ``compresslevel`` uses zlib's default strategy at that level.
 LEAR_GZIP_STRATEGY = zlib.Z_HUFFMAN_ONLY
 #: npz members compressed with Huffman codes only (no string matching) at the default level: their values (unit-norm
 #: descriptors, normalised displacements) rarely repeat a byte sequence, and on the shared clips' output (float16 and

@@ -259,18 +259,20 @@ def atomic_savez(path, arrays: Mapping[str, np.ndarray], *, compresslevel: int |
             info.external_attr = 0o644 << 16
             with archive.open(info, mode="w", force_zip64=True) as member:
                 if name in huffman_only and compresslevel != 0:
-                    _huffman_only(member, compresslevel)
+                    _huffman_only(member)
                 np.lib.format.write_array(member, array, allow_pickle=False)
 
 
-def _huffman_only(member, level: int | None) -> None:
-    """Give a member just opened for writing a compressor with zlib's Huffman-only strategy. :mod:`zipfile` has no
-    option for the strategy: the member writer's compressor (its private ``_compressor``, as in CPython 3.11) is
-    swapped before any byte is written. Where a Python lacks it the member keeps zipfile's default strategy: the
-    same arrays in a file written more slowly, which ``tests/test_npz_huffman.py`` would report."""
+def _huffman_only(member) -> None:
+    """Give a member just opened for writing a compressor of Huffman-coded literals (zlib's Huffman-only strategy,
+    written by :class:`idtfv.deflate.HuffmanDeflate`). :mod:`zipfile` has no option for the strategy: the member
+    writer's compressor (its private ``_compressor``, as in CPython 3.11) is swapped before any byte is written.
+    Where a Python lacks it the member keeps zipfile's default strategy: the same arrays in a file written more
+    slowly, which ``tests/test_npz_huffman.py`` would report."""
     if getattr(member, "_compressor", None) is not None and getattr(member, "_file_size", None) == 0:
-        level = zlib.Z_DEFAULT_COMPRESSION if level is None else level
-        member._compressor = zlib.compressobj(level, zlib.DEFLATED, -15, zlib.DEF_MEM_LEVEL, zlib.Z_HUFFMAN_ONLY)
+        from idtfv.deflate import HuffmanDeflate
+
+        member._compressor = HuffmanDeflate()
 
 
 def _set_compress_level(info: zipfile.ZipInfo, level: int | None) -> None:
