@@ -4,7 +4,7 @@
 text (digits, signs, dots, tabs and newlines; ~3.5 bits per character after compression) the string search
 finds little to gain: Huffman-coded literals alone (zlib's ``Z_HUFFMAN_ONLY``: each byte Huffman-coded, no
 matching) write the same text with ~27% less CPU for files 0-4% larger on the shared clips, and idtfv's encoder of
-them (:class:`HuffmanDeflate`, which :class:`GzipStream` uses for that strategy) takes about a third of zlib's
+them (:class:`HuffmanDeflate`, which :class:`GzipStream` uses for that strategy) takes about 40% of zlib's
 time for it (``bench/bench_output.py``). :class:`GzipStream` writes
 the member as :class:`gzip.GzipFile` does (the same header fields: the file name without ``.gz``, a given
 modification time, the XFL hint, OS 255) with any level and strategy; with the default strategy its bytes are
@@ -39,7 +39,7 @@ class GzipStream:
         DEFLATE level 0-9 (0: stored blocks).
     strategy : int
         zlib's strategy: ``zlib.Z_DEFAULT_STRATEGY``, ``zlib.Z_RLE``, ...; ``zlib.Z_HUFFMAN_ONLY`` (level > 0) is
-        written by :class:`HuffmanDeflate` (Huffman-coded literals as zlib's strategy, made ~3x faster; other bytes
+        written by :class:`HuffmanDeflate` (Huffman-coded literals as zlib's strategy, made ~2.5x faster; other bytes
         than zlib's, the same text when read).
     mtime : int
         The header's modification time (0: none, so the bytes do not depend on when they were written).

@@ -59,7 +59,7 @@ LEAR_COLUMNS = DescriptorLayout().n_columns
 #: files about 15 % larger; ``bench/bench_memory.py``)
 LEAR_GZIP_LEVEL = 1
 #: zlib strategy of that default: Huffman coding only, no string matching, which :class:`idtfv.idt.gzstream.GzipStream`
-#: writes with idtfv's own encoder (:class:`~idtfv.idt.gzstream.HuffmanDeflate`: ~3x zlib's speed for this
+#: writes with idtfv's own encoder (:class:`~idtfv.idt.gzstream.HuffmanDeflate`: ~2.5x zlib's speed for this
 #: strategy; ``bench/bench_output.py``). An explicit ``compresslevel`` uses zlib's default strategy at that level.
 LEAR_GZIP_STRATEGY = zlib.Z_HUFFMAN_ONLY
 #: npz members compressed with Huffman codes only (no string matching) at the default level: their values (unit-norm

@@ -15,7 +15,7 @@ __all__ = ["HuffmanDeflate"]
 
 class HuffmanDeflate:
     """A raw DEFLATE stream of Huffman-coded literals (no string matching), with ``zlib.compressobj``'s
-    ``compress``/``flush``: idtfv's encoder (:mod:`idtfv._deflate_nb`, blocks of 64 KiB of input, about 3x
+    ``compress``/``flush``: idtfv's encoder (:mod:`idtfv._deflate_nb`, blocks of 64 KiB of input, about 2.5x
     zlib's ``Z_HUFFMAN_ONLY`` speed, files within a fraction of a percent of its size on LEAR text). The bytes
     depend only on the input bytes, not on how they are cut into calls."""
 

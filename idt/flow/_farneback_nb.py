@@ -330,11 +330,12 @@ def _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, o
 def update_matrices(r0, r1, flow, border, out):
     """Per-pixel normal-equation terms of the displacement for the prior ``flow``.
 
-    The numbers of :func:`_pixel_terms` at every pixel, bit for bit, in two passes per row: the sampling
-    positions and bilinear weights of the whole row first (element-wise: the loop vectorises), then the gathers
-    from ``r1`` and the terms. The split is where no product feeds a sum (nothing FMA contraction could fuse
-    across it), so every number is rounded as in the one-pass loop; the kernel is about 1.6x faster (250 -> 155 us
-    on a 160x120 level).
+    The terms of :func:`_terms_at` at every pixel, in two passes per row: the sampling positions and bilinear
+    weights of the whole row first (element-wise: the loop vectorises), then the gathers from ``r1`` and the terms,
+    eight pixels per vector step (``_farneback_simd_nb.update_terms8``, whose multiply-adds are those LLVM fused in
+    the scalar loop, written down; the last ``w mod 8`` pixels through :func:`_terms_at`). The split is where no
+    product feeds a sum (nothing FMA contraction could fuse across it). ``tests/test_farneback.py`` checks every
+    pixel against a NumPy emulation of the operations.
 
     Parameters
     ----------
