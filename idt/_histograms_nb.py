@@ -38,8 +38,8 @@ from idtfv.idt._histograms_simd_nb import add_sqrt_scaled, cell_bins8, cell_bins
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "65d50667955f68a822e0f747e7c17f51c518ab409ba73fa614ba7d74ba50a47a",
-                       "llvm_ir.py": "b492ea617b36bc0ee71118900200ee0826bd48f328286a910a9f9a623301a733"}
+KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "f53c95d0605347258a8617f61795b739267344204a34c80a24e183b3806f79cb",
+                       "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
            "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",

@@ -35,7 +35,7 @@ from idtfv.llvm_ir import I32 as _I32
 from idtfv.llvm_ir import I64 as _I64
 from idtfv.llvm_ir import IVEC as _IVEC
 from idtfv.llvm_ir import VEC as _VEC
-from idtfv.llvm_ir import count_mask, is_array, load, splat, sqrt, store
+from idtfv.llvm_ir import in_eights, is_array, load, splat, sqrt, store, zeros
 
 
 def _is_row(a) -> bool:
@@ -51,8 +51,7 @@ def _begin(builder, pcur, nbins):
     zero = ir.Constant(_F32, 0.0)
     for b in range(nbins):
         builder.store(zero, builder.gep(pcur, [ir.Constant(_I64, b)]))
-    return (cgutils.alloca_once_value(builder, ir.Constant(_VEC, [zero] * 8)),
-            cgutils.alloca_once_value(builder, zero))
+    return cgutils.alloca_once_value(builder, zeros()), cgutils.alloca_once_value(builder, zero)
 
 
 def _weights(builder, m, f):
@@ -71,11 +70,10 @@ def _add_pixel(builder, x, b0, b1, m0, m1, pprev, pcur, nbins, running, running_
     """Pixel ``x`` of one integral row from its bins and weights (:func:`_weights`): the two weights into the
     running sums, plus row y, stored."""
     zero = ir.Constant(_F32, 0.0)
-    zeros = ir.Constant(_VEC, [zero] * 8)
     iota = ir.Constant(_IVEC, [ir.Constant(_I32, b) for b in range(8)])
     contrib = builder.select(builder.icmp_signed("==", iota, splat(builder, b0, _IVEC)), splat(builder, m0, _VEC),
                              builder.select(builder.icmp_signed("==", iota, splat(builder, b1, _IVEC)),
-                                            splat(builder, m1, _VEC), zeros))
+                                            splat(builder, m1, _VEC), zeros()))
     run = builder.fadd(builder.load(running), contrib)
     builder.store(run, running)
     base = builder.mul(builder.add(x, ir.Constant(_I64, 1)), ir.Constant(_I64, nbins))
@@ -132,8 +130,7 @@ def integral_row(typingctx, mag, fbin, nb, prev, cur):
 # ------------------------------------------------------------------------------------------ per-point blocks
 def _cell_value(builder, bb, ab, ba, aa, eps):
     """``max((bb - ab) - (ba - aa), 0) + eps`` (a negative zero from the max gives the same sum as +0)."""
-    zero = ir.Constant(bb.type, [ir.Constant(_F32, 0.0)] * 8) if isinstance(bb.type, ir.VectorType) else \
-        ir.Constant(_F32, 0.0)
+    zero = zeros() if isinstance(bb.type, ir.VectorType) else ir.Constant(_F32, 0.0)
     d = builder.fsub(builder.fsub(bb, ab), builder.fsub(ba, aa))
     return builder.fadd(builder.select(builder.fcmp_ordered(">", d, zero), d, zero), eps)
 
@@ -194,22 +191,13 @@ def add_sqrt_scaled(typingctx, vec, inv, dim, acc, col):
         pvec = context.make_array(aty[0])(context, builder, args[0]).data
         pacc = builder.gep(context.make_array(aty[3])(context, builder, args[3]).data, [args[4]])
         inv = splat(builder, args[1], _VEC)
-        dim = args[2]
 
-        def emit(i, mask):
+        def emit(i, mask, rem):
             v = load(builder, builder.gep(pvec, [i]), mask)
             a = load(builder, builder.gep(pacc, [i]), mask)
-            store(builder, builder.fadd(a, sqrt(builder, builder.fmul(v, inv))), builder.gep(pacc, [i]),
-                         mask)
+            store(builder, builder.fadd(a, sqrt(builder, builder.fmul(v, inv))), builder.gep(pacc, [i]), mask)
 
-        eight = ir.Constant(_I64, 8)
-        whole = builder.udiv(dim, eight)
-        with cgutils.for_range(builder, whole) as loop:
-            emit(builder.mul(loop.index, eight), None)
-        start = builder.mul(whole, eight)
-        rem = builder.sub(dim, start)
-        with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, 0))):
-            emit(start, count_mask(builder, rem))
+        in_eights(builder, args[2], emit)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -35,6 +35,7 @@ def splat(builder, x, vty=VEC):
 
 
 def zeros(vty=VEC):
+    """The zero vector of ``vty`` (+0.0 lanes for floats)."""
     return ir.Constant(vty, [ir.Constant(vty.element, 0.0 if vty.element == F32 else 0)] * vty.count)
 
 
@@ -48,6 +49,21 @@ def count_mask(builder, count):
     i64v = ir.VectorType(I64, LANES)
     iota = ir.Constant(i64v, [ir.Constant(I64, j) for j in range(LANES)])
     return builder.icmp_signed("<", iota, splat(builder, count, i64v))
+
+
+def in_eights(builder, count, emit) -> None:
+    """``emit(i, mask, rem)`` for the 8-element blocks of ``count`` (an i64): the whole blocks in a loop (``mask``
+    and ``rem`` None), then the last ``count mod 8`` elements with their lane mask (:func:`count_mask`) and number."""
+    from numba.core import cgutils
+
+    eight = ir.Constant(I64, LANES)
+    whole = builder.udiv(count, eight)
+    with cgutils.for_range(builder, whole) as loop:
+        emit(builder.mul(loop.index, eight), None, None)
+    start = builder.mul(whole, eight)
+    rem = builder.sub(count, start)
+    with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(I64, 0))):
+        emit(start, count_mask(builder, rem), rem)
 
 
 def load(builder, ptr, mask=None):

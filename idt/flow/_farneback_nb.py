@@ -37,8 +37,8 @@ from idtfv.idt.flow._farneback_simd_nb import poly_horizontal8, poly_vertical8, 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "40ea549bbb32597f149ea0ca2341784ad07ea173d7c13936cde4c5f4985c549c",
-                       "llvm_ir.py": "b492ea617b36bc0ee71118900200ee0826bd48f328286a910a9f9a623301a733"}
+KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "b472dcfe9b4028cd141ef48cf3cf4cde51449be6d53db9c6020a0ea7a53abd96",
+                       "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
 
 __all__ = ["poly_expand", "update_matrices", "solve_flow", "solve_and_update", "window_sum", "window_solve",
            "BORDER_WEIGHTS"]

@@ -44,7 +44,7 @@ from idtfv.llvm_ir import I32 as _I32
 from idtfv.llvm_ir import I64 as _I64
 from idtfv.llvm_ir import LANES as _LANES
 from idtfv.llvm_ir import VEC as _VEC
-from idtfv.llvm_ir import count_mask, fma, is_array, lane_mask, load, splat, store
+from idtfv.llvm_ir import fma, in_eights, is_array, lane_mask, load, splat, store, zeros
 
 
 def _load5(builder, ptr):
@@ -76,7 +76,6 @@ def transpose8(builder, rows):
     low, high = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
     return ([_shuffle(builder, u[k], u[k + 4], low) for k in range(4)]
             + [_shuffle(builder, u[k], u[k + 4], high) for k in range(4)])
-
 
 
 @intrinsic
@@ -160,21 +159,6 @@ def update_terms8(typingctx, r0, r1, y, x0, xs, ys, c00, c01, c10, c11, cout, fl
 
 
 # ------------------------------------------------------------------------------------------ polynomial expansion
-def _blocks(builder, width, emit) -> None:
-    """``emit(x0, mask, rem)`` for the 8-pixel blocks of a row of ``width`` pixels: whole blocks in a loop
-    (``mask`` None), then the last ``width mod 8`` pixels with a lane mask."""
-    from numba.core import cgutils
-
-    eight = ir.Constant(_I64, _LANES)
-    whole = builder.udiv(width, eight)
-    with cgutils.for_range(builder, whole) as loop:
-        emit(builder.mul(loop.index, eight), None, None)
-    x0 = builder.mul(whole, eight)
-    rem = builder.sub(width, x0)
-    with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, 0))):
-        emit(x0, count_mask(builder, rem), rem)
-
-
 def _taps(context, builder, aryty, ary, n):
     """Splats of ``ary[0] .. ary[n]`` (a filter's taps)."""
     data = context.make_array(aryty)(context, builder, ary).data
@@ -221,12 +205,11 @@ def poly_vertical8(typingctx, img, y, n, g, tg, ttg, v0, v1, v2):
 
         rows = [clamp_row(t) for t in range(1, nn + 1)]
         centre = row(yy)
-        zeros = ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)
         pad = ir.Constant(_I64, nn)
 
         def emit(x0, mask, rem):
             a0 = builder.fmul(G[0], load(builder, builder.gep(centre, [x0]), mask))
-            a1, a2 = zeros, zeros
+            a1 = a2 = zeros()
             for t, (pa, pb) in enumerate(rows, start=1):
                 ra = load(builder, builder.gep(pa, [x0]), mask)
                 rb = load(builder, builder.gep(pb, [x0]), mask)
@@ -238,7 +221,7 @@ def poly_vertical8(typingctx, img, y, n, g, tg, ttg, v0, v1, v2):
             for dst, val in zip(out, (a0, a1, a2)):
                 store(builder, val, builder.gep(dst, [at]), mask)
 
-        _blocks(builder, width, emit)
+        in_eights(builder, width, emit)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -266,7 +249,6 @@ def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
         width = builder.extract_value(oarr.shape, 1)
         five = ir.Constant(_I64, 5)
         orow = builder.gep(oarr.data, [builder.mul(builder.mul(args[9], width), five)])
-        zeros = ir.Constant(_VEC, [ir.Constant(_F32, 0.0)] * _LANES)
         undef = ir.Constant(_VEC, ir.Undefined)
 
         def emit(x0, mask, rem):
@@ -278,7 +260,7 @@ def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
             m00 = builder.fmul(G[0], at(0, 0))
             m01 = builder.fmul(G[0], at(1, 0))
             m02 = builder.fmul(G[0], at(2, 0))
-            m10 = m20 = m11 = zeros
+            m10 = m20 = m11 = zeros()
             for t in range(1, nn + 1):
                 a, b = at(0, t), at(0, -t)
                 s = builder.fadd(a, b)
@@ -302,7 +284,7 @@ def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
                     with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(_I64, j))):
                         _store5(builder, per_pixel[j], ptr)
 
-        _blocks(builder, width, emit)
+        in_eights(builder, width, emit)
         return context.get_dummy_value()
 
     return sig, codegen
