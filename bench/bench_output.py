@@ -7,7 +7,7 @@ three alternating (A B C A B C), after one untimed run that fills Numba's kernel
 to the npz run of the same round. A second table times the LEAR formatter alone, in process, on the rows the
 extraction wrote (read back from the ``.txt``: its float32 values exactly): Python's ``"%.9g"`` (the writer of earlier versions) against the compiled one
 (``idtfv.idt._lear_text_nb``), which writes the same bytes. A third gzips that text in process: idtfv's encoder of
-Huffman-coded literals (the ``.txt.gz`` default, ``idtfv.idt.gzstream.HuffmanDeflate``) against zlib's own
+Huffman-coded literals (the ``.txt.gz`` default, ``idtfv.deflate.HuffmanDeflate``) against zlib's own
 Huffman-only strategy and zlib's level 1 with string matching, CPU and size.
 
 Usage: ``python bench/bench_output.py [--video PATH] [--end N] [--repeat 3] [--no-write]``; updates the

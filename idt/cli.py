@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "directory); '-' writes LEAR text to stdout")
     p.add_argument("--format", choices=("npz", "lear"), default=None,
                    help="npz (compressed arrays, default) or lear (436 tab-separated columns per trajectory; "
-                        "written as it is extracted; a .txt.gz name is gzipped with Huffman coding only, zlib's "
-                        "fastest mode, ~4%% larger than level 1 on LEAR text)")
+                        "written as it is extracted; a .txt.gz name is gzipped with Huffman coding only, no string "
+                        "matching: the fastest mode, ~4%% larger than level 1 on LEAR text)")
     p.add_argument("--full-precision", action="store_true",
                    help="npz: store descriptors as float32 instead of the default float16 (half the size, "
                         "loaded back as float32)")

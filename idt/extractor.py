@@ -1419,7 +1419,8 @@ def _writer_threads(out, format, compresslevel, threads: int) -> int:
     as many cores, and its main thread waits for the front one (0.3-0.9 s on whole vtest), so a compression cheaper
     than that slack runs best on the main thread, inside ``write()``: the default npz (Huffman codes for the
     descriptor blocks, ~3% of the extraction's CPU). The costly ones go to the writer's own thread: a ``.txt.gz``
-    (gzip of the text, ~15% of the CPU) and an npz at a level the caller gave. The bytes are the same either way.
+    (gzip of the text: ~15% of the CPU with zlib when this was raced, ~7% with idtfv's encoder) and an npz at a
+    level the caller gave. The bytes are the same either way.
     (A/B timings of both choices: issue 12's closing note of 2026-12-03; ``bench/bench_threads.py`` races the
     thread counts with the default npz.)"""
     if threads < 2 or not (isinstance(out, (str, bytes)) or hasattr(out, "__fspath__")):

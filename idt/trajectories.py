@@ -59,7 +59,7 @@ LEAR_COLUMNS = DescriptorLayout().n_columns
 #: files about 15 % larger; ``bench/bench_memory.py``)
 LEAR_GZIP_LEVEL = 1
 #: zlib strategy of that default: Huffman coding only, no string matching, which :class:`idtfv.idt.gzstream.GzipStream`
-#: writes with idtfv's own encoder (:class:`~idtfv.idt.gzstream.HuffmanDeflate`: ~2.5x zlib's speed for this
+#: writes with idtfv's own encoder (:class:`idtfv.deflate.HuffmanDeflate`: ~2.5x zlib's speed for this
 #: strategy; ``bench/bench_output.py``). An explicit ``compresslevel`` uses zlib's default strategy at that level.
 LEAR_GZIP_STRATEGY = zlib.Z_HUFFMAN_ONLY
 #: npz members compressed with Huffman codes only (no string matching) at the default level: their values (unit-norm
@@ -272,10 +272,10 @@ class TrajectoryWriter:
         :data:`LEAR_GZIP_STRATEGY`; a level given here uses zlib's default strategy at that level).
     threads : int
         npz and ``.txt.gz``: with 2 or more, the members (the gzip stream) are compressed on a background thread of
-        the writer (zlib releases the GIL: it fills the cores' idle time while the extractor runs); with 1, inside
-        :meth:`write`, on the calling thread. The file's bytes do not depend on it. (:func:`idtfv.idt.extract_to_file`
-        passes ``IDTParams.threads`` for a ``.txt.gz`` and an npz at a given level, 1 for the default npz, which is
-        cheap enough for the extractor's main thread.)
+        the writer (zlib and idtfv's encoder release the GIL: it fills the cores' idle time while the extractor
+        runs); with 1, inside :meth:`write`, on the calling thread. The file's bytes do not depend on it.
+        (:func:`idtfv.idt.extract_to_file` passes ``IDTParams.threads`` for a ``.txt.gz`` and an npz at a given
+        level, 1 for the default npz, which is cheap enough for the extractor's main thread.)
 
     Each :meth:`write` adds the rows of a :class:`Trajectories` (its ``info`` becomes the file's, so the last
     chunk's wins, as with :func:`idtfv.idt.iter_trajectories`' batches); :meth:`close` finishes the file, and
@@ -342,8 +342,8 @@ class TrajectoryWriter:
                                        else (compresslevel, zlib.Z_DEFAULT_STRATEGY))
                     self._out = self._stack.enter_context(
                         GzipStream(raw, name=self.path.name, level=level, strategy=strategy, mtime=0))
-                    # with threads >= 2 the gzip runs on the writer's thread, beside the extractor (zlib releases
-                    # the GIL); same calls in the same order, so the same bytes
+                    # with threads >= 2 the gzip runs on the writer's thread, beside the extractor (the compressors
+                    # release the GIL); same calls in the same order, so the same bytes
                     self._deflater = self._stack.enter_context(_Deflater(background=threads > 1,
                                                                          depth=_QUEUED_TEXTS))
                 else:

@@ -47,7 +47,6 @@ import os
 import re
 import secrets
 import zipfile
-import zlib
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
