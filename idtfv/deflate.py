@@ -36,12 +36,12 @@ class HuffmanDeflate:
         if self._done:
             raise ValueError("HuffmanDeflate: compress() after flush()")
         self._pending += data
-        block = self._nb.BLOCK
-        whole = len(self._pending) // block * block
+        whole = len(self._pending) // self._nb.BLOCK * self._nb.BLOCK
         if not whole:
             return b""
-        data, self._pending = bytes(self._pending[:whole]), self._pending[whole:]
-        return self._code(data, whole)
+        data = bytes(memoryview(self._pending)[:whole])  # one copy (the view is released before the bytearray shrinks)
+        del self._pending[:whole]
+        return self._code(data)
 
     def flush(self, mode: int = zlib.Z_FINISH) -> bytes:
         """The last block of the input left, then the stream's end (an empty final block, padded to a byte)."""
@@ -51,14 +51,14 @@ class HuffmanDeflate:
             return b""
         self._done = True
         data, self._pending = bytes(self._pending), bytearray()
-        out = self._code(data, len(data))
+        out = self._code(data)
         return out + self._out[:self._nb.finish(self._state, self._out)].tobytes()
 
-    def _code(self, data: bytes, size: int) -> bytes:
+    def _code(self, data: bytes) -> bytes:
         """Blocks of ``data`` (immutable bytes: the kernel reads them in place)."""
         arr = self._np.frombuffer(data, self._np.uint8)
         parts = []
-        for i in range(0, size, self._nb.BLOCK):
+        for i in range(0, len(data), self._nb.BLOCK):
             n = self._nb.encode_block(arr[i:i + self._nb.BLOCK], False, self._state, self._out)
             parts.append(self._out[:n].tobytes())
         return b"".join(parts)
