@@ -34,16 +34,15 @@ from _results import write_section  # noqa: E402  (bench/ is the script's direct
 cv2.setNumThreads(1)
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "reference" / "videos" / "vtest_320x240.avi"
 SECTION = "## profile"
-#: (label, where) of the timed Farnebäck steps: a Numba kernel of idtfv.idt.flow._farneback_nb or an OpenCV call
-#: made by idtfv.idt.flow.farneback.
+#: (label, where) of the timed Farnebäck steps: a Numba kernel of idtfv.idt.flow._farneback_nb (nb) or _median_nb
+#: (med), or an OpenCV call made by idtfv.idt.flow.farneback.
 KERNELS = [
     ("polynomial expansion", "nb.poly_expand"),
     ("presmoothing (3x3 Gaussian)", "cv2.GaussianBlur"),
     ("update matrices (first iteration of each level)", "nb.update_matrices"),
     ("window sum + 2x2 solve (+ next iteration's update matrices), fused", "nb.window_solve"),
-    ("median filter 5x5", "cv2.medianBlur"),
+    ("median filter 5x5, both planes, and the interleaved output", "med.median5_flow"),
     ("upsampling the coarser flow", "cv2.resize"),
-    ("interleaving the output", "cv2.merge"),
 ]
 
 
@@ -80,14 +79,17 @@ class Profile:
         import idtfv.idt.flow.farneback as fb
 
         extractor.time = types.SimpleNamespace(perf_counter=time.process_time)  # the stage timer, in CPU time
-        nb = fb._kernels()
-        proxy = types.SimpleNamespace(**{k: getattr(nb, k) for k in dir(nb) if not k.startswith("__")})
-        fake_cv2 = types.SimpleNamespace(**{k: getattr(cv2, k) for k in dir(cv2) if not k.startswith("__")})
+        def proxy_of(module):
+            return types.SimpleNamespace(**{k: getattr(module, k) for k in dir(module) if not k.startswith("__")})
+
+        sources = {"nb": fb._kernels(), "med": fb._median_kernels(), "cv2": cv2}
+        proxies = {k: proxy_of(m) for k, m in sources.items()}
         for _, where in KERNELS:
             module, name = where.split(".")
-            target, source = (proxy, nb) if module == "nb" else (fake_cv2, cv2)
-            setattr(target, name, self.timed(where, getattr(source, name)))
-        fb._kernels = lambda: proxy
+            setattr(proxies[module], name, self.timed(where, getattr(sources[module], name)))
+        fb._kernels = lambda: proxies["nb"]
+        fb._median_kernels = lambda: proxies["med"]
+        fake_cv2 = proxies["cv2"]
         fb.cv2 = fake_cv2
         cls = fb.FarnebackPyramidFlow
         for name in ("__call__", "flow_from_previous", "refine_from_previous"):

@@ -55,6 +55,13 @@ def _kernels():
     return _farneback_nb
 
 
+def _median_kernels():
+    """The Numba median-filter kernel's module (loaded on first use, like :func:`_kernels`)."""
+    from idtfv.idt.flow import _median_nb
+
+    return _median_nb
+
+
 # ------------------------------------------------------------------------------------- OpenCV, two frames
 @dataclass(frozen=True)
 class FarnebackParams:
@@ -259,14 +266,20 @@ def _level(r0, r1, init, winsize, iterations, window, work: _Workspace, kernel: 
     return flow
 
 
-def _median(flow: np.ndarray, ksize: int, work: _Workspace) -> np.ndarray:
-    """Planar (2, h, w) ``flow`` median-filtered per channel (``cv2.medianBlur``) into ``work.med``."""
+def _median(flow: np.ndarray, ksize: int, work: _Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """Planar (2, h, w) ``flow`` median-filtered per channel into ``work.med`` (the next finer level's prior), and
+    the same flow interleaved into a fresh ``(h, w, 2)`` array (the level's output): ``cv2.medianBlur``'s values,
+    5x5 by our shared selection networks (:mod:`idtfv.idt.flow._median_nb`), 3x3 by OpenCV."""
+    if ksize == 5:
+        out = np.empty(flow.shape[1:] + (2,), np.float32)
+        _median_kernels().median5_flow(flow, work.med, out)
+        return work.med, out
     if ksize <= 1:
         work.med[:] = flow
     else:
         for c in range(2):
             cv2.medianBlur(flow[c], ksize, dst=work.med[c])
-    return work.med
+    return work.med, cv2.merge((work.med[0], work.med[1]))
 
 
 # ------------------------------------------------------------------------------------- ours: the pyramid flow
@@ -406,8 +419,7 @@ class FarnebackPyramidFlow(PyramidFlow):
             work = self._work_side[s]
             work.init[:] = np.asarray(prior, np.float32).transpose(2, 0, 1)
             flow = _level(r0, r1, work.init, self.winsize, int(iterations), self.window, work, self._window)
-            f = _median(flow, self.median, work)
-            out.append(cv2.merge((f[0], f[1])))
+            out.append(_median(flow, self.median, work)[1])
         return out
 
     def solve(self, prev: list[np.ndarray], cur: list[np.ndarray]) -> list[np.ndarray]:
@@ -415,10 +427,13 @@ class FarnebackPyramidFlow(PyramidFlow):
         return self._solve(prev, cur, self._work)
 
     def _solve(self, prev: list[np.ndarray], cur: list[np.ndarray], works: list[_Workspace]) -> list[np.ndarray]:
+        outputs = {}
+
         def level(s, prior):  # refine, then filter: the filtered flow is the next level's prior and the output
             work = works[s]
             flow = _level(prev[s], cur[s], prior, self.winsize, self.iterations, self.window, work, self._window)
-            return _median(flow, self.median, work)
+            filtered, outputs[s] = _median(flow, self.median, work)
+            return filtered
 
         def upscale(coarser, s):  # resized to level s and rescaled by the size ratio, into its workspace
             work = works[s]
@@ -429,8 +444,8 @@ class FarnebackPyramidFlow(PyramidFlow):
                 work.init[c] *= np.float32(ratio)
             return work.init
 
-        filtered = coarse_to_fine_levels(len(cur), level, upscale)
-        return [cv2.merge((f[0], f[1])) for f in filtered]  # (h, w, 2), fresh arrays (the planes are scratch)
+        coarse_to_fine_levels(len(cur), level, upscale)
+        return [outputs[s] for s in range(len(cur))]  # (h, w, 2), fresh arrays (the planes are scratch)
 
 
 # ------------------------------------------------------------------------------------- OpenCV: the pyramid flow
