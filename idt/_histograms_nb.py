@@ -33,12 +33,13 @@ import math
 import numpy as np
 from numba import njit
 
-from idtfv.idt._histograms_simd_nb import add_sqrt_scaled, cell_bins8, cell_bins9, integral_row
+from idtfv.idt._histograms_simd_nb import (add_sqrt_scaled, cell_bins8, cell_bins9, integral_row, ring_cell_bins8,
+                                          ring_cell_bins9)
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "f53c95d0605347258a8617f61795b739267344204a34c80a24e183b3806f79cb",
+KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "6aa42eaadcca4ac03ffe43b3f9c0c561873d7ac6b525e42117e25bbdaf4e9f50",
                        "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
@@ -554,12 +555,24 @@ def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
 @njit(cache=True, inline="always")
 def _ring_cell_sums(ring, nb, x0, slots, nx_cells, ny_cells, cell_w, eps, vec):
     """:func:`_cell_sums` of a point whose patch rows ``y0 + iy * cell_h`` (``iy`` = 0..``ny_cells``) are
-    ``ring[slots[iy]]``: the same sums, in the same order, into ``vec[:nx_cells * ny_cells * nb]``."""
+    ``ring[slots[iy]]``: the same sums, in the same order, into ``vec[:nx_cells * ny_cells * nb]``. The rows are
+    read by number, not as views (a view costs two atomic reference-count updates: with ~30 per point they were
+    ~10% of the fast preset)."""
     k = 0
+    zero = np.float32(0.0)
     for ix in range(nx_cells):
         xa = x0 + ix * cell_w
+        xb = xa + cell_w
         for iy in range(ny_cells):
-            _cell(ring[slots[iy]], ring[slots[iy + 1]], xa, xa + cell_w, nb, eps, vec, k)
+            t, u = slots[iy], slots[iy + 1]
+            if nb == 8:
+                ring_cell_bins8(ring, t, u, xa, xb, eps, vec, k)
+            elif nb == 9:
+                ring_cell_bins9(ring, t, u, xa, xb, eps, vec, k)
+            else:  # _cell's loop
+                for b in range(nb):
+                    d = (ring[u, xb, b] - ring[t, xb, b]) - (ring[u, xa, b] - ring[t, xa, b])
+                    vec[k + b] = max(d, zero) + eps
             k += nb
 
 
@@ -599,6 +612,60 @@ def _bucket_by_top_row(points, rows, index, per_cell, nt, patch, h, w, xs, ys):
             order[fill[ys[k]]] = k
             fill[ys[k]] += 1
     return order, start
+
+
+#: Numba options of the compute passes that take every array from an allocating caller: no reference counting
+#: (``_nrt=False``). Each array view and each array passed to an inlined helper otherwise costs two atomic
+#: reference-count updates that Numba's pruning leaves in loops (about 10% of the fast preset, most of them in the
+#: per-point gathers); these kernels allocate nothing and let no array escape, so the counts do nothing.
+_NO_REFCOUNTS = {"_nrt": False}
+
+
+@njit(cache=True, nogil=True, **_NO_REFCOUNTS)
+def _stream_rows_and_blocks(gray, flow, min_flow, hog_bins, hof_nbins, mbh_bins, made, last, period, period_g,
+                            patch, og, of, ox, oy, src_g, ring_f, ring_x, ring_y, rowsum, du, dv, mag, fbin,
+                            slots, slots_g, start, order, xs, nx_cells, ny_cells, cell_w, cell_h, eps,
+                            v0, v1, v2, v3, rows, index, per_cell, nt, flat_sums):
+    """:func:`stream_sum_blocks`' pass over the rows with its scratch arrays (see there); allocates nothing."""
+    hof_nb = hof_nbins + 1
+    usual_g = hog_bins == 8
+    usual_m = hof_nbins == 8 and mbh_bins == 8
+    usual = usual_g and usual_m
+    d0, d1, d2, d3 = v0.shape[0], v1.shape[0], v2.shape[0], v3.shape[0]
+    c1, c2, c3 = d0, d0 + d1, d0 + d1 + d2
+    dim = d0 + d1 + d2 + d3
+    for y in range(last):
+        p, q = y % period, (y + 1) % period
+        if made:
+            _hog_row_to(gray, y, hog_bins, usual_g, rowsum, du, dv, mag, fbin, og[p], og[q])
+        _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual_m, rowsum, du, dv, mag, fbin, of[p], of[q],
+                       ox[p], ox[q], oy[p], oy[q])
+        top = y + 1 - patch  # the patches that end at the row just made
+        if top < 0:
+            continue
+        for iy in range(ny_cells + 1):  # where the rows of the patches that start at row `top` are
+            slots[iy] = (top + iy * cell_h) % period
+            slots_g[iy] = (top + iy * cell_h) % period_g
+        for j in range(start[top], start[top + 1]):
+            k = order[j]
+            xk = xs[k]
+            if usual:  # literal bin counts: unrolled loops
+                _ring_cell_sums(src_g, 8, xk, slots_g, nx_cells, ny_cells, cell_w, eps, v0)
+                _ring_cell_sums(ring_f, 9, xk, slots, nx_cells, ny_cells, cell_w, eps, v1)
+                _ring_cell_sums(ring_x, 8, xk, slots, nx_cells, ny_cells, cell_w, eps, v2)
+                _ring_cell_sums(ring_y, 8, xk, slots, nx_cells, ny_cells, cell_w, eps, v3)
+            else:
+                _ring_cell_sums(src_g, hog_bins, xk, slots_g, nx_cells, ny_cells, cell_w, eps, v0)
+                _ring_cell_sums(ring_f, hof_nb, xk, slots, nx_cells, ny_cells, cell_w, eps, v1)
+                _ring_cell_sums(ring_x, mbh_bins, xk, slots, nx_cells, ny_cells, cell_w, eps, v2)
+                _ring_cell_sums(ring_y, mbh_bins, xk, slots, nx_cells, ny_cells, cell_w, eps, v3)
+            t0, t1, t2, t3 = _four_totals(v0, v1, v2, v3, d0, d1, d2, d3)
+            r = rows[k]
+            at = (r * nt + (index[r] - 1) // per_cell) * dim  # the track's temporal-cell sum in flat_sums (no view)
+            _add_normalised(v0, t0, d0, flat_sums, at)
+            _add_normalised(v1, t1, d1, flat_sums, at + c1)
+            _add_normalised(v2, t2, d2, flat_sums, at + c2)
+            _add_normalised(v3, t3, d3, flat_sums, at + c3)
 
 
 @njit(cache=True, nogil=True)
@@ -674,50 +741,19 @@ def stream_sum_blocks(gray, flow, hog, hog_bins, hof_nbins, mbh_bins, min_flow, 
     dv = np.empty(w, np.float32)
     mag = np.empty(w, np.float32)
     fbin = np.empty(w, np.float32)
-    usual_g = hog_bins == 8
-    usual_m = hof_nbins == 8 and mbh_bins == 8
-    usual = usual_g and usual_m
     cell_w = patch // nx_cells
     cell_h = patch // ny_cells
     cells = nx_cells * ny_cells
     eps = np.float32(epsilon)
     d0, d1, d2, d3 = cells * hog_bins, cells * hof_nb, cells * mbh_bins, cells * mbh_bins
-    c1, c2, c3 = d0, d0 + d1, d0 + d1 + d2
     v0 = np.empty(d0, dtype=np.float32)
     v1 = np.empty(d1, dtype=np.float32)
     v2 = np.empty(d2, dtype=np.float32)
     v3 = np.empty(d3, dtype=np.float32)
     slots = np.empty(ny_cells + 1, np.int64)
     slots_g = np.empty(ny_cells + 1, np.int64)
-    for y in range(last):
-        p, q = y % period, (y + 1) % period
-        if made:
-            _hog_row_to(gray, y, hog_bins, usual_g, rowsum, du, dv, mag, fbin, og[p], og[q])
-        _motion_row_to(flow, y, hof_nbins, mbh_bins, min_flow, usual_m, rowsum, du, dv, mag, fbin, of[p], of[q],
-                       ox[p], ox[q], oy[p], oy[q])
-        top = y + 1 - patch  # the patches that end at the row just made
-        if top < 0:
-            continue
-        for iy in range(ny_cells + 1):  # where the rows of the patches that start at row `top` are
-            slots[iy] = (top + iy * cell_h) % period
-            slots_g[iy] = (top + iy * cell_h) % period_g
-        for j in range(start[top], start[top + 1]):
-            k = order[j]
-            xk = xs[k]
-            if usual:  # literal bin counts: unrolled loops
-                _ring_cell_sums(src_g, 8, xk, slots_g, nx_cells, ny_cells, cell_w, eps, v0)
-                _ring_cell_sums(ring_f, 9, xk, slots, nx_cells, ny_cells, cell_w, eps, v1)
-                _ring_cell_sums(ring_x, 8, xk, slots, nx_cells, ny_cells, cell_w, eps, v2)
-                _ring_cell_sums(ring_y, 8, xk, slots, nx_cells, ny_cells, cell_w, eps, v3)
-            else:
-                _ring_cell_sums(src_g, hog_bins, xk, slots_g, nx_cells, ny_cells, cell_w, eps, v0)
-                _ring_cell_sums(ring_f, hof_nb, xk, slots, nx_cells, ny_cells, cell_w, eps, v1)
-                _ring_cell_sums(ring_x, mbh_bins, xk, slots, nx_cells, ny_cells, cell_w, eps, v2)
-                _ring_cell_sums(ring_y, mbh_bins, xk, slots, nx_cells, ny_cells, cell_w, eps, v3)
-            t0, t1, t2, t3 = _four_totals(v0, v1, v2, v3, d0, d1, d2, d3)
-            r = rows[k]
-            acc = sums[r, (index[r] - 1) // per_cell]
-            _add_normalised(v0, t0, d0, acc, 0)
-            _add_normalised(v1, t1, d1, acc, c1)
-            _add_normalised(v2, t2, d2, acc, c2)
-            _add_normalised(v3, t3, d3, acc, c3)
+    flat_sums = sums.reshape(sums.size)  # the temporal-cell sums as one row: no view per point
+    _stream_rows_and_blocks(gray, flow, min_flow, hog_bins, hof_nbins, mbh_bins, made, last, period, period_g,
+                            patch, og, of, ox, oy, src_g, ring_f, ring_x, ring_y, rowsum, du, dv, mag, fbin,
+                            slots, slots_g, start, order, xs, nx_cells, ny_cells, cell_w, cell_h, eps,
+                            v0, v1, v2, v3, rows, index, per_cell, sums.shape[1], flat_sums)

@@ -135,6 +135,20 @@ def _cell_value(builder, bb, ab, ba, aa, eps):
     return builder.fadd(builder.select(builder.fcmp_ordered(">", d, zero), d, zero), eps)
 
 
+def _emit_cell(builder, nbins, ptop, pbot, a_off, b_off, eps, pvec, kk) -> None:
+    """One cell's bins from the corners at element offsets ``a_off``, ``b_off`` of the rows at ``ptop``, ``pbot``."""
+
+    def at(ptr, off, lane=0):
+        return builder.gep(ptr, [builder.add(off, ir.Constant(_I64, lane))])
+
+    corners = ((pbot, b_off), (ptop, b_off), (pbot, a_off), (ptop, a_off))
+    vals = [load(builder, at(p, off), None) for p, off in corners]
+    store(builder, _cell_value(builder, *vals, splat(builder, eps, _VEC)), at(pvec, kk), None)
+    if nbins == 9:
+        vals = [builder.load(at(p, off, 8)) for p, off in corners]
+        builder.store(_cell_value(builder, *vals, eps), at(pvec, kk, 8))
+
+
 def _cell_intrinsic(nbins):
     """An intrinsic ``(top, bottom, xa, xb, eps, vec, k)`` for cells of ``nbins`` (8 or 9) bins per pixel."""
 
@@ -149,19 +163,8 @@ def _cell_intrinsic(nbins):
             pbot = context.make_array(aty[1])(context, builder, args[1]).data
             pvec = context.make_array(aty[5])(context, builder, args[5]).data
             stride = ir.Constant(_I64, nbins)
-            a_off = builder.mul(args[2], stride)
-            b_off = builder.mul(args[3], stride)
-            eps, kk = args[4], args[6]
-
-            def at(ptr, off, lane=0):
-                return builder.gep(ptr, [builder.add(off, ir.Constant(_I64, lane))])
-
-            corners = ((pbot, b_off), (ptop, b_off), (pbot, a_off), (ptop, a_off))
-            vals = [load(builder, at(p, off), None) for p, off in corners]
-            store(builder, _cell_value(builder, *vals, splat(builder, eps, _VEC)), at(pvec, kk), None)
-            if nbins == 9:
-                vals = [builder.load(at(p, off, 8)) for p, off in corners]
-                builder.store(_cell_value(builder, *vals, eps), at(pvec, kk, 8))
+            _emit_cell(builder, nbins, ptop, pbot, builder.mul(args[2], stride), builder.mul(args[3], stride),
+                       args[4], pvec, args[6])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -173,8 +176,40 @@ def _cell_intrinsic(nbins):
     return intrinsic(typer)
 
 
+def _ring_cell_intrinsic(nbins):
+    """An intrinsic ``(ring, top, bottom, xa, xb, eps, vec, k)``: :func:`_cell_intrinsic`'s cell with its integral
+    rows given as row numbers of ``ring`` (n, w + 1, ``nbins``): no row views made (each view of an array costs
+    Numba two atomic reference-count updates, dozens per tracked point)."""
+
+    def typer(typingctx, ring, top, bottom, xa, xb, eps, vec, k):
+        if not (is_array(ring, types.float32, 3) and _is_row(vec)):
+            return None
+        sig = types.void(ring, types.intp, types.intp, types.intp, types.intp, types.float32, vec, types.intp)
+
+        def codegen(context, builder, signature, args):
+            aty = signature.args
+            arr = context.make_array(aty[0])(context, builder, args[0])
+            pvec = context.make_array(aty[6])(context, builder, args[6]).data
+            row = builder.mul(builder.extract_value(arr.shape, 1), ir.Constant(_I64, nbins))
+            ptop = builder.gep(arr.data, [builder.mul(args[1], row)])
+            pbot = builder.gep(arr.data, [builder.mul(args[2], row)])
+            stride = ir.Constant(_I64, nbins)
+            _emit_cell(builder, nbins, ptop, pbot, builder.mul(args[3], stride), builder.mul(args[4], stride),
+                       args[5], pvec, args[7])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = f"ring_cell_bins{nbins}"
+    typer.__doc__ = (f"``vec[k:k + {nbins}]``: :func:`cell_bins{nbins}` of the integral rows ``ring[top]``, "
+                     f"``ring[bottom]`` (``ring`` (n, w + 1, {nbins}) C-contiguous float32), without making views.")
+    return intrinsic(typer)
+
+
 cell_bins8 = _cell_intrinsic(8)
 cell_bins9 = _cell_intrinsic(9)
+ring_cell_bins8 = _ring_cell_intrinsic(8)
+ring_cell_bins9 = _ring_cell_intrinsic(9)
 
 
 @intrinsic

@@ -424,8 +424,9 @@ def stream_cell_descriptors(pool, rows: np.ndarray, gray: np.ndarray, flow: np.n
                              or not points.flags.c_contiguous) else "",
         f"rows must be (n,) = ({n},) int64, got {rows.dtype} {rows.shape}" if (rows.dtype != np.int64
                                                                                 or rows.ndim != 1) else "",
-        f"pool.desc must be (C, n_t, {dim}) float32 for this layout, got {pool.desc.dtype} {pool.desc.shape}"
-        if pool.desc.ndim != 3 or pool.desc.shape[2] != dim or pool.desc.dtype != np.float32 else "",
+        f"pool.desc must be a C-contiguous (C, n_t, {dim}) float32 array for this layout, got {pool.desc.dtype} "
+        f"{pool.desc.shape}" if pool.desc.ndim != 3 or pool.desc.shape[2] != dim or pool.desc.dtype != np.float32
+        or not pool.desc.flags.c_contiguous else "",
         f"hog must be gray's hog_histogram, a C-contiguous {(h + 1, w + 1, layout.hog_bins)} float32 array; got "
         f"{type(hog).__name__} {getattr(hog, 'shape', '')}" if hog is not None and not (
             isinstance(hog, np.ndarray) and hog.shape == (h + 1, w + 1, layout.hog_bins)

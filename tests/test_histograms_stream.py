@@ -163,8 +163,12 @@ def test_bad_inputs_raise_one_clear_error():
         with pytest.raises(ParameterError, match="stream_cell_descriptors: "):
             D.stream_cell_descriptors(pool, args["rows"], args["gray"], args["flow"], args["points"], layout=layout,
                                       hog=change.get("hog"))
-    with pytest.raises(ParameterError, match=r"pool.desc must be \(C, n_t, 132\)"):
+    with pytest.raises(ParameterError, match=r"pool.desc must be a C-contiguous \(C, n_t, 132\)"):
         D.stream_cell_descriptors(_pool(10, ODD[0], rng), rows, gray, flow, points, layout=layout)
+    strided = _pool(10, layout, rng)  # the kernel addresses the sums as one flat array
+    strided.desc = np.zeros((10, 2 * strided.desc.shape[1], strided.desc.shape[2]), np.float32)[:, ::2]
+    with pytest.raises(ParameterError, match=r"pool.desc must be a C-contiguous"):
+        D.stream_cell_descriptors(strided, rows, gray, flow, points, layout=layout)
 
 
 # ------------------------------------------------------------------------------- the extractor's real inputs
