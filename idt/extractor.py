@@ -53,7 +53,10 @@ frames ahead of the **main thread**. What runs where, per frame t:
 The default preset's work splits about evenly between the two (the front thread's flow and keypoints against
 the main thread's warped flow and histograms); the front thread makes the HOG histograms and the levels' corner
 responses (for step 7 and the next homography) only while it is ahead, else the main thread makes them, the
-same numbers either way. A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
+same numbers either way. The other way round, the main thread, while it waits for an item, makes the keypoints
+of the frame two ahead of the front thread's (:class:`_KeypointJob`, with a twin of the camera's detector),
+which the front thread then takes instead of detecting them (the default preset's front thread was the slower
+one by ~10%). A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
 the one-thread order.
 
 On the device (``device="cuda"``) :class:`_HostAhead` runs instead, and only host work leaves the main thread:
@@ -629,17 +632,18 @@ class _Steps:
         with self.timer("flow"):
             return self.flow(pyr)
 
-    def detect_ahead(self, frame_num: int, gray: np.ndarray):
+    def detect_ahead(self, frame_num: int, gray: np.ndarray, detector=None):
         """Frame ``frame_num``'s human mask and keypoints ``(mask, FrameFeatures or None)``, or None without
         ``camera_motion``: run ahead on another thread (:class:`_FrontThread`), handed to
-        :meth:`compensate_camera` with the frame. Touches neither the camera's state nor the flow's."""
+        :meth:`compensate_camera` with the frame. Touches neither the camera's state nor the flow's. ``detector``:
+        a twin of the camera's (the same options) for a thread other than the front one."""
         if self.camera is None:
             return None
         mask = self.humans(frame_num, gray) if self.humans.enabled else None
         if self.camera.detector is None:
             return mask, None
         with self.timer("camera"):
-            return mask, _detect(self.camera.detector, gray, mask)
+            return mask, _detect(self.camera.detector if detector is None else detector, gray, mask)
 
     def keypoints_ahead(self, gray: np.ndarray, mask: np.ndarray | None, detector) -> FrameFeatures:
         """A frame's keypoints and descriptors (with ``detector``, this thread's twin of the camera's; none when
@@ -902,6 +906,13 @@ def _serial(steps: _Steps, frames, shape, source, frame_num: int):
 #: (and its items queued); a deeper buffer evens out frames that cost one thread more than the other.
 _AHEAD = 2
 
+#: Seconds the main thread waits for the thread ahead's next item before it takes some of that thread's work
+#: (:meth:`_AheadThread._help`): an item due any moment is not worth delaying by a job.
+_HELP_AFTER = 0.0005
+
+#: Frames the front thread reads ahead so that the main thread may make their keypoints (:class:`_KeypointJob`).
+_JOBS_AHEAD = 2
+
 
 class _Failed:
     """An exception raised on the thread ahead, handed to the main thread to raise there."""
@@ -940,14 +951,15 @@ class _AheadThread:
         raise NotImplementedError
 
     # ---- the thread ahead
-    def _checked_frames(self):
+    def _checked_frames(self, *, end: bool = True):
         """``(k, gray)`` of the frames after :attr:`frame_num`, each checked for its size, until the video ends
-        (then :data:`_END` is queued) or the main thread stops the thread."""
+        (then, with ``end``, :data:`_END` is queued) or the main thread stops the thread."""
         k = self.frame_num
         while not self._stop.is_set():
             gray = next(self.frames, None)
             if gray is None:
-                self._put(self._END)
+                if end:
+                    self._put(self._END)
                 return
             k += 1
             _check_size(gray, self.shape, self.source, k)
@@ -988,22 +1000,38 @@ class _AheadThread:
     def _take(self):
         """The next item; StopIteration at the end, the thread's exception at the frame where it was raised."""
         t0 = time.perf_counter()
+        helped = 0.0
         try:
             while True:
                 try:
-                    item = self._items.get(timeout=0.5)
+                    item = self._items.get(timeout=_HELP_AFTER)
+                    break
+                except queue.Empty:
+                    pass
+                t1 = time.perf_counter()
+                if self._help():  # the thread ahead's work, done here while there is nothing to take
+                    helped += time.perf_counter() - t1
+                    continue
+                try:
+                    item = self._items.get(timeout=0.05)
                     break
                 except queue.Empty:
                     if not self._thread.is_alive() and self._items.empty():
                         raise RuntimeError(f"the {self._thread.name} thread of --threads ended without a "
                                            "result") from None
         finally:
-            self.stats["main_wait"] += time.perf_counter() - t0
+            self.stats["main_wait"] += time.perf_counter() - t0 - helped
+            self.stats["main_help"] = self.stats.get("main_help", 0.0) + helped
         if item is self._END:
             raise StopIteration
         if isinstance(item, _Failed):
             raise item.error
         return item
+
+    def _help(self) -> bool:
+        """Some of the thread ahead's work, done on the main thread while it waits for an item (True), or nothing
+        to do (False). Here: nothing."""
+        return False
 
     def __iter__(self):
         return self
@@ -1104,6 +1132,32 @@ class _HostAhead(_AheadThread):
         return _Frame(item.gray, pyr, steps.optical_flow(pyr), ahead)
 
 
+class _KeypointJob:
+    """Frame ``frame_num``'s keypoints (:meth:`_Steps.detect_ahead`), made by whichever thread claims the job
+    first: the front thread when it reaches the frame, or the main thread while it waits for an item
+    (:meth:`_FrontThread._help`). The same keypoints either way (a twin detector, the same options)."""
+
+    def __init__(self, frame_num: int, gray: np.ndarray):
+        self.frame_num, self.gray = frame_num, gray
+        self.future: Future = Future()
+        self._claimed = False
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """True for the first caller only: that thread runs the job."""
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+    def run(self, steps: _Steps, detector=None) -> None:
+        try:
+            self.future.set_result(steps.detect_ahead(self.frame_num, self.gray, detector))
+        except BaseException as e:  # raised by the front thread at this frame (result())
+            self.future.set_exception(e)
+
+
 class _FrontThread(_AheadThread):
     """``threads > 1`` on the CPU: :func:`_serial`'s items, made by a front thread running ahead of the main one.
 
@@ -1143,6 +1197,12 @@ class _FrontThread(_AheadThread):
         # flow solves the front thread may start before the main thread's next warped flow (see the docstring)
         self._permits = threading.Semaphore(_AHEAD + 1 if steps.flow_ahead else 1)
         self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
+        # the next frame's keypoints, offered to the main thread while it waits (the camera's keypoints, without
+        # human masks: their detector keeps state frame after frame on the front thread)
+        camera = steps.camera
+        self._share = camera is not None and camera.detector is not None and not steps.humans.enabled
+        self._job: _KeypointJob | None = None
+        self._main_detector = None  # the main thread's twin of the camera's detector, made on first use
         self._start(depth=_AHEAD, name="idt-front", stats={"front_cpu": 0.0, "front_wall": 0.0})
 
     # ---- the front thread
@@ -1157,8 +1217,10 @@ class _FrontThread(_AheadThread):
         try:
             steps = self.steps
             prev_gray = self._first
-            for k, gray in self._checked_frames():
-                ahead = steps.detect_ahead(k, gray)
+            for k, gray, job in self._frames_and_jobs():
+                ahead = self._keypoints(k, gray, job)
+                if ahead is self._END:
+                    return
                 pyr = steps.pyramid(gray)
                 hogs = None
                 if self._ahead(k):  # ahead of the main thread: take some of its work (else it does it)
@@ -1181,7 +1243,76 @@ class _FrontThread(_AheadThread):
             self.stats["front_wall"] += time.perf_counter() - t0
             self.stats["front_cpu"] += time.thread_time() - c0
 
+    def _frames_and_jobs(self):
+        """``(k, gray, job)`` of :meth:`_checked_frames`: without sharing, ``job`` None; with it, the frames are
+        read :data:`_JOBS_AHEAD` ahead, and while this thread works on frame k, frame k + :data:`_JOBS_AHEAD`'s
+        keypoint job is offered to the main thread (:attr:`_job`; far enough ahead that this thread seldom waits
+        for it); ``job`` is frame k's. A failure reading a frame is raised after the frames before it are queued,
+        at its own frame, as on one thread."""
+        if not self._share:
+            for k, gray in self._checked_frames():
+                yield k, gray, None
+            return
+        frames = self._checked_frames(end=False)
+        window: collections.deque = collections.deque()
+        failure = None
+
+        def read() -> None:
+            nonlocal failure
+            if failure is not None:
+                return
+            try:
+                upcoming = next(frames, None)
+            except BaseException as e:
+                failure = e
+                return
+            if upcoming is not None:
+                window.append((*upcoming, _KeypointJob(*upcoming)))
+
+        for _ in range(_JOBS_AHEAD + 1):
+            read()
+        while window:
+            k, gray, job = window.popleft()
+            self._job = window[-1][2] if len(window) == _JOBS_AHEAD else None
+            yield k, gray, job
+            read()
+        self._job = None
+        if failure is not None:
+            raise failure
+        if not self._stop.is_set():
+            self._put(self._END)
+
+    def _keypoints(self, k: int, gray: np.ndarray, job: _KeypointJob | None):
+        """Frame k's :meth:`_Steps.detect_ahead`: made here, or taken from the main thread, which claimed the job
+        while it waited (then waited for here)."""
+        if job is None:
+            return self.steps.detect_ahead(k, gray)
+        if job.claim():
+            job.run(self.steps)
+        else:
+            def finished(timeout):
+                try:
+                    job.future.exception(timeout)  # (waits; the outcome is taken below)
+                    return True
+                except TimeoutError:
+                    return False
+
+            if not self._wait(finished):
+                return self._END  # stopped by the main thread
+        return job.future.result()  # a failed detection raises here, at its frame
+
     # ---- the main thread
+    def _help(self) -> bool:
+        """The next frame's keypoints, if the front thread has not started them (:class:`_KeypointJob`)."""
+        job = self._job
+        if job is None or not job.claim():
+            return False
+        if self._main_detector is None:
+            steps = self.steps
+            self._main_detector = _make_detector(steps.camera.matcher_name, steps.camera_params)[0]
+        job.run(self.steps, self._main_detector)
+        return True
+
     def warped(self) -> None:
         """The main thread's warped flow of the current frame is done: one more flow solve may start ahead."""
         self._permits.release()

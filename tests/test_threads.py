@@ -169,6 +169,60 @@ def test_the_main_threads_share_made_ahead_or_not_gives_the_same_bytes(monkeypat
     assert len(made) == 13 and sum(made) == {"always": 13, "never": 0, "alternate": 6}[pattern]
 
 
+@pytest.mark.parametrize("pattern", ["always", "never", "alternate"])
+def test_keypoints_made_by_the_main_thread_give_the_same_bytes(monkeypatch, pattern):
+    """A frame's keypoint job (:class:`_KeypointJob`) run by another thread with its twin detector, for every mix
+    of frames (the main thread takes jobs as timing allows), gives the bytes of one thread."""
+    from idtfv.idt import extractor as ex
+
+    ran_elsewhere = []
+    keypoints = ex._FrontThread._keypoints
+
+    def elsewhere(self, k, gray, job):
+        if job is not None and (pattern == "always" or (pattern == "alternate" and k % 2 == 0)):
+            assert job.claim()
+            twin = ex._make_detector(self.steps.camera.matcher_name, self.steps.camera_params)[0]
+            t = threading.Thread(target=job.run, args=(self.steps, twin))
+            t.start()
+            t.join()
+            ran_elsewhere.append(k)
+        return keypoints(self, k, gray, job)
+
+    monkeypatch.setattr(ex._FrontThread, "_keypoints", elsewhere)
+    monkeypatch.setattr(ex._FrontThread, "_help", lambda self: False)
+    frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
+    assert _same(extract(frames, IDTParams()), extract(frames, IDTParams(threads=2)))
+    assert len(ran_elsewhere) == {"always": 13, "never": 0, "alternate": 6}[pattern]
+
+
+def test_the_main_thread_makes_keypoints_while_it_waits(monkeypatch):
+    """With a slow front thread (its flow solves made to sleep), the main thread, waiting for items, takes frames'
+    keypoint jobs (``_help``), and the bytes stay those of one thread."""
+    import time
+
+    from idtfv.idt import extractor as ex
+    from idtfv.idt.flow.farneback import FarnebackPyramidFlow
+
+    helped = []
+    help_, step = ex._FrontThread._help, FarnebackPyramidFlow.step
+
+    def counting_help(self):
+        done = help_(self)
+        helped.append(done)
+        return done
+
+    def slow_step(self, pyramid):
+        time.sleep(0.03)
+        return step(self, pyramid)
+
+    frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
+    one = extract(frames, IDTParams())
+    monkeypatch.setattr(ex._FrontThread, "_help", counting_help)
+    monkeypatch.setattr(FarnebackPyramidFlow, "step", slow_step)
+    assert _same(one, extract(frames, IDTParams(threads=2)))
+    assert sum(helped) >= 3
+
+
 def test_the_front_thread_reuses_its_arrays_so_memory_does_not_grow_with_the_length(monkeypatch):
     from idtfv.idt import extractor as ex
 
