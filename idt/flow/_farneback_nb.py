@@ -32,12 +32,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from idtfv.idt.flow._farneback_simd_nb import poly_horizontal8, poly_vertical8, update_terms8
+from idtfv.idt.flow._farneback_simd_nb import fma32, poly_horizontal8, poly_vertical8, update_terms8
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "b472dcfe9b4028cd141ef48cf3cf4cde51449be6d53db9c6020a0ea7a53abd96",
+KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "8a423afd3f068837f4190c8dd8269a6345f9a7d0044f502c755fc877f8585d59",
                        "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
 
 __all__ = ["poly_expand", "update_matrices", "solve_flow", "solve_and_update", "window_sum", "window_solve",
@@ -56,8 +56,8 @@ _FM = {"contract"}
 #: Numba options of the passes that take every array from an allocating caller: no reference counting
 #: (``_nrt=False``). Array views and arrays handed to inlined helpers otherwise cost two atomic reference-count
 #: updates each that Numba's pruning leaves in the row loops; these passes allocate nothing and let no array
-#: escape. (:func:`window_solve` keeps its one body: moved into such a pass, LLVM fused other products of its
-#: float32 window sums, changing 9% of the flow's pixels in the last bits.)
+#: escape. (The window sums' multiply-adds are explicit, :func:`fma32`: left to contraction, LLVM fused other
+#: products once the row pass moved into such a function, changing 9% of the flow's pixels in the last bits.)
 _NO_REFCOUNTS = {"_nrt": False}
 
 #: Regulariser added to det(G) so that flat regions give a zero (not undefined) displacement.
@@ -432,25 +432,35 @@ def _row_taps(src, k, dst):
         s8, s9, s10 = src[40:40 + n], src[45:45 + n], src[50:50 + n]
         k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10 = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10]
         for i in range(n):
-            dst[i] = ((((((((((zero + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3) + s4[i] * k4)
-                           + s5[i] * k5) + s6[i] * k6) + s7[i] * k7) + s8[i] * k8) + s9[i] * k9) + s10[i] * k10
+            t = fma32(s0[i], k0, zero)
+            t = fma32(s1[i], k1, t)
+            t = fma32(s2[i], k2, t)
+            t = fma32(s3[i], k3, t)
+            t = fma32(s4[i], k4, t)
+            t = fma32(s5[i], k5, t)
+            t = fma32(s6[i], k6, t)
+            t = fma32(s7[i], k7, t)
+            t = fma32(s8[i], k8, t)
+            t = fma32(s9[i], k9, t)
+            dst[i] = fma32(s10[i], k10, t)
         return
-    # other windows: taps eight (then four, two, one) at a time; one statement adds them in order (contraction
-    # nests the FMAs: the roundings of one tap per loop) with a fraction of the loads and stores of the sum
+    # other windows: taps eight (then four, two, one) at a time, added in order (nested FMAs: the roundings of one
+    # tap per loop) with a fraction of the loads and stores of the sum
     j = 0
     while j + 8 <= nt:
         b = 5 * j
         s0, s1, s2, s3 = src[b:b + n], src[b + 5:b + 5 + n], src[b + 10:b + 10 + n], src[b + 15:b + 15 + n]
         s4, s5, s6, s7 = src[b + 20:b + 20 + n], src[b + 25:b + 25 + n], src[b + 30:b + 30 + n], src[b + 35:b + 35 + n]
         k0, k1, k2, k3, k4, k5, k6, k7 = k[j], k[j + 1], k[j + 2], k[j + 3], k[j + 4], k[j + 5], k[j + 6], k[j + 7]
-        if j == 0:
-            for i in range(n):
-                dst[i] = (((((((zero + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3) + s4[i] * k4)
-                           + s5[i] * k5) + s6[i] * k6) + s7[i] * k7
-        else:
-            for i in range(n):
-                dst[i] = (((((((dst[i] + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3) + s4[i] * k4)
-                           + s5[i] * k5) + s6[i] * k6) + s7[i] * k7
+        for i in range(n):
+            t = fma32(s0[i], k0, zero if j == 0 else dst[i])
+            t = fma32(s1[i], k1, t)
+            t = fma32(s2[i], k2, t)
+            t = fma32(s3[i], k3, t)
+            t = fma32(s4[i], k4, t)
+            t = fma32(s5[i], k5, t)
+            t = fma32(s6[i], k6, t)
+            dst[i] = fma32(s7[i], k7, t)
         j += 8
     if j == 0:
         for i in range(n):
@@ -460,21 +470,21 @@ def _row_taps(src, k, dst):
         s0, s1, s2, s3 = src[b:b + n], src[b + 5:b + 5 + n], src[b + 10:b + 10 + n], src[b + 15:b + 15 + n]
         k0, k1, k2, k3 = k[j], k[j + 1], k[j + 2], k[j + 3]
         for i in range(n):
-            dst[i] = (((dst[i] + s0[i] * k0) + s1[i] * k1) + s2[i] * k2) + s3[i] * k3
+            dst[i] = fma32(s3[i], k3, fma32(s2[i], k2, fma32(s1[i], k1, fma32(s0[i], k0, dst[i]))))
         j += 4
     if j + 2 <= nt:
         b = 5 * j
         s0, s1 = src[b:b + n], src[b + 5:b + 5 + n]
         k0, k1 = k[j], k[j + 1]
         for i in range(n):
-            dst[i] = (dst[i] + s0[i] * k0) + s1[i] * k1
+            dst[i] = fma32(s1[i], k1, fma32(s0[i], k0, dst[i]))
         j += 2
     if j < nt:
         b = 5 * j
         s0 = src[b:b + n]
         k0 = k[j]
         for i in range(n):
-            dst[i] = dst[i] + s0[i] * k0
+            dst[i] = fma32(s0[i], k0, dst[i])
 
 
 @njit(cache=True, inline="always", fastmath=_FM)
@@ -518,14 +528,16 @@ def _window_col(ring, y, h, k, out):
         a4, b4 = ring[max(y - 5, 0) % nr], ring[min(y + 5, h - 1) % nr]
         k0, k1, k2, k3, k4 = k[6], k[7], k[8], k[9], k[10]
         for i in range(n):
-            # (the pair's product first: LLVM fuses the first operand's multiply, so c * kr is rounded alone)
-            out[i] = (((((a0[i] + b0[i]) * k0 + c[i] * kr) + (a1[i] + b1[i]) * k1) + (a2[i] + b2[i]) * k2)
-                      + (a3[i] + b3[i]) * k3) + (a4[i] + b4[i]) * k4
+            t = fma32(a0[i] + b0[i], k0, c[i] * kr)  # the centre's product rounded alone
+            t = fma32(a1[i] + b1[i], k1, t)
+            t = fma32(a2[i] + b2[i], k2, t)
+            t = fma32(a3[i] + b3[i], k3, t)
+            out[i] = fma32(a4[i] + b4[i], k4, t)
         return
     for i in range(n):
         out[i] = c[i] * kr
     j = 1
-    # pairs of rows four (then two, one) at a time per statement (nested FMAs: the roundings of one at a time)
+    # pairs of rows four (then two, one) at a time per loop (nested FMAs: the roundings of one at a time)
     while j + 4 <= r + 1:
         a0, b0 = ring[max(y - j, 0) % nr], ring[min(y + j, h - 1) % nr]
         a1, b1 = ring[max(y - j - 1, 0) % nr], ring[min(y + j + 1, h - 1) % nr]
@@ -533,21 +545,23 @@ def _window_col(ring, y, h, k, out):
         a3, b3 = ring[max(y - j - 3, 0) % nr], ring[min(y + j + 3, h - 1) % nr]
         k0, k1, k2, k3 = k[r + j], k[r + j + 1], k[r + j + 2], k[r + j + 3]
         for i in range(n):
-            out[i] = (((out[i] + (a0[i] + b0[i]) * k0) + (a1[i] + b1[i]) * k1) + (a2[i] + b2[i]) * k2
-                      + (a3[i] + b3[i]) * k3)
+            t = fma32(a0[i] + b0[i], k0, out[i])
+            t = fma32(a1[i] + b1[i], k1, t)
+            t = fma32(a2[i] + b2[i], k2, t)
+            out[i] = fma32(a3[i] + b3[i], k3, t)
         j += 4
     if j + 2 <= r + 1:
         a0, b0 = ring[max(y - j, 0) % nr], ring[min(y + j, h - 1) % nr]
         a1, b1 = ring[max(y - j - 1, 0) % nr], ring[min(y + j + 1, h - 1) % nr]
         k0, k1 = k[r + j], k[r + j + 1]
         for i in range(n):
-            out[i] = (out[i] + (a0[i] + b0[i]) * k0) + (a1[i] + b1[i]) * k1
+            out[i] = fma32(a1[i] + b1[i], k1, fma32(a0[i] + b0[i], k0, out[i]))
         j += 2
     if j <= r:
         a0, b0 = ring[max(y - j, 0) % nr], ring[min(y + j, h - 1) % nr]
         k0 = k[r + j]
         for i in range(n):
-            out[i] = out[i] + (a0[i] + b0[i]) * k0
+            out[i] = fma32(a0[i] + b0[i], k0, out[i])
 
 
 @njit(cache=True, inline="always", fastmath=_FM)
@@ -565,10 +579,16 @@ def _window_col2(ring, y, h, k, out0, out1):
     q10, q11 = ring[min(y + 5, h - 1) % nr], ring[min(y + 6, h - 1) % nr]
     kr, k0, k1, k2, k3, k4 = k[5], k[6], k[7], k[8], k[9], k[10]
     for i in range(n):
-        out0[i] = (((((q4[i] + q6[i]) * k0 + q5[i] * kr) + (q3[i] + q7[i]) * k1) + (q2[i] + q8[i]) * k2)
-                   + (q1[i] + q9[i]) * k3) + (q0[i] + q10[i]) * k4
-        out1[i] = (((((q5[i] + q7[i]) * k0 + q6[i] * kr) + (q4[i] + q8[i]) * k1) + (q3[i] + q9[i]) * k2)
-                   + (q2[i] + q10[i]) * k3) + (q1[i] + q11[i]) * k4
+        t = fma32(q4[i] + q6[i], k0, q5[i] * kr)
+        t = fma32(q3[i] + q7[i], k1, t)
+        t = fma32(q2[i] + q8[i], k2, t)
+        t = fma32(q1[i] + q9[i], k3, t)
+        out0[i] = fma32(q0[i] + q10[i], k4, t)
+        u = fma32(q5[i] + q7[i], k0, q6[i] * kr)
+        u = fma32(q4[i] + q8[i], k1, u)
+        u = fma32(q3[i] + q9[i], k2, u)
+        u = fma32(q2[i] + q10[i], k3, u)
+        out1[i] = fma32(q1[i] + q11[i], k4, u)
 
 
 @njit(cache=True, fastmath=_FM, nogil=True)
@@ -647,6 +667,17 @@ def window_solve(m, k, det_eps, flow, r0, r1, border, update):
     s0 = sums[0].reshape(n)
     s1 = sums[1].reshape(n)
     wx, xs, ys, c00, c01, c10, c11, cout = _update_scratch(border, w)
+    _window_solve_rows(m, k, det_eps, flow, r0, r1, border, update, mf, ring, pad, sums, s0, s1, wx, xs, ys, c00,
+                       c01, c10, c11, cout)
+
+
+@njit(cache=True, fastmath=_FM, nogil=True, error_model="numpy", **_NO_REFCOUNTS)
+def _window_solve_rows(m, k, det_eps, flow, r0, r1, border, update, mf, ring, pad, sums, s0, s1, wx, xs, ys, c00,
+                       c01, c10, c11, cout):
+    """:func:`window_solve`'s pass over the rows with its scratch arrays; allocates nothing."""
+    h, w = m.shape[0], m.shape[1]
+    r = k.shape[0] // 2
+    nr = ring.shape[0]
     filtered = -1  # rows 0..filtered have been row-filtered into the ring
     y = 0
     while y < h:

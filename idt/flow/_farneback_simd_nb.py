@@ -44,7 +44,7 @@ from idtfv.llvm_ir import I32 as _I32
 from idtfv.llvm_ir import I64 as _I64
 from idtfv.llvm_ir import LANES as _LANES
 from idtfv.llvm_ir import VEC as _VEC
-from idtfv.llvm_ir import fma, in_eights, is_array, lane_mask, load, splat, store, zeros
+from idtfv.llvm_ir import declare, fma, in_eights, is_array, lane_mask, load, splat, store, zeros
 
 
 def _load5(builder, ptr):
@@ -288,3 +288,19 @@ def poly_horizontal8(typingctx, v0, v1, v2, n, g, tg, ttg, coef, out, y):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """``a * b + c`` of three float32 scalars rounded once (``llvm.fma.f32``; LLVM vectorises it in loops): the
+    window sums' multiply-adds written down, so that every compiled context fuses the same products (left to
+    contraction, LLVM's choice in ``(a + b) * k + c * m`` changed with the function around the loop)."""
+    f32 = types.float32
+    if not (a == f32 and b == f32 and c == f32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = declare(builder, "llvm.fma.f32", ir.FunctionType(_F32, [_F32] * 3))
+        return builder.call(fn, args)
+
+    return f32(f32, f32, f32), codegen
