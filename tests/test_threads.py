@@ -266,3 +266,30 @@ def test_commands_keep_opencvs_pool_off_in_themselves_and_their_workers_unless_t
         assert before > 1 and now == child == 1
     else:
         assert before == now == child == 2
+
+
+_BLAS = textwrap.dedent("""
+    import contextlib, io, os, sys
+    from idtfv.idt.cli import main
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["--help"])
+    import numpy  # noqa: F401  (OpenBLAS reads its variable here)
+    from threadpoolctl import threadpool_info
+    print(max([p["num_threads"] for p in threadpool_info() if p["internal_api"] == "openblas"] or [-1]))
+""")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="OpenBLAS has one thread on one core anyway")
+@pytest.mark.parametrize("user", [None, "2"])
+def test_extract_trajectories_starts_no_idle_blas_threads_unless_the_user_asks(user):
+    """One video's extraction makes only tiny BLAS calls: extract-trajectories sets OPENBLAS_NUM_THREADS=1 before
+    NumPy's import (its threads spin after each call), unless the user set it."""
+    pytest.importorskip("threadpoolctl")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if user is not None:
+        env["OPENBLAS_NUM_THREADS"] = user
+    out = subprocess.run([sys.executable, "-c", _BLAS], capture_output=True, text=True, env=env, check=True)
+    threads = int(out.stdout.split()[-1])
+    if threads == -1:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    assert threads == (1 if user is None else 2)
