@@ -1197,8 +1197,8 @@ class _FrontThread(_AheadThread):
         # flow solves the front thread may start before the main thread's next warped flow (see the docstring)
         self._permits = threading.Semaphore(_AHEAD + 1 if steps.flow_ahead else 1)
         self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
-        # the next frame's keypoints, offered to the main thread while it waits (the camera's keypoints, without
-        # human masks: their detector keeps state frame after frame on the front thread)
+        # keypoints of a frame ahead, offered to the main thread while it waits (:meth:`_frames_and_jobs`; only
+        # without human masks, whose detector keeps state frame after frame on the front thread)
         camera = steps.camera
         self._share = camera is not None and camera.detector is not None and not steps.humans.enabled
         self._job: _KeypointJob | None = None
@@ -1303,7 +1303,8 @@ class _FrontThread(_AheadThread):
 
     # ---- the main thread
     def _help(self) -> bool:
-        """The next frame's keypoints, if the front thread has not started them (:class:`_KeypointJob`)."""
+        """The keypoints of the frame :data:`_JOBS_AHEAD` past the front thread's, if nobody has started them
+        (:class:`_KeypointJob`)."""
         job = self._job
         if job is None or not job.claim():
             return False
