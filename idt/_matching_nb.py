@@ -115,35 +115,41 @@ def good_features(eig, maxv, mask, use_mask, quality, min_distance, max_corners,
             t[y, x] = v if v > thr else zero
         for x in range(1, w - 1):
             hm[y, x] = max(max(t[y, x - 1], t[y, x]), t[y, x + 1])
-    values = np.empty(max((h - 2) * (w - 2), 0), np.float32)
-    flat = np.empty(values.shape[0], np.int64)
+    # candidates: per row, the flags in one branch-free pass (it vectorises), then the few set ones, each with its
+    # sort key: response descending, then raster index descending (float32 bits made monotone as signed integers,
+    # the index in the low 32 bits: the keys are distinct, so sorting them orders the candidates)
+    flag = np.zeros(w, np.bool_)
+    key = np.empty(max((h - 2) * (w - 2), 0), np.int64)
     n = 0
     for y in range(1, h - 1):
+        row, above, here, below = t[y], hm[y - 1], hm[y], hm[y + 1]
+        if use_mask:
+            m_row = mask[y]
+            for x in range(1, w - 1):
+                v = row[x]
+                flag[x] = (v != zero) & (v == max(max(above[x], here[x]), below[x])) & (m_row[x] != 0)
+        else:
+            for x in range(1, w - 1):
+                v = row[x]
+                flag[x] = (v != zero) & (v == max(max(above[x], here[x]), below[x]))
+        bits = row.view(np.int32)
         for x in range(1, w - 1):
-            v = t[y, x]
-            if v != zero and v == max(max(hm[y - 1, x], hm[y, x]), hm[y + 1, x]):
-                if use_mask and mask[y, x] == 0:
-                    continue
-                values[n] = v
-                flat[n] = y * w + x
+            if flag[x]:
+                b = np.int64(bits[x])
+                if b < 0:
+                    b = b ^ np.int64(0x7FFFFFFF)
+                key[n] = (b << 32) | (y * w + x)
                 n += 1
-    # order: response descending, then raster index descending; float32 bits made monotone as signed integers
-    bits = values[:n].view(np.int32)
-    key = np.empty(n, np.int64)
-    for i in range(n):
-        b = np.int64(bits[i])
-        if b < 0:
-            b = b ^ np.int64(0x7FFFFFFF)
-        key[i] = (b << 32) | flat[i]
-    order = np.argsort(key)[::-1]
+    keys = np.sort(key[:n])
+    low = np.int64(0xFFFFFFFF)
     cell = int(np.rint(min_distance))
     gw = (w + cell - 1) // cell
     gh = (h + cell - 1) // cell
     kept = np.zeros((h, w), np.bool_)
     md2 = min_distance * min_distance
     m = 0
-    for i in range(n):
-        k = flat[order[i]]
+    for i in range(n - 1, -1, -1):  # strongest first
+        k = keys[i] & low
         y = k // w
         x = k - y * w
         xc = x // cell
@@ -160,6 +166,9 @@ def good_features(eig, maxv, mask, use_mask, quality, min_distance, max_corners,
                     dy = np.float32(y - yy)
                     if dx * dx + dy * dy < md2:
                         good = False
+                        break
+            if not good:
+                break
         if good:
             kept[y, x] = True
             out[m, 0] = x
