@@ -99,6 +99,8 @@ def compare(ref, ours) -> dict:
 
 
 def fmt(values, digits=1) -> str:
+    if not values:
+        return "-"
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
@@ -144,7 +146,8 @@ def main(argv=None) -> int:
                     r = timed(ours_cmd[name], env=env)
                 if round_ > 0:
                     runs[name].append(r)
-        n_frames = load_trajectories(tmp / f"{clip}.default.npz").info.get("frames") if "default" in runs else None
+        ours_first = next(p for p in runs if p != "ref")  # any of our outputs says how many frames were read
+        n_frames = load_trajectories(tmp / f"{clip}.{ours_first}.npz").info.get("frames")
         ref_cpu = [r["cpu"] for r in runs["ref"]]
         for preset in (p for p in runs if p != "ref"):
             cpu = [r["cpu"] for r in runs[preset]]
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
                 f"C++ reference {statistics.median(ref_cpu):.1f} CPU-s",
                 f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
                 + (f"; goal {GOALS[clip, preset]:g}x" if (clip, preset) in GOALS else "")]))
-    for clip in args.fidelity_clips.split(","):
+    for clip in filter(None, args.fidelity_clips.split(",")):  # (--fidelity-clips "": none)
         video, last, lear, label = CLIPS[clip]
         if lear is None:
             continue
