@@ -33,13 +33,12 @@ import math
 import numpy as np
 from numba import njit
 
-from idtfv.idt._histograms_simd_nb import (add_sqrt_scaled, cell_bins8, cell_bins9, integral_row, ring_cell_bins8,
-                                          ring_cell_bins9)
+from idtfv.idt._histograms_simd_nb import add_sqrt_scaled, cell_bins8, cell_bins9, integral_row
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "6aa42eaadcca4ac03ffe43b3f9c0c561873d7ac6b525e42117e25bbdaf4e9f50",
+KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "9759a2cb858b5ab1002e7aa31cfe20203dd2b658132d4b9d9e0b0dced1724e25",
                        "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
@@ -360,23 +359,22 @@ def motion_integral_histograms(flow, hof_nbins, mbh_bins, min_flow, hof, mbhx, m
 
 
 @njit(cache=True, inline="always")
-def _cell(top, bottom, xa, xb, nb, eps, vec, k):
-    """``vec[k:k + nb]``: the bins of the cell between integral rows ``top`` and ``bottom`` ((w+1, B) each) and
-    columns ``xa``, ``xb``, clipped at 0, plus ``eps``."""
+def _cell(hist, top, bottom, xa, xb, nb, eps, vec, k):
+    """``vec[k:k + nb]``: the bins of the cell between integral rows ``top`` and ``bottom`` of ``hist`` ((n, w+1, B):
+    a whole histogram or a ring of its rows) and columns ``xa``, ``xb``, clipped at 0, plus ``eps``. The rows are
+    read by number, not as views (a view costs two atomic reference-count updates: ~30 per point were ~10% of the
+    fast preset)."""
     if nb == 8:  # the usual layouts: the bins as one vector (_histograms_simd_nb)
-        cell_bins8(top, bottom, xa, xb, eps, vec, k)
+        cell_bins8(hist, top, bottom, xa, xb, eps, vec, k)
         return
     if nb == 9:
-        cell_bins9(top, bottom, xa, xb, eps, vec, k)
+        cell_bins9(hist, top, bottom, xa, xb, eps, vec, k)
         return
     zero = np.float32(0.0)
-    h_aa = top[xa]
-    h_ab = top[xb]
-    h_ba = bottom[xa]
-    h_bb = bottom[xb]
     for b in range(nb):
         # clipped at 0: float32 cancellation can leave tiny negatives
-        vec[k + b] = max((h_bb[b] - h_ab[b]) - (h_ba[b] - h_aa[b]), zero) + eps
+        d = (hist[bottom, xb, b] - hist[top, xb, b]) - (hist[bottom, xa, b] - hist[top, xa, b])
+        vec[k + b] = max(d, zero) + eps
 
 
 @njit(cache=True, inline="always")
@@ -388,7 +386,7 @@ def _cell_sums(hist, nb, x0, y0, nx_cells, ny_cells, cell_w, cell_h, eps, vec):
         xa = x0 + ix * cell_w
         for iy in range(ny_cells):
             ya = y0 + iy * cell_h
-            _cell(hist[ya], hist[ya + cell_h], xa, xa + cell_w, nb, eps, vec, k)
+            _cell(hist, ya, ya + cell_h, xa, xa + cell_w, nb, eps, vec, k)
             k += nb
 
 
@@ -555,24 +553,12 @@ def gather_all_blocks(hog, hof, mbhx, mbhy, points, patch, nx_cells, ny_cells, e
 @njit(cache=True, inline="always")
 def _ring_cell_sums(ring, nb, x0, slots, nx_cells, ny_cells, cell_w, eps, vec):
     """:func:`_cell_sums` of a point whose patch rows ``y0 + iy * cell_h`` (``iy`` = 0..``ny_cells``) are
-    ``ring[slots[iy]]``: the same sums, in the same order, into ``vec[:nx_cells * ny_cells * nb]``. The rows are
-    read by number, not as views (a view costs two atomic reference-count updates: with ~30 per point they were
-    ~10% of the fast preset)."""
+    ``ring[slots[iy]]``: the same sums, in the same order, into ``vec[:nx_cells * ny_cells * nb]``."""
     k = 0
-    zero = np.float32(0.0)
     for ix in range(nx_cells):
         xa = x0 + ix * cell_w
-        xb = xa + cell_w
         for iy in range(ny_cells):
-            t, u = slots[iy], slots[iy + 1]
-            if nb == 8:
-                ring_cell_bins8(ring, t, u, xa, xb, eps, vec, k)
-            elif nb == 9:
-                ring_cell_bins9(ring, t, u, xa, xb, eps, vec, k)
-            else:  # _cell's loop
-                for b in range(nb):
-                    d = (ring[u, xb, b] - ring[t, xb, b]) - (ring[u, xa, b] - ring[t, xa, b])
-                    vec[k + b] = max(d, zero) + eps
+            _cell(ring, slots[iy], slots[iy + 1], xa, xa + cell_w, nb, eps, vec, k)
             k += nb
 
 

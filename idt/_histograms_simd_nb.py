@@ -17,7 +17,7 @@ does not touch: the sums are never -0, so adding +0 changes no bit), and row :ma
 the histograms with a NumPy integral-histogram reference and the extractor's output on the shared clips.
 
 Per tracked point, the blocks are read from those rows: :func:`cell_bins8` / :func:`cell_bins9` make one cell's
-bins from its four integral-row corners as one vector, and :func:`add_sqrt_scaled` adds a block's RootSIFT values
+bins from its four integral-row corners (rows given by number, no row views) as one vector, and :func:`add_sqrt_scaled` adds a block's RootSIFT values
 (square roots of the L1-normalised bins) to its track's temporal-cell sum eight at a time. Numba left both scalar
 (the output and the rows read are float32 arrays it cannot prove apart); the operations per element are the same,
 so are the numbers.
@@ -135,81 +135,51 @@ def _cell_value(builder, bb, ab, ba, aa, eps):
     return builder.fadd(builder.select(builder.fcmp_ordered(">", d, zero), d, zero), eps)
 
 
-def _emit_cell(builder, nbins, ptop, pbot, a_off, b_off, eps, pvec, kk) -> None:
-    """One cell's bins from the corners at element offsets ``a_off``, ``b_off`` of the rows at ``ptop``, ``pbot``."""
-
-    def at(ptr, off, lane=0):
-        return builder.gep(ptr, [builder.add(off, ir.Constant(_I64, lane))])
-
-    corners = ((pbot, b_off), (ptop, b_off), (pbot, a_off), (ptop, a_off))
-    vals = [load(builder, at(p, off), None) for p, off in corners]
-    store(builder, _cell_value(builder, *vals, splat(builder, eps, _VEC)), at(pvec, kk), None)
-    if nbins == 9:
-        vals = [builder.load(at(p, off, 8)) for p, off in corners]
-        builder.store(_cell_value(builder, *vals, eps), at(pvec, kk, 8))
-
-
 def _cell_intrinsic(nbins):
-    """An intrinsic ``(top, bottom, xa, xb, eps, vec, k)`` for cells of ``nbins`` (8 or 9) bins per pixel."""
+    """An intrinsic ``(hist, top, bottom, xa, xb, eps, vec, k)`` for cells of ``nbins`` (8 or 9) bins per pixel,
+    the integral rows given by number: ``hist`` (n, w + 1, ``nbins``), a whole histogram or a ring of its rows.
+    (Row views would cost Numba two atomic reference-count updates each, dozens per tracked point.)"""
 
-    def typer(typingctx, top, bottom, xa, xb, eps, vec, k):
-        if not (_is_rows(top) and _is_rows(bottom) and _is_row(vec)):
+    def typer(typingctx, hist, top, bottom, xa, xb, eps, vec, k):
+        if not (is_array(hist, types.float32, 3) and _is_row(vec)):
             return None
-        sig = types.void(top, bottom, types.intp, types.intp, types.float32, vec, types.intp)
-
-        def codegen(context, builder, signature, args):
-            aty = signature.args
-            ptop = context.make_array(aty[0])(context, builder, args[0]).data
-            pbot = context.make_array(aty[1])(context, builder, args[1]).data
-            pvec = context.make_array(aty[5])(context, builder, args[5]).data
-            stride = ir.Constant(_I64, nbins)
-            _emit_cell(builder, nbins, ptop, pbot, builder.mul(args[2], stride), builder.mul(args[3], stride),
-                       args[4], pvec, args[6])
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    typer.__name__ = f"cell_bins{nbins}"
-    typer.__doc__ = (f"``vec[k:k + {nbins}] = max((bottom[xb] - top[xb]) - (bottom[xa] - top[xa]), 0) + eps``: one "
-                     f"cell's {nbins} bins from the integral rows ``top``, ``bottom`` ((w + 1, {nbins}) C-contiguous "
-                     "float32), 8 of them as one vector: the numbers of ``_histograms_nb._cell``, element by element.")
-    return intrinsic(typer)
-
-
-def _ring_cell_intrinsic(nbins):
-    """An intrinsic ``(ring, top, bottom, xa, xb, eps, vec, k)``: :func:`_cell_intrinsic`'s cell with its integral
-    rows given as row numbers of ``ring`` (n, w + 1, ``nbins``): no row views made (each view of an array costs
-    Numba two atomic reference-count updates, dozens per tracked point)."""
-
-    def typer(typingctx, ring, top, bottom, xa, xb, eps, vec, k):
-        if not (is_array(ring, types.float32, 3) and _is_row(vec)):
-            return None
-        sig = types.void(ring, types.intp, types.intp, types.intp, types.intp, types.float32, vec, types.intp)
+        sig = types.void(hist, types.intp, types.intp, types.intp, types.intp, types.float32, vec, types.intp)
 
         def codegen(context, builder, signature, args):
             aty = signature.args
             arr = context.make_array(aty[0])(context, builder, args[0])
             pvec = context.make_array(aty[6])(context, builder, args[6]).data
-            row = builder.mul(builder.extract_value(arr.shape, 1), ir.Constant(_I64, nbins))
+            stride = ir.Constant(_I64, nbins)
+            row = builder.mul(builder.extract_value(arr.shape, 1), stride)
             ptop = builder.gep(arr.data, [builder.mul(args[1], row)])
             pbot = builder.gep(arr.data, [builder.mul(args[2], row)])
-            stride = ir.Constant(_I64, nbins)
-            _emit_cell(builder, nbins, ptop, pbot, builder.mul(args[3], stride), builder.mul(args[4], stride),
-                       args[5], pvec, args[7])
+            a_off = builder.mul(args[3], stride)
+            b_off = builder.mul(args[4], stride)
+            eps, kk = args[5], args[7]
+
+            def at(ptr, off, lane=0):
+                return builder.gep(ptr, [builder.add(off, ir.Constant(_I64, lane))])
+
+            corners = ((pbot, b_off), (ptop, b_off), (pbot, a_off), (ptop, a_off))
+            vals = [load(builder, at(p, off), None) for p, off in corners]
+            store(builder, _cell_value(builder, *vals, splat(builder, eps, _VEC)), at(pvec, kk), None)
+            if nbins == 9:
+                vals = [builder.load(at(p, off, 8)) for p, off in corners]
+                builder.store(_cell_value(builder, *vals, eps), at(pvec, kk, 8))
             return context.get_dummy_value()
 
         return sig, codegen
 
-    typer.__name__ = f"ring_cell_bins{nbins}"
-    typer.__doc__ = (f"``vec[k:k + {nbins}]``: :func:`cell_bins{nbins}` of the integral rows ``ring[top]``, "
-                     f"``ring[bottom]`` (``ring`` (n, w + 1, {nbins}) C-contiguous float32), without making views.")
+    typer.__name__ = f"cell_bins{nbins}"
+    typer.__doc__ = (f"``vec[k:k + {nbins}] = max((h[bottom, xb] - h[top, xb]) - (h[bottom, xa] - h[top, xa]), 0) "
+                     f"+ eps``: one cell's {nbins} bins from the integral rows ``top``, ``bottom`` of ``h`` ((n, "
+                     f"w + 1, {nbins}) C-contiguous float32), 8 of them as one vector: the numbers of "
+                     "``_histograms_nb._cell``'s loop, element by element.")
     return intrinsic(typer)
 
 
 cell_bins8 = _cell_intrinsic(8)
 cell_bins9 = _cell_intrinsic(9)
-ring_cell_bins8 = _ring_cell_intrinsic(8)
-ring_cell_bins9 = _ring_cell_intrinsic(9)
 
 
 @intrinsic

@@ -409,8 +409,9 @@ def test_vector_cells_and_root_sums_match_scalar_loops_bit_for_bit(nb, eps):
 
     @njit
     def cells(top, bottom, xa, xb, eps, out_vec, out_loop):
+        hist = np.stack((top, bottom))  # the two integral rows, read by number
         for i in range(xa.shape[0]):
-            hnb._cell(top, bottom, xa[i], xb[i], nb, np.float32(eps), out_vec[i], 0)
+            hnb._cell(hist, 0, 1, xa[i], xb[i], nb, np.float32(eps), out_vec[i], 0)
             for b in range(top.shape[1]):
                 d = (bottom[xb[i], b] - top[xb[i], b]) - (bottom[xa[i], b] - top[xa[i], b])
                 out_loop[i, b] = max(d, np.float32(0.0)) + np.float32(eps)

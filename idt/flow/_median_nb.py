@@ -17,7 +17,7 @@ from numba import njit
 from idtfv.idt.flow._median_simd_nb import interleave8, median_pair, sort5_row
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in (see ``_farneback_nb.KERNEL_DEPENDENCIES``).
-KERNEL_DEPENDENCIES = {"_median_simd_nb.py": "8415e15fc6811a1a0e180000a2f6ac51a9ceadd4ed752ee24de08cdeff65861c",
+KERNEL_DEPENDENCIES = {"_median_simd_nb.py": "4dc52e9d419b46c708724f836f7c1d779f3ba6beb0ba140f10072f01c7ba52e7",
                        "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
 
 __all__ = ["median5_flow"]
@@ -42,7 +42,7 @@ def median5_flow(src, med, out):
     """5x5 median of both planes of a planar flow ``src (2, h, w)`` into ``med (2, h, w)`` and, interleaved, into
     ``out (h, w, 2)`` (float32, C-contiguous, not overlapping), the border replicated: ``cv2.medianBlur(src[i],
     5)``'s values. The second plane's rows are interleaved with the first's as they are made."""
-    c, h, w = src.shape
+    h, w = src.shape[1], src.shape[2]
     pad = np.empty(w + 4, np.float32)
     ring = np.empty((_RING, 5, w), np.float32)
     merged = np.zeros((2, 10, w), np.float32)

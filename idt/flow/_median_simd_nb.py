@@ -220,8 +220,6 @@ def median_pair(typingctx, m_prev, s_next, s_after, s_above, s_below, m_next, ou
     return sig, codegen
 
 
-
-
 @intrinsic
 def interleave8(typingctx, u, v, out, x):
     """``out[x + i] = (u[x + i], v[x + i])`` for i < 8: two planes' rows interleaved, eight pixels (two shuffles,
@@ -238,7 +236,8 @@ def interleave8(typingctx, u, v, out, x):
         base = builder.mul(x, ir.Constant(_I64, 2))
         for half in range(2):
             idx = [j for i in range(4 * half, 4 * half + 4) for j in (i, i + 8)]
-            pair = builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, 8), [ir.Constant(_I32, k) for k in idx]))
+            lanes = ir.Constant(ir.VectorType(_I32, 8), [ir.Constant(_I32, k) for k in idx])
+            pair = builder.shuffle_vector(a, b, lanes)
             store(builder, pair, builder.gep(po, [builder.add(base, ir.Constant(_I64, 8 * half))]))
         return context.get_dummy_value()
 
