@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## demo"
 HERE = Path(__file__).resolve().parent
@@ -62,6 +62,7 @@ def main(argv=None) -> int:
                         help="skip the CNN rows (TSN on RGB differences, ~2 min; needs torch) and their fusion")
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md")
     args = parser.parse_args(argv)
+    byte_compile_package()  # .pyc files, as an installed package has (see _results)
     if not IDTFV.exists():
         raise SystemExit(f"error: {IDTFV} not found; run this with the project's virtualenv python (make bench)")
 

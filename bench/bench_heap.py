@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import publish, stamp  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, publish, stamp  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## heap"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -61,6 +61,7 @@ def main() -> int:
     ap.add_argument("--core", type=int, default=0, help="the CPU core every run is pinned to")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not update RESULTS.md")
     args = ap.parse_args()
+    byte_compile_package()  # .pyc files, as an installed package has (see _results)
     if not args.video.is_file():
         print(f"skipped: {args.video}: no such video (needs ../shared beside the repository)")
         return 0

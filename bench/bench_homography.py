@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import publish, stamp  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, publish, stamp  # noqa: E402  (bench/ is the script's directory)
 from bench_reference import BLOCKS, compare  # noqa: E402
 
 SECTION = "## homography"
@@ -170,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-write", action="store_true", help="print, do not update bench/RESULTS.md")
     args = ap.parse_args(argv)
+    byte_compile_package()  # .pyc files, as an installed package has (see _results)
     if not (SHARED / "videos").is_dir():
         print(f"skipped: {SHARED / 'videos'} not found (the shared reference clips)")
         return 0

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import publish  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, publish  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## opencv-pool"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -69,6 +69,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="counted rounds (median reported)")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not update RESULTS.md")
     args = ap.parse_args()
+    byte_compile_package()  # .pyc files, as an installed package has (see _results)
     if not args.video.is_file():
         raise SystemExit(f"error: {args.video}: no such video (needs ../shared beside the repository)")
     exe = Path(sys.executable).with_name("extract-trajectories")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import publish, readme_row  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, publish, readme_row  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## output"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="rounds of the three formats (median reported)")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not update RESULTS.md")
     args = ap.parse_args(argv)
+    byte_compile_package()  # .pyc files, as an installed package has (see _results)
     if not args.video.exists():
         raise SystemExit(f"{args.video}: no such video; give one with --video (the default needs ../shared)")
     script = Path(sys.executable).parent / "extract-trajectories"

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## reference"
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +114,7 @@ def main(argv=None) -> int:
                         help="clips whose fidelity (default preset) is computed from one more run of ours")
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md")
     args = parser.parse_args(argv)
+    byte_compile_package()  # .pyc files, as an installed package has (see _results)
     why = reference_ready()
     if why:
         print(f"skip: {why}")

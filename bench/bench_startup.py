@@ -44,7 +44,7 @@ import numpy as np
 from idtfv.cli import command_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import publish, readme_row  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, publish, readme_row  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## startup"
 WATCHED = ("torch", "numba", "sklearn", "cv2")
@@ -157,6 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per command (median reported)")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not update RESULTS.md")
     args = ap.parse_args(argv)
+    byte_compile_package()  # .pyc files, as an installed package has (see _results)
     missing = [name for name in scripts() if not script_path(name).exists()]
     if missing:
         raise SystemExit(f"console script(s) {', '.join(missing)} not found next to {sys.executable}; "

@@ -16,6 +16,14 @@ shorter (``bench/bench_startup.py``).
 It touches two Numba internals (``numba.np.linalg.ensure_blas`` and ``numba.np.arraymath``'s binding of it),
 restores both, and does nothing (Numba initialises as usual) when they are not as expected, when Numba's target
 is already initialised, or when ``IDTFV_PLAIN_NUMBA_INIT=1``.
+
+Loading a cached kernel needs none of those registries: its machine code is linked, not compiled. Numba's cache
+still refreshes the whole target before every load (``Cache.load_overload``), and the first refresh of a process
+is the 0.11 s above. :func:`light_numba_init` also makes the loads of *idtfv's* kernels (functions of ``idtfv.*``
+modules) start only what linked code calls: Numba's runtime (NRT: allocation, reference counts; every other C
+helper and the math library are registered when the target is created) and ``numba.cpython.hashing``'s symbols.
+A kernel not in the cache compiles as before, and Numba's compiler refreshes the target itself; other packages'
+cached functions load exactly as Numba loads them.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import sys
 __all__ = ["light_numba_init"]
 
 _done = False
+_OURS = "idtfv."
 
 
 def _blas_installed() -> None:
@@ -35,8 +44,36 @@ def _blas_installed() -> None:
         raise ImportError("scipy 0.16+ is required for linear algebra")
 
 
+def _light_cache_loads() -> None:
+    """Make Numba's cache load idtfv's kernels without refreshing its target (see the module's docstring)."""
+    try:
+        from numba.core import caching
+        from numba.core.runtime import rtsys
+    except ImportError:
+        return
+    cache = caching.Cache
+    numbas_load = cache.__dict__.get("load_overload")
+    if not callable(numbas_load) or not all(
+        callable(getattr(cache, name, None)) for name in ("_load_overload", "_guard_against_spurious_io_errors")
+    ):
+        return  # not the Numba this was written for: its own loads
+
+    def load_overload(self, sig, target_context):
+        if not getattr(getattr(self, "_py_func", None), "__module__", "").startswith(_OURS):
+            return numbas_load(self, sig, target_context)
+        rtsys.initialize(target_context)  # NRT's symbols (the first call only)
+        import numba.cpython.hashing  # noqa: F401  registers the hash secret's symbols at import
+
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload.__wrapped__ = numbas_load
+    cache.load_overload = load_overload
+
+
 def light_numba_init() -> bool:
-    """Import ``numba.np.arraymath`` without importing ``scipy.linalg`` (see the module's docstring).
+    """Import ``numba.np.arraymath`` without importing ``scipy.linalg``, and load idtfv's cached kernels without
+    refreshing Numba's target (see the module's docstring).
 
     Call it before the process's first Numba kernel call; later calls, and calls after Numba's target was
     initialised, do nothing. Returns True when it took the light path.
@@ -45,6 +82,7 @@ def light_numba_init() -> bool:
     if _done or os.environ.get("IDTFV_PLAIN_NUMBA_INIT") == "1":
         return False
     _done = True
+    _light_cache_loads()
     if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
         return False  # already paid for (or Numba's target already initialised)
     try:
