@@ -10,7 +10,9 @@
   Numba's runtime start, the kernels it loads, the first frame's pyramid, expansions, keypoints and points),
   "per frame" the median of frames 3 onwards, and "start-up" the whole process (its rusage, exit included) less
   the frames times the per-frame cost. The same runs alternate (A B A B) with Numba's own start
-  (``IDTFV_PLAIN_NUMBA_INIT=1``, which imports ``scipy.linalg``; see ``idtfv.jit``), before/after in one run.
+  (``IDTFV_PLAIN_NUMBA_INIT=1``, which refreshes Numba's whole target before each cache load and imports
+  ``scipy.linalg``; see ``idtfv.jit``), before/after in one run. The package is byte-compiled first, as pip
+  installs it.
 
 Each command runs as its own process (the console script of this environment: ``bin/`` next to the Python
 running this script), median (min, max) of ``--repeat`` runs (5). The "loads" column says which of torch,
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
         cpu = cpu_runs(extract, args.repeat, tmp)
         cpu_rows = [f"| {name} | {_stat(cpu[key], 'first')} | {_stat(cpu[key], 'frame')} | "
                     f"{_stat(cpu[key], 'startup')} | {_stat(cpu[key], 'total')} |"
-                    for key, name in (("light", "this version (`idtfv.jit`: no `scipy.linalg`)"),
+                    for key, name in (("light", "this version (`idtfv.jit`: cache loads without the target refresh, no `scipy.linalg`)"),
                                       ("plain", "Numba's own start (`IDTFV_PLAIN_NUMBA_INIT=1`)"))]
         print("\n".join(cpu_rows), flush=True)
         first_med = statistics.median(r["first"] for r in cpu["light"])
