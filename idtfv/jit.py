@@ -13,9 +13,9 @@ uses (a kernel that compiles ``np.dot``) still import SciPy as before, and compi
 functions at run time. The kernels, their cache files and their results are unchanged; only the start-up is
 shorter (``bench/bench_startup.py``).
 
-It touches two Numba internals (``numba.np.linalg.ensure_blas`` and ``numba.np.arraymath``'s binding of it),
-restores both, and does nothing (Numba initialises as usual) when they are not as expected, when Numba's target
-is already initialised, or when ``IDTFV_PLAIN_NUMBA_INIT=1``.
+The import touches two Numba internals (``numba.np.linalg.ensure_blas`` and ``numba.np.arraymath``'s binding of
+it), restores both, and does nothing (Numba initialises as usual) when they are not as expected, when Numba's
+target is already initialised, or when ``IDTFV_PLAIN_NUMBA_INIT=1``.
 
 Loading a cached kernel needs none of those registries: its machine code is linked, not compiled. Numba's cache
 still refreshes the whole target before every load (``Cache.load_overload``), and the first refresh of a process
@@ -23,7 +23,9 @@ is the 0.11 s above. :func:`light_numba_init` also makes the loads of *idtfv's* 
 modules) start only what linked code calls: Numba's runtime (NRT: allocation, reference counts; every other C
 helper and the math library are registered when the target is created) and ``numba.cpython.hashing``'s symbols.
 A kernel not in the cache compiles as before, and Numba's compiler refreshes the target itself; other packages'
-cached functions load exactly as Numba loads them.
+cached functions load exactly as Numba loads them. This wraps a third internal, ``numba.core.caching.Cache``'s
+``load_overload``, left as it is when Numba's cache class lacks the methods the wrapper calls and under
+``IDTFV_PLAIN_NUMBA_INIT=1``; ``tests/test_startup_cost.py`` checks both loads.
 """
 
 from __future__ import annotations
