@@ -35,6 +35,7 @@ from _results import byte_compile_package, write_section  # noqa: E402  (bench/ 
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
+DENSE = VIDEO.parent / "bikes_320x240.avi"  # the shared clip with the most trajectories finishing per frame
 SECTION = "## memory"
 EXTRACT = [sys.executable, "-c", "import sys; from idtfv.idt.cli import main; sys.exit(main())"]
 # reported in issue 11 before trajectories were streamed to the output (MB)
@@ -143,6 +144,19 @@ def main(argv=None) -> int:
                     print(f"{rows[-1][0]:>20} {preset:>8} {fmt:>5}: {n:7d} trajectories, peak {mb:5d} MB, "
                           f"{seconds:6.1f} s", flush=True)
                     report(rows, args.no_write)
+        if DENSE.exists():  # dense footage: the most trajectories finishing per frame among the shared clips
+            runs = [(preset, fmt, []) for preset in args.presets.split(",") for fmt in args.formats.split(",")]
+            for preset, fmt, extra in runs + [("default", "npz", ["--threads", "2"])]:
+                out = tmp / ("out.npz" if fmt == "npz" else "out.txt.gz")
+                cmd = EXTRACT + [str(DENSE), "--preset", preset, "-q", "-o", str(out)] + extra
+                rc, seconds, mb = peak_rss(cmd, env)
+                n = count_rows(out) if rc == 0 else 0
+                out.unlink(missing_ok=True)
+                name = "bikes_320x240 x1" + (" `" + " ".join(extra) + "`" if extra else "")
+                rows.append((name, "250", preset, fmt, "320", n, mb, seconds, None))
+                print(f"{name:>20} {preset:>8} {fmt:>5}: {n:7d} trajectories, peak {mb:5d} MB, {seconds:6.1f} s",
+                      flush=True)
+                report(rows, args.no_write)
         if args.huge:
             for width, height, resize in ((4000, 3000, None), (640, 480, "0"), (1280, 960, "0")):
                 clip = tmp / f"synthetic_{width}x{height}.avi"
@@ -172,7 +186,9 @@ def report(rows, no_write: bool) -> str:
              "`ru_maxrss`: interpreter, NumPy, OpenCV and Numba included), one thread. Trajectories stream to the "
              "output as they finish (`TrajectoryWriter`), so the peak does not grow with the video's length; frames "
              "wider than the working width (640 px by default, `--resize-width`) are shrunk first, so it does not "
-             "grow with the frame size either. \"Before\": issue 11's measurements of the version that kept every "
+             "grow with the frame size either; what it does grow with is how many trajectories finish per frame "
+             "(the bikes rows: dense texture, ~200 a frame). \"Before\": issue 11's measurements of the version "
+             "that kept every "
              "trajectory until the end (LEAR text to stdout). Seconds are wall time on the machine as it was (other jobs "
              "may run alongside), not a speed measure.", "",
              "| clip | frames | preset | output | working width | trajectories | peak RSS (MB) | before (MB) | "

@@ -507,3 +507,24 @@ def test_extract_to_file_bytes_do_not_depend_on_threads(tmp_path):
         ("a.npz", None, None), ("a.npz", None, 6), ("a.txt.gz", None, None), ("a.txt", None, None),
         ("a.bin", "npz", None), ("a.bin", "lear", None), (io.BytesIO(), None, None))] == [1, 2, 2, 2, 1, 2, 1]
     assert _writer_threads("a.txt.gz", None, None, 1) == 1
+
+
+def test_extract_to_file_hands_the_writer_each_frames_trajectories_as_they_finish(tmp_path, monkeypatch):
+    """Every part the writer gets holds the trajectories that ended on one frame (the batch held twice sets the
+    peak above the steady state on dense footage), and together they are extract()'s rows."""
+    from idtfv.idt.extractor import extract, extract_to_file
+
+    parts = []
+    write = TrajectoryWriter.write
+
+    def recording(self, part):
+        parts.append(np.asarray(part.meta[:, 0]).copy())  # frame_num: the frame each trajectory ended on
+        return write(self, part)
+
+    monkeypatch.setattr(TrajectoryWriter, "write", recording)
+    params = IDTParams(track_length=6, nt_cells=3, scales=2, camera_motion=False)
+    writer = extract_to_file(_texture_frames(40), tmp_path / "a.npz", params)
+    ends = [np.unique(p) for p in parts if len(p)]
+    assert len(ends) > 10 and all(len(e) == 1 for e in ends)  # one end frame per part
+    assert len({int(e[0]) for e in ends}) == len(ends)  # each frame's in one part
+    assert writer.n_rows == sum(len(p) for p in parts) == len(extract(_texture_frames(40), params))
