@@ -67,6 +67,23 @@ def _plain_lengths(freq, nz):
     return depth[:m]
 
 
+@njit(cache=True, inline="always")
+def _used(freq):
+    """``np.flatnonzero(freq > 0)`` in loops: an array expression would make a process that loads the cached
+    encoder import Numba's ufunc machinery (``numba.np.npyimpl``, ~8 ms of start-up)."""
+    k = 0
+    for i in range(freq.shape[0]):
+        if freq[i] > 0:
+            k += 1
+    nz = np.empty(k, np.int64)
+    k = 0
+    for i in range(freq.shape[0]):
+        if freq[i] > 0:
+            nz[k] = i
+            k += 1
+    return nz
+
+
 @njit(cache=True)
 def huffman_lengths(freq, limit):
     """Code lengths (n,) int64 for the counts ``freq`` (n,): 0 for unused symbols; a complete prefix code when two
@@ -84,7 +101,7 @@ def huffman_lengths(freq, limit):
     """
     n = freq.shape[0]
     out = np.zeros(n, np.int64)
-    nz = np.flatnonzero(freq > 0)
+    nz = _used(freq)
     if nz.shape[0] == 0:
         out[0] = 1
         out[1] = 1
