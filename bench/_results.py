@@ -46,9 +46,8 @@ def stamp() -> str:
     return f"{platform.machine()}, {now}, load average {load:.1f}"
 
 
-def byte_compile_package() -> int:
-    """Byte-compile idtfv's modules as ``pip install`` does, before whole-process runs are timed; returns how many
-    source files were checked.
+def byte_compile_package() -> None:
+    """Byte-compile idtfv's modules as ``pip install`` does, before whole-process runs are timed.
 
     A wheel installed by pip carries ``.pyc`` files, and an editable install writes them on its first run, unless
     ``PYTHONDONTWRITEBYTECODE`` is set (as in some development shells): then every timed process would compile
@@ -57,13 +56,10 @@ def byte_compile_package() -> int:
     import compileall
     import importlib.util
 
-    count = 0
     for name in ("idtfv", "idtfv.idt", "idtfv.encoding", "idtfv.classify", "idtfv.deep"):
         spec = importlib.util.find_spec(name)
         for folder in (spec.submodule_search_locations or []) if spec else []:
             compileall.compile_dir(folder, quiet=1)
-            count += sum(1 for _ in Path(folder).rglob("*.py"))
-    return count
 
 
 def publish(section: str, text: str, *, write: bool) -> None:

@@ -131,14 +131,19 @@ def main(argv=None) -> int:
             else:
                 dst = tmp / f"vtest_x{loops}.avi"
                 clips[loops] = (dst, loop_video(VIDEO, dst, loops))
+
+        def measure(clip: Path, fmt: str, options: list[str]) -> tuple[int, int, float]:
+            """Trajectories written, peak RSS (MB) and seconds of one extraction of ``clip`` to ``fmt``."""
+            out = tmp / ("out.npz" if fmt == "npz" else "out.txt.gz")
+            rc, seconds, mb = peak_rss(EXTRACT + [str(clip), *options, "-q", "-o", str(out)], env)
+            n = count_rows(out) if rc == 0 else 0
+            out.unlink(missing_ok=True)
+            return n, mb, seconds
+
         for preset in args.presets.split(","):
             for fmt in args.formats.split(","):
                 for loops, (clip, n_frames) in clips.items():
-                    out = tmp / ("out.npz" if fmt == "npz" else "out.txt.gz")
-                    cmd = EXTRACT + [str(clip), "--preset", preset, "-q", "-o", str(out)]
-                    rc, seconds, mb = peak_rss(cmd, env)
-                    n = count_rows(out) if rc == 0 else 0
-                    out.unlink(missing_ok=True)
+                    n, mb, seconds = measure(clip, fmt, ["--preset", preset])
                     rows.append((f"vtest_320x240 x{loops}", f"{n_frames}", preset, fmt, "320", n, mb, seconds,
                                  BEFORE.get((preset, fmt if fmt == "npz" else "lear-stdout", loops))))
                     print(f"{rows[-1][0]:>20} {preset:>8} {fmt:>5}: {n:7d} trajectories, peak {mb:5d} MB, "
@@ -147,11 +152,7 @@ def main(argv=None) -> int:
         if DENSE.exists():  # dense footage: the most trajectories finishing per frame among the shared clips
             runs = [(preset, fmt, []) for preset in args.presets.split(",") for fmt in args.formats.split(",")]
             for preset, fmt, extra in runs + [("default", "npz", ["--threads", "2"])]:
-                out = tmp / ("out.npz" if fmt == "npz" else "out.txt.gz")
-                cmd = EXTRACT + [str(DENSE), "--preset", preset, "-q", "-o", str(out)] + extra
-                rc, seconds, mb = peak_rss(cmd, env)
-                n = count_rows(out) if rc == 0 else 0
-                out.unlink(missing_ok=True)
+                n, mb, seconds = measure(DENSE, fmt, ["--preset", preset, *extra])
                 name = "bikes_320x240 x1" + (" `" + " ".join(extra) + "`" if extra else "")
                 rows.append((name, "250", preset, fmt, "320", n, mb, seconds, None))
                 print(f"{name:>20} {preset:>8} {fmt:>5}: {n:7d} trajectories, peak {mb:5d} MB, {seconds:6.1f} s",
@@ -161,11 +162,7 @@ def main(argv=None) -> int:
             for width, height, resize in ((4000, 3000, None), (640, 480, "0"), (1280, 960, "0")):
                 clip = tmp / f"synthetic_{width}x{height}.avi"
                 synthetic_video(clip, width, height)
-                out = tmp / "out.npz"
-                cmd = EXTRACT + [str(clip), "-q", "-o", str(out)] + (["--resize-width", resize] if resize else [])
-                rc, seconds, mb = peak_rss(cmd, env)
-                n = count_rows(out) if rc == 0 else 0
-                out.unlink(missing_ok=True)
+                n, mb, seconds = measure(clip, "npz", ["--resize-width", resize] if resize else [])
                 working = "640 (default)" if resize is None else f"{width} (--resize-width 0)"
                 rows.append((f"synthetic {width}x{height}", "20", "default", "npz", working, n, mb, seconds, None))
                 report(rows, args.no_write)

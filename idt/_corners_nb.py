@@ -38,8 +38,8 @@ KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "8a423afd3f068837f4190c8dd8269a6
 
 __all__ = ["min_eigen_response", "OPENCV_ROW_BLOCK", "SOBEL_SCALE"]
 
-#: Columns per iteration of OpenCV's vectorised Sobel row filter (AVX2): columns below ``(w // 32) * 32`` take
-#: its fused multiply-adds, the rest its scalar loop.
+#: Columns per iteration of OpenCV's vectorised uint8 -> float32 row filter with AVX2 (4 vectors of 8 lanes, fused
+#: multiply-adds); the remaining ``w % 32`` columns go through its scalar loop (separate multiply and add).
 OPENCV_ROW_BLOCK = 32
 
 #: ``cornerEigenValsVecs``' Sobel scale for uint8, block 3, aperture 3: 1 / (2^(3-1) * 3 * 255).

@@ -50,17 +50,15 @@ import functools
 import cupy as cp
 import numpy as np
 
+# OpenCV's constants of the response, one home with the CPU kernel's: the vector block of its Sobel row filter and
+# cornerEigenValsVecs' Sobel scale for uint8, block 3, aperture 3 (1 / (2^(3-1) * 3 * 255))
+from idtfv.idt._corners_nb import OPENCV_ROW_BLOCK
+from idtfv.idt._corners_nb import SOBEL_SCALE as _EIG_SCALE
+
 __all__ = ["corner_response", "dense_sample", "dense_sample_levels", "warp_to_previous", "compensate_flow", "module",
            "OPENCV_ROW_BLOCK"]
 
 _BLOCK = 128
-
-#: Columns per iteration of OpenCV's vectorised uint8 -> float32 row filter with AVX2 (4 vectors of 8 lanes, fused
-#: multiply-adds); the remaining ``w % 32`` columns go through its scalar loop (separate multiply and add).
-OPENCV_ROW_BLOCK = 32
-
-#: ``cornerEigenValsVecs``' Sobel scale for uint8, block 3, aperture 3: 1 / (2^(3-1) * 3 * 255).
-_EIG_SCALE = 1.0 / (4 * 3 * 255.0)
 
 _SOURCE = r"""
 extern "C" {

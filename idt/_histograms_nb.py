@@ -38,7 +38,7 @@ from idtfv.idt._histograms_simd_nb import add_sqrt_scaled, cell_bins8, cell_bins
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
-KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "9759a2cb858b5ab1002e7aa31cfe20203dd2b658132d4b9d9e0b0dced1724e25",
+KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "f0ef815027919a478f804e62e86333711b65cce4010f790246138841a6ac9c0a",
                        "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",

@@ -17,8 +17,9 @@ does not touch: the sums are never -0, so adding +0 changes no bit), and row :ma
 the histograms with a NumPy integral-histogram reference and the extractor's output on the shared clips.
 
 Per tracked point, the blocks are read from those rows: :func:`cell_bins8` / :func:`cell_bins9` make one cell's
-bins from its four integral-row corners (rows given by number, no row views) as one vector, and :func:`add_sqrt_scaled` adds a block's RootSIFT values
-(square roots of the L1-normalised bins) to its track's temporal-cell sum eight at a time. Numba left both scalar
+bins from its four integral-row corners (rows given by number, no row views) as one vector, and
+:func:`add_sqrt_scaled` adds a block's RootSIFT values (square roots of the L1-normalised bins) to its track's
+temporal-cell sum eight at a time. Numba left both scalar
 (the output and the rows read are float32 arrays it cannot prove apart); the operations per element are the same,
 so are the numbers.
 """
@@ -40,10 +41,6 @@ from idtfv.llvm_ir import in_eights, is_array, load, splat, sqrt, store, zeros
 
 def _is_row(a) -> bool:
     return is_array(a, types.float32, 1)
-
-
-def _is_rows(a) -> bool:
-    return is_array(a, types.float32, 2)
 
 
 def _begin(builder, pcur, nbins):

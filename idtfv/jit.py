@@ -49,6 +49,7 @@ def _blas_installed() -> None:
 def _light_cache_loads() -> None:
     """Make Numba's cache load idtfv's kernels without refreshing its target (see the module's docstring)."""
     try:
+        import numba.cpython.hashing  # noqa: F401  registers the hash secret's symbols (linked code reads them)
         from numba.core import caching
         from numba.core.runtime import rtsys
     except ImportError:
@@ -64,8 +65,6 @@ def _light_cache_loads() -> None:
         if not getattr(getattr(self, "_py_func", None), "__module__", "").startswith(_OURS):
             return numbas_load(self, sig, target_context)
         rtsys.initialize(target_context)  # NRT's symbols (the first call only)
-        import numba.cpython.hashing  # noqa: F401  registers the hash secret's symbols at import
-
         with self._guard_against_spurious_io_errors():
             return self._load_overload(sig, target_context)
 
@@ -77,8 +76,9 @@ def light_numba_init() -> bool:
     """Import ``numba.np.arraymath`` without importing ``scipy.linalg``, and load idtfv's cached kernels without
     refreshing Numba's target (see the module's docstring).
 
-    Call it before the process's first Numba kernel call; later calls, and calls after Numba's target was
-    initialised, do nothing. Returns True when it took the light path.
+    Call it before the process's first Numba kernel call; later calls do nothing. The light cache loads are set up
+    on the first call (unless ``IDTFV_PLAIN_NUMBA_INIT=1``); returns True when the import took the light path
+    (False as well when Numba's target was already initialised).
     """
     global _done
     if _done or os.environ.get("IDTFV_PLAIN_NUMBA_INIT") == "1":
