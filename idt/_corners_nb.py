@@ -31,10 +31,11 @@ import numpy as np
 from numba import njit
 
 from idtfv.idt.flow._farneback_simd_nb import fma32
+from idtfv.llvm_ir import wide_vectors
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in (see ``_farneback_nb.KERNEL_DEPENDENCIES``).
 KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "8a423afd3f068837f4190c8dd8269a6345f9a7d0044f502c755fc877f8585d59",
-                       "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
+                       "llvm_ir.py": "c1aafaf28705aa778677439055f65b3deecf5aa9526143717849da068b96689b"}
 
 __all__ = ["min_eigen_response", "OPENCV_ROW_BLOCK", "SOBEL_SCALE"]
 
@@ -110,6 +111,7 @@ def _row_sums(grad, w, prod, sums, slot):
 def _response_rows(img, f1, f0, simd_cols, out, rows, grad, prod, sums, running):
     """:func:`min_eigen_response` with its buffers: ``rows`` (3, w+2) float32, ``grad`` (2, w+2) float32, ``prod``
     (3, w+2), ``sums`` (3, 3, w) and ``running`` (3, w) float64."""
+    wide_vectors()
     h, w = img.shape
     loaded = -1
     # the column filter's rows: row sums of image rows reflect101(j - 1), j = 0 .. h + 1, kept by j mod 3

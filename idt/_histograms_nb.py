@@ -34,12 +34,13 @@ import numpy as np
 from numba import njit
 
 from idtfv.idt._histograms_simd_nb import add_sqrt_scaled, cell_bins8, cell_bins9, integral_row
+from idtfv.llvm_ir import wide_vectors
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
 KERNEL_DEPENDENCIES = {"_histograms_simd_nb.py": "f0ef815027919a478f804e62e86333711b65cce4010f790246138841a6ac9c0a",
-                       "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
+                       "llvm_ir.py": "c1aafaf28705aa778677439055f65b3deecf5aa9526143717849da068b96689b"}
 
 __all__ = ["angle_fraction", "gradient_integral_histogram", "flow_integral_histogram", "frame_integral_histograms",
            "hog_integral_histogram", "motion_integral_histograms", "gather_blocks", "gather_all_blocks",
@@ -613,6 +614,7 @@ def _stream_rows_and_blocks(gray, flow, min_flow, hog_bins, hof_nbins, mbh_bins,
                             slots, slots_g, start, order, xs, nx_cells, ny_cells, cell_w, cell_h, eps,
                             v0, v1, v2, v3, rows, index, per_cell, nt, flat_sums):
     """:func:`stream_sum_blocks`' pass over the rows with its scratch arrays (see there); allocates nothing."""
+    wide_vectors()
     hof_nb = hof_nbins + 1
     usual_g = hog_bins == 8
     usual_m = hof_nbins == 8 and mbh_bins == 8

@@ -33,12 +33,13 @@ import numpy as np
 from numba import njit
 
 from idtfv.idt.flow._farneback_simd_nb import fma32, poly_horizontal8, poly_vertical8, update_terms8
+from idtfv.llvm_ir import wide_vectors
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in. Numba keys a kernel's cache by the bytes of
 #: its own file only: a change to a dependency must change this file too, or the old machine code stays in use
 #: (``tests/test_kernel_caches.py`` checks the digests).
 KERNEL_DEPENDENCIES = {"_farneback_simd_nb.py": "8a423afd3f068837f4190c8dd8269a6345f9a7d0044f502c755fc877f8585d59",
-                       "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
+                       "llvm_ir.py": "c1aafaf28705aa778677439055f65b3deecf5aa9526143717849da068b96689b"}
 
 __all__ = ["poly_expand", "update_matrices", "solve_flow", "solve_and_update", "window_sum", "window_solve",
            "BORDER_WEIGHTS"]
@@ -363,6 +364,7 @@ def update_matrices(r0, r1, flow, border, out):
 @njit(cache=True, fastmath=_FM, nogil=True, **_NO_REFCOUNTS)
 def _update_rows(r0, r1, flow, border, wx, xs, ys, c00, c01, c10, c11, cout, out):
     """:func:`update_matrices`' rows with its scratch arrays; allocates nothing."""
+    wide_vectors()
     for y in range(r0.shape[0]):
         _update_row(r0, r1, flow, border, y, wx, xs, ys, c00, c01, c10, c11, cout, out)
 
@@ -675,6 +677,7 @@ def window_solve(m, k, det_eps, flow, r0, r1, border, update):
 def _window_solve_rows(m, k, det_eps, flow, r0, r1, border, update, mf, ring, pad, sums, s0, s1, wx, xs, ys, c00,
                        c01, c10, c11, cout):
     """:func:`window_solve`'s pass over the rows with its scratch arrays; allocates nothing."""
+    wide_vectors()
     h, w = m.shape[0], m.shape[1]
     r = k.shape[0] // 2
     nr = ring.shape[0]

@@ -18,7 +18,7 @@ from idtfv.idt.flow._median_simd_nb import interleave8, median_pair, sort5_row
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in (see ``_farneback_nb.KERNEL_DEPENDENCIES``).
 KERNEL_DEPENDENCIES = {"_median_simd_nb.py": "4dc52e9d419b46c708724f836f7c1d779f3ba6beb0ba140f10072f01c7ba52e7",
-                       "llvm_ir.py": "ea8fddc2c0d88056b0f247001850d91170bd7ce0fbebb23ea2be351bf53aa6c1"}
+                       "llvm_ir.py": "c1aafaf28705aa778677439055f65b3deecf5aa9526143717849da068b96689b"}
 
 __all__ = ["median5_flow"]
 
