@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import os
 import re
@@ -468,14 +469,21 @@ def _iter_dask(func, entries, params, out_dir, force, save, fingerprint, schedul
                 f"scheduler must be a Dask scheduler address such as 'tcp://host:8786', a distributed.Client "
                 f"or a cluster object, got {scheduler!r}"
             )
+        failure = None
         try:
             client = Client(address, set_as_default=False, timeout="30s")
         except (OSError, TypeError, RuntimeError) as exc:  # TypeError, RuntimeError: TLS settings (docs/DASK.md)
+            failure = _one_line(str(exc))
+        if failure is not None:
+            # the half-made Client (kept alive by the exception's frames until here) is finalised now: its __del__
+            # closes its event loop, and run by a garbage collection at a random later moment (inside the next
+            # Client's start, which holds the lock that close() takes) it deadlocked a test process
+            gc.collect()
             raise ParameterError(
-                f"cannot connect to the Dask scheduler at {address} ({_one_line(str(exc))}); start it with "
+                f"cannot connect to the Dask scheduler at {address} ({failure}); start it with "
                 "'dask scheduler' and workers with 'dask worker <address>' (a tls:// one needs the client's "
                 "certificate in the Dask configuration, see docs/DASK.md), or leave the scheduler unset"
-            ) from exc
+            )
         own_client = True
     try:
         keys = [f"{stage}-{entry.video_id}-{os.getpid()}-{time.monotonic_ns()}" for entry in entries]

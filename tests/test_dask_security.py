@@ -81,3 +81,25 @@ def test_tls_misconfiguration_is_one_error_line(manifest, tmp_path, capsys, addr
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot connect to the Dask scheduler at {address}")
     assert "docs/DASK.md" in lines[0] and "Traceback" not in err
+
+
+def test_a_failed_connection_leaves_no_half_made_client(tmp_path):
+    """The Client whose constructor failed is finalised before the error reaches the caller, not by a garbage
+    collection at some later moment (its __del__ closes its event loop; run inside the next Client's start it
+    deadlocked a test process, and at interpreter exit it waits 60 s)."""
+    import gc
+
+    from distributed import Client
+
+    from idtfv.errors import ParameterError
+    from idtfv.runner import run_stage
+
+    address = "tls://127.0.0.1:9"  # no client certificate configured: the constructor raises
+    gc.disable()  # no collection by chance: only the runner's own may finalise it
+    try:
+        with pytest.raises(ParameterError, match="cannot connect to the Dask scheduler"):
+            run_stage("toy", dict, [], params={}, cache_root=tmp_path, scheduler=address)
+        left = [o for o in gc.get_objects() if isinstance(o, Client) and getattr(o, "_start_arg", None) == address]
+    finally:
+        gc.enable()
+    assert left == []
