@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idtfv.errors import ParameterError, VideoError
+from idtfv.errors import FormatError, ParameterError, VideoError
 from idtfv.idt.rawframes import DEFAULT_BOUND, DEFAULT_QUALITY
 
 __all__ = ["features_params", "run_features", "features_item", "features_sample_item", "warmup_features",
@@ -29,8 +29,13 @@ __all__ = ["features_params", "run_features", "features_item", "features_sample_
            "FLOW_PRESETS", "extract_video", "flow_params", "flow_item", "run_flow"]
 
 
-def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
+def features_item(entry, params: Mapping, *, out=None) -> dict[str, np.ndarray] | None:
     """Extract improved dense trajectories of one video.
+
+    The features stage's function: the runner calls it with ``out`` (``features_item.writes_npz``), and the
+    trajectories go to that file frame after frame as they finish (:func:`idtfv.idt.extract_to_file`, float32
+    blocks: the arrays of ``Trajectories.as_arrays()``, bit for bit), so a worker's memory does not grow with the
+    video's length. Without ``out`` they are returned.
 
     Parameters
     ----------
@@ -38,12 +43,14 @@ def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
         The video; ``entry.path`` is its absolute path.
     params : mapping
         ``{"idt": IDTParams.to_dict()}``.
+    out : path-like or None
+        Write the result there (atomically) and return None.
 
     Returns
     -------
-    dict of str to ndarray
+    dict of str to ndarray or None
         ``Trajectories.as_arrays()``: ``meta (n,10)``, ``traj (n,30)``, ``hog (n,96)``, ``hof (n,108)``,
-        ``mbhx (n,96)``, ``mbhy (n,96)`` float32 and ``info_json`` (0-d unicode).
+        ``mbhx (n,96)``, ``mbhy (n,96)`` float32 and ``info_json`` (0-d unicode); None with ``out``.
 
     Raises
     ------
@@ -51,13 +58,28 @@ def features_item(entry, params: Mapping) -> dict[str, np.ndarray]:
         No trajectory (``n == 0``): the reason (:func:`empty_reason`) and the empty arrays; the runner records
         the video as ``empty`` and later stages leave it out.
     """
-    from idtfv.idt.extractor import extract
     from idtfv.idt.params import IDTParams
 
     idt_params = IDTParams.from_dict(dict(params["idt"]))
-    arrays = extract(entry.path, params=idt_params).as_arrays()
-    _refuse_empty(arrays, idt_params)
-    return arrays
+    if out is None:
+        from idtfv.idt.extractor import extract
+
+        arrays = extract(entry.path, params=idt_params).as_arrays()
+        _refuse_empty(arrays, idt_params)
+        return arrays
+    from idtfv.cache import load_valid
+    from idtfv.idt.extractor import extract_to_file
+
+    writer = extract_to_file(entry.path, out, idt_params, format="npz", compact=False)
+    if writer.n_rows == 0:
+        arrays = load_valid(out)  # the empty arrays and the run's info (a few bytes)
+        if arrays is None:
+            raise FormatError(out, "the features file just written does not load; rerun the stage")
+        _refuse_empty(arrays, idt_params)
+    return None
+
+
+features_item.writes_npz = True  # the runner passes ``out`` (see :mod:`idtfv.runner`)
 
 
 def empty_reason(n_frames, params) -> str:
@@ -208,10 +230,11 @@ def _with_threads(func, threads: int):
     """``func`` run with ``IDTParams.threads = threads``, which the stage's parameters (its directory's hash) leave
     out: the thread count changes no output byte."""
 
-    def item(entry, params):
-        return func(entry, {**params, "idt": {**params["idt"], "threads": threads}})
+    def item(entry, params, **kwargs):
+        return func(entry, {**params, "idt": {**params["idt"], "threads": threads}}, **kwargs)
 
     item.__name__ = getattr(func, "__name__", "item")
+    item.writes_npz = getattr(func, "writes_npz", False)  # and takes ``out`` as ``func`` does
     return item
 
 

@@ -2,7 +2,11 @@
 
 A *stage* is a module-level function ``func(entry, params) -> dict[str, np.ndarray]`` applied to every video.
 :func:`run_stage` gives each video one result file ``CACHE/<stage>-<hash12>/<video_id>.npz``
-(see :mod:`idtfv.cache`) and guarantees:
+(see :mod:`idtfv.cache`) and guarantees what follows. A function whose result may be too large to hold (a long
+video's trajectories) writes it instead: with the attribute ``func.writes_npz = True`` it is called as
+``func(entry, params, out=path)``, must write the ``.npz`` at ``path`` atomically (temp file + ``os.replace``, as
+:func:`idtfv.idt.extract_to_file` does) while it computes it, and returns None; :class:`EmptyResult` works as for
+the others.
 
 - **Resume.** A video whose ``.npz`` exists and loads in full is skipped; ``force=True`` recomputes it.
 - **Inputs.** The stage directory is keyed by the parameters; what a video's result was computed *from* (its video
@@ -242,12 +246,23 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
 
         try:
             with collect_video_warnings() as warned:
-                arrays = stage_func(entry, params)
+                if writes_npz(stage_func):  # it writes `out` itself (atomically), as it computes it
+                    arrays = stage_func(entry, params, out=out)
+                else:
+                    arrays = stage_func(entry, params)
             notes += warned
         except EmptyResult as empty:
             arrays = {**empty.arrays, EMPTY_KEY: np.array(empty.reason)}
             _save(out, arrays, compresslevel, source, huffman_only)
             return ItemStatus(video_id, "empty", time.perf_counter() - start, empty.reason)
+        if writes_npz(stage_func):
+            if arrays is not None or not out.is_file():
+                raise TypeError(f"stage function {getattr(stage_func, '__name__', stage_func)!r} (writes_npz) "
+                                f"returned {type(arrays).__name__} and {'wrote' if out.is_file() else 'did not write'} "
+                                f"{out.name}; expected None and the file written")
+            if source is not None:
+                atomic_write_text(_source_path(out.parent, out.stem), source + "\n")
+            return ItemStatus(video_id, "done", time.perf_counter() - start, " | ".join(notes))
         if not isinstance(arrays, Mapping):
             raise TypeError(
                 f"stage function {getattr(stage_func, '__name__', stage_func)!r} returned {type(arrays).__name__}; "
@@ -267,6 +282,11 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
             with contextlib.suppress(OSError):
                 marker.unlink(missing_ok=True)
     return ItemStatus(video_id, "done", time.perf_counter() - start, " | ".join(notes))
+
+
+def writes_npz(func) -> bool:
+    """Whether the stage function ``func`` writes its result file itself (``func.writes_npz``; see the module)."""
+    return getattr(func, "writes_npz", False) is True
 
 
 def _save(out: Path, arrays: Mapping, compresslevel: int | None, source: str | None,
@@ -535,7 +555,8 @@ def run_stage(
     stage : str
         Stage name (letters, digits, ``_``, ``-``), e.g. ``"features"``.
     func : callable
-        Module-level ``func(entry, params) -> dict[str, np.ndarray]``, run in worker processes.
+        Module-level ``func(entry, params) -> dict[str, np.ndarray]``, run in worker processes; or, with
+        ``func.writes_npz = True``, ``func(entry, params, out=path) -> None``, which writes the result itself.
     entries : iterable
         Objects with a unique, filesystem-safe ``.video_id`` (e.g. ``idtfv.data.manifest.VideoEntry``); they
         are shipped to the workers as they are.
