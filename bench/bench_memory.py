@@ -8,6 +8,8 @@ Each run is one ``extract-trajectories`` child process; its peak RSS is the whol
   looped clip is written with OpenCV, MJPG, into a temporary directory), with the ``default`` and ``fast``
   presets, to ``.npz`` and to LEAR text (``.txt.gz``): trajectories stream to the file as they finish
   (:class:`idtfv.idt.trajectories.TrajectoryWriter`), so the 4x clip should peak where the 1x clip does;
+* the dataset stage, ``idtfv features`` on a one-video manifest (the 1x and 4x vtest clips, bikes), default preset,
+  one job: the same streaming into the video's cache file;
 * with ``--huge``: a synthetic 4000x3000 clip (20 frames: a band sliding over a still texture) at the default
   working width (:data:`idtfv.idt.params.WORKING_WIDTH`, 640 px) and, for reference, a 640x480 and a 1280x960
   one at full size (``--resize-width 0``), which shows the per-pixel cost the working width bounds.
@@ -41,6 +43,9 @@ EXTRACT = [sys.executable, "-c", "import sys; from idtfv.idt.cli import main; sy
 # reported in issue 11 before trajectories were streamed to the output (MB)
 BEFORE = {("default", "npz", 1): 414, ("default", "npz", 4): 987, ("default", "lear-stdout", 1): 768,
           ("default", "lear-stdout", 4): 2460}
+# the features stage before it streamed (extract() whole, then the runner's save; commit 0d9fd4a), whole
+# `idtfv features` processes as below, warm Numba caches, 2026-12-04 (MB)
+STAGE_BEFORE = {"vtest_320x240 x1": 359, "vtest_320x240 x4": 759, "bikes_320x240 x1": 411}
 
 
 def peak_rss(cmd: list[str], env=None) -> tuple[int, float, int]:
@@ -158,6 +163,25 @@ def main(argv=None) -> int:
                 print(f"{name:>20} {preset:>8} {fmt:>5}: {n:7d} trajectories, peak {mb:5d} MB, {seconds:6.1f} s",
                       flush=True)
                 report(rows, args.no_write)
+        # the dataset stage (`idtfv features`, one job): each video's trajectories go to its cache file as they
+        # finish (features_item writes it), so a worker's peak does not grow with the video's length either
+        stage_clips = [(f"vtest_320x240 x{loops}", clip, n_frames) for loops, (clip, n_frames) in clips.items()]
+        if DENSE.exists():
+            stage_clips.append(("bikes_320x240 x1", DENSE, 250))
+        for name, clip, n_frames in stage_clips:
+            manifest = tmp / "manifest.csv"
+            manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+                                f"v,{clip},0,a,,train,,,,\n", encoding="utf-8")
+            cache = tmp / "cache"
+            rc, seconds, mb = peak_rss([sys.executable, "-c", "import sys; from idtfv.cli import main; "
+                                        "sys.exit(main())", "features", "--manifest", str(manifest), "--cache",
+                                        str(cache), "--out", str(tmp / "stamp.json"), "--force"], env)
+            files = list(cache.glob("features-*/v.npz"))
+            n = count_rows(files[0]) if rc == 0 and files else 0
+            rows.append((f"{name}, `idtfv features`", f"{n_frames}", "default", "npz (stage cache)", "320", n, mb,
+                         seconds, STAGE_BEFORE.get(name)))
+            print(f"{rows[-1][0]:>20}: {n:7d} trajectories, peak {mb:5d} MB, {seconds:6.1f} s", flush=True)
+            report(rows, args.no_write)
         if args.huge:
             for width, height, resize in ((4000, 3000, None), (640, 480, "0"), (1280, 960, "0")):
                 clip = tmp / f"synthetic_{width}x{height}.avi"
@@ -179,14 +203,15 @@ def report(rows, no_write: bool) -> str:
     lines = [SECTION, "",
              f"`python bench/bench_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`") +
              f" ({platform.machine()}, {os.cpu_count()} CPUs, {stamp}, load average {load:.1f} when written)"
-             ": peak RSS of one `extract-trajectories` process (`os.wait4` "
+             ": peak RSS of one `extract-trajectories` (or `idtfv features`) process (`os.wait4` "
              "`ru_maxrss`: interpreter, NumPy, OpenCV and Numba included), one thread. Trajectories stream to the "
              "output as they finish (`TrajectoryWriter`), so the peak does not grow with the video's length; frames "
              "wider than the working width (640 px by default, `--resize-width`) are shrunk first, so it does not "
              "grow with the frame size either; what it does grow with is how many trajectories finish per frame "
              "(the bikes rows: dense texture, ~200 a frame). \"Before\": issue 11's measurements of the version "
              "that kept every "
-             "trajectory until the end (LEAR text to stdout). Seconds are wall time on the machine as it was (other jobs "
+             "trajectory until the end (LEAR text to stdout); for the `idtfv features` rows, the stage before it "
+             "streamed (commit 0d9fd4a). Seconds are wall time on the machine as it was (other jobs "
              "may run alongside), not a speed measure.", "",
              "| clip | frames | preset | output | working width | trajectories | peak RSS (MB) | before (MB) | "
              "seconds |", "|---|---:|---|---|---|---:|---:|---:|---:|"]
