@@ -31,8 +31,8 @@ name one file, so one video's result would overwrite the other's or be taken for
 refuses a run with such ids there (:func:`case_insensitive` probes the directory); on a case-sensitive file system
 they are two files, as they should be.
 
-Reading: :func:`load_valid` (the runner's "is this result done?") treats a missing, truncated or corrupt ``.npz`` as
-not done, so the runner recomputes it; :func:`open_npz` (a later stage reading an earlier one's results) raises a
+Reading: :func:`load_valid` and :func:`check_npz` (the runner's "is this result done?", without loading it) treat
+a missing, truncated or corrupt ``.npz`` as not done, so the runner recomputes it; :func:`open_npz` (a later stage reading an earlier one's results) raises a
 :class:`~idtfv.errors.FormatError` that names the file and says how to recompute it.
 """
 
@@ -67,6 +67,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "load_valid",
+    "check_npz",
     "open_npz",
     "NpzArchive",
     "remove_stale_temp_files",
@@ -323,6 +324,39 @@ def load_valid(path) -> dict[str, np.ndarray] | None:
             return {name: data[name] for name in data.files}
     except Exception:  # noqa: BLE001 - any failure to read means "not a valid result"
         return None
+
+
+#: Bytes decompressed at a time by :func:`check_npz`.
+_CHECK_CHUNK = 1 << 20
+
+
+def check_npz(path) -> list[str] | None:
+    """The array names of an ``.npz`` file that :func:`load_valid` would load, or None where it would return None;
+    without loading it: each member is decompressed in 1 MiB pieces, its CRC-32 checked, and its ``.npy`` header
+    read (a pickled member is refused), so memory stays flat whatever the file's size (the runner's "is this
+    result done?" on a long video's trajectories).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not names or not all(n.endswith(".npy") for n in names):
+                return None
+            for name in names:
+                with archive.open(name) as member:  # reading to its end checks the CRC-32 (BadZipFile if not)
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)  # (2, 0); others raise
+                    _, _, dtype = read_header(member)
+                    if dtype.hasobject:
+                        return None
+                    while member.read(_CHECK_CHUNK):
+                        pass
+    except Exception:  # noqa: BLE001 - any failure to read means "not a valid result"
+        return None
+    return [n[:-4] for n in names]
 
 
 #: What :func:`open_npz` tells the user to do about a damaged file unless the caller says better.

@@ -8,7 +8,8 @@ video's trajectories) writes it instead: with the attribute ``func.writes_npz = 
 :func:`idtfv.idt.extract_to_file` does) while it computes it, and returns None; :class:`EmptyResult` works as for
 the others.
 
-- **Resume.** A video whose ``.npz`` exists and loads in full is skipped; ``force=True`` recomputes it.
+- **Resume.** A video whose ``.npz`` exists and reads back intact (:func:`idtfv.cache.check_npz`: every member's
+  CRC-32, read through without loading it) is skipped; ``force=True`` recomputes it.
 - **Inputs.** The stage directory is keyed by the parameters; what a video's result was computed *from* (its video
   file, or an earlier stage's result) is keyed per video by ``fingerprint(entry, params)`` (e.g.
   :func:`entry_fingerprint`: :func:`idtfv.cache.file_fingerprint` of the video), stored beside the result as
@@ -76,8 +77,8 @@ import numpy as np
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import disk_full_error
-from idtfv.cache import (NPZ_COMPRESSLEVEL, atomic_savez, atomic_write_text, check_case_twins, file_fingerprint,
-                         load_valid, remove_stale_temp_files, stage_dir)
+from idtfv.cache import (NPZ_COMPRESSLEVEL, atomic_savez, atomic_write_text, check_case_twins, check_npz,
+                         file_fingerprint, remove_stale_temp_files, stage_dir)
 from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
 from idtfv.lock import LOCK_NAME, exclusive_lock
 from idtfv.options import check_jobs, local_workers
@@ -231,13 +232,13 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
     try:  # everything, file-system calls included: an OSError on this video's files is this video's failure
         source = None if fingerprint is None else fingerprint(entry, params)
         if not force:
-            valid = load_valid(out)
+            valid = check_npz(out)  # read through, not loaded: flat memory for a long video's result
             stored = None if valid is None or source is None else stored_fingerprint(out_dir, video_id)
             if valid is not None and stored not in (None, source):
                 notes.append(INPUT_CHANGED)
             elif valid is not None:
                 if EMPTY_KEY in valid:
-                    return ItemStatus(video_id, "empty", 0.0, str(valid[EMPTY_KEY]))
+                    return ItemStatus(video_id, "empty", 0.0, _empty_reason(out))
                 return ItemStatus(video_id, "skipped", 0.0)
         if mark:
             marker = _marker(out_dir, video_id)
@@ -282,6 +283,12 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
             with contextlib.suppress(OSError):
                 marker.unlink(missing_ok=True)
     return ItemStatus(video_id, "done", time.perf_counter() - start, " | ".join(notes))
+
+
+def _empty_reason(out: Path) -> str:
+    """The reason stored in an empty result (a file :func:`~idtfv.cache.check_npz` found valid): that member only."""
+    with open(out, "rb") as f, np.load(f, allow_pickle=False) as data:
+        return str(data[EMPTY_KEY])
 
 
 def writes_npz(func) -> bool:
@@ -399,11 +406,11 @@ def _iter_joblib(func, entries, params, out_dir, force, save, fingerprint, jobs)
         if not first_round:  # results the crashed pool wrote before it went down belong to this call
             for video_id in list(pending):
                 out = Path(out_dir) / f"{video_id}.npz"
-                valid = load_valid(out) if out.exists() and out.stat().st_mtime >= started_at else None
+                valid = check_npz(out) if out.exists() and out.stat().st_mtime >= started_at else None
                 if valid is not None:
                     del pending[video_id]
                     if EMPTY_KEY in valid:
-                        yield ItemStatus(video_id, "empty", 0.0, str(valid[EMPTY_KEY]))
+                        yield ItemStatus(video_id, "empty", 0.0, _empty_reason(out))
                     else:
                         yield ItemStatus(video_id, "done", 0.0)
         first_round = False

@@ -19,6 +19,7 @@ from idtfv.cache import (
     atomic_write_json,
     atomic_write_text,
     canonical_json,
+    check_npz,
     load_valid,
     param_hash,
     remove_stale_temp_files,
@@ -165,12 +166,22 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, mon
 
 
 # ------------------------------------------------------------------------------------------------ validity
-def test_load_valid_accepts_complete_files_and_rejects_missing_truncated_corrupt(tmp_path):
+def _names(path):
+    """check_npz's verdict in load_valid's terms: the names, or None."""
+    names = check_npz(path)
+    return None if names is None else dict.fromkeys(names)
+
+
+@pytest.mark.parametrize("load_valid", [load_valid, _names], ids=["load_valid", "check_npz"])
+def test_load_valid_accepts_complete_files_and_rejects_missing_truncated_corrupt(tmp_path, load_valid):
     arrays = {"x": np.random.default_rng(0).standard_normal(20000).astype(np.float32)}
     good = tmp_path / "good.npz"
     atomic_savez(good, arrays)
     loaded = load_valid(good)
-    np.testing.assert_array_equal(loaded["x"], arrays["x"])
+    if load_valid is _names:
+        assert list(loaded) == ["x"]
+    else:
+        np.testing.assert_array_equal(loaded["x"], arrays["x"])
     data = good.read_bytes()
 
     assert load_valid(tmp_path / "missing.npz") is None
@@ -193,6 +204,23 @@ def test_load_valid_accepts_complete_files_and_rejects_missing_truncated_corrupt
 def test_load_valid_refuses_pickled_members(tmp_path):
     np.savez(tmp_path / "pickled.npz", x=np.array([{"a": 1}], dtype=object))
     assert load_valid(tmp_path / "pickled.npz") is None
+    assert check_npz(tmp_path / "pickled.npz") is None
+
+
+def test_check_npz_reads_a_large_file_in_flat_memory(tmp_path):
+    import tracemalloc
+
+    x = np.random.default_rng(1).standard_normal((4_000_000,)).astype(np.float32)  # 16 MB, incompressible
+    atomic_savez(tmp_path / "big.npz", {"x": x, "y": np.arange(3)})
+    del x
+    tracemalloc.start()
+    try:
+        names = check_npz(tmp_path / "big.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert names == ["x", "y"]
+    assert peak < 8 << 20  # a few 1 MiB pieces, not the 16 MB member (load_valid peaks above 16 MB)
 
 
 # ------------------------------------------------------------------------------------------------ text and temp
