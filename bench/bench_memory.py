@@ -8,7 +8,8 @@ Each run is one ``extract-trajectories`` child process; its peak RSS is the whol
   looped clip is written with OpenCV, MJPG, into a temporary directory), with the ``default`` and ``fast``
   presets, to ``.npz`` and to LEAR text (``.txt.gz``): trajectories stream to the file as they finish
   (:class:`idtfv.idt.trajectories.TrajectoryWriter`), so the 4x clip should peak where the 1x clip does;
-* the dataset stage, ``idtfv features`` on a one-video manifest (the 1x and 4x vtest clips, bikes), default preset,
+* the dataset stage, ``idtfv features`` on a one-video manifest (the 1x and 4x vtest clips, bikes; the 4x one also
+  with ``--store sample``), default preset,
   one job: the same streaming into the video's cache file;
 * with ``--huge``: a synthetic 4000x3000 clip (20 frames: a band sliding over a still texture) at the default
   working width (:data:`idtfv.idt.params.WORKING_WIDTH`, 640 px) and, for reference, a 640x480 and a 1280x960
@@ -45,7 +46,8 @@ BEFORE = {("default", "npz", 1): 414, ("default", "npz", 4): 987, ("default", "l
           ("default", "lear-stdout", 4): 2460}
 # the features stage before it streamed (extract() whole, then the runner's save; commit 0d9fd4a), whole
 # `idtfv features` processes as below, warm Numba caches, 2026-12-04 (MB)
-STAGE_BEFORE = {"vtest_320x240 x1": 359, "vtest_320x240 x4": 759, "bikes_320x240 x1": 411}
+STAGE_BEFORE = {"vtest_320x240 x1": 359, "vtest_320x240 x4": 759, "bikes_320x240 x1": 411,
+                "vtest_320x240 x4 sample": 728}
 
 
 def peak_rss(cmd: list[str], env=None) -> tuple[int, float, int]:
@@ -165,21 +167,25 @@ def main(argv=None) -> int:
                 report(rows, args.no_write)
         # the dataset stage (`idtfv features`, one job): each video's trajectories go to its cache file as they
         # finish (features_item writes it), so a worker's peak does not grow with the video's length either
-        stage_clips = [(f"vtest_320x240 x{loops}", clip, n_frames) for loops, (clip, n_frames) in clips.items()]
+        stage_clips = [(f"vtest_320x240 x{loops}", clip, n_frames, []) for loops, (clip, n_frames) in clips.items()]
         if DENSE.exists():
-            stage_clips.append(("bikes_320x240 x1", DENSE, 250))
-        for name, clip, n_frames in stage_clips:
+            stage_clips.append(("bikes_320x240 x1", DENSE, 250, []))
+        longest = max(clips.items())[1]  # the sampled (streaming) mode reads its rows back from a scratch file
+        stage_clips.append((f"vtest_320x240 x{max(clips)}", longest[0], longest[1], ["--store", "sample"]))
+        for name, clip, n_frames, extra in stage_clips:
             manifest = tmp / "manifest.csv"
             manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
                                 f"v,{clip},0,a,,train,,,,\n", encoding="utf-8")
             cache = tmp / "cache"
             rc, seconds, mb = peak_rss([sys.executable, "-c", "import sys; from idtfv.cli import main; "
                                         "sys.exit(main())", "features", "--manifest", str(manifest), "--cache",
-                                        str(cache), "--out", str(tmp / "stamp.json"), "--force"], env)
-            files = list(cache.glob("features-*/v.npz"))
-            n = count_rows(files[0]) if rc == 0 and files else 0
-            rows.append((f"{name}, `idtfv features`", f"{n_frames}", "default", "npz (stage cache)", "320", n, mb,
-                         seconds, STAGE_BEFORE.get(name)))
+                                        str(cache), "--out", str(tmp / "stamp.json"), "--force", *extra], env)
+            files = sorted(cache.glob("features-*/v.npz"), key=lambda f: f.stat().st_mtime)
+            n = count_rows(files[-1]) if rc == 0 and files and not extra else 0
+            command = " ".join(["idtfv features", *extra])
+            rows.append((f"{name}, `{command}`", f"{n_frames}", "default",
+                         "sample (stage cache)" if extra else "npz (stage cache)", "320", n if not extra else "-",
+                         mb, seconds, STAGE_BEFORE.get(name + (" sample" if extra else ""))))
             print(f"{rows[-1][0]:>20}: {n:7d} trajectories, peak {mb:5d} MB, {seconds:6.1f} s", flush=True)
             report(rows, args.no_write)
         if args.huge:

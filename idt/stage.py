@@ -113,12 +113,15 @@ def _refuse_empty(arrays, idt_params) -> None:
         raise EmptyResult(empty_reason(_frames_of(arrays), idt_params), arrays)
 
 
-def features_sample_item(entry, params: Mapping) -> dict[str, np.ndarray]:
+def features_sample_item(entry, params: Mapping, *, out=None) -> dict[str, np.ndarray]:
     """Extract one video's trajectories and keep only a seeded sample of them (``idtfv features --store sample``).
 
     The streaming mode's features stage: the full descriptors exist only in this call; what is returned (and
-    stored) is the sample that PCA and the codebook are fitted from (``idtfv.sampling.keep_sample``, rows drawn
-    by ``video_rng(sample_seed, video_id)``), so each stored file is bounded by ``sample_per_video`` rows.
+    stored) is the sample that PCA and the codebook are fitted from (``idtfv.sampling.keep_sample``'s rows,
+    drawn by ``video_rng(sample_seed, video_id)``), so each stored file is bounded by ``sample_per_video`` rows.
+    With ``out`` (the runner's, ``features_sample_item.writes_npz``) the trajectories go to a scratch file beside
+    it as they finish and the sampled rows are read back from it (:func:`idtfv.cache.take_rows`), so memory does
+    not grow with the video's length either; the same arrays.
 
     Parameters
     ----------
@@ -126,6 +129,8 @@ def features_sample_item(entry, params: Mapping) -> dict[str, np.ndarray]:
         The video; ``entry.path`` is its absolute path.
     params : mapping
         ``{"idt": IDTParams.to_dict(), "store": "sample", "sample_per_video": N, "sample_seed": s}``.
+    out : path-like or None
+        Where the runner will save the result (its directory holds the scratch file).
 
     Returns
     -------
@@ -134,19 +139,52 @@ def features_sample_item(entry, params: Mapping) -> dict[str, np.ndarray]:
         ``sample_mbhx (m,96)``, ``sample_mbhy (m,96)`` float32 (the same ``m = min(N, n)`` rows of every array),
         ``n_rows`` () int64 (``n``, the video's trajectory count) and ``info_json`` (0-d unicode).
     """
-    from idtfv.idt.extractor import extract
     from idtfv.idt.params import IDTParams
-    from idtfv.sampling import keep_sample
+    from idtfv.sampling import SAMPLE_PREFIX, keep_sample, sample_rows, video_rng
 
     idt_params = IDTParams.from_dict(dict(params["idt"]))
-    arrays = extract(entry.path, params=idt_params).as_arrays()
-    _refuse_empty(arrays, idt_params)
-    out = keep_sample(arrays, n_keep=int(params["sample_per_video"]), seed=int(params["sample_seed"]),
-                      video_id=entry.video_id)
-    out["n_rows"] = np.array(arrays["meta"].shape[0], np.int64)
-    if "info_json" in arrays:
-        out["info_json"] = arrays["info_json"]
-    return out
+    n_keep, seed = int(params["sample_per_video"]), int(params["sample_seed"])
+    if out is None:
+        from idtfv.idt.extractor import extract
+
+        arrays = extract(entry.path, params=idt_params).as_arrays()
+        _refuse_empty(arrays, idt_params)
+        sample = keep_sample(arrays, n_keep=n_keep, seed=seed, video_id=entry.video_id)
+        sample["n_rows"] = np.array(arrays["meta"].shape[0], np.int64)
+        if "info_json" in arrays:
+            sample["info_json"] = arrays["info_json"]
+        return sample
+    from pathlib import Path
+
+    from idtfv.atomic import temp_name, writer_tag
+    from idtfv.cache import load_valid, take_rows
+    from idtfv.idt.extractor import extract_to_file
+
+    out = Path(out)
+    scratch = out.parent / temp_name(out.name + ".all", writer_tag())  # a killed run's is removed as stale
+    try:
+        writer = extract_to_file(entry.path, scratch, idt_params, format="npz", compact=False)
+        n = int(writer.n_rows)
+        if n == 0:
+            arrays = load_valid(scratch)  # the empty arrays and the run's info (a few bytes)
+            if arrays is None:
+                raise FormatError(scratch, "the trajectories file just written does not load; rerun the stage")
+            _refuse_empty(arrays, idt_params)
+        rows = sample_rows(n, n_keep, rng=video_rng(seed, entry.video_id))  # keep_sample's rows
+        with np.load(scratch, allow_pickle=False) as z:
+            names = [name for name in z.files if name != "info_json"]
+            info = z["info_json"] if "info_json" in z.files else None
+        sample = {SAMPLE_PREFIX + name: take_rows(scratch, name, rows) for name in names}  # meta first
+        sample["n_rows"] = np.array(n, np.int64)
+        if info is not None:
+            sample["info_json"] = info
+        return sample
+    finally:
+        with contextlib.suppress(OSError):
+            scratch.unlink(missing_ok=True)
+
+
+features_sample_item.writes_npz = True  # the runner passes ``out`` (its scratch file's directory)
 
 
 def warmup_features(params: Mapping) -> None:

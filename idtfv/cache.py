@@ -68,6 +68,7 @@ __all__ = [
     "atomic_write_json",
     "load_valid",
     "check_npz",
+    "take_rows",
     "open_npz",
     "NpzArchive",
     "remove_stale_temp_files",
@@ -357,6 +358,60 @@ def check_npz(path) -> list[str] | None:
     except Exception:  # noqa: BLE001 - any failure to read means "not a valid result"
         return None
     return [n[:-4] for n in names]
+
+
+def take_rows(path, name: str, rows: np.ndarray) -> np.ndarray:
+    """``np.load(path)[name][rows]`` for sorted row indices, reading the member once in ~1 MiB pieces instead of
+    loading it (memory: the rows taken and one piece).
+
+    Parameters
+    ----------
+    path : path-like
+        An ``.npz`` file.
+    name : str
+        A member holding a C-ordered array of at least one dimension (not pickled).
+    rows : (m,) int array
+        Indices into the first axis, ascending (repeats allowed).
+
+    Raises
+    ------
+    FormatError
+        The file or member cannot be read, or holds what this cannot slice (naming the file).
+    """
+    rows = np.asarray(rows, np.int64)
+    if rows.ndim != 1 or (rows.size > 1 and np.any(np.diff(rows) < 0)):
+        raise ParameterError(f"take_rows: rows must be a 1-D ascending index array, got shape {rows.shape}")
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(name + ".npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(member)
+            if dtype.hasobject or fortran or len(shape) == 0:
+                raise FormatError(path, f"member {name!r}: expected a C-ordered numeric array, got shape {shape}, "
+                                        f"dtype {dtype}{', Fortran order' if fortran else ''}")
+            n = shape[0]
+            if rows.size and (rows[0] < 0 or rows[-1] >= n):
+                raise ParameterError(f"take_rows: row indices must lie in 0..{n - 1}, got {rows[0]}..{rows[-1]}")
+            row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+            out = np.empty((rows.size, *shape[1:]), dtype)
+            per_piece = max(1, _CHECK_CHUNK // max(row_bytes, 1))
+            done = 0  # rows of `rows` taken so far
+            for start in range(0, n, per_piece):
+                stop = min(n, start + per_piece)
+                end = int(np.searchsorted(rows, stop, side="left"))
+                data = member.read((stop - start) * row_bytes)  # (read even if no row is wanted: the CRC)
+                if end == done:
+                    continue
+                piece = np.frombuffer(data, dtype).reshape((stop - start, *shape[1:]))
+                out[done:end] = piece[rows[done:end] - start]
+                done = end
+            return out
+    except IdtfvError:
+        raise
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
+        raise FormatError(path, f"cannot read rows of member {name!r} ({_exception_text(exc)}); "
+                                f"{DEFAULT_REMEDY}") from None
 
 
 #: What :func:`open_npz` tells the user to do about a damaged file unless the caller says better.

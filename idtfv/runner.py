@@ -4,9 +4,10 @@ A *stage* is a module-level function ``func(entry, params) -> dict[str, np.ndarr
 :func:`run_stage` gives each video one result file ``CACHE/<stage>-<hash12>/<video_id>.npz``
 (see :mod:`idtfv.cache`) and guarantees what follows. A function whose result may be too large to hold (a long
 video's trajectories) writes it instead: with the attribute ``func.writes_npz = True`` it is called as
-``func(entry, params, out=path)``, must write the ``.npz`` at ``path`` atomically (temp file + ``os.replace``, as
-:func:`idtfv.idt.extract_to_file` does) while it computes it, and returns None; :class:`EmptyResult` works as for
-the others.
+``func(entry, params, out=path)`` and either writes the ``.npz`` at ``path`` atomically (temp file + ``os.replace``,
+as :func:`idtfv.idt.extract_to_file` does) while it computes it and returns None, or returns its (small) arrays,
+which are saved as any function's, having used ``path``'s directory for scratch files (named by
+:func:`idtfv.atomic.temp_name`, so that a killed run's are removed); :class:`EmptyResult` works as for the others.
 
 - **Resume.** A video whose ``.npz`` exists and reads back intact (:func:`idtfv.cache.check_npz`: every member's
   CRC-32, read through without loading it) is skipped; ``force=True`` recomputes it.
@@ -256,11 +257,10 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
             arrays = {**empty.arrays, EMPTY_KEY: np.array(empty.reason)}
             _save(out, arrays, compresslevel, source, huffman_only)
             return ItemStatus(video_id, "empty", time.perf_counter() - start, empty.reason)
-        if writes_npz(stage_func):
-            if arrays is not None or not out.is_file():
+        if writes_npz(stage_func) and arrays is None:
+            if not out.is_file():
                 raise TypeError(f"stage function {getattr(stage_func, '__name__', stage_func)!r} (writes_npz) "
-                                f"returned {type(arrays).__name__} and {'wrote' if out.is_file() else 'did not write'} "
-                                f"{out.name}; expected None and the file written")
+                                f"returned None without writing {out.name}; expected the file written, or arrays")
             if source is not None:
                 atomic_write_text(_source_path(out.parent, out.stem), source + "\n")
             return ItemStatus(video_id, "done", time.perf_counter() - start, " | ".join(notes))
@@ -563,7 +563,8 @@ def run_stage(
         Stage name (letters, digits, ``_``, ``-``), e.g. ``"features"``.
     func : callable
         Module-level ``func(entry, params) -> dict[str, np.ndarray]``, run in worker processes; or, with
-        ``func.writes_npz = True``, ``func(entry, params, out=path) -> None``, which writes the result itself.
+        ``func.writes_npz = True``, ``func(entry, params, out=path)``, which writes the result itself (returns None)
+        or returns its arrays (see the module).
     entries : iterable
         Objects with a unique, filesystem-safe ``.video_id`` (e.g. ``idtfv.data.manifest.VideoEntry``); they
         are shipped to the workers as they are.
