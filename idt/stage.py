@@ -67,15 +67,10 @@ def features_item(entry, params: Mapping, *, out=None) -> dict[str, np.ndarray] 
         arrays = extract(entry.path, params=idt_params).as_arrays()
         _refuse_empty(arrays, idt_params)
         return arrays
-    from idtfv.cache import load_valid
     from idtfv.idt.extractor import extract_to_file
 
-    writer = extract_to_file(entry.path, out, idt_params, format="npz", compact=False)
-    if writer.n_rows == 0:
-        arrays = load_valid(out)  # the empty arrays and the run's info (a few bytes)
-        if arrays is None:
-            raise FormatError(out, "the features file just written does not load; rerun the stage")
-        _refuse_empty(arrays, idt_params)
+    if extract_to_file(entry.path, out, idt_params, format="npz", compact=False).n_rows == 0:
+        _refuse_empty_file(out, idt_params)
     return None
 
 
@@ -111,6 +106,16 @@ def _refuse_empty(arrays, idt_params) -> None:
         from idtfv.runner import EmptyResult
 
         raise EmptyResult(empty_reason(_frames_of(arrays), idt_params), arrays)
+
+
+def _refuse_empty_file(path, idt_params) -> None:
+    """:func:`_refuse_empty` for a trajectories file just written without a row (its arrays: a few bytes)."""
+    from idtfv.cache import load_valid
+
+    arrays = load_valid(path)
+    if arrays is None:
+        raise FormatError(path, "the trajectories file just written does not load; rerun the stage")
+    _refuse_empty(arrays, idt_params)
 
 
 def features_sample_item(entry, params: Mapping, *, out=None) -> dict[str, np.ndarray]:
@@ -154,22 +159,16 @@ def features_sample_item(entry, params: Mapping, *, out=None) -> dict[str, np.nd
         if "info_json" in arrays:
             sample["info_json"] = arrays["info_json"]
         return sample
-    from pathlib import Path
-
     from idtfv.atomic import temp_name, writer_tag
-    from idtfv.cache import load_valid, take_rows
+    from idtfv.cache import take_rows
     from idtfv.idt.extractor import extract_to_file
 
     out = Path(out)
     scratch = out.parent / temp_name(out.name + ".all", writer_tag())  # a killed run's is removed as stale
     try:
-        writer = extract_to_file(entry.path, scratch, idt_params, format="npz", compact=False)
-        n = int(writer.n_rows)
+        n = int(extract_to_file(entry.path, scratch, idt_params, format="npz", compact=False).n_rows)
         if n == 0:
-            arrays = load_valid(scratch)  # the empty arrays and the run's info (a few bytes)
-            if arrays is None:
-                raise FormatError(scratch, "the trajectories file just written does not load; rerun the stage")
-            _refuse_empty(arrays, idt_params)
+            _refuse_empty_file(scratch, idt_params)
         rows = sample_rows(n, n_keep, rng=video_rng(seed, entry.video_id))  # keep_sample's rows
         with np.load(scratch, allow_pickle=False) as z:
             names = [name for name in z.files if name != "info_json"]

@@ -42,13 +42,18 @@ def test_the_stage_file_holds_the_in_memory_arrays_and_never_holds_them_all(tiny
     assert (result.dir / f"v{SOURCE_SUFFIX}").read_text().strip() == entry_fingerprint(entry, params)
 
 
-def test_a_video_too_short_for_a_trajectory_is_empty_not_a_result(tiny_video, tmp_path):
+@pytest.mark.parametrize("store", ["all", "sample"])
+def test_a_video_too_short_for_a_trajectory_is_empty_not_a_result(tiny_video, tmp_path, store):
     video = tiny_video(frames=6)  # shorter than L + 1 = 16 frames
-    result = run_features([_entry(video)], features_params(), cache_root=tmp_path / "cache")
+    params = features_params()
+    if store == "sample":
+        params = {**params, "store": "sample", "sample_per_video": 5, "sample_seed": 0}
+    result = run_features([_entry(video)], params, cache_root=tmp_path / "cache")
     assert result.ok == [] and "v" in result.empty
     assert "6 frames" in result.empty["v"]
     stored = load_valid(result.path("v"))
     assert EMPTY_KEY in stored and stored["meta"].shape == (0, 10)
+    assert [p.name for p in result.dir.iterdir() if p.name.endswith(".tmp")] == []  # no scratch left
 
 
 # ------------------------------------------------------------------------- the runner's side, any function
