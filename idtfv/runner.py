@@ -249,6 +249,7 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
         try:
             with collect_video_warnings() as warned:
                 if writes_npz(stage_func):  # it writes `out` itself (atomically), as it computes it
+                    before = _identity(out)  # (a forced run's old file must not pass for the new one)
                     arrays = stage_func(entry, params, out=out)
                 else:
                     arrays = stage_func(entry, params)
@@ -258,7 +259,7 @@ def _process_item(entry, *, stage_func: Callable, params: Mapping, out_dir: str,
             _save(out, arrays, compresslevel, source, huffman_only)
             return ItemStatus(video_id, "empty", time.perf_counter() - start, empty.reason)
         if writes_npz(stage_func) and arrays is None:
-            if not out.is_file():
+            if not out.is_file() or _identity(out) == before:
                 raise TypeError(f"stage function {getattr(stage_func, '__name__', stage_func)!r} (writes_npz) "
                                 f"returned None without writing {out.name}; expected the file written, or arrays")
             if source is not None:
@@ -289,6 +290,15 @@ def _empty_reason(out: Path) -> str:
     """The reason stored in an empty result (a file :func:`~idtfv.cache.check_npz` found valid): that member only."""
     with open(out, "rb") as f, np.load(f, allow_pickle=False) as data:
         return str(data[EMPTY_KEY])
+
+
+def _identity(path: Path) -> tuple | None:
+    """(device, inode, size, mtime) of ``path``, None if it does not exist: an atomic rewrite changes it."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def writes_npz(func) -> bool:

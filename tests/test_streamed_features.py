@@ -112,6 +112,12 @@ def test_a_function_that_writes_nothing_and_returns_nothing_fails_its_video(tmp_
     result = run_stage("toy", _writes_nothing, [_entry(video, "a")], params={}, cache_root=tmp_path / "c")
     assert "a" in result.failed and "writes_npz" in result.failed["a"]
     assert not result.path("a").exists()
+    # forced over an earlier valid result, the old file does not pass for the new one
+    done = run_stage("toy", _writes, [_entry(video, "a")], params={}, cache_root=tmp_path / "c")
+    assert done.done == ["a"] and done.path("a").exists()
+    forced = run_stage("toy", _writes_nothing, [_entry(video, "a")], params={}, cache_root=tmp_path / "c",
+                       force=True)
+    assert "a" in forced.failed and not forced.path("a").exists()
 
 
 # ------------------------------------------------------------------------------------ the sampled (streaming) mode
