@@ -8,10 +8,11 @@ CPU step each one mirrors:
   (``sx = (dx + 0.5) * scale - 0.5``, ``scale = 1 / (dst / src)`` in double, a source index under 0 or past the
   last column clamped with a zero fraction). ``uint8`` is OpenCV's fixed-point path (11-bit coefficients
   rounded to nearest even, integer row sums, the two rows combined as OpenCV's SIMD loop does,
-  ``((b0 (S0 >> 4)) >> 16) + ((b1 (S1 >> 4)) >> 16) + 2) >> 2``); ``float32`` the sampling positions in double
-  and the fraction in float (as Intel IPP's float resize, which OpenCV's x86 builds use, to a few ulp; OpenCV's
-  own float code rounds the position first), the result times ``factor``; the coarse-to-fine loop's flow
-  upscale (times the size ratio) is the same arithmetic inside ``update_matrices``;
+  ``((b0 (S0 >> 4)) >> 16) + ((b1 (S1 >> 4)) >> 16) + 2) >> 2``); ``float32`` Intel IPP's float resize, which
+  OpenCV's x86 builds use for sources of at least 2 x 2, bit for bit: positions ``(dx + 0.5) * (src / dst) -
+  0.5`` in double, the fraction ``t`` rounded to float, each blend ``fma(b - a, t, a)``, along the row then down
+  the column (OpenCV's own float code rounds the position first), the result times ``factor``; the
+  coarse-to-fine loop's flow upscale (times the size ratio) is the same arithmetic inside ``update_matrices``;
 - ``gauss3``: the 3x3 presmoothing ``cv2.GaussianBlur(img, (3, 3), 0)`` (kernel 1/4, 1/2, 1/4;
   ``BORDER_REFLECT_101``) of a uint8 or float32 level, both passes in one launch (each thread recomputes the
   three row-pass values it needs); ``u8_to_f32`` (a uint8 level without presmoothing);
@@ -32,8 +33,8 @@ Arithmetic: compiled with ``--fmad=false``; where the Numba kernels contract ``a
 multiply-add (``fastmath={"contract"}``, LLVM's rules), the CUDA C writes ``fmaf`` (``fma`` for the float64
 solve) at the same place, so that the expansion and the per-pixel terms follow the CPU's roundings; the CPU's
 window sums (``window_solve``, as OpenCV's AVX2 loops) fuse too, so the window kernels do. Bit-identical to the
-CPU: uint8 resize, presmoothing, expansion, window sums (every window), solve, median; to the last bit: the
-float resize, about 9 % of the ``h`` terms of ``update_matrices``. The measured figures (flows within 3e-5 px of
+CPU: uint8 and float resize, presmoothing, expansion, window sums (every window), solve, median; to the last
+bit: about 9 % of the ``h`` terms of ``update_matrices``. The measured figures (flows within 3e-5 px of
 the CPU's on vtest) are in ``docs/GPU.md``.
 
 Without a GPU the kernels are exercised by ``tests/test_farneback_cuda.py`` through ``tests/_cuda_on_cpu.py``.
@@ -78,9 +79,9 @@ __device__ __forceinline__ void fb_coord(int d, double scale, int* s, float* f) 
     *f = fd - (float)sd;
 }
 
-// The same with the position kept in double and only the fraction rounded to float: within a few ulp of Intel
-// IPP's float resize, which OpenCV uses where it has IPP (OpenCV's own float code rounds the position to float
-// first, which moves samples by up to ~1e-4 of a pixel on large images).
+// The same with the position kept in double and only the fraction rounded to float, scale = src / dst: Intel
+// IPP's float resize, which OpenCV uses where it has IPP (sources of at least 2 x 2; OpenCV's own float code
+// rounds the position to float first, which moves samples by up to ~1e-4 of a pixel on large images).
 __device__ __forceinline__ void fb_coord_f64(int d, double scale, int* s, float* f) {
     double fd = (d + 0.5) * scale - 0.5;
     int sd = (int)floor(fd);
@@ -124,9 +125,10 @@ __device__ __forceinline__ float fb_resize_f32_at(const float* src, int sh, int 
     if (last) { fx = 0.0f; sx = sw - 1; }
     const float* r0 = src + (long long)fb_clamp(sy, 0, sh - 1) * sw;
     const float* r1 = src + (long long)fb_clamp(sy + 1, 0, sh - 1) * sw;
-    float s0 = last ? r0[sx] : r0[sx] + fx * (r0[sx + 1] - r0[sx]);
-    float s1 = last ? r1[sx] : r1[sx] + fx * (r1[sx + 1] - r1[sx]);
-    return s0 + fy * (s1 - s0);
+    // IPP's blends: along the row, then down the column, each fma(b - a, t, a)
+    float s0 = last ? r0[sx] : fmaf(r0[sx + 1] - r0[sx], fx, r0[sx]);
+    float s1 = last ? r1[sx] : fmaf(r1[sx + 1] - r1[sx], fx, r1[sx]);
+    return fmaf(s1 - s0, fy, s0);
 }
 
 // The whole resize; the result times factor (1 for a pyramid level).

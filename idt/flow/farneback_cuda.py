@@ -44,8 +44,13 @@ def _cp():
 
 
 def _scale(src: int, dst: int) -> np.float64:
-    """OpenCV's ``scale = 1 / inv_scale`` with ``inv_scale = dst / src`` (both in double)."""
+    """OpenCV's ``scale = 1 / inv_scale`` with ``inv_scale = dst / src`` (both in double): its uint8 resize."""
     return np.float64(1.0 / (dst / src))
+
+
+def _ipp_scale(src: int, dst: int) -> np.float64:
+    """Intel IPP's ``src / dst`` (in double; an ulp off :func:`_scale` for some sizes): the float32 resize."""
+    return np.float64(src / dst)
 
 
 def _resize(src, out, factor: float | None = None) -> None:
@@ -54,11 +59,12 @@ def _resize(src, out, factor: float | None = None) -> None:
     k = _k()
     sh, sw = src.shape
     dh, dw = out.shape
-    args = (src, np.int32(sh), np.int32(sw), out, np.int32(dh), np.int32(dw), _scale(sw, dw), _scale(sh, dh))
+    args = (src, np.int32(sh), np.int32(sw), out, np.int32(dh), np.int32(dw))
     if src.dtype == np.uint8:
-        k.launch("resize_u8", dh * dw, *args)
+        k.launch("resize_u8", dh * dw, *args, _scale(sw, dw), _scale(sh, dh))
     else:
-        k.launch("resize_f32", dh * dw, *args, np.float32(1.0 if factor is None else factor))
+        k.launch("resize_f32", dh * dw, *args, _ipp_scale(sw, dw), _ipp_scale(sh, dh),
+                 np.float32(1.0 if factor is None else factor))
 
 
 def build_pyramid_cuda(gray, sizes: Sequence[tuple[int, int]]) -> list:
@@ -116,7 +122,7 @@ def _prior_args(prior, work) -> tuple:
         src = prior.coarser
         h, w = work.h, work.w
         h0, w0 = src.shape[1:]
-        return (src, np.int32(2), np.int32(h0), np.int32(w0), _scale(w0, w), _scale(h0, h), np.float32(w / w0),
+        return (src, np.int32(2), np.int32(h0), np.int32(w0), _ipp_scale(w0, w), _ipp_scale(h0, h), np.float32(w / w0),
                 np.float32(h / h0))
     return (prior, np.int32(1), np.int32(0), np.int32(0), np.float64(0), np.float64(0), np.float32(0),
             np.float32(0))
