@@ -40,7 +40,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("| what | ours | baseline | ratio |", "|---|---|---|---|"),
         ("idt-vtest-default", "idt-vtest-fast", "idt-vtest200-default", "idt-vtest200-fast", "idt-kth-default",
          "idt-kth-fast", "startup-help", "startup-first-frame", "startup-extract", "output-lear", "threads",
-         "fv-d48", "fv-d213", "fv-d48-random", "fv-d213-random", "tvl1-default", "tvl1-fast", "encode-stage"),
+         "memory", "fv-d48", "fv-d213", "fv-d48-random", "fv-d213-random", "tvl1-default", "tvl1-fast", "encode-stage"),
     ),
     "detection": (  # bench/bench_detect.py
         ("| videos | IoU 0.1 | 0.2 | 0.3 | 0.4 | 0.5 | average (95% CI) |", "|---|---|---|---|---|---|---|"),
