@@ -32,8 +32,9 @@ refuses a run with such ids there (:func:`case_insensitive` probes the directory
 they are two files, as they should be.
 
 Reading: :func:`load_valid` and :func:`check_npz` (the runner's "is this result done?", without loading it) treat
-a missing, truncated or corrupt ``.npz`` as not done, so the runner recomputes it; :func:`open_npz` (a later stage reading an earlier one's results) raises a
-:class:`~idtfv.errors.FormatError` that names the file and says how to recompute it.
+a missing, truncated or corrupt ``.npz`` as not done, so the runner recomputes it; :func:`open_npz` (a later stage
+reading an earlier one's results) raises a :class:`~idtfv.errors.FormatError` that names the file and says how to
+recompute it.
 """
 
 from __future__ import annotations
@@ -327,8 +328,17 @@ def load_valid(path) -> dict[str, np.ndarray] | None:
         return None
 
 
-#: Bytes decompressed at a time by :func:`check_npz`.
+#: Bytes decompressed at a time by :func:`check_npz` and :func:`take_rows`.
 _CHECK_CHUNK = 1 << 20
+
+
+def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` data that the open stream ``member`` starts with (format
+    1.0 or 2.0; others raise ValueError), leaving the stream at the array's first byte."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    return np.lib.format.read_array_header_2_0(member)
 
 
 def check_npz(path) -> list[str] | None:
@@ -347,11 +357,7 @@ def check_npz(path) -> list[str] | None:
                 return None
             for name in names:
                 with archive.open(name) as member:  # reading to its end checks the CRC-32 (BadZipFile if not)
-                    version = np.lib.format.read_magic(member)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)  # (2, 0); others raise
-                    _, _, dtype = read_header(member)
-                    if dtype.hasobject:
+                    if _npy_header(member)[2].hasobject:
                         return None
                     while member.read(_CHECK_CHUNK):
                         pass
@@ -383,10 +389,7 @@ def take_rows(path, name: str, rows: np.ndarray) -> np.ndarray:
         raise ParameterError(f"take_rows: rows must be a 1-D ascending index array, got shape {rows.shape}")
     try:
         with zipfile.ZipFile(path) as archive, archive.open(name + ".npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(member)
+            shape, fortran, dtype = _npy_header(member)
             if dtype.hasobject or fortran or len(shape) == 0:
                 raise FormatError(path, f"member {name!r}: expected a C-ordered numeric array, got shape {shape}, "
                                         f"dtype {dtype}{', Fortran order' if fortran else ''}")
