@@ -62,6 +62,9 @@ VIDEO = VIDEOS / "vtest_320x240.avi"
 PARITY_CLIPS = (("vtest_320x240.avi", 200), ("tree.avi", None), ("carphone_pristine.mp4", None),
                 ("person01_boxing_d1_uncomp.avi", None))
 KINDS = ("traj", "hog", "hof", "mbhx", "mbhy")
+#: The parts of a run, in the order a GPU run takes them (``--parts`` picks some).
+PARTS = ("single", "parity", "launches", "batch", "batch_processes", "video_threads", "batch_threads", "decode",
+         "kernels")
 #: UCF101's frames (13,320 clips of 7.2 s on average at 25 frames/s, 320x240), for the projection.
 UCF101_FRAMES = 2_500_000
 
@@ -377,6 +380,82 @@ def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
             "ucf101_projection_hours": UCF101_FRAMES / best["frames_per_s"] / 3600}
 
 
+def _batch_worker(clip_dir: Path, cache: Path, streams: int, idt_params: dict) -> int:
+    """One process of :func:`bench_batch_processes`: warm up, say ``ready``, wait for ``go`` on stdin, run the GPU
+    worker over every clip of ``clip_dir`` with ``streams`` K, print one JSON line (frames, seconds)."""
+    from idtfv.idt.gpu_worker import video_stream
+    from idtfv.idt.stage import features_item, warmup_features
+    from idtfv.runner import run_stage
+
+    entries = [types.SimpleNamespace(video_id=p.stem, path=p) for p in sorted(clip_dir.glob("*.avi"))]
+    params = {"idt": idt_params}
+    warmup_features(params)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    t0 = time.perf_counter()
+    result = run_stage("features", features_item, entries, params=params, cache_root=cache, force=True,
+                       threads=streams, thread_context=video_stream, progress=False)
+    wall = time.perf_counter() - t0
+    frames = 0
+    for vid in result.done + list(result.empty):
+        with np.load(result.path(vid)) as z:
+            frames += int(json.loads(str(z["info_json"]))["frames"])
+    print(json.dumps({"frames": frames, "seconds": wall, "videos": len(result.done),
+                      "failed": len(result.failed)}), flush=True)
+    return 0
+
+
+def _line(proc, wanted) -> str:
+    """The first line of ``proc``'s output that ``wanted`` accepts (others, a library's chatter, are skipped)."""
+    for line in proc.stdout:
+        if wanted(line.strip()):
+            return line.strip()
+    raise RuntimeError(f"a batch worker ended (exit status {proc.wait()}) before saying what was expected")
+
+
+def bench_batch_processes(clip_dir: Path, params, processes, streams: int, cache: Path, extra=()) -> dict:
+    """Aggregate frames/s of P processes at once on the one device, each running the GPU worker (K streams) over
+    all the clips of ``clip_dir``: the launches of one process share one GIL, P processes have P. Each process
+    warms up (imports, kernel caches, CUDA context) and waits; the clock runs from the common start to the last
+    process's end; ``whole_seconds`` adds the start-ups (process start to last end)."""
+    import subprocess
+
+    rows = []
+    for p in processes:
+        threads = max(1, (os.cpu_count() or 1) // (p * streams))
+        worker_params = json.dumps(params.replace(threads=threads).to_dict())
+        t_spawn = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, __file__, "--batch-worker", str(clip_dir), "--worker-cache",
+                                   str(cache / f"p{p}_{i}"), "--streams", str(streams), "--worker-params",
+                                   worker_params, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                 for i in range(p)]
+        try:
+            for proc in procs:
+                _line(proc, lambda t: t == "ready")
+            t0 = time.perf_counter()
+            for proc in procs:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            reports = [json.loads(_line(proc, lambda t: t.startswith("{"))) for proc in procs]
+            wall = time.perf_counter() - t0
+        finally:
+            for proc in procs:  # a worker still waiting for "go" reads the end of its input and stops
+                proc.stdin.close()
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        frames = sum(r["frames"] for r in reports)
+        rows.append({"processes": p, "streams": streams, "video_threads": threads, "frames": frames,
+                     "failed": sum(r["failed"] for r in reports), "seconds": wall, "frames_per_s": frames / wall,
+                     "whole_seconds": time.perf_counter() - t_spawn,
+                     "per_process_frames_per_s": [r["frames"] / r["seconds"] for r in reports]})
+    best = max(rows, key=lambda r: r["frames_per_s"])
+    return {"runs": rows, "best_frames_per_s": best["frames_per_s"], "best_processes": best["processes"],
+            "ucf101_projection_hours": UCF101_FRAMES / best["frames_per_s"] / 3600}
+
+
 def bench_decode(entries, params, threads) -> dict:
     """Frames/s of decoding ``entries`` (grey, working width) with each backend on each thread count."""
     from bench_decode import decode as decode_clip  # the extractor's reader, as bench_decode.py times it
@@ -388,7 +467,11 @@ def bench_decode(entries, params, threads) -> dict:
 
     out = {}
     for backend in ("opencv", "pyav"):
-        decode(entries[0], backend)  # warm-up: the backend's libraries loaded
+        try:
+            decode(entries[0], backend)  # warm-up: the backend's libraries loaded
+        except Exception as exc:  # noqa: BLE001 - PyAV may be absent (the lent GPU machine has none)
+            out[f"{backend}: not measured ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"] = float("nan")
+            continue
         for t in threads:
             with ThreadPoolExecutor(max_workers=t) as ex:
                 t0 = time.perf_counter()
@@ -487,6 +570,18 @@ def section(result: dict) -> str:
                       f"frames/s with K={batch['best_streams']}; a projection, not a run): "
                       f"**{batch['ucf101_projection_hours']:.1f} "
                       "h** on this GPU.", ""]
+    processes = result.get("batch_processes") or {}
+    if "runs" in processes:
+        lines += ["Several processes on the one device (each the GPU worker over all the clips above, its own GIL "
+                  "and launches; the clock from a common start after each process warmed up; with the start-ups: "
+                  "process start to the last end):", "",
+                  "| processes P | streams K each | host threads per video | frames | s | frames/s | "
+                  "s with start-ups | failed |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['processes']} | {r['streams']} | {r['video_threads']} | {r['frames']} | {r['seconds']:.2f} | "
+                  f"**{r['frames_per_s']:.0f}** | {r['whole_seconds']:.2f} | {r['failed']} |" for r in processes["runs"]]
+        lines += ["", f"UCF101 projection at the best of these ({processes['best_frames_per_s']:.0f} frames/s, "
+                      f"P={processes['best_processes']}; a projection, not a run): "
+                      f"**{processes['ucf101_projection_hours']:.2f} h**.", ""]
     decode = result.get("decode") or {}
     if decode:
         lines += ["Decode rate feeding it (grey, working width, the extractor's reader; the clips above):", "",
@@ -551,7 +646,14 @@ def main(argv=None) -> int:
                     help="IDTParams.threads values of the one-stream runs (comma-separated)")
     ap.add_argument("--decode-threads", type=_ints, default=None, help="CPU threads of the decode rates "
                                                                          "(default 1,4,all CPUs)")
+    ap.add_argument("--processes", type=_ints, default=[2, 4],
+                    help="P values of the multi-process batch (P processes of 4 streams each; comma-separated)")
+    ap.add_argument("--parts", type=lambda t: set(t.split(",")), default=None,
+                    help="run only these parts (comma-separated: " + ",".join(PARTS) + "); default all")
     ap.add_argument("--no-parity", action="store_true", help="skip the CPU-against-device parity runs")
+    ap.add_argument("--batch-worker", type=Path, help=argparse.SUPPRESS)  # one process of batch_processes
+    ap.add_argument("--worker-cache", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-params", type=json.loads, help=argparse.SUPPRESS)  # IDTParams.to_dict() as JSON
     ap.add_argument("--json", type=Path, help="also write the result here")
     ap.add_argument("--results", type=Path, default=RESULTS, help="the RESULTS.md whose ## gpu section is written")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
@@ -561,6 +663,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.emulate:
         _install_emulator()
+    if args.batch_worker is not None:
+        return _batch_worker(args.batch_worker, args.worker_cache, args.streams[0], args.worker_params)
     from idtfv.idt import IDTParams
     from idtfv.idt.device import cuda_available
 
@@ -582,10 +686,17 @@ def main(argv=None) -> int:
     errors = result["errors"] = {}
 
     def part(key, fn):  # one part failing (a missing codec, ...) must not lose the others' figures
+        if args.parts is not None and key not in args.parts | {"clips"}:
+            return
+        t0 = time.perf_counter()
+        print(f"-- {key}", file=sys.stderr, flush=True)
         try:
             result[key] = fn()
         except Exception as exc:  # noqa: BLE001
             errors[key] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        result.setdefault("part_seconds", {})[key] = time.perf_counter() - t0
+        if args.json:  # after every part: a run stopped by its time limit keeps what it measured
+            args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
     try:
         if args.emulate:  # tiny: the emulator runs the kernels one thread at a time
@@ -601,28 +712,37 @@ def main(argv=None) -> int:
                                                            "synthetic, 20 frames"), video_threads=2))
             part("decode", lambda: bench_decode(clips, small, [1, 2]))
             part("parity", lambda: [parity(clips[1].path, small.replace(device="cpu"))])
+            part("batch_processes", lambda: bench_batch_processes(work, small, [2], 2, work / "cache_p",
+                                                                  extra=["--emulate"]))
         else:
             result["setting"] = "default preset (LEAR's settings), 320x240"
-            part("kernels", lambda: bench_kernels(args.repeat, args.points))
             if not VIDEO.exists():
                 errors["clips"] = f"{VIDEO} is absent: no single-stream, batch, decode or parity figures"
             else:
+                # the parts in the order of what a short run must not lose: the one-stream rate, parity, the batch
                 single = params if args.frames is None else params.replace(end=args.frames)
                 part("single", lambda: bench_single(VIDEO, single))
-                part("video_threads", lambda: bench_video_threads(VIDEO, single, args.video_threads))
+                if not args.no_parity:
+                    part("parity", lambda: [parity(VIDEOS / name, IDTParams(end=end)) for name, end in PARITY_CLIPS
+                                            if (VIDEOS / name).exists()])
                 part("launches", lambda: bench_launches(VIDEO, params))
-                part("clips", lambda: make_clips(VIDEO, work, args.clips, args.clip_frames))
-                clips = result.pop("clips", None)
+                try:
+                    clips = make_clips(VIDEO, work, args.clips, args.clip_frames)
+                except Exception as exc:  # noqa: BLE001
+                    clips = None
+                    errors["clips"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                 if clips:
                     source = f"windows of {args.clip_frames} frames of {VIDEO.name}"
                     part("batch", lambda: bench_batch(clips, params, args.streams, work / "cache", source))
+                    part("batch_processes", lambda: bench_batch_processes(work, params, args.processes, 4,
+                                                                          work / "cache_p"))
+                part("video_threads", lambda: bench_video_threads(VIDEO, single, args.video_threads))
+                if clips:
                     part("batch_threads", lambda: dict(bench_batch(clips, params.replace(threads=3), [4],
                                                                    work / "cache_t", source), video_threads=3))
                     threads = args.decode_threads or sorted({1, 4, os.cpu_count() or 1})
                     part("decode", lambda: bench_decode(clips, params, threads))
-                if not args.no_parity:
-                    part("parity", lambda: [parity(VIDEOS / name, IDTParams(end=end)) for name, end in PARITY_CLIPS
-                                            if (VIDEOS / name).exists()])
+                part("kernels", lambda: bench_kernels(args.repeat, args.points))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = json.dumps(result, indent=2, default=float)

@@ -4,66 +4,134 @@
 #   bench/gpu_check.sh [OUT_DIR]        (default OUT_DIR: bench/out/gpu; PYTHON=... picks the interpreter)
 #
 # The lent machine (the `device` tool) has no network and its own python3 with CuPy (cupy-cuda13x), Numba, OpenCV,
-# scikit-learn and SciPy, but not this project and not ../shared. So the script
-# 0. installs the project there without dependencies or an index (`pip install --no-deps --no-index
+# scikit-learn and SciPy, but not this project, PyAV or ../shared. So the script
+# 0. installs the wheels of .whl/ when they were carried (PyAV, say) into a folder of their own on PYTHONPATH,
+#    installs the project without dependencies or an index (`pip install --no-deps --no-index
 #    --no-build-isolation -e .`) when `import idtfv.idt` fails, and links `.gpu/shared` (carried) to ../shared
 #    when ../shared is absent: prepare it here with
 #        mkdir -p .gpu/shared/reference && cp -r ../shared/reference/videos .gpu/shared/reference/
 #        grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
 #    and call the device tool with carry [".gpu"] and the command `bash bench/gpu_check.sh $OUT`;
-# 1. makes sure CuPy is importable (installs the wheels of .whl/ when they were carried; never the network);
+# 1. a smoke run: 40 frames of vtest on the device and on the CPU (the trajectory counts, whether identical), which
+#    also compiles the CPU kernels once for what follows;
 # 2. runs every test marked `gpu` (the CUDA kernels against their CPU twins; extract on cuda against cpu; TV-L1 on
 #    the GPU) - they must pass, not skip: a skip here means CuPy sees no device;
-# 2b. with GPU_CHECK_SANITIZE=1 and compute-sanitizer installed, runs the kernel-level gpu tests under its
-#    memcheck, racecheck, synccheck and initcheck tools (what the emulator's order probe cannot see);
-# 3. runs the throughput and parity bench (bench/gpu_bench.py: stage split, one stream, a batch of short clips on
-#    the GPU worker's K streams, decode rates, parity on the four reference clips) and keeps its JSON and its
-#    `## gpu` section of RESULTS.md (OUT_DIR/RESULTS_gpu.md, to paste into bench/RESULTS.md).
-# Exit status: 0 when all of it passed. Everything it prints is also kept in OUT_DIR.
-set -euo pipefail
+# 3. runs the throughput and parity bench (bench/gpu_bench.py: stage split, one stream, parity on the four
+#    reference clips, launches, a batch of short clips on the GPU worker's K streams and in P processes, decode
+#    rates) and keeps its JSON (written after every part) and its `## gpu` section of RESULTS.md
+#    (OUT_DIR/RESULTS_gpu.md, to paste into bench/RESULTS.md);
+# 4. the nvcc compile check (when nvcc is installed);
+# 5. with GPU_CHECK_SANITIZE=1 and compute-sanitizer installed, the kernel-level gpu tests under its memcheck,
+#    racecheck, synccheck and initcheck tools (what the emulator's order probe cannot see).
+# Device time is scarce, so every step has a time limit (GPU_CHECK_SMOKE_S, GPU_CHECK_TESTS_S, GPU_CHECK_BENCH_S,
+# GPU_CHECK_NVCC_S, GPU_CHECK_SANITIZE_S, seconds) and a failing step does not stop the later ones: the run says
+# what failed at the end. Exit status: 0 when all of it passed. Everything it prints is also kept in OUT_DIR.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-bench/out/gpu}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
+export PYTHONUNBUFFERED=1
 exec > >(tee "$OUT/gpu_check.log") 2>&1
+FAILED=()
+fail() { echo "FAILED: $*" >&2; FAILED+=("$*"); }
+T0=$SECONDS
+stamp() { echo "== $* (at $((SECONDS - T0)) s)"; }
 
-echo "== machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || echo "nvidia-smi: not available"
+stamp "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || echo "nvidia-smi: not available"
+echo "CPUs: $(nproc)"; grep -m1 "model name" /proc/cpuinfo || true
+command -v nvcc >/dev/null && nvcc --version | tail -2
 "$PY" --version
 
-echo "== project and data"
+stamp "carried wheels, project and data"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/idtfv_site \
+    .whl/*.whl && export PYTHONPATH=/tmp/idtfv_site${PYTHONPATH:+:$PYTHONPATH} || fail "installing .whl/*.whl"
+fi
 if [ ! -e ../shared ] && [ -d .gpu/shared ]; then ln -s "$PWD/.gpu/shared" ../shared; fi
 ls ../shared/reference/videos 2>/dev/null || echo "no ../shared: the tests and benches on shared clips will skip"
 if ! "$PY" -c "import idtfv.idt" 2>/dev/null; then
   "$PY" -m pip install -q --no-deps --no-index --no-build-isolation -e . || \
     { echo "FAILED: could not install the project (needs setuptools in $PY's environment)" >&2; exit 1; }
 fi
+"$PY" - <<'EOF' || fail "the versions (an import failed)"
+import importlib
+for name in ("numpy", "numba", "llvmlite", "cv2", "scipy", "sklearn", "cupy", "av", "idtfv"):
+    try:
+        print(f"{name} {getattr(importlib.import_module(name), '__version__', '?')}")
+    except Exception as exc:  # noqa: BLE001
+        print(f"{name}: {type(exc).__name__}: {exc}")
+import cupy
+print("devices:", cupy.cuda.runtime.getDeviceCount(), "runtime", cupy.cuda.runtime.runtimeGetVersion(),
+      "driver", cupy.cuda.runtime.driverGetVersion())
+EOF
 
-echo "== cupy"
-if ! "$PY" -c "import cupy" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps .whl/*.whl
-fi
-"$PY" -c "import cupy; print('cupy', cupy.__version__, 'devices:', cupy.cuda.runtime.getDeviceCount())"
+stamp "smoke: 40 frames of vtest, device and CPU"
+timeout -k 10 "${GPU_CHECK_SMOKE_S:-150}" "$PY" - <<'EOF' || fail "the smoke run"
+import time
+import numpy as np
+from idtfv.idt import IDTParams, extract
+video = "../shared/reference/videos/vtest_320x240.avi"
+for device in ("cuda", "cpu", "cuda"):
+    t0 = time.perf_counter()
+    tr = extract(video, IDTParams(device=device, end=40))
+    print(f"{device}: {len(tr)} trajectories, {time.perf_counter() - t0:.2f} s (the first of each compiles)")
+    if device == "cuda":
+        gpu = tr
+    else:
+        cpu = tr
+same = len(cpu) == len(gpu) and all(np.array_equal(getattr(cpu, k), getattr(gpu, k))
+                                    for k in ("meta", "traj", "hog", "hof", "mbhx", "mbhy"))
+print("identical:", same, "| counts", len(cpu), len(gpu), "| HOG identical:",
+      len(cpu) == len(gpu) and np.array_equal(cpu.hog, gpu.hog))
+EOF
 
-echo "== pytest -m gpu"
+stamp "pytest -m gpu"
+XDIST=""
+"$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
+PTIMEOUT=""
+"$PY" -c "import pytest_timeout" 2>/dev/null && PTIMEOUT="--timeout 240"
 # -rs lists skips; a gpu test that skips on this machine is a failure of the check
-"$PY" -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$OUT/pytest_gpu.xml" \
+timeout -k 10 "${GPU_CHECK_TESTS_S:-200}" "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs $XDIST $PTIMEOUT \
+  --durations 12 \
   tests/test_histograms_cuda.py tests/test_tracking_cuda.py tests/test_farneback_cuda.py tests/test_frame_cuda.py \
   tests/test_tvl1_gpu.py tests/test_gpu_worker.py tests/test_pool_cuda.py tests/test_device_threads.py \
-  | tee "$OUT/pytest_gpu.txt"
+  | tee "$OUT/pytest_gpu.txt" || fail "pytest -m gpu"
 if grep -q "skipped" "$OUT/pytest_gpu.txt"; then
-  echo "FAILED: gpu tests were skipped (see above); CuPy must see the device" >&2
-  exit 1
+  fail "gpu tests were skipped (see above); CuPy must see the device"
 fi
 
-echo "== nvcc compile check (when nvcc is installed)"
-"$PY" -m pytest -q -p no:cacheprovider -rs -k nvcc tests/test_histograms_cuda.py tests/test_farneback_cuda.py \
-  tests/test_frame_cuda.py tests/test_tvl1_gpu.py tests/test_pool_cuda.py
+stamp "bench/gpu_bench.py"
+timeout -k 10 "${GPU_CHECK_BENCH_S:-300}" "$PY" bench/gpu_bench.py --json "$OUT/gpu_bench.json" \
+  --results "$OUT/RESULTS_gpu.md" || fail "bench/gpu_bench.py (its JSON keeps the parts done)"
 
-echo "== compute-sanitizer (GPU_CHECK_SANITIZE=1, when compute-sanitizer is installed)"
+stamp "host profile of one stream (cProfile, 300 frames of vtest on the device; not a bench figure)"
+timeout -k 10 "${GPU_CHECK_PROFILE_S:-90}" "$PY" - <<'EOF' || fail "the host profile"
+import cProfile
+import pstats
+from idtfv.idt import IDTParams, extract
+video = "../shared/reference/videos/vtest_320x240.avi"
+extract(video, IDTParams(device="cuda", end=20))
+profile = cProfile.Profile()
+profile.enable()
+extract(video, IDTParams(device="cuda", end=300))
+profile.disable()
+stats = pstats.Stats(profile)
+stats.sort_stats("tottime").print_stats(30)
+stats.sort_stats("cumulative").print_stats(30)
+EOF
+
+stamp "nvcc compile check (when nvcc is installed)"
+timeout -k 10 "${GPU_CHECK_NVCC_S:-90}" "$PY" -m pytest -q -p no:cacheprovider -rs -k nvcc $XDIST \
+  tests/test_histograms_cuda.py tests/test_farneback_cuda.py tests/test_frame_cuda.py tests/test_tvl1_gpu.py \
+  tests/test_pool_cuda.py || fail "the nvcc compile check"
+
+stamp "compute-sanitizer (GPU_CHECK_SANITIZE=1, when compute-sanitizer is installed)"
 # What the emulator's order probe cannot see (tests/test_cuda_orders.py; docs/GPU.md): racecheck (shared-memory
 # hazards: level_max, TV-L1's primal and dual), synccheck (barriers in divergent code), initcheck (reads of
 # uninitialised device memory), memcheck (out-of-bounds and misaligned accesses) over the kernel-level gpu tests
@@ -73,13 +141,14 @@ if [ "${GPU_CHECK_SANITIZE:-0}" = 1 ]; then
     SANITIZE_K="gpu_kernels_are_bit_identical or gpu_track_step or gpu_kernels_match or gpu_frame_kernels"
     SANITIZE_K="$SANITIZE_K or gpu_device_pool or gpu_extract_gives or gpu_batch_matches"
     SANITIZE_K="$SANITIZE_K or (gpu_matches_cpu_on_planted_flow and fast)"
-    for tool in memcheck racecheck synccheck initcheck; do
+    for tool in ${GPU_CHECK_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
       echo "-- $tool"
-      compute-sanitizer --tool "$tool" --error-exitcode 3 --log-file "$OUT/sanitizer_$tool.log" \
+      timeout -k 10 "${GPU_CHECK_SANITIZE_S:-120}" compute-sanitizer --tool "$tool" --error-exitcode 3 \
+        --log-file "$OUT/sanitizer_$tool.log" \
         "$PY" -m pytest -q -p no:cacheprovider -m gpu -x -k "$SANITIZE_K" \
         tests/test_histograms_cuda.py tests/test_tracking_cuda.py tests/test_farneback_cuda.py \
         tests/test_frame_cuda.py tests/test_pool_cuda.py tests/test_tvl1_gpu.py \
-        || { echo "FAILED: compute-sanitizer --tool $tool (see $OUT/sanitizer_$tool.log)" >&2; exit 1; }
+        || fail "compute-sanitizer --tool $tool (see $OUT/sanitizer_$tool.log)"
     done
   else
     echo "compute-sanitizer: not installed (it comes with the CUDA toolkit); skipped"
@@ -88,6 +157,9 @@ else
   echo "skipped (set GPU_CHECK_SANITIZE=1)"
 fi
 
-echo "== bench/gpu_bench.py"
-"$PY" bench/gpu_bench.py --json "$OUT/gpu_bench.json" --results "$OUT/RESULTS_gpu.md"
+stamp "done"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf 'gpu_check: FAILED: %s\n' "${FAILED[@]}"
+  exit 1
+fi
 echo "gpu_check: all passed; results in $OUT"
