@@ -174,10 +174,38 @@ def resolve_matcher(matcher: str) -> str:
                 "matcher='surf': SURF is not in this OpenCV build (nonfree modules absent); "
                 "use matcher='auto', 'orb', 'akaze' or 'sift'"
             )
+        _require_akaze(matcher)
         return "akaze"
     if matcher not in ("orb", "akaze", "sift", "flow"):
         raise ParameterError(f"matcher: expected auto, surf, orb, akaze, sift or flow, got {matcher!r}")
+    if matcher == "akaze":
+        _require_akaze(matcher)
     return matcher
+
+
+def _akaze_create():
+    """OpenCV's AKAZE constructor: ``cv2.AKAZE_create`` (OpenCV 4) or ``cv2.xfeatures2d.AKAZE_create`` (OpenCV 5,
+    which keeps it in the contrib modules); None when this OpenCV has neither."""
+    create = getattr(cv2, "AKAZE_create", None)
+    return create if create is not None else getattr(getattr(cv2, "xfeatures2d", None), "AKAZE_create", None)
+
+
+def _require_akaze(matcher: str) -> None:
+    """Refuse ``matcher`` (``"akaze"``, or ``"auto"`` without SURF) in one line when this OpenCV has no AKAZE.
+
+    That happens when a plain OpenCV 5 package (``opencv-python-headless``, often pulled in by another library)
+    shadows ``opencv-contrib-python-headless``: both install the module ``cv2``, and the last one installed wins.
+    """
+    if _akaze_create() is not None:
+        return
+    which = " (the default: AKAZE when SURF is absent)" if matcher == "auto" else ""
+    raise ParameterError(
+        f"matcher={matcher!r}{which} needs OpenCV's AKAZE keypoints, but this OpenCV ({cv2.__version__}, "
+        f"{getattr(cv2, '__file__', '?')}) has none: OpenCV 5 keeps AKAZE in its contrib modules. Reinstall them "
+        "with `pip uninstall -y opencv-python-headless opencv-python && pip install --force-reinstall "
+        "opencv-contrib-python-headless` (the packages share the module cv2), or choose matcher='orb' or 'sift' "
+        "(other homographies)"
+    )
 
 
 def _make_detector(name: str, params):
@@ -186,7 +214,7 @@ def _make_detector(name: str, params):
     if name == "orb":
         return cv2.ORB_create(nfeatures=int(params.orb_features)), cv2.NORM_HAMMING
     if name == "akaze":
-        create = getattr(cv2, "AKAZE_create", None) or cv2.xfeatures2d.AKAZE_create  # moved in OpenCV 5
+        create = _akaze_create()  # resolve_matcher refused a build without it
         # OpenCV's defaults (4 octaves x 4 layers): 3 x 2 is about 3x faster at 320x240 but its homographies
         # lowered the trajectory-shape fidelity on carphone from 0.85 to 0.52
         return create(), cv2.NORM_HAMMING

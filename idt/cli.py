@@ -50,12 +50,17 @@ def _idt_params(args, fields: tuple[str, ...]) -> IDTParams:
     return params_from_args(args, IDTParams, fields=fields, preset=PRESETS[args.preset])
 
 
-def _check_device(params: IDTParams) -> None:
-    """Fail before any work when ``--device cuda`` has no CUDA device (and warn once for ``auto``)."""
+def _check_runtime(params: IDTParams) -> None:
+    """Fail before any work when ``--device cuda`` has no CUDA device (and warn once for ``auto``), or when the
+    camera's keypoints (``--matcher``) are not in this OpenCV build."""
     if params.device != "cpu":
         from idtfv.idt.device import resolve_device
 
         resolve_device(params.device)
+    if params.camera_motion:
+        from idtfv.idt.camera import resolve_matcher
+
+        resolve_matcher(params.matcher)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +172,7 @@ def _extract_trajectories(args) -> int:
     if not video.exists():
         raise IdtfvError(f"{video}: no such file; give the path of a video")
     params = _idt_params(args, TRAJECTORY_FIELDS)
-    _check_device(params)
+    _check_runtime(params)
     out, fmt = _output_path(args)
     if out is None and getattr(sys.stdout, "buffer", None) is None:  # run with stdout closed (>&-)
         raise IdtfvError("-o -: this process has no stdout to write to (it was closed); redirect it to a file or a "
@@ -336,7 +341,7 @@ def _cmd_features(args) -> int:
     from idtfv.idt.gpu_worker import GpuWorkerOptions
 
     idt_params = _idt_params(args, FEATURES_FIELDS)
-    _check_device(idt_params)
+    _check_runtime(idt_params)
     gpu = params_from_args(args, GpuWorkerOptions)
     for flag, value in (("--gpu-streams", args.gpu_streams), ("--host-threads", args.host_threads)):
         if value is not None and idt_params.device == "cpu":
