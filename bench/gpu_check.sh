@@ -3,15 +3,15 @@
 #
 #   bench/gpu_check.sh [OUT_DIR]        (default OUT_DIR: bench/out/gpu; PYTHON=... picks the interpreter)
 #
-# The lent machine (the `device` tool) has no network and its own python3 with CuPy (cupy-cuda13x), Numba, OpenCV,
-# scikit-learn and SciPy, but not this project, PyAV or ../shared. So the script
-# 0. installs the wheels of .whl/ when they were carried (PyAV, say) into a folder of their own on PYTHONPATH,
-#    installs the project without dependencies or an index (`pip install --no-deps --no-index
-#    --no-build-isolation -e .`) when `import idtfv.idt` fails, and links `.gpu/shared` (carried) to ../shared
-#    when ../shared is absent: prepare it here with
-#        mkdir -p .gpu/shared/reference && cp -r ../shared/reference/videos .gpu/shared/reference/
-#        grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
-#    and call the device tool with carry [".gpu"] and the command `bash bench/gpu_check.sh $OUT`;
+# The lent machine (the `device` tool) has no network and its own python3 (3.12) with CuPy (cupy-cuda13x), Numba,
+# scikit-learn, SciPy and a plain OpenCV 5 without the contrib modules (so without AKAZE, the default camera
+# keypoints), but not this project, PyAV or ../shared. So prepare .gpu/ here first (`bash bench/gpu_prepare.sh`:
+# the shared clips and OpenCV contrib for Python 3.12, xz-compressed), call the device tool with carry [".gpu"] and
+# the command `bash bench/gpu_check.sh $OUT`; the script
+# 0. unpacks .gpu/*.tar.xz and installs the wheels of .whl/ when they were carried (PyAV, say) into a folder of
+#    their own on PYTHONPATH, installs the project without dependencies or an index (`pip install --no-deps
+#    --no-index --no-build-isolation -e .`) when `import idtfv.idt` fails, and links `.gpu/shared` to ../shared
+#    when ../shared is absent;
 # 1. a smoke run: 40 frames of vtest on the device and on the CPU (the trajectory counts, whether identical), which
 #    also compiles the CPU kernels once for what follows;
 # 2. runs every test marked `gpu` (the CUDA kernels against their CPU twins; extract on cuda against cpu; TV-L1 on
@@ -49,6 +49,14 @@ command -v nvcc >/dev/null && nvcc --version | tail -2
 "$PY" --version
 
 stamp "carried wheels, project and data"
+# packages carried as .gpu/*.tar.xz (a folder tree for site-packages: OpenCV with its contrib modules, whose
+# AKAZE the default camera model needs, is over the 64 MiB a call carries as a wheel, not xz-compressed)
+for archive in .gpu/*.tar.xz; do
+  [ -e "$archive" ] || continue
+  mkdir -p /tmp/idtfv_site
+  "$PY" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall('/tmp/idtfv_site')" "$archive" \
+    && export PYTHONPATH=/tmp/idtfv_site${PYTHONPATH:+:$PYTHONPATH} || fail "unpacking $archive"
+done
 if ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/idtfv_site \
     .whl/*.whl && export PYTHONPATH=/tmp/idtfv_site${PYTHONPATH:+:$PYTHONPATH} || fail "installing .whl/*.whl"

@@ -42,6 +42,10 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
          "idt-kth-fast", "startup-help", "startup-first-frame", "startup-extract", "output-lear", "threads",
          "memory", "fv-d48", "fv-d213", "fv-d48-random", "fv-d213-random", "tvl1-default", "tvl1-fast", "encode-stage"),
     ),
+    "gpu": (  # bench/gpu_bench.py (run on a lent GPU by bench/gpu_check.sh)
+        ("| what | measured | target |", "|---|---|---|"),
+        ("one-stream", "batch", "ucf101", "parity"),
+    ),
     "detection": (  # bench/bench_detect.py
         ("| videos | IoU 0.1 | 0.2 | 0.3 | 0.4 | 0.5 | average (95% CI) |", "|---|---|---|---|---|---|---|"),
         ("default-untrimmed", "long-video"),
