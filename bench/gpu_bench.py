@@ -63,7 +63,7 @@ PARITY_CLIPS = (("vtest_320x240.avi", 200), ("tree.avi", None), ("carphone_prist
                 ("person01_boxing_d1_uncomp.avi", None))
 KINDS = ("traj", "hog", "hof", "mbhx", "mbhy")
 #: The parts of a run, in the order a GPU run takes them (``--parts`` picks some).
-PARTS = ("single", "parity", "launches", "batch", "batch_processes", "video_threads", "batch_threads", "decode",
+PARTS = ("single", "parity", "launches", "fast", "batch", "batch_processes", "video_threads", "batch_threads", "decode",
          "kernels")
 #: UCF101's frames (13,320 clips of 7.2 s on average at 25 frames/s, 320x240), for the projection.
 UCF101_FRAMES = 2_500_000
@@ -380,14 +380,16 @@ def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
             "ucf101_projection_hours": UCF101_FRAMES / best["frames_per_s"] / 3600}
 
 
-def _batch_worker(clip_dir: Path, cache: Path, streams: int, idt_params: dict) -> int:
+def _batch_worker(clip_dir: Path, cache: Path, streams: int, idt_params: dict, share: tuple[int, int]) -> int:
     """One process of :func:`bench_batch_processes`: warm up, say ``ready``, wait for ``go`` on stdin, run the GPU
-    worker over every clip of ``clip_dir`` with ``streams`` K, print one JSON line (frames, seconds)."""
+    worker over its ``share`` (i, P: every P-th clip from the i-th) of ``clip_dir``'s clips with ``streams`` K,
+    print one JSON line (frames, seconds)."""
     from idtfv.idt.gpu_worker import video_stream
     from idtfv.idt.stage import features_item, warmup_features
     from idtfv.runner import run_stage
 
     entries = [types.SimpleNamespace(video_id=p.stem, path=p) for p in sorted(clip_dir.glob("*.avi"))]
+    entries = entries[share[0]::share[1]]  # this process's share of the clips
     params = {"idt": idt_params}
     warmup_features(params)
     print("ready", flush=True)
@@ -416,7 +418,8 @@ def _line(proc, wanted) -> str:
 
 def bench_batch_processes(clip_dir: Path, params, processes, streams: int, cache: Path, extra=()) -> dict:
     """Aggregate frames/s of P processes at once on the one device, each running the GPU worker (K streams) over
-    all the clips of ``clip_dir``: the launches of one process share one GIL, P processes have P. Each process
+    its share of the clips of ``clip_dir`` (every P-th: the batch's frames, split as a dataset run would split
+    them): the launches of one process share one GIL, P processes have P. Each process
     warms up (imports, kernel caches, CUDA context) and waits; the clock runs from the common start to the last
     process's end; ``whole_seconds`` adds the start-ups (process start to last end)."""
     import subprocess
@@ -428,7 +431,8 @@ def bench_batch_processes(clip_dir: Path, params, processes, streams: int, cache
         t_spawn = time.perf_counter()
         procs = [subprocess.Popen([sys.executable, __file__, "--batch-worker", str(clip_dir), "--worker-cache",
                                    str(cache / f"p{p}_{i}"), "--streams", str(streams), "--worker-params",
-                                   worker_params, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                   worker_params, "--worker-share", f"{i}/{p}", *extra],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                  for i in range(p)]
         try:
             for proc in procs:
@@ -453,7 +457,7 @@ def bench_batch_processes(clip_dir: Path, params, processes, streams: int, cache
                      "per_process_frames_per_s": [r["frames"] / r["seconds"] for r in reports]})
     best = max(rows, key=lambda r: r["frames_per_s"])
     return {"runs": rows, "best_frames_per_s": best["frames_per_s"], "best_processes": best["processes"],
-            "ucf101_projection_hours": UCF101_FRAMES / best["frames_per_s"] / 3600}
+            "ucf101_projection_hours": UCF101_FRAMES / best["frames_per_s"] / 3600, "clips_each": "share"}
 
 
 def bench_decode(entries, params, threads) -> dict:
@@ -542,6 +546,12 @@ def section(result: dict) -> str:
         lines += [f"| (transfers, inside the stages above: {single['transfers_per_frame']:.1f} per frame, "
                   f"{single['bytes_up_per_frame'] / 1e3:.0f} kB up, {single['bytes_down_per_frame'] / 1e3:.0f} kB "
                   f"down) | {single['transfer_ms_per_frame']:.3f} |", ""]
+    fast = result.get("fast") or {}
+    if "frames_per_s" in fast:
+        split = ", ".join(f"{k} {v:.2f}" for k, v in list(fast["stages_ms_per_frame"].items())[:5])
+        lines += [f"The fast preset (`--preset fast`: the homography from flow matches, no keypoints; one flow "
+                  f"solve), one stream, same video: **{fast['frames_per_s']:.0f} frames/s** ({fast['trajectories']} "
+                  f"trajectories; synchronised split, ms per frame: {split}).", ""]
     launches = result.get("launches") or {}
     if "launches_per_frame" in launches:
         top = ", ".join(f"{k} {v:.0f}" for k, v in list(launches["by_kernel"].items())[:8])
@@ -577,13 +587,16 @@ def section(result: dict) -> str:
                       "h** on this GPU.", ""]
     processes = result.get("batch_processes") or {}
     if "runs" in processes:
-        lines += ["Several processes on the one device (each the GPU worker over all the clips above, its own GIL "
+        each = ("its share of the clips above" if processes.get("clips_each") == "share" else
+                "all the clips above")  # the first GPU run's processes each ran every clip
+        lines += [f"Several processes on the one device (each the GPU worker over {each}, its own GIL "
                   "and launches; the clock from a common start after each process warmed up; with the start-ups: "
                   "process start to the last end):", "",
                   "| processes P | streams K each | host threads per video | frames | s | frames/s | "
                   "s with start-ups | failed |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['processes']} | {r['streams']} | {r['video_threads']} | {r['frames']} | {r['seconds']:.2f} | "
-                  f"**{r['frames_per_s']:.0f}** | {r['whole_seconds']:.2f} | {r['failed']} |" for r in processes["runs"]]
+        lines += [f"| {r['processes']} | {r['streams']} | {r['video_threads']} | {r['frames']} | "
+                  f"{r['seconds']:.2f} | **{r['frames_per_s']:.0f}** | {r['whole_seconds']:.2f} | {r['failed']} |"
+                  for r in processes["runs"]]
         lines += ["", f"UCF101 projection at the best of these ({processes['best_frames_per_s']:.0f} frames/s, "
                       f"P={processes['best_processes']}; a projection, not a run): "
                       f"**{processes['ucf101_projection_hours']:.2f} h**.", ""]
@@ -623,6 +636,11 @@ def _summary(result: dict) -> list[str]:
         rows.append(readme_row("gpu", "one-stream", (
             f"one stream, `{single['video']}` ({single['frames']} frames, {device})",
             f"**{single['frames_per_s']:.0f} frames/s**", ">= 500 frames/s")))
+    fast = result.get("fast") or {}
+    if "frames_per_s" in fast:
+        rows.append(readme_row("gpu", "one-stream-fast", (
+            f"one stream, `--preset fast` (no keypoints), `{fast['video']}` ({fast['frames']} frames)",
+            f"**{fast['frames_per_s']:.0f} frames/s**", "-")))
     best = [(r["frames_per_s"], f"K={r['streams']} streams") for r in (result.get("batch") or {}).get("runs", [])]
     best += [(r["frames_per_s"], f"{r['processes']} processes x K={r['streams']}")
              for r in (result.get("batch_processes") or {}).get("runs", [])]
@@ -678,7 +696,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=None, help="frames of vtest for the single-stream run (all)")
     ap.add_argument("--clips", type=int, default=32, help="short clips in the batch")
     ap.add_argument("--clip-frames", type=int, default=100, help="frames per short clip")
-    ap.add_argument("--streams", type=_ints, default=[1, 4, 8], help="K values of the batch (comma-separated)")
+    ap.add_argument("--streams", type=_ints, default=[4, 8],
+                    help="K values of the batch (comma-separated; K=1 is the one-stream rate, measured apart)")
     ap.add_argument("--video-threads", type=_ints, default=[1, 3, 5],
                     help="IDTParams.threads values of the one-stream runs (comma-separated)")
     ap.add_argument("--decode-threads", type=_ints, default=None, help="CPU threads of the decode rates "
@@ -694,6 +713,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-worker", type=Path, help=argparse.SUPPRESS)  # one process of batch_processes
     ap.add_argument("--worker-cache", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--worker-params", type=json.loads, help=argparse.SUPPRESS)  # IDTParams.to_dict() as JSON
+    ap.add_argument("--worker-share", default="0/1", help=argparse.SUPPRESS)  # i/P: every P-th clip from the i-th
     ap.add_argument("--json", type=Path, help="also write the result here")
     ap.add_argument("--results", type=Path, default=RESULTS, help="the RESULTS.md whose ## gpu section is written")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
@@ -717,8 +737,12 @@ def main(argv=None) -> int:
             write_section("## gpu", report, path=args.results)
             print(f"updated ## gpu of {args.results}")
         return 0
+    from idtfv.cli import sequential_opencv
+
+    sequential_opencv()  # OpenCV's own thread pool off, as extract-trajectories and idtfv features run it
     if args.batch_worker is not None:
-        return _batch_worker(args.batch_worker, args.worker_cache, args.streams[0], args.worker_params)
+        share = tuple(int(x) for x in args.worker_share.split("/"))
+        return _batch_worker(args.batch_worker, args.worker_cache, args.streams[0], args.worker_params, share)
     from idtfv.idt import IDTParams
     from idtfv.idt.device import cuda_available
 
@@ -766,6 +790,7 @@ def main(argv=None) -> int:
             clips = _synthetic_clips(work, 4, 20)
             part("kernels", lambda: bench_kernels(1, 300, size=(64, 48)))
             part("single", lambda: bench_single(clips[0].path, small))
+            part("fast", lambda: bench_single(clips[0].path, IDTParams.fast(device="cuda", track_length=9, scales=2)))
             part("video_threads", lambda: bench_video_threads(clips[0].path, small, [1, 3]))
             part("launches", lambda: bench_launches(clips[0].path, small, frames=6, repeat=20))
             part("batch", lambda: bench_batch(clips, small, [1, 2], work / "cache", "synthetic, 20 frames"))
@@ -787,6 +812,8 @@ def main(argv=None) -> int:
                     part("parity", lambda: [parity(VIDEOS / name, IDTParams(end=end)) for name, end in PARITY_CLIPS
                                             if (VIDEOS / name).exists()])
                 part("launches", lambda: bench_launches(VIDEO, params))
+                fast = IDTParams.fast(device="cuda", end=args.frames)  # no keypoints: the camera from flow matches
+                part("fast", lambda: bench_single(VIDEO, fast))
                 try:
                     clips = make_clips(VIDEO, work, args.clips, args.clip_frames)
                 except Exception as exc:  # noqa: BLE001
