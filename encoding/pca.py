@@ -98,13 +98,17 @@ class DescriptorPCA(TransformerMixin, BaseEstimator):
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ParameterError(f"PCA was fitted on {self.n_features_in_}-dim descriptors, got shape {X.shape}")
+        given = X
         X = np.asarray(X, np.float32)
         if not np.isfinite(X).all():  # (a float64 beyond float32's range too): the projections would be NaN/inf
             bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
             raise ParameterError(f"PCA input row {bad} contains NaN or infinity (or a value beyond float32); drop "
                                  "those rows before projecting")
         W = self._projection()
-        return (X - self.mean_.astype(np.float32)) @ W
+        if X is given:  # the caller's own float32 array: left as it is
+            return (X - self.mean_.astype(np.float32)) @ W
+        X -= self.mean_.astype(np.float32)  # our float32 copy (of float16 descriptors): centred in place, the same
+        return X @ W  # numbers as X - mean, without a second (N, D) array
 
     def to_arrays(self) -> dict:
         """Arrays for ``codebook_io.save_codebook``."""

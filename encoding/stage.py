@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -185,7 +186,9 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
     Parameters
     ----------
     arrays : ``meta (n, 10)`` and the channels of ``models`` (``traj (n, 30)``, ``hog (n, 96)``, ... with the
-        reference options; each channel as wide as its PCA was fitted on).
+        reference options; each channel as wide as its PCA was fitted on): a dict, or an open features archive
+        (:func:`idtfv.encoding.sampling.open_features`), from which each channel is read when it is encoded and
+        dropped before the next, so that one channel's descriptors are in memory at a time.
     models : {channel: (DescriptorPCA, DiagGMM | KMeansCodebook)} (:func:`load_codebooks`).
     method : ``fisher``, ``bof`` or ``vlad``.
     pyramid : e.g. ``"1x1x1,1x3x1,1x1x2"``.
@@ -218,7 +221,10 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
                                       f"descriptors; encode features extracted with the codebook's extractor options")
         if not np.isfinite(X).all():
             raise FormatError(source, f"{ch!r} contains NaN or infinity")
-        parts.append(ENCODERS[method][0](pca.transform(X), model, cells, C).ravel())
+        Z = pca.transform(X)
+        del X  # (an archive's channel is ours: gone before the next channel is read)
+        parts.append(ENCODERS[method][0](Z, model, cells, C).ravel())
+        del Z
     return np.concatenate(parts).astype(np.float32)
 
 
@@ -232,11 +238,12 @@ def encode_item(entry, params: Mapping) -> dict[str, np.ndarray]:
 
     path = Path(params["features_dir"]) / f"{entry.video_id}.npz"
     models, summary = load_codebooks(params["codebook_dir"])
-    with open_features(path) as z:  # a corrupt file is a FormatError naming it and how to recompute it
-        arrays = {k: z[k] for k in ("meta", *models) if k in z.files}
-    with threadpool_limits(1):  # one level of parallelism: videos run in parallel, BLAS inside a video does not
-        vec = encode_arrays(arrays, models, method=summary["method"], pyramid=params["pyramid"], source=path)
-    out = {"features": vec, "n_descriptors": np.array(arrays["meta"].shape[0], np.int64)}
+    # a corrupt file is a FormatError naming it and how to recompute it; each channel is read when it is encoded
+    with open_features(path) as z, threadpool_limits(1):  # one level of parallelism: videos run in parallel
+        meta = {"meta": z["meta"]} if "meta" in z else {}  # read once: the count below
+        vec = encode_arrays(ChainMap(meta, z), models, method=summary["method"], pyramid=params["pyramid"],
+                            source=path)
+    out = {"features": vec, "n_descriptors": np.array(meta["meta"].shape[0], np.int64)}
     refuse_empty(out)
     return out
 
