@@ -91,8 +91,13 @@ class DescriptorPCA(TransformerMixin, BaseEstimator):
             P /= np.sqrt(self.explained_variance_ + self.whiten_eps)[None, :]
         return P.astype(np.float32)
 
-    def transform(self, X) -> np.ndarray:
-        """Project descriptors X (N, D) -> (N, d) float32."""
+    def transform(self, X, *, overwrite_input: bool = False) -> np.ndarray:
+        """Project descriptors X (N, D) -> (N, d) float32.
+
+        With ``overwrite_input`` a float32 ``X`` is centred in place (the same numbers, one (N, D) array less;
+        ``X`` is left holding ``X - mean``): for callers whose ``X`` is a fresh copy, e.g. read from a file.
+        Another dtype is converted into a copy, which is centred in place either way.
+        """
         if not hasattr(self, "components_"):
             raise ParameterError("this DescriptorPCA is not fitted yet; call fit(X) first")
         X = np.asarray(X)
@@ -105,7 +110,7 @@ class DescriptorPCA(TransformerMixin, BaseEstimator):
             raise ParameterError(f"PCA input row {bad} contains NaN or infinity (or a value beyond float32); drop "
                                  "those rows before projecting")
         W = self._projection()
-        if X is given:  # the caller's own float32 array: left as it is
+        if X is given and not overwrite_input:  # the caller's own float32 array: left as it is
             return (X - self.mean_.astype(np.float32)) @ W
         X -= self.mean_.astype(np.float32)  # our float32 copy (of float16 descriptors): centred in place, the same
         return X @ W  # numbers as X - mean, without a second (N, D) array

@@ -180,7 +180,7 @@ def encoded_dim(models: Mapping, method: str, grids) -> int:
 
 
 def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: str = "fisher",
-                  pyramid="1x1x1", source="arrays") -> np.ndarray:
+                  pyramid="1x1x1", source="arrays", consume: bool = False) -> np.ndarray:
     """One video's vector from its descriptor arrays (also the streaming entry point).
 
     Parameters
@@ -193,6 +193,8 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
     method : ``fisher``, ``bof`` or ``vlad``.
     pyramid : e.g. ``"1x1x1,1x3x1,1x1x2"``.
     source : name used in error messages (the file).
+    consume : the channels' arrays may be overwritten (their PCA centres them in place): for a reader that gives a
+        fresh array per access, such as the archive.
 
     Returns
     -------
@@ -221,7 +223,7 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
                                       f"descriptors; encode features extracted with the codebook's extractor options")
         if not np.isfinite(X).all():
             raise FormatError(source, f"{ch!r} contains NaN or infinity")
-        Z = pca.transform(X)
+        Z = pca.transform(X, overwrite_input=consume)
         del X  # (an archive's channel is ours: gone before the next channel is read)
         parts.append(ENCODERS[method][0](Z, model, cells, C).ravel())
         del Z
@@ -242,7 +244,7 @@ def encode_item(entry, params: Mapping) -> dict[str, np.ndarray]:
     with open_features(path) as z, threadpool_limits(1):  # one level of parallelism: videos run in parallel
         meta = {"meta": z["meta"]} if "meta" in z else {}  # read once: the count below
         vec = encode_arrays(ChainMap(meta, z), models, method=summary["method"], pyramid=params["pyramid"],
-                            source=path)
+                            source=path, consume=True)
     out = {"features": vec, "n_descriptors": np.array(meta["meta"].shape[0], np.int64)}
     refuse_empty(out)
     return out

@@ -77,3 +77,24 @@ def test_round_trip_and_errors(tmp_path):
         DescriptorPCA(13).fit(X)
     with pytest.raises(ParameterError, match="fitted on 12-dim"):
         p.transform(X[:, :5])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_transform_in_place_gives_the_same_bits(dtype):
+    """``overwrite_input`` (the encode stage's descriptors read from a file) centres in place: the projection is
+    the copying one's bit for bit; only a float32 input is overwritten, and only when asked."""
+    rng = np.random.default_rng(3)
+    X = np.abs(rng.normal(size=(3000, 96))).astype(dtype)
+    pca = DescriptorPCA(n_components=48).fit(X.astype(np.float32))
+    kept = X.copy()
+    ref = pca.transform(X)
+    assert np.array_equal(X, kept)  # not asked: untouched
+    # an independent reference of the arithmetic: float32 centring, then the float32 product
+    W = pca._projection()
+    np.testing.assert_array_equal(ref, (kept.astype(np.float32) - pca.mean_.astype(np.float32)) @ W)
+    got = pca.transform(X, overwrite_input=True)
+    np.testing.assert_array_equal(got, ref)
+    if dtype == np.float32:
+        np.testing.assert_array_equal(X, kept - pca.mean_.astype(np.float32))  # it was centred in place
+    else:
+        assert np.array_equal(X, kept)  # converted into a copy: the caller's array stays
