@@ -54,6 +54,7 @@ import numpy as np
 # cornerEigenValsVecs' Sobel scale for uint8, block 3, aperture 3 (1 / (2^(3-1) * 3 * 255))
 from idtfv.idt._corners_nb import OPENCV_ROW_BLOCK
 from idtfv.idt._corners_nb import SOBEL_SCALE as _EIG_SCALE
+from idtfv.raw_kernels import function
 
 __all__ = ["corner_response", "dense_sample", "dense_sample_levels", "warp_to_previous", "compensate_flow", "module",
            "OPENCV_ROW_BLOCK"]
@@ -344,7 +345,7 @@ def module():
 
 def _launch(name: str, n: int, args: tuple) -> None:
     if n > 0:
-        module().get_function(name)(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
+        function(module(), name)(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
 
 
 def _gray_u8(gray, where: str):
@@ -578,7 +579,7 @@ def dense_sample_levels(grays, existing, *, stride: int = 5, quality: float = 0.
         px0, px1 = int(s.starts[a, 2]), s.end(a + n, 2)
         _launch("corner_min_eig_levels", px1 - px0,
                 (table, il, np.int64(px1), *padded(gs[a:a + n], gs[a]), f1, f0, s.eig))
-        module().get_function("level_max")((n,), (_MAX_THREADS,), (table, il, s.eig, s.maxv[a:]))
+        function(module(), "level_max")((n,), (_MAX_THREADS,), (table, il, s.eig, s.maxv[a:]))
         _launch("mark_cells_levels", sum(counts[a:a + n]),
                 (table, il, *padded(pts[a:a + n], pts[a]), *padded([np.int32(c) for c in counts[a:a + n]],
                                                                     np.int32(0)), np.int32(stride), s.occ))

@@ -39,6 +39,7 @@ import cupy as cp
 import numpy as np
 
 from idtfv.idt._histograms_nb import _ATAN_C
+from idtfv.raw_kernels import function
 
 __all__ = ["frame_histograms", "gather_blocks", "gather_all", "level_histograms", "gather_levels", "LevelHistograms",
            "level_table", "module"]
@@ -382,7 +383,7 @@ def module():
 
 
 def _kernel(name):
-    return module().get_function(name)
+    return function(module(), name)
 
 
 def _grid(n):

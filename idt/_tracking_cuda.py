@@ -41,6 +41,8 @@ import functools
 import cupy as cp
 import numpy as np
 
+from idtfv.raw_kernels import function
+
 __all__ = ["track_step", "track_points", "module", "launch"]
 
 _BLOCK = 128
@@ -310,6 +312,19 @@ __global__ void add_blocks(const long long* rows, int n, const int* index, int p
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= (long long)n * D) return;
     idt_add_block(rows, index, per_cell, nt, D, blocks, desc, t);
+}
+
+// the current point of each of n rows: out[k] = pos[r, index[r]], r = rows[k] (an index of -1, a free row, reads
+// the last point as NumPy's pos[r, -1] does); one thread per row: CuPy's advanced indexing took several launches
+__global__ void current_points(const long long* rows, int n, const int* index, const float* pos, int L1,
+                               float* out) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long long r = rows[k];
+    int i = index[r];
+    if (i < 0) i += L1;
+    out[2 * k] = pos[(r * L1 + i) * 2];
+    out[2 * k + 1] = pos[(r * L1 + i) * 2 + 1];
 }
 
 // add_blocks of up to 8 pools (the pyramid's levels) in one launch: blocks holds level l's n_l rows after the
@@ -595,7 +610,7 @@ def launch(name: str, n: int, args: tuple) -> None:
     """Run kernel ``name`` with one thread per item of ``n`` (nothing when ``n`` is 0); ``args`` as CuPy's call
     (CuPy arrays and NumPy scalars of the kernel's C types)."""
     if n > 0:
-        module().get_function(name)(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
+        function(module(), name)(((n + _BLOCK - 1) // _BLOCK,), (_BLOCK,), args)
 
 
 def track_points(points, flow, flow_w):

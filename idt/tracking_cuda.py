@@ -118,9 +118,13 @@ class DeviceTrackPool:
         return self._free[:self._n_free]
 
     def current_points(self, rows=None):
-        """(n, 2) float32 device array: the current point of each live track (or of ``rows``)."""
-        rows = self.live() if rows is None else rows
-        return self.pos[rows, self.index[rows]]
+        """(n, 2) float32 device array: the current point of each live track (or of ``rows``); one launch."""
+        cp, k_mod = _dev()
+        rows = self.live() if rows is None else cp.ascontiguousarray(cp.asarray(rows, dtype=np.int64))
+        n = int(rows.shape[0])
+        out = cp.empty((n, 2), cp.float32)
+        k_mod.launch("current_points", n, (rows, _i32(n), self.index, self.pos, _i32(self.L + 1), out))
+        return out
 
     def live_tracks(self) -> tuple[np.ndarray, np.ndarray]:
         """Host copies of the live tracks' points ``(n, L+1, 2)`` and steps done ``(n,)`` (birth order; for

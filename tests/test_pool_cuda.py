@@ -81,6 +81,9 @@ def _same_state(cpu: TrackPool, dev, what=""):
         _same(getattr(cpu, name), getattr(dev, name), f"{what}: {name}")
     _same(cpu.live(), dev.live(), f"{what}: live order")
     _same(cpu._free, dev.free_rows(), f"{what}: free stack")
+    _same(cpu.current_points(), dev.current_points(), f"{what}: current points")
+    some = cpu._free[-3:]  # free rows too (index -1: the last point, as NumPy's negative index reads)
+    _same(cpu.current_points(some), dev.current_points(some), f"{what}: current points of free rows")
     assert len(cpu) == len(dev) and cpu.capacity == dev.capacity
 
 

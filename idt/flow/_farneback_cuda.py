@@ -47,6 +47,8 @@ import functools
 
 import cupy as cp
 
+from idtfv.raw_kernels import function
+
 __all__ = ["module", "launch", "BLOCK"]
 
 #: Threads per block of every kernel (1-D grids over the output values).
@@ -417,4 +419,4 @@ def launch(name: str, n: int, *args) -> None:
     """Run kernel ``name`` over ``n`` output values (one thread each) with ``args`` (CuPy arrays, NumPy
     scalars)."""
     if n > 0:
-        module().get_function(name)(((n + BLOCK - 1) // BLOCK,), (BLOCK,), args)
+        function(module(), name)(((n + BLOCK - 1) // BLOCK,), (BLOCK,), args)

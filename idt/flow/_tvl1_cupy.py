@@ -29,6 +29,7 @@ import numpy as np
 
 from idtfv.idt.flow.pyramid import PyramidOps, coarse_to_fine
 from idtfv.idt.flow.tvl1 import TVL1Params, as_intensity
+from idtfv.raw_kernels import function
 
 __all__ = ["tvl1_flow_gpu", "tvl1_flow_gpu_batch", "solve_level_gpu", "GPU_OPS", "module"]
 
@@ -234,7 +235,7 @@ def module():
 
 
 def _kernel(name):
-    return module().get_function(name)
+    return function(module(), name)
 
 
 def _grid(n, batch):
