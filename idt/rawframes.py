@@ -12,8 +12,9 @@ The lossless alternative is one ``DIR/<video_id>.npz`` with ``flow (T-1, H, W, 2
 ``bound`` (0-d float, what a reader should clip to). Both are written atomically: into a temporary sibling, then
 ``os.replace``.
 
-:class:`RawframesWriter` and :func:`save_flow_npz` write them; :class:`RawframesReader` is the one reader (random
-access by frame / flow index, used by the CNN datasets of :mod:`idtfv.deep`).
+:class:`RawframesWriter` and :class:`FlowNpzWriter` write them as the flows come (the flow stage's two formats),
+:func:`save_flow_npz` the ``.npz`` of flows in memory; :class:`RawframesReader` is the one reader (random access by
+frame / flow index, used by the CNN datasets of :mod:`idtfv.deep`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "RawframesWriter",
     "RawframesReader",
     "save_flow_npz",
+    "FlowNpzWriter",
     "load_flow_npz",
     "frame_name",
 ]
@@ -315,6 +317,87 @@ def save_flow_npz(path, flow, *, bound: float = DEFAULT_BOUND) -> Path:
     remove_stale_temps(path)
     atomic_savez(path, {"flow": flow.astype(np.float16), "bound": np.float32(_check_bound(bound))})
     return path
+
+
+#: DEFLATE level of a flow ``.npz``: zlib's default, as ``np.savez_compressed`` (and :func:`save_flow_npz`) write.
+FLOW_NPZ_LEVEL = 6
+
+
+class FlowNpzWriter:
+    """One video's flow ``.npz`` written as its flows come: what :func:`save_flow_npz` writes of the stacked flows
+    (the same arrays), without holding them.
+
+    Each ``(h, w, 2)`` flow is converted to float16 and compressed at once into an unnamed scratch file next to
+    ``path`` (:class:`idtfv.idt.npzstream.DeflateBody`: one DEFLATE stream, one ``compress`` call per flow, so the
+    bytes depend only on the flows); :meth:`commit` prefixes the ``.npy`` header of ``(T - 1, h, w, 2)``, adds
+    ``bound`` and writes the archive atomically. Memory: one flow, whatever the video's length (the stacked flows
+    of a 10-minute 320x240 video are 4.6 GB in float16).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.npz`` to write (its directory is created).
+    bound : float
+        Stored as ``bound`` (the flows are not clipped).
+    """
+
+    def __init__(self, path, *, bound: float = DEFAULT_BOUND):
+        import tempfile
+
+        from idtfv.idt.npzstream import DeflateBody
+
+        self.path = Path(path)
+        self.bound = np.float32(_check_bound(bound))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)
+        self._scratch = tempfile.TemporaryFile(dir=self.path.parent)  # unnamed: nothing left if the process dies
+        self._body = DeflateBody(self._scratch, FLOW_NPZ_LEVEL)
+        self.n_flows = 0
+        self.shape: tuple[int, int] | None = None
+
+    def add_frame(self, rgb: np.ndarray) -> None:
+        """Nothing: a flow ``.npz`` holds no frames (the method makes the writer a drop-in for
+        :class:`RawframesWriter`)."""
+
+    def add_flow(self, flow: np.ndarray) -> None:
+        """Append flow ``(h, w, 2)`` (every flow of the video the same size)."""
+        flow = np.asarray(flow)
+        if flow.ndim != 3 or flow.shape[-1] != 2 or (self.shape is not None and flow.shape[:2] != self.shape):
+            raise ParameterError(f"{self.path}: flow must be (h, w, 2) as the video's first {self.shape}, got shape "
+                                 f"{flow.shape}")
+        self.shape = flow.shape[:2]
+        self._body.compress(memoryview(np.ascontiguousarray(flow, np.float16)).cast("B"))
+        self.n_flows += 1
+
+    def commit(self) -> Path:
+        """Write the archive (``flow``, ``bound``) atomically onto ``path``; return it."""
+        import io
+
+        from idtfv.atomic import atomic_open
+        from idtfv.idt.npzstream import deflate_segment, write_zip
+
+        if self.shape is None:
+            raise ParameterError(f"{self.path}: no flow was added; a flow .npz holds at least one")
+        self._body.finish()
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                      "fortran_order": False,
+                                                      "shape": (self.n_flows, *self.shape, 2)})
+        bound = io.BytesIO()
+        np.lib.format.write_array(bound, self.bound, allow_pickle=False)
+        members = [("flow.npy", [deflate_segment(header.getvalue(), FLOW_NPZ_LEVEL, last=False),
+                                 self._body.segment()]),
+                   ("bound.npy", [deflate_segment(bound.getvalue(), FLOW_NPZ_LEVEL, last=True)])]
+        try:
+            with atomic_open(self.path, "wb") as handle:
+                write_zip(handle, members)
+        finally:
+            self._scratch.close()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written (the scratch file)."""
+        self._scratch.close()
 
 
 def load_flow_npz(path) -> tuple[np.ndarray, float]:

@@ -360,7 +360,7 @@ def extract_video(
     """
     from idtfv.data.manifest import MAX_VIDEO_ID_LENGTH, is_valid_video_id, make_video_id
     from idtfv.idt.flow import gpu_available
-    from idtfv.idt.rawframes import RawframesWriter, save_flow_npz
+    from idtfv.idt.rawframes import FlowNpzWriter, RawframesWriter
     from idtfv.video import iter_frames
 
     if fmt not in ("jpg", "npz"):
@@ -389,18 +389,16 @@ def extract_video(
     prev_gray = None
     shape = (0, 0)
     pending_prev, pending_cur = [], []
-    flows = []
     created = _missing_dirs(out_dir)  # removed again (when still empty) if this fails
-    sink = RawframesWriter(out_dir / video_id, bound=bound, quality=quality) if fmt == "jpg" else None
+    # both write as the flows come (a long video's flows are never held) and put the result in place at commit
+    sink = (RawframesWriter(out_dir / video_id, bound=bound, quality=quality) if fmt == "jpg" else
+            FlowNpzWriter(out_dir / f"{video_id}.npz", bound=bound))
 
     def flush():
         if not pending_prev:
             return
         for flow in flow_fn(pending_prev, pending_cur):
-            if sink is not None:
-                sink.add_flow(flow)
-            else:
-                flows.append(flow.astype(np.float16))
+            sink.add_flow(flow)
         pending_prev.clear()
         pending_cur.clear()
         if on_frame is not None:
@@ -411,8 +409,7 @@ def extract_video(
             gray = _gray(rgb)
             n_frames += 1
             shape = gray.shape
-            if sink is not None:
-                sink.add_frame(rgb)
+            sink.add_frame(rgb)
             if on_frame is not None and n_frames == 1:
                 on_frame(1, total)
             if prev_gray is not None:
@@ -424,13 +421,9 @@ def extract_video(
         flush()
         if n_frames < 2:
             raise VideoError(video, f"has {n_frames} decodable frame(s); optical flow needs at least 2")
-        if sink is not None:
-            sink.commit()
-        else:
-            save_flow_npz(out_dir / f"{video_id}.npz", np.stack(flows), bound=bound)
+        sink.commit()
     except BaseException:
-        if sink is not None:
-            sink.abort()
+        sink.abort()
         for d in created:  # a failed run leaves no directory it made (only empty ones are removed)
             with contextlib.suppress(OSError):
                 d.rmdir()
