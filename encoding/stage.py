@@ -223,7 +223,7 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
                                       f"descriptors; encode features extracted with the codebook's extractor options")
         if not np.isfinite(X).all():
             raise FormatError(source, f"{ch!r} contains NaN or infinity")
-        Z = pca.transform(X, overwrite_input=consume)
+        Z = pca.transform(X, overwrite_input=True) if consume else pca.transform(X)  # (a caller's stand-in PCA)
         del X  # (an archive's channel is ours: gone before the next channel is read)
         parts.append(ENCODERS[method][0](Z, model, cells, C).ravel())
         del Z
