@@ -30,7 +30,10 @@ the same float64 algebra); tests compare every window with ``fisher_vectors_cell
 trajectories.
 
 Memory per channel: ``(n_bins + 1) x S x 2KD`` float64 prefix sums (S = spatial cells of the pyramid, 1 for
-``1x1x1``); channels are processed one at a time by :func:`score_windows`.
+``1x1x1``), which grow with the video; the per-bin sufficient statistics are held only for the bins still being
+added to (:class:`_BinSums`: the descriptors come in time order), not for every bin (they were: ~0.7 MB per bin and
+slot at K = 256, D = 54, three times the prefix sums). Channels are processed one at a time by
+:func:`score_windows`.
 """
 
 from __future__ import annotations
@@ -88,6 +91,67 @@ def _spatial_slots(positions, grids) -> tuple[np.ndarray, int]:
     return out, offset
 
 
+class _BinSums:
+    """The Fisher sufficient statistics of the cells (bin x spatial slot) not yet complete, in buffers that slide
+    along the cells: complete cells are turned into their U, V rows of the prefix body and leave the buffers.
+
+    The descriptors come in time order, so only the cells from the current block's first bin on are still being
+    added to; holding those alone (instead of every cell's float64 sums and float32 block sums, ~0.7 MB per cell at
+    K = 256, D = 54) leaves the prefix sums as the memory that grows with the video. Every value goes through the
+    same additions in the same order as with whole arrays, and a row's U, V are elementwise in its sums: the same
+    bits.
+    """
+
+    def __init__(self, body, counts, g, width: int):
+        self.body, self.counts, self.g, self.width = body, counts, g, width
+        self.K = g.means.shape[0]
+        self.base = 0  # the cell of the buffers' first row
+        self._alloc(64)
+
+    def _alloc(self, cap: int, keep: int = 0) -> None:
+        """Buffers of ``cap`` rows, the first ``keep`` rows of the old ones copied."""
+        K, P = self.K, self.width
+        old = getattr(self, "S0", None)
+        S0, S12, cnt = np.zeros((cap, K), np.float64), np.zeros((cap, K, P), np.float64), np.zeros(cap, np.float64)
+        if old is not None and keep:
+            S0[:keep], S12[:keep], cnt[:keep] = self.S0[:keep], self.S12[:keep], self.cnt[:keep]
+        self.S0, self.S12, self.cnt = S0, S12, cnt
+        self.T12 = np.empty((cap, K, P), np.float32)
+
+    def sums(self, lo: int, hi: int):
+        """Views of cells ``[lo, hi)`` (``lo >= base``): float64 S0 (n, K), S12 (n, K, P), float32 block sums T12,
+        counts (n,)."""
+        a, b = lo - self.base, hi - self.base
+        if b > self.S0.shape[0]:  # a block spanning more cells than the buffers hold (sparse bins)
+            self._alloc(max(b, 2 * self.S0.shape[0]), keep=self.S0.shape[0])
+        return self.S0[a:b], self.S12[a:b], self.T12[a:b], self.cnt[a:b]
+
+    def finish_below(self, cell: int) -> None:
+        """Cells ``[base, cell)`` are complete: their U, V rows (``fisher_vectors_cells``' algebra) and counts go
+        to the prefix body, and the buffers slide to start at ``cell``."""
+        m = min(cell, self.base + self.S0.shape[0]) - self.base
+        if m <= 0:
+            if cell > self.base:  # cells past the buffers got nothing: they stay zero
+                self.base = cell
+            return
+        g = self.g
+        D = g.means.shape[1]
+        mu = g.means.astype(np.float64)
+        isd = g.sqrt_inv_var.astype(np.float64)
+        s0 = self.S0[:m, :, None]
+        S1, S2 = self.S12[:m, :, :D], self.S12[:m, :, D:2 * D]
+        c1 = S1 - mu * s0
+        rows = self.body[self.base:self.base + m]
+        rows[:, 0] = c1 * isd
+        rows[:, 1] = ((S2 - mu * S1) - mu * c1) * (isd * isd) - s0
+        self.counts[self.base:self.base + m] = self.cnt[:m]
+        rest = self.S0.shape[0] - m  # slide: the incomplete cells to the front, zeros behind them
+        for buf in (self.S0, self.S12, self.cnt):
+            buf[:rest] = buf[m:]
+            buf[rest:] = 0.0
+        self.base = cell
+
+
 class TemporalFisher:
     """Prefix sums over time bins of one channel's Fisher statistics; Fisher vectors of any window of bins.
 
@@ -137,36 +201,28 @@ class TemporalFisher:
         cells = np.where(keep[:, None], bins[:, None] * S + slots, -1)[order]
         cells = np.ascontiguousarray(cells, np.int64)
         n_c = int(n_bins) * S
-        S0 = np.zeros((n_c, K), np.float64)
-        P = _nb.stats_width(D)
-        S12 = np.zeros((n_c, K, P), np.float64)
+        prefix = np.zeros((int(n_bins) + 1, S, 2, K, D), np.float64)
         counts = np.zeros(n_c, np.float64)
-        T12 = np.empty((n_c, K, P), np.float32)
+        P = _nb.stats_width(D)
+        acc = _BinSums(prefix[1:].reshape(n_c, 2, K, D), counts, g, P)
+        row_bins = np.where(keep, bins, n_bins)[order]
         for start, xb, screen in iter_screens(X, g):
             cb = cells[start:start + xb.shape[0]]
             valid = cb[cb >= 0]
             if not valid.size:
                 continue
+            # the bins before this block's first are complete (the rows come in time order): into the prefix body
+            acc.finish_below(int(row_bins[start]) * S)
             lo, hi = int(valid.min()), int(valid.max()) + 1
-            t12 = T12[lo:hi]
+            S0, S12, t12, counts_b = acc.sums(lo, hi)
             t12.fill(0.0)
             _nb.fisher_block(xb, screen, g.means, g.inv_var, g.log_const, g.a_max, g.b_max, g.c_max, float(clamp),
                              EXACT_WINDOW, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, SMALL_POSTERIOR, bool(fast),
-                             np.where(cb >= 0, cb - lo, -1), S0[lo:hi].reshape(-1), S12[lo:hi].reshape(-1, P),
-                             t12.reshape(-1, P), counts[lo:hi])
-            S12[lo:hi] += t12
-        del T12
-        # the same algebra as fisher_vectors_cells, per bin: U, V are linear in the sums, so they add over bins
-        mu = g.means.astype(np.float64)
-        isd = g.sqrt_inv_var.astype(np.float64)
-        s0 = S0[:, :, None]
-        S1, S2 = S12[:, :, :D], S12[:, :, D:2 * D]
-        c1 = S1 - mu * s0
-        prefix = np.zeros((int(n_bins) + 1, S, 2, K, D), np.float64)
-        body = prefix[1:].reshape(n_c, 2, K, D)
-        body[:, 0] = c1 * isd
-        body[:, 1] = ((S2 - mu * S1) - mu * c1) * (isd * isd) - s0
-        del S0, S12, c1
+                             np.where(cb >= 0, cb - lo, -1), S0.reshape(-1), S12.reshape(-1, P),
+                             t12.reshape(-1, P), counts_b)
+            S12 += t12
+        acc.finish_below(n_c)
+        del acc
         np.cumsum(prefix, axis=0, out=prefix)
         cnt = np.zeros((int(n_bins) + 1, S), np.float64)
         cnt[1:] = counts.reshape(int(n_bins), S)
