@@ -56,8 +56,8 @@ from idtfv.idt._corners_nb import OPENCV_ROW_BLOCK
 from idtfv.idt._corners_nb import SOBEL_SCALE as _EIG_SCALE
 from idtfv.raw_kernels import function
 
-__all__ = ["corner_response", "dense_sample", "dense_sample_levels", "warp_to_previous", "compensate_flow", "module",
-           "OPENCV_ROW_BLOCK"]
+__all__ = ["corner_response", "dense_sample", "dense_sample_levels", "warp_to_previous", "compensate_flow", "flow_at",
+           "module", "OPENCV_ROW_BLOCK"]
 
 _BLOCK = 128
 
@@ -310,6 +310,16 @@ __global__ void compensate_flow(const float* flow, int h, int w, const double* H
     out[2 * (long long)i + 1] = (float)((Hi[3] * px + Hi[4] * py + Hi[5]) / den - (double)y);
 }
 
+// flow[y_k, x_k] of n pixels (the camera's flow matches read at their points): yx holds the n rows, then the n
+// columns (in range: checked by the host); out (n, 2)
+__global__ void flow_at(const float* flow, int w, const int* yx, int n, float* out) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    long long i = (long long)yx[k] * w + yx[n + k];
+    out[2 * k] = flow[2 * i];
+    out[2 * k + 1] = flow[2 * i + 1];
+}
+
 // The same with the border rule of _tracking_nb.compensate_flow_interior: 0 where H x leaves (lo, hix) x (lo, hiy).
 __global__ void compensate_flow_interior(const float* flow, int h, int w, const double* Hi, const double* H,
                                          double lo, double hix, double hiy, float* out) {
@@ -484,6 +494,27 @@ def compensate_flow(flow, H, *, interior=None):
         _launch("compensate_flow_interior", h * w, (f, np.int32(h), np.int32(w), Hi, cp.asarray(H.reshape(9)),
                                                     lo, hix, hiy, out))
     return out
+
+
+def flow_at(flow, yi, xi) -> np.ndarray:
+    """``flow[yi, xi]`` of a device flow ``(h, w, 2)`` at host pixel indices ``yi, xi`` (n,) as a host ``(n, 2)``
+    float32 array: one upload of the indices, one launch, one download (CuPy's advanced indexing took two uploads
+    and several launches). Indices outside the flow raise ``IndexError`` as NumPy's indexing does (no wrap-around
+    of negative ones: the camera's points are clipped into the frame)."""
+    f = cp.ascontiguousarray(cp.asarray(flow, dtype=cp.float32))
+    h, w = int(f.shape[0]), int(f.shape[1])
+    yi, xi = np.asarray(yi).reshape(-1), np.asarray(xi).reshape(-1)
+    n = yi.shape[0]
+    if xi.shape[0] != n:
+        raise ValueError(f"flow_at: {n} rows and {xi.shape[0]} columns; expected one column per row")
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
+    if min(int(yi.min()), int(xi.min())) < 0 or int(yi.max()) >= h or int(xi.max()) >= w:
+        raise IndexError(f"flow_at: pixel indices outside the {h}x{w} flow")
+    yx = cp.asarray(np.concatenate([yi, xi]).astype(np.int32))
+    out = cp.empty((n, 2), cp.float32)
+    _launch("flow_at", n, (f, np.int32(w), yx, np.int32(n), out))
+    return cp.asnumpy(out)
 
 
 # ------------------------------------------------------------------------------ the sampling of every level at once

@@ -534,10 +534,10 @@ class _FlowAtPoints:
         self.shape = tuple(flow.shape)
 
     def __getitem__(self, index):
-        import cupy as cp
+        from idtfv.idt._frame_cuda import flow_at
 
         yi, xi = index
-        return cp.asnumpy(self.flow[cp.asarray(yi), cp.asarray(xi)])
+        return flow_at(self.flow, yi, xi)
 
 
 class _Steps:

@@ -307,12 +307,34 @@ def test_emulated_compensate_flow_is_bit_identical_to_numba(emulated):
     _compare_compensation(emulated)
 
 
+# ---------------------------------------------------------------------------------------------- the flow at points
+def _compare_flow_at(mod, seed=0):
+    """``flow_at`` (the camera's flow matches read from the device flow) against NumPy's indexing of the same
+    flow: every pixel kind (corners, edges, repeated points), the empty case, and indices outside refused."""
+    rng = np.random.default_rng(seed)
+    for h, w in ((240, 320), (7, 3), (1, 1)):
+        flow = rng.normal(size=(h, w, 2)).astype(np.float32)
+        yi = np.concatenate([rng.integers(0, h, 500), [0, h - 1, 0, h - 1, 0]])
+        xi = np.concatenate([rng.integers(0, w, 500), [0, w - 1, w - 1, 0, 0]])
+        got = mod.flow_at(flow, yi, xi)
+        assert got.dtype == np.float32 and got.shape == (505, 2) and np.array_equal(got, flow[yi, xi]), (h, w)
+        assert mod.flow_at(flow, yi[:0], xi[:0]).shape == (0, 2)
+        for bad in ((np.array([h]), np.array([0])), (np.array([0]), np.array([w])), (np.array([-1]), np.array([0]))):
+            with pytest.raises(IndexError):
+                mod.flow_at(flow, *bad)
+
+
+def test_emulated_flow_at_equals_numpy_indexing(emulated):
+    _compare_flow_at(emulated)
+
+
 # ---------------------------------------------------------------------------------------------- broken kernels
 def _check_all(mod, exact_response=OPENCV_AVX2):
     _compare_response(mod, _images(0), exact=exact_response)
     _compare_sampling(mod, 0, device_response=False)
     _compare_warp(mod)
     _compare_compensation(mod)
+    _compare_flow_at(mod)
 
 
 MUTATIONS = [
@@ -332,6 +354,9 @@ MUTATIONS = [
     ("out[2 * (long long)i + 1] = (float)((Hi[3] * px + Hi[4] * py + Hi[5]) / den - (double)y);",
      "out[2 * (long long)i + 1] = (float)((Hi[3] * px + Hi[4] * py + Hi[2]) / den - (double)y);"),  # H^-1's row
     ("if (!(sx > lo && sx < hix && sy > lo && sy < hiy)) {", "if (!(sx > lo && sx < hix && sy > lo && sy < hix)) {"),
+    # flow_at (mutations that stay inside the flow: the emulator runs them in this process)
+    ("long long i = (long long)yx[k] * w + yx[n + k];", "long long i = (long long)yx[k] * w + yx[n + k] / 2;"),
+    ("out[2 * k + 1] = flow[2 * i + 1];", "out[2 * k + 1] = flow[2 * i];"),
 ]
 
 

@@ -571,7 +571,7 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
         by_kind.setdefault((module, func), []).append(nbytes)
     allowed = {("idtfv.idt.tracking_cuda", "step_levels"), ("idtfv.idt.tracking_cuda", "_kept_counts"),
                ("idtfv.idt.tracking_cuda", "pop_levels"), ("idtfv.idt._frame_cuda", "dense_sample_levels"),
-               ("idtfv.idt.extractor", "__getitem__")}
+               ("idtfv.idt._frame_cuda", "flow_at")}
     assert set(by_kind) <= allowed, set(by_kind) - allowed
     # the levels' steps: two counts per level with live tracks (16 bytes each), all levels in one download per frame
     steps = by_kind[("idtfv.idt.tracking_cuda", "step_levels")]
@@ -586,7 +586,7 @@ def test_emulated_extract_keeps_live_tracks_on_the_device(emulated, monkeypatch)
     # the camera: up to flow_matches flow vectors
     cells = (96 // 5) * (72 // 5) + (68 // 5) * (51 // 5)
     assert set(by_kind[("idtfv.idt._frame_cuda", "dense_sample_levels")]) == {cells}
-    assert max(by_kind.get(("idtfv.idt.extractor", "__getitem__"), [0])) <= 1000 * 8
+    assert max(by_kind.get(("idtfv.idt._frame_cuda", "flow_at"), [0])) <= 1000 * 8
     # in all: far less than the live tracks' points once per level and frame (the host pools' traffic)
     assert sum(steps) + sum(counts) < 0.05 * len(gpu) * row
 
