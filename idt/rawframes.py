@@ -366,8 +366,18 @@ class FlowNpzWriter:
             raise ParameterError(f"{self.path}: flow must be (h, w, 2) as the video's first {self.shape}, got shape "
                                  f"{flow.shape}")
         self.shape = flow.shape[:2]
-        self._body.compress(memoryview(np.ascontiguousarray(flow, np.float16)).cast("B"))
+        try:
+            self._body.compress(memoryview(np.ascontiguousarray(flow, np.float16)).cast("B"))
+        except OSError as exc:  # the scratch file has no name: a full disk is reported under the output's
+            raise self._named(exc) from exc
         self.n_flows += 1
+
+    def _named(self, exc: OSError) -> OSError:
+        """A full disk as a DiskFullError naming ``path`` (the runner then stops the run); other errors as they are."""
+        from idtfv.atomic import disk_full_error
+
+        full = disk_full_error(exc, self.path) if exc.filename is None else disk_full_error(exc)
+        return full if full is not None else exc
 
     def commit(self) -> Path:
         """Write the archive (``flow``, ``bound``) atomically onto ``path``; return it."""
@@ -391,6 +401,8 @@ class FlowNpzWriter:
         try:
             with atomic_open(self.path, "wb") as handle:
                 write_zip(handle, members)
+        except OSError as exc:
+            raise self._named(exc) from exc
         finally:
             self._scratch.close()
         return self.path

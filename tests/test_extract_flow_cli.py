@@ -208,3 +208,36 @@ def test_a_full_disk_writing_jpegs_stops_the_flow_run_with_one_line(tmp_path, mo
     assert code == 2 and "no space left on device" in err.lower(), err
     assert len([line for line in err.splitlines() if line.strip()]) == 1, err
     assert len(jpegs) == 1  # stopped at the first JPEG: b and c were never started
+
+
+def test_a_full_disk_writing_a_flow_npz_stops_the_run_naming_the_file(tmp_path, monkeypatch, capsys):
+    """The flow .npz is compressed into an unnamed scratch file as the flows come: a full disk there (an OSError
+    without a file name) stops the run in one line naming the .npz, before the next video."""
+    import errno
+    import os
+
+    from idtfv.cli import main as idtfv
+    from idtfv.idt import npzstream
+
+    (tmp_path / "clips").mkdir()
+    for name in ("a", "b"):
+        make_video(tmp_path / "clips" / f"{name}.avi", n=4, h=48, w=64)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+                        + "".join(f"{v},clips/{v}.avi,0,pan,,train,,,,\n" for v in "ab"))
+    calls = []
+
+    def full(self, piece):
+        calls.append(len(piece))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(npzstream.DeflateBody, "compress", full)
+    out = tmp_path / "flows"
+    code = idtfv(["flow", "--manifest", str(manifest), "--out", str(out), "--format", "npz", "--preset", "fast",
+                  "--backend", "cpu"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "no space left on device" in err.lower(), err
+    assert str(out / "a.npz") in err and len(calls) == 1  # the output named (not the runner's record), b never started
+    left = [p.name for p in out.iterdir() if p.name not in (".lock", ".cache")]  # the lock and the runner's cache
+    assert left == [], left  # nothing partial (the scratch file has no name)
