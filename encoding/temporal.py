@@ -293,22 +293,30 @@ class TemporalFisher:
 
 
 def _channel_inputs(arrays: Mapping, models: Mapping, source):
+    """The video's ``meta`` (n, 10), checked, and that every channel of ``models`` is there; the channels are read
+    and checked by :func:`_channel` when they are used, one at a time (``arrays`` may be an open features archive,
+    whose channels are then never in memory together)."""
     if "meta" not in arrays:
         raise FormatError(source, "no 'meta' array; expected the extractor's keys meta, traj, hog, hof, mbhx, mbhy")
     meta = np.asarray(arrays["meta"])
     if meta.ndim != 2 or meta.shape[1] < 10:
         raise FormatError(source, f"'meta' has shape {meta.shape}, expected (n, 10)")
-    for ch, (pca, _model) in models.items():
+    for ch in models:
         if ch not in arrays:
             raise FormatError(source, f"no {ch!r} array; expected keys meta and {', '.join(models)}")
-        X = np.asarray(arrays[ch])
-        if X.shape != (meta.shape[0], pca.n_features_in_):
-            raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({meta.shape[0]}, {pca.n_features_in_}) "
-                                      "as the codebook's descriptors; use features extracted with the codebook's "
-                                      "extractor options")
-        if not np.isfinite(X).all():
-            raise FormatError(source, f"{ch!r} contains NaN or infinity")
     return meta
+
+
+def _channel(arrays: Mapping, ch: str, pca, n: int, source) -> np.ndarray:
+    """Channel ``ch``'s descriptors (n, width), checked against the codebook's PCA."""
+    X = np.asarray(arrays[ch])
+    if X.shape != (n, pca.n_features_in_):
+        raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({n}, {pca.n_features_in_}) "
+                                  "as the codebook's descriptors; use features extracted with the codebook's "
+                                  "extractor options")
+    if not np.isfinite(X).all():
+        raise FormatError(source, f"{ch!r} contains NaN or infinity")
+    return X
 
 
 def _check_models(models: Mapping) -> None:
@@ -325,7 +333,8 @@ def score_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, end
 
     Parameters
     ----------
-    arrays : the video's extractor arrays (``meta`` and the channels of ``models``).
+    arrays : the video's extractor arrays (``meta`` and the channels of ``models``): a dict, or an open features
+        archive (:func:`idtfv.cache.open_npz`), from which each channel is read when it is used.
     models : {channel: (DescriptorPCA, DiagGMM)} of :func:`idtfv.encoding.stage.load_codebooks` (Fisher only).
     starts, ends : (n,) window bounds in bins (``[start, end)``).
     coef : (n_classes, d) weights over the video vector layout of :func:`idtfv.encoding.stage.encode_arrays`
@@ -355,8 +364,8 @@ def score_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, end
     positions = meta[:, list(POSITION_COLUMNS[:2])]
     offset = 0
     for (ch, (pca, model)), dim in zip(models.items(), dims):
-        tf = TemporalFisher(pca.transform(np.asarray(arrays[ch])), model, bins, n_bins, pyramid=grids,
-                            positions=positions)
+        tf = TemporalFisher(pca.transform(_channel(arrays, ch, pca, meta.shape[0], source)), model, bins, n_bins,
+                            pyramid=grids, positions=positions)
         W = coef[:, offset:offset + dim].T
         for j0 in range(0, starts.shape[0], block):
             F = tf.windows(starts[j0:j0 + block], ends[j0:j0 + block])
@@ -377,8 +386,8 @@ def encode_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, en
     positions = meta[:, list(POSITION_COLUMNS[:2])]
     parts = []
     for ch, (pca, model) in models.items():
-        tf = TemporalFisher(pca.transform(np.asarray(arrays[ch])), model, bins, n_bins, pyramid=grids,
-                            positions=positions)
+        tf = TemporalFisher(pca.transform(_channel(arrays, ch, pca, meta.shape[0], source)), model, bins, n_bins,
+                            pyramid=grids, positions=positions)
         F = tf.windows(starts, ends)
         parts.append(F.reshape(F.shape[0], -1))
     return np.concatenate(parts, axis=1).astype(np.float32)

@@ -121,6 +121,104 @@ def test_whole_video_window_is_the_encode_stage_vector_and_scores_are_linear():
         score_windows(arrays, models, starts, ends, coef[:, 1:], b, bin_frames=bf, n_bins=n_bins)
 
 
+def test_windows_read_one_channel_at_a_time():
+    """score_windows (idtfv detect) reads each channel when it scores it: given an archive-like mapping that hands
+    out fresh arrays, no two channels are alive at once; the scores are those of the dict of arrays."""
+    import weakref
+    from collections.abc import Mapping
+
+    rng = np.random.default_rng(6)
+    arrays, models = _video(rng)
+    arrays["mbhx"] = rng.normal(0, 1, (1200, 3)).astype(np.float32)
+    models["mbhx"] = (_PCA(3), _GMM(*_gmm(rng, K=4, D=3, offset=0.0)))
+    alive, most = set(), [0]
+
+    class Archive(Mapping):  # as idtfv.cache.NpzArchive: every read is a new array
+        def __getitem__(self, name):
+            a = arrays[name].copy()
+            if name != "meta":
+                alive.add(name)
+                weakref.finalize(a, alive.discard, name)
+                most[0] = max(most[0], len(alive))
+            return a
+
+        def __iter__(self):
+            return iter(arrays)
+
+        def __len__(self):
+            return len(arrays)
+
+        def __contains__(self, name):  # by name, as NpzArchive (Mapping's would read the array)
+            return name in arrays
+
+    starts, ends = window_grid(20, [4, 8], [1, 2])
+    coef = rng.normal(0, 1, (2, 3 * 2 * 4 * sum(d for d in (4, 5, 3))))
+    got = score_windows(Archive(), models, starts, ends, coef, np.zeros(2), bin_frames=6, n_bins=20,
+                        pyramid="1x1x1,1x2x1")
+    want = score_windows(arrays, models, starts, ends, coef, np.zeros(2), bin_frames=6, n_bins=20,
+                         pyramid="1x1x1,1x2x1")
+    assert np.array_equal(got, want) and most[0] == 1, most
+    reads = []
+    Archive.__getitem__ = (lambda self, name, _get=Archive.__getitem__: reads.append(name) or _get(self, name))
+    score_windows(Archive(), models, starts, ends, coef, np.zeros(2), bin_frames=6, n_bins=20,
+                  pyramid="1x1x1,1x2x1")
+    assert sorted(reads) == sorted(["meta", *models]), reads  # each read once (the check and the use: one read)
+
+
+def test_detect_reads_a_videos_channels_one_at_a_time(tmp_path, monkeypatch):
+    """idtfv detect hands score_windows the open features file, not a dict of every channel: while a channel is
+    read, no other channel's array is alive (a long video's five channels were in memory together)."""
+    import weakref
+
+    from idtfv.cache import NpzArchive
+    from idtfv.classify.svm import LinearSVM
+    from idtfv.cli import main
+    from idtfv.encoding import DescriptorPCA, DiagGMM
+    from idtfv.encoding.stage import save_codebooks
+
+    rng = np.random.default_rng(2)
+    models = {}
+    for ch in ("hog", "hof"):
+        X = rng.normal(size=(300, 6))
+        pca = DescriptorPCA(n_components=3).fit(X)
+        models[ch] = (pca, DiagGMM(n_components=2, max_iter=5).fit(pca.transform(X)))
+    codebook = save_codebooks(tmp_path / "codebook-000000000000", models,
+                              {"method": "fisher", "k": 2, "channels": ["hog", "hof"]}, seed=0)
+    svm = tmp_path / "svm"
+    svm.mkdir()
+    LinearSVM(C=1.0).fit(rng.normal(size=(9, 24)), np.arange(9) % 3).save(
+        svm / "model", extra={"class_names": ["walk", "run", "jump"]})
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    n = 400
+    meta = np.zeros((n, 10), np.float32)
+    meta[:, 0] = np.sort(rng.integers(15, 100, n))
+    meta[:, 7:10] = rng.uniform(0, 1, (n, 3))
+    np.savez(feats / "u1.npz", meta=meta, hog=rng.normal(size=(n, 6)).astype(np.float32),
+             hof=rng.normal(size=(n, 6)).astype(np.float32))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+                        "u1,u1.avi,0,walk,a,test,100,25.0,160,120\n")
+    stamp = tmp_path / "features.json"
+    stamp.write_text(json.dumps({"stage": "features", "dir": str(feats), "params": {}, "done": ["u1"],
+                                 "failed": {}}))
+    alive, most, real = set(), [0], NpzArchive.__getitem__
+
+    def tracked(self, name):
+        a = real(self, name)
+        if name in models:
+            alive.add(name)
+            weakref.finalize(a, alive.discard, name)
+            most[0] = max(most[0], len(alive))
+        return a
+
+    monkeypatch.setattr(NpzArchive, "__getitem__", tracked)
+    argv = ["detect", "--manifest", manifest, "--features", stamp, "--codebook", codebook, "--svm", svm,
+            "--out", tmp_path / "out"]
+    assert main([str(a) for a in argv]) == 0
+    assert most[0] == 1 and (tmp_path / "out" / "detections.csv").read_text().count("\n") > 1
+
+
 def test_time_bins_follow_the_end_frame_rule():
     meta = np.zeros((4, 10))
     meta[:, 0] = [0, 5, 6, 13]
