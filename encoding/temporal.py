@@ -49,10 +49,13 @@ from ._gaussians import (EXACT_WINDOW, LOG_POSTERIOR_CLAMP, SCREEN_MARGIN_ABS, S
 from .fisher import NORM_FLOOR, SMALL_POSTERIOR, _as_prepared, _check_descriptors, normalize_fisher
 from .pyramid import POSITION_COLUMNS, n_cells, parse_pyramid
 
-__all__ = ["TemporalFisher", "time_bins", "score_windows", "encode_windows", "WINDOW_BLOCK"]
+__all__ = ["TemporalFisher", "time_bins", "score_windows", "encode_windows", "WINDOW_BLOCK", "SEGMENT_BINS"]
 
 #: Windows formed at once (bounds the temporary (block, cells, 2KD) arrays).
 WINDOW_BLOCK = 256
+#: :func:`score_windows` takes the windows starting in one run of this many bins at a time, with the prefix sums of
+#: those bins and of the bins their windows reach past them: a long video's windows never need every bin's.
+SEGMENT_BINS = 1024
 
 
 def time_bins(meta, bin_frames: int) -> np.ndarray:
@@ -329,7 +332,9 @@ def _check_models(models: Mapping) -> None:
 def score_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, ends, coef, intercept, *,
                   bin_frames: int, n_bins: int, pyramid="1x1x1", source="arrays",
                   block: int = WINDOW_BLOCK) -> np.ndarray:
-    """Linear scores ``w_c . f(window) + b_c`` of windows of one video, one channel's prefix sums at a time.
+    """Linear scores ``w_c . f(window) + b_c`` of windows of one video, one channel and one segment of
+    :data:`SEGMENT_BINS` bins of window starts at a time (the prefix sums of that segment and of the bins its windows
+    reach: memory bounded by the segment and the longest window, whatever the video's length).
 
     Parameters
     ----------
@@ -362,16 +367,30 @@ def score_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, end
     scores = np.tile(np.asarray(intercept, np.float64), (starts.shape[0], 1))
     bins = time_bins(meta, bin_frames)
     positions = meta[:, list(POSITION_COLUMNS[:2])]
+    if starts.shape != ends.shape or (starts.size and (starts.min() < 0 or ends.max() > n_bins
+                                                        or (ends < starts).any())):
+        raise ParameterError(f"windows must satisfy 0 <= start <= end <= {n_bins} (bins), one end per start")
+    # the windows by segment of SEGMENT_BINS bins of their start; a segment's TemporalFisher holds the prefix sums of
+    # the bins from the segment's first to its windows' last end only (memory bounded by the segment and the longest
+    # window, not by the video; the sums start at the segment, so the last bits are those of the segment's own)
+    segments = starts // SEGMENT_BINS
     offset = 0
     for (ch, (pca, model)), dim in zip(models.items(), dims):
-        tf = TemporalFisher(pca.transform(_channel(arrays, ch, pca, meta.shape[0], source)), model, bins, n_bins,
-                            pyramid=grids, positions=positions)
+        Z = pca.transform(_channel(arrays, ch, pca, meta.shape[0], source))
         W = coef[:, offset:offset + dim].T
-        for j0 in range(0, starts.shape[0], block):
-            F = tf.windows(starts[j0:j0 + block], ends[j0:j0 + block])
-            scores[j0:j0 + block] += F.reshape(F.shape[0], -1).astype(np.float64) @ W
+        for seg in np.unique(segments):
+            idx = np.flatnonzero(segments == seg)
+            lo, hi = int(seg) * SEGMENT_BINS, int(ends[idx].max())
+            rows = (bins >= lo) & (bins < hi)
+            tf = TemporalFisher(Z[rows], model, bins[rows] - lo, max(hi - lo, 1), pyramid=grids,
+                                positions=positions[rows])
+            for j0 in range(0, idx.shape[0], block):
+                j = idx[j0:j0 + block]
+                F = tf.windows(starts[j] - lo, ends[j] - lo)
+                scores[j] += F.reshape(F.shape[0], -1).astype(np.float64) @ W
+            del tf
         offset += dim
-        del tf
+        del Z
     return scores
 
 

@@ -584,3 +584,54 @@ def test_temporal_fisher_memory_is_about_its_prefix_sums():
     finally:
         tracemalloc.stop()
     assert peak < 3 * tf.prefix_.nbytes, (peak, tf.prefix_.nbytes)
+
+
+def test_score_windows_in_segments_equals_the_whole_video_prefix(monkeypatch):
+    """score_windows takes the windows by segment of SEGMENT_BINS start bins, each with its own prefix sums: the
+    scores equal those from the whole video's prefix (encode_windows) to float64 rounding, across segment edges
+    (windows starting in one segment and ending in the next)."""
+    from idtfv.encoding import temporal
+
+    rng = np.random.default_rng(8)
+    arrays, models = _video(rng, n=3000, frames=600)
+    bf, n_bins = 6, 100
+    starts, ends = window_grid(n_bins, [4, 8, 16], [1, 2, 4])
+    V = encode_windows(arrays, models, starts, ends, bin_frames=bf, n_bins=n_bins, pyramid="1x1x1,1x2x1")
+    coef = rng.normal(0, 1, (3, V.shape[1]))
+    b = rng.normal(0, 1, 3)
+    want = V.astype(np.float64) @ coef.T + b
+    monkeypatch.setattr(temporal, "SEGMENT_BINS", 7)  # 15 segments; most 8- and 16-bin windows cross an edge
+    got = score_windows(arrays, models, starts, ends, coef, b, bin_frames=bf, n_bins=n_bins,
+                        pyramid="1x1x1,1x2x1", block=5)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * np.abs(want).max())
+    assert ((starts // 7) != ((ends - 1) // 7)).sum() > 50  # not vacuous: windows across segment edges
+    with pytest.raises(ParameterError, match="windows must satisfy"):
+        score_windows(arrays, models, [5], [101], coef, b, bin_frames=bf, n_bins=n_bins, pyramid="1x1x1,1x2x1")
+
+
+def test_score_windows_memory_does_not_grow_with_the_video():
+    """A 4x longer video (in bins) scores its windows within about the same peak memory: the prefix sums of one
+    segment of starts at a time (it held every bin's before: 4x)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(9)
+    K, D = 64, 16
+    gmm = _GMM(*_gmm(rng, K=K, D=D, offset=0.0))
+    models = {"hog": (_PCA(D), gmm)}
+    peaks = {}
+    for n_bins in (3000, 12000):
+        n = 2 * n_bins
+        meta = np.zeros((n, 10), np.float32)
+        meta[:, 0] = np.sort(rng.integers(0, 6 * n_bins, n))
+        meta[:, 7:10] = rng.uniform(0, 1, (n, 3))
+        arrays = {"meta": meta, "hog": rng.normal(0, 1, (n, D)).astype(np.float32)}
+        starts, ends = window_grid(n_bins, [8, 16], [2, 4])
+        coef = rng.normal(0, 1, (2, 2 * K * D))
+        score_windows(arrays, models, starts[:3], ends[:3], coef, np.zeros(2), bin_frames=6, n_bins=n_bins)
+        tracemalloc.start()
+        try:
+            score_windows(arrays, models, starts, ends, coef, np.zeros(2), bin_frames=6, n_bins=n_bins)
+            peaks[n_bins] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peaks[12000] < 1.6 * peaks[3000], peaks
