@@ -32,8 +32,9 @@ trajectories.
 Memory per channel: ``(n_bins + 1) x S x 2KD`` float64 prefix sums (S = spatial cells of the pyramid, 1 for
 ``1x1x1``), which grow with the video; the per-bin sufficient statistics are held only for the bins still being
 added to (:class:`_BinSums`: the descriptors come in time order), not for every bin (they were: ~0.7 MB per bin and
-slot at K = 256, D = 54, three times the prefix sums). Channels are processed one at a time by
-:func:`score_windows`.
+slot at K = 256, D = 54, three times the prefix sums). :func:`score_windows` takes one channel and one segment of
+:data:`SEGMENT_BINS` window starts at a time, so the prefix sums it holds are those of a segment and of the bins its
+windows reach, whatever the video's length.
 """
 
 from __future__ import annotations
