@@ -39,7 +39,7 @@ from idtfv.errors import FormatError, ParameterError
 from idtfv.idt import DescriptorLayout
 from idtfv.sampling import SAMPLE_PREFIX, sample_rows, split_quota, video_rng
 
-__all__ = ["CHANNELS", "load_training_sample", "count_rows", "features_layout"]
+__all__ = ["CHANNELS", "load_training_sample", "count_rows", "features_layout", "channel_descriptors"]
 
 #: Descriptor channels of improved trajectories (``.npz`` keys), in LEAR's order.
 CHANNELS = DescriptorLayout.CHANNELS
@@ -50,6 +50,18 @@ def open_features(path):
     FormatError naming it and saying how to recompute it."""
     return open_npz(path, remedy="rerun idtfv features with the same options to recompute it (the runner redoes "
                                  "missing and corrupt results)")
+
+
+def channel_descriptors(arrays: Mapping, ch: str, width: int, n: int, source) -> np.ndarray:
+    """Channel ``ch`` of a video's arrays (a dict or an open features archive: read here), checked: ``(n, width)``
+    (the codebook's PCA input) and finite; else a :class:`FormatError` naming ``source``."""
+    X = np.asarray(arrays[ch])
+    if X.shape != (n, width):
+        raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({n}, {width}) as the codebook's "
+                                  f"descriptors; encode features extracted with the codebook's extractor options")
+    if not np.isfinite(X).all():
+        raise FormatError(source, f"{ch!r} contains NaN or infinity")
+    return X
 
 
 def features_layout(path=None, *, stamp_params: Mapping | None = None) -> DescriptorLayout:

@@ -44,7 +44,7 @@ from .params import CHANNELS, METHODS, EncodeParams
 from .pca import DescriptorPCA
 from .pyramid import POSITION_COLUMNS, cell_ids, n_cells, parse_pyramid
 from .record import write_encode_record
-from .sampling import features_layout, load_training_sample, open_features
+from .sampling import channel_descriptors, features_layout, load_training_sample, open_features
 from .vlad import vlad_vectors
 
 __all__ = ["run_encode", "prepare_codebooks", "write_encoded", "encode_item", "refuse_empty", "report_empty", "encode_arrays", "fit_codebooks",
@@ -216,13 +216,7 @@ def encode_arrays(arrays: Mapping[str, np.ndarray], models: Mapping, *, method: 
     for ch, (pca, model) in models.items():
         if ch not in arrays:
             raise FormatError(source, f"no {ch!r} array; expected keys meta, {', '.join(CHANNELS)}")
-        X = np.asarray(arrays[ch])
-        width = pca.n_features_in_
-        if X.shape != (n, width):
-            raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({n}, {width}) as the codebook's "
-                                      f"descriptors; encode features extracted with the codebook's extractor options")
-        if not np.isfinite(X).all():
-            raise FormatError(source, f"{ch!r} contains NaN or infinity")
+        X = channel_descriptors(arrays, ch, pca.n_features_in_, n, source)
         Z = pca.transform(X, overwrite_input=True) if consume else pca.transform(X)  # (a caller's stand-in PCA)
         del X  # (an archive's channel is ours: gone before the next channel is read)
         parts.append(ENCODERS[method][0](Z, model, cells, C).ravel())

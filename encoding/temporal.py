@@ -49,6 +49,7 @@ from . import _posterior_nb as _nb
 from ._gaussians import (EXACT_WINDOW, LOG_POSTERIOR_CLAMP, SCREEN_MARGIN_ABS, SCREEN_MARGIN_REL, iter_screens)
 from .fisher import NORM_FLOOR, SMALL_POSTERIOR, _as_prepared, _check_descriptors, normalize_fisher
 from .pyramid import POSITION_COLUMNS, n_cells, parse_pyramid
+from .sampling import channel_descriptors
 
 __all__ = ["TemporalFisher", "time_bins", "score_windows", "encode_windows", "WINDOW_BLOCK", "SEGMENT_BINS"]
 
@@ -115,9 +116,8 @@ class _BinSums:
     def _alloc(self, cap: int, keep: int = 0) -> None:
         """Buffers of ``cap`` rows, the first ``keep`` rows of the old ones copied."""
         K, P = self.K, self.width
-        old = getattr(self, "S0", None)
         S0, S12, cnt = np.zeros((cap, K), np.float64), np.zeros((cap, K, P), np.float64), np.zeros(cap, np.float64)
-        if old is not None and keep:
+        if keep:
             S0[:keep], S12[:keep], cnt[:keep] = self.S0[:keep], self.S12[:keep], self.cnt[:keep]
         self.S0, self.S12, self.cnt = S0, S12, cnt
         self.T12 = np.empty((cap, K, P), np.float32)
@@ -298,7 +298,7 @@ class TemporalFisher:
 
 def _channel_inputs(arrays: Mapping, models: Mapping, source):
     """The video's ``meta`` (n, 10), checked, and that every channel of ``models`` is there; the channels are read
-    and checked by :func:`_channel` when they are used, one at a time (``arrays`` may be an open features archive,
+    and checked by :func:`~idtfv.encoding.sampling.channel_descriptors` when they are used, one at a time (``arrays`` may be an open features archive,
     whose channels are then never in memory together)."""
     if "meta" not in arrays:
         raise FormatError(source, "no 'meta' array; expected the extractor's keys meta, traj, hog, hof, mbhx, mbhy")
@@ -309,18 +309,6 @@ def _channel_inputs(arrays: Mapping, models: Mapping, source):
         if ch not in arrays:
             raise FormatError(source, f"no {ch!r} array; expected keys meta and {', '.join(models)}")
     return meta
-
-
-def _channel(arrays: Mapping, ch: str, pca, n: int, source) -> np.ndarray:
-    """Channel ``ch``'s descriptors (n, width), checked against the codebook's PCA."""
-    X = np.asarray(arrays[ch])
-    if X.shape != (n, pca.n_features_in_):
-        raise FormatError(source, f"{ch!r} has shape {X.shape}, expected ({n}, {pca.n_features_in_}) "
-                                  "as the codebook's descriptors; use features extracted with the codebook's "
-                                  "extractor options")
-    if not np.isfinite(X).all():
-        raise FormatError(source, f"{ch!r} contains NaN or infinity")
-    return X
 
 
 def _check_models(models: Mapping) -> None:
@@ -374,15 +362,16 @@ def score_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, end
     # the windows by segment of SEGMENT_BINS bins of their start; a segment's TemporalFisher holds the prefix sums of
     # the bins from the segment's first to its windows' last end only (memory bounded by the segment and the longest
     # window, not by the video; the sums start at the segment, so the last bits are those of the segment's own)
-    segments = starts // SEGMENT_BINS
+    segments = []  # (windows, first bin, end bin, descriptor rows) of each segment: the same for every channel
+    for seg in np.unique(starts // SEGMENT_BINS):
+        idx = np.flatnonzero(starts // SEGMENT_BINS == seg)
+        lo, hi = int(seg) * SEGMENT_BINS, int(ends[idx].max())
+        segments.append((idx, lo, hi, (bins >= lo) & (bins < hi)))
     offset = 0
     for (ch, (pca, model)), dim in zip(models.items(), dims):
-        Z = pca.transform(_channel(arrays, ch, pca, meta.shape[0], source))
+        Z = pca.transform(channel_descriptors(arrays, ch, pca.n_features_in_, meta.shape[0], source))
         W = coef[:, offset:offset + dim].T
-        for seg in np.unique(segments):
-            idx = np.flatnonzero(segments == seg)
-            lo, hi = int(seg) * SEGMENT_BINS, int(ends[idx].max())
-            rows = (bins >= lo) & (bins < hi)
+        for idx, lo, hi, rows in segments:
             tf = TemporalFisher(Z[rows], model, bins[rows] - lo, max(hi - lo, 1), pyramid=grids,
                                 positions=positions[rows])
             for j0 in range(0, idx.shape[0], block):
@@ -406,7 +395,7 @@ def encode_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, en
     positions = meta[:, list(POSITION_COLUMNS[:2])]
     parts = []
     for ch, (pca, model) in models.items():
-        tf = TemporalFisher(pca.transform(_channel(arrays, ch, pca, meta.shape[0], source)), model, bins, n_bins,
+        tf = TemporalFisher(pca.transform(channel_descriptors(arrays, ch, pca.n_features_in_, meta.shape[0], source)), model, bins, n_bins,
                             pyramid=grids, positions=positions)
         F = tf.windows(starts, ends)
         parts.append(F.reshape(F.shape[0], -1))
