@@ -29,7 +29,6 @@ output) names them in its record (:func:`idtfv.encoding.read_encode_record`), so
 from __future__ import annotations
 
 import math
-from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -318,12 +317,11 @@ def run_detect(manifest, features, *, svm, out, codebook=None, vectors=None, par
             t0 = time.perf_counter()
             # open_npz: any damage (not a ZIP, a member failing zlib or its CRC-32) is a FormatError naming path;
             # the channels are read one at a time while the windows are scored (a long video's five channels are
-            # never in memory together), so "features_load" is the meta's read and the timing, "detect" the rest
+            # never in memory together), so "features_load" is the opening and the timing, "detect" the rest
             with open_npz(path, remedy="rerun idtfv features with --force") as z:
-                arrays = ChainMap({"meta": z["meta"]} if "meta" in z else {}, z)
                 fps, n_frames = _video_timing(e)
                 t1 = time.perf_counter()
-                detections += detect_video(e.video_id, arrays, models, model.coef_, model.intercept_, class_names,
+                detections += detect_video(e.video_id, z, models, model.coef_, model.intercept_, class_names,
                                            fps=fps, n_frames=n_frames, params=params, pyramid=pyramid, source=path)
             t_detect += time.perf_counter() - t1
             t_load += t1 - t0
