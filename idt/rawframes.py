@@ -376,7 +376,7 @@ class FlowNpzWriter:
         """A full disk as a DiskFullError naming ``path`` (the runner then stops the run); other errors as they are."""
         from idtfv.atomic import disk_full_error
 
-        full = disk_full_error(exc, self.path) if exc.filename is None else disk_full_error(exc)
+        full = disk_full_error(exc, self.path)  # the error's own file name when it has one, else path
         return full if full is not None else exc
 
     def commit(self) -> Path:
