@@ -42,6 +42,7 @@ VIDEO = ROOT.parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
 DENSE = VIDEO.parent / "bikes_320x240.avi"  # the shared clip with the most trajectories finishing per frame
 SECTION = "## memory"
 EXTRACT = [sys.executable, "-c", "import sys; from idtfv.idt.cli import main; sys.exit(main())"]
+IDTFV = [sys.executable, "-c", "import sys; from idtfv.cli import main; sys.exit(main())"]
 # reported in issue 11 before trajectories were streamed to the output (MB)
 BEFORE = {("default", "npz", 1): 414, ("default", "npz", 4): 987, ("default", "lear-stdout", 1): 768,
           ("default", "lear-stdout", 4): 2460}
@@ -57,6 +58,13 @@ FLOW_BEFORE = {"vtest_320x240 x1": 814, "vtest_320x240 x4": 2905}
 # `idtfv encode` of one video's features (codebook already fitted) before it read the channels one at a time and
 # centred them in place (commit 9ffeb91), vtest x4 (151,678 trajectories), K=16, 2026-12-04 (MB)
 ENCODE_BEFORE = {"vtest_320x240 x4": 583}
+
+
+def one_video_manifest(path: Path, clip: Path) -> Path:
+    """A manifest of the one video ``clip`` (id ``v``, a training video of split 1) at ``path``."""
+    path.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
+                    f"v,{clip},0,a,,train,,,,\n", encoding="utf-8")
+    return path
 
 
 def peak_rss(cmd: list[str], env=None) -> tuple[int, float, int]:
@@ -182,13 +190,10 @@ def main(argv=None) -> int:
         longest = max(clips.items())[1]  # the sampled (streaming) mode reads its rows back from a scratch file
         stage_clips.append((f"vtest_320x240 x{max(clips)}", longest[0], longest[1], ["--store", "sample"]))
         for name, clip, n_frames, extra in stage_clips:
-            manifest = tmp / "manifest.csv"
-            manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
-                                f"v,{clip},0,a,,train,,,,\n", encoding="utf-8")
+            manifest = one_video_manifest(tmp / "manifest.csv", clip)
             cache = tmp / "cache"
-            rc, seconds, mb = peak_rss([sys.executable, "-c", "import sys; from idtfv.cli import main; "
-                                        "sys.exit(main())", "features", "--manifest", str(manifest), "--cache",
-                                        str(cache), "--out", str(tmp / "stamp.json"), "--force", *extra], env)
+            rc, seconds, mb = peak_rss(IDTFV + ["features", "--manifest", str(manifest), "--cache", str(cache),
+                                                "--out", str(tmp / "stamp.json"), "--force", *extra], env)
             files = sorted(cache.glob("features-*/v.npz"), key=lambda f: f.stat().st_mtime)
             n = count_rows(files[-1]) if rc == 0 and files and not extra else 0
             command = " ".join(["idtfv features", *extra])
@@ -200,13 +205,10 @@ def main(argv=None) -> int:
         # the flow stage's .npz (`idtfv flow --format npz`): each flow is compressed into the file as it comes
         for loops, (clip, n_frames) in clips.items():
             name = f"vtest_320x240 x{loops}"
-            manifest = tmp / "manifest.csv"
-            manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
-                                f"v,{clip},0,a,,train,,,,\n", encoding="utf-8")
-            rc, seconds, mb = peak_rss([sys.executable, "-c", "import sys; from idtfv.cli import main; "
-                                        "sys.exit(main())", "flow", "--manifest", str(manifest), "--out",
-                                        str(tmp / "flow"), "--cache", str(tmp / "flow_cache"), "--method",
-                                        "farneback", "--format", "npz", "--force"], env)
+            manifest = one_video_manifest(tmp / "manifest.csv", clip)
+            rc, seconds, mb = peak_rss(IDTFV + ["flow", "--manifest", str(manifest), "--out", str(tmp / "flow"),
+                                                "--cache", str(tmp / "flow_cache"), "--method", "farneback",
+                                                "--format", "npz", "--force"], env)
             rows.append((f"{name}, `idtfv flow --method farneback --format npz`", f"{n_frames}", "-",
                          "flow npz" if rc == 0 else "FAILED", "320", "-", mb, seconds, FLOW_BEFORE.get(name)))
             print(f"{rows[-1][0]:>20}: peak {mb:5d} MB, {seconds:6.1f} s", flush=True)
@@ -216,14 +218,11 @@ def main(argv=None) -> int:
         loops = max(clips)
         clip, n_frames = clips[loops]
         name = f"vtest_320x240 x{loops}"
-        manifest = tmp / "manifest.csv"
-        manifest.write_text("video_id,path,label,label_name,group,split1,frames,fps,width,height\n"
-                            f"v,{clip},0,a,,train,,,,\n", encoding="utf-8")
-        idtfv = [sys.executable, "-c", "import sys; from idtfv.cli import main; sys.exit(main())"]
+        manifest = one_video_manifest(tmp / "manifest.csv", clip)
         enc_cache, stamp = tmp / "enc_cache", tmp / "enc_stamp.json"
-        rc, _, _ = peak_rss(idtfv + ["features", "--manifest", str(manifest), "--cache", str(enc_cache), "--out",
+        rc, _, _ = peak_rss(IDTFV + ["features", "--manifest", str(manifest), "--cache", str(enc_cache), "--out",
                                      str(stamp)], env)
-        encode = idtfv + ["encode", "--manifest", str(manifest), "--features", str(stamp), "--cache", str(enc_cache),
+        encode = IDTFV + ["encode", "--manifest", str(manifest), "--features", str(stamp), "--cache", str(enc_cache),
                           "--out", str(tmp / "fv.npz"), "--k", "16", "--pca-samples", "20000"]
         rc = rc or peak_rss(encode, env)[0]  # fits the codebook
         for done in enc_cache.glob("encode-*"):

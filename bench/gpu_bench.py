@@ -343,6 +343,15 @@ def make_clips(video, out_dir: Path, n: int, frames: int) -> list:
     return entries
 
 
+def _frames_written(result) -> int:
+    """The frames of the videos a features stage run wrote (done or empty), from their files' ``info_json``."""
+    frames = 0
+    for vid in result.done + list(result.empty):
+        with np.load(result.path(vid)) as z:
+            frames += int(json.loads(str(z["info_json"]))["frames"])
+    return frames
+
+
 def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
     """Frames/s of the features stage's GPU worker over ``entries`` for each K in ``streams``."""
     import cupy
@@ -361,11 +370,10 @@ def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
         result = run_stage("features", features_item, entries, params=stage_params, cache_root=cache / f"k{k}",
                            force=True, threads=k, thread_context=video_stream)
         wall = time.perf_counter() - t0
-        frames = 0
+        frames = _frames_written(result)
         outputs = {}
         for vid in result.done + list(result.empty):
             with np.load(result.path(vid)) as z:
-                frames += int(json.loads(str(z["info_json"]))["frames"])
                 outputs[vid] = z["meta"].tobytes() + z["hog"].tobytes() + z["mbhy"].tobytes()
         if reference is None:
             reference = outputs
@@ -399,11 +407,7 @@ def _batch_worker(clip_dir: Path, cache: Path, streams: int, idt_params: dict, s
     result = run_stage("features", features_item, entries, params=params, cache_root=cache, force=True,
                        threads=streams, thread_context=video_stream, progress=False)
     wall = time.perf_counter() - t0
-    frames = 0
-    for vid in result.done + list(result.empty):
-        with np.load(result.path(vid)) as z:
-            frames += int(json.loads(str(z["info_json"]))["frames"])
-    print(json.dumps({"frames": frames, "seconds": wall, "videos": len(result.done),
+    print(json.dumps({"frames": _frames_written(result), "seconds": wall, "videos": len(result.done),
                       "failed": len(result.failed)}), flush=True)
     return 0
 

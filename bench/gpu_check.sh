@@ -20,11 +20,12 @@
 #    reference clips, launches, a batch of short clips on the GPU worker's K streams and in P processes, decode
 #    rates) and keeps its JSON (written after every part) and its `## gpu` section of RESULTS.md
 #    (OUT_DIR/RESULTS_gpu.md, to paste into bench/RESULTS.md);
-# 4. the nvcc compile check (when nvcc is installed);
-# 5. with GPU_CHECK_SANITIZE=1 and compute-sanitizer installed, the kernel-level gpu tests under its memcheck,
+# 4. a cProfile of one stream's main thread on the device (threads 1 and 3), printed: not a bench figure;
+# 5. the nvcc compile check (when nvcc is installed);
+# 6. with GPU_CHECK_SANITIZE=1 and compute-sanitizer installed, the kernel-level gpu tests under its memcheck,
 #    racecheck, synccheck and initcheck tools (what the emulator's order probe cannot see).
 # Device time is scarce, so every step has a time limit (GPU_CHECK_SMOKE_S, GPU_CHECK_TESTS_S, GPU_CHECK_BENCH_S,
-# GPU_CHECK_NVCC_S, GPU_CHECK_SANITIZE_S, seconds) and a failing step does not stop the later ones: the run says
+# GPU_CHECK_PROFILE_S, GPU_CHECK_NVCC_S, GPU_CHECK_SANITIZE_S, seconds) and a failing step does not stop the later ones: the run says
 # what failed at the end. Exit status: 0 when all of it passed. Everything it prints is also kept in OUT_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
