@@ -41,8 +41,10 @@ frames ahead of the **main thread**. What runs where, per frame t:
 * front thread: decoding and the size check, the human mask and keypoints (:meth:`_Steps.detect_ahead`), step 1,
   the HOG integral histograms of every level (:meth:`_Steps.hogs_ahead`: they depend on the frame alone; step 5
   uses them one frame later), step 2 and step 3's homography (:meth:`_Steps.homography`: keypoint and flow
-  matches, RANSAC; in frame order on this one thread, so the camera's state and generator see what they see on
-  one thread);
+  matches, RANSAC). With keypoints (the default preset) the homography is a job queued with the frame
+  (:class:`_HomographyJob`) that the front thread makes while it is ahead and the main thread otherwise, as it
+  takes the frame; either way in frame order, one after the other, so the camera's state and generator see what
+  they see on one thread;
 * main thread: step 3's warped flow (warp, pyramid, a second Farnebäck solve from frame t-1, which runs beside
   the front thread's solves of frames t+1, t+2: the solver keeps frames t-1 .. t+2 and gives each caller its own
   workspace, :meth:`~idtfv.idt.flow.PyramidFlow.look_ahead`), steps 4-7 with step 5's HOF and MBH histograms
@@ -888,7 +890,7 @@ class _Frame(NamedTuple):
     pyr: list
     flows: list
     ahead: tuple | None = None  # _Steps.detect_ahead's (mask, keypoints)
-    H: np.ndarray | None = None  # the homography from the frame before (_Steps.homography)
+    H: object = None  # the homography from the frame before (_Steps.homography), or its _HomographyJob
     flow_source: object = None  # where the flows start (PyramidFlow.step), for the warped flow
     hogs: list | None = None  # the HOG integral histogram of every level (_Steps.hogs_ahead)
 
@@ -909,6 +911,10 @@ _AHEAD = 2
 #: Seconds the main thread waits for the thread ahead's next item before it takes some of that thread's work
 #: (:meth:`_AheadThread._help`): an item due any moment is not worth delaying by a job.
 _HELP_AFTER = 0.0005
+
+#: With a front thread: the queued items at which it makes the homographies itself (:meth:`_FrontThread.
+#: _run_homographies`); with fewer it leaves them to the main thread.
+_HOMOGRAPHY_AHEAD = 2
 
 #: Frames the front thread reads ahead so that the main thread may make their keypoints (:class:`_KeypointJob`).
 _JOBS_AHEAD = 2
@@ -1132,13 +1138,11 @@ class _HostAhead(_AheadThread):
         return _Frame(item.gray, pyr, steps.optical_flow(pyr), ahead)
 
 
-class _KeypointJob:
-    """Frame ``frame_num``'s keypoints (:meth:`_Steps.detect_ahead`), made by whichever thread claims the job
-    first: the front thread when it reaches the frame, or the main thread while it waits for an item
-    (:meth:`_FrontThread._help`). The same keypoints either way (a twin detector, the same options)."""
+class _Job:
+    """Work on one frame that whichever of two threads claims it first runs (:meth:`claim`, then :meth:`run`); its
+    result or exception is :attr:`future`'s."""
 
-    def __init__(self, frame_num: int, gray: np.ndarray):
-        self.frame_num, self.gray = frame_num, gray
+    def __init__(self):
         self.future: Future = Future()
         self._claimed = False
         self._lock = threading.Lock()
@@ -1151,11 +1155,47 @@ class _KeypointJob:
             self._claimed = True
             return True
 
-    def run(self, steps: _Steps, detector=None) -> None:
+    def _settle(self, make) -> None:
         try:
-            self.future.set_result(steps.detect_ahead(self.frame_num, self.gray, detector))
-        except BaseException as e:  # raised by the front thread at this frame (result())
+            self.future.set_result(make())
+        except BaseException as e:  # raised by the thread that takes the result, at this frame
             self.future.set_exception(e)
+
+
+class _KeypointJob(_Job):
+    """Frame ``frame_num``'s keypoints (:meth:`_Steps.detect_ahead`), made by whichever thread claims the job
+    first: the front thread when it reaches the frame, or the main thread while it waits for an item
+    (:meth:`_FrontThread._help`). The same keypoints either way (a twin detector, the same options)."""
+
+    def __init__(self, frame_num: int, gray: np.ndarray):
+        super().__init__()
+        self.frame_num, self.gray = frame_num, gray
+
+    def run(self, steps: _Steps, detector=None) -> None:
+        self._settle(lambda: steps.detect_ahead(self.frame_num, self.gray, detector))
+
+
+class _HomographyJob(_Job):
+    """Frame ``frame_num``'s homography (:meth:`_Steps.homography`), queued with the frame by the front thread and
+    made by whichever thread claims it first: the front thread while it is ahead of the main one
+    (:meth:`_FrontThread._run_homographies`), else the main thread as it takes the frame. The camera's state and
+    RANSAC's generator see the frames in order: a job runs only after the job of the frame before (``after``) is
+    done, which the main thread's order gives and the front thread checks."""
+
+    def __init__(self, frame_num: int, prev_gray: np.ndarray, gray: np.ndarray, flows: list, ahead,
+                 after: "_HomographyJob | None"):
+        super().__init__()
+        self._args = (frame_num, prev_gray, gray, flows, ahead)
+        self.after = after
+
+    def ready(self) -> bool:
+        """Whether the frame before's homography is done (this one may run)."""
+        after = self.after
+        return after is None or after.future.done()
+
+    def run(self, steps: _Steps) -> None:
+        self._settle(lambda: steps.homography(*self._args))
+        self._args = self.after = None  # the frames and flows go with their item; no chain of jobs is kept
 
 
 class _FrontThread(_AheadThread):
@@ -1165,7 +1205,8 @@ class _FrontThread(_AheadThread):
     (:meth:`_Steps.detect_ahead`), builds its pyramid (and, while it is ahead of the main thread, :meth:`_ahead`,
     the levels' HOG histograms and corner responses), solves its flow from the frame before
     (:meth:`~idtfv.idt.flow.PyramidFlow.step`, which also gives where that flow starts: the main thread's warped
-    flow of the same frame pair starts there too), estimates the homography (:meth:`_Steps.homography`) and
+    flow of the same frame pair starts there too), estimates the homography (:meth:`_Steps.homography`; with
+    keypoints it queues it as a job instead and makes it only while it is ahead, :meth:`_run_homographies`) and
     queues the item. The main thread takes the items in order and does everything else: the warped flow (a
     second solve from frame t-1, beside the front thread's solves of the next frames), tracking, HOF and MBH
     histograms, descriptors, pruning and sampling.
@@ -1203,6 +1244,15 @@ class _FrontThread(_AheadThread):
         self._share = camera is not None and camera.detector is not None and not steps.humans.enabled
         self._job: _KeypointJob | None = None
         self._main_detector = None  # the main thread's twin of the camera's detector, made on first use
+        # whether the homographies go to whichever thread has time (:meth:`_run_homographies`): with keypoints
+        # (the default preset's AKAZE), where the front thread has the larger share. Without them (flow matches
+        # only: the fast preset) the front thread makes them: handed over, the main thread never waited, and the
+        # two threads running side by side the whole time slowed each other more than the homographies weighed
+        # (whole process, vtest: 1.85x -> 1.92x on 2 cores with keypoints, 1.69x -> 1.61x without)
+        self._hand_over = camera is not None and camera.detector is not None
+        # homography jobs queued with their frames and not yet claimed, oldest first
+        self._homographies: collections.deque = collections.deque()
+        self._last_job: _HomographyJob | None = None
         self._start(depth=_AHEAD, name="idt-front", stats={"front_cpu": 0.0, "front_wall": 0.0})
 
     # ---- the front thread
@@ -1233,15 +1283,43 @@ class _FrontThread(_AheadThread):
                     return
                 with steps.timer("flow"):
                     flows, flow_source = steps.flow.step(pyr)
-                H = None if steps.camera is None else steps.homography(k, prev_gray, gray, flows, ahead)
+                if steps.camera is None:
+                    H = None
+                elif self._hand_over:
+                    H = self._last_job = _HomographyJob(k, prev_gray, gray, flows, ahead, self._last_job)
+                    self._homographies.append(H)
+                else:
+                    H = steps.homography(k, prev_gray, gray, flows, ahead)
                 prev_gray = gray
                 if not self._put(_Frame(gray, pyr, flows, None, H, flow_source, hogs)):
+                    return
+                if not self._run_homographies():
                     return
         except BaseException as e:  # raised by the main thread, in frame order
             self._put(_Failed(e))
         finally:
             self.stats["front_wall"] += time.perf_counter() - t0
             self.stats["front_cpu"] += time.thread_time() - c0
+
+    def _run_homographies(self) -> bool:
+        """The queued frames' homographies, oldest first, while the front thread is ahead: at least
+        :data:`_HOMOGRAPHY_AHEAD` items wait in the queue (the main thread is busy with an earlier frame). Else,
+        or once the main thread claimed one, they are left to the main thread, which makes each as it takes its
+        frame (:meth:`__next__`): the work goes to whichever thread has time, the homographies are the same.
+        False when one failed (the main thread raises it at its frame; this thread stops)."""
+        pending = self._homographies
+        while pending and self._items.qsize() >= _HOMOGRAPHY_AHEAD:
+            job = pending[0]
+            if not job.ready():  # the frame before's is the main thread's, still running
+                return True
+            pending.popleft()
+            if job.claim():
+                job.run(self.steps)
+                if job.future.exception() is not None:
+                    return False
+        while pending and pending[0].future.done():  # made by the main thread meanwhile
+            pending.popleft()
+        return True
 
     def _frames_and_jobs(self):
         """``(k, gray, job)`` of :meth:`_checked_frames`: without sharing, ``job`` None; with it, the frames are
@@ -1333,6 +1411,15 @@ class _FrontThread(_AheadThread):
     def __next__(self):
         item = self._take()
         self.frame_num += 1
+        job = item.H
+        if isinstance(job, _HomographyJob):
+            if job.claim():  # the front thread did not get to it: made here (the frame before's is done)
+                job.run(self.steps)
+            else:  # the front thread is on it (or done)
+                t0 = time.perf_counter()
+                job.future.exception()  # (waits; the outcome is taken below)
+                self.stats["main_wait"] += time.perf_counter() - t0
+            item = item._replace(H=job.future.result())  # a failed estimate raises here, at its frame
         return item
 
 

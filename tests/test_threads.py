@@ -195,6 +195,94 @@ def test_keypoints_made_by_the_main_thread_give_the_same_bytes(monkeypatch, patt
     assert len(ran_elsewhere) == {"always": 13, "never": 0, "alternate": 6}[pattern]
 
 
+def _record_homographies(monkeypatch):
+    """Record ``(frame, thread name, whether the frame before's was done)`` of every homography job run."""
+    from idtfv.idt import extractor as ex
+
+    runs = []
+    run = ex._HomographyJob.run
+
+    def recording(self, steps):
+        runs.append((self._args[0], threading.current_thread().name, self.ready()))
+        return run(self, steps)
+
+    monkeypatch.setattr(ex._HomographyJob, "run", recording)
+    return runs
+
+
+@pytest.mark.parametrize("who", ["front", "main", "slow front", "slow main"])
+def test_homographies_made_by_either_thread_give_the_same_bytes_in_frame_order(monkeypatch, who):
+    """With keypoints, a frame's homography (:class:`_HomographyJob`) is made by the front thread while it is
+    ahead and by the main thread otherwise: every mix gives the bytes of one thread, and the jobs run once each,
+    in frame order, each after the frame before's is done (the camera's state and RANSAC's generator)."""
+    import time
+
+    from idtfv.idt import extractor as ex
+    from idtfv.idt.flow.farneback import FarnebackPyramidFlow
+
+    frames = tiny_frames(frames=16, width=160, height=120, motion=(2, 1))
+    one = extract(frames, IDTParams())
+    runs = _record_homographies(monkeypatch)
+    if who == "front":  # whenever the frame before's is done
+        monkeypatch.setattr(ex, "_HOMOGRAPHY_AHEAD", 0)
+    elif who == "main":  # never ahead enough
+        monkeypatch.setattr(ex, "_HOMOGRAPHY_AHEAD", 10**6)
+    elif who == "slow front":
+        step = FarnebackPyramidFlow.step
+        monkeypatch.setattr(FarnebackPyramidFlow, "step", lambda self, pyr: (time.sleep(0.03), step(self, pyr))[1])
+    else:
+        track = ex._Steps.track
+        monkeypatch.setattr(ex._Steps, "track", lambda self, *a, **k: (time.sleep(0.03), track(self, *a, **k))[1])
+    assert _same(one, extract(frames, IDTParams(threads=2)))
+    assert [k for k, _, _ in runs] == list(range(1, 16)) and all(ready for _, _, ready in runs)
+    by_main = sum(name == "MainThread" for _, name, _ in runs)
+    if who == "main":
+        assert by_main == 15
+    elif who == "slow front":
+        assert by_main >= 10  # the main thread waits for every frame: nobody is ahead
+    elif who == "slow main":
+        assert by_main <= 5  # the front thread is ahead (two items queued) nearly all the time
+
+
+def test_without_keypoints_the_front_thread_makes_the_homographies(monkeypatch):
+    """Flow matches only (the fast preset's camera): the front thread estimates each homography before it queues
+    the frame, as it always did (handing them over slowed both threads there); no job is made."""
+    runs = _record_homographies(monkeypatch)
+    frames = tiny_frames(frames=12, width=160, height=120, motion=(2, 1))
+    params = IDTParams.fast()
+    assert params.camera_motion and params.matcher == "flow"
+    assert _same(extract(frames, params), extract(frames, params.replace(threads=2)))
+    assert runs == []
+
+
+@pytest.mark.parametrize("ahead", [0, 10**6])
+def test_a_failed_homography_is_raised_at_its_frame_by_either_thread(monkeypatch, ahead):
+    """A homography that raises (made by the front thread, or by the main one) stops the run at its frame with its
+    own error, after the frames before it, as on one thread."""
+    from idtfv.idt import extractor as ex
+
+    homography = ex._Steps.homography
+
+    def failing(self, frame_num, *args):
+        if frame_num == 6:
+            raise ValueError("homography of frame 6 failed")
+        return homography(self, frame_num, *args)
+
+    monkeypatch.setattr(ex._Steps, "homography", failing)
+    monkeypatch.setattr(ex, "_HOMOGRAPHY_AHEAD", ahead)
+    frames = tiny_frames(frames=12, width=160, height=120, motion=(2, 1))
+    seen = {}
+    for threads in (1, 2):
+        done = []
+        with pytest.raises(ValueError, match="frame 6 failed"):
+            for _ in iter_trajectories(frames, IDTParams(threads=threads), batch_frames=1,
+                                       on_frame=lambda i, total: done.append(i)):
+                pass
+        seen[threads] = done[-1]
+        assert not [t for t in threading.enumerate() if t.name == "idt-front"]
+    assert seen[1] == seen[2] == 6
+
+
 def test_the_main_thread_makes_keypoints_while_it_waits(monkeypatch):
     """With a slow front thread (its flow solves made to sleep), the main thread, waiting for items, takes frames'
     keypoint jobs (``_help``), and the bytes stay those of one thread."""
