@@ -16,8 +16,8 @@ from pathlib import Path
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
-from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, interrupt_once,
-                       interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
+from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, exception_text,
+                       interrupt_once, interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
                        sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
 from idtfv.idt.params import PRESETS, IDTParams
@@ -139,7 +139,8 @@ def main(argv=None) -> int:
         except (IdtfvError, OSError) as e:
             if isinstance(e, BrokenPipeError) and args.output == "-":
                 return closed_stdout()  # -o - | head: the reader has all it wanted; nothing to say (as any filter)
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            text = exception_text(e)
+            msg = text.splitlines()[0] if text else type(e).__name__
             print(f"error: {msg}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except Exception as e:  # a failed allocation (NumPy's MemoryError, OpenCV's cv2.error); anything else is a bug
@@ -238,9 +239,12 @@ def _extract_trajectories(args) -> int:
         if stage_dir is not None:
             try:
                 stage_dir.mkdir()
-            except PermissionError:  # named after the output, not the temporary directory
-                raise IdtfvError(f"{out}: cannot write in {out.parent} (permission denied); -o a file in a "
-                                 "directory you can write to") from None
+            except OSError as exc:  # named after the output, not the temporary directory
+                if disk_full_error(exc) is not None:
+                    raise  # named after the output below
+                why = exc.strerror.lower() if exc.strerror else str(exc)
+                raise IdtfvError(f"{out}: cannot write in {out.parent} ({why}); -o a file in a directory you can "
+                                 "write to") from None
         writer = extract_to_file(video, sys.stdout.buffer if out is None else staged, params, format=fmt,
                                  compact=fmt == "npz" and not args.full_precision, on_frame=on_frame,
                                  on_tracks=drawer)

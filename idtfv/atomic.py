@@ -202,6 +202,12 @@ def _create_temp(path: Path) -> tuple[int, str]:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), str(tmp)
         except FileExistsError:
             continue
+        except OSError as exc:  # named after the output, not the hidden temporary name the user never gave
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise  # _start's DiskFullError names the output
+            folder = path.parent if str(path.parent) else Path(".")
+            raise type(exc)(exc.errno, f"cannot create a file in {folder} ({exc.strerror or exc}); give an output in "
+                                       "a folder you can write to", str(path)) from None
     raise FileExistsError(f"{path.parent}: cannot create a unique temporary file for {path.name}")
 
 

@@ -77,6 +77,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return getattr(exc, "code", None) == -4 or "bad_alloc" in str(exc) or "Insufficient memory" in str(exc)
 
 
+def exception_text(exc: BaseException) -> str:
+    """An exception's message; an ``OSError`` naming a file as ``FILE: reason`` (``FILE -> OTHER: reason`` for a
+    rename) instead of Python's ``[Errno 13] Permission denied: 'FILE'``."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else str(exc.filename)
+        if exc.filename2 is not None:
+            name = f"{name} -> {os.fsdecode(exc.filename2)}"
+        return f"{name}: {exc.strerror}"
+    return str(exc)
+
+
 def error_line(exc: BaseException, *, where: str | None = None) -> str:
     """The one-line ``error: ...`` text of an exception (whitespace folded).
 
@@ -84,7 +95,7 @@ def error_line(exc: BaseException, *, where: str | None = None) -> str:
     an absurd option, or OpenCV's) is "out of memory" with its text and :data:`OUT_OF_MEMORY_FIX`; ``where`` (the
     input's path) leads the line when the message does not name it already.
     """
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(exception_text(exc).split()) or type(exc).__name__
     if is_out_of_memory(exc):
         text = f"out of memory ({text}); {OUT_OF_MEMORY_FIX}"
     if where is not None and where not in text:

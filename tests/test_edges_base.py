@@ -671,6 +671,44 @@ def test_a_killed_drawings_temporary_is_removed_by_the_next_drawing_there(tmp_pa
     assert sorted(tmp_path.iterdir()) == sorted([out, *kept]) and out.stat().st_size > 0
 
 
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOENT])
+def test_an_atomic_write_that_cannot_create_its_file_names_the_output_not_the_temporary(tmp_path, monkeypatch, code):
+    """Every command's outputs are written under a hidden temporary name first: a folder that refuses new files
+    said ``[Errno 13] Permission denied: 'dir/.x.npz.0a7c9c-9529-8cc1c964.tmp'``, a name the user never gave. The
+    error keeps its type (callers, the dataset runner among them, handle it as before) and names the output."""
+    from idtfv.atomic import atomic_open
+    from idtfv.cli import error_line
+
+    real_open = os.open
+
+    def refusing(path, flags, *args):
+        if os.fspath(path).endswith(".tmp"):
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing)
+    out = tmp_path / "x.npz"
+    with pytest.raises(OSError) as info:
+        with atomic_open(out) as handle:
+            handle.write(b"never")
+    assert info.value.errno == code and type(info.value) is type(OSError(code, ""))
+    assert error_line(info.value) == (f"error: {out}: cannot create a file in {tmp_path} ({os.strerror(code)}); "
+                                      "give an output in a folder you can write to")
+    assert not list(tmp_path.iterdir())
+
+
+def test_error_lines_name_an_os_errors_file_without_pythons_errno_prefix():
+    """``error: FILE: reason`` for an OSError naming its file (and both of a rename's), not ``[Errno 2] ...``."""
+    from idtfv.cli import error_line
+
+    assert error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "a/b.csv")) == \
+        "error: a/b.csv: No such file or directory"
+    assert error_line(OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b")) == \
+        "error: a -> b: Invalid cross-device link"
+    assert error_line(OSError("no errno, no file")) == "error: no errno, no file"
+    assert error_line(PermissionError(errno.EACCES, "Permission denied")) == "error: [Errno 13] Permission denied"
+
+
 def test_an_atomic_write_killed_half_way_leaves_a_temporary_the_next_writer_can_tell(tmp_path):
     """The temporary file of ``atomic_open`` names its writer: killed (SIGKILL) in the middle of a write, the
     process leaves it; ``remove_stale_temps`` of the same output removes it, and the output is written as usual."""

@@ -627,9 +627,11 @@ def test_the_flow_backend_fallback_is_one_warning_line(video, tmp_path):
     assert proc.stderr.splitlines() == ["warning: method='farneback' has no GPU path; running it on the CPU"]
 
 
-def test_an_unwritable_output_directory_names_the_output(video, tmp_path, monkeypatch, capsys):
-    """``-o ro/x.npz`` in a read-only directory: the error named the temporary ``ro/.x.npz.<hex>.tmp``. (The tests
-    may run as root, who writes anywhere: the refusal is planted where the command makes its first entry.)"""
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOENT])
+def test_an_unwritable_output_directory_names_the_output(video, tmp_path, monkeypatch, capsys, code):
+    """``-o ro/x.npz`` in a read-only directory: the error named the temporary ``ro/.x.npz.<hex>.tmp``; so did
+    ``-o /proc/x.npz`` (ENOENT: a folder that takes no new files). (The tests may run as root, who writes anywhere:
+    the refusal is planted where the command makes its first entry.)"""
     import pathlib
 
     from idtfv.idt.cli import main
@@ -638,7 +640,7 @@ def test_an_unwritable_output_directory_names_the_output(video, tmp_path, monkey
 
     def mkdir(self, *args, **kwargs):
         if self.parent.name == "ro":
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            raise OSError(code, os.strerror(code), str(self))
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
@@ -646,8 +648,9 @@ def test_an_unwritable_output_directory_names_the_output(video, tmp_path, monkey
     out = tmp_path / "ro" / "x.npz"
     assert main([str(video), "-q", "-o", str(out)]) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert line == f"error: {out}: cannot write in {out.parent} (permission denied); -o a file in a directory you " \
-                   "can write to"
+    assert line == f"error: {out}: cannot write in {out.parent} ({os.strerror(code).lower()}); -o a file in a " \
+                   "directory you can write to"
+    assert not list((tmp_path / "ro").iterdir())
 
 
 def test_an_mp4_cut_short_is_named_as_one(tiny_video, tmp_path, capsys):
