@@ -16,10 +16,10 @@ from pathlib import Path
 
 from idtfv.allocator import tune_heap
 from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
-from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, exception_text,
-                       interrupt_once, interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
+from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, interrupt_once,
+                       interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
                        sequential_opencv)
-from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError
+from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError, exception_text
 from idtfv.idt.params import PRESETS, IDTParams
 from idtfv.options import add_params_options, params_from_args
 

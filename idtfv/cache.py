@@ -55,7 +55,7 @@ import numpy as np
 
 from idtfv.atomic import atomic_open as _atomic_open
 from idtfv.atomic import atomic_write_text, temp_name
-from idtfv.errors import FormatError, IdtfvError, ManifestError, ParameterError
+from idtfv.errors import FormatError, IdtfvError, ManifestError, ParameterError, exception_line
 
 __all__ = [
     "HASH_LENGTH",
@@ -413,7 +413,7 @@ def take_rows(path, name: str, rows: np.ndarray) -> np.ndarray:
     except IdtfvError:
         raise
     except (OSError, zipfile.BadZipFile, KeyError, ValueError, EOFError) as exc:
-        raise FormatError(path, f"cannot read rows of member {name!r} ({_exception_text(exc)}); "
+        raise FormatError(path, f"cannot read rows of member {name!r} ({exception_line(exc)}); "
                                 f"{DEFAULT_REMEDY}") from None
 
 
@@ -449,7 +449,7 @@ class NpzArchive(Mapping):
             return self._npz[name]
         except Exception as exc:  # noqa: BLE001 - BadZipFile (CRC), zlib.error, ValueError, EOFError, OSError...
             raise FormatError(self.path, f"corrupt or truncated .npz: array {name!r} does not read back "
-                                         f"({_exception_text(exc)}); {self._remedy}") from None
+                                         f"({exception_line(exc)}); {self._remedy}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.files)
@@ -511,7 +511,7 @@ def open_npz(path, *, remedy: str = DEFAULT_REMEDY) -> NpzArchive:
         try:
             npz = np.load(f, allow_pickle=False)  # a ZIP: an NpzFile
         except Exception as exc:  # noqa: BLE001 - any failure to open means "not a readable .npz"
-            raise FormatError(path, f"not a readable .npz ({_exception_text(exc)}); {remedy}") from None
+            raise FormatError(path, f"not a readable .npz ({exception_line(exc)}); {remedy}") from None
     except BaseException:
         f.close()
         raise
@@ -531,11 +531,6 @@ def not_npz(head: bytes) -> str | None:
     if not head:
         return "an empty file"
     return "a single .npy array" if head.startswith(b"\x93NUMPY") else "not an .npz (zip) archive"
-
-
-def _exception_text(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def remove_stale_temp_files(directory) -> list[Path]:

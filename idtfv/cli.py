@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from idtfv.allocator import tune_heap
-from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError
+from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError, exception_text
 from idtfv.options import check_jobs
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "SubcommandParser", "add_runner_options",
@@ -75,17 +75,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if type(exc).__module__ != "cv2" or type(exc).__name__ != "error":
         return False
     return getattr(exc, "code", None) == -4 or "bad_alloc" in str(exc) or "Insufficient memory" in str(exc)
-
-
-def exception_text(exc: BaseException) -> str:
-    """An exception's message; an ``OSError`` naming a file as ``FILE: reason`` (``FILE -> OTHER: reason`` for a
-    rename) instead of Python's ``[Errno 13] Permission denied: 'FILE'``."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else str(exc.filename)
-        if exc.filename2 is not None:
-            name = f"{name} -> {os.fsdecode(exc.filename2)}"
-        return f"{name}: {exc.strerror}"
-    return str(exc)
 
 
 def error_line(exc: BaseException, *, where: str | None = None) -> str:

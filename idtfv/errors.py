@@ -10,7 +10,7 @@ import errno as _errno
 import os
 
 __all__ = ["IdtfvError", "VideoError", "ManifestError", "ParameterError", "FormatError", "DiskFullError",
-           "EXIT_BAD_INPUT"]
+           "EXIT_BAD_INPUT", "exception_text", "exception_line"]
 
 #: Exit status of every CLI for bad input (a missing, corrupt or unsupported file, a bad option).
 EXIT_BAD_INPUT = 2
@@ -59,3 +59,22 @@ class DiskFullError(IdtfvError):
 
     def __reduce__(self):  # picklable (it travels back from worker processes) despite the custom signature
         return type(self), (self.path, self.errno)
+
+
+def exception_text(exc: BaseException) -> str:
+    """An exception's message; an ``OSError`` naming a file as ``FILE: reason`` (``FILE -> OTHER: reason`` for a
+    rename) instead of Python's ``[Errno 13] Permission denied: 'FILE'``."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else str(exc.filename)
+        if exc.filename2 is not None:
+            name = f"{name} -> {os.fsdecode(exc.filename2)}"
+        return f"{name}: {exc.strerror}"
+    return str(exc)
+
+
+def exception_line(exc: BaseException) -> str:
+    """``TypeName: message`` on one line (whitespace folded; an OSError's message as :func:`exception_text` gives
+    it): how a failure that is not idtfv's own is recorded (a dataset run's ``index.csv``, a damaged file's
+    reason)."""
+    text = " ".join(exception_text(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

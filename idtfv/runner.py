@@ -80,7 +80,7 @@ from idtfv.allocator import tune_heap
 from idtfv.atomic import disk_full_error
 from idtfv.cache import (NPZ_COMPRESSLEVEL, atomic_savez, atomic_write_text, check_case_twins, check_npz,
                          file_fingerprint, remove_stale_temp_files, stage_dir)
-from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError
+from idtfv.errors import DiskFullError, IdtfvError, ManifestError, ParameterError, exception_line
 from idtfv.lock import LOCK_NAME, exclusive_lock
 from idtfv.options import check_jobs, local_workers
 
@@ -182,8 +182,7 @@ def _one_line(text: str) -> str:
 def _error_message(exc: BaseException) -> str:
     if isinstance(exc, IdtfvError):
         return _one_line(str(exc)) or type(exc).__name__
-    message = _one_line(str(exc))
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return exception_line(exc)
 
 
 def entry_fingerprint(entry, params: Mapping) -> str | None:

@@ -700,6 +700,7 @@ def test_an_atomic_write_that_cannot_create_its_file_names_the_output_not_the_te
 def test_error_lines_name_an_os_errors_file_without_pythons_errno_prefix():
     """``error: FILE: reason`` for an OSError naming its file (and both of a rename's), not ``[Errno 2] ...``."""
     from idtfv.cli import error_line
+    from idtfv.errors import exception_line
 
     assert error_line(FileNotFoundError(errno.ENOENT, "No such file or directory", "a/b.csv")) == \
         "error: a/b.csv: No such file or directory"
@@ -707,6 +708,11 @@ def test_error_lines_name_an_os_errors_file_without_pythons_errno_prefix():
         "error: a -> b: Invalid cross-device link"
     assert error_line(OSError("no errno, no file")) == "error: no errno, no file"
     assert error_line(PermissionError(errno.EACCES, "Permission denied")) == "error: [Errno 13] Permission denied"
+    # what a dataset run records of a failure that is not idtfv's own (index.csv), and a damaged file's reason
+    assert exception_line(PermissionError(errno.EACCES, "Permission denied", "c/v.npz")) == \
+        "PermissionError: c/v.npz: Permission denied"
+    assert exception_line(ValueError("two\n lines")) == "ValueError: two lines"
+    assert exception_line(KeyError()) == "KeyError"
 
 
 def test_an_atomic_write_killed_half_way_leaves_a_temporary_the_next_writer_can_tell(tmp_path):
