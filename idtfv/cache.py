@@ -184,7 +184,7 @@ def stage_dir(cache_root, stage: str, params: Mapping, *, create: bool = True) -
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENOENT):
                 raise
             raise IdtfvError(f"{cache_root}: cannot create the {stage!r} stage directory {exc.filename or ''} "
                              f"there ({exc.strerror or exc}); the cache must be a writable directory: give another "

@@ -8,6 +8,7 @@ real command line (``python -m idtfv``), so that the line seen is the command's 
 from __future__ import annotations
 
 import json
+import errno
 import os
 import re
 import shlex
@@ -235,6 +236,24 @@ def test_a_cache_the_runner_cannot_create_its_stage_directory_in_is_one_error_na
     assert not isinstance(info.value, OSError) and str(blocker) in str(info.value)
     result = run_stage("toy", _ones, [_Item("a")], params={}, cache_root=tmp_path / "fixed")  # the fix runs
     assert result.done == ["a"] and np.array_equal(np.load(result.path("a"))["x"], np.ones(3))
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOENT])
+def test_a_cache_folder_that_takes_no_new_directory_is_one_error_naming_it(tmp_path, monkeypatch, code):
+    """``--cache /proc/cache`` said ``error: /proc/cache: No such file or directory`` (mkdir's ENOENT there, as
+    EACCES or EROFS elsewhere): one line naming the cache and the fix, whichever the OS's reason."""
+    import pathlib
+
+    real = pathlib.Path.mkdir
+
+    def refusing(self, *args, **kwargs):
+        if tmp_path / "refuses" in (self, *self.parents):
+            raise OSError(code, os.strerror(code), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", refusing)
+    with pytest.raises(IdtfvError, match=rf"cannot create the 'toy' stage directory .*\({os.strerror(code)}\).*--cache"):
+        run_stage("toy", _ones, [_Item("a")], params={}, cache_root=tmp_path / "refuses" / "cache")
 
 
 @needs_make
