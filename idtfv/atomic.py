@@ -27,7 +27,7 @@ from idtfv.errors import DiskFullError, IdtfvError
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_text", "check_replaceable", "disk_full_error", "free_bytes",
            "same_file", "temp_name", "writer_tag", "host_tag", "process_alive", "remove_stale_temps",
-           "DISK_FULL_ERRNOS"]
+           "make_directory", "DISK_FULL_ERRNOS"]
 
 #: System error numbers that mean "the file system has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -91,6 +91,24 @@ def check_replaceable(path) -> None:
     kind = next((name for test, name in _SPECIAL if test(mode)), "a special file")
     raise IdtfvError(f"{os.fspath(path)}: not a regular file ({kind}); an output is written under a temporary name "
                      "and renamed onto this one, which would replace it: give the name of a file to write")
+
+
+def make_directory(directory, *, fix: str) -> None:
+    """Create ``directory`` and its parents, or raise one line saying why not and how to fix it.
+
+    A full disk is a :class:`~idtfv.errors.DiskFullError` naming ``directory``; any other refusal (a file where a
+    folder of the path goes, a read-only or unwritable place, a folder such as ``/proc`` that takes no new entry)
+    an :class:`~idtfv.errors.IdtfvError` ``"DIRECTORY: cannot create this directory (WHY); FIX"``, naming the
+    file in the way when there is one, instead of the OS's bare ``[Errno N]``.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _raise_disk_full(exc, directory)
+        blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a directory" if blocker is not None else (exc.strerror or str(exc))
+        raise IdtfvError(f"{directory}: cannot create this directory ({why}); {fix}") from None
 
 
 def same_file(a, b) -> bool:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from idtfv.allocator import tune_heap
-from idtfv.errors import EXIT_BAD_INPUT, IdtfvError, ParameterError, exception_text
+from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError, exception_text
 from idtfv.options import check_jobs
 
 __all__ = ["main", "build_parser", "command_table", "OneLineParser", "SubcommandParser", "add_runner_options",
@@ -327,15 +327,16 @@ def _data_warnings():
 
 
 def _output_directory(out: Path) -> None:
-    """Create the directory of the output file ``out``, or raise a :class:`ParameterError` naming the part of its
-    path that is a file (or the OS's reason) and how to fix it."""
+    """Create the directory of the output file ``out``, or raise a :class:`ParameterError` naming ``--out``, the part
+    of its path that is a file (or the OS's reason) and how to fix it (:func:`idtfv.atomic.make_directory`)."""
+    from idtfv.atomic import make_directory
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is a file, not a directory" if blocker else (exc.strerror or str(exc))
-        raise ParameterError(f"--out {out}: cannot create its directory {out.parent}: {why}; give an --out in a "
-                             f"writable directory (make: another CACHE)") from None
+        make_directory(out.parent, fix="give an --out in a writable directory (make: another CACHE)")
+    except DiskFullError:
+        raise
+    except IdtfvError as exc:
+        raise ParameterError(f"--out {out}: {exc}") from None
 
 
 def _cmd_dataset(args) -> int:

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from idtfv.atomic import make_directory
 from idtfv.errors import IdtfvError
 
 __all__ = ["exclusive_lock", "output_dir_lock", "LOCK_NAME"]
@@ -113,11 +114,11 @@ def output_dir_lock(directory: str | os.PathLike, *, what: str = "idtfv run") ->
     ------
     IdtfvError
         Another process holds the directory's lock: ``"<directory>: another idtfv run is using this directory;
-        ..."``.
+        ..."``; or the directory cannot be created (:func:`idtfv.atomic.make_directory`).
     """
     directory = Path(directory)
     created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory, fix="give an output directory you can write to")
     with exclusive_lock(directory / LOCK_NAME, what=what):
         try:
             yield directory

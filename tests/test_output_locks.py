@@ -242,3 +242,40 @@ def test_a_failed_run_leaves_no_directory_it_created(tmp_path, capsys):
     old.mkdir()
     assert main(["evaluate", str(bad), "--out", str(old)]) == 2
     assert old.is_dir()
+
+
+@pytest.mark.parametrize("how", ["file in the way", "EACCES", "ENOENT", "ENOSPC"])
+def test_an_output_directory_that_cannot_be_made_is_one_line_naming_it(tmp_path, monkeypatch, how):
+    """``idtfv evaluate --out /proc/ev`` said ``error: /proc/ev: No such file or directory`` (the OS's reason for a
+    folder it was asked to create): every command's output directory is made by
+    :func:`idtfv.atomic.make_directory`, which names the directory, the file in its way when there is one, and the
+    fix; a full disk stays a DiskFullError (a dataset run stops on it)."""
+    import errno
+    import pathlib
+
+    from idtfv.errors import DiskFullError, IdtfvError
+    from idtfv.lock import output_dir_lock
+
+    out = tmp_path / "runs" / "ev"
+    if how == "file in the way":
+        (tmp_path / "runs").write_text("")
+    else:
+        code = getattr(errno, how)
+        real = pathlib.Path.mkdir
+
+        def refusing(self, *args, **kwargs):
+            if self == out:
+                raise OSError(code, os.strerror(code), str(self))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", refusing)
+    with pytest.raises(IdtfvError) as info:
+        with output_dir_lock(out):
+            pytest.fail("the block ran without its directory")
+    if how == "ENOSPC":
+        assert isinstance(info.value, DiskFullError) and str(out) in str(info.value)
+        return
+    why = f"{tmp_path / 'runs'} is a file, not a directory" if how == "file in the way" else os.strerror(code)
+    assert str(info.value) == f"{out}: cannot create this directory ({why}); give an output directory you can " \
+                              "write to"
+    assert not out.exists()
