@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from idtfv.atomic import make_directory
 from idtfv.errors import FormatError, ParameterError, VideoError
 from idtfv.idt.rawframes import DEFAULT_BOUND, DEFAULT_QUALITY
 
@@ -390,6 +391,7 @@ def extract_video(
     shape = (0, 0)
     pending_prev, pending_cur = [], []
     created = _missing_dirs(out_dir)  # removed again (when still empty) if this fails
+    make_directory(out_dir, fix="give an output directory you can write to")  # one line, not the OS's bare reason
     # both write as the flows come (a long video's flows are never held) and put the result in place at commit
     sink = (RawframesWriter(out_dir / video_id, bound=bound, quality=quality) if fmt == "jpg" else
             FlowNpzWriter(out_dir / f"{video_id}.npz", bound=bound))

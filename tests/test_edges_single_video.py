@@ -431,6 +431,33 @@ def test_a_failed_extract_flow_leaves_no_directory_it_created(tmp_path, capsys):
     assert kept.is_dir()
 
 
+@pytest.mark.parametrize("how", ["file in the way", "ENOENT"])
+def test_extract_flow_into_a_folder_it_cannot_make_is_one_line_naming_it(video, tmp_path, monkeypatch, capsys, how):
+    """``extract-flow V -o /proc/fl`` said ``error: /proc/fl: No such file or directory`` and ``-o file/fl``
+    ``error: file/fl: Not a directory``: the folder is named with the reason (the file in its way) and the fix."""
+    import pathlib
+
+    from idtfv.idt.cli import flow_main
+
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    out = blocker / "fl" if how == "file in the way" else tmp_path / "proc" / "fl"
+    if how == "ENOENT":
+        real = pathlib.Path.mkdir
+
+        def refusing(self, *args, **kwargs):
+            if tmp_path / "proc" in (self, *self.parents):
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", refusing)
+    assert flow_main([str(video), "-o", str(out), "-q"]) == 2
+    why = f"{blocker} is a file, not a directory" if how == "file in the way" else os.strerror(errno.ENOENT)
+    assert _one_error_line(capsys.readouterr().err) == \
+        f"error: {out}: cannot create this directory ({why}); give an output directory you can write to"
+    assert sorted(_listing(tmp_path)) == sorted(["f", video.name])  # nothing made
+
+
 @pytest.mark.parametrize("video_id", [".", "..", "../outside", "a/b", "", "x" * 201])
 def test_a_video_id_that_is_not_one_plain_name_is_refused(video, tmp_path, capsys, video_id):
     """``--video-id .`` named DIR itself: the commit moved DIR away and deleted it with every other video's
