@@ -49,12 +49,14 @@ def add_encode(subparsers) -> None:
 
 
 def _cmd_encode(args) -> int:
+    from idtfv.atomic import prepare_output_file
     from idtfv.cli import report_failures
     from idtfv.options import params_from_args
 
     from .params import EncodeParams
 
     params = params_from_args(args, EncodeParams)
+    prepare_output_file(args.out, fix="give an --out in a writable directory (make: another CACHE)")  # before the fits
     if args.streaming:
         from .streaming import run_streaming_encode as run_encode
     else:

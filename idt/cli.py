@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from idtfv.allocator import tune_heap
-from idtfv.atomic import check_replaceable, disk_full_error, remove_stale_temps, temp_name, writer_tag
+from idtfv.atomic import (check_replaceable, disk_full_error, prepare_output_file, remove_stale_temps, temp_name,
+                          writer_tag)
 from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, interrupt_once,
                        interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
                        sequential_opencv)
@@ -354,6 +355,7 @@ def _cmd_features(args) -> int:
     params = {"idt": idt_params.to_dict()}
     manifest = read_manifest(args.manifest)
     entries = manifest.rows
+    prepare_output_file(args.out, fix="give an --out in a writable directory (make: another CACHE)")  # before the work
     if args.store == "all":
         for option, value in (("--sample-per-video", args.sample_per_video), ("--subset", args.subset)):
             if value is not None:
@@ -370,7 +372,6 @@ def _cmd_features(args) -> int:
             entries = training_subset(entries, args.subset, split=args.split, seed=params["sample_seed"])
     result = run_features(entries, params, cache_root=args.cache, jobs=args.jobs, scheduler=args.scheduler,
                           force=args.force, func=STAGE_FUNCS.get(args.store), gpu=gpu)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.subset is not None:  # recorded in the stamp only: the stage directory does not depend on it
         params = {**params, "subset": {"fraction": float(args.subset), "split": int(args.split)}}
     write_stamp(args.out, result, stage="features", params=params)

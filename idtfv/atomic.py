@@ -27,7 +27,7 @@ from idtfv.errors import DiskFullError, IdtfvError
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_text", "check_replaceable", "disk_full_error", "free_bytes",
            "same_file", "temp_name", "writer_tag", "host_tag", "process_alive", "remove_stale_temps",
-           "make_directory", "DISK_FULL_ERRNOS"]
+           "make_directory", "prepare_output_file", "DISK_FULL_ERRNOS"]
 
 #: System error numbers that mean "the file system has no room for this write".
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
@@ -109,6 +109,27 @@ def make_directory(directory, *, fix: str) -> None:
         blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file, not a directory" if blocker is not None else (exc.strerror or str(exc))
         raise IdtfvError(f"{directory}: cannot create this directory ({why}); {fix}") from None
+
+
+def prepare_output_file(path, *, fix: str) -> None:
+    """Before a long command's work: make sure its output file ``path`` can be written when the work is done.
+
+    ``path`` is not a directory or a device (:func:`check_replaceable`), its folder exists (made:
+    :func:`make_directory`) and takes a new file (a temporary of ``path`` is created and removed): a read-only
+    folder, a file in the way or a full disk fails in one line before the work (``idtfv encode``'s GMM fits,
+    ``idtfv features``' extraction), not after it. ``fix`` ends the line when the folder cannot be made.
+    """
+    path = Path(path)
+    check_replaceable(path)
+    make_directory(path.parent, fix=fix)
+    try:
+        fd, tmp = _create_temp(path)
+    except OSError as exc:
+        _raise_disk_full(exc, path)
+        raise
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def same_file(a, b) -> bool:

@@ -715,6 +715,72 @@ def test_error_lines_name_an_os_errors_file_without_pythons_errno_prefix():
     assert exception_line(KeyError()) == "KeyError"
 
 
+@pytest.mark.parametrize("how", ["file in the way", "a directory", "EACCES", "ENOSPC"])
+def test_encode_refuses_an_output_it_could_not_write_before_fitting_anything(encode_inputs, monkeypatch, capsys,
+                                                                          how):
+    """``idtfv encode --out /proc/fv.npz`` fitted every codebook and encoded every video (minutes on a dataset), then
+    failed to write; ``--out file/fv.npz`` did too and said ``error: file: File exists``. The output is checked
+    first (:func:`idtfv.atomic.prepare_output_file`): one line, nothing fitted, nothing left in the folder."""
+    import idtfv.encoding.stage as stage
+    from idtfv.cli import main
+
+    monkeypatch.setattr(stage, "run_encode", lambda *a, **k: pytest.fail("encoded before checking --out"))
+    ds = encode_inputs
+    out = ds / "fv.npz"
+    if how == "file in the way":
+        (ds / "blocker").write_text("")
+        out = ds / "blocker" / "fv.npz"
+    elif how == "a directory":
+        out.mkdir()
+    else:
+        code = getattr(errno, how)
+        real_open = os.open
+
+        def refusing(path, flags, *args):
+            if os.fspath(path).endswith(".tmp"):
+                raise OSError(code, os.strerror(code), os.fspath(path))
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(os, "open", refusing)
+    before = sorted(p.name for p in ds.iterdir())
+    assert main(["encode", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "features.json"),
+                 "--cache", str(ds / "cache"), "--out", str(out), "--k", "2"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and line.startswith("error: ") and str(out if how != "file in the way" else ds / "blocker") \
+        in line, line
+    expected = {"file in the way": "is a file, not a directory", "a directory": "not a regular file (a directory)",
+                "EACCES": f"cannot create a file in {ds} ({os.strerror(errno.EACCES)})", "ENOSPC": "disk"}[how]
+    assert expected in line.lower() if how == "ENOSPC" else expected in line, line
+    assert sorted(p.name for p in ds.iterdir()) == before
+
+
+def test_features_refuses_an_output_it_could_not_write_before_extracting_anything(encode_inputs, monkeypatch,
+                                                                                capsys):
+    """``idtfv features --out file/f.json`` extracted every video, then said ``error: file: File exists``."""
+    import idtfv.idt.stage as stage
+    from idtfv.cli import main
+
+    monkeypatch.setattr(stage, "run_features", lambda *a, **k: pytest.fail("extracted before checking --out"))
+    ds = encode_inputs
+    (ds / "blocker").write_text("")
+    assert main(["features", "--manifest", str(ds / "manifest.csv"), "--cache", str(ds / "cache"), "--out",
+                 str(ds / "blocker" / "f.json")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {ds / 'blocker'}: cannot create this directory "
+                                               f"({ds / 'blocker'} is a file, not a directory); give an --out in a "
+                                               "writable directory (make: another CACHE)")
+
+
+def test_prepare_output_file_leaves_nothing_behind_and_makes_the_folder(tmp_path):
+    from idtfv.atomic import prepare_output_file
+
+    out = tmp_path / "a" / "b" / "fv.npz"
+    prepare_output_file(out, fix="-")
+    assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
+    out.write_bytes(b"kept")
+    prepare_output_file(out, fix="-")  # an existing file is fine (it will be replaced at the end): left as it is
+    assert out.read_bytes() == b"kept" and sorted(p.name for p in out.parent.iterdir()) == ["fv.npz"]
+
+
 def test_an_atomic_write_killed_half_way_leaves_a_temporary_the_next_writer_can_tell(tmp_path):
     """The temporary file of ``atomic_open`` names its writer: killed (SIGKILL) in the middle of a write, the
     process leaves it; ``remove_stale_temps`` of the same output removes it, and the output is written as usual."""
