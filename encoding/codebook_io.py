@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.cache import open_npz
-from idtfv.errors import FormatError
+from idtfv.errors import FormatError, exception_text
 
 from .gmm import DiagGMM
 from .kmeans import KMeansCodebook
@@ -129,12 +129,18 @@ def load_summary(path) -> dict:
     """
     path = Path(path)
     refit = "delete the codebook directory and rerun idtfv encode to refit it"
+    if not path.parent.is_dir():  # a --codebook naming no directory: not a codebook fitted halfway
+        what = "is not a directory" if path.parent.exists() else "no such directory"
+        raise FormatError(path.parent, f"{what}; a codebook is the directory an earlier idtfv encode fitted "
+                                       "(CACHE/codebook-<hash>/, holding codebook.json): give that one")
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FormatError(path, "codebook summary not found; the codebook was not fitted completely — rerun "
                                 "idtfv encode") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise FormatError(path, f"codebook summary cannot be read ({exception_text(exc)})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(path, f"codebook summary is not valid JSON ({' '.join(str(exc).split())}); {refit}") \
             from None
     if not isinstance(summary, dict):

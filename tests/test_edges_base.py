@@ -167,14 +167,35 @@ def test_a_damaged_codebook_summary_is_a_format_error_naming_the_file_and_the_ke
     assert str(cb_dir / "codebook.json") in line and key in line
 
 
+@pytest.mark.parametrize("what", ["missing", "a file"])
+def test_a_codebook_option_naming_no_directory_says_so(encode_inputs, capsys, what):
+    """``--codebook nodir`` said "codebook summary not found; the codebook was not fitted completely", and
+    ``--codebook file`` "codebook summary is not valid JSON ([Errno 20] Not a directory ...)": neither is a codebook
+    fitted halfway. Every command reading a codebook (encode, train-svm, cv, detect) goes through ``load_summary``."""
+    from idtfv.encoding.codebook_io import load_summary
+
+    given = encode_inputs / "nodir"
+    if what == "a file":
+        given.write_text("{}")
+    with pytest.raises(FormatError, match=rf"^{given}: {'is not a directory' if what == 'a file' else 'no such directory'}; "
+                                          r"a codebook is the directory an earlier idtfv encode fitted"):
+        load_summary(given / "codebook.json")
+    assert _encode(encode_inputs, "--codebook", str(given)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {given}: ") and not (encode_inputs / "fv.npz").exists()
+
+
 def test_load_summary_returns_a_valid_summary_as_written(tmp_path):
     from idtfv.encoding.codebook_io import load_summary
 
     summary = {"method": "vlad", "k": 4, "k_requested": None, "channels": ["hog", "mbhx"], "params": {"seed": 0}}
     atomic_write_json(tmp_path / "codebook.json", summary)
     assert load_summary(tmp_path / "codebook.json") == summary
-    with pytest.raises(FormatError, match="not found"):
+    with pytest.raises(FormatError, match="no such directory"):
         load_summary(tmp_path / "nope" / "codebook.json")
+    (tmp_path / "halfway").mkdir()  # a codebook directory whose summary was never written
+    with pytest.raises(FormatError, match="not found; the codebook was not fitted completely"):
+        load_summary(tmp_path / "halfway" / "codebook.json")
     (tmp_path / "codebook.json").write_text("{truncated")
     with pytest.raises(FormatError, match="not valid JSON"):
         load_summary(tmp_path / "codebook.json")
