@@ -244,9 +244,8 @@ def _create_temp(path: Path) -> tuple[int, str]:
         except OSError as exc:  # named after the output, not the hidden temporary name the user never gave
             if exc.errno in DISK_FULL_ERRNOS:
                 raise  # _start's DiskFullError names the output
-            folder = path.parent if str(path.parent) else Path(".")
-            raise type(exc)(exc.errno, f"cannot create a file in {folder} ({exc.strerror or exc}); give an output in "
-                                       "a folder you can write to", str(path)) from None
+            raise type(exc)(exc.errno, f"cannot create a file in {path.parent} ({exc.strerror or exc}); give an "
+                                       "output in a folder you can write to", str(path)) from None
     raise FileExistsError(f"{path.parent}: cannot create a unique temporary file for {path.name}")
 
 
