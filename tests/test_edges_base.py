@@ -692,14 +692,9 @@ def test_a_killed_drawings_temporary_is_removed_by_the_next_drawing_there(tmp_pa
     assert sorted(tmp_path.iterdir()) == sorted([out, *kept]) and out.stat().st_size > 0
 
 
-@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOENT])
-def test_an_atomic_write_that_cannot_create_its_file_names_the_output_not_the_temporary(tmp_path, monkeypatch, code):
-    """Every command's outputs are written under a hidden temporary name first: a folder that refuses new files
-    said ``[Errno 13] Permission denied: 'dir/.x.npz.0a7c9c-9529-8cc1c964.tmp'``, a name the user never gave. The
-    error keeps its type (callers, the dataset runner among them, handle it as before) and names the output."""
-    from idtfv.atomic import atomic_open
-    from idtfv.cli import error_line
-
+def _refuse_temporaries(monkeypatch, code: int) -> None:
+    """Make every temporary file of an atomic write fail to open with ``code`` (a folder that takes no new file:
+    planted, since the tests may run as root, who writes anywhere)."""
     real_open = os.open
 
     def refusing(path, flags, *args):
@@ -708,6 +703,17 @@ def test_an_atomic_write_that_cannot_create_its_file_names_the_output_not_the_te
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(os, "open", refusing)
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOENT])
+def test_an_atomic_write_that_cannot_create_its_file_names_the_output_not_the_temporary(tmp_path, monkeypatch, code):
+    """Every command's outputs are written under a hidden temporary name first: a folder that refuses new files
+    said ``[Errno 13] Permission denied: 'dir/.x.npz.0a7c9c-9529-8cc1c964.tmp'``, a name the user never gave. The
+    error keeps its type (callers, the dataset runner among them, handle it as before) and names the output."""
+    from idtfv.atomic import atomic_open
+    from idtfv.cli import error_line
+
+    _refuse_temporaries(monkeypatch, code)
     out = tmp_path / "x.npz"
     with pytest.raises(OSError) as info:
         with atomic_open(out) as handle:
@@ -754,15 +760,7 @@ def test_encode_refuses_an_output_it_could_not_write_before_fitting_anything(enc
     elif how == "a directory":
         out.mkdir()
     else:
-        code = getattr(errno, how)
-        real_open = os.open
-
-        def refusing(path, flags, *args):
-            if os.fspath(path).endswith(".tmp"):
-                raise OSError(code, os.strerror(code), os.fspath(path))
-            return real_open(path, flags, *args)
-
-        monkeypatch.setattr(os, "open", refusing)
+        _refuse_temporaries(monkeypatch, getattr(errno, how))
     before = sorted(p.name for p in ds.iterdir())
     assert main(["encode", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "features.json"),
                  "--cache", str(ds / "cache"), "--out", str(out), "--k", "2"]) == 2
