@@ -324,7 +324,7 @@ bench: $(INSTALLED_TEST) ## run every bench/bench_*.py (results in bench/RESULTS
 	  echo "== $$script"; \
 	  $(VENV)/bin/python "$$script" || { echo "FAILED: $$script" >&2; status=1; }; \
 	done; \
-	$(VENV)/bin/python bench/readme.py || status=1; \
+	$(VENV)/bin/python bench/readme.py --goals || status=1; \
 	exit $$status
 
 clean: ## remove CACHE (datasets, features, models) and test/bench leftovers; keeps VENV

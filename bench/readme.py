@@ -11,6 +11,7 @@ Usage::
 
     python bench/readme.py            # rewrite README.md
     python bench/readme.py --check    # exit 1 (and say which table) if README.md is not what RESULTS.md gives
+    python bench/readme.py --goals    # rewrite it, and print every figure that has a goal next to the goal
 
 ``make bench`` runs it after the benchmarks; ``tests/test_readme_figures.py`` runs ``--check``.
 """
@@ -89,12 +90,33 @@ def render(readme: str, rows: dict[tuple[str, str], str]) -> tuple[str, list[str
     return readme, missing
 
 
+def goal_lines(rows: dict[tuple[str, str], str]) -> list[str]:
+    """One line per speed or GPU row that states a goal (``goal``, ``target``): what, ours, and the goal with the
+    ratio or verdict, in the README's order; the figures as RESULTS.md has them."""
+    lines = []
+    for table in ("speed", "gpu"):
+        for key in TABLES[table][1]:
+            row = rows.get((table, key))
+            if row is None:
+                continue
+            cells = [c.strip() for c in re.sub(r"<!--.*?-->", "", row).strip().strip("|").split("|")]
+            if table == "gpu" or any("goal" in c for c in cells[1:]):
+                lines.append(f"- {cells[0]}: " + " | ".join(cells[1:]))
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--goals", action="store_true",
+                        help="also print every figure that has a goal next to it (what make bench ends with)")
     args = parser.parse_args(argv)
     old = README.read_text()
-    new, missing = render(old, rows_from_results(RESULTS.read_text()))
+    rows = rows_from_results(RESULTS.read_text())
+    if args.goals:
+        print("Figures and their goals (bench/RESULTS.md):")
+        print("\n".join(goal_lines(rows)))
+    new, missing = render(old, rows)
     if missing:
         print(f"readme: rows not in RESULTS.md yet (run their benchmark): {', '.join(missing)}", file=sys.stderr)
     if args.check:

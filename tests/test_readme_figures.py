@@ -56,3 +56,23 @@ def test_render_takes_rows_verbatim_in_table_order_and_reports_missing_ones():
     assert len(missing) == sum(len(keys) for _, keys in readme.TABLES.values()) - 2
     with pytest.raises(SystemExit, match="twice"):
         readme.rows_from_results(results + "\n| <!-- readme:accuracy:svm --> again | 1 | 2 | 3 |")
+
+
+def test_make_bench_ends_with_every_figure_that_has_a_goal_next_to_it():
+    """``make bench`` ends with ``readme.py --goals``: every speed row whose cells name a goal, and every GPU row
+    (each has a target), one line each, with the goal and the ratio or verdict as RESULTS.md gives them."""
+    rows = {
+        ("speed", "threads"): "| <!-- readme:speed:threads --> `--threads 2` vs 1 | 1.91x | goal 1.8x | met |",
+        ("speed", "startup-extract"): "| <!-- readme:speed:startup-extract --> a 20-frame clip | 0.74 s | - | - |",
+        ("speed", "fv-d48"): "| <!-- readme:speed:fv-d48 --> FV D=48 | 0.84 M/s | VLFeat 0.17 M/s | 4.80x; goal 8x |",
+        ("gpu", "batch"): "| <!-- readme:gpu:batch --> batch | **143 frames/s** | >= 2,000 frames/s |",
+        ("detection", "long-video"): "| <!-- readme:detection:long-video --> one video | 100.0% | goal? |",
+    }
+    assert readme.goal_lines(rows) == [
+        "- `--threads 2` vs 1: 1.91x | goal 1.8x | met",
+        "- FV D=48: 0.84 M/s | VLFeat 0.17 M/s | 4.80x; goal 8x",
+        "- batch: **143 frames/s** | >= 2,000 frames/s",
+    ]
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "readme.py"), "--check", "--goals"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "goal 1.8x" in proc.stdout and "goal 3x" in proc.stdout, proc.stdout
