@@ -2,7 +2,8 @@
 5: at least 1.8x on 2 cores against 1, output bytes identical).
 
 ``--threads`` runs a front thread ahead of the main thread (``idtfv.idt.extractor._FrontThread``): decoding,
-keypoints, pyramid, HOG histograms, flow and homography of the next frames there, the warped flow (beside the
+keypoints, pyramid, HOG histograms, flow and homography of the next frames there (with keypoints, the default
+preset, each homography goes to whichever thread has time: ``_HomographyJob``), the warped flow (beside the
 front thread's next solve) and the per-level steps on the main thread. The default video is the whole vtest clip
 (795 frames): the process's start-up (about 0.7 s) is not shortened by threads, so a short clip cannot show the
 extraction's speed-up (``--end 200`` measures the first 200 frames). Each thread count's run is its own process
