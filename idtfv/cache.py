@@ -40,7 +40,6 @@ recompute it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import math
@@ -54,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from idtfv.atomic import atomic_open as _atomic_open
-from idtfv.atomic import atomic_write_text, temp_name
+from idtfv.atomic import atomic_write_text, disk_full_error, temp_name
 from idtfv.errors import FormatError, IdtfvError, ManifestError, ParameterError, exception_line
 
 __all__ = [
@@ -184,8 +183,8 @@ def stage_dir(cache_root, stage: str, params: Mapping, *, create: bool = True) -
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENOENT):
-                raise
+            if disk_full_error(exc) is not None:
+                raise  # a full disk stops the run as anywhere else (the runner names the file)
             raise IdtfvError(f"{cache_root}: cannot create the {stage!r} stage directory {exc.filename or ''} "
                              f"there ({exc.strerror or exc}); the cache must be a writable directory: give another "
                              "--cache (make: CACHE=DIR)") from None
