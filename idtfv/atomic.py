@@ -120,13 +120,8 @@ def prepare_output_file(path, *, fix: str) -> None:
     ``idtfv features``' extraction), not after it. ``fix`` ends the line when the folder cannot be made.
     """
     path = Path(path)
-    check_replaceable(path)
-    make_directory(path.parent, fix=fix)
-    try:
-        fd, tmp = _create_temp(path)
-    except OSError as exc:
-        _raise_disk_full(exc, path)
-        raise
+    make_directory(path.parent, fix=fix)  # its one line for the folder; then what every atomic write starts with
+    fd, tmp = _start(path)
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
