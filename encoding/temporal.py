@@ -298,8 +298,8 @@ class TemporalFisher:
 
 def _channel_inputs(arrays: Mapping, models: Mapping, source):
     """The video's ``meta`` (n, 10), checked, and that every channel of ``models`` is there; the channels are read
-    and checked by :func:`~idtfv.encoding.sampling.channel_descriptors` when they are used, one at a time (``arrays`` may be an open features archive,
-    whose channels are then never in memory together)."""
+    and checked by :func:`~idtfv.encoding.sampling.channel_descriptors` when they are used, one at a time
+    (``arrays`` may be an open features archive, whose channels are then never in memory together)."""
     if "meta" not in arrays:
         raise FormatError(source, "no 'meta' array; expected the extractor's keys meta, traj, hog, hof, mbhx, mbhy")
     meta = np.asarray(arrays["meta"])
@@ -395,8 +395,8 @@ def encode_windows(arrays: Mapping[str, np.ndarray], models: Mapping, starts, en
     positions = meta[:, list(POSITION_COLUMNS[:2])]
     parts = []
     for ch, (pca, model) in models.items():
-        tf = TemporalFisher(pca.transform(channel_descriptors(arrays, ch, pca.n_features_in_, meta.shape[0], source)), model, bins, n_bins,
-                            pyramid=grids, positions=positions)
+        X = channel_descriptors(arrays, ch, pca.n_features_in_, meta.shape[0], source)
+        tf = TemporalFisher(pca.transform(X), model, bins, n_bins, pyramid=grids, positions=positions)
         F = tf.windows(starts, ends)
         parts.append(F.reshape(F.shape[0], -1))
     return np.concatenate(parts, axis=1).astype(np.float32)

@@ -912,8 +912,8 @@ _AHEAD = 2
 #: (:meth:`_AheadThread._help`): an item due any moment is not worth delaying by a job.
 _HELP_AFTER = 0.0005
 
-#: With a front thread: the queued items at which it makes the homographies itself (:meth:`_FrontThread.
-#: _run_homographies`); with fewer it leaves them to the main thread.
+#: With a front thread: how many items must wait in the queue for it to make the queued homographies itself
+#: (:meth:`_FrontThread._run_homographies`); with fewer it leaves them to the main thread.
 _HOMOGRAPHY_AHEAD = 2
 
 #: Frames the front thread reads ahead so that the main thread may make their keypoints (:class:`_KeypointJob`).

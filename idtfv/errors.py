@@ -65,10 +65,11 @@ def exception_text(exc: BaseException) -> str:
     """An exception's message; an ``OSError`` naming a file as ``FILE: reason`` (``FILE -> OTHER: reason`` for a
     rename) instead of Python's ``[Errno 13] Permission denied: 'FILE'``."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else str(exc.filename)
-        if exc.filename2 is not None:
-            name = f"{name} -> {os.fsdecode(exc.filename2)}"
-        return f"{name}: {exc.strerror}"
+        def shown(name):  # a path (str, bytes, PathLike) or the rare file descriptor
+            return os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else str(name)
+
+        names = shown(exc.filename) if exc.filename2 is None else f"{shown(exc.filename)} -> {shown(exc.filename2)}"
+        return f"{names}: {exc.strerror}"
     return str(exc)
 
 

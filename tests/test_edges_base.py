@@ -177,8 +177,9 @@ def test_a_codebook_option_naming_no_directory_says_so(encode_inputs, capsys, wh
     given = encode_inputs / "nodir"
     if what == "a file":
         given.write_text("{}")
-    with pytest.raises(FormatError, match=rf"^{given}: {'is not a directory' if what == 'a file' else 'no such directory'}; "
-                                          r"a codebook is the directory an earlier idtfv encode fitted"):
+    what_it_is = "is not a directory" if what == "a file" else "no such directory"
+    with pytest.raises(FormatError, match=rf"^{given}: {what_it_is}; a codebook is the directory an earlier idtfv "
+                                          r"encode fitted"):
         load_summary(given / "codebook.json")
     assert _encode(encode_inputs, "--codebook", str(given)) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -765,8 +766,8 @@ def test_encode_refuses_an_output_it_could_not_write_before_fitting_anything(enc
     assert main(["encode", "--manifest", str(ds / "manifest.csv"), "--features", str(ds / "features.json"),
                  "--cache", str(ds / "cache"), "--out", str(out), "--k", "2"]) == 2
     line = capsys.readouterr().err.strip()
-    assert "\n" not in line and line.startswith("error: ") and str(out if how != "file in the way" else ds / "blocker") \
-        in line, line
+    named = ds / "blocker" if how == "file in the way" else out
+    assert "\n" not in line and line.startswith("error: ") and str(named) in line, line
     expected = {"file in the way": "is a file, not a directory", "a directory": "not a regular file (a directory)",
                 "EACCES": f"cannot create a file in {ds} ({os.strerror(errno.EACCES)})", "ENOSPC": "disk"}[how]
     assert expected in line.lower() if how == "ENOSPC" else expected in line, line

@@ -252,7 +252,8 @@ def test_a_cache_folder_that_takes_no_new_directory_is_one_error_naming_it(tmp_p
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "mkdir", refusing)
-    with pytest.raises(IdtfvError, match=rf"cannot create the 'toy' stage directory .*\({os.strerror(code)}\).*--cache"):
+    with pytest.raises(IdtfvError,
+                       match=rf"cannot create the 'toy' stage directory .*\({os.strerror(code)}\).*--cache"):
         run_stage("toy", _ones, [_Item("a")], params={}, cache_root=tmp_path / "refuses" / "cache")
 
 
