@@ -1248,7 +1248,8 @@ class _FrontThread(_AheadThread):
         # (the default preset's AKAZE), where the front thread has the larger share. Without them (flow matches
         # only: the fast preset) the front thread makes them: handed over, the main thread never waited, and the
         # two threads running side by side the whole time slowed each other more than the homographies weighed
-        # (whole process, vtest: 1.85x -> 1.92x on 2 cores with keypoints, 1.69x -> 1.61x without)
+        # (paired whole-process runs on 2 cores: faster with keypoints, slower without; bench_threads.py gives
+        # the speed-ups)
         self._hand_over = camera is not None and camera.detector is not None
         # homography jobs queued with their frames and not yet claimed, oldest first
         self._homographies: collections.deque = collections.deque()
