@@ -25,7 +25,8 @@
 # 6. with GPU_CHECK_SANITIZE=1 and compute-sanitizer installed, the kernel-level gpu tests under its memcheck,
 #    racecheck, synccheck and initcheck tools (what the emulator's order probe cannot see).
 # Device time is scarce, so every step has a time limit (GPU_CHECK_SMOKE_S, GPU_CHECK_TESTS_S, GPU_CHECK_BENCH_S,
-# GPU_CHECK_PROFILE_S, GPU_CHECK_NVCC_S, GPU_CHECK_SANITIZE_S, seconds) and a failing step does not stop the later ones: the run says
+# GPU_CHECK_PROFILE_S, GPU_CHECK_NVCC_S, GPU_CHECK_SANITIZE_S, seconds; GPU_BENCH_ARGS adds gpu_bench.py arguments)
+# and a failing step does not stop the later ones: the run says
 # what failed at the end. Exit status: 0 when all of it passed. Everything it prints is also kept in OUT_DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -116,8 +117,10 @@ if grep -q "skipped" "$OUT/pytest_gpu.txt"; then
 fi
 
 stamp "bench/gpu_bench.py"
+# GPU_BENCH_ARGS: more arguments for gpu_bench.py (fewer K / P / N values, say, to fit one call)
+# shellcheck disable=SC2086
 timeout -k 10 "${GPU_CHECK_BENCH_S:-300}" "$PY" bench/gpu_bench.py --json "$OUT/gpu_bench.json" \
-  --results "$OUT/RESULTS_gpu.md" || fail "bench/gpu_bench.py (its JSON keeps the parts done)"
+  --results "$OUT/RESULTS_gpu.md" ${GPU_BENCH_ARGS:-} || fail "bench/gpu_bench.py (its JSON keeps the parts done)"
 
 stamp "host profile of one stream (cProfile of the main thread, 300 frames of vtest on the device, threads 1 and 3;"\
 " not a bench figure)"
