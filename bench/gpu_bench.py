@@ -20,6 +20,8 @@ Needs CuPy and a CUDA device (or ``--emulate``, below). Measures, on the shared 
   (:mod:`idtfv.idt.gpu_worker`: the runner with one thread and CUDA stream per video, decoding included, atomic
   ``.npz`` outputs) for each ``--streams`` K (target: >= 2,000 aggregate), and the UCF101 projection (2.5 M
   frames at the best rate, a projection, not a run);
+- ``cpu_batch``: the same clips through the features stage on the CPU path alone (``--cpu-jobs`` worker
+  processes, default all CPUs; start-ups included): the alternative a user of that machine has;
 - ``decode``: the decode rate that feeds it (grey frames at the working width, the extractor's reader) with
   OpenCV and PyAV on ``--decode-threads`` CPU threads;
 - ``parity``: CPU against device on vtest frames 0-199, tree, carphone and KTH boxing (whole clips): trajectory
@@ -63,8 +65,8 @@ PARITY_CLIPS = (("vtest_320x240.avi", 200), ("tree.avi", None), ("carphone_prist
                 ("person01_boxing_d1_uncomp.avi", None))
 KINDS = ("traj", "hog", "hof", "mbhx", "mbhy")
 #: The parts of a run, in the order a GPU run takes them (``--parts`` picks some).
-PARTS = ("single", "parity", "launches", "fast", "batch", "batch_processes", "video_threads", "batch_threads", "decode",
-         "kernels")
+PARTS = ("single", "parity", "launches", "fast", "batch", "batch_processes", "cpu_batch", "video_threads",
+         "batch_threads", "decode", "kernels")
 #: UCF101's frames (13,320 clips of 7.2 s on average at 25 frames/s, 320x240), for the projection.
 UCF101_FRAMES = 2_500_000
 
@@ -388,6 +390,30 @@ def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
             "ucf101_projection_hours": UCF101_FRAMES / best["frames_per_s"] / 3600}
 
 
+def bench_cpu_batch(entries, params, jobs, cache: Path) -> dict:
+    """Frames/s of the same batch on this machine's CPUs alone: the features stage with ``jobs`` worker processes
+    (``idtfv features --device cpu --jobs N``: one process per core, one thread each, decoding, extraction and
+    ``.npz`` writing), timed as a user runs it (the workers' start-ups and kernel-cache loads included; the caches
+    were filled first), so that the GPU's rates above have the alternative on the same machine beside them."""
+    from idtfv.idt.stage import features_item, warmup_features
+    from idtfv.runner import run_stage
+
+    stage_params = {"idt": params.replace(device="cpu").to_dict()}
+    warmup_features(stage_params)
+    rows = []
+    for n in jobs:
+        t0 = time.perf_counter()
+        result = run_stage("features", features_item, entries, params=stage_params, cache_root=cache / f"j{n}",
+                           force=True, jobs=n, progress=False)
+        wall = time.perf_counter() - t0
+        frames = _frames_written(result)
+        rows.append({"jobs": n, "videos": len(result.done), "failed": len(result.failed), "frames": frames,
+                     "seconds": wall, "frames_per_s": frames / wall})
+    best = max(rows, key=lambda r: r["frames_per_s"])
+    return {"runs": rows, "best_jobs": best["jobs"], "best_frames_per_s": best["frames_per_s"],
+            "ucf101_projection_hours": UCF101_FRAMES / best["frames_per_s"] / 3600}
+
+
 def _batch_worker(clip_dir: Path, cache: Path, streams: int, idt_params: dict, share: tuple[int, int]) -> int:
     """One process of :func:`bench_batch_processes`: warm up, say ``ready``, wait for ``go`` on stdin, run the GPU
     worker over its ``share`` (i, P: every P-th clip from the i-th) of ``clip_dir``'s clips with ``streams`` K,
@@ -604,6 +630,16 @@ def section(result: dict) -> str:
         lines += ["", f"UCF101 projection at the best of these ({processes['best_frames_per_s']:.0f} frames/s, "
                       f"P={processes['best_processes']}; a projection, not a run): "
                       f"**{processes['ucf101_projection_hours']:.2f} h**.", ""]
+    cpu = result.get("cpu_batch") or {}
+    if "runs" in cpu:
+        lines += ["The same clips on this machine's CPUs alone, no GPU (the features stage as `idtfv features --device "
+                  "cpu --jobs N` runs it: N worker processes of one thread, the clock from the call to the end, "
+                  "workers' start-ups and kernel-cache loads included):", "",
+                  "| jobs N | videos | frames | s | frames/s | failed |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['jobs']} | {r['videos']} | {r['frames']} | {r['seconds']:.2f} | **{r['frames_per_s']:.0f}** | "
+                  f"{r['failed']} |" for r in cpu["runs"]]
+        lines += ["", f"UCF101 projection at {cpu['best_frames_per_s']:.0f} frames/s (a projection, not a run): "
+                      f"**{cpu['ucf101_projection_hours']:.2f} h** on this machine's CPUs.", ""]
     decode = result.get("decode") or {}
     if decode:
         lines += ["Decode rate feeding it (grey, working width, the extractor's reader; the clips above):", "",
@@ -656,6 +692,13 @@ def _summary(result: dict) -> list[str]:
                                                 f"**{rate:.0f} frames/s**", ">= 2,000 frames/s")))
         rows.append(readme_row("gpu", "ucf101", ("UCF101 (2.5 M frames) at that rate: a projection",
                                                  f"{2.5e6 / rate / 3600:.1f} h", "< 0.5 h")))
+    cpu = result.get("cpu_batch") or {}
+    if "best_frames_per_s" in cpu:
+        batch = result.get("batch") or {}
+        rows.append(readme_row("gpu", "cpu-batch", (
+            f"the same batch on that machine's CPUs alone (`--device cpu --jobs {cpu['best_jobs']}`, "
+            f"{result.get('cpus', '?')} CPUs; whole stage, start-ups included)",
+            f"**{cpu['best_frames_per_s']:.0f} frames/s**", "- (the alternative to the GPU path)")))
     parity = result.get("parity") or []
     if parity:
         worst = max(p[f"{k}_1_minus_corr"] or 0.0 for p in parity for k in KINDS)
@@ -708,6 +751,8 @@ def main(argv=None) -> int:
                                                                          "(default 1,4,all CPUs)")
     ap.add_argument("--processes", type=_ints, default=[2, 4],
                     help="P values of the multi-process batch (P processes of 4 streams each; comma-separated)")
+    ap.add_argument("--cpu-jobs", type=_ints, default=None,
+                    help="worker processes of the CPU-only batch (comma-separated; default: all CPUs)")
     ap.add_argument("--parts", type=lambda t: set(t.split(",")), default=None,
                     help="run only these parts (comma-separated: " + ",".join(PARTS) + "); default all")
     ap.add_argument("--no-parity", action="store_true", help="skip the CPU-against-device parity runs")
@@ -804,6 +849,7 @@ def main(argv=None) -> int:
             part("parity", lambda: [parity(clips[1].path, small.replace(device="cpu"))])
             part("batch_processes", lambda: bench_batch_processes(work, small, [2], 2, work / "cache_p",
                                                                   extra=["--emulate"]))
+            part("cpu_batch", lambda: bench_cpu_batch(clips, small, [1, 2], work / "cache_c"))
         else:
             result["setting"] = "default preset (LEAR's settings), 320x240"
             if not VIDEO.exists():
@@ -828,6 +874,8 @@ def main(argv=None) -> int:
                     part("batch", lambda: bench_batch(clips, params, args.streams, work / "cache", source))
                     part("batch_processes", lambda: bench_batch_processes(work, params, args.processes, 4,
                                                                           work / "cache_p"))
+                    part("cpu_batch", lambda: bench_cpu_batch(clips, params, args.cpu_jobs or [os.cpu_count() or 1],
+                                                              work / "cache_c"))
                 part("video_threads", lambda: bench_video_threads(VIDEO, single, args.video_threads))
                 if clips:
                     part("batch_threads", lambda: dict(bench_batch(clips, params.replace(threads=3), [4],

@@ -17,8 +17,8 @@
 # 2. runs every test marked `gpu` (the CUDA kernels against their CPU twins; extract on cuda against cpu; TV-L1 on
 #    the GPU) - they must pass, not skip: a skip here means CuPy sees no device;
 # 3. runs the throughput and parity bench (bench/gpu_bench.py: stage split, one stream, parity on the four
-#    reference clips, launches, a batch of short clips on the GPU worker's K streams and in P processes, decode
-#    rates) and keeps its JSON (written after every part) and its `## gpu` section of RESULTS.md
+#    reference clips, launches, a batch of short clips on the GPU worker's K streams, in P processes and on the
+#    CPUs alone, decode rates) and keeps its JSON (written after every part) and its `## gpu` section of RESULTS.md
 #    (OUT_DIR/RESULTS_gpu.md, to paste into bench/RESULTS.md);
 # 4. a cProfile of one stream's main thread on the device (threads 1 and 3), printed: not a bench figure;
 # 5. the nvcc compile check (when nvcc is installed);

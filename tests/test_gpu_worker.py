@@ -377,3 +377,29 @@ def test_gpu_bench_counts_every_kernel_launch(emulated, tmp_path):
     assert abs(sum(out["by_kernel"].values()) - out["launches_per_frame"]) < 1e-9
     for name in gpu_bench.KERNEL_MODULES:  # the proxies are gone: module() is the real cached function again
         assert not isinstance(importlib.import_module(name).module(), gpu_bench._CountingModule)
+
+
+def test_gpu_bench_cpu_batch_counts_the_frames_it_extracted(tmp_path):
+    """bench/gpu_bench.py's ``cpu_batch`` (the CPU-only alternative timed on the GPU machine): it needs no device;
+    its frame count is the clips' frames (planted: 3 clips of 20 frames), every video is done, and the section and
+    the README row report the rate it measured."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        gpu_bench = importlib.import_module("gpu_bench")
+    finally:
+        sys.path.pop(0)
+    clips = gpu_bench._synthetic_clips(tmp_path, 3, 20)
+    out = gpu_bench.bench_cpu_batch(clips, IDTParams(track_length=9, scales=2), [1], tmp_path / "cache")
+    (run,) = out["runs"]
+    assert run["jobs"] == 1 and run["videos"] == 3 and run["failed"] == 0
+    assert run["frames"] == 60
+    assert run["frames_per_s"] == pytest.approx(60 / run["seconds"])
+    assert out["best_frames_per_s"] == run["frames_per_s"]
+    text = gpu_bench.section({"device": "x", "cupy": "y", "machine": "z", "setting": "s", "cpus": 2,
+                              "cpu_batch": out})
+    rate = f"**{run['frames_per_s']:.0f} frames/s**"
+    assert "<!-- readme:gpu:cpu-batch -->" in text and rate in text and "--jobs 1" in text
