@@ -157,7 +157,7 @@ stamp "compute-sanitizer (GPU_CHECK_SANITIZE=1, when compute-sanitizer is instal
 if [ "${GPU_CHECK_SANITIZE:-0}" = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then
     SANITIZE_K="gpu_kernels_are_bit_identical or gpu_track_step or gpu_kernels_match or gpu_frame_kernels"
-    SANITIZE_K="$SANITIZE_K or gpu_device_pool or gpu_extract_gives or gpu_batch_matches"
+    SANITIZE_K="$SANITIZE_K or gpu_device_pool or gpu_extract_gives or gpu_small_batch_for_the_sanitizer"
     SANITIZE_K="$SANITIZE_K or (gpu_matches_cpu_on_planted_flow and fast)"
     for tool in ${GPU_CHECK_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
       echo "-- $tool"
