@@ -20,6 +20,8 @@ Needs CuPy and a CUDA device (or ``--emulate``, below). Measures, on the shared 
   (:mod:`idtfv.idt.gpu_worker`: the runner with one thread and CUDA stream per video, decoding included, atomic
   ``.npz`` outputs) for each ``--streams`` K (target: >= 2,000 aggregate), and the UCF101 projection (2.5 M
   frames at the best rate, a projection, not a run);
+- ``fast_processes``: the P-process batch with the fast preset (no keypoints on the host: the device path's
+  headroom once the camera's keypoints leave the CPU);
 - ``cpu_batch``: the same clips through the features stage on the CPU path alone (``--cpu-jobs`` worker
   processes, default all CPUs; start-ups included): the alternative a user of that machine has;
 - ``decode``: the decode rate that feeds it (grey frames at the working width, the extractor's reader) with
@@ -65,8 +67,8 @@ PARITY_CLIPS = (("vtest_320x240.avi", 200), ("tree.avi", None), ("carphone_prist
                 ("person01_boxing_d1_uncomp.avi", None))
 KINDS = ("traj", "hog", "hof", "mbhx", "mbhy")
 #: The parts of a run, in the order a GPU run takes them (``--parts`` picks some).
-PARTS = ("single", "parity", "launches", "fast", "batch", "batch_processes", "cpu_batch", "video_threads",
-         "batch_threads", "decode", "kernels")
+PARTS = ("single", "parity", "launches", "fast", "batch", "batch_processes", "cpu_batch", "fast_processes",
+         "video_threads", "batch_threads", "decode", "kernels")
 #: UCF101's frames (13,320 clips of 7.2 s on average at 25 frames/s, 320x240), for the projection.
 UCF101_FRAMES = 2_500_000
 
@@ -549,6 +551,26 @@ def parity(video, params) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- report
+def _processes_lines(processes: dict, preset: str) -> list[str]:
+    """The section's table of a P-process batch (``batch_processes``, ``fast_processes``)."""
+    if "runs" not in processes:
+        return []
+    each = ("its share of the clips above" if processes.get("clips_each") == "share" else
+            "all the clips above")  # the first GPU run's processes each ran every clip
+    lines = [f"Several processes on the one device{preset} (each the GPU worker over {each}, its own GIL "
+             "and launches; the clock from a common start after each process warmed up; with the start-ups: "
+             "process start to the last end):", "",
+             "| processes P | streams K each | host threads per video | frames | s | frames/s | "
+             "s with start-ups | failed |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['processes']} | {r['streams']} | {r['video_threads']} | {r['frames']} | "
+              f"{r['seconds']:.2f} | **{r['frames_per_s']:.0f}** | {r['whole_seconds']:.2f} | {r['failed']} |"
+              for r in processes["runs"]]
+    lines += ["", f"UCF101 projection at the best of these ({processes['best_frames_per_s']:.0f} frames/s, "
+                  f"P={processes['best_processes']}; a projection, not a run): "
+                  f"**{processes['ucf101_projection_hours']:.2f} h**.", ""]
+    return lines
+
+
 def section(result: dict) -> str:
     """The ``## gpu`` section of RESULTS.md."""
     lines = ["## gpu", "",
@@ -615,21 +637,8 @@ def section(result: dict) -> str:
                       f"frames/s with K={batch['best_streams']}; a projection, not a run): "
                       f"**{batch['ucf101_projection_hours']:.1f} "
                       "h** on this GPU.", ""]
-    processes = result.get("batch_processes") or {}
-    if "runs" in processes:
-        each = ("its share of the clips above" if processes.get("clips_each") == "share" else
-                "all the clips above")  # the first GPU run's processes each ran every clip
-        lines += [f"Several processes on the one device (each the GPU worker over {each}, its own GIL "
-                  "and launches; the clock from a common start after each process warmed up; with the start-ups: "
-                  "process start to the last end):", "",
-                  "| processes P | streams K each | host threads per video | frames | s | frames/s | "
-                  "s with start-ups | failed |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['processes']} | {r['streams']} | {r['video_threads']} | {r['frames']} | "
-                  f"{r['seconds']:.2f} | **{r['frames_per_s']:.0f}** | {r['whole_seconds']:.2f} | {r['failed']} |"
-                  for r in processes["runs"]]
-        lines += ["", f"UCF101 projection at the best of these ({processes['best_frames_per_s']:.0f} frames/s, "
-                      f"P={processes['best_processes']}; a projection, not a run): "
-                      f"**{processes['ucf101_projection_hours']:.2f} h**.", ""]
+    for key, preset in (("batch_processes", ""), ("fast_processes", ", `--preset fast` (no keypoints on the host)")):
+        lines += _processes_lines(result.get(key) or {}, preset)
     cpu = result.get("cpu_batch") or {}
     if "runs" in cpu:
         lines += ["The same clips on this machine's CPUs alone, no GPU (the features stage as `idtfv features --device "
@@ -692,9 +701,14 @@ def _summary(result: dict) -> list[str]:
                                                 f"**{rate:.0f} frames/s**", ">= 2,000 frames/s")))
         rows.append(readme_row("gpu", "ucf101", ("UCF101 (2.5 M frames) at that rate: a projection",
                                                  f"{2.5e6 / rate / 3600:.1f} h", "< 0.5 h")))
+    fast_p = result.get("fast_processes") or {}
+    if "best_frames_per_s" in fast_p:
+        top = max(fast_p["runs"], key=lambda r: r["frames_per_s"])
+        rows.append(readme_row("gpu", "batch-fast", (
+            f"the same batch, `--preset fast` (no keypoints), {top['processes']} processes x K={top['streams']}",
+            f"**{fast_p['best_frames_per_s']:.0f} frames/s**", "-")))
     cpu = result.get("cpu_batch") or {}
     if "best_frames_per_s" in cpu:
-        batch = result.get("batch") or {}
         rows.append(readme_row("gpu", "cpu-batch", (
             f"the same batch on that machine's CPUs alone (`--device cpu --jobs {cpu['best_jobs']}`, "
             f"{result.get('cpus', '?')} CPUs; whole stage, start-ups included)",
@@ -751,6 +765,8 @@ def main(argv=None) -> int:
                                                                          "(default 1,4,all CPUs)")
     ap.add_argument("--processes", type=_ints, default=[2, 4],
                     help="P values of the multi-process batch (P processes of 4 streams each; comma-separated)")
+    ap.add_argument("--fast-processes", type=_ints, default=[4],
+                    help="P values of the fast preset's multi-process batch (P processes of 4 streams each)")
     ap.add_argument("--cpu-jobs", type=_ints, default=None,
                     help="worker processes of the CPU-only batch (comma-separated; default: all CPUs)")
     ap.add_argument("--parts", type=lambda t: set(t.split(",")), default=None,
@@ -850,6 +866,9 @@ def main(argv=None) -> int:
             part("batch_processes", lambda: bench_batch_processes(work, small, [2], 2, work / "cache_p",
                                                                   extra=["--emulate"]))
             part("cpu_batch", lambda: bench_cpu_batch(clips, small, [1, 2], work / "cache_c"))
+            part("fast_processes", lambda: bench_batch_processes(
+                work, IDTParams.fast(device="cuda", track_length=9, scales=2), [2], 2, work / "cache_fp",
+                extra=["--emulate"]))
         else:
             result["setting"] = "default preset (LEAR's settings), 320x240"
             if not VIDEO.exists():
@@ -876,6 +895,8 @@ def main(argv=None) -> int:
                                                                           work / "cache_p"))
                     part("cpu_batch", lambda: bench_cpu_batch(clips, params, args.cpu_jobs or [os.cpu_count() or 1],
                                                               work / "cache_c"))
+                    part("fast_processes", lambda: bench_batch_processes(
+                        work, IDTParams.fast(device="cuda"), args.fast_processes, 4, work / "cache_fp"))
                 part("video_threads", lambda: bench_video_threads(VIDEO, single, args.video_threads))
                 if clips:
                     part("batch_threads", lambda: dict(bench_batch(clips, params.replace(threads=3), [4],

@@ -403,3 +403,30 @@ def test_gpu_bench_cpu_batch_counts_the_frames_it_extracted(tmp_path):
                               "cpu_batch": out})
     rate = f"**{run['frames_per_s']:.0f} frames/s**"
     assert "<!-- readme:gpu:cpu-batch -->" in text and rate in text and "--jobs 1" in text
+
+
+def test_gpu_bench_section_reports_the_fast_preset_batch_apart():
+    """The fast preset's P-process batch (planted figures) gets its own table and README row, and does not enter
+    the default preset's batch row (the issue's target is for the default settings)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        gpu_bench = importlib.import_module("gpu_bench")
+    finally:
+        sys.path.pop(0)
+
+    def runs(rate):
+        return {"runs": [{"processes": 4, "streams": 2, "video_threads": 1, "frames": 3200, "failed": 0,
+                          "seconds": 3200 / rate, "frames_per_s": rate, "whole_seconds": 9.0}],
+                "best_frames_per_s": rate, "best_processes": 4, "ucf101_projection_hours": 2.5e6 / rate / 3600,
+                "clips_each": "share"}
+
+    text = gpu_bench.section({"device": "x", "cupy": "y", "machine": "z", "setting": "s",
+                              "batch_processes": runs(217.0), "fast_processes": runs(812.0)})
+    (batch,) = [line for line in text.splitlines() if "readme:gpu:batch -->" in line]
+    (fast,) = [line for line in text.splitlines() if "readme:gpu:batch-fast -->" in line]
+    assert "**217 frames/s**" in batch and "**812 frames/s**" in fast and "4 processes x K=2" in fast
+    assert text.count("Several processes on the one device") == 2 and "`--preset fast`" in text
