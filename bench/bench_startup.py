@@ -11,7 +11,8 @@
   "per frame" the median of frames 3 onwards, and "start-up" the whole process (its rusage, exit included) less
   the frames times the per-frame cost. The same runs alternate (A B A B) with Numba's own start
   (``IDTFV_PLAIN_NUMBA_INIT=1``, which refreshes Numba's whole target before each cache load and imports
-  ``scipy.linalg``; see ``idtfv.jit``), before/after in one run. The package is byte-compiled first, as pip
+  ``scipy.linalg``; see ``idtfv.jit``) and with the light start but each cached kernel's bitcode parsed as Numba
+  does (``IDTFV_PARSE_CACHED_BITCODE=1``), before/after in one run. The package is byte-compiled first, as pip
   installs it.
 
 Each command runs as its own process (the console script of this environment: ``bin/`` next to the Python
@@ -111,14 +112,16 @@ def wall(argv: list[str], repeat: int, cwd: Path) -> list[float]:
 
 
 def cpu_runs(argv: list[str], repeat: int, cwd: Path) -> dict[str, list[dict]]:
-    """CPU figures of ``repeat`` runs of each start-up variant (light, plain: Numba's own), alternating A B A B, on
-    one core: ``{variant: [{"first": s, "frame": s, "startup": s, "total": s}, ...]}``."""
-    out = {"light": [], "plain": []}
+    """CPU figures of ``repeat`` runs of each start-up variant (light; parse: light but every cache load parses the
+    kernel's bitcode as Numba does; plain: Numba's own), alternating A B C A B C, on one core:
+    ``{variant: [{"first": s, "frame": s, "startup": s, "total": s}, ...]}``."""
+    out = {"light": [], "parse": [], "plain": []}
     log = cwd / "cpu.json"
     for _ in range(repeat):
         for variant in out:
             env = dict(os.environ, IDTFV_CPU_LOG=str(log), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1",
-                       IDTFV_PLAIN_NUMBA_INIT="1" if variant == "plain" else "0")
+                       IDTFV_PLAIN_NUMBA_INIT="1" if variant == "plain" else "0",
+                       IDTFV_PARSE_CACHED_BITCODE="1" if variant == "parse" else "0")
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.run([str(script_path(argv[0])), *argv[1:]], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
@@ -187,8 +190,12 @@ def main(argv=None) -> int:
         cpu = cpu_runs(extract, args.repeat, tmp)
         cpu_rows = [f"| {name} | {_stat(cpu[key], 'first')} | {_stat(cpu[key], 'frame')} | "
                     f"{_stat(cpu[key], 'startup')} | {_stat(cpu[key], 'total')} |"
-                    for key, name in (("light", "this version (`idtfv.jit`: cache loads without the target refresh, no `scipy.linalg`)"),
-                                      ("plain", "Numba's own start (`IDTFV_PLAIN_NUMBA_INIT=1`)"))]
+                    for key, name in (
+                        ("light", "this version (`idtfv.jit`: cache loads without the target refresh or parsing "
+                                  "the kernels' bitcode, no `scipy.linalg`)"),
+                        ("parse", "the same, the bitcode parsed on every cache load as Numba does "
+                                  "(`IDTFV_PARSE_CACHED_BITCODE=1`: the previous version)"),
+                        ("plain", "Numba's own start (`IDTFV_PLAIN_NUMBA_INIT=1`)"))]
         print("\n".join(cpu_rows), flush=True)
         first_med = statistics.median(r["first"] for r in cpu["light"])
         startup_med = statistics.median(r["startup"] for r in cpu["light"])

@@ -26,6 +26,14 @@ A kernel not in the cache compiles as before, and Numba's compiler refreshes the
 cached functions load exactly as Numba loads them. This wraps a third internal, ``numba.core.caching.Cache``'s
 ``load_overload``, left as it is when Numba's cache class lacks the methods the wrapper calls and under
 ``IDTFV_PLAIN_NUMBA_INIT=1``; ``tests/test_startup_cost.py`` checks both loads.
+
+A cached kernel is its machine code (an object file) and its optimised LLVM bitcode, kept for linking it into
+code compiled later. Numba parses that bitcode on every load to list the names the kernel defines (about 4 ms a
+kernel, ~0.07 s of CPU per extraction). For idtfv's kernels the loads take the names from the object file's ELF
+symbol table instead and parse the bitcode only if a library links the kernel (:func:`elf_defined_symbols`, a
+fourth and fifth internal: ``CPUCodeLibrary._unserialize`` and ``_get_module_for_linking``, wrapped only when they
+are as expected; on a platform whose objects are not 64-bit little-endian ELF, macOS and Windows, Numba's load).
+``IDTFV_PARSE_CACHED_BITCODE=1`` keeps Numba's parse (the tests and ``bench/bench_startup.py`` compare both).
 """
 
 from __future__ import annotations
@@ -44,6 +52,85 @@ def _blas_installed() -> None:
     """Numba's ``ensure_blas`` without the import: ImportError when SciPy is not installed."""
     if importlib.util.find_spec("scipy") is None:
         raise ImportError("scipy 0.16+ is required for linear algebra")
+
+
+def elf_defined_symbols(data: bytes) -> set[str] | None:
+    """The names of the symbols that a little-endian 64-bit ELF relocatable object (``data``) defines: every
+    function and data object of its symbol table whose section is not undefined, local ones included. None when
+    ``data`` is not such an object (another platform's format: the caller then does what Numba does)."""
+    import struct
+
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return None
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if shentsize != 64 or shoff + shnum * 64 > len(data):
+        return None
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + 64 * i) for i in range(shnum)]
+    names: set[str] = set()
+    for _, sh_type, _, _, offset, size, link, _, _, entsize in sections:
+        if sh_type != 2 or entsize != 24 or link >= shnum:  # SHT_SYMTAB of Elf64_Sym entries
+            continue
+        str_offset, str_size = sections[link][4], sections[link][5]
+        strings = data[str_offset:str_offset + str_size]
+        for at in range(offset, offset + size - size % 24, 24):
+            st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", data, at)
+            if st_shndx == 0 or (st_info & 0xF) not in (1, 2) or st_name == 0:  # defined STT_OBJECT / STT_FUNC
+                continue
+            end = strings.find(b"\0", st_name)
+            names.add(strings[st_name:end if end >= 0 else len(strings)].decode("utf-8", "surrogateescape"))
+    return names
+
+
+def _lazy_linking_modules(codegen) -> bool:
+    """Make Numba's load of an object-code cache entry (``CPUCodeLibrary._unserialize``, kind ``"object"``) for
+    idtfv's kernels keep the entry's LLVM bitcode unparsed until a library links it (a kernel compiled later in the
+    process that calls a cached one), taking the symbols it defines from the object's ELF symbol table instead.
+
+    Numba parses that bitcode (the optimised IR of the kernel and every function inlined into it) on every load,
+    only to list the defined names and to keep it for such linking: about 4 ms a kernel here, ~0.07 s of CPU per
+    extraction, a fifth of its start-up. Returns whether the patch is in place (False: Numba's own load)."""
+    import llvmlite.binding as ll
+
+    library = getattr(codegen, "CPUCodeLibrary", None)
+    unserialize = getattr(library, "__dict__", {}).get("_unserialize")
+    for_linking = getattr(library, "_get_module_for_linking", None)
+    if not isinstance(unserialize, classmethod) or not callable(for_linking) or not callable(
+            getattr(library, "_set_compiled_object", None)) or not callable(
+            getattr(library, "_finalize_final_module", None)):
+        return False
+    numbas_unserialize = unserialize.__func__
+
+    def light_unserialize(cls, codegen_, state):
+        name, kind, data = state
+        engine = getattr(codegen_, "_engine", None)
+        symbols = elf_defined_symbols(data[0]) if kind == "object" and _loading_ours[0] else None
+        if symbols is None or not isinstance(getattr(engine, "_defined_symbols", None), set):
+            return numbas_unserialize(cls, codegen_, state)
+        object_code, shared_bitcode = data
+        self = codegen_.create_library(name)
+        self.enable_object_caching()
+        self._set_compiled_object(object_code)
+        self._idtfv_linking_bitcode = shared_bitcode
+        self._finalize_final_module()
+        engine._defined_symbols |= symbols
+        return self
+
+    def get_module_for_linking(self):
+        bitcode = self.__dict__.pop("_idtfv_linking_bitcode", None)
+        if bitcode is not None and self._shared_module is None:
+            self._shared_module = ll.parse_bitcode(bitcode)
+        return for_linking(self)
+
+    light_unserialize.__wrapped__ = numbas_unserialize
+    get_module_for_linking.__wrapped__ = for_linking
+    library._unserialize = classmethod(light_unserialize)
+    library._get_module_for_linking = get_module_for_linking
+    return True
+
+
+#: True while one of idtfv's kernels is being loaded from the cache (under Numba's compiler lock)
+_loading_ours = [False]
 
 
 def _light_cache_loads() -> None:
@@ -65,11 +152,19 @@ def _light_cache_loads() -> None:
         if not getattr(getattr(self, "_py_func", None), "__module__", "").startswith(_OURS):
             return numbas_load(self, sig, target_context)
         rtsys.initialize(target_context)  # NRT's symbols (the first call only)
-        with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+        _loading_ours[0] = True
+        try:
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+        finally:
+            _loading_ours[0] = False
 
     load_overload.__wrapped__ = numbas_load
     cache.load_overload = load_overload
+    if os.environ.get("IDTFV_PARSE_CACHED_BITCODE") != "1":
+        from numba.core import codegen
+
+        _lazy_linking_modules(codegen)
 
 
 def light_numba_init() -> bool:

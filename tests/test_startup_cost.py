@@ -11,12 +11,16 @@ import subprocess
 import sys
 
 _PROBE = """import sys
+import llvmlite.binding as ll
+parsed = []
+_parse = ll.parse_bitcode
+ll.parse_bitcode = lambda *a: parsed.append(1) or _parse(*a)
 import numpy as np
 from idtfv.idt.extractor import extract
 from conftest import tiny_frames
 tr = extract(tiny_frames(frames=20, width=96, height=72))
 print(len(tr), "scipy.linalg" in sys.modules, float(np.asarray(tr.hog, np.float64).sum()),
-      _REFRESHED in sys.modules)
+      _REFRESHED in sys.modules, len(parsed))
 """
 # imported by Numba's target refresh (``BaseContext.refresh``) and by nothing an extraction runs
 _REFRESHED = "numba.np.polynomial.polynomial_core"
@@ -36,6 +40,87 @@ def test_numba_starts_without_scipy_linalg_and_the_kernels_give_the_same_rows():
     assert light[1] == "False" and plain[1] == "True"  # the import Numba's own start makes, and ours skips
     assert light[3] == "False" and plain[3] == "True"  # the target refresh before each cache load, skipped
     assert int(light[0]) > 0 and light[0] == plain[0] and light[2] == plain[2]
+    parsing = _probe(IDTFV_PARSE_CACHED_BITCODE="1")  # the light start, but the bitcode parsed as Numba does
+    assert parsing[:4] == light[:4]
+    assert light[4] == "0" and int(parsing[4]) >= 10 and int(plain[4]) >= 10  # one parse per kernel loaded
+
+
+_SYMBOLS = """import json
+import llvmlite.binding as ll
+from numba.core import codegen
+from idtfv.jit import elf_defined_symbols
+states = []
+numbas = codegen.CPUCodeLibrary.__dict__["_unserialize"].__func__
+codegen.CPUCodeLibrary._unserialize = classmethod(lambda cls, cg, state: states.append(state) or numbas(cls, cg, state))
+from idtfv.idt.extractor import extract
+from conftest import tiny_frames
+extract(tiny_frames(frames=20, width=96, height=72))
+out = []
+for name, kind, (objcode, bitcode) in states:
+    module = ll.parse_bitcode(bitcode)
+    defined = {f.name for f in module.functions if not f.is_declaration}
+    defined |= {g.name for g in module.global_variables if not g.is_declaration}
+    out.append([name, kind, sorted(defined), sorted(elf_defined_symbols(objcode))])
+print(json.dumps(out))
+"""
+
+
+def test_the_object_codes_symbol_table_names_what_the_bitcode_defines():
+    """The light load takes a cached kernel's defined names from its object code's ELF symbol table instead of
+    parsing its LLVM bitcode: for every kernel an extraction loads (through Numba's own load, which parses the
+    bitcode: the independent reference), the two sets are equal."""
+    from idtfv.jit import elf_defined_symbols
+
+    _probe()  # the kernels in Numba's cache
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__), IDTFV_PARSE_CACHED_BITCODE="1")
+    run = subprocess.run([sys.executable, "-c", _SYMBOLS], capture_output=True, text=True, env=env, check=True)
+    libraries = json.loads(run.stdout)
+    assert len(libraries) >= 10
+    for name, kind, defined, from_elf in libraries:
+        assert kind == "object" and defined and from_elf == defined, name
+    assert elf_defined_symbols(b"\x7fELF\x01\x01" + bytes(100)) is None  # 32-bit: not read (Numba's load)
+    assert elf_defined_symbols(b"\xcf\xfa\xed\xfe" + bytes(100)) is None  # Mach-O: likewise
+
+
+_LINKED = """import llvmlite.binding as ll
+import numpy as np
+from numba import njit
+from idtfv.jit import light_numba_init
+
+parsed = []
+_parse = ll.parse_bitcode
+ll.parse_bitcode = lambda *a: parsed.append(1) or _parse(*a)
+light_numba_init()
+from idtfv.idt.flow._median_nb import median5_flow  # cached: loaded without parsing its bitcode
+
+src = np.random.default_rng(0).normal(size=(2, 9, 11)).astype(np.float32)
+med, out = np.empty_like(src), np.empty((9, 11, 2), np.float32)
+median5_flow(src, med, out)
+direct = out.copy()
+before = len(parsed)
+
+
+@njit  # compiled in this process: Numba links the cached kernel's library into it (its bitcode, parsed then)
+def calls_it(src, med, out):
+    median5_flow(src, med, out)
+    return out[4, 5, 1]
+
+
+out[:] = 0
+value = calls_it(src, med, out)
+print(bool(np.array_equal(out, direct)), bool(value == direct[4, 5, 1]), before, len(parsed) > before)
+"""
+
+
+def test_a_kernel_compiled_later_links_a_kernel_loaded_without_its_bitcode():
+    """A function compiled at run time that calls one of idtfv's cached kernels links that kernel's library: the
+    bitcode the light load left unparsed is parsed then, and the call gives the kernel's numbers."""
+    _probe()
+    light = subprocess.run([sys.executable, "-c", _LINKED], capture_output=True, text=True, check=True)
+    assert light.stdout.split() == ["True", "True", "0", "True"], light.stderr  # parsed only to link
+    parsing = subprocess.run([sys.executable, "-c", _LINKED], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, IDTFV_PARSE_CACHED_BITCODE="1"))
+    assert parsing.stdout.split()[:2] == ["True", "True"] and parsing.stdout.split()[2] != "0", parsing.stderr
 
 
 _OTHER = """
