@@ -78,8 +78,42 @@ def test_the_object_codes_symbol_table_names_what_the_bitcode_defines():
     assert len(libraries) >= 10
     for name, kind, defined, from_elf in libraries:
         assert kind == "object" and defined and from_elf == defined, name
+    assert sum(_every_cached_kernel_agrees()) >= len(libraries)
     assert elf_defined_symbols(b"\x7fELF\x01\x01" + bytes(100)) is None  # 32-bit: not read (Numba's load)
     assert elf_defined_symbols(b"\xcf\xfa\xed\xfe" + bytes(100)) is None  # Mach-O: likewise
+
+
+def _every_cached_kernel_agrees():
+    """Yield 1 for each of idtfv's kernels in Numba's cache on disk now (whatever the suite compiled so far: the
+    encoder's and the writers' kernels too) after checking that its object code's ELF names equal its bitcode's
+    definitions."""
+    import pickle
+    from pathlib import Path
+
+    import llvmlite.binding as ll
+    import numba.core.compiler  # noqa: F401  (the cache entries' classes)
+
+    from idtfv.jit import elf_defined_symbols
+
+    def entry(x, depth=0):  # the (name, "object", (object code, bitcode)) tuple inside a cache entry
+        if isinstance(x, tuple):
+            if len(x) == 3 and x[1] == "object" and isinstance(x[2], tuple):
+                return x
+            return next((e for y in x if depth < 3 and (e := entry(y, depth + 1))), None)
+        return None
+
+    root = Path(__file__).resolve().parents[1]
+    paths = [path for folder in ("idt", "idtfv", "encoding", "classify")
+             for path in (root / folder).rglob("__pycache__/*.nbc")]
+    if os.environ.get("NUMBA_CACHE_DIR"):  # Numba's cache elsewhere (any package's kernels: the same check holds)
+        paths += Path(os.environ["NUMBA_CACHE_DIR"]).rglob("*.nbc")
+    for path in sorted(paths):
+        _, _, (objcode, bitcode) = entry(pickle.loads(path.read_bytes()))
+        module = ll.parse_bitcode(bitcode)
+        defined = {f.name for f in module.functions if not f.is_declaration}
+        defined |= {g.name for g in module.global_variables if not g.is_declaration}
+        assert elf_defined_symbols(objcode) == defined, path
+        yield 1
 
 
 _LINKED = """import llvmlite.binding as ll
