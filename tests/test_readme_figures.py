@@ -76,3 +76,16 @@ def test_make_bench_ends_with_every_figure_that_has_a_goal_next_to_it():
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "readme.py"), "--check", "--goals"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "goal 1.8x" in proc.stdout and "goal 3x" in proc.stdout, proc.stdout
+
+
+def test_bench_reference_states_the_machines_noise_from_the_references_own_spread():
+    """bench/bench_reference.py measures the machine's noise by the reference's own CPU time (a fixed program on
+    the same input): planted spreads give their percentages, and only a spread over 5 % calls the run disturbed."""
+    import bench_reference
+
+    quiet = " ".join(bench_reference.noise_lines({"vtest": 0.018, "KTH": 0.012}))
+    assert "up to 1.8 % of its median" in quiet and "(vtest;" in quiet and "KTH 1.2 %" in quiet
+    assert "disturbed" not in quiet
+    loud = " ".join(bench_reference.noise_lines({"vtest": 0.02, "whole vtest": 0.11}))
+    assert "up to 11.0 %" in loud and "(whole vtest;" in loud and "a disturbed run" in loud
+    assert bench_reference.noise_lines({}) == []
