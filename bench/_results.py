@@ -105,3 +105,30 @@ def readme_row(table: str, key: str, cells) -> str:
     --> cell | cell | ... |`` (the marker is invisible where the Markdown is rendered). Put it in a table of the
     section text you write."""
     return f"| <!-- readme:{table}:{key} --> " + " | ".join(str(c) for c in cells) + " |"
+
+
+#: A run counts as disturbed when a fixed workload's time varies by more than this share of its median between
+#: the rounds (the machine's noise: the work itself does not change).
+QUIET = 0.05
+
+
+def spread(values) -> float:
+    """``(max - min) / median`` of a fixed workload's times over the rounds of a run."""
+    import statistics
+
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def noise_lines(noise: dict[str, float], measured_by: str) -> list[str]:
+    """A section's line on the machine's noise during its run: ``noise`` maps each case to the :func:`spread` of a
+    fixed workload's times (``measured_by`` names it: the reference's own CPU time, one thread's run); over
+    :data:`QUIET` the run is called disturbed."""
+    if not noise:
+        return []
+    case, worst = max(noise.items(), key=lambda item: item[1])
+    text = (f"Machine noise: {measured_by} varied by up to {100 * worst:.1f} % of its median between rounds "
+            f"({case}; " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in noise.items()) + ").")
+    if worst > QUIET:
+        text += (f" Over {100 * QUIET:g} %: a disturbed run; its ratios' ranges are wide, and a goal read from it "
+                 "is uncertain: rerun on a quiet machine.")
+    return [text, ""]

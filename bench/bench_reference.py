@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, noise_lines, readme_row, spread, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## reference"
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,25 +98,6 @@ def compare(ref, ours) -> dict:
     return out
 
 
-#: The machine counts as disturbed when the reference's own CPU time (a fixed program on the same input) varies by
-#: more than this share of its median between the rounds of a clip.
-QUIET = 0.05
-
-
-def noise_lines(noise: dict[str, float]) -> list[str]:
-    """The run's machine noise, measured by the reference's own CPU time per clip: ``(max - min) / median`` of its
-    rounds (its work does not change from round to round, so the spread is the machine's)."""
-    if not noise:
-        return []
-    clip, worst = max(noise.items(), key=lambda item: item[1])
-    text = (f"Machine noise: the reference's own CPU time varied by up to {100 * worst:.1f} % of its median between "
-            f"rounds ({clip}; " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in noise.items()) + ").")
-    if worst > QUIET:
-        text += (f" Over {100 * QUIET:g} %: a disturbed run; its ratios' ranges are wide, and a goal read from it "
-                 "is uncertain: rerun on a quiet machine.")
-    return [text, ""]
-
-
 def fmt(values, digits=1) -> str:
     if not values:
         return "-"
@@ -169,7 +150,7 @@ def main(argv=None) -> int:
         ours_first = next(p for p in runs if p != "ref")  # any of our outputs says how many frames were read
         n_frames = load_trajectories(tmp / f"{clip}.{ours_first}.npz").info.get("frames")
         ref_cpu = [r["cpu"] for r in runs["ref"]]
-        noise[label] = (max(ref_cpu) - min(ref_cpu)) / statistics.median(ref_cpu)
+        noise[label] = spread(ref_cpu)
         for preset in (p for p in runs if p != "ref"):
             cpu = [r["cpu"] for r in runs[preset]]
             ratios = [a / b for a, b in zip(ref_cpu, cpu)]
@@ -206,7 +187,7 @@ def main(argv=None) -> int:
         f"processes pinned to core {args.core} (`taskset`), alternating ours and the reference, {args.repeat} "
         "counted rounds after one warm-up round; CPU seconds = user + system of the process; median (min–max). "
         "Ours writes `.npz`, the reference its text to a file.", "",
-        *noise_lines(noise),
+        *noise_lines(noise, "the reference's own CPU time"),
         "| clip | preset (ours) | ours CPU s | reference CPU s | reference / ours | ours frames/CPU-s | "
         "reference frames/CPU-s | peak RSS MiB ours / reference | goal (issue 12) |",
         "|---|---|---|---|---|---|---|---|---|", *rows, "",

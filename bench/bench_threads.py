@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import byte_compile_package, publish, readme_row  # noqa: E402  (bench/ is the script's directory)
+from _results import byte_compile_package, noise_lines, publish, readme_row, spread  # noqa: E402  (bench/)
 
 SECTION = "## threads"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     total = probe_video(args.video, count_frames=True).frames
     frames = min(total, args.end) if args.end else total
-    rows, speedups = [], {}
+    rows, speedups, noise = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for preset in args.preset:
@@ -94,6 +94,7 @@ def main(argv=None) -> int:
                     same &= data == reference
                     print(f"{preset} round {r + 1} threads {n}: {w:.2f} s wall, {c:.2f} CPU-s", flush=True)
             one = args.threads[0]
+            noise[preset] = spread(cpu[one])
             for n in args.threads:
                 ratio = [a / b for a, b in zip(wall[one], wall[n])]
                 speedups[(preset, n)] = statistics.median(ratio)
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
         f"--preset P --threads N` on {clip}, whole process, thread counts alternating, {args.repeat} rounds "
         "after a warm-up; median (min - max). Wall time is only meaningful on an otherwise idle machine.",
         "",
+        *noise_lines(noise, f"the CPU time of the {args.threads[0]}-thread runs"),
         "| preset | threads | wall s | CPU s | speed-up (wall, vs the first count) | bytes identical |",
         "|---|---|---|---|---|---|",
         *rows,

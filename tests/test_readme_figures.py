@@ -78,14 +78,16 @@ def test_make_bench_ends_with_every_figure_that_has_a_goal_next_to_it():
     assert proc.returncode == 0 and "goal 1.8x" in proc.stdout and "goal 3x" in proc.stdout, proc.stdout
 
 
-def test_bench_reference_states_the_machines_noise_from_the_references_own_spread():
-    """bench/bench_reference.py measures the machine's noise by the reference's own CPU time (a fixed program on
-    the same input): planted spreads give their percentages, and only a spread over 5 % calls the run disturbed."""
-    import bench_reference
+def test_benches_state_the_machines_noise_from_a_fixed_workloads_spread():
+    """bench_reference and bench_threads state the machine's noise by a fixed workload's spread over the rounds
+    (the reference's own CPU time; the one-thread runs'): planted spreads give their percentages, and only a spread
+    over 5 % calls the run disturbed."""
+    import _results
 
-    quiet = " ".join(bench_reference.noise_lines({"vtest": 0.018, "KTH": 0.012}))
-    assert "up to 1.8 % of its median" in quiet and "(vtest;" in quiet and "KTH 1.2 %" in quiet
-    assert "disturbed" not in quiet
-    loud = " ".join(bench_reference.noise_lines({"vtest": 0.02, "whole vtest": 0.11}))
+    assert _results.spread([20.0, 21.0, 22.0]) == pytest.approx(0.095238, rel=1e-5)
+    quiet = " ".join(_results.noise_lines({"vtest": 0.018, "KTH": 0.012}, "the reference's own CPU time"))
+    assert "the reference's own CPU time varied by up to 1.8 % of its median" in quiet
+    assert "(vtest;" in quiet and "KTH 1.2 %" in quiet and "disturbed" not in quiet
+    loud = " ".join(_results.noise_lines({"vtest": 0.02, "whole vtest": 0.11}, "x"))
     assert "up to 11.0 %" in loud and "(whole vtest;" in loud and "a disturbed run" in loud
-    assert bench_reference.noise_lines({}) == []
+    assert _results.noise_lines({}, "x") == []
