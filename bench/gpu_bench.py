@@ -356,13 +356,26 @@ def _frames_written(result) -> int:
     return frames
 
 
+def _timed_features(entries, stage_params: dict, cache_root: Path, **run) -> tuple:
+    """One features-stage run over ``entries`` (``force``: every video extracted again) with the runner's options
+    ``run`` (``threads`` and ``thread_context`` for the GPU worker, ``jobs`` for CPU workers): ``(result, wall
+    seconds, frames written)``."""
+    from idtfv.idt.stage import features_item
+    from idtfv.runner import run_stage
+
+    t0 = time.perf_counter()
+    result = run_stage("features", features_item, entries, params=stage_params, cache_root=cache_root, force=True,
+                       **run)
+    wall = time.perf_counter() - t0
+    return result, wall, _frames_written(result)
+
+
 def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
     """Frames/s of the features stage's GPU worker over ``entries`` for each K in ``streams``."""
     import cupy
 
     from idtfv.idt.gpu_worker import video_stream
-    from idtfv.idt.stage import features_item, warmup_features
-    from idtfv.runner import run_stage
+    from idtfv.idt.stage import warmup_features
 
     stage_params = {"idt": params.to_dict()}
     warmup_features(stage_params)
@@ -370,11 +383,8 @@ def bench_batch(entries, params, streams, cache: Path, source: str) -> dict:
     reference = None
     for k in streams:
         pool = getattr(cupy, "get_default_memory_pool", None)
-        t0 = time.perf_counter()
-        result = run_stage("features", features_item, entries, params=stage_params, cache_root=cache / f"k{k}",
-                           force=True, threads=k, thread_context=video_stream)
-        wall = time.perf_counter() - t0
-        frames = _frames_written(result)
+        result, wall, frames = _timed_features(entries, stage_params, cache / f"k{k}", threads=k,
+                                               thread_context=video_stream)
         outputs = {}
         for vid in result.done + list(result.empty):
             with np.load(result.path(vid)) as z:
@@ -397,18 +407,13 @@ def bench_cpu_batch(entries, params, jobs, cache: Path) -> dict:
     (``idtfv features --device cpu --jobs N``: one process per core, one thread each, decoding, extraction and
     ``.npz`` writing), timed as a user runs it (the workers' start-ups and kernel-cache loads included; the caches
     were filled first), so that the GPU's rates above have the alternative on the same machine beside them."""
-    from idtfv.idt.stage import features_item, warmup_features
-    from idtfv.runner import run_stage
+    from idtfv.idt.stage import warmup_features
 
     stage_params = {"idt": params.replace(device="cpu").to_dict()}
     warmup_features(stage_params)
     rows = []
     for n in jobs:
-        t0 = time.perf_counter()
-        result = run_stage("features", features_item, entries, params=stage_params, cache_root=cache / f"j{n}",
-                           force=True, jobs=n, progress=False)
-        wall = time.perf_counter() - t0
-        frames = _frames_written(result)
+        result, wall, frames = _timed_features(entries, stage_params, cache / f"j{n}", jobs=n, progress=False)
         rows.append({"jobs": n, "videos": len(result.done), "failed": len(result.failed), "frames": frames,
                      "seconds": wall, "frames_per_s": frames / wall})
     best = max(rows, key=lambda r: r["frames_per_s"])
@@ -421,8 +426,7 @@ def _batch_worker(clip_dir: Path, cache: Path, streams: int, idt_params: dict, s
     worker over its ``share`` (i, P: every P-th clip from the i-th) of ``clip_dir``'s clips with ``streams`` K,
     print one JSON line (frames, seconds)."""
     from idtfv.idt.gpu_worker import video_stream
-    from idtfv.idt.stage import features_item, warmup_features
-    from idtfv.runner import run_stage
+    from idtfv.idt.stage import warmup_features
 
     entries = [types.SimpleNamespace(video_id=p.stem, path=p) for p in sorted(clip_dir.glob("*.avi"))]
     entries = entries[share[0]::share[1]]  # this process's share of the clips
@@ -431,11 +435,9 @@ def _batch_worker(clip_dir: Path, cache: Path, streams: int, idt_params: dict, s
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1
-    t0 = time.perf_counter()
-    result = run_stage("features", features_item, entries, params=params, cache_root=cache, force=True,
-                       threads=streams, thread_context=video_stream, progress=False)
-    wall = time.perf_counter() - t0
-    print(json.dumps({"frames": _frames_written(result), "seconds": wall, "videos": len(result.done),
+    result, wall, frames = _timed_features(entries, params, cache, threads=streams, thread_context=video_stream,
+                                           progress=False)
+    print(json.dumps({"frames": frames, "seconds": wall, "videos": len(result.done),
                       "failed": len(result.failed)}), flush=True)
     return 0
 
