@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import byte_compile_package, noise_lines, readme_row, spread, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import (  # noqa: E402  (bench/ is the script's directory)
+    byte_compile_package, noise_lines, readme_row, spread, write_section)
 
 SECTION = "## reference"
 ROOT = Path(__file__).resolve().parents[1]

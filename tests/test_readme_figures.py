@@ -45,7 +45,8 @@ def test_render_takes_rows_verbatim_in_table_order_and_reports_missing_ones():
         "## b", "| <!-- readme:accuracy:svm --> SVM | 81.2% | 88.9% | 26 / 32 |",
     ])
     rows = readme.rows_from_results(results)
-    doc = "x\n" + "".join(f"<!-- begin generated:{t} -->\nstale\n<!-- end generated:{t} -->\n" for t in readme.TABLES) + "y\n"
+    doc = "x\n" + "".join(f"<!-- begin generated:{t} -->\nstale\n<!-- end generated:{t} -->\n"
+                          for t in readme.TABLES) + "y\n"
     new, missing = readme.render(doc, rows)
     body = new.split("<!-- begin generated:accuracy -->\n")[1].split("<!-- end generated:accuracy -->")[0]
     lines = body.strip().splitlines()
