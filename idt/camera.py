@@ -16,6 +16,14 @@ from :math:`I_{t-1}` to :math:`I_t^w` is (ideally) zero on the static background
 :func:`compensate_flow` derives that flow from the original one without a second solve:
 :math:`f_w(x) = H^{-1}(x + f(x)) - x`, with :math:`H` expressed at each pyramid scale by :func:`scale_homography`.
 
+A **still pair** skips what a still camera does not need: when the flow matches alone give an accepted
+homography that moves no frame corner by more than ``still_camera`` px (0.25 by default), that fit is the pair's
+homography, no keypoints are detected or matched, and the compensated flow is derived from the flow
+(``compensate_flow``, no border band) instead of solved again (:meth:`CameraMotion.step`,
+``compensated_flows(..., still=True)``). On the reference clips this kept every fidelity figure within 0.002 of
+the reference's steps on every pair (static-camera KTH and vtest: nearly every pair still; the moving-camera
+carphone: none), and made a static-camera extraction about a third faster (``bench/RESULTS.md``).
+
 As the reference: a homography is fitted only with more than 50 matches (``min_matches``); a flow match pairs
 :math:`p` with its *rounded* position plus the flow read there; and the warped frame takes frame :math:`t-1`'s
 pixel wherever :math:`Hx` is not more than 5 px inside frame :math:`t` (``warp_to_previous(..., prev=...)``;
@@ -33,6 +41,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 import cv2
@@ -53,6 +62,8 @@ __all__ = [
     "scale_homography",
     "resolve_matcher",
     "CameraMotion",
+    "CameraStep",
+    "corner_shift",
     "FrameFeatures",
     "camera_compensated_frame",
     "warped_flow",
@@ -90,6 +101,10 @@ class CameraParams:
         How :func:`compensated_flows` gets the compensated flow: solved again on the warped frame, or derived.
     warp_margin : float
         The reference's border band (px, >= 0) where the warped frame takes frame t-1's pixel.
+    still_camera : float
+        A frame pair whose flow-only homography moves no frame corner by more than this (px, >= 0) is a still
+        pair (:meth:`CameraMotion.step`): no keypoints, and its compensated flow is derived from the flow without
+        the border band. 0: every pair as the reference.
     seed : int
         Seeds RANSAC (>= 0) when no generator is given.
     """
@@ -105,6 +120,7 @@ class CameraParams:
     min_matches: int = 50
     warp_flow: str = "recompute"
     warp_margin: float = 5.0
+    still_camera: float = 0.25
     seed: int = 0
 
     def __post_init__(self):
@@ -123,7 +139,8 @@ class CameraParams:
         if self.orb_features > MAX_ORB_FEATURES:  # ORB reserves room for them up front
             bad("orb_features", f"an integer in 1..{MAX_ORB_FEATURES}")
         for name, lo, inclusive in (("surf_hessian", 0.0, True), ("flow_match_min", 0.0, True),
-                                    ("ransac_threshold", 0.0, False), ("warp_margin", 0.0, True)):
+                                    ("ransac_threshold", 0.0, False), ("warp_margin", 0.0, True),
+                                    ("still_camera", 0.0, True)):
             v = getattr(self, name)
             ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
             if not (ok and (v >= lo if inclusive else v > lo)):
@@ -383,7 +400,8 @@ def estimate_homography(prev_gray: np.ndarray, gray: np.ndarray, flow: np.ndarra
     Returns
     -------
     H : (3, 3) float64
-        Maps points of ``prev_gray`` to ``gray``; the identity when not accepted (<= ``min_inliers`` inliers).
+        Maps points of ``prev_gray`` to ``gray``; the identity when not accepted (<= ``min_inliers`` inliers). For
+        a still pair (``params.still_camera``, :meth:`CameraMotion.step`) the flow matches' fit alone.
     n_inliers : int
     matcher_name : str
         The keypoint type used (``"surf"``, ``"orb"``, ...).
@@ -394,10 +412,70 @@ def estimate_homography(prev_gray: np.ndarray, gray: np.ndarray, flow: np.ndarra
     return cm.estimate(prev_gray, gray, flow, human_mask=human_mask)
 
 
+class CameraStep(NamedTuple):
+    """One frame pair's camera motion (:meth:`CameraMotion.step`).
+
+    Attributes
+    ----------
+    H : (3, 3) float64
+        Maps points of frame t-1 to frame t; the identity when none was accepted.
+    inliers : int
+        RANSAC inliers of the fit that gave ``H``.
+    matcher : str
+        The keypoint type of the estimator (``"surf"``, ``"akaze"``, ..., ``"flow"``).
+    still : bool
+        A still pair: ``H`` is the flow matches' fit, accepted, and moves no frame corner by more than
+        ``still_camera`` px; no keypoints were matched, and :func:`compensated_flows` derives the compensated flow
+        from the flow (``still=True``).
+    """
+
+    H: np.ndarray
+    inliers: int
+    matcher: str
+    still: bool
+
+
+class _Deferred:
+    """A frame whose keypoints are taken only when a pair needs them (not a still pair's): the frame, its mask, the
+    corner response when known, and the keypoints once detected, or the error their detection raised when it ran
+    ahead (:func:`detected_ahead`; raised when a pair needs them, as detecting them then would)."""
+
+    __slots__ = ("gray", "mask", "response", "features", "error")
+
+    def __init__(self, gray: np.ndarray, mask: np.ndarray | None):
+        self.gray, self.mask, self.response, self.features, self.error = gray, mask, None, None, None
+
+
+def detected_ahead(detector, gray: np.ndarray, mask: np.ndarray | None) -> _Deferred:
+    """A frame's keypoints detected ahead (on another thread, with ``detector``, a twin of the camera's), for
+    :meth:`CameraMotion.features` to take: a failed detection is kept and raised only if a pair needs them."""
+    frame = _Deferred(gray, mask)
+    try:
+        frame.features = _detect(detector, gray, mask)
+    except Exception as e:  # raised by CameraMotion.step when a pair needs this frame's keypoints
+        frame.error = e
+    return frame
+
+
+def corner_shift(H: np.ndarray, w: int, h: int) -> float:
+    """The largest distance (px) by which ``H`` moves one of the four corners of a ``w`` x ``h`` frame."""
+    H = np.asarray(H, np.float64)
+    shift = 0.0
+    for x, y in ((0.0, 0.0), (w - 1.0, 0.0), (0.0, h - 1.0), (w - 1.0, h - 1.0)):
+        d = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+        if not d > 0:  # the corner maps through infinity: not a small motion
+            return math.inf
+        shift = max(shift, math.hypot((H[0, 0] * x + H[0, 1] * y + H[0, 2]) / d - x,
+                                      (H[1, 0] * x + H[1, 1] * y + H[1, 2]) / d - y))
+    return shift
+
+
 class CameraMotion:
     """Stateful estimator for a video: reuses the previous frame's keypoints (as the reference does).
 
-    Call :meth:`features` on the first frame, then :meth:`estimate` for each following frame.
+    Call :meth:`features` on the first frame, then :meth:`step` (or :meth:`estimate`) for each following frame.
+    A frame's keypoints are detected when a pair first needs them: a still pair (``params.still_camera``, see
+    :meth:`step`) needs none, so a still camera's frames are never detected.
 
     Parameters
     ----------
@@ -412,26 +490,57 @@ class CameraMotion:
         self.matcher_name = resolve_matcher(params.matcher)
         self.detector, self.norm = _make_detector(self.matcher_name, params)
         self.rng = rng if rng is not None else np.random.default_rng(params.seed)
-        self._prev: FrameFeatures | None = None
+        self._prev: FrameFeatures | _Deferred | None = None
 
-    def features(self, gray: np.ndarray, human_mask=None) -> FrameFeatures:
-        """Detect and remember the keypoints of ``gray`` (to be the previous frame of the next call)."""
-        self._prev = _detect(self.detector, gray, human_mask)
-        return self._prev
+    def features(self, gray: np.ndarray, human_mask=None) -> None:
+        """Remember ``gray`` (and its mask) as the previous frame of the next :meth:`step`; its keypoints are
+        detected when a pair needs them."""
+        self._prev = _Deferred(gray, human_mask)
 
-    def estimate(self, prev_gray, gray, flow, *, human_mask=None) -> tuple[np.ndarray, int, str]:
-        """Homography prev -> cur (see :func:`estimate_homography`); remembers ``gray``'s keypoints."""
+    def _keypoints(self, frame: "FrameFeatures | _Deferred") -> FrameFeatures:
+        """``frame``'s keypoints, detected now if they were deferred (once per frame)."""
+        if not isinstance(frame, _Deferred):
+            return frame
+        if frame.error is not None:
+            raise frame.error
+        if frame.features is None:
+            frame.features = _detect(self.detector, frame.gray, frame.mask)
+        return frame.features
+
+    def step(self, prev_gray, gray, flow, *, human_mask=None) -> CameraStep:
+        """The camera motion from ``prev_gray`` to ``gray`` (see :func:`estimate_homography`); remembers ``gray``
+        as the next pair's previous frame.
+
+        With ``still_camera > 0`` and a detector, the flow matches are fitted first: when that fit is accepted
+        and moves no frame corner by more than ``still_camera`` px, it is the pair's homography and the pair is
+        still (no keypoints detected or matched). Otherwise the keypoint matches join the flow matches and the
+        fit is made again, as the reference does (its RANSAC draws the generator's next seed). Without a
+        detector (``matcher="flow"``) the one fit serves both.
+        """
         prev = self._prev
         if prev is None:
-            prev = self.features(prev_gray, human_mask)
-        cur = self.features(gray, human_mask)
-        kp_prev, kp_cur = (_keypoint_matches(prev, cur, self.norm, self.params.match_window)
-                           if self.detector is not None else (np.zeros((0, 2), np.float32),) * 2)
-        fl_prev, fl_cur = _flow_matches(prev_gray, flow, human_mask, self.params, prev.response)
+            self.features(prev_gray, human_mask)
+            prev = self._prev
+        self.features(gray, human_mask)
+        cur = self._prev
+        p = self.params
+        fl_prev, fl_cur = _flow_matches(prev_gray, flow, human_mask, p, prev.response)
+        h, w = prev_gray.shape[:2]
+        if p.still_camera > 0 or self.detector is None:
+            H, n = _fit(fl_prev, fl_cur, p, self.rng)
+            still = p.still_camera > 0 and n > p.min_inliers and corner_shift(H, w, h) <= p.still_camera
+            if still or self.detector is None:
+                return CameraStep(H, n, self.matcher_name, still)
+        kp_prev, kp_cur = _keypoint_matches(self._keypoints(prev), self._keypoints(cur), self.norm, p.match_window)
         prev_pts = np.concatenate([fl_prev, kp_prev]) if len(kp_prev) else fl_prev
         cur_pts = np.concatenate([fl_cur, kp_cur]) if len(kp_cur) else fl_cur
-        H, n = _fit(prev_pts, cur_pts, self.params, self.rng)
-        return H, n, self.matcher_name
+        H, n = _fit(prev_pts, cur_pts, p, self.rng)
+        return CameraStep(H, n, self.matcher_name, False)
+
+    def estimate(self, prev_gray, gray, flow, *, human_mask=None) -> tuple[np.ndarray, int, str]:
+        """``(H, inliers, matcher)`` of :meth:`step`."""
+        H, n, name, _ = self.step(prev_gray, gray, flow, human_mask=human_mask)
+        return H, n, name
 
 
 def _interior(H: np.ndarray, w: int, h: int, margin: float) -> np.ndarray:
@@ -538,7 +647,7 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
 
 def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[float], *, frame: np.ndarray,
                       prev_frame: np.ndarray, params: CameraParams, recompute, refine=None,
-                      device: str = "cpu") -> list[np.ndarray]:
+                      device: str = "cpu", still: bool = False) -> list[np.ndarray]:
     r"""The camera-compensated flow :math:`f^w_s` from frame t-1 to t on every pyramid level.
 
     ``params.warp_flow == "recompute"`` (the reference): frame t warped by :math:`H^{-1}`, its border band filled
@@ -570,6 +679,10 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
         ``"cuda"``: ``frame``, ``prev_frame`` (uint8) and ``flows`` are device arrays (CuPy), the warp and the
         derived flows are made there (:mod:`idtfv.idt._frame_cuda`) and ``recompute`` / ``refine`` get the warped
         frame on the device; ``H`` stays a host array.
+    still : bool
+        The pair is still (:attr:`CameraStep.still`): the flows are derived as ``"subtract"`` does, without the
+        border band, whatever ``params.warp_flow`` and ``warp_margin`` say (the flows as they are when
+        :math:`H = I`).
 
     Returns
     -------
@@ -584,9 +697,11 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
     else:
         raise ParameterError(f"compensated_flows: device must be 'cpu' or 'cuda', got {device!r}; resolve 'auto' "
                              "with idtfv.idt.device.resolve_device first")
-    margin = params.warp_margin
+    margin = 0.0 if still else params.warp_margin
     if margin <= 0 and is_identity(H):
         return flows
+    if still:
+        return [compensate(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
     if params.warp_flow == "recompute":
         return recompute(warp(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))
     if margin <= 0:

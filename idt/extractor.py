@@ -9,7 +9,9 @@ For every frame :math:`t \ge 1` (Wang & Schmid, ICCV 2013; LEAR's ``DenseTrackSt
    median-filtered (a :class:`idtfv.idt.flow.PyramidFlow`: Farnebäck, TV-L1 or DIS);
 3. ``compensate_camera``: homography :math:`H` from keypoint and flow matches, and the compensated flow
    :math:`f^w_s`, recomputed on :math:`I_t` warped by :math:`H^{-1}` with the reference's border band filled from
-   :math:`I_{t-1}`, or derived from :math:`f_s` (:mod:`idtfv.idt.camera`; ``warp_flow``, ``warp_margin``);
+   :math:`I_{t-1}`, or derived from :math:`f_s` (:mod:`idtfv.idt.camera`; ``warp_flow``, ``warp_margin``). A
+   still pair (the flow matches' own fit moves no frame corner by more than ``still_camera`` px) takes that fit,
+   detects no keypoints and derives :math:`f^w_s` (:meth:`idtfv.idt.camera.CameraMotion.step`);
 4. ``track``: each live track at level :math:`s` moves by :math:`f_s` at its (rounded) point and stores
    :math:`f^w_s` there as its compensated step; tracks that leave the frame end (:mod:`idtfv.idt.tracking`);
 5. ``describe``: integral histograms of level :math:`s` of :math:`I_{t-1}` (HOG) and of :math:`f^w_s` (HOF, MBH)
@@ -38,7 +40,8 @@ trajectories are the CPU path's).
 With ``IDTParams(threads=N)``, N > 1, on the CPU a **front thread** (:class:`_FrontThread`) runs up to two
 frames ahead of the **main thread**. What runs where, per frame t:
 
-* front thread: decoding and the size check, the human mask and keypoints (:meth:`_Steps.detect_ahead`), step 1,
+* front thread: decoding and the size check, the human mask (and the keypoints when every frame's are needed:
+  ``still_camera=0``, :meth:`_Steps.detect_ahead`; else a pair's homography detects them when it needs them), step 1,
   the HOG integral histograms of every level (:meth:`_Steps.hogs_ahead`: they depend on the frame alone; step 5
   uses them one frame later), step 2 and step 3's homography (:meth:`_Steps.homography`: keypoint and flow
   matches, RANSAC). With keypoints (the default preset) the homography is a job queued with the frame
@@ -55,10 +58,10 @@ frames ahead of the **main thread**. What runs where, per frame t:
 The default preset's work splits about evenly between the two (the front thread's flow and keypoints against
 the main thread's warped flow and histograms); the front thread makes the HOG histograms and the levels' corner
 responses (for step 7 and the next homography) only while it is ahead, else the main thread makes them, the
-same numbers either way. The other way round, the main thread, while it waits for an item, makes the keypoints
-of the frame two ahead of the front thread's (:class:`_KeypointJob`, with a twin of the camera's detector),
-which the front thread then takes instead of detecting them (the default preset's front thread was the slower
-one by ~10%). A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
+same numbers either way. The other way round, with ``still_camera=0``, the main thread, while it waits for an
+item, makes the keypoints of the frame two ahead of the front thread's (:class:`_KeypointJob`, with a twin of the
+camera's detector), which the front thread then takes instead of detecting them (that front thread was the
+slower one by ~10%). A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
 the one-thread order.
 
 On the device (``device="cuda"``) :class:`_HostAhead` runs instead, and only host work leaves the main thread:
@@ -101,8 +104,8 @@ from idtfv import __version__
 from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
-from idtfv.idt.camera import (CameraMotion, FrameFeatures, _detect, _make_detector, compensated_flows, is_identity,
-                              resolve_matcher)
+from idtfv.idt.camera import (CameraMotion, CameraStep, FrameFeatures, _detect, _make_detector, compensated_flows,
+                              detected_ahead, is_identity, resolve_matcher)
 from idtfv.idt.device import resolve_device
 from idtfv.idt.flow.farneback import FarnebackPyramidFlow
 from idtfv.idt.flow.pyramid import build_pyramid
@@ -510,7 +513,6 @@ class _CameraAhead(CameraMotion):
         if not self.ahead:
             return super().features(gray, human_mask)
         self._prev = self.ahead.popleft()
-        return self._prev
 
 
 def _on_device_flow(flow: FarnebackPyramidFlow):
@@ -567,6 +569,11 @@ class _Steps:
         self.camera_params = params.camera()
         self.camera = _CameraAhead(self.camera_params) if params.camera_motion else None  # RANSAC seeded by seed
         self.n_accepted = 0  # homographies accepted (not the identity)
+        self.n_still = 0  # still pairs (CameraStep.still: no keypoints, the compensated flow derived)
+        # whether a thread ahead detects every frame's keypoints (detect_ahead): not with still pairs possible,
+        # whose frames the camera detects only when a pair needs them (CameraMotion.step)
+        self.detects_ahead = (self.camera is not None and self.camera.detector is not None
+                              and self.camera_params.still_camera <= 0)
         self.device = resolve_device(params.device)  # "cpu" or "cuda" (an error or a warning when no device)
         # device="cuda" with our Farnebäck: the frame is uploaded once and steps 1-3 and 7 run on the device too
         # (the pyramid, the flows and the compensated flows are device arrays; see _on_device_flow)
@@ -642,7 +649,7 @@ class _Steps:
         if self.camera is None:
             return None
         mask = self.humans(frame_num, gray) if self.humans.enabled else None
-        if self.camera.detector is None:
+        if not self.detects_ahead:
             return mask, None
         with self.timer("camera"):
             return mask, _detect(self.camera.detector if detector is None else detector, gray, mask)
@@ -653,16 +660,18 @@ class _Steps:
         frame is the previous one), made ahead on a host thread (:class:`_HostAhead`). Host work on the frame
         alone: touches no device, neither the camera's state nor the flow's."""
         with self.timer("camera"):
-            features = _detect(detector, gray, mask)
+            # with still pairs possible a failed detection is kept, raised only if a pair needs the keypoints
+            features = _detect(detector, gray, mask) if self.detects_ahead else detected_ahead(detector, gray, mask)
             if self.camera_params.flow_matches > 0:
                 features.response = corner_response(gray, remember=False)
             return features
 
     def homography(self, frame_num: int, prev_gray: np.ndarray, gray: np.ndarray, flows: list[np.ndarray],
-                   ahead=None) -> np.ndarray:
-        """3a. The camera's homography ``(3, 3)`` from ``prev_gray`` (frame ``frame_num - 1``) to ``gray``, from
-        keypoint and flow matches (:meth:`detect_ahead`'s mask and keypoints when given). Frame after frame on one
-        thread: the camera keeps the previous frame's keypoints and RANSAC's generator."""
+                   ahead=None) -> CameraStep:
+        """3a. The camera's motion from ``prev_gray`` (frame ``frame_num - 1``) to ``gray``: its homography, from
+        keypoint and flow matches (:meth:`detect_ahead`'s mask and keypoints when given), and whether the pair is
+        still (:meth:`~idtfv.idt.camera.CameraMotion.step`). Frame after frame on one thread: the camera keeps the
+        previous frame's keypoints and RANSAC's generator."""
         if ahead is not None:
             mask, features = ahead
             if features is not None:
@@ -670,9 +679,8 @@ class _Steps:
         else:
             mask = self.humans(frame_num, gray) if self.humans.enabled else None
         with self.timer("camera"):
-            H, _, _ = self.camera.estimate(prev_gray, gray, _FlowAtPoints(flows[0]) if self.on_device
-                                           else flows[0], human_mask=mask)
-        return H
+            return self.camera.step(prev_gray, gray, _FlowAtPoints(flows[0]) if self.on_device else flows[0],
+                                    human_mask=mask)
 
     def compensate_camera(self, frame_num: int, gray: np.ndarray, flows: list[np.ndarray],
                           pyr: list | None = None, ahead=None, source=None, H=None) -> list[np.ndarray]:
@@ -681,22 +689,24 @@ class _Steps:
         homography are still the CPU's, from the host frames; the flow matches read only their points' vectors
         back (:class:`_FlowAtPoints`), and the warp and compensated flows are made from the device frames
         ``pyr[0]`` and the previous frame's. ``ahead`` is :meth:`detect_ahead`'s result for this frame when it
-        ran ahead, ``H`` the homography when it was estimated ahead (:meth:`homography`, :class:`_FrontThread`),
+        ran ahead, ``H`` the camera's motion when it was estimated ahead (:meth:`homography`, :class:`_FrontThread`),
         ``source`` where ``flows`` start (the flow's :meth:`~idtfv.idt.flow.PyramidFlow.step`) when the flow has
         moved on to the next frame already."""
         if self.camera is None:
             return flows
-        if H is None:
-            H = self.homography(frame_num, self.prev_gray, gray, flows, ahead)
+        motion = self.homography(frame_num, self.prev_gray, gray, flows, ahead) if H is None else H
+        H, still = motion.H, motion.still
         self._flow_source = source
         self.n_accepted += not is_identity(H)
+        self.n_still += still
         with self.timer("warp_flow"):
             if self.on_device:
                 return compensated_flows(H, flows, self.factors, frame=pyr[0], prev_frame=self.prev_pyr[0],
                                          params=self.camera_params, recompute=self._flow_to, refine=self._refine_to,
-                                         device="cuda")
+                                         device="cuda", still=still)
             return compensated_flows(H, flows, self.factors, frame=gray, prev_frame=self.prev_gray,
-                                     params=self.camera_params, recompute=self._flow_to, refine=self._refine_to)
+                                     params=self.camera_params, recompute=self._flow_to, refine=self._refine_to,
+                                     still=still)
 
     def _flow_to(self, warped: np.ndarray) -> list[np.ndarray]:
         return self.flow.flow_from_previous(self._build_pyramid(warped, self.sizes), source=self._flow_source)
@@ -890,7 +900,7 @@ class _Frame(NamedTuple):
     pyr: list
     flows: list
     ahead: tuple | None = None  # _Steps.detect_ahead's (mask, keypoints)
-    H: object = None  # the homography from the frame before (_Steps.homography), or its _HomographyJob
+    H: object = None  # the camera's motion from the frame before (_Steps.homography), or its _HomographyJob
     flow_source: object = None  # where the flows start (PyramidFlow.step), for the warped flow
     hogs: list | None = None  # the HOG integral histogram of every level (_Steps.hogs_ahead)
 
@@ -1239,9 +1249,10 @@ class _FrontThread(_AheadThread):
         self._permits = threading.Semaphore(_AHEAD + 1 if steps.flow_ahead else 1)
         self._free_hogs: queue.SimpleQueue = queue.SimpleQueue()  # HOG arrays the main thread is done with
         # keypoints of a frame ahead, offered to the main thread while it waits (:meth:`_frames_and_jobs`; only
-        # without human masks, whose detector keeps state frame after frame on the front thread)
+        # when every frame's keypoints are detected ahead, and without human masks, whose detector keeps state
+        # frame after frame on the front thread). With still pairs possible the homography jobs detect them
         camera = steps.camera
-        self._share = camera is not None and camera.detector is not None and not steps.humans.enabled
+        self._share = steps.detects_ahead and not steps.humans.enabled
         self._job: _KeypointJob | None = None
         self._main_detector = None  # the main thread's twin of the camera's detector, made on first use
         # whether the homographies go to whichever thread has time (:meth:`_run_homographies`): with keypoints
@@ -1579,14 +1590,14 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
                 on_frame(n_seen, total)
             if frames_in_batch >= batch_frames:
                 if batch:
-                    yield concatenate(batch, info=dict(info, frames=n_seen,
-                                                       homographies_accepted=steps.n_accepted))
+                    yield concatenate(batch, info=dict(info, frames=n_seen, homographies_accepted=steps.n_accepted,
+                                                       still_pairs=steps.n_still))
                 batch, frames_in_batch = [], 0
         if n_seen < 2:
             raise opened.too_short(n_seen)
         if on_frame is not None and total is not None and total != n_seen:
             on_frame(n_seen, n_seen)  # the header's estimate was wrong: the bar ends at the frames decoded
-        info.update(frames=n_seen, homographies_accepted=steps.n_accepted)
+        info.update(frames=n_seen, homographies_accepted=steps.n_accepted, still_pairs=steps.n_still)
         humans.finish(info)
         # the last batch carries the final info (frames seen, homographies accepted)
         yield concatenate(batch, info=info)

@@ -112,7 +112,7 @@ NON_DEFAULT = {
     "dis_preset": "2", "dis_finest_scale": "0", "dis_per_level": None, "median_ksize": "3", "camera_motion": None,
     "warp_flow": ("subtract", "recompute"), "matcher": "orb", "surf_hessian": "300", "orb_features": "500", "match_window": "20",
     "flow_matches": "200", "flow_match_min": "0.25", "ransac_threshold": "2", "min_inliers": "10",
-    "min_matches": "30", "warp_margin": "2.5", "resize_width": "160", "start": "2", "end": "10",
+    "min_matches": "30", "warp_margin": "2.5", "still_camera": "0.5", "resize_width": "160", "start": "2", "end": "10",
     "boxes": "boxes.txt", "detect_humans": None, "detect_every": "3", "humans_cache": "", "seed": "7",
     "device": "cuda", "threads": "2",
 }

@@ -195,7 +195,7 @@ def _extract(cp):
 
     frames = tiny_frames(frames=14, width=96, height=72, motion=(2, 1))
     out = [extract(frames, IDTParams(track_length=9, device="cuda", **options))
-           for options in ({"scales": 2}, {"camera_motion": False, "scales": 4})]
+           for options in ({"scales": 2, "still_camera": 0}, {"camera_motion": False, "scales": 4})]
     assert all(len(t) > 20 for t in out)  # not vacuous: tracks finished
     return [[getattr(t, n) for n in ("meta", "traj", "hog", "hof", "mbhx", "mbhy")] for t in out]
 

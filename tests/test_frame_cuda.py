@@ -447,7 +447,8 @@ def test_emulated_extract_on_cuda_meets_the_parity_bar(emulated_extract, monkeyp
     _count_calls(monkeypatch, farneback_cuda.CudaFarnebackPyramidFlow, ("solve",), calls)
     _count_calls(monkeypatch, farneback_cuda, ("build_pyramid_cuda",), calls)
     _count_calls(monkeypatch, sampling, ("corner_response",), calls)
-    params = IDTParams(track_length=9, scales=2, warp_flow=warp_flow)
+    # still_camera=0: every pair takes warp_flow's path (the clip's pairs would be still ones, derived flows)
+    params = IDTParams(track_length=9, scales=2, warp_flow=warp_flow, still_camera=0)
     cpu = extract(_clip(), params)
     n_host_responses = calls.pop("corner_response", 0)  # the CPU run's sampling and flow matches
     gpu = extract(_clip(), params.replace(device="cuda"))

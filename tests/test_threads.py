@@ -64,10 +64,10 @@ def _front_threads() -> list[threading.Thread]:
 
 
 @requires_shared
-@pytest.mark.parametrize("preset", ["default", "fast"])
-def test_threads_1_2_3_give_the_same_bytes_on_a_real_clip(preset):
+@pytest.mark.parametrize("preset, options", [("default", {}), ("default", {"still_camera": 0}), ("fast", {})])
+def test_threads_1_2_3_give_the_same_bytes_on_a_real_clip(preset, options):
     make = IDTParams if preset == "default" else IDTParams.fast
-    runs = [extract(VTEST, make(start=100, end=130, threads=n)) for n in (1, 2, 3)]
+    runs = [extract(VTEST, make(start=100, end=130, threads=n, **options)) for n in (1, 2, 3)]
     assert len(runs[0]) > 100  # not vacuous: tracks finished on the real clip's levels
     assert runs[0].info["homographies_accepted"] > 0
     assert _same(runs[0], runs[1]) and _same(runs[0], runs[2])
@@ -144,10 +144,11 @@ def test_the_front_thread_solves_the_next_flow_beside_the_warped_flow(monkeypatc
     monkeypatch.setattr(FarnebackPyramidFlow, "step", counting_step)
     monkeypatch.setattr(FarnebackPyramidFlow, "flow_from_previous", waiting_side)
     frames = tiny_frames(frames=10, width=160, height=120, motion=(3, 1))
-    two = extract(frames, IDTParams(threads=2, warp_margin=5))
+    # still_camera=0: every pair solves its warped flow (this clip's camera is still: none would)
+    two = extract(frames, IDTParams(threads=2, warp_margin=5, still_camera=0))
     assert len(seen) >= 6 and all(seen[:-1])  # every frame but the last has a next one to wait for
     monkeypatch.setattr(FarnebackPyramidFlow, "flow_from_previous", side)
-    assert _same(extract(frames, IDTParams(warp_margin=5)), two)
+    assert _same(extract(frames, IDTParams(warp_margin=5, still_camera=0)), two)
 
 
 @pytest.mark.parametrize("pattern", ["always", "never", "alternate"])
@@ -191,7 +192,8 @@ def test_keypoints_made_by_the_main_thread_give_the_same_bytes(monkeypatch, patt
     monkeypatch.setattr(ex._FrontThread, "_keypoints", elsewhere)
     monkeypatch.setattr(ex._FrontThread, "_help", lambda self: False)
     frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
-    assert _same(extract(frames, IDTParams()), extract(frames, IDTParams(threads=2)))
+    params = IDTParams(still_camera=0)  # every frame's keypoints detected ahead (no still pairs)
+    assert _same(extract(frames, params), extract(frames, params.replace(threads=2)))
     assert len(ran_elsewhere) == {"always": 13, "never": 0, "alternate": 6}[pattern]
 
 
@@ -304,10 +306,11 @@ def test_the_main_thread_makes_keypoints_while_it_waits(monkeypatch):
         return step(self, pyramid)
 
     frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
-    one = extract(frames, IDTParams())
+    params = IDTParams(still_camera=0)  # every frame's keypoints detected ahead (no still pairs)
+    one = extract(frames, params)
     monkeypatch.setattr(ex._FrontThread, "_help", counting_help)
     monkeypatch.setattr(FarnebackPyramidFlow, "step", slow_step)
-    assert _same(one, extract(frames, IDTParams(threads=2)))
+    assert _same(one, extract(frames, params.replace(threads=2)))
     assert sum(helped) >= 3
 
 
