@@ -16,8 +16,8 @@ per-stage time breakdown, peak RSS, the ``.npz`` size against the LEAR text of t
 then it replaces the ``## idt`` section of ``bench/RESULTS.md``.
 
 Usage: ``python bench/bench_idt.py [--frames 201] [--configs baseline,default,recompute,orb,fast] [--clips]
-[--no-write]`` (configs: baseline, default, every-pair, recompute, subtract, orb, fast, dis; ``--clips`` adds the fidelity of
-the default and fast presets on the other reference clips, ~1-2 min more).
+[--no-write]`` (configs: baseline, default, every-pair, recompute, subtract, orb, fast, dis; ``--clips`` adds the
+fidelity of the default and fast presets on the other reference clips, ~1-2 min more).
 """
 
 from __future__ import annotations
