@@ -96,6 +96,15 @@ def test_trajectory_count_per_frame(clip):
     assert np.corrcoef(cr, co)[0, 1] > 0.9
 
 
+@pytest.mark.parametrize("clip, lo, hi", [("boxing", 0.9, 1.0), ("vtest", 0.9, 1.0), ("carphone", 0.0, 0.05)])
+def test_still_pairs_are_the_still_cameras(clip, lo, hi):
+    """The still-camera rule (``still_camera``) takes the tripod clips' pairs (KTH, the surveillance camera) and
+    leaves the hand-held carphone's to the reference's steps; the fidelity above is measured with it."""
+    _, ours = pair(clip)
+    share = ours.info["still_pairs"] / (ours.info["frames"] - 1)
+    assert lo <= share <= hi, share
+
+
 def test_frame_numbers_and_positions_follow_lear_conventions():
     ref, ours = pair("boxing")
     n = CLIPS["boxing"][2]
