@@ -104,7 +104,7 @@ from idtfv import __version__
 from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
-from idtfv.idt.camera import (CameraMotion, CameraStep, FrameFeatures, _detect, _make_detector, compensated_flows,
+from idtfv.idt.camera import (CameraMotion, CameraStep, _detect, _make_detector, compensated_flows,
                               detected_ahead, is_identity, resolve_matcher)
 from idtfv.idt.device import resolve_device
 from idtfv.idt.flow.farneback import FarnebackPyramidFlow
@@ -507,7 +507,7 @@ class _CameraAhead(CameraMotion):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.ahead: collections.deque = collections.deque()  # FrameFeatures of the next frames, in frame order
+        self.ahead: collections.deque = collections.deque()  # keypoints made ahead for the next frames, in frame order
 
     def features(self, gray, human_mask=None):
         if not self.ahead:
@@ -654,14 +654,15 @@ class _Steps:
         with self.timer("camera"):
             return mask, _detect(self.camera.detector if detector is None else detector, gray, mask)
 
-    def keypoints_ahead(self, gray: np.ndarray, mask: np.ndarray | None, detector) -> FrameFeatures:
+    def keypoints_ahead(self, gray: np.ndarray, mask: np.ndarray | None, detector):
         """A frame's keypoints and descriptors (with ``detector``, this thread's twin of the camera's; none when
         the camera has no detector) and the corner response of the frame (its flow matches' corners, when the
-        frame is the previous one), made ahead on a host thread (:class:`_HostAhead`). Host work on the frame
-        alone: touches no device, neither the camera's state nor the flow's."""
+        frame is the previous one), made ahead on a host thread (:class:`_HostAhead`), for the camera to take
+        (:func:`idtfv.idt.camera.detected_ahead`). Host work on the frame alone: touches no device, neither the
+        camera's state nor the flow's."""
         with self.timer("camera"):
-            # with still pairs possible a failed detection is kept, raised only if a pair needs the keypoints
-            features = _detect(detector, gray, mask) if self.detects_ahead else detected_ahead(detector, gray, mask)
+            # a failed detection is kept, raised by the homography of a pair that needs the keypoints (at its frame)
+            features = detected_ahead(detector, gray, mask)
             if self.camera_params.flow_matches > 0:
                 features.response = corner_response(gray, remember=False)
             return features
@@ -1101,7 +1102,7 @@ class _HostAhead(_AheadThread):
         self._start(depth=self.depth, name="idt-decode", stats={})
 
     # ---- the decode thread and the host threads
-    def _keypoints(self, gray: np.ndarray, mask: np.ndarray | None) -> FrameFeatures:
+    def _keypoints(self, gray: np.ndarray, mask: np.ndarray | None):
         detector = getattr(self._local, "detector", False)
         if detector is False:  # OpenCV's detectors are not documented as safe to share between threads
             detector = self._local.detector = _make_detector(self._matcher, self.steps.camera_params)[0]

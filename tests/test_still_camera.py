@@ -130,18 +130,16 @@ def test_a_rejected_flow_fit_is_not_still():
     assert not step.still and counting.calls == 2
 
 
-def test_without_a_detector_the_one_fit_serves_both():
+def test_without_a_detector_the_one_fit_serves_both(monkeypatch):
     """matcher="flow" (the fast preset's camera): one fit per pair, still or not, as before the rule existed."""
     prev, cur, flow = _pair(0.1, -0.05)
+    calls = []
+    fit = camera._fit
+    monkeypatch.setattr(camera, "_fit", lambda *a, **k: (calls.append(1), fit(*a, **k))[1])
     for still_camera, still in ((0.25, True), (0.0, False)):
         cm = CameraMotion(IDTParams(matcher="flow", still_camera=still_camera).camera(), rng=np.random.default_rng(3))
-        calls = []
-        fit = camera._fit
-        try:
-            camera._fit = lambda *a, **k: (calls.append(1), fit(*a, **k))[1]
-            step = cm.step(prev, cur, flow)
-        finally:
-            camera._fit = fit
+        calls.clear()
+        step = cm.step(prev, cur, flow)
         assert step.still is still and len(calls) == 1
         np.testing.assert_allclose(step.H, _translation(0.1, -0.05), atol=1e-4)
 
