@@ -22,7 +22,8 @@ homography, no keypoints are detected or matched, and the compensated flow is de
 (``compensate_flow``, no border band) instead of solved again (:meth:`CameraMotion.step`,
 ``compensated_flows(..., still=True)``). On the reference clips this kept every fidelity figure within 0.002 of
 the reference's steps on every pair (static-camera KTH and vtest: nearly every pair still; the moving-camera
-carphone: none), and made a static-camera extraction about a third faster (``bench/RESULTS.md``).
+carphone: none), and halved the CPU of vtest's frames 0-200 (``bench/bench_idt.py``: the default against
+``every-pair``, ``still_camera=0``).
 
 As the reference: a homography is fitted only with more than 50 matches (``min_matches``); a flow match pairs
 :math:`p` with its *rounded* position plus the flow read there; and the warped frame takes frame :math:`t-1`'s

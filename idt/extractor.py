@@ -1276,7 +1276,8 @@ class _FrontThread(_AheadThread):
         condition keeps a front thread that is the slower one (the default preset's still pairs leave the main
         thread only the tracking and descriptors) from taking more: paired in-process runs on 2 cores, vtest
         frames 0-300, 8 rounds: 7 % less wall time for the default, none for the fast preset; ``bench_threads``
-        back to back, whole processes: the speed-up of 2 threads 1.71 -> 1.74x (default), 1.64 -> 1.76x (fast).
+        once with each rule back to back, whole processes: the speed-up of 2 threads 1.71 -> 1.74x (default),
+        1.64 -> 1.76x (fast; the old rule's run with ``--no-write``, the new one's is in ``bench/RESULTS.md``).
         Either way the bytes are the same; only who computes them changes."""
         stats = self.stats
         return not self._items.empty() and stats["front_wait"] >= stats["main_wait"]

@@ -154,8 +154,9 @@ class IDTParams:
         (as ``warp_flow="subtract"``, without the border band) instead of solved again. Other pairs take the
         reference's steps. 0.25 (a quarter pixel per frame): on the reference clips every fidelity figure stayed
         within 0.002 of ``still_camera=0``, nearly every pair of the static-camera KTH and vtest clips was still
-        and none of the moving-camera carphone's, and a static-camera extraction took about a third less CPU
-        (``bench/RESULTS.md``). 0: every pair as the reference.
+        and none of the moving-camera carphone's, and the extraction of vtest's frames 0-200 took about half the
+        CPU (``bench/bench_idt.py``, in-process: the default against ``every-pair``, ``still_camera=0``). 0: every
+        pair as the reference.
     resize_width : int or None
         The working width: frames wider than this are shrunk to it (keeping the aspect ratio, ``cv2.INTER_AREA``)
         before extraction. None (default): :data:`WORKING_WIDTH` (640 px), which bounds memory for landscape input
