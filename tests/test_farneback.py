@@ -277,6 +277,39 @@ def test_looking_ahead_gives_the_flows_of_the_one_thread_order():
     assert any(f.any() for f in want[-1][1])  # not vacuous: non-zero flows
 
 
+@pytest.mark.parametrize("poly_n, sigma, iterations", [(7, 1.5, 2), (5, 1.1, 1), (7, 1.5, 3)])
+def test_pyramid_flow_is_the_level_by_level_solve(poly_n, sigma, iterations):
+    """With the 5x5 median each level is one kernel call (``_level_nb.level_flow``: the prior's rescaling, the
+    terms, the rounds, the median): the flows equal, bit for bit, a coarse-to-fine loop written out here from the
+    public pieces: the 3x3 presmoothing, :func:`poly_expansion`, :func:`farneback_level` (kernel by kernel),
+    ``cv2.medianBlur`` per plane, and the prior resized by OpenCV and scaled by NumPy."""
+    d = np.broadcast_to(np.float32([1.3, -0.6]), (H, W, 2))
+    i1, i2 = shifted_pair(d, seed=11)
+    levels1, levels2 = pyramid(i1, 4), pyramid(i2, 4)
+    fp = FarnebackPyramidFlow(poly_n=poly_n, poly_sigma=sigma, iterations=iterations)
+    fp(levels1)
+    got = fp(levels2)
+
+    def expand(lvl):
+        return poly_expansion(cv2.GaussianBlur(lvl, (3, 3), 0), poly_n=poly_n, poly_sigma=sigma)
+
+    want = [None] * len(levels1)
+    prior = None
+    for s in range(len(levels1) - 1, -1, -1):
+        h, w = levels1[s].shape
+        if prior is not None:
+            h0, w0 = prior.shape[:2]
+            prior = np.dstack([cv2.resize(np.ascontiguousarray(prior[..., c]), (w, h), interpolation=cv2.INTER_LINEAR)
+                               for c in range(2)])
+            prior[..., 0] *= np.float32(w / w0)
+            prior[..., 1] *= np.float32(h / h0)
+        flow = farneback_level(expand(levels1[s]), expand(levels2[s]), prior, iterations=iterations)
+        want[s] = prior = np.dstack([cv2.medianBlur(np.ascontiguousarray(flow[..., c]), 5) for c in range(2)])
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and a.tobytes() == b.tobytes()
+    np.testing.assert_allclose(np.median(got[0][12:-12, 12:-12].reshape(-1, 2), axis=0), [1.3, -0.6], atol=0.1)
+
+
 def test_bad_parameters():
     with pytest.raises(ParameterError, match="median"):
         FarnebackPyramidFlow(median=4)

@@ -62,6 +62,13 @@ def _median_kernels():
     return _median_nb
 
 
+def _level_kernels():
+    """The one-call level kernel's module (:mod:`idtfv.idt.flow._level_nb`; loaded on first use)."""
+    from idtfv.idt.flow import _level_nb
+
+    return _level_nb
+
+
 # ------------------------------------------------------------------------------------- OpenCV, two frames
 @dataclass(frozen=True)
 class FarnebackParams:
@@ -428,9 +435,25 @@ class FarnebackPyramidFlow(PyramidFlow):
 
     def _solve(self, prev: list[np.ndarray], cur: list[np.ndarray], works: list[_Workspace]) -> list[np.ndarray]:
         outputs = {}
+        # the 5x5 median (the extractor's): each level's kernels in one call (_level_nb.level_flow, the same
+        # numbers), the prior's rescaling included; else kernel by kernel
+        one_call = self.median == 5
 
         def level(s, prior):  # refine, then filter: the filtered flow is the next level's prior and the output
             work = works[s]
+            if one_call:
+                nb = _kernels()
+                if prior is None:  # the coarsest level: from zero flow
+                    init, ratio_x, ratio_y, rescale = work.flow, 1.0, 1.0, False
+                    init.fill(0.0)
+                else:
+                    init, ratio_x, ratio_y = prior
+                    rescale = True
+                outputs[s] = np.empty(cur[s].shape[:2] + (2,), np.float32)
+                _level_kernels().level_flow(prev[s], cur[s], init, np.float32(ratio_x), np.float32(ratio_y), rescale,
+                                            work.m, self._window, nb.DET_EPS, work.flow, nb.BORDER_WEIGHTS,
+                                            self.iterations, work.med, outputs[s])
+                return work.med
             flow = _level(prev[s], cur[s], prior, self.winsize, self.iterations, self.window, work, self._window)
             filtered, outputs[s] = _median(flow, self.median, work)
             return filtered
@@ -439,8 +462,11 @@ class FarnebackPyramidFlow(PyramidFlow):
             work = works[s]
             h, w = cur[s].shape[:2]
             h0, w0 = coarser.shape[1:]
-            for c, ratio in ((0, w / w0), (1, h / h0)):
+            for c in range(2):
                 cv2.resize(coarser[c], (w, h), dst=work.init[c], interpolation=cv2.INTER_LINEAR)
+            if one_call:  # rescaled by level()'s kernel
+                return work.init, w / w0, h / h0
+            for c, ratio in ((0, w / w0), (1, h / h0)):
                 work.init[c] *= np.float32(ratio)
             return work.init
 
