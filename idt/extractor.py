@@ -1462,7 +1462,7 @@ def _decoded(frames, timer: _Timer) -> Iterator[np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- the driver
 def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backend: str = "auto",
-                      batch_frames: int = 32, timings: dict | None = None,
+                      batch_frames: int = 32, batch_rows: int | None = None, timings: dict | None = None,
                       on_frame=None, on_tracks=None, count_frames: bool = True) -> Iterator[Trajectories]:
     """Extract trajectories as they finish, in batches (bounded memory).
 
@@ -1477,6 +1477,9 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         Video decoding backend for :mod:`idtfv.video` (``"auto"``, ``"opencv"``, ``"pyav"``).
     batch_frames : int
         Yield the trajectories finished during this many frames together (empty batches are not yielded).
+    batch_rows : int or None
+        Also yield as soon as the batch holds at least this many trajectories (None: by ``batch_frames`` only),
+        which bounds a batch's memory on dense footage while sparse footage still gets few, large batches.
     timings : dict or None
         If given, seconds per stage (:data:`STAGES`, every one a key: 0 for a stage that does not run) are
         accumulated into it.
@@ -1507,6 +1510,8 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         raise ParameterError(f"params: expected an IDTParams, got {type(params).__name__}")
     if not isinstance(batch_frames, int) or batch_frames < 1:
         raise ParameterError(f"batch_frames: expected a positive integer, got {batch_frames!r}")
+    if batch_rows is not None and (not isinstance(batch_rows, int) or batch_rows < 1):
+        raise ParameterError(f"batch_rows: expected a positive integer or None, got {batch_rows!r}")
     from idtfv.video import BACKENDS
 
     if backend not in BACKENDS:  # also with frames, which use none: a typo must not pass unnoticed
@@ -1562,7 +1567,7 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         steps.start(frame_num, first)
         info.update(width=int(w), height=int(h), scales=[float(f) for f in steps.factors])
         batch: list[Trajectories] = []
-        frames_in_batch = 0
+        frames_in_batch = rows_in_batch = 0
         n_seen = 1
         if on_frame is not None:
             on_frame(1, total)
@@ -1583,9 +1588,11 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
             if steps.executor is None:
                 moved = steps.track(flows, flows_w)
                 steps.describe(moved, flows_w)
-                batch.extend(steps.finish(frame_num))
+                finished = steps.finish(frame_num)
             else:
-                batch.extend(steps.levels(frame_num, flows, flows_w))
+                finished = steps.levels(frame_num, flows, flows_w)
+            batch.extend(finished)
+            rows_in_batch += sum(len(t) for t in finished)
             if on_tracks is not None and len(steps.pools[0]):
                 on_tracks(frame_num, gray, *steps.live_tracks())
             steps.sample(pyr)
@@ -1596,11 +1603,11 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
             frames_in_batch += 1
             if on_frame is not None:
                 on_frame(n_seen, total)
-            if frames_in_batch >= batch_frames:
+            if frames_in_batch >= batch_frames or (batch_rows is not None and rows_in_batch >= batch_rows):
                 if batch:
                     yield concatenate(batch, info=dict(info, frames=n_seen, homographies_accepted=steps.n_accepted,
                                                        still_pairs=steps.n_still))
-                batch, frames_in_batch = [], 0
+                batch, frames_in_batch, rows_in_batch = [], 0, 0
         if n_seen < 2:
             raise opened.too_short(n_seen)
         if on_frame is not None and total is not None and total != n_seen:
@@ -1667,11 +1674,15 @@ def _writer_threads(out, format, compresslevel, threads: int) -> int:
     return 1 if output_format(out, format) == "npz" and compresslevel is None else threads
 
 
-#: Frames whose finished trajectories :func:`extract_to_file` hands to the writer at once: each frame's as it
-#: finishes. The batch is held twice (its parts and their concatenation), so its size sets the peak above the
-#: steady state on dense footage (bikes, 320x240, ~200 trajectories finishing per frame: 314 MB peak RSS with 32
-#: frames per batch, 254 MB with 1; the same bytes, and no CPU cost measured on KTH or bikes).
-_WRITE_EVERY = 1
+#: The batches :func:`extract_to_file` hands to the writer: the trajectories finished since the last one, handed
+#: over once they number :data:`_WRITE_ROWS` or :data:`_WRITE_FRAMES` frames went by. A batch is held twice (its
+#: parts and their concatenation), so a bound in rows bounds the peak above the steady state whatever the footage's
+#: density (bikes, 320x240, ~200 trajectories finishing per frame: 314 MB peak RSS with 32 frames per batch, 254 MB
+#: with 1), while sparse footage (vtest: ~45 a frame) is not written frame by frame: each write is a fixed cost of
+#: Python on the main thread, which with ``--threads`` also holds the GIL the front thread needs (whole processes on
+#: 2 cores, vtest, alternating: see issue 12's closing note of 2026-12-04). The bytes are the same either way.
+_WRITE_ROWS = 512
+_WRITE_FRAMES = 32
 
 
 def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, format: str | None = None,
@@ -1713,6 +1724,6 @@ def extract_to_file(path_or_frames, out, params: IDTParams | None = None, *, for
         # their t_pos needs the frame count first (one more decode pass, as before)
         for part in iter_trajectories(path_or_frames, params, backend=backend, timings=timings, on_frame=on_frame,
                                       on_tracks=on_tracks, count_frames=writer.format == "lear",
-                                      batch_frames=_WRITE_EVERY):
+                                      batch_frames=_WRITE_FRAMES, batch_rows=_WRITE_ROWS):
             writer.write(part)
     return writer

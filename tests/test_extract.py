@@ -144,6 +144,36 @@ def test_deterministic_bytes_and_streaming(tmp_path):
     json.dumps(a.info)
 
 
+def test_batches_bounded_in_rows():
+    """``batch_rows``: a batch is yielded once it holds that many trajectories (or ``batch_frames`` frames went by),
+    so each batch but the last ends at the first frame where its count reached the bound; the rows, concatenated,
+    are those of one batch per frame, in order."""
+    frames = object_frames()
+    p = IDTParams(seed=3)
+    per_frame = [t for t in idt.iter_trajectories(iter(frames), p, batch_frames=1) if len(t)]  # (the last: empty)
+    ends = [int(t.meta[0, 0]) for t in per_frame]  # each per-frame batch's frame (all its rows end there)
+    assert all((t.meta[:, 0] == e).all() for t, e in zip(per_frame, ends))
+    counts = dict(zip(ends, (len(t) for t in per_frame)))
+    bound = 3 * max(1, int(np.median(list(counts.values()))))
+    parts = list(idt.iter_trajectories(iter(frames), p, batch_frames=10_000, batch_rows=bound))
+    assert 1 < len(parts) < len(per_frame)  # not vacuous: batches of several frames, more than one
+    # planted truth from the per-frame counts: where each batch must end
+    want_sizes, size = [], 0
+    for e in ends:
+        size += counts[e]
+        if size >= bound:
+            want_sizes.append(size)
+            size = 0
+    want_sizes.append(size)  # the last batch, yielded at the end whatever its size (it carries the final info)
+    assert [len(t) for t in parts] == want_sizes
+    assert all(len(t) >= bound for t in parts[:-1])
+    whole, parted = idt.concatenate(per_frame), idt.concatenate(parts)
+    np.testing.assert_array_equal(parted.meta, whole.meta)
+    np.testing.assert_array_equal(parted.mbhy, whole.mbhy)
+    with pytest.raises(ParameterError, match="batch_rows"):
+        next(idt.iter_trajectories(iter(frames), p, batch_rows=0))
+
+
 def test_colour_frames_and_video_file(tiny_video):
     path = tiny_video(frames=18, width=64, height=48)
     t = idt.extract(path, IDTParams(matcher="orb"))
