@@ -36,14 +36,30 @@ def write_section(section: str, text: str, *, path: Path = RESULTS) -> None:
     _replace(path, new)
 
 
-def stamp() -> str:
-    """``"x86_64, 2026-12-03 08:00 UTC, load average 1.3"``: the machine, the time and the load of a run."""
-    import datetime
+def machine() -> str:
+    """``"x86_64 AMD EPYC"``: the architecture and the CPU's model name (``/proc/cpuinfo``; the architecture alone
+    where there is none), so that figures taken on different hosts are not read as one machine's."""
     import platform
+
+    arch = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return f"{arch} {' '.join(line.split(':', 1)[1].split())}"
+    except OSError:
+        pass
+    return arch
+
+
+def stamp() -> str:
+    """``"x86_64 AMD EPYC, 2026-12-03 08:00 UTC, load average 1.3"``: the machine (:func:`machine`), the time and
+    the load of a run."""
+    import datetime
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{platform.machine()}, {now}, load average {load:.1f}"
+    return f"{machine()}, {now}, load average {load:.1f}"
 
 
 def byte_compile_package() -> None:

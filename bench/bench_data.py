@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import cv2
 from idtfv.data.synthetic import generate_dataset
 from idtfv.video import iter_frames, probe_video
 
-from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## data"
 SHARED_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
@@ -84,7 +83,7 @@ def main(argv=None):
         probe_all = time.perf_counter() - t
         assert manifest.exists()
     lines = [SECTION, "",
-             f"`python bench/bench_data.py` on {platform.machine()}, {os.cpu_count()} CPUs, OpenCV {cv2.__version__}, "
+             f"`python bench/bench_data.py` on {machine()}, {os.cpu_count()} CPUs, OpenCV {cv2.__version__}, "
              f"one OpenCV thread, best of {args.repeat}. Clip: `{clip.name}` ({n} frames).", "",
              "| decode | bare cv2 loop (frames/s) | idtfv.video (frames/s) | time ratio ours/bare |",
              "|---|---|---|---|"]

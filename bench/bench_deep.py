@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -29,7 +28,7 @@ from idtfv.deep.data import MODALITIES
 from idtfv.deep.stage import SNIPPET_LEN
 from idtfv.deep.models import MODELS, build_model
 
-from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## deep"
 BASELINE = "spatial"
@@ -100,7 +99,7 @@ def main(argv=None) -> int:
               f"clips/CPU-s  x{cpu_rates[name] / cpu_rates[BASELINE]:.3f} vs {BASELINE} (CPU time)", flush=True)
     lines = [SECTION, "",
              f"`python bench/bench_deep.py --reps {args.reps} --batch {args.batch} --threads {args.threads} "
-             f"--width-div {args.width_div} --device {args.device}` on {platform.machine()} ({os.cpu_count()} "
+             f"--width-div {args.width_div} --device {args.device}` on {machine()} ({os.cpu_count()} "
              f"cores visible), torch {torch.__version__}. Forward + backward + SGD step at the standard input "
              f"size, batch {args.batch} (reduced), ResNet depth {args.depth}, widths / {args.width_div} "
              f"(reduced); best of {args.reps} steps after a warm-up. `clips/CPU-s` divides by this process's "

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## demo"
 HERE = Path(__file__).resolve().parent
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     times = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in log)
     text = "\n".join([
         SECTION, "",
-        f"`python bench/bench_demo.py --jobs {args.jobs} --seed {args.seed}` ({platform.machine()}, "
+        f"`python bench/bench_demo.py --jobs {args.jobs} --seed {args.seed}` ({machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {now}; load average {load:.1f} at the end). "
         f"The built-in default dataset ({plain['n_classes']} classes), split 1: {plain['n']} test clips of unseen "
         f"actors (one clip = {100 / plain['n']:.1f} points; chance {100 / plain['n_classes']:.1f}%). Each command "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -25,7 +24,7 @@ from idtfv.idt.descriptors import (DescriptorLayout, cell_descriptor_rows, cell_
                                    frame_histograms)
 from idtfv.idt.sampling import corner_response  # noqa: E402
 
-from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## descriptors"
 
@@ -123,7 +122,7 @@ def main(argv=None):
     lines = [
         SECTION,
         "",
-        f"`python bench/bench_descriptors.py` ({platform.processor() or platform.machine()}, one thread, CPU time, "
+        f"`python bench/bench_descriptors.py` ({machine()}, one thread, CPU time, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}). Median (min) ms.",
         "",
         "| what | Numba | NumPy baseline | speed-up |",

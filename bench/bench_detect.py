@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## detection"
 HERE = Path(__file__).resolve().parent
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     minutes = "" if args.minutes == 10 else f" --minutes {args.minutes:g}"
     text = "\n".join([
         SECTION, "",
-        f"`python bench/bench_detect.py --jobs {args.jobs} --seed {args.seed}{minutes}` ({platform.machine()}, "
+        f"`python bench/bench_detect.py --jobs {args.jobs} --seed {args.seed}{minutes}` ({machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {now}; load average {load:.1f} at the end). "
         "SVMs trained on split 1 of the trimmed default dataset (`make demo`), windows of 1, 2, 4 and 8 s every "
         "quarter of their length, temporal NMS at IoU 0.3; THUMOS'14 mAP by `idtfv evaluate --detections`, the "

@@ -23,7 +23,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -37,7 +36,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from _clips import CHANNELS, clip_arrays  # noqa: E402  (bench/ is the script's directory)
-from _results import readme_row, write_block  # noqa: E402
+from _results import machine, readme_row, write_block  # noqa: E402
 
 SECTION = "## encoding"
 BLOCK = "bench_encode"
@@ -195,7 +194,7 @@ def main(argv=None) -> int:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     gmm_total = sum(gmm.values())
     lines = [f"### Encode stage split (`python bench/bench_encode.py --excerpt {args.excerpt}`, in-process, "
-             f"{platform.machine()}, {now})", "",
+             f"{machine()}, {now})", "",
              f"`run_encode` with the default options (K={summary['k']}, channels {', '.join(CHANNELS)}, PCA to half, "
              f"30 EM iterations) on {n_videos} excerpts of the shared clips ({args.excerpt} frames each, "
              f"{n_rows:,} trajectories, every other excerpt a training video), `jobs=1`, one CPU, one thread; CPU "

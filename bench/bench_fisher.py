@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from _results import readme_row, write_block  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, readme_row, write_block  # noqa: E402  (bench/ is the script's directory)
 from _vlfeat import LIBRARY, VLFeat  # noqa: E402
 
 SECTION = "## encoding"
@@ -191,7 +190,7 @@ def main(argv=None) -> int:
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"### Fisher vectors vs VLFeat (`python bench/bench_fisher.py --repeat {args.repeat}`, in-process "
-             f"micro-benchmark, {platform.machine()}, {now})", "",
+             f"micro-benchmark, {machine()}, {now})", "",
              f"One CPU (affinity {{{cpu}}}), one thread each (`NUMBA_NUM_THREADS=1`, `OMP_NUM_THREADS=1`, BLAS 1 "
              f"thread), alternating ours / VLFeat in one loop, {args.repeat} rounds after a warm-up; CPU seconds, "
              f"median (min-max); ratio = median VLFeat / median ours (min-max of the per-round ratios). K={K}, "

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 import warnings
@@ -54,7 +53,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from idtfv.encoding import DiagGMM  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_block  # noqa: E402
+from _results import machine, write_block  # noqa: E402
 from _vlfeat import LIBRARY, VLFeat  # noqa: E402
 
 SECTION = "## encoding"
@@ -211,7 +210,7 @@ def main(argv=None) -> int:
 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/bench_gmm.py" + (f" --rounds {args.rounds}" if args.rounds != 3 else "")
-    lines = [f"### GMM fitting (`{cmd}`, in-process race, {platform.machine()}, {now})", "",
+    lines = [f"### GMM fitting (`{cmd}`, in-process race, {machine()}, {now})", "",
              f"N={args.n:,}, D=48, K={K}, {iters} EM iterations (M-steps; `tol=0` for ours), float32 data. One CPU "
              f"(affinity {{{cpu}}}), one thread each (`NUMBA_NUM_THREADS=1`, BLAS 1 thread, `OMP_NUM_THREADS=1`, "
              f"`vl_set_num_threads(1)`), the fits alternating in one loop ({' / '.join(runs)}), {args.rounds} "

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
@@ -267,7 +266,7 @@ def report(rows, no_write: bool) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [SECTION, "",
              f"`python bench/bench_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`") +
-             f" ({platform.machine()}, {os.cpu_count()} CPUs, {stamp}, load average {load:.1f} when written)"
+             f" ({machine()}, {os.cpu_count()} CPUs, {stamp}, load average {load:.1f} when written)"
              ": peak RSS of one `extract-trajectories` (or `idtfv features`) process (`os.wait4` "
              "`ru_maxrss`: interpreter, NumPy, OpenCV and Numba included), one thread. Trajectories stream to the "
              "output as they finish (`TrajectoryWriter`), so the peak does not grow with the video's length; frames "

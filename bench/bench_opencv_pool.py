@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import byte_compile_package, publish  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, byte_compile_package, publish  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## opencv-pool"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -92,7 +91,7 @@ def main() -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [SECTION, "",
-             f"`python bench/bench_opencv_pool.py{f' --end {args.end}' if args.end else ''} --repeat {args.repeat}` ({platform.machine()}, "
+             f"`python bench/bench_opencv_pool.py{f' --end {args.end}' if args.end else ''} --repeat {args.repeat}` ({machine()}, "
              f"{CORES} CPUs, {stamp}, load average {load:.1f} at the end). `extract-trajectories "
              f"{args.video.name}{f' --end {args.end}' if args.end else ''} -q -o X.npz`, whole processes, OpenCV's pool on "
              f"(`OPENCV_FOR_THREADS_NUM={CORES}`, OpenCV's default size) and off (`=1`, the commands' default) "

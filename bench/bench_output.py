@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import byte_compile_package, publish, readme_row  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, byte_compile_package, publish, readme_row  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## output"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     shown = args.video.name + ("" if args.end is None else f" --end {args.end}")
     text = "\n".join([
         SECTION, "",
-        f"`python bench/bench_output.py` ({platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"`python bench/bench_output.py` ({machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {stamp}, load average {load:.1f}). `extract-trajectories {shown} -q -o ...`, "
         f"whole process on one core (CPU 0, one Numba/OpenMP thread), the three formats alternating, "
         f"{args.repeat} rounds after a warm-up; median (min - max); {len(rows)} trajectories.",

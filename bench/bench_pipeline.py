@@ -30,7 +30,7 @@ from idtfv.cache import atomic_savez, load_valid  # noqa: E402
 from idtfv.idt.trajectories import NPZ_HUFFMAN_BLOCKS  # noqa: E402
 from idtfv.runner import run_stage  # noqa: E402
 
-from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## pipeline"
 
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
         table = "\n".join(f"| {label} | {value} | {ratio} |" for label, value, ratio in rows)
         write_section(SECTION, 
             f"{SECTION}\n\n"
-            f"`python bench/bench_pipeline.py` ({platform.processor() or platform.machine()}, "
+            f"`python bench/bench_pipeline.py` ({machine()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; shared machine, load average "
             f"{os.getloadavg()[0]:.1f} at the end of the run: parallel ratios need idle cores).\n\n"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 
 from _results import (  # noqa: E402  (bench/ is the script's directory)
-    byte_compile_package, noise_lines, readme_row, spread, write_section)
+    byte_compile_package, machine, noise_lines, readme_row, spread, write_section)
 
 SECTION = "## reference"
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +183,7 @@ def main(argv=None) -> int:
     text = "\n".join([
         SECTION, "",
         f"`python bench/bench_reference.py --repeat {args.repeat} --clips {args.clips} --presets {args.presets}` "
-        f"({platform.machine()}, {os.cpu_count()} CPUs, {now}; load average {load:.1f} at the end). Whole "
+        f"({machine()}, {os.cpu_count()} CPUs, {now}; load average {load:.1f} at the end). Whole "
         f"processes pinned to core {args.core} (`taskset`), alternating ours and the reference, {args.repeat} "
         "counted rounds after one warm-up round; CPU seconds = user + system of the process; median (min–max). "
         "Ours writes `.npz`, the reference its text to a file.", "",

@@ -47,7 +47,7 @@ import numpy as np
 from idtfv.cli import command_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import byte_compile_package, publish, readme_row  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, byte_compile_package, publish, readme_row  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## startup"
 WATCHED = ("torch", "numba", "sklearn", "cv2")
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
                f"Over {HELP_BUDGET_S:g} s: {', '.join(f'`{c}`' for c in slow)}.")
     text = "\n".join([
         SECTION, "",
-        f"`python bench/bench_startup.py` ({platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"`python bench/bench_startup.py` ({machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {stamp}, load average {load:.1f}). Whole process, wall seconds, median "
         f"(min - max) of {args.repeat} runs of this environment's console scripts; \"loads\": which of "
         f"{', '.join(WATCHED)} the process imported.",

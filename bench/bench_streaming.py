@@ -31,7 +31,7 @@ os.environ.setdefault("CI", "true")  # no progress bars in the measurements
 
 import numpy as np  # noqa: E402
 
-from _results import write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, write_section  # noqa: E402  (bench/ is the script's directory)
 from idtfv.cli import main  # noqa: E402
 from idtfv.runner import read_stamp  # noqa: E402
 
@@ -130,7 +130,7 @@ def section_text(rows, note) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [SECTION, "",
-             f"`python bench/bench_streaming.py` ({platform.machine()}, {os.cpu_count()} cores, Python "
+             f"`python bench/bench_streaming.py` ({machine()}, {os.cpu_count()} cores, Python "
              f"{platform.python_version()}, {stamp}; shared machine, load average {load:.1f}).", "",
              "| path | time (features + encode) | stored | ratio vs normal |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import time
@@ -30,6 +29,9 @@ import numpy as np
 
 from idtfv.classify._kernel_svm import linear_kernel, primal_weights, solve_ovr
 from idtfv.classify.svm import LinearSVM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine  # noqa: E402  (bench/ is the script's directory)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## classify"
@@ -205,7 +207,7 @@ def main(argv=None):
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     cmd = "python bench/bench_svm.py" + (" --full" if args.full else "") + (
         f" --signal {args.signal:g}" if args.signal != 0.6 else "")
-    lines = [f"machine: {platform.machine()}, {os.cpu_count()} cores, load average at start {load}; python "
+    lines = [f"machine: {machine()}, {os.cpu_count()} cores, load average at start {load}; python "
              f"{sys.version.split()[0]}, numpy {np.__version__}; command: `{cmd}`", ""]
     if not args.full:
         bench_small(*args.small, args.jobs, lines)

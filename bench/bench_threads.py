@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import byte_compile_package, noise_lines, publish, readme_row, spread  # noqa: E402  (bench/)
+from _results import machine, byte_compile_package, noise_lines, publish, readme_row, spread  # noqa: E402  (bench/)
 
 SECTION = "## threads"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     best = max(args.threads)
     text = "\n".join([
         SECTION, "",
-        f"`python bench/bench_threads.py` ({platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"`python bench/bench_threads.py` ({machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {stamp}, load average {load:.1f}). `extract-trajectories {shown} -q "
         f"--preset P --threads N` on {clip}, whole process, thread counts alternating, {args.repeat} rounds "
         "after a warm-up; median (min - max). Wall time is only meaningful on an otherwise idle machine.",

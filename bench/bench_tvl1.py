@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from idtfv.idt.flow import TVL1Params, estimate_flow, estimate_flow_batch, gpu_available  # noqa: E402
 
-from _results import readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
 
 SECTION = "## tvl1"
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videos"
@@ -174,7 +173,7 @@ def record_results(results, pairs, planted, n_pairs: int, cpu: int, load, gpu_ro
     lines = [
         SECTION,
         "",
-        f"`python bench/bench_tvl1.py --pairs {n_pairs}` (in-process race, {platform.machine()}, "
+        f"`python bench/bench_tvl1.py --pairs {n_pairs}` (in-process race, {machine()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; one CPU (affinity {{{cpu}}}), one thread for both "
         f"(`NUMBA_NUM_THREADS=1`, `cv2.setNumThreads(1)`); load average at the start {load[0]:.1f}, {load[1]:.1f}, "
         f"{load[2]:.1f}). {n_pairs} consecutive-frame pairs spread over each shared clip, solved by ours then OpenCV "
