@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import types
+
 import cv2
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from numba import njit
 
 import idtfv.idt.flow.farneback as fb
 from idtfv.idt.flow import _farneback_nb as nb
+from idtfv.idt.flow._median_nb import median5_flow
 
 
 @njit(cache=False, fastmath=nb._FM)
@@ -115,9 +118,18 @@ def test_pyramid_flow_equals_the_fused_path(monkeypatch):
         kernel_calls.append(iterations)
         return _fused_level(r0, r1, init, winsize, iterations, window, work)
 
-    monkeypatch.setattr(fb, "_level", fused)
+    def one_call(r0, r1, init, ratio_x, ratio_y, rescale, m, k, det_eps, flow, border, iterations, med, out):
+        """_level_nb.level_flow's steps with the fused level loop (every level of both kinds of solve)."""
+        if rescale:
+            init[0] *= ratio_x
+            init[1] *= ratio_y
+        flow = fused(r0, r1, init, 10, iterations, "gaussian", types.SimpleNamespace(m=m, flow=flow))
+        median5_flow(flow, med, out)
+
+    monkeypatch.setattr(fb, "_level_kernels", lambda: types.SimpleNamespace(level_flow=one_call))
     want = run()
     assert kernel_calls and set(kernel_calls) == {2}
+    assert len(kernel_calls) == 4 * len(sizes)  # both kinds of solve went through the fused loop
     assert len(got) == len(want) == 4
     for a, b in zip(got, want):
         for x, y in zip(a, b):

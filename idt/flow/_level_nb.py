@@ -16,6 +16,13 @@ from numba import njit
 from idtfv.idt.flow._farneback_nb import update_matrices, window_solve
 from idtfv.idt.flow._median_nb import median5_flow
 
+#: SHA-256 of the kernel modules this one's cached kernels compile in (see ``_farneback_nb.KERNEL_DEPENDENCIES``).
+KERNEL_DEPENDENCIES = {"_farneback_nb.py": "1509fd5656ab885935b75ce1d1291d8ec590908a12ced270ba109ec6ce15a2cc",
+                       "_farneback_simd_nb.py": "8a423afd3f068837f4190c8dd8269a6345f9a7d0044f502c755fc877f8585d59",
+                       "_median_nb.py": "684a7d668eb06e619a860632cfde01f2f6cb41944798b1587ff14b7bab650f3e",
+                       "_median_simd_nb.py": "4dc52e9d419b46c708724f836f7c1d779f3ba6beb0ba140f10072f01c7ba52e7",
+                       "llvm_ir.py": "c1aafaf28705aa778677439055f65b3deecf5aa9526143717849da068b96689b"}
+
 
 @njit(cache=True, nogil=True)
 def _rescale(init, ratio_x, ratio_y):
