@@ -32,7 +32,7 @@ BLOCK = 1 << 16
 _CL_ORDER = np.array([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15], np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _plain_lengths(freq, nz):
     """Huffman code lengths of the symbols ``nz`` (>= 2) with counts ``freq[nz]`` (> 0): the two lightest subtrees
     merged until one is left (ties: the lower index), each symbol's depth its length."""
@@ -84,7 +84,7 @@ def _used(freq):
     return nz
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def huffman_lengths(freq, limit):
     """Code lengths (n,) int64 for the counts ``freq`` (n,): 0 for unused symbols; a complete prefix code when two
     or more symbols are used (one used symbol gets length 1, and so does one more symbol, so that the code is
@@ -122,7 +122,7 @@ def huffman_lengths(freq, limit):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _canonical_codes(lengths):
     """RFC 1951 3.2.2's codes for ``lengths``, bit-reversed (DEFLATE sends Huffman codes most significant bit
     first into a stream packed from the least significant bit)."""

@@ -60,7 +60,7 @@ CUBIC_A = -0.75
 _GRAD_FLOOR = np.float32(np.finfo(np.float32).eps)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def resize_linear(src, dst, scale_y, scale_x, factor):
     """Bilinear resize of ``src (sh, sw)`` into ``dst (dh, dw)``, times ``factor``.
 
@@ -98,7 +98,7 @@ def resize_linear(src, dst, scale_y, scale_x, factor):
             dst[y, x] = (top * (one - ty) + bot * ty) * factor
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def centered_gradient(src, dx, dy):
     """Centred differences of ``src (h, w)`` into ``dx, dy (h, w)``.
 
@@ -117,7 +117,7 @@ def centered_gradient(src, dx, dy):
             dy[y, x] = half * (src[yp, x] - src[ym, x])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cubic_weights(t, a):
     """Keys cubic-convolution weights of the four taps at offsets -1, 0, 1, 2 for a fraction ``t`` in [0, 1)."""
     t1 = t + 1.0
@@ -129,7 +129,7 @@ def _cubic_weights(t, a):
     return w0, w1, w2, w3
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _tap(img, r, c):
     """``img[r, c]``, or 0 outside the image (constant border)."""
     h, w = img.shape
@@ -138,18 +138,18 @@ def _tap(img, r, c):
     return img[r, c]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cubic_row_in(img, r, ix, wx0, wx1, wx2, wx3):
     return wx0 * img[r, ix - 1] + wx1 * img[r, ix] + wx2 * img[r, ix + 1] + wx3 * img[r, ix + 2]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cubic_row_border(img, r, ix, wx0, wx1, wx2, wx3):
     return (wx0 * _tap(img, r, ix - 1) + wx1 * _tap(img, r, ix) + wx2 * _tap(img, r, ix + 1)
             + wx3 * _tap(img, r, ix + 2))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cubic_in(img, iy, ix, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):
     return (wy0 * _cubic_row_in(img, iy - 1, ix, wx0, wx1, wx2, wx3)
             + wy1 * _cubic_row_in(img, iy, ix, wx0, wx1, wx2, wx3)
@@ -157,7 +157,7 @@ def _cubic_in(img, iy, ix, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):
             + wy3 * _cubic_row_in(img, iy + 2, ix, wx0, wx1, wx2, wx3))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cubic_border(img, iy, ix, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):
     return (wy0 * _cubic_row_border(img, iy - 1, ix, wx0, wx1, wx2, wx3)
             + wy1 * _cubic_row_border(img, iy, ix, wx0, wx1, wx2, wx3)
@@ -165,7 +165,7 @@ def _cubic_border(img, iy, ix, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):
             + wy3 * _cubic_row_border(img, iy + 2, ix, wx0, wx1, wx2, wx3))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def warp_linearise(i0, i1, i1x, i1y, u1, u2, i1wx, i1wy, grad, rho_c):
     r"""Warp :math:`I_1` and its gradient by :math:`\mathbf u_0` (bicubic) and linearise the data term.
 
@@ -207,7 +207,7 @@ def warp_linearise(i0, i1, i1x, i1y, u1, u2, i1wx, i1wy, grad, rho_c):
             rho_c[y, x] = np.float32(s) - gx * u1[y, x] - gy * u2[y, x] - i0[y, x]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _primal_px(g, ix, iy, a1, a2, rc, div1, div2, lt, theta):
     """Thresholding (TH) and primal step at one pixel; returns the new :math:`(u_1, u_2)`."""
     rho = rc + (ix * a1 + iy * a2)
@@ -221,7 +221,7 @@ def _primal_px(g, ix, iy, a1, a2, rc, div1, div2, lt, theta):
     return a1 + fi * ix + theta * div1, a2 + fi * iy + theta * div2
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _primal_row(y, i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, lt, theta, erow):
     """Thresholding + primal step on row ``y``; ``erow (w,)`` float32 receives :math:`\\|\\Delta\\mathbf u\\|^2`."""
     w = u1.shape[1]
@@ -252,7 +252,7 @@ def _primal_row(y, i1wx, i1wy, grad, rho_c, u1, u2, p11, p12, p21, p22, lt, thet
         erow[x] = e1 * e1 + e2 * e2
 
 
-@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _sum(erow):
     """float64 sum of a float32 row (reassociation allowed: vectorised, still deterministic)."""
     s = 0.0
@@ -261,7 +261,7 @@ def _sum(erow):
     return s
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _dual_px(u1x, u1y, u2x, u2y, q11, q12, q21, q22, taut):
     one = np.float32(1.0)
     # one division per component pair: p / (1 + taut |grad u|) as p * (1 / (1 + taut |grad u|))
@@ -270,7 +270,7 @@ def _dual_px(u1x, u1y, u2x, u2y, q11, q12, q21, q22, taut):
     return (q11 + taut * u1x) * r1, (q12 + taut * u1y) * r1, (q21 + taut * u2x) * r2, (q22 + taut * u2y) * r2
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _dual_row(y, u1, u2, p11, p12, p21, p22, taut):
     """Dual step (semi-implicit projection) on row ``y`` from the forward differences of ``u``."""
     h, w = u1.shape
