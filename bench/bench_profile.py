@@ -34,11 +34,15 @@ from _results import write_section  # noqa: E402  (bench/ is the script's direct
 cv2.setNumThreads(1)
 VIDEO = Path(__file__).resolve().parents[2] / "shared" / "reference" / "videos" / "vtest_320x240.avi"
 SECTION = "## profile"
-#: (label, where) of the timed Farnebäck steps: a Numba kernel of idtfv.idt.flow._farneback_nb (nb) or _median_nb
-#: (med), or an OpenCV call made by idtfv.idt.flow.farneback.
+#: (label, where) of the timed Farnebäck steps: a Numba kernel of idtfv.idt.flow._farneback_nb (nb), _median_nb
+#: (med) or _level_nb (lvl), or an OpenCV call made by idtfv.idt.flow.farneback. With the 5x5 median (both presets)
+#: a level's rescale, update matrices, window solves and median are one call (lvl.level_flow), timed as one step;
+#: the separate kernels' rows appear only where they are called one by one (``--warp-flow refine``'s levels).
 KERNELS = [
     ("polynomial expansion", "nb.poly_expand"),
     ("presmoothing (3x3 Gaussian)", "cv2.GaussianBlur"),
+    ("one level in one call: prior rescale, update matrices, window sums + 2x2 solves, median 5x5 (`level_flow`)",
+     "lvl.level_flow"),
     ("update matrices (first iteration of each level)", "nb.update_matrices"),
     ("window sum + 2x2 solve (+ next iteration's update matrices), fused", "nb.window_solve"),
     ("median filter 5x5, both planes, and the interleaved output", "med.median5_flow"),
@@ -82,13 +86,14 @@ class Profile:
         def proxy_of(module):
             return types.SimpleNamespace(**{k: getattr(module, k) for k in dir(module) if not k.startswith("__")})
 
-        sources = {"nb": fb._kernels(), "med": fb._median_kernels(), "cv2": cv2}
+        sources = {"nb": fb._kernels(), "med": fb._median_kernels(), "lvl": fb._level_kernels(), "cv2": cv2}
         proxies = {k: proxy_of(m) for k, m in sources.items()}
         for _, where in KERNELS:
             module, name = where.split(".")
             setattr(proxies[module], name, self.timed(where, getattr(sources[module], name)))
         fb._kernels = lambda: proxies["nb"]
         fb._median_kernels = lambda: proxies["med"]
+        fb._level_kernels = lambda: proxies["lvl"]
         fake_cv2 = proxies["cv2"]
         fb.cv2 = fake_cv2
         cls = fb.FarnebackPyramidFlow
