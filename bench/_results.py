@@ -135,6 +135,12 @@ def spread(values) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
 
+def uncertain(noise: dict[str, float]) -> str:
+    """``" (a disturbed run: uncertain)"`` for a goal's verdict read from a run that :func:`noise_lines` calls
+    disturbed, else ``""``: the README copies the verdict without the noise line."""
+    return " (a disturbed run: uncertain)" if noise and max(noise.values()) > QUIET else ""
+
+
 def noise_lines(noise: dict[str, float], measured_by: str) -> list[str]:
     """A section's line on the machine's noise during its run: ``noise`` maps each case to the :func:`spread` of a
     fixed workload's times (``measured_by`` names it: the reference's own CPU time, one thread's run); over

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine, byte_compile_package, noise_lines, publish, readme_row, spread  # noqa: E402  (bench/)
+from _results import (  # noqa: E402  (bench/ is the script's directory)
+    byte_compile_package, machine, noise_lines, publish, readme_row, spread, uncertain)
 
 SECTION = "## threads"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
         readme_row("speed", "threads", [
             f"`extract-trajectories --threads {best}` vs 1, whole process, wall, {shown} ({frames} frames)",
             " / ".join(f"{p} {speedups[(p, best)]:.2f}x" for p in args.preset), f"goal {GOAL:g}x",
-            "; ".join(f"{p}: {'met' if speedups[(p, best)] >= GOAL else 'not met'}" for p in args.preset)]),
+            "; ".join(f"{p}: {'met' if speedups[(p, best)] >= GOAL else 'not met'}" for p in args.preset)
+            + uncertain(noise)]),
     ])
     publish(SECTION, text, write=not args.no_write)
     return 0
