@@ -698,12 +698,11 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
     else:
         raise ParameterError(f"compensated_flows: device must be 'cpu' or 'cuda', got {device!r}; resolve 'auto' "
                              "with idtfv.idt.device.resolve_device first")
-    margin = 0.0 if still else params.warp_margin
+    # a still pair: derived as "subtract" without the band
+    mode, margin = ("subtract", 0.0) if still else (params.warp_flow, params.warp_margin)
     if margin <= 0 and is_identity(H):
         return flows
-    if still:
-        return [compensate(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
-    if params.warp_flow == "recompute":
+    if mode == "recompute":
         return recompute(warp(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))
     if margin <= 0:
         derived = [compensate(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
@@ -712,7 +711,7 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
         derived = [compensate(f, scale_homography(H, s),
                               interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
                    for f, s in zip(flows, factors)]
-    if params.warp_flow == "refine":
+    if mode == "refine":
         if refine is None:
             raise ParameterError("compensated_flows: warp_flow='refine' needs the refine callable "
                                  "(refine(warped_frame, priors) -> flows); pass it or use warp_flow='recompute'")
