@@ -441,34 +441,34 @@ class FarnebackPyramidFlow(PyramidFlow):
 
         def level(s, prior):  # refine, then filter: the filtered flow is the next level's prior and the output
             work = works[s]
+            if prior is None:  # the coarsest level: from zero flow
+                init, ratio_x, ratio_y = None, 1.0, 1.0
+            else:  # upscale()'s resized prior and the size ratios it is still to be scaled by
+                init, ratio_x, ratio_y = prior
             if one_call:
                 nb = _kernels()
-                if prior is None:  # the coarsest level: from zero flow
-                    init, ratio_x, ratio_y, rescale = work.flow, 1.0, 1.0, False
+                if init is None:
+                    init = work.flow
                     init.fill(0.0)
-                else:
-                    init, ratio_x, ratio_y = prior
-                    rescale = True
                 outputs[s] = np.empty(cur[s].shape[:2] + (2,), np.float32)
-                _level_kernels().level_flow(prev[s], cur[s], init, np.float32(ratio_x), np.float32(ratio_y), rescale,
-                                            work.m, self._window, nb.DET_EPS, work.flow, nb.BORDER_WEIGHTS,
-                                            self.iterations, work.med, outputs[s])
+                _level_kernels().level_flow(prev[s], cur[s], init, np.float32(ratio_x), np.float32(ratio_y),
+                                            prior is not None, work.m, self._window, nb.DET_EPS, work.flow,
+                                            nb.BORDER_WEIGHTS, self.iterations, work.med, outputs[s])
                 return work.med
-            flow = _level(prev[s], cur[s], prior, self.winsize, self.iterations, self.window, work, self._window)
+            if init is not None:
+                init[0] *= np.float32(ratio_x)
+                init[1] *= np.float32(ratio_y)
+            flow = _level(prev[s], cur[s], init, self.winsize, self.iterations, self.window, work, self._window)
             filtered, outputs[s] = _median(flow, self.median, work)
             return filtered
 
-        def upscale(coarser, s):  # resized to level s and rescaled by the size ratio, into its workspace
+        def upscale(coarser, s):  # resized to level s into its workspace; level() scales it by the size ratios
             work = works[s]
             h, w = cur[s].shape[:2]
             h0, w0 = coarser.shape[1:]
             for c in range(2):
                 cv2.resize(coarser[c], (w, h), dst=work.init[c], interpolation=cv2.INTER_LINEAR)
-            if one_call:  # rescaled by level()'s kernel
-                return work.init, w / w0, h / h0
-            for c, ratio in ((0, w / w0), (1, h / h0)):
-                work.init[c] *= np.float32(ratio)
-            return work.init
+            return work.init, w / w0, h / h0
 
         coarse_to_fine_levels(len(cur), level, upscale)
         return [outputs[s] for s in range(len(cur))]  # (h, w, 2), fresh arrays (the planes are scratch)
