@@ -1569,6 +1569,10 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
         batch: list[Trajectories] = []
         frames_in_batch = rows_in_batch = 0
         n_seen = 1
+
+        def counts() -> dict:  # the run's counts so far, in every batch's info
+            return dict(frames=n_seen, homographies_accepted=steps.n_accepted, still_pairs=steps.n_still)
+
         if on_frame is not None:
             on_frame(1, total)
 
@@ -1605,14 +1609,13 @@ def iter_trajectories(path_or_frames, params: IDTParams | None = None, *, backen
                 on_frame(n_seen, total)
             if frames_in_batch >= batch_frames or (batch_rows is not None and rows_in_batch >= batch_rows):
                 if batch:
-                    yield concatenate(batch, info=dict(info, frames=n_seen, homographies_accepted=steps.n_accepted,
-                                                       still_pairs=steps.n_still))
+                    yield concatenate(batch, info=dict(info, **counts()))
                 batch, frames_in_batch, rows_in_batch = [], 0, 0
         if n_seen < 2:
             raise opened.too_short(n_seen)
         if on_frame is not None and total is not None and total != n_seen:
             on_frame(n_seen, n_seen)  # the header's estimate was wrong: the bar ends at the frames decoded
-        info.update(frames=n_seen, homographies_accepted=steps.n_accepted, still_pairs=steps.n_still)
+        info.update(counts())
         humans.finish(info)
         # the last batch carries the final info (frames seen, homographies accepted)
         yield concatenate(batch, info=info)
