@@ -30,7 +30,6 @@ import numpy as np
 from idtfv.classify._kernel_svm import linear_kernel, primal_weights, solve_ovr
 from idtfv.classify.svm import LinearSVM
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import machine  # noqa: E402  (bench/ is the script's directory)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
