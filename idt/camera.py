@@ -61,6 +61,7 @@ __all__ = [
     "warp_to_previous",
     "compensate_flow",
     "scale_homography",
+    "scale_homographies",
     "resolve_matcher",
     "CameraMotion",
     "CameraStep",
@@ -609,8 +610,32 @@ def scale_homography(H: np.ndarray, scale: float) -> np.ndarray:
     return Si @ np.asarray(H, np.float64) @ S
 
 
-def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, float, float] | None = None
-                    ) -> np.ndarray:
+def scale_homographies(H: np.ndarray, factors) -> np.ndarray:
+    """:func:`scale_homography` of ``H`` for every scale of ``factors`` at once, bit for bit.
+
+    Parameters
+    ----------
+    H : (3, 3) float64
+        Homography in the original frame's pixels.
+    factors : sequence of float, length n
+        Each level's scale :math:`s`.
+
+    Returns
+    -------
+    (n, 3, 3) float64
+        :math:`H_s = S^{-1} H S`, computed as its entries :math:`(d^{-1}_i H_{ij}) d_j` with :math:`d = (s, s, 1)`:
+        the products the matrix products make (their sums' other terms are exact zeros), so the bits are those of
+        :func:`scale_homography` (the tests compare them on random matrices).
+    """
+    s = np.asarray(factors, np.float64)
+    one = np.ones_like(s)
+    rows = np.stack([1.0 / s, 1.0 / s, one], axis=1)
+    cols = np.stack([s, s, one], axis=1)
+    return rows[:, :, None] * np.asarray(H, np.float64)[None] * cols[:, None, :]
+
+
+def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, float, float] | None = None,
+                    inverse: np.ndarray | None = None) -> np.ndarray:
     r"""Camera-compensated flow :math:`f_w(x) = H^{-1}(x + f(x)) - x` derived from the flow ``f`` (one solve).
 
     Parameters
@@ -624,6 +649,9 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
         The reference's border rule (see :func:`warp_to_previous` with ``prev``): where :math:`H x` is not inside
         ``(lo, hi_x) x (lo, hi_y)`` (this level's pixels) the compensated flow is set to 0, as it is (about) when
         the reference solves the flow on its border-filled warped frame. None: no border rule.
+    inverse : (3, 3) float64 or None
+        :math:`H^{-1}` when the caller has it: ``np.linalg.inv(H)``, e.g. of every level's :math:`H_s` in one call,
+        which gives each matrix's bits. None: computed here.
 
     Returns
     -------
@@ -632,13 +660,13 @@ def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, f
     if interior is None:
         if is_identity(H):
             return flow
-        Hi = np.linalg.inv(np.asarray(H, np.float64))
+        Hi = np.linalg.inv(np.asarray(H, np.float64)) if inverse is None else inverse
         flow = np.ascontiguousarray(flow, np.float32)
         out = np.empty_like(flow)
         _track_nb.compensate_flow(flow, Hi, out)
         return out
     H = np.ascontiguousarray(H, np.float64)
-    Hi = np.linalg.inv(H)
+    Hi = np.linalg.inv(H) if inverse is None else inverse
     flow = np.ascontiguousarray(flow, np.float32)
     out = np.empty_like(flow)
     lo, hix, hiy = (float(v) for v in interior)
@@ -694,7 +722,10 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
     elif device == "cuda":
         from idtfv.idt import _frame_cuda  # needs CuPy: loaded only for the device
 
-        warp, compensate = _frame_cuda.warp_to_previous, _frame_cuda.compensate_flow
+        warp = _frame_cuda.warp_to_previous
+
+        def compensate(flow, H_s, *, interior=None, inverse=None):  # the device kernel inverts H_s itself
+            return _frame_cuda.compensate_flow(flow, H_s, interior=interior)
     else:
         raise ParameterError(f"compensated_flows: device must be 'cpu' or 'cuda', got {device!r}; resolve 'auto' "
                              "with idtfv.idt.device.resolve_device first")
@@ -704,13 +735,17 @@ def compensated_flows(H: np.ndarray, flows: list[np.ndarray], factors: list[floa
         return flows
     if mode == "recompute":
         return recompute(warp(frame, H, prev=prev_frame if margin > 0 else None, margin=margin))
+    # every level's H_s and its inverse in two NumPy calls instead of a few per level (the main thread's Python
+    # between kernels holds the GIL that --threads' front thread waits for); the same bits as level by level
+    scaled = scale_homographies(H, factors)
+    inverses = np.linalg.inv(scaled) if device == "cpu" else [None] * len(scaled)
     if margin <= 0:
-        derived = [compensate(f, scale_homography(H, s)) for f, s in zip(flows, factors)]
+        derived = [compensate(f, H_s, inverse=Hi) for f, H_s, Hi in zip(flows, scaled, inverses)]
     else:
         h, w = frame.shape[:2]
-        derived = [compensate(f, scale_homography(H, s),
+        derived = [compensate(f, H_s, inverse=Hi,
                               interior=(margin / s, (w - 1 - margin) / s, (h - 1 - margin) / s))
-                   for f, s in zip(flows, factors)]
+                   for f, H_s, Hi, s in zip(flows, scaled, inverses, factors)]
     if mode == "refine":
         if refine is None:
             raise ParameterError("compensated_flows: warp_flow='refine' needs the refine callable "

@@ -8,7 +8,7 @@ import pytest
 
 from idtfv.errors import ParameterError
 from idtfv.idt.camera import (CameraMotion, CameraParams, compensate_flow, compensated_flows, estimate_homography,
-                              resolve_matcher, scale_homography, warp_to_previous)
+                              resolve_matcher, scale_homographies, scale_homography, warp_to_previous)
 from idtfv.idt.params import IDTParams
 
 
@@ -119,6 +119,34 @@ def test_scale_homography_maps_scaled_points():
     a = Hs @ p
     b = H_PLANTED @ np.array([p[0] * s, p[1] * s, 1.0])
     np.testing.assert_allclose(a[:2] / a[2] * s, b[:2] / b[2], rtol=1e-9)
+
+
+def test_scale_homographies_are_scale_homography_bit_for_bit():
+    """All levels at once (the extractor's way) against the matrix products of scale_homography level by level,
+    on random homographies, some affine (zero last row terms), at the pyramid's factors and odd ones."""
+    rng = np.random.default_rng(7)
+    factors = [1.0, 2 ** 0.5, 2.0, 2 ** 1.5, 4.0, 1 / 3, 0.7]
+    for k in range(300):
+        H = np.eye(3) + rng.normal(0, 1, (3, 3)) * [[1e-2, 1e-3, 3], [1e-3, 1e-2, 3], [1e-5, 1e-5, 1e-3]]
+        if k % 5 == 0:
+            H[2, :2] = 0
+        got = scale_homographies(H, factors)
+        want = np.stack([scale_homography(H, s) for s in factors])
+        assert got.shape == (len(factors), 3, 3) and got.tobytes() == want.tobytes()
+        # and the inverses of the stack are those of each matrix (one LAPACK solve per matrix either way)
+        assert np.linalg.inv(got).tobytes() == np.stack([np.linalg.inv(m) for m in want]).tobytes()
+
+
+def test_compensate_flow_with_a_given_inverse_is_the_same():
+    rng = np.random.default_rng(2)
+    f = rng.normal(0, 1, (30, 40, 2)).astype(np.float32)
+    for interior in (None, (5.0, 34.0, 24.0)):
+        want = compensate_flow(f, H_PLANTED, interior=interior)
+        got = compensate_flow(f, H_PLANTED, interior=interior, inverse=np.linalg.inv(H_PLANTED))
+        assert got.tobytes() == want.tobytes()
+        # the inverse given is the one used: a wrong one gives another flow
+        other = compensate_flow(f, H_PLANTED, interior=interior, inverse=np.eye(3))
+        assert not np.array_equal(other, want)
 
 
 def test_deterministic_and_stateful_reuse():
