@@ -454,20 +454,27 @@ def _t_pos(frame_num: int, n_frames: int | None, params: IDTParams) -> float:
     return float("nan")
 
 
-def _pool_rows(pool: TrackPool, rows: np.ndarray, scale: float, frame_num: int, width: int, height: int,
-               t_pos: float, params: IDTParams, widths) -> Trajectories | None:
-    """The rows (LEAR's column order) of the finished tracks ``rows`` of one level's ``pool``
-    (:meth:`~idtfv.idt.tracking.TrackPool.pop_finished_rows`) that pass the pruning, or None: validated and made
-    into rows in place by one kernel (:func:`idtfv.idt._tracking_nb.pool_rows`). ``scale``: the level's factor;
+def _pool_rows(levels, frame_num: int, width: int, height: int, t_pos: float, params: IDTParams,
+               widths) -> Trajectories | None:
+    """The rows (LEAR's column order) of the finished tracks of one frame's levels that pass the pruning, level
+    after level, or None when none does: ``levels`` lists ``(pool, rows, scale)``, the ``rows`` of a level's
+    ``pool`` (:meth:`~idtfv.idt.tracking.TrackPool.pop_finished_rows`, not empty) and the level's factor. Each
+    level's rows are validated and made into rows in place by one kernel (:func:`idtfv.idt._tracking_nb.pool_rows`),
+    written after the rows kept on the levels before in one set of arrays, so a frame makes one
+    :class:`Trajectories` (rather than one per level: fewer allocations and less Python between the kernels).
     ``width``, ``height``: the frame's size; ``widths``: the four descriptor blocks' widths (:data:`DESCRIPTORS`'
     order)."""
-    n = len(rows)
+    n = sum(len(rows) for _, rows, _ in levels)
     meta = np.empty((n, 10), np.float32)
     traj = np.empty((n, 2 * params.track_length), np.float32)
     blocks = [np.empty((n, w), np.float32) for w in widths]
-    m = _nb.pool_rows(rows, pool.pos, pool.disp, pool.desc, pool.per_cell, float(scale), params.min_var,
-                      params.max_var, params.max_dis, params.max_dis_ratio, params.min_camera_disp,
-                      bool(params.camera_motion), frame_num, width, height, t_pos, meta, traj, *blocks)
+    m = 0
+    for pool, rows, scale in levels:
+        end = m + len(rows)  # this level's rows go after the rows kept so far: at most len(rows) of them
+        m += _nb.pool_rows(rows, pool.pos, pool.disp, pool.desc, pool.per_cell, float(scale), params.min_var,
+                           params.max_var, params.max_dis, params.max_dis_ratio, params.min_camera_disp,
+                           bool(params.camera_motion), frame_num, width, height, t_pos, meta[m:end], traj[m:end],
+                           *(b[m:end] for b in blocks))
     if m == 0:
         return None
     return Trajectories(meta=meta[:m], traj=traj[:m], info={}, **{k: b[:m] for k, b in zip(DESCRIPTORS, blocks)})
@@ -813,14 +820,16 @@ class _Steps:
                         out.append(_kept_rows(*kept, frame_num, self.width, self.height, self.n_frames,
                                               self.params, self.offsets))
                 return out
-            t_pos = _t_pos(frame_num, self.n_frames, self.params)
+            finished = []
             for s in range(len(self.pools)) if levels is None else levels:
                 rows = self.pools[s].pop_finished_rows()
                 if len(rows):
-                    t = _pool_rows(self.pools[s], rows, self.factors[s], frame_num, self.width, self.height, t_pos,
-                                   self.params, self._widths)
-                    if t is not None:
-                        out.append(t)
+                    finished.append((self.pools[s], rows, self.factors[s]))
+            if finished:
+                t = _pool_rows(finished, frame_num, self.width, self.height,
+                               _t_pos(frame_num, self.n_frames, self.params), self.params, self._widths)
+                if t is not None:
+                    out.append(t)
         return out
 
     def sample(self, pyr: list[np.ndarray]) -> None:

@@ -289,7 +289,7 @@ def test_pool_rows_equal_the_popped_copies_pruned_and_made_into_rows(camera, n_f
                         params.min_camera_disp, camera, meta6, traj, keep)
         want = ex._kept_rows(meta6[keep], traj[keep], desc[keep], 40, 50, 40, n_frames, params, offsets)
         rows = pool.pop_finished_rows()
-        got = ex._pool_rows(pool, rows, scale, 40, 50, 40, ex._t_pos(40, n_frames, params), params,
+        got = ex._pool_rows([(pool, rows, scale)], 40, 50, 40, ex._t_pos(40, n_frames, params), params,
                             [d * 3 for d in dims.values()])
         assert 0 < keep.sum() < len(keep)  # not vacuous: tracks kept and pruned
         for name in ("meta", "traj", "hog", "hof", "mbhx", "mbhy"):
@@ -297,6 +297,35 @@ def test_pool_rows_equal_the_popped_copies_pruned_and_made_into_rows(camera, n_f
         np.testing.assert_array_equal(pool.live(), other.live())  # the same pool state after the pop
         np.testing.assert_array_equal(pool._free, other._free)
         np.testing.assert_array_equal(pool.index, other.index)
+
+
+def test_pool_rows_of_several_levels_are_each_levels_rows_one_after_the_other():
+    """One frame's levels in one call (the extractor's way): the rows kept on each level follow those of the levels
+    before, as the levels' own calls concatenated; a level where every track is pruned adds nothing."""
+    from idtfv.idt import extractor as ex
+    from idtfv.idt.params import IDTParams
+
+    params = IDTParams(track_length=6, nt_cells=3)
+    widths = [5 * 3, 3 * 3, 2 * 3, 4 * 3]
+    D = sum(widths) // 3
+    rng = np.random.default_rng(3)
+    pools = [_live_pool(6, D, 3, rng) for _ in range(3)]
+    pools[1].pos[:] = 7.0  # a level whose tracks never move: all pruned (no variance)
+    scales = (1.0, 2 ** 0.5, 2.0)
+    rows = [pool.pop_finished_rows() for pool in pools]
+    assert all(len(r) for r in rows)
+    t_pos = ex._t_pos(40, 300, params)
+    alone = [ex._pool_rows([(pool, r, s)], 40, 50, 40, t_pos, params, widths)
+             for pool, r, s in zip(pools, rows, scales)]
+    assert alone[1] is None and alone[0] is not None and alone[2] is not None
+    got = ex._pool_rows(list(zip(pools, rows, scales)), 40, 50, 40, t_pos, params, widths)
+    assert len(got) == len(alone[0]) + len(alone[2])
+    for name in ("meta", "traj", "hog", "hof", "mbhx", "mbhy"):
+        want = np.concatenate([getattr(alone[0], name), getattr(alone[2], name)])
+        assert _same_bits(want, getattr(got, name)), name
+    pools[0].pos[:] = 7.0
+    pools[2].pos[:] = 7.0
+    assert ex._pool_rows(list(zip(pools, rows, scales)), 40, 50, 40, t_pos, params, widths) is None
 
 
 def test_a_pool_step_equals_the_plain_tracking_kernel():
