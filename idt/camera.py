@@ -627,11 +627,20 @@ def scale_homographies(H: np.ndarray, factors) -> np.ndarray:
         the products the matrix products make (their sums' other terms are exact zeros), so the bits are those of
         :func:`scale_homography` (the tests compare them on random matrices).
     """
+    rows, cols = _scale_vectors(tuple(float(s) for s in factors))
+    return rows * np.asarray(H, np.float64)[None] * cols
+
+
+@functools.lru_cache(maxsize=16)
+def _scale_vectors(factors: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """:math:`d^{-1}` as ``(n, 3, 1)`` and :math:`d` as ``(n, 1, 3)`` of :func:`scale_homographies` (read-only; made
+    once per pyramid)."""
     s = np.asarray(factors, np.float64)
     one = np.ones_like(s)
-    rows = np.stack([1.0 / s, 1.0 / s, one], axis=1)
-    cols = np.stack([s, s, one], axis=1)
-    return rows[:, :, None] * np.asarray(H, np.float64)[None] * cols[:, None, :]
+    rows = np.stack([1.0 / s, 1.0 / s, one], axis=1)[:, :, None]
+    cols = np.stack([s, s, one], axis=1)[:, None, :]
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
 
 
 def compensate_flow(flow: np.ndarray, H: np.ndarray, *, interior: tuple[float, float, float] | None = None,
