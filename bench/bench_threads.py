@@ -27,6 +27,7 @@ Usage: ``python bench/bench_threads.py [--video PATH] [--end N] [--threads 1 2] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -47,36 +48,41 @@ DEFAULT_VIDEO = SHARED / "reference" / "videos" / "vtest_320x240.avi"
 GOAL = 1.8
 
 
+def _env() -> dict:
+    """The processes' environment: one Numba / OpenMP thread (``--threads`` sets the extractor's own)."""
+    return dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+
+
+def _failed(argv: list[str], stderr: Path) -> SystemExit:
+    return SystemExit(f"{' '.join(argv)} failed: {stderr.read_text().strip()[-300:]}")
+
+
 def run(argv: list[str], cwd: Path) -> tuple[float, float]:
     """Wall and CPU seconds (user + sys) of one process; it must exit 0."""
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
     with open(cwd / "stderr.txt", "w") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {(cwd / 'stderr.txt').read_text().strip()[-300:]}")
+        raise _failed(argv, cwd / "stderr.txt")
     return wall, usage.ru_utime + usage.ru_stime
 
 
 def run_pair(argvs: list[list[str]], cwd: Path) -> float:
     """Wall seconds from starting the processes ``argvs`` together until the last one has exited; each must exit
     0."""
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    errs = [open(cwd / f"stderr-{i}.txt", "w") for i in range(len(argvs))]
-    try:
+    stderrs = [cwd / f"stderr-{i}.txt" for i in range(len(argvs))]
+    with contextlib.ExitStack() as files:
+        errs = [files.enter_context(open(path, "w")) for path in stderrs]
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        procs = [subprocess.Popen(argv, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
                  for argv, err in zip(argvs, errs)]
         codes = [proc.wait() for proc in procs]
         wall = time.perf_counter() - t0
-    finally:
-        for err in errs:
-            err.close()
-    for i, (argv, code) in enumerate(zip(argvs, codes)):
+    for argv, code, path in zip(argvs, codes, stderrs):
         if code != 0:
-            raise SystemExit(f"{' '.join(argv)} failed: {(cwd / f'stderr-{i}.txt').read_text().strip()[-300:]}")
+            raise _failed(argv, path)
     return wall
 
 
