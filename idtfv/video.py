@@ -17,6 +17,11 @@ with a :class:`TruncatedVideoWarning` naming the file and both counts when they 
 (:func:`collect_video_warnings` gathers those messages instead, for dataset runs); a stream from which nothing
 decodes is an error.
 
+Decoding uses one thread (:data:`DECODER_THREADS`): the process's threads are the caller's to spend. FFmpeg's
+own default is a pool of frame or slice threads per decoder (one per core), which a dataset run multiplies by its
+workers and which, beside ``extract-trajectories --threads N``, wakes on every frame and takes the cores the
+extractor's threads are using.
+
 Every problem with the input raises :class:`idtfv.errors.VideoError` whose one-line message names the file and says
 what is wrong (missing file, a directory, a FIFO or device (refused before it is opened: reading a FIFO would block
 forever), not a video, no decodable frame, start beyond the end (:class:`StartBeyondEndError`, which carries the
@@ -62,6 +67,7 @@ __all__ = [
     "require_frames",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_FPS",
+    "DECODER_THREADS",
     "BACKENDS",
     "TruncatedVideoWarning",
     "StartBeyondEndError",
@@ -73,6 +79,15 @@ __all__ = [
 #: Largest frame (width * height of the *output* frame) accepted by default; larger frames are refused with a hint
 #: to pass ``max_width``. 8192 x 8192 is 64 Mpixel: 192 MiB per colour frame.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+
+#: Threads each decoder may use (OpenCV's ``CAP_PROP_N_THREADS``; PyAV's ``thread_count`` and its RGB conversion's
+#: ``threads``). One: a dataset run has one process or thread per video and core, and ``extract-trajectories
+#: --threads N`` decodes on a thread of its own; FFmpeg's default (a thread per core, frame threading for MPEG-4 and
+#: H.264) oversubscribes both. Measured on vtest 320x240 (MPEG-4, 795 frames, 2 cores): the default's 3 extra
+#: threads took 0.11-0.18 CPU-s and woke 400-1,100 times each per run; under ``--threads 2`` the extractor's front
+#: thread was preempted 1,100-1,600 times (120-130 with one decoder thread) and waited 0.15-0.21 s for a CPU
+#: (0.01-0.07 s). Decoding alone: the same frames, 0.27 CPU-s with one thread against 0.25-0.41 with the pool.
+DECODER_THREADS = 1
 
 #: Frame rate reported when neither backend can tell one (some raw streams carry none).
 DEFAULT_FPS = 25.0
@@ -208,7 +223,7 @@ class _OpenCVSource:
             path = f"/proc/self/fd/{self._fd}"  # the same file, by a name OpenCV can take
         # FFmpeg explicitly: with CAP_ANY a path containing '%' would be taken for an image-sequence pattern.
         with _quiet_opencv():
-            self._cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+            self._cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, DECODER_THREADS])
         if not self._cap.isOpened():
             self.close()
             raise _CannotOpen("OpenCV cannot open it")
@@ -290,6 +305,7 @@ class _PyAVSource:
             self._container.close()
             raise _CannotOpen("it has no video stream")
         stream = self._container.streams.video[0]
+        stream.codec_context.thread_count = DECODER_THREADS
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = _clean_fps(float(rate) if rate else 0.0)
         self.header_frames = int(stream.frames) if stream.frames and stream.frames > 0 else -1
@@ -297,6 +313,7 @@ class _PyAVSource:
         self.height = int(stream.codec_context.height or 0)
         self._frames = self._container.decode(stream)
         self._dead = False
+        self._convert_threads = True  # whether to_ndarray takes a thread count (_bgr)
         self.last_msec = None  # its header count (nb_frames) is the container's own, not an estimate
 
     def _next(self):
@@ -316,10 +333,18 @@ class _PyAVSource:
         if frame is None:
             return None
         try:
-            return frame.to_ndarray(format="bgr24")
+            return self._bgr(frame)
         except Exception:
             self._dead = True
             return None
+
+    def _bgr(self, frame) -> np.ndarray:
+        if self._convert_threads:
+            try:  # PyAV >= 17 converts on a pool of threads (one per core) unless told
+                return frame.to_ndarray(format="bgr24", threads=DECODER_THREADS)
+            except TypeError:  # an older PyAV: no such option, and a conversion on the calling thread
+                self._convert_threads = False
+        return frame.to_ndarray(format="bgr24")
 
     def close(self) -> None:
         self._container.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -111,6 +113,58 @@ def test_pyav_backend_gives_the_same_frames(tiny_video):
     info = probe_video(path, backend="pyav")
     assert (info.frames, info.backend, info.width, info.height) == (6, "pyav", 64, 48)
     assert info.fps == pytest.approx(25.0)
+
+
+_NEW_THREADS = """
+import os, sys
+import cv2, numpy
+import idtfv.video as video
+try:
+    import av  # (imported by the pyav backend: its import's threads, if any, are not the decoder's)
+except ImportError:
+    pass
+before = len(os.listdir("/proc/self/task"))
+how, path = sys.argv[1:]
+if how == "cv2":  # FFmpeg's own default: frame threads
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    frames = [cap.read()[1] for _ in range(5)]
+else:
+    with video.open_video(path, backend=how) as reader:
+        frames = [f for f, _ in zip(reader, range(5))]
+print(len(os.listdir("/proc/self/task")) - before)
+"""
+
+
+def _threads_started(how: str, path) -> int:
+    """OS threads a fresh process has more after decoding 5 frames of ``path`` (``how``: ``cv2`` or one of our
+    backends) than after its imports."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _NEW_THREADS, how, str(path)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_decoding_starts_no_threads(tmp_path):
+    """FFmpeg decodes MPEG-4 on a thread per core by default; the reader keeps it to the caller's thread (the
+    runners' one thread per worker, the extractor's own front thread), with the same frames."""
+    path = tmp_path / "mpeg4.avi"
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 48))
+    for _ in range(12):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    if _threads_started("cv2", path) == 0:
+        pytest.skip("FFmpeg starts no decoder threads on this machine (one core?): nothing to keep it from")
+    assert _threads_started("opencv", path) == 0
+    np.testing.assert_array_equal(np.stack(list(iter_frames(path))), np.stack(_cv2_frames(path))[..., ::-1])
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return
+    assert _threads_started("pyav", path) == 0
+    assert len(list(iter_frames(path, backend="pyav"))) == 12
 
 
 def test_truncated_stream_yields_what_decodes(tiny_video, tmp_path):
