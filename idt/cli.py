@@ -17,8 +17,8 @@ from pathlib import Path
 from idtfv.allocator import tune_heap
 from idtfv.atomic import (check_replaceable, disk_full_error, prepare_output_file, remove_stale_temps, temp_name,
                           writer_tag)
-from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, interrupt_once,
-                       interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
+from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_stdout, error_line, imports_without_gc,
+                       interrupt_once, interrupt_status, is_out_of_memory, quick_exit, report_failures, run_command,
                        sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError, exception_text
 from idtfv.idt.params import PRESETS, IDTParams
@@ -174,7 +174,8 @@ def _extract_trajectories(args) -> int:
     if not video.exists():
         raise IdtfvError(f"{video}: no such file; give the path of a video")
     params = _idt_params(args, TRAJECTORY_FIELDS)
-    _check_runtime(params)
+    with imports_without_gc():  # the camera's kernels' modules
+        _check_runtime(params)
     out, fmt = _output_path(args)
     if out is None and getattr(sys.stdout, "buffer", None) is None:  # run with stdout closed (>&-)
         raise IdtfvError("-o -: this process has no stdout to write to (it was closed); redirect it to a file or a "
@@ -200,7 +201,8 @@ def _extract_trajectories(args) -> int:
                              f"{out.with_suffix('.tracks.mp4').name}")
     if args.draw:
         check_replaceable(args.draw)
-    from idtfv.idt.extractor import extract_to_file
+    with imports_without_gc():
+        from idtfv.idt.extractor import extract_to_file
 
     bar = None
     on_frame = None

@@ -1,14 +1,18 @@
 """Start-up of ``extract-trajectories``: Numba's runtime starts without importing ``scipy.linalg`` and loads
 idtfv's cached kernels without refreshing its whole target (:mod:`idtfv.jit`), with the same kernels' results;
-other packages' cached functions load as Numba loads them; ``IDTFV_CPU_LOG`` records the process's CPU seconds
+other packages' cached functions load as Numba loads them; the imports run with the garbage collector paused
+(:func:`idtfv.cli.imports_without_gc`); ``IDTFV_CPU_LOG`` records the process's CPU seconds
 (``bench/bench_startup.py`` reads it)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 _PROBE = """import sys
 import llvmlite.binding as ll
@@ -193,3 +197,40 @@ def test_cpu_log_records_main_every_frame_and_the_end(tmp_path, tiny_video):
     assert len(stamps["frames"]) == 20
     times = [stamps["main"], *stamps["frames"], stamps["end"]]
     assert all(b >= a for a, b in zip(times, times[1:])) and 0 < stamps["main"] < stamps["end"]
+
+
+def test_imports_without_gc_pause_the_collector_and_restore_it():
+    """No collection runs inside (while thresholds are crossed: planted by allocating containers), one does
+    outside, and the collector's state comes back as it was, on an error too."""
+    from idtfv.cli import imports_without_gc
+
+    runs = []
+
+    def count(phase, info):
+        if phase == "start":
+            runs.append(info["generation"])
+
+    def allocate():
+        return [[i] for i in range(20 * gc.get_threshold()[0])]  # crosses generation 0's threshold many times
+
+    was = gc.isenabled()
+    gc.callbacks.append(count)
+    try:
+        gc.enable()
+        with imports_without_gc():
+            assert not gc.isenabled()
+            allocate()
+        inside = len(runs)
+        assert gc.isenabled()
+        allocate()
+        assert inside == 0 and len(runs) > 0
+        with pytest.raises(RuntimeError), imports_without_gc():
+            raise RuntimeError("an import failed")
+        assert gc.isenabled()
+        gc.disable()
+        with imports_without_gc():
+            pass
+        assert not gc.isenabled()  # a collector the caller had paused stays paused
+    finally:
+        gc.callbacks.remove(count)
+        (gc.enable if was else gc.disable)()
