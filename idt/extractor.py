@@ -61,7 +61,9 @@ responses (for step 7 and the next homography) only while it is ahead, else the 
 same numbers either way. The other way round, with ``still_camera=0``, the main thread, while it waits for an
 item, makes the keypoints of the frame two ahead of the front thread's (:class:`_KeypointJob`, with a twin of the
 camera's detector), which the front thread then takes instead of detecting them (that front thread was the
-slower one by ~10%). A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
+slower one by ~10%). With either preset, a main thread waiting for an item also makes the next frame's pyramid and
+flow preparation (its levels' polynomial expansions, :class:`_PrepJob`), which the front thread otherwise makes as
+it reaches the frame. A solver that cannot look ahead (DIS, TV-L1) keeps its calls in
 the one-thread order.
 
 On the device (``device="cuda"``) :class:`_HostAhead` runs instead, and only host work leaves the main thread:
@@ -1195,6 +1197,27 @@ class _KeypointJob(_Job):
         self._settle(lambda: steps.detect_ahead(self.frame_num, self.gray, detector))
 
 
+class _PrepJob(_Job):
+    """Frame ``frame_num``'s pyramid and flow preparation (its levels' polynomial expansions, in the flow slot its
+    step will take: :meth:`~idtfv.idt.flow.PyramidFlow.prepare_ahead`), offered by the front thread while it solves
+    the flow of the frame before: made by the main thread if it waits for an item meanwhile
+    (:meth:`_FrontThread._help`), else by the front thread as it reaches the frame (then in the flow's step, as
+    without the job). The same numbers either way: a pure function of the frame, written where the step reads it."""
+
+    def __init__(self, frame_num: int, gray: np.ndarray, slot: int):
+        super().__init__()
+        self.frame_num, self.gray, self.slot = frame_num, gray, slot
+
+    def run(self, steps: _Steps) -> None:
+        def make():
+            pyr = steps.pyramid(self.gray)
+            with steps.timer("flow"):
+                return pyr, steps.flow.prepare_ahead(pyr, self.slot)
+
+        self._settle(make)
+        self.gray = None
+
+
 class _HomographyJob(_Job):
     """Frame ``frame_num``'s homography (:meth:`_Steps.homography`), queued with the frame by the front thread and
     made by whichever thread claims it first: the front thread while it is ahead of the main one
@@ -1222,7 +1245,8 @@ class _FrontThread(_AheadThread):
     """``threads > 1`` on the CPU: :func:`_serial`'s items, made by a front thread running ahead of the main one.
 
     The front thread takes frame after frame: decodes it, checks its size, detects its human mask and keypoints
-    (:meth:`_Steps.detect_ahead`), builds its pyramid (and, while it is ahead of the main thread, :meth:`_ahead`,
+    (:meth:`_Steps.detect_ahead`), builds its pyramid (unless the main thread, waiting for an item, made it and the
+    frame's flow preparation: :class:`_PrepJob`) (and, while it is ahead of the main thread, :meth:`_ahead`,
     the levels' HOG histograms and corner responses), solves its flow from the frame before
     (:meth:`~idtfv.idt.flow.PyramidFlow.step`, which also gives where that flow starts: the main thread's warped
     flow of the same frame pair starts there too), estimates the homography (:meth:`_Steps.homography`; with
@@ -1264,6 +1288,10 @@ class _FrontThread(_AheadThread):
         camera = steps.camera
         self._share = steps.detects_ahead and not steps.humans.enabled
         self._job: _KeypointJob | None = None
+        # the next frame's pyramid and flow preparation, offered to the main thread while it waits (_PrepJob): with
+        # a solver that looks ahead (its frame slots keep the prepared frames apart)
+        self._prep_jobs = steps.flow_ahead
+        self._prep: _PrepJob | None = None
         self._main_detector = None  # the main thread's twin of the camera's detector, made on first use
         # whether the homographies go to whichever thread has time (:meth:`_run_homographies`): with keypoints
         # (the default preset's AKAZE), where the front thread has the larger share. Without them (flow matches
@@ -1296,11 +1324,14 @@ class _FrontThread(_AheadThread):
         try:
             steps = self.steps
             prev_gray = self._first
-            for k, gray, job in self._frames_and_jobs():
+            for k, gray, job, upcoming in self._frames_and_jobs():
                 ahead = self._keypoints(k, gray, job)
                 if ahead is self._END:
                     return
-                pyr = steps.pyramid(gray)
+                made = self._prepared(gray)
+                if made is self._END:
+                    return
+                pyr, prepared = made
                 hogs = None
                 if self._ahead(k):  # ahead of the main thread: take some of its work (else it does it)
                     try:
@@ -1310,8 +1341,10 @@ class _FrontThread(_AheadThread):
                     steps.responses_ahead(pyr, sampled=(k - self._first_num) % steps.params.init_gap == 0)
                 if not self._wait(lambda timeout: self._permits.acquire(timeout=timeout)):
                     return
+                if self._prep_jobs:  # offered from now on (its slot is free once this frame's permit is taken)
+                    self._prep = None if upcoming is None else _PrepJob(*upcoming, steps.flow.slot_after(1))
                 with steps.timer("flow"):
-                    flows, flow_source = steps.flow.step(pyr)
+                    flows, flow_source = steps.flow.step(pyr, prepared=prepared)
                 if steps.camera is None:
                     H = None
                 elif self._hand_over:
@@ -1350,15 +1383,39 @@ class _FrontThread(_AheadThread):
             pending.popleft()
         return True
 
+    def _prepared(self, gray: np.ndarray):
+        """This frame's ``(pyramid, prepared)``: from its :class:`_PrepJob` when the main thread made it (waited for
+        here if it is still at it), else the pyramid made here and ``prepared`` None (the flow's step prepares it,
+        after the frame's permit); :data:`_END` when the main thread stopped this one meanwhile."""
+        job, self._prep = self._prep, None
+        if job is None or job.claim():
+            return self.steps.pyramid(gray), None
+        if not self._wait_for(job):
+            return self._END
+        return job.future.result()  # a failure raises here, at its frame
+
+    def _wait_for(self, job: _Job) -> bool:
+        """Wait until ``job``, claimed by the main thread, is done (True), or the main thread stops this one."""
+        def finished(timeout):
+            try:
+                job.future.exception(timeout)  # (waits; the outcome is taken by the caller)
+                return True
+            except TimeoutError:
+                return False
+
+        return self._wait(finished)
+
     def _frames_and_jobs(self):
-        """``(k, gray, job)`` of :meth:`_checked_frames`: without sharing, ``job`` None; with it, the frames are
-        read :data:`_JOBS_AHEAD` ahead, and while this thread works on frame k, frame k + :data:`_JOBS_AHEAD`'s
-        keypoint job is offered to the main thread (:attr:`_job`; far enough ahead that this thread seldom waits
-        for it); ``job`` is frame k's. A failure reading a frame is raised after the frames before it are queued,
-        at its own frame, as on one thread."""
-        if not self._share:
+        """``(k, gray, job, upcoming)`` of :meth:`_checked_frames`. ``upcoming``: the next frame's ``(k + 1,
+        gray)`` when :class:`_PrepJob` s are made (the frames are read one ahead), else None. Without sharing,
+        ``job`` None; with it, the frames are read :data:`_JOBS_AHEAD` ahead, and while this thread works on frame
+        k, frame k + :data:`_JOBS_AHEAD`'s keypoint job is offered to the main thread (:attr:`_job`; far enough
+        ahead that this thread seldom waits for it); ``job`` is frame k's. A failure reading a frame is raised
+        after the frames before it are queued, at its own frame, as on one thread."""
+        depth = _JOBS_AHEAD if self._share else int(self._prep_jobs)
+        if depth == 0:
             for k, gray in self._checked_frames():
-                yield k, gray, None
+                yield k, gray, None, None
             return
         frames = self._checked_frames(end=False)
         window: collections.deque = collections.deque()
@@ -1374,14 +1431,15 @@ class _FrontThread(_AheadThread):
                 failure = e
                 return
             if upcoming is not None:
-                window.append((*upcoming, _KeypointJob(*upcoming)))
+                window.append((*upcoming, _KeypointJob(*upcoming) if self._share else None))
 
-        for _ in range(_JOBS_AHEAD + 1):
+        for _ in range(depth + 1):
             read()
         while window:
             k, gray, job = window.popleft()
-            self._job = window[-1][2] if len(window) == _JOBS_AHEAD else None
-            yield k, gray, job
+            if self._share:
+                self._job = window[-1][2] if len(window) == _JOBS_AHEAD else None
+            yield k, gray, job, (window[0][:2] if window and self._prep_jobs else None)
             read()
         self._job = None
         if failure is not None:
@@ -1396,22 +1454,23 @@ class _FrontThread(_AheadThread):
             return self.steps.detect_ahead(k, gray)
         if job.claim():
             job.run(self.steps)
-        else:
-            def finished(timeout):
-                try:
-                    job.future.exception(timeout)  # (waits; the outcome is taken below)
-                    return True
-                except TimeoutError:
-                    return False
-
-            if not self._wait(finished):
-                return self._END  # stopped by the main thread
+        elif not self._wait_for(job):
+            return self._END  # stopped by the main thread
         return job.future.result()  # a failed detection raises here, at its frame
 
     # ---- the main thread
     def _help(self) -> bool:
-        """The keypoints of the frame :data:`_JOBS_AHEAD` past the front thread's, if nobody has started them
-        (:class:`_KeypointJob`)."""
+        """The pyramid and flow preparation of the frame after the front thread's (:class:`_PrepJob`), else the
+        keypoints of the frame :data:`_JOBS_AHEAD` past it (:class:`_KeypointJob`), if nobody has started them.
+
+        A preparation is taken only for a frame at most ``frame_slots - 2`` past the last one handed to this thread
+        (:attr:`frame_num`): its slot was last the frame's ``frame_slots`` before, whose expansions this thread's
+        warped flows no longer read (they read the last frame's on), and the front thread reads the two before it."""
+        prep = self._prep
+        if (prep is not None and prep.frame_num <= self.frame_num + self.steps.flow.frame_slots - 2
+                and prep.claim()):
+            prep.run(self.steps)
+            return True
         job = self._job
         if job is None or not job.claim():
             return False

@@ -277,6 +277,38 @@ def test_looking_ahead_gives_the_flows_of_the_one_thread_order():
     assert any(f.any() for f in want[-1][1])  # not vacuous: non-zero flows
 
 
+def test_frames_prepared_ahead_give_the_flows_of_the_one_thread_order():
+    """prepare_ahead() of frame t+1 (into slot_after(1), with its own presmoothing scratch) made while frame t's
+    step prepares and solves (another thread's work, here interleaved by hand), handed to frame t+1's step: every
+    flow and side solve is the plain order's, bit for bit; a preparation for another slot is refused."""
+    rng = np.random.default_rng(4)
+    frames = [texture(seed=s)[:H, :W] for s in range(6)]
+    warped = [np.clip(f.astype(np.int16) + rng.integers(-3, 4, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    one = FarnebackPyramidFlow()
+    one(pyramid(frames[0]))
+    want = [(one(pyramid(f)), one.flow_from_previous(pyramid(w))) for f, w in zip(frames[1:], warped[1:])]
+    ahead = FarnebackPyramidFlow()
+    assert ahead.look_ahead(2) and ahead.frame_slots == 4
+    with pytest.raises(ParameterError, match="first frame"):
+        ahead.prepare_ahead(pyramid(frames[1]), 1)  # no buffers before the first frame
+    ahead(pyramid(frames[0]))
+    prepared = ahead.prepare_ahead(pyramid(frames[1]), ahead.slot_after(0))
+    got = []
+    for t in range(1, 6):
+        following = None
+        if t + 1 < 6:  # frame t+1 prepared before frame t's step (its slot is not frame t's nor t-1's)
+            following = ahead.prepare_ahead(pyramid(frames[t + 1]), ahead.slot_after(1))
+        flows, source = ahead.step(pyramid(frames[t]), prepared=prepared)
+        got.append((flows, ahead.flow_from_previous(pyramid(warped[t]), source=source)))
+        prepared = following
+    for w, g in zip(want, got):
+        for a, b in zip(w, g):
+            assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    assert any(f.any() for f in want[-1][0])  # not vacuous: non-zero flows
+    with pytest.raises(ParameterError, match="takes slot"):
+        ahead.step(pyramid(frames[1]), prepared=ahead.prepare_ahead(pyramid(frames[1]), ahead.slot_after(1)))
+
+
 @pytest.mark.parametrize("poly_n, sigma, iterations", [(7, 1.5, 2), (5, 1.1, 1), (7, 1.5, 3)])
 def test_pyramid_flow_is_the_level_by_level_solve(poly_n, sigma, iterations):
     """With the 5x5 median each level is one kernel call (``_level_nb.level_flow``: the prior's rescaling, the

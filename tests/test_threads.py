@@ -129,11 +129,11 @@ def test_the_front_thread_solves_the_next_flow_beside_the_warped_flow(monkeypatc
     cond = threading.Condition()
     step, side = FarnebackPyramidFlow.step, FarnebackPyramidFlow.flow_from_previous
 
-    def counting_step(self, pyramid):
+    def counting_step(self, pyramid, **kw):
         with cond:
             started.append(len(started))
             cond.notify_all()
-        return step(self, pyramid)
+        return step(self, pyramid, **kw)
 
     def waiting_side(self, pyramid, **kw):
         t = len(seen) + 1  # frame t's warped flow: frames 0..t have started; wait for t+1's
@@ -231,7 +231,8 @@ def test_homographies_made_by_either_thread_give_the_same_bytes_in_frame_order(m
         monkeypatch.setattr(ex, "_HOMOGRAPHY_AHEAD", 10**6)
     elif who == "slow front":
         step = FarnebackPyramidFlow.step
-        monkeypatch.setattr(FarnebackPyramidFlow, "step", lambda self, pyr: (time.sleep(0.03), step(self, pyr))[1])
+        monkeypatch.setattr(FarnebackPyramidFlow, "step",
+                            lambda self, pyr, **kw: (time.sleep(0.03), step(self, pyr, **kw))[1])
     else:
         track = ex._Steps.track
         monkeypatch.setattr(ex._Steps, "track", lambda self, *a, **k: (time.sleep(0.03), track(self, *a, **k))[1])
@@ -301,9 +302,9 @@ def test_the_main_thread_makes_keypoints_while_it_waits(monkeypatch):
         helped.append(done)
         return done
 
-    def slow_step(self, pyramid):
+    def slow_step(self, pyramid, **kw):
         time.sleep(0.03)
-        return step(self, pyramid)
+        return step(self, pyramid, **kw)
 
     frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
     params = IDTParams(still_camera=0)  # every frame's keypoints detected ahead (no still pairs)
@@ -312,6 +313,41 @@ def test_the_main_thread_makes_keypoints_while_it_waits(monkeypatch):
     monkeypatch.setattr(FarnebackPyramidFlow, "step", slow_step)
     assert _same(one, extract(frames, params.replace(threads=2)))
     assert sum(helped) >= 3
+
+
+@pytest.mark.parametrize("preset", ["default", "fast"])
+def test_the_main_thread_prepares_frames_while_it_waits(monkeypatch, preset):
+    """With a slow front thread (its flow solves made to sleep) the main thread, waiting for items, makes the next
+    frames' pyramids and flow preparations (:class:`_PrepJob`, taken in ``_help``), and the bytes stay those of one
+    thread; with ``_help`` off the front thread makes every one itself, the same bytes."""
+    import time
+
+    from idtfv.idt import extractor as ex
+    from idtfv.idt.flow.farneback import FarnebackPyramidFlow
+
+    ran = []
+    run, step = ex._PrepJob.run, FarnebackPyramidFlow.step
+
+    def recording(self, steps):
+        ran.append((self.frame_num, threading.current_thread().name))
+        return run(self, steps)
+
+    def slow_step(self, pyramid, **kw):
+        time.sleep(0.03)
+        return step(self, pyramid, **kw)
+
+    make = IDTParams if preset == "default" else IDTParams.fast
+    frames = tiny_frames(frames=14, width=160, height=120, motion=(2, 1))
+    one = extract(frames, make())
+    monkeypatch.setattr(ex._PrepJob, "run", recording)
+    monkeypatch.setattr(FarnebackPyramidFlow, "step", slow_step)
+    assert _same(one, extract(frames, make(threads=2)))
+    assert sum(name == "MainThread" for _, name in ran) >= 3  # the main thread took some
+    assert len({k for k, _ in ran}) == len(ran)  # each frame's made once
+    ran.clear()
+    monkeypatch.setattr(ex._FrontThread, "_help", lambda self: False)
+    assert _same(one, extract(frames, make(threads=2)))
+    assert ran == []  # unclaimed: the front thread's step prepares each frame, as without the jobs
 
 
 def test_the_front_thread_reuses_its_arrays_so_memory_does_not_grow_with_the_length(monkeypatch):

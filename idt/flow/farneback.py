@@ -347,6 +347,7 @@ class FarnebackPyramidFlow(PyramidFlow):
         self._work: list[_Workspace] = []  # scratch of the frame-after-frame solve (__call__)
         self._work_side: list[_Workspace] = []  # of the side solve (the same arrays unless looking ahead)
         self._bufs: list[list[np.ndarray]] = []  # expansion buffers per slot (the frame slots, then the side's)
+        self._ahead_imgs: list[np.ndarray] = []  # presmoothing scratch of prepare_ahead (another thread's)
         super().__init__()
 
     def look_ahead(self, frames: int = 1) -> bool:
@@ -376,9 +377,22 @@ class FarnebackPyramidFlow(PyramidFlow):
             self._work = [_Workspace(h, w) for h, w in sizes]
             self._work_side = [_Workspace(h, w) for h, w in sizes] if self.frame_slots > 2 else self._work
             self._bufs = [[np.empty((h, w, 5), np.float32) for h, w in sizes] for _ in range(self.frame_slots + 1)]
+            self._ahead_imgs = [np.empty((h, w), np.float32) for h, w in sizes] if self.frame_slots > 2 else []
         works = self._work_side if slot == self.frame_slots else self._work
         return [_expand_into(self._smooth(lvl, work.img), self._filters, buf)
                 for lvl, work, buf in zip(levels, works, self._bufs[slot])]
+
+    def prepare_ahead(self, pyramid: list[np.ndarray], slot: int):
+        """:meth:`~idtfv.idt.flow.pyramid.PyramidFlow.prepare_ahead` with presmoothing scratch of its own (the
+        frame-after-frame :meth:`prepare` may run meanwhile on the other thread). Only after :meth:`look_ahead` and
+        the first frame (which makes the buffers)."""
+        levels = self._check(pyramid)
+        if not self._ahead_imgs or [lvl.shape for lvl in levels] != self._sizes or not 0 <= slot < self.frame_slots:
+            raise ParameterError(f"FarnebackPyramidFlow.prepare_ahead: needs look_ahead() and a first frame of this "
+                                 f"size, and a frame slot 0..{self.frame_slots - 1}; got slot {slot} for levels "
+                                 f"{[lvl.shape for lvl in levels]} (first frame's: {self._sizes})")
+        return slot, [_expand_into(self._smooth(lvl, img), self._filters, buf)
+                      for lvl, img, buf in zip(levels, self._ahead_imgs, self._bufs[slot])]
 
     def flow_from_previous(self, pyramid: list[np.ndarray], *, source=None) -> list[np.ndarray]:
         source = self._side_source(source, "flow_from_previous")

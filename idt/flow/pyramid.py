@@ -268,17 +268,37 @@ class PyramidFlow:
         """Flows from the previous call's frame to ``pyramid``'s (None on the first call); remembers this frame."""
         return self.step(pyramid)[0]
 
-    def step(self, pyramid: list[np.ndarray]) -> tuple[list[np.ndarray] | None, object]:
+    def step(self, pyramid: list[np.ndarray], *, prepared=None) -> tuple[list[np.ndarray] | None, object]:
         """:meth:`__call__`, and the ``source`` of its flows (the previous frame, prepared): what
         :meth:`flow_from_previous` and :meth:`refine_from_previous` start from for this frame pair even after the
-        object moved on to the next frame (:meth:`look_ahead`)."""
+        object moved on to the next frame (:meth:`look_ahead`). ``prepared``: this frame as
+        :meth:`prepare_ahead` prepared it (None: prepared here)."""
         levels = self._check(pyramid)
-        cur = self.prepare(levels, self._slot)
+        if prepared is None:
+            cur = self.prepare(levels, self._slot)
+        else:
+            slot, cur = prepared
+            if slot != self._slot:
+                raise ParameterError(f"{type(self).__name__}.step: the frame was prepared in slot {slot}, but this "
+                                     f"call's frame takes slot {self._slot}; prepare it with slot_after(n) for "
+                                     "the frame n calls after the next one")
         self._slot = (self._slot + 1) % self.frame_slots
         out = None if self._prev is None else self.solve(self._prev, cur)
         self._source, self._prev = self._prev, cur
         self._shapes = [lvl.shape for lvl in levels]
         return out, self._source
+
+    def slot_after(self, n: int = 0) -> int:
+        """The slot (:meth:`prepare`) that the frame ``n`` calls after the next one takes (0: the next call's)."""
+        return (self._slot + n) % self.frame_slots
+
+    def prepare_ahead(self, pyramid: list[np.ndarray], slot: int):
+        """A later frame prepared on another thread while this object works on the frames before it (after
+        :meth:`look_ahead`), into ``slot`` (:meth:`slot_after`); hand the result to that frame's :meth:`step`
+        (``prepared``). The caller keeps the slot out of use meanwhile: its frame is at least ``frame_slots``
+        frames past every frame whose preparation is still to be read. This default prepares with :meth:`prepare`,
+        which keeps no scratch of its own; a solver whose :meth:`prepare` does overrides it."""
+        return slot, self.prepare(self._check(pyramid), slot)
 
     def _side_source(self, source, who: str):
         source = self._source if source is None else source
