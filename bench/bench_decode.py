@@ -4,8 +4,8 @@ Every shared clip (``../shared/reference/videos``) decoded as the extractor read
 grey frames at the working width), with OpenCV's and PyAV's backends: frames per CPU-second, and the wall rate of all clips decoded by 1 and by all CPU
 threads at once (one clip per thread at a time), after one untimed pass that loads the libraries and warms the
 page cache. The clips' codec and size are printed with them: the rate depends on both. Per clip, the CPU time is
-the whole process's while that clip alone decodes (FFmpeg may use threads of its own: a thread's own clock would
-miss them).
+the whole process's while that clip alone decodes (the reader keeps FFmpeg to one thread,
+``idtfv.video.DECODER_THREADS``, since 2026-12-05; before, FFmpeg's own threads were counted in it too).
 
 Usage: ``python bench/bench_decode.py [--repeat 3] [--no-write]``; updates the ``## decode`` section of
 ``bench/RESULTS.md``.
@@ -31,8 +31,8 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (o
 
 
 def decode(path: Path, backend: str, width: int) -> tuple[int, float]:
-    """Frames decoded and the process's CPU seconds meanwhile (FFmpeg may decode on threads of its own; the
-    per-clip rates are taken one clip at a time, so the process's time is this decode's)."""
+    """Frames decoded and the process's CPU seconds meanwhile (the per-clip rates are taken one clip at a time, so
+    the process's time is this decode's, on whatever threads)."""
     from idtfv.video import open_video
 
     c0 = time.process_time()
@@ -93,7 +93,7 @@ def main() -> int:
              f"`python bench/bench_decode.py --repeat {args.repeat}` ({stamp()}, {CORES} CPUs). The extractor's "
              f"reader (`idtfv.video.open_video`, grey, working width {width}) on the shared clips, {args.repeat} "
              "rounds after a warm-up; median (min - max). Per clip: frames per CPU-second of the process, one clip "
-             "decoding at a time (FFmpeg's own threads included). "
+             "decoding at a time (one decoder thread: `idtfv.video.DECODER_THREADS`). "
              "All clips: frames per wall second, the clips spread over the threads.", "",
              "| clip | codec, size | frames | " + " | ".join(f"{b} frames/CPU-s" for b in BACKENDS) + " |",
              "|---|---|---|" + "---|" * len(BACKENDS)]
