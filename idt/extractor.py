@@ -1289,8 +1289,10 @@ class _FrontThread(_AheadThread):
         self._share = steps.detects_ahead and not steps.humans.enabled
         self._job: _KeypointJob | None = None
         # the next frame's pyramid and flow preparation, offered to the main thread while it waits (_PrepJob): with
-        # a solver that looks ahead (its frame slots keep the prepared frames apart)
-        self._prep_jobs = steps.flow_ahead
+        # a solver that looks ahead and keeps enough frame slots for the main thread to take one (_help's rule: a
+        # frame at most frame_slots - 2 past its last, and the offered frame is at least 2 past it; OpenCV's
+        # Farnebäck keeps 2 slots, so no job is made or a frame read ahead for it)
+        self._prep_jobs = steps.flow_ahead and steps.flow.frame_slots - 2 >= 2
         self._prep: _PrepJob | None = None
         self._main_detector = None  # the main thread's twin of the camera's detector, made on first use
         # whether the homographies go to whichever thread has time (:meth:`_run_homographies`): with keypoints
