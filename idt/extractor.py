@@ -103,6 +103,7 @@ import cv2
 import numpy as np
 
 from idtfv import __version__
+from idtfv.allocator import tune_thread_heap
 from idtfv.errors import ParameterError, VideoError
 from idtfv.idt import _tracking_nb as _nb
 from idtfv.idt import descriptors as _desc
@@ -602,7 +603,8 @@ class _Steps:
         self.level_threads = params.threads - 1
         self.executor = None
         if self.device == "cpu" and self.level_threads > 1:
-            self.executor = ThreadPoolExecutor(self.level_threads - 1, thread_name_prefix="idt-level")
+            self.executor = ThreadPoolExecutor(self.level_threads - 1, thread_name_prefix="idt-level",
+                                               initializer=tune_thread_heap)
         self.groups = None
         self.prev_hogs = None  # the previous frame's HOG integral histograms per level, when made ahead
         self._flow_source = None  # with a front thread: where frame t's flows start (FarnebackPyramidFlow.step)
@@ -971,9 +973,13 @@ class _AheadThread:
         self._items: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.stats = {**stats, "front_wait": 0.0, "main_wait": 0.0}
-        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name=name,
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._thread_main,), name=name,
                                         daemon=True)
         self._thread.start()
+
+    def _thread_main(self) -> None:
+        tune_thread_heap()  # its arrays on huge pages, as the main thread's (when the command tuned the heap)
+        self._run()
 
     def _run(self) -> None:
         raise NotImplementedError

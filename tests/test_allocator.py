@@ -95,3 +95,56 @@ def test_the_users_malloc_settings_are_kept(monkeypatch):
             monkeypatch.delenv(other, raising=False)
         monkeypatch.setenv(name, value)
         assert allocator.tune_heap() == {"thresholds": False, "huge_pages": False}
+
+
+THREAD = """
+import json, sys, threading
+import numpy as np
+from idtfv.allocator import tune_heap, tune_thread_heap
+mode = sys.argv[1]
+if mode != "untuned":
+    tune_heap()
+out = {}
+
+def flags_at(address):
+    lines = open("/proc/self/smaps").read().splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= address < hi:
+                flags = next(l for l in lines[i + 1:] if l.startswith("VmFlags:")).split()[1:]
+                return {"heap": line.rstrip().endswith("[heap]"), "flags": flags}
+
+def work():
+    out["marked"] = tune_thread_heap() if mode != "plain" else None
+    a = np.ones(1_000_000, np.float32)  # 4 MB: below the mmap threshold, from this thread's arena
+    out["mapping"] = flags_at(a.ctypes.data)
+
+t = threading.Thread(target=work)
+t.start()
+t.join()
+out["main"] = tune_thread_heap()
+print(json.dumps(out))
+"""
+
+
+def _thread_run(mode: str) -> dict:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("GLIBC_TUNABLES", "IDTFV_TUNE_HEAP") and not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", THREAD, mode], env=clean, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+def test_a_threads_arena_is_marked_for_huge_pages():
+    tuned, plain, untuned = _thread_run("tuned"), _thread_run("plain"), _thread_run("untuned")
+    assert tuned["main"] is False  # the main thread's blocks: the heap, marked by tune_heap already
+    assert untuned["marked"] is False  # no tune_heap in the process: glibc's behaviour everywhere
+    for run in (plain, untuned):  # a thread's arena as glibc maps it: not the heap, no mark
+        assert run["mapping"]["heap"] is False and "hg" not in run["mapping"]["flags"]
+    if not _huge_pages_on():
+        assert tuned["marked"] is False
+        return
+    assert tuned["marked"] is True
+    assert tuned["mapping"]["heap"] is False and "hg" in tuned["mapping"]["flags"]

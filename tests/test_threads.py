@@ -420,3 +420,21 @@ def test_extract_trajectories_starts_no_idle_blas_threads_unless_the_user_asks(u
     if threads == -1:
         pytest.skip("NumPy here does not use OpenBLAS")
     assert threads == (1 if user is None else 2)
+
+
+def test_the_extractors_own_threads_tune_their_heap_arenas(monkeypatch):
+    """Every thread the extractor starts on the CPU (the front thread, the level workers of 3+ threads) backs its
+    malloc arena with huge pages as it starts (:func:`idtfv.allocator.tune_thread_heap`); the bytes are those of
+    one thread."""
+    import idtfv.idt.extractor as extractor
+
+    names = []
+    monkeypatch.setattr(extractor, "tune_thread_heap", lambda: names.append(threading.current_thread().name))
+    frames = tiny_frames(frames=20, width=160, height=120, motion=(2, 1))
+    one = extract(frames, IDTParams())
+    assert names == []
+    three = extract(frames, IDTParams(threads=3))
+    assert "idt-front" in names and any(n.startswith("idt-level") for n in names)
+    assert threading.main_thread().name not in names
+    np.testing.assert_array_equal(one.hog, three.hog)
+    np.testing.assert_array_equal(one.traj, three.traj)
