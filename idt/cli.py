@@ -22,6 +22,7 @@ from idtfv.cli import (OneLineParser, Terminated, add_runner_options, closed_std
                        sequential_opencv)
 from idtfv.errors import EXIT_BAD_INPUT, DiskFullError, IdtfvError, ParameterError, exception_text
 from idtfv.idt.params import PRESETS, IDTParams
+from idtfv.jit import import_numba
 from idtfv.options import add_params_options, params_from_args
 
 __all__ = ["build_parser", "main", "add_features", "build_flow_parser", "flow_main", "add_flow", "add_flow_options",
@@ -175,6 +176,7 @@ def _extract_trajectories(args) -> int:
         raise IdtfvError(f"{video}: no such file; give the path of a video")
     params = _idt_params(args, TRAJECTORY_FIELDS)
     with imports_without_gc():  # the camera's kernels' modules
+        import_numba()  # without SciPy and PyYAML, which it imports for nothing a run uses (idtfv.jit)
         _check_runtime(params)
     out, fmt = _output_path(args)
     if out is None and getattr(sys.stdout, "buffer", None) is None:  # run with stdout closed (>&-)

@@ -34,6 +34,15 @@ symbol table instead and parse the bitcode only if a library links the kernel (:
 fourth and fifth internal: ``CPUCodeLibrary._unserialize`` and ``_get_module_for_linking``, wrapped only when they
 are as expected; on a platform whose objects are not 64-bit little-endian ELF, macOS and Windows, Numba's load).
 ``IDTFV_PARSE_CACHED_BITCODE=1`` keeps Numba's parse (the tests and ``bench/bench_startup.py`` compare both).
+
+Three imports a run needs none of, each 10-25 ms of CPU before the first frame (``extract-trajectories``):
+:func:`import_numba` imports Numba without SciPy (``import numba`` imports it only to check that its version is
+at least 1.0; idtfv requires a newer one) and without PyYAML (Numba reads a ``.numba_config.yaml`` in the
+working directory with it: skipped only when there is no such file), both left importable afterwards; and
+:func:`light_numba_init` types plain NumPy arrays for Numba's dispatchers without importing ``numpy.ma``
+(``numba.core.typing.typeof``'s ``ndarray`` rule asks whether the array is a masked one, which imports
+``numpy.ma`` at the first kernel call; an array of another class still takes Numba's rule, which refuses masked
+arrays). ``IDTFV_PLAIN_NUMBA_INIT=1`` leaves all three as Numba does them.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["light_numba_init"]
+__all__ = ["light_numba_init", "import_numba"]
 
 _done = False
 _OURS = "idtfv."
@@ -168,6 +177,60 @@ def _light_cache_loads() -> None:
         _lazy_linking_modules(codegen)
 
 
+def import_numba() -> bool:
+    """``import numba`` without importing SciPy or PyYAML (see the module's docstring); True when it took that
+    path. Nothing differs once it is imported: both stay importable (neither is left in ``sys.modules``), and
+    Numba's later SciPy uses import it as usual. Numba's own import when it is imported already, under
+    ``IDTFV_PLAIN_NUMBA_INIT=1``, or (for PyYAML) when the working directory holds ``.numba_config.yaml``."""
+    if "numba" in sys.modules or os.environ.get("IDTFV_PLAIN_NUMBA_INIT") == "1":
+        return False
+    skipped = [name for name in ("scipy", "yaml") if name not in sys.modules]
+    if "yaml" in skipped and os.path.exists(".numba_config.yaml"):
+        skipped.remove("yaml")
+    for name in skipped:
+        sys.modules[name] = None  # import raises ImportError: Numba's own fallbacks (no check, no config file)
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    finally:
+        for name in skipped:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+    return True
+
+
+def _typeof_plain_arrays() -> bool:
+    """Numba's typing of an argument of class ``numpy.ndarray`` exactly, without its masked-array check (which
+    imports ``numpy.ma``): the same ``types.Array``. Other classes (subclasses, masked arrays) and dtypes Numba
+    does not support take Numba's own rule. False (nothing changed) when Numba's rule is not where expected."""
+    try:
+        import numpy as np
+        from numba.core import errors, types
+        from numba.core.typing import typeof as typeof_module
+        from numba.np import numpy_support
+    except ImportError:
+        return False
+    registry = getattr(typeof_module.typeof_impl, "registry", None)
+    numbas = registry.get(np.ndarray) if registry is not None else None
+    if getattr(numbas, "__name__", None) != "_typeof_ndarray" or not callable(
+            getattr(numpy_support, "map_layout", None)):
+        return False
+
+    def typeof_ndarray(val, c):
+        if type(val) is not np.ndarray:
+            return numbas(val, c)
+        try:
+            dtype = numpy_support.from_dtype(val.dtype)
+        except errors.NumbaNotImplementedError:
+            return numbas(val, c)  # its error
+        return types.Array(dtype, val.ndim, numpy_support.map_layout(val), readonly=not val.flags.writeable)
+
+    typeof_ndarray.__wrapped__ = numbas
+    typeof_module.typeof_impl.register(np.ndarray)(typeof_ndarray)
+    return True
+
+
 def light_numba_init() -> bool:
     """Import ``numba.np.arraymath`` without importing ``scipy.linalg``, and load idtfv's cached kernels without
     refreshing Numba's target (see the module's docstring).
@@ -181,6 +244,7 @@ def light_numba_init() -> bool:
         return False
     _done = True
     _light_cache_loads()
+    _typeof_plain_arrays()
     if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
         return False  # already paid for (or Numba's target already initialised)
     try:

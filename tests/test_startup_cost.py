@@ -234,3 +234,80 @@ def test_imports_without_gc_pause_the_collector_and_restore_it():
     finally:
         gc.callbacks.remove(count)
         (gc.enable if was else gc.disable)()
+
+
+_IMPORTS = """import importlib.util, json, sys
+from idtfv.jit import import_numba
+took = import_numba()
+import numpy as np
+from idtfv.idt.extractor import extract
+from conftest import tiny_frames
+tr = extract(tiny_frames(frames=20, width=96, height=72))
+loaded = {name: name in sys.modules for name in ("scipy", "yaml", "numpy.ma")}
+installed = {name: importlib.util.find_spec(name) is not None for name in ("scipy", "yaml")}
+import scipy  # still importable, the real modules
+import numpy.ma
+yaml_ok = (not installed["yaml"]) or hasattr(__import__("yaml"), "safe_load")
+print(json.dumps({"took": took, "loaded": loaded, "installed": installed, "rows": len(tr),
+                  "hog": float(np.asarray(tr.hog, np.float64).sum()), "scipy": hasattr(scipy, "__version__"),
+                  "yaml_ok": yaml_ok}))
+"""
+
+
+def _imports(cwd, **env) -> dict:
+    run_env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__), **env)
+    if "IDTFV_PLAIN_NUMBA_INIT" not in env:
+        run_env.pop("IDTFV_PLAIN_NUMBA_INIT", None)
+    out = subprocess.run([sys.executable, "-c", _IMPORTS], capture_output=True, text=True, env=run_env, check=True,
+                         cwd=cwd)
+    return json.loads(out.stdout)
+
+
+def test_numba_imports_and_types_arrays_without_scipy_yaml_or_numpy_ma(tmp_path):
+    light = _imports(tmp_path)
+    plain = _imports(tmp_path, IDTFV_PLAIN_NUMBA_INIT="1")  # Numba's own import and typing: the control
+    assert light["took"] is True and plain["took"] is False
+    assert light["loaded"] == {"scipy": False, "yaml": False, "numpy.ma": False}
+    assert plain["loaded"] == {"scipy": True, "yaml": plain["installed"]["yaml"], "numpy.ma": True}
+    assert light["rows"] > 0 and (light["rows"], light["hog"]) == (plain["rows"], plain["hog"])
+    assert light["scipy"] and light["yaml_ok"]
+    # a Numba config file in the working directory: PyYAML is imported to read it, as Numba does
+    (tmp_path / ".numba_config.yaml").write_text("# no settings\n")
+    configured = _imports(tmp_path)
+    assert configured["loaded"]["yaml"] == configured["installed"]["yaml"] and not configured["loaded"]["scipy"]
+
+
+def test_plain_arrays_are_typed_as_numba_types_them():
+    import numpy as np
+    from numba import njit
+    from numba.core import errors
+    from numba.core.typing.typeof import Purpose, typeof, typeof_impl
+
+    from idtfv.jit import light_numba_init
+
+    light_numba_init()
+    ours = typeof_impl.registry[np.ndarray]
+    numbas = getattr(ours, "__wrapped__", None)
+    if numbas is None:  # IDTFV_PLAIN_NUMBA_INIT=1 in this environment, or another Numba: its own rule
+        assert os.environ.get("IDTFV_PLAIN_NUMBA_INIT") == "1" or ours.__name__ != "_typeof_ndarray"
+        pytest.skip("Numba's own array typing in this process")
+    base = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    readonly = base.copy()
+    readonly.flags.writeable = False
+    arrays = [base, np.asfortranarray(base), base[:, ::2], base[0], readonly, np.zeros(0, np.uint8),
+              np.zeros((), np.int64), np.ones((3, 2), np.complex64), np.zeros(4, np.bool_),
+              np.zeros(3, [("a", np.int32), ("b", np.float64)])]
+    for a in arrays:
+        assert typeof(a, Purpose.argument) == numbas(a, None), a.dtype
+
+    masked = np.ma.masked_array(base)
+    with pytest.raises(errors.NumbaTypeError, match="MaskedArray"):  # a subclass: Numba's rule still refuses it
+        typeof(masked, Purpose.argument)
+
+    @njit
+    def total(x):
+        return x.sum()
+
+    with pytest.raises(errors.NumbaTypeError, match="MaskedArray"):  # (first: Numba's dispatchers then cache the
+        total(masked)                                              # type of any array of the same layout)
+    assert total(base) == base.sum()
