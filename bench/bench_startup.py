@@ -11,7 +11,7 @@
   "per frame" the median of frames 3 onwards, and "start-up" the whole process (its rusage, exit included) less
   the frames times the per-frame cost. The same runs alternate (A B A B) with Numba's own start
   (``IDTFV_PLAIN_NUMBA_INIT=1``, which refreshes Numba's whole target before each cache load and imports
-  ``scipy.linalg``; see ``idtfv.jit``) and with the light start but each cached kernel's bitcode parsed as Numba
+  ``scipy.linalg``, PyYAML and ``numpy.ma``; see ``idtfv.jit``) and with the light start but each cached kernel's bitcode parsed as Numba
   does (``IDTFV_PARSE_CACHED_BITCODE=1``), before/after in one run. The package is byte-compiled first, as pip
   installs it.
 
@@ -192,9 +192,9 @@ def main(argv=None) -> int:
                     f"{_stat(cpu[key], 'startup')} | {_stat(cpu[key], 'total')} |"
                     for key, name in (
                         ("light", "this version (`idtfv.jit`: cache loads without the target refresh or parsing "
-                                  "the kernels' bitcode, no `scipy.linalg`)"),
+                                  "the kernels' bitcode, no SciPy, PyYAML or `numpy.ma`)"),
                         ("parse", "the same, the bitcode parsed on every cache load as Numba does "
-                                  "(`IDTFV_PARSE_CACHED_BITCODE=1`: the previous version)"),
+                                  "(`IDTFV_PARSE_CACHED_BITCODE=1`)"),
                         ("plain", "Numba's own start (`IDTFV_PLAIN_NUMBA_INIT=1`)"))]
         print("\n".join(cpu_rows), flush=True)
         first_med = statistics.median(r["first"] for r in cpu["light"])
