@@ -181,7 +181,8 @@ def import_numba() -> bool:
     """``import numba`` without importing SciPy or PyYAML (see the module's docstring); True when it took that
     path. Nothing differs once it is imported: both stay importable (neither is left in ``sys.modules``), and
     Numba's later SciPy uses import it as usual. Numba's own import when it is imported already, under
-    ``IDTFV_PLAIN_NUMBA_INIT=1``, or (for PyYAML) when the working directory holds ``.numba_config.yaml``."""
+    ``IDTFV_PLAIN_NUMBA_INIT=1``, or (for PyYAML) when the working directory holds ``.numba_config.yaml``. For a
+    process's start (``extract-trajectories``): while Numba imports, another thread's import of either fails."""
     if "numba" in sys.modules or os.environ.get("IDTFV_PLAIN_NUMBA_INIT") == "1":
         return False
     skipped = [name for name in ("scipy", "yaml") if name not in sys.modules]
