@@ -177,14 +177,17 @@ def tune_thread_heap() -> bool:
         start = end = None
         for line in _read("/proc/self/maps").splitlines():
             fields = line.split()
-            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            except (IndexError, ValueError):  # not a mapping line: nothing is marked (a thread must not fail here)
+                return False
             if start is None:
                 if lo <= block < hi:
                     if line.rstrip().endswith("[heap]"):
                         return False
                     start, end = lo, hi
             else:  # the arena's reservation beyond its readable part: the next mapping, inaccessible, same span
-                if lo == end and fields[1] == "---p" and hi <= (start // _ARENA_SPAN + 1) * _ARENA_SPAN:
+                if lo == end and fields[1:2] == ["---p"] and hi <= (start // _ARENA_SPAN + 1) * _ARENA_SPAN:
                     end = hi
                 break
         return start is not None and madvise(start, end - start, _MADV_HUGEPAGE) == 0
