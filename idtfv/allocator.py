@@ -23,10 +23,10 @@ with ``IDTFV_TUNE_HEAP=0`` in its environment (glibc's defaults; ``bench/bench_h
 process whose user chose glibc's malloc settings (``GLIBC_TUNABLES`` naming ``glibc.malloc``, or the
 ``MALLOC_*_`` variables), and, for the huge pages, a system with them off or with strict overcommit accounting
 (``vm.overcommit_memory = 2``, where the reserve would count against the commit limit). Other threads' blocks
-come from glibc's other arenas, mapped by glibc in 64 MB reservations without the mark: :func:`tune_thread_heap`, called
-by each of the extractor's own threads as it starts, grows its arena by :data:`THREAD_RESERVE` once and marks it too
-(``--threads 2`` on vtest, paired in-process runs: the front thread's arena went from 4 KB pages only to mostly huge
-pages; see its docstring).
+come from glibc's other arenas, mapped by glibc in 64 MB reservations without the mark:
+:func:`tune_thread_heap`, called by each of the extractor's own threads as it starts, grows its arena by
+:data:`THREAD_RESERVE` once and marks it too (``--threads 2`` on vtest: the front thread's arena went from 4 KB pages
+only to mostly huge pages; see its docstring).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import os
 import sys
 import threading
 
-__all__ = ["tune_heap", "tune_thread_heap", "THREAD_RESERVE", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "HEAP_RESERVE", "OPT_OUT_ENV"]
+__all__ = ["tune_heap", "tune_thread_heap", "THREAD_RESERVE", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "HEAP_RESERVE",
+           "OPT_OUT_ENV"]
 
 #: ``IDTFV_TUNE_HEAP=0`` keeps glibc's defaults.
 OPT_OUT_ENV = "IDTFV_TUNE_HEAP"
@@ -60,6 +61,7 @@ _DEFAULT_TOP_PAD = 128 * 1024
 _USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 _state: dict | None = None
+_calls = None  # _libc()'s functions once made (False: not glibc)
 _lock = threading.Lock()  # the GPU worker's video threads each call it from the stage runner
 
 
@@ -77,12 +79,43 @@ def _read(path: str) -> str:
         return ""
 
 
-def _heap_range() -> tuple[int, int] | None:
+def _mappings():
+    """``(start, end, permissions, is_heap)`` of this process's mappings in address order (``/proc/self/maps``),
+    up to a line that is not a mapping's (none on Linux)."""
     for line in _read("/proc/self/maps").splitlines():
-        if line.rstrip().endswith("[heap]"):
-            start, end = (int(x, 16) for x in line.split()[0].split("-"))
-            return start, end
-    return None
+        fields = line.split()
+        try:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            permissions = fields[1]
+        except (IndexError, ValueError):
+            return
+        yield start, end, permissions, line.rstrip().endswith("[heap]")
+
+
+def _heap_range() -> tuple[int, int] | None:
+    return next(((start, end) for start, end, _, is_heap in _mappings() if is_heap), None)
+
+
+def _libc():
+    """glibc's ``mallopt``, ``malloc``, ``free`` and ``madvise`` with their C types, or None on another C library
+    (made once; ``ctypes`` imported here: the commands' ``--help`` need not load it)."""
+    global _calls
+    if _calls is None:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None)  # the process's own symbols: libc's on Linux (no ldconfig subprocess)
+            libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl has mallopt as a stub)
+            mallopt, malloc, free, madvise = libc.mallopt, libc.malloc, libc.free, libc.madvise
+        except (OSError, AttributeError):
+            _calls = False
+            return None
+        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        malloc.argtypes, malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
+        free.argtypes, free.restype = (ctypes.c_void_p,), None
+        madvise.argtypes, madvise.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
+        _calls = (mallopt, malloc, free, madvise)
+    return _calls or None
 
 
 def _huge_pages_possible() -> bool:
@@ -111,23 +144,15 @@ def _tune() -> dict:
     state = {"thresholds": False, "huge_pages": False}
     if not sys.platform.startswith("linux") or _user_chose():
         return state
-    import ctypes  # here: the commands' --help need not load it
-
-    try:
-        libc = ctypes.CDLL(None)  # the process's own symbols: libc's on Linux (no ldconfig subprocess)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl has mallopt as a stub)
-        mallopt, malloc, free, madvise = libc.mallopt, libc.malloc, libc.free, libc.madvise
-    except (OSError, AttributeError):
+    calls = _libc()
+    if calls is None:
         return state
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    mallopt, malloc, free, madvise = calls
     state["thresholds"] = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if not state["thresholds"] or not _huge_pages_possible():
         return state
     # grow the heap once by the reserve (the top pad of one extension), then mark the whole heap
-    malloc.argtypes, malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
-    free.argtypes, free.restype = (ctypes.c_void_p,), None
-    madvise.argtypes, madvise.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
     if not mallopt(_M_TOP_PAD, HEAP_RESERVE):
         return state
     try:
@@ -163,31 +188,20 @@ def tune_thread_heap() -> bool:
     state = _state
     if state is None or not state["huge_pages"]:
         return False
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    malloc, free, madvise = libc.malloc, libc.free, libc.madvise
-    malloc.argtypes, malloc.restype = (ctypes.c_size_t,), ctypes.c_void_p
-    free.argtypes, free.restype = (ctypes.c_void_p,), None
-    madvise.argtypes, madvise.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
+    _, malloc, free, madvise = _libc()  # (glibc's: tune_heap marked the heap with them)
     block = malloc(THREAD_RESERVE)
     if not block:
         return False
     try:
         start = end = None
-        for line in _read("/proc/self/maps").splitlines():
-            fields = line.split()
-            try:
-                lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            except (IndexError, ValueError):  # not a mapping line: nothing is marked (a thread must not fail here)
-                return False
+        for lo, hi, permissions, is_heap in _mappings():
             if start is None:
                 if lo <= block < hi:
-                    if line.rstrip().endswith("[heap]"):
+                    if is_heap:
                         return False
                     start, end = lo, hi
             else:  # the arena's reservation beyond its readable part: the next mapping, inaccessible, same span
-                if lo == end and fields[1:2] == ["---p"] and hi <= (start // _ARENA_SPAN + 1) * _ARENA_SPAN:
+                if lo == end and permissions == "---p" and hi <= (start // _ARENA_SPAN + 1) * _ARENA_SPAN:
                     end = hi
                 break
         return start is not None and madvise(start, end - start, _MADV_HUGEPAGE) == 0
