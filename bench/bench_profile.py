@@ -36,12 +36,14 @@ VIDEO = Path(__file__).resolve().parents[2] / "shared" / "reference" / "videos" 
 SECTION = "## profile"
 #: (label, where) of the timed Farnebäck steps: a Numba kernel of idtfv.idt.flow._farneback_nb (nb), _median_nb
 #: (med) or _level_nb (lvl), or an OpenCV call made by idtfv.idt.flow.farneback. With the 5x5 median (both presets)
-#: a level's rescale, update matrices, window solves and median are one call (lvl.level_flow), timed as one step;
+#: a level's prior (upscale and rescale), update matrices, window solves and median are one call (lvl.level_flow),
+#: timed as one step;
 #: the separate kernels' rows appear only where they are called one by one (``--warp-flow refine``'s levels).
 KERNELS = [
     ("polynomial expansion", "nb.poly_expand"),
     ("presmoothing (3x3 Gaussian)", "cv2.GaussianBlur"),
-    ("one level in one call: prior rescale, update matrices, window sums + 2x2 solves, median 5x5 (`level_flow`)",
+    ("one level in one call: prior upscale + rescale, update matrices, window sums + 2x2 solves, median 5x5 "
+     "(`level_flow`)",
      "lvl.level_flow"),
     ("update matrices (first iteration of each level)", "nb.update_matrices"),
     ("window sum + 2x2 solve (+ next iteration's update matrices), fused", "nb.window_solve"),

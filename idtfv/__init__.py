@@ -19,6 +19,6 @@ The stages are subpackages, each with a ``stage.py`` (what runs per video or per
 ``docs/ARCHITECTURE.md``.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 __all__ = ["__version__"]

@@ -12,6 +12,7 @@ import pytest
 
 from idtfv.errors import ParameterError
 from idtfv.idt.flow.farneback import FarnebackPyramidFlow, OpenCVFarnebackPyramidFlow, farneback_level, poly_expansion
+from idtfv.idt.pyramid import pyramid_geometry
 
 H, W = 96, 128
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -340,6 +341,56 @@ def test_pyramid_flow_is_the_level_by_level_solve(poly_n, sigma, iterations):
     for a, b in zip(got, want):
         assert a.shape == b.shape and a.tobytes() == b.tobytes()
     np.testing.assert_allclose(np.median(got[0][12:-12, 12:-12].reshape(-1, 2), axis=0), [1.3, -0.6], atol=0.1)
+
+
+def _bilinear_f64(src, h, w):
+    """The bilinear resize of ``src`` to ``(h, w)`` written out in float64 (OpenCV's pixel-centre mapping,
+    neighbours clamped to the image): an independent reference for :func:`upscale_prior`."""
+    h0, w0 = src.shape
+    py = np.clip((np.arange(h) + 0.5) * (h0 / h) - 0.5, 0, h0 - 1)
+    px = np.clip((np.arange(w) + 0.5) * (w0 / w) - 0.5, 0, w0 - 1)
+    y0, x0 = np.floor(py).astype(int), np.floor(px).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h0 - 1), np.minimum(x0 + 1, w0 - 1)
+    ty, tx = (py - y0)[:, None], (px - x0)[None, :]
+    s = src.astype(np.float64)
+    top = s[y0][:, x0] * (1 - tx) + s[y0][:, x1] * tx
+    bottom = s[y1][:, x0] * (1 - tx) + s[y1][:, x1] * tx
+    return top * (1 - ty) + bottom * ty
+
+
+def test_the_level_kernels_upscale_is_opencvs_resize():
+    """``_level_nb.upscale_prior`` (the coarser level's flow resized inside the level's one kernel call) against
+    ``cv2.resize(INTER_LINEAR)`` of each plane: bit for bit where OpenCV resizes float32 with Intel IPP (its x86
+    builds), on the pyramid chains of several frame sizes (factor sqrt(2) and 2) and odd steps, and within float32
+    rounding of the bilinear resize written out in float64 everywhere."""
+    from idtfv.idt.flow._level_nb import upscale_prior
+
+    rng = np.random.default_rng(7)
+    steps = 0
+    for fh, fw in ((240, 320), (120, 160), (101, 77), (540, 960), (9, 7)):
+        for factor in (np.sqrt(2.0), 2.0):
+            _, sizes = pyramid_geometry(fw, fh, scale_factor=factor, patch=4)
+            chain = [(h, w) for w, h in sizes]
+            for (h, w), (h0, w0) in zip(chain, chain[1:]):
+                for scale in (1.0, 40.0):
+                    prior = (rng.normal(size=(2, h0, w0)) * scale).astype(np.float32)
+                    got = np.full((2, h, w), np.nan, np.float32)
+                    upscale_prior(prior, got)
+                    for c in range(2):
+                        want = _bilinear_f64(prior[c], h, w)
+                        np.testing.assert_allclose(got[c], want, rtol=2e-6, atol=4e-6 * scale)
+                        if cv2.ipp.useIPP():
+                            cv = cv2.resize(prior[c], (w, h), interpolation=cv2.INTER_LINEAR)
+                            assert got[c].tobytes() == cv.tobytes(), ((h0, w0), (h, w))
+                    steps += 1
+    for (h0, w0), (h, w) in (((2, 2), (170, 226)), ((5, 3), (12, 7)), ((42, 57), (61, 80))):  # other ratios
+        prior = rng.normal(size=(2, h0, w0)).astype(np.float32)
+        got = np.empty((2, h, w), np.float32)
+        upscale_prior(prior, got)
+        np.testing.assert_allclose(got[0], _bilinear_f64(prior[0], h, w), rtol=2e-6, atol=4e-6)
+        if cv2.ipp.useIPP():
+            assert got[1].tobytes() == cv2.resize(prior[1], (w, h), interpolation=cv2.INTER_LINEAR).tobytes()
+    assert steps > 40  # not vacuous: every chain had levels
 
 
 def test_bad_parameters():

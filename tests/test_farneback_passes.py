@@ -118,11 +118,15 @@ def test_pyramid_flow_equals_the_fused_path(monkeypatch):
         kernel_calls.append(iterations)
         return _fused_level(r0, r1, init, winsize, iterations, window, work)
 
-    def one_call(r0, r1, init, ratio_x, ratio_y, rescale, m, k, det_eps, flow, border, iterations, med, out):
-        """_level_nb.level_flow's steps with the fused level loop (every level of both kinds of solve)."""
-        if rescale:
-            init[0] *= ratio_x
-            init[1] *= ratio_y
+    def one_call(r0, r1, prior, init, m, k, det_eps, flow, border, iterations, med, out):
+        """_level_nb.level_flow's steps with the fused level loop (every level of both kinds of solve), the prior
+        resized by OpenCV and scaled by NumPy."""
+        if prior is not None:
+            (h0, w0), (h, w) = prior.shape[1:], init.shape[1:]
+            for c in range(2):
+                cv2.resize(prior[c], (w, h), dst=init[c], interpolation=cv2.INTER_LINEAR)
+            init[0] *= np.float32(w / w0)
+            init[1] *= np.float32(h / h0)
         flow = fused(r0, r1, init, 10, iterations, "gaussian", types.SimpleNamespace(m=m, flow=flow))
         median5_flow(flow, med, out)
 

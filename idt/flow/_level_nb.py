@@ -1,10 +1,11 @@
 """One level of :class:`~idtfv.idt.flow.farneback.FarnebackPyramidFlow`'s coarse-to-fine solve in one call.
 
-:func:`level_flow` runs the kernels the Python driver called one by one (the prior's rescaling, the first
-iteration's per-pixel terms :func:`~idtfv.idt.flow._farneback_nb.update_matrices`, ``iterations`` rounds of
+:func:`level_flow` runs the steps the Python driver called one by one (the coarser level's flow resized to this
+level, :func:`upscale_prior`, and its rescaling; the first iteration's per-pixel terms
+:func:`~idtfv.idt.flow._farneback_nb.update_matrices`, ``iterations`` rounds of
 :func:`~idtfv.idt.flow._farneback_nb.window_solve`, the 5x5 median
 :func:`~idtfv.idt.flow._median_nb.median5_flow`), in their order, on the same arrays: the same numbers, with one
-call (one release and one retake of the GIL) per level instead of five or more. With ``--threads`` the thread that
+call (one release and one retake of the GIL) per level instead of seven or more. With ``--threads`` the thread that
 solves the flow then seldom waits for the GIL the other thread holds.
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from idtfv.idt.flow._farneback_nb import update_matrices, window_solve
+from idtfv.idt.flow._farneback_simd_nb import fma32
 from idtfv.idt.flow._median_nb import median5_flow
 
 #: SHA-256 of the kernel modules this one's cached kernels compile in (see ``_farneback_nb.KERNEL_DEPENDENCIES``).
@@ -35,17 +37,70 @@ def _rescale(init, ratio_x, ratio_y):
 
 
 @njit(cache=True, nogil=True)
-def level_flow(r0, r1, init, ratio_x, ratio_y, rescale, m, k, det_eps, flow, border, iterations, med, out):
+def upscale_prior(prior, init):
+    r"""Both planes of the coarser level's flow resized to this level: ``cv2.resize(prior[c], (w, h),
+    interpolation=cv2.INTER_LINEAR)`` as OpenCV's x86 builds compute it (Intel IPP's float32 path), bit for bit.
+
+    IPP places destination pixel :math:`d` at the source position :math:`p = (d + 1/2) s - 1/2` in double, with
+    :math:`s` = source / destination size (double), and blends its two neighbours with the fraction rounded to
+    float32: :math:`\mathrm{fma}(b - a, t, a)`, along the row, then down the column. A column before the first or
+    at or past the last source column takes that column alone; rows are clamped to the image (a blend of a row
+    with itself is the row). (OpenCV's own code, where it has no IPP, rounds the position to float32 first and
+    blends :math:`a (1 - t) + b t`: up to ~1e-4 px apart on large images, a few ulp in the values.)
+
+    Parameters
+    ----------
+    prior : (2, h0, w0) float32
+        The coarser level's filtered flow, planar.
+    init : (2, h, w) float32
+        The resized planes (out).
+    """
+    h0, w0 = prior.shape[1], prior.shape[2]
+    h, w = init.shape[1], init.shape[2]
+    scale_x, scale_y = w0 / w, h0 / h
+    xs = np.empty(w, np.int64)
+    tx = np.empty(w, np.float32)
+    last = np.empty(w, np.bool_)
+    for x in range(w):
+        p = (x + 0.5) * scale_x - 0.5
+        sx = int(np.floor(p))
+        t = np.float32(p - sx)
+        if sx < 0:
+            sx, t = 0, np.float32(0.0)
+        last[x] = sx >= w0 - 1
+        if last[x]:
+            sx, t = w0 - 1, np.float32(0.0)
+        xs[x], tx[x] = sx, t
+    for c in range(2):
+        for y in range(h):
+            p = (y + 0.5) * scale_y - 0.5
+            sy = int(np.floor(p))
+            ty = np.float32(p - sy)
+            y0 = min(max(sy, 0), h0 - 1)
+            y1 = min(max(sy + 1, 0), h0 - 1)
+            for x in range(w):
+                sx = xs[x]
+                a, b = prior[c, y0, sx], prior[c, y1, sx]
+                if not last[x]:
+                    a = fma32(prior[c, y0, sx + 1] - a, tx[x], a)
+                    b = fma32(prior[c, y1, sx + 1] - b, tx[x], b)
+                init[c, y, x] = fma32(b - a, ty, a)
+
+
+@njit(cache=True, nogil=True)
+def level_flow(r0, r1, prior, init, m, k, det_eps, flow, border, iterations, med, out):
     """Refine a level's flow from its prior and median-filter it.
 
     Parameters
     ----------
     r0, r1 : (h, w, 5) float32
         The two frames' polynomial expansions.
+    prior : (2, h0, w0) float32 or None
+        The coarser level's filtered flow (planar x, y), or None on the coarsest level.
     init : (2, h, w) float32
-        The prior :math:`\\tilde d` (planar x, y): the coarser level's filtered flow resized to this level, times
-        ``(ratio_x, ratio_y)`` (float32) first when ``rescale``; or ``flow`` itself, zero-filled, on the coarsest
-        level.
+        The level's prior :math:`\\tilde d` (out, planar): ``prior`` resized to this level
+        (:func:`upscale_prior`), times the size ratios ``w / w0`` and ``h / h0`` (float32); with ``prior`` None,
+        ``flow`` itself, zero-filled.
     m : (h, w, 5) float32
         Scratch of the per-pixel terms.
     k : (2 q + 1,) float32
@@ -63,8 +118,10 @@ def level_flow(r0, r1, init, ratio_x, ratio_y, rescale, m, k, det_eps, flow, bor
     out : (h, w, 2) float32
         The filtered flow, interleaved (out: the level's output).
     """
-    if rescale:
-        _rescale(init, ratio_x, ratio_y)
+    if prior is not None:
+        upscale_prior(prior, init)
+        h, w = init.shape[1], init.shape[2]
+        _rescale(init, np.float32(w / prior.shape[2]), np.float32(h / prior.shape[1]))
     update_matrices(r0, r1, init, border, m)
     for i in range(iterations):
         window_solve(m, k, det_eps, flow, r0, r1, border, i < iterations - 1)

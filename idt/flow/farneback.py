@@ -449,27 +449,25 @@ class FarnebackPyramidFlow(PyramidFlow):
 
     def _solve(self, prev: list[np.ndarray], cur: list[np.ndarray], works: list[_Workspace]) -> list[np.ndarray]:
         outputs = {}
-        # the 5x5 median (the extractor's): each level's kernels in one call (_level_nb.level_flow, the same
-        # numbers), the prior's rescaling included; else kernel by kernel
+        # the 5x5 median (the extractor's): each level's kernels in one call (_level_nb.level_flow, the same numbers),
+        # the prior's upscaling and rescaling included; else kernel by kernel
         one_call = self.median == 5
 
         def level(s, prior):  # refine, then filter: the filtered flow is the next level's prior and the output
             work = works[s]
-            if prior is None:  # the coarsest level: from zero flow
-                init, ratio_x, ratio_y = None, 1.0, 1.0
-            else:  # upscale()'s resized prior and the size ratios it is still to be scaled by
-                init, ratio_x, ratio_y = prior
-            if one_call:
+            if one_call:  # the prior: the coarser level's filtered flow, resized and rescaled in the kernel
                 nb = _kernels()
-                if init is None:
+                init = work.init
+                if prior is None:  # the coarsest level: from zero flow
                     init = work.flow
                     init.fill(0.0)
                 outputs[s] = np.empty(cur[s].shape[:2] + (2,), np.float32)
-                _level_kernels().level_flow(prev[s], cur[s], init, np.float32(ratio_x), np.float32(ratio_y),
-                                            prior is not None, work.m, self._window, nb.DET_EPS, work.flow,
-                                            nb.BORDER_WEIGHTS, self.iterations, work.med, outputs[s])
+                _level_kernels().level_flow(prev[s], cur[s], prior, init, work.m, self._window, nb.DET_EPS,
+                                            work.flow, nb.BORDER_WEIGHTS, self.iterations, work.med, outputs[s])
                 return work.med
-            if init is not None:
+            init = None
+            if prior is not None:  # upscale()'s resized prior, scaled here by the size ratios
+                init, ratio_x, ratio_y = prior
                 init[0] *= np.float32(ratio_x)
                 init[1] *= np.float32(ratio_y)
             flow = _level(prev[s], cur[s], init, self.winsize, self.iterations, self.window, work, self._window)
@@ -477,6 +475,8 @@ class FarnebackPyramidFlow(PyramidFlow):
             return filtered
 
         def upscale(coarser, s):  # resized to level s into its workspace; level() scales it by the size ratios
+            if one_call:  # (in level_flow)
+                return coarser
             work = works[s]
             h, w = cur[s].shape[:2]
             h0, w0 = coarser.shape[1:]
