@@ -393,6 +393,33 @@ def test_the_level_kernels_upscale_is_opencvs_resize():
     assert steps > 40  # not vacuous: every chain had levels
 
 
+@pytest.mark.parametrize("h, w", [(240, 320), (85, 113), (2, 2), (2, 9), (9, 2), (1, 6), (6, 1), (1, 1)])
+def test_the_level_kernels_presmoothing_is_opencvs_gaussian_blur(h, w):
+    """``_level_nb.presmooth3`` (the 3x3 presmoothing inside the level's expansion call) against
+    ``cv2.GaussianBlur(level as float32, (3, 3), 0)``, bit for bit, for uint8 levels and float32 ones of three
+    magnitudes, on sizes down to 1 pixel; and ``smooth_expand`` against the blur then ``poly_expand``."""
+    from idtfv.idt.flow import _farneback_nb
+    from idtfv.idt.flow._level_nb import presmooth3, smooth_expand
+
+    rng = np.random.default_rng(h * 1000 + w)
+    levels = [(rng.random((h, w)) * 256).astype(np.uint8)]
+    levels += [(rng.random((h, w)) * scale).astype(np.float32) for scale in (1e-3, 1.0, 255.0)]
+    for lvl in levels:
+        got = np.full((h, w), np.nan, np.float32)
+        presmooth3(lvl, got)
+        want = cv2.GaussianBlur(lvl.astype(np.float32), (3, 3), 0)
+        assert got.tobytes() == want.tobytes(), lvl.dtype
+    assert len(np.unique(levels[0])) > min(h * w, 100) // 2  # not vacuous: textured levels
+    if min(h, w) >= 2:
+        fp = FarnebackPyramidFlow(poly_n=5, poly_sigma=1.1)
+        kernels, consts = fp._filters
+        smooth, out, want = np.empty((h, w), np.float32), np.empty((h, w, 5), np.float32), np.empty((h, w, 5),
+                                                                                                    np.float32)
+        smooth_expand(levels[0], smooth, *kernels, *consts, out)
+        _farneback_nb.poly_expand(cv2.GaussianBlur(levels[0].astype(np.float32), (3, 3), 0), *kernels, *consts, want)
+        assert out.tobytes() == want.tobytes()
+
+
 def test_bad_parameters():
     with pytest.raises(ParameterError, match="median"):
         FarnebackPyramidFlow(median=4)

@@ -130,7 +130,9 @@ def test_pyramid_flow_equals_the_fused_path(monkeypatch):
         flow = fused(r0, r1, init, 10, iterations, "gaussian", types.SimpleNamespace(m=m, flow=flow))
         median5_flow(flow, med, out)
 
-    monkeypatch.setattr(fb, "_level_kernels", lambda: types.SimpleNamespace(level_flow=one_call))
+    level_kernels = fb._level_kernels()
+    monkeypatch.setattr(fb, "_level_kernels", lambda: types.SimpleNamespace(level_flow=one_call,
+                                                                            smooth_expand=level_kernels.smooth_expand))
     want = run()
     assert kernel_calls and set(kernel_calls) == {2}
     assert len(kernel_calls) == 4 * len(sizes)  # both kinds of solve went through the fused loop

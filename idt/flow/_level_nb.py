@@ -6,7 +6,9 @@ level, :func:`upscale_prior`, and its rescaling; the first iteration's per-pixel
 :func:`~idtfv.idt.flow._farneback_nb.window_solve`, the 5x5 median
 :func:`~idtfv.idt.flow._median_nb.median5_flow`), in their order, on the same arrays: the same numbers, with one
 call (one release and one retake of the GIL) per level instead of seven or more. With ``--threads`` the thread that
-solves the flow then seldom waits for the GIL the other thread holds.
+solves the flow then seldom waits for the GIL the other thread holds. :func:`smooth_expand` does the same for a
+frame's level before it: the 3x3 presmoothing (:func:`presmooth3`) and the polynomial expansion
+(:func:`~idtfv.idt.flow._farneback_nb.poly_expand`) in one call.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from idtfv.idt.flow._farneback_nb import update_matrices, window_solve
+from idtfv.idt.flow._farneback_nb import poly_expand, update_matrices, window_solve
 from idtfv.idt.flow._farneback_simd_nb import fma32
 from idtfv.idt.flow._median_nb import median5_flow
 
@@ -24,6 +26,44 @@ KERNEL_DEPENDENCIES = {"_farneback_nb.py": "1509fd5656ab885935b75ce1d1291d8ec590
                        "_median_nb.py": "684a7d668eb06e619a860632cfde01f2f6cb41944798b1587ff14b7bab650f3e",
                        "_median_simd_nb.py": "4dc52e9d419b46c708724f836f7c1d779f3ba6beb0ba140f10072f01c7ba52e7",
                        "llvm_ir.py": "c1aafaf28705aa778677439055f65b3deecf5aa9526143717849da068b96689b"}
+
+
+@njit(cache=True, nogil=True)
+def presmooth3(img, out):
+    """``cv2.GaussianBlur(img.astype(np.float32), (3, 3), 0)``, bit for bit: the kernel (1/4, 1/2, 1/4) along the
+    rows, then down the columns, each tap sum as OpenCV's symmetric filters form it, :math:`p/2 + (l + r)/4` in
+    float32 (the halves and quarters are exact), with ``BORDER_REFLECT_101`` (a 1-pixel side reflects onto
+    itself).
+
+    Parameters
+    ----------
+    img : (h, w) uint8 or float32
+        A pyramid level.
+    out : (h, w) float32
+        The smoothed level (out).
+    """
+    h, w = img.shape
+    half, quarter = np.float32(0.5), np.float32(0.25)
+    rows = np.empty((h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            left = x - 1 if x > 0 else min(1, w - 1)
+            right = x + 1 if x < w - 1 else max(w - 2, 0)
+            pair = np.float32(img[y, left]) + np.float32(img[y, right])
+            rows[y, x] = np.float32(img[y, x]) * half + pair * quarter
+    for y in range(h):
+        up = y - 1 if y > 0 else min(1, h - 1)
+        down = y + 1 if y < h - 1 else max(h - 2, 0)
+        for x in range(w):
+            out[y, x] = rows[y, x] * half + (rows[up, x] + rows[down, x]) * quarter
+
+
+@njit(cache=True, nogil=True)
+def smooth_expand(img, smooth, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q22, out):
+    """A level's :func:`presmooth3` into ``smooth`` ((h, w) float32), then its polynomial expansion into ``out``
+    ((h, w, 5) float32; the other arguments as :func:`~idtfv.idt.flow._farneback_nb.poly_expand`'s)."""
+    presmooth3(img, smooth)
+    poly_expand(smooth, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q20, q21, q22, out)
 
 
 @njit(cache=True, nogil=True)

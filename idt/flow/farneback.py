@@ -363,6 +363,16 @@ class FarnebackPyramidFlow(PyramidFlow):
         self._sizes = None  # the buffers are made again for the slots at the next frame
         return True
 
+    def _smooth_expand(self, lvl: np.ndarray, dst: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """A level's expansion into ``out``, presmoothed into ``dst``: for uint8 and float32 levels (the extractor's)
+        both in one kernel call (:func:`~idtfv.idt.flow._level_nb.smooth_expand`, ``cv2.GaussianBlur``'s numbers);
+        else OpenCV's blur, then the expansion."""
+        if self.presmooth and lvl.dtype in (np.uint8, np.float32):
+            kernels, consts = self._filters
+            _level_kernels().smooth_expand(np.ascontiguousarray(lvl), dst, *kernels, *consts, out)
+            return out
+        return _expand_into(self._smooth(lvl, dst), self._filters, out)
+
     def _smooth(self, lvl: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
         lvl = np.ascontiguousarray(lvl, dtype=np.float32)
         if not self.presmooth:
@@ -379,8 +389,7 @@ class FarnebackPyramidFlow(PyramidFlow):
             self._bufs = [[np.empty((h, w, 5), np.float32) for h, w in sizes] for _ in range(self.frame_slots + 1)]
             self._ahead_imgs = [np.empty((h, w), np.float32) for h, w in sizes] if self.frame_slots > 2 else []
         works = self._work_side if slot == self.frame_slots else self._work
-        return [_expand_into(self._smooth(lvl, work.img), self._filters, buf)
-                for lvl, work, buf in zip(levels, works, self._bufs[slot])]
+        return [self._smooth_expand(lvl, work.img, buf) for lvl, work, buf in zip(levels, works, self._bufs[slot])]
 
     def prepare_ahead(self, pyramid: list[np.ndarray], slot: int):
         """:meth:`~idtfv.idt.flow.pyramid.PyramidFlow.prepare_ahead` with presmoothing scratch of its own (the
@@ -391,7 +400,7 @@ class FarnebackPyramidFlow(PyramidFlow):
             raise ParameterError(f"FarnebackPyramidFlow.prepare_ahead: needs look_ahead() and a first frame of this "
                                  f"size, and a frame slot 0..{self.frame_slots - 1}; got slot {slot} for levels "
                                  f"{[lvl.shape for lvl in levels]} (first frame's: {self._sizes})")
-        return slot, [_expand_into(self._smooth(lvl, img), self._filters, buf)
+        return slot, [self._smooth_expand(lvl, img, buf)
                       for lvl, img, buf in zip(levels, self._ahead_imgs, self._bufs[slot])]
 
     def flow_from_previous(self, pyramid: list[np.ndarray], *, source=None) -> list[np.ndarray]:
