@@ -37,9 +37,10 @@ SECTION = "## profile"
 #: (label, where) of the timed Farnebäck steps: a Numba kernel of idtfv.idt.flow._farneback_nb (nb), _median_nb
 #: (med) or _level_nb (lvl), or an OpenCV call made by idtfv.idt.flow.farneback. With the 5x5 median (both presets)
 #: a level's prior (upscale and rescale), update matrices, window solves and median are one call (lvl.level_flow),
-#: timed as one step;
+#: timed as one step, and so are a frame level's presmoothing and expansion (lvl.smooth_expand);
 #: the separate kernels' rows appear only where they are called one by one (``--warp-flow refine``'s levels).
 KERNELS = [
+    ("presmoothing (3x3 Gaussian) + polynomial expansion in one call (`smooth_expand`)", "lvl.smooth_expand"),
     ("polynomial expansion", "nb.poly_expand"),
     ("presmoothing (3x3 Gaussian)", "cv2.GaussianBlur"),
     ("one level in one call: prior upscale + rescale, update matrices, window sums + 2x2 solves, median 5x5 "
