@@ -79,13 +79,15 @@ def _rescale(init, ratio_x, ratio_y):
 @njit(cache=True, nogil=True)
 def upscale_prior(prior, init):
     r"""Both planes of the coarser level's flow resized to this level: ``cv2.resize(prior[c], (w, h),
-    interpolation=cv2.INTER_LINEAR)`` as OpenCV's x86 builds compute it (Intel IPP's float32 path), bit for bit.
+    interpolation=cv2.INTER_LINEAR)`` as OpenCV's x86 builds compute it (Intel IPP's float32 path), bit for bit
+    but for the sign of a zero result (IPP returns -0 or +0 by rules of its own that no blend order reproduces;
+    the extractor's output on the shared clips is the same bytes).
 
     IPP places destination pixel :math:`d` at the source position :math:`p = (d + 1/2) s - 1/2` in double, with
     :math:`s` = source / destination size (double), and blends its two neighbours with the fraction rounded to
     float32: :math:`\mathrm{fma}(b - a, t, a)`, along the row, then down the column. A column before the first or
-    at or past the last source column takes that column alone; rows are clamped to the image (a blend of a row
-    with itself is the row). (OpenCV's own code, where it has no IPP, rounds the position to float32 first and
+    at or past the last source column takes that column alone; rows are clamped to the image (a row blended with
+    itself). (OpenCV's own code, where it has no IPP, rounds the position to float32 first and
     blends :math:`a (1 - t) + b t`: up to ~1e-4 px apart on large images, a few ulp in the values.)
 
     Parameters
