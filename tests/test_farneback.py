@@ -375,7 +375,7 @@ def test_the_level_kernels_upscale_is_opencvs_resize():
                 for scale in (1.0, 40.0):
                     prior = (rng.normal(size=(2, h0, w0)) * scale).astype(np.float32)
                     got = np.full((2, h, w), np.nan, np.float32)
-                    upscale_prior(prior, got)
+                    upscale_prior(prior, got, np.float32(1.0), np.float32(1.0))
                     for c in range(2):
                         want = _bilinear_f64(prior[c], h, w)
                         np.testing.assert_allclose(got[c], want, rtol=2e-6, atol=4e-6 * scale)
@@ -386,7 +386,7 @@ def test_the_level_kernels_upscale_is_opencvs_resize():
     for (h0, w0), (h, w) in (((2, 2), (170, 226)), ((5, 3), (12, 7)), ((42, 57), (61, 80))):  # other ratios
         prior = rng.normal(size=(2, h0, w0)).astype(np.float32)
         got = np.empty((2, h, w), np.float32)
-        upscale_prior(prior, got)
+        upscale_prior(prior, got, np.float32(1.0), np.float32(1.0))
         np.testing.assert_allclose(got[0], _bilinear_f64(prior[0], h, w), rtol=2e-6, atol=4e-6)
         if cv2.ipp.useIPP():
             assert got[1].tobytes() == cv2.resize(prior[1], (w, h), interpolation=cv2.INTER_LINEAR).tobytes()

@@ -1,7 +1,7 @@
 """One level of :class:`~idtfv.idt.flow.farneback.FarnebackPyramidFlow`'s coarse-to-fine solve in one call.
 
 :func:`level_flow` runs the steps the Python driver called one by one (the coarser level's flow resized to this
-level, :func:`upscale_prior`, and its rescaling; the first iteration's per-pixel terms
+level and rescaled, :func:`upscale_prior`; the first iteration's per-pixel terms
 :func:`~idtfv.idt.flow._farneback_nb.update_matrices`, ``iterations`` rounds of
 :func:`~idtfv.idt.flow._farneback_nb.window_solve`, the 5x5 median
 :func:`~idtfv.idt.flow._median_nb.median5_flow`), in their order, on the same arrays: the same numbers, with one
@@ -67,19 +67,10 @@ def smooth_expand(img, smooth, g, tg, ttg, inv_s0s2, inv_2s22, q10, q11, q12, q2
 
 
 @njit(cache=True, nogil=True)
-def _rescale(init, ratio_x, ratio_y):
-    """``init[0] *= ratio_x; init[1] *= ratio_y`` (float32 products, as NumPy's in-place multiply)."""
-    h, w = init.shape[1], init.shape[2]
-    for y in range(h):
-        for x in range(w):
-            init[0, y, x] = init[0, y, x] * ratio_x
-            init[1, y, x] = init[1, y, x] * ratio_y
-
-
-@njit(cache=True, nogil=True)
-def upscale_prior(prior, init):
-    r"""Both planes of the coarser level's flow resized to this level: ``cv2.resize(prior[c], (w, h),
-    interpolation=cv2.INTER_LINEAR)`` as OpenCV's x86 builds compute it (Intel IPP's float32 path), bit for bit
+def upscale_prior(prior, init, ratio_x, ratio_y):
+    r"""Both planes of the coarser level's flow resized to this level and scaled: ``cv2.resize(prior[c], (w, h),
+    interpolation=cv2.INTER_LINEAR) * ratio`` (``ratio_x`` for plane 0, ``ratio_y`` for plane 1, float32 products as
+    NumPy's in-place multiply) with the resize as OpenCV's x86 builds compute it (Intel IPP's float32 path), bit for bit
     but for the sign of a zero result (IPP returns -0 or +0 by rules of its own that no blend order reproduces;
     the extractor's output on the shared clips is the same bytes).
 
@@ -95,7 +86,9 @@ def upscale_prior(prior, init):
     prior : (2, h0, w0) float32
         The coarser level's filtered flow, planar.
     init : (2, h, w) float32
-        The resized planes (out).
+        The resized, scaled planes (out).
+    ratio_x, ratio_y : float32
+        The planes' factors (1 for the resize alone).
     """
     h0, w0 = prior.shape[1], prior.shape[2]
     h, w = init.shape[1], init.shape[2]
@@ -114,6 +107,7 @@ def upscale_prior(prior, init):
             sx, t = w0 - 1, np.float32(0.0)
         xs[x], tx[x] = sx, t
     for c in range(2):
+        ratio = ratio_x if c == 0 else ratio_y
         for y in range(h):
             p = (y + 0.5) * scale_y - 0.5
             sy = int(np.floor(p))
@@ -126,7 +120,7 @@ def upscale_prior(prior, init):
                 if not last[x]:
                     a = fma32(prior[c, y0, sx + 1] - a, tx[x], a)
                     b = fma32(prior[c, y1, sx + 1] - b, tx[x], b)
-                init[c, y, x] = fma32(b - a, ty, a)
+                init[c, y, x] = fma32(b - a, ty, a) * ratio
 
 
 @njit(cache=True, nogil=True)
@@ -161,9 +155,8 @@ def level_flow(r0, r1, prior, init, m, k, det_eps, flow, border, iterations, med
         The filtered flow, interleaved (out: the level's output).
     """
     if prior is not None:
-        upscale_prior(prior, init)
         h, w = init.shape[1], init.shape[2]
-        _rescale(init, np.float32(w / prior.shape[2]), np.float32(h / prior.shape[1]))
+        upscale_prior(prior, init, np.float32(w / prior.shape[2]), np.float32(h / prior.shape[1]))
     update_matrices(r0, r1, init, border, m)
     for i in range(iterations):
         window_solve(m, k, det_eps, flow, r0, r1, border, i < iterations - 1)
