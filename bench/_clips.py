@@ -1,4 +1,5 @@
-"""Real iDT descriptors for the encoding benchmarks: the shared clips' trajectories, extracted once and cached.
+"""The shared clips for the benchmarks: real iDT descriptors (their trajectories, extracted once and cached) for
+the encoding benchmarks, and a clip looped into a longer video (:func:`loop_video`) for the memory and threads ones.
 
 ``../shared/reference/videos/`` (see ``../shared/README.md``) holds five public clips. :func:`clip_arrays` extracts
 the first ``frames`` frames of each with the reference options (``IDTParams(end=frames)``, ``idtfv.idt.extract``)
@@ -54,3 +55,25 @@ def clip_arrays(frames: int = 200, *, log=print) -> dict[str, dict[str, np.ndarr
         tmp.replace(cached)
         out[name] = arrays
     return out
+
+
+def loop_video(src: Path, dst: Path, loops: int) -> int:
+    """Write ``src`` ``loops`` times in a row to ``dst`` (MJPG); returns the frame count."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for _ in range(loops):
+        for frame in frames:
+            out.write(frame)
+    out.release()
+    return loops * len(frames)

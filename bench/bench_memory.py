@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine, byte_compile_package, readme_row, write_section  # noqa: E402  (bench/ is the script's directory)
+from _clips import loop_video  # noqa: E402  (bench/ is the script's directory)
+from _results import machine, byte_compile_package, readme_row, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "reference" / "videos" / "vtest_320x240.avi"
@@ -91,28 +92,6 @@ def peak_rss(cmd: list[str], env=None) -> tuple[int, float, int]:
     if code:
         print(f"  failed ({code}): {err.splitlines()[-1] if err else ''}", file=sys.stderr)
     return code, seconds, kb // 1024  # KB on Linux
-
-
-def loop_video(src: Path, dst: Path, loops: int) -> int:
-    """Write ``src`` ``loops`` times in a row to ``dst`` (MJPG); returns the frame count."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    h, w = frames[0].shape[:2]
-    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    for _ in range(loops):
-        for frame in frames:
-            out.write(frame)
-    out.release()
-    return loops * len(frames)
 
 
 def synthetic_video(dst: Path, width: int, height: int, frames: int = 20) -> None:
