@@ -476,11 +476,18 @@ def quick_exit() -> None:
 
 @contextlib.contextmanager
 def imports_without_gc():
-    """Pause the cyclic garbage collector inside (restored on the way out, also on an error).
+    """Pause the cyclic garbage collector inside, and leave what was made so far out of its later passes (restored on
+    the way out, also on an error).
 
     The import of the extractor (Numba, NumPy, OpenCV and the kernels' modules) makes ~80,000 objects that live for
     the whole run; each allocation threshold crossed meanwhile starts a collection over them that frees nothing
     (~180 collections, 0.04-0.08 s of the 0.3 s import on the 2-core test machine, ``bench/bench_startup.py``).
+    Re-enabled as it was, the collector would still walk them all once or twice more: the objects made while it
+    was off sit in its youngest generation, so its first pass after covers them all (14 ms), and a later one the
+    next generation (16 ms, at a kernel module imported with the first frame); ~0.03 s before the first frame,
+    measured with :data:`gc.callbacks` on ``extract-trajectories``. So on the way out the objects alive are moved to
+    the collector's permanent generation (:func:`gc.freeze`): never collected, never walked again; garbage made
+    from then on is collected as before.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -488,6 +495,7 @@ def imports_without_gc():
         yield
     finally:
         if enabled:
+            gc.freeze()
             gc.enable()
 
 

@@ -201,10 +201,13 @@ def test_cpu_log_records_main_every_frame_and_the_end(tmp_path, tiny_video):
 
 def test_imports_without_gc_pause_the_collector_and_restore_it():
     """No collection runs inside (while thresholds are crossed: planted by allocating containers), one does
-    outside, and the collector's state comes back as it was, on an error too."""
+    outside, and the collector's state comes back as it was, on an error too; what was alive on the way out is in
+    the collector's permanent generation (never walked again), what is made after is collected as before."""
     from idtfv.cli import imports_without_gc
 
     runs = []
+    gc.unfreeze()
+    frozen_before = gc.get_freeze_count()
 
     def count(phase, info):
         if phase == "start":
@@ -219,11 +222,15 @@ def test_imports_without_gc_pause_the_collector_and_restore_it():
         gc.enable()
         with imports_without_gc():
             assert not gc.isenabled()
-            allocate()
+            kept = allocate()
         inside = len(runs)
         assert gc.isenabled()
-        allocate()
+        assert gc.get_freeze_count() >= frozen_before + len(kept)  # the lists made inside (and the outer one)
+        made_after = allocate()
         assert inside == 0 and len(runs) > 0
+        in_generations = {id(x) for generation in (0, 1, 2) for x in gc.get_objects(generation)}
+        assert not any(id(x) in in_generations for x in kept)  # frozen: in none of the collector's generations
+        assert all(id(x) in in_generations for x in made_after)  # made after: collected as before
         with pytest.raises(RuntimeError), imports_without_gc():
             raise RuntimeError("an import failed")
         assert gc.isenabled()
@@ -233,6 +240,7 @@ def test_imports_without_gc_pause_the_collector_and_restore_it():
         assert not gc.isenabled()  # a collector the caller had paused stays paused
     finally:
         gc.callbacks.remove(count)
+        gc.unfreeze()  # (this test process's objects back in the collector's generations)
         (gc.enable if was else gc.disable)()
 
 
