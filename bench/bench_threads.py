@@ -172,7 +172,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pair", action="store_true",
                     help="skip the machine's own scaling (two 1-thread processes side by side)")
     ap.add_argument("--loops", type=int, default=4,
-                    help="also race a long video: the video looped this many times (MJPG; default 4; 0 or 1: not)")
+                    help="also race a long video: the video looped this many times (MJPG; default 4; 0 or 1: not; "
+                         "not with --end)")
     ap.add_argument("--loops-repeat", type=int, default=3, help="rounds on the looped video (default 3)")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not update RESULTS.md")
     args = ap.parse_args(argv)
