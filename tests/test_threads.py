@@ -258,6 +258,56 @@ def test_without_keypoints_the_front_thread_makes_the_homographies(monkeypatch):
     assert runs == []
 
 
+def test_the_main_thread_makes_each_frames_corner_response_as_it_takes_the_frame(monkeypatch):
+    """The front thread's homography of frames (k-1, k) takes its flow matches' corners from frame k-1's corner
+    response. Here it starts only once the main thread has taken frame k-1 (and never sooner than the main thread's
+    step 7 could have made the response, had it been made there): the main thread has made it by then, so the front
+    thread makes no full-size response at all, and the bytes are those of one thread."""
+    from idtfv.idt import extractor as ex
+    from idtfv.idt import sampling
+
+    monkeypatch.setattr(sampling, "_RESPONSES", {})  # nothing remembered from other tests' frames
+    made = []  # (thread name, shape) of every response computed
+    min_eigen = sampling._min_eigen
+
+    def recording(gray):
+        made.append((threading.current_thread().name, gray.shape))
+        return min_eigen(gray)
+
+    monkeypatch.setattr(sampling, "_min_eigen", recording)
+    monkeypatch.setattr(ex._FrontThread, "_ahead", lambda self, k: False)  # no responses made ahead of the main one
+    taken = [0]  # the last frame the main thread took
+    waited = []
+    cond = threading.Condition()
+    take, homography = ex._FrontThread.__next__, ex._Steps.homography
+
+    def taking(self):
+        item = take(self)
+        with cond:
+            taken[0] = self.frame_num
+            cond.notify_all()
+        return item
+
+    def after_the_take(self, frame_num, *args):
+        with cond:
+            waited.append(cond.wait_for(lambda: taken[0] >= frame_num - 1, timeout=10))
+        return homography(self, frame_num, *args)
+
+    frames = tiny_frames(frames=12, width=160, height=120, motion=(2, 1))
+    params = IDTParams.fast()
+    assert params.camera_motion and params.flow_matches > 0
+    one = extract(frames, params)
+    made.clear()
+    monkeypatch.setattr(sampling, "_RESPONSES", {})  # nor from that run's
+    monkeypatch.setattr(ex._FrontThread, "__next__", taking)
+    monkeypatch.setattr(ex._Steps, "homography", after_the_take)
+    two = extract(frames, params.replace(threads=2))
+    assert _same(one, two)
+    assert len(waited) == 11 and all(waited)
+    full = [name for name, shape in made if shape == (120, 160)]
+    assert full.count("idt-front") == 0 and full.count("MainThread") == 12  # each frame's, once, all on this thread
+
+
 @pytest.mark.parametrize("ahead", [0, 10**6])
 def test_a_failed_homography_is_raised_at_its_frame_by_either_thread(monkeypatch, ahead):
     """A homography that raises (made by the front thread, or by the main one) stops the run at its frame with its
