@@ -260,9 +260,10 @@ def test_without_keypoints_the_front_thread_makes_the_homographies(monkeypatch):
 
 def test_the_main_thread_makes_each_frames_corner_response_as_it_takes_the_frame(monkeypatch):
     """The front thread's homography of frames (k-1, k) takes its flow matches' corners from frame k-1's corner
-    response. Here it starts only once the main thread has taken frame k-1 (and never sooner than the main thread's
-    step 7 could have made the response, had it been made there): the main thread has made it by then, so the front
-    thread makes no full-size response at all, and the bytes are those of one thread."""
+    response. Here it starts only once the main thread has taken frame k-1, and so before that thread's step 7
+    (where the response was made before: then the front thread made it itself). The main thread has made it as it
+    took the frame, so the front thread makes no full-size response at all, and the bytes are those of one
+    thread."""
     from idtfv.idt import extractor as ex
     from idtfv.idt import sampling
 
